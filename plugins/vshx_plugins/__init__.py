@@ -1,0 +1,1 @@
+"""vshx's built-in plugins, each registered through the ``vshx`` entry-point group."""

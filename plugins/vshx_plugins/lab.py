@@ -1,0 +1,268 @@
+"""Practice lab: build or remove a domain whose disk is base <- sn1 <- ... <- snN (active).
+
+Every layer holds different data (qemu-io writes distinct patterns, and each layer also
+overwrites a shared region so merge order matters) and libvirt has snapshot metadata sn1..snN,
+as after ``virsh snapshot-create-as --disk-only``.  ``make demo`` and the tests use this code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape, quoteattr
+
+from vshx import virt
+from vshx.errors import VshxError
+from vshx.hookspecs import hookimpl
+from vshx.plan import Plan, Step, virsh
+from vshx.spec import Args, Command, Opt, non_negative_int
+
+if TYPE_CHECKING:
+    import libvirt
+
+    from vshx.session import Session
+
+LAB_NS = "https://vshx.invalid/lab"
+MARKER = ".vshx-lab"
+DEFAULT_ROOT = "/var/lib/libvirt/images/vshx-lab"
+MIB = 1024 * 1024
+
+
+def is_lab_domain(dom: libvirt.virDomain) -> bool:
+    return LAB_NS in dom.XMLDesc(0)
+
+
+def domain_xml(name: str, uuid: str, disk_path: str, kvm: bool) -> str:
+    return f"""<domain type='{"kvm" if kvm else "qemu"}'>
+  <name>{escape(name)}</name>
+  <uuid>{uuid}</uuid>
+  <metadata><vshx:lab xmlns:vshx='{LAB_NS}'/></metadata>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file={quoteattr(disk_path)}/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+
+
+def snapshot_xml(name: str, parent: str | None, layer_path: str, created: int, dom_xml: str) -> str:
+    """Redefinition XML; libvirt insists on the domain definition inside it."""
+    parent_xml = f"<parent><name>{escape(parent)}</name></parent>" if parent else ""
+    return f"""<domainsnapshot>
+  <name>{escape(name)}</name>
+  <description>vshx practice layer {escape(name)}</description>
+  <state>disk-snapshot</state>
+  <creationTime>{created}</creationTime>
+  <memory snapshot='no'/>
+  <disks>
+    <disk name='vda' snapshot='external' type='file'>
+      <driver type='qcow2'/>
+      <source file={quoteattr(layer_path)}/>
+    </disk>
+  </disks>
+  {parent_xml}
+{dom_xml.rstrip()}
+</domainsnapshot>
+"""
+
+
+def layer_names(layers: int) -> list[str]:
+    return ["base"] + [f"sn{i}" for i in range(1, layers + 1)]
+
+
+def qemu_io_write(path: str, pattern: int, offset: int, length: int) -> Step:
+    return Step(
+        f"write pattern 0x{pattern:02x} at {offset // MIB} MiB (+{length // 1024} KiB) "
+        f"into {os.path.basename(path)}",
+        ["qemu-io", "-f", "qcow2", "-c", f"write -q -P 0x{pattern:02x} {offset} {length}", path],
+    )
+
+
+def build_plan(
+    session: Session, name: str, directory: str, layers: int, running: bool, fill_mib: int
+) -> Plan:
+    """Steps that create the files, define the domain, redefine snapshots, start it."""
+    uri = session.uri
+    kvm = os.path.exists("/dev/kvm")
+    size = max(64, 16 + fill_mib) * MIB
+    names = layer_names(layers)
+    paths = [os.path.join(directory, f"{n}.qcow2") for n in names]
+    plan = Plan(f"practice domain {name}: {' <- '.join(names)} (active)")
+    plan.add(Step(f"create the lab directory {directory}", ["mkdir", "-p", "--", directory]))
+    plan.add(Step("mark it as a vshx lab", ["touch", "--", os.path.join(directory, MARKER)]))
+    for k, (layer, path) in enumerate(zip(names, paths, strict=True)):
+        if k == 0:
+            create = ["qemu-img", "create", "-q", "-f", "qcow2", path, str(size)]
+        else:  # relative backing names, as snapshot files usually sit beside their base
+            create = [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "qcow2",
+                "-b",
+                os.path.basename(paths[k - 1]),
+                path,
+                str(size),
+            ]
+        plan.add(Step(f"create layer {layer}", create))
+        plan.add(qemu_io_write(path, 0x10 + k, k * MIB, MIB))
+        plan.add(qemu_io_write(path, 0xA0 + k, 0, (layers + 1 - k) * 64 * 1024))
+        if fill_mib and k > 0:
+            plan.add(qemu_io_write(path, 0x40 + k, 8 * MIB, fill_mib * MIB))
+    xml = domain_xml(name, str(uuid.uuid4()), paths[-1], kvm)
+    plan.add(
+        Step(
+            f"define domain {name} on {paths[-1]}",
+            virsh(uri, "define", "/dev/stdin"),
+            action=lambda: session.conn.defineXML(xml),
+            stdin=xml,
+        )
+    )
+    now = int(time.time()) - layers
+    for k in range(1, layers + 1):
+        snap = snapshot_xml(names[k], names[k - 1] if k > 1 else None, paths[k], now + k, xml)
+        plan.add(
+            Step(
+                f"record libvirt snapshot metadata {names[k]} (file {names[k]}.qcow2)",
+                virsh(uri, "snapshot-create", name, "/dev/stdin", "--redefine", "--disk-only"),
+                action=_redefine(session, name, snap),
+                stdin=snap,
+            )
+        )
+    if running:
+        plan.add(
+            Step(
+                f"start {name}",
+                virsh(uri, "start", name),
+                action=lambda: virt.lookup_domain(session.conn, name).create(),
+            )
+        )
+    return plan
+
+
+def _redefine(session: Session, name: str, snap_xml: str) -> Callable[[], None]:
+    def action() -> None:
+        import libvirt
+
+        dom = virt.lookup_domain(session.conn, name)
+        dom.snapshotCreateXML(
+            snap_xml,
+            libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY,
+        )
+
+    return action
+
+
+def remove_lab(session: Session, name: str, directory: str | None) -> Plan:
+    """Steps that remove a lab domain (and its files, if the directory is a marked lab)."""
+    import libvirt
+
+    uri = session.uri
+    plan = Plan(f"remove practice domain {name}")
+    try:
+        dom = session.conn.lookupByName(name)
+    except libvirt.libvirtError:
+        dom = None
+    if dom is not None:
+        if not is_lab_domain(dom):
+            raise VshxError(f"domain {name!r} was not made by lab-create; not touching it")
+        if virt.is_running(dom):
+            plan.add(Step(f"stop {name}", virsh(uri, "destroy", name), action=dom.destroy))
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        plan.add(
+            Step(
+                f"undefine {name} and its snapshot metadata",
+                virsh(uri, "undefine", name, "--snapshots-metadata"),
+                action=lambda: dom.undefineFlags(flags),
+            )
+        )
+    if directory and os.path.exists(os.path.join(directory, MARKER)):
+        plan.add(Step(f"remove the lab files in {directory}", ["rm", "-rf", "--", directory]))
+    return plan
+
+
+def lab_dir(args: Args) -> str:
+    return os.path.abspath(args.dir or os.path.join(DEFAULT_ROOT, args.name))
+
+
+def cmd_lab_create(session: Session, args: Args) -> None:
+    if not 1 <= args.layers <= 20:
+        raise VshxError("--layers must be between 1 and 20")
+    directory = lab_dir(args)
+    teardown = remove_lab(session, args.name, directory)
+    setup = build_plan(session, args.name, directory, args.layers, not args.shut_off, args.fill)
+    teardown.steps += setup.steps
+    teardown.title = setup.title
+    session.run_plan(teardown, args)
+    if not session.planning_only(args):
+        session.info(f"created {setup.title} in {directory}")
+
+
+def cmd_lab_destroy(session: Session, args: Args) -> None:
+    plan = remove_lab(session, args.name, lab_dir(args))
+    if not plan.steps:
+        raise VshxError(f"no practice domain {args.name!r} and no lab files to remove")
+    session.run_plan(plan, args)
+
+
+NAME = Opt(
+    "name", "practice domain name", "name", positional=True, required=True, complete="domain"
+)
+DIR = Opt(
+    "dir",
+    f"directory for the layer files (default {DEFAULT_ROOT}/NAME)",
+    "dir",
+    complete="directory",
+)
+
+COMMANDS = [
+    Command(
+        "lab-create",
+        "build (or rebuild) a practice domain with a snapshot chain",
+        cmd_lab_create,
+        (
+            NAME,
+            DIR,
+            Opt("layers", "number of snapshot layers above base", "n", convert=int, default=4),
+            Opt("shut-off", "leave the domain shut off"),
+            Opt(
+                "fill",
+                "MiB of extra data written into every snapshot layer",
+                "mib",
+                convert=non_negative_int,
+                default=0,
+            ),
+        ),
+        group="lab",
+        description="Layers: base <- sn1 <- ... <- snN (active), each with its own data, "
+        "and libvirt snapshot metadata sn1..snN. Rebuilds a lab of the same name.",
+    ),
+    Command(
+        "lab-destroy",
+        "remove a practice domain and its files",
+        cmd_lab_destroy,
+        (NAME, DIR),
+        group="lab",
+    ),
+]
+
+
+@hookimpl
+def vshx_register_commands(register: Callable[[Command], None]) -> None:
+    for command in COMMANDS:
+        register(command)

@@ -1,0 +1,65 @@
+#!/bin/sh
+# Bring a Debian 12 machine to the state vshx's demo and tests need:
+# packages, the libvirt daemons answering on qemu:///system, and a .venv.
+# Idempotent: every step checks first, so a ready machine passes in well under a second.
+set -eu
+
+ROOT=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
+PACKAGES="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config bash-completion zsh fish"
+URI=qemu:///system
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+
+if [ "$(id -u)" != 0 ]; then
+    if [ -n "$missing" ]; then
+        say "missing Debian packages:$missing"
+        say "run as root, or: sudo apt-get install$missing"
+        exit 1
+    fi
+    say "not root: skipping daemon set-up (libvirtd must already answer on $URI)"
+else
+    if [ -n "$missing" ]; then
+        say "installing:$missing"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    fi
+    getent group kvm >/dev/null || groupadd -r kvm
+    getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+    id libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+    mkdir -p /var/log/libvirt/qemu /var/lib/libvirt/images /run/libvirt
+    conf=/etc/libvirt/qemu.conf
+    for kv in 'user = "root"' 'group = "root"' 'security_driver = "none"'; do
+        key=${kv%% *}
+        grep -q "^$key = " "$conf" 2>/dev/null || printf '%s\n' "$kv" >>"$conf"
+    done
+    if ! timeout 10 virsh -c "$URI" uri >/dev/null 2>&1; then
+        say "starting virtlogd and libvirtd"
+        pgrep -x virtlogd >/dev/null || virtlogd -d
+        pgrep -x libvirtd >/dev/null || libvirtd -d
+        i=0
+        until timeout 10 virsh -c "$URI" uri >/dev/null 2>&1; do
+            i=$((i + 1))
+            [ $i -lt 100 ] || { say "libvirtd does not answer on $URI"; exit 1; }
+            sleep 0.1
+        done
+    fi
+fi
+
+venv="$ROOT/.venv"
+stamp="$venv/.vshx-installed"
+if [ ! -x "$venv/bin/python" ]; then
+    say "creating $venv"
+    python3 -m venv "$venv"
+fi
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    say "installing vshx into $venv"
+    "$venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
+    "$venv/bin/pip" install -q --config-settings editable_mode=compat -e "$ROOT[dev]" >"$venv/pip.log" 2>&1 || { cat "$venv/pip.log" >&2; exit 1; }
+    touch "$stamp"
+fi

@@ -1,0 +1,149 @@
+"""Shared fixtures: run vshx as a user would, and build fresh practice labs on the real daemon."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+URI = "qemu:///system"
+LAB_PREFIX = "vshx-t-"
+
+
+def run_vshx(
+    *args: str, stdin: str | None = None, env: dict | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the vshx entry point in a child process, exactly as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", URI, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def guest_hash(path: str | Path, tmp: Path) -> str:
+    """What the guest sees: sha256 of the raw conversion of the active layer (-U: in use)."""
+    raw = tmp / f"guest-{uuid.uuid4().hex}.raw"
+    subprocess.run(["qemu-img", "convert", "-U", "-O", "raw", str(path), str(raw)], check=True)
+    digest = hashlib.sha256(raw.read_bytes()).hexdigest()
+    raw.unlink()
+    return digest
+
+
+def qemu_check(path: str | Path) -> None:
+    """Assert qemu-img check is clean for one image."""
+    proc = subprocess.run(["qemu-img", "check", "-U", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def chain_files(path: str | Path) -> list[str]:
+    """Base names of the chain below an image, active first, via qemu-img itself."""
+    import json
+
+    out = subprocess.run(
+        ["qemu-img", "info", "--backing-chain", "--output=json", "-U", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [os.path.basename(e["filename"]) for e in json.loads(out)]
+
+
+def snapshot_names(domain: str) -> list[str]:
+    out = subprocess.run(
+        ["virsh", "-c", URI, "snapshot-list", domain, "--name"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted(n for n in out.split() if n)
+
+
+def domain_source(domain: str, inactive: bool = False) -> str:
+    """The disk source of vda as libvirt says it."""
+    args = ["virsh", "-c", URI, "domblklist", domain] + (["--inactive"] if inactive else [])
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        parts = line.split(None, 1)
+        if parts and parts[0] == "vda":
+            return parts[1].strip()
+    raise AssertionError(out)
+
+
+def file_state(directory: Path) -> dict[str, bytes]:
+    """Every file's bytes in a directory, to prove that nothing changed."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).digest()
+        for p in sorted(directory.iterdir())
+        if p.is_file()
+    }
+
+
+@dataclass
+class Lab:
+    name: str
+    dir: Path
+    running: bool
+
+    def layer(self, name: str) -> Path:
+        return self.dir / f"{name}.qcow2"
+
+    @property
+    def active(self) -> Path:
+        return Path(domain_source(self.name))
+
+
+def make_lab(
+    tmp_path: Path, running: bool = True, layers: int = 4, fill: int = 0, dirname: str = "lab"
+) -> Lab:
+    name = LAB_PREFIX + uuid.uuid4().hex[:8]
+    directory = tmp_path / dirname
+    args = ["lab-create", name, "--dir", str(directory), "--layers", str(layers)]
+    if not running:
+        args.append("--shut-off")
+    if fill:
+        args += ["--fill", str(fill)]
+    proc = run_vshx(*args)
+    assert proc.returncode == 0, proc.stderr
+    return Lab(name, directory, running)
+
+
+def destroy_lab(lab: Lab) -> None:
+    run_vshx("lab-destroy", lab.name, "--dir", str(lab.dir))
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """A fresh running practice domain: base <- sn1 <- sn2 <- sn3 <- sn4 (active)."""
+    made = make_lab(tmp_path)
+    yield made
+    destroy_lab(made)
+
+
+@pytest.fixture
+def offline_lab(tmp_path: Path) -> Iterator[Lab]:
+    """The same lab, shut off (offline qemu-img methods)."""
+    made = make_lab(tmp_path, running=False)
+    yield made
+    destroy_lab(made)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove practice domains a crashed test left behind."""
+    proc = subprocess.run(
+        ["virsh", "-c", URI, "list", "--all", "--name"], capture_output=True, text=True
+    )
+    for name in proc.stdout.split():
+        if name.startswith(LAB_PREFIX):
+            run_vshx("lab-destroy", name)

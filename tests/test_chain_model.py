@@ -1,0 +1,52 @@
+"""Chain parsing from captured qemu-img JSON and live XML, and REF resolution."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vshx.chain import Chain, chain_from_info, disks_from_xml, merge_live_indexes
+from vshx.errors import VshxError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+LIVE_XML = """<domain><devices><disk type='file' device='disk'>
+<driver name='qemu' type='qcow2'/><source file='/tmp/c/sn2.qcow2' index='3'/>
+<backingStore type='file' index='2'><format type='qcow2'/><source file='/tmp/c/sn1.qcow2'/>
+<backingStore type='file' index='1'><format type='qcow2'/><source file='/tmp/c/base.qcow2'/>
+<backingStore/></backingStore></backingStore><target dev='vda' bus='virtio'/></disk>
+</devices></domain>"""
+
+
+@pytest.fixture
+def chain() -> Chain:
+    info = json.loads((FIXTURES / "chain-relative.json").read_text())
+    return Chain(chain_from_info(info), disk="vda")
+
+
+def test_layers_in_order_with_backing_as_written(chain):
+    assert [layer.name for layer in chain.layers] == ["sn2.qcow2", "sn1.qcow2", "base.qcow2"]
+    assert chain.layers[1].backing == "base.qcow2" and chain.layers[1].backing_is_relative
+    assert chain.layers[0].backing == "/tmp/c/sn1.qcow2"
+    assert chain.arrows() == "base.qcow2 <- sn1.qcow2 <- sn2.qcow2 (active)"
+
+
+@pytest.mark.parametrize("ref", ["/tmp/c/sn1.qcow2", "sn1.qcow2", "vda[1]", "/tmp/c/./sn1.qcow2"])
+def test_resolve_forms(chain, ref):
+    assert chain.resolve(ref).name == "sn1.qcow2"
+
+
+def test_unknown_ref_lists_the_chain(chain):
+    with pytest.raises(VshxError) as info:
+        chain.resolve("nosuch.qcow2")
+    assert "vda[0]=sn2.qcow2" in info.value.hint
+
+
+def test_live_xml_indexes(chain):
+    (disk,) = disks_from_xml(LIVE_XML)
+    assert disk.target == "vda" and disk.source == "/tmp/c/sn2.qcow2"
+    assert [p for p, _f, _i in disk.backing] == ["/tmp/c/sn1.qcow2", "/tmp/c/base.qcow2"]
+    live = Chain(merge_live_indexes(chain.layers, disk), disk="vda")
+    assert [layer.index for layer in live.layers] == [3, 2, 1]
+    assert live.resolve("vda[1]").name == "base.qcow2"
+    assert live.between(live.resolve("vda[3]"), live.resolve("vda[1]"))[-1].name == "sn1.qcow2"

@@ -1,0 +1,104 @@
+"""The plugin host: entry points, lazy loading, broken plugins, and documented hooks."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import re
+from pathlib import Path
+
+from conftest import run_vshx
+
+from vshx import hookspecs
+from vshx.hookspecs import hookimpl
+from vshx.plugins import PluginHost
+from vshx.session import Session
+from vshx.spec import Command, Opt
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def hook_names() -> list[str]:
+    return [
+        n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("vshx_")
+    ]
+
+
+def test_every_hook_is_documented_in_the_readme():
+    text = README.read_text()
+    assert hook_names(), "no hooks found"
+    for name in hook_names():
+        assert re.search(rf"`{name}\(", text), f"{name} is not documented in README.md"
+        assert getattr(hookspecs, name).__doc__, f"{name} has no docstring"
+
+
+class Recorder:
+    """A plugin written exactly as a third party would, exercising every hook."""
+
+    def __init__(self) -> None:
+        self.finished: list[tuple[str, int]] = []
+
+    @hookimpl
+    def vshx_register_commands(self, register):
+        register(
+            Command(
+                "hello",
+                "say hello",
+                lambda s, a: s.print(f"hello {a.who}"),
+                (Opt("who", "whom", "name", positional=True, required=True),),
+            )
+        )
+
+    @hookimpl
+    def vshx_command_finished(self, session, command, status):
+        self.finished.append((command.name, status))
+
+
+def test_every_hook_is_called():
+    out = io.StringIO()
+    host = PluginHost()
+    plugin = Recorder()
+    host.register_plugin(plugin, name="recorder")
+    session = Session("test:///default", out=out, err=io.StringIO(), host=host)
+    assert session.execute("hello world") == 0
+    assert out.getvalue() == "hello world\n"
+    assert plugin.finished == [("hello", 0)]
+
+
+def test_builtin_plugins_come_from_the_entry_point_group():
+    host = PluginHost()
+    host.load_entry_points()
+    names = {c.name for c in host.registry.commands()}
+    assert "lab-create" in names
+    assert not host.broken
+
+
+def test_autoload_can_be_disabled(monkeypatch):
+    monkeypatch.setenv("VSHX_DISABLE_PLUGIN_AUTOLOAD", "1")
+    host = PluginHost()
+    host.load_entry_points()
+    assert host.command("lab-create") is None
+
+
+def test_broken_plugin_is_one_line_and_the_shell_still_starts(tmp_path):
+    """Install a real broken distribution into a path on sys.path and run vshx."""
+    dist = tmp_path / "site"
+    info = dist / "brokenplug-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vshx]\nbroken = brokenplug_missing_module\n")
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(dist))
+    proc = run_vshx("help", env=env)
+    assert proc.returncode == 0
+    warnings = [line for line in proc.stderr.splitlines() if "broken" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: plugin 'broken'")
+    assert "lab-create" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_plugins_are_not_loaded_from_the_current_directory(tmp_path):
+    (tmp_path / "vshx_plugins").mkdir()
+    (tmp_path / "vshx_plugins" / "__init__.py").write_text("raise SystemExit('hijacked')\n")
+    proc = run_vshx("help", cwd=str(tmp_path))
+    assert proc.returncode == 0 and "hijacked" not in proc.stderr + proc.stdout

@@ -1,0 +1,115 @@
+"""The three front ends against the real libvirtd + QEMU: one-shot, batch scripts and the REPL."""
+
+from __future__ import annotations
+
+import io
+
+from conftest import URI, Lab, run_vshx
+
+
+def test_chain_shows_the_five_layers_in_order(lab: Lab):
+    proc = run_vshx("chain", lab.name, "vda")
+    assert proc.returncode == 0, proc.stderr
+    assert "base.qcow2 <- sn1.qcow2 <- sn2.qcow2 <- sn3.qcow2 <- sn4.qcow2 (active)" in proc.stdout
+    assert "running: live block jobs" in proc.stdout
+    rows = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith(" vda[")]
+    assert rows == [str(lab.layer(n)) for n in ["sn4", "sn3", "sn2", "sn1", "base"]]
+
+
+def test_chain_of_a_bare_image(offline_lab: Lab):
+    proc = run_vshx("chain", str(offline_lab.layer("sn2")))
+    assert proc.returncode == 0, proc.stderr
+    assert "base.qcow2 <- sn1.qcow2 <- sn2.qcow2 (active)" in proc.stdout
+
+
+def test_snapshot_list_and_domblklist(lab: Lab):
+    snaps = run_vshx("snapshot-list", lab.name)
+    assert [line.split()[0] for line in snaps.stdout.splitlines()[2:]] == [
+        "sn1",
+        "sn2",
+        "sn3",
+        "sn4",
+    ]
+    disks = run_vshx("domblklist", lab.name)
+    assert str(lab.layer("sn4")) in disks.stdout
+
+
+def test_list_shows_the_lab(lab: Lab):
+    proc = run_vshx("list", "--all")
+    assert proc.returncode == 0 and lab.name in proc.stdout
+
+
+def test_batch_stops_at_the_failing_line_and_names_it(lab: Lab, tmp_path):
+    script = tmp_path / "s.vshx"
+    script.write_text(
+        "# a comment\n"
+        f"chain {lab.name} vda\n"
+        "-chain no-such-domain   # may fail\n"
+        f"domblklist {lab.name}; chain no-such-domain\n"
+        "list --all\n"
+    )
+    proc = run_vshx("-x", "-f", str(script))
+    assert proc.returncode == 1
+    assert f"{script}:4: error: domain 'no-such-domain' not found" in proc.stderr
+    assert f"{script}:3: error:" in proc.stderr
+    assert "+ list --all" not in proc.stderr  # line 5 never ran
+    assert "+ chain " in proc.stderr and "Target" in proc.stdout
+
+
+def test_batch_from_stdin_usage_error_exits_2():
+    proc = run_vshx("-f", "-", stdin="list\nlist --bogus\nlist\n")
+    assert proc.returncode == 2
+    assert "<stdin>:2: error: command 'list' has no option --bogus" in proc.stderr
+
+
+def test_errors_are_one_line_never_a_traceback(tmp_path):
+    cases = [
+        (["chain", "nosuch"], 1, "error: domain 'nosuch' not found"),
+        (["chain", str(tmp_path / "missing.qcow2")], 1, "does not exist"),
+        (["frobnicate"], 2, "error: unknown command 'frobnicate'"),
+        (["help", "frobnicate"], 2, "unknown command"),
+        (["chain"], 2, "error: missing <domain|image>"),
+    ]
+    for args, code, message in cases:
+        proc = run_vshx(*args)
+        assert proc.returncode == code, (args, proc.stderr)
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unreachable_daemon_is_an_error_with_a_hint():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", "qemu+unix:///system?socket=/nonexistent", "list"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: cannot connect") and "hint:" in proc.stderr
+
+
+def test_oneshot_and_repl_print_the_same(lab: Lab, tmp_path, monkeypatch):
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from vshx.repl import run_repl
+    from vshx.session import Session
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    oneshot = run_vshx("chain", lab.name, "vda").stdout
+    out = io.StringIO()
+    session = Session(URI, out=out, err=io.StringIO())
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        pipe.send_text(f"chain {lab.name} vda\n")
+        pipe.send_text("exit\n")
+        assert run_repl(session) == 0
+    assert out.getvalue() == oneshot
+    assert (tmp_path / "vshx" / "history").read_text().count(f"chain {lab.name} vda") == 1
+
+
+def test_version_and_global_usage_errors():
+    assert run_vshx("--version").stdout.strip()
+    proc = run_vshx("--bogus")
+    assert proc.returncode == 2 and "error: unknown option --bogus" in proc.stderr

@@ -1,0 +1,225 @@
+"""The backing chain of one disk: ordered layers, and resolution of a user's REF to a layer.
+
+Read from a running domain's live XML (``<backingStore>`` with libvirt's indexes) or from
+``qemu-img info --backing-chain --output=json -U`` for a shut-off domain or a bare image.
+Layers are listed active first (position 0), base last.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vshx import qemuimg
+from vshx.errors import VshxError
+
+INDEX_REF = re.compile(r"^(?P<disk>[A-Za-z0-9_.-]+)\[(?P<index>\d+)\]$")
+
+
+def canonical(path: str) -> str:
+    """A path in the form used for comparing layers (absolute, symlinks resolved)."""
+    return os.path.realpath(path)
+
+
+def human_size(num: int | None) -> str:
+    if num is None:
+        return "-"
+    value = float(num)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{num} B"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One image file in a chain."""
+
+    path: str
+    format: str
+    position: int  # 0 = active
+    backing: str | None = None  # backing file name as written in this image's header
+    backing_format: str | None = None
+    virtual_size: int | None = None
+    allocated: int | None = None
+    index: int | None = None  # libvirt's index (vda[N]); None for offline chains
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    @property
+    def canonical(self) -> str:
+        return canonical(self.path)
+
+    @property
+    def backing_is_relative(self) -> bool:
+        return bool(self.backing) and not os.path.isabs(self.backing or "")
+
+
+@dataclass
+class Chain:
+    """An ordered chain, active first; knows which domain/disk it belongs to, if any."""
+
+    layers: list[Layer]
+    domain: str | None = None
+    disk: str | None = None
+    live: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> Layer:
+        return self.layers[0]
+
+    @property
+    def bottom(self) -> Layer:
+        return self.layers[-1]
+
+    def ref_of(self, layer: Layer) -> str:
+        disk = self.disk or "image"
+        number = layer.index if layer.index is not None else layer.position
+        return f"{disk}[{number}]"
+
+    def above(self, layer: Layer) -> Layer | None:
+        """The layer whose backing file is ``layer`` (nearer the active), if any."""
+        return self.layers[layer.position - 1] if layer.position > 0 else None
+
+    def below(self, layer: Layer) -> Layer | None:
+        pos = layer.position + 1
+        return self.layers[pos] if pos < len(self.layers) else None
+
+    def between(self, top: Layer, base: Layer) -> list[Layer]:
+        """Layers from top down to (not including) base."""
+        return self.layers[top.position : base.position]
+
+    def contains(self, path: str) -> bool:
+        target = canonical(path)
+        return any(layer.canonical == target for layer in self.layers)
+
+    def arrows(self) -> str:
+        """The chain in the notation of the docs: base <- sn1 <- ... <- active (active)."""
+        names = [layer.name for layer in reversed(self.layers)]
+        return " <- ".join(names) + " (active)"
+
+    def listing(self) -> str:
+        """A one-line-per-layer description used in error messages."""
+        return "; ".join(f"{self.ref_of(layer)}={layer.name}" for layer in self.layers)
+
+    def resolve(self, ref: str) -> Layer:
+        """Find a layer by absolute/relative path, name as written in the chain, or vda[N]."""
+        match = INDEX_REF.match(ref)
+        if match and (self.disk is None or match["disk"] == self.disk):
+            number = int(match["index"])
+            for layer in self.layers:
+                if (layer.index if layer.index is not None else layer.position) == number:
+                    return layer
+        for layer in self.layers:  # as written: a layer's backing string names the one below
+            above = self.above(layer)
+            if ref in (layer.path, layer.name) or (above is not None and above.backing == ref):
+                return layer
+        if "/" in ref or os.path.exists(ref):
+            target = canonical(ref)
+            for layer in self.layers:
+                if layer.canonical == target:
+                    return layer
+        raise VshxError(
+            f"{ref!r} is not a layer of this chain",
+            f"the chain is: {self.listing()}",
+        )
+
+
+def chain_from_info(info: list[dict[str, Any]], top_path: str | None = None) -> list[Layer]:
+    """Layers from qemu-img's --backing-chain JSON (top first)."""
+    layers = []
+    for position, entry in enumerate(info):
+        path = entry["filename"]
+        if position == 0 and top_path is not None:
+            path = top_path
+        layers.append(
+            Layer(
+                path=os.path.normpath(os.path.abspath(path)),
+                format=entry.get("format", "raw"),
+                position=position,
+                backing=entry.get("backing-filename"),
+                backing_format=entry.get("backing-filename-format"),
+                virtual_size=entry.get("virtual-size"),
+                allocated=entry.get("actual-size"),
+            )
+        )
+    return layers
+
+
+def image_chain(path: str) -> Chain:
+    """The chain of a bare image file."""
+    if not os.path.exists(path):
+        raise VshxError(f"image {path!r} does not exist")
+    absolute = os.path.abspath(path)
+    return Chain(chain_from_info(qemuimg.info_chain(absolute), absolute))
+
+
+@dataclass(frozen=True)
+class DiskSource:
+    """A disk of a domain as its XML describes it."""
+
+    target: str
+    device: str
+    source: str | None
+    format: str | None
+    backing: list[tuple[str, str | None, int | None]]  # (path, format, index) below the source
+    index: int | None = None
+
+
+def _source_path(node: ET.Element) -> str | None:
+    src = node.find("source")
+    if src is None:
+        return None
+    return src.get("file") or src.get("dev") or src.get("name")
+
+
+def disks_from_xml(xml: str) -> list[DiskSource]:
+    """Every <disk> of a domain XML with its <backingStore> chain (live XML has one)."""
+    root = ET.fromstring(xml)
+    disks = []
+    for disk in root.findall("./devices/disk"):
+        target = disk.find("target")
+        driver = disk.find("driver")
+        if target is None:
+            continue
+        backing: list[tuple[str, str | None, int | None]] = []
+        node = disk.find("backingStore")
+        while node is not None and node.find("source") is not None:
+            fmt = node.find("format")
+            idx = node.get("index")
+            backing.append(
+                (
+                    _source_path(node) or "",
+                    fmt.get("type") if fmt is not None else None,
+                    int(idx) if idx is not None else None,
+                )
+            )
+            node = node.find("backingStore")
+        src = disk.find("source")
+        src_index = src.get("index") if src is not None else None
+        disks.append(
+            DiskSource(
+                target=target.get("dev", ""),
+                device=disk.get("device", "disk"),
+                source=_source_path(disk),
+                format=driver.get("type") if driver is not None else None,
+                backing=backing,
+                index=int(src_index) if src_index is not None else None,
+            )
+        )
+    return disks
+
+
+def merge_live_indexes(layers: list[Layer], disk: DiskSource) -> list[Layer]:
+    """Attach libvirt's indexes from live XML to the layers qemu-img reported."""
+    by_path = {canonical(p): idx for p, _fmt, idx in disk.backing}
+    if disk.source:
+        by_path[canonical(disk.source)] = disk.index if disk.index is not None else 0
+    return [replace(layer, index=by_path.get(layer.canonical)) for layer in layers]

@@ -1,0 +1,119 @@
+"""The ``vshx`` entry point: global options, then REPL, batch (-f) or one-shot mode.
+
+Kept free of prompt-toolkit, pluggy and libvirt imports until a mode needs them, so one-shot
+commands and shell completion start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from vshx import __version__
+from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+USAGE = """\
+usage: vshx [-c URI] [--dry-run] [--teach] [-q] [-f FILE [-x]] [COMMAND [ARGS...]]
+
+  -c, --connect URI  libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)
+  -f, --file FILE    run commands from FILE ('-' for stdin); stop at the first failing line
+  -x                 echo each batch command before running it
+      --dry-run      every command prints its plan as a shell script and changes nothing
+      --teach        print each step's equivalent virsh/qemu-img command as it runs
+  -q, --quiet        print less
+      --version      print the version
+  -h, --help         this text
+
+Without COMMAND or -f, vshx opens an interactive shell.  `vshx help` lists the commands."""
+
+
+class Globals:
+    """The global options, parsed by hand (argparse costs startup time and owns the exit)."""
+
+    def __init__(self) -> None:
+        self.uri: str | None = None
+        self.script: str | None = None
+        self.echo = False
+        self.dry_run = False
+        self.teach = False
+        self.quiet = False
+        self.tour = False
+        self.rest: list[str] = []
+
+
+def parse_globals(argv: Sequence[str]) -> Globals:
+    opts = Globals()
+    i = 0
+    takes_value = {"-c": "uri", "--connect": "uri", "-f": "script", "--file": "script"}
+    flags = {
+        "-x": "echo",
+        "--dry-run": "dry_run",
+        "--teach": "teach",
+        "-q": "quiet",
+        "--quiet": "quiet",
+        "--tour": "tour",
+    }
+    while i < len(argv):
+        word = argv[i]
+        name, eq, inline = word.partition("=")
+        if name in takes_value and word.startswith("--") and eq:
+            setattr(opts, takes_value[name], inline)
+        elif word in takes_value:
+            if i + 1 >= len(argv):
+                raise SystemExit(_usage_error(f"option {word} needs a value"))
+            setattr(opts, takes_value[word], argv[i + 1])
+            i += 1
+        elif word in flags:
+            setattr(opts, flags[word], True)
+        elif word in ("-h", "--help"):
+            print(USAGE)
+            raise SystemExit(EXIT_OK)
+        elif word == "--version":
+            print(__version__)
+            raise SystemExit(EXIT_OK)
+        elif word.startswith("-") and word != "-":
+            raise SystemExit(_usage_error(f"unknown option {word}"))
+        else:
+            opts.rest = list(argv[i:])
+            break
+        i += 1
+    return opts
+
+
+def _usage_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    print("hint: vshx --help", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["complete"]:
+        from vshx.complete_cli import main as complete_main
+
+        return complete_main(args[1:])
+    try:
+        opts = parse_globals(args)
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    from vshx.session import ExitRequested, Session
+
+    session = Session(opts.uri, dry_run=opts.dry_run, teach=opts.teach, quiet=opts.quiet)
+    try:
+        if opts.script is not None:
+            from vshx.batch import run_file
+
+            return run_file(session, opts.script, echo=opts.echo)
+        if opts.rest:
+            try:
+                return session.run_words(opts.rest)
+            except ExitRequested:
+                return EXIT_OK
+        from vshx.repl import run_repl
+
+        return run_repl(session, tour=opts.tour)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        session.close()

@@ -1,0 +1,79 @@
+"""Plans and Steps: what a command will do, as one list that is both printed and run.
+
+A plugin never calls libvirt or qemu-img itself; it returns a Plan.  ``--dry-run`` prints the
+Plan as a shell script; a real run executes the very same Steps, so what vshx teaches cannot
+drift from what it does.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from vshx import qemuimg
+
+HEREDOC_END = "VSHX_EOF"
+
+
+def shell_line(argv: Sequence[str]) -> str:
+    """One argv as a shell command, every argument quoted by shell rules."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+@dataclass
+class Step:
+    """One action: a description, the equivalent command line, and how to perform it.
+
+    Without ``action`` the step runs ``argv`` itself (so the teaching line is the real one);
+    with it (a libvirt API call, a block job with events) ``argv`` is the virsh equivalent.
+    ``stdin`` is fed to the command and printed as a here-document.
+    """
+
+    description: str
+    argv: list[str]
+    action: Callable[[], None] | None = None
+    stdin: str | None = None
+
+    def equivalent(self) -> str:
+        line = shell_line(self.argv)
+        if self.stdin is None:
+            return line
+        body = self.stdin if self.stdin.endswith("\n") else self.stdin + "\n"
+        return f"{line} <<'{HEREDOC_END}'\n{body}{HEREDOC_END}"
+
+    def run(self) -> None:
+        if self.action is not None:
+            self.action()
+        else:
+            qemuimg.run(self.argv, stdin=self.stdin)
+
+
+@dataclass
+class Plan:
+    """An ordered list of Steps plus explanatory notes and what to do once they succeeded."""
+
+    title: str
+    steps: list[Step] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    method: str = ""  # e.g. "live: libvirt block job" or "offline: qemu-img"
+
+    def add(self, step: Step) -> Step:
+        self.steps.append(step)
+        return step
+
+    def script(self) -> str:
+        """The plan as a runnable POSIX shell script: '#' lines explain, others are commands."""
+        lines = ["#!/bin/sh", f"# vshx plan: {self.title}"]
+        if self.method:
+            lines.append(f"# method: {self.method}")
+        lines += [f"# {note}" for note in self.notes]
+        for number, step in enumerate(self.steps, 1):
+            lines.append(f"# step {number}: {step.description}")
+            lines.append(step.equivalent())
+        return "\n".join(lines) + "\n"
+
+
+def virsh(uri: str, *args: str) -> list[str]:
+    """The argv of the virsh command equivalent to a libvirt API call on this connection."""
+    return ["virsh", "-c", uri, *args]

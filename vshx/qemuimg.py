@@ -1,0 +1,36 @@
+"""Running qemu-img (and friends) from argv lists, with failures turned into user errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from vshx.errors import VshxError
+
+
+def run(argv: Sequence[str], stdin: str | None = None) -> str:
+    """Run a command (never through a shell); return stdout or raise VshxError with its stderr."""
+    try:
+        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise VshxError(f"{argv[0]} is not installed", "run: make bootstrap") from exc
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise VshxError(
+            f"{argv[0]} failed: {detail[-1] if detail else 'exit ' + str(proc.returncode)}"
+        )
+    return proc.stdout
+
+
+def info_chain(path: str) -> list[dict[str, Any]]:
+    """The backing chain of an image as qemu-img reports it, top first (-U: works while in use)."""
+    out = run(["qemu-img", "info", "--backing-chain", "--output=json", "-U", "--", path])
+    data = json.loads(out)
+    return data if isinstance(data, list) else [data]
+
+
+def info(path: str) -> dict[str, Any]:
+    """qemu-img info of one image, without following its backing chain."""
+    return json.loads(run(["qemu-img", "info", "--output=json", "-U", "--", path]))

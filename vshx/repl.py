@@ -1,0 +1,83 @@
+"""The interactive shell: the only module that imports prompt-toolkit.
+
+A thin adapter: lines go to ``Session.execute``; completion comes from the same engine as the
+shell completion scripts, wrapped in a threaded prompt-toolkit completer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+from vshx.errors import EXIT_OK
+from vshx.session import ExitRequested, Session
+
+TOUR = """\
+Welcome to vshx. The practice domain vshx-demo has the chain base <- sn1 <- sn2 <- sn3 <- sn4.
+  1. chain vshx-demo vda                                   (see the layers; Tab completes)
+  2. commit vshx-demo vda --base sn1 --top sn3 --dry-run   (the virsh command, not run)
+  3. commit vshx-demo vda --base sn1 --top sn3 --teach     (run it; then snapshot-cleanup vshx-demo)
+Type help for every command, exit or Ctrl-D to leave."""
+
+
+def history_path() -> Path:
+    """Persistent history lives in the XDG data directory."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "vshx" / "history"
+
+
+def make_history() -> Any:
+    path = history_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileHistory(str(path))
+    except OSError:  # a read-only home must not stop the shell
+        return InMemoryHistory()
+
+
+def prompt_text(session: Session) -> str:
+    return f"vshx ({session.uri})# "
+
+
+def build_prompt_session(session: Session, **io: Any) -> PromptSession:
+    completer = None
+    try:
+        from vshx.repl_completer import make_completer
+
+        completer = make_completer(session)
+    except ImportError:
+        completer = None
+    return PromptSession(
+        history=make_history(),
+        auto_suggest=AutoSuggestFromHistory(),
+        completer=completer,
+        complete_in_thread=True,
+        **io,
+    )
+
+
+def run_repl(session: Session, tour: bool = False, **io: Any) -> int:
+    """Read lines until exit/quit/Ctrl-D; Ctrl-C clears the current line."""
+    prompt = build_prompt_session(session, **io)
+    if tour:
+        session.print(TOUR)
+    status = EXIT_OK
+    while True:
+        try:
+            line = prompt.prompt(prompt_text(session))
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            break
+        if not line.strip():
+            continue
+        try:
+            status = session.execute(line)
+        except ExitRequested:
+            break
+    return EXIT_OK if status is None else EXIT_OK

@@ -1,0 +1,176 @@
+"""The Session: the one place every front end sends a command line to.
+
+``Session.execute(line)`` lexes, finds the command in the registry, parses its options from the
+spec, runs it, and turns every failure a user can cause into ``error:``/``hint:`` lines and a
+virsh-like exit code.  It also runs Plans, printing or executing them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from vshx import lexer
+from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, VshxError
+from vshx.plugins import PluginHost
+from vshx.spec import Args, Command, parse
+
+if TYPE_CHECKING:
+    import libvirt
+
+    from vshx.plan import Plan
+
+DEFAULT_URI = "qemu:///system"
+
+
+def default_uri() -> str:
+    return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
+
+
+class ExitRequested(Exception):
+    """Raised by the exit command; front ends stop reading lines."""
+
+
+class Session:
+    """Connection, options and output streams shared by every command of one vshx run."""
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        *,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        dry_run: bool = False,
+        teach: bool = False,
+        quiet: bool = False,
+        host: PluginHost | None = None,
+    ) -> None:
+        self.uri = uri or default_uri()
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.dry_run = dry_run
+        self.teach = teach
+        self.quiet = quiet
+        if host is None:
+            from vshx.builtin_commands import BUILTINS
+
+            host = PluginHost(BUILTINS)
+        self.host = host
+        self._conn: libvirt.virConnect | None = None
+
+    # -- connection ---------------------------------------------------------------------
+    @property
+    def conn(self) -> libvirt.virConnect:
+        if self._conn is None:
+            from vshx.virt import open_connection
+
+            self._conn = open_connection(self.uri)
+        return self._conn
+
+    def connect(self, uri: str) -> None:
+        """Switch to another URI; the old connection is closed only once the new one opened."""
+        from vshx.virt import open_connection
+
+        new = open_connection(uri)
+        self.close()
+        self._conn, self.uri = new, uri
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # closing a dead connection is not the user's problem
+                pass
+            self._conn = None
+
+    @property
+    def is_local(self) -> bool:
+        """True when the images named by this connection are files on this machine."""
+        host_part = self.uri.split("://", 1)[1] if "://" in self.uri else ""
+        return host_part.startswith("/") or host_part == ""
+
+    # -- output -------------------------------------------------------------------------
+    def print(self, text: str = "") -> None:
+        print(text, file=self.out)
+
+    def info(self, text: str) -> None:
+        """Progress and explanations; silenced by --quiet."""
+        if not self.quiet:
+            print(text, file=self.out)
+
+    def warn(self, text: str) -> None:
+        print(f"warning: {text}", file=self.err)
+
+    def report(self, exc: VshxError, where: str = "") -> None:
+        print(f"{where}error: {exc.message}", file=self.err)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=self.err)
+
+    # -- running ------------------------------------------------------------------------
+    def execute(self, line: str, where: str = "") -> int:
+        """Run every command of one line; stop at the first that fails; return its status."""
+        try:
+            commands = lexer.split_line(line).commands
+        except VshxError as exc:
+            self.report(exc, where)
+            return exc.exit_code
+        status = EXIT_OK
+        for words in commands:
+            status = self.run_words(words, where)
+            if status != EXIT_OK:
+                break
+        return status
+
+    def run_words(self, words: Sequence[str], where: str = "") -> int:
+        """Run one command given as words; every user-caused failure becomes error:/hint:."""
+        import libvirt
+
+        command: Command | None = None
+        status = EXIT_FAILED
+        try:
+            command = self.host.command(words[0])
+            if command is None:
+                raise UsageError(f"unknown command {words[0]!r}", "type 'help' for the commands")
+            args = parse(command, words[1:])
+            result = command.run(self, args)
+            status = EXIT_OK if result is None else int(result)
+        except ExitRequested:
+            raise
+        except VshxError as exc:
+            self.report(exc, where)
+            status = exc.exit_code
+        except libvirt.libvirtError as exc:
+            self.report(VshxError(exc.get_error_message() or str(exc)), where)
+        except OSError as exc:
+            name = f" {exc.filename!r}" if exc.filename else ""
+            self.report(VshxError(f"{exc.strerror or exc}{name}"), where)
+        except KeyboardInterrupt:
+            self.report(VshxError("interrupted"), where)
+        if command is not None and status != EXIT_USAGE:
+            self.host.command_finished(self, command, status)
+        return status
+
+    def planning_only(self, args: Args) -> bool:
+        return bool(self.dry_run or args.get("dry_run"))
+
+    def teaching(self, args: Args) -> bool:
+        return bool(self.teach or args.get("teach"))
+
+    def run_plan(self, plan: Plan, args: Args) -> bool:
+        """Print the plan (--dry-run) or execute its steps; True when the steps ran."""
+        if self.planning_only(args):
+            self.out.write(plan.script())
+            self.out.flush()
+            return False
+        teach = self.teaching(args)
+        if plan.method:
+            self.info(f"{plan.title}: {plan.method}")
+        for step in plan.steps:
+            if teach:
+                self.print(f"# {step.description}")
+                self.print(step.equivalent())
+                self.out.flush()
+            step.run()
+        return True

@@ -1,0 +1,219 @@
+"""Command specs: the one declaration of a command that parsing, help and completion all read.
+
+A command lists its options once.  Options marked ``positional`` may also be given by
+position, in declaration order, as virsh allows (``commit demo vda`` == ``commit --domain demo
+--path vda``).  The same walker serves running (strict) and completing (partial, silent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from vshx.errors import UsageError
+
+
+class Opt(NamedTuple):
+    """One argument or option of a command (a NamedTuple: dataclasses cost startup time)."""
+
+    name: str
+    help: str
+    metavar: str | None = None  # None: a boolean flag
+    positional: bool = False
+    required: bool = False
+    complete: str | None = None  # completer kind: domain, disk, layer, image, snapshot, uri
+    convert: Callable[[str], Any] = str
+    aliases: tuple[str, ...] = ()
+    short: str | None = None
+    excludes: tuple[str, ...] = ()
+    implies: tuple[str, ...] = ()
+    default: Any = None
+
+    @property
+    def is_flag(self) -> bool:
+        return self.metavar is None
+
+    @property
+    def key(self) -> str:
+        return self.name.replace("-", "_")
+
+    def spellings(self) -> tuple[str, ...]:
+        names = tuple(f"--{n}" for n in (self.name, *self.aliases))
+        return names + ((f"-{self.short}",) if self.short else ())
+
+
+COMMON_OPTIONS: tuple[Opt, ...] = (
+    Opt("dry-run", "print the plan as a shell script and change nothing"),
+    Opt("teach", "print each step's equivalent virsh/qemu-img command as it runs"),
+)
+
+
+class Command(NamedTuple):
+    """A command: its name, help, options and the function that runs it."""
+
+    name: str
+    help: str
+    run: Callable[..., int | None]
+    options: tuple[Opt, ...] = ()
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    group: str = "general"
+    common: bool = True  # accept --dry-run/--teach
+
+    @property
+    def all_options(self) -> tuple[Opt, ...]:
+        return self.options + (COMMON_OPTIONS if self.common else ())
+
+    def option(self, spelling: str) -> Opt | None:
+        for opt in self.all_options:
+            if spelling in opt.spellings():
+                return opt
+        return None
+
+    def usage(self) -> str:
+        parts = [self.name]
+        for opt in self.options:
+            if opt.positional:
+                word = f"<{opt.metavar or opt.name}>"
+                parts.append(word if opt.required else f"[{word}]")
+            elif opt.is_flag:
+                parts.append(f"[--{opt.name}]")
+            else:
+                word = f"--{opt.name} <{opt.metavar}>"
+                parts.append(word if opt.required else f"[{word}]")
+        return " ".join(parts)
+
+
+class Args(dict[str, Any]):
+    """Parsed option values keyed by option key; attribute access for readability."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as exc:
+            raise AttributeError(key) from exc
+
+
+class PartialState:
+    """Where a partially typed command line stands, for completion."""
+
+    def __init__(self) -> None:
+        self.given: set[str] = set()
+        self.values: dict[str, str] = {}
+        self.expecting_value_of: Opt | None = None
+        self.next_positional: Opt | None = None
+        self.after_double_dash = False
+
+
+def _positionals(command: Command) -> list[Opt]:
+    return [o for o in command.options if o.positional]
+
+
+def _split_long(token: str) -> tuple[str, str | None]:
+    if "=" in token:
+        name, value = token.split("=", 1)
+        return name, value
+    return token, None
+
+
+def walk(command: Command, tokens: Sequence[str], partial: bool = False) -> PartialState:
+    """Assign tokens to options; raise UsageError on mistakes unless ``partial``."""
+    state = PartialState()
+    pending = _positionals(command)
+    i = 0
+
+    def fail(message: str, hint: str | None = None) -> None:
+        if not partial:
+            raise UsageError(message, hint or f"usage: {command.usage()}")
+
+    def assign(opt: Opt, value: str) -> None:
+        if opt.key in state.given and not partial:
+            fail(f"option --{opt.name} given twice")
+        state.given.add(opt.key)
+        state.values[opt.key] = value
+        if opt in pending:
+            pending.remove(opt)
+
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        is_option = not state.after_double_dash and token.startswith("-") and token != "-"
+        if token == "--" and not state.after_double_dash:
+            state.after_double_dash = True
+            continue
+        opt = None
+        inline = None
+        if is_option:
+            spelling, inline = _split_long(token) if token.startswith("--") else (token, None)
+            opt = command.option(spelling)
+            if opt is None and token.startswith("--"):
+                known = " ".join(f"--{o.name}" for o in command.all_options)
+                fail(f"command '{command.name}' has no option {spelling}", f"options: {known}")
+                continue
+        if opt is None:  # a positional word (a single-dash word that is no option counts too)
+            if not pending:
+                fail(f"unexpected argument {token!r}")
+                continue
+            assign(pending[0], token)
+            continue
+        if opt.is_flag:
+            if inline is not None:
+                fail(f"option --{opt.name} takes no value")
+            assign(opt, "")
+            continue
+        if inline is not None:
+            assign(opt, inline)
+        elif i < len(tokens):
+            assign(opt, tokens[i])
+            i += 1
+        else:
+            if partial:
+                state.expecting_value_of = opt
+                return state
+            fail(f"option --{opt.name} needs a value <{opt.metavar}>")
+    state.next_positional = pending[0] if pending else None
+    return state
+
+
+def parse(command: Command, tokens: Sequence[str]) -> Args:
+    """Parse a command's words strictly into Args, applying implies/excludes and conversions."""
+    state = walk(command, tokens)
+    args = Args()
+    for opt in command.all_options:
+        args[opt.key] = False if opt.is_flag else opt.default
+    for opt in command.all_options:
+        if opt.key not in state.given:
+            continue
+        if opt.is_flag:
+            args[opt.key] = True
+            for implied in opt.implies:
+                args[implied.replace("-", "_")] = True
+            continue
+        raw = state.values[opt.key]
+        try:
+            args[opt.key] = opt.convert(raw)
+        except ValueError as exc:
+            raise UsageError(
+                f"option --{opt.name}: invalid value {raw!r} ({exc})",
+                f"usage: {command.usage()}",
+            ) from exc
+    for opt in command.all_options:
+        if opt.required and args[opt.key] is None:
+            raise UsageError(f"missing <{opt.metavar or opt.name}>", f"usage: {command.usage()}")
+        if args[opt.key] in (None, False):
+            continue
+        for other in opt.excludes:
+            if args.get(other.replace("-", "_")) not in (None, False):
+                raise UsageError(
+                    f"--{opt.name} and --{other} cannot be used together",
+                    f"pick one; usage: {command.usage()}",
+                )
+    return args
+
+
+def non_negative_int(text: str) -> int:
+    """Convert an option value that must be a whole number >= 0."""
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
