@@ -57,9 +57,9 @@ if [ ! -x "$venv/bin/python" ]; then
     say "creating $venv"
     python3 -m venv "$venv"
 fi
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/plugins/pyproject.toml" -nt "$stamp" ]; then
     say "installing vshx into $venv"
     "$venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-    "$venv/bin/pip" install -q --config-settings editable_mode=compat -e "$ROOT[dev]" >"$venv/pip.log" 2>&1 || { cat "$venv/pip.log" >&2; exit 1; }
+    "$venv/bin/pip" install -q --config-settings editable_mode=compat -e "$ROOT[dev]" -e "$ROOT/plugins" >"$venv/pip.log" 2>&1 || { cat "$venv/pip.log" >&2; exit 1; }
     touch "$stamp"
 fi

@@ -41,6 +41,27 @@ def guest_hash(path: str | Path, tmp: Path) -> str:
     return digest
 
 
+def flush_guest(domain: str) -> None:
+    """Make a running QEMU write back its qcow2 metadata cache so -U readers see the truth.
+
+    Without this, `qemu-img convert -U` of an image a running QEMU has just written (a pull
+    into the active layer) can read stale L2 tables: the data is safe in QEMU, not yet on disk.
+    """
+    subprocess.run(
+        [
+            "virsh",
+            "-c",
+            URI,
+            "qemu-monitor-command",
+            domain,
+            "--hmp",
+            'qemu-io -d virtio-disk0/virtio-backend "flush"',
+        ],
+        capture_output=True,
+        check=True,
+    )
+
+
 def qemu_check(path: str | Path) -> None:
     """Assert qemu-img check is clean for one image."""
     proc = subprocess.run(["qemu-img", "check", "-U", str(path)], capture_output=True, text=True)
@@ -101,7 +122,13 @@ class Lab:
 
     @property
     def active(self) -> Path:
-        return Path(domain_source(self.name))
+        return Path(domain_source(self.name, inactive=not self.running))
+
+    def guest_hash(self, tmp: Path) -> str:
+        """The guest's view of vda now (flushed first when the domain runs)."""
+        if self.running:
+            flush_guest(self.name)
+        return guest_hash(self.active, tmp)
 
 
 def make_lab(

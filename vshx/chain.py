@@ -110,7 +110,7 @@ class Chain:
         return "; ".join(f"{self.ref_of(layer)}={layer.name}" for layer in self.layers)
 
     def resolve(self, ref: str) -> Layer:
-        """Find a layer by absolute/relative path, name as written in the chain, or vda[N]."""
+        """Find a layer by path, name as written in the chain, file stem, or vda[N]."""
         match = INDEX_REF.match(ref)
         if match and (self.disk is None or match["disk"] == self.disk):
             number = int(match["index"])
@@ -121,6 +121,9 @@ class Chain:
             above = self.above(layer)
             if ref in (layer.path, layer.name) or (above is not None and above.backing == ref):
                 return layer
+        stems = [layer for layer in self.layers if os.path.splitext(layer.name)[0] == ref]
+        if len(stems) == 1:  # "sn1" for sn1.qcow2, when unambiguous
+            return stems[0]
         if "/" in ref or os.path.exists(ref):
             target = canonical(ref)
             for layer in self.layers:

@@ -136,7 +136,7 @@ class Session:
             args = parse(command, words[1:])
             result = command.run(self, args)
             status = EXIT_OK if result is None else int(result)
-        except ExitRequested:
+        except (ExitRequested, BrokenPipeError):
             raise
         except VshxError as exc:
             self.report(exc, where)
@@ -148,6 +148,17 @@ class Session:
             self.report(VshxError(f"{exc.strerror or exc}{name}"), where)
         except KeyboardInterrupt:
             self.report(VshxError("interrupted"), where)
+        except Exception as exc:  # a bug in vshx or a plugin: one line, traceback on request
+            if os.environ.get("VSHX_DEBUG"):
+                raise
+            name = command.name if command else words[0]
+            self.report(
+                VshxError(
+                    f"internal error in {name}: {type(exc).__name__}: {exc}",
+                    "this is a bug; VSHX_DEBUG=1 shows the traceback",
+                ),
+                where,
+            )
         if command is not None and status != EXIT_USAGE:
             self.host.command_finished(self, command, status)
         return status

@@ -1,0 +1,267 @@
+"""commit (alias blockcommit): merge layers DOWN into a lower layer.
+
+Running domain: a libvirt block commit (active commit ends in a pivot or keeps the overlay).
+Shut-off domain or bare image: ``qemu-img commit -b BASE TOP`` and then an unsafe-but-proven
+``qemu-img rebase -u`` of the layer above TOP onto BASE (BASE now shows exactly what TOP showed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import libvirt
+
+from vshx import preflight
+from vshx.chain import Layer
+from vshx.errors import UsageError, VshxError
+from vshx.hookspecs import hookimpl
+from vshx.merge import (
+    BASE,
+    DISK,
+    DOMAIN,
+    FORCE,
+    JOB_OPTIONS,
+    check_merge,
+    delete_steps,
+    job_flags_argv,
+    live_job_step,
+    offline_domain_note,
+    report_after_merge,
+)
+from vshx.plan import Plan, Step, virsh
+from vshx.spec import Args, Command, Opt
+
+if TYPE_CHECKING:
+    from vshx.session import Session
+
+
+def pick_layers(target: preflight.Target, args: Args) -> tuple[Layer, Layer]:
+    """TOP and BASE as virsh picks them: top defaults to the active layer, base to the bottom."""
+    chain = target.chain
+    top = chain.resolve(args.top) if args.top else chain.active
+    if args.base:
+        base = chain.resolve(args.base)
+    elif args.shallow or target.dom is None:  # qemu-img commit IMAGE: its own backing file
+        below = chain.below(top)
+        if below is None:
+            raise VshxError(f"{top.name} has no backing file to commit into")
+        base = below
+    else:
+        base = chain.bottom
+    if top.position >= base.position:
+        raise VshxError(
+            f"top {top.name} is not above base {base.name}",
+            f"the chain (active first) is: {chain.listing()}",
+        )
+    is_active = top.position == 0
+    if is_active and target.dom is not None and not args.active:
+        raise VshxError(
+            f"{top.name} is the active layer: committing it is an active commit",
+            "add --active (with --pivot to switch the disk to the base, or --keep-overlay)",
+        )
+    if args.active and not is_active:
+        raise UsageError(f"--active needs the top to be the active layer, not {top.name}")
+    return top, base
+
+
+def live_plan(
+    session: Session, target: preflight.Target, args: Args, top: Layer, base: Layer
+) -> Plan:
+    assert target.dom is not None
+    chain, dom = target.chain, target.dom
+    disk = chain.disk or ""
+    merged = chain.between(top, base)
+    active = top.position == 0
+    pivot = not args.keep_overlay
+    flags = 0
+    if active:
+        flags |= libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE
+    if args.keep_relative:
+        flags |= libvirt.VIR_DOMAIN_BLOCK_COMMIT_RELATIVE
+    if args.bytes:
+        flags |= libvirt.VIR_DOMAIN_BLOCK_COMMIT_BANDWIDTH_BYTES
+    argv = virsh(
+        session.uri, "blockcommit", dom.name(), disk, "--base", base.path, "--top", top.path
+    )
+    if active:
+        argv += ["--active", "--pivot" if pivot else "--keep-overlay"]
+    argv += job_flags_argv(args)
+    names = ", ".join(layer.name for layer in merged)
+    plan = Plan(
+        f"commit {top.name} down into {base.name} ({dom.name()} {disk})", method=target.method
+    )
+    if active and not args.pivot and not args.keep_overlay:
+        plan.notes.append("active commit: --pivot assumed (the disk then uses the base)")
+
+    def start() -> None:
+        dom.blockCommit(disk, base.path, top.path, args.bandwidth or 0, flags)
+
+    plan.add(
+        live_job_step(
+            session,
+            target,
+            args,
+            f"block commit: merge {names} into {base.name}",
+            argv,
+            start,
+            active=active,
+            pivot=pivot,
+        )
+    )
+    return plan
+
+
+def disk_xml(dom: libvirt.virDomain, disk: str, new_source: Layer) -> str:
+    """The domain's <disk> element with its source switched to ``new_source``."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    for node in root.findall("./devices/disk"):
+        target = node.find("target")
+        if target is None or target.get("dev") != disk:
+            continue
+        for child in list(node):
+            if child.tag in ("backingStore", "alias"):
+                node.remove(child)
+        src = node.find("source")
+        if src is not None:
+            src.attrib.clear()
+            src.set("file", new_source.path)
+        driver = node.find("driver")
+        if driver is not None:
+            driver.set("type", new_source.format)
+        node.tail = None
+        ET.indent(node)
+        return ET.tostring(node, encoding="unicode").strip() + "\n"
+    raise VshxError(f"disk {disk} not in the persistent definition of {dom.name()}")
+
+
+def offline_plan(
+    session: Session, target: preflight.Target, args: Args, top: Layer, base: Layer
+) -> Plan:
+    chain = target.chain
+    plan = Plan(
+        f"commit {top.name} down into {base.name}"
+        + (f" ({chain.domain} {chain.disk})" if chain.domain else ""),
+        method=target.method,
+    )
+    offline_domain_note(plan, target)
+    plan.add(
+        Step(
+            f"qemu-img commit: write {top.name}'s view into {base.name}",
+            [
+                "qemu-img",
+                "commit",
+                "-q",
+                "-f",
+                preflight.require_format(top),
+                "-b",
+                base.path,
+                top.path,
+            ],
+        )
+    )
+    overlay = chain.above(top)
+    if overlay is not None:
+        written = preflight.relative_or_absolute(base, overlay, args.keep_relative)
+        plan.add(
+            Step(
+                f"point {overlay.name} at {base.name} (pointer only: {base.name} now shows "
+                f"exactly what {top.name} showed)",
+                [
+                    "qemu-img",
+                    "rebase",
+                    "-u",
+                    "-f",
+                    preflight.require_format(overlay),
+                    "-F",
+                    preflight.require_format(base),
+                    "-b",
+                    written,
+                    overlay.path,
+                ],
+            )
+        )
+    elif target.dom is not None and args.keep_overlay:
+        plan.notes.append(
+            "--keep-overlay: like libvirt's, the chain stays as it is; the base now also holds "
+            "the overlay's data"
+        )
+    elif target.dom is not None:  # active commit offline, pivot: the disk now uses BASE
+        dom, disk = target.dom, chain.disk or ""
+        xml = disk_xml(dom, disk, base)
+        plan.add(
+            Step(
+                f"switch {dom.name()} {disk} to {base.name} in the persistent definition",
+                virsh(session.uri, "update-device", dom.name(), "/dev/stdin", "--config"),
+                action=lambda: dom.updateDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG),
+                stdin=xml,
+            )
+        )
+    return plan
+
+
+def cmd_commit(session: Session, args: Args) -> None:
+    target = preflight.load_target(session, args.domain, args.path)
+    top, base = pick_layers(target, args)
+    merged = target.chain.between(top, base)
+    check_merge(session, target, args, base, merged, changes_view_of=base)
+    if target.live:
+        plan = live_plan(session, target, args, top, base)
+    else:
+        plan = offline_plan(session, target, args, top, base)
+    if args.delete and not args.get("async"):
+        gone = [m for m in merged if not (m.position == 0 and args.keep_overlay)]
+        if target.dom is None:
+            gone = [m for m in gone if m.position != 0]  # a bare image's top stays the top
+        plan.steps += delete_steps(session, gone, target.chain)
+    if session.run_plan(plan, args):
+        report_after_merge(session, target, args)
+
+
+COMMANDS = [
+    Command(
+        "commit",
+        "merge layers down into a lower layer (virsh blockcommit / qemu-img commit)",
+        cmd_commit,
+        (
+            DOMAIN,
+            DISK,
+            BASE,
+            Opt(
+                "top",
+                "the highest layer to merge (default: the active layer)",
+                "ref",
+                complete="layer",
+            ),
+            Opt("shallow", "use TOP's immediate backing file as the base", excludes=("base",)),
+            Opt("active", "commit the active layer (two-phase active commit)"),
+            Opt(
+                "pivot",
+                "after an active commit, switch the disk to the base",
+                implies=("active",),
+                excludes=("keep-overlay",),
+            ),
+            Opt(
+                "keep-overlay",
+                "after an active commit, keep using the overlay",
+                implies=("active",),
+            ),
+            Opt("delete", "delete the merged-away files after success"),
+            *JOB_OPTIONS,
+            FORCE,
+        ),
+        aliases=("blockcommit",),
+        group="merge",
+        description="Defaults as virsh blockcommit: base = bottom of the chain, top = the "
+        "active layer (which needs --active). Live domains: libvirt block commit; "
+        "shut-off domains and images: qemu-img commit + rebase -u.",
+    )
+]
+
+
+@hookimpl
+def vshx_register_commands(register: Callable[[Command], None]) -> None:
+    for command in COMMANDS:
+        register(command)

@@ -1,0 +1,139 @@
+"""pull (alias blockpull): merge layers UP into the active layer.
+
+Running domain: a libvirt block pull/rebase (qemu "block stream").  Shut-off domain or bare
+image: the safe ``qemu-img rebase -F FMT -b BASE ACTIVE``, which copies the differences into
+ACTIVE; without --base, ``-b ""`` makes ACTIVE a complete image with no backing file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import libvirt
+
+from vshx import preflight
+from vshx.chain import Layer
+from vshx.errors import VshxError
+from vshx.hookspecs import hookimpl
+from vshx.merge import (
+    BASE,
+    DISK,
+    DOMAIN,
+    FORCE,
+    JOB_OPTIONS,
+    check_merge,
+    job_flags_argv,
+    live_job_step,
+    offline_domain_note,
+    report_after_merge,
+)
+from vshx.plan import Plan, Step, virsh
+from vshx.spec import Args, Command
+
+if TYPE_CHECKING:
+    from vshx.session import Session
+
+
+def pick_base(target: preflight.Target, args: Args) -> Layer | None:
+    """The new backing of the active layer, or None to flatten completely."""
+    chain = target.chain
+    if not args.base:
+        if len(chain.layers) == 1:
+            raise VshxError(f"{chain.active.name} has no backing file: nothing to pull")
+        return None
+    base = chain.resolve(args.base)
+    if base.position == 0:
+        raise VshxError(
+            f"{base.name} is the active layer; --base must be below it",
+            f"the chain (active first) is: {chain.listing()}",
+        )
+    if base.position == 1:
+        raise VshxError(
+            f"{base.name} already is the backing file of {chain.active.name}: nothing to pull",
+            "pick a lower --base, or none to flatten",
+        )
+    return base
+
+
+def live_plan(session: Session, target: preflight.Target, args: Args, base: Layer | None) -> Plan:
+    assert target.dom is not None
+    dom, disk = target.dom, target.chain.disk or ""
+    flags = 0
+    if args.keep_relative:
+        flags |= libvirt.VIR_DOMAIN_BLOCK_REBASE_RELATIVE
+    if args.bytes:
+        flags |= libvirt.VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES
+    argv = virsh(session.uri, "blockpull", dom.name(), disk)
+    if base is not None:
+        argv += ["--base", base.path]
+    argv += job_flags_argv(args)
+    active = target.chain.active
+    what = f"onto {base.name}" if base else "into a complete image"
+    plan = Plan(f"pull into {active.name} {what} ({dom.name()} {disk})", method=target.method)
+
+    def start() -> None:
+        dom.blockRebase(disk, base.path if base else None, args.bandwidth or 0, flags)
+
+    plan.add(
+        live_job_step(
+            session, target, args, f"block pull: copy into {active.name} {what}", argv, start
+        )
+    )
+    return plan
+
+
+def offline_plan(target: preflight.Target, args: Args, base: Layer | None) -> Plan:
+    active = target.chain.active
+    what = f"onto {base.name}" if base else "into a complete image"
+    plan = Plan(f"pull into {active.name} {what}", method=target.method)
+    offline_domain_note(plan, target)
+    argv = ["qemu-img", "rebase", "-f", preflight.require_format(active)]
+    if base is None:
+        argv += ["-b", ""]
+    else:
+        argv += [
+            "-F",
+            preflight.require_format(base),
+            "-b",
+            preflight.relative_or_absolute(base, active, args.keep_relative),
+        ]
+    plan.add(
+        Step(
+            f"safe rebase: copy what {active.name} would lose into it, {what}", argv + [active.path]
+        )
+    )
+    return plan
+
+
+def cmd_pull(session: Session, args: Args) -> None:
+    target = preflight.load_target(session, args.domain, args.path)
+    base = pick_base(target, args)
+    stop = base.position if base else len(target.chain.layers)
+    check_merge(session, target, args, target.chain.active, target.chain.layers[1:stop], None)
+    plan = (
+        live_plan(session, target, args, base) if target.live else offline_plan(target, args, base)
+    )
+    if session.run_plan(plan, args):
+        report_after_merge(session, target, args)
+
+
+COMMANDS = [
+    Command(
+        "pull",
+        "merge layers up into the active layer (virsh blockpull / qemu-img rebase)",
+        cmd_pull,
+        (DOMAIN, DISK, BASE, *JOB_OPTIONS, FORCE),
+        aliases=("blockpull",),
+        group="merge",
+        description="Without --base the active layer becomes a complete image with no backing "
+        "file. Live domains: libvirt block pull; shut-off domains and images: safe "
+        "qemu-img rebase.",
+    )
+]
+
+
+@hookimpl
+def vshx_register_commands(register: Callable[[Command], None]) -> None:
+    for command in COMMANDS:
+        register(command)

@@ -1,0 +1,180 @@
+"""Running a libvirt block job to its end, driven by BLOCK_JOB_2 events rather than polling.
+
+virsh --wait polls every 500 ms; vshx registers for the disk's events before it starts the
+job and wakes the moment libvirt reports COMPLETED / READY / FAILED.  A slow poll remains
+only as a safety net (and to draw the progress bar on a terminal).  Ctrl-C or --timeout
+abort the job and wait until libvirt reports it gone, so the chain is consistent again.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+import libvirt
+
+from vshx import virt
+from vshx.errors import VshxError
+
+COMPLETED = libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED
+FAILED = libvirt.VIR_DOMAIN_BLOCK_JOB_FAILED
+CANCELED = libvirt.VIR_DOMAIN_BLOCK_JOB_CANCELED
+READY = libvirt.VIR_DOMAIN_BLOCK_JOB_READY
+STATUS_NAMES = {COMPLETED: "completed", FAILED: "failed", CANCELED: "canceled", READY: "ready"}
+SAFETY_POLL = 1.0  # seconds between checks that an event was not lost
+TTY_REFRESH = 0.2
+
+
+class Progress:
+    """A one-line progress bar on a terminal; a single final line otherwise."""
+
+    def __init__(self, label: str, stream: TextIO, quiet: bool) -> None:
+        self.label = label
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = stream.isatty() and not quiet
+        self.start = time.monotonic()
+        self.last_end = 0
+
+    def update(self, cur: int, end: int) -> None:
+        self.last_end = max(self.last_end, end)
+        if not self.tty or end <= 0:
+            return
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        rate = cur / elapsed
+        eta = (end - cur) / rate if rate > 0 else 0
+        done = int(30 * cur / end)
+        bar = "#" * done + " " * (30 - done)
+        self.stream.write(
+            f"\r{self.label} [{bar}] {100 * cur / end:5.1f}%  "
+            f"{rate / 1048576:7.1f} MiB/s  ETA {eta:4.0f}s"
+        )
+        self.stream.flush()
+
+    def finish(self, what: str) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            self.stream.write("\r\033[K")
+        seconds = time.monotonic() - self.start
+        size = f"{self.last_end / 1048576:.1f} MiB, " if self.last_end else ""
+        self.stream.write(f"{self.label}: {what} ({size}{seconds:.2f} s)\n")
+        self.stream.flush()
+
+
+class BlockJob:
+    """One block job on one disk: registered for events before the job is started."""
+
+    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, disk: str) -> None:
+        self.conn = conn
+        self.dom = dom
+        self.disk = disk
+        self.events: queue.Queue[int] = queue.Queue()
+        self._callback = conn.domainEventRegisterAny(
+            dom, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, self._on_event, None
+        )
+
+    def _on_event(self, _conn, _dom, disk: str, _type: int, status: int, _opaque) -> None:
+        if disk == self.disk:
+            self.events.put(status)
+
+    def close(self) -> None:
+        try:
+            self.conn.domainEventDeregisterAny(self._callback)
+        except libvirt.libvirtError:
+            pass
+
+    def is_ready(self) -> bool:
+        """Live XML marks a mirror/active-commit job ready='yes' once it can pivot."""
+        return "ready='yes'" in self.dom.XMLDesc(0)
+
+    def wait(self, want: set[int], progress: Progress, deadline: float | None) -> int:
+        """Block until one of ``want`` (or FAILED/CANCELED); fall back to polling if no event."""
+        interval = TTY_REFRESH if progress.tty else SAFETY_POLL
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError
+            timeout = interval if deadline is None else min(interval, deadline - time.monotonic())
+            try:
+                status = self.events.get(timeout=max(timeout, 0.0))
+            except queue.Empty:
+                info = virt.block_job_info(self.dom, self.disk)
+                if info:
+                    progress.update(info.get("cur", 0), info.get("end", 0))
+                    if READY in want and self.is_ready():
+                        return READY
+                    continue
+                if READY in want:  # an active job vanished without an event
+                    raise VshxError("the block job ended unexpectedly") from None
+                return COMPLETED  # the job is gone and no event arrived: it finished
+            if status in want or status in (FAILED, CANCELED):
+                return status
+
+    def abort_and_settle(self) -> None:
+        """Abort the job and wait until libvirt no longer lists it."""
+        try:
+            self.dom.blockJobAbort(self.disk, 0)
+        except libvirt.libvirtError:
+            pass  # it may have finished meanwhile
+        for _ in range(600):
+            if not virt.block_job_info(self.dom, self.disk):
+                return
+            time.sleep(0.05)
+
+
+def run_block_job(
+    conn: libvirt.virConnect,
+    dom: libvirt.virDomain,
+    disk: str,
+    start: Callable[[], None],
+    *,
+    label: str,
+    active: bool = False,
+    pivot: bool = True,
+    timeout: int | None = None,
+    wait: bool = True,
+    stream: TextIO | None = None,
+    quiet: bool = False,
+) -> None:
+    """Start a job with ``start`` and see it through; active jobs pivot or keep the overlay."""
+    job = BlockJob(conn, dom, disk)
+    progress = Progress(label, stream or sys.stderr, quiet)
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        start()
+        if not wait:
+            progress.finish(
+                f"started (--async); follow it with: virsh blockjob {dom.name()} {disk} --info"
+            )
+            return
+        try:
+            if active:
+                status = job.wait({READY}, progress, deadline)
+                if status == READY:
+                    flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
+                    dom.blockJobAbort(disk, flags)
+                    status = job.wait({COMPLETED, CANCELED}, progress, None)
+                    if status == CANCELED and not pivot:
+                        status = COMPLETED  # keep-overlay ends the job by cancelling it
+            else:
+                status = job.wait({COMPLETED}, progress, deadline)
+        except (KeyboardInterrupt, TimeoutError) as exc:
+            job.abort_and_settle()
+            why = (
+                "interrupted"
+                if isinstance(exc, KeyboardInterrupt)
+                else f"timed out after {timeout} s"
+            )
+            progress.finish(f"{why}; job aborted")
+            raise VshxError(
+                f"{label} {why}: the block job was aborted and the chain is as before",
+                "nothing was deleted; run `chain` to see it",
+            ) from None
+        if status != COMPLETED:
+            raise VshxError(f"{label} {STATUS_NAMES.get(status, status)}")
+        progress.finish("done")
+    finally:
+        job.close()

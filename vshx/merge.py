@@ -1,0 +1,184 @@
+"""What every merge command shares: option declarations, live job steps, and the aftermath.
+
+Declared once here so commit, pull and rebase spell and complete these options identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from vshx import preflight, virt
+from vshx.blockjob import run_block_job
+from vshx.chain import Chain, Layer, human_size
+from vshx.plan import Plan, Step
+from vshx.spec import Args, Opt, non_negative_int
+
+if TYPE_CHECKING:
+    from vshx.session import Session
+
+DOMAIN = Opt(
+    "domain",
+    "domain name, id or uuid (or an image path)",
+    "domain",
+    positional=True,
+    required=True,
+    complete="domain_or_image",
+)
+DISK = Opt(
+    "path",
+    "disk target (vda) or its source file",
+    "disk",
+    positional=True,
+    aliases=("disk",),
+    complete="disk",
+)
+BASE = Opt("base", "the lower layer (path, file name, or vda[N])", "ref", complete="layer")
+BANDWIDTH = Opt(
+    "bandwidth",
+    "limit the copy rate (MiB/s, or bytes/s with --bytes)",
+    "n",
+    convert=non_negative_int,
+)
+BYTES = Opt("bytes", "--bandwidth is in bytes/s")
+TIMEOUT = Opt(
+    "timeout", "abort the job after this many seconds", "seconds", convert=non_negative_int
+)
+ASYNC = Opt("async", "start the block job and return without waiting")
+FORCE = Opt("force", "go ahead although other images or domains use a file that changes")
+KEEP_RELATIVE = Opt("keep-relative", "write relative backing file names")
+JOB_OPTIONS = (KEEP_RELATIVE, BANDWIDTH, BYTES, TIMEOUT, ASYNC)
+
+
+def job_flags_argv(args: Args) -> list[str]:
+    """The virsh spelling of the options a live job shares (bandwidth, timeout, wait)."""
+    argv: list[str] = []
+    if args.keep_relative:
+        argv.append("--keep-relative")
+    if args.bandwidth is not None:
+        argv += ["--bandwidth", str(args.bandwidth)]
+        if args.bytes:
+            argv.append("--bytes")
+    if args.get("async"):
+        return argv
+    if args.timeout:
+        argv += ["--timeout", str(args.timeout)]
+    return argv + ["--wait", "--verbose"]
+
+
+def live_job_step(
+    session: Session,
+    target: preflight.Target,
+    args: Args,
+    description: str,
+    argv: list[str],
+    start: Callable[[], None],
+    *,
+    active: bool = False,
+    pivot: bool = True,
+) -> Step:
+    """A Step that starts a block job and waits for it by events, with the virsh equivalent."""
+    assert target.dom is not None
+    dom, disk = target.dom, target.chain.disk or ""
+
+    def action() -> None:
+        run_block_job(
+            session.conn,
+            dom,
+            disk,
+            start,
+            label=description.split(":")[0],
+            active=active,
+            pivot=pivot,
+            timeout=args.timeout or None,
+            wait=not args.get("async"),
+            stream=session.err,
+            quiet=session.quiet,
+        )
+
+    return Step(description, argv, action=action)
+
+
+def delete_steps(
+    session: Session, files: list[Layer], keep_users_of: Chain, after: Chain | None = None
+) -> list[Step]:
+    """rm steps for merged-away files that nothing else uses (checked now, before running)."""
+    steps = []
+    for layer in files:
+        if after is not None and after.contains(layer.path):
+            continue
+        users = preflight.other_users(session, layer.path, keep_users_of)
+        if users:
+            session.warn(f"keeping {layer.path}: still used by {'; '.join(users)}")
+            continue
+        steps.append(
+            Step(
+                f"delete merged-away {layer.name} ({human_size(layer.allocated)})",
+                ["rm", "-f", "--", layer.path],
+            )
+        )
+    return steps
+
+
+def report_after_merge(session: Session, target: preflight.Target, args: Args) -> None:
+    """Show the chain as it is now and point at snapshot-cleanup when metadata went stale."""
+    from vshx.builtin_commands import render_chain
+
+    if args.get("async"):
+        return
+    if target.dom is not None:
+        chain = virt.domain_chain(target.dom, target.chain.disk or "")
+    else:
+        from vshx.chain import image_chain
+
+        chain = image_chain(target.chain.active.path)
+    session.info(render_chain(chain))
+    if target.dom is not None:
+        from vshx.snapshots import stale_snapshots
+
+        stale = stale_snapshots(target.dom)
+        if stale:
+            names = ", ".join(info.name for info, _why in stale)
+            session.info(
+                f"hint: libvirt snapshots {names} now name merged-away files; "
+                f"run: snapshot-cleanup {target.dom.name()}"
+            )
+
+
+def check_merge(
+    session: Session,
+    target: preflight.Target,
+    args: Args,
+    writes: Layer,
+    moves: list[Layer],
+    changes_view_of: Layer | None,
+) -> None:
+    """The pre-flight every merge shares; raises before anything changes.
+
+    ``writes`` is the file whose content changes, ``moves`` the layers whose data moves.
+    When ``changes_view_of`` is given (commit: the base), chains that use it other than through
+    ``moves[0]`` are refused.  A pull changes no one's view: the active layer's stays the same.
+    Checks that read local files are skipped for a remote URI (only --dry-run gets there).
+    """
+    preflight.refuse_remote_offline(session, target, session.planning_only(args))
+    if target.dom is None and session.is_local:
+        preflight.refuse_if_running_user(
+            session, target.chain.active.path, "name the domain and disk instead of the image"
+        )
+    preflight.refuse_block_job(target)
+    if session.is_local:
+        if changes_view_of is not None:
+            preflight.refuse_shared(
+                session,
+                changes_view_of.path,
+                target.chain,
+                args.force,
+                "committing into",
+                through=moves[0].path,
+            )
+        preflight.refuse_no_space(writes, moves)
+
+
+def offline_domain_note(plan: Plan, target: preflight.Target) -> None:
+    if target.dom is not None and not target.live:
+        plan.notes.append(f"{target.chain.domain} is shut off: start it only after these ran")

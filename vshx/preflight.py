@@ -1,0 +1,221 @@
+"""Pre-flight checks shared by every merge plugin, run before anything changes.
+
+Each check raises VshxError (error + hint) or returns quietly.  "Who else uses this file"
+looks at other domains' chains on this connection, image files in the same directory and
+libvirt storage pool volumes.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import libvirt
+
+from vshx import virt
+from vshx.chain import Chain, Layer, canonical, human_size, image_chain
+from vshx.errors import VshxError
+
+if TYPE_CHECKING:
+    from vshx.session import Session
+
+IMAGE_SUFFIXES = (".qcow2", ".qcow", ".img", ".raw", ".qed", ".vmdk", ".vdi")
+
+
+@dataclass
+class Target:
+    """What a merge command works on: a domain's disk or a bare image, with its chain."""
+
+    chain: Chain
+    dom: libvirt.virDomain | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.chain.live
+
+    @property
+    def method(self) -> str:
+        if self.dom is None:
+            return "offline: qemu-img on a bare image"
+        if self.live:
+            return "live: libvirt block job on the running domain"
+        return "offline: qemu-img (the domain is shut off)"
+
+
+def looks_like_image(word: str) -> bool:
+    return os.path.sep in word or word.endswith(IMAGE_SUFFIXES) and os.path.isfile(word)
+
+
+def load_target(session: Session, domain_or_image: str, disk: str | None) -> Target:
+    """Resolve DOMAIN DISK (or a bare IMAGE) to its chain; a bare image may not be in use."""
+    if disk is None and looks_like_image(domain_or_image):
+        chain = image_chain(domain_or_image)
+        return Target(chain)
+    if disk is None:
+        raise VshxError(
+            f"which disk of {domain_or_image!r}?", f"give the disk too, e.g. {domain_or_image} vda"
+        )
+    dom = virt.lookup_domain(session.conn, domain_or_image)
+    return Target(virt.domain_chain(dom, disk), dom)
+
+
+def running_users(session: Session, path: str) -> list[str]:
+    """Running domains whose disk chains contain ``path`` ("domain disk")."""
+    target = canonical(path)
+    found = []
+    for dom in session.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        for disk in virt.domain_disks(dom):
+            paths = [disk.source or ""] + [p for p, _f, _i in disk.backing]
+            if any(p and canonical(p) == target for p in paths):
+                found.append(f"domain {dom.name()} {disk.target}")
+    return found
+
+
+def refuse_if_running_user(session: Session, path: str, hint: str) -> None:
+    users = running_users(session, path)
+    if users:
+        raise VshxError(f"{path} is in use by running {', '.join(users)}", hint)
+
+
+def _chain_paths(path: str) -> list[str]:
+    try:
+        return [layer.canonical for layer in image_chain(path).layers]
+    except VshxError:
+        return []
+
+
+def other_users(session: Session, path: str, ours: Chain, through: str | None = None) -> list[str]:
+    """Everything outside ``ours`` whose chain contains ``path``: domains, files, pool volumes.
+
+    Chains that also contain ``through`` are left out: committing TOP into BASE changes nothing
+    for a chain that reaches BASE through TOP (TOP is not emptied), only for the others.
+    """
+    target = canonical(path)
+    passing = canonical(through) if through else None
+    mine = {layer.canonical for layer in ours.layers}
+
+    def affected(paths: list[str]) -> bool:
+        return target in paths and (passing is None or passing not in paths)
+
+    users: list[str] = []
+    for dom in session.conn.listAllDomains(0):
+        for disk in virt.domain_disks(dom):
+            if dom.name() == ours.domain and disk.target == ours.disk:
+                continue
+            if not disk.source or disk.device not in ("disk", "cdrom"):
+                continue
+            paths = [canonical(disk.source)] + [canonical(p) for p, _f, _i in disk.backing]
+            if not disk.backing and os.path.exists(disk.source):
+                paths = _chain_paths(disk.source) or paths
+            if affected(paths):
+                users.append(f"domain {dom.name()} disk {disk.target} ({disk.source})")
+    leftovers = _own_snapshot_files(session, ours)
+    directory = os.path.dirname(target)
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        candidate = os.path.join(directory, name)
+        if not name.endswith(IMAGE_SUFFIXES) or canonical(candidate) in mine | leftovers:
+            continue
+        if os.path.isfile(candidate) and affected(_chain_paths(candidate)[1:]):
+            users.append(f"image {candidate}")
+    users += _pool_users(session, target, mine)
+    return users
+
+
+def _own_snapshot_files(session: Session, ours: Chain) -> set[str]:
+    """Files this domain's own snapshot metadata names: its merged-away layers, not users."""
+    if not ours.domain:
+        return set()
+    from vshx.snapshots import domain_snapshots
+
+    dom = virt.lookup_domain(session.conn, ours.domain)
+    return {canonical(f) for info in domain_snapshots(dom) for f in info.files}
+
+
+def _pool_users(session: Session, target: str, mine: set[str]) -> list[str]:
+    found = []
+    try:
+        pools = session.conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+    except libvirt.libvirtError:
+        return found
+    for pool in pools:
+        try:
+            volumes = pool.listAllVolumes(0)
+        except libvirt.libvirtError:
+            continue
+        for vol in volumes:
+            try:
+                root = ET.fromstring(vol.XMLDesc(0))
+            except (libvirt.libvirtError, ET.ParseError):
+                continue
+            backing = root.findtext("./backingStore/path")
+            if backing and canonical(backing) == target and canonical(vol.path()) not in mine:
+                found.append(f"pool {pool.name()} volume {vol.name()}")
+    return found
+
+
+def refuse_shared(
+    session: Session, path: str, ours: Chain, force: bool, doing: str, through: str | None = None
+) -> None:
+    """Refuse to change a file other chains depend on, unless --force."""
+    users = other_users(session, path, ours, through)
+    if not users:
+        return
+    if force:
+        session.warn(f"{doing} {path}, which is also used by: {'; '.join(users)} (--force)")
+        return
+    raise VshxError(
+        f"refusing: {doing} {path} would change what these see: {'; '.join(users)}",
+        "merge those first, or use --force if you are sure",
+    )
+
+
+def refuse_block_job(target: Target) -> None:
+    if target.dom is None or not target.live:
+        return
+    info = virt.block_job_info(target.dom, target.chain.disk or "")
+    if info:
+        kinds = {1: "pull", 2: "copy", 3: "commit", 4: "active commit", 5: "backup"}
+        kind = kinds.get(info.get("type", 0), "block")
+        raise VshxError(
+            f"a {kind} job is already running on {target.chain.domain} {target.chain.disk} "
+            f"({info.get('cur', 0)}/{info.get('end', 0)} bytes)",
+            f"wait for it, or abort it: virsh blockjob {target.chain.domain} "
+            f"{target.chain.disk} --abort",
+        )
+
+
+def refuse_no_space(destination: Layer, layers: list[Layer]) -> None:
+    """The bytes that move (allocated in the merged layers) must fit where they go."""
+    needed = sum(layer.allocated or 0 for layer in layers)
+    stat = os.statvfs(os.path.dirname(destination.path))
+    free = stat.f_bavail * stat.f_frsize
+    if needed > free:
+        raise VshxError(
+            f"not enough space for {destination.path}: up to {human_size(needed)} may move, "
+            f"{human_size(free)} free",
+            "free some space, or merge fewer layers at a time",
+        )
+
+
+def refuse_remote_offline(session: Session, target: Target, planning_only: bool) -> None:
+    if target.live or planning_only or session.is_local:
+        return
+    raise VshxError(
+        f"offline steps run qemu-img on this machine, but {session.uri} is remote",
+        "run vshx on that host, or print the plan with --dry-run and run it there",
+    )
+
+
+def relative_or_absolute(new_backing: Layer, overlay: Layer, keep_relative: bool) -> str:
+    """The backing name to write into ``overlay``: relative where the chain used relative names."""
+    if keep_relative or overlay.backing_is_relative:
+        return os.path.relpath(new_backing.path, os.path.dirname(overlay.path))
+    return new_backing.path
+
+
+def require_format(layer: Layer) -> str:
+    if not layer.format:
+        raise VshxError(f"unknown format of {layer.path}", "check it with: qemu-img info")
+    return layer.format

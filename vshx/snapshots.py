@@ -1,0 +1,80 @@
+"""libvirt snapshot metadata compared with the chains the domain's disks have now."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+import libvirt
+
+from vshx import virt
+from vshx.chain import canonical
+
+
+@dataclass
+class SnapshotInfo:
+    """A snapshot's name, the disk files it names, and whether it holds memory state."""
+
+    name: str
+    files: list[str] = field(default_factory=list)
+    has_memory: bool = False
+    parent: str | None = None
+    snapshot: libvirt.virDomainSnapshot | None = None
+
+
+def domain_snapshots(dom: libvirt.virDomain) -> list[SnapshotInfo]:
+    found = []
+    for snap in dom.listAllSnapshots(0):
+        root = ET.fromstring(snap.getXMLDesc(0))
+        files = []
+        for disk in root.findall("./disks/disk"):
+            src = disk.find("source")
+            if disk.get("snapshot") == "external" and src is not None and src.get("file"):
+                files.append(src.get("file", ""))
+        memory = root.find("memory")
+        has_memory = (memory is not None and memory.get("snapshot") not in (None, "no")) or (
+            root.findtext("state") not in ("disk-snapshot", "shutoff")
+        )
+        found.append(
+            SnapshotInfo(snap.getName(), files, has_memory, root.findtext("./parent/name"), snap)
+        )
+    return found
+
+
+def current_chain_files(dom: libvirt.virDomain) -> set[str]:
+    """Canonical paths of every layer of every disk of the domain, as it is now."""
+    files: set[str] = set()
+    for disk in virt.domain_disks(dom):
+        if not disk.source or disk.device != "disk":
+            continue
+        try:
+            chain = virt.domain_chain(dom, disk.target)
+        except Exception:  # an unreadable disk must not hide the others
+            files.add(canonical(disk.source))
+            continue
+        files |= {layer.canonical for layer in chain.layers}
+    return files
+
+
+def stale_reason(info: SnapshotInfo, in_chain: set[str]) -> str | None:
+    """Why a snapshot's metadata no longer matches the disks, or None when it still does."""
+    if not info.files:
+        return None
+    missing = [f for f in info.files if not os.path.exists(f)]
+    if missing:
+        return f"file {missing[0]} no longer exists"
+    merged = [f for f in info.files if canonical(f) not in in_chain]
+    if merged:
+        return f"file {os.path.basename(merged[0])} was merged out of the chain"
+    return None
+
+
+def stale_snapshots(dom: libvirt.virDomain) -> list[tuple[SnapshotInfo, str]]:
+    in_chain = current_chain_files(dom)
+    result = []
+    for info in domain_snapshots(dom):
+        reason = stale_reason(info, in_chain)
+        if reason:
+            result.append((info, reason))
+    return result
