@@ -9,7 +9,9 @@ abort the job and wait until libvirt reports it gone, so the chain is consistent
 from __future__ import annotations
 
 import queue
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
@@ -143,6 +145,7 @@ def run_block_job(
     job = BlockJob(conn, dom, disk)
     progress = Progress(label, stream or sys.stderr, quiet)
     deadline = time.monotonic() + timeout if timeout else None
+    restore = _interrupt_on_signals()
     try:
         start()
         if not wait:
@@ -178,3 +181,22 @@ def run_block_job(
         progress.finish("done")
     finally:
         job.close()
+        restore()
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _interrupt_on_signals() -> Callable[[], None]:
+    """While a job runs, Ctrl-C and SIGTERM abort it, even where the shell ignored SIGINT
+    (a background `vshx ... &` in a script starts with SIGINT ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    saved = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+    return restore

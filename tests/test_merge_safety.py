@@ -1,0 +1,264 @@
+"""commit/pull refusals, interruption and timeouts: nothing changes, nothing is lost."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import (
+    URI,
+    Lab,
+    chain_files,
+    destroy_lab,
+    file_state,
+    make_lab,
+    qemu_check,
+    run_vshx,
+)
+
+
+def refused(lab: Lab, *args: str, code: int = 1) -> str:
+    """Run a command that must be refused; assert exit code and that no file changed."""
+    before = file_state(lab.dir)
+    proc = run_vshx(*args)
+    assert proc.returncode == code, (args, proc.stdout, proc.stderr)
+    assert proc.stderr.startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert file_state(lab.dir) == before, "a refused command changed a file"
+    return proc.stderr
+
+
+def test_refusals_before_anything_changes(lab: Lab):
+    d = lab.name
+    assert "domain 'nosuch' not found" in refused(lab, "commit", "nosuch", "vda")
+    err = refused(lab, "commit", d, "vdz")
+    assert "has no disk 'vdz'" in err and "its disks: vda" in err
+    err = refused(lab, "commit", d, "vda", "--base", "nosuch.qcow2")
+    assert "is not a layer" in err and "vda[2]=sn3.qcow2" in err
+    assert "not above base" in refused(lab, "commit", d, "vda", "--base", "sn3", "--top", "sn1")
+    err = refused(lab, "commit", d, "vda", "--base", "sn1")
+    assert "active commit" in err and "hint: add --active" in err
+    assert "nothing to pull" in refused(lab, "pull", d, "vda", "--base", "sn3")
+    assert "cannot be used together" in refused(
+        lab, "commit", d, "vda", "--pivot", "--keep-overlay", code=2
+    )
+    assert "which disk" in refused(lab, "commit", d)
+
+
+def test_refuses_to_commit_into_a_base_another_overlay_uses(lab: Lab):
+    other = lab.dir / "clone of sn1.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "sn1.qcow2", str(other)],
+        check=True,
+    )
+    err = refused(lab, "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3")
+    assert f"image {other}" in err and "hint:" in err and "--force" in err
+    # sn2 is merged away by this commit: an overlay of sn2 must be named too
+    err = refused(lab, "commit", lab.name, "vda", "--base", "base", "--top", "sn2")
+    assert "clone of sn1.qcow2" in err
+    # with --force it goes ahead (the clone's view changes; the user said so)
+    proc = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--force")
+    assert proc.returncode == 0 and "warning:" in proc.stderr
+
+
+def test_refuses_when_another_domain_uses_the_base(tmp_path: Path):
+    first = make_lab(tmp_path, running=False, dirname="a")
+    second_dir = tmp_path / "b"
+    second_dir.mkdir()
+    overlay = second_dir / "on-first.qcow2"
+    subprocess.run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            str(first.layer("sn1")),
+            str(overlay),
+        ],
+        check=True,
+    )
+    xml = f"""<domain type='qemu'><name>{first.name}-other</name><memory unit='MiB'>64</memory>
+<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>
+<driver name='qemu' type='qcow2'/><source file='{overlay}'/><target dev='vda' bus='virtio'/>
+</disk></devices></domain>"""
+    subprocess.run(
+        ["virsh", "-c", URI, "define", "/dev/stdin"],
+        input=xml,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        err = refused(first, "commit", first.name, "vda", "--base", "sn1", "--top", "sn3")
+        assert f"domain {first.name}-other disk vda" in err
+    finally:
+        subprocess.run(["virsh", "-c", URI, "undefine", f"{first.name}-other"], capture_output=True)
+        destroy_lab(first)
+
+
+def test_bare_image_in_use_by_a_running_domain_is_refused(lab: Lab):
+    err = refused(lab, "commit", str(lab.layer("sn4")))
+    assert "in use by running domain" in err and "hint:" in err
+    err = refused(lab, "pull", str(lab.layer("sn4")))
+    assert "in use by running domain" in err
+
+
+def test_remote_uri_refuses_offline_steps_but_dry_run_prints_them(offline_lab: Lab):
+    image = str(offline_lab.layer("sn2"))
+    remote = "qemu+ssh://vshx-remote.invalid/system"
+    before = file_state(offline_lab.dir)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", remote, "commit", image],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and "is remote" in proc.stderr and "--dry-run" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", remote, "commit", image, "--dry-run"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"qemu-img commit -q -f qcow2 -b {offline_lab.layer('sn1')} {image}" in proc.stdout
+    assert file_state(offline_lab.dir) == before
+
+
+def test_not_enough_space_shows_both_numbers(tmp_path: Path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], check=True)
+    try:
+        small = make_lab(mount, running=False, layers=2, fill=12, dirname="lab")
+        filler = mount / "filler"
+        subprocess.run(["fallocate", "-l", "14M", str(filler)], check=True)
+        try:
+            err = refused(small, "commit", small.name, "vda", "--base", "base", "--top", "sn1")
+            assert "not enough space" in err and "may move" in err and "free" in err
+        finally:
+            destroy_lab(small)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def start_slow_job(lab: Lab, *args: str) -> subprocess.Popen[str]:
+    """Start a bandwidth-limited commit as a one-shot vshx process; return once the job runs."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vshx",
+            "-c",
+            URI,
+            "commit",
+            lab.name,
+            "vda",
+            "--base",
+            "sn1",
+            "--top",
+            "sn2",
+            "--bandwidth",
+            "1",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(400):
+        info = subprocess.run(
+            ["virsh", "-c", URI, "blockjob", lab.name, "vda", "--info"],
+            capture_output=True,
+            text=True,
+        )
+        if "Block Commit" in info.stdout + info.stderr:
+            return proc
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the block job never started")
+
+
+def assert_untouched(lab: Lab, before: str, files: set[str]) -> None:
+    job = subprocess.run(
+        ["virsh", "-c", URI, "blockjob", lab.name, "vda", "--info"], capture_output=True, text=True
+    )
+    assert "No current block job" in job.stdout + job.stderr
+    assert chain_files(lab.active) == ["sn3.qcow2", "sn2.qcow2", "sn1.qcow2", "base.qcow2"]
+    assert {p.name for p in lab.dir.glob("*.qcow2")} == files, "a file was deleted"
+    assert lab.guest_hash(lab.dir.parent) == before
+    for name in files:
+        qemu_check(lab.dir / name)
+
+
+@pytest.fixture
+def slow_lab(tmp_path: Path):
+    made = make_lab(tmp_path, layers=3, fill=64)
+    yield made
+    destroy_lab(made)
+
+
+def test_ctrl_c_aborts_the_job_and_keeps_everything(slow_lab: Lab):
+    files = {p.name for p in slow_lab.dir.glob("*.qcow2")}
+    before = slow_lab.guest_hash(slow_lab.dir.parent)
+    proc = start_slow_job(slow_lab, "--delete")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "interrupted: the block job was aborted" in err and "Traceback" not in err
+    assert_untouched(slow_lab, before, files)
+
+
+def test_timeout_aborts_the_job_and_keeps_everything(slow_lab: Lab):
+    files = {p.name for p in slow_lab.dir.glob("*.qcow2")}
+    before = slow_lab.guest_hash(slow_lab.dir.parent)
+    proc = run_vshx(
+        "commit",
+        slow_lab.name,
+        "vda",
+        "--base",
+        "sn1",
+        "--top",
+        "sn2",
+        "--bandwidth",
+        "1",
+        "--timeout",
+        "1",
+        "--delete",
+    )
+    assert proc.returncode == 1
+    assert "timed out after 1 s" in proc.stderr
+    assert_untouched(slow_lab, before, files)
+
+
+def test_a_running_job_blocks_another_and_async_returns_at_once(slow_lab: Lab):
+    proc = run_vshx(
+        "commit",
+        slow_lab.name,
+        "vda",
+        "--base",
+        "sn1",
+        "--top",
+        "sn2",
+        "--bandwidth",
+        "1",
+        "--async",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--async" in proc.stderr
+    try:
+        second = run_vshx("pull", slow_lab.name, "vda")
+        assert second.returncode == 1
+        assert "commit job is already running" in second.stderr and "--abort" in second.stderr
+    finally:
+        subprocess.run(
+            ["virsh", "-c", URI, "blockjob", slow_lab.name, "vda", "--abort"],
+            check=True,
+            capture_output=True,
+        )
