@@ -99,14 +99,10 @@ def live_job_step(
     return Step(description, argv, action=action)
 
 
-def delete_steps(
-    session: Session, files: list[Layer], keep_users_of: Chain, after: Chain | None = None
-) -> list[Step]:
+def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> list[Step]:
     """rm steps for merged-away files that nothing else uses (checked now, before running)."""
     steps = []
     for layer in files:
-        if after is not None and after.contains(layer.path):
-            continue
         users = preflight.other_users(session, layer.path, keep_users_of)
         if users:
             session.warn(f"keeping {layer.path}: still used by {'; '.join(users)}")

@@ -100,6 +100,7 @@ def other_users(session: Session, path: str, ours: Chain, through: str | None = 
         return target in paths and (passing is None or passing not in paths)
 
     users: list[str] = []
+    listed: set[str] = set()  # domain disk sources, not to be named twice as images
     for dom in session.conn.listAllDomains(0):
         for disk in virt.domain_disks(dom):
             if dom.name() == ours.domain and disk.target == ours.disk:
@@ -111,11 +112,12 @@ def other_users(session: Session, path: str, ours: Chain, through: str | None = 
                 paths = _chain_paths(disk.source) or paths
             if affected(paths):
                 users.append(f"domain {dom.name()} disk {disk.target} ({disk.source})")
+                listed.add(canonical(disk.source))
     leftovers = _own_snapshot_files(session, ours)
     directory = os.path.dirname(target)
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
         candidate = os.path.join(directory, name)
-        if not name.endswith(IMAGE_SUFFIXES) or canonical(candidate) in mine | leftovers:
+        if not name.endswith(IMAGE_SUFFIXES) or canonical(candidate) in mine | leftovers | listed:
             continue
         if os.path.isfile(candidate) and affected(_chain_paths(candidate)[1:]):
             users.append(f"image {candidate}")

@@ -1,0 +1,213 @@
+"""rebase: point an image at another backing file with ``qemu-img rebase``.
+
+Safe mode copies the differences into the image, so its guest sees the same data.  --unsafe
+(-u) rewrites only the pointer, which vshx does only after proving that the old and the new
+backing show the image the same data (see vshx.verify); otherwise it refuses and names the
+first differing offset.  Offline only: a running domain's layers are pulled, not rebased.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from vshx import preflight, qemuimg, virt
+from vshx.chain import Chain, Layer, canonical, image_chain
+from vshx.errors import UsageError, VshxError
+from vshx.hookspecs import hookimpl
+from vshx.merge import FORCE, report_after_merge
+from vshx.plan import Plan, Step
+from vshx.spec import Args, Command, Opt
+from vshx.verify import first_visible_difference
+
+if TYPE_CHECKING:
+    from vshx.session import Session
+
+
+def load_image(session: Session, args: Args) -> tuple[preflight.Target, Layer]:
+    """The image to rebase: a path, or --domain/--path/--top naming a shut-off domain's layer."""
+    if args.domain:
+        if not args.path:
+            raise UsageError("--domain needs --path DISK (and optionally --top REF)")
+        dom = virt.lookup_domain(session.conn, args.domain)
+        if virt.is_running(dom):
+            raise VshxError(
+                f"{args.domain} is running: its layers are in use by QEMU",
+                f"use: pull {args.domain} {args.path} --base REF",
+            )
+        target = preflight.Target(virt.domain_chain(dom, args.path), dom)
+        layer = target.chain.resolve(args.top) if args.top else target.chain.active
+        return target, layer
+    if not args.image:
+        raise UsageError("name the IMAGE to rebase (or --domain D --path DISK [--top REF])")
+    target = preflight.Target(image_chain(args.image))
+    if session.is_local:
+        preflight.refuse_if_running_user(
+            session,
+            target.chain.active.path,
+            "use pull DOMAIN DISK --base REF on the running domain",
+        )
+    return target, target.chain.active
+
+
+def resolve_backing(chain: Chain, image: Layer, ref: str) -> Layer | None:
+    """The new backing: a layer of the image's chain or any image file; None to flatten."""
+    if ref == "":
+        return None
+    try:
+        found = chain.resolve(ref)
+    except VshxError:
+        if not os.path.exists(ref):
+            raise VshxError(
+                f"new backing {ref!r} is neither a layer of the chain nor a file",
+                f"the chain is: {chain.listing()}",
+            ) from None
+        info = qemuimg.info(ref)
+        found = Layer(
+            os.path.abspath(ref),
+            info.get("format", ""),
+            position=-1,
+            virtual_size=info.get("virtual-size"),
+        )
+    if found.position != -1 and found.position <= image.position:
+        raise VshxError(
+            f"{found.name} is not below {image.name} in its chain: that would make a loop",
+            f"the chain (active first) is: {chain.listing()}",
+        )
+    if found.position == -1 and canonical(image.path) in {
+        layer.canonical for layer in image_chain(found.path).layers
+    }:
+        raise VshxError(f"{found.name} is backed by {image.name}: that would make a loop")
+    return found
+
+
+def rebase_step(
+    image: Layer, new: Layer | None, fmt: str | None, unsafe: bool, keep_relative: bool
+) -> Step:
+    argv = ["qemu-img", "rebase"] + (["-u"] if unsafe else []) + ["-f", image.format]
+    if new is None:
+        argv += ["-b", ""]
+        what = "no backing file (a complete image)"
+    else:
+        argv += ["-F", fmt or "", "-b", preflight.relative_or_absolute(new, image, keep_relative)]
+        what = new.name
+    how = "pointer only (verified safe)" if unsafe else "safe: copies the differences"
+    return Step(f"rebase {image.name} onto {what}, {how}", argv + [image.path])
+
+
+def prove_unsafe_is_safe(
+    session: Session,
+    chain: Chain,
+    image: Layer,
+    new: Layer | None,
+    new_fmt: str | None,
+    force: bool,
+    plan: Plan,
+) -> None:
+    old = chain.below(image)
+    offset = first_visible_difference(
+        image,
+        old.path if old else None,
+        old.format if old else None,
+        new.path if new else None,
+        new_fmt,
+    )
+    if offset is None:
+        plan.notes.append(
+            f"verified: {old.name if old else 'no backing'} and "
+            f"{new.name if new else 'no backing'} show {image.name} the same data, so -u is safe"
+        )
+        return
+    message = (
+        f"unsafe rebase would change what {image.name}'s guest sees: old backing "
+        f"{old.name if old else '(none)'} and new {new.name if new else '(none)'} differ "
+        f"at offset {offset}"
+    )
+    if not force:
+        raise VshxError(
+            message,
+            "merge the layers in between first (commit), or drop -u for a "
+            "safe rebase that copies the differences",
+        )
+    session.warn(message + " (--force)")
+    plan.notes.append(f"WARNING: forced; the guest's data changes from offset {offset}")
+
+
+def cmd_rebase(session: Session, args: Args) -> None:
+    if args.backing is None:
+        raise UsageError("missing --backing REF (use --backing '' to flatten)")
+    target, image = load_image(session, args)
+    chain = target.chain
+    preflight.refuse_remote_offline(session, target, session.planning_only(args))
+    new = resolve_backing(chain, image, args.backing)
+    fmt = args.backing_format or (new.format if new else None)
+    if new is not None and not fmt:
+        raise VshxError(f"unknown format of {new.path}", "give it with --backing-format FMT")
+    plan = Plan(
+        f"rebase {image.name} onto {new.name if new else 'nothing'}",
+        method="offline: qemu-img rebase",
+    )
+    if session.is_local:
+        users = preflight.other_users(session, image.path, chain)
+        if users:
+            session.warn(
+                f"{image.name} is also the backing file of: {'; '.join(users)}; "
+                "their view stays the same, but their chain now goes through the new "
+                "backing"
+            )
+        if args.unsafe:
+            prove_unsafe_is_safe(session, chain, image, new, fmt, args.force, plan)
+        else:
+            stop = new.position if new is not None and new.position > 0 else len(chain.layers)
+            preflight.refuse_no_space(image, chain.layers[image.position + 1 : stop])
+    plan.add(rebase_step(image, new, fmt, args.unsafe, args.keep_relative))
+    if session.run_plan(plan, args):
+        report_after_merge(session, target, args)
+
+
+COMMANDS = [
+    Command(
+        "rebase",
+        "point an image at another backing file (qemu-img rebase, safe or verified -u)",
+        cmd_rebase,
+        (
+            Opt("image", "the image to rebase", "image", positional=True, complete="image"),
+            Opt(
+                "backing",
+                "the new backing file: a layer REF or a path ('' flattens)",
+                "ref",
+                aliases=("backing-file",),
+                short="b",
+                complete="layer",
+            ),
+            Opt(
+                "backing-format",
+                "format of the new backing (default: detected)",
+                "fmt",
+                short="F",
+                complete="format",
+            ),
+            Opt("unsafe", "rewrite the pointer only, after proving it changes no data", short="u"),
+            Opt("domain", "a shut-off domain whose layer to rebase", "domain", complete="domain"),
+            Opt("path", "with --domain: the disk", "disk", aliases=("disk",), complete="disk"),
+            Opt(
+                "top",
+                "with --domain: the layer to rebase (default: the active one)",
+                "ref",
+                complete="layer",
+            ),
+            Opt("keep-relative", "write a relative backing file name"),
+            FORCE,
+        ),
+        group="merge",
+        description="qemu-img rebase merges forward (up): safe mode copies into IMAGE what the "
+        "old backing showed and the new one does not.",
+    )
+]
+
+
+@hookimpl
+def vshx_register_commands(register: Callable[[Command], None]) -> None:
+    for command in COMMANDS:
+        register(command)
