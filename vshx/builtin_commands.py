@@ -178,6 +178,7 @@ BUILTINS = [
         ),
         group="general",
         common=False,
+        changes=True,
     ),
     Command(
         "list",

@@ -96,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts = parse_globals(args)
     except SystemExit as stop:
         return int(stop.code or 0)
+    if opts.rest[:1] == ["complete"]:  # `vshx -c URI complete -- LINE`
+        from vshx.complete_cli import main as complete_main
+
+        return complete_main((["-c", opts.uri] if opts.uri else []) + opts.rest[1:])
     from vshx.session import ExitRequested, Session
 
     session = Session(opts.uri, dry_run=opts.dry_run, teach=opts.teach, quiet=opts.quiet)

@@ -17,6 +17,7 @@ class Lexed:
         self.commands: list[list[str]] = []
         self.open_quote: str | None = None  # quote still open at end of line
         self.ends_in_word = False  # the last word touches the end of the line (being typed)
+        self.last_word_start = 0  # offset in the line where the word being typed begins
 
 
 def split_line(line: str, partial: bool = False) -> Lexed:
@@ -29,6 +30,8 @@ def split_line(line: str, partial: bool = False) -> Lexed:
     i = 0
     n = len(line)
 
+    word_start = 0
+
     def end_word() -> None:
         nonlocal word, in_word
         if in_word:
@@ -37,6 +40,8 @@ def split_line(line: str, partial: bool = False) -> Lexed:
 
     while i < n:
         ch = line[i]
+        if not in_word and quote is None:
+            word_start = i
         i += 1
         if quote == "'":
             if ch == "'":
@@ -75,6 +80,7 @@ def split_line(line: str, partial: bool = False) -> Lexed:
         raise UsageError(f"unterminated {quote} quote", "close the quote")
     result.open_quote = quote
     result.ends_in_word = in_word and i >= n
+    result.last_word_start = word_start if result.ends_in_word else n
     end_word()
     result.commands.append(words)
     last = result.commands[-1]

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx import preflight, virt
-from vshx.blockjob import run_block_job
 from vshx.chain import Chain, Layer, human_size
 from vshx.plan import Plan, Step
 from vshx.spec import Args, Opt, non_negative_int
@@ -82,6 +81,8 @@ def live_job_step(
     dom, disk = target.dom, target.chain.disk or ""
 
     def action() -> None:
+        from vshx.blockjob import run_block_job
+
         run_block_job(
             session.conn,
             dom,

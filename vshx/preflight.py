@@ -12,11 +12,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import libvirt
-
 from vshx import virt
 from vshx.chain import Chain, Layer, canonical, human_size, image_chain
 from vshx.errors import VshxError
+from vshx.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
     from vshx.session import Session

@@ -44,29 +44,25 @@ def prompt_text(session: Session) -> str:
     return f"vshx ({session.uri})# "
 
 
-def build_prompt_session(session: Session, **io: Any) -> PromptSession:
-    completer = None
-    try:
-        from vshx.repl_completer import make_completer
+def build_prompt_session(session: Session, threaded: bool = True, **io: Any) -> PromptSession:
+    """The prompt: persistent history, suggestions from it, completion in a thread."""
+    from vshx.repl_completer import make_completer
 
-        completer = make_completer(session)
-    except ImportError:
-        completer = None
     return PromptSession(
         history=make_history(),
         auto_suggest=AutoSuggestFromHistory(),
-        completer=completer,
-        complete_in_thread=True,
+        completer=make_completer(session),
+        complete_in_thread=threaded,
+        complete_while_typing=False,
         **io,
     )
 
 
-def run_repl(session: Session, tour: bool = False, **io: Any) -> int:
+def run_repl(session: Session, tour: bool = False, threaded: bool = True, **io: Any) -> int:
     """Read lines until exit/quit/Ctrl-D; Ctrl-C clears the current line."""
-    prompt = build_prompt_session(session, **io)
+    prompt = build_prompt_session(session, threaded, **io)
     if tour:
         session.print(TOUR)
-    status = EXIT_OK
     while True:
         try:
             line = prompt.prompt(prompt_text(session))
@@ -77,7 +73,7 @@ def run_repl(session: Session, tour: bool = False, **io: Any) -> int:
         if not line.strip():
             continue
         try:
-            status = session.execute(line)
+            session.execute(line)
         except ExitRequested:
             break
-    return EXIT_OK if status is None else EXIT_OK
+    return EXIT_OK

@@ -20,6 +20,7 @@ from vshx.spec import Args, Command, parse
 if TYPE_CHECKING:
     import libvirt
 
+    from vshx.inventory import Inventory
     from vshx.plan import Plan
 
 DEFAULT_URI = "qemu:///system"
@@ -59,8 +60,18 @@ class Session:
             host = PluginHost(BUILTINS)
         self.host = host
         self._conn: libvirt.virConnect | None = None
+        self._inventory: Inventory | None = None
 
     # -- connection ---------------------------------------------------------------------
+    @property
+    def inventory(self) -> Inventory:
+        """Cached domains/disks/chains for completion; opened lazily on this connection."""
+        if self._inventory is None:
+            from vshx.inventory import Inventory
+
+            self._inventory = Inventory(lambda: self.conn)
+        return self._inventory
+
     @property
     def conn(self) -> libvirt.virConnect:
         if self._conn is None:
@@ -76,6 +87,8 @@ class Session:
         new = open_connection(uri)
         self.close()
         self._conn, self.uri = new, uri
+        if self._inventory is not None:
+            self._inventory.invalidate()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -128,6 +141,7 @@ class Session:
         import libvirt
 
         command: Command | None = None
+        args: Args = Args()
         status = EXIT_FAILED
         try:
             command = self.host.command(words[0])
@@ -160,6 +174,8 @@ class Session:
                 where,
             )
         if command is not None and status != EXIT_USAGE:
+            if command.changes and self._inventory is not None:
+                self._inventory.invalidate(args.get("domain") if status == EXIT_OK else None)
             self.host.command_finished(self, command, status)
         return status
 

@@ -6,10 +6,9 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-import libvirt
-
 from vshx import virt
 from vshx.chain import canonical
+from vshx.libvirt_lazy import libvirt
 
 
 @dataclass

@@ -59,6 +59,7 @@ class Command(NamedTuple):
     description: str = ""
     group: str = "general"
     common: bool = True  # accept --dry-run/--teach
+    changes: bool = False  # changes domains or images: cached inventory is invalidated after it
 
     @property
     def all_options(self) -> tuple[Opt, ...]:

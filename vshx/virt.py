@@ -9,9 +9,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-import libvirt
-
 from vshx.errors import VshxError
+from vshx.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
     from vshx import chain as chains
@@ -72,15 +71,16 @@ def is_running(dom: libvirt.virDomain) -> bool:
     return dom.isActive() == 1
 
 
+# virDomainState values (stable ABI), written out so that this table costs no libvirt import
 STATE_NAMES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "no state",
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "idle",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "in shutdown",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+    0: "no state",
+    1: "running",
+    2: "idle",
+    3: "paused",
+    4: "in shutdown",
+    5: "shut off",
+    6: "crashed",
+    7: "pmsuspended",
 }
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import libvirt
-
 from vshx import preflight
 from vshx.chain import Layer
 from vshx.errors import UsageError, VshxError
 from vshx.hookspecs import hookimpl
+from vshx.libvirt_lazy import libvirt
 from vshx.merge import (
     BASE,
     DISK,
@@ -253,6 +252,7 @@ COMMANDS = [
             FORCE,
         ),
         aliases=("blockcommit",),
+        changes=True,
         group="merge",
         description="Defaults as virsh blockcommit: base = bottom of the chain, top = the "
         "active layer (which needs --active). Live domains: libvirt block commit; "

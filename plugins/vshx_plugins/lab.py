@@ -249,6 +249,7 @@ COMMANDS = [
             ),
         ),
         group="lab",
+        changes=True,
         description="Layers: base <- sn1 <- ... <- snN (active), each with its own data, "
         "and libvirt snapshot metadata sn1..snN. Rebuilds a lab of the same name.",
     ),
@@ -258,6 +259,7 @@ COMMANDS = [
         cmd_lab_destroy,
         (NAME, DIR),
         group="lab",
+        changes=True,
     ),
 ]
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import libvirt
-
 from vshx import preflight
 from vshx.chain import Layer
 from vshx.errors import VshxError
 from vshx.hookspecs import hookimpl
+from vshx.libvirt_lazy import libvirt
 from vshx.merge import (
     BASE,
     DISK,
@@ -125,6 +124,7 @@ COMMANDS = [
         cmd_pull,
         (DOMAIN, DISK, BASE, *JOB_OPTIONS, FORCE),
         aliases=("blockpull",),
+        changes=True,
         group="merge",
         description="Without --base the active layer becomes a complete image with no backing "
         "file. Live domains: libvirt block pull; shut-off domains and images: safe "

@@ -201,6 +201,7 @@ COMMANDS = [
             FORCE,
         ),
         group="merge",
+        changes=True,
         description="qemu-img rebase merges forward (up): safe mode copies into IMAGE what the "
         "old backing showed and the new one does not.",
     )

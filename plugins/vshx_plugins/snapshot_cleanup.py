@@ -12,12 +12,11 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import libvirt
-
 from vshx import virt
 from vshx.builtin_commands import table
 from vshx.chain import Chain, Layer, canonical, human_size
 from vshx.hookspecs import hookimpl
+from vshx.libvirt_lazy import libvirt
 from vshx.merge import FORCE, delete_steps
 from vshx.plan import Plan, Step, virsh
 from vshx.snapshots import SnapshotInfo, current_chain_files, domain_snapshots, stale_reason
@@ -110,6 +109,7 @@ COMMANDS = [
             FORCE,
         ),
         group="merge",
+        changes=True,
         description="Compares each snapshot's disk files with the disks' current chains; "
         "deletes only metadata (virsh snapshot-delete --metadata).",
     )

@@ -1,0 +1,157 @@
+"""The completion engine in-process, table-driven, like virsh's own completion test data.
+
+The inventory here is a small in-memory stand-in (pure logic: what kind of word goes where,
+quoting, partially typed options); the real daemon is used in test_complete_shells.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vshx.builtin_commands import BUILTINS
+from vshx.chain import Chain, Layer
+from vshx.complete import Engine, quote_candidate
+from vshx.inventory import DomainEntry
+from vshx.plugins import PluginHost
+
+
+class FakeInventory:
+    def domains(self):
+        return [
+            DomainEntry("web", 3, "7c1b0b0e-0000-4000-8000-000000000001", "running"),
+            DomainEntry("db", -1, "7c1b0b0e-0000-4000-8000-000000000002", "shut off"),
+            DomainEntry("web-old", -1, "7c1b0b0e-0000-4000-8000-000000000003", "shut off"),
+        ]
+
+    def disks(self, domain):
+        return [("vda", f"/images/{domain}/sn2.qcow2"), ("vdb", "/images/data.raw")]
+
+    def chain(self, domain, disk):
+        names = ["sn2.qcow2", "sn1.qcow2", "base.qcow2"]
+        return Chain(
+            [
+                Layer(f"/images/{domain}/{n}", "qcow2", i, index=i + 1, virtual_size=1 << 30)
+                for i, n in enumerate(names)
+            ],
+            domain=domain,
+            disk=disk,
+            live=True,
+        )
+
+    def image_chain(self, path):
+        return self.chain("img", "image")
+
+    def snapshots(self, domain):
+        return ["sn1", "sn2"]
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    host = PluginHost(BUILTINS)
+    host.load_entry_points()
+    return Engine(host, FakeInventory())
+
+
+def values(engine: Engine, line: str) -> list[str]:
+    return [c.value for c in engine.complete(line).candidates]
+
+
+TABLE = [
+    ("chai", ["chain"]),
+    ("blockc", ["blockcommit"]),
+    ("", None),  # every command; checked below
+    ("chain ", ["web", "db", "web-old"]),  # running first
+    ("chain w", ["web", "web-old"]),
+    ("chain 3", ["3"]),  # an id, as virsh does when no name matches
+    ("chain 7c1b0b0e-0000-4000-8000-000000000002"[:10], None),
+    ("chain web ", ["vda", "vdb"]),
+    (
+        "commit web vda --base ",
+        ["sn2.qcow2", "vda[1]", "sn1.qcow2", "vda[2]", "base.qcow2", "vda[3]"],
+    ),
+    ("commit web vda --base sn1", ["sn1.qcow2"]),
+    ("commit web vda --top vda[", ["vda[1]", "vda[2]", "vda[3]"]),
+    ("commit --path vda --domain web --base b", ["base.qcow2"]),
+    ("commit web vda --piv", ["--pivot"]),
+    ("commit web vda --keep-overlay --pi", []),
+    ("commit web vda --base x --b", ["--bandwidth", "--bytes"]),
+    ("list --", ["--all"]),
+    ("list --all --", []),
+    ("help com", ["commit"]),
+    ("connect q", ["qemu:///system", "qemu:///session"]),
+    (
+        "rebase --domain web --path vda --backing ",
+        ["sn2.qcow2", "vda[1]", "sn1.qcow2", "vda[2]", "base.qcow2", "vda[3]"],
+    ),
+    ("rebase -F q", ["qcow2"]),
+    ("list; chain d", ["db"]),
+    ("frobnicate ", []),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), [t for t in TABLE if t[1] is not None])
+def test_table(engine, line, expected):
+    assert values(engine, line) == expected
+
+
+def test_every_command_and_alias_when_nothing_typed(engine):
+    found = values(engine, "")
+    for word in (
+        "commit",
+        "blockcommit",
+        "pull",
+        "blockpull",
+        "rebase",
+        "snapshot-cleanup",
+        "chain",
+        "list",
+        "lab-create",
+        "quit",
+    ):
+        assert word in found
+
+
+def test_uuid_when_no_name_matches(engine):
+    assert values(engine, "chain 7c1b0b0e-0000-4000-8000-00000000000") == [
+        f"7c1b0b0e-0000-4000-8000-00000000000{i}" for i in (1, 2, 3)
+    ]
+
+
+def test_mutually_exclusive_options_are_not_offered(engine):
+    assert "--keep-overlay" not in values(engine, "commit web vda --pivot --")
+    assert "--pivot" not in values(engine, "commit web vda --keep-overlay --")
+    assert "--base" not in values(engine, "commit web vda --shallow --")
+
+
+def test_meta_shows_state_active_file_and_layer_position(engine):
+    metas = {c.value: c.meta for c in engine.complete("chain ").candidates}
+    assert metas["web"] == "running" and metas["db"] == "shut off"
+    metas = {c.value: c.meta for c in engine.complete("chain web ").candidates}
+    assert metas["vda"] == "/images/web/sn2.qcow2"
+    metas = {c.value: c.meta for c in engine.complete("commit web vda --base ").candidates}
+    assert metas["base.qcow2"].startswith("base, 1.0 GiB")
+    assert metas["vda[2]"] == "sn1.qcow2, 1 below active"
+
+
+def test_image_paths_quoted_with_directories_and_images_first(engine, tmp_path: Path):
+    (tmp_path / "my disk's.qcow2").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / "sub dir").mkdir()
+    result = engine.complete(f"chain {tmp_path}/")
+    assert [c.value for c in result.candidates] == [
+        f"{tmp_path}/sub dir/",
+        f"{tmp_path}/my disk's.qcow2",
+    ]
+    assert result.quoted() == [f"'{tmp_path}/sub dir'/", f"'{tmp_path}/my disk'\"'\"'s.qcow2'"]
+    typed = f"rebase '{tmp_path}/my d"
+    result = engine.complete(typed)
+    assert result.prefix == f"{tmp_path}/my d" and typed[result.start :] == f"'{tmp_path}/my d"
+    assert [c.value for c in result.candidates] == [f"{tmp_path}/my disk's.qcow2"]
+
+
+def test_quote_candidate_keeps_directories_open():
+    assert quote_candidate("/a b/") == "'/a b'/"
+    assert quote_candidate("/plain/") == "/plain/"
+    assert quote_candidate("$(x)") == "'$(x)'"

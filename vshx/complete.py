@@ -1,0 +1,224 @@
+"""The completion engine: one for the REPL and for bash/zsh/fish (through `vshx complete`).
+
+Two questions kept apart, as pgcli does: *what kind of thing goes here* (read from the command
+spec by the same walker the parser uses, in its silent partial mode) and *which candidates
+exist* (the cached Inventory, the file system, the registry).  Pure Python, returns strings;
+never imports prompt-toolkit; touches libvirt only for kinds that need libvirt data.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, NamedTuple
+
+from vshx.lexer import split_line
+from vshx.spec import Command, Opt, walk
+
+if TYPE_CHECKING:
+    from vshx.inventory import Inventory
+    from vshx.plugins import PluginHost
+
+IMAGE_EXTENSIONS = (".qcow2", ".qcow", ".img", ".raw", ".iso", ".qed", ".vmdk", ".vdi")
+KNOWN_URIS = ("qemu:///system", "qemu:///session", "test:///default")
+GLOBAL_VALUE_OPTIONS = {"-c", "--connect", "-f", "--file"}
+GLOBAL_FLAGS = {"--dry-run", "--teach", "-q", "--quiet", "-x"}
+
+
+class Candidate(NamedTuple):
+    """One completion: the raw value, and a short description for menus."""
+
+    value: str
+    meta: str = ""
+
+
+class Completions(NamedTuple):
+    """Candidates for the word being typed, which starts ``start`` characters into the line."""
+
+    candidates: list[Candidate]
+    start: int
+    prefix: str  # the word as typed so far, unquoted
+
+    def quoted(self) -> list[str]:
+        """Each candidate as text that replaces the typed word, quoted for sh and the REPL."""
+        return [quote_candidate(c.value) for c in self.candidates]
+
+
+def quote_candidate(value: str) -> str:
+    if len(value) > 1 and value.endswith("/"):  # the slash outside the quotes: typing goes on
+        return shlex.quote(value[:-1]) + "/"
+    return shlex.quote(value)
+
+
+class Engine:
+    """Completes a line (up to the cursor) from the registry and a cached Inventory."""
+
+    def __init__(self, host: PluginHost, inventory: Inventory) -> None:
+        self.host = host
+        self.inventory = inventory
+        self.providers: dict[str, Callable[[str, dict[str, str]], Iterable[Candidate]]] = {
+            "domain": lambda p, v: self.domains(p),
+            "domain_or_image": self.domain_or_image,
+            "disk": self.disks,
+            "layer": self.layers,
+            "image": lambda p, v: files(p, images_only=True),
+            "directory": lambda p, v: files(p, dirs_only=True),
+            "snapshot": self.snapshots,
+            "uri": lambda p, v: (Candidate(u) for u in KNOWN_URIS),
+            "command": lambda p, v: self.commands(),
+            "format": lambda p, v: (Candidate(f) for f in ("qcow2", "raw")),
+        }
+
+    def complete(self, line: str, skip_globals: bool = False) -> Completions:
+        lexed = split_line(line, partial=True)
+        words = lexed.commands[-1] if lexed.commands else []
+        if lexed.ends_in_word:
+            prefix, before = words[-1], words[:-1]
+        else:
+            prefix, before = "", words
+        if skip_globals:
+            before = strip_globals(before)
+        found = self._candidates(before, prefix)
+        chosen = [c for c in found if c.value.startswith(prefix)]
+        return Completions(unique(chosen), lexed.last_word_start, prefix)
+
+    def _candidates(self, before: list[str], prefix: str) -> Iterable[Candidate]:
+        if not before:
+            return self.commands()
+        command = self.host.command(before[0])
+        if command is None:
+            return []
+        state = walk(command, before[1:], partial=True)
+        if state.expecting_value_of is not None:
+            return self.values(state.expecting_value_of, prefix, state.values)
+        if prefix.startswith("-") and not state.after_double_dash:
+            return options(command, state.given)
+        if state.next_positional is not None:
+            return self.values(state.next_positional, prefix, state.values)
+        return options(command, state.given)
+
+    def values(self, opt: Opt, prefix: str, given: dict[str, str]) -> Iterable[Candidate]:
+        provider = self.providers.get(opt.complete or "")
+        return provider(prefix, given) if provider else []
+
+    # -- candidate providers ------------------------------------------------------------------
+    def commands(self) -> list[Candidate]:
+        result = []
+        for command in self.host.all_commands():
+            result.append(Candidate(command.name, command.help))
+            result += [Candidate(alias, f"= {command.name}") for alias in command.aliases]
+        return sorted(result)
+
+    def domains(self, prefix: str) -> list[Candidate]:
+        entries = sorted(self.inventory.domains(), key=lambda d: (not d.running, d.name))
+        result = [Candidate(d.name, d.state) for d in entries if d.name.startswith(prefix)]
+        if prefix and not result:  # like virsh: ids and uuids when no name matches
+            result = [Candidate(str(d.id), f"{d.name} {d.state}") for d in entries if d.running]
+            result += [Candidate(d.uuid, d.name) for d in entries]
+        return result
+
+    def domain_or_image(self, prefix: str, given: dict[str, str]) -> list[Candidate]:
+        if prefix.startswith(("/", ".", "~")):
+            return list(files(prefix, images_only=True))
+        return self.domains(prefix)
+
+    def disks(self, prefix: str, given: dict[str, str]) -> list[Candidate]:
+        domain = given.get("domain")
+        if not domain or domain.startswith(("/", ".")):
+            return []
+        return [Candidate(t, src) for t, src in self.inventory.disks(domain)]
+
+    def layers(self, prefix: str, given: dict[str, str]) -> list[Candidate]:
+        domain, disk, image = given.get("domain"), given.get("path"), given.get("image")
+        if domain and not disk and os.path.sep in domain:
+            image = domain
+        if image:
+            chain = self.inventory.image_chain(image)
+        elif domain and disk:
+            chain = self.inventory.chain(domain, disk)
+        else:
+            return []
+        from vshx.chain import human_size
+
+        result = []
+        count = len(chain.layers)
+        for layer in chain.layers:
+            where = (
+                "active"
+                if layer.position == 0
+                else ("base" if layer.position == count - 1 else f"{layer.position} below active")
+            )
+            meta = f"{where}, {human_size(layer.virtual_size)}, {human_size(layer.allocated)} used"
+            result.append(Candidate(layer.name, meta))
+            result.append(Candidate(chain.ref_of(layer), f"{layer.name}, {where}"))
+        return result
+
+    def snapshots(self, prefix: str, given: dict[str, str]) -> list[Candidate]:
+        domain = given.get("domain")
+        return [Candidate(s) for s in self.inventory.snapshots(domain)] if domain else []
+
+
+def options(command: Command, given: set[str]) -> list[Candidate]:
+    """Options not given yet and not excluded by one that was."""
+    excluded = set()
+    for opt in command.all_options:
+        if opt.key in given:
+            excluded |= {e.replace("-", "_") for e in opt.excludes}
+    for opt in command.all_options:
+        if any(e.replace("-", "_") in given for e in opt.excludes):
+            excluded.add(opt.key)
+    return [
+        Candidate(f"--{o.name}", o.help)
+        for o in command.all_options
+        if o.key not in given and o.key not in excluded
+    ]
+
+
+def files(prefix: str, images_only: bool = False, dirs_only: bool = False) -> list[Candidate]:
+    """Paths under the typed directory: directories and disk images first."""
+    expanded = os.path.expanduser(prefix)
+    directory, partial = os.path.split(expanded)
+    try:
+        entries = sorted(os.scandir(directory or "."), key=lambda e: e.name)
+    except OSError:
+        return []
+    shown = prefix[: len(prefix) - len(partial)]
+    dirs, images, others = [], [], []
+    for entry in entries:
+        if not entry.name.startswith(partial) or (entry.name.startswith(".") and not partial):
+            continue
+        if entry.is_dir():
+            dirs.append(Candidate(shown + entry.name + "/", "directory"))
+        elif dirs_only:
+            continue
+        elif entry.name.endswith(IMAGE_EXTENSIONS):
+            images.append(Candidate(shown + entry.name, "image"))
+        elif not images_only:
+            others.append(Candidate(shown + entry.name, "file"))
+    return dirs + images + others
+
+
+def strip_globals(words: list[str]) -> list[str]:
+    """Drop vshx's global options before the command word (shell completion sees them)."""
+    i = 0
+    while i < len(words) and words[i].startswith("-"):
+        i += 2 if words[i] in GLOBAL_VALUE_OPTIONS else 1
+    return words[i:]
+
+
+def global_uri(words: list[str]) -> str | None:
+    for i, word in enumerate(words[:-1]):
+        if word in ("-c", "--connect"):
+            return words[i + 1]
+    return None
+
+
+def unique(candidates: list[Candidate]) -> list[Candidate]:
+    seen: set[str] = set()
+    result = []
+    for candidate in candidates:
+        if candidate.value not in seen:
+            seen.add(candidate.value)
+            result.append(candidate)
+    return result

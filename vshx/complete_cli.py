@@ -1,0 +1,63 @@
+"""`vshx complete [--shell bash|zsh|fish] -- LINE`: the hidden entry point the shell scripts call.
+
+In the spirit of `virsh complete -- LINE`: the line as typed after `vshx`, up to the cursor;
+candidates one per line (sh-quoted for bash and zsh; raw value TAB description for fish).
+Any failure prints nothing: completion must never put a traceback on the user's terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from vshx.errors import EXIT_OK
+
+
+def _readonly_connection(uri: str):  # noqa: ANN202 - libvirt type imported lazily
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    return libvirt.openReadOnly(uri)
+
+
+def main(argv: Sequence[str]) -> int:
+    shell = "bash"
+    uri = None
+    args = list(argv)
+    while args and args[0] != "--":
+        option = args.pop(0)
+        if option == "--shell" and args:
+            shell = args.pop(0)
+        elif option in ("-c", "--connect") and args:
+            uri = args.pop(0)
+    line = " ".join(args[1:2]) if args else ""
+    try:
+        for text in complete_line(line, shell, uri):
+            sys.stdout.write(text + "\n")
+    except Exception:  # silent by contract: no output, no traceback
+        return EXIT_OK
+    return EXIT_OK
+
+
+def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
+    from vshx.builtin_commands import BUILTINS
+    from vshx.complete import Engine, global_uri
+    from vshx.inventory import Inventory
+    from vshx.lexer import split_line
+    from vshx.plugins import PluginHost
+    from vshx.session import default_uri
+
+    words = (split_line(line, partial=True).commands or [[]])[0]
+    target_uri = global_uri(words) or uri or default_uri()
+    connection = []
+
+    def conn():  # noqa: ANN202
+        if not connection:
+            connection.append(_readonly_connection(target_uri))
+        return connection[0]
+
+    engine = Engine(PluginHost(BUILTINS), Inventory(conn))
+    result = engine.complete(line, skip_globals=True)
+    if shell == "fish":
+        return [f"{c.value}\t{c.meta}" if c.meta else c.value for c in result.candidates]
+    return result.quoted()

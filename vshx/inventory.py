@@ -1,0 +1,154 @@
+"""Cached inventory for completion: domains, their disks, chains and snapshots.
+
+Completion must never wait on libvirt per keystroke.  Everything is fetched lazily, once, and
+kept until something invalidates it: a command that changes things (its spec says so), or a
+libvirt lifecycle / block-job event in the REPL.  A background thread refills what was dropped.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from vshx.chain import Chain
+
+
+class DomainEntry(NamedTuple):
+    name: str
+    id: int
+    uuid: str
+    state: str
+
+    @property
+    def running(self) -> bool:
+        return self.id >= 0
+
+
+class Inventory:
+    """Thread-safe, lazily filled caches keyed by domain; ``conn`` is opened on first need."""
+
+    def __init__(self, conn_factory: Callable[[], Any]) -> None:
+        self._conn_factory = conn_factory
+        self._lock = threading.RLock()
+        self._domains: dict[str, DomainEntry] | None = None
+        self._disks: dict[str, list[tuple[str, str]]] = {}
+        self._chains: dict[tuple[str, str], Chain] = {}
+        self._images: dict[str, Chain] = {}
+        self._snapshots: dict[str, list[str]] = {}
+        self._refill: queue.Queue[str | None] = queue.Queue()
+        self._refresher: threading.Thread | None = None
+
+    # -- reading --------------------------------------------------------------------------
+    def domains(self) -> list[DomainEntry]:
+        with self._lock:
+            if self._domains is None:
+                self._domains = self._fetch_domains()
+            return list(self._domains.values())
+
+    def _fetch_domains(self) -> dict[str, DomainEntry]:
+        from vshx import virt
+
+        found = {}
+        for dom in self._conn_factory().listAllDomains(0):
+            found[dom.name()] = DomainEntry(
+                dom.name(), dom.ID(), dom.UUIDString(), virt.state_name(dom)
+            )
+        return found
+
+    def _dom(self, name: str) -> Any:
+        from vshx import virt
+
+        return virt.lookup_domain(self._conn_factory(), name)
+
+    def disks(self, domain: str) -> list[tuple[str, str]]:
+        """(target, active source file) of each disk of a domain."""
+        with self._lock:
+            if domain not in self._disks:
+                from vshx import virt
+
+                self._disks[domain] = [
+                    (d.target, d.source or "")
+                    for d in virt.domain_disks(self._dom(domain))
+                    if d.device == "disk"
+                ]
+            return self._disks[domain]
+
+    def chain(self, domain: str, disk: str) -> Chain:
+        with self._lock:
+            key = (domain, disk)
+            if key not in self._chains:
+                from vshx import virt
+
+                self._chains[key] = virt.domain_chain(self._dom(domain), disk)
+            return self._chains[key]
+
+    def image_chain(self, path: str) -> Chain:
+        with self._lock:
+            if path not in self._images:
+                from vshx.chain import image_chain
+
+                self._images[path] = image_chain(path)
+            return self._images[path]
+
+    def snapshots(self, domain: str) -> list[str]:
+        with self._lock:
+            if domain not in self._snapshots:
+                self._snapshots[domain] = self._dom(domain).snapshotListNames(0)
+            return self._snapshots[domain]
+
+    # -- invalidation and refill ------------------------------------------------------------
+    def invalidate(self, domain: str | None = None) -> None:
+        """Forget what a change touched: one domain's data, or everything (domain=None)."""
+        with self._lock:
+            if domain is None:
+                self._domains = None
+                self._disks.clear()
+                self._chains.clear()
+                self._snapshots.clear()
+            else:
+                self._disks.pop(domain, None)
+                self._snapshots.pop(domain, None)
+                for key in [k for k in self._chains if k[0] == domain]:
+                    del self._chains[key]
+                if self._domains is not None:
+                    self._domains = None  # state or name may have changed
+            self._images.clear()
+        if self._refresher is not None:
+            self._refill.put(domain)
+
+    def start_refresher(self) -> None:
+        """Refill invalidated data in a background thread (the REPL uses this)."""
+        if self._refresher is not None:
+            return
+        self._refresher = threading.Thread(
+            target=self._refresh_loop, name="vshx-inventory", daemon=True
+        )
+        self._refresher.start()
+        self._refill.put(None)
+
+    def _refresh_loop(self) -> None:
+        while True:
+            domain = self._refill.get()
+            try:
+                self.domains()
+                if domain is not None:
+                    for target, _src in self.disks(domain):
+                        self.chain(domain, target)
+            except Exception:  # refilling is best effort; completion then fetches on demand
+                continue
+
+    def watch_events(self, conn: Any) -> None:
+        """Invalidate on libvirt lifecycle and block-job events for the affected domain."""
+        import libvirt
+
+        def lifecycle(_conn, dom, *_rest) -> None:
+            self.invalidate(dom.name())
+
+        def block_job(_conn, dom, *_rest) -> None:
+            self.invalidate(dom.name())
+
+        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None)
+        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, block_job, None)

@@ -1,0 +1,44 @@
+"""prompt-toolkit adapter for the completion engine: menus with a meta column.
+
+The engine is pure and shared with the shell scripts; this module only turns its candidates
+into prompt-toolkit Completions.  The REPL runs it in a thread (complete_in_thread), and the
+inventory refills itself in the background, so a keystroke never waits on libvirt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+
+from vshx.complete import Engine
+from vshx.session import Session
+
+
+class VshxCompleter(Completer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def get_completions(self, document: Document, event: CompleteEvent) -> Iterator[Completion]:
+        try:
+            line = document.text_before_cursor
+            result = self.engine.complete(line)
+            quoted = result.quoted()
+        except Exception:  # completion never disturbs the prompt
+            return
+        back = len(line) - result.start
+        for candidate, text in zip(result.candidates, quoted, strict=True):
+            yield Completion(
+                text, start_position=-back, display=candidate.value, display_meta=candidate.meta
+            )
+
+
+def make_completer(session: Session) -> VshxCompleter:
+    inventory = session.inventory
+    try:
+        inventory.watch_events(session.conn)
+    except Exception:  # no daemon: completion still offers commands and options
+        pass
+    inventory.start_refresher()
+    return VshxCompleter(Engine(session.host, inventory))
