@@ -9,6 +9,7 @@ PACKAGES="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-
 URI=qemu:///system
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
+answers() { timeout 5 virsh -c "$URI" uri >/dev/null 2>&1; }
 
 missing=""
 for p in $PACKAGES; do
@@ -38,15 +39,16 @@ else
         key=${kv%% *}
         grep -q "^$key = " "$conf" 2>/dev/null || printf '%s\n' "$kv" >>"$conf"
     done
-    if ! timeout 10 virsh -c "$URI" uri >/dev/null 2>&1; then
+    if ! answers; then
         say "starting virtlogd and libvirtd"
-        pgrep -x virtlogd >/dev/null || virtlogd -d
-        pgrep -x libvirtd >/dev/null || libvirtd -d
         i=0
-        until timeout 10 virsh -c "$URI" uri >/dev/null 2>&1; do
+        until answers; do
+            # (re)start whichever is missing: one may still be exiting from an earlier stop
+            pgrep -x virtlogd >/dev/null || virtlogd -d
+            pgrep -x libvirtd >/dev/null || libvirtd -d
             i=$((i + 1))
-            [ $i -lt 100 ] || { say "libvirtd does not answer on $URI"; exit 1; }
-            sleep 0.1
+            [ $i -lt 150 ] || { say "libvirtd does not answer on $URI (see /var/log/libvirt)"; exit 1; }
+            sleep 0.2
         done
     fi
 fi
