@@ -102,3 +102,28 @@ def test_plugins_are_not_loaded_from_the_current_directory(tmp_path):
     (tmp_path / "vshx_plugins" / "__init__.py").write_text("raise SystemExit('hijacked')\n")
     proc = run_vshx("help", cwd=str(tmp_path))
     assert proc.returncode == 0 and "hijacked" not in proc.stderr + proc.stdout
+
+
+def test_completion_spec_cache_is_derived_and_refreshed(tmp_path, monkeypatch):
+    import json
+
+    from vshx import spec_cache
+    from vshx.builtin_commands import BUILTINS
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = PluginHost(BUILTINS, specs_only=True)
+    first.load_entry_points()  # no cache yet: plugins load, the cache is written
+    assert first._pm is not None
+    cached = json.loads(Path(spec_cache.cache_path()).read_text())
+    assert "commit" in {c["name"] for c in cached["commands"]}
+    second = PluginHost(BUILTINS, specs_only=True)
+    second.load_entry_points()  # from the cache: no pluggy, same options
+    assert second._pm is None
+    assert [o.name for o in second.command("commit").options] == [
+        o.name for o in first.command("commit").options
+    ]
+    cached["fingerprint"][0][-1] += 1  # a plugin file changed
+    Path(spec_cache.cache_path()).write_text(json.dumps(cached))
+    third = PluginHost(BUILTINS, specs_only=True)
+    third.load_entry_points()
+    assert third._pm is not None, "a stale cache must not be used"

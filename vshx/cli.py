@@ -109,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_file(session, opts.script, echo=opts.echo)
         if opts.rest:
+            command = session.host.command(opts.rest[0])
+            # a read-only one-shot command needs no event loop: skip it for a faster start
+            session.need_events = command is None or command.changes
             try:
                 return session.run_words(opts.rest)
             except ExitRequested:

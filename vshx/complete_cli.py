@@ -31,11 +31,16 @@ def main(argv: Sequence[str]) -> int:
         elif option in ("-c", "--connect") and args:
             uri = args.pop(0)
     line = " ".join(args[1:2]) if args else ""
+    import io
+
+    real_stderr, sys.stderr = sys.stderr, io.StringIO()  # e.g. a broken plugin's warning
     try:
-        for text in complete_line(line, shell, uri):
-            sys.stdout.write(text + "\n")
+        found = complete_line(line, shell, uri)
     except Exception:  # silent by contract: no output, no traceback
         return EXIT_OK
+    finally:
+        sys.stderr = real_stderr
+    sys.stdout.write("".join(text + "\n" for text in found))
     return EXIT_OK
 
 
@@ -56,7 +61,7 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
             connection.append(_readonly_connection(target_uri))
         return connection[0]
 
-    engine = Engine(PluginHost(BUILTINS), Inventory(conn))
+    engine = Engine(PluginHost(BUILTINS, specs_only=True), Inventory(conn))
     result = engine.complete(line, skip_globals=True)
     if shell == "fish":
         return [f"{c.value}\t{c.meta}" if c.meta else c.value for c in result.candidates]

@@ -52,10 +52,12 @@ class PluginHost:
     keeps one-shot core commands fast.
     """
 
-    def __init__(self, core_commands: Iterable[Command] = ()) -> None:
+    def __init__(self, core_commands: Iterable[Command] = (), specs_only: bool = False) -> None:
         self.registry = CommandRegistry()
         for command in core_commands:
             self.registry.register(command)
+        self._core = set(self.registry.words())
+        self.specs_only = specs_only  # completion: specs may come from the spec cache
         self._pm: pluggy.PluginManager | None = None
         self._loaded_entry_points = False
         self.broken: list[str] = []
@@ -83,16 +85,33 @@ class PluginHost:
         if self._loaded_entry_points:
             return
         self._loaded_entry_points = True
-        pm = self.pm
         if os.environ.get("VSHX_DISABLE_PLUGIN_AUTOLOAD"):
             return
-        from importlib.metadata import entry_points
-
-        import pluggy
+        from vshx.entrypoints import entry_points
 
         blocked = {n.strip() for n in os.environ.get("VSHX_DISABLE_PLUGINS", "").split(",")}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in blocked or pm.has_plugin(ep.name):
+        points = [ep for ep in entry_points(ENTRY_POINT_GROUP) if ep.name not in blocked]
+        if self.specs_only:
+            from vshx import spec_cache
+
+            cached = spec_cache.load(points)
+            if cached is not None:
+                for command in cached:
+                    self.registry.register(command)
+                return
+        self._load(points)
+        if self.specs_only and not self.broken:
+            from vshx import spec_cache
+
+            plugin_commands = [c for c in self.registry.commands() if c.name not in self._core]
+            spec_cache.save(points, plugin_commands)
+
+    def _load(self, points: list) -> None:
+        import pluggy
+
+        pm = self.pm
+        for ep in points:
+            if pm.has_plugin(ep.name):
                 continue
             try:
                 self.register_plugin(ep.load(), name=ep.name)

@@ -7,6 +7,7 @@ inventory refills itself in the background, so a keystroke never waits on libvir
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -35,10 +36,15 @@ class VshxCompleter(Completer):
 
 
 def make_completer(session: Session) -> VshxCompleter:
+    """The REPL's completer; connecting and warming the cache happen behind the prompt."""
     inventory = session.inventory
-    try:
-        inventory.watch_events(session.conn)
-    except Exception:  # no daemon: completion still offers commands and options
-        pass
-    inventory.start_refresher()
+
+    def warm_up() -> None:
+        try:
+            inventory.watch_events(session.conn)
+        except Exception:  # no daemon: completion still offers commands and options
+            return
+        inventory.start_refresher()
+
+    threading.Thread(target=warm_up, name="vshx-warm-up", daemon=True).start()
     return VshxCompleter(Engine(session.host, inventory))

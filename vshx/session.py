@@ -59,7 +59,12 @@ class Session:
 
             host = PluginHost(BUILTINS)
         self.host = host
+        import threading
+
+        self._conn_lock = threading.Lock()  # the REPL's background refresher opens it too
         self._conn: libvirt.virConnect | None = None
+        self._conn_has_events = False
+        self.need_events = True  # one-shot read-only commands turn this off (faster start)
         self._inventory: Inventory | None = None
 
     # -- connection ---------------------------------------------------------------------
@@ -74,19 +79,22 @@ class Session:
 
     @property
     def conn(self) -> libvirt.virConnect:
-        if self._conn is None:
-            from vshx.virt import open_connection
+        with self._conn_lock:
+            if self._conn is None or (self.need_events and not self._conn_has_events):
+                from vshx.virt import open_connection
 
-            self._conn = open_connection(self.uri)
-        return self._conn
+                self.close()
+                self._conn = open_connection(self.uri, events=self.need_events)
+                self._conn_has_events = self.need_events
+            return self._conn
 
     def connect(self, uri: str) -> None:
         """Switch to another URI; the old connection is closed only once the new one opened."""
         from vshx.virt import open_connection
 
-        new = open_connection(uri)
+        new = open_connection(uri, events=self.need_events)
         self.close()
-        self._conn, self.uri = new, uri
+        self._conn, self.uri, self._conn_has_events = new, uri, self.need_events
         if self._inventory is not None:
             self._inventory.invalidate()
 

@@ -41,8 +41,12 @@ def _run_event_loop() -> None:
         libvirt.virEventRunDefaultImpl()
 
 
-def open_connection(uri: str) -> libvirt.virConnect:
-    ensure_event_loop()
+def open_connection(uri: str, events: bool = True) -> libvirt.virConnect:
+    """Open a connection; with ``events`` it can deliver block-job and lifecycle events."""
+    if events:
+        ensure_event_loop()
+    else:
+        libvirt.registerErrorHandler(_ignore_libvirt_errors, None)
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:

@@ -11,8 +11,8 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from html import escape
 from typing import TYPE_CHECKING
-from xml.sax.saxutils import escape, quoteattr
 
 from vshx import virt
 from vshx.errors import VshxError
@@ -47,7 +47,7 @@ def domain_xml(name: str, uuid: str, disk_path: str, kvm: bool) -> str:
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='qcow2'/>
-      <source file={quoteattr(disk_path)}/>
+      <source file="{escape(disk_path)}"/>
       <target dev='vda' bus='virtio'/>
     </disk>
     <memballoon model='none'/>
@@ -68,7 +68,7 @@ def snapshot_xml(name: str, parent: str | None, layer_path: str, created: int, d
   <disks>
     <disk name='vda' snapshot='external' type='file'>
       <driver type='qcow2'/>
-      <source file={quoteattr(layer_path)}/>
+      <source file="{escape(layer_path)}"/>
     </disk>
   </disks>
   {parent_xml}

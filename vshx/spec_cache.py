@@ -1,0 +1,122 @@
+"""A cache of plugin command specs, so shell completion need not import pluggy and plugins.
+
+Completion only needs what the specs declare (names, options, completer kinds), not the code
+that runs them.  The specs are still written once, in the plugins; this file is derived from
+them and thrown away whenever an installed entry point or a plugin module file changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from vshx import __version__
+from vshx.entrypoints import EntryPoint
+from vshx.spec import Command, Opt
+
+OPT_FIELDS = (
+    "name",
+    "help",
+    "metavar",
+    "positional",
+    "required",
+    "complete",
+    "aliases",
+    "short",
+    "excludes",
+    "implies",
+)
+
+
+def cache_path() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "vshx", f"commands-{__version__}.json")
+
+
+def module_file(module: str) -> str:
+    """Where a module's source is, found without importing (and running) anything."""
+    from importlib.machinery import PathFinder
+
+    parts = module.split(".")
+    search = None
+    spec = None
+    for depth in range(len(parts)):
+        spec = PathFinder.find_spec(".".join(parts[: depth + 1]), search)
+        if spec is None:
+            return ""
+        search = spec.submodule_search_locations
+    return spec.origin or "" if spec else ""
+
+
+def fingerprint(points: list[EntryPoint]) -> list[list[object]]:
+    """Entry points plus the mtime of each plugin module's file (found without importing it)."""
+    result: list[list[object]] = []
+    for ep in points:
+        try:
+            origin = module_file(ep.value.partition(":")[0].strip())
+            mtime = os.stat(origin).st_mtime_ns if origin else 0
+        except (ImportError, OSError, ValueError):
+            origin, mtime = "", 0
+        result.append([ep.name, ep.value, ep.distribution, origin, mtime])
+    return result
+
+
+def _unavailable(*_args: object) -> int:
+    raise RuntimeError("a cached spec is for completion only")
+
+
+def load(points: list[EntryPoint]) -> list[Command] | None:
+    """Commands from the cache, or None when it is missing or stale."""
+    try:
+        with open(cache_path(), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if data.get("fingerprint") != fingerprint(points):
+        return None
+    commands = []
+    for raw in data["commands"]:
+        options = tuple(
+            Opt(**{k: tuple(v) if isinstance(v, list) else v for k, v in o.items()})
+            for o in raw["options"]
+        )
+        commands.append(
+            Command(
+                raw["name"],
+                raw["help"],
+                _unavailable,
+                options,
+                tuple(raw["aliases"]),
+                group=raw["group"],
+                common=raw["common"],
+                changes=raw["changes"],
+            )
+        )
+    return commands
+
+
+def save(points: list[EntryPoint], commands: list[Command]) -> None:
+    data = {
+        "fingerprint": fingerprint(points),
+        "commands": [
+            {
+                "name": c.name,
+                "help": c.help,
+                "aliases": list(c.aliases),
+                "group": c.group,
+                "common": c.common,
+                "changes": c.changes,
+                "options": [{f: getattr(o, f) for f in OPT_FIELDS} for o in c.options],
+            }
+            for c in commands
+        ],
+    }
+    path = cache_path()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, path)
+    except OSError:  # a read-only home only costs speed
+        pass
