@@ -20,4 +20,4 @@ lint: bootstrap
 	@$(VENV)/bin/ruff check vshx plugins tests bench
 
 bench: bootstrap
-	@$(PY) bench/run_all.py
+	@cd bench && ../$(PY) run_all.py

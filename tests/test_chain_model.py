@@ -50,3 +50,37 @@ def test_live_xml_indexes(chain):
     assert [layer.index for layer in live.layers] == [3, 2, 1]
     assert live.resolve("vda[1]").name == "base.qcow2"
     assert live.between(live.resolve("vda[3]"), live.resolve("vda[1]"))[-1].name == "sn1.qcow2"
+
+
+def test_qcow2_header_reader_agrees_with_qemu_img(tmp_path):
+    import subprocess
+
+    from vshx.chain import image_chain
+    from vshx.qcow2 import backing_file, chain_paths
+
+    (tmp_path / "sub").mkdir()
+    base, mid, top = tmp_path / "b a s e.qcow2", tmp_path / "sub" / "mid.qcow2", tmp_path / "top"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "1M"], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            "../b a s e.qcow2",
+            str(mid),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(mid), str(top)],
+        check=True,
+    )
+    assert backing_file(str(mid)) == "../b a s e.qcow2" and backing_file(str(base)) is None
+    assert chain_paths(str(top)) == [layer.canonical for layer in image_chain(str(top)).layers]
+    (tmp_path / "raw.img").write_bytes(b"\0" * 4096)
+    assert backing_file(str(tmp_path / "raw.img")) is None

@@ -121,7 +121,7 @@ def report_after_merge(session: Session, target: preflight.Target, args: Args) -
     """Show the chain as it is now and point at snapshot-cleanup when metadata went stale."""
     from vshx.builtin_commands import render_chain
 
-    if args.get("async"):
+    if args.get("async") or session.quiet:
         return
     if target.dom is not None:
         chain = virt.domain_chain(target.dom, target.chain.disk or "")

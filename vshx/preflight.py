@@ -79,10 +79,9 @@ def refuse_if_running_user(session: Session, path: str, hint: str) -> None:
 
 
 def _chain_paths(path: str) -> list[str]:
-    try:
-        return [layer.canonical for layer in image_chain(path).layers]
-    except VshxError:
-        return []
+    from vshx.qcow2 import chain_paths
+
+    return chain_paths(path)
 
 
 def other_users(session: Session, path: str, ours: Chain, through: str | None = None) -> list[str]:
