@@ -223,3 +223,49 @@ def test_oneshot_complete_protocol_quotes_for_the_shell(tmp_path: Path):
     )
     assert proc.stdout.splitlines() == [f"'{tmp_path}/a b.qcow2'"]
     assert with_uri.stdout == proc.stdout
+
+
+def test_shell_cache_answers_without_libvirt_and_changes_invalidate_it(lab: Lab, tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+
+    def complete(line: str) -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "vshx", "-c", URI, "complete", "--", line],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        return proc.stdout.splitlines()
+
+    assert complete(f"commit {lab.name} vda --top sn") == [
+        "sn4.qcow2",
+        "sn3.qcow2",
+        "sn2.qcow2",
+        "sn1.qcow2",
+    ]
+    from vshx.inventory import shell_cache_path
+
+    snapshot = tmp_path / "cache" / "vshx" / Path(shell_cache_path(URI)).name
+    assert snapshot.exists()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vshx",
+            "-c",
+            URI,
+            "commit",
+            lab.name,
+            "vda",
+            "--base",
+            "sn1",
+            "--top",
+            "sn3",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not snapshot.exists(), "a merge must drop the completion snapshot"
+    assert complete(f"commit {lab.name} vda --top sn") == ["sn4.qcow2", "sn1.qcow2"]

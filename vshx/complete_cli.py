@@ -47,7 +47,7 @@ def main(argv: Sequence[str]) -> int:
 def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
     from vshx.builtin_commands import BUILTINS
     from vshx.complete import Engine, global_uri
-    from vshx.inventory import Inventory
+    from vshx.inventory import Inventory, shell_cache_path
     from vshx.lexer import split_line
     from vshx.plugins import PluginHost
     from vshx.session import default_uri
@@ -61,7 +61,9 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
             connection.append(_readonly_connection(target_uri))
         return connection[0]
 
-    engine = Engine(PluginHost(BUILTINS, specs_only=True), Inventory(conn))
+    engine = Engine(
+        PluginHost(BUILTINS, specs_only=True), Inventory(conn, persist=shell_cache_path(target_uri))
+    )
     result = engine.complete(line, skip_globals=True)
     if shell == "fish":
         return [f"{c.value}\t{c.meta}" if c.meta else c.value for c in result.candidates]

@@ -27,11 +27,39 @@ class DomainEntry(NamedTuple):
         return self.id >= 0
 
 
-class Inventory:
-    """Thread-safe, lazily filled caches keyed by domain; ``conn`` is opened on first need."""
+SHELL_CACHE_TTL = 15.0  # seconds a shell-completion snapshot of the inventory stays valid
 
-    def __init__(self, conn_factory: Callable[[], Any]) -> None:
+
+def shell_cache_path(uri: str) -> str:
+    """Where shell completion keeps its inventory snapshot for one URI."""
+    import hashlib
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = hashlib.sha1(uri.encode()).hexdigest()[:16]
+    return os.path.join(base, "vshx", f"inventory-{digest}.json")
+
+
+def forget_shell_cache(uri: str) -> None:
+    """Drop the shell-completion snapshot (a command changed domains or images)."""
+    import os
+
+    try:
+        os.unlink(shell_cache_path(uri))
+    except OSError:
+        pass
+
+
+class Inventory:
+    """Thread-safe, lazily filled caches keyed by domain; ``conn`` is opened on first need.
+
+    With ``persist`` (shell completion: one process per keystroke) what was fetched is kept in
+    a file for SHELL_CACHE_TTL seconds, so most keystrokes need no libvirt at all.
+    """
+
+    def __init__(self, conn_factory: Callable[[], Any], persist: str | None = None) -> None:
         self._conn_factory = conn_factory
+        self._persist = persist
         self._lock = threading.RLock()
         self._domains: dict[str, DomainEntry] | None = None
         self._disks: dict[str, list[tuple[str, str]]] = {}
@@ -40,12 +68,62 @@ class Inventory:
         self._snapshots: dict[str, list[str]] = {}
         self._refill: queue.Queue[str | None] = queue.Queue()
         self._refresher: threading.Thread | None = None
+        if persist:
+            self._load_snapshot()
+
+    # -- the shell-completion snapshot ------------------------------------------------------
+    def _load_snapshot(self) -> None:
+        import json
+        import os
+        import time
+
+        from vshx.chain import Chain, Layer
+
+        try:
+            if time.time() - os.stat(self._persist or "").st_mtime > SHELL_CACHE_TTL:
+                return
+            with open(self._persist or "", encoding="utf-8") as handle:
+                data = json.load(handle)
+            domains = {d[0]: DomainEntry(*d) for d in data["domains"]} if data["domains"] else None
+            self._domains = domains
+            self._disks = {k: [tuple(x) for x in v] for k, v in data["disks"].items()}
+            for key, raw in data["chains"].items():
+                domain, disk = key.split("\0", 1)
+                layers = [Layer(**layer) for layer in raw["layers"]]
+                self._chains[(domain, disk)] = Chain(layers, domain, disk, raw["live"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+
+    def _save_snapshot(self) -> None:
+        import json
+        import os
+        from dataclasses import asdict
+
+        if not self._persist:
+            return
+        data = {
+            "domains": [list(d) for d in self._domains.values()] if self._domains else None,
+            "disks": self._disks,
+            "chains": {
+                f"{d}\0{k}": {"live": c.live, "layers": [asdict(x) for x in c.layers]}
+                for (d, k), c in self._chains.items()
+            },
+        }
+        try:
+            os.makedirs(os.path.dirname(self._persist), exist_ok=True)
+            tmp = f"{self._persist}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+            os.replace(tmp, self._persist)
+        except OSError:  # a read-only home only costs speed
+            pass
 
     # -- reading --------------------------------------------------------------------------
     def domains(self) -> list[DomainEntry]:
         with self._lock:
             if self._domains is None:
                 self._domains = self._fetch_domains()
+                self._save_snapshot()
             return list(self._domains.values())
 
     def _fetch_domains(self) -> dict[str, DomainEntry]:
@@ -83,6 +161,7 @@ class Inventory:
                 from vshx import virt
 
                 self._chains[key] = virt.domain_chain(self._dom(domain), disk)
+                self._save_snapshot()
             return self._chains[key]
 
     def image_chain(self, path: str) -> Chain:

@@ -182,10 +182,18 @@ class Session:
                 where,
             )
         if command is not None and status != EXIT_USAGE:
-            if command.changes and self._inventory is not None:
-                self._inventory.invalidate(args.get("domain") if status == EXIT_OK else None)
+            if command.changes:
+                self.forget_inventory(args.get("domain") if status == EXIT_OK else None)
             self.host.command_finished(self, command, status)
         return status
+
+    def forget_inventory(self, domain: str | None) -> None:
+        """A command changed things: drop cached inventory here and in shell completion."""
+        from vshx.inventory import forget_shell_cache
+
+        forget_shell_cache(self.uri)
+        if self._inventory is not None:
+            self._inventory.invalidate(domain)
 
     def planning_only(self, args: Args) -> bool:
         return bool(self.dry_run or args.get("dry_run"))
