@@ -10,7 +10,9 @@ bootstrap:
 	@sh scripts/bootstrap.sh
 
 demo: bootstrap
-	@$(VENV)/bin/vshx -c $(URI) lab-create vshx-demo --quiet-if-exists
+	@$(VENV)/bin/vshx -c $(URI) lab-create vshx-demo
+	@if [ -w /usr/share/bash-completion/completions ]; then \
+		cp completions/vshx.bash /usr/share/bash-completion/completions/vshx; fi
 	@$(VENV)/bin/vshx -c $(URI) --tour
 
 test: bootstrap

@@ -24,7 +24,8 @@ usage: vshx [-c URI] [--dry-run] [--teach] [-q] [-f FILE [-x]] [COMMAND [ARGS...
       --version      print the version
   -h, --help         this text
 
-Without COMMAND or -f, vshx opens an interactive shell.  `vshx help` lists the commands."""
+Without COMMAND or -f, vshx opens an interactive shell (or, when stdin is not a terminal,
+reads commands from it as with -f -).  `vshx help` lists the commands."""
 
 
 class Globals:
@@ -116,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return session.run_words(opts.rest)
             except ExitRequested:
                 return EXIT_OK
+        if not sys.stdin.isatty():  # `... | vshx`: a script on stdin, no line editor needed
+            from vshx.batch import run_file
+
+            return run_file(session, "-", echo=opts.echo)
         from vshx.repl import run_repl
 
         return run_repl(session, tour=opts.tour)
