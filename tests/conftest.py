@@ -81,6 +81,14 @@ def chain_files(path: str | Path) -> list[str]:
     return [os.path.basename(e["filename"]) for e in json.loads(out)]
 
 
+def make_overlay(path: Path, backing: str) -> None:
+    """A qcow2 overlay on ``backing`` (written as given: relative or absolute)."""
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, str(path)],
+        check=True,
+    )
+
+
 def snapshot_names(domain: str) -> list[str]:
     out = subprocess.run(
         ["virsh", "-c", URI, "snapshot-list", domain, "--name"],

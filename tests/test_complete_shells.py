@@ -247,25 +247,7 @@ def test_shell_cache_answers_without_libvirt_and_changes_invalidate_it(lab: Lab,
 
     snapshot = tmp_path / "cache" / "vshx" / Path(shell_cache_path(URI)).name
     assert snapshot.exists()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vshx",
-            "-c",
-            URI,
-            "commit",
-            lab.name,
-            "vda",
-            "--base",
-            "sn1",
-            "--top",
-            "sn3",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    proc = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", env=env)
     assert proc.returncode == 0, proc.stderr
     assert not snapshot.exists(), "a merge must drop the completion snapshot"
     assert complete(f"commit {lab.name} vda --top sn") == ["sn4.qcow2", "sn1.qcow2"]

@@ -16,6 +16,7 @@ from conftest import (
     destroy_lab,
     file_state,
     make_lab,
+    make_overlay,
     qemu_check,
     run_vshx,
 )
@@ -51,10 +52,7 @@ def test_refusals_before_anything_changes(lab: Lab):
 
 def test_refuses_to_commit_into_a_base_another_overlay_uses(lab: Lab):
     other = lab.dir / "clone of sn1.qcow2"
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "sn1.qcow2", str(other)],
-        check=True,
-    )
+    make_overlay(other, "sn1.qcow2")
     err = refused(lab, "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3")
     assert f"image {other}" in err and "hint:" in err and "--force" in err
     # sn2 is merged away by this commit: an overlay of sn2 must be named too
@@ -70,21 +68,7 @@ def test_refuses_when_another_domain_uses_the_base(tmp_path: Path):
     second_dir = tmp_path / "b"
     second_dir.mkdir()
     overlay = second_dir / "on-first.qcow2"
-    subprocess.run(
-        [
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            str(first.layer("sn1")),
-            str(overlay),
-        ],
-        check=True,
-    )
+    make_overlay(overlay, str(first.layer("sn1")))
     xml = f"""<domain type='qemu'><name>{first.name}-other</name><memory unit='MiB'>64</memory>
 <os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>
 <driver name='qemu' type='qcow2'/><source file='{overlay}'/><target dev='vda' bus='virtio'/>
@@ -148,26 +132,15 @@ def test_not_enough_space_shows_both_numbers(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def slow_commit(lab: Lab, *extra: str) -> list[str]:
+    """vshx arguments of a 1 MiB/s commit of sn2 into sn1: slow enough to interrupt."""
+    return ["commit", lab.name, "vda", "--base", "sn1", "--top", "sn2", "--bandwidth", "1", *extra]
+
+
 def start_slow_job(lab: Lab, *args: str) -> subprocess.Popen[str]:
     """Start a bandwidth-limited commit as a one-shot vshx process; return once the job runs."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vshx",
-            "-c",
-            URI,
-            "commit",
-            lab.name,
-            "vda",
-            "--base",
-            "sn1",
-            "--top",
-            "sn2",
-            "--bandwidth",
-            "1",
-            *args,
-        ],
+        [sys.executable, "-m", "vshx", "-c", URI, *slow_commit(lab, *args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -218,38 +191,14 @@ def test_ctrl_c_aborts_the_job_and_keeps_everything(slow_lab: Lab):
 def test_timeout_aborts_the_job_and_keeps_everything(slow_lab: Lab):
     files = {p.name for p in slow_lab.dir.glob("*.qcow2")}
     before = slow_lab.guest_hash(slow_lab.dir.parent)
-    proc = run_vshx(
-        "commit",
-        slow_lab.name,
-        "vda",
-        "--base",
-        "sn1",
-        "--top",
-        "sn2",
-        "--bandwidth",
-        "1",
-        "--timeout",
-        "1",
-        "--delete",
-    )
+    proc = run_vshx(*slow_commit(slow_lab, "--timeout", "1", "--delete"))
     assert proc.returncode == 1
     assert "timed out after 1 s" in proc.stderr
     assert_untouched(slow_lab, before, files)
 
 
 def test_a_running_job_blocks_another_and_async_returns_at_once(slow_lab: Lab):
-    proc = run_vshx(
-        "commit",
-        slow_lab.name,
-        "vda",
-        "--base",
-        "sn1",
-        "--top",
-        "sn2",
-        "--bandwidth",
-        "1",
-        "--async",
-    )
+    proc = run_vshx(*slow_commit(slow_lab, "--async"))
     assert proc.returncode == 0, proc.stderr
     assert "--async" in proc.stderr
     try:

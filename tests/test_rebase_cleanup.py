@@ -13,6 +13,7 @@ from conftest import (
     file_state,
     guest_hash,
     make_lab,
+    make_overlay,
     qemu_check,
     run_vshx,
     snapshot_names,
@@ -68,10 +69,7 @@ def test_cleanup_with_nothing_stale_changes_nothing(lab: Lab):
 def test_delete_files_never_removes_a_file_another_overlay_uses(lab: Lab):
     ok("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3")
     keeper = lab.dir / "keeper.qcow2"
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "sn2.qcow2", str(keeper)],
-        check=True,
-    )
+    make_overlay(keeper, "sn2.qcow2")
     proc = ok("snapshot-cleanup", lab.name, "--delete-files")
     assert lab.layer("sn2").exists(), "sn2 is keeper.qcow2's backing file"
     assert not lab.layer("sn3").exists()

@@ -113,3 +113,16 @@ def test_version_and_global_usage_errors():
     assert run_vshx("--version").stdout.strip()
     proc = run_vshx("--bogus")
     assert proc.returncode == 2 and "error: unknown option --bogus" in proc.stderr
+
+
+def test_read_only_commands_teach_their_equivalents(lab: Lab):
+    import subprocess
+
+    plan = run_vshx("chain", lab.name, "vda", "--dry-run")
+    assert plan.returncode == 0 and plan.stdout.startswith("#!/bin/sh\n")
+    assert f"qemu-img info --backing-chain -U {lab.layer('sn4')}" in plan.stdout
+    shown = subprocess.run(["sh", "-e"], input=plan.stdout, capture_output=True, text=True)
+    assert shown.returncode == 0 and "backing file: sn3.qcow2" in shown.stdout
+    taught = run_vshx("list", "--all", "--teach")
+    assert taught.stdout.startswith("# list domains\nvirsh -c qemu:///system list --all\n")
+    assert lab.name in taught.stdout

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vshx import virt
 from vshx.errors import UsageError
+from vshx.plan import virsh
 from vshx.spec import Args, Command, Opt
 
 if TYPE_CHECKING:
@@ -36,9 +37,24 @@ def cmd_connect(session: Session, args: Args) -> None:
     session.info(f"connected to {session.uri}")
 
 
+def equivalent_first(session: Session, args: Args, what: str, *argvs: list[str]) -> bool:
+    """Read-only commands teach too: --dry-run prints the equivalent virsh/qemu-img commands
+    (and stops), --teach prints them before the answer.  True when the command should go on."""
+    from vshx.plan import Plan, Step
+
+    plan = Plan(what)
+    for argv in argvs:
+        plan.add(Step(what, argv, action=lambda: None))
+    return session.run_plan(plan, args)
+
+
 def cmd_list(session: Session, args: Args) -> None:
     import libvirt
 
+    if not equivalent_first(
+        session, args, "list domains", virsh(session.uri, "list", *(["--all"] if args.all else []))
+    ):
+        return
     flags = 0 if args.all else libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
     rows = []
     for dom in sorted(
@@ -49,6 +65,10 @@ def cmd_list(session: Session, args: Args) -> None:
 
 
 def cmd_domblklist(session: Session, args: Args) -> None:
+    if not equivalent_first(
+        session, args, "list disks", virsh(session.uri, "domblklist", args.domain)
+    ):
+        return
     dom = virt.lookup_domain(session.conn, args.domain)
     rows = [[d.target, d.source or "-"] for d in virt.domain_disks(dom)]
     session.print(table(rows, ["Target", "Source"]))
@@ -84,22 +104,30 @@ def cmd_chain(session: Session, args: Args) -> None:
     from vshx.chain import image_chain
 
     target = args.domain
+    info = ["qemu-img", "info", "--backing-chain", "-U"]
     if args.disk is None and (os.path.sep in target or os.path.isfile(target)):
-        session.print(render_chain(image_chain(target)))
+        if equivalent_first(session, args, "show the chain", [*info, os.path.abspath(target)]):
+            session.print(render_chain(image_chain(target)))
         return
     dom = virt.lookup_domain(session.conn, target)
     disks = (
-        [args.disk]
+        [virt.find_disk(dom, args.disk)]
         if args.disk
-        else [d.target for d in virt.domain_disks(dom) if d.device == "disk" and d.source]
+        else [d for d in virt.domain_disks(dom) if d.device == "disk" and d.source]
     )
-    session.print("\n\n".join(render_chain(virt.domain_chain(dom, d)) for d in disks))
+    argvs = [[*info, d.source or ""] for d in disks]
+    if equivalent_first(session, args, "show the chain", *argvs):
+        session.print("\n\n".join(render_chain(virt.domain_chain(dom, d.target)) for d in disks))
 
 
 def cmd_snapshot_list(session: Session, args: Args) -> None:
     import xml.etree.ElementTree as ET
 
     dom = virt.lookup_domain(session.conn, args.domain)
+    if not equivalent_first(
+        session, args, "list snapshots", virsh(session.uri, "snapshot-list", dom.name(), "--parent")
+    ):
+        return
     rows = []
     for snap in dom.listAllSnapshots(0):
         root = ET.fromstring(snap.getXMLDesc(0))
@@ -137,7 +165,10 @@ def cmd_help(session: Session, args: Args) -> None:
         for command in commands:
             alias = f" (alias: {', '.join(command.aliases)})" if command.aliases else ""
             session.print(f"    {command.name:<18}{command.help}{alias}")
-    session.print("\nhelp COMMAND shows a command's options; every command takes --dry-run.")
+    session.print(
+        "\nhelp COMMAND shows a command's options. Every command but connect, help and exit "
+        "takes --dry-run (print the equivalent virsh/qemu-img commands) and --teach."
+    )
 
 
 def help_text(command: Command) -> str:
@@ -186,7 +217,6 @@ BUILTINS = [
         cmd_list,
         (Opt("all", "include inactive domains"),),
         group="inventory",
-        common=False,
     ),
     Command(
         "domblklist",
@@ -194,7 +224,6 @@ BUILTINS = [
         cmd_domblklist,
         (DOMAIN,),
         group="inventory",
-        common=False,
     ),
     Command(
         "chain",
@@ -219,7 +248,6 @@ BUILTINS = [
             ),
         ),
         group="inventory",
-        common=False,
     ),
     Command(
         "snapshot-list",
@@ -227,7 +255,6 @@ BUILTINS = [
         cmd_snapshot_list,
         (DOMAIN,),
         group="inventory",
-        common=False,
     ),
     Command(
         "help",

@@ -38,3 +38,17 @@ def vshx_command_finished(session: Session, command: Command, status: int) -> No
 
     Use it to react to changes, e.g. to invalidate cached inventory after a merge.
     """
+
+
+def commands_hook(commands: list[Command]) -> Callable[..., None]:
+    """A ready ``vshx_register_commands`` implementation for a plugin that only adds commands::
+
+    vshx_register_commands = commands_hook(COMMANDS)
+    """
+
+    @hookimpl
+    def vshx_register_commands(register: Callable[[Command], None]) -> None:
+        for command in commands:
+            register(command)
+
+    return vshx_register_commands

@@ -7,13 +7,12 @@ Shut-off domain or bare image: ``qemu-img commit -b BASE TOP`` and then an unsaf
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx import preflight
 from vshx.chain import Layer
 from vshx.errors import UsageError, VshxError
-from vshx.hookspecs import hookimpl
+from vshx.hookspecs import commands_hook
 from vshx.libvirt_lazy import libvirt
 from vshx.merge import (
     BASE,
@@ -261,7 +260,4 @@ COMMANDS = [
 ]
 
 
-@hookimpl
-def vshx_register_commands(register: Callable[[Command], None]) -> None:
-    for command in COMMANDS:
-        register(command)
+vshx_register_commands = commands_hook(COMMANDS)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from vshx import virt
 from vshx.errors import VshxError
-from vshx.hookspecs import hookimpl
+from vshx.hookspecs import commands_hook
 from vshx.plan import Plan, Step, virsh
 from vshx.spec import Args, Command, Opt, non_negative_int
 
@@ -264,7 +264,4 @@ COMMANDS = [
 ]
 
 
-@hookimpl
-def vshx_register_commands(register: Callable[[Command], None]) -> None:
-    for command in COMMANDS:
-        register(command)
+vshx_register_commands = commands_hook(COMMANDS)

@@ -7,13 +7,12 @@ ACTIVE; without --base, ``-b ""`` makes ACTIVE a complete image with no backing 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx import preflight
 from vshx.chain import Layer
 from vshx.errors import VshxError
-from vshx.hookspecs import hookimpl
+from vshx.hookspecs import commands_hook
 from vshx.libvirt_lazy import libvirt
 from vshx.merge import (
     BASE,
@@ -133,7 +132,4 @@ COMMANDS = [
 ]
 
 
-@hookimpl
-def vshx_register_commands(register: Callable[[Command], None]) -> None:
-    for command in COMMANDS:
-        register(command)
+vshx_register_commands = commands_hook(COMMANDS)

@@ -9,13 +9,12 @@ first differing offset.  Offline only: a running domain's layers are pulled, not
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx import preflight, qemuimg, virt
 from vshx.chain import Chain, Layer, canonical, image_chain
 from vshx.errors import UsageError, VshxError
-from vshx.hookspecs import hookimpl
+from vshx.hookspecs import commands_hook
 from vshx.merge import FORCE, report_after_merge
 from vshx.plan import Plan, Step
 from vshx.spec import Args, Command, Opt
@@ -208,7 +207,4 @@ COMMANDS = [
 ]
 
 
-@hookimpl
-def vshx_register_commands(register: Callable[[Command], None]) -> None:
-    for command in COMMANDS:
-        register(command)
+vshx_register_commands = commands_hook(COMMANDS)

@@ -9,13 +9,12 @@ With --delete-files the merged-away files that nothing else uses are removed too
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx import virt
 from vshx.builtin_commands import table
 from vshx.chain import Chain, Layer, canonical, human_size
-from vshx.hookspecs import hookimpl
+from vshx.hookspecs import commands_hook
 from vshx.libvirt_lazy import libvirt
 from vshx.merge import FORCE, delete_steps
 from vshx.plan import Plan, Step, virsh
@@ -116,7 +115,4 @@ COMMANDS = [
 ]
 
 
-@hookimpl
-def vshx_register_commands(register: Callable[[Command], None]) -> None:
-    for command in COMMANDS:
-        register(command)
+vshx_register_commands = commands_hook(COMMANDS)
