@@ -77,8 +77,9 @@ TABLE = [
     ("commit web vda --piv", ["--pivot"]),
     ("commit web vda --keep-overlay --pi", []),
     ("commit web vda --base x --b", ["--bandwidth", "--bytes"]),
-    ("list --", ["--all"]),
-    ("list --all --", []),
+    ("list --", ["--all", "--dry-run", "--teach"]),
+    ("list --all --", ["--dry-run", "--teach"]),
+    ("connect --", []),
     ("help com", ["commit"]),
     ("connect q", ["qemu:///system", "qemu:///session"]),
     (
