@@ -79,7 +79,7 @@ TABLE = [
     ("commit web vda --base x --b", ["--bandwidth", "--bytes"]),
     ("list --", ["--all", "--dry-run", "--teach"]),
     ("list --all --", ["--dry-run", "--teach"]),
-    ("connect --", []),
+    ("connect --", ["--uri"]),
     ("help com", ["commit"]),
     ("connect q", ["qemu:///system", "qemu:///session"]),
     (
