@@ -211,3 +211,23 @@ def test_a_running_job_blocks_another_and_async_returns_at_once(slow_lab: Lab):
             check=True,
             capture_output=True,
         )
+
+
+def test_refuses_when_a_storage_pool_volume_uses_the_base(lab: Lab, tmp_path: Path):
+    pool_dir = tmp_path / "pool"
+    pool_dir.mkdir()
+    make_overlay(pool_dir / "vol-on-sn1.qcow2", str(lab.layer("sn1")))
+    pool = f"{lab.name}-pool"
+    xml = f"<pool type='dir'><name>{pool}</name><target><path>{pool_dir}</path></target></pool>"
+    subprocess.run(
+        ["virsh", "-c", URI, "pool-create", "/dev/stdin"],
+        input=xml,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        err = refused(lab, "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3")
+        assert f"pool {pool} volume vol-on-sn1.qcow2" in err
+    finally:
+        subprocess.run(["virsh", "-c", URI, "pool-destroy", pool], capture_output=True)
