@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from vshx import virt
 from vshx.errors import UsageError
-from vshx.plan import virsh
 from vshx.spec import Args, Command, Opt
 
 if TYPE_CHECKING:
@@ -35,6 +34,13 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def cmd_connect(session: Session, args: Args) -> None:
     session.connect(args.uri)
     session.info(f"connected to {session.uri}")
+
+
+def virsh(uri: str, *args: str) -> list[str]:
+    """vshx.plan.virsh, imported on use: completion imports this module and needs no plans."""
+    from vshx.plan import virsh as virsh_argv
+
+    return virsh_argv(uri, *args)
 
 
 def equivalent_first(session: Session, args: Args, what: str, *argvs: list[str]) -> bool:

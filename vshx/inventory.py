@@ -32,11 +32,11 @@ SHELL_CACHE_TTL = 15.0  # seconds a shell-completion snapshot of the inventory s
 
 def shell_cache_path(uri: str) -> str:
     """Where shell completion keeps its inventory snapshot for one URI."""
-    import hashlib
     import os
+    import zlib
 
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    digest = hashlib.sha1(uri.encode()).hexdigest()[:16]
+    digest = f"{zlib.crc32(uri.encode()):08x}{len(uri):04x}"
     return os.path.join(base, "vshx", f"inventory-{digest}.json")
 
 

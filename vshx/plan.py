@@ -11,8 +11,6 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from vshx import qemuimg
-
 HEREDOC_END = "VSHX_EOF"
 
 
@@ -46,6 +44,8 @@ class Step:
         if self.action is not None:
             self.action()
         else:
+            from vshx import qemuimg
+
             qemuimg.run(self.argv, stdin=self.stdin)
 
 
