@@ -81,6 +81,13 @@ def chain_files(path: str | Path) -> list[str]:
     return [os.path.basename(e["filename"]) for e in json.loads(out)]
 
 
+def virsh(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run virsh on the test URI; fail the test if it fails."""
+    return subprocess.run(
+        ["virsh", "-c", URI, *args], input=stdin, capture_output=True, text=True, check=True
+    )
+
+
 def make_overlay(path: Path, backing: str) -> None:
     """A qcow2 overlay on ``backing`` (written as given: relative or absolute)."""
     subprocess.run(

@@ -19,6 +19,7 @@ from conftest import (
     make_overlay,
     qemu_check,
     run_vshx,
+    virsh,
 )
 
 
@@ -73,13 +74,7 @@ def test_refuses_when_another_domain_uses_the_base(tmp_path: Path):
 <os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>
 <driver name='qemu' type='qcow2'/><source file='{overlay}'/><target dev='vda' bus='virtio'/>
 </disk></devices></domain>"""
-    subprocess.run(
-        ["virsh", "-c", URI, "define", "/dev/stdin"],
-        input=xml,
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    virsh("define", "/dev/stdin", stdin=xml)
     try:
         err = refused(first, "commit", first.name, "vda", "--base", "sn1", "--top", "sn3")
         assert f"domain {first.name}-other disk vda" in err
@@ -219,13 +214,7 @@ def test_refuses_when_a_storage_pool_volume_uses_the_base(lab: Lab, tmp_path: Pa
     make_overlay(pool_dir / "vol-on-sn1.qcow2", str(lab.layer("sn1")))
     pool = f"{lab.name}-pool"
     xml = f"<pool type='dir'><name>{pool}</name><target><path>{pool_dir}</path></target></pool>"
-    subprocess.run(
-        ["virsh", "-c", URI, "pool-create", "/dev/stdin"],
-        input=xml,
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    virsh("pool-create", "/dev/stdin", stdin=xml)
     try:
         err = refused(lab, "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3")
         assert f"pool {pool} volume vol-on-sn1.qcow2" in err
