@@ -126,3 +126,37 @@ def test_read_only_commands_teach_their_equivalents(lab: Lab):
     taught = run_vshx("list", "--all", "--teach")
     assert taught.stdout.startswith("# list domains\nvirsh -c qemu:///system list --all\n")
     assert lab.name in taught.stdout
+
+
+def test_repl_ctrl_c_clears_the_line_and_help_connect_work(tmp_path, monkeypatch):
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from vshx.repl import run_repl
+    from vshx.session import Session
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    out, err = io.StringIO(), io.StringIO()
+    session = Session(URI, out=out, err=err)
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        pipe.send_text("lab-destroy everything\x03")  # Ctrl-C: the line is dropped, not run
+        pipe.send_text("help commit\r")
+        pipe.send_text("connect test:///default\r")
+        pipe.send_text("list\r")
+        pipe.send_text("quit\r")
+        assert run_repl(session, threaded=False) == 0
+    text = out.getvalue()
+    assert "SYNOPSIS" in text and "--keep-overlay" in text and "(or positional)" in text
+    assert "connected to test:///default" in text and " test " in text
+    assert session.uri == "test:///default"
+    assert err.getvalue() == ""
+    history = (tmp_path / "vshx" / "history").read_text()
+    assert "lab-destroy" not in history
+
+
+def test_batch_exit_stops_the_script_with_success(tmp_path):
+    script = tmp_path / "s.vshx"
+    script.write_text("list\nexit\nchain no-such-domain\n")
+    proc = run_vshx("-f", str(script))
+    assert proc.returncode == 0 and proc.stderr == ""
