@@ -65,3 +65,6 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/plug
     "$venv/bin/pip" install -q --config-settings editable_mode=compat -e "$ROOT[dev]" -e "$ROOT/plugins" >"$venv/pip.log" 2>&1 || { cat "$venv/pip.log" >&2; exit 1; }
     touch "$stamp"
 fi
+# Byte-compile vshx itself (an editable install leaves that to the first run, and nothing is
+# cached where PYTHONDONTWRITEBYTECODE is set): ~15 ms off every start. Quick when up to date.
+"$venv/bin/python" -m compileall -q "$ROOT/vshx" "$ROOT/plugins/vshx_plugins" >/dev/null

@@ -46,6 +46,8 @@ def virsh(uri: str, *args: str) -> list[str]:
 def equivalent_first(session: Session, args: Args, what: str, *argvs: list[str]) -> bool:
     """Read-only commands teach too: --dry-run prints the equivalent virsh/qemu-img commands
     (and stops), --teach prints them before the answer.  True when the command should go on."""
+    if not (session.planning_only(args) or session.teaching(args)):
+        return True  # the common case builds no plan (and imports nothing for one)
     from vshx.plan import Plan, Step
 
     plan = Plan(what)

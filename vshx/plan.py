@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 HEREDOC_END = "VSHX_EOF"
 
@@ -19,19 +18,26 @@ def shell_line(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-@dataclass
 class Step:
     """One action: a description, the equivalent command line, and how to perform it.
 
     Without ``action`` the step runs ``argv`` itself (so the teaching line is the real one);
     with it (a libvirt API call, a block job with events) ``argv`` is the virsh equivalent.
-    ``stdin`` is fed to the command and printed as a here-document.
+    ``stdin`` is fed to the command and printed as a here-document.  (A plain class:
+    dataclasses cost ~10 ms of import on the one-shot path.)
     """
 
-    description: str
-    argv: list[str]
-    action: Callable[[], None] | None = None
-    stdin: str | None = None
+    def __init__(
+        self,
+        description: str,
+        argv: list[str],
+        action: Callable[[], None] | None = None,
+        stdin: str | None = None,
+    ) -> None:
+        self.description = " ".join(description.split())  # one line in a script comment
+        self.argv = argv
+        self.action = action
+        self.stdin = stdin
 
     def equivalent(self) -> str:
         line = shell_line(self.argv)
@@ -49,14 +55,14 @@ class Step:
             qemuimg.run(self.argv, stdin=self.stdin)
 
 
-@dataclass
 class Plan:
-    """An ordered list of Steps plus explanatory notes and what to do once they succeeded."""
+    """An ordered list of Steps plus explanatory notes."""
 
-    title: str
-    steps: list[Step] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    method: str = ""  # e.g. "live: libvirt block job" or "offline: qemu-img"
+    def __init__(self, title: str, method: str = "") -> None:
+        self.title = title
+        self.steps: list[Step] = []
+        self.notes: list[str] = []
+        self.method = method  # e.g. "live: libvirt block job" or "offline: qemu-img"
 
     def add(self, step: Step) -> Step:
         self.steps.append(step)
