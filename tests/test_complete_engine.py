@@ -156,3 +156,19 @@ def test_quote_candidate_keeps_directories_open():
     assert quote_candidate("/a b/") == "'/a b'/"
     assert quote_candidate("/plain/") == "/plain/"
     assert quote_candidate("$(x)") == "'$(x)'"
+
+
+def test_shell_snapshot_round_trips_even_an_empty_host(tmp_path):
+    from vshx.inventory import Inventory
+
+    calls = []
+
+    class NoDomains:
+        def listAllDomains(self, flags):  # noqa: N802 - libvirt's name
+            calls.append(flags)
+            return []
+
+    path = str(tmp_path / "inventory.json")
+    assert Inventory(lambda: NoDomains(), persist=path).domains() == []
+    assert Inventory(lambda: NoDomains(), persist=path).domains() == []
+    assert len(calls) == 1, "the second process must answer from the snapshot"

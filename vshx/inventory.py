@@ -84,7 +84,8 @@ class Inventory:
                 return
             with open(self._persist or "", encoding="utf-8") as handle:
                 data = json.load(handle)
-            domains = {d[0]: DomainEntry(*d) for d in data["domains"]} if data["domains"] else None
+            raw = data["domains"]
+            domains = None if raw is None else {d[0]: DomainEntry(*d) for d in raw}
             self._domains = domains
             self._disks = {k: [tuple(x) for x in v] for k, v in data["disks"].items()}
             for key, raw in data["chains"].items():
@@ -102,7 +103,7 @@ class Inventory:
         if not self._persist:
             return
         data = {
-            "domains": [list(d) for d in self._domains.values()] if self._domains else None,
+            "domains": None if self._domains is None else [list(d) for d in self._domains.values()],
             "disks": self._disks,
             "chains": {
                 f"{d}\0{k}": {"live": c.live, "layers": [asdict(x) for x in c.layers]}
