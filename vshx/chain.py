@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vshx import qemuimg
@@ -69,7 +69,6 @@ class Chain:
     domain: str | None = None
     disk: str | None = None
     live: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def active(self) -> Layer:
@@ -95,10 +94,6 @@ class Chain:
     def between(self, top: Layer, base: Layer) -> list[Layer]:
         """Layers from top down to (not including) base."""
         return self.layers[top.position : base.position]
-
-    def contains(self, path: str) -> bool:
-        target = canonical(path)
-        return any(layer.canonical == target for layer in self.layers)
 
     def arrows(self) -> str:
         """The chain in the notation of the docs: base <- sn1 <- ... <- active (active)."""
