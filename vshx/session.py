@@ -79,7 +79,10 @@ class Session:
 
     @property
     def conn(self) -> libvirt.virConnect:
+        """The connection, opened on first use and again if the daemon dropped it (REPL)."""
         with self._conn_lock:
+            if self._conn is not None and not self._alive(self._conn):
+                self.close()
             if self._conn is None or (self.need_events and not self._conn_has_events):
                 from vshx.virt import open_connection
 
@@ -87,6 +90,13 @@ class Session:
                 self._conn = open_connection(self.uri, events=self.need_events)
                 self._conn_has_events = self.need_events
             return self._conn
+
+    @staticmethod
+    def _alive(conn: libvirt.virConnect) -> bool:
+        try:
+            return conn.isAlive() == 1
+        except Exception:  # a connection that cannot say is not alive
+            return False
 
     def connect(self, uri: str) -> None:
         """Switch to another URI; the old connection is closed only once the new one opened."""
@@ -97,6 +107,8 @@ class Session:
         self._conn, self.uri, self._conn_has_events = new, uri, self.need_events
         if self._inventory is not None:
             self._inventory.invalidate()
+            if self._conn_has_events:
+                self._inventory.watch_events(new)
 
     def close(self) -> None:
         if self._conn is not None:
