@@ -220,3 +220,27 @@ def test_refuses_when_a_storage_pool_volume_uses_the_base(lab: Lab, tmp_path: Pa
         assert f"pool {pool} volume vol-on-sn1.qcow2" in err
     finally:
         subprocess.run(["virsh", "-c", URI, "pool-destroy", pool], capture_output=True)
+
+
+def test_delete_is_refused_where_files_would_still_be_needed(offline_lab: Lab):
+    lab = offline_lab
+    err = refused(lab, "commit", str(lab.layer("sn3")), "--base", "sn1", "--delete", code=2)
+    assert "--delete needs a domain's disk" in err
+    err = refused(
+        lab, "commit", lab.name, "vda", "--base", "sn1", "--keep-overlay", "--delete", code=2
+    )
+    assert "cannot be used together" in err
+    err = refused(
+        lab,
+        "commit",
+        lab.name,
+        "vda",
+        "--base",
+        "sn1",
+        "--top",
+        "sn3",
+        "--delete",
+        "--async",
+        code=2,
+    )
+    assert "cannot be used together" in err

@@ -202,6 +202,11 @@ def offline_plan(
 
 def cmd_commit(session: Session, args: Args) -> None:
     target = preflight.load_target(session, args.domain, args.path)
+    if args.delete and target.dom is None:
+        raise UsageError(
+            "--delete needs a domain's disk: a bare image still names its backing files",
+            "delete files after a rebase, or use snapshot-cleanup --delete-files on a domain",
+        )
     top, base = pick_layers(target, args)
     merged = target.chain.between(top, base)
     check_merge(session, target, args, base, merged, changes_view_of=base)
@@ -209,11 +214,8 @@ def cmd_commit(session: Session, args: Args) -> None:
         plan = live_plan(session, target, args, top, base)
     else:
         plan = offline_plan(session, target, args, top, base)
-    if args.delete and not args.get("async"):
-        gone = [m for m in merged if not (m.position == 0 and args.keep_overlay)]
-        if target.dom is None:
-            gone = [m for m in gone if m.position != 0]  # a bare image's top stays the top
-        plan.steps += delete_steps(session, gone, target.chain)
+    if args.delete:
+        plan.steps += delete_steps(session, merged, target.chain)
     if session.run_plan(plan, args):
         report_after_merge(session, target, args)
 
@@ -246,7 +248,11 @@ COMMANDS = [
                 "after an active commit, keep using the overlay",
                 implies=("active",),
             ),
-            Opt("delete", "delete the merged-away files after success"),
+            Opt(
+                "delete",
+                "delete the merged-away files after success",
+                excludes=("async", "keep-overlay"),  # nothing is merged away yet / at all
+            ),
             *JOB_OPTIONS,
             FORCE,
         ),
