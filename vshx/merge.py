@@ -103,8 +103,9 @@ def live_job_step(
 def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> list[Step]:
     """rm steps for merged-away files that nothing else uses (checked now, before running)."""
     steps = []
+    going = {layer.canonical for layer in files}
     for layer in files:
-        users = preflight.other_users(session, layer.path, keep_users_of)
+        users = preflight.other_users(session, layer.path, keep_users_of, going=going)
         if users:
             session.warn(f"keeping {layer.path}: still used by {'; '.join(users)}")
             continue

@@ -84,11 +84,20 @@ def _chain_paths(path: str) -> list[str]:
     return chain_paths(path)
 
 
-def other_users(session: Session, path: str, ours: Chain, through: str | None = None) -> list[str]:
+def other_users(
+    session: Session,
+    path: str,
+    ours: Chain,
+    through: str | None = None,
+    going: set[str] | None = None,
+) -> list[str]:
     """Everything outside ``ours`` whose chain contains ``path``: domains, files, pool volumes.
 
     Chains that also contain ``through`` are left out: committing TOP into BASE changes nothing
     for a chain that reaches BASE through TOP (TOP is not emptied), only for the others.
+    Image files in the directory that this domain's snapshots name (its merged-away layers) do
+    not count, except when deciding a deletion: then only the files deleted with it (``going``)
+    are passed over, so a kept leftover still protects its backing file.
     """
     target = canonical(path)
     passing = canonical(through) if through else None
@@ -111,7 +120,7 @@ def other_users(session: Session, path: str, ours: Chain, through: str | None = 
             if affected(paths):
                 users.append(f"domain {dom.name()} disk {disk.target} ({disk.source})")
                 listed.add(canonical(disk.source))
-    leftovers = _own_snapshot_files(session, ours)
+    leftovers = _own_snapshot_files(session, ours) if going is None else going
     directory = os.path.dirname(target)
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
         candidate = os.path.join(directory, name)
