@@ -172,3 +172,14 @@ def test_file_names_with_spaces_quotes_and_command_substitution(tmp_path):
             assert end_state(weird, tmp_path) == (["sn4"], before)
         finally:
             destroy_lab(weird)
+
+
+def test_delete_keeps_a_file_that_an_earlier_leftover_still_uses(lab):
+    before = lab.guest_hash(lab.dir.parent)
+    first = run_vshx("commit", lab.name, "vda", "--base", "sn2", "--top", "sn3")
+    assert first.returncode == 0, first.stderr
+    proc = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn2", "--delete")
+    assert proc.returncode == 0, proc.stderr
+    assert lab.layer("sn2").exists(), "sn3.qcow2, left over by the first commit, names sn2"
+    assert "keeping" in proc.stderr and "sn3.qcow2" in proc.stderr
+    assert lab.guest_hash(lab.dir.parent) == before
