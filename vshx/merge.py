@@ -103,9 +103,9 @@ def live_job_step(
 def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> list[Step]:
     """rm steps for merged-away files that nothing else uses (checked now, before running)."""
     steps = []
-    going = {layer.canonical for layer in files}
+    index = preflight.UsageIndex(session, keep_users_of, going={f.canonical for f in files})
     for layer in files:
-        users = preflight.other_users(session, layer.path, keep_users_of, going=going)
+        users = index.users_of(layer.path)
         if users:
             session.warn(f"keeping {layer.path}: still used by {'; '.join(users)}")
             continue
@@ -134,7 +134,7 @@ def report_after_merge(session: Session, target: preflight.Target, args: Args) -
     if target.dom is not None:
         from vshx.snapshots import stale_snapshots
 
-        stale = stale_snapshots(target.dom)
+        stale = stale_snapshots(target.dom, known=chain)
         if stale:
             names = ", ".join(info.name for info, _why in stale)
             session.info(

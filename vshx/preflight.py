@@ -84,52 +84,69 @@ def _chain_paths(path: str) -> list[str]:
     return chain_paths(path)
 
 
-def other_users(
-    session: Session,
-    path: str,
-    ours: Chain,
-    through: str | None = None,
-    going: set[str] | None = None,
-) -> list[str]:
-    """Everything outside ``ours`` whose chain contains ``path``: domains, files, pool volumes.
+class UsageIndex:
+    """Who names which files in their chains, gathered once per command.
 
-    Chains that also contain ``through`` are left out: committing TOP into BASE changes nothing
-    for a chain that reaches BASE through TOP (TOP is not emptied), only for the others.
-    Image files in the directory that this domain's snapshots name (its merged-away layers) do
-    not count, except when deciding a deletion: then only the files deleted with it (``going``)
-    are passed over, so a kept leftover still protects its backing file.
+    Other domains' disks, storage pool volumes, and (per directory, on first need) image files
+    beside the file asked about.  A command asking about several files (``--delete``) lists
+    domains, pools and directories once instead of once per file.
     """
-    target = canonical(path)
-    passing = canonical(through) if through else None
-    mine = {layer.canonical for layer in ours.layers}
 
-    def affected(paths: list[str]) -> bool:
-        return target in paths and (passing is None or passing not in paths)
+    def __init__(self, session: Session, ours: Chain, going: set[str] | None = None) -> None:
+        self.mine = {layer.canonical for layer in ours.layers}
+        self.domains: list[tuple[str, list[str]]] = []
+        self.sources: set[str] = set()  # domain disk sources, not to be named twice as images
+        for dom in session.conn.listAllDomains(0):
+            for disk in virt.domain_disks(dom):
+                if dom.name() == ours.domain and disk.target == ours.disk:
+                    continue
+                if not disk.source or disk.device not in ("disk", "cdrom"):
+                    continue
+                paths = [canonical(disk.source)] + [canonical(p) for p, _f, _i in disk.backing]
+                if not disk.backing and os.path.exists(disk.source):
+                    paths = _chain_paths(disk.source) or paths
+                self.domains.append(
+                    (f"domain {dom.name()} disk {disk.target} ({disk.source})", paths)
+                )
+                self.sources.add(canonical(disk.source))
+        self.pools = _pool_backings(session, self.mine)
+        # this domain's merged-away layers are no users, except when deciding a deletion:
+        # then only the files deleted together pass each other over
+        self.passed_over = _own_snapshot_files(session, ours) if going is None else going
+        self._directories: dict[str, list[tuple[str, list[str]]]] = {}
 
-    users: list[str] = []
-    listed: set[str] = set()  # domain disk sources, not to be named twice as images
-    for dom in session.conn.listAllDomains(0):
-        for disk in virt.domain_disks(dom):
-            if dom.name() == ours.domain and disk.target == ours.disk:
-                continue
-            if not disk.source or disk.device not in ("disk", "cdrom"):
-                continue
-            paths = [canonical(disk.source)] + [canonical(p) for p, _f, _i in disk.backing]
-            if not disk.backing and os.path.exists(disk.source):
-                paths = _chain_paths(disk.source) or paths
-            if affected(paths):
-                users.append(f"domain {dom.name()} disk {disk.target} ({disk.source})")
-                listed.add(canonical(disk.source))
-    leftovers = _own_snapshot_files(session, ours) if going is None else going
-    directory = os.path.dirname(target)
-    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
-        candidate = os.path.join(directory, name)
-        if not name.endswith(IMAGE_SUFFIXES) or canonical(candidate) in mine | leftovers | listed:
-            continue
-        if os.path.isfile(candidate) and affected(_chain_paths(candidate)[1:]):
-            users.append(f"image {candidate}")
-    users += _pool_users(session, target, mine)
-    return users
+    def _images(self, directory: str) -> list[tuple[str, list[str]]]:
+        if directory not in self._directories:
+            skip = self.mine | self.passed_over | self.sources
+            found = []
+            for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+                candidate = os.path.join(directory, name)
+                if not name.endswith(IMAGE_SUFFIXES) or canonical(candidate) in skip:
+                    continue
+                if os.path.isfile(candidate):
+                    found.append((f"image {candidate}", _chain_paths(candidate)[1:]))
+            self._directories[directory] = found
+        return self._directories[directory]
+
+    def users_of(self, path: str, through: str | None = None) -> list[str]:
+        """Chains outside ours that contain ``path`` (and, with ``through``, not that file).
+
+        Committing TOP into BASE changes nothing for a chain that reaches BASE through TOP
+        (TOP is not emptied), only for the others.
+        """
+        target = canonical(path)
+        passing = canonical(through) if through else None
+        holders = self.domains + self._images(os.path.dirname(target)) + self.pools
+        return [
+            label
+            for label, paths in holders
+            if target in paths and (passing is None or passing not in paths)
+        ]
+
+
+def other_users(session: Session, path: str, ours: Chain, through: str | None = None) -> list[str]:
+    """Everything outside ``ours`` whose chain contains ``path``: domains, files, pool volumes."""
+    return UsageIndex(session, ours).users_of(path, through)
 
 
 def _own_snapshot_files(session: Session, ours: Chain) -> set[str]:
@@ -142,8 +159,9 @@ def _own_snapshot_files(session: Session, ours: Chain) -> set[str]:
     return {canonical(f) for info in domain_snapshots(dom) for f in info.files}
 
 
-def _pool_users(session: Session, target: str, mine: set[str]) -> list[str]:
-    found = []
+def _pool_backings(session: Session, mine: set[str]) -> list[tuple[str, list[str]]]:
+    """Pool volumes outside ``mine`` with the file each names as its backing."""
+    found: list[tuple[str, list[str]]] = []
     try:
         pools = session.conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
     except libvirt.libvirtError:
@@ -159,8 +177,8 @@ def _pool_users(session: Session, target: str, mine: set[str]) -> list[str]:
             except (libvirt.libvirtError, ET.ParseError):
                 continue
             backing = root.findtext("./backingStore/path")
-            if backing and canonical(backing) == target and canonical(vol.path()) not in mine:
-                found.append(f"pool {pool.name()} volume {vol.name()}")
+            if backing and canonical(vol.path()) not in mine:
+                found.append((f"pool {pool.name()} volume {vol.name()}", [canonical(backing)]))
     return found
 
 

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from vshx import virt
-from vshx.chain import canonical
+from vshx.chain import Chain, canonical
 from vshx.libvirt_lazy import libvirt
 
 
@@ -41,11 +41,14 @@ def domain_snapshots(dom: libvirt.virDomain) -> list[SnapshotInfo]:
     return found
 
 
-def current_chain_files(dom: libvirt.virDomain) -> set[str]:
-    """Canonical paths of every layer of every disk of the domain, as it is now."""
-    files: set[str] = set()
+def current_chain_files(dom: libvirt.virDomain, known: Chain | None = None) -> set[str]:
+    """Canonical paths of every layer of every disk of the domain, as it is now.
+
+    ``known``: a chain the caller has just read, so that disk is not read again.
+    """
+    files: set[str] = {layer.canonical for layer in known.layers} if known else set()
     for disk in virt.domain_disks(dom):
-        if not disk.source or disk.device != "disk":
+        if not disk.source or disk.device != "disk" or (known and disk.target == known.disk):
             continue
         try:
             chain = virt.domain_chain(dom, disk.target)
@@ -69,8 +72,10 @@ def stale_reason(info: SnapshotInfo, in_chain: set[str]) -> str | None:
     return None
 
 
-def stale_snapshots(dom: libvirt.virDomain) -> list[tuple[SnapshotInfo, str]]:
-    in_chain = current_chain_files(dom)
+def stale_snapshots(
+    dom: libvirt.virDomain, known: Chain | None = None
+) -> list[tuple[SnapshotInfo, str]]:
+    in_chain = current_chain_files(dom, known)
     result = []
     for info in domain_snapshots(dom):
         reason = stale_reason(info, in_chain)

@@ -45,14 +45,6 @@ def delete_metadata_step(
     )
 
 
-def some_chain(dom: libvirt.virDomain) -> Chain:
-    """Any chain of the domain, to tell "used elsewhere" from "used by this domain's disk"."""
-    for disk in virt.domain_disks(dom):
-        if disk.source and disk.device == "disk":
-            return virt.domain_chain(dom, disk.target)
-    return Chain([], domain=dom.name())
-
-
 def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
     dom = virt.lookup_domain(session.conn, args.domain)
     in_chain = current_chain_files(dom)
@@ -77,7 +69,8 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
                 if os.path.exists(path) and canonical(path) not in in_chain:
                     files.append(Layer(path, "", -1, allocated=os.stat(path).st_blocks * 512))
     if files:
-        removals = delete_steps(session, files, some_chain(dom))
+        # no disk of ours to pass over: stale files are in none of this domain's chains
+        removals = delete_steps(session, files, Chain([], domain=dom.name()))
         plan.steps += removals
         removed = {step.argv[-1] for step in removals}
         for layer in files:
