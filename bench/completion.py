@@ -58,9 +58,9 @@ def repl_timings(uri: str) -> dict[str, list[float]]:
     from prompt_toolkit.completion import CompleteEvent
     from prompt_toolkit.document import Document
 
-    from vshx.complete import Engine
-    from vshx.repl_completer import VshxCompleter
-    from vshx.session import Session
+    from vshx.completion.engine import Engine
+    from vshx.frontends.repl_completer import VshxCompleter
+    from vshx.shell.session import Session
 
     session = Session(uri, out=io.StringIO())
     inventory = session.inventory

@@ -59,10 +59,13 @@ if [ ! -x "$venv/bin/python" ]; then
     say "creating $venv"
     python3 -m venv "$venv"
 fi
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/plugins/pyproject.toml" -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     say "installing vshx into $venv"
     "$venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-    "$venv/bin/pip" install -q --config-settings editable_mode=compat -e "$ROOT[dev]" -e "$ROOT/plugins" >"$venv/pip.log" 2>&1 || { cat "$venv/pip.log" >&2; exit 1; }
+    # the project installs the way a user's `pip install .` does (one distribution, core and
+    # built-in plugins); editable so that the tests run the checkout
+    "$venv/bin/pip" uninstall -q -y vshx-plugins >/dev/null 2>&1 || true
+    "$venv/bin/pip" install -q -e "$ROOT[dev]" >"$venv/pip.log" 2>&1 || { cat "$venv/pip.log" >&2; exit 1; }
     touch "$stamp"
 fi
 # Byte-compile vshx itself (an editable install leaves that to the first run, and nothing is

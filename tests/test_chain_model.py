@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from vshx.chain import Chain, chain_from_info, disks_from_xml, merge_live_indexes
 from vshx.errors import VshxError
+from vshx.storage.chain import Chain, chain_from_info, disks_from_xml, merge_live_indexes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -55,8 +55,8 @@ def test_live_xml_indexes(chain):
 def test_qcow2_header_reader_agrees_with_qemu_img(tmp_path):
     import subprocess
 
-    from vshx.chain import image_chain
-    from vshx.qcow2 import backing_file, chain_paths
+    from vshx.storage.chain import image_chain
+    from vshx.storage.qcow2 import backing_file, chain_paths
 
     (tmp_path / "sub").mkdir()
     base, mid, top = tmp_path / "b a s e.qcow2", tmp_path / "sub" / "mid.qcow2", tmp_path / "top"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from vshx.builtin_commands import BUILTINS
-from vshx.chain import Chain, Layer
-from vshx.complete import Engine, quote_candidate
-from vshx.inventory import DomainEntry
-from vshx.plugins import PluginHost
+from vshx.completion.engine import Engine, quote_candidate
+from vshx.completion.inventory import DomainEntry
+from vshx.pluginhost.host import PluginHost
+from vshx.shell.builtins import BUILTINS
+from vshx.storage.chain import Chain, Layer
 
 
 class FakeInventory:
@@ -159,12 +159,12 @@ def test_quote_candidate_keeps_directories_open():
 
 
 def test_shell_snapshot_round_trips_even_an_empty_host(tmp_path):
-    from vshx.inventory import Inventory
+    from vshx.completion.inventory import Inventory
 
     calls = []
 
     class NoDomains:
-        def listAllDomains(self, flags):  # noqa: N802 - libvirt's name
+        def listAllDomains(self, flags):
             calls.append(flags)
             return []
 

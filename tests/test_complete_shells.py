@@ -109,8 +109,8 @@ def test_repl_completer_through_documents(lab: Lab):
     from prompt_toolkit.completion import CompleteEvent
     from prompt_toolkit.document import Document
 
-    from vshx.repl_completer import make_completer
-    from vshx.session import Session
+    from vshx.frontends.repl_completer import make_completer
+    from vshx.shell.session import Session
 
     completer = make_completer(Session(URI, out=io.StringIO()))
 
@@ -131,9 +131,9 @@ def test_repl_session_tab_completes_a_domain_and_a_layer(lab: Lab, tmp_path, mon
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
 
-    from vshx import repl_completer
-    from vshx.repl import run_repl
-    from vshx.session import Session
+    from vshx.frontends import repl_completer
+    from vshx.frontends.repl import run_repl
+    from vshx.shell.session import Session
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     answered = threading.Semaphore(0)
@@ -174,7 +174,7 @@ def test_repl_session_tab_completes_a_domain_and_a_layer(lab: Lab, tmp_path, mon
 def test_completion_entry_point_does_not_import_prompt_toolkit_or_libvirt_needlessly():
     code = (
         "import sys, io, contextlib\n"
-        "from vshx.cli import main\n"
+        "from vshx.frontends.cli import main\n"
         "buf = io.StringIO()\n"
         "with contextlib.redirect_stdout(buf):\n"
         "    main(['complete', '--', 'comm'])\n"
@@ -243,7 +243,7 @@ def test_shell_cache_answers_without_libvirt_and_changes_invalidate_it(lab: Lab,
         "sn2.qcow2",
         "sn1.qcow2",
     ]
-    from vshx.inventory import shell_cache_path
+    from vshx.completion.inventory import shell_cache_path
 
     snapshot = tmp_path / "cache" / "vshx" / Path(shell_cache_path(URI)).name
     assert snapshot.exists()

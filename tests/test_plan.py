@@ -2,7 +2,7 @@
 
 import subprocess
 
-from vshx.plan import Plan, Step, shell_line
+from vshx.plans.plan import Plan, Step, shell_line
 
 NASTY = [
     "/tmp/a b.qcow2",

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from conftest import run_vshx
 
-from vshx import hookspecs
-from vshx.hookspecs import hookimpl
-from vshx.plugins import PluginHost
-from vshx.session import Session
-from vshx.spec import Command, Opt
+from vshx.pluginhost import hookspecs
+from vshx.pluginhost.hookspecs import hookimpl
+from vshx.pluginhost.host import PluginHost
+from vshx.shell.session import Session
+from vshx.shell.spec import Command, Opt
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -107,8 +107,8 @@ def test_plugins_are_not_loaded_from_the_current_directory(tmp_path):
 def test_completion_spec_cache_is_derived_and_refreshed(tmp_path, monkeypatch):
     import json
 
-    from vshx import spec_cache
-    from vshx.builtin_commands import BUILTINS
+    from vshx.pluginhost import spec_cache
+    from vshx.shell.builtins import BUILTINS
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = PluginHost(BUILTINS, specs_only=True)

@@ -94,8 +94,8 @@ def test_oneshot_and_repl_print_the_same(lab: Lab, tmp_path, monkeypatch):
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
 
-    from vshx.repl import run_repl
-    from vshx.session import Session
+    from vshx.frontends.repl import run_repl
+    from vshx.shell.session import Session
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     oneshot = run_vshx("chain", lab.name, "vda").stdout
@@ -133,8 +133,8 @@ def test_repl_ctrl_c_clears_the_line_and_help_connect_work(tmp_path, monkeypatch
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
 
-    from vshx.repl import run_repl
-    from vshx.session import Session
+    from vshx.frontends.repl import run_repl
+    from vshx.shell.session import Session
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     out, err = io.StringIO(), io.StringIO()

@@ -10,6 +10,6 @@ import sys
 if sys.path and sys.path[0] in ("", os.getcwd()):
     del sys.path[0]
 
-from vshx.cli import main  # noqa: E402
+from vshx.frontends.cli import main
 
 sys.exit(main())

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vshx import preflight
-from vshx.chain import Layer
 from vshx.errors import UsageError, VshxError
-from vshx.hookspecs import commands_hook
-from vshx.libvirt_lazy import libvirt
-from vshx.merge import (
+from vshx.merging import preflight
+from vshx.merging.common import (
     BASE,
     DISK,
     DOMAIN,
@@ -27,11 +24,14 @@ from vshx.merge import (
     offline_domain_note,
     report_after_merge,
 )
-from vshx.plan import Plan, Step, virsh
-from vshx.spec import Args, Command, Opt
+from vshx.plans.plan import Plan, Step, virsh
+from vshx.pluginhost.hookspecs import commands_hook
+from vshx.shell.spec import Args, Command, Opt
+from vshx.storage.chain import Layer
+from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
-    from vshx.session import Session
+    from vshx.shell.session import Session
 
 
 def pick_layers(target: preflight.Target, args: Args) -> tuple[Layer, Layer]:

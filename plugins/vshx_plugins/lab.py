@@ -14,16 +14,16 @@ from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING
 
-from vshx import virt
 from vshx.errors import VshxError
-from vshx.hookspecs import commands_hook
-from vshx.plan import Plan, Step, virsh
-from vshx.spec import Args, Command, Opt, non_negative_int
+from vshx.plans.plan import Plan, Step, virsh
+from vshx.pluginhost.hookspecs import commands_hook
+from vshx.shell.spec import Args, Command, Opt, non_negative_int
+from vshx.storage import virt
 
 if TYPE_CHECKING:
     import libvirt
 
-    from vshx.session import Session
+    from vshx.shell.session import Session
 
 LAB_NS = "https://vshx.invalid/lab"
 MARKER = ".vshx-lab"

@@ -2,7 +2,7 @@
 
 Safe mode copies the differences into the image, so its guest sees the same data.  --unsafe
 (-u) rewrites only the pointer, which vshx does only after proving that the old and the new
-backing show the image the same data (see vshx.verify); otherwise it refuses and names the
+backing show the image the same data (see vshx.merging.verify); otherwise it refuses and names the
 first differing offset.  Offline only: a running domain's layers are pulled, not rebased.
 """
 
@@ -11,17 +11,18 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from vshx import preflight, qemuimg, virt
-from vshx.chain import Chain, Layer, canonical, image_chain
 from vshx.errors import UsageError, VshxError
-from vshx.hookspecs import commands_hook
-from vshx.merge import FORCE, report_after_merge
-from vshx.plan import Plan, Step
-from vshx.spec import Args, Command, Opt
-from vshx.verify import first_visible_difference
+from vshx.merging import preflight
+from vshx.merging.common import FORCE, report_after_merge
+from vshx.merging.verify import first_visible_difference
+from vshx.plans.plan import Plan, Step
+from vshx.pluginhost.hookspecs import commands_hook
+from vshx.shell.spec import Args, Command, Opt
+from vshx.storage import qemuimg, virt
+from vshx.storage.chain import Chain, Layer, canonical, image_chain
 
 if TYPE_CHECKING:
-    from vshx.session import Session
+    from vshx.shell.session import Session
 
 
 def load_image(session: Session, args: Args) -> tuple[preflight.Target, Layer]:

@@ -11,18 +11,18 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from vshx import virt
-from vshx.builtin_commands import table
-from vshx.chain import Chain, Layer, canonical, human_size
-from vshx.hookspecs import commands_hook
-from vshx.libvirt_lazy import libvirt
-from vshx.merge import FORCE, delete_steps
-from vshx.plan import Plan, Step, virsh
-from vshx.snapshots import SnapshotInfo, current_chain_files, domain_snapshots, stale_reason
-from vshx.spec import Args, Command, Opt
+from vshx.merging.common import FORCE, delete_steps
+from vshx.plans.plan import Plan, Step, virsh
+from vshx.pluginhost.hookspecs import commands_hook
+from vshx.shell.builtins import table
+from vshx.shell.spec import Args, Command, Opt
+from vshx.storage import virt
+from vshx.storage.chain import Chain, Layer, canonical, human_size
+from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.snapshots import SnapshotInfo, current_chain_files, domain_snapshots, stale_reason
 
 if TYPE_CHECKING:
-    from vshx.session import Session
+    from vshx.shell.session import Session
 
 DOMAIN = Opt(
     "domain", "domain name, id or uuid", "domain", positional=True, required=True, complete="domain"

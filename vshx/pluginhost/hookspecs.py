@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from vshx.session import Session
-    from vshx.spec import Command
+    from vshx.shell.session import Session
+    from vshx.shell.spec import Command
 
 PROJECT = "vshx"
 hookspec = pluggy.HookspecMarker(PROJECT)

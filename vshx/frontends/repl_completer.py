@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from vshx.complete import Engine
-from vshx.session import Session
+from vshx.completion.engine import Engine
+from vshx.shell.session import Session
 
 
 class VshxCompleter(Completer):

@@ -12,13 +12,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vshx import virt
-from vshx.chain import Chain, Layer, canonical, human_size, image_chain
 from vshx.errors import VshxError
-from vshx.libvirt_lazy import libvirt
+from vshx.storage import virt
+from vshx.storage.chain import Chain, Layer, canonical, human_size, image_chain
+from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
-    from vshx.session import Session
+    from vshx.shell.session import Session
 
 IMAGE_SUFFIXES = (".qcow2", ".qcow", ".img", ".raw", ".qed", ".vmdk", ".vdi")
 
@@ -79,7 +79,7 @@ def refuse_if_running_user(session: Session, path: str, hint: str) -> None:
 
 
 def _chain_paths(path: str) -> list[str]:
-    from vshx.qcow2 import chain_paths
+    from vshx.storage.qcow2 import chain_paths
 
     return chain_paths(path)
 
@@ -153,7 +153,7 @@ def _own_snapshot_files(session: Session, ours: Chain) -> set[str]:
     """Files this domain's own snapshot metadata names: its merged-away layers, not users."""
     if not ours.domain:
         return set()
-    from vshx.snapshots import domain_snapshots
+    from vshx.storage.snapshots import domain_snapshots
 
     dom = virt.lookup_domain(session.conn, ours.domain)
     return {canonical(f) for info in domain_snapshots(dom) for f in info.files}

@@ -10,10 +10,10 @@ import threading
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.libvirt_lazy import libvirt
+from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
-    from vshx import chain as chains
+    from vshx.storage import chain as chains
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -94,7 +94,7 @@ def state_name(dom: libvirt.virDomain) -> str:
 
 def domain_disks(dom: libvirt.virDomain) -> list[chains.DiskSource]:
     """Disks from the live XML when running (with <backingStore>), else the persistent XML."""
-    from vshx import chain as chains
+    from vshx.storage import chain as chains
 
     return chains.disks_from_xml(dom.XMLDesc(0))
 
@@ -110,8 +110,8 @@ def find_disk(dom: libvirt.virDomain, target: str) -> chains.DiskSource:
 
 def domain_chain(dom: libvirt.virDomain, target: str) -> chains.Chain:
     """The chain of one disk of a domain: order and indexes from libvirt, sizes from qemu-img."""
-    from vshx import chain as chains
-    from vshx import qemuimg
+    from vshx.storage import chain as chains
+    from vshx.storage import qemuimg
 
     disk = find_disk(dom, target)
     if not disk.source:

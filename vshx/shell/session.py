@@ -12,16 +12,16 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from vshx import lexer
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, VshxError
-from vshx.plugins import PluginHost
-from vshx.spec import Args, Command, parse
+from vshx.pluginhost.host import PluginHost
+from vshx.shell import lexer
+from vshx.shell.spec import Args, Command, parse
 
 if TYPE_CHECKING:
     import libvirt
 
-    from vshx.inventory import Inventory
-    from vshx.plan import Plan
+    from vshx.completion.inventory import Inventory
+    from vshx.plans.plan import Plan
 
 DEFAULT_URI = "qemu:///system"
 
@@ -55,7 +55,7 @@ class Session:
         self.teach = teach
         self.quiet = quiet
         if host is None:
-            from vshx.builtin_commands import BUILTINS
+            from vshx.shell.builtins import BUILTINS
 
             host = PluginHost(BUILTINS)
         self.host = host
@@ -72,7 +72,7 @@ class Session:
     def inventory(self) -> Inventory:
         """Cached domains/disks/chains for completion; opened lazily on this connection."""
         if self._inventory is None:
-            from vshx.inventory import Inventory
+            from vshx.completion.inventory import Inventory
 
             self._inventory = Inventory(lambda: self.conn)
         return self._inventory
@@ -84,7 +84,7 @@ class Session:
             if self._conn is not None and not self._alive(self._conn):
                 self.close()
             if self._conn is None or (self.need_events and not self._conn_has_events):
-                from vshx.virt import open_connection
+                from vshx.storage.virt import open_connection
 
                 self.close()
                 self._conn = open_connection(self.uri, events=self.need_events)
@@ -100,7 +100,7 @@ class Session:
 
     def connect(self, uri: str) -> None:
         """Switch to another URI; the old connection is closed only once the new one opened."""
-        from vshx.virt import open_connection
+        from vshx.storage.virt import open_connection
 
         new = open_connection(uri, events=self.need_events)
         self.close()
@@ -201,7 +201,7 @@ class Session:
 
     def forget_inventory(self, domain: str | None) -> None:
         """A command changed things: drop cached inventory here and in shell completion."""
-        from vshx.inventory import forget_shell_cache
+        from vshx.completion.inventory import forget_shell_cache
 
         forget_shell_cache(self.uri)
         if self._inventory is not None:

@@ -13,12 +13,12 @@ import shlex
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
-from vshx.lexer import split_line
-from vshx.spec import Command, Opt, walk
+from vshx.shell.lexer import split_line
+from vshx.shell.spec import Command, Opt, walk
 
 if TYPE_CHECKING:
-    from vshx.inventory import Inventory
-    from vshx.plugins import PluginHost
+    from vshx.completion.inventory import Inventory
+    from vshx.pluginhost.host import PluginHost
 
 IMAGE_EXTENSIONS = (".qcow2", ".qcow", ".img", ".raw", ".iso", ".qed", ".vmdk", ".vdi")
 KNOWN_URIS = ("qemu:///system", "qemu:///session", "test:///default")
@@ -139,7 +139,7 @@ class Engine:
             chain = self.inventory.chain(domain, disk)
         else:
             return []
-        from vshx.chain import human_size
+        from vshx.storage.chain import human_size
 
         result = []
         count = len(chain.layers)

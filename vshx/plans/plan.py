@@ -50,7 +50,7 @@ class Step:
         if self.action is not None:
             self.action()
         else:
-            from vshx import qemuimg
+            from vshx.storage import qemuimg
 
             qemuimg.run(self.argv, stdin=self.stdin)
 

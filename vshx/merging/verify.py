@@ -16,9 +16,9 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 
-from vshx import qemuimg
-from vshx.chain import Layer
 from vshx.errors import VshxError
+from vshx.storage import qemuimg
+from vshx.storage.chain import Layer
 
 MISMATCH = re.compile(r"offset (\d+)")
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from vshx.spec import Command
+from vshx.shell.spec import Command
 
 if TYPE_CHECKING:
     import pluggy
@@ -67,7 +67,7 @@ class PluginHost:
         if self._pm is None:
             import pluggy
 
-            from vshx import hookspecs
+            from vshx.pluginhost import hookspecs
 
             self._pm = pluggy.PluginManager(hookspecs.PROJECT)
             self._pm.add_hookspecs(hookspecs)
@@ -87,12 +87,12 @@ class PluginHost:
         self._loaded_entry_points = True
         if os.environ.get("VSHX_DISABLE_PLUGIN_AUTOLOAD"):
             return
-        from vshx.entrypoints import entry_points
+        from vshx.pluginhost.entrypoints import entry_points
 
         blocked = {n.strip() for n in os.environ.get("VSHX_DISABLE_PLUGINS", "").split(",")}
         points = [ep for ep in entry_points(ENTRY_POINT_GROUP) if ep.name not in blocked]
         if self.specs_only:
-            from vshx import spec_cache
+            from vshx.pluginhost import spec_cache
 
             cached = spec_cache.load(points)
             if cached is not None:
@@ -101,7 +101,7 @@ class PluginHost:
                 return
         self._load(points)
         if self.specs_only and not self.broken:
-            from vshx import spec_cache
+            from vshx.pluginhost import spec_cache
 
             plugin_commands = [c for c in self.registry.commands() if c.name not in self._core]
             spec_cache.save(points, plugin_commands)

@@ -90,7 +90,7 @@ def _usage_error(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["complete"]:
-        from vshx.complete_cli import main as complete_main
+        from vshx.completion.protocol import main as complete_main
 
         return complete_main(args[1:])
     try:
@@ -98,15 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:
         return int(stop.code or 0)
     if opts.rest[:1] == ["complete"]:  # `vshx -c URI complete -- LINE`
-        from vshx.complete_cli import main as complete_main
+        from vshx.completion.protocol import main as complete_main
 
         return complete_main((["-c", opts.uri] if opts.uri else []) + opts.rest[1:])
-    from vshx.session import ExitRequested, Session
+    from vshx.shell.session import ExitRequested, Session
 
     session = Session(opts.uri, dry_run=opts.dry_run, teach=opts.teach, quiet=opts.quiet)
     try:
         if opts.script is not None:
-            from vshx.batch import run_file
+            from vshx.frontends.batch import run_file
 
             return run_file(session, opts.script, echo=opts.echo)
         if opts.rest:
@@ -118,10 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ExitRequested:
                 return EXIT_OK
         if not sys.stdin.isatty():  # `... | vshx`: a script on stdin, no line editor needed
-            from vshx.batch import run_file
+            from vshx.frontends.batch import run_file
 
             return run_file(session, "-", echo=opts.echo)
-        from vshx.repl import run_repl
+        from vshx.frontends.repl import run_repl
 
         return run_repl(session, tour=opts.tour)
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """libvirt, imported on first use.
 
 ``import libvirt`` costs ~30 ms; completion of a command name or an option needs none of it.
-Modules write ``from vshx.libvirt_lazy import libvirt`` and use it as the module itself.
+Modules write ``from vshx.storage.libvirt_lazy import libvirt`` and use it as the module itself.
 """
 
 from __future__ import annotations

@@ -8,13 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from vshx import preflight, virt
-from vshx.chain import Chain, Layer, human_size
-from vshx.plan import Plan, Step
-from vshx.spec import Args, Opt, non_negative_int
+from vshx.merging import preflight
+from vshx.plans.plan import Plan, Step
+from vshx.shell.spec import Args, Opt, non_negative_int
+from vshx.storage import virt
+from vshx.storage.chain import Chain, Layer, human_size
 
 if TYPE_CHECKING:
-    from vshx.session import Session
+    from vshx.shell.session import Session
 
 DOMAIN = Opt(
     "domain",
@@ -81,7 +82,7 @@ def live_job_step(
     dom, disk = target.dom, target.chain.disk or ""
 
     def action() -> None:
-        from vshx.blockjob import run_block_job
+        from vshx.plans.blockjob import run_block_job
 
         run_block_job(
             session.conn,
@@ -120,19 +121,19 @@ def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> 
 
 def report_after_merge(session: Session, target: preflight.Target, args: Args) -> None:
     """Show the chain as it is now and point at snapshot-cleanup when metadata went stale."""
-    from vshx.builtin_commands import render_chain
+    from vshx.shell.builtins import render_chain
 
     if args.get("async") or session.quiet:
         return
     if target.dom is not None:
         chain = virt.domain_chain(target.dom, target.chain.disk or "")
     else:
-        from vshx.chain import image_chain
+        from vshx.storage.chain import image_chain
 
         chain = image_chain(target.chain.active.path)
     session.info(render_chain(chain))
     if target.dom is not None:
-        from vshx.snapshots import stale_snapshots
+        from vshx.storage.snapshots import stale_snapshots
 
         stale = stale_snapshots(target.dom, known=chain)
         if stale:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from vshx.errors import EXIT_OK
 
 
-def _readonly_connection(uri: str):  # noqa: ANN202 - libvirt type imported lazily
+def _readonly_connection(uri: str):
     import libvirt
 
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -45,18 +45,18 @@ def main(argv: Sequence[str]) -> int:
 
 
 def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
-    from vshx.builtin_commands import BUILTINS
-    from vshx.complete import Engine, global_uri
-    from vshx.inventory import Inventory, shell_cache_path
-    from vshx.lexer import split_line
-    from vshx.plugins import PluginHost
-    from vshx.session import default_uri
+    from vshx.completion.engine import Engine, global_uri
+    from vshx.completion.inventory import Inventory, shell_cache_path
+    from vshx.pluginhost.host import PluginHost
+    from vshx.shell.builtins import BUILTINS
+    from vshx.shell.lexer import split_line
+    from vshx.shell.session import default_uri
 
     words = (split_line(line, partial=True).commands or [[]])[0]
     target_uri = global_uri(words) or uri or default_uri()
     connection = []
 
-    def conn():  # noqa: ANN202
+    def conn():
         if not connection:
             connection.append(_readonly_connection(target_uri))
         return connection[0]

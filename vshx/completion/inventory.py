@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from vshx.chain import Chain
+    from vshx.storage.chain import Chain
 
 
 class DomainEntry(NamedTuple):
@@ -77,7 +77,7 @@ class Inventory:
         import os
         import time
 
-        from vshx.chain import Chain, Layer
+        from vshx.storage.chain import Chain, Layer
 
         try:
             if time.time() - os.stat(self._persist or "").st_mtime > SHELL_CACHE_TTL:
@@ -128,7 +128,7 @@ class Inventory:
             return list(self._domains.values())
 
     def _fetch_domains(self) -> dict[str, DomainEntry]:
-        from vshx import virt
+        from vshx.storage import virt
 
         found = {}
         for dom in self._conn_factory().listAllDomains(0):
@@ -138,7 +138,7 @@ class Inventory:
         return found
 
     def _dom(self, name: str) -> Any:
-        from vshx import virt
+        from vshx.storage import virt
 
         return virt.lookup_domain(self._conn_factory(), name)
 
@@ -146,7 +146,7 @@ class Inventory:
         """(target, active source file) of each disk of a domain."""
         with self._lock:
             if domain not in self._disks:
-                from vshx import virt
+                from vshx.storage import virt
 
                 self._disks[domain] = [
                     (d.target, d.source or "")
@@ -159,7 +159,7 @@ class Inventory:
         with self._lock:
             key = (domain, disk)
             if key not in self._chains:
-                from vshx import virt
+                from vshx.storage import virt
 
                 self._chains[key] = virt.domain_chain(self._dom(domain), disk)
                 self._save_snapshot()
@@ -168,7 +168,7 @@ class Inventory:
     def image_chain(self, path: str) -> Chain:
         with self._lock:
             if path not in self._images:
-                from vshx.chain import image_chain
+                from vshx.storage.chain import image_chain
 
                 self._images[path] = image_chain(path)
             return self._images[path]

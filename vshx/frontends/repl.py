@@ -15,7 +15,7 @@ from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 
 from vshx.errors import EXIT_OK
-from vshx.session import ExitRequested, Session
+from vshx.shell.session import ExitRequested, Session
 
 TOUR = """\
 Welcome to vshx. The practice domain vshx-demo has the chain base <- sn1 <- sn2 <- sn3 <- sn4.
@@ -46,7 +46,7 @@ def prompt_text(session: Session) -> str:
 
 def build_prompt_session(session: Session, threaded: bool = True, **io: Any) -> PromptSession:
     """The prompt: persistent history, suggestions from it, completion in a thread."""
-    from vshx.repl_completer import make_completer
+    from vshx.frontends.repl_completer import make_completer
 
     return PromptSession(
         history=make_history(),

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from vshx import virt
 from vshx.errors import UsageError
-from vshx.spec import Args, Command, Opt
+from vshx.shell.spec import Args, Command, Opt
+from vshx.storage import virt
 
 if TYPE_CHECKING:
-    from vshx.chain import Chain
-    from vshx.session import Session
+    from vshx.shell.session import Session
+    from vshx.storage.chain import Chain
 
 DOMAIN = Opt(
     "domain", "domain name, id or uuid", "domain", positional=True, required=True, complete="domain"
@@ -37,8 +37,8 @@ def cmd_connect(session: Session, args: Args) -> None:
 
 
 def virsh(uri: str, *args: str) -> list[str]:
-    """vshx.plan.virsh, imported on use: completion imports this module and needs no plans."""
-    from vshx.plan import virsh as virsh_argv
+    """vshx.plans.plan.virsh, imported on use: completion imports this module and needs no plans."""
+    from vshx.plans.plan import virsh as virsh_argv
 
     return virsh_argv(uri, *args)
 
@@ -48,7 +48,7 @@ def equivalent_first(session: Session, args: Args, what: str, *argvs: list[str])
     (and stops), --teach prints them before the answer.  True when the command should go on."""
     if not (session.planning_only(args) or session.teaching(args)):
         return True  # the common case builds no plan (and imports nothing for one)
-    from vshx.plan import Plan, Step
+    from vshx.plans.plan import Plan, Step
 
     plan = Plan(what)
     for argv in argvs:
@@ -84,7 +84,7 @@ def cmd_domblklist(session: Session, args: Args) -> None:
 
 def render_chain(chain: Chain) -> str:
     """The chain in arrow notation, then one line per layer with its sizes."""
-    from vshx.chain import human_size
+    from vshx.storage.chain import human_size
 
     if chain.domain:
         how = "running: live block jobs" if chain.live else "shut off: offline qemu-img"
@@ -109,7 +109,7 @@ def render_chain(chain: Chain) -> str:
 
 
 def cmd_chain(session: Session, args: Args) -> None:
-    from vshx.chain import image_chain
+    from vshx.storage.chain import image_chain
 
     target = args.domain
     info = ["qemu-img", "info", "--backing-chain", "-U"]
@@ -195,7 +195,7 @@ def help_text(command: Command) -> str:
 
 
 def cmd_exit(session: Session, args: Args) -> None:
-    from vshx.session import ExitRequested
+    from vshx.shell.session import ExitRequested
 
     raise ExitRequested()
 

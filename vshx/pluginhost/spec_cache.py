@@ -11,8 +11,8 @@ import json
 import os
 
 from vshx import __version__
-from vshx.entrypoints import EntryPoint
-from vshx.spec import Command, Opt
+from vshx.pluginhost.entrypoints import EntryPoint
+from vshx.shell.spec import Command, Opt
 
 OPT_FIELDS = (
     "name",

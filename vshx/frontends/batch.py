@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, VshxError
-from vshx.session import ExitRequested, Session
+from vshx.shell.session import ExitRequested, Session
 
 
 def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = False) -> int:

@@ -18,8 +18,8 @@ from typing import TextIO
 
 import libvirt
 
-from vshx import virt
 from vshx.errors import VshxError
+from vshx.storage import virt
 
 COMPLETED = libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED
 FAILED = libvirt.VIR_DOMAIN_BLOCK_JOB_FAILED

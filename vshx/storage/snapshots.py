@@ -6,9 +6,9 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from vshx import virt
-from vshx.chain import Chain, canonical
-from vshx.libvirt_lazy import libvirt
+from vshx.storage import virt
+from vshx.storage.chain import Chain, canonical
+from vshx.storage.libvirt_lazy import libvirt
 
 
 @dataclass

@@ -1,0 +1,19 @@
+# bash completion for vshx: a thin wrapper around `vshx complete`, which knows the commands,
+# options, domains, disks and chain layers.  Install: source this file from ~/.bashrc, or copy
+# it to /usr/share/bash-completion/completions/vshx (make demo does the latter).
+_vshx() {
+    local cur=${COMP_WORDS[COMP_CWORD]}
+    local line=${COMP_LINE:0:COMP_POINT}
+    line=${line#"${COMP_WORDS[0]}"}
+    line=${line#"${line%%[![:space:]]*}"}
+    local IFS=$'\n'
+    # shellcheck disable=SC2207
+    COMPREPLY=($(command "${COMP_WORDS[0]}" complete --shell bash -- "$line" 2>/dev/null))
+    if [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == */ ]]; then
+        compopt -o nospace 2>/dev/null
+    fi
+    if declare -F __ltrim_colon_completions >/dev/null; then
+        __ltrim_colon_completions "$cur"
+    fi
+}
+complete -F _vshx vshx
