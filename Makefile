@@ -12,7 +12,7 @@ bootstrap:
 demo: bootstrap
 	@$(VENV)/bin/vshx -c $(URI) lab-create vshx-demo
 	@if [ -w /usr/share/bash-completion/completions ]; then \
-		cp completions/vshx.bash /usr/share/bash-completion/completions/vshx; fi
+		$(VENV)/bin/vshx completion bash > /usr/share/bash-completion/completions/vshx; fi
 	@$(VENV)/bin/vshx -c $(URI) --tour
 
 test: bootstrap
@@ -20,6 +20,7 @@ test: bootstrap
 
 lint: bootstrap
 	@$(VENV)/bin/ruff check vshx plugins tests bench
+	@$(VENV)/bin/mypy
 
 bench: bootstrap
 	@cd bench && ../$(PY) run_all.py

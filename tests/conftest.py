@@ -189,3 +189,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for name in proc.stdout.split():
         if name.startswith(LAB_PREFIX):
             run_vshx("lab-destroy", name)
+
+
+DAEMON_FIXTURES = {"lab", "offline_lab"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that builds a lab needs the daemon, wherever it lives: mark it `libvirt`."""
+    for item in items:
+        if DAEMON_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.libvirt)

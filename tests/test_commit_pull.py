@@ -66,6 +66,8 @@ CASES = [
     ),
 ]
 
+pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+
 
 def names(files: list[str]) -> list[str]:
     return [f.removesuffix(".qcow2") for f in files]

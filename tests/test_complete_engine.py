@@ -77,10 +77,10 @@ TABLE = [
     ("commit web vda --piv", ["--pivot"]),
     ("commit web vda --keep-overlay --pi", []),
     ("commit web vda --base x --b", ["--bandwidth", "--bytes"]),
-    ("list --", ["--all", "--dry-run", "--teach"]),
-    ("list --all --", ["--dry-run", "--teach"]),
+    ("list --", ["--all", "--json", "--dry-run", "--teach"]),
+    ("list --all --", ["--json", "--dry-run", "--teach"]),
     ("connect --", ["--uri"]),
-    ("help com", ["commit"]),
+    ("help com", ["commit", "completion"]),
     ("connect q", ["qemu:///system", "qemu:///session"]),
     (
         "rebase --domain web --path vda --backing ",
@@ -172,3 +172,19 @@ def test_shell_snapshot_round_trips_even_an_empty_host(tmp_path):
     assert Inventory(lambda: NoDomains(), persist=path).domains() == []
     assert Inventory(lambda: NoDomains(), persist=path).domains() == []
     assert len(calls) == 1, "the second process must answer from the snapshot"
+
+
+def test_every_core_completer_name_has_a_provider(engine):
+    from vshx.completion.kinds import CORE_COMPLETERS
+
+    assert set(engine.providers) == set(CORE_COMPLETERS)
+
+
+def test_every_builtin_option_reference_is_valid():
+    from vshx.completion.kinds import CORE_COMPLETERS
+    from vshx.pluginhost.host import check_references
+
+    host = PluginHost(BUILTINS)
+    host.load_entry_points()
+    for command in host.registry.commands():
+        check_references(command, CORE_COMPLETERS)

@@ -34,7 +34,7 @@ def shell_env(tmp_path: Path) -> dict[str, str]:
 def bash_complete(line: str, env: dict[str, str]) -> list[str]:
     script = f"""
 source /usr/share/bash-completion/bash_completion
-source {COMPLETIONS}/vshx.bash
+eval "$(vshx completion bash)"  # as the README says to install it
 COMP_LINE={line!r}
 COMP_POINT=${{#COMP_LINE}}
 read -ra COMP_WORDS <<< "$COMP_LINE"

@@ -22,6 +22,8 @@ from conftest import (
     virsh,
 )
 
+pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+
 
 def refused(lab: Lab, *args: str, code: int = 1) -> str:
     """Run a command that must be refused; assert exit code and that no file changed."""

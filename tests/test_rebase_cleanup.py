@@ -19,6 +19,8 @@ from conftest import (
     snapshot_names,
 )
 
+pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+
 
 def ok(*args: str) -> subprocess.CompletedProcess[str]:
     proc = run_vshx(*args)

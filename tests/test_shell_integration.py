@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from conftest import URI, Lab, run_vshx
+
+pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
 
 
 def test_chain_shows_the_five_layers_in_order(lab: Lab):
@@ -160,3 +163,36 @@ def test_batch_exit_stops_the_script_with_success(tmp_path):
     script.write_text("list\nexit\nchain no-such-domain\n")
     proc = run_vshx("-f", str(script))
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_json_documents_for_scripts(lab: Lab):
+    import json
+
+    chain = json.loads(run_vshx("chain", lab.name, "vda", "--json").stdout)
+    assert [layer["path"].rsplit("/", 1)[1] for layer in chain["layers"]] == [
+        "sn4.qcow2",
+        "sn3.qcow2",
+        "sn2.qcow2",
+        "sn1.qcow2",
+        "base.qcow2",
+    ]
+    assert [layer["index"] for layer in chain["layers"]] == [1, 2, 3, 4, 5]
+    assert chain["layers"][0]["role"] == "active" and chain["layers"][-1]["role"] == "base"
+    domains = json.loads(run_vshx("list", "--all", "--json").stdout)
+    assert {"id", "name", "state"} <= set(domains[0]) and lab.name in {d["name"] for d in domains}
+    disks = json.loads(run_vshx("domblklist", lab.name, "--json").stdout)
+    assert disks[0]["target"] == "vda"
+    snaps = json.loads(run_vshx("snapshot-list", lab.name, "--json").stdout)
+    assert [s["name"] for s in snaps] == ["sn1", "sn2", "sn3", "sn4"]
+
+
+def test_completion_command_prints_each_shell_script():
+    for shell, marker in (
+        ("bash", "complete -F _vshx vshx"),
+        ("zsh", "compdef"),
+        ("fish", "complete -c vshx"),
+    ):
+        proc = run_vshx("completion", shell)
+        assert proc.returncode == 0 and marker in proc.stdout
+    bad = run_vshx("completion", "tcsh")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: no completion script for 'tcsh'")

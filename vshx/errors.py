@@ -15,13 +15,18 @@ class VshxError(Exception):
 
     exit_code = EXIT_FAILED
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, clean: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.clean = clean  # raised by a step that left everything as it was before it
 
 
 class UsageError(VshxError):
     """The command line itself is wrong: unknown option, missing argument, bad value (exit 2)."""
 
     exit_code = EXIT_USAGE
+
+
+class ExitRequested(Exception):
+    """Raised by the exit command; front ends stop reading lines."""

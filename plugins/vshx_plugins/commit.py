@@ -7,34 +7,37 @@ Shut-off domain or bare image: ``qemu-img commit -b BASE TOP`` and then an unsaf
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from vshx.errors import UsageError, VshxError
-from vshx.merging import preflight
-from vshx.merging.common import (
+from vshx.api import (
     BASE,
     DISK,
-    DOMAIN,
+    DOMAIN_OR_IMAGE,
     FORCE,
     JOB_OPTIONS,
+    Args,
+    Command,
+    Layer,
+    Opt,
+    Plan,
+    Session,
+    Step,
+    Target,
+    UsageError,
+    VshxError,
     check_merge,
+    commands_hook,
     delete_steps,
     job_flags_argv,
+    libvirt,
     live_job_step,
+    load_target,
     offline_domain_note,
+    preflight,
     report_after_merge,
+    virsh,
 )
-from vshx.plans.plan import Plan, Step, virsh
-from vshx.pluginhost.hookspecs import commands_hook
-from vshx.shell.spec import Args, Command, Opt
-from vshx.storage.chain import Layer
-from vshx.storage.libvirt_lazy import libvirt
-
-if TYPE_CHECKING:
-    from vshx.shell.session import Session
 
 
-def pick_layers(target: preflight.Target, args: Args) -> tuple[Layer, Layer]:
+def pick_layers(target: Target, args: Args) -> tuple[Layer, Layer]:
     """TOP and BASE as virsh picks them: top defaults to the active layer, base to the bottom."""
     chain = target.chain
     top = chain.resolve(args.top) if args.top else chain.active
@@ -63,9 +66,7 @@ def pick_layers(target: preflight.Target, args: Args) -> tuple[Layer, Layer]:
     return top, base
 
 
-def live_plan(
-    session: Session, target: preflight.Target, args: Args, top: Layer, base: Layer
-) -> Plan:
+def live_plan(session: Session, target: Target, args: Args, top: Layer, base: Layer) -> Plan:
     assert target.dom is not None
     chain, dom = target.chain, target.dom
     disk = chain.disk or ""
@@ -87,8 +88,11 @@ def live_plan(
     argv += job_flags_argv(args)
     names = ", ".join(layer.name for layer in merged)
     plan = Plan(
-        f"commit {top.name} down into {base.name} ({dom.name()} {disk})", method=target.method
+        f"commit {top.name} down into {base.name} ({dom.name()} {disk})",
+        method=target.method,
+        target=target,
     )
+    plan.intent["pivot"] = active and pivot  # what recover finishes if this is interrupted
     if active and not args.pivot and not args.keep_overlay:
         plan.notes.append("active commit: --pivot assumed (the disk then uses the base)")
 
@@ -103,6 +107,7 @@ def live_plan(
             f"block commit: merge {names} into {base.name}",
             argv,
             start,
+            leaves=merged if pivot else [],
             active=active,
             pivot=pivot,
         )
@@ -135,14 +140,13 @@ def disk_xml(dom: libvirt.virDomain, disk: str, new_source: Layer) -> str:
     raise VshxError(f"disk {disk} not in the persistent definition of {dom.name()}")
 
 
-def offline_plan(
-    session: Session, target: preflight.Target, args: Args, top: Layer, base: Layer
-) -> Plan:
+def offline_plan(session: Session, target: Target, args: Args, top: Layer, base: Layer) -> Plan:
     chain = target.chain
     plan = Plan(
         f"commit {top.name} down into {base.name}"
         + (f" ({chain.domain} {chain.disk})" if chain.domain else ""),
         method=target.method,
+        target=target,
     )
     offline_domain_note(plan, target)
     plan.add(
@@ -201,7 +205,7 @@ def offline_plan(
 
 
 def cmd_commit(session: Session, args: Args) -> None:
-    target = preflight.load_target(session, args.domain, args.path)
+    target = load_target(session, args.domain, args.disk)
     if args.delete and target.dom is None:
         raise UsageError(
             "--delete needs a domain's disk: a bare image still names its backing files",
@@ -226,7 +230,7 @@ COMMANDS = [
         "merge layers down into a lower layer (virsh blockcommit / qemu-img commit)",
         cmd_commit,
         (
-            DOMAIN,
+            DOMAIN_OR_IMAGE,
             DISK,
             BASE,
             Opt(

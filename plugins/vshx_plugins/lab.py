@@ -8,27 +8,37 @@ as after ``virsh snapshot-create-as --disk-only``.  ``make demo`` and the tests 
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING
 
-from vshx.errors import VshxError
-from vshx.plans.plan import Plan, Step, virsh
-from vshx.pluginhost.hookspecs import commands_hook
-from vshx.shell.spec import Args, Command, Opt, non_negative_int
-from vshx.storage import virt
+from vshx.api import (
+    Args,
+    Command,
+    Opt,
+    Plan,
+    Session,
+    Step,
+    UsageError,
+    VshxError,
+    commands_hook,
+    non_negative_int,
+    virsh,
+    virt,
+)
 
 if TYPE_CHECKING:
     import libvirt
 
-    from vshx.shell.session import Session
 
 LAB_NS = "https://vshx.invalid/lab"
 MARKER = ".vshx-lab"
 DEFAULT_ROOT = "/var/lib/libvirt/images/vshx-lab"
 MIB = 1024 * 1024
+LAB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 def is_lab_domain(dom: libvirt.virDomain) -> bool:
@@ -99,8 +109,18 @@ def build_plan(
     names = layer_names(layers)
     paths = [os.path.join(directory, f"{n}.qcow2") for n in names]
     plan = Plan(f"practice domain {name}: {' <- '.join(names)} (active)")
-    plan.add(Step(f"create the lab directory {directory}", ["mkdir", "-p", "--", directory]))
-    plan.add(Step("mark it as a vshx lab", ["touch", "--", os.path.join(directory, MARKER)]))
+    parent = os.path.dirname(directory)
+    if not os.path.isdir(parent):
+        plan.add(Step(f"create {parent}", ["mkdir", "-p", "--", parent]))
+    plan.add(Step(f"create the lab directory {directory}", ["mkdir", "--", directory]))
+    made = "".join(f"{os.path.basename(p)}\n" for p in paths)
+    plan.add(
+        Step(
+            "mark it as the lab of this domain, with the files lab-create makes in it",
+            ["cp", "/dev/stdin", os.path.join(directory, MARKER)],
+            stdin=f"{name}\n{made}",
+        )
+    )
     for k, (layer, path) in enumerate(zip(names, paths, strict=True)):
         if k == 0:
             create = ["qemu-img", "create", "-q", "-f", "qcow2", path, str(size)]
@@ -168,7 +188,7 @@ def _redefine(session: Session, name: str, snap_xml: str) -> Callable[[], None]:
     return action
 
 
-def remove_lab(session: Session, name: str, directory: str | None) -> Plan:
+def remove_lab(session: Session, name: str, directory: str) -> Plan:
     """Steps that remove a lab domain (and its files, if the directory is a marked lab)."""
     import libvirt
 
@@ -191,12 +211,54 @@ def remove_lab(session: Session, name: str, directory: str | None) -> Plan:
                 action=lambda: dom.undefineFlags(flags),
             )
         )
-    if directory and os.path.exists(os.path.join(directory, MARKER)):
-        plan.add(Step(f"remove the lab files in {directory}", ["rm", "-rf", "--", directory]))
+    made = lab_files(name, directory)
+    if made is not None:
+        present = [f for f in made if os.path.lexists(os.path.join(directory, f))]
+        if present:
+            paths = [os.path.join(directory, f) for f in present]
+            plan.add(Step(f"remove the lab files in {directory}", ["rm", "-f", "--", *paths]))
+        marker = os.path.join(directory, MARKER)
+        plan.add(Step("remove the lab marker", ["rm", "-f", "--", marker]))
+        foreign = sorted(set(os.listdir(directory)) - set(made) - {MARKER})
+        if foreign:
+            session.warn(
+                f"keeping {directory}: it also holds files lab-create did not make "
+                f"({', '.join(foreign[:3])})"
+            )
+        else:
+            plan.add(Step(f"remove the empty directory {directory}", ["rmdir", "--", directory]))
+    elif os.path.lexists(directory):
+        raise VshxError(
+            f"{directory} exists and is not the lab directory of {name!r}",
+            "lab-create only uses a directory it creates; pick another --dir or name",
+        )
     return plan
 
 
+def lab_files(name: str, directory: str) -> list[str] | None:
+    """The files lab-create made in ``directory`` for lab ``name``, from its marker; None
+    when the directory is not that lab's (no marker, or another lab's)."""
+    try:
+        with open(os.path.join(directory, MARKER), encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not lines or lines[0] != name:
+        return None
+    return [f for f in lines[1:] if f and f == os.path.basename(f) and f not in (".", "..")]
+
+
+def check_name(name: str) -> None:
+    """A lab name becomes a domain name and a directory name: plain words only."""
+    if not LAB_NAME.fullmatch(name):
+        raise UsageError(
+            f"invalid lab name {name!r}",
+            "use letters, digits, '.', '_' and '-', starting with a letter or digit",
+        )
+
+
 def lab_dir(args: Args) -> str:
+    check_name(args.name)
     return os.path.abspath(args.dir or os.path.join(DEFAULT_ROOT, args.name))
 
 

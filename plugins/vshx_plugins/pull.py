@@ -7,36 +7,37 @@ ACTIVE; without --base, ``-b ""`` makes ACTIVE a complete image with no backing 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from vshx.errors import VshxError
-from vshx.merging import preflight
-from vshx.merging.common import (
+from vshx.api import (
     BASE,
     DISK,
-    DOMAIN,
+    DOMAIN_OR_IMAGE,
     FORCE,
     JOB_OPTIONS,
+    Args,
+    Command,
+    Layer,
+    Plan,
+    Session,
+    Step,
+    Target,
+    VshxError,
     check_merge,
+    commands_hook,
     job_flags_argv,
+    libvirt,
     live_job_step,
+    load_target,
     offline_domain_note,
+    preflight,
     report_after_merge,
+    virsh,
 )
-from vshx.plans.plan import Plan, Step, virsh
-from vshx.pluginhost.hookspecs import commands_hook
-from vshx.shell.spec import Args, Command
-from vshx.storage.chain import Layer
-from vshx.storage.libvirt_lazy import libvirt
-
-if TYPE_CHECKING:
-    from vshx.shell.session import Session
 
 
-def pick_base(target: preflight.Target, args: Args) -> Layer | None:
+def pick_base(target: Target, args: Args) -> Layer | None:
     """The new backing of the active layer, or None to flatten completely."""
     chain = target.chain
-    if not args.base:
+    if args.base is None:
         if len(chain.layers) == 1:
             raise VshxError(f"{chain.active.name} has no backing file: nothing to pull")
         return None
@@ -54,7 +55,7 @@ def pick_base(target: preflight.Target, args: Args) -> Layer | None:
     return base
 
 
-def live_plan(session: Session, target: preflight.Target, args: Args, base: Layer | None) -> Plan:
+def live_plan(session: Session, target: Target, args: Args, base: Layer | None) -> Plan:
     assert target.dom is not None
     dom, disk = target.dom, target.chain.disk or ""
     flags = 0
@@ -68,23 +69,33 @@ def live_plan(session: Session, target: preflight.Target, args: Args, base: Laye
     argv += job_flags_argv(args)
     active = target.chain.active
     what = f"onto {base.name}" if base else "into a complete image"
-    plan = Plan(f"pull into {active.name} {what} ({dom.name()} {disk})", method=target.method)
+    plan = Plan(
+        f"pull into {active.name} {what} ({dom.name()} {disk})", method=target.method, target=target
+    )
 
     def start() -> None:
         dom.blockRebase(disk, base.path if base else None, args.bandwidth or 0, flags)
 
+    chain = target.chain
+    gone = chain.layers[1 : base.position] if base is not None else chain.layers[1:]
     plan.add(
         live_job_step(
-            session, target, args, f"block pull: copy into {active.name} {what}", argv, start
+            session,
+            target,
+            args,
+            f"block pull: copy into {active.name} {what}",
+            argv,
+            start,
+            leaves=gone,
         )
     )
     return plan
 
 
-def offline_plan(target: preflight.Target, args: Args, base: Layer | None) -> Plan:
+def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
     active = target.chain.active
     what = f"onto {base.name}" if base else "into a complete image"
-    plan = Plan(f"pull into {active.name} {what}", method=target.method)
+    plan = Plan(f"pull into {active.name} {what}", method=target.method, target=target)
     offline_domain_note(plan, target)
     argv = ["qemu-img", "rebase", "-f", preflight.require_format(active)]
     if base is None:
@@ -105,7 +116,7 @@ def offline_plan(target: preflight.Target, args: Args, base: Layer | None) -> Pl
 
 
 def cmd_pull(session: Session, args: Args) -> None:
-    target = preflight.load_target(session, args.domain, args.path)
+    target = load_target(session, args.domain, args.disk)
     base = pick_base(target, args)
     stop = base.position if base else len(target.chain.layers)
     check_merge(session, target, args, target.chain.active, target.chain.layers[1:stop], None)
@@ -121,7 +132,7 @@ COMMANDS = [
         "pull",
         "merge layers up into the active layer (virsh blockpull / qemu-img rebase)",
         cmd_pull,
-        (DOMAIN, DISK, BASE, *JOB_OPTIONS, FORCE),
+        (DOMAIN_OR_IMAGE, DISK, BASE, *JOB_OPTIONS, FORCE),
         aliases=("blockpull",),
         changes=True,
         group="merge",

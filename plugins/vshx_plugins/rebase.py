@@ -9,39 +9,50 @@ first differing offset.  Offline only: a running domain's layers are pulled, not
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
-from vshx.errors import UsageError, VshxError
-from vshx.merging import preflight
-from vshx.merging.common import FORCE, report_after_merge
-from vshx.merging.verify import first_visible_difference
-from vshx.plans.plan import Plan, Step
-from vshx.pluginhost.hookspecs import commands_hook
-from vshx.shell.spec import Args, Command, Opt
-from vshx.storage import qemuimg, virt
-from vshx.storage.chain import Chain, Layer, canonical, image_chain
+from vshx.api import (
+    DISK,
+    FORCE,
+    Args,
+    Chain,
+    Command,
+    Layer,
+    Opt,
+    Plan,
+    Session,
+    Step,
+    Target,
+    UsageError,
+    VshxError,
+    canonical,
+    commands_hook,
+    first_visible_difference,
+    image_chain,
+    preflight,
+    qemuimg,
+    refuse_interrupted,
+    report_after_merge,
+    virt,
+)
 
-if TYPE_CHECKING:
-    from vshx.shell.session import Session
 
-
-def load_image(session: Session, args: Args) -> tuple[preflight.Target, Layer]:
+def load_image(session: Session, args: Args) -> tuple[Target, Layer]:
     """The image to rebase: a path, or --domain/--path/--top naming a shut-off domain's layer."""
     if args.domain:
-        if not args.path:
+        if not args.disk:
             raise UsageError("--domain needs --path DISK (and optionally --top REF)")
         dom = virt.lookup_domain(session.conn, args.domain)
         if virt.is_running(dom):
             raise VshxError(
                 f"{args.domain} is running: its layers are in use by QEMU",
-                f"use: pull {args.domain} {args.path} --base REF",
+                f"use: pull {args.domain} {args.disk} --base REF",
             )
-        target = preflight.Target(virt.domain_chain(dom, args.path), dom)
+        target = Target(virt.domain_chain(dom, args.disk), dom)
         layer = target.chain.resolve(args.top) if args.top else target.chain.active
         return target, layer
     if not args.image:
         raise UsageError("name the IMAGE to rebase (or --domain D --path DISK [--top REF])")
-    target = preflight.Target(image_chain(args.image))
+    target = Target(image_chain(args.image))
     if session.is_local:
         preflight.refuse_if_running_user(
             session,
@@ -138,6 +149,7 @@ def cmd_rebase(session: Session, args: Args) -> None:
     if args.backing is None:
         raise UsageError("missing --backing REF (use --backing '' to flatten)")
     target, image = load_image(session, args)
+    refuse_interrupted(target)
     chain = target.chain
     preflight.refuse_remote_offline(session, target, session.planning_only(args))
     new = resolve_backing(chain, image, args.backing)
@@ -147,6 +159,7 @@ def cmd_rebase(session: Session, args: Args) -> None:
     plan = Plan(
         f"rebase {image.name} onto {new.name if new else 'nothing'}",
         method="offline: qemu-img rebase",
+        target=target,
     )
     if session.is_local:
         users = preflight.other_users(session, image.path, chain)
@@ -190,7 +203,7 @@ COMMANDS = [
             ),
             Opt("unsafe", "rewrite the pointer only, after proving it changes no data", short="u"),
             Opt("domain", "a shut-off domain whose layer to rebase", "domain", complete="domain"),
-            Opt("path", "with --domain: the disk", "disk", aliases=("disk",), complete="disk"),
+            DISK._replace(help="with --domain: the disk", positional=False),
             Opt(
                 "top",
                 "with --domain: the layer to rebase (default: the active one)",

@@ -9,23 +9,30 @@ With --delete-files the merged-away files that nothing else uses are removed too
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
-from vshx.merging.common import FORCE, delete_steps
-from vshx.plans.plan import Plan, Step, virsh
-from vshx.pluginhost.hookspecs import commands_hook
-from vshx.shell.builtins import table
-from vshx.shell.spec import Args, Command, Opt
-from vshx.storage import virt
-from vshx.storage.chain import Chain, Layer, canonical, human_size
-from vshx.storage.libvirt_lazy import libvirt
-from vshx.storage.snapshots import SnapshotInfo, current_chain_files, domain_snapshots, stale_reason
-
-if TYPE_CHECKING:
-    from vshx.shell.session import Session
-
-DOMAIN = Opt(
-    "domain", "domain name, id or uuid", "domain", positional=True, required=True, complete="domain"
+from vshx.api import (
+    DOMAIN,
+    FORCE,
+    Args,
+    Chain,
+    Command,
+    Layer,
+    Opt,
+    Plan,
+    Session,
+    SnapshotInfo,
+    Step,
+    canonical,
+    commands_hook,
+    current_chain_files,
+    delete_steps,
+    domain_snapshots,
+    human_size,
+    libvirt,
+    stale_reason,
+    table,
+    virsh,
+    virt,
 )
 
 

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.shell.lexer import split_line
 from vshx.shell.spec import Command, Opt, walk
+from vshx.storage.paths import has_image_suffix
 
 if TYPE_CHECKING:
     from vshx.completion.inventory import Inventory
     from vshx.pluginhost.host import PluginHost
 
-IMAGE_EXTENSIONS = (".qcow2", ".qcow", ".img", ".raw", ".iso", ".qed", ".vmdk", ".vdi")
 KNOWN_URIS = ("qemu:///system", "qemu:///session", "test:///default")
 GLOBAL_VALUE_OPTIONS = {"-c", "--connect", "-f", "--file"}
 GLOBAL_FLAGS = {"--dry-run", "--teach", "-q", "--quiet", "-x"}
@@ -68,6 +68,7 @@ class Engine:
             "uri": lambda p, v: (Candidate(u) for u in KNOWN_URIS),
             "command": lambda p, v: self.commands(),
             "format": lambda p, v: (Candidate(f) for f in ("qcow2", "raw")),
+            "shell": lambda p, v: (Candidate(s) for s in ("bash", "zsh", "fish")),
         }
 
     def complete(self, line: str, skip_globals: bool = False) -> Completions:
@@ -99,8 +100,17 @@ class Engine:
         return options(command, state.given)
 
     def values(self, opt: Opt, prefix: str, given: dict[str, str]) -> Iterable[Candidate]:
-        provider = self.providers.get(opt.complete or "")
-        return provider(prefix, given) if provider else []
+        kind = opt.complete or ""
+        provider = self.providers.get(kind)
+        if provider is not None:
+            return provider(prefix, given)
+        plugin_completer = self.host.completer(kind) if kind else None
+        if plugin_completer is None:
+            return []
+        return [
+            c if isinstance(c, Candidate) else Candidate(str(c))
+            for c in plugin_completer(prefix, dict(given))
+        ]
 
     # -- candidate providers ------------------------------------------------------------------
     def commands(self) -> list[Candidate]:
@@ -130,7 +140,7 @@ class Engine:
         return [Candidate(t, src) for t, src in self.inventory.disks(domain)]
 
     def layers(self, prefix: str, given: dict[str, str]) -> list[Candidate]:
-        domain, disk, image = given.get("domain"), given.get("path"), given.get("image")
+        domain, disk, image = given.get("domain"), given.get("disk"), given.get("image")
         if domain and not disk and os.path.sep in domain:
             image = domain
         if image:
@@ -192,7 +202,7 @@ def files(prefix: str, images_only: bool = False, dirs_only: bool = False) -> li
             dirs.append(Candidate(shown + entry.name + "/", "directory"))
         elif dirs_only:
             continue
-        elif entry.name.endswith(IMAGE_EXTENSIONS):
+        elif has_image_suffix(entry.name):
             images.append(Candidate(shown + entry.name, "image"))
         elif not images_only:
             others.append(Candidate(shown + entry.name, "file"))

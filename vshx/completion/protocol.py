@@ -7,13 +7,18 @@ Any failure prints nothing: completion must never put a traceback on the user's 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from vshx.errors import EXIT_OK
 
+# A keystroke's answer, or nothing: a frozen libvirtd must not freeze the user's shell.
+DEADLINE = float(os.environ.get("VSHX_COMPLETE_DEADLINE", "0.3"))
 
-def _readonly_connection(uri: str):
+
+def _readonly_connection(uri: str) -> Any:
     import libvirt
 
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -34,13 +39,25 @@ def main(argv: Sequence[str]) -> int:
     import io
 
     real_stderr, sys.stderr = sys.stderr, io.StringIO()  # e.g. a broken plugin's warning
-    try:
-        found = complete_line(line, shell, uri)
-    except Exception:  # silent by contract: no output, no traceback
-        return EXIT_OK
-    finally:
-        sys.stderr = real_stderr
-    sys.stdout.write("".join(text + "\n" for text in found))
+    found: list[list[str]] = []
+
+    def work() -> None:
+        try:
+            found.append(complete_line(line, shell, uri))
+        except Exception:  # silent by contract: no output, no traceback
+            pass
+
+    import threading
+
+    worker = threading.Thread(target=work, name="vshx-complete", daemon=True)
+    worker.start()
+    worker.join(DEADLINE)
+    sys.stderr = real_stderr
+    if worker.is_alive():  # a frozen daemon: give up silently, do not wait for it
+        sys.stdout.flush()
+        os._exit(EXIT_OK)
+    if found:
+        sys.stdout.write("".join(text + "\n" for text in found[0]))
     return EXIT_OK
 
 
@@ -54,9 +71,9 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
 
     words = (split_line(line, partial=True).commands or [[]])[0]
     target_uri = global_uri(words) or uri or default_uri()
-    connection = []
+    connection: list[Any] = []
 
-    def conn():
+    def conn() -> Any:
         if not connection:
             connection.append(_readonly_connection(target_uri))
         return connection[0]

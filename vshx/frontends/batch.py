@@ -7,14 +7,21 @@ echoes each command before it runs.  Lines are split by vshx's own lexer; no she
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from vshx.errors import EXIT_FAILED, EXIT_OK, VshxError
-from vshx.shell.session import ExitRequested, Session
+from vshx.errors import EXIT_FAILED, EXIT_OK, ExitRequested, VshxError
+from vshx.shell.session import Session
 
 
 def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = False) -> int:
     """Run script lines; return 0, or the status of the first failing line."""
+    try:
+        return _run_lines(session, lines, name, echo)
+    except NotText:
+        return EXIT_FAILED
+
+
+def _run_lines(session: Session, lines: Iterable[str], name: str, echo: bool) -> int:
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -33,13 +40,50 @@ def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = Fa
     return EXIT_OK
 
 
+class NotText(Exception):
+    """A script line that is not UTF-8; reported once, it stops the script."""
+
+
+def utf8_lines(session: Session, stream: Iterable[bytes]) -> Iterator[str]:
+    """Lines as they arrive (a pipe keeps streaming); a line that is not UTF-8 stops there."""
+    for number, raw in enumerate(stream, 1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            session.report(
+                VshxError(
+                    f"<stdin>:{number}: the script is not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+                    "vshx scripts are UTF-8",
+                )
+            )
+            raise NotText from None
+
+
 def run_file(session: Session, path: str, echo: bool = False) -> int:
     if path == "-":
-        return run_lines(session, sys.stdin, "<stdin>", echo)
+        data = sys.stdin.buffer.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            session.report(
+                VshxError("the script on stdin is not UTF-8 text", "vshx scripts are UTF-8")
+            )
+            return EXIT_FAILED
+        return run_lines(session, text.splitlines(), "<stdin>", echo)
     try:
         with open(path, encoding="utf-8") as handle:
             lines = handle.readlines()
     except OSError as exc:
         session.report(VshxError(f"cannot read script {path!r}: {exc.strerror}"))
+        return EXIT_FAILED
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        session.report(
+            VshxError(
+                f"{path}:{line}: the script is not UTF-8 text (byte 0x{exc.object[exc.start]:02x})",
+                "vshx scripts are UTF-8; a file name with other bytes is named in the script "
+                "with $'\\xNN' quoting",
+            )
+        )
         return EXIT_FAILED
     return run_lines(session, lines, path, echo)

@@ -101,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vshx.completion.protocol import main as complete_main
 
         return complete_main((["-c", opts.uri] if opts.uri else []) + opts.rest[1:])
-    from vshx.shell.session import ExitRequested, Session
+    from vshx.errors import ExitRequested
+    from vshx.shell.session import Session
 
     session = Session(opts.uri, dry_run=opts.dry_run, teach=opts.teach, quiet=opts.quiet)
     try:

@@ -14,8 +14,8 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 
-from vshx.errors import EXIT_OK
-from vshx.shell.session import ExitRequested, Session
+from vshx.errors import EXIT_OK, ExitRequested
+from vshx.shell.session import Session
 
 TOUR = """\
 Welcome to vshx. The practice domain vshx-demo has the chain base <- sn1 <- sn2 <- sn3 <- sn4.

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from vshx.errors import VshxError
 from vshx.merging import preflight
 from vshx.plans.plan import Plan, Step
 from vshx.shell.spec import Args, Opt, non_negative_int
@@ -17,22 +18,6 @@ from vshx.storage.chain import Chain, Layer, human_size
 if TYPE_CHECKING:
     from vshx.shell.session import Session
 
-DOMAIN = Opt(
-    "domain",
-    "domain name, id or uuid (or an image path)",
-    "domain",
-    positional=True,
-    required=True,
-    complete="domain_or_image",
-)
-DISK = Opt(
-    "path",
-    "disk target (vda) or its source file",
-    "disk",
-    positional=True,
-    aliases=("disk",),
-    complete="disk",
-)
 BASE = Opt("base", "the lower layer (path, file name, or vda[N])", "ref", complete="layer")
 BANDWIDTH = Opt(
     "bandwidth",
@@ -74,10 +59,15 @@ def live_job_step(
     argv: list[str],
     start: Callable[[], None],
     *,
+    leaves: list[Layer],
     active: bool = False,
     pivot: bool = True,
 ) -> Step:
-    """A Step that starts a block job and waits for it by events, with the virsh equivalent."""
+    """A Step that starts a block job and waits for it by events, with the virsh equivalent.
+
+    ``leaves``: the layers the finished job removes from the chain (how its end is proven
+    when no event arrives).
+    """
     assert target.dom is not None
     dom, disk = target.dom, target.chain.disk or ""
 
@@ -90,6 +80,7 @@ def live_job_step(
             disk,
             start,
             label=description.split(":")[0],
+            leaves=frozenset(layer.canonical for layer in leaves),
             active=active,
             pivot=pivot,
             timeout=args.timeout or None,
@@ -114,14 +105,40 @@ def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> 
             Step(
                 f"delete merged-away {layer.name} ({human_size(layer.allocated)})",
                 ["rm", "-f", "--", layer.path],
+                action=_delete_after_looking_again(session, keep_users_of, layer),
             )
         )
     return steps
 
 
+def _delete_after_looking_again(session: Session, chain: Chain, layer: Layer) -> Callable[[], None]:
+    """The rm runs only if the disk's chain, read again now, no longer holds the file."""
+
+    def action() -> None:
+        import os
+
+        if chain.domain is not None:
+            from vshx.storage.snapshots import current_chain_files
+
+            dom = virt.lookup_domain(session.conn, chain.domain)
+            if layer.canonical in current_chain_files(dom):  # every disk, read again
+                raise VshxError(
+                    f"not deleting {layer.path}: a disk of {chain.domain} still uses it",
+                    f"see: vshx chain {chain.domain}",
+                    clean=True,
+                )
+        session.info(f"deleting merged-away {layer.path}")
+        try:
+            os.unlink(layer.path)
+        except FileNotFoundError:
+            pass
+
+    return action
+
+
 def report_after_merge(session: Session, target: preflight.Target, args: Args) -> None:
     """Show the chain as it is now and point at snapshot-cleanup when metadata went stale."""
-    from vshx.shell.builtins import render_chain
+    from vshx.shell.render import render_chain
 
     if args.get("async") or session.quiet:
         return
@@ -135,9 +152,13 @@ def report_after_merge(session: Session, target: preflight.Target, args: Args) -
     if target.dom is not None:
         from vshx.storage.snapshots import stale_snapshots
 
-        stale = stale_snapshots(target.dom, known=chain)
+        try:
+            stale = stale_snapshots(target.dom, known=chain)
+        except VshxError as exc:
+            session.warn(f"{exc.message}; not looking for stale snapshots")
+            return
         if stale:
-            names = ", ".join(info.name for info, _why in stale)
+            names = ", ".join(sorted(info.name for info, _why in stale))
             session.info(
                 f"hint: libvirt snapshots {names} now name merged-away files; "
                 f"run: snapshot-cleanup {target.dom.name()}"

@@ -9,63 +9,26 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.merging.target import Target
 from vshx.storage import virt
-from vshx.storage.chain import Chain, Layer, canonical, human_size, image_chain
+from vshx.storage.chain import Chain, Layer, canonical, human_size
 from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.paths import has_image_suffix
 
 if TYPE_CHECKING:
     from vshx.shell.session import Session
-
-IMAGE_SUFFIXES = (".qcow2", ".qcow", ".img", ".raw", ".qed", ".vmdk", ".vdi")
-
-
-@dataclass
-class Target:
-    """What a merge command works on: a domain's disk or a bare image, with its chain."""
-
-    chain: Chain
-    dom: libvirt.virDomain | None = None
-
-    @property
-    def live(self) -> bool:
-        return self.chain.live
-
-    @property
-    def method(self) -> str:
-        if self.dom is None:
-            return "offline: qemu-img on a bare image"
-        if self.live:
-            return "live: libvirt block job on the running domain"
-        return "offline: qemu-img (the domain is shut off)"
-
-
-def looks_like_image(word: str) -> bool:
-    return os.path.sep in word or word.endswith(IMAGE_SUFFIXES) and os.path.isfile(word)
-
-
-def load_target(session: Session, domain_or_image: str, disk: str | None) -> Target:
-    """Resolve DOMAIN DISK (or a bare IMAGE) to its chain; a bare image may not be in use."""
-    if disk is None and looks_like_image(domain_or_image):
-        chain = image_chain(domain_or_image)
-        return Target(chain)
-    if disk is None:
-        raise VshxError(
-            f"which disk of {domain_or_image!r}?", f"give the disk too, e.g. {domain_or_image} vda"
-        )
-    dom = virt.lookup_domain(session.conn, domain_or_image)
-    return Target(virt.domain_chain(dom, disk), dom)
 
 
 def running_users(session: Session, path: str) -> list[str]:
     """Running domains whose disk chains contain ``path`` ("domain disk")."""
     target = canonical(path)
     found = []
-    for dom in session.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-        for disk in virt.domain_disks(dom):
+    active = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+    for dom, disks in virt.domains_with_disks(session.conn, active):
+        for disk in disks:
             paths = [disk.source or ""] + [p for p, _f, _i in disk.backing]
             if any(p and canonical(p) == target for p in paths):
                 found.append(f"domain {dom.name()} {disk.target}")
@@ -96,8 +59,8 @@ class UsageIndex:
         self.mine = {layer.canonical for layer in ours.layers}
         self.domains: list[tuple[str, list[str]]] = []
         self.sources: set[str] = set()  # domain disk sources, not to be named twice as images
-        for dom in session.conn.listAllDomains(0):
-            for disk in virt.domain_disks(dom):
+        for dom, disks in virt.domains_with_disks(session.conn):
+            for disk in disks:
                 if dom.name() == ours.domain and disk.target == ours.disk:
                     continue
                 if not disk.source or disk.device not in ("disk", "cdrom"):
@@ -121,7 +84,7 @@ class UsageIndex:
             found = []
             for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
                 candidate = os.path.join(directory, name)
-                if not name.endswith(IMAGE_SUFFIXES) or canonical(candidate) in skip:
+                if not has_image_suffix(name) or canonical(candidate) in skip:
                     continue
                 if os.path.isfile(candidate):
                     found.append((f"image {candidate}", _chain_paths(candidate)[1:]))

@@ -4,6 +4,10 @@ virsh --wait polls every 500 ms; vshx registers for the disk's events before it 
 job and wakes the moment libvirt reports COMPLETED / READY / FAILED.  A slow poll remains
 only as a safety net (and to draw the progress bar on a terminal).  Ctrl-C or --timeout
 abort the job and wait until libvirt reports it gone, so the chain is consistent again.
+
+Success is never inferred from silence: a job that vanished without an event counts as done
+only when the live chain shows the layers it was to remove gone, and a lost connection is
+"state unknown" (an error; the plan stops, so nothing after it, no deletion, runs).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from typing import TextIO
 import libvirt
 
 from vshx.errors import VshxError
-from vshx.storage import virt
 
 COMPLETED = libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED
 FAILED = libvirt.VIR_DOMAIN_BLOCK_JOB_FAILED
@@ -67,13 +70,37 @@ class Progress:
         self.stream.flush()
 
 
-class BlockJob:
-    """One block job on one disk: registered for events before the job is started."""
+class StateUnknown(VshxError):
+    """libvirt could not be asked (connection lost, daemon frozen): the job's state is unknown."""
 
-    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, disk: str) -> None:
+
+def unknown_state(label: str, dom_name: str, disk: str, why: str) -> VshxError:
+    return VshxError(
+        f"{label}: lost contact with libvirtd ({why}); the block job's state is unknown",
+        f"nothing was deleted and nothing is reported done. When libvirtd answers again: "
+        f"vshx jobs {dom_name} shows the job, vshx chain {dom_name} {disk} the chain, and "
+        f"vshx recover {dom_name} {disk} finishes or rolls back what was interrupted",
+    )
+
+
+class BlockJob:
+    """One block job on one disk: registered for events before the job is started.
+
+    ``leaves``: canonical paths the finished job removes from the disk's chain; a job that
+    vanished without an event is done only if the live XML shows them all gone.
+    """
+
+    def __init__(
+        self,
+        conn: libvirt.virConnect,
+        dom: libvirt.virDomain,
+        disk: str,
+        leaves: frozenset[str] = frozenset(),
+    ) -> None:
         self.conn = conn
         self.dom = dom
         self.disk = disk
+        self.leaves = leaves
         self.events: queue.Queue[int] = queue.Queue()
         self._callback = conn.domainEventRegisterAny(
             dom, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, self._on_event, None
@@ -89,9 +116,34 @@ class BlockJob:
         except libvirt.libvirtError:
             pass
 
+    def info(self) -> dict[str, int]:
+        """The job's progress; {} when libvirt lists no job; StateUnknown when it cannot say."""
+        try:
+            return self.dom.blockJobInfo(self.disk, 0) or {}
+        except libvirt.libvirtError as exc:
+            raise StateUnknown(exc.get_error_message() or str(exc)) from exc
+
+    def live_xml(self) -> str:
+        try:
+            return self.dom.XMLDesc(0)
+        except libvirt.libvirtError as exc:
+            raise StateUnknown(exc.get_error_message() or str(exc)) from exc
+
     def is_ready(self) -> bool:
         """Live XML marks a mirror/active-commit job ready='yes' once it can pivot."""
-        return "ready='yes'" in self.dom.XMLDesc(0)
+        return "ready='yes'" in self.live_xml()
+
+    def chain_shows_done(self) -> bool:
+        """True when the live chain no longer holds any layer the job was to remove."""
+        if not self.leaves:
+            return False  # nothing to look for (keep-overlay): only an event can tell
+        from vshx.storage.chain import canonical, disks_from_xml
+
+        for disk in disks_from_xml(self.live_xml()):
+            if disk.target == self.disk:
+                now = {canonical(disk.source or "")} | {canonical(p) for p, _f, _i in disk.backing}
+                return not (now & self.leaves)
+        return False
 
     def wait(self, want: set[int], progress: Progress, deadline: float | None) -> int:
         """Block until one of ``want`` (or FAILED/CANCELED); fall back to polling if no event."""
@@ -103,28 +155,39 @@ class BlockJob:
             try:
                 status = self.events.get(timeout=max(timeout, 0.0))
             except queue.Empty:
-                info = virt.block_job_info(self.dom, self.disk)
+                info = self.info()
                 if info:
                     progress.update(info.get("cur", 0), info.get("end", 0))
                     if READY in want and self.is_ready():
                         return READY
                     continue
-                if READY in want:  # an active job vanished without an event
-                    raise VshxError("the block job ended unexpectedly") from None
-                return COMPLETED  # the job is gone and no event arrived: it finished
+                if not self.events.empty():
+                    continue  # the event arrived meanwhile: take it
+                if COMPLETED in want and self.chain_shows_done():
+                    return COMPLETED  # no event, but the chain itself proves it
+                raise VshxError(
+                    "the block job is gone, but neither an event nor the chain shows it completed",
+                    "nothing was deleted; look at the chain with: chain DOMAIN DISK",
+                ) from None
             if status in want or status in (FAILED, CANCELED):
                 return status
 
-    def abort_and_settle(self) -> None:
-        """Abort the job and wait until libvirt no longer lists it."""
+    def abort_and_settle(self) -> bool:
+        """Abort the job and wait until libvirt no longer lists it.
+
+        True when the job had completed before the abort took effect (the chain shows it).
+        """
         try:
             self.dom.blockJobAbort(self.disk, 0)
         except libvirt.libvirtError:
-            pass  # it may have finished meanwhile
+            pass  # it may have finished meanwhile; the checks below tell
         for _ in range(600):
-            if not virt.block_job_info(self.dom, self.disk):
-                return
+            if not self.info():
+                break
             time.sleep(0.05)
+        else:
+            raise VshxError("the block job did not stop after the abort", "see: vshx jobs")
+        return self.chain_shows_done()
 
 
 def run_block_job(
@@ -134,6 +197,7 @@ def run_block_job(
     start: Callable[[], None],
     *,
     label: str,
+    leaves: frozenset[str] = frozenset(),
     active: bool = False,
     pivot: bool = True,
     timeout: int | None = None,
@@ -142,15 +206,22 @@ def run_block_job(
     quiet: bool = False,
 ) -> None:
     """Start a job with ``start`` and see it through; active jobs pivot or keep the overlay."""
-    job = BlockJob(conn, dom, disk)
+    job = BlockJob(conn, dom, disk, leaves)
     progress = Progress(label, stream or sys.stderr, quiet)
     deadline = time.monotonic() + timeout if timeout else None
     restore = _interrupt_on_signals()
     try:
         start()
         if not wait:
+            then = (
+                f"; it then waits for a pivot: vshx recover {dom.name()} {disk} --pivot "
+                f"(or virsh blockjob {dom.name()} {disk} --pivot)"
+                if active
+                else ""
+            )
             progress.finish(
-                f"started (--async); follow it with: virsh blockjob {dom.name()} {disk} --info"
+                f"started (--async); follow it with: vshx jobs {dom.name()} "
+                f"(virsh blockjob {dom.name()} {disk} --info){then}"
             )
             return
         try:
@@ -165,23 +236,41 @@ def run_block_job(
             else:
                 status = job.wait({COMPLETED}, progress, deadline)
         except (KeyboardInterrupt, TimeoutError) as exc:
-            job.abort_and_settle()
             why = (
                 "interrupted"
                 if isinstance(exc, KeyboardInterrupt)
                 else f"timed out after {timeout} s"
             )
-            progress.finish(f"{why}; job aborted")
-            raise VshxError(
-                f"{label} {why}: the block job was aborted and the chain is as before",
-                "nothing was deleted; run `chain` to see it",
-            ) from None
+            if not job.abort_and_settle():
+                progress.finish(f"{why}; job aborted")
+                raise VshxError(
+                    f"{label} {why}: the block job was aborted and the chain is as before",
+                    "nothing was deleted; run `chain` to see it",
+                    clean=True,
+                ) from None
+            status = COMPLETED  # it had finished before the abort arrived: say so
+            progress.finish(f"{why}, but the job had already completed")
         if status != COMPLETED:
-            raise VshxError(f"{label} {STATUS_NAMES.get(status, status)}")
+            raise VshxError(
+                f"{label} {STATUS_NAMES.get(status, status)}",
+                job_failure_hint(dom, disk),
+                clean=True,
+            )
         progress.finish("done")
+    except StateUnknown as exc:
+        raise unknown_state(label, dom.name(), disk, exc.message) from None
     finally:
         job.close()
         restore()
+
+
+def job_failure_hint(dom: libvirt.virDomain, disk: str) -> str:
+    """What to check when QEMU failed a job: most often a full file system or an I/O error."""
+    return (
+        "nothing was deleted and the chain is as before the job; check free space where the "
+        f"layers live (a full disk fails a job) and /var/log/libvirt/qemu/{dom.name()}.log, "
+        f"then: vshx chain {dom.name()} {disk}"
+    )
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

@@ -1,6 +1,6 @@
 """Plans and Steps: what a command will do, as one list that is both printed and run.
 
-A plugin never calls libvirt or qemu-img itself; it returns a Plan.  ``--dry-run`` prints the
+A merge command never calls libvirt or qemu-img itself; it builds a Plan.  ``--dry-run`` prints the
 Plan as a shell script; a real run executes the very same Steps, so what vshx teaches cannot
 drift from what it does.
 """
@@ -9,8 +9,24 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vshx.merging.target import Target
 
 HEREDOC_END = "VSHX_EOF"
+
+
+def comment(text: str) -> str:
+    """A ``#`` line that stays one comment whatever bytes a file name put into ``text``.
+
+    A newline (or any other control character) would end the comment and start a command.
+    """
+    safe = "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+    return f"# {safe}"
 
 
 def shell_line(argv: Sequence[str]) -> str:
@@ -34,7 +50,7 @@ class Step:
         action: Callable[[], None] | None = None,
         stdin: str | None = None,
     ) -> None:
-        self.description = " ".join(description.split())  # one line in a script comment
+        self.description = description
         self.argv = argv
         self.action = action
         self.stdin = stdin
@@ -58,8 +74,10 @@ class Step:
 class Plan:
     """An ordered list of Steps plus explanatory notes."""
 
-    def __init__(self, title: str, method: str = "") -> None:
+    def __init__(self, title: str, method: str = "", target: Target | None = None) -> None:
         self.title = title
+        self.target = target  # the merging Target it works on: hooks, journal
+        self.intent: dict[str, object] = {}  # what recover should finish, e.g. {"pivot": True}
         self.steps: list[Step] = []
         self.notes: list[str] = []
         self.method = method  # e.g. "live: libvirt block job" or "offline: qemu-img"
@@ -70,12 +88,12 @@ class Plan:
 
     def script(self) -> str:
         """The plan as a runnable POSIX shell script: '#' lines explain, others are commands."""
-        lines = ["#!/bin/sh", f"# vshx plan: {self.title}"]
+        lines = ["#!/bin/sh", comment(f"vshx plan: {self.title}")]
         if self.method:
-            lines.append(f"# method: {self.method}")
-        lines += [f"# {note}" for note in self.notes]
+            lines.append(comment(f"method: {self.method}"))
+        lines += [comment(note) for note in self.notes]
         for number, step in enumerate(self.steps, 1):
-            lines.append(f"# step {number}: {step.description}")
+            lines.append(comment(f"step {number}: {step.description}"))
             lines.append(step.equivalent())
         return "\n".join(lines) + "\n"
 

@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
+from vshx.completion.kinds import CORE_COMPLETERS
 from vshx.shell.spec import Command
 
 if TYPE_CHECKING:
     import pluggy
 
+    from vshx.pluginhost.entrypoints import EntryPoint
+
 ENTRY_POINT_GROUP = "vshx"
+
+
+class PluginError(Exception):
+    """A plugin's contribution is unusable; the plugin is rejected as a whole."""
 
 
 class CommandRegistry:
@@ -27,10 +34,21 @@ class CommandRegistry:
         self._by_name: dict[str, Command] = {}
         self._names: dict[str, Command] = {}
 
+    def clashes(self, commands: Iterable[Command]) -> list[str]:
+        """Names or aliases among ``commands`` that are taken already or given twice."""
+        seen, clashing = set(self._names), []
+        for command in commands:
+            for word in (command.name, *command.aliases):
+                if word in seen:
+                    clashing.append(word)
+                seen.add(word)
+        return clashing
+
     def register(self, command: Command) -> None:
+        clashing = self.clashes([command])
+        if clashing:
+            raise PluginError(f"command name {clashing[0]!r} is registered twice")
         for word in (command.name, *command.aliases):
-            if word in self._names:
-                raise ValueError(f"command name {word!r} is registered twice")
             self._names[word] = command
         self._by_name[command.name] = command
 
@@ -42,6 +60,21 @@ class CommandRegistry:
 
     def words(self) -> Iterable[str]:
         return self._names.keys()
+
+
+def check_references(command: Command, completers: Iterable[str]) -> None:
+    """A misspelt option reference would silently do nothing: make it a plugin error."""
+    keys = {opt.key for opt in command.all_options}
+    known = set(completers)
+    for opt in command.all_options:
+        if opt.complete is not None and opt.complete not in known:
+            raise PluginError(
+                f"{command.name} --{opt.name}: no completer {opt.complete!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        for ref in (*opt.excludes, *opt.implies):
+            if ref.replace("-", "_") not in keys:
+                raise PluginError(f"{command.name} --{opt.name}: no option --{ref} to refer to")
 
 
 class PluginHost:
@@ -60,6 +93,8 @@ class PluginHost:
         self.specs_only = specs_only  # completion: specs may come from the spec cache
         self._pm: pluggy.PluginManager | None = None
         self._loaded_entry_points = False
+        self._points: list[EntryPoint] | None = None
+        self.completers: dict[str, Callable[..., Iterable[Any]]] = {}
         self.broken: list[str] = []
 
     @property
@@ -73,12 +108,49 @@ class PluginHost:
             self._pm.add_hookspecs(hookspecs)
         return self._pm
 
+    def _call_on(self, plugin: object, hook: str, **kwargs: Any) -> None:
+        """Call one hook of one plugin through pluggy (tryfirst, wrappers, specname apply)."""
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        self.pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
+
     def register_plugin(self, plugin: object, name: str | None = None) -> None:
-        """Register one plugin object and collect the commands it contributes."""
-        self.pm.register(plugin, name=name)
-        impl = getattr(plugin, "vshx_register_commands", None)
-        if impl is not None:
-            impl(register=self.registry.register)
+        """Register one plugin with its completers and commands: all of them or none."""
+        pm = self.pm
+        pm.register(plugin, name=name)
+        try:
+            pm.check_pending()
+            completers: dict[str, Callable[..., Iterable[Any]]] = {}
+
+            def add_completer(kind: str, function: Callable[..., Iterable[Any]]) -> None:
+                if kind in CORE_COMPLETERS or kind in self.completers or kind in completers:
+                    raise PluginError(f"completer {kind!r} is registered twice")
+                completers[kind] = function
+
+            self._call_on(plugin, "vshx_register_completers", register=add_completer)
+            commands: list[Command] = []
+            self._call_on(plugin, "vshx_register_commands", register=commands.append)
+            clashing = self.registry.clashes(commands)
+            if clashing:
+                raise PluginError(f"command name {clashing[0]!r} is registered twice")
+            for command in commands:
+                check_references(command, (*CORE_COMPLETERS, *self.completers, *completers))
+        except BaseException:
+            pm.unregister(plugin)
+            raise
+        self.completers.update(completers)
+        for command in commands:
+            self.registry.register(command)
+
+    def _entry_points(self) -> list[EntryPoint]:
+        if self._points is None:
+            from vshx.pluginhost.entrypoints import entry_points
+
+            blocked = {n.strip() for n in os.environ.get("VSHX_DISABLE_PLUGINS", "").split(",")}
+            points = [ep for ep in entry_points(ENTRY_POINT_GROUP) if ep.name not in blocked]
+            # vshx's own plugins first, as tox loads its internal ones: a third-party plugin
+            # cannot take a built-in command's name, whatever the order on sys.path
+            self._points = sorted(points, key=lambda ep: ep.distribution != "vshx")
+        return self._points
 
     def load_entry_points(self) -> None:
         """Load third-party and built-in plugins once; report a broken one in one line."""
@@ -87,10 +159,7 @@ class PluginHost:
         self._loaded_entry_points = True
         if os.environ.get("VSHX_DISABLE_PLUGIN_AUTOLOAD"):
             return
-        from vshx.pluginhost.entrypoints import entry_points
-
-        blocked = {n.strip() for n in os.environ.get("VSHX_DISABLE_PLUGINS", "").split(",")}
-        points = [ep for ep in entry_points(ENTRY_POINT_GROUP) if ep.name not in blocked]
+        points = self._entry_points()
         if self.specs_only:
             from vshx.pluginhost import spec_cache
 
@@ -106,7 +175,7 @@ class PluginHost:
             plugin_commands = [c for c in self.registry.commands() if c.name not in self._core]
             spec_cache.save(points, plugin_commands)
 
-    def _load(self, points: list) -> None:
+    def _load(self, points: list[EntryPoint]) -> None:
         import pluggy
 
         pm = self.pm
@@ -115,12 +184,9 @@ class PluginHost:
                 continue
             try:
                 self.register_plugin(ep.load(), name=ep.name)
-                pm.check_pending()
             except (Exception, pluggy.PluginValidationError) as exc:  # never stop the shell
                 self.broken.append(ep.name)
                 print(f"warning: plugin {ep.name!r} failed to load: {exc}", file=sys.stderr)
-                if pm.has_plugin(ep.name):
-                    pm.unregister(name=ep.name)
 
     def command(self, word: str) -> Command | None:
         """Find a command, loading plugins only when the core does not know the word."""
@@ -133,6 +199,33 @@ class PluginHost:
     def all_commands(self) -> list[Command]:
         self.load_entry_points()
         return self.registry.commands()
+
+    def completer(self, kind: str) -> Callable[..., Iterable[Any]] | None:
+        """A plugin's completion source; specs from the cache load the plugins' code here."""
+        self.load_entry_points()
+        if kind not in self.completers and self._pm is None:
+            for ep in self._entry_points():  # the specs came from the cache: code is needed now
+                try:
+                    plugin = ep.load()
+                    self.pm.register(plugin, name=ep.name)
+                    self._call_on(plugin, "vshx_register_completers", register=self._add)
+                except Exception:  # completion stays silent
+                    continue
+        return self.completers.get(kind)
+
+    def _add(self, kind: str, function: Callable[..., Iterable[Any]]) -> None:
+        self.completers.setdefault(kind, function)
+
+    # -- typed facades over pm.hook -------------------------------------------------------------
+    def preflight(self, session: object, target: object, plan: object) -> None:
+        self.load_entry_points()  # a plan is about to run: every plugin gets its say
+        if self._pm is not None:
+            self._pm.hook.vshx_preflight(session=session, target=target, plan=plan)
+
+    def plan_ready(self, session: object, command: Command, args: object, plan: object) -> None:
+        self.load_entry_points()
+        if self._pm is not None:
+            self._pm.hook.vshx_plan_ready(session=session, command=command, args=args, plan=plan)
 
     def command_finished(self, session: object, command: Command, status: int) -> None:
         if self._pm is not None:  # no plugin loaded: nobody listens

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from vshx import __version__
 from vshx.pluginhost.entrypoints import EntryPoint
@@ -76,10 +77,11 @@ def load(points: list[EntryPoint]) -> list[Command] | None:
         return None
     commands = []
     for raw in data["commands"]:
-        options = tuple(
-            Opt(**{k: tuple(v) if isinstance(v, list) else v for k, v in o.items()})
+        fields: list[dict[str, Any]] = [
+            {k: tuple(v) if isinstance(v, list) else v for k, v in o.items()}
             for o in raw["options"]
-        )
+        ]
+        options = tuple(Opt(**f) for f in fields)
         commands.append(
             Command(
                 raw["name"],

@@ -1,4 +1,5 @@
-"""The shell's own commands: connect, list, domblklist, chain, snapshot-list, help, exit.
+"""The shell's own commands: connect, list, domblklist, chain, snapshot-list, completion,
+help, exit.
 
 Part of the core (registered directly, without pluggy, to keep one-shot startup fast); they
 read the inventory but never change it.
@@ -9,26 +10,17 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from vshx.errors import UsageError
+from vshx.errors import ExitRequested, UsageError
+from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
+from vshx.shell.render import chain_document, render_chain, table, to_json
 from vshx.shell.spec import Args, Command, Opt
 from vshx.storage import virt
+from vshx.storage.paths import names_an_image
 
 if TYPE_CHECKING:
     from vshx.shell.session import Session
-    from vshx.storage.chain import Chain
 
-DOMAIN = Opt(
-    "domain", "domain name, id or uuid", "domain", positional=True, required=True, complete="domain"
-)
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    """A virsh-style table: a header, a rule, left-aligned columns."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = " " + "   ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header).rstrip(), "-" * (sum(widths) + 3 * len(widths))]
-    lines += [fmt.format(*r).rstrip() for r in rows]
-    return "\n".join(lines)
+SHELL_SCRIPTS = {"bash": "vshx.bash", "zsh": "_vshx", "fish": "vshx.fish"}
 
 
 def cmd_connect(session: Session, args: Args) -> None:
@@ -64,11 +56,14 @@ def cmd_list(session: Session, args: Args) -> None:
     ):
         return
     flags = 0 if args.all else libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
-    rows = []
-    for dom in sorted(
+    domains = sorted(
         session.conn.listAllDomains(flags), key=lambda d: (d.ID() < 0, d.ID(), d.name())
-    ):
-        rows.append([str(dom.ID()) if dom.ID() >= 0 else "-", dom.name(), virt.state_name(dom)])
+    )
+    rows = [[str(d.ID()) if d.ID() >= 0 else "-", d.name(), virt.state_name(d)] for d in domains]
+    if args.json:
+        keys = ("id", "name", "state")
+        session.print(to_json([dict(zip(keys, row, strict=True)) for row in rows]))
+        return
     session.print(table(rows, ["Id", "Name", "State"]))
 
 
@@ -78,34 +73,13 @@ def cmd_domblklist(session: Session, args: Args) -> None:
     ):
         return
     dom = virt.lookup_domain(session.conn, args.domain)
-    rows = [[d.target, d.source or "-"] for d in virt.domain_disks(dom)]
-    session.print(table(rows, ["Target", "Source"]))
-
-
-def render_chain(chain: Chain) -> str:
-    """The chain in arrow notation, then one line per layer with its sizes."""
-    from vshx.storage.chain import human_size
-
-    if chain.domain:
-        how = "running: live block jobs" if chain.live else "shut off: offline qemu-img"
-        head = f"{chain.domain} {chain.disk} ({how})"
-    else:
-        head = f"image {chain.active.path} (bare image: offline qemu-img)"
-    rows = []
-    for layer in chain.layers:
-        mark = "active" if layer.position == 0 else ("base" if layer is chain.bottom else "")
-        rows.append(
-            [
-                chain.ref_of(layer),
-                layer.path,
-                layer.format,
-                human_size(layer.virtual_size),
-                human_size(layer.allocated),
-                mark,
-            ]
+    disks = virt.domain_disks(dom)
+    if args.json:
+        session.print(
+            to_json([{"target": d.target, "source": d.source, "device": d.device} for d in disks])
         )
-    body = table(rows, ["Ref", "File", "Format", "Virtual", "Allocated", ""])
-    return f"{head}\n  {chain.arrows()}\n\n{body}"
+        return
+    session.print(table([[d.target, d.source or "-"] for d in disks], ["Target", "Source"]))
 
 
 def cmd_chain(session: Session, args: Args) -> None:
@@ -113,49 +87,82 @@ def cmd_chain(session: Session, args: Args) -> None:
 
     target = args.domain
     info = ["qemu-img", "info", "--backing-chain", "-U"]
-    if args.disk is None and (os.path.sep in target or os.path.isfile(target)):
+    if args.disk is None and names_an_image(target):
         if equivalent_first(session, args, "show the chain", [*info, os.path.abspath(target)]):
-            session.print(render_chain(image_chain(target)))
+            chains = [image_chain(target)]
+        else:
+            return
+    else:
+        dom = virt.lookup_domain(session.conn, target)
+        disks = (
+            [virt.find_disk(dom, args.disk)]
+            if args.disk
+            else [d for d in virt.domain_disks(dom) if d.device == "disk" and d.source]
+        )
+        if not equivalent_first(
+            session, args, "show the chain", *[[*info, d.source or ""] for d in disks]
+        ):
+            return
+        chains = [virt.domain_chain(dom, d.target) for d in disks]
+    if args.json:
+        documents = [chain_document(c) for c in chains]
+        session.print(to_json(documents[0] if args.disk or len(documents) == 1 else documents))
         return
-    dom = virt.lookup_domain(session.conn, target)
-    disks = (
-        [virt.find_disk(dom, args.disk)]
-        if args.disk
-        else [d for d in virt.domain_disks(dom) if d.device == "disk" and d.source]
-    )
-    argvs = [[*info, d.source or ""] for d in disks]
-    if equivalent_first(session, args, "show the chain", *argvs):
-        session.print("\n\n".join(render_chain(virt.domain_chain(dom, d.target)) for d in disks))
+    session.print("\n\n".join(render_chain(c) for c in chains))
 
 
 def cmd_snapshot_list(session: Session, args: Args) -> None:
-    import xml.etree.ElementTree as ET
+    import time
+
+    from vshx.storage.snapshots import domain_snapshots
 
     dom = virt.lookup_domain(session.conn, args.domain)
     if not equivalent_first(
         session, args, "list snapshots", virsh(session.uri, "snapshot-list", dom.name(), "--parent")
     ):
         return
-    rows = []
-    for snap in dom.listAllSnapshots(0):
-        root = ET.fromstring(snap.getXMLDesc(0))
-        parent = root.findtext("./parent/name") or ""
-        files = [
-            d.find("source").get("file", "")
-            for d in root.findall("./disks/disk")
-            if d.find("source") is not None
-        ]
-        rows.append(
-            [
-                snap.getName(),
-                root.findtext("creationTime") or "",
-                root.findtext("state") or "",
-                parent,
-                " ".join(files),
-            ]
+    snapshots = sorted(domain_snapshots(dom), key=lambda s: (s.created, s.name))
+    if args.json:
+        session.print(
+            to_json(
+                [
+                    {
+                        "name": s.name,
+                        "created": s.created,
+                        "state": s.state,
+                        "parent": s.parent,
+                        "files": s.files,
+                    }
+                    for s in snapshots
+                ]
+            )
         )
-    rows.sort(key=lambda r: (int(r[1] or 0), r[0]))
+        return
+    rows = [
+        [
+            s.name,
+            time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(s.created)),
+            s.state,
+            s.parent or "",
+            " ".join(s.files),
+        ]
+        for s in snapshots
+    ]
     session.print(table(rows, ["Name", "Creation Time", "State", "Parent", "Files"]))
+
+
+def completion_script(shell: str) -> str:
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "completion", "scripts")
+    with open(os.path.join(path, SHELL_SCRIPTS[shell]), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def cmd_completion(session: Session, args: Args) -> None:
+    if args.shell not in SHELL_SCRIPTS:
+        raise UsageError(
+            f"no completion script for {args.shell!r}", f"choose one of: {', '.join(SHELL_SCRIPTS)}"
+        )
+    session.out.write(completion_script(args.shell))
 
 
 def cmd_help(session: Session, args: Args) -> None:
@@ -174,8 +181,9 @@ def cmd_help(session: Session, args: Args) -> None:
             alias = f" (alias: {', '.join(command.aliases)})" if command.aliases else ""
             session.print(f"    {command.name:<18}{command.help}{alias}")
     session.print(
-        "\nhelp COMMAND shows a command's options. Every command but connect, help and exit "
-        "takes --dry-run (print the equivalent virsh/qemu-img commands) and --teach."
+        "\nhelp COMMAND shows a command's options. Commands marked with --dry-run in their "
+        "help print the equivalent virsh/qemu-img commands instead of running; --teach prints "
+        "them as they run."
     )
 
 
@@ -195,8 +203,6 @@ def help_text(command: Command) -> str:
 
 
 def cmd_exit(session: Session, args: Args) -> None:
-    from vshx.shell.session import ExitRequested
-
     raise ExitRequested()
 
 
@@ -223,46 +229,46 @@ BUILTINS = [
         "list",
         "list domains",
         cmd_list,
-        (Opt("all", "include inactive domains"),),
+        (Opt("all", "include inactive domains"), JSON),
         group="inventory",
     ),
     Command(
         "domblklist",
         "list the disks of a domain",
         cmd_domblklist,
-        (DOMAIN,),
+        (DOMAIN, JSON),
         group="inventory",
     ),
     Command(
         "chain",
         "draw the backing chain of a domain's disk or of an image file",
         cmd_chain,
-        (
-            Opt(
-                "domain",
-                "domain (or an image path)",
-                "domain|image",
-                positional=True,
-                required=True,
-                complete="domain_or_image",
-            ),
-            Opt(
-                "disk",
-                "disk target (default: every disk)",
-                "disk",
-                positional=True,
-                complete="disk",
-                aliases=("path",),
-            ),
-        ),
+        (DOMAIN_OR_IMAGE, DISK._replace(help="disk target (default: every disk)"), JSON),
         group="inventory",
     ),
     Command(
         "snapshot-list",
         "list a domain's libvirt snapshots with their disk files",
         cmd_snapshot_list,
-        (DOMAIN,),
+        (DOMAIN, JSON),
         group="inventory",
+    ),
+    Command(
+        "completion",
+        "print the bash, zsh or fish completion script (source <(vshx completion bash))",
+        cmd_completion,
+        (
+            Opt(
+                "shell",
+                "bash, zsh or fish",
+                "shell",
+                positional=True,
+                required=True,
+                complete="shell",
+            ),
+        ),
+        group="general",
+        common=False,
     ),
     Command(
         "help",

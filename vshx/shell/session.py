@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, VshxError
+from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ExitRequested, UsageError, VshxError
 from vshx.pluginhost.host import PluginHost
 from vshx.shell import lexer
 from vshx.shell.spec import Args, Command, parse
@@ -28,10 +28,6 @@ DEFAULT_URI = "qemu:///system"
 
 def default_uri() -> str:
     return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
-
-
-class ExitRequested(Exception):
-    """Raised by the exit command; front ends stop reading lines."""
 
 
 class Session:
@@ -66,6 +62,7 @@ class Session:
         self._conn_has_events = False
         self.need_events = True  # one-shot read-only commands turn this off (faster start)
         self._inventory: Inventory | None = None
+        self.command: Command | None = None  # the command running now, for plan hooks
 
     # -- connection ---------------------------------------------------------------------
     @property
@@ -158,8 +155,6 @@ class Session:
 
     def run_words(self, words: Sequence[str], where: str = "") -> int:
         """Run one command given as words; every user-caused failure becomes error:/hint:."""
-        import libvirt
-
         command: Command | None = None
         args: Args = Args()
         status = EXIT_FAILED
@@ -167,7 +162,10 @@ class Session:
             command = self.host.command(words[0])
             if command is None:
                 raise UsageError(f"unknown command {words[0]!r}", "type 'help' for the commands")
+            if any("\0" in word for word in words):
+                raise UsageError("a NUL byte cannot be part of an argument", "remove it")
             args = parse(command, words[1:])
+            self.command = command
             result = command.run(self, args)
             status = EXIT_OK if result is None else int(result)
         except (ExitRequested, BrokenPipeError):
@@ -175,14 +173,16 @@ class Session:
         except VshxError as exc:
             self.report(exc, where)
             status = exc.exit_code
-        except libvirt.libvirtError as exc:
-            self.report(VshxError(exc.get_error_message() or str(exc)), where)
         except OSError as exc:
             name = f" {exc.filename!r}" if exc.filename else ""
             self.report(VshxError(f"{exc.strerror or exc}{name}"), where)
         except KeyboardInterrupt:
             self.report(VshxError("interrupted"), where)
         except Exception as exc:  # a bug in vshx or a plugin: one line, traceback on request
+            libvirt = sys.modules.get("libvirt")  # imported only by commands that used it
+            if libvirt is not None and isinstance(exc, libvirt.libvirtError):
+                self.report(VshxError(exc.get_error_message() or str(exc)), where)
+                return self._finished(command, args, EXIT_FAILED)
             if os.environ.get("VSHX_DEBUG"):
                 raise
             name = command.name if command else words[0]
@@ -193,6 +193,10 @@ class Session:
                 ),
                 where,
             )
+        return self._finished(command, args, status)
+
+    def _finished(self, command: Command | None, args: Args, status: int) -> int:
+        self.command = None
         if command is not None and status != EXIT_USAGE:
             if command.changes:
                 self.forget_inventory(args.get("domain") if status == EXIT_OK else None)
@@ -215,17 +219,6 @@ class Session:
 
     def run_plan(self, plan: Plan, args: Args) -> bool:
         """Print the plan (--dry-run) or execute its steps; True when the steps ran."""
-        if self.planning_only(args):
-            self.out.write(plan.script())
-            self.out.flush()
-            return False
-        teach = self.teaching(args)
-        if plan.method:
-            self.info(f"{plan.title}: {plan.method}")
-        for step in plan.steps:
-            if teach:
-                self.print(f"# {step.description}")
-                self.print(step.equivalent())
-                self.out.flush()
-            step.run()
-        return True
+        from vshx.plans.runner import run_plan
+
+        return run_plan(self, plan, args)

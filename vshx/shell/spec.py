@@ -212,9 +212,16 @@ def parse(command: Command, tokens: Sequence[str]) -> Args:
     return args
 
 
+LARGEST = 2**31 - 1  # MiB/s, seconds: more than any real bandwidth or timeout
+
+
 def non_negative_int(text: str) -> int:
-    """Convert an option value that must be a whole number >= 0."""
+    """Convert an option value that must be a whole number from 0 to 2**31-1."""
+    if len(text) > 12:
+        raise ValueError(f"must be at most {LARGEST}")
     value = int(text)
     if value < 0:
         raise ValueError("must not be negative")
+    if value > LARGEST:
+        raise ValueError(f"must be at most {LARGEST}")
     return value

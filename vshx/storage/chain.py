@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vshx.errors import VshxError
+from vshx.errors import UsageError, VshxError
 from vshx.storage import qemuimg
 
 INDEX_REF = re.compile(r"^(?P<disk>[A-Za-z0-9_.-]+)\[(?P<index>\d+)\]$")
@@ -106,6 +106,8 @@ class Chain:
 
     def resolve(self, ref: str) -> Layer:
         """Find a layer by path, name as written in the chain, file stem, or vda[N]."""
+        if not ref:
+            raise UsageError("an empty layer REF names no layer", f"the chain is: {self.listing()}")
         match = INDEX_REF.match(ref)
         if match and (self.disk is None or match["disk"] == self.disk):
             number = int(match["index"])

@@ -9,13 +9,18 @@ from typing import Any
 
 from vshx.errors import VshxError
 
+PACKAGES = {"qemu-img": "qemu-utils", "qemu-io": "qemu-utils", "virsh": "libvirt-clients"}
+
 
 def run(argv: Sequence[str], stdin: str | None = None) -> str:
     """Run a command (never through a shell); return stdout or raise VshxError with its stderr."""
     try:
         proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:
-        raise VshxError(f"{argv[0]} is not installed", "run: make bootstrap") from exc
+        raise VshxError(
+            f"{argv[0]} is not installed",
+            f"install the Debian package {PACKAGES.get(argv[0], argv[0])}",
+        ) from exc
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         raise VshxError(

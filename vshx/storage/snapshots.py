@@ -6,6 +6,7 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from vshx.errors import VshxError
 from vshx.storage import virt
 from vshx.storage.chain import Chain, canonical
 from vshx.storage.libvirt_lazy import libvirt
@@ -19,6 +20,8 @@ class SnapshotInfo:
     files: list[str] = field(default_factory=list)
     has_memory: bool = False
     parent: str | None = None
+    created: int = 0  # seconds since the epoch, as libvirt records it
+    state: str = ""
     snapshot: libvirt.virDomainSnapshot | None = None
 
 
@@ -36,7 +39,15 @@ def domain_snapshots(dom: libvirt.virDomain) -> list[SnapshotInfo]:
             root.findtext("state") not in ("disk-snapshot", "shutoff")
         )
         found.append(
-            SnapshotInfo(snap.getName(), files, has_memory, root.findtext("./parent/name"), snap)
+            SnapshotInfo(
+                snap.getName(),
+                files,
+                has_memory,
+                root.findtext("./parent/name"),
+                int(root.findtext("creationTime") or 0),
+                root.findtext("state") or "",
+                snap,
+            )
         )
     return found
 
@@ -45,6 +56,8 @@ def current_chain_files(dom: libvirt.virDomain, known: Chain | None = None) -> s
     """Canonical paths of every layer of every disk of the domain, as it is now.
 
     ``known``: a chain the caller has just read, so that disk is not read again.
+    Fails closed: a chain that cannot be read raises, because every file it would have named
+    would otherwise look merged away (and its snapshots stale).
     """
     files: set[str] = {layer.canonical for layer in known.layers} if known else set()
     for disk in virt.domain_disks(dom):
@@ -52,9 +65,12 @@ def current_chain_files(dom: libvirt.virDomain, known: Chain | None = None) -> s
             continue
         try:
             chain = virt.domain_chain(dom, disk.target)
-        except Exception:  # an unreadable disk must not hide the others
-            files.add(canonical(disk.source))
-            continue
+        except VshxError as exc:
+            raise VshxError(
+                f"cannot read the chain of {dom.name()} disk {disk.target}: {exc.message}",
+                "no snapshot is judged stale while a chain is unreadable; repair or restore "
+                "the layer (qemu-img check), then run the command again",
+            ) from exc
         files |= {layer.canonical for layer in chain.layers}
     return files
 

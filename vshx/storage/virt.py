@@ -41,19 +41,44 @@ def _run_event_loop() -> None:
         libvirt.virEventRunDefaultImpl()
 
 
+KEEPALIVE_INTERVAL = 2  # seconds between keepalive probes
+KEEPALIVE_COUNT = 3  # unanswered probes before libvirt closes the connection (~8 s)
+CONNECT_TIMEOUT = 10.0  # seconds a daemon may take to accept a connection
+
+
 def open_connection(uri: str, events: bool = True) -> libvirt.virConnect:
-    """Open a connection; with ``events`` it can deliver block-job and lifecycle events."""
+    """Open a connection; with ``events`` it can deliver block-job and lifecycle events and
+    uses keepalive, so a daemon that stops answering is an error within seconds, not a hang."""
     if events:
         ensure_event_loop()
     else:
         libvirt.registerErrorHandler(_ignore_libvirt_errors, None)
-    try:
-        return libvirt.open(uri)
-    except libvirt.libvirtError as exc:
+    opened: list[libvirt.virConnect] = []
+    failed: list[libvirt.libvirtError] = []
+
+    def connect() -> None:  # in a thread: a frozen daemon accepts, then never answers
+        try:
+            opened.append(libvirt.open(uri))
+        except libvirt.libvirtError as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=connect, name="libvirt-connect", daemon=True)
+    worker.start()
+    worker.join(CONNECT_TIMEOUT)
+    if failed or not opened:
+        why = failed[0].get_error_message() if failed else f"no answer in {CONNECT_TIMEOUT:.0f} s"
         raise VshxError(
-            f"cannot connect to {uri}: {exc.get_error_message()}",
-            "is libvirtd running? `make bootstrap` starts it (or: virtlogd -d; libvirtd -d)",
-        ) from exc
+            f"cannot connect to {uri}: {why}",
+            "is libvirtd running and answering? as root: virtlogd -d; libvirtd -d (Debian "
+            "packages libvirt-daemon-system or libvirt-daemon libvirt-daemon-driver-qemu)",
+        )
+    conn = opened[0]
+    if events:
+        try:
+            conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        except libvirt.libvirtError:
+            pass  # a local driver without keepalive (test:///) needs none
+    return conn
 
 
 def lookup_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
@@ -69,6 +94,21 @@ def lookup_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
         except libvirt.libvirtError:
             continue
     raise VshxError(f"domain {name!r} not found", "list them with: list --all")
+
+
+def domains_with_disks(
+    conn: libvirt.virConnect, flags: int = 0
+) -> list[tuple[libvirt.virDomain, list[chains.DiskSource]]]:
+    """Every domain with its disks; one undefined while we look is skipped, not an error
+    (a busy host defines and undefines domains all the time)."""
+    found = []
+    for dom in conn.listAllDomains(flags):
+        try:
+            found.append((dom, domain_disks(dom)))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return found
 
 
 def is_running(dom: libvirt.virDomain) -> bool:
@@ -124,7 +164,12 @@ def domain_chain(dom: libvirt.virDomain, target: str) -> chains.Chain:
 
 
 def block_job_info(dom: libvirt.virDomain, disk: str) -> dict[str, int]:
+    """The disk's block job, {} when there is none; an error when libvirt cannot say."""
     try:
         return dom.blockJobInfo(disk, 0) or {}
-    except libvirt.libvirtError:
-        return {}
+    except libvirt.libvirtError as exc:
+        raise VshxError(
+            f"cannot ask libvirt about block jobs on {dom.name()} {disk}: "
+            f"{exc.get_error_message()}",
+            "nothing was changed; try again when libvirtd answers",
+        ) from exc

@@ -1,6 +1,6 @@
 # bash completion for vshx: a thin wrapper around `vshx complete`, which knows the commands,
-# options, domains, disks and chain layers.  Install: source this file from ~/.bashrc, or copy
-# it to /usr/share/bash-completion/completions/vshx (make demo does the latter).
+# options, domains, disks and chain layers.  Install: eval "$(vshx completion bash)" in
+# ~/.bashrc, or vshx completion bash > /usr/share/bash-completion/completions/vshx
 _vshx() {
     local cur=${COMP_WORDS[COMP_CWORD]}
     local line=${COMP_LINE:0:COMP_POINT}

@@ -1,0 +1,96 @@
+"""The public API for plugin authors: import from here; nothing else in vshx is promised.
+
+Besides the types, it offers the shared merge machinery as namespaces (``preflight``,
+``verify``), storage access (``virt``, ``qemuimg``, ``snapshots``) and libvirt itself,
+imported on first use.
+
+    from vshx import api
+
+    @api.hookimpl
+    def vshx_register_commands(register):
+        register(api.Command("hello", "say hello", run, (api.Opt("who", "whom", "name"),)))
+"""
+
+from vshx.errors import UsageError, VshxError
+from vshx.merging import preflight, verify
+from vshx.merging.common import (
+    BANDWIDTH,
+    BASE,
+    FORCE,
+    JOB_OPTIONS,
+    check_merge,
+    delete_steps,
+    job_flags_argv,
+    live_job_step,
+    offline_domain_note,
+    report_after_merge,
+)
+from vshx.merging.target import Target, load_target, refuse_interrupted
+from vshx.merging.verify import first_visible_difference
+from vshx.plans import journal
+from vshx.plans.plan import Plan, Step, virsh
+from vshx.pluginhost.hookspecs import commands_hook, hookimpl
+from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
+from vshx.shell.render import render_chain, table
+from vshx.shell.session import Session
+from vshx.shell.spec import Args, Command, Opt, non_negative_int
+from vshx.storage import qemuimg, snapshots, virt
+from vshx.storage.chain import Chain, Layer, canonical, human_size, image_chain
+from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.snapshots import (
+    SnapshotInfo,
+    current_chain_files,
+    domain_snapshots,
+    stale_reason,
+)
+
+__all__ = [
+    "first_visible_difference",
+    "stale_reason",
+    "domain_snapshots",
+    "current_chain_files",
+    "SnapshotInfo",
+    "BANDWIDTH",
+    "BASE",
+    "DISK",
+    "DOMAIN",
+    "DOMAIN_OR_IMAGE",
+    "FORCE",
+    "JOB_OPTIONS",
+    "JSON",
+    "Args",
+    "Chain",
+    "Command",
+    "Layer",
+    "Opt",
+    "Plan",
+    "Session",
+    "Step",
+    "Target",
+    "UsageError",
+    "VshxError",
+    "canonical",
+    "check_merge",
+    "commands_hook",
+    "delete_steps",
+    "hookimpl",
+    "human_size",
+    "image_chain",
+    "job_flags_argv",
+    "journal",
+    "libvirt",
+    "live_job_step",
+    "load_target",
+    "non_negative_int",
+    "offline_domain_note",
+    "preflight",
+    "qemuimg",
+    "refuse_interrupted",
+    "render_chain",
+    "report_after_merge",
+    "snapshots",
+    "table",
+    "verify",
+    "virsh",
+    "virt",
+]

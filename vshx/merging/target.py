@@ -1,0 +1,72 @@
+"""What a merge command works on: a domain's disk or a bare image, with its chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vshx.errors import VshxError
+from vshx.storage import virt
+from vshx.storage.chain import Chain, image_chain
+from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.paths import names_an_image
+
+if TYPE_CHECKING:
+    from vshx.shell.session import Session
+
+
+@dataclass
+class Target:
+    """What a merge command works on: a domain's disk or a bare image, with its chain."""
+
+    chain: Chain
+    dom: libvirt.virDomain | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.chain.live
+
+    @property
+    def method(self) -> str:
+        if self.dom is None:
+            return "offline: qemu-img on a bare image"
+        if self.live:
+            return "live: libvirt block job on the running domain"
+        return "offline: qemu-img (the domain is shut off)"
+
+
+def load_target(
+    session: Session, domain_or_image: str, disk: str | None, *, journal_ok: bool = False
+) -> Target:
+    """Resolve DOMAIN DISK (or a bare IMAGE) to its chain; a bare image may not be in use.
+
+    An interrupted earlier operation on it is refused (``recover`` passes ``journal_ok``).
+    """
+    if disk is None and names_an_image(domain_or_image):
+        target = Target(image_chain(domain_or_image))
+    elif disk is None:
+        raise VshxError(
+            f"which disk of {domain_or_image!r}?", f"give the disk too, e.g. {domain_or_image} vda"
+        )
+    else:
+        dom = virt.lookup_domain(session.conn, domain_or_image)
+        target = Target(virt.domain_chain(dom, disk), dom)
+    if not journal_ok:
+        refuse_interrupted(target)
+    return target
+
+
+def refuse_interrupted(target: Target) -> None:
+    """Nothing new starts on a disk or image whose last operation did not finish."""
+    from vshx.plans import journal
+
+    entry = journal.read(target)
+    if entry is None:
+        return
+    name = target.chain.domain or target.chain.active.path
+    where = f"{target.chain.domain} {entry.get('disk') or ''}".strip() if target.dom else name
+    jobs = f"vshx jobs {target.chain.domain}" if target.chain.domain else "vshx jobs"
+    raise VshxError(
+        f"an earlier vshx operation on {name} did not finish: {entry.describe()}",
+        f"see it with: {jobs}; resolve it with: vshx recover {where}",
+    )

@@ -1,0 +1,130 @@
+"""The journal: before each changing step, what vshx is doing, where it survives vshx.
+
+For a domain it lives in the domain's own metadata under vshx's namespace (so it travels with
+the domain and outlives a killed vshx, a reboot of the host, a lost connection); for a bare
+image, in a state file under ``$XDG_STATE_HOME/vshx/journal``.  A finished plan clears it; an
+interrupted one leaves it for every later command to report and for ``recover`` to resolve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING, Any
+
+from vshx.storage.libvirt_lazy import libvirt
+
+if TYPE_CHECKING:
+    from vshx.merging.target import Target
+    from vshx.plans.plan import Plan
+
+NS = "https://vshx.invalid/journal"
+KEY = "vshx"
+
+
+class Entry(dict[str, Any]):
+    """One journal record: plan title, step number and text, disk, intent (pivot or not)."""
+
+    def describe(self) -> str:
+        return (
+            f"{self.get('plan', '?')!s}, stopped at step {self.get('step', '?')}/"
+            f"{self.get('steps', '?')} ({self.get('what', '?')}) by pid {self.get('pid', '?')} "
+            f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(self.get('time', 0))))}"
+        )
+
+
+def _flags(dom: libvirt.virDomain) -> int:
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0
+    if dom.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    return flags
+
+
+def state_file(image: str) -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    digest = hashlib.sha256(os.path.realpath(image).encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(base, "vshx", "journal", f"{digest[:32]}.json")
+
+
+def write(target: Target, plan: Plan, number: int) -> None:
+    """Record that step ``number`` of ``plan`` is about to run."""
+    step = plan.steps[number - 1]
+    entry = {
+        "plan": plan.title,
+        "step": number,
+        "steps": len(plan.steps),
+        "what": step.description,
+        "disk": target.chain.disk or "",
+        "image": target.chain.active.path,
+        "pivot": "yes" if plan.intent.get("pivot") else "no",
+        "pid": os.getpid(),
+        "time": f"{time.time():.0f}",
+    }
+    if target.dom is None:
+        path = state_file(target.chain.active.path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(entry, handle)
+        os.replace(tmp, path)
+        return
+    node = ET.Element("journal", {k: str(v) for k, v in entry.items()})
+    target.dom.setMetadata(
+        libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+        ET.tostring(node, encoding="unicode"),
+        KEY,
+        NS,
+        _flags(target.dom),
+    )
+
+
+def clear_domain(dom: libvirt.virDomain) -> None:
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, NS, _flags(dom))
+
+
+def clear(target: Target) -> None:
+    if target.dom is not None:
+        clear_domain(target.dom)
+        return
+    try:
+        os.unlink(state_file(target.chain.active.path))
+    except FileNotFoundError:
+        pass
+
+
+def read_domain(dom: libvirt.virDomain) -> Entry | None:
+    """The domain's journal entry; None when there is none.  Live state first, then config."""
+    for flags in (libvirt.VIR_DOMAIN_AFFECT_CURRENT, libvirt.VIR_DOMAIN_AFFECT_CONFIG):
+        try:
+            text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, flags)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (
+                libvirt.VIR_ERR_NO_DOMAIN_METADATA,
+                libvirt.VIR_ERR_OPERATION_INVALID,
+                libvirt.VIR_ERR_INVALID_ARG,
+            ):
+                continue
+            raise
+        return Entry(ET.fromstring(text).attrib)
+    return None
+
+
+def read_image(image: str) -> Entry | None:
+    try:
+        with open(state_file(image), encoding="utf-8") as handle:
+            return Entry(json.load(handle))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return Entry(plan="unreadable journal", step="?", what=state_file(image))
+
+
+def read(target: Target) -> Entry | None:
+    if target.dom is not None:
+        return read_domain(target.dom)
+    return read_image(target.chain.active.path)

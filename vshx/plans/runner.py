@@ -1,0 +1,55 @@
+"""Running a Plan: plugins' last word, then print it (--dry-run) or execute its Steps.
+
+The same Plan object is what plugins inspect, what ``--dry-run`` prints and what runs, so no
+hook, no printout and no execution can disagree about what happens.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vshx.errors import VshxError
+from vshx.plans import journal
+from vshx.plans.plan import comment
+
+if TYPE_CHECKING:
+    from vshx.plans.plan import Plan
+    from vshx.shell.session import Session
+    from vshx.shell.spec import Args
+
+
+def run_plan(session: Session, plan: Plan, args: Args) -> bool:
+    """Print the plan (--dry-run) or execute its steps; True when the steps ran.
+
+    Plugins see it first: ``vshx_preflight`` for plans on a disk or image, then
+    ``vshx_plan_ready``; either may refuse by raising VshxError, before anything changed.
+    """
+    host = session.host
+    if plan.target is not None:
+        host.preflight(session, plan.target, plan)
+    if session.command is not None:
+        host.plan_ready(session, session.command, args, plan)
+    if session.planning_only(args):
+        session.out.write(plan.script())
+        session.out.flush()
+        return False
+    teach = session.teaching(args)
+    if plan.method:
+        session.info(f"{plan.title}: {plan.method}")
+    target = plan.target
+    for number, step in enumerate(plan.steps, 1):
+        if teach:
+            session.print(comment(step.description))
+            session.print(step.equivalent())
+            session.out.flush()
+        if target is not None:
+            journal.write(target, plan, number)
+        try:
+            step.run()
+        except VshxError as exc:
+            if target is not None and exc.clean:
+                journal.clear(target)  # the step left things as they were: nothing to recover
+            raise
+    if target is not None:
+        journal.clear(target)
+    return True
