@@ -199,3 +199,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if DAEMON_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.libvirt)
+
+
+def daemon_answers() -> bool:
+    """Ask the socket, not pgrep: a killed libvirtd can linger as a zombie here."""
+    try:
+        proc = subprocess.run(["virsh", "-c", URI, "uri"], capture_output=True, timeout=5)
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0
+
+
+def ensure_daemon() -> None:
+    """Bring virtlogd/libvirtd back after a test stopped or killed them."""
+    import time
+
+    for _ in range(150):
+        if daemon_answers():
+            return
+        for daemon in ("virtlogd", "libvirtd"):
+            alive = subprocess.run(["pgrep", "-x", "-r", "R,S,D", daemon], capture_output=True)
+            if alive.returncode != 0:
+                subprocess.run([daemon, "-d"], capture_output=True)
+        time.sleep(0.2)
+    raise RuntimeError("libvirtd does not answer again")

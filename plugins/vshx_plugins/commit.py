@@ -7,12 +7,15 @@ Shut-off domain or bare image: ``qemu-img commit -b BASE TOP`` and then an unsaf
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vshx.api import (
     BASE,
     DISK,
     DOMAIN_OR_IMAGE,
     FORCE,
     JOB_OPTIONS,
+    SCAN,
     Args,
     Command,
     Layer,
@@ -34,6 +37,7 @@ from vshx.api import (
     preflight,
     report_after_merge,
     virsh,
+    virt,
 )
 
 
@@ -197,11 +201,31 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
             Step(
                 f"switch {dom.name()} {disk} to {base.name} in the persistent definition",
                 virsh(session.uri, "update-device", dom.name(), "/dev/stdin", "--config"),
-                action=lambda: dom.updateDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG),
+                action=switch_unless_started(dom, disk, xml, disk_xml(dom, disk, top), top),
                 stdin=xml,
             )
         )
     return plan
+
+
+def switch_unless_started(
+    dom: libvirt.virDomain, disk: str, new_xml: str, old_xml: str, top: Layer
+) -> Callable[[], None]:
+    """Switch the persistent disk source, then look again: a domain that started in between
+    runs on the old top, so its definition goes back to the old top (its writes live there)."""
+
+    def action() -> None:
+        dom.updateDeviceFlags(new_xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        if dom.isActive() and virt.find_disk(dom, disk).source == top.path:
+            dom.updateDeviceFlags(old_xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            raise VshxError(
+                f"{dom.name()} was started while the offline plan ran; its definition stays on "
+                f"{top.name}, which it now writes",
+                "nothing was deleted and the guest lost nothing; commit again once it is shut "
+                "off, or live: vshx commit DOMAIN DISK --active --pivot",
+            )
+
+    return action
 
 
 def cmd_commit(session: Session, args: Args) -> None:
@@ -259,6 +283,7 @@ COMMANDS = [
             ),
             *JOB_OPTIONS,
             FORCE,
+            SCAN,
         ),
         aliases=("blockcommit",),
         changes=True,

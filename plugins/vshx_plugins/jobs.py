@@ -37,7 +37,6 @@ from vshx.api import (
     DOMAIN as DOMAIN_OPT,
 )
 
-JOB_TYPES = {1: "pull", 2: "copy", 3: "commit", 4: "active commit", 5: "backup"}
 PIVOTABLE = {"copy", "active commit"}
 SETTLE_SECONDS = 60
 
@@ -66,7 +65,7 @@ def disk_jobs(dom: libvirt.virDomain) -> list[dict[str, object]]:
             {
                 "domain": dom.name(),
                 "disk": disk.target,
-                "type": JOB_TYPES.get(info.get("type", 0), f"type {info.get('type')}"),
+                "type": virt.JOB_TYPES.get(info.get("type", 0), f"type {info.get('type')}"),
                 "progress": round(100 * info.get("cur", 0) / end, 1) if end else 0.0,
                 "ready": mirror_ready(xml, disk.target),
             }

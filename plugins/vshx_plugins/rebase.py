@@ -13,6 +13,7 @@ import os
 from vshx.api import (
     DISK,
     FORCE,
+    SCAN,
     Args,
     Chain,
     Command,
@@ -212,6 +213,7 @@ COMMANDS = [
             ),
             Opt("keep-relative", "write a relative backing file name"),
             FORCE,
+            SCAN,
         ),
         group="merge",
         changes=True,

@@ -13,6 +13,7 @@ import os
 from vshx.api import (
     DOMAIN,
     FORCE,
+    SCAN,
     Args,
     Chain,
     Command,
@@ -106,6 +107,7 @@ COMMANDS = [
             DOMAIN,
             Opt("delete-files", "also remove merged-away files that nothing else uses"),
             FORCE,
+            SCAN,
         ),
         group="merge",
         changes=True,

@@ -81,8 +81,7 @@ def run_file(session: Session, path: str, echo: bool = False) -> int:
         session.report(
             VshxError(
                 f"{path}:{line}: the script is not UTF-8 text (byte 0x{exc.object[exc.start]:02x})",
-                "vshx scripts are UTF-8; a file name with other bytes is named in the script "
-                "with $'\\xNN' quoting",
+                "save the script as UTF-8 text",
             )
         )
         return EXIT_FAILED

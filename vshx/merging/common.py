@@ -31,6 +31,12 @@ TIMEOUT = Opt(
 )
 ASYNC = Opt("async", "start the block job and return without waiting")
 FORCE = Opt("force", "go ahead although other images or domains use a file that changes")
+SCAN = Opt(
+    "scan",
+    "also look in this directory for images whose chains use the files that change",
+    "dir",
+    complete="directory",
+)
 KEEP_RELATIVE = Opt("keep-relative", "write relative backing file names")
 JOB_OPTIONS = (KEEP_RELATIVE, BANDWIDTH, BYTES, TIMEOUT, ASYNC)
 

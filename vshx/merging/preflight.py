@@ -16,7 +16,6 @@ from vshx.merging.target import Target
 from vshx.storage import virt
 from vshx.storage.chain import Chain, Layer, canonical, human_size
 from vshx.storage.libvirt_lazy import libvirt
-from vshx.storage.paths import has_image_suffix
 
 if TYPE_CHECKING:
     from vshx.shell.session import Session
@@ -50,46 +49,70 @@ def _chain_paths(path: str) -> list[str]:
 class UsageIndex:
     """Who names which files in their chains, gathered once per command.
 
-    Other domains' disks, storage pool volumes, and (per directory, on first need) image files
-    beside the file asked about.  A command asking about several files (``--delete``) lists
-    domains, pools and directories once instead of once per file.
+    Scanned: every domain's disks with their whole chains; every storage pool, active or not
+    (an active pool's volumes with their whole chains, and the target directory of each);
+    every qcow2 image, whatever its name, in the directories libvirt knows of (pool targets,
+    the directories of every domain disk), the chain's own directory and ``--scan DIR``.  Not
+    scanned: other directories, other hosts sharing the storage, images on other URIs.
+    A directory or pool that cannot be read makes the scan refuse (fail closed).
     """
 
     def __init__(self, session: Session, ours: Chain, going: set[str] | None = None) -> None:
         self.mine = {layer.canonical for layer in ours.layers}
         self.domains: list[tuple[str, list[str]]] = []
         self.sources: set[str] = set()  # domain disk sources, not to be named twice as images
+        directories = {os.path.dirname(layer.canonical) for layer in ours.layers}
         for dom, disks in virt.domains_with_disks(session.conn):
             for disk in disks:
-                if dom.name() == ours.domain and disk.target == ours.disk:
-                    continue
                 if not disk.source or disk.device not in ("disk", "cdrom"):
                     continue
+                directories.add(os.path.dirname(canonical(disk.source)))
+                if dom.name() == ours.domain and disk.target == ours.disk:
+                    continue
                 paths = [canonical(disk.source)] + [canonical(p) for p, _f, _i in disk.backing]
-                if not disk.backing and os.path.exists(disk.source):
-                    paths = _chain_paths(disk.source) or paths
+                if os.path.exists(disk.source):
+                    paths = list(dict.fromkeys(paths + _chain_paths(disk.source)))
                 self.domains.append(
                     (f"domain {dom.name()} disk {disk.target} ({disk.source})", paths)
                 )
                 self.sources.add(canonical(disk.source))
-        self.pools = _pool_backings(session, self.mine)
         # this domain's merged-away layers are no users, except when deciding a deletion:
         # then only the files deleted together pass each other over
         self.passed_over = _own_snapshot_files(session, ours) if going is None else going
-        self._directories: dict[str, list[tuple[str, list[str]]]] = {}
+        skip = self.mine | self.passed_over | self.sources
+        self.pools, pool_dirs = _pool_chains(session, skip)
+        scan = session.args.get("scan") if session.args else None
+        self.directories = sorted(directories | pool_dirs | ({canonical(scan)} if scan else set()))
+        self._images: list[tuple[str, list[str]]] | None = None
 
-    def _images(self, directory: str) -> list[tuple[str, list[str]]]:
-        if directory not in self._directories:
+    def images(self) -> list[tuple[str, list[str]]]:
+        """qcow2 images (by header, any file name) in every scanned directory."""
+        if self._images is None:
             skip = self.mine | self.passed_over | self.sources
             found = []
-            for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
-                candidate = os.path.join(directory, name)
-                if not has_image_suffix(name) or canonical(candidate) in skip:
+            for directory in self.directories:
+                try:
+                    names = sorted(os.listdir(directory))
+                except FileNotFoundError:
                     continue
-                if os.path.isfile(candidate):
+                except OSError as exc:
+                    raise VshxError(
+                        f"cannot scan {directory} for images that use this chain: {exc.strerror}",
+                        "vshx refuses what it cannot check; fix the permissions or --force",
+                    ) from exc
+                for name in names:
+                    candidate = os.path.join(directory, name)
+                    if canonical(candidate) in skip or not _is_qcow2(candidate):
+                        continue
                     found.append((f"image {candidate}", _chain_paths(candidate)[1:]))
-            self._directories[directory] = found
-        return self._directories[directory]
+            self._images = found
+        return self._images
+
+    def scanned(self) -> str:
+        return (
+            f"scanned {len(self.domains)} other domain disks, {len(self.pools)} pool volumes "
+            f"and the images in {', '.join(self.directories)}"
+        )
 
     def users_of(self, path: str, through: str | None = None) -> list[str]:
         """Chains outside ours that contain ``path`` (and, with ``through``, not that file).
@@ -99,12 +122,24 @@ class UsageIndex:
         """
         target = canonical(path)
         passing = canonical(through) if through else None
-        holders = self.domains + self._images(os.path.dirname(target)) + self.pools
+        holders = self.domains + self.images() + self.pools
         return [
             label
             for label, paths in holders
             if target in paths and (passing is None or passing not in paths)
         ]
+
+
+def _is_qcow2(path: str) -> bool:
+    from vshx.storage.qcow2 import MAGIC
+
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == MAGIC
+    except IsADirectoryError:
+        return False
+    except OSError:
+        return False
 
 
 def other_users(session: Session, path: str, ours: Chain, through: str | None = None) -> list[str]:
@@ -122,34 +157,36 @@ def _own_snapshot_files(session: Session, ours: Chain) -> set[str]:
     return {canonical(f) for info in domain_snapshots(dom) for f in info.files}
 
 
-def _pool_backings(session: Session, mine: set[str]) -> list[tuple[str, list[str]]]:
-    """Pool volumes outside ``mine`` with the file each names as its backing."""
+def _pool_chains(session: Session, skip: set[str]) -> tuple[list[tuple[str, list[str]]], set[str]]:
+    """Pool volumes not in ``skip`` with their whole chains, and every pool's directory."""
     found: list[tuple[str, list[str]]] = []
+    directories: set[str] = set()
     try:
-        pools = session.conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
-    except libvirt.libvirtError:
-        return found
-    for pool in pools:
-        try:
-            volumes = pool.listAllVolumes(0)
-        except libvirt.libvirtError:
-            continue
-        for vol in volumes:
-            try:
-                root = ET.fromstring(vol.XMLDesc(0))
-            except (libvirt.libvirtError, ET.ParseError):
-                continue
-            backing = root.findtext("./backingStore/path")
-            if backing and canonical(vol.path()) not in mine:
-                found.append((f"pool {pool.name()} volume {vol.name()}", [canonical(backing)]))
-    return found
+        pools = session.conn.listAllStoragePools(0)
+        for pool in pools:
+            target = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
+            if target:
+                directories.add(canonical(target))
+            if not pool.isActive():
+                continue  # its volumes are not listed; its directory is scanned above
+            for vol in pool.listAllVolumes(0):
+                path = vol.path()
+                if canonical(path) not in skip and os.path.exists(path):
+                    found.append((f"pool {pool.name()} volume {vol.name()}", _chain_paths(path)))
+    except libvirt.libvirtError as exc:
+        raise VshxError(
+            f"cannot read the storage pools: {exc.get_error_message()}",
+            "vshx refuses what it cannot check; try again, or --force",
+        ) from exc
+    return found, directories
 
 
 def refuse_shared(
     session: Session, path: str, ours: Chain, force: bool, doing: str, through: str | None = None
 ) -> None:
     """Refuse to change a file other chains depend on, unless --force."""
-    users = other_users(session, path, ours, through)
+    index = UsageIndex(session, ours)
+    users = index.users_of(path, through)
     if not users:
         return
     if force:
@@ -157,7 +194,7 @@ def refuse_shared(
         return
     raise VshxError(
         f"refusing: {doing} {path} would change what these see: {'; '.join(users)}",
-        "merge those first, or use --force if you are sure",
+        f"merge those first, or use --force if you are sure ({index.scanned()})",
     )
 
 

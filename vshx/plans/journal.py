@@ -29,11 +29,27 @@ class Entry(dict[str, Any]):
     """One journal record: plan title, step number and text, disk, intent (pivot or not)."""
 
     def describe(self) -> str:
+        if self.still_running():
+            return (
+                f"another vshx (pid {self.get('pid')}) is running {self.get('plan', '?')!s}, "
+                f"step {self.get('step', '?')}/{self.get('steps', '?')} ({self.get('what', '?')})"
+            )
         return (
             f"{self.get('plan', '?')!s}, stopped at step {self.get('step', '?')}/"
             f"{self.get('steps', '?')} ({self.get('what', '?')}) by pid {self.get('pid', '?')} "
             f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(self.get('time', 0))))}"
         )
+
+    def still_running(self) -> bool:
+        """True when the pid that wrote this is a live vshx on this host."""
+        try:
+            pid = int(self.get("pid", 0))
+            if pid == os.getpid():
+                return False  # ours, from an earlier command of this shell: not running now
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                return b"vshx" in handle.read()
+        except (OSError, ValueError):
+            return False
 
 
 def _flags(dom: libvirt.virDomain) -> int:

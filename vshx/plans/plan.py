@@ -17,16 +17,20 @@ if TYPE_CHECKING:
 HEREDOC_END = "VSHX_EOF"
 
 
+def printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name) shown escaped."""
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+
+
 def comment(text: str) -> str:
     """A ``#`` line that stays one comment whatever bytes a file name put into ``text``.
 
     A newline (or any other control character) would end the comment and start a command.
     """
-    safe = "".join(
-        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-        for ch in text
-    )
-    return f"# {safe}"
+    return f"# {printable(text)}"
 
 
 def shell_line(argv: Sequence[str]) -> str:

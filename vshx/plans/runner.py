@@ -13,9 +13,27 @@ from vshx.plans import journal
 from vshx.plans.plan import comment
 
 if TYPE_CHECKING:
+    from vshx.merging.target import Target
     from vshx.plans.plan import Plan
     from vshx.shell.session import Session
     from vshx.shell.spec import Args
+
+
+def look_again(target: Target, number: int) -> None:
+    """An offline plan goes on only while its domain is still shut off.
+
+    A domain started between two qemu-img steps runs on the chain as it then is; switching
+    its definition or rewriting its layers under it would lose the guest's writes.
+    """
+    if target.dom is not None and not target.live and target.dom.isActive():
+        raise VshxError(
+            f"{target.chain.domain} was started while the offline plan ran: stopped before "
+            f"step {number}",
+            f"the running domain uses its disk as it was left after step {number - 1}, which "
+            "shows the guest the same data; nothing was deleted. See: vshx chain "
+            f"{target.chain.domain} {target.chain.disk}, vshx recover {target.chain.domain} "
+            f"{target.chain.disk}",
+        )
 
 
 def run_plan(session: Session, plan: Plan, args: Args) -> bool:
@@ -43,6 +61,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             session.print(step.equivalent())
             session.out.flush()
         if target is not None:
+            look_again(target, number)
             journal.write(target, plan, number)
         try:
             step.run()

@@ -18,6 +18,8 @@ from vshx.storage import virt
 from vshx.storage.paths import names_an_image
 
 if TYPE_CHECKING:
+    import libvirt
+
     from vshx.shell.session import Session
 
 SHELL_SCRIPTS = {"bash": "vshx.bash", "zsh": "_vshx", "fish": "vshx.fish"}
@@ -104,11 +106,31 @@ def cmd_chain(session: Session, args: Args) -> None:
         ):
             return
         chains = [virt.domain_chain(dom, d.target) for d in disks]
+        report_unfinished(session, dom, [d.target for d in disks] if dom.isActive() else [])
     if args.json:
         documents = [chain_document(c) for c in chains]
         session.print(to_json(documents[0] if args.disk or len(documents) == 1 else documents))
         return
     session.print("\n\n".join(render_chain(c) for c in chains))
+
+
+def report_unfinished(session: Session, dom: libvirt.virDomain, live_disks: list[str]) -> None:
+    """`chain` also says what is going on: a block job on a disk, an interrupted vshx plan."""
+    from vshx.plans import journal
+
+    for disk in live_disks:
+        info = virt.block_job_info(dom, disk)
+        if info:
+            end = info.get("end", 0)
+            done = f"{100 * info.get('cur', 0) / end:.0f}%" if end else "starting"
+            kind = virt.JOB_TYPES.get(info.get("type", 0), "block")
+            session.warn(
+                f"{disk}: block job ({kind}) is running ({done}); see: vshx jobs {dom.name()}"
+            )
+    entry = journal.read_domain(dom)
+    if entry is not None:
+        where = f"{dom.name()} {entry.get('disk', '')}".rstrip()
+        session.warn(f"{entry.describe()}; resolve it with: vshx recover {where}")
 
 
 def cmd_snapshot_list(session: Session, args: Args) -> None:

@@ -63,6 +63,7 @@ class Session:
         self.need_events = True  # one-shot read-only commands turn this off (faster start)
         self._inventory: Inventory | None = None
         self.command: Command | None = None  # the command running now, for plan hooks
+        self.args: Args | None = None  # and its options
 
     # -- connection ---------------------------------------------------------------------
     @property
@@ -134,9 +135,12 @@ class Session:
         print(f"warning: {text}", file=self.err)
 
     def report(self, exc: VshxError, where: str = "") -> None:
-        print(f"{where}error: {exc.message}", file=self.err)
+        """One error line and one hint line, whatever a file name holds."""
+        from vshx.plans.plan import printable
+
+        print(f"{where}error: {printable(exc.message)}", file=self.err)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=self.err)
+            print(f"hint: {printable(exc.hint)}", file=self.err)
 
     # -- running ------------------------------------------------------------------------
     def execute(self, line: str, where: str = "") -> int:
@@ -165,7 +169,7 @@ class Session:
             if any("\0" in word for word in words):
                 raise UsageError("a NUL byte cannot be part of an argument", "remove it")
             args = parse(command, words[1:])
-            self.command = command
+            self.command, self.args = command, args
             result = command.run(self, args)
             status = EXIT_OK if result is None else int(result)
         except (ExitRequested, BrokenPipeError):
@@ -196,7 +200,7 @@ class Session:
         return self._finished(command, args, status)
 
     def _finished(self, command: Command | None, args: Args, status: int) -> int:
-        self.command = None
+        self.command = self.args = None
         if command is not None and status != EXIT_USAGE:
             if command.changes:
                 self.forget_inventory(args.get("domain") if status == EXIT_OK else None)

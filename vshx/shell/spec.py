@@ -194,8 +194,9 @@ def parse(command: Command, tokens: Sequence[str]) -> Args:
         try:
             args[opt.key] = opt.convert(raw)
         except ValueError as exc:
+            shown = raw if len(raw) <= 40 else raw[:37] + "..."
             raise UsageError(
-                f"option --{opt.name}: invalid value {raw!r} ({exc})",
+                f"option --{opt.name}: invalid value {shown!r} ({exc})",
                 f"usage: {command.usage()}",
             ) from exc
     for opt in command.all_options:

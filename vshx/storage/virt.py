@@ -128,6 +128,10 @@ STATE_NAMES = {
 }
 
 
+# virDomainBlockJobType values, by the name virsh blockjob --info prints
+JOB_TYPES = {1: "pull", 2: "copy", 3: "commit", 4: "active commit", 5: "backup"}
+
+
 def state_name(dom: libvirt.virDomain) -> str:
     return STATE_NAMES.get(dom.state()[0], "unknown")
 
