@@ -147,7 +147,12 @@ class Lab:
 
 
 def make_lab(
-    tmp_path: Path, running: bool = True, layers: int = 4, fill: int = 0, dirname: str = "lab"
+    tmp_path: Path,
+    running: bool = True,
+    layers: int = 4,
+    fill: int = 0,
+    dirname: str = "lab",
+    base_fill: int = 0,
 ) -> Lab:
     name = LAB_PREFIX + uuid.uuid4().hex[:8]
     directory = tmp_path / dirname
@@ -156,6 +161,8 @@ def make_lab(
         args.append("--shut-off")
     if fill:
         args += ["--fill", str(fill)]
+    if base_fill:
+        args += ["--base-fill", str(base_fill)]
     proc = run_vshx(*args)
     assert proc.returncode == 0, proc.stderr
     return Lab(name, directory, running)

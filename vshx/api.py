@@ -12,7 +12,7 @@ imported on first use.
 """
 
 from vshx.errors import UsageError, VshxError
-from vshx.merging import preflight, verify
+from vshx.merging import preflight, routes, verify
 from vshx.merging.common import (
     BANDWIDTH,
     BASE,
@@ -90,6 +90,7 @@ __all__ = [
     "refuse_interrupted",
     "render_chain",
     "report_after_merge",
+    "routes",
     "snapshots",
     "table",
     "verify",

@@ -100,12 +100,18 @@ def qemu_io_write(path: str, pattern: int, offset: int, length: int) -> Step:
 
 
 def build_plan(
-    session: Session, name: str, directory: str, layers: int, running: bool, fill_mib: int
+    session: Session,
+    name: str,
+    directory: str,
+    layers: int,
+    running: bool,
+    fill_mib: int,
+    base_fill_mib: int = 0,
 ) -> Plan:
     """Steps that create the files, define the domain, redefine snapshots, start it."""
     uri = session.uri
     kvm = os.path.exists("/dev/kvm")
-    size = max(64, 16 + fill_mib) * MIB
+    size = max(64, 16 + fill_mib, 16 + base_fill_mib) * MIB
     names = layer_names(layers)
     paths = [os.path.join(directory, f"{n}.qcow2") for n in names]
     plan = Plan(f"practice domain {name}: {' <- '.join(names)} (active)")
@@ -143,6 +149,8 @@ def build_plan(
         plan.add(qemu_io_write(path, 0xA0 + k, 0, (layers + 1 - k) * 64 * 1024))
         if fill_mib and k > 0:
             plan.add(qemu_io_write(path, 0x40 + k, 8 * MIB, fill_mib * MIB))
+        if base_fill_mib and k == 0:  # a template-like base: much data under small overlays
+            plan.add(qemu_io_write(path, 0x30, 16 * MIB, base_fill_mib * MIB))
     xml = domain_xml(name, str(uuid.uuid4()), paths[-1], kvm)
     plan.add(
         Step(
@@ -267,7 +275,15 @@ def cmd_lab_create(session: Session, args: Args) -> None:
         raise VshxError("--layers must be between 1 and 20")
     directory = lab_dir(args)
     teardown = remove_lab(session, args.name, directory)
-    setup = build_plan(session, args.name, directory, args.layers, not args.shut_off, args.fill)
+    setup = build_plan(
+        session,
+        args.name,
+        directory,
+        args.layers,
+        not args.shut_off,
+        args.fill,
+        args.base_fill,
+    )
     teardown.steps += setup.steps
     teardown.title = setup.title
     session.run_plan(teardown, args)
@@ -302,6 +318,13 @@ COMMANDS = [
             DIR,
             Opt("layers", "number of snapshot layers above base", "n", convert=int, default=4),
             Opt("shut-off", "leave the domain shut off"),
+            Opt(
+                "base-fill",
+                "MiB of data written into the base (a template under small overlays)",
+                "mib",
+                convert=non_negative_int,
+                default=0,
+            ),
             Opt(
                 "fill",
                 "MiB of extra data written into every snapshot layer",

@@ -1,0 +1,109 @@
+"""Routes: the ways to reach one end state, what each moves and overwrites, and which is safe.
+
+Bytes come from ``qemu-img map --output=json`` of the active layer: it names, for every extent
+the guest sees, the layer (depth) that provides it, so data that several layers hold is
+counted once, as a job copies it once.  Reading qcow2 L1/L2 tables per layer would count
+overlaps twice and know nothing about raw bases.  One map serves every route.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from vshx.errors import VshxError
+from vshx.storage.chain import human_size
+
+if TYPE_CHECKING:
+    from vshx.plans.plan import Plan
+    from vshx.storage.chain import Chain
+
+
+class Extents:
+    """Where the guest's data lives: (depth, length) of every allocated data extent."""
+
+    def __init__(self, chain: Chain) -> None:
+        from vshx.storage import qemuimg
+
+        out = qemuimg.run(
+            [
+                "qemu-img",
+                "map",
+                "-U",
+                "--output=json",
+                "-f",
+                chain.active.format or "qcow2",
+                chain.active.path,
+            ]
+        )
+        try:
+            self.extents = [
+                (int(e.get("depth", 0)), int(e["length"])) for e in json.loads(out) if e.get("data")
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VshxError(f"cannot read the allocation map of {chain.active.path}") from exc
+
+    def above(self, depth: int) -> int:
+        """Bytes held by the layers above ``depth`` (what a commit into that layer copies)."""
+        return sum(length for d, length in self.extents if d < depth)
+
+    def below_active(self) -> int:
+        """Bytes held by every layer under the active one (what a full pull copies)."""
+        return sum(length for d, length in self.extents if d > 0)
+
+
+class Route:
+    """One way to the end state: its cost, what it overwrites, whether it is safe and why not."""
+
+    def __init__(
+        self,
+        name: str,
+        summary: str,
+        moves: int,
+        overwrites: list[str],
+        build: Callable[[], Plan],
+    ) -> None:
+        self.name = name
+        self.summary = summary
+        self.moves = moves
+        self.overwrites = overwrites
+        self.build = build
+        self.refusal: VshxError | None = None  # why it is unsafe (None: safe)
+        self.needs_force = False  # unsafe only in a way --force may override
+
+    @property
+    def safe(self) -> bool:
+        return self.refusal is None
+
+    def row(self, chosen: bool) -> str:
+        verdict = "safe" if self.safe else f"unsafe: {self.refusal.message}"  # type: ignore[union-attr]
+        mark = "*" if chosen else " "
+        files = ", ".join(self.overwrites) or "-"
+        return f"{mark} {self.name:<7} {human_size(self.moves):>10}  overwrites {files}; {verdict}"
+
+
+def choose(routes: list[Route], forced: str | None, force: bool) -> Route:
+    """The cheapest safe route, or the forced one if it is safe (or --force covers why not)."""
+    if forced is not None:
+        matching = [r for r in routes if r.name == forced]
+        if not matching:
+            raise VshxError(
+                f"no route {forced!r} here", f"routes: {', '.join(r.name for r in routes)}"
+            )
+        route = matching[0]
+        if route.refusal is not None and not (force and route.needs_force):
+            raise route.refusal
+        return route
+    safe = [r for r in routes if r.safe]
+    if not safe:
+        reasons = "; ".join(f"{r.name}: {r.refusal.message}" for r in routes if r.refusal)
+        raise VshxError(f"no safe route: {reasons}", "see the reasons; --route NAME --force")
+    return min(safe, key=lambda r: r.moves)
+
+
+def table_notes(routes: list[Route], chosen: Route) -> list[str]:
+    """The candidate table as script comments: route, bytes, files overwritten, verdict."""
+    lines = ["routes (* = chosen; bytes from qemu-img map of the active layer):"]
+    lines += [r.row(r is chosen) for r in routes]
+    return lines
