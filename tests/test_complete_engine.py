@@ -187,4 +187,4 @@ def test_every_builtin_option_reference_is_valid():
     host = PluginHost(BUILTINS)
     host.load_entry_points()
     for command in host.registry.commands():
-        check_references(command, CORE_COMPLETERS)
+        check_references(command, (*CORE_COMPLETERS, *host.completers))
