@@ -68,10 +68,15 @@ class Inventory:
         self._snapshots: dict[str, list[str]] = {}
         self._refill: queue.Queue[str | None] = queue.Queue()
         self._refresher: threading.Thread | None = None
-        if persist:
-            self._load_snapshot()
+        self._snapshot_pending = bool(persist)  # read on first need: option completion never
+
 
     # -- the shell-completion snapshot ------------------------------------------------------
+    def _ensure_snapshot(self) -> None:
+        if self._snapshot_pending:
+            self._snapshot_pending = False
+            self._load_snapshot()
+
     def _load_snapshot(self) -> None:
         import json
         import os
@@ -121,6 +126,7 @@ class Inventory:
 
     # -- reading --------------------------------------------------------------------------
     def domains(self) -> list[DomainEntry]:
+        self._ensure_snapshot()
         with self._lock:
             if self._domains is None:
                 self._domains = self._fetch_domains()
@@ -144,6 +150,7 @@ class Inventory:
 
     def disks(self, domain: str) -> list[tuple[str, str]]:
         """(target, active source file) of each disk of a domain."""
+        self._ensure_snapshot()
         with self._lock:
             if domain not in self._disks:
                 from vshx.storage import virt
@@ -156,6 +163,7 @@ class Inventory:
             return self._disks[domain]
 
     def chain(self, domain: str, disk: str) -> Chain:
+        self._ensure_snapshot()
         with self._lock:
             key = (domain, disk)
             if key not in self._chains:
@@ -166,6 +174,7 @@ class Inventory:
             return self._chains[key]
 
     def image_chain(self, path: str) -> Chain:
+        self._ensure_snapshot()
         with self._lock:
             if path not in self._images:
                 from vshx.storage.chain import image_chain
@@ -174,6 +183,7 @@ class Inventory:
             return self._images[path]
 
     def snapshots(self, domain: str) -> list[str]:
+        self._ensure_snapshot()
         with self._lock:
             if domain not in self._snapshots:
                 self._snapshots[domain] = self._dom(domain).snapshotListNames(0)
@@ -182,6 +192,7 @@ class Inventory:
     # -- invalidation and refill ------------------------------------------------------------
     def invalidate(self, domain: str | None = None) -> None:
         """Forget what a change touched: one domain's data, or everything (domain=None)."""
+        self._snapshot_pending = False  # what the file holds is no longer true either
         with self._lock:
             if domain is None:
                 self._domains = None

@@ -16,6 +16,7 @@ from vshx.errors import EXIT_OK
 
 # A keystroke's answer, or nothing: a frozen libvirtd must not freeze the user's shell.
 DEADLINE = float(os.environ.get("VSHX_COMPLETE_DEADLINE", "0.3"))
+WARM_DEADLINE = 60.0
 
 
 def _readonly_connection(uri: str) -> Any:
@@ -29,9 +30,12 @@ def main(argv: Sequence[str]) -> int:
     shell = "bash"
     uri = None
     args = list(argv)
+    deadline = DEADLINE
     while args and args[0] != "--":
         option = args.pop(0)
-        if option == "--shell" and args:
+        if option == "--warm":  # a background run after a timeout: fill the cache, no output
+            deadline = WARM_DEADLINE
+        elif option == "--shell" and args:
             shell = args.pop(0)
         elif option in ("-c", "--connect") and args:
             uri = args.pop(0)
@@ -51,14 +55,58 @@ def main(argv: Sequence[str]) -> int:
 
     worker = threading.Thread(target=work, name="vshx-complete", daemon=True)
     worker.start()
-    worker.join(DEADLINE)
+    worker.join(deadline)
     sys.stderr = real_stderr
-    if worker.is_alive():  # a frozen daemon: give up silently, do not wait for it
+    if worker.is_alive() or deadline == WARM_DEADLINE:
+        if deadline == DEADLINE:  # too slow now: let a background run fill the cache
+            warm_in_background(list(argv))
+        else:
+            _unlink(warming_lock())
         sys.stdout.flush()
-        os._exit(EXIT_OK)
+        os._exit(EXIT_OK)  # a frozen daemon: give up silently, do not wait for it
     if found:
         sys.stdout.write("".join(text + "\n" for text in found[0]))
     return EXIT_OK
+
+
+def warming_lock() -> str:
+    from vshx.completion.inventory import shell_cache_path
+
+    return shell_cache_path("warming")
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def warm_in_background(argv: list[str]) -> None:
+    """Finish this completion in a detached process (at most one at a time per user), so that
+    a cold cache on a big or slow host warms up instead of missing the deadline forever."""
+    import subprocess
+    import time
+
+    lock = warming_lock()
+    try:
+        if time.time() - os.stat(lock).st_mtime < WARM_DEADLINE:
+            return
+    except OSError:
+        pass
+    try:
+        os.makedirs(os.path.dirname(lock), exist_ok=True)
+        with open(lock, "w", encoding="utf-8"):
+            pass
+        subprocess.Popen(
+            [sys.executable, "-m", "vshx", "complete", "--warm", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:
+        pass
 
 
 def complete_line(line: str, shell: str, uri: str | None) -> list[str]:

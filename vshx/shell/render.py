@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -73,4 +72,6 @@ def chain_document(chain: Chain) -> dict[str, Any]:
 
 
 def to_json(document: object) -> str:
+    import json  # only --json pays for it
+
     return json.dumps(document, indent=2, ensure_ascii=False)
