@@ -12,7 +12,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from html import escape
 from typing import TYPE_CHECKING
 
 from vshx.api import (
@@ -29,12 +28,12 @@ from vshx.api import (
     virsh,
     virt,
 )
+from vshx_plugins.lab_xml import LAB_NS, domain_xml, snapshot_xml
 
 if TYPE_CHECKING:
     import libvirt
 
 
-LAB_NS = "https://vshx.invalid/lab"
 MARKER = ".vshx-lab"
 DEFAULT_ROOT = "/var/lib/libvirt/images/vshx-lab"
 MIB = 1024 * 1024
@@ -43,48 +42,6 @@ LAB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 def is_lab_domain(dom: libvirt.virDomain) -> bool:
     return LAB_NS in dom.XMLDesc(0)
-
-
-def domain_xml(name: str, uuid: str, disk_path: str, kvm: bool) -> str:
-    return f"""<domain type='{"kvm" if kvm else "qemu"}'>
-  <name>{escape(name)}</name>
-  <uuid>{uuid}</uuid>
-  <metadata><vshx:lab xmlns:vshx='{LAB_NS}'/></metadata>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file="{escape(disk_path)}"/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-"""
-
-
-def snapshot_xml(name: str, parent: str | None, layer_path: str, created: int, dom_xml: str) -> str:
-    """Redefinition XML; libvirt insists on the domain definition inside it."""
-    parent_xml = f"<parent><name>{escape(parent)}</name></parent>" if parent else ""
-    return f"""<domainsnapshot>
-  <name>{escape(name)}</name>
-  <description>vshx practice layer {escape(name)}</description>
-  <state>disk-snapshot</state>
-  <creationTime>{created}</creationTime>
-  <memory snapshot='no'/>
-  <disks>
-    <disk name='vda' snapshot='external' type='file'>
-      <driver type='qcow2'/>
-      <source file="{escape(layer_path)}"/>
-    </disk>
-  </disks>
-  {parent_xml}
-{dom_xml.rstrip()}
-</domainsnapshot>
-"""
 
 
 def layer_names(layers: int) -> list[str]:

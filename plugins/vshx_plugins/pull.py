@@ -84,7 +84,7 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
             session,
             target,
             args,
-            f"block pull: copy into {active.name} {what}",
+            f"block pull: copy {', '.join(g.name for g in gone)} into {active.name}",
             argv,
             start,
             leaves=gone,
@@ -95,6 +95,7 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
 
 def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
     active = target.chain.active
+    gone = target.chain.layers[1 : base.position] if base is not None else target.chain.layers[1:]
     what = f"onto {base.name}" if base else "into a complete image"
     plan = Plan(f"pull into {active.name} {what}", method=target.method, target=target)
     offline_domain_note(plan, target)
@@ -110,7 +111,8 @@ def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
         ]
     plan.add(
         Step(
-            f"safe rebase: copy what {active.name} would lose into it, {what}", argv + [active.path]
+            f"safe rebase: copy {', '.join(g.name for g in gone)} into {active.name}, {what}",
+            argv + [active.path],
         )
     )
     return plan

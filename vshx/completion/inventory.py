@@ -70,7 +70,6 @@ class Inventory:
         self._refresher: threading.Thread | None = None
         self._snapshot_pending = bool(persist)  # read on first need: option completion never
 
-
     # -- the shell-completion snapshot ------------------------------------------------------
     def _ensure_snapshot(self) -> None:
         if self._snapshot_pending:

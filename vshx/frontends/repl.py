@@ -63,6 +63,13 @@ def run_repl(session: Session, tour: bool = False, threaded: bool = True, **io: 
     prompt = build_prompt_session(session, threaded, **io)
     if tour:
         session.print(TOUR)
+    else:
+        from vshx import __version__
+
+        session.print(
+            f"vshx {__version__} on {session.uri}. Type help for the commands (any other virsh "
+            "command works too), exit or Ctrl-D to leave."
+        )
     while True:
         try:
             line = prompt.prompt(prompt_text(session))

@@ -38,7 +38,9 @@ SCAN = Opt(
     complete="directory",
 )
 KEEP_RELATIVE = Opt("keep-relative", "write relative backing file names")
-JOB_OPTIONS = (KEEP_RELATIVE, BANDWIDTH, BYTES, TIMEOUT, ASYNC)
+WAIT = Opt("wait", "virsh's spelling, accepted: vshx waits unless --async", excludes=("async",))
+VERBOSE = Opt("verbose", "virsh's spelling, accepted: vshx always reports progress")
+JOB_OPTIONS = (KEEP_RELATIVE, BANDWIDTH, BYTES, TIMEOUT, ASYNC, WAIT, VERBOSE)
 
 
 def job_flags_argv(args: Args) -> list[str]:

@@ -25,7 +25,7 @@ MISMATCH = re.compile(r"offset (\d+)")
 
 def _compare(first: str, first_fmt: str, second: str, second_fmt: str) -> int | None:
     proc = subprocess.run(
-        ["qemu-img", "compare", "-U", "-f", first_fmt, "-F", second_fmt, first, second],
+        compare_argv(first, first_fmt, second, second_fmt),
         capture_output=True,
         text=True,
         check=False,
@@ -74,6 +74,15 @@ def _masked_overlay(
             commands += ["-c", f"write -q -z {start} {length}"]
         qemuimg.run(["qemu-io", "-f", "qcow2", *commands, path])
     return path
+
+
+def compare_argv(first: str, first_fmt: str, second: str, second_fmt: str) -> list[str]:
+    return ["qemu-img", "compare", "-U", "-f", first_fmt, "-F", second_fmt, first, second]
+
+
+def backings_identical(first: str, first_fmt: str, second: str, second_fmt: str) -> bool:
+    """True when the two images show the same data everywhere (the plain compare passes)."""
+    return _compare(first, first_fmt, second, second_fmt) is None
 
 
 def first_visible_difference(

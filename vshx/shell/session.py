@@ -165,7 +165,7 @@ class Session:
         try:
             command = self.host.command(words[0])
             if command is None:
-                raise UsageError(f"unknown command {words[0]!r}", "type 'help' for the commands")
+                return self._finished(None, Args(), self.passthrough(words))
             if any("\0" in word for word in words):
                 raise UsageError("a NUL byte cannot be part of an argument", "remove it")
             args = parse(command, words[1:])
@@ -198,6 +198,15 @@ class Session:
                 where,
             )
         return self._finished(command, args, status)
+
+    def passthrough(self, words: Sequence[str]) -> int:
+        """A word vshx does not define: virsh's command if virsh has it, else a usage error."""
+        from vshx.shell import passthrough
+
+        if words[0] in passthrough.virsh_commands() and not words[0].startswith("-"):
+            return passthrough.run_virsh(self, list(words))
+        known = [*self.host.registry.words(), *passthrough.virsh_commands()]
+        raise passthrough.suggest(words[0], known)
 
     def _finished(self, command: Command | None, args: Args, status: int) -> int:
         self.command = self.args = None

@@ -1,0 +1,193 @@
+"""The shell's read-only inventory commands: list, domblklist, chain, snapshot-list.
+
+Each prints its virsh/qemu-img equivalent under --dry-run/--teach, and --json for scripts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from vshx.shell.render import chain_document, render_chain, table, to_json
+from vshx.storage import virt
+from vshx.storage.paths import names_an_image
+
+if TYPE_CHECKING:
+    import libvirt
+
+    from vshx.shell.session import Session
+    from vshx.shell.spec import Args
+    from vshx.storage.snapshots import SnapshotInfo
+
+
+def virsh(uri: str, *args: str) -> list[str]:
+    """vshx.plans.plan.virsh, imported on use: completion imports this module and needs no plans."""
+    from vshx.plans.plan import virsh as virsh_argv
+
+    return virsh_argv(uri, *args)
+
+
+def equivalent_first(session: Session, args: Args, what: str, *argvs: list[str]) -> bool:
+    """Read-only commands teach too: --dry-run prints the equivalent virsh/qemu-img commands
+    (and stops), --teach prints them before the answer.  True when the command should go on."""
+    if not (session.planning_only(args) or session.teaching(args)):
+        return True  # the common case builds no plan (and imports nothing for one)
+    from vshx.plans.plan import Plan, Step
+
+    plan = Plan(what)
+    for argv in argvs:
+        plan.add(Step(what, argv, action=lambda: None))
+    return session.run_plan(plan, args)
+
+
+def cmd_list(session: Session, args: Args) -> None:
+    import libvirt
+
+    shown = [f"--{o}" for o in ("all", "inactive", "name") if args[o]]
+    if not equivalent_first(session, args, "list domains", virsh(session.uri, "list", *shown)):
+        return
+    flags = 0 if args.all else libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+    if args.inactive:
+        flags = libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE
+    domains = sorted(
+        session.conn.listAllDomains(flags), key=lambda d: (d.ID() < 0, d.ID(), d.name())
+    )
+    rows = [[str(d.ID()) if d.ID() >= 0 else "-", d.name(), virt.state_name(d)] for d in domains]
+    if args.name:
+        session.print("\n".join(row[1] for row in rows))
+        return
+    if args.json:
+        keys = ("id", "name", "state")
+        session.print(to_json([dict(zip(keys, row, strict=True)) for row in rows]))
+        return
+    session.print(table(rows, ["Id", "Name", "State"]))
+
+
+def cmd_domblklist(session: Session, args: Args) -> None:
+    if not equivalent_first(
+        session, args, "list disks", virsh(session.uri, "domblklist", args.domain)
+    ):
+        return
+    dom = virt.lookup_domain(session.conn, args.domain)
+    disks = virt.domain_disks(dom)
+    if args.json:
+        session.print(
+            to_json([{"target": d.target, "source": d.source, "device": d.device} for d in disks])
+        )
+        return
+    if args.details:
+        rows = [["file", d.device, d.target, d.source or "-"] for d in disks]
+        session.print(table(rows, ["Type", "Device", "Target", "Source"]))
+        return
+    session.print(table([[d.target, d.source or "-"] for d in disks], ["Target", "Source"]))
+
+
+def cmd_chain(session: Session, args: Args) -> None:
+    from vshx.storage.chain import image_chain
+
+    target = args.domain
+    info = ["qemu-img", "info", "--backing-chain", "-U"]
+    if args.disk is None and names_an_image(target):
+        if equivalent_first(session, args, "show the chain", [*info, os.path.abspath(target)]):
+            chains = [image_chain(target)]
+        else:
+            return
+    else:
+        dom = virt.lookup_domain(session.conn, target)
+        disks = (
+            [virt.find_disk(dom, args.disk)]
+            if args.disk
+            else [d for d in virt.domain_disks(dom) if d.device == "disk" and d.source]
+        )
+        if not equivalent_first(
+            session, args, "show the chain", *[[*info, d.source or ""] for d in disks]
+        ):
+            return
+        chains = [virt.domain_chain(dom, d.target) for d in disks]
+        report_unfinished(session, dom, [d.target for d in disks] if dom.isActive() else [])
+    if args.json:
+        documents = [chain_document(c) for c in chains]
+        session.print(to_json(documents[0] if args.disk or len(documents) == 1 else documents))
+        return
+    session.print("\n\n".join(render_chain(c) for c in chains))
+
+
+def report_unfinished(session: Session, dom: libvirt.virDomain, live_disks: list[str]) -> None:
+    """`chain` also says what is going on: a block job on a disk, an interrupted vshx plan."""
+    from vshx.plans import journal
+
+    for disk in live_disks:
+        info = virt.block_job_info(dom, disk)
+        if info:
+            end = info.get("end", 0)
+            done = f"{100 * info.get('cur', 0) / end:.0f}%" if end else "starting"
+            kind = virt.JOB_TYPES.get(info.get("type", 0), "block")
+            session.warn(
+                f"{disk}: block job ({kind}) is running ({done}); see: vshx jobs {dom.name()}"
+            )
+    entry = journal.read_domain(dom)
+    if entry is not None:
+        where = f"{dom.name()} {entry.get('disk', '')}".rstrip()
+        session.warn(f"{entry.describe()}; resolve it with: vshx recover {where}")
+
+
+def cmd_snapshot_list(session: Session, args: Args) -> None:
+    import time
+
+    from vshx.storage.snapshots import domain_snapshots
+
+    dom = virt.lookup_domain(session.conn, args.domain)
+    if not equivalent_first(
+        session, args, "list snapshots", virsh(session.uri, "snapshot-list", dom.name(), "--parent")
+    ):
+        return
+    snapshots = sorted(domain_snapshots(dom), key=lambda s: (s.created, s.name))
+    if args.json:
+        session.print(
+            to_json(
+                [
+                    {
+                        "name": s.name,
+                        "created": s.created,
+                        "state": s.state,
+                        "parent": s.parent,
+                        "files": s.files,
+                    }
+                    for s in snapshots
+                ]
+            )
+        )
+        return
+    if args.name:
+        session.print("\n".join(s.name for s in snapshots))
+        return
+    if args.tree:
+        session.print(snapshot_tree(snapshots))
+        return
+    rows = [
+        [
+            s.name,
+            time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(s.created)),
+            s.state,
+            s.parent or "",
+            " ".join(s.files),
+        ]
+        for s in snapshots
+    ]
+    session.print(table(rows, ["Name", "Creation Time", "State", "Parent", "Files"]))
+
+
+def snapshot_tree(snapshots: list[SnapshotInfo]) -> str:
+    """virsh snapshot-list --tree: children indented under their parent."""
+    children: dict[str | None, list[SnapshotInfo]] = {}
+    for snap in snapshots:
+        children.setdefault(snap.parent, []).append(snap)
+    lines: list[str] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for snap in children.get(parent, []):
+            lines.append("  " * depth + ("+- " if depth else "") + snap.name)
+            walk(snap.name, depth + 1)
+
+    walk(None, 0)
+    return "\n".join(lines)

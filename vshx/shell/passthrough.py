@@ -1,0 +1,140 @@
+"""virsh passthrough: every virsh command vshx does not define runs as ``virsh -c URI ...``.
+
+So a user never leaves the shell to start, stop or inspect a domain, create the snapshots that
+make a chain, or watch a job.  vshx's own commands win; the rest is argv to virsh (never a
+shell), with virsh's output and exit code passed through and the terminal left to it
+(``console`` works).  The list of virsh's commands comes from ``virsh help``, cached per virsh
+binary so that an unknown word costs one file read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import TYPE_CHECKING
+
+from vshx.errors import UsageError, VshxError
+
+if TYPE_CHECKING:
+    from vshx.shell.session import Session
+
+# virsh commands that only read: their --dry-run may still run them, and they keep the cache
+READ_ONLY_PREFIXES = (
+    "dom",
+    "list",
+    "dump",
+    "nodeinfo",
+    "capabilities",
+    "version",
+    "uri",
+    "hostname",
+    "snapshot-list",
+    "snapshot-info",
+    "snapshot-dumpxml",
+    "snapshot-parent",
+    "snapshot-current",
+    "pool-list",
+    "pool-info",
+    "pool-dumpxml",
+    "vol-list",
+    "vol-info",
+    "vol-dumpxml",
+    "vol-path",
+    "net-list",
+    "net-info",
+    "net-dumpxml",
+    "sysinfo",
+    "help",
+)
+READ_ONLY_EXCEPTIONS = (
+    "domtime",
+    "domrename",
+    "dompmsuspend",
+    "dompmwakeup",
+    "domsetlaunchsecstate",
+)
+
+
+def virsh_binary() -> str | None:
+    return shutil.which("virsh")
+
+
+def _cache_file(binary: str) -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    stamp = os.stat(binary).st_mtime_ns
+    return os.path.join(base, "vshx", f"virsh-commands-{stamp}.txt")
+
+
+def virsh_commands() -> dict[str, str]:
+    """virsh's command names with their one-line help, from `virsh help` (cached)."""
+    binary = virsh_binary()
+    if binary is None:
+        return {}
+    cache = _cache_file(binary)
+    try:
+        with open(cache, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        proc = subprocess.run([binary, "help"], capture_output=True, text=True, check=False)
+        text = proc.stdout
+        try:
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            with open(f"{cache}.{os.getpid()}", "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(f"{cache}.{os.getpid()}", cache)
+        except OSError:
+            pass
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("    ") and line.strip():
+            name, _, summary = line.strip().partition(" ")
+            found[name] = summary.strip()
+    return found
+
+
+def is_read_only(command: str) -> bool:
+    return command.startswith(READ_ONLY_PREFIXES) and command not in READ_ONLY_EXCEPTIONS
+
+
+def run_virsh(session: Session, words: list[str]) -> int:
+    """Run one virsh command for the session's URI; its exit code is the command's."""
+    binary = virsh_binary()
+    if binary is None:
+        raise VshxError("virsh is not installed", "install the Debian package libvirt-clients")
+    dry_run = session.dry_run or "--dry-run" in words[1:]
+    teach = session.teach or "--teach" in words[1:]
+    args = [w for w in words[1:] if w not in ("--dry-run", "--teach")]
+    argv = ["virsh", "-c", session.uri, words[0], *args]
+    if dry_run or teach:
+        from vshx.plans.plan import comment, shell_line
+
+        session.print(comment(f"virsh passthrough: {words[0]}"))
+        session.print(shell_line(argv))
+        session.out.flush()
+        if dry_run and not is_read_only(words[0]):
+            return 0
+    session.out.flush()
+    session.err.flush()
+    out = None if session.out is _stdout() else subprocess.PIPE
+    proc = subprocess.run([binary, *argv[1:]], stdout=out, text=True, check=False)
+    if out is not None and proc.stdout:
+        session.out.write(proc.stdout)
+    if not is_read_only(words[0]):
+        session.forget_inventory(None)
+    return proc.returncode
+
+
+def _stdout() -> object:
+    import sys
+
+    return sys.stdout
+
+
+def suggest(word: str, known: list[str]) -> UsageError:
+    """unknown command, with the nearest names (difflib, as git does)."""
+    import difflib
+
+    close = difflib.get_close_matches(word, known, n=3, cutoff=0.7)
+    hint = f"did you mean {' or '.join(close)}?" if close else "type 'help' for the commands"
+    return UsageError(f"unknown command {word!r}", hint)
