@@ -242,10 +242,13 @@ def cmd_commit(session: Session, args: Args) -> None:
         plan = live_plan(session, target, args, top, base)
     else:
         plan = offline_plan(session, target, args, top, base)
+    plan.before = target.chain
+    keeps_overlay = top.position == 0 and args.keep_overlay
+    plan.after = target.chain if keeps_overlay else target.chain.without(merged)
     if args.delete:
         plan.steps += delete_steps(session, merged, target.chain)
     if session.run_plan(plan, args):
-        report_after_merge(session, target, args)
+        report_after_merge(session, target, args, plan)
 
 
 COMMANDS = [

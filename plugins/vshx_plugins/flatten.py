@@ -134,13 +134,16 @@ def cmd_flatten(session: Session, args: Args) -> None:
     if chosen.refusal is not None:
         session.warn(f"{chosen.refusal.message} (--force)")
     plan = chosen.build()
+    plan.before = chain
+    kept = chain.active if chosen.name == "pull" else chain.bottom
+    plan.after = chain.without([layer for layer in chain.layers if layer is not kept])
     plan.title = f"flatten {chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
     plan.notes[:0] = [
         *routes.table_notes(candidates, chosen),
         f"moves {human_size(chosen.moves)}: {chosen.summary}",
     ]
     if session.run_plan(plan, args):
-        report_after_merge(session, target, args)
+        report_after_merge(session, target, args, plan)
 
 
 COMMANDS = [

@@ -69,9 +69,11 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
         argv += ["--base", base.path]
     argv += job_flags_argv(args)
     active = target.chain.active
-    what = f"onto {base.name}" if base else "into a complete image"
+    what = f"onto {base.name}" if base else "(it becomes a complete image)"
     plan = Plan(
-        f"pull into {active.name} {what} ({dom.name()} {disk})", method=target.method, target=target
+        f"pull up into {active.name} {what} ({dom.name()} {disk})",
+        method=target.method,
+        target=target,
     )
 
     def start() -> None:
@@ -96,8 +98,8 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
 def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
     active = target.chain.active
     gone = target.chain.layers[1 : base.position] if base is not None else target.chain.layers[1:]
-    what = f"onto {base.name}" if base else "into a complete image"
-    plan = Plan(f"pull into {active.name} {what}", method=target.method, target=target)
+    what = f"onto {base.name}" if base else "(it becomes a complete image)"
+    plan = Plan(f"pull up into {active.name} {what}", method=target.method, target=target)
     offline_domain_note(plan, target)
     argv = ["qemu-img", "rebase", "-f", preflight.require_format(active)]
     if base is None:
@@ -126,8 +128,10 @@ def cmd_pull(session: Session, args: Args) -> None:
     plan = (
         live_plan(session, target, args, base) if target.live else offline_plan(target, args, base)
     )
+    plan.before = target.chain
+    plan.after = target.chain.without(target.chain.layers[1:stop])
     if session.run_plan(plan, args):
-        report_after_merge(session, target, args)
+        report_after_merge(session, target, args, plan)
 
 
 COMMANDS = [

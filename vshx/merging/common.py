@@ -144,8 +144,11 @@ def _delete_after_looking_again(session: Session, chain: Chain, layer: Layer) ->
     return action
 
 
-def report_after_merge(session: Session, target: preflight.Target, args: Args) -> None:
-    """Show the chain as it is now and point at snapshot-cleanup when metadata went stale."""
+def report_after_merge(
+    session: Session, target: preflight.Target, args: Args, plan: Plan | None = None
+) -> None:
+    """Show the chain as it is now, say if it is not the one the plan predicted, and point at
+    snapshot-cleanup when metadata went stale."""
     from vshx.shell.render import render_chain
 
     if args.get("async") or session.quiet:
@@ -157,6 +160,8 @@ def report_after_merge(session: Session, target: preflight.Target, args: Args) -
 
         chain = image_chain(target.chain.active.path)
     session.info(render_chain(chain))
+    if plan is not None and plan.after is not None and plan.after.arrows() != chain.arrows():
+        session.warn(f"the chain is not the predicted {plan.after.arrows()}; look at it above")
     if target.dom is not None:
         from vshx.storage.snapshots import stale_snapshots
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from vshx.merging.target import Target
+    from vshx.storage.chain import Chain
 
 HEREDOC_END = "VSHX_EOF"
 
@@ -82,6 +83,8 @@ class Plan:
         self.title = title
         self.target = target  # the merging Target it works on: hooks, journal
         self.intent: dict[str, object] = {}  # what recover should finish, e.g. {"pivot": True}
+        self.before: Chain | None = None  # the chain now, and the chain the steps will leave
+        self.after: Chain | None = None
         self.steps: list[Step] = []
         self.notes: list[str] = []
         self.method = method  # e.g. "live: libvirt block job" or "offline: qemu-img"
@@ -90,12 +93,22 @@ class Plan:
         self.steps.append(step)
         return step
 
+    def prediction(self) -> list[str]:
+        """`# before:` and `# after:` lines, when the plan knows both chains."""
+        if self.before is None or self.after is None:
+            return []
+        return [
+            comment(f"before: {self.before.arrows()}"),
+            comment(f"after:  {self.after.arrows()}"),
+        ]
+
     def script(self) -> str:
         """The plan as a runnable POSIX shell script: '#' lines explain, others are commands."""
         lines = ["#!/bin/sh", comment(f"vshx plan: {self.title}")]
         if self.method:
             lines.append(comment(f"method: {self.method}"))
         lines += [comment(note) for note in self.notes]
+        lines += self.prediction()
         for number, step in enumerate(self.steps, 1):
             lines.append(comment(f"step {number}: {step.description}"))
             lines.append(step.equivalent())

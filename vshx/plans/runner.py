@@ -54,6 +54,9 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     teach = session.teaching(args)
     if plan.method:
         session.info(f"{plan.title}: {plan.method}")
+    if teach:
+        for line in plan.prediction():
+            session.print(line)
     target = plan.target
     for number, step in enumerate(plan.steps, 1):
         if teach:

@@ -100,6 +100,17 @@ class Chain:
         names = [layer.name for layer in reversed(self.layers)]
         return " <- ".join(names) + " (active)"
 
+    def without(self, gone: list[Layer]) -> Chain:
+        """The chain a merge leaves: these layers out, positions counted again."""
+        names = {layer.path for layer in gone}
+        kept = [layer for layer in self.layers if layer.path not in names]
+        return Chain(
+            [replace(layer, position=i) for i, layer in enumerate(kept)],
+            self.domain,
+            self.disk,
+            self.live,
+        )
+
     def listing(self) -> str:
         """A one-line-per-layer description used in error messages."""
         return "; ".join(f"{self.ref_of(layer)}={layer.name}" for layer in self.layers)

@@ -1,0 +1,82 @@
+"""The whole of virsh inside vshx: passthrough, virsh's spellings, and plans that predict."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import URI, Lab, chain_files, run_vshx, snapshot_names, virsh
+
+pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+
+
+def test_virsh_commands_run_inside_vshx_in_every_mode(offline_lab: Lab, tmp_path: Path):
+    lab = offline_lab
+    assert run_vshx("start", lab.name).returncode == 0
+    assert virsh("domstate", lab.name).stdout.strip() == "running"
+    xml = run_vshx("dumpxml", lab.name)
+    assert xml.returncode == 0 and "<domain" in xml.stdout
+    info = run_vshx("domblkinfo", lab.name, "vda")
+    assert "Capacity" in info.stdout
+    overlay = tmp_path / "sn5.qcow2"
+    script = (
+        f"snapshot-create-as {lab.name} sn5 --disk-only --no-metadata "
+        f"--diskspec vda,file={overlay}\n"
+        f"blockjob {lab.name} vda --info\n"
+        f"destroy {lab.name}\n"
+    )
+    batch = run_vshx("-f", "-", stdin=script)
+    assert batch.returncode == 0, batch.stderr
+    assert chain_files(overlay)[:2] == ["sn5.qcow2", "sn4.qcow2"]
+    assert virsh("domstate", lab.name).stdout.strip() == "shut off"
+    failing = run_vshx("domstate", "no-such-domain-here")
+    assert failing.returncode == 1 and "failed to get domain" in failing.stderr
+    dry = run_vshx("--dry-run", "start", lab.name)
+    assert dry.stdout.splitlines()[-1] == f"virsh -c {URI} start {lab.name}"
+    assert virsh("domstate", lab.name).stdout.strip() == "shut off"
+
+
+def test_a_mistyped_command_gets_a_suggestion():
+    proc = run_vshx("comit")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: unknown command 'comit'",
+        "hint: did you mean commit?",
+    ]
+
+
+def test_what_vshx_prints_is_accepted_back(lab: Lab, tmp_path: Path):
+    before = lab.guest_hash(tmp_path)
+    plan = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--dry-run")
+    line = next(x for x in plan.stdout.splitlines() if x.startswith("virsh "))
+    words = line.split()[3:]  # drop `virsh -c URI`
+    pasted = run_vshx(*words)
+    assert pasted.returncode == 0, pasted.stderr
+    assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+    assert lab.guest_hash(tmp_path) == before
+    assert "# after:  base.qcow2 <- sn1.qcow2 <- sn4.qcow2 (active)" in plan.stdout
+    stale = run_vshx("snapshot-delete", "--domain", lab.name, "sn2", "--metadata")
+    assert stale.returncode == 0 and "sn2" not in snapshot_names(lab.name)
+
+
+def test_virsh_options_of_the_inventory_commands(lab: Lab):
+    names = run_vshx("list", "--all", "--name").stdout.split()
+    assert lab.name in names
+    tree = run_vshx("snapshot-list", lab.name, "--tree").stdout.splitlines()
+    assert tree[0] == "sn1" and tree[1].endswith("+- sn2")
+    details = run_vshx("domblklist", lab.name, "--details").stdout
+    assert "Device" in details and "disk" in details
+
+
+def test_unsafe_rebase_script_carries_its_proof(offline_lab: Lab, tmp_path: Path):
+    lab = offline_lab
+    assert run_vshx("commit", str(lab.layer("sn2"))).returncode == 0  # sn2's data into sn1
+    script = run_vshx("rebase", str(lab.layer("sn3")), "-u", "--backing", "sn1", "--dry-run")
+    assert script.returncode == 0, script.stderr
+    assert "qemu-img compare -U" in script.stdout
+    ran = subprocess.run(["sh", "-e"], input=script.stdout, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert chain_files(lab.active) == ["sn4.qcow2", "sn3.qcow2", "sn1.qcow2", "base.qcow2"]
+    nothing = run_vshx("rebase", str(lab.layer("sn3")), "--backing", "sn1")
+    assert nothing.returncode == 0 and "nothing to do" in nothing.stdout
