@@ -5,7 +5,7 @@
 set -eu
 
 ROOT=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
-PACKAGES="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config bash-completion zsh fish"
+PACKAGES="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config gcc python3-dev python3-venv bash-completion zsh fish"
 URI=qemu:///system
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -56,8 +56,12 @@ fi
 venv="$ROOT/.venv"
 stamp="$venv/.vshx-installed"
 if [ ! -x "$venv/bin/python" ]; then
-    say "creating $venv"
-    python3 -m venv "$venv"
+    # the system Python: every user can run it, so the non-root (qemu:///session) tests and
+    # users without root can use this venv too (a Python under /root could not be executed)
+    py=/usr/bin/python3
+    [ -x "$py" ] || py=python3
+    say "creating $venv with $py"
+    "$py" -m venv "$venv"
 fi
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     say "installing vshx into $venv"

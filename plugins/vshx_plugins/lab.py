@@ -67,7 +67,7 @@ def build_plan(
 ) -> Plan:
     """Steps that create the files, define the domain, redefine snapshots, start it."""
     uri = session.uri
-    kvm = os.path.exists("/dev/kvm")
+    kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)  # TCG where this user cannot use KVM
     size = max(64, 16 + fill_mib, 16 + base_fill_mib) * MIB
     names = layer_names(layers)
     paths = [os.path.join(directory, f"{n}.qcow2") for n in names]
@@ -222,15 +222,26 @@ def check_name(name: str) -> None:
         )
 
 
-def lab_dir(args: Args) -> str:
+def lab_root(session: Session) -> str:
+    """qemu:///system keeps labs with libvirt's images; a session lab lives in the user's
+    XDG data directory, where the session daemon (running as the user) can reach it."""
+    if session.uri.startswith("qemu:///session"):
+        base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+            os.path.expanduser("~"), ".local", "share"
+        )
+        return os.path.join(base, "vshx", "labs")
+    return DEFAULT_ROOT
+
+
+def lab_dir(session: Session, args: Args) -> str:
     check_name(args.name)
-    return os.path.abspath(args.dir or os.path.join(DEFAULT_ROOT, args.name))
+    return os.path.abspath(args.dir or os.path.join(lab_root(session), args.name))
 
 
 def cmd_lab_create(session: Session, args: Args) -> None:
     if not 1 <= args.layers <= 20:
         raise VshxError("--layers must be between 1 and 20")
-    directory = lab_dir(args)
+    directory = lab_dir(session, args)
     teardown = remove_lab(session, args.name, directory)
     setup = build_plan(
         session,
@@ -249,7 +260,7 @@ def cmd_lab_create(session: Session, args: Args) -> None:
 
 
 def cmd_lab_destroy(session: Session, args: Args) -> None:
-    plan = remove_lab(session, args.name, lab_dir(args))
+    plan = remove_lab(session, args.name, lab_dir(session, args))
     if not plan.steps:
         raise VshxError(f"no practice domain {args.name!r} and no lab files to remove")
     session.run_plan(plan, args)
@@ -260,7 +271,8 @@ NAME = Opt(
 )
 DIR = Opt(
     "dir",
-    f"directory for the layer files (default {DEFAULT_ROOT}/NAME)",
+    f"directory for the layer files (default {DEFAULT_ROOT}/NAME; on qemu:///session "
+    "~/.local/share/vshx/labs/NAME)",
     "dir",
     complete="directory",
 )

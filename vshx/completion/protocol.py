@@ -115,7 +115,7 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
     from vshx.pluginhost.host import PluginHost
     from vshx.shell.builtins import BUILTINS
     from vshx.shell.lexer import split_line
-    from vshx.shell.session import default_uri
+    from vshx.storage.default_uri import default_uri
 
     words = (split_line(line, partial=True).commands or [[]])[0]
     target_uri = global_uri(words) or uri or default_uri()

@@ -15,7 +15,8 @@ from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 USAGE = """\
 usage: vshx [-c URI] [--dry-run] [--teach] [-q] [-f FILE [-x]] [COMMAND [ARGS...]]
 
-  -c, --connect URI  libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)
+  -c, --connect URI  libvirt URI (default: as virsh: $LIBVIRT_DEFAULT_URI, uri_default in
+                     libvirt.conf, else qemu:///system for root, qemu:///session for others)
   -f, --file FILE    run commands from FILE ('-' for stdin); stop at the first failing line
   -x                 echo each batch command before running it
       --dry-run      every command prints its plan as a shell script and changes nothing
@@ -121,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sys.stdin.isatty():  # `... | vshx`: a script on stdin, no line editor needed
             from vshx.frontends.batch import run_file
 
+            if opts.tour:
+                from vshx.frontends.tour import start_tour
+
+                start_tour(session)
             return run_file(session, "-", echo=opts.echo)
         from vshx.frontends.repl import run_repl
 

@@ -17,13 +17,6 @@ from prompt_toolkit.history import FileHistory, InMemoryHistory
 from vshx.errors import EXIT_OK, ExitRequested
 from vshx.shell.session import Session
 
-TOUR = """\
-Welcome to vshx. The practice domain vshx-demo has the chain base <- sn1 <- sn2 <- sn3 <- sn4.
-  1. chain vshx-demo vda                                   (see the layers; Tab completes)
-  2. commit vshx-demo vda --base sn1 --top sn3 --dry-run   (the virsh command, not run)
-  3. commit vshx-demo vda --base sn1 --top sn3 --teach     (run it; then snapshot-cleanup vshx-demo)
-Type help for every command, exit or Ctrl-D to leave."""
-
 
 def history_path() -> Path:
     """Persistent history lives in the XDG data directory."""
@@ -62,7 +55,9 @@ def run_repl(session: Session, tour: bool = False, threaded: bool = True, **io: 
     """Read lines until exit/quit/Ctrl-D; Ctrl-C clears the current line."""
     prompt = build_prompt_session(session, threaded, **io)
     if tour:
-        session.print(TOUR)
+        from vshx.frontends.tour import start_tour
+
+        start_tour(session)
     else:
         from vshx import __version__
 

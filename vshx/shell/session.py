@@ -16,18 +16,13 @@ from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ExitRequested, UsageEr
 from vshx.pluginhost.host import PluginHost
 from vshx.shell import lexer
 from vshx.shell.spec import Args, Command, parse
+from vshx.storage.default_uri import default_uri
 
 if TYPE_CHECKING:
     import libvirt
 
     from vshx.completion.inventory import Inventory
     from vshx.plans.plan import Plan
-
-DEFAULT_URI = "qemu:///system"
-
-
-def default_uri() -> str:
-    return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
 
 
 class Session:
@@ -45,6 +40,7 @@ class Session:
         host: PluginHost | None = None,
     ) -> None:
         self.uri = uri or default_uri()
+        self.uri_reason = "given with -c" if uri else None  # else asked of default_uri on need
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.dry_run = dry_run

@@ -67,11 +67,7 @@ def open_connection(uri: str, events: bool = True) -> libvirt.virConnect:
     worker.join(CONNECT_TIMEOUT)
     if failed or not opened:
         why = failed[0].get_error_message() if failed else f"no answer in {CONNECT_TIMEOUT:.0f} s"
-        raise VshxError(
-            f"cannot connect to {uri}: {why}",
-            "is libvirtd running and answering? as root: virtlogd -d; libvirtd -d (Debian "
-            "packages libvirt-daemon-system or libvirt-daemon libvirt-daemon-driver-qemu)",
-        )
+        raise VshxError(f"cannot connect to {uri}: {why}", connect_hint(uri))
     conn = opened[0]
     if events:
         try:
@@ -79,6 +75,31 @@ def open_connection(uri: str, events: bool = True) -> libvirt.virConnect:
         except libvirt.libvirtError:
             pass  # a local driver without keepalive (test:///) needs none
     return conn
+
+
+def connect_hint(uri: str) -> str:
+    """What would let this user reach this URI; never `make`: a user may have no checkout."""
+    import os
+
+    from vshx.storage.default_uri import why_default
+
+    chosen = "" if os.environ.get("LIBVIRT_DEFAULT_URI") else f" ({why_default()})"
+    if uri.startswith("qemu:///session"):
+        return (
+            "the session daemon runs as you and starts on demand: it needs the Debian packages "
+            "libvirt-daemon, libvirt-daemon-driver-qemu and qemu-system-x86"
+        )
+    if uri.startswith("qemu:///system") and os.geteuid() != 0:
+        return (
+            f"as a user who is not root, qemu:///system{chosen} needs membership of the libvirt "
+            "group (sudo adduser $USER libvirt, then log in again); or work on your own "
+            'qemu:///session: vshx -c qemu:///session, or uri_default = "qemu:///session" in '
+            "~/.config/libvirt/libvirt.conf"
+        )
+    return (
+        "is libvirtd running and answering? as root: virtlogd -d; libvirtd -d (Debian packages "
+        "libvirt-daemon-system, or libvirt-daemon and libvirt-daemon-driver-qemu)"
+    )
 
 
 def lookup_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
