@@ -18,8 +18,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Measure what users get: bytecode cached, as after `make bootstrap` (which byte-compiles).
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "vshx"),
-                str(ROOT / "plugins" / "vshx_plugins")], check=True, capture_output=True)
+subprocess.run(
+    [
+        sys.executable,
+        "-m",
+        "compileall",
+        "-q",
+        str(ROOT / "vshx"),
+        str(ROOT / "plugins" / "vshx_plugins"),
+    ],
+    check=True,
+    capture_output=True,
+)
 RESULTS = ROOT / "docs" / "benchmarks.md"
 VSHX = [str(Path(sys.executable).parent / "vshx")]
 URI = "qemu:///system"

@@ -4,6 +4,7 @@ docs/benchmarks.md.  `make bench` runs this; the merge benchmark takes a few min
 from __future__ import annotations
 
 import completion
+import flatten
 import merge
 import startup
 
@@ -11,3 +12,4 @@ if __name__ == "__main__":
     startup.main()
     completion.main()
     merge.main()
+    flatten.main()

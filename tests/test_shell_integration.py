@@ -108,7 +108,9 @@ def test_oneshot_and_repl_print_the_same(lab: Lab, tmp_path, monkeypatch):
         pipe.send_text(f"chain {lab.name} vda\n")
         pipe.send_text("exit\n")
         assert run_repl(session) == 0
-    assert out.getvalue() == oneshot
+    banner, _, rest = out.getvalue().partition("\n")
+    assert banner.startswith("vshx ") and "Type help" in banner
+    assert rest == oneshot
     assert (tmp_path / "vshx" / "history").read_text().count(f"chain {lab.name} vda") == 1
 
 

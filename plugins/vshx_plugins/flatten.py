@@ -116,7 +116,7 @@ def cmd_flatten(session: Session, args: Args) -> None:
     target = load_target(session, args.domain, args.disk)
     chain = target.chain
     if len(chain.layers) == 1:
-        session.info(f"nothing to do: {chain.active.name} has no backing file")
+        session.nothing_to_do(args, f"{chain.active.name} has no backing file")
         return
     preflight.refuse_remote_offline(session, target, session.planning_only(args))
     if target.dom is None and session.is_local:

@@ -206,9 +206,8 @@ def cmd_recover(session: Session, args: Args) -> None:
             argv = ["rm", "-f", "--", journal.state_file(chain.active.path)]
         plan.add(Step("clear vshx's journal", argv, action=lambda: journal.clear(target)))
     if not plan.steps:
-        session.info(
-            f"nothing to recover on {chain.domain or chain.active.path} {chain.disk or ''}"
-        )
+        where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
+        session.nothing_to_do(args, f"no job and no journal on {where}")
         return
     if session.run_plan(plan, args):
         if dom is not None:

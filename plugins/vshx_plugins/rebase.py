@@ -172,7 +172,7 @@ def cmd_rebase(session: Session, args: Args) -> None:
     if new is not None and not fmt:
         raise VshxError(f"unknown format of {new.path}", "give it with --backing-format FMT")
     if new is not None and chain.below(image) is not None and new is chain.below(image):
-        session.info(f"nothing to do: {new.name} already is the backing file of {image.name}")
+        session.nothing_to_do(args, f"{new.name} already is the backing file of {image.name}")
         return
     plan = Plan(
         f"rebase {image.name} onto {new.name if new else 'nothing'}",

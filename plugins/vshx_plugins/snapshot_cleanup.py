@@ -90,7 +90,7 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
             )
             rows.append([os.path.basename(layer.path), verdict, why])
     if not plan.steps:
-        session.info(f"{dom.name()}: every snapshot still matches the disks; nothing to do")
+        session.nothing_to_do(args, f"every snapshot of {dom.name()} still matches the disks")
         return
     if session.run_plan(plan, args):
         session.info(table(rows, ["Snapshot", "Verdict", "Why"]))

@@ -220,6 +220,16 @@ class Session:
         if self._inventory is not None:
             self._inventory.invalidate(domain)
 
+    def nothing_to_do(self, args: Args, why: str) -> None:
+        """A request already met: exit 0, and in a --dry-run script a comment, not a line."""
+        if self.planning_only(args):
+            from vshx.plans.plan import comment
+
+            self.print("#!/bin/sh")
+            self.print(comment(f"nothing to do: {why}"))
+        else:
+            self.info(f"nothing to do: {why}")
+
     def planning_only(self, args: Args) -> bool:
         return bool(self.dry_run or args.get("dry_run"))
 
