@@ -31,7 +31,7 @@ def test_layers_in_order_with_backing_as_written(chain):
     assert chain.arrows() == "base.qcow2 <- sn1.qcow2 <- sn2.qcow2 (active)"
 
 
-@pytest.mark.parametrize("ref", ["/tmp/c/sn1.qcow2", "sn1.qcow2", "vda[1]", "/tmp/c/./sn1.qcow2"])
+@pytest.mark.parametrize("ref", ["/tmp/c/sn1.qcow2", "sn1.qcow2", "vda[2]", "/tmp/c/./sn1.qcow2"])
 def test_resolve_forms(chain, ref):
     assert chain.resolve(ref).name == "sn1.qcow2"
 
@@ -39,7 +39,7 @@ def test_resolve_forms(chain, ref):
 def test_unknown_ref_lists_the_chain(chain):
     with pytest.raises(VshxError) as info:
         chain.resolve("nosuch.qcow2")
-    assert "vda[0]=sn2.qcow2" in info.value.hint
+    assert "vda[1]=sn2.qcow2" in info.value.hint  # libvirt's numbering: 1 = active
 
 
 def test_live_xml_indexes(chain):

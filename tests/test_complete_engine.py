@@ -67,12 +67,11 @@ TABLE = [
     ("chain 3", ["3"]),  # an id, as virsh does when no name matches
     ("chain 7c1b0b0e-0000-4000-8000-000000000002"[:10], None),
     ("chain web ", ["vda", "vdb"]),
-    (
-        "commit web vda --base ",
-        ["sn2.qcow2", "vda[1]", "sn1.qcow2", "vda[2]", "base.qcow2", "vda[3]"],
-    ),
+    ("commit web vda --base ", ["sn1.qcow2", "vda[2]", "base.qcow2", "vda[3]"]),
     ("commit web vda --base sn1", ["sn1.qcow2"]),
-    ("commit web vda --top vda[", ["vda[1]", "vda[2]", "vda[3]"]),
+    ("commit web vda --top vda[", ["vda[1]", "vda[2]"]),
+    ("commit web vda --base sn1 --top ", ["sn2.qcow2", "vda[1]"]),
+    ("commit web vda --top sn1 --base ", ["base.qcow2", "vda[3]"]),
     ("commit --path vda --domain web --base b", ["base.qcow2"]),
     ("commit web vda --piv", ["--pivot"]),
     ("commit web vda --keep-overlay --pi", []),

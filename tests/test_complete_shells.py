@@ -52,7 +52,6 @@ def test_bash_completes_a_domain_and_a_chain_layer(lab: Lab, tmp_path: Path):
     env = shell_env(tmp_path)
     assert bash_complete(f"vshx chain {lab.name[:-2]}", env) == [lab.name]
     assert bash_complete(f"vshx commit {lab.name} vda --base sn", env) == [
-        "sn4.qcow2",
         "sn3.qcow2",
         "sn2.qcow2",
         "sn1.qcow2",
@@ -81,8 +80,7 @@ def test_fish_completes_a_domain_and_a_chain_layer(lab: Lab, tmp_path: Path):
         "vda[2]",
         "vda[3]",
         "vda[4]",
-        "vda[5]",
-    ]
+    ]  # not vda[5], the base: --top must be above a base
     assert layers[0].endswith("sn4.qcow2, active")
 
 

@@ -363,3 +363,27 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, offline_lab: Lab):
     assert proc.returncode == 2 and "empty layer REF" in proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
     assert chain_files(offline_lab.active)[-1] == "base.qcow2"
+
+
+def test_no_space_is_refused_before_anything_changes(tmp_path: Path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        base = small / "base.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
+        top = tmp_path / "top.qcow2"
+        make_overlay(top, str(base))
+        written = ["qemu-io", "-c", "write -P 0x5a 0 16M", str(top)]
+        subprocess.run(written, check=True, capture_output=True)
+        before = guest_hash(top, tmp_path)
+        files = file_state(small)
+        proc = run_vshx("commit", str(top))
+        assert proc.returncode == 1 and "not enough space" in proc.stderr
+        assert "free" in proc.stderr and "hint:" in proc.stderr
+        assert file_state(small) == files
+        assert guest_hash(top, tmp_path) == before
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,13 +21,14 @@ import pytest
 
 pytestmark = pytest.mark.libvirt  # needs root (to make the user), libvirt and QEMU
 
-VSHX = str(Path(sys.executable).parent / "vshx")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class User:
     def __init__(self, name: str) -> None:
         self.name = name
         self.home = Path("/home") / name
+        self.bin = self.home / "vshx" / "bin" / "vshx"  # where the README's install puts it
 
     def env(self) -> list[str]:
         return ["env", "-i", f"HOME={self.home}", f"USER={self.name}", "PATH=/usr/bin:/bin"]
@@ -45,7 +45,7 @@ class User:
         )
 
     def vshx(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return self.run(VSHX, *args, stdin=stdin)
+        return self.run(str(self.bin), *args, stdin=stdin)
 
     def ok(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         proc = self.vshx(*args, stdin=stdin)
@@ -74,29 +74,14 @@ class User:
         return found.stdout.split()
 
 
-def reachable_by_others(path: Path) -> list[tuple[Path, int]]:
-    """Give every directory above ``path`` the x bit for others (read access to the venv);
-    return what was changed, to put back."""
-    changed = []
-    for parent in reversed(path.parents):
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            changed.append((parent, mode))
-            parent.chmod(mode | 0o001)
-    return changed
-
-
 @pytest.fixture
 def student() -> Iterator[User]:
     name = f"vshxs{uuid.uuid4().hex[:6]}"
     subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
     user = User(name)
-    changed = reachable_by_others(Path(VSHX))
     try:
         yield user
     finally:
-        for directory, mode in changed:
-            directory.chmod(mode)
         user.vshx("lab-destroy", "vshx-demo")
         user.vshx("lab-destroy", "offline")
         for _ in range(50):
@@ -110,8 +95,31 @@ def student() -> Iterator[User]:
         assert not leftover, "the session daemon must not outlive the test"
 
 
+def checkout_for(user: User) -> Path:
+    """The user's own copy of the project, as `git clone` would give them (tracked files)."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD"], capture_output=True, check=True
+    ).stdout
+    source = user.home / "vshx-src"
+    done = user.run("mkdir", "-p", str(source))
+    assert done.returncode == 0, done.stderr
+    unpack = subprocess.run(
+        ["runuser", "-u", user.name, "--", "tar", "-x", "-C", str(source)], input=archive
+    )
+    assert unpack.returncode == 0
+    return source
+
+
 def test_a_student_without_root_follows_the_readme(student: User):
     assert os.geteuid() == 0
+    # the README's install, verbatim, in the user's own checkout
+    source = checkout_for(student)
+    for step in (
+        ["python3", "-m", "venv", str(student.home / "vshx")],
+        [str(student.home / "vshx/bin/pip"), "install", "-q", str(source)],
+    ):
+        done = student.run(*step)
+        assert done.returncode == 0, done.stderr
     # libvirt's default URI, as virsh picks it: the prompt and the tour name it
     assert student.run("virsh", "uri").stdout.strip() == "qemu:///session"
     assert student.ok("uri").stdout.strip() == "qemu:///session"

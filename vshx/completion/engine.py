@@ -20,6 +20,7 @@ from vshx.storage.paths import has_image_suffix
 if TYPE_CHECKING:
     from vshx.completion.inventory import Inventory
     from vshx.pluginhost.host import PluginHost
+    from vshx.storage.chain import Chain, Layer
 
 KNOWN_URIS = ("qemu:///system", "qemu:///session", "test:///default")
 GLOBAL_VALUE_OPTIONS = {"-c", "--connect", "-f", "--file"}
@@ -101,6 +102,8 @@ class Engine:
 
     def values(self, opt: Opt, prefix: str, given: dict[str, str]) -> Iterable[Candidate]:
         kind = opt.complete or ""
+        if kind == "layer":
+            return self.layers(prefix, given, opt.key)
         provider = self.providers.get(kind)
         if provider is not None:
             return provider(prefix, given)
@@ -139,7 +142,8 @@ class Engine:
             return []
         return [Candidate(t, src) for t, src in self.inventory.disks(domain)]
 
-    def layers(self, prefix: str, given: dict[str, str]) -> list[Candidate]:
+    def layers(self, prefix: str, given: dict[str, str], key: str = "") -> list[Candidate]:
+        """Layers of the disk's chain; for --base and --top only those the option accepts."""
         domain, disk, image = given.get("domain"), given.get("disk"), given.get("image")
         if domain and not disk and os.path.sep in domain:
             image = domain
@@ -153,7 +157,7 @@ class Engine:
 
         result = []
         count = len(chain.layers)
-        for layer in chain.layers:
+        for layer in accepted(chain, key, given):
             where = (
                 "active"
                 if layer.position == 0
@@ -167,6 +171,28 @@ class Engine:
     def snapshots(self, prefix: str, given: dict[str, str]) -> list[Candidate]:
         domain = given.get("domain")
         return [Candidate(s) for s in self.inventory.snapshots(domain)] if domain else []
+
+
+def accepted(chain: Chain, key: str, given: dict[str, str]) -> list[Layer]:
+    """What commit/pull would take for this option: --base below the top (and never the
+    active layer), --top above the base (and never the bottom)."""
+
+    def position(ref: str | None, default: int) -> int:
+        if not ref:
+            return default
+        try:
+            return chain.resolve(ref).position
+        except Exception:  # a half-typed or wrong ref: no filter from it
+            return default
+
+    last = len(chain.layers) - 1
+    if key == "base":
+        top = position(given.get("top"), 0)
+        return [layer for layer in chain.layers if layer.position > top]
+    if key == "top":
+        base = position(given.get("base"), last)
+        return [layer for layer in chain.layers if layer.position < min(base, last)]
+    return list(chain.layers)
 
 
 def options(command: Command, given: set[str]) -> list[Candidate]:

@@ -177,7 +177,15 @@ class Session:
             name = f" {exc.filename!r}" if exc.filename else ""
             self.report(VshxError(f"{exc.strerror or exc}{name}"), where)
         except KeyboardInterrupt:
-            self.report(VshxError("interrupted"), where)
+            self.report(
+                VshxError(
+                    "interrupted",
+                    "if a step was running, `vshx jobs` shows what is left and `vshx recover "
+                    "DOMAIN DISK` (or IMAGE) finishes it; after an interrupted qemu-img step it "
+                    "repairs leaked clusters (qemu-img check -r leaks)",
+                ),
+                where,
+            )
         except Exception as exc:  # a bug in vshx or a plugin: one line, traceback on request
             libvirt = sys.modules.get("libvirt")  # imported only by commands that used it
             if libvirt is not None and isinstance(exc, libvirt.libvirtError):

@@ -80,7 +80,7 @@ class Chain:
 
     def ref_of(self, layer: Layer) -> str:
         disk = self.disk or "image"
-        number = layer.index if layer.index is not None else layer.position
+        number = layer.index if layer.index is not None else layer.position + 1
         return f"{disk}[{number}]"
 
     def above(self, layer: Layer) -> Layer | None:
@@ -123,7 +123,7 @@ class Chain:
         if match and (self.disk is None or match["disk"] == self.disk):
             number = int(match["index"])
             for layer in self.layers:
-                if (layer.index if layer.index is not None else layer.position) == number:
+                if (layer.index if layer.index is not None else layer.position + 1) == number:
                     return layer
         for layer in self.layers:  # as written: a layer's backing string names the one below
             above = self.above(layer)
