@@ -143,9 +143,9 @@ def test_rebase_a_layer_named_through_its_domain(offline_lab: Lab, tmp_path: Pat
         "--path",
         "vda",
         "--top",
-        "vda[1]",
+        "vda[2]",  # libvirt's numbering: vda[1] is the active sn4
         "--backing",
-        "vda[3]",
+        "vda[4]",
     )
     assert chain_files(offline_lab.active) == ["sn4.qcow2", "sn3.qcow2", "sn1.qcow2", "base.qcow2"]
     assert guest_hash(offline_lab.active, tmp_path) == before
