@@ -29,6 +29,7 @@ from vshx.api import (
     check_merge,
     commands_hook,
     delete_steps,
+    human_size,
     job_flags_argv,
     libvirt,
     live_job_step,
@@ -36,6 +37,7 @@ from vshx.api import (
     offline_domain_note,
     preflight,
     report_after_merge,
+    routes,
     virsh,
     virt,
 )
@@ -242,6 +244,10 @@ def cmd_commit(session: Session, args: Args) -> None:
         plan = live_plan(session, target, args, top, base)
     else:
         plan = offline_plan(session, target, args, top, base)
+    if session.is_local:
+        moves = routes.Extents(target.chain, top).above(len(merged))
+        names = ", ".join(layer.name for layer in merged)
+        plan.notes.append(f"moves {human_size(moves)} from {names} into {base.name}")
     plan.before = target.chain
     keeps_overlay = top.position == 0 and args.keep_overlay
     plan.after = target.chain if keeps_overlay else target.chain.without(merged)

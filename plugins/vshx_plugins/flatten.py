@@ -12,7 +12,6 @@ file, and there is room.  The candidate table is printed with --dry-run.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from vshx.api import (
     DISK,
@@ -28,7 +27,6 @@ from vshx.api import (
     Target,
     VshxError,
     commands_hook,
-    hookimpl,
     human_size,
     load_target,
     preflight,
@@ -36,8 +34,6 @@ from vshx.api import (
     routes,
 )
 from vshx_plugins import commit, pull
-
-ROUTES = ("pull", "commit")
 
 
 def free_bytes(path: str) -> int:
@@ -168,13 +164,4 @@ COMMANDS = [
 ]
 
 
-def route_names(prefix: str, given: dict[str, str]) -> list[str]:
-    return [r for r in ROUTES if r.startswith(prefix)]
-
-
 vshx_register_commands = commands_hook(COMMANDS)
-
-
-@hookimpl
-def vshx_register_completers(register: Callable[[str, Callable[..., list[str]]], None]) -> None:
-    register("route", route_names)

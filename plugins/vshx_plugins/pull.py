@@ -24,6 +24,7 @@ from vshx.api import (
     VshxError,
     check_merge,
     commands_hook,
+    human_size,
     job_flags_argv,
     libvirt,
     live_job_step,
@@ -31,6 +32,7 @@ from vshx.api import (
     offline_domain_note,
     preflight,
     report_after_merge,
+    routes,
     virsh,
 )
 
@@ -128,8 +130,13 @@ def cmd_pull(session: Session, args: Args) -> None:
     plan = (
         live_plan(session, target, args, base) if target.live else offline_plan(target, args, base)
     )
+    gone = target.chain.layers[1:stop]
+    if session.is_local:
+        moves = routes.Extents(target.chain).between(1, len(gone))
+        names = ", ".join(layer.name for layer in gone)
+        plan.notes.append(f"moves {human_size(moves)} from {names} into {target.chain.active.name}")
     plan.before = target.chain
-    plan.after = target.chain.without(target.chain.layers[1:stop])
+    plan.after = target.chain.without(gone)
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)
 

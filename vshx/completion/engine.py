@@ -70,6 +70,7 @@ class Engine:
             "command": lambda p, v: self.commands(),
             "format": lambda p, v: (Candidate(f) for f in ("qcow2", "raw")),
             "shell": lambda p, v: (Candidate(s) for s in ("bash", "zsh", "fish")),
+            "route": lambda p, v: (Candidate(r) for r in ("commit", "pull")),
         }
 
     def complete(self, line: str, skip_globals: bool = False) -> Completions:
@@ -189,6 +190,8 @@ def accepted(chain: Chain, key: str, given: dict[str, str]) -> list[Layer]:
     if key == "base":
         top = position(given.get("top"), 0)
         return [layer for layer in chain.layers if layer.position > top]
+    if key == "drop":  # middle layers only: the active one and the base are flatten's
+        return [layer for layer in chain.layers if 0 < layer.position < last]
     if key == "top":
         base = position(given.get("base"), last)
         return [layer for layer in chain.layers if layer.position < min(base, last)]
@@ -207,7 +210,7 @@ def options(command: Command, given: set[str]) -> list[Candidate]:
     return [
         Candidate(f"--{o.name}", o.help)
         for o in command.all_options
-        if o.key not in given and o.key not in excluded
+        if (o.key not in given or o.multiple) and o.key not in excluded
     ]
 
 

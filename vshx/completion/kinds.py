@@ -16,4 +16,5 @@ CORE_COMPLETERS = (
     "command",
     "format",
     "shell",
+    "route",
 )

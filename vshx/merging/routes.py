@@ -17,15 +17,16 @@ from vshx.storage.chain import human_size
 
 if TYPE_CHECKING:
     from vshx.plans.plan import Plan
-    from vshx.storage.chain import Chain
+    from vshx.storage.chain import Chain, Layer
 
 
 class Extents:
-    """Where the guest's data lives: (depth, length) of every allocated data extent."""
+    """Where the data a layer shows lives: (depth below it, length) of every data extent."""
 
-    def __init__(self, chain: Chain) -> None:
+    def __init__(self, chain: Chain, layer: Layer | None = None) -> None:
         from vshx.storage import qemuimg
 
+        seen_from = layer or chain.active
         out = qemuimg.run(
             [
                 "qemu-img",
@@ -33,8 +34,8 @@ class Extents:
                 "-U",
                 "--output=json",
                 "-f",
-                chain.active.format or "qcow2",
-                chain.active.path,
+                seen_from.format or "qcow2",
+                seen_from.path,
             ]
         )
         try:
@@ -47,6 +48,10 @@ class Extents:
     def above(self, depth: int) -> int:
         """Bytes held by the layers above ``depth`` (what a commit into that layer copies)."""
         return sum(length for d, length in self.extents if d < depth)
+
+    def between(self, first: int, last: int) -> int:
+        """Bytes held by the layers at depths first..last (inclusive)."""
+        return sum(length for d, length in self.extents if first <= d <= last)
 
     def below_active(self) -> int:
         """Bytes held by every layer under the active one (what a full pull copies)."""

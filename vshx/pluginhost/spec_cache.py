@@ -26,6 +26,7 @@ OPT_FIELDS = (
     "short",
     "excludes",
     "implies",
+    "multiple",
 )
 
 

@@ -28,6 +28,7 @@ class Opt(NamedTuple):
     excludes: tuple[str, ...] = ()
     implies: tuple[str, ...] = ()
     default: Any = None
+    multiple: bool = False  # may be given more than once; the value is then a list
 
     @property
     def is_flag(self) -> bool:
@@ -101,6 +102,7 @@ class PartialState:
     def __init__(self) -> None:
         self.given: set[str] = set()
         self.values: dict[str, str] = {}
+        self.lists: dict[str, list[str]] = {}  # every value of a `multiple` option
         self.expecting_value_of: Opt | None = None
         self.next_positional: Opt | None = None
         self.after_double_dash = False
@@ -128,10 +130,12 @@ def walk(command: Command, tokens: Sequence[str], partial: bool = False) -> Part
             raise UsageError(message, hint or f"usage: {command.usage()}")
 
     def assign(opt: Opt, value: str) -> None:
-        if opt.key in state.given and not partial:
+        if opt.key in state.given and not partial and not opt.multiple:
             fail(f"option --{opt.name} given twice")
         state.given.add(opt.key)
         state.values[opt.key] = value
+        if opt.multiple:
+            state.lists.setdefault(opt.key, []).append(value)
         if opt in pending:
             pending.remove(opt)
 
@@ -192,6 +196,9 @@ def parse(command: Command, tokens: Sequence[str]) -> Args:
             continue
         raw = state.values[opt.key]
         try:
+            if opt.multiple:
+                args[opt.key] = [opt.convert(value) for value in state.lists[opt.key]]
+                continue
             args[opt.key] = opt.convert(raw)
         except ValueError as exc:
             shown = raw if len(raw) <= 40 else raw[:37] + "..."

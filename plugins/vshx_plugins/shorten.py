@@ -1,0 +1,187 @@
+"""shorten: drop named middle layers, each contiguous run by the route that moves least.
+
+For every run of dropped layers: ``commit`` copies the run down into the layer below it
+(virsh blockcommit --top RUN_TOP --base BELOW / ``qemu-img commit`` + ``rebase -u``), which
+overwrites that layer and is taken only when nothing else sees it change; ``pull`` copies the
+run up into the layer above it (offline: a safe ``qemu-img rebase`` of that layer; live: a
+block pull, which libvirt can only do into the active layer).  The active layer and the base
+are flatten's business.
+"""
+
+from __future__ import annotations
+
+import os
+
+from vshx.api import (
+    DISK,
+    DOMAIN_OR_IMAGE,
+    FORCE,
+    JOB_OPTIONS,
+    SCAN,
+    Args,
+    Chain,
+    Command,
+    Layer,
+    Opt,
+    Plan,
+    Session,
+    Step,
+    Target,
+    UsageError,
+    VshxError,
+    commands_hook,
+    human_size,
+    load_target,
+    preflight,
+    report_after_merge,
+    routes,
+)
+from vshx_plugins import commit, pull
+
+
+def contiguous_runs(chain: Chain, drops: list[Layer]) -> list[list[Layer]]:
+    """The dropped layers grouped into runs of neighbours, the topmost run first."""
+    found: list[list[Layer]] = []
+    for layer in sorted(set(drops), key=lambda x: x.position):
+        if found and found[-1][-1].position == layer.position - 1:
+            found[-1].append(layer)
+        else:
+            found.append([layer])
+    return found
+
+
+def free_bytes(path: str) -> int:
+    stat = os.statvfs(os.path.dirname(path))
+    return stat.f_bavail * stat.f_frsize
+
+
+def commit_route(session: Session, target: Target, args: Args, run: list[Layer]) -> routes.Route:
+    chain = target.chain
+    top, below = run[0], chain.below(run[-1])
+    assert below is not None
+
+    def build() -> Plan:
+        if target.live:
+            return commit.live_plan(session, target, args, top, below)
+        return commit.offline_plan(session, target, args, top, below)
+
+    names = ", ".join(layer.name for layer in run)
+    route = routes.Route(
+        "commit",
+        f"copy {names} down into {below.name}",
+        routes.Extents(chain, top).above(len(run)),
+        [below.name],
+        build,
+    )
+    if session.is_local:
+        index = preflight.UsageIndex(session, chain)
+        users = index.users_of(below.path, through=top.path)
+        if users:
+            route.refusal = VshxError(
+                f"{below.name} is also used by: {'; '.join(users)}", index.scanned()
+            )
+            route.needs_force = True
+        elif route.moves > free_bytes(below.path):
+            route.refusal = VshxError(f"{human_size(route.moves)} do not fit beside {below.name}")
+    return route
+
+
+def pull_route(session: Session, target: Target, args: Args, run: list[Layer]) -> routes.Route:
+    chain = target.chain
+    above, below = chain.above(run[0]), chain.below(run[-1])
+    assert above is not None and below is not None
+
+    def build() -> Plan:
+        if target.live:
+            return pull.live_plan(session, target, args, below)
+        plan = Plan(f"pull {', '.join(x.name for x in run)} up into {above.name}", target=target)
+        argv = ["qemu-img", "rebase", "-f", preflight.require_format(above)]
+        argv += ["-F", preflight.require_format(below), "-b"]
+        argv += [preflight.relative_or_absolute(below, above, args.keep_relative), above.path]
+        plan.add(Step(f"safe rebase: copy {plan.title[5:]}, onto {below.name}", argv))
+        return plan
+
+    route = routes.Route(
+        "pull",
+        f"copy {', '.join(x.name for x in run)} up into {above.name}",
+        routes.Extents(chain, above).between(1, len(run)),
+        [above.name],
+        build,
+    )
+    if target.live and above.position != 0:
+        route.refusal = VshxError(
+            f"live, libvirt pulls only into the active layer, not into {above.name}"
+        )
+    elif session.is_local and route.moves > free_bytes(above.path):
+        route.refusal = VshxError(f"{human_size(route.moves)} do not fit beside {above.name}")
+    return route
+
+
+def cmd_shorten(session: Session, args: Args) -> None:
+    target = load_target(session, args.domain, args.disk)
+    chain = target.chain
+    if not args.drop:
+        raise UsageError("name the layers to drop with --drop REF (repeatable)")
+    drops = [chain.resolve(ref) for ref in args.drop]
+    for layer in drops:
+        if layer.position == 0 or layer is chain.bottom:
+            which = "active layer" if layer.position == 0 else "base"
+            raise VshxError(
+                f"{layer.name} is the {which}: shorten drops middle layers only",
+                f"to make the disk one file: flatten {chain.domain or chain.active.path} "
+                f"{chain.disk or ''}".rstrip(),
+            )
+    preflight.refuse_remote_offline(session, target, session.planning_only(args))
+    if target.dom is None and session.is_local:
+        preflight.refuse_if_running_user(
+            session, chain.active.path, "name the domain and disk instead of the image"
+        )
+    preflight.refuse_block_job(target)
+    args.update(active=False, pivot=False, keep_overlay=False)  # what the builders read
+    names = ", ".join(layer.name for layer in sorted(drops, key=lambda x: x.position))
+    plan = Plan(
+        f"shorten {chain.domain or chain.active.path} {chain.disk or ''}: drop {names}",
+        method=target.method,
+        target=target,
+    )
+    for run in contiguous_runs(chain, drops):
+        candidates = [
+            commit_route(session, target, args, run),
+            pull_route(session, target, args, run),
+        ]
+        chosen = routes.choose(candidates, args.route, args.force)
+        plan.notes += routes.table_notes(candidates, chosen)
+        plan.notes.append(f"moves {human_size(chosen.moves)}: {chosen.summary}")
+        plan.steps += chosen.build().steps
+    plan.before, plan.after = chain, chain.without(drops)
+    if session.run_plan(plan, args):
+        report_after_merge(session, target, args, plan)
+
+
+COMMANDS = [
+    Command(
+        "shorten",
+        "drop middle layers, each run by the cheaper safe route (commit down or pull up)",
+        cmd_shorten,
+        (
+            DOMAIN_OR_IMAGE,
+            DISK,
+            Opt(
+                "drop", "a layer to drop (repeat for more)", "ref", complete="layer", multiple=True
+            ),
+            Opt(
+                "route", "take this route for every run: commit or pull", "route", complete="route"
+            ),
+            *JOB_OPTIONS,
+            FORCE,
+            SCAN,
+        ),
+        group="merge",
+        changes=True,
+        description="Each contiguous run of dropped layers goes by the route that moves the "
+        "fewest bytes (qemu-img map) among the safe ones; --dry-run shows the table per run.",
+    )
+]
+
+
+vshx_register_commands = commands_hook(COMMANDS)
