@@ -127,3 +127,29 @@ def test_completion_spec_cache_is_derived_and_refreshed(tmp_path, monkeypatch):
     third = PluginHost(BUILTINS, specs_only=True)
     third.load_entry_points()
     assert third._pm is not None, "a stale cache must not be used"
+
+
+def test_a_command_loads_only_its_plugin_and_those_with_other_hooks(tmp_path, monkeypatch):
+    from vshx.shell.builtins import BUILTINS
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = PluginHost(BUILTINS)
+    assert first.command("commit") is not None  # no cache yet: everything loads, cache written
+    assert {name for name, _ in first.pm.list_name_plugin()} >= {"commit", "pull", "lab"}
+    second = PluginHost(BUILTINS)
+    assert second.command("blockcommit").name == "commit"
+    assert [name for name, _ in second.pm.list_name_plugin()] == ["commit"]
+    assert "pull" in {c.name for c in second.all_commands()}  # help still sees every command
+
+
+def test_plugins_with_other_hooks_load_with_any_command(tmp_path, monkeypatch):
+    from vshx.shell.builtins import BUILTINS
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = PluginHost(BUILTINS)
+    first.register_plugin(Recorder(), name="recorder")
+    first.hook_users.append("lab")  # as if lab implemented vshx_plan_ready
+    first.load_entry_points()
+    second = PluginHost(BUILTINS)
+    second.command("pull")
+    assert {name for name, _ in second.pm.list_name_plugin()} == {"pull", "lab"}

@@ -96,6 +96,9 @@ class PluginHost:
         self._points: list[EntryPoint] | None = None
         self.completers: dict[str, Callable[..., Iterable[Any]]] = {}
         self.broken: list[str] = []
+        self.owned_by: dict[str, str] = {}  # command word -> the entry point that registered it
+        self.hook_users: list[str] = []  # plugins implementing more than registration hooks
+        self._hooks_complete = False  # every plugin whose hooks must fire is loaded
 
     @property
     def pm(self) -> pluggy.PluginManager:
@@ -140,6 +143,12 @@ class PluginHost:
         self.completers.update(completers)
         for command in commands:
             self.registry.register(command)
+            for word in (command.name, *command.aliases):
+                self.owned_by[word] = name or ""
+        registration = {"vshx_register_commands", "vshx_register_completers"}
+        hooks = {caller.name for caller in pm.get_hookcallers(plugin) or []}
+        if name and hooks - registration:
+            self.hook_users.append(name)
 
     def _entry_points(self) -> list[EntryPoint]:
         if self._points is None:
@@ -169,11 +178,12 @@ class PluginHost:
                     self.registry.register(command)
                 return
         self._load(points)
-        if self.specs_only and not self.broken:
+        self._hooks_complete = True
+        if not self.broken:
             from vshx.pluginhost import spec_cache
 
             plugin_commands = [c for c in self.registry.commands() if c.name not in self._core]
-            spec_cache.save(points, plugin_commands)
+            spec_cache.save(points, plugin_commands, self.owned_by, self.hook_users)
 
     def _load(self, points: list[EntryPoint]) -> None:
         import pluggy
@@ -189,12 +199,33 @@ class PluginHost:
                 print(f"warning: plugin {ep.name!r} failed to load: {exc}", file=sys.stderr)
 
     def command(self, word: str) -> Command | None:
-        """Find a command, loading plugins only when the core does not know the word."""
+        """Find a command, loading plugins only when the core does not know the word: the one
+        plugin that provides it (and those with other hooks) when the spec cache says which."""
         found = self.registry.get(word)
         if found is None and not self._loaded_entry_points:
+            if not self.specs_only and self._load_only_for(word):
+                found = self.registry.get(word)
+                if found is not None:
+                    return found
             self.load_entry_points()
             found = self.registry.get(word)
         return found
+
+    def _load_only_for(self, word: str) -> bool:
+        """Load the plugin that owns ``word`` plus every plugin with hooks beyond registration;
+        False when the cache cannot say (then everything is loaded, as before)."""
+        if os.environ.get("VSHX_DISABLE_PLUGIN_AUTOLOAD"):
+            return False
+        from vshx.pluginhost import spec_cache
+
+        points = self._entry_points()
+        index = spec_cache.owners(points)
+        if index is None or word not in index[0]:
+            return False
+        wanted = {index[0][word], *index[1]}
+        self._load([ep for ep in points if ep.name in wanted])
+        self._hooks_complete = not self.broken
+        return True
 
     def all_commands(self) -> list[Command]:
         self.load_entry_points()
@@ -218,12 +249,14 @@ class PluginHost:
 
     # -- typed facades over pm.hook -------------------------------------------------------------
     def preflight(self, session: object, target: object, plan: object) -> None:
-        self.load_entry_points()  # a plan is about to run: every plugin gets its say
+        if not self._hooks_complete:  # a plan is about to run: every plugin gets its say
+            self.load_entry_points()
         if self._pm is not None:
             self._pm.hook.vshx_preflight(session=session, target=target, plan=plan)
 
     def plan_ready(self, session: object, command: Command, args: object, plan: object) -> None:
-        self.load_entry_points()
+        if not self._hooks_complete:
+            self.load_entry_points()
         if self._pm is not None:
             self._pm.hook.vshx_plan_ready(session=session, command=command, args=args, plan=plan)
 

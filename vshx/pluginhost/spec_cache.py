@@ -1,8 +1,12 @@
-"""A cache of plugin command specs, so shell completion need not import pluggy and plugins.
+"""A cache of plugin command specs, so shell completion need not import pluggy and plugins,
+and a one-shot command loads only the plugin that provides it.
 
 Completion only needs what the specs declare (names, options, completer kinds), not the code
-that runs them.  The specs are still written once, in the plugins; this file is derived from
-them and thrown away whenever an installed entry point or a plugin module file changes.
+that runs them.  The cache also records which entry point registers which command word, and
+which plugins implement hooks other than registration (they are loaded with any command, so
+their hooks keep firing).  The specs are still written once, in the plugins; this file is
+derived from them and thrown away whenever an installed entry point or a plugin module file
+changes.
 """
 
 from __future__ import annotations
@@ -67,14 +71,30 @@ def _unavailable(*_args: object) -> int:
     raise RuntimeError("a cached spec is for completion only")
 
 
-def load(points: list[EntryPoint]) -> list[Command] | None:
-    """Commands from the cache, or None when it is missing or stale."""
+def _read(points: list[EntryPoint]) -> dict[str, Any] | None:
     try:
         with open(cache_path(), encoding="utf-8") as handle:
             data = json.load(handle)
     except (OSError, ValueError):
         return None
-    if data.get("fingerprint") != fingerprint(points):
+    if not isinstance(data, dict) or data.get("fingerprint") != fingerprint(points):
+        return None
+    return data
+
+
+def owners(points: list[EntryPoint]) -> tuple[dict[str, str], list[str]] | None:
+    """Which entry point registers each command word, and which plugins implement other
+    hooks; None when the cache is missing or stale."""
+    data = _read(points)
+    if data is None or "owners" not in data:
+        return None
+    return dict(data["owners"]), list(data.get("hook_users", []))
+
+
+def load(points: list[EntryPoint]) -> list[Command] | None:
+    """Commands from the cache, or None when it is missing or stale."""
+    data = _read(points)
+    if data is None:
         return None
     commands = []
     for raw in data["commands"]:
@@ -98,9 +118,16 @@ def load(points: list[EntryPoint]) -> list[Command] | None:
     return commands
 
 
-def save(points: list[EntryPoint], commands: list[Command]) -> None:
+def save(
+    points: list[EntryPoint],
+    commands: list[Command],
+    owned_by: dict[str, str] | None = None,
+    hook_users: list[str] | None = None,
+) -> None:
     data = {
         "fingerprint": fingerprint(points),
+        "owners": owned_by or {},
+        "hook_users": hook_users or [],
         "commands": [
             {
                 "name": c.name,
