@@ -95,3 +95,22 @@ def write_section(name: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + section + "\n"
     RESULTS.write_text(text)
     print(body)
+
+
+def make_lab(tmp: Path, running: bool, *options: str) -> tuple[str, Path]:
+    """A fresh practice lab for one side of a comparison (lab-create OPTIONS...)."""
+    import uuid
+
+    name = f"vshx-bench-{uuid.uuid4().hex[:8]}"
+    directory = tmp / name
+    argv = [*VSHX, "-c", URI, "lab-create", name, "--dir", str(directory), *options]
+    if not running:
+        argv.append("--shut-off")
+    subprocess.run(argv, check=True, capture_output=True)
+    return name, directory
+
+
+def drop_lab(name: str, directory: Path) -> None:
+    subprocess.run(
+        [*VSHX, "-c", URI, "lab-destroy", name, "--dir", str(directory)], capture_output=True
+    )

@@ -14,10 +14,9 @@ import statistics
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from common import URI, VSHX, write_section
+from common import URI, VSHX, drop_lab, make_lab, write_section
 
 BASE_MIB = 1024
 FILL_MIB = 16
@@ -25,31 +24,10 @@ RUNS = 2
 
 
 def lab(tmp: Path, running: bool) -> tuple[str, Path]:
-    name = f"vshx-bench-{uuid.uuid4().hex[:8]}"
-    directory = tmp / name
-    args = [
-        *VSHX,
-        "-c",
-        URI,
-        "lab-create",
-        name,
-        "--dir",
-        str(directory),
-        "--fill",
-        str(FILL_MIB),
-        "--base-fill",
-        str(BASE_MIB),
-    ]
-    if not running:
-        args.append("--shut-off")
-    subprocess.run(args, check=True, capture_output=True)
-    return name, directory
+    return make_lab(tmp, running, "--fill", str(FILL_MIB), "--base-fill", str(BASE_MIB))
 
 
-def drop(name: str, directory: Path) -> None:
-    subprocess.run(
-        [*VSHX, "-c", URI, "lab-destroy", name, "--dir", str(directory)], capture_output=True
-    )
+drop = drop_lab
 
 
 def timed(argv: list[str]) -> tuple[float, str]:

@@ -13,41 +13,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from common import URI, VSHX, write_section
+from common import URI, VSHX, drop_lab, make_lab, write_section
 
 SMALL_RUNS = 5
 LARGE_RUNS = 2
 
 
 def lab(tmp: Path, running: bool, fill: int = 0, layers: int = 4) -> tuple[str, Path]:
-    name = f"vshx-bench-{uuid.uuid4().hex[:8]}"
-    directory = tmp / name
-    args = [
-        *VSHX,
-        "-c",
-        URI,
-        "lab-create",
-        name,
-        "--dir",
-        str(directory),
-        "--layers",
-        str(layers),
-        "--fill",
-        str(fill),
-    ]
-    if not running:
-        args.append("--shut-off")
-    subprocess.run(args, check=True, capture_output=True)
-    return name, directory
+    return make_lab(tmp, running, "--layers", str(layers), "--fill", str(fill))
 
 
-def drop(name: str, directory: Path) -> None:
-    subprocess.run(
-        [*VSHX, "-c", URI, "lab-destroy", name, "--dir", str(directory)], capture_output=True
-    )
+drop = drop_lab
 
 
 def timed(argv: list[str]) -> float:

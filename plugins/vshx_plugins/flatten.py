@@ -36,11 +36,6 @@ from vshx.api import (
 from vshx_plugins import commit, pull
 
 
-def free_bytes(path: str) -> int:
-    stat = os.statvfs(os.path.dirname(path))
-    return stat.f_bavail * stat.f_frsize
-
-
 def pull_route(
     session: Session, target: Target, args: Args, extents: routes.Extents
 ) -> routes.Route:
@@ -60,7 +55,7 @@ def pull_route(
         [active.name],
         build,
     )
-    if session.is_local and route.moves > free_bytes(active.path):
+    if session.is_local and route.moves > preflight.free_bytes(active.path):
         route.refusal = VshxError(f"{human_size(route.moves)} do not fit beside {active.name}")
     return route
 
@@ -103,7 +98,7 @@ def commit_route(
                 f"pull leaves it alone ({index.scanned()})",
             )
             route.needs_force = True
-        elif route.moves > free_bytes(base.path):
+        elif route.moves > preflight.free_bytes(base.path):
             route.refusal = VshxError(f"{human_size(route.moves)} do not fit beside {base.name}")
     return route
 
@@ -114,12 +109,7 @@ def cmd_flatten(session: Session, args: Args) -> None:
     if len(chain.layers) == 1:
         session.nothing_to_do(args, f"{chain.active.name} has no backing file")
         return
-    preflight.refuse_remote_offline(session, target, session.planning_only(args))
-    if target.dom is None and session.is_local:
-        preflight.refuse_if_running_user(
-            session, chain.active.path, "name the domain and disk instead of the image"
-        )
-    preflight.refuse_block_job(target)
+    preflight.refuse_unsafe_start(session, target, args)
     args.update(active=True, pivot=True, keep_overlay=False)  # what the builders read
     extents = routes.Extents(chain)
     candidates = [

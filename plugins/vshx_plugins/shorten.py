@@ -10,8 +10,6 @@ are flatten's business.
 
 from __future__ import annotations
 
-import os
-
 from vshx.api import (
     DISK,
     DOMAIN_OR_IMAGE,
@@ -50,11 +48,6 @@ def contiguous_runs(chain: Chain, drops: list[Layer]) -> list[list[Layer]]:
     return found
 
 
-def free_bytes(path: str) -> int:
-    stat = os.statvfs(os.path.dirname(path))
-    return stat.f_bavail * stat.f_frsize
-
-
 def commit_route(session: Session, target: Target, args: Args, run: list[Layer]) -> routes.Route:
     chain = target.chain
     top, below = run[0], chain.below(run[-1])
@@ -81,7 +74,7 @@ def commit_route(session: Session, target: Target, args: Args, run: list[Layer])
                 f"{below.name} is also used by: {'; '.join(users)}", index.scanned()
             )
             route.needs_force = True
-        elif route.moves > free_bytes(below.path):
+        elif route.moves > preflight.free_bytes(below.path):
             route.refusal = VshxError(f"{human_size(route.moves)} do not fit beside {below.name}")
     return route
 
@@ -112,7 +105,7 @@ def pull_route(session: Session, target: Target, args: Args, run: list[Layer]) -
         route.refusal = VshxError(
             f"live, libvirt pulls only into the active layer, not into {above.name}"
         )
-    elif session.is_local and route.moves > free_bytes(above.path):
+    elif session.is_local and route.moves > preflight.free_bytes(above.path):
         route.refusal = VshxError(f"{human_size(route.moves)} do not fit beside {above.name}")
     return route
 
@@ -131,12 +124,7 @@ def cmd_shorten(session: Session, args: Args) -> None:
                 f"to make the disk one file: flatten {chain.domain or chain.active.path} "
                 f"{chain.disk or ''}".rstrip(),
             )
-    preflight.refuse_remote_offline(session, target, session.planning_only(args))
-    if target.dom is None and session.is_local:
-        preflight.refuse_if_running_user(
-            session, chain.active.path, "name the domain and disk instead of the image"
-        )
-    preflight.refuse_block_job(target)
+    preflight.refuse_unsafe_start(session, target, args)
     args.update(active=False, pivot=False, keep_overlay=False)  # what the builders read
     names = ", ".join(layer.name for layer in sorted(drops, key=lambda x: x.position))
     plan = Plan(

@@ -193,12 +193,7 @@ def check_merge(
     ``moves[0]`` are refused.  A pull changes no one's view: the active layer's stays the same.
     Checks that read local files are skipped for a remote URI (only --dry-run gets there).
     """
-    preflight.refuse_remote_offline(session, target, session.planning_only(args))
-    if target.dom is None and session.is_local:
-        preflight.refuse_if_running_user(
-            session, target.chain.active.path, "name the domain and disk instead of the image"
-        )
-    preflight.refuse_block_job(target)
+    preflight.refuse_unsafe_start(session, target, args)
     if session.is_local:
         if changes_view_of is not None:
             preflight.refuse_shared(

@@ -19,6 +19,7 @@ from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
     from vshx.shell.session import Session
+    from vshx.shell.spec import Args
 
 
 def running_users(session: Session, path: str) -> list[str]:
@@ -213,11 +214,27 @@ def refuse_block_job(target: Target) -> None:
         )
 
 
+def free_bytes(path: str) -> int:
+    """Free space for an unprivileged writer in the file system that holds ``path``."""
+    stat = os.statvfs(os.path.dirname(path))
+    return stat.f_bavail * stat.f_frsize
+
+
+def refuse_unsafe_start(session: Session, target: Target, args: Args) -> None:
+    """What every merge refuses before it plans: offline steps on a remote URI, a bare image
+    a running domain uses, a block job already running on the disk."""
+    refuse_remote_offline(session, target, session.planning_only(args))
+    if target.dom is None and session.is_local:
+        refuse_if_running_user(
+            session, target.chain.active.path, "name the domain and disk instead of the image"
+        )
+    refuse_block_job(target)
+
+
 def refuse_no_space(destination: Layer, layers: list[Layer]) -> None:
     """The bytes that move (allocated in the merged layers) must fit where they go."""
     needed = sum(layer.allocated or 0 for layer in layers)
-    stat = os.statvfs(os.path.dirname(destination.path))
-    free = stat.f_bavail * stat.f_frsize
+    free = free_bytes(destination.path)
     if needed > free:
         raise VshxError(
             f"not enough space for {destination.path}: up to {human_size(needed)} may move, "
