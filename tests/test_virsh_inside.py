@@ -80,3 +80,40 @@ def test_unsafe_rebase_script_carries_its_proof(offline_lab: Lab, tmp_path: Path
     assert chain_files(lab.active) == ["sn4.qcow2", "sn3.qcow2", "sn1.qcow2", "base.qcow2"]
     nothing = run_vshx("rebase", str(lab.layer("sn3")), "--backing", "sn1")
     assert nothing.returncode == 0 and "nothing to do" in nothing.stdout
+
+
+def test_batch_dry_run_plans_each_line_on_the_one_before(tmp_path: Path):
+    from conftest import destroy_lab, make_lab
+
+    real = make_lab(tmp_path, dirname="real")
+    scripted = make_lab(tmp_path, dirname="scripted")
+    try:
+        before = real.guest_hash(tmp_path)
+
+        def script(lab: Lab) -> str:
+            return (
+                f"commit {lab.name} vda --base sn2 --top sn3\n"
+                f"commit {lab.name} vda --base sn1 --top sn2\n"
+                f"pull {lab.name} vda --base base\n"
+            )
+
+        plan = run_vshx("--dry-run", "-f", "-", stdin=script(scripted))
+        assert plan.returncode == 0, plan.stderr
+        assert plan.stdout.count("#!/bin/sh") == 1
+        assert (
+            chain_files(scripted.active)[0] == "sn4.qcow2"
+            and len(chain_files(scripted.active)) == 5
+        )
+        done = run_vshx("-f", "-", stdin=script(real))
+        assert done.returncode == 0, done.stderr
+        ran = subprocess.run(["sh", "-e"], input=plan.stdout, capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
+        assert (
+            chain_files(real.active) == chain_files(scripted.active) == ["sn4.qcow2", "base.qcow2"]
+        )
+        assert real.guest_hash(tmp_path) == scripted.guest_hash(tmp_path) == before
+        stale = run_vshx("--dry-run", "-f", "-", stdin=script(real).splitlines()[0] + "\n")
+        assert stale.returncode == 1 and "<stdin>:1: error: 'sn3' is not a layer" in stale.stderr
+    finally:
+        destroy_lab(real)
+        destroy_lab(scripted)

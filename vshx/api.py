@@ -26,7 +26,13 @@ from vshx.merging.common import (
     offline_domain_note,
     report_after_merge,
 )
-from vshx.merging.target import Target, load_target, refuse_interrupted
+from vshx.merging.target import (
+    Target,
+    chain_of_disk,
+    chain_of_image,
+    load_target,
+    refuse_interrupted,
+)
 from vshx.merging.verify import first_visible_difference
 from vshx.plans import journal
 from vshx.plans.plan import Plan, Step, virsh
@@ -72,6 +78,8 @@ __all__ = [
     "UsageError",
     "VshxError",
     "canonical",
+    "chain_of_disk",
+    "chain_of_image",
     "check_merge",
     "commands_hook",
     "delete_steps",

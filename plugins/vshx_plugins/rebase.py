@@ -26,6 +26,8 @@ from vshx.api import (
     UsageError,
     VshxError,
     canonical,
+    chain_of_disk,
+    chain_of_image,
     commands_hook,
     image_chain,
     preflight,
@@ -48,12 +50,12 @@ def load_image(session: Session, args: Args) -> tuple[Target, Layer]:
                 f"{args.domain} is running: its layers are in use by QEMU",
                 f"use: pull {args.domain} {args.disk} --base REF",
             )
-        target = Target(virt.domain_chain(dom, args.disk), dom)
+        target = Target(chain_of_disk(session, dom, args.disk), dom)
         layer = target.chain.resolve(args.top) if args.top else target.chain.active
         return target, layer
     if not args.image:
         raise UsageError("name the IMAGE to rebase (or --domain D --path DISK [--top REF])")
-    target = Target(image_chain(args.image))
+    target = Target(chain_of_image(session, args.image))
     if session.is_local:
         preflight.refuse_if_running_user(
             session,

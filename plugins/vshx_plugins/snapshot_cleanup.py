@@ -55,7 +55,7 @@ def delete_metadata_step(
 
 def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
     dom = virt.lookup_domain(session.conn, args.domain)
-    in_chain = current_chain_files(dom)
+    in_chain = current_chain_files(dom, session.predicted_chains(dom.name()))
     plan = Plan(
         f"drop stale snapshot metadata of {dom.name()}",
         method="libvirt snapshot metadata (virsh snapshot-delete --metadata)",

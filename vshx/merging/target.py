@@ -43,17 +43,38 @@ def load_target(
     An interrupted earlier operation on it is refused (``recover`` passes ``journal_ok``).
     """
     if disk is None and names_an_image(domain_or_image):
-        target = Target(image_chain(domain_or_image))
+        target = Target(chain_of_image(session, domain_or_image))
     elif disk is None:
         raise VshxError(
             f"which disk of {domain_or_image!r}?", f"give the disk too, e.g. {domain_or_image} vda"
         )
     else:
         dom = virt.lookup_domain(session.conn, domain_or_image)
-        target = Target(virt.domain_chain(dom, disk), dom)
+        target = Target(chain_of_disk(session, dom, disk), dom)
     if not journal_ok:
         refuse_interrupted(target)
     return target
+
+
+def chain_of_disk(session: Session, dom: libvirt.virDomain, disk: str) -> Chain:
+    """The disk's chain: as it is, or as the earlier lines of a batch --dry-run leave it."""
+    if session.dry_run and session.predicted:
+        target = virt.find_disk(dom, disk).target
+        predicted = session.predicted.get(f"{dom.name()}\0{target}")
+        if predicted is not None:
+            return predicted
+    return virt.domain_chain(dom, disk)
+
+
+def chain_of_image(session: Session, path: str) -> Chain:
+    """A bare image's chain, or its predicted one in a batch --dry-run."""
+    if session.dry_run and session.predicted:
+        import os
+
+        predicted = session.predicted.get(os.path.realpath(path))
+        if predicted is not None:
+            return predicted
+    return image_chain(path)
 
 
 def refuse_interrupted(target: Target) -> None:

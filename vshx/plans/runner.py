@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from vshx.plans.plan import Plan
     from vshx.shell.session import Session
     from vshx.shell.spec import Args
+    from vshx.storage.chain import Chain
+
+
+def prediction_key(chain: Chain) -> str:
+    """Which disk (or bare image) a predicted chain stands for."""
+    if chain.domain:
+        return f"{chain.domain}\0{chain.disk}"
+    return chain.active.canonical
 
 
 def look_again(target: Target, number: int) -> None:
@@ -48,8 +56,9 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     if session.command is not None:
         host.plan_ready(session, session.command, args, plan)
     if session.planning_only(args):
-        session.out.write(plan.script())
-        session.out.flush()
+        session.write_script(plan.script())
+        if session.dry_run and plan.target is not None and plan.after is not None:
+            session.predicted[prediction_key(plan.target.chain)] = plan.after
         return False
     teach = session.teaching(args)
     if plan.method:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from vshx.completion.inventory import Inventory
     from vshx.plans.plan import Plan
+    from vshx.storage.chain import Chain
 
 
 class Session:
@@ -60,6 +61,9 @@ class Session:
         self._inventory: Inventory | None = None
         self.command: Command | None = None  # the command running now, for plan hooks
         self.args: Args | None = None  # and its options
+        # a batch --dry-run plans each line on the chains the lines before it will leave
+        self.predicted: dict[str, Chain] = {}
+        self._shebang_written = False
 
     # -- connection ---------------------------------------------------------------------
     @property
@@ -233,10 +237,22 @@ class Session:
         if self.planning_only(args):
             from vshx.plans.plan import comment
 
-            self.print("#!/bin/sh")
-            self.print(comment(f"nothing to do: {why}"))
+            self.write_script(f"#!/bin/sh\n{comment(f'nothing to do: {why}')}\n")
         else:
             self.info(f"nothing to do: {why}")
+
+    def write_script(self, text: str) -> None:
+        """Dry-run output: one script per run, however many commands a batch plans."""
+        if text.startswith("#!/bin/sh\n"):
+            if self._shebang_written:
+                text = text.removeprefix("#!/bin/sh\n")
+            self._shebang_written = True
+        self.out.write(text)
+        self.out.flush()
+
+    def predicted_chains(self, domain: str) -> list[Chain]:
+        """What the earlier lines of a batch --dry-run will leave on this domain's disks."""
+        return [c for c in self.predicted.values() if c.domain == domain]
 
     def planning_only(self, args: Args) -> bool:
         return bool(self.dry_run or args.get("dry_run"))

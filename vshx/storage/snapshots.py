@@ -52,16 +52,21 @@ def domain_snapshots(dom: libvirt.virDomain) -> list[SnapshotInfo]:
     return found
 
 
-def current_chain_files(dom: libvirt.virDomain, known: Chain | None = None) -> set[str]:
+def current_chain_files(
+    dom: libvirt.virDomain, known: Chain | list[Chain] | None = None
+) -> set[str]:
     """Canonical paths of every layer of every disk of the domain, as it is now.
 
-    ``known``: a chain the caller has just read, so that disk is not read again.
+    ``known``: chains the caller has just read (or a batch dry-run predicted), so those disks
+    are not read again.
     Fails closed: a chain that cannot be read raises, because every file it would have named
     would otherwise look merged away (and its snapshots stale).
     """
-    files: set[str] = {layer.canonical for layer in known.layers} if known else set()
+    given = [known] if isinstance(known, Chain) else list(known or [])
+    files: set[str] = {layer.canonical for chain in given for layer in chain.layers}
+    done = {chain.disk for chain in given}
     for disk in virt.domain_disks(dom):
-        if not disk.source or disk.device != "disk" or (known and disk.target == known.disk):
+        if not disk.source or disk.device != "disk" or disk.target in done:
             continue
         try:
             chain = virt.domain_chain(dom, disk.target)
