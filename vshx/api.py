@@ -21,6 +21,7 @@ from vshx.merging.common import (
     SCAN,
     check_merge,
     delete_steps,
+    follow_up_note,
     job_flags_argv,
     live_job_step,
     offline_domain_note,
@@ -34,7 +35,7 @@ from vshx.merging.target import (
     refuse_interrupted,
 )
 from vshx.merging.verify import first_visible_difference
-from vshx.plans import journal
+from vshx.plans import journal, underneath
 from vshx.plans.plan import Plan, Step, virsh
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
 from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
@@ -83,6 +84,7 @@ __all__ = [
     "check_merge",
     "commands_hook",
     "delete_steps",
+    "follow_up_note",
     "hookimpl",
     "human_size",
     "image_chain",
@@ -103,5 +105,6 @@ __all__ = [
     "table",
     "verify",
     "virsh",
+    "underneath",
     "virt",
 ]

@@ -29,6 +29,7 @@ from vshx.api import (
     check_merge,
     commands_hook,
     delete_steps,
+    follow_up_note,
     human_size,
     job_flags_argv,
     libvirt,
@@ -38,6 +39,7 @@ from vshx.api import (
     preflight,
     report_after_merge,
     routes,
+    underneath,
     virsh,
     virt,
 )
@@ -116,6 +118,8 @@ def live_plan(session: Session, target: Target, args: Args, top: Layer, base: La
             leaves=merged if pivot else [],
             active=active,
             pivot=pivot,
+            underneath=underneath.block_commit(active, pivot, args.keep_relative)
+            + underneath.native(session.conn.getLibVersion()),
         )
     )
     return plan
@@ -168,6 +172,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
                 base.path,
                 top.path,
             ],
+            underneath=underneath.qemu_img_commit(),
         )
     )
     overlay = chain.above(top)
@@ -189,6 +194,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
                     written,
                     overlay.path,
                 ],
+                underneath=underneath.rebase(unsafe=True, flatten=False, after_commit=True),
             )
         )
     elif target.dom is not None and args.keep_overlay:
@@ -248,6 +254,7 @@ def cmd_commit(session: Session, args: Args) -> None:
         moves = routes.Extents(target.chain, top).above(len(merged))
         names = ", ".join(layer.name for layer in merged)
         plan.notes.append(f"moves {human_size(moves)} from {names} into {base.name}")
+    follow_up_note(plan, target)
     plan.before = target.chain
     keeps_overlay = top.position == 0 and args.keep_overlay
     plan.after = target.chain if keeps_overlay else target.chain.without(merged)

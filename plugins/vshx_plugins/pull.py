@@ -24,6 +24,7 @@ from vshx.api import (
     VshxError,
     check_merge,
     commands_hook,
+    follow_up_note,
     human_size,
     job_flags_argv,
     libvirt,
@@ -33,6 +34,7 @@ from vshx.api import (
     preflight,
     report_after_merge,
     routes,
+    underneath,
     virsh,
 )
 
@@ -92,6 +94,7 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
             argv,
             start,
             leaves=gone,
+            underneath=underneath.block_pull(base is not None),
         )
     )
     return plan
@@ -117,6 +120,7 @@ def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
         Step(
             f"safe rebase: copy {', '.join(g.name for g in gone)} into {active.name}, {what}",
             argv + [active.path],
+            underneath=underneath.rebase(unsafe=False, flatten=base is None),
         )
     )
     return plan
@@ -135,6 +139,7 @@ def cmd_pull(session: Session, args: Args) -> None:
         moves = routes.Extents(target.chain).between(1, len(gone))
         names = ", ".join(layer.name for layer in gone)
         plan.notes.append(f"moves {human_size(moves)} from {names} into {target.chain.active.name}")
+    follow_up_note(plan, target)
     plan.before = target.chain
     plan.after = target.chain.without(gone)
     if session.run_plan(plan, args):

@@ -34,6 +34,7 @@ from vshx.api import (
     qemuimg,
     refuse_interrupted,
     report_after_merge,
+    underneath,
     verify,
     virt,
 )
@@ -107,7 +108,11 @@ def rebase_step(
         argv += ["-F", fmt or "", "-b", preflight.relative_or_absolute(new, image, keep_relative)]
         what = new.name
     how = "pointer only (verified safe)" if unsafe else "safe: copies the differences"
-    return Step(f"rebase {image.name} onto {what}, {how}", argv + [image.path])
+    return Step(
+        f"rebase {image.name} onto {what}, {how}",
+        argv + [image.path],
+        underneath=underneath.rebase(unsafe, flatten=new is None),
+    )
 
 
 def prove_unsafe_is_safe(

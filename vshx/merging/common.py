@@ -70,6 +70,7 @@ def live_job_step(
     leaves: list[Layer],
     active: bool = False,
     pivot: bool = True,
+    underneath: list[str] | None = None,
 ) -> Step:
     """A Step that starts a block job and waits for it by events, with the virsh equivalent.
 
@@ -97,7 +98,7 @@ def live_job_step(
             quiet=session.quiet,
         )
 
-    return Step(description, argv, action=action)
+    return Step(description, argv, action=action, underneath=underneath)
 
 
 def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> list[Step]:
@@ -205,6 +206,15 @@ def check_merge(
                 through=moves[0].path,
             )
         preflight.refuse_no_space(writes, moves)
+
+
+def follow_up_note(plan: Plan, target: preflight.Target) -> None:
+    """After a merge on a domain, its libvirt snapshots of the merged layers go stale."""
+    if target.dom is not None:
+        plan.notes.append(
+            f"afterwards: vshx snapshot-cleanup {target.dom.name()} forgets the libvirt snapshots "
+            "that name merged-away files (virsh snapshot-delete DOMAIN SNAP --metadata)"
+        )
 
 
 def offline_domain_note(plan: Plan, target: preflight.Target) -> None:

@@ -242,7 +242,7 @@ def run_block_job(
                 else f"timed out after {timeout} s"
             )
             if not job.abort_and_settle():
-                progress.finish(f"{why}; job aborted")
+                progress.finish(f"{why}; job aborted (virsh blockjob {dom.name()} {disk} --abort)")
                 raise VshxError(
                     f"{label} {why}: the block job was aborted and the chain is as before",
                     "nothing was deleted; run `chain` to see it",

@@ -54,8 +54,11 @@ class Step:
         argv: list[str],
         action: Callable[[], None] | None = None,
         stdin: str | None = None,
+        underneath: list[str] | None = None,
     ) -> None:
         self.description = description
+        # what --teach and explain add: why the flags, the libvirt call and QMP beneath it
+        self.underneath = list(underneath or [])
         self.argv = argv
         self.action = action
         self.stdin = stdin
@@ -102,8 +105,11 @@ class Plan:
             comment(f"after:  {self.after.arrows()}"),
         ]
 
-    def script(self) -> str:
-        """The plan as a runnable POSIX shell script: '#' lines explain, others are commands."""
+    def script(self, explain: bool = False) -> str:
+        """The plan as a runnable POSIX shell script: '#' lines explain, others are commands.
+
+        ``explain`` adds, under each step, why its flags are there and what runs beneath it.
+        """
         lines = ["#!/bin/sh", comment(f"vshx plan: {self.title}")]
         if self.method:
             lines.append(comment(f"method: {self.method}"))
@@ -111,6 +117,8 @@ class Plan:
         lines += self.prediction()
         for number, step in enumerate(self.steps, 1):
             lines.append(comment(f"step {number}: {step.description}"))
+            if explain:
+                lines += [comment(f"  {line}") for line in step.underneath]
             lines.append(step.equivalent())
         return "\n".join(lines) + "\n"
 

@@ -56,7 +56,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     if session.command is not None:
         host.plan_ready(session, session.command, args, plan)
     if session.planning_only(args):
-        session.write_script(plan.script())
+        session.write_script(plan.script(explain=session.teaching(args)))
         if session.dry_run and plan.target is not None and plan.after is not None:
             session.predicted[prediction_key(plan.target.chain)] = plan.after
         return False
@@ -70,6 +70,8 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     for number, step in enumerate(plan.steps, 1):
         if teach:
             session.print(comment(step.description))
+            for line in step.underneath:
+                session.print(comment(f"  {line}"))
             session.print(step.equivalent())
             session.out.flush()
         if target is not None:

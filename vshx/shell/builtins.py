@@ -186,5 +186,25 @@ BUILTINS = [
         group="general",
         common=False,
     ),
+    Command(
+        "explain",
+        "print what a command would run, why each flag, and the libvirt/QMP calls beneath",
+        lambda session, args: session.explain([args.command]),
+        (
+            Opt(
+                "command",
+                "the command line to explain",
+                "command",
+                positional=True,
+                required=True,
+                complete="command",
+            ),
+        ),
+        group="general",
+        common=False,
+        description="explain commit D vda --base sn1 --top sn3: the --dry-run script with, under "
+        "each step, the reason for its flags, the libvirt API call and the QMP commands and "
+        "events beneath it. Nothing runs.",
+    ),
     Command("exit", "leave the shell", cmd_exit, aliases=("quit",), group="general", common=False),
 ]

@@ -159,6 +159,8 @@ class Session:
 
     def run_words(self, words: Sequence[str], where: str = "") -> int:
         """Run one command given as words; every user-caused failure becomes error:/hint:."""
+        if len(words) > 1 and words[0] == "explain":
+            return self.explain(words[1:], where)
         command: Command | None = None
         args: Args = Args()
         status = EXIT_FAILED
@@ -206,6 +208,15 @@ class Session:
                 where,
             )
         return self._finished(command, args, status)
+
+    def explain(self, words: Sequence[str], where: str = "") -> int:
+        """`explain COMMAND ...`: the plan with why and what runs beneath, nothing run."""
+        saved = self.dry_run, self.teach
+        self.dry_run = self.teach = True
+        try:
+            return self.run_words(words, where)
+        finally:
+            self.dry_run, self.teach = saved
 
     def passthrough(self, words: Sequence[str]) -> int:
         """A word vshx does not define: virsh's command if virsh has it, else a usage error."""

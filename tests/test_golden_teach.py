@@ -1,0 +1,52 @@
+"""Golden files of what `explain` teaches, in the style of libvirt's virshtestdata.
+
+Each case's output (lab name and directory replaced by LAB and DIR) must match
+tests/golden/NAME.out; VSHX_UPDATE_GOLDEN=1 rewrites them after a deliberate change.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import Lab, run_vshx
+
+pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+LIVE = {
+    "commit": ["commit", "{lab}", "vda", "--base", "sn1", "--top", "sn3"],
+    "active-commit": ["commit", "{lab}", "vda", "--active", "--pivot"],
+    "pull": ["pull", "{lab}", "vda", "--base", "sn2"],
+}
+OFFLINE = {
+    "offline-commit": ["commit", "{lab}", "vda", "--base", "sn1", "--top", "sn3"],
+    "offline-flatten-pull": ["pull", "{lab}", "vda"],
+    "rebase-safe": ["rebase", "{dir}/sn3.qcow2", "--backing", "sn1"],
+}
+
+
+def explained(lab: Lab, argv: list[str]) -> str:
+    words = [w.format(lab=lab.name, dir=lab.dir) for w in argv]
+    proc = run_vshx("explain", *words)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.replace(str(lab.dir), "DIR").replace(lab.name, "LAB")
+
+
+def check(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.out"
+    if os.environ.get("VSHX_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{name}: explain output changed (see {path})"
+
+
+@pytest.mark.parametrize("name", sorted(LIVE))
+def test_live_explain_matches_its_golden_file(lab: Lab, name: str):
+    check(name, explained(lab, LIVE[name]))
+
+
+@pytest.mark.parametrize("name", sorted(OFFLINE))
+def test_offline_explain_matches_its_golden_file(offline_lab: Lab, name: str):
+    check(name, explained(offline_lab, OFFLINE[name]))

@@ -1,0 +1,93 @@
+"""What a student cannot see in the virsh line: why each flag, the libvirt call, the QMP beneath.
+
+Written once per kind of step and attached to the Step, so --teach and `explain` print what
+actually runs.  The QMP names are QEMU's (block-commit, block-stream, job-complete,
+block-job-cancel) and the events libvirt waits for (BLOCK_JOB_READY, BLOCK_JOB_COMPLETED).
+"""
+
+from __future__ import annotations
+
+WAIT = (
+    "--wait --verbose: virsh waits (polling every 500 ms) and shows progress; vshx waits on "
+    "libvirt's BLOCK_JOB_2 event instead"
+)
+
+
+def block_commit(active: bool, pivot: bool, relative: bool) -> list[str]:
+    flags = ["ACTIVE"] if active else []
+    flags += ["RELATIVE"] if relative else []
+    lines = [
+        "libvirt: virDomainBlockCommit(dom, disk, base, top, bandwidth, "
+        f"{'|'.join(f'VIR_DOMAIN_BLOCK_COMMIT_{f}' for f in flags) or '0'})",
+    ]
+    if not active:
+        lines += [
+            "QMP: block-commit (top-node, base-node) -> event BLOCK_JOB_COMPLETED; libvirt "
+            "then drops the merged nodes from the chain",
+            WAIT,
+        ]
+        return lines
+    end = (
+        "job-complete (libvirt: virDomainBlockJobAbort(..., PIVOT)): the disk uses the base"
+        if pivot
+        else "block-job-cancel (virDomainBlockJobAbort(..., 0)): the overlay stays the disk"
+    )
+    return lines + [
+        "--active: the top is the layer the guest writes, so the job has two phases: copy, "
+        "then mirror new writes until it is READY",
+        "QMP: block-commit -> event BLOCK_JOB_READY -> " + end + " -> BLOCK_JOB_COMPLETED",
+        ("--pivot" if pivot else "--keep-overlay") + ": how the second phase ends",
+        WAIT,
+    ]
+
+
+def block_pull(base: bool) -> list[str]:
+    return [
+        "libvirt: virDomainBlockRebase(dom, disk, base, bandwidth, flags) (blockpull)",
+        "QMP: block-stream (base-node) -> event BLOCK_JOB_COMPLETED: the layers between base "
+        "and the active one leave the chain",
+        "--base: where the pull stops"
+        if base
+        else "no --base: everything is copied up; the active layer becomes a complete image",
+        WAIT,
+    ]
+
+
+def qemu_img_commit() -> list[str]:
+    return [
+        "qemu-img commit -b BASE TOP: writes what TOP shows into BASE, through every layer "
+        "between; with -b, TOP keeps its data (-d is implied), so nothing reading TOP changes",
+        "-f: the top's format, named so that it is never probed",
+        "nothing runs inside QEMU: the domain is shut off (or the image is bare)",
+    ]
+
+
+def rebase(unsafe: bool, flatten: bool, after_commit: bool = False) -> list[str]:
+    if flatten:
+        return ['-b "": no backing file: the data of every layer below is copied in first']
+    lines = ["-F FMT: the new backing's format is written into the header, never probed"]
+    if unsafe and after_commit:
+        return lines + [
+            "-u: only the header's pointer is rewritten; correct here because the commit just "
+            "made the new backing show exactly what the old one showed"
+        ]
+    if unsafe:
+        return lines + [
+            "-u: only the header's pointer is rewritten; correct only because the old and the "
+            "new backing show this image the same data (proved before this line)"
+        ]
+    return lines + [
+        "safe mode: copies into the image what the old backing showed and the new one does "
+        "not, then rewrites the pointer"
+    ]
+
+
+def native(libvirt_version: int) -> list[str]:
+    """Where a newer tool does the whole job itself, by the connected libvirt's version."""
+    lines = ["virsh blockcommit --delete removes the merged files itself once the job is done"]
+    if libvirt_version >= 9_000_000:
+        lines.append(
+            "this libvirt (>= 9.0) also deletes external snapshots natively: virsh "
+            "snapshot-delete DOMAIN SNAPSHOT merges the layer and drops its metadata"
+        )
+    return lines
