@@ -117,3 +117,21 @@ def test_batch_dry_run_plans_each_line_on_the_one_before(tmp_path: Path):
     finally:
         destroy_lab(real)
         destroy_lab(scripted)
+
+
+def test_passthrough_words_complete_through_virsh(lab: Lab):
+    import io
+
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from vshx.frontends.repl_completer import make_completer
+    from vshx.shell.session import Session
+
+    line = f"snapshot-create-as {lab.name} --dis"
+    shell = run_vshx("complete", "--", line).stdout.split()
+    assert {"--disk-only", "--diskspec"} <= set(shell)
+    assert "domstate" in run_vshx("complete", "--", "domst").stdout.split()
+    completer = make_completer(Session(URI, out=io.StringIO()))
+    found = {c.text for c in completer.get_completions(Document(line), CompleteEvent())}
+    assert {"--disk-only", "--diskspec"} <= found

@@ -55,9 +55,10 @@ def quote_candidate(value: str) -> str:
 class Engine:
     """Completes a line (up to the cursor) from the registry and a cached Inventory."""
 
-    def __init__(self, host: PluginHost, inventory: Inventory) -> None:
+    def __init__(self, host: PluginHost, inventory: Inventory, uri: str | None = None) -> None:
         self.host = host
         self.inventory = inventory
+        self.uri = uri  # for virsh's own completion of passthrough commands
         self.providers: dict[str, Callable[[str, dict[str, str]], Iterable[Candidate]]] = {
             "domain": lambda p, v: self.domains(p),
             "domain_or_image": self.domain_or_image,
@@ -91,7 +92,7 @@ class Engine:
             return self.commands()
         command = self.host.command(before[0])
         if command is None:
-            return []
+            return self.virsh_candidates(before, prefix)
         state = walk(command, before[1:], partial=True)
         if state.expecting_value_of is not None:
             return self.values(state.expecting_value_of, prefix, state.values)
@@ -100,6 +101,24 @@ class Engine:
         if state.next_positional is not None:
             return self.values(state.next_positional, prefix, state.values)
         return options(command, state.given)
+
+    def virsh_candidates(self, before: list[str], prefix: str) -> list[Candidate]:
+        """A passthrough command: ask `virsh complete` (bounded; silent on any failure)."""
+        if self.uri is None:
+            return []
+        import subprocess
+
+        from vshx.shell.passthrough import virsh_binary, virsh_commands
+
+        binary = virsh_binary()
+        if binary is None or before[0] not in virsh_commands():
+            return []
+        argv = [binary, "-c", self.uri, "complete", "--", *before, prefix]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=2, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return [Candidate(line) for line in proc.stdout.splitlines() if line]
 
     def values(self, opt: Opt, prefix: str, given: dict[str, str]) -> Iterable[Candidate]:
         kind = opt.complete or ""
@@ -122,6 +141,13 @@ class Engine:
         for command in self.host.all_commands():
             result.append(Candidate(command.name, command.help))
             result += [Candidate(alias, f"= {command.name}") for alias in command.aliases]
+        if self.uri is not None:  # the shells and the REPL: virsh's commands run here too
+            from vshx.shell.passthrough import virsh_commands
+
+            ours = {c.value for c in result}
+            result += [
+                Candidate(n, f"virsh: {h}") for n, h in virsh_commands().items() if n not in ours
+            ]
         return sorted(result)
 
     def domains(self, prefix: str) -> list[Candidate]:

@@ -127,7 +127,9 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
         return connection[0]
 
     engine = Engine(
-        PluginHost(BUILTINS, specs_only=True), Inventory(conn, persist=shell_cache_path(target_uri))
+        PluginHost(BUILTINS, specs_only=True),
+        Inventory(conn, persist=shell_cache_path(target_uri)),
+        target_uri,
     )
     result = engine.complete(line, skip_globals=True)
     if shell == "fish":

@@ -47,4 +47,4 @@ def make_completer(session: Session) -> VshxCompleter:
         inventory.start_refresher()
 
     threading.Thread(target=warm_up, name="vshx-warm-up", daemon=True).start()
-    return VshxCompleter(Engine(session.host, inventory))
+    return VshxCompleter(Engine(session.host, inventory, session.uri))
