@@ -135,3 +135,47 @@ def test_passthrough_words_complete_through_virsh(lab: Lab):
     completer = make_completer(Session(URI, out=io.StringIO()))
     found = {c.text for c in completer.get_completions(Document(line), CompleteEvent())}
     assert {"--disk-only", "--diskspec"} <= found
+
+
+def test_layer_numbers_agree_live_and_shut_off(tmp_path: Path):
+    import json
+
+    from conftest import destroy_lab, make_lab
+
+    live = make_lab(tmp_path, dirname="live")
+    off = make_lab(tmp_path, running=False, dirname="off")
+    try:
+
+        def refs(lab: Lab) -> list[tuple[str, str]]:
+            doc = json.loads(run_vshx("chain", lab.name, "vda", "--json").stdout)
+            return [(x["ref"], Path(x["path"]).name) for x in doc["layers"]]
+
+        assert (
+            refs(live)
+            == refs(off)
+            == [
+                ("vda[1]", "sn4.qcow2"),
+                ("vda[2]", "sn3.qcow2"),
+                ("vda[3]", "sn2.qcow2"),
+                ("vda[4]", "sn1.qcow2"),
+                ("vda[5]", "base.qcow2"),
+            ]
+        )
+    finally:
+        destroy_lab(live)
+        destroy_lab(off)
+
+
+def test_printed_qemu_img_and_virsh_lines_paste_back(offline_lab: Lab, tmp_path: Path):
+    lab = offline_lab
+    before = lab.guest_hash(tmp_path)
+    plan = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--dry-run")
+    commands = [x for x in plan.stdout.splitlines() if x and not x.startswith("#")]
+    assert commands[0].startswith("qemu-img commit")
+    for line in commands:
+        pasted = run_vshx("-f", "-", stdin=line + "\n")
+        assert pasted.returncode == 0, (line, pasted.stderr)
+    assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+    assert lab.guest_hash(tmp_path) == before
+    listed = run_vshx("-f", "-", stdin=f"virsh -c {URI} domstate {lab.name}\n")
+    assert listed.returncode == 0 and "shut off" in listed.stdout

@@ -125,6 +125,41 @@ def run_virsh(session: Session, words: list[str]) -> int:
     return proc.returncode
 
 
+def strip_virsh_prefix(words: list[str], uri: str) -> list[str] | None:
+    """`virsh [-c URI] COMMAND ...` as vshx prints it: the command words, or None when the
+    line names another URI (then virsh runs it as it is)."""
+    while words and words[0].startswith("-"):
+        option = words.pop(0)
+        if option in ("-c", "--connect"):
+            if not words or words.pop(0) != uri:
+                return None
+        elif option.startswith("--connect="):
+            if option.split("=", 1)[1] != uri:
+                return None
+        elif option not in ("-q", "--quiet"):
+            return None
+    return words
+
+
+def run_program(session: Session, argv: list[str]) -> int:
+    """A printed `qemu-img ...` (or foreign `virsh ...`) line, pasted back: argv, no shell."""
+    binary = shutil.which(argv[0])
+    if binary is None:
+        raise VshxError(f"{argv[0]} is not installed", "install qemu-utils / libvirt-clients")
+    if session.dry_run:
+        from vshx.plans.plan import shell_line
+
+        session.print(shell_line(argv))
+        return 0
+    session.out.flush()
+    out = None if session.out is _stdout() else subprocess.PIPE
+    proc = subprocess.run([binary, *argv[1:]], stdout=out, text=True, check=False)
+    if out is not None and proc.stdout:
+        session.out.write(proc.stdout)
+    session.forget_inventory(None)
+    return proc.returncode
+
+
 def _stdout() -> object:
     import sys
 

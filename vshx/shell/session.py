@@ -222,6 +222,13 @@ class Session:
         """A word vshx does not define: virsh's command if virsh has it, else a usage error."""
         from vshx.shell import passthrough
 
+        if words[0] == "virsh":  # a line vshx printed, pasted back
+            rest = passthrough.strip_virsh_prefix(list(words[1:]), self.uri)
+            if rest is None:  # another URI: virsh itself runs it, as printed
+                return passthrough.run_program(self, list(words))
+            return self.run_words(rest) if rest else EXIT_OK
+        if words[0] == "qemu-img":
+            return passthrough.run_program(self, list(words))
         if words[0] in passthrough.virsh_commands() and not words[0].startswith("-"):
             return passthrough.run_virsh(self, list(words))
         known = [*self.host.registry.words(), *passthrough.virsh_commands()]
