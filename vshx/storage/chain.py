@@ -167,7 +167,10 @@ def chain_from_info(info: list[dict[str, Any]], top_path: str | None = None) -> 
 def image_chain(path: str) -> Chain:
     """The chain of a bare image file."""
     if not os.path.exists(path):
-        raise VshxError(f"image {path!r} does not exist")
+        raise VshxError(
+            f"image {path!r} does not exist",
+            "a path to an image file, or a domain name with its disk (list --all shows them)",
+        )
     absolute = os.path.abspath(path)
     return Chain(chain_from_info(qemuimg.info_chain(absolute), absolute))
 

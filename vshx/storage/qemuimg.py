@@ -12,6 +12,34 @@ from vshx.errors import VshxError
 PACKAGES = {"qemu-img": "qemu-utils", "qemu-io": "qemu-utils", "virsh": "libvirt-clients"}
 
 
+HINTS = (
+    (
+        "lock",
+        "another process holds the image (a running domain, another qemu-img or vshx): "
+        "see vshx jobs and list --all; nothing was changed by this step",
+    ),
+    ("Permission denied", "the file or its directory is not writable for this user"),
+    (
+        "No space left",
+        "the file system is full: free space, then vshx recover DOMAIN DISK (or "
+        "IMAGE) repairs what an interrupted step leaked",
+    ),
+    (
+        "loop",
+        "the backing chain refers back to itself; look at it with qemu-img info --backing-chain",
+    ),
+    ("No such file", "a file of the chain is missing: chain DOMAIN DISK shows which"),
+)
+
+
+def failure_hint(message: str) -> str | None:
+    """The likely cause of a qemu-img failure, in words a user can act on."""
+    for needle, hint in HINTS:
+        if needle.lower() in message.lower():
+            return hint
+    return None
+
+
 def run(argv: Sequence[str], stdin: str | None = None) -> str:
     """Run a command (never through a shell); return stdout or raise VshxError with its stderr."""
     try:
@@ -23,9 +51,8 @@ def run(argv: Sequence[str], stdin: str | None = None) -> str:
         ) from exc
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise VshxError(
-            f"{argv[0]} failed: {detail[-1] if detail else 'exit ' + str(proc.returncode)}"
-        )
+        last = detail[-1] if detail else f"exit {proc.returncode}"
+        raise VshxError(f"{argv[0]} failed: {last}", failure_hint(last))
     return proc.stdout
 
 
