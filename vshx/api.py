@@ -45,6 +45,7 @@ from vshx.shell.spec import Args, Command, Opt, non_negative_int
 from vshx.storage import qemuimg, snapshots, virt
 from vshx.storage.chain import Chain, Layer, canonical, human_size, image_chain
 from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.paths import names_an_image
 from vshx.storage.snapshots import (
     SnapshotInfo,
     current_chain_files,
@@ -93,6 +94,7 @@ __all__ = [
     "libvirt",
     "live_job_step",
     "load_target",
+    "names_an_image",
     "non_negative_int",
     "offline_domain_note",
     "preflight",

@@ -28,6 +28,7 @@ from vshx.api import (
     journal,
     libvirt,
     load_target,
+    names_an_image,
     render_chain,
     table,
     virsh,
@@ -181,7 +182,26 @@ def leak_repair_steps(paths: list[str]) -> list[Step]:
     ]
 
 
+def disk_to_recover(session: Session, name: str) -> str:
+    """recover DOMAIN without a disk: the journal's disk, else the one disk with a job, else
+    the domain's only disk."""
+    dom = virt.lookup_domain(session.conn, name)
+    entry = journal.read_domain(dom)
+    if entry is not None and entry.get("disk"):
+        return str(entry["disk"])
+    busy = [str(job["disk"]) for job in disk_jobs(dom)]
+    disks = [d.target for d in virt.domain_disks(dom) if d.device == "disk"]
+    candidates = busy or disks
+    if len(candidates) == 1:
+        return candidates[0]
+    raise UsageError(
+        f"which disk of {name!r}?", f"give the disk too; its disks: {', '.join(disks) or 'none'}"
+    )
+
+
 def cmd_recover(session: Session, args: Args) -> None:
+    if args.disk is None and not names_an_image(args.domain):
+        args["disk"] = disk_to_recover(session, args.domain)
     target = load_target(session, args.domain, args.disk, journal_ok=True)
     entry = journal.read(target)
     args["intent_pivot"] = bool(entry and entry.get("pivot") == "yes")
