@@ -10,7 +10,6 @@ journal.  Its ``--dry-run`` prints the virsh/qemu-img commands.
 from __future__ import annotations
 
 import time
-import xml.etree.ElementTree as ET
 
 from vshx.api import (
     DISK,
@@ -42,38 +41,6 @@ PIVOTABLE = {"copy", "active commit"}
 SETTLE_SECONDS = 60
 
 
-def mirror_ready(live_xml: str, target: str) -> bool:
-    for disk in ET.fromstring(live_xml).findall("./devices/disk"):
-        node = disk.find("target")
-        if node is not None and node.get("dev") == target:
-            mirror = disk.find("mirror")
-            return mirror is not None and mirror.get("ready") == "yes"
-    return False
-
-
-def disk_jobs(dom: libvirt.virDomain) -> list[dict[str, object]]:
-    """The block jobs on a running domain's disks: type, progress, whether it can pivot."""
-    if not dom.isActive():
-        return []
-    xml = dom.XMLDesc(0)
-    found = []
-    for disk in virt.domain_disks(dom):
-        info = virt.block_job_info(dom, disk.target)
-        if not info:
-            continue
-        end = info.get("end", 0)
-        found.append(
-            {
-                "domain": dom.name(),
-                "disk": disk.target,
-                "type": virt.JOB_TYPES.get(info.get("type", 0), f"type {info.get('type')}"),
-                "progress": round(100 * info.get("cur", 0) / end, 1) if end else 0.0,
-                "ready": mirror_ready(xml, disk.target),
-            }
-        )
-    return found
-
-
 def next_step(job: dict[str, object]) -> str:
     where = f"{job['domain']} {job['disk']}"
     if job["ready"] and job["type"] in PIVOTABLE:
@@ -87,7 +54,7 @@ def cmd_jobs(session: Session, args: Args) -> None:
     rows: list[dict[str, object]] = []
     for dom in sorted(doms, key=lambda d: d.name()):
         try:
-            for job in disk_jobs(dom):
+            for job in virt.block_jobs(dom):
                 rows.append({**job, "next": next_step(job)})
             entry = journal.read_domain(dom)
         except libvirt.libvirtError as exc:
@@ -189,7 +156,7 @@ def disk_to_recover(session: Session, name: str) -> str:
     entry = journal.read_domain(dom)
     if entry is not None and entry.get("disk"):
         return str(entry["disk"])
-    busy = [str(job["disk"]) for job in disk_jobs(dom)]
+    busy = [str(job["disk"]) for job in virt.block_jobs(dom)]
     disks = [d.target for d in virt.domain_disks(dom) if d.device == "disk"]
     candidates = busy or disks
     if len(candidates) == 1:
@@ -209,7 +176,7 @@ def cmd_recover(session: Session, args: Args) -> None:
     plan = Plan(f"recover {chain.domain or chain.active.path} {chain.disk or ''}".rstrip())
     dom = target.dom
     if dom is not None and dom.isActive():
-        jobs = [j for j in disk_jobs(dom) if j["disk"] == chain.disk]
+        jobs = [j for j in virt.block_jobs(dom) if j["disk"] == chain.disk]
         if jobs:
             plan.add(job_step(session, dom, chain.disk or "", jobs[0], args))
     elif entry is not None and str(entry.get("what", "")).startswith(("qemu-img", "point")):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.storage import virt
-from vshx.storage.chain import Chain, image_chain
+from vshx.storage.chain import Chain, canonical, image_chain
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.paths import names_an_image
 
@@ -56,11 +56,18 @@ def load_target(
     return target
 
 
+def prediction_key(chain: Chain) -> str:
+    """Which disk (or bare image) a batch --dry-run's predicted chain stands for."""
+    if chain.domain:
+        return f"{chain.domain}\0{chain.disk}"
+    return chain.active.canonical
+
+
 def chain_of_disk(session: Session, dom: libvirt.virDomain, disk: str) -> Chain:
     """The disk's chain: as it is, or as the earlier lines of a batch --dry-run leave it."""
     if session.dry_run and session.predicted:
-        target = virt.find_disk(dom, disk).target
-        predicted = session.predicted.get(f"{dom.name()}\0{target}")
+        key = prediction_key(Chain([], dom.name(), virt.find_disk(dom, disk).target))
+        predicted = session.predicted.get(key)
         if predicted is not None:
             return predicted
     return virt.domain_chain(dom, disk)
@@ -69,9 +76,7 @@ def chain_of_disk(session: Session, dom: libvirt.virDomain, disk: str) -> Chain:
 def chain_of_image(session: Session, path: str) -> Chain:
     """A bare image's chain, or its predicted one in a batch --dry-run."""
     if session.dry_run and session.predicted:
-        import os
-
-        predicted = session.predicted.get(os.path.realpath(path))
+        predicted = session.predicted.get(canonical(path))
         if predicted is not None:
             return predicted
     return image_chain(path)

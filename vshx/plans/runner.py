@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.merging.target import prediction_key
 from vshx.plans import journal
 from vshx.plans.plan import comment
 
@@ -17,14 +18,6 @@ if TYPE_CHECKING:
     from vshx.plans.plan import Plan
     from vshx.shell.session import Session
     from vshx.shell.spec import Args
-    from vshx.storage.chain import Chain
-
-
-def prediction_key(chain: Chain) -> str:
-    """Which disk (or bare image) a predicted chain stands for."""
-    if chain.domain:
-        return f"{chain.domain}\0{chain.disk}"
-    return chain.active.canonical
 
 
 def look_again(target: Target, number: int) -> None:

@@ -116,14 +116,11 @@ def report_unfinished(session: Session, dom: libvirt.virDomain, live_disks: list
     """`chain` also says what is going on: a block job on a disk, an interrupted vshx plan."""
     from vshx.plans import journal
 
-    for disk in live_disks:
-        info = virt.block_job_info(dom, disk)
-        if info:
-            end = info.get("end", 0)
-            done = f"{100 * info.get('cur', 0) / end:.0f}%" if end else "starting"
-            kind = virt.JOB_TYPES.get(info.get("type", 0), "block")
+    for job in virt.block_jobs(dom) if live_disks else []:
+        if job["disk"] in live_disks:
             session.warn(
-                f"{disk}: block job ({kind}) is running ({done}); see: vshx jobs {dom.name()}"
+                f"{job['disk']}: block job ({job['type']}) is running ({job['progress']:.0f}%); "
+                f"see: vshx jobs {dom.name()}"
             )
     entry = journal.read_domain(dom)
     if entry is not None:

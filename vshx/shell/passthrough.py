@@ -114,15 +114,7 @@ def run_virsh(session: Session, words: list[str]) -> int:
         session.out.flush()
         if dry_run and not is_read_only(words[0]):
             return 0
-    session.out.flush()
-    session.err.flush()
-    out = None if session.out is _stdout() else subprocess.PIPE
-    proc = subprocess.run([binary, *argv[1:]], stdout=out, text=True, check=False)
-    if out is not None and proc.stdout:
-        session.out.write(proc.stdout)
-    if not is_read_only(words[0]):
-        session.forget_inventory(None)
-    return proc.returncode
+    return _run(session, [binary, *argv[1:]], changes=not is_read_only(words[0]))
 
 
 def strip_virsh_prefix(words: list[str], uri: str) -> list[str] | None:
@@ -151,19 +143,22 @@ def run_program(session: Session, argv: list[str]) -> int:
 
         session.print(shell_line(argv))
         return 0
-    session.out.flush()
-    out = None if session.out is _stdout() else subprocess.PIPE
-    proc = subprocess.run([binary, *argv[1:]], stdout=out, text=True, check=False)
-    if out is not None and proc.stdout:
-        session.out.write(proc.stdout)
-    session.forget_inventory(None)
-    return proc.returncode
+    return _run(session, [binary, *argv[1:]], changes=True)
 
 
-def _stdout() -> object:
+def _run(session: Session, argv: list[str], changes: bool) -> int:
+    """Run a program with the user's terminal (console works) or into the session's output."""
     import sys
 
-    return sys.stdout
+    session.out.flush()
+    session.err.flush()
+    out = None if session.out is sys.stdout else subprocess.PIPE
+    proc = subprocess.run(argv, stdout=out, text=True, check=False)
+    if out is not None and proc.stdout:
+        session.out.write(proc.stdout)
+    if changes:
+        session.forget_inventory(None)
+    return proc.returncode
 
 
 def suggest(word: str, known: list[str]) -> UsageError:

@@ -198,3 +198,38 @@ def block_job_info(dom: libvirt.virDomain, disk: str) -> dict[str, int]:
             f"{exc.get_error_message()}",
             "nothing was changed; try again when libvirtd answers",
         ) from exc
+
+
+def mirror_ready(live_xml: str, target: str) -> bool:
+    """Live XML marks a copy or active commit ready='yes' once it can pivot."""
+    import xml.etree.ElementTree as ET
+
+    for disk in ET.fromstring(live_xml).findall("./devices/disk"):
+        node = disk.find("target")
+        if node is not None and node.get("dev") == target:
+            mirror = disk.find("mirror")
+            return mirror is not None and mirror.get("ready") == "yes"
+    return False
+
+
+def block_jobs(dom: libvirt.virDomain) -> list[dict[str, object]]:
+    """The block jobs on a running domain's disks: type, progress, whether it can pivot."""
+    if not dom.isActive():
+        return []
+    xml = dom.XMLDesc(0)
+    found = []
+    for disk in domain_disks(dom):
+        info = block_job_info(dom, disk.target)
+        if not info:
+            continue
+        end = info.get("end", 0)
+        found.append(
+            {
+                "domain": dom.name(),
+                "disk": disk.target,
+                "type": JOB_TYPES.get(info.get("type", 0), f"type {info.get('type')}"),
+                "progress": round(100 * info.get("cur", 0) / end, 1) if end else 0.0,
+                "ready": mirror_ready(xml, disk.target),
+            }
+        )
+    return found
