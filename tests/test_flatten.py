@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from conftest import (
     Lab,
     chain_files,
     destroy_lab,
+    domain_source,
     file_state,
     make_lab,
     make_overlay,
@@ -96,3 +99,109 @@ def test_flatten_of_a_single_file_is_nothing_to_do(tmp_path: Path):
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1M"], check=True)
     proc = run_vshx("flatten", str(image))
     assert proc.returncode == 0 and "nothing to do" in proc.stdout
+
+
+@pytest.mark.parametrize("running", [True, False], ids=["live", "offline"])
+def test_flatten_to_a_new_file_leaves_every_old_file_alone(tmp_path: Path, running: bool):
+    lab = make_lab(tmp_path, running=running)
+    try:
+        before = lab.guest_hash(tmp_path)
+        old = file_state(lab.dir)
+        new = lab.dir / "flat.qcow2"
+        proc = flatten(lab, "--to", str(new))
+        assert chain_files(lab.active) == ["flat.qcow2"]
+        assert domain_source(lab.name, inactive=True) == str(new)  # the definition follows
+        now = file_state(lab.dir)
+        del now["flat.qcow2"]
+        assert now == old  # the copy only read them
+        assert lab.guest_hash(tmp_path) == before
+        qemu_check(new)
+        assert "Traceback" not in proc.stderr
+    finally:
+        destroy_lab(lab)
+
+
+def test_flatten_to_refuses_an_existing_file_or_another_route(offline_lab: Lab):
+    lab = offline_lab
+    untouched = file_state(lab.dir)
+    taken = run_vshx("flatten", lab.name, "vda", "--to", str(lab.layer("sn1")))
+    assert taken.returncode == 1 and "does not write over it" in taken.stderr
+    mixed = run_vshx(
+        "flatten", lab.name, "vda", "--to", str(lab.dir / "x.qcow2"), "--route", "pull"
+    )
+    assert mixed.returncode == 2 and "copy route" in mixed.stderr
+    assert file_state(lab.dir) == untouched
+
+
+def test_flatten_to_script_reaches_the_same_state_and_stops_on_a_second_run(tmp_path: Path):
+    real = make_lab(tmp_path, running=False, dirname="real")
+    scripted = make_lab(tmp_path, running=False, dirname="scripted")
+    try:
+        flatten(real, "--to", str(real.dir / "flat.qcow2"))
+        script = run_vshx(
+            "flatten", scripted.name, "vda", "--to", str(scripted.dir / "flat.qcow2"), "--dry-run"
+        ).stdout
+        assert "qemu-img convert" in script and "update-device" in script
+        ran = subprocess.run(["sh", "-e"], input=script, capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
+        assert chain_files(real.active) == chain_files(scripted.active) == ["flat.qcow2"]
+        assert real.guest_hash(tmp_path) == scripted.guest_hash(tmp_path)
+        done = file_state(scripted.dir)
+        again = subprocess.run(["sh", "-e"], input=script, capture_output=True, text=True)
+        assert again.returncode != 0  # the `test ! -e` step stops it, as vshx would refuse
+        assert file_state(scripted.dir) == done
+    finally:
+        destroy_lab(real)
+        destroy_lab(scripted)
+
+
+def own_data(image: Path) -> int:
+    """Bytes of data the image itself holds (depth 0 of qemu-img map)."""
+    out = subprocess.run(
+        ["qemu-img", "map", "-U", "--output=json", str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sum(e["length"] for e in json.loads(out) if e["data"] and e["depth"] == 0)
+
+
+def changed_bytes(before: bytes, after: bytes, cluster: int = 65536) -> int:
+    """Bytes of the clusters whose content differs (what a merge wrote into a file)."""
+    return sum(
+        cluster
+        for start in range(0, max(len(before), len(after)), cluster)
+        if before[start : start + cluster] != after[start : start + cluster]
+    )
+
+
+def claimed(plan: str) -> int:
+    """The bytes a plan says it moves (its `# moves N MiB:` line)."""
+    match = re.search(r"^# moves ([\d.]+) (B|KiB|MiB|GiB)", plan, re.MULTILINE)
+    assert match, plan
+    unit = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[match.group(2)]
+    return int(float(match.group(1)) * unit)
+
+
+@pytest.mark.parametrize("route", ["pull", "commit"])
+def test_planned_bytes_are_within_ten_percent_of_what_is_written(tmp_path: Path, route: str):
+    """The plan's bytes against the data actually written into the file that receives it."""
+    lab = make_lab(tmp_path, running=False, base_fill=24, fill=4)
+    try:
+        plan = flatten(lab, "--route", route, "--dry-run").stdout
+        if route == "pull":
+            start = own_data(lab.layer("sn4"))
+            flatten(lab, "--route", route)
+            written = own_data(lab.layer("sn4")) - start
+        else:
+            raw = tmp_path / "base.raw"
+            convert = ["qemu-img", "convert", "-U", "-O", "raw", str(lab.layer("base")), str(raw)]
+            subprocess.run(convert, check=True)
+            start_bytes = raw.read_bytes()
+            flatten(lab, "--route", route)
+            subprocess.run(convert, check=True)
+            written = changed_bytes(start_bytes, raw.read_bytes())
+        print(f"{route}: plan {claimed(plan)} B, written {written} B")
+        assert abs(claimed(plan) - written) <= 0.10 * written, (claimed(plan), written)
+    finally:
+        destroy_lab(lab)

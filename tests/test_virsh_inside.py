@@ -6,7 +6,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import URI, Lab, chain_files, run_vshx, snapshot_names, virsh
+from conftest import (
+    URI,
+    Lab,
+    chain_files,
+    domain_source,
+    qemu_check,
+    run_vshx,
+    snapshot_names,
+    virsh,
+)
 
 pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
 
@@ -171,7 +180,8 @@ def test_printed_qemu_img_and_virsh_lines_paste_back(offline_lab: Lab, tmp_path:
     before = lab.guest_hash(tmp_path)
     plan = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--dry-run")
     commands = [x for x in plan.stdout.splitlines() if x and not x.startswith("#")]
-    assert commands[0].startswith("qemu-img commit")
+    assert commands[0].startswith("df -P -B1 -- ")  # the free-space check, a step too
+    assert commands[1].startswith("qemu-img commit")
     for line in commands:
         pasted = run_vshx("-f", "-", stdin=line + "\n")
         assert pasted.returncode == 0, (line, pasted.stderr)
@@ -179,3 +189,28 @@ def test_printed_qemu_img_and_virsh_lines_paste_back(offline_lab: Lab, tmp_path:
     assert lab.guest_hash(tmp_path) == before
     listed = run_vshx("-f", "-", stdin=f"virsh -c {URI} domstate {lab.name}\n")
     assert listed.returncode == 0 and "shut off" in listed.stdout
+
+
+def test_a_pasted_offline_pivot_runs_with_its_here_document(offline_lab: Lab, tmp_path: Path):
+    """The update-device line of an offline active commit, here-document and all."""
+    lab = offline_lab
+    before = lab.guest_hash(tmp_path)
+    plan = run_vshx("commit", lab.name, "vda", "--active", "--pivot", "--dry-run").stdout
+    assert "update-device" in plan and "<<'VSHX_EOF'" in plan
+    pasted = "".join(f"{x}\n" for x in plan.splitlines() if not x.startswith("#"))
+    dry = run_vshx("--dry-run", "-f", "-", stdin=pasted)
+    assert dry.returncode == 0 and "<<'VSHX_EOF'" in dry.stdout, dry.stderr
+    assert chain_files(lab.active) == [f"sn{n}.qcow2" for n in (4, 3, 2, 1)] + ["base.qcow2"]
+    ran = run_vshx("-f", "-", stdin=pasted)
+    assert ran.returncode == 0, ran.stderr
+    assert domain_source(lab.name, inactive=True) == str(lab.layer("base"))
+    assert lab.guest_hash(tmp_path) == before
+    qemu_check(lab.active)
+
+
+def test_a_here_document_is_refused_where_it_cannot_go(tmp_path: Path):
+    unended = run_vshx("-f", "-", stdin="virsh -c x update-device d /dev/stdin <<'END'\n<disk/>\n")
+    assert unended.returncode == 2 and "not ended by a line END" in unended.stderr
+    own = run_vshx("-f", "-", stdin="list <<'END'\nx\nEND\n")
+    assert own.returncode == 2 and "reads no here-document" in own.stderr
+    assert "Traceback" not in unended.stderr + own.stderr

@@ -1,8 +1,8 @@
 """The public API for plugin authors: import from here; nothing else in vshx is promised.
 
 Besides the types, it offers the shared merge machinery as namespaces (``preflight``,
-``verify``), storage access (``virt``, ``qemuimg``, ``snapshots``) and libvirt itself,
-imported on first use.
+``checks``, ``routes``, ``verify``), storage access (``virt``, ``qemuimg``, ``snapshots``) and
+libvirt itself, imported on first use.
 
     from vshx import api
 
@@ -12,7 +12,7 @@ imported on first use.
 """
 
 from vshx.errors import UsageError, VshxError
-from vshx.merging import preflight, routes, verify
+from vshx.merging import checks, preflight, routes, verify
 from vshx.merging.common import (
     BANDWIDTH,
     BASE,
@@ -83,6 +83,7 @@ __all__ = [
     "chain_of_disk",
     "chain_of_image",
     "check_merge",
+    "checks",
     "commands_hook",
     "delete_steps",
     "follow_up_note",

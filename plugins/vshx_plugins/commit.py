@@ -125,8 +125,8 @@ def live_plan(session: Session, target: Target, args: Args, top: Layer, base: La
     return plan
 
 
-def disk_xml(dom: libvirt.virDomain, disk: str, new_source: Layer) -> str:
-    """The domain's <disk> element with its source switched to ``new_source``."""
+def disk_xml(dom: libvirt.virDomain, disk: str, path: str, fmt: str) -> str:
+    """The domain's <disk> element with its source switched to the image ``path``."""
     import xml.etree.ElementTree as ET
 
     root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
@@ -140,10 +140,10 @@ def disk_xml(dom: libvirt.virDomain, disk: str, new_source: Layer) -> str:
         src = node.find("source")
         if src is not None:
             src.attrib.clear()
-            src.set("file", new_source.path)
+            src.set("file", path)
         driver = node.find("driver")
         if driver is not None:
-            driver.set("type", new_source.format)
+            driver.set("type", fmt)
         node.tail = None
         ET.indent(node)
         return ET.tostring(node, encoding="unicode").strip() + "\n"
@@ -203,17 +203,23 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
             "the overlay's data"
         )
     elif target.dom is not None:  # active commit offline, pivot: the disk now uses BASE
-        dom, disk = target.dom, chain.disk or ""
-        xml = disk_xml(dom, disk, base)
-        plan.add(
-            Step(
-                f"switch {dom.name()} {disk} to {base.name} in the persistent definition",
-                virsh(session.uri, "update-device", dom.name(), "/dev/stdin", "--config"),
-                action=switch_unless_started(dom, disk, xml, disk_xml(dom, disk, top), top),
-                stdin=xml,
-            )
-        )
+        plan.add(switch_step(session, target, top, base.path, base.format))
     return plan
+
+
+def switch_step(session: Session, target: Target, top: Layer, path: str, fmt: str) -> Step:
+    """Point the shut-off domain's disk at the image ``path`` in its persistent definition."""
+    assert target.dom is not None
+    dom, disk = target.dom, target.chain.disk or ""
+    xml = disk_xml(dom, disk, path, fmt)
+    return Step(
+        f"switch {dom.name()} {disk} to {path.rsplit('/', 1)[-1]} in the persistent definition",
+        virsh(session.uri, "update-device", dom.name(), "/dev/stdin", "--config"),
+        action=switch_unless_started(
+            dom, disk, xml, disk_xml(dom, disk, top.path, top.format), top
+        ),
+        stdin=xml,
+    )
 
 
 def switch_unless_started(
@@ -245,11 +251,12 @@ def cmd_commit(session: Session, args: Args) -> None:
         )
     top, base = pick_layers(target, args)
     merged = target.chain.between(top, base)
-    check_merge(session, target, args, base, merged, changes_view_of=base)
+    first = check_merge(session, target, args, base, merged, changes_view_of=base)
     if target.live:
         plan = live_plan(session, target, args, top, base)
     else:
         plan = offline_plan(session, target, args, top, base)
+    plan.steps[:0] = first
     if session.is_local:
         moves = routes.Extents(target.chain, top).above(len(merged))
         names = ", ".join(layer.name for layer in merged)

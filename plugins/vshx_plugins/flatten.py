@@ -3,15 +3,18 @@
 Routes: ``pull`` copies everything below the active layer up into it (virsh blockpull /
 ``qemu-img rebase -b ""``); ``commit`` copies the layers above the base down into it and
 switches the disk to the base (virsh blockcommit --active --pivot / ``qemu-img commit`` +
-``virsh update-device --config``).  On a typical host the base is a large template and the
-overlays are small, so the commit moves a hundred times fewer bytes, but it overwrites the
-base: it is taken only when nothing else uses the base, the base is a writable qcow2 or raw
-file, and there is room.  The candidate table is printed with --dry-run.
+``virsh update-device --config``); ``copy`` writes the guest's view into a new file named by
+``--to`` and switches the disk to it (virsh blockcopy --pivot / ``qemu-img convert`` +
+``virsh update-device --config``), leaving every old file as it was.  On a typical host the
+base is a large template and the overlays are small, so the commit moves a hundred times fewer
+bytes, but it overwrites the base: it is taken only when nothing else uses the base, the base
+is a writable qcow2 or raw file, and there is room.  The candidate table is printed with --dry-run.
 """
 
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 
 from vshx.api import (
     DISK,
@@ -20,18 +23,27 @@ from vshx.api import (
     JOB_OPTIONS,
     SCAN,
     Args,
+    Chain,
     Command,
+    Layer,
     Opt,
     Plan,
     Session,
+    Step,
     Target,
+    UsageError,
     VshxError,
+    checks,
     commands_hook,
     human_size,
+    libvirt,
+    live_job_step,
     load_target,
     preflight,
     report_after_merge,
     routes,
+    underneath,
+    virsh,
 )
 from vshx_plugins import commit, pull
 
@@ -55,8 +67,7 @@ def pull_route(
         [active.name],
         build,
     )
-    if session.is_local and route.moves > preflight.free_bytes(active.path):
-        route.refusal = VshxError(f"{human_size(route.moves)} do not fit beside {active.name}")
+    route.fit_beside(session, active.path)
     return route
 
 
@@ -98,9 +109,99 @@ def commit_route(
                 f"pull leaves it alone ({index.scanned()})",
             )
             route.needs_force = True
-        elif route.moves > preflight.free_bytes(base.path):
-            route.refusal = VshxError(f"{human_size(route.moves)} do not fit beside {base.name}")
+    route.fit_beside(session, base.path)
     return route
+
+
+def copy_route(
+    session: Session, target: Target, args: Args, extents: routes.Extents
+) -> routes.Route:
+    """Write the guest's view into a new file (--to) and switch the disk to it."""
+    to = os.path.abspath(args.to) if args.to else ""
+    chain = target.chain
+    copy = Layer(to, "qcow2", 0)
+
+    def build() -> Plan:
+        plan = Plan(
+            f"copy {chain.active.name} and everything below into {copy.name}",
+            method=target.method,
+            target=target,
+        )
+        plan.add(checks.absent_step(to))
+        if target.live:
+            plan.intent["pivot"] = True  # what recover finishes if this is interrupted
+            plan.add(live_copy_step(session, target, args, to))
+            return plan
+        plan.add(
+            Step(
+                f"qemu-img convert: write what the guest sees into {copy.name}",
+                ["qemu-img", "convert", "-q", "-f", preflight.require_format(chain.active)]
+                + ["-O", "qcow2", chain.active.path, to],
+                underneath=underneath.convert(),
+            )
+        )
+        if target.dom is not None:
+            plan.add(commit.switch_step(session, target, chain.active, to, "qcow2"))
+        return plan
+
+    route = routes.Route(
+        "copy",
+        f"write what the guest sees into the new {copy.name}; every old file stays as it was",
+        extents.total(),
+        [],  # a new file: nothing old is written
+        build,
+    )
+    if not to:
+        route.refusal = VshxError("needs --to FILE: the new file to copy into")
+    elif session.is_local:
+        try:
+            checks.absent_step(to).run()
+            if not os.path.isdir(os.path.dirname(to)):
+                raise VshxError(f"the directory of {to} does not exist", "create it first")
+        except VshxError as exc:
+            route.refusal = exc
+        route.fit_beside(session, to)
+    return route
+
+
+def live_copy_step(session: Session, target: Target, args: Args, to: str) -> Step:
+    """virsh blockcopy --pivot: mirror the whole chain into ``to``, then switch to it."""
+    assert target.dom is not None
+    dom, disk = target.dom, target.chain.disk or ""
+    node = ET.Element("disk", type="file")
+    ET.SubElement(node, "source", file=to)
+    ET.SubElement(node, "driver", type="qcow2")
+    dest_xml = ET.tostring(node, encoding="unicode")
+    params: dict[str, int] = {}
+    if args.bandwidth:
+        params["bandwidth"] = args.bandwidth * (1 if args.bytes else 1024 * 1024)
+    argv = virsh(session.uri, "blockcopy", dom.name(), disk, to, "--format", "qcow2")
+    argv.append("--transient-job")
+    if args.bandwidth is not None:
+        argv += ["--bandwidth", str(args.bandwidth)] + (["--bytes"] if args.bytes else [])
+    if not args.get("async"):
+        argv += (["--timeout", str(args.timeout)] if args.timeout else []) + ["--wait"]
+        argv += ["--verbose", "--pivot"]
+
+    def start() -> None:
+        dom.blockCopy(disk, dest_xml, params, libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB)
+
+    return live_job_step(
+        session,
+        target,
+        args,
+        f"block copy: mirror the whole chain into {os.path.basename(to)}, then switch to it",
+        argv,
+        start,
+        leaves=target.chain.layers,
+        active=True,
+        underneath=underneath.block_copy(),
+    )
+
+
+def copied_chain(chain: Chain, to: str) -> Chain:
+    """The chain a copy leaves: the new file alone."""
+    return Chain([Layer(to, "qcow2", 0)], chain.domain, chain.disk, chain.live)
 
 
 def cmd_flatten(session: Session, args: Args) -> None:
@@ -109,26 +210,38 @@ def cmd_flatten(session: Session, args: Args) -> None:
     if len(chain.layers) == 1:
         session.nothing_to_do(args, f"{chain.active.name} has no backing file")
         return
+    if args.to and args.route not in (None, "copy"):
+        raise UsageError(f"--to FILE asks for the copy route, not {args.route}")
+    if args.to and args.keep_relative:
+        raise UsageError("--keep-relative: a copy has no backing file to name")
     preflight.refuse_unsafe_start(session, target, args)
     args.update(active=True, pivot=True, keep_overlay=False)  # what the builders read
     extents = routes.Extents(chain)
-    candidates = [
-        pull_route(session, target, args, extents),
-        commit_route(session, target, args, extents),
-    ]
+    candidates = [copy_route(session, target, args, extents)]
+    if not args.to:  # naming the new file asks for a copy; the others write old files
+        candidates[:0] = [
+            pull_route(session, target, args, extents),
+            commit_route(session, target, args, extents),
+        ]
     chosen = routes.choose(candidates, args.route, args.force)
     if chosen.refusal is not None:
         session.warn(f"{chosen.refusal.message} (--force)")
     plan = chosen.build()
+    plan.steps[:0] = chosen.first_steps()
     plan.before = chain
-    kept = chain.active if chosen.name == "pull" else chain.bottom
-    plan.after = chain.without([layer for layer in chain.layers if layer is not kept])
+    if chosen.name == "copy":
+        plan.after = copied_chain(chain, os.path.abspath(args.to))
+    else:
+        kept = chain.active if chosen.name == "pull" else chain.bottom
+        plan.after = chain.without([layer for layer in chain.layers if layer is not kept])
     plan.title = f"flatten {chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
     plan.notes[:0] = [
         *routes.table_notes(candidates, chosen),
         f"moves {human_size(chosen.moves)}: {chosen.summary}",
     ]
     if session.run_plan(plan, args):
+        if target.dom is None and chosen.name == "copy":
+            target = load_target(session, plan.after.active.path, None)  # the image made
         report_after_merge(session, target, args, plan)
 
 
@@ -140,7 +253,13 @@ COMMANDS = [
         (
             DOMAIN_OR_IMAGE,
             DISK,
-            Opt("route", "take this route: pull or commit", "route", complete="route"),
+            Opt("route", "take this route: pull, commit or copy", "route", complete="route"),
+            Opt(
+                "to",
+                "copy into this new file instead (blockcopy / convert)",
+                "file",
+                complete="image",
+            ),
             *JOB_OPTIONS,
             FORCE,
             SCAN,
@@ -149,7 +268,8 @@ COMMANDS = [
         changes=True,
         description="Lists the routes with the bytes each moves (qemu-img map) and the files it "
         "overwrites, drops the unsafe ones with the reason, and takes the cheapest. The commit "
-        "route writes into the base, so it needs a writable qcow2/raw base nothing else uses.",
+        "route writes into the base, so it needs a writable qcow2/raw base nothing else uses. "
+        "--to FILE copies into a new qcow2 file instead and leaves every old file alone.",
     )
 ]
 

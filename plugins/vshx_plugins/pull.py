@@ -130,10 +130,13 @@ def cmd_pull(session: Session, args: Args) -> None:
     target = load_target(session, args.domain, args.disk)
     base = pick_base(target, args)
     stop = base.position if base else len(target.chain.layers)
-    check_merge(session, target, args, target.chain.active, target.chain.layers[1:stop], None)
+    first = check_merge(
+        session, target, args, target.chain.active, target.chain.layers[1:stop], None
+    )
     plan = (
         live_plan(session, target, args, base) if target.live else offline_plan(target, args, base)
     )
+    plan.steps[:0] = first
     gone = target.chain.layers[1:stop]
     if session.is_local:
         moves = routes.Extents(target.chain).between(1, len(gone))

@@ -28,6 +28,7 @@ from vshx.api import (
     canonical,
     chain_of_disk,
     chain_of_image,
+    checks,
     commands_hook,
     image_chain,
     preflight,
@@ -198,7 +199,7 @@ def cmd_rebase(session: Session, args: Args) -> None:
             prove_unsafe_is_safe(session, chain, image, new, fmt, args.force, plan)
         else:
             stop = new.position if new is not None and new.position > 0 else len(chain.layers)
-            preflight.refuse_no_space(image, chain.layers[image.position + 1 : stop])
+            plan.add(checks.room_for(image, chain.layers[image.position + 1 : stop]))
     plan.add(rebase_step(image, new, fmt, args.unsafe, args.keep_relative))
     if session.run_plan(plan, args):
         report_after_merge(session, target, args)

@@ -74,8 +74,7 @@ def commit_route(session: Session, target: Target, args: Args, run: list[Layer])
                 f"{below.name} is also used by: {'; '.join(users)}", index.scanned()
             )
             route.needs_force = True
-        elif route.moves > preflight.free_bytes(below.path):
-            route.refusal = VshxError(f"{human_size(route.moves)} do not fit beside {below.name}")
+    route.fit_beside(session, below.path)
     return route
 
 
@@ -105,8 +104,7 @@ def pull_route(session: Session, target: Target, args: Args, run: list[Layer]) -
         route.refusal = VshxError(
             f"live, libvirt pulls only into the active layer, not into {above.name}"
         )
-    elif session.is_local and route.moves > preflight.free_bytes(above.path):
-        route.refusal = VshxError(f"{human_size(route.moves)} do not fit beside {above.name}")
+    route.fit_beside(session, above.path)
     return route
 
 
@@ -140,7 +138,7 @@ def cmd_shorten(session: Session, args: Args) -> None:
         chosen = routes.choose(candidates, args.route, args.force)
         plan.notes += routes.table_notes(candidates, chosen)
         plan.notes.append(f"moves {human_size(chosen.moves)}: {chosen.summary}")
-        plan.steps += chosen.build().steps
+        plan.steps += chosen.first_steps() + chosen.build().steps
     plan.before, plan.after = chain, chain.without(drops)
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)

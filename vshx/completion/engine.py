@@ -71,7 +71,7 @@ class Engine:
             "command": lambda p, v: self.commands(),
             "format": lambda p, v: (Candidate(f) for f in ("qcow2", "raw")),
             "shell": lambda p, v: (Candidate(s) for s in ("bash", "zsh", "fish")),
-            "route": lambda p, v: (Candidate(r) for r in ("commit", "pull")),
+            "route": lambda p, v: (Candidate(r) for r in ("commit", "pull", "copy")),
         }
 
     def complete(self, line: str, skip_globals: bool = False) -> Completions:

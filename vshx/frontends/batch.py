@@ -1,7 +1,8 @@
 """Batch scripts (``vshx -f FILE`` / ``-f -``): one command per line, stop at the first failure.
 
 As in guestfish, a line starting with ``-`` may fail without stopping the script, and ``-x``
-echoes each command before it runs.  Lines are split by vshx's own lexer; no shell is run.
+echoes each command before it runs.  A line may open a here-document (``<<'END'``), as the
+update-device lines vshx prints do.  Lines are split by vshx's own lexer; no shell is run.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Iterable, Iterator
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, ExitRequested, VshxError
+from vshx.shell import heredoc
 from vshx.shell.session import Session
 
 
@@ -22,7 +24,8 @@ def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = Fa
 
 
 def _run_lines(session: Session, lines: Iterable[str], name: str, echo: bool) -> int:
-    for number, raw in enumerate(lines, 1):
+    numbered = enumerate(lines, 1)
+    for number, raw in numbered:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -31,8 +34,18 @@ def _run_lines(session: Session, lines: Iterable[str], name: str, echo: bool) ->
             line = line[1:].lstrip()
         if echo:
             print(f"+ {line}", file=session.err)
+        where = f"{name}:{number}: "
+        stdin = None
+        opener = heredoc.opened(line)
+        if opener is not None:
+            line, delimiter = opener
+            try:
+                stdin = heredoc.read_body(delimiter, lambda: next(numbered, (0, None))[1])
+            except VshxError as exc:
+                session.report(exc, where)
+                return exc.exit_code
         try:
-            status = session.execute(line, where=f"{name}:{number}: ")
+            status = session.execute(line, where=where, stdin=stdin)
         except ExitRequested:
             return EXIT_OK
         if status != EXIT_OK and not may_fail:

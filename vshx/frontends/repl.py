@@ -14,7 +14,8 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 
-from vshx.errors import EXIT_OK, ExitRequested
+from vshx.errors import EXIT_OK, ExitRequested, VshxError
+from vshx.shell import heredoc
 from vshx.shell.session import Session
 
 
@@ -74,8 +75,25 @@ def run_repl(session: Session, tour: bool = False, threaded: bool = True, **io: 
             break
         if not line.strip():
             continue
+        stdin = None
+        opener = heredoc.opened(line)
+        if opener is not None:  # a pasted update-device ... <<'VSHX_EOF': read the body
+            line, delimiter = opener
+            try:
+                stdin = heredoc.read_body(delimiter, lambda: _more(prompt))
+            except VshxError as exc:
+                session.report(exc)
+                continue
         try:
-            session.execute(line)
+            session.execute(line, stdin=stdin)
         except ExitRequested:
             break
     return EXIT_OK
+
+
+def _more(prompt: PromptSession) -> str | None:
+    """One more line of a here-document (None at Ctrl-D or Ctrl-C)."""
+    try:
+        return str(prompt.prompt("> "))
+    except (EOFError, KeyboardInterrupt):
+        return None

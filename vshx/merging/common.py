@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.merging import preflight
+from vshx.merging import checks, preflight
 from vshx.plans.plan import Plan, Step
 from vshx.shell.spec import Args, Opt, non_negative_int
 from vshx.storage import virt
@@ -186,8 +186,9 @@ def check_merge(
     writes: Layer,
     moves: list[Layer],
     changes_view_of: Layer | None,
-) -> None:
-    """The pre-flight every merge shares; raises before anything changes.
+) -> list[Step]:
+    """The pre-flight every merge shares; raises before anything changes, and returns the
+    checks the plan must also run first (so a printed script stops where vshx would).
 
     ``writes`` is the file whose content changes, ``moves`` the layers whose data moves.
     When ``changes_view_of`` is given (commit: the base), chains that use it other than through
@@ -205,7 +206,8 @@ def check_merge(
                 "committing into",
                 through=moves[0].path,
             )
-        preflight.refuse_no_space(writes, moves)
+        return [checks.room_for(writes, moves)]
+    return []
 
 
 def follow_up_note(plan: Plan, target: preflight.Target) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging.target import Target
 from vshx.storage import virt
-from vshx.storage.chain import Chain, Layer, canonical, human_size
+from vshx.storage.chain import Chain, Layer, canonical
 from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
@@ -229,18 +229,6 @@ def refuse_unsafe_start(session: Session, target: Target, args: Args) -> None:
             session, target.chain.active.path, "name the domain and disk instead of the image"
         )
     refuse_block_job(target)
-
-
-def refuse_no_space(destination: Layer, layers: list[Layer]) -> None:
-    """The bytes that move (allocated in the merged layers) must fit where they go."""
-    needed = sum(layer.allocated or 0 for layer in layers)
-    free = free_bytes(destination.path)
-    if needed > free:
-        raise VshxError(
-            f"not enough space for {destination.path}: up to {human_size(needed)} may move, "
-            f"{human_size(free)} free",
-            "free some space, or merge fewer layers at a time",
-        )
 
 
 def refuse_remote_offline(session: Session, target: Target, planning_only: bool) -> None:

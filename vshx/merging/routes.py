@@ -16,7 +16,8 @@ from vshx.errors import VshxError
 from vshx.storage.chain import human_size
 
 if TYPE_CHECKING:
-    from vshx.plans.plan import Plan
+    from vshx.plans.plan import Plan, Step
+    from vshx.shell.session import Session
     from vshx.storage.chain import Chain, Layer
 
 
@@ -53,6 +54,10 @@ class Extents:
         """Bytes held by the layers at depths first..last (inclusive)."""
         return sum(length for d, length in self.extents if first <= d <= last)
 
+    def total(self) -> int:
+        """Every byte of data the guest sees (what a copy to a new file writes)."""
+        return sum(length for _d, length in self.extents)
+
     def below_active(self) -> int:
         """Bytes held by every layer under the active one (what a full pull copies)."""
         return sum(length for d, length in self.extents if d > 0)
@@ -76,6 +81,24 @@ class Route:
         self.build = build
         self.refusal: VshxError | None = None  # why it is unsafe (None: safe)
         self.needs_force = False  # unsafe only in a way --force may override
+        self.beside: str | None = None  # the file the moved bytes land beside (space check)
+
+    def fit_beside(self, session: Session, path: str) -> None:
+        """The bytes must fit where they go: unsafe now if not; checked again as a step."""
+        from vshx.merging import preflight
+
+        if not session.is_local:
+            return
+        self.beside = path
+        if self.refusal is None and self.moves > preflight.free_bytes(path):
+            name = path.rsplit("/", 1)[-1]
+            self.refusal = VshxError(f"{human_size(self.moves)} do not fit beside {name}")
+
+    def first_steps(self) -> list[Step]:
+        """The checks the chosen route's plan runs (and prints) before it moves anything."""
+        from vshx.merging import checks
+
+        return [checks.space_step(self.beside, self.moves)] if self.beside else []
 
     @property
     def safe(self) -> bool:
@@ -101,9 +124,17 @@ def choose(routes: list[Route], forced: str | None, force: bool) -> Route:
             raise route.refusal
         return route
     safe = [r for r in routes if r.safe]
+    if len(routes) == 1 and routes[0].refusal is not None:
+        raise routes[0].refusal
     if not safe:
         reasons = "; ".join(f"{r.name}: {r.refusal.message}" for r in routes if r.refusal)
-        raise VshxError(f"no safe route: {reasons}", "see the reasons; --route NAME --force")
+        forceable = [r.name for r in routes if r.needs_force]
+        hint = (
+            f"see the reasons; --route {forceable[0]} --force goes ahead anyway"
+            if forceable
+            else "see the reasons: each must be resolved first"
+        )
+        raise VshxError(f"no safe route: {reasons}", hint)
     return min(safe, key=lambda r: r.moves)
 
 

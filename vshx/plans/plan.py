@@ -39,13 +39,22 @@ def shell_line(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+def with_heredoc(line: str, body: str | None) -> str:
+    """``line`` fed ``body`` on stdin, as a quoted here-document (nothing in it expands)."""
+    if body is None:
+        return line
+    body = body if body.endswith("\n") else body + "\n"
+    return f"{line} <<'{HEREDOC_END}'\n{body}{HEREDOC_END}"
+
+
 class Step:
     """One action: a description, the equivalent command line, and how to perform it.
 
     Without ``action`` the step runs ``argv`` itself (so the teaching line is the real one);
     with it (a libvirt API call, a block job with events) ``argv`` is the virsh equivalent.
-    ``stdin`` is fed to the command and printed as a here-document.  (A plain class:
-    dataclasses cost ~10 ms of import on the one-shot path.)
+    ``stdin`` is fed to the command and printed as a here-document.  ``shell`` replaces the
+    printed line where the check it performs in Python needs a pipe in sh (free space).
+    (A plain class: dataclasses cost ~10 ms of import on the one-shot path.)
     """
 
     def __init__(
@@ -55,6 +64,7 @@ class Step:
         action: Callable[[], None] | None = None,
         stdin: str | None = None,
         underneath: list[str] | None = None,
+        shell: str | None = None,
     ) -> None:
         self.description = description
         # what --teach and explain add: why the flags, the libvirt call and QMP beneath it
@@ -62,13 +72,10 @@ class Step:
         self.argv = argv
         self.action = action
         self.stdin = stdin
+        self.shell = shell  # the printed line when it needs a pipe (a check); else from argv
 
     def equivalent(self) -> str:
-        line = shell_line(self.argv)
-        if self.stdin is None:
-            return line
-        body = self.stdin if self.stdin.endswith("\n") else self.stdin + "\n"
-        return f"{line} <<'{HEREDOC_END}'\n{body}{HEREDOC_END}"
+        return with_heredoc(self.shell or shell_line(self.argv), self.stdin)
 
     def run(self) -> None:
         if self.action is not None:

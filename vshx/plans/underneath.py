@@ -53,6 +53,27 @@ def block_pull(base: bool) -> list[str]:
     ]
 
 
+def block_copy() -> list[str]:
+    return [
+        "libvirt: virDomainBlockCopy(dom, disk, destxml, params, "
+        "VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB)",
+        "--transient-job: libvirt 9 copies a persistent domain's disk only if the job need not "
+        "survive a restart of the domain; the pivot still updates the persistent definition",
+        "QMP: blockdev-mirror (sync=full) -> event BLOCK_JOB_READY -> job-complete "
+        "(virDomainBlockJobAbort(..., PIVOT)) -> BLOCK_JOB_COMPLETED: the disk uses the copy",
+        "the old files are only read: every one of them stays as it was",
+        WAIT,
+    ]
+
+
+def convert() -> list[str]:
+    return [
+        "qemu-img convert reads what the guest sees through the whole chain and writes it "
+        "into a new file with no backing file; the old files are only read",
+        "-f / -O: the formats are named, never probed",
+    ]
+
+
 def qemu_img_commit() -> list[str]:
     return [
         "qemu-img commit -b BASE TOP: writes what TOP shows into BASE, through every layer "

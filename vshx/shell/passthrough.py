@@ -107,10 +107,10 @@ def run_virsh(session: Session, words: list[str]) -> int:
     args = [w for w in words[1:] if w not in ("--dry-run", "--teach")]
     argv = ["virsh", "-c", session.uri, words[0], *args]
     if dry_run or teach:
-        from vshx.plans.plan import comment, shell_line
+        from vshx.plans.plan import comment, shell_line, with_heredoc
 
         session.print(comment(f"virsh passthrough: {words[0]}"))
-        session.print(shell_line(argv))
+        session.print(with_heredoc(shell_line(argv), session.stdin_text))
         session.out.flush()
         if dry_run and not is_read_only(words[0]):
             return 0
@@ -139,21 +139,22 @@ def run_program(session: Session, argv: list[str]) -> int:
     if binary is None:
         raise VshxError(f"{argv[0]} is not installed", "install qemu-utils / libvirt-clients")
     if session.dry_run:
-        from vshx.plans.plan import shell_line
+        from vshx.plans.plan import shell_line, with_heredoc
 
-        session.print(shell_line(argv))
+        session.print(with_heredoc(shell_line(argv), session.stdin_text))
         return 0
     return _run(session, [binary, *argv[1:]], changes=True)
 
 
 def _run(session: Session, argv: list[str], changes: bool) -> int:
-    """Run a program with the user's terminal (console works) or into the session's output."""
+    """Run a program with the user's terminal (console works) or into the session's output;
+    a here-document given with the line is its stdin instead."""
     import sys
 
     session.out.flush()
     session.err.flush()
     out = None if session.out is sys.stdout else subprocess.PIPE
-    proc = subprocess.run(argv, stdout=out, text=True, check=False)
+    proc = subprocess.run(argv, stdout=out, text=True, check=False, input=session.stdin_text)
     if out is not None and proc.stdout:
         session.out.write(proc.stdout)
     if changes:

@@ -61,6 +61,7 @@ class Session:
         self._inventory: Inventory | None = None
         self.command: Command | None = None  # the command running now, for plan hooks
         self.args: Args | None = None  # and its options
+        self.stdin_text: str | None = None  # a here-document for the line's command
         # a batch --dry-run plans each line on the chains the lines before it will leave
         self.predicted: dict[str, Chain] = {}
         self._shebang_written = False
@@ -143,18 +144,27 @@ class Session:
             print(f"hint: {printable(exc.hint)}", file=self.err)
 
     # -- running ------------------------------------------------------------------------
-    def execute(self, line: str, where: str = "") -> int:
-        """Run every command of one line; stop at the first that fails; return its status."""
+    def execute(self, line: str, where: str = "", stdin: str | None = None) -> int:
+        """Run every command of one line; stop at the first that fails; return its status.
+
+        ``stdin``: a here-document's body, fed to the line's (single) virsh or qemu-img command.
+        """
         try:
             commands = lexer.split_line(line).commands
+            if stdin is not None and len(commands) != 1:
+                raise UsageError("a here-document feeds one command: no ';' on its line")
         except VshxError as exc:
             self.report(exc, where)
             return exc.exit_code
         status = EXIT_OK
-        for words in commands:
-            status = self.run_words(words, where)
-            if status != EXIT_OK:
-                break
+        self.stdin_text = stdin
+        try:
+            for words in commands:
+                status = self.run_words(words, where)
+                if status != EXIT_OK:
+                    break
+        finally:
+            self.stdin_text = None
         return status
 
     def run_words(self, words: Sequence[str], where: str = "") -> int:
@@ -168,6 +178,11 @@ class Session:
             command = self.host.command(words[0])
             if command is None:
                 return self._finished(None, Args(), self.passthrough(words))
+            if self.stdin_text is not None:
+                raise UsageError(
+                    f"{words[0]} reads no here-document",
+                    "only virsh and qemu-img commands read one (update-device ... /dev/stdin)",
+                )
             if any("\0" in word for word in words):
                 raise UsageError("a NUL byte cannot be part of an argument", "remove it")
             args = parse(command, words[1:])
@@ -229,6 +244,15 @@ class Session:
             return self.run_words(rest) if rest else EXIT_OK
         if words[0] == "qemu-img":
             return passthrough.run_program(self, list(words))
+        if words[0] in ("df", "test"):  # a check line of a printed plan, pasted back
+            from vshx.merging import checks
+
+            check = checks.pasted(list(words))
+            if check is not None:
+                if self.dry_run:
+                    self.print(check.equivalent())
+                check.run()
+                return EXIT_OK
         if words[0] in passthrough.virsh_commands() and not words[0].startswith("-"):
             return passthrough.run_virsh(self, list(words))
         known = [*self.host.registry.words(), *passthrough.virsh_commands()]

@@ -1,0 +1,88 @@
+"""Checks as steps: what vshx verifies before it writes, printed so ``sh -e`` stops there too.
+
+vshx refuses a plan whose checks fail before anything runs; a script printed by ``--dry-run``
+may run later on a host that changed, so each check is also a Step.  On a real run the check
+is done in Python again, just before the steps that depend on it; the printed line is the sh
+command that fails in the same case.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from vshx.errors import VshxError
+from vshx.merging import preflight
+from vshx.plans.plan import Step, shell_line
+from vshx.storage.chain import Layer, human_size
+
+
+AWK_TEST = "NR == 2 {{ ok = $4 >= {needed} }} END {{ exit !ok }}"
+AWK_PASTED = re.compile(re.escape(AWK_TEST.format(needed="NEEDED")).replace("NEEDED", r"(\d+)"))
+
+
+def space_step(beside: str, needed: int) -> Step:
+    """Stop unless ``needed`` bytes are free in the file system that holds ``beside``."""
+    directory = os.path.dirname(beside) or "."
+    name = os.path.basename(beside)
+
+    def action() -> None:
+        free = preflight.free_bytes(beside)
+        if needed > free:
+            raise VshxError(
+                f"not enough space beside {beside}: {human_size(needed)} needed, "
+                f"{human_size(free)} free",
+                "free some space, or merge fewer layers at a time",
+                clean=True,
+            )
+
+    test = AWK_TEST.format(needed=needed)
+    return Step(
+        f"check: {human_size(needed)} free beside {name} (else vshx refuses)",
+        ["df", "-P", "-B1", "--", directory],
+        action=action,
+        shell=f"{shell_line(['df', '-P', '-B1', '--', directory])} | {shell_line(['awk', test])}",
+    )
+
+
+def room_for(destination: Layer, layers: list[Layer]) -> Step:
+    """Refuse now unless the bytes that may move (allocated in ``layers``) fit beside
+    ``destination``; the same check as a step for the plan."""
+    step = space_step(destination.path, sum(layer.allocated or 0 for layer in layers))
+    step.run()
+    return step
+
+
+def absent_step(path: str) -> Step:
+    """Stop if ``path`` exists: vshx never writes over a file it did not make."""
+
+    def action() -> None:
+        if os.path.lexists(path):
+            raise VshxError(
+                f"{path} exists: vshx does not write over it",
+                "name a new file, or remove that one yourself",
+                clean=True,
+            )
+
+    return Step(
+        f"check: {os.path.basename(path)} does not exist yet",  # nor as a dangling link
+        ["test", "!", "-e", path, "-a", "!", "-L", path],  # path is absolute: no operator
+        action=action,
+    )
+
+
+def pasted(words: list[str]) -> Step | None:
+    """A check line vshx printed, pasted back into vshx: the same check, or None if the words
+    are not exactly one (vshx runs no other df or test)."""
+    if len(words) == 8 and words[:4] == ["df", "-P", "-B1", "--"] and words[5:7] == ["|", "awk"]:
+        match = AWK_PASTED.fullmatch(words[7])
+        if match:
+            return space_step(os.path.join(words[4], ""), int(match.group(1)))
+    if (
+        len(words) == 8
+        and words[:3] == ["test", "!", "-e"]
+        and words[4:7] == ["-a", "!", "-L"]
+        and words[3] == words[7]
+    ):
+        return absent_step(words[3])
+    return None
