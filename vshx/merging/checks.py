@@ -16,7 +16,6 @@ from vshx.merging import preflight
 from vshx.plans.plan import Step, shell_line
 from vshx.storage.chain import Layer, human_size
 
-
 AWK_TEST = "NR == 2 {{ ok = $4 >= {needed} }} END {{ exit !ok }}"
 AWK_PASTED = re.compile(re.escape(AWK_TEST.format(needed="NEEDED")).replace("NEEDED", r"(\d+)"))
 
