@@ -122,7 +122,7 @@ def test_not_enough_space_shows_both_numbers(tmp_path: Path):
         subprocess.run(["fallocate", "-l", "14M", str(filler)], check=True)
         try:
             err = refused(small, "commit", small.name, "vda", "--base", "base", "--top", "sn1")
-            assert "not enough space" in err and "may move" in err and "free" in err
+            assert "not enough space" in err and "needed" in err and "free" in err
         finally:
             destroy_lab(small)
     finally:
