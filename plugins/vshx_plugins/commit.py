@@ -251,14 +251,15 @@ def cmd_commit(session: Session, args: Args) -> None:
         )
     top, base = pick_layers(target, args)
     merged = target.chain.between(top, base)
+    extents = routes.Extents(target.chain, top) if session.is_local else None  # runs meanwhile
     first = check_merge(session, target, args, base, merged, changes_view_of=base)
     if target.live:
         plan = live_plan(session, target, args, top, base)
     else:
         plan = offline_plan(session, target, args, top, base)
     plan.steps[:0] = first
-    if session.is_local:
-        moves = routes.Extents(target.chain, top).above(len(merged))
+    if extents is not None:
+        moves = extents.above(len(merged))
         names = ", ".join(layer.name for layer in merged)
         plan.notes.append(f"moves {human_size(moves)} from {names} into {base.name}")
     follow_up_note(plan, target)

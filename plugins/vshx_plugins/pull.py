@@ -130,6 +130,7 @@ def cmd_pull(session: Session, args: Args) -> None:
     target = load_target(session, args.domain, args.disk)
     base = pick_base(target, args)
     stop = base.position if base else len(target.chain.layers)
+    extents = routes.Extents(target.chain) if session.is_local else None  # runs meanwhile
     first = check_merge(
         session, target, args, target.chain.active, target.chain.layers[1:stop], None
     )
@@ -138,8 +139,8 @@ def cmd_pull(session: Session, args: Args) -> None:
     )
     plan.steps[:0] = first
     gone = target.chain.layers[1:stop]
-    if session.is_local:
-        moves = routes.Extents(target.chain).between(1, len(gone))
+    if extents is not None:
+        moves = extents.between(1, len(gone))
         names = ", ".join(layer.name for layer in gone)
         plan.notes.append(f"moves {human_size(moves)} from {names} into {target.chain.active.name}")
     follow_up_note(plan, target)

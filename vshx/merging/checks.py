@@ -40,6 +40,7 @@ def space_step(beside: str, needed: int) -> Step:
         f"check: {human_size(needed)} free beside {name} (else vshx refuses)",
         ["df", "-P", "-B1", "--", directory],
         action=action,
+        changes=False,
         shell=f"{shell_line(['df', '-P', '-B1', '--', directory])} | {shell_line(['awk', test])}",
     )
 
@@ -67,6 +68,7 @@ def absent_step(path: str) -> Step:
         f"check: {os.path.basename(path)} does not exist yet",  # nor as a dangling link
         ["test", "!", "-e", path, "-a", "!", "-L", path],  # path is absolute: no operator
         action=action,
+        changes=False,
     )
 
 

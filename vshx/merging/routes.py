@@ -22,29 +22,37 @@ if TYPE_CHECKING:
 
 
 class Extents:
-    """Where the data a layer shows lives: (depth below it, length) of every data extent."""
+    """Where the data a layer shows lives: (depth below it, length) of every data extent.
+
+    The map runs in the background from construction on, so a command that builds this
+    before its pre-flight checks gets the bytes for free; the first question waits for it.
+    """
 
     def __init__(self, chain: Chain, layer: Layer | None = None) -> None:
         from vshx.storage import qemuimg
 
         seen_from = layer or chain.active
-        out = qemuimg.run(
-            [
-                "qemu-img",
-                "map",
-                "-U",
-                "--output=json",
-                "-f",
-                seen_from.format or "qcow2",
-                seen_from.path,
-            ]
-        )
-        try:
-            self.extents = [
-                (int(e.get("depth", 0)), int(e["length"])) for e in json.loads(out) if e.get("data")
-            ]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise VshxError(f"cannot read the allocation map of {chain.active.path}") from exc
+        self._path = seen_from.path
+        self._argv = ["qemu-img", "map", "-U", "--output=json"]
+        self._argv += ["-f", seen_from.format or "qcow2", seen_from.path]
+        self._proc = qemuimg.start(self._argv)
+        self._extents: list[tuple[int, int]] | None = None
+
+    @property
+    def extents(self) -> list[tuple[int, int]]:
+        if self._extents is None:
+            from vshx.storage import qemuimg
+
+            out = qemuimg.finish(self._proc, self._argv)
+            try:
+                self._extents = [
+                    (int(e.get("depth", 0)), int(e["length"]))
+                    for e in json.loads(out)
+                    if e.get("data")
+                ]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise VshxError(f"cannot read the allocation map of {self._path}") from exc
+        return self._extents
 
     def above(self, depth: int) -> int:
         """Bytes held by the layers above ``depth`` (what a commit into that layer copies)."""

@@ -65,6 +65,7 @@ class Step:
         stdin: str | None = None,
         underneath: list[str] | None = None,
         shell: str | None = None,
+        changes: bool = True,
     ) -> None:
         self.description = description
         # what --teach and explain add: why the flags, the libvirt call and QMP beneath it
@@ -73,6 +74,7 @@ class Step:
         self.action = action
         self.stdin = stdin
         self.shell = shell  # the printed line when it needs a pipe (a check); else from argv
+        self.changes = changes  # False for a check: nothing for the journal to recover
 
     def equivalent(self) -> str:
         return with_heredoc(self.shell or shell_line(self.argv), self.stdin)

@@ -60,6 +60,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         for line in plan.prediction():
             session.print(line)
     target = plan.target
+    journaled = False  # a check changes nothing: no journal entry to write or clear
     for number, step in enumerate(plan.steps, 1):
         if teach:
             session.print(comment(step.description))
@@ -69,13 +70,15 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             session.out.flush()
         if target is not None:
             look_again(target, number)
-            journal.write(target, plan, number)
+            if step.changes:
+                journal.write(target, plan, number)
+                journaled = True
         try:
             step.run()
         except VshxError as exc:
-            if target is not None and exc.clean:
+            if target is not None and exc.clean and journaled:
                 journal.clear(target)  # the step left things as they were: nothing to recover
             raise
-    if target is not None:
+    if target is not None and journaled:
         journal.clear(target)
     return True

@@ -1,14 +1,18 @@
-"""Read a qcow2 header's backing file pointer directly: microseconds instead of a qemu-img run.
+"""Read qcow2 headers directly: microseconds instead of a qemu-img run (~10-15 ms each).
 
-"Who else uses this file as backing?" asks that of every image in a directory; spawning
-qemu-img for each costs ~10 ms a file.  The header layout (magic, version, backing file
-offset and size) is the same in qcow2 versions 2 and 3.
+"Who else uses this file as backing?" asks that of every image in a directory, and every
+command reads its disk's chain.  The header layout (magic, version, backing file offset and
+size, virtual size) is the same in qcow2 versions 2 and 3; the backing format is header
+extension 0xE2792ACA.  Where the header cannot give qemu-img's answer (not qcow2 and not
+declared raw, an external data file, a protocol or json: backing name, a missing file, a
+loop), ``read_chain`` returns None and the caller asks qemu-img.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from typing import Any
 
 MAGIC = b"QFI\xfb"
 
@@ -40,3 +44,89 @@ def chain_paths(path: str, limit: int = 64) -> list[str]:
         current = name if os.path.isabs(name) else os.path.join(os.path.dirname(current), name)
         result.append(os.path.realpath(current))
     return result
+
+
+BACKING_FORMAT_EXTENSION = 0xE2792ACA
+INCOMPATIBLE_DATA_FILE = 1 << 2  # the guest data lives in another file: allocation unknown here
+
+
+def _header(path: str) -> tuple[int, str | None, str | None] | None:
+    """(virtual size, backing name, backing format) of a qcow2 image; None if not that simple."""
+    with open(path, "rb") as handle:
+        head = handle.read(65536)  # header, extensions and backing name share the first cluster
+    if len(head) < 72 or head[:4] != MAGIC:
+        return None
+    version, backing_offset, backing_size = struct.unpack(">IQI", head[4:20])
+    (virtual_size,) = struct.unpack(">Q", head[24:32])
+    if version == 2:
+        extensions = 72
+    elif version == 3 and len(head) >= 104:
+        (incompatible,) = struct.unpack(">Q", head[72:80])
+        if incompatible & INCOMPATIBLE_DATA_FILE:
+            return None
+        (extensions,) = struct.unpack(">I", head[100:104])
+    else:
+        return None
+    backing_format = None
+    while extensions + 8 <= len(head):
+        kind, length = struct.unpack(">II", head[extensions : extensions + 8])
+        if kind == 0:
+            break
+        if kind == BACKING_FORMAT_EXTENSION:
+            backing_format = head[extensions + 8 : extensions + 8 + length].decode(
+                "ascii", "replace"
+            )
+        extensions += 8 + (length + 7) // 8 * 8
+    backing = None
+    if backing_offset and backing_size:
+        if backing_offset + backing_size > len(head):
+            return None
+        raw = head[backing_offset : backing_offset + backing_size]
+        backing = raw.decode("utf-8", errors="surrogateescape")
+    return virtual_size, backing, backing_format
+
+
+def read_chain(path: str, limit: int = 64) -> list[dict[str, Any]] | None:
+    """The chain as ``qemu-img info --backing-chain --output=json`` gives it (the keys vshx
+    reads), from headers and stat alone; None when only qemu-img can tell."""
+    entries: list[dict[str, Any]] = []
+    current, declared = path, "qcow2"  # the top: qemu-img probes it, so it must be qcow2
+    seen: set[str] = set()
+    for _ in range(limit):
+        real = os.path.realpath(current)
+        if real in seen:
+            return None
+        seen.add(real)
+        try:
+            stat = os.stat(current)
+            header = None if declared == "raw" else _header(current)
+        except OSError:
+            return None
+        entry: dict[str, Any] = {"filename": current, "actual-size": stat.st_blocks * 512}
+        if declared == "raw":
+            entries.append({**entry, "format": "raw", "virtual-size": stat.st_size})
+            return entries
+        if header is None or declared not in (None, "qcow2"):
+            return None
+        virtual_size, backing, backing_format = header
+        entries.append({**entry, "format": "qcow2", "virtual-size": virtual_size})
+        if backing is None:
+            return entries
+        if (
+            "://" in backing
+            or backing.startswith("json:")
+            or backing_format
+            not in (
+                None,
+                "qcow2",
+                "raw",
+            )
+        ):
+            return None
+        entries[-1]["backing-filename"] = backing
+        if backing_format:
+            entries[-1]["backing-filename-format"] = backing_format
+        parent = os.path.dirname(current)
+        current = backing if os.path.isabs(backing) else os.path.join(parent, backing)
+        declared = backing_format  # None: qemu probes it; only a qcow2 header is certain
+    return None

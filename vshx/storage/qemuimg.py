@@ -42,22 +42,45 @@ def failure_hint(message: str) -> str | None:
 
 def run(argv: Sequence[str], stdin: str | None = None) -> str:
     """Run a command (never through a shell); return stdout or raise VshxError with its stderr."""
+    return finish(start(argv, stdin is not None), argv, stdin)
+
+
+def start(argv: Sequence[str], feeds_stdin: bool = False) -> subprocess.Popen[str]:
+    """Start a command now and let it run while vshx does other work (see ``finish``)."""
     try:
-        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if feeds_stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     except FileNotFoundError as exc:
         raise VshxError(
             f"{argv[0]} is not installed",
             f"install the Debian package {PACKAGES.get(argv[0], argv[0])}",
         ) from exc
+
+
+def finish(proc: subprocess.Popen[str], argv: Sequence[str], stdin: str | None = None) -> str:
+    """Wait for a started command; its stdout, or VshxError with its last line of stderr."""
+    out, err = proc.communicate(stdin)
     if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        detail = (err or out).strip().splitlines()
         last = detail[-1] if detail else f"exit {proc.returncode}"
         raise VshxError(f"{argv[0]} failed: {last}", failure_hint(last))
-    return proc.stdout
+    return out
 
 
 def info_chain(path: str) -> list[dict[str, Any]]:
-    """The backing chain of an image as qemu-img reports it, top first (-U: works while in use)."""
+    """The backing chain of an image as qemu-img reports it, top first (-U: works while in use).
+
+    Read from the qcow2 headers where they give the same facts; qemu-img for the rest."""
+    from vshx.storage.qcow2 import read_chain
+
+    quick = read_chain(path)
+    if quick is not None:
+        return quick
     out = run(["qemu-img", "info", "--backing-chain", "--output=json", "-U", "--", path])
     data = json.loads(out)
     return data if isinstance(data, list) else [data]
