@@ -90,7 +90,8 @@ def read_chain(path: str, limit: int = 64) -> list[dict[str, Any]] | None:
     """The chain as ``qemu-img info --backing-chain --output=json`` gives it (the keys vshx
     reads), from headers and stat alone; None when only qemu-img can tell."""
     entries: list[dict[str, Any]] = []
-    current, declared = path, "qcow2"  # the top: qemu-img probes it, so it must be qcow2
+    current = path
+    declared: str | None = "qcow2"  # the top is probed: it must be qcow2
     seen: set[str] = set()
     for _ in range(limit):
         real = os.path.realpath(current)
