@@ -64,6 +64,9 @@ class Inventory:
         self._domains: dict[str, DomainEntry] | None = None
         self._disks: dict[str, list[tuple[str, str]]] = {}
         self._chains: dict[tuple[str, str], Chain] = {}
+        # chains as the snapshot file holds them, made Chains on first use: a domain or
+        # option keystroke then never imports the chain model
+        self._stored_chains: dict[tuple[str, str], dict[str, Any]] = {}
         self._images: dict[str, Chain] = {}
         self._snapshots: dict[str, list[str]] = {}
         self._refill: queue.Queue[str | None] = queue.Queue()
@@ -81,8 +84,6 @@ class Inventory:
         import os
         import time
 
-        from vshx.storage.chain import Chain, Layer
-
         try:
             if time.time() - os.stat(self._persist or "").st_mtime > SHELL_CACHE_TTL:
                 return
@@ -94,8 +95,7 @@ class Inventory:
             self._disks = {k: [tuple(x) for x in v] for k, v in data["disks"].items()}
             for key, raw in data["chains"].items():
                 domain, disk = key.split("\0", 1)
-                layers = [Layer(**layer) for layer in raw["layers"]]
-                self._chains[(domain, disk)] = Chain(layers, domain, disk, raw["live"])
+                self._stored_chains[(domain, disk)] = raw
         except (OSError, ValueError, KeyError, TypeError):
             return
 
@@ -106,13 +106,15 @@ class Inventory:
 
         if not self._persist:
             return
+        chains = {f"{d}\0{k}": raw for (d, k), raw in self._stored_chains.items()}
+        chains.update(
+            (f"{d}\0{k}", {"live": c.live, "layers": [asdict(x) for x in c.layers]})
+            for (d, k), c in self._chains.items()
+        )
         data = {
             "domains": None if self._domains is None else [list(d) for d in self._domains.values()],
             "disks": self._disks,
-            "chains": {
-                f"{d}\0{k}": {"live": c.live, "layers": [asdict(x) for x in c.layers]}
-                for (d, k), c in self._chains.items()
-            },
+            "chains": chains,
         }
         try:
             os.makedirs(os.path.dirname(self._persist), exist_ok=True)
@@ -165,6 +167,15 @@ class Inventory:
         self._ensure_snapshot()
         with self._lock:
             key = (domain, disk)
+            stored = self._stored_chains.pop(key, None)
+            if key not in self._chains and stored is not None:
+                from vshx.storage.chain import Chain, Layer
+
+                try:
+                    layers = [Layer(**layer) for layer in stored["layers"]]
+                    self._chains[key] = Chain(layers, domain, disk, stored["live"])
+                except (KeyError, TypeError):
+                    pass  # a snapshot from another version: ask libvirt below
             if key not in self._chains:
                 from vshx.storage import virt
 
@@ -197,12 +208,15 @@ class Inventory:
                 self._domains = None
                 self._disks.clear()
                 self._chains.clear()
+                self._stored_chains.clear()
                 self._snapshots.clear()
             else:
                 self._disks.pop(domain, None)
                 self._snapshots.pop(domain, None)
                 for key in [k for k in self._chains if k[0] == domain]:
                     del self._chains[key]
+                for key in [k for k in self._stored_chains if k[0] == domain]:
+                    del self._stored_chains[key]
                 if self._domains is not None:
                     self._domains = None  # state or name may have changed
             self._images.clear()
