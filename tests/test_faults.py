@@ -26,6 +26,7 @@ from conftest import (
     Lab,
     chain_files,
     destroy_lab,
+    domain_source,
     ensure_daemon,
     file_state,
     guest_hash,
@@ -342,6 +343,10 @@ def test_lab_create_never_takes_over_a_directory(tmp_path: Path):
     assert (precious / "precious.txt").read_text() == "mine"
     lab = make_lab(tmp_path, dirname="mine")
     (lab.dir / "notes.txt").write_text("mine too")
+    kept = file_state(lab.dir)
+    rebuilt = run_vshx("lab-create", lab.name, "--dir", str(lab.dir), "--layers", "4")
+    assert rebuilt.returncode == 1 and "nothing was changed" in rebuilt.stderr
+    assert file_state(lab.dir) == kept and domain_source(lab.name)  # the old lab stands
     destroy_lab(lab)
     assert (lab.dir / "notes.txt").read_text() == "mine too"
     assert not list(lab.dir.glob("*.qcow2"))

@@ -214,3 +214,23 @@ def test_a_here_document_is_refused_where_it_cannot_go(tmp_path: Path):
     own = run_vshx("-f", "-", stdin="list <<'END'\nx\nEND\n")
     assert own.returncode == 2 and "reads no here-document" in own.stderr
     assert "Traceback" not in unended.stderr + own.stderr
+
+
+def test_a_pasted_delete_script_removes_only_what_nothing_uses(offline_lab: Lab, tmp_path: Path):
+    lab = offline_lab
+    before = lab.guest_hash(tmp_path)
+    argv = ("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--delete", "--dry-run")
+    plan = run_vshx(*argv).stdout
+    assert "rm -f -- " in plan
+    in_use = run_vshx("-f", "-", stdin=f"rm -f -- {lab.layer('sn2')}\n")
+    assert in_use.returncode == 1 and "still used by" in in_use.stderr
+    note = tmp_path / "notes.txt"
+    note.write_text("mine\n")
+    other = run_vshx("-f", "-", stdin=f"rm -f -- {note}\n")
+    assert other.returncode == 1 and "only disk images" in other.stderr and note.exists()
+    pasted = "".join(f"{x}\n" for x in plan.splitlines() if not x.startswith("#"))
+    ran = run_vshx("-f", "-", stdin=pasted)
+    assert ran.returncode == 0, ran.stderr
+    assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+    assert not lab.layer("sn2").exists() and not lab.layer("sn3").exists()
+    assert lab.guest_hash(tmp_path) == before

@@ -48,11 +48,18 @@ def layer_names(layers: int) -> list[str]:
     return ["base"] + [f"sn{i}" for i in range(1, layers + 1)]
 
 
+QEMU_IO_MAX_WRITE = 1024 * MIB  # qemu-io refuses one write over 2 GiB - 512: split it
+
+
 def qemu_io_write(path: str, pattern: int, offset: int, length: int) -> Step:
+    commands = []
+    for start in range(offset, offset + length, QEMU_IO_MAX_WRITE):
+        size = min(QEMU_IO_MAX_WRITE, offset + length - start)
+        commands += ["-c", f"write -q -P 0x{pattern:02x} {start} {size}"]
     return Step(
         f"write pattern 0x{pattern:02x} at {offset // MIB} MiB (+{length // 1024} KiB) "
         f"into {os.path.basename(path)}",
-        ["qemu-io", "-f", "qcow2", "-c", f"write -q -P 0x{pattern:02x} {offset} {length}", path],
+        ["qemu-io", "-f", "qcow2", *commands, path],
     )
 
 
@@ -184,7 +191,7 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
             plan.add(Step(f"remove the lab files in {directory}", ["rm", "-f", "--", *paths]))
         marker = os.path.join(directory, MARKER)
         plan.add(Step("remove the lab marker", ["rm", "-f", "--", marker]))
-        foreign = sorted(set(os.listdir(directory)) - set(made) - {MARKER})
+        foreign = foreign_files(directory, made)
         if foreign:
             session.warn(
                 f"keeping {directory}: it also holds files lab-create did not make "
@@ -198,6 +205,11 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
             "lab-create only uses a directory it creates; pick another --dir or name",
         )
     return plan
+
+
+def foreign_files(directory: str, made: list[str]) -> list[str]:
+    """Files in a lab directory that lab-create did not make (a user's own, kept)."""
+    return sorted(set(os.listdir(directory)) - set(made) - {MARKER})
 
 
 def lab_files(name: str, directory: str) -> list[str] | None:
@@ -242,6 +254,14 @@ def cmd_lab_create(session: Session, args: Args) -> None:
     if not 1 <= args.layers <= 20:
         raise VshxError("--layers must be between 1 and 20")
     directory = lab_dir(session, args)
+    made = lab_files(args.name, directory)
+    foreign = foreign_files(directory, made) if made is not None else []
+    if foreign:  # rebuilding would stop halfway at mkdir, after tearing the old lab down
+        raise VshxError(
+            f"cannot rebuild the lab in {directory}: it also holds files lab-create did not "
+            f"make ({', '.join(foreign[:3])})",
+            "move them elsewhere, or give this lab another --dir; nothing was changed",
+        )
     teardown = remove_lab(session, args.name, directory)
     setup = build_plan(
         session,

@@ -145,6 +145,40 @@ def _delete_after_looking_again(session: Session, chain: Chain, layer: Layer) ->
     return action
 
 
+def remove_pasted(session: Session, path: str) -> None:
+    """``rm -f -- FILE`` of a printed --delete step, pasted back into vshx: the same look
+    again as the step itself; only a disk image (qcow2 by header, or an image suffix) that no
+    domain, image or pool volume uses any more is removed."""
+    import os
+
+    from vshx.storage.chain import Chain
+    from vshx.storage.paths import has_image_suffix
+    from vshx.storage.qcow2 import MAGIC
+
+    if not os.path.lexists(path):
+        return  # as rm -f
+    with open(path, "rb") as handle:
+        is_qcow2 = handle.read(4) == MAGIC
+    if not (is_qcow2 or has_image_suffix(path)) or not os.path.isfile(path):
+        raise VshxError(
+            f"not deleting {path}: vshx removes only disk images", "use rm yourself for others"
+        )
+    index = preflight.UsageIndex(session, Chain([Layer(os.path.abspath(path), "", 0)]))
+    users = index.users_of(path)
+    if users:
+        raise VshxError(
+            f"not deleting {path}: still used by {'; '.join(users)}",
+            f"merge it out of those chains first ({index.scanned()})",
+        )
+    if session.dry_run:
+        from vshx.plans.plan import shell_line
+
+        session.print(shell_line(["rm", "-f", "--", path]))
+        return
+    session.info(f"deleting {path}")
+    os.unlink(path)
+
+
 def report_after_merge(
     session: Session, target: preflight.Target, args: Args, plan: Plan | None = None
 ) -> None:

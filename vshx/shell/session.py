@@ -244,6 +244,12 @@ class Session:
             return self.run_words(rest) if rest else EXIT_OK
         if words[0] == "qemu-img":
             return passthrough.run_program(self, list(words))
+        if words[0] == "rm" and list(words[1:3]) == ["-f", "--"] and len(words) == 4:
+            from vshx.merging.common import remove_pasted  # a printed --delete step
+
+            remove_pasted(self, words[3])
+            self.forget_inventory(None)
+            return EXIT_OK
         if words[0] in ("df", "test"):  # a check line of a printed plan, pasted back
             from vshx.merging import checks
 
