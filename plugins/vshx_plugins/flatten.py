@@ -127,7 +127,8 @@ def copy_route(
             method=target.method,
             target=target,
         )
-        plan.add(checks.absent_step(to))
+        if session.is_local:  # on a remote host the file is not ours to look at
+            plan.add(checks.absent_step(to))
         if target.live:
             plan.intent["pivot"] = True  # what recover finishes if this is interrupted
             plan.add(live_copy_step(session, target, args, to))

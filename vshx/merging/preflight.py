@@ -7,8 +7,10 @@ libvirt storage pool volumes.
 
 from __future__ import annotations
 
+import functools
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
@@ -41,10 +43,10 @@ def refuse_if_running_user(session: Session, path: str, hint: str) -> None:
         raise VshxError(f"{path} is in use by running {', '.join(users)}", hint)
 
 
-def _chain_paths(path: str) -> list[str]:
+def _chain_paths(path: str, resolve: Callable[[str], str] = canonical) -> list[str]:
     from vshx.storage.qcow2 import chain_paths
 
-    return chain_paths(path)
+    return chain_paths(path, resolve=resolve)
 
 
 class UsageIndex:
@@ -59,6 +61,8 @@ class UsageIndex:
     """
 
     def __init__(self, session: Session, ours: Chain, going: set[str] | None = None) -> None:
+        # one scan resolves the same directories and backing names again and again
+        self._canonical: Callable[[str], str] = functools.lru_cache(maxsize=None)(canonical)
         self.mine = {layer.canonical for layer in ours.layers}
         self.domains: list[tuple[str, list[str]]] = []
         self.sources: set[str] = set()  # domain disk sources, not to be named twice as images
@@ -67,23 +71,27 @@ class UsageIndex:
             for disk in disks:
                 if not disk.source or disk.device not in ("disk", "cdrom"):
                     continue
-                directories.add(os.path.dirname(canonical(disk.source)))
+                directories.add(os.path.dirname(self._canonical(disk.source)))
                 if dom.name() == ours.domain and disk.target == ours.disk:
                     continue
-                paths = [canonical(disk.source)] + [canonical(p) for p, _f, _i in disk.backing]
+                paths = [self._canonical(disk.source)] + [
+                    self._canonical(p) for p, _f, _i in disk.backing
+                ]
                 if os.path.exists(disk.source):
-                    paths = list(dict.fromkeys(paths + _chain_paths(disk.source)))
+                    paths = list(dict.fromkeys(paths + _chain_paths(disk.source, self._canonical)))
                 self.domains.append(
                     (f"domain {dom.name()} disk {disk.target} ({disk.source})", paths)
                 )
-                self.sources.add(canonical(disk.source))
+                self.sources.add(self._canonical(disk.source))
         # this domain's merged-away layers are no users, except when deciding a deletion:
         # then only the files deleted together pass each other over
         self.passed_over = _own_snapshot_files(session, ours) if going is None else going
         skip = self.mine | self.passed_over | self.sources
-        self.pools, pool_dirs = _pool_chains(session, skip)
+        self.pools, pool_dirs = _pool_chains(session, skip, self._canonical)
         scan = session.args.get("scan") if session.args else None
-        self.directories = sorted(directories | pool_dirs | ({canonical(scan)} if scan else set()))
+        self.directories = sorted(
+            directories | pool_dirs | ({self._canonical(scan)} if scan else set())
+        )
         self._images: list[tuple[str, list[str]]] | None = None
 
     def images(self) -> list[tuple[str, list[str]]]:
@@ -103,9 +111,11 @@ class UsageIndex:
                     ) from exc
                 for name in names:
                     candidate = os.path.join(directory, name)
-                    if canonical(candidate) in skip or not _is_qcow2(candidate):
+                    if self._canonical(candidate) in skip or not _is_qcow2(candidate):
                         continue
-                    found.append((f"image {candidate}", _chain_paths(candidate)[1:]))
+                    found.append(
+                        (f"image {candidate}", _chain_paths(candidate, self._canonical)[1:])
+                    )
             self._images = found
         return self._images
 
@@ -121,8 +131,8 @@ class UsageIndex:
         Committing TOP into BASE changes nothing for a chain that reaches BASE through TOP
         (TOP is not emptied), only for the others.
         """
-        target = canonical(path)
-        passing = canonical(through) if through else None
+        target = self._canonical(path)
+        passing = self._canonical(through) if through else None
         holders = self.domains + self.images() + self.pools
         return [
             label
@@ -158,7 +168,9 @@ def _own_snapshot_files(session: Session, ours: Chain) -> set[str]:
     return {canonical(f) for info in domain_snapshots(dom) for f in info.files}
 
 
-def _pool_chains(session: Session, skip: set[str]) -> tuple[list[tuple[str, list[str]]], set[str]]:
+def _pool_chains(
+    session: Session, skip: set[str], resolve: Callable[[str], str] = canonical
+) -> tuple[list[tuple[str, list[str]]], set[str]]:
     """Pool volumes not in ``skip`` with their whole chains, and every pool's directory."""
     found: list[tuple[str, list[str]]] = []
     directories: set[str] = set()
@@ -167,13 +179,15 @@ def _pool_chains(session: Session, skip: set[str]) -> tuple[list[tuple[str, list
         for pool in pools:
             target = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
             if target:
-                directories.add(canonical(target))
+                directories.add(resolve(target))
             if not pool.isActive():
                 continue  # its volumes are not listed; its directory is scanned above
             for vol in pool.listAllVolumes(0):
                 path = vol.path()
-                if canonical(path) not in skip and os.path.exists(path):
-                    found.append((f"pool {pool.name()} volume {vol.name()}", _chain_paths(path)))
+                if resolve(path) not in skip and os.path.exists(path):
+                    found.append(
+                        (f"pool {pool.name()} volume {vol.name()}", _chain_paths(path, resolve))
+                    )
     except libvirt.libvirtError as exc:
         raise VshxError(
             f"cannot read the storage pools: {exc.get_error_message()}",

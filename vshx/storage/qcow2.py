@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from typing import Any
 
 MAGIC = b"QFI\xfb"
@@ -33,16 +34,18 @@ def backing_file(path: str) -> str | None:
         return None
 
 
-def chain_paths(path: str, limit: int = 64) -> list[str]:
+def chain_paths(
+    path: str, limit: int = 64, resolve: Callable[[str], str] = os.path.realpath
+) -> list[str]:
     """Canonical paths of an image and everything below it (relative names as qemu resolves)."""
-    result = [os.path.realpath(path)]
+    result = [resolve(path)]
     current = path
     for _ in range(limit):
         name = backing_file(current)
         if not name or "://" in name or name.startswith("json:"):
             break
         current = name if os.path.isabs(name) else os.path.join(os.path.dirname(current), name)
-        result.append(os.path.realpath(current))
+        result.append(resolve(current))
     return result
 
 
