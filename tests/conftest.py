@@ -68,8 +68,8 @@ def qemu_check(path: str | Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def chain_files(path: str | Path) -> list[str]:
-    """Base names of the chain below an image, active first, via qemu-img itself."""
+def qemu_img_chain(path: str | Path) -> list[dict]:
+    """`qemu-img info --backing-chain` of an image, active first: qemu-img's own word."""
     import json
 
     out = subprocess.run(
@@ -78,7 +78,12 @@ def chain_files(path: str | Path) -> list[str]:
         text=True,
         check=True,
     ).stdout
-    return [os.path.basename(e["filename"]) for e in json.loads(out)]
+    return json.loads(out)
+
+
+def chain_files(path: str | Path) -> list[str]:
+    """Base names of the chain below an image, active first, via qemu-img itself."""
+    return [os.path.basename(e["filename"]) for e in qemu_img_chain(path)]
 
 
 def virsh(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

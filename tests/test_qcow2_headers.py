@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import qemu_img_chain
 
 from vshx.storage.qcow2 import read_chain
 
@@ -21,13 +21,7 @@ KEYS = (
 
 
 def qemu_img_says(path: Path) -> list[dict]:
-    out = subprocess.run(
-        ["qemu-img", "info", "--backing-chain", "--output=json", "-U", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [{k: e[k] for k in KEYS if k in e} for e in json.loads(out)]
+    return [{k: e[k] for k in KEYS if k in e} for e in qemu_img_chain(path)]
 
 
 def create(path: Path, *options: str, size: str | None = None) -> Path:
