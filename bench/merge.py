@@ -80,18 +80,24 @@ def compare(
 
 
 def batch(tmp: Path, domains: int) -> tuple[float, float]:
-    """One `vshx -f` of N commits on N domains against N `virsh blockcommit --wait` runs."""
-    labs = [lab(tmp, True) for _ in range(2 * domains)]
-    try:
-        ours, theirs = labs[:domains], labs[domains:]
-        script = tmp / "batch.vshx"
-        script.write_text("".join(f"commit {n} vda --base sn1 --top sn3\n" for n, _d in ours))
-        vshx, _ = timed([[*VSHX, "-c", URI, "-q", "-f", str(script)]])
-        virsh, _ = timed([commands("virsh", n, d, "sn1", "sn3", "sn4")[0] for n, d in theirs])
-        return vshx, virsh
-    finally:
-        for name, d in labs:
-            drop(name, d)
+    """One `vshx -f` of N commits on N domains against N `virsh blockcommit --wait` runs;
+    each side on its own N fresh labs, the other side's torn down (same host load)."""
+    times = []
+    for tool in ("vshx", "virsh"):
+        labs = [lab(tmp, True) for _ in range(domains)]
+        try:
+            if tool == "vshx":
+                script = tmp / "batch.vshx"
+                lines = [f"commit {name} vda --base sn1 --top sn3\n" for name, _d in labs]
+                script.write_text("".join(lines))
+                times.append(timed([[*VSHX, "-c", URI, "-q", "-f", str(script)]])[0])
+            else:
+                argvs = [commands("virsh", n, d, "sn1", "sn3", "sn4")[0] for n, d in labs]
+                times.append(timed(argvs)[0])
+        finally:
+            for name, d in labs:
+                drop(name, d)
+    return times[0], times[1]
 
 
 def main() -> None:

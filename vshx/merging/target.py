@@ -21,6 +21,7 @@ class Target:
 
     chain: Chain
     dom: libvirt.virDomain | None = None
+    journal_flags: int | None = None  # how its journal entry was written (journal.py)
 
     @property
     def live(self) -> bool:

@@ -90,22 +90,36 @@ def write(target: Target, plan: Plan, number: int) -> None:
         os.replace(tmp, path)
         return
     node = ET.Element("journal", {k: str(v) for k, v in entry.items()})
+    if target.journal_flags is None:  # asked once per plan: each question is a round trip
+        target.journal_flags = _flags(target.dom)
     target.dom.setMetadata(
         libvirt.VIR_DOMAIN_METADATA_ELEMENT,
         ET.tostring(node, encoding="unicode"),
         KEY,
         NS,
-        _flags(target.dom),
+        target.journal_flags,
     )
 
 
-def clear_domain(dom: libvirt.virDomain) -> None:
-    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, NS, _flags(dom))
+def clear_domain(dom: libvirt.virDomain, flags: int | None = None) -> None:
+    """Remove the entry where it was written; ask libvirt again if the domain stopped since."""
+    try:
+        dom.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            None,
+            None,
+            NS,
+            _flags(dom) if flags is None else flags,
+        )
+    except libvirt.libvirtError:
+        if flags is None:
+            raise
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, NS, _flags(dom))
 
 
 def clear(target: Target) -> None:
     if target.dom is not None:
-        clear_domain(target.dom)
+        clear_domain(target.dom, target.journal_flags)
         return
     try:
         os.unlink(state_file(target.chain.active.path))
