@@ -4,8 +4,8 @@
 command reads its disk's chain.  The header layout (magic, version, backing file offset and
 size, virtual size) is the same in qcow2 versions 2 and 3; the backing format is header
 extension 0xE2792ACA.  Where the header cannot give qemu-img's answer (not qcow2 and not
-declared raw, an external data file, a protocol or json: backing name, a missing file, a
-loop), ``read_chain`` returns None and the caller asks qemu-img.
+declared raw, an external data file, a protocol or json: backing name, a block device, a
+missing file, a loop), ``read_chain`` returns None and the caller asks qemu-img.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
+from stat import S_ISREG
 from typing import Any
 
 MAGIC = b"QFI\xfb"
@@ -103,6 +104,8 @@ def read_chain(path: str, limit: int = 64) -> list[dict[str, Any]] | None:
         seen.add(real)
         try:
             stat = os.stat(current)
+            if not S_ISREG(stat.st_mode):
+                return None  # a block device (LVM, iSCSI): its sizes are not in stat
             header = None if declared == "raw" else _header(current)
         except OSError:
             return None
