@@ -8,7 +8,6 @@ interrupted one leaves it for every later command to report and for ``recover`` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -63,6 +62,8 @@ def state_file(image: str) -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state"
     )
+    import hashlib  # only bare images need it: ~5 ms off a domain's one-shot start
+
     digest = hashlib.sha256(os.path.realpath(image).encode("utf-8", "surrogateescape")).hexdigest()
     return os.path.join(base, "vshx", "journal", f"{digest[:32]}.json")
 
