@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
@@ -233,4 +234,29 @@ def test_a_pasted_delete_script_removes_only_what_nothing_uses(offline_lab: Lab,
     assert ran.returncode == 0, ran.stderr
     assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
     assert not lab.layer("sn2").exists() and not lab.layer("sn3").exists()
+    assert lab.guest_hash(tmp_path) == before
+
+
+def test_the_repl_takes_a_pasted_here_document(offline_lab: Lab, tmp_path: Path, monkeypatch):
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from vshx.frontends.repl import run_repl
+    from vshx.shell.session import Session
+
+    lab = offline_lab
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    before = lab.guest_hash(tmp_path)
+    plan = run_vshx("commit", lab.name, "vda", "--active", "--pivot", "--dry-run").stdout
+    out, err = io.StringIO(), io.StringIO()
+    session = Session(URI, out=out, err=err)
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        for line in plan.splitlines():
+            if not line.startswith("#"):
+                pipe.send_text(line + "\r")
+        pipe.send_text("quit\r")
+        assert run_repl(session, threaded=False) == 0
+    assert "error" not in err.getvalue(), err.getvalue()
+    assert domain_source(lab.name, inactive=True) == str(lab.layer("base"))
     assert lab.guest_hash(tmp_path) == before

@@ -206,6 +206,8 @@ def copied_chain(chain: Chain, to: str) -> Chain:
 
 
 def cmd_flatten(session: Session, args: Args) -> None:
+    if args.to == "":
+        raise UsageError("--to needs the name of the new file", "e.g. --to /path/flat.qcow2")
     target = load_target(session, args.domain, args.disk)
     chain = target.chain
     if len(chain.layers) == 1:

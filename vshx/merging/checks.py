@@ -26,7 +26,14 @@ def space_step(beside: str, needed: int) -> Step:
     name = os.path.basename(beside)
 
     def action() -> None:
-        free = preflight.free_bytes(beside)
+        try:
+            free = preflight.free_bytes(beside)
+        except OSError as exc:
+            raise VshxError(
+                f"cannot check the free space in {directory}: {exc.strerror}",
+                "the directory must exist and be readable",
+                clean=True,
+            ) from None
         if needed > free:
             raise VshxError(
                 f"not enough space beside {beside}: {human_size(needed)} needed, "
