@@ -20,7 +20,7 @@ OPENER = re.compile(r"<<\s*(?:'([^']+)'|\"([^\"]+)\"|([A-Za-z0-9_]+))\s*$")
 def opened(line: str) -> tuple[str, str] | None:
     """(the command part, the delimiter) when ``line`` ends by opening a here-document."""
     match = OPENER.search(line)
-    if match is None or "<<" not in line:
+    if match is None:
         return None
     before = line[: match.start()]
     if lexer.split_line(before, partial=True).open_quote is not None:
@@ -29,17 +29,17 @@ def opened(line: str) -> tuple[str, str] | None:
     return before.rstrip(), delimiter
 
 
-def read_body(delimiter: str, next_line: Callable[[], str | None], where: str = "") -> str:
+def read_body(delimiter: str, next_line: Callable[[], str | None]) -> str:
     """The lines up to the one that is exactly ``delimiter``; an unended body is an error."""
     body: list[str] = []
     while True:
         line = next_line()
         if line is None:
             raise UsageError(
-                f"{where}the here-document is not ended by a line {delimiter}",
+                f"the here-document is not ended by a line {delimiter}",
                 f"end it with a line holding only {delimiter}",
             )
-        line = line.rstrip("\n")
+        line = line.rstrip("\r\n")  # a script saved with CRLF line ends too
         if line == delimiter:
             return "".join(f"{text}\n" for text in body)
         body.append(line)
