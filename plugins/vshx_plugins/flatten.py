@@ -153,7 +153,8 @@ def copy_route(
         build,
     )
     if not to:
-        route.refusal = VshxError("needs --to FILE: the new file to copy into")
+        route.refusal = VshxError("name the new file with --to FILE")
+        route.out_because = "not asked for"
     elif session.is_local:
         try:
             checks.absent_step(to).run()

@@ -89,6 +89,7 @@ class Route:
         self.build = build
         self.refusal: VshxError | None = None  # why it is unsafe (None: safe)
         self.needs_force = False  # unsafe only in a way --force may override
+        self.out_because = "unsafe"  # how the table words a refusal ("not asked for": copy)
         self.beside: str | None = None  # the file the moved bytes land beside (space check)
 
     def fit_beside(self, session: Session, path: str) -> None:
@@ -113,7 +114,7 @@ class Route:
         return self.refusal is None
 
     def row(self, chosen: bool) -> str:
-        verdict = "safe" if self.safe else f"unsafe: {self.refusal.message}"  # type: ignore[union-attr]
+        verdict = "safe" if self.safe else f"{self.out_because}: {self.refusal.message}"  # type: ignore[union-attr]
         mark = "*" if chosen else " "
         files = ", ".join(self.overwrites) or "-"
         return f"{mark} {self.name:<7} {human_size(self.moves):>10}  overwrites {files}; {verdict}"
