@@ -6,10 +6,13 @@ import json
 import os
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import (
+    URI,
     Lab,
     chain_files,
     destroy_lab,
@@ -203,5 +206,47 @@ def test_planned_bytes_are_within_ten_percent_of_what_is_written(tmp_path: Path,
             written = changed_bytes(start_bytes, raw.read_bytes())
         print(f"{route}: plan {claimed(plan)} B, written {written} B")
         assert abs(claimed(plan) - written) <= 0.10 * written, (claimed(plan), written)
+    finally:
+        destroy_lab(lab)
+
+
+def test_a_copy_interrupted_by_a_killed_vshx_is_finished_by_recover(tmp_path: Path):
+    """kill -9 during a live `flatten --to`: the journal stops other merges, and `recover`
+    pivots once the mirror is ready, so the copy ends as if vshx had not died."""
+    lab = make_lab(tmp_path, fill=8)
+    try:
+        before = lab.guest_hash(tmp_path)
+        new = lab.dir / "flat.qcow2"
+        argv = ["flatten", lab.name, "vda", "--to", str(new), "--bandwidth", "4"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vshx", "-c", URI, *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(400):
+            info = subprocess.run(
+                ["virsh", "-c", URI, "blockjob", lab.name, "vda", "--info"],
+                capture_output=True,
+                text=True,
+            )
+            if "Block Copy" in info.stdout + info.stderr:
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        other = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3")
+        assert other.returncode == 1 and "did not finish" in other.stderr
+        deadline = time.monotonic() + 240
+        while True:
+            recovered = run_vshx("recover", lab.name, "vda")
+            if recovered.returncode == 0 or time.monotonic() > deadline:
+                break
+            assert "not ready" in recovered.stderr, recovered.stderr
+            time.sleep(2)
+        assert recovered.returncode == 0, recovered.stderr
+        assert chain_files(lab.active) == ["flat.qcow2"]
+        assert domain_source(lab.name, inactive=True) == str(new)
+        assert lab.guest_hash(tmp_path) == before
+        qemu_check(new)
     finally:
         destroy_lab(lab)
