@@ -86,6 +86,23 @@ def chain_files(path: str | Path) -> list[str]:
     return [os.path.basename(e["filename"]) for e in qemu_img_chain(path)]
 
 
+def wait_for_block_job(lab: Lab, kind: str, proc: subprocess.Popen) -> None:
+    """Return once libvirt shows a block job of ``kind`` ("Block Commit") on the lab's vda."""
+    import time
+
+    for _ in range(400):
+        info = subprocess.run(
+            ["virsh", "-c", URI, "blockjob", lab.name, "vda", "--info"],
+            capture_output=True,
+            text=True,
+        )
+        if kind in info.stdout + info.stderr:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the block job never started")
+
+
 def virsh(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run virsh on the test URI; fail the test if it fails."""
     return subprocess.run(

@@ -22,6 +22,7 @@ from conftest import (
     make_overlay,
     qemu_check,
     run_vshx,
+    wait_for_block_job,
 )
 
 pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
@@ -223,15 +224,7 @@ def test_a_copy_interrupted_by_a_killed_vshx_is_finished_by_recover(tmp_path: Pa
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(400):
-            info = subprocess.run(
-                ["virsh", "-c", URI, "blockjob", lab.name, "vda", "--info"],
-                capture_output=True,
-                text=True,
-            )
-            if "Block Copy" in info.stdout + info.stderr:
-                break
-            time.sleep(0.05)
+        wait_for_block_job(lab, "Block Copy", proc)
         proc.kill()
         proc.wait()
         other = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from conftest import (
     qemu_check,
     run_vshx,
     virsh,
+    wait_for_block_job,
 )
 
 pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
@@ -142,17 +142,8 @@ def start_slow_job(lab: Lab, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    for _ in range(400):
-        info = subprocess.run(
-            ["virsh", "-c", URI, "blockjob", lab.name, "vda", "--info"],
-            capture_output=True,
-            text=True,
-        )
-        if "Block Commit" in info.stdout + info.stderr:
-            return proc
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError("the block job never started")
+    wait_for_block_job(lab, "Block Commit", proc)
+    return proc
 
 
 def assert_untouched(lab: Lab, before: str, files: set[str]) -> None:
