@@ -68,6 +68,7 @@ def __getattr__(name: str) -> Any:
         return verify if name == "verify" else verify.first_visible_difference
     raise AttributeError(f"module 'vshx.api' has no attribute {name!r}")
 
+
 __all__ = [
     "first_visible_difference",
     "stale_reason",

@@ -7,6 +7,7 @@ Shut-off domain or bare image: ``qemu-img commit -b BASE TOP`` and then an unsaf
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from vshx.api import (
@@ -213,7 +214,7 @@ def switch_step(session: Session, target: Target, top: Layer, path: str, fmt: st
     dom, disk = target.dom, target.chain.disk or ""
     xml = disk_xml(dom, disk, path, fmt)
     return Step(
-        f"switch {dom.name()} {disk} to {path.rsplit('/', 1)[-1]} in the persistent definition",
+        f"switch {dom.name()} {disk} to {os.path.basename(path)} in the persistent definition",
         virsh(session.uri, "update-device", dom.name(), "/dev/stdin", "--config"),
         action=switch_unless_started(
             dom, disk, xml, disk_xml(dom, disk, top.path, top.format), top

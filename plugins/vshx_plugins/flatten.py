@@ -36,6 +36,7 @@ from vshx.api import (
     checks,
     commands_hook,
     human_size,
+    job_flags_argv,
     libvirt,
     live_job_step,
     load_target,
@@ -178,12 +179,9 @@ def live_copy_step(session: Session, target: Target, args: Args, to: str) -> Ste
     if args.bandwidth:
         params["bandwidth"] = args.bandwidth * (1 if args.bytes else 1024 * 1024)
     argv = virsh(session.uri, "blockcopy", dom.name(), disk, to, "--format", "qcow2")
-    argv.append("--transient-job")
-    if args.bandwidth is not None:
-        argv += ["--bandwidth", str(args.bandwidth)] + (["--bytes"] if args.bytes else [])
+    argv += ["--transient-job", *job_flags_argv(args)]  # no --keep-relative: refused with --to
     if not args.get("async"):
-        argv += (["--timeout", str(args.timeout)] if args.timeout else []) + ["--wait"]
-        argv += ["--verbose", "--pivot"]
+        argv.append("--pivot")
 
     def start() -> None:
         dom.blockCopy(disk, dest_xml, params, libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB)

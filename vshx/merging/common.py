@@ -153,13 +153,10 @@ def remove_pasted(session: Session, path: str) -> None:
 
     from vshx.storage.chain import Chain
     from vshx.storage.paths import has_image_suffix
-    from vshx.storage.qcow2 import MAGIC
 
     if not os.path.lexists(path):
         return  # as rm -f
-    with open(path, "rb") as handle:
-        is_qcow2 = handle.read(4) == MAGIC
-    if not (is_qcow2 or has_image_suffix(path)) or not os.path.isfile(path):
+    if not (preflight.is_qcow2(path) or has_image_suffix(path)) or not os.path.isfile(path):
         raise VshxError(
             f"not deleting {path}: vshx removes only disk images", "use rm yourself for others"
         )

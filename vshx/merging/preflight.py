@@ -111,7 +111,7 @@ class UsageIndex:
                     ) from exc
                 for name in names:
                     candidate = os.path.join(directory, name)
-                    if self._canonical(candidate) in skip or not _is_qcow2(candidate):
+                    if self._canonical(candidate) in skip or not is_qcow2(candidate):
                         continue
                     found.append(
                         (f"image {candidate}", _chain_paths(candidate, self._canonical)[1:])
@@ -141,7 +141,8 @@ class UsageIndex:
         ]
 
 
-def _is_qcow2(path: str) -> bool:
+def is_qcow2(path: str) -> bool:
+    """A qcow2 image by its header, whatever its name."""
     from vshx.storage.qcow2 import MAGIC
 
     try:

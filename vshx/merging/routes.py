@@ -9,6 +9,7 @@ overlaps twice and know nothing about raw bases.  One map serves every route.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -100,7 +101,7 @@ class Route:
             return
         self.beside = path
         if self.refusal is None and self.moves > preflight.free_bytes(path):
-            name = path.rsplit("/", 1)[-1]
+            name = os.path.basename(path)
             self.refusal = VshxError(f"{human_size(self.moves)} do not fit beside {name}")
 
     def first_steps(self) -> list[Step]:

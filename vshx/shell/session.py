@@ -244,21 +244,8 @@ class Session:
             return self.run_words(rest) if rest else EXIT_OK
         if words[0] == "qemu-img":
             return passthrough.run_program(self, list(words))
-        if words[0] == "rm" and list(words[1:3]) == ["-f", "--"] and len(words) == 4:
-            from vshx.merging.common import remove_pasted  # a printed --delete step
-
-            remove_pasted(self, words[3])
-            self.forget_inventory(None)
+        if passthrough.run_pasted_step(self, list(words)):  # a check or --delete line
             return EXIT_OK
-        if words[0] in ("df", "test"):  # a check line of a printed plan, pasted back
-            from vshx.merging import checks
-
-            check = checks.pasted(list(words))
-            if check is not None:
-                if self.dry_run:
-                    self.print(check.equivalent())
-                check.run()
-                return EXIT_OK
         if words[0] in passthrough.virsh_commands() and not words[0].startswith("-"):
             return passthrough.run_virsh(self, list(words))
         known = [*self.host.registry.words(), *passthrough.virsh_commands()]
