@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 URI = "qemu:///system"
-LAB_PREFIX = "vshx-t-"
+# its own prefix per parallel run, so one run's clean-up never tears down another's labs
+LAB_PREFIX = os.environ.get("VSHX_TEST_LAB_PREFIX", "vshx-t-")
 
 
 def run_vshx(
