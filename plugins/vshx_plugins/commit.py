@@ -265,7 +265,9 @@ def cmd_commit(session: Session, args: Args) -> None:
         plan.notes.append(f"moves {human_size(moves)} from {names} into {base.name}")
     follow_up_note(plan, target)
     plan.before = target.chain
-    keeps_overlay = top.position == 0 and args.keep_overlay
+    # an active commit that keeps its overlay leaves the chain as it is: --keep-overlay, and
+    # every commit of a bare image's own top (qemu-img commit -b keeps TOP, backed by BASE)
+    keeps_overlay = top.position == 0 and (args.keep_overlay or target.dom is None)
     plan.after = target.chain if keeps_overlay else target.chain.without(merged)
     if args.delete:
         plan.steps += delete_steps(session, merged, target.chain)

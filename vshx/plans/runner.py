@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging.target import prediction_key
 from vshx.plans import journal
-from vshx.plans.plan import comment
+from vshx.plans.plan import comment, printable
+from vshx.storage.qemuimg import NoSpace
 
 if TYPE_CHECKING:
     from vshx.merging.target import Target
@@ -35,6 +36,16 @@ def look_again(target: Target, number: int) -> None:
             f"{target.chain.domain} {target.chain.disk}, vshx recover {target.chain.domain} "
             f"{target.chain.disk}",
         )
+
+
+def recover_hint(target: Target, exc: NoSpace) -> str:
+    """Where a plan that ran out of space stands, and the way on (its journal stays)."""
+    chain = target.chain
+    where = f"{chain.domain} {chain.disk or ''}".rstrip() if chain.domain else chain.active.path
+    return (
+        f"{exc.state}. Free space beside {exc.written}, then run `vshx recover "
+        f"{printable(where)}` (repairs leaked clusters, clears the journal) and the command again"
+    )
 
 
 def run_plan(session: Session, plan: Plan, args: Args) -> bool:
@@ -75,6 +86,10 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
                 journaled = True
         try:
             step.run()
+        except NoSpace as exc:
+            if target is None or not journaled:
+                raise
+            raise VshxError(exc.message, recover_hint(target, exc)) from None
         except VshxError as exc:
             if target is not None and exc.clean and journaled:
                 journal.clear(target)  # the step left things as they were: nothing to recover

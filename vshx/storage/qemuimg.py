@@ -13,23 +13,84 @@ PACKAGES = {"qemu-img": "qemu-utils", "qemu-io": "qemu-utils", "virsh": "libvirt
 
 
 HINTS = (
-    (
-        "lock",
-        "another process holds the image (a running domain, another qemu-img or vshx): "
-        "see vshx jobs and list --all; nothing was changed by this step",
-    ),
-    ("Permission denied", "the file or its directory is not writable for this user"),
+    # most specific first: qemu's "Block job failed: ..." must not read as a lock ("Block")
     (
         "No space left",
         "the file system is full: free space, then vshx recover DOMAIN DISK (or "
         "IMAGE) repairs what an interrupted step leaked",
     ),
     (
+        '" lock',  # Failed to get "write" lock
+        "another process holds the image (a running domain, another qemu-img or vshx): "
+        "see vshx jobs and list --all; nothing was changed by this step",
+    ),
+    (
+        "another process using the image",
+        "another process holds the image (a running domain, another qemu-img or vshx): "
+        "see vshx jobs and list --all; nothing was changed by this step",
+    ),
+    ("Permission denied", "the file or its directory is not writable for this user"),
+    (
         "loop",
         "the backing chain refers back to itself; look at it with qemu-img info --backing-chain",
     ),
     ("No such file", "a file of the chain is missing: chain DOMAIN DISK shows which"),
 )
+
+
+class NoSpace(VshxError):
+    """A qemu-img step ran out of space while writing ``written``; ``state`` says, in words,
+    what the step left behind (the runner adds how to recover the plan)."""
+
+    def __init__(self, message: str, hint: str, written: str, state: str) -> None:
+        super().__init__(message, hint)
+        self.written = written
+        self.state = state
+
+
+def _option_value(argv: Sequence[str], option: str) -> str | None:
+    for index, word in enumerate(argv[:-1]):
+        if word == option:
+            return argv[index + 1]
+    return None
+
+
+def no_space(argv: Sequence[str]) -> NoSpace:
+    """What an out-of-space qemu-img step wrote, and the state it leaves (as qemu-img leaves it:
+    ``commit -b`` keeps TOP whole, ``rebase`` switches the backing file only once its copy is
+    done)."""
+    import os
+
+    tool = argv[0] if argv else "qemu-img"
+    verb = argv[1] if len(argv) > 1 else ""
+    last = argv[-1] if argv else "?"
+    base = _option_value(argv, "-b")
+    if verb == "commit" and base is not None:
+        written = base
+        state = (
+            f"the chain is unchanged and {os.path.basename(last)} still holds all its data (the "
+            f"guest sees the same bytes); {os.path.basename(base)} now holds part of it"
+        )
+    elif verb == "rebase" and "-u" not in argv:
+        written = last
+        state = (
+            f"{os.path.basename(last)} keeps its old backing file and shows the same data "
+            "(it holds part of the copied data now)"
+        )
+    elif verb == "commit":
+        written = f"the backing file of {last}"
+        state = f"{os.path.basename(last)} still holds all its data"
+    else:
+        written = last
+        state = f"{os.path.basename(last)} may be incomplete"
+    where = os.path.dirname(written) or "."
+    return NoSpace(
+        f"no space left on the file system of {where}: {tool} {verb} stopped while writing "
+        f"{written}",
+        f"{state}; free space there, then run it again",
+        written,
+        state,
+    )
 
 
 def failure_hint(message: str) -> str | None:
@@ -68,6 +129,8 @@ def finish(proc: subprocess.Popen[str], argv: Sequence[str], stdin: str | None =
     if proc.returncode != 0:
         detail = (err or out).strip().splitlines()
         last = detail[-1] if detail else f"exit {proc.returncode}"
+        if "No space left on device" in (err or out):
+            raise no_space(argv)
         raise VshxError(f"{argv[0]} failed: {last}", failure_hint(last))
     return out
 
