@@ -1,0 +1,160 @@
+"""Clear errors (issue 23, item 9): out of space is said as such, an orphaned qemu-img is
+listed and waited for, `jobs` survives domains that stop while it looks, and a bare image's
+commit predicts the chain qemu-img leaves."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import (
+    LAB_PREFIX,
+    URI,
+    chain_files,
+    guest_hash,
+    make_overlay,
+    qemu_check,
+    run_vshx,
+)
+
+pytestmark = pytest.mark.libvirt  # real qemu-img, libvirtd and QEMU
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs: a file system that fills up."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(small)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield small
+    subprocess.run(["umount", str(small)], check=False)
+
+
+def bare_chain(directory: Path, names: list[str]) -> list[Path]:
+    """qcow2 files, each backed by the one before (bottom first)."""
+    paths = [directory / f"{name}.qcow2" for name in names]
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(paths[0]), "64M"], check=True)
+    for below, path in zip(paths, paths[1:], strict=False):
+        make_overlay(path, str(below))
+    return paths
+
+
+def qemu_io(path: Path, command: str) -> None:
+    subprocess.run(["qemu-io", "-c", command, str(path)], check=True, capture_output=True)
+
+
+def test_out_of_space_mid_commit_is_said_as_such_and_loses_nothing(
+    small_disk: Path, tmp_path: Path
+):
+    base, top = bare_chain(small_disk, ["base", "top"])
+    # 40 MiB written compressed: the file holds ~0.3 MiB, so the free-space check passes, but
+    # the commit writes the data out in full into base
+    qemu_io(top, "write -c -P 0x22 0 40M")
+    before = guest_hash(top, tmp_path)
+    failed = run_vshx("commit", str(top))
+    assert failed.returncode == 1
+    assert f"error: no space left on the file system of {small_disk}" in failed.stderr
+    assert f"while writing {base}" in failed.stderr
+    assert "lock" not in failed.stderr and "another process" not in failed.stderr
+    assert "the chain is unchanged and top.qcow2 still holds all its data" in failed.stderr
+    assert f"vshx recover {top}" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    # as said: the chain is unchanged, the guest sees the same bytes, both files are sound
+    assert chain_files(top) == ["top.qcow2", "base.qcow2"]
+    assert guest_hash(top, tmp_path) == before
+    qemu_check(top)
+    qemu_check(base)
+    # the way on the hint gives: free space, recover, the same command again
+    subprocess.run(["mount", "-o", "remount,size=96m", str(small_disk)], check=True)
+    recovered = run_vshx("recover", str(top))
+    assert recovered.returncode == 0, recovered.stderr
+    again = run_vshx("commit", str(top))
+    assert again.returncode == 0, again.stderr
+    assert "not the predicted" not in again.stderr
+    assert guest_hash(top, tmp_path) == before
+    assert guest_hash(base, tmp_path) == before  # base now shows what top showed
+    qemu_check(top)
+    qemu_check(base)
+
+
+def test_bare_image_commit_predicts_the_chain_qemu_img_leaves(tmp_path: Path):
+    base, mid, top = bare_chain(tmp_path, ["base", "mid", "top"])
+    qemu_io(mid, "write -P 0x33 0 1M")
+    qemu_io(top, "write -P 0x44 512K 1M")
+    before = guest_hash(top, tmp_path)
+    # the image's own top: qemu-img commit -b keeps TOP (backed by its base)
+    ran = run_vshx("commit", str(top))
+    assert ran.returncode == 0, ran.stderr
+    assert "warning" not in ran.stderr and "not the predicted" not in ran.stdout + ran.stderr
+    assert "base.qcow2 <- mid.qcow2 <- top.qcow2 (active)" in ran.stdout
+    assert chain_files(top) == ["top.qcow2", "mid.qcow2", "base.qcow2"]
+    dry = run_vshx("commit", str(top), "--dry-run").stdout
+    assert "# after:  base.qcow2 <- mid.qcow2 <- top.qcow2 (active)" in dry
+    # a middle layer: top is pointed at base, mid leaves the chain
+    ran = run_vshx("commit", str(top), "--top", "mid", "--base", "base")
+    assert ran.returncode == 0, ran.stderr
+    assert "not the predicted" not in ran.stderr
+    assert "base.qcow2 <- top.qcow2 (active)" in ran.stdout
+    assert chain_files(top) == ["top.qcow2", "base.qcow2"]
+    assert guest_hash(top, tmp_path) == before
+    qemu_check(top)
+    qemu_check(base)
+
+
+def churn_xml(name: str, disks: list[Path]) -> str:
+    devices = "".join(
+        f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{path}'/><target dev='vd{chr(ord('a') + i)}' bus='virtio'/></disk>"
+        for i, path in enumerate(disks)
+    )
+    return (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
+        f"<devices>{devices}<memballoon model='none'/></devices></domain>"
+    )
+
+
+def test_jobs_skips_a_domain_that_stops_or_vanishes_while_it_looks(tmp_path: Path):
+    import libvirt
+
+    disks = []
+    for i in range(12):  # many disks: many questions to a domain that may stop meanwhile
+        disk = tmp_path / f"churn{i}.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1M"], check=True)
+        disks.append(disk)
+    name = f"{LAB_PREFIX}churn-{uuid.uuid4().hex[:6]}"
+    xml = churn_xml(name, disks)
+    stop = threading.Event()
+    cycles = [0]
+    failures: list[str] = []
+
+    def start_destroy() -> None:  # transient: destroyed, it is gone (no such domain)
+        conn = libvirt.open(URI)
+        try:
+            while not stop.is_set():
+                try:
+                    conn.createXML(xml, 0).destroy()
+                    cycles[0] += 1
+                except libvirt.libvirtError as exc:
+                    failures.append(str(exc))
+                    return
+        finally:
+            conn.close()
+
+    worker = threading.Thread(target=start_destroy)
+    worker.start()
+    try:
+        results = [run_vshx("jobs") for _ in range(12)]
+    finally:
+        stop.set()
+        worker.join()
+    assert not failures, failures
+    assert cycles[0] > 0
+    bad = [r.stderr for r in results if r.returncode != 0]
+    assert not bad, bad
