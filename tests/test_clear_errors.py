@@ -4,8 +4,13 @@ commit predicts the chain qemu-img leaves."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +20,16 @@ from conftest import (
     LAB_PREFIX,
     URI,
     chain_files,
+    destroy_lab,
     guest_hash,
+    make_lab,
     make_overlay,
     qemu_check,
     run_vshx,
+    virsh,
 )
+
+CHAIN = ["sn4", "sn3", "sn2", "sn1", "base"]
 
 pytestmark = pytest.mark.libvirt  # real qemu-img, libvirtd and QEMU
 
@@ -158,3 +168,100 @@ def test_jobs_skips_a_domain_that_stops_or_vanishes_while_it_looks(tmp_path: Pat
     assert cycles[0] > 0
     bad = [r.stderr for r in results if r.returncode != 0]
     assert not bad, bad
+
+
+def qemu_img_commit_on(directory: Path) -> int | None:
+    """The pid of a running `qemu-img commit` on a file in ``directory``, if there is one."""
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[:2] == [b"qemu-img", b"commit"] and str(directory).encode() in b" ".join(argv):
+            return int(entry)
+    return None
+
+
+def wait_until(condition, what: str) -> None:
+    for _ in range(1200):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def test_orphaned_qemu_img_is_listed_and_waited_for_by_recover(tmp_path: Path):
+    lab = make_lab(tmp_path, running=False, fill=8)
+    stopped: int | None = None
+    try:
+        before = lab.guest_hash(tmp_path)
+        argv = ["commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--bandwidth", "2"]
+        vshx = subprocess.Popen(
+            [sys.executable, "-m", "vshx", "-c", URI, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(lambda: qemu_img_commit_on(lab.dir) is not None, "qemu-img commit to start")
+        vshx.kill()  # kill -9: its qemu-img child goes on writing sn1
+        vshx.communicate()
+        worker = qemu_img_commit_on(lab.dir)
+        assert worker is not None, "qemu-img ended with vshx; nothing to test"
+        os.kill(worker, signal.SIGSTOP)  # keeps it running, however slow this machine is
+        stopped = worker
+
+        listed = run_vshx("jobs", lab.name, "--json")
+        assert listed.returncode == 0, listed.stderr
+        rows = json.loads(listed.stdout)
+        assert [r["type"] for r in rows] == ["interrupted vshx", "qemu-img"]
+        assert rows[1]["pid"] == worker and rows[1]["started_by"] == vshx.pid
+        assert f"wait until pid {worker} ends (or kill {worker})" in rows[0]["next"]
+        assert f"vshx recover {lab.name} vda" in rows[1]["next"]
+        table = run_vshx("jobs").stdout
+        assert f"qemu-img pid {worker} (started " in table
+        assert f"by vshx pid {vshx.pid}, which is gone) still runs: qemu-img commit" in table
+        assert "recover repairs leaked clusters and clears the journal" in table
+
+        untouched = run_vshx("jobs", lab.name, "--json").stdout
+        refused = run_vshx("recover", lab.name, "vda")
+        assert refused.returncode == 1, refused.stderr
+        assert f"error: qemu-img pid {worker}" in refused.stderr
+        assert f"hint: nothing was changed: wait until pid {worker} ends" in refused.stderr
+        assert run_vshx("jobs", lab.name, "--json").stdout == untouched  # journal kept
+
+        os.kill(worker, signal.SIGCONT)
+        stopped = None
+        waited = run_vshx("recover", lab.name, "vda", "--wait")
+        assert waited.returncode == 0, waited.stderr
+        assert f"waiting for qemu-img pid {worker}" in waited.stdout + waited.stderr
+        assert not procs_alive(worker)
+        assert json.loads(run_vshx("jobs", lab.name, "--json").stdout) == []
+        # the step ran to its end under nobody: the chain is as it was, sn1 holds sn2..sn3's
+        # data, the guest sees the same bytes; the commit, run again, finishes the job
+        assert chain_files(lab.active) == [f"{n}.qcow2" for n in CHAIN]
+        assert lab.guest_hash(tmp_path) == before
+        for path in lab.dir.glob("*.qcow2"):
+            qemu_check(path)
+        again = run_vshx(*argv[:-2])
+        assert again.returncode == 0, again.stderr
+        assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+        assert lab.guest_hash(tmp_path) == before
+        for name in ("sn4", "sn1", "base"):
+            qemu_check(lab.layer(name))
+        virsh("start", lab.name)
+        lab.running = True
+        shown = virsh("qemu-monitor-command", lab.name, "--hmp", "info block -v").stdout
+        assert str(lab.layer("sn4")) in shown and str(lab.layer("sn1")) in shown
+        assert str(lab.layer("sn3")) not in shown
+        assert lab.guest_hash(tmp_path) == before
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        destroy_lab(lab)
+
+
+def procs_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -37,13 +37,13 @@ from vshx.merging.target import (
     refuse_interrupted,
 )
 from vshx.plans import journal, underneath
-from vshx.plans.plan import Plan, Step, virsh
+from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
 from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
 from vshx.shell.render import render_chain, table
 from vshx.shell.session import Session
 from vshx.shell.spec import Args, Command, Opt, non_negative_int
-from vshx.storage import qemuimg, snapshots, virt
+from vshx.storage import procs, qemuimg, snapshots, virt
 from vshx.storage.chain import Chain, Layer, canonical, human_size, image_chain
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.paths import names_an_image
@@ -84,6 +84,7 @@ __all__ = [
     "JOB_OPTIONS",
     "JSON",
     "SCAN",
+    "shell_line",
     "Args",
     "Chain",
     "Command",
@@ -115,6 +116,7 @@ __all__ = [
     "non_negative_int",
     "offline_domain_note",
     "preflight",
+    "procs",
     "qemuimg",
     "refuse_interrupted",
     "render_chain",

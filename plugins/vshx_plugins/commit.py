@@ -160,6 +160,9 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
         target=target,
     )
     offline_domain_note(plan, target)
+    rate = []  # --bandwidth offline: qemu-img commit's own limit, in bytes/s
+    if args.bandwidth:
+        rate = ["-r", str(args.bandwidth if args.bytes else args.bandwidth * 1024 * 1024)]
     plan.add(
         Step(
             f"qemu-img commit: write {top.name}'s view into {base.name}",
@@ -169,6 +172,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
                 "-q",
                 "-f",
                 preflight.require_format(top),
+                *rate,
                 "-b",
                 base.path,
                 top.path,

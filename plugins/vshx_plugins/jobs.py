@@ -9,6 +9,7 @@ journal.  Its ``--dry-run`` prints the virsh/qemu-img commands.
 
 from __future__ import annotations
 
+import os
 import time
 
 from vshx.api import (
@@ -28,7 +29,10 @@ from vshx.api import (
     libvirt,
     load_target,
     names_an_image,
+    procs,
+    qemuimg,
     render_chain,
+    shell_line,
     table,
     virsh,
     virt,
@@ -48,6 +52,37 @@ def next_step(job: dict[str, object]) -> str:
     return f"wait, or stop it: vshx recover {where} --abort; virsh blockjob {where} --abort"
 
 
+def disk_files(dom: libvirt.virDomain, disk: str) -> list[str]:
+    """Every file of a disk's chain, as its definition and its headers name them."""
+    try:
+        found = virt.find_disk(dom, disk)
+    except VshxError:
+        return []
+    if not found.source:
+        return []
+    files = [found.source, *(path for path, _fmt, _index in found.backing)]
+    try:
+        files += [str(e.get("filename", "")) for e in qemuimg.info_chain(found.source)]
+    except VshxError:
+        pass  # a layer missing or unreadable: the definition's names are what we have
+    return files
+
+
+def worker_text(worker: procs.Worker) -> str:
+    """A qemu-img still at work: its pid, when and by whom it was started, its command."""
+    when = time.strftime("%H:%M:%S", time.localtime(worker.started))
+    by = ""
+    if worker.parent is not None:
+        gone = "" if os.path.exists(f"/proc/{worker.parent}") else ", which is gone"
+        by = f" by vshx pid {worker.parent}{gone}"
+    return f"qemu-img pid {worker.pid} (started {when}{by}) still runs: {shell_line(worker.argv)}"
+
+
+def wait_first(workers: list[procs.Worker], where: str) -> str:
+    pids = ", ".join(str(w.pid) for w in workers)
+    return f"wait until pid {pids} ends (or kill {pids}), then vshx recover {where}"
+
+
 def cmd_jobs(session: Session, args: Args) -> None:
     conn = session.conn
     doms = [virt.lookup_domain(conn, args.domain)] if args.domain else conn.listAllDomains(0)
@@ -63,6 +98,9 @@ def cmd_jobs(session: Session, args: Args) -> None:
             raise
         if entry is not None:
             disk = str(entry.get("disk", ""))
+            where = f"{dom.name()} {disk}".rstrip()
+            # a kill -9 of vshx leaves its qemu-img child writing the chain
+            workers = procs.at_work_on(disk_files(dom, disk)) if disk else []
             rows.append(
                 {
                     "domain": dom.name(),
@@ -70,10 +108,24 @@ def cmd_jobs(session: Session, args: Args) -> None:
                     "type": "interrupted vshx",
                     "progress": f"step {entry.get('step')}/{entry.get('steps')}",
                     "ready": False,
-                    "next": f"vshx recover {dom.name()} {disk}".rstrip(),
+                    "next": wait_first(workers, where) if workers else f"vshx recover {where}",
                     "journal": entry.describe(),
                 }
             )
+            rows += [
+                {
+                    "domain": dom.name(),
+                    "disk": disk,
+                    "type": "qemu-img",
+                    "progress": f"pid {worker.pid}",
+                    "ready": False,
+                    "next": wait_first([worker], where),
+                    "pid": worker.pid,
+                    "started_by": worker.parent,
+                    "journal": worker_text(worker) + "; " + recover_will(entry),
+                }
+                for worker in workers
+            ]
     if args.json:
         import json
 
@@ -97,6 +149,41 @@ def cmd_jobs(session: Session, args: Args) -> None:
     for r in rows:
         if "journal" in r:
             session.print(f"{r['domain']}: {r['journal']}")
+
+
+def recover_will(entry: journal.Entry) -> str:
+    """What ``recover`` does for this journal entry once nothing runs on the chain."""
+    if str(entry.get("what", "")).startswith(("qemu-img", "point")):
+        return (
+            "once it has ended, recover repairs leaked clusters and clears the journal "
+            "(the chain stays as the step leaves it, the guest's data in its top)"
+        )
+    return "once it has ended, recover clears the journal"
+
+
+def refuse_while_at_work(session: Session, args: Args, files: list[str], where: str) -> None:
+    """recover acts only when no qemu-img is at work on the chain: it waits (--wait) or refuses
+    with the pid."""
+    workers = procs.at_work_on(files)
+    if not workers:
+        return
+    if args.wait and not session.planning_only(args):
+        for worker in workers:
+            session.info(f"waiting for {worker_text(worker)}")
+            wait_gone(worker)
+        return
+    if args.wait:
+        return  # a dry run prints what recover would do once they have ended
+    raise VshxError(
+        "; ".join(worker_text(worker) for worker in workers),
+        f"nothing was changed: {wait_first(workers, where)} (or add --wait)",
+    )
+
+
+def wait_gone(worker: procs.Worker) -> None:
+    """Return once that process (the same pid with the same start time) has ended."""
+    while procs.still_running(worker):
+        time.sleep(0.2)
 
 
 def _end_job(dom: libvirt.virDomain, disk: str, pivot: bool) -> None:
@@ -173,8 +260,13 @@ def cmd_recover(session: Session, args: Args) -> None:
     entry = journal.read(target)
     args["intent_pivot"] = bool(entry and entry.get("pivot") == "yes")
     chain = target.chain
-    plan = Plan(f"recover {chain.domain or chain.active.path} {chain.disk or ''}".rstrip())
     dom = target.dom
+    where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
+    files = [layer.path for layer in chain.layers]
+    if dom is not None:
+        files += disk_files(dom, chain.disk or "")
+    refuse_while_at_work(session, args, files, where)
+    plan = Plan(f"recover {where}")
     if dom is not None and dom.isActive():
         jobs = [j for j in virt.block_jobs(dom) if j["disk"] == chain.disk]
         if jobs:
@@ -221,6 +313,7 @@ COMMANDS = [
             DISK,
             Opt("pivot", "end a ready active commit or copy by switching to its result"),
             Opt("abort", "end the job, keeping the chain as it was", excludes=("pivot",)),
+            Opt("wait", "first wait for a qemu-img still at work on the chain to end"),
         ),
         group="jobs",
         changes=True,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vshx.errors import VshxError
+from vshx.storage.procs import child_env
 
 PACKAGES = {"qemu-img": "qemu-utils", "qemu-io": "qemu-utils", "virsh": "libvirt-clients"}
 
@@ -115,6 +116,7 @@ def start(argv: Sequence[str], feeds_stdin: bool = False) -> subprocess.Popen[st
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=child_env(),  # says which vshx started it, should it outlive vshx
         )
     except FileNotFoundError as exc:
         raise VshxError(

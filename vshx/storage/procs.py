@@ -1,0 +1,123 @@
+"""qemu-img processes at work on image files: one that outlived the vshx that started it.
+
+A ``kill -9`` of vshx leaves its ``qemu-img`` child running (reparented to init), still writing
+the chain. It is found by what it is doing, not by a remembered pid that may have been reused:
+a process that is qemu-img (``/proc/PID/cmdline``) and names one of the files by identity
+(``st_dev``, ``st_ino``: any path, link or mount). vshx starts its children with
+``VSHX_PARENT=<its pid>`` in their environment, which tells which vshx started one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import NamedTuple
+
+TOOLS = frozenset({"qemu-img", "qemu-io"})
+PARENT_ENV = "VSHX_PARENT"
+
+
+class Worker(NamedTuple):
+    """A qemu-img process at work on a file of interest."""
+
+    pid: int
+    argv: list[str]
+    started: float  # seconds since the epoch
+    parent: int | None  # the vshx that started it (its environment says), if it says
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a child of this vshx: ours, plus who started it."""
+    return {**os.environ, PARENT_ENV: str(os.getpid())}
+
+
+def identities(paths: Iterable[str]) -> set[tuple[int, int]]:
+    found = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def _boot_time() -> float:
+    with open("/proc/stat", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat from field 3 (state) on; the name in () before it may hold spaces."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+        text = handle.read()
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _started(pid: int, boot: float) -> float:
+    """Start time from field 22 of /proc/PID/stat (clock ticks after boot)."""
+    return boot + int(_stat_fields(pid)[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def still_running(worker: Worker) -> bool:
+    """True while that very process runs: the same pid, started at the same time, not a
+    zombie (an orphan's new parent may be slow to reap it)."""
+    try:
+        fields = _stat_fields(worker.pid)
+        return fields[0] != "Z" and _started(worker.pid, _boot_time()) == worker.started
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            environ = handle.read().split(b"\0")
+    except OSError:
+        return None  # another user's process: its environment is not ours to read
+    prefix = PARENT_ENV.encode() + b"="
+    for item in environ:
+        if item.startswith(prefix) and item[len(prefix) :].isdigit():
+            return int(item[len(prefix) :])
+    return None
+
+
+def _names_one_of(pid: int, argv: list[str], wanted: set[tuple[int, int]]) -> bool:
+    cwd: str | None = None
+    for arg in argv[1:]:
+        if not arg or arg.startswith("-"):
+            continue
+        if not arg.startswith("/"):
+            if cwd is None:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            arg = os.path.join(cwd, arg)
+        if identities([arg]) & wanted:
+            return True
+    return False
+
+
+def at_work_on(paths: Iterable[str]) -> list[Worker]:
+    """Every qemu-img (or qemu-io) process whose command line names one of ``paths``."""
+    wanted = identities(paths)
+    if not wanted:
+        return []
+    boot = _boot_time()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                words = handle.read().split(b"\0")
+            argv = [w.decode("utf-8", "surrogateescape") for w in words if w]
+            if not argv or os.path.basename(argv[0]) not in TOOLS:
+                continue
+            if _names_one_of(pid, argv, wanted):
+                found.append(Worker(pid, argv, _started(pid, boot), _parent(pid)))
+        except (OSError, ValueError, IndexError):
+            continue  # it ended while we looked, or is not ours to read
+    return sorted(found)
