@@ -52,7 +52,15 @@ def cmd_list(session: Session, args: Args) -> None:
     domains = sorted(
         session.conn.listAllDomains(flags), key=lambda d: (d.ID() < 0, d.ID(), d.name())
     )
-    rows = [[str(d.ID()) if d.ID() >= 0 else "-", d.name(), virt.state_name(d)] for d in domains]
+    rows = []
+    for d in domains:
+        try:
+            state = virt.state_name(d)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue  # undefined while we looked: a busy host does that all the time
+            raise
+        rows.append([str(d.ID()) if d.ID() >= 0 else "-", d.name(), state])
     if args.name:
         session.print("\n".join(row[1] for row in rows))
         return
