@@ -80,6 +80,10 @@ def test_out_of_space_mid_commit_is_said_as_such_and_loses_nothing(
     assert guest_hash(top, tmp_path) == before
     qemu_check(top)
     qemu_check(base)
+    listed = json.loads(run_vshx("jobs", "--json").stdout)
+    mine = [row for row in listed if row["disk"] == str(top)]
+    assert [row["type"] for row in mine] == ["interrupted vshx"]
+    assert mine[0]["next"] == f"vshx recover {top}"
     # the way on the hint gives: free space, recover, the same command again
     subprocess.run(["mount", "-o", "remount,size=96m", str(small_disk)], check=True)
     recovered = run_vshx("recover", str(top))
@@ -134,38 +138,45 @@ def test_jobs_skips_a_domain_that_stops_or_vanishes_while_it_looks(tmp_path: Pat
     import libvirt
 
     disks = []
-    for i in range(12):  # many disks: many questions to a domain that may stop meanwhile
+    for i in range(20):  # many disks: many questions to a domain that may stop meanwhile
         disk = tmp_path / f"churn{i}.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1M"], check=True)
         disks.append(disk)
-    name = f"{LAB_PREFIX}churn-{uuid.uuid4().hex[:6]}"
-    xml = churn_xml(name, disks)
+    tag = uuid.uuid4().hex[:6]
+    stops = churn_xml(f"{LAB_PREFIX}stops-{tag}", disks[:10])  # "domain is not running"
+    vanishes = churn_xml(f"{LAB_PREFIX}vanishes-{tag}", disks[10:])  # "no domain with ..."
     stop = threading.Event()
-    cycles = [0]
+    cycles: list[str] = []
     failures: list[str] = []
 
-    def start_destroy() -> None:  # transient: destroyed, it is gone (no such domain)
+    def churn(persistent: bool) -> None:
         conn = libvirt.open(URI)
+        defined = conn.defineXML(stops) if persistent else None
         try:
             while not stop.is_set():
-                try:
-                    conn.createXML(xml, 0).destroy()
-                    cycles[0] += 1
-                except libvirt.libvirtError as exc:
-                    failures.append(str(exc))
-                    return
+                dom = defined if defined is not None else conn.createXML(vanishes, 0)
+                if defined is not None:
+                    defined.create()
+                dom.destroy()
+                cycles.append("stopped" if persistent else "vanished")
+        except libvirt.libvirtError as exc:
+            failures.append(str(exc))
         finally:
+            if defined is not None:
+                defined.undefine()
             conn.close()
 
-    worker = threading.Thread(target=start_destroy)
-    worker.start()
+    workers = [threading.Thread(target=churn, args=(p,)) for p in (True, False)]
+    for worker in workers:
+        worker.start()
     try:
         results = [run_vshx("jobs") for _ in range(12)]
     finally:
         stop.set()
-        worker.join()
+        for worker in workers:
+            worker.join()
     assert not failures, failures
-    assert cycles[0] > 0
+    assert {"stopped", "vanished"} <= set(cycles)
     bad = [r.stderr for r in results if r.returncode != 0]
     assert not bad, bad
 

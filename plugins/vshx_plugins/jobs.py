@@ -1,14 +1,18 @@
 """jobs and recover: what is running or was interrupted, and how to bring it to a clean end.
 
-``jobs`` lists every block job on the host (started by vshx or not) and every interrupted vshx
-operation (its journal), each with the command that resolves it.  ``recover`` pivots a READY
+``jobs`` lists every block job on the host (started by vshx or not), every interrupted vshx
+operation (its journal: a domain's metadata, or this user's state files for bare images) and
+each qemu-img still at work on such a chain (a ``kill -9`` of vshx leaves its child running),
+each with the command that resolves it.  ``recover`` pivots a READY
 active commit that was meant to pivot (or as told), aborts a job with ``--abort``, repairs
 leaked clusters after an interrupted ``qemu-img`` step, checks the chain, and clears the
-journal.  Its ``--dry-run`` prints the virsh/qemu-img commands.
+journal; never while a qemu-img is at work on the chain (it refuses with the pid, or waits:
+``--wait``).  Its ``--dry-run`` prints the virsh/qemu-img commands.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -25,6 +29,7 @@ from vshx.api import (
     UsageError,
     VshxError,
     commands_hook,
+    image_chain,
     journal,
     libvirt,
     load_target,
@@ -83,6 +88,70 @@ def wait_first(workers: list[procs.Worker], where: str) -> str:
     return f"wait until pid {pids} ends (or kill {pids}), then vshx recover {where}"
 
 
+def interrupted_rows(
+    domain: str, disk: str, entry: journal.Entry, files: list[str]
+) -> list[dict[str, object]]:
+    """An interrupted vshx operation, and each qemu-img still at work on its chain (a kill -9
+    of vshx leaves its qemu-img child writing the chain)."""
+    where = f"{domain} {disk}".rstrip() if domain != "-" else disk
+    workers = procs.at_work_on(files)
+    rows: list[dict[str, object]] = [
+        {
+            "domain": domain,
+            "disk": disk,
+            "type": "interrupted vshx",
+            "progress": f"step {entry.get('step')}/{entry.get('steps')}",
+            "ready": False,
+            "next": wait_first(workers, where) if workers else f"vshx recover {where}",
+            "journal": entry.describe(),
+        }
+    ]
+    rows += [
+        {
+            "domain": domain,
+            "disk": disk,
+            "type": "qemu-img",
+            "progress": f"pid {worker.pid}",
+            "ready": False,
+            "next": wait_first([worker], where),
+            "pid": worker.pid,
+            "started_by": worker.parent,
+            "journal": worker_text(worker) + "; " + recover_will(entry),
+        }
+        for worker in workers
+    ]
+    return rows
+
+
+def image_journals() -> list[tuple[str, journal.Entry]]:
+    """Interrupted operations on bare images: the state files this user's vshx left."""
+    directory = os.path.dirname(journal.state_file(os.sep))
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as handle:
+                entry = journal.Entry(json.load(handle))
+        except (OSError, ValueError):
+            continue  # being replaced right now, or not one of ours
+        image = str(entry.get("image", ""))
+        if image and journal.state_file(image) == os.path.join(directory, name):
+            found.append((image, entry))
+    return found
+
+
+def image_files(image: str) -> list[str]:
+    try:
+        return [layer.path for layer in image_chain(image).layers]
+    except VshxError:
+        return [image]
+
+
 def cmd_jobs(session: Session, args: Args) -> None:
     conn = session.conn
     doms = [virt.lookup_domain(conn, args.domain)] if args.domain else conn.listAllDomains(0)
@@ -98,37 +167,12 @@ def cmd_jobs(session: Session, args: Args) -> None:
             raise
         if entry is not None:
             disk = str(entry.get("disk", ""))
-            where = f"{dom.name()} {disk}".rstrip()
-            # a kill -9 of vshx leaves its qemu-img child writing the chain
-            workers = procs.at_work_on(disk_files(dom, disk)) if disk else []
-            rows.append(
-                {
-                    "domain": dom.name(),
-                    "disk": disk,
-                    "type": "interrupted vshx",
-                    "progress": f"step {entry.get('step')}/{entry.get('steps')}",
-                    "ready": False,
-                    "next": wait_first(workers, where) if workers else f"vshx recover {where}",
-                    "journal": entry.describe(),
-                }
-            )
-            rows += [
-                {
-                    "domain": dom.name(),
-                    "disk": disk,
-                    "type": "qemu-img",
-                    "progress": f"pid {worker.pid}",
-                    "ready": False,
-                    "next": wait_first([worker], where),
-                    "pid": worker.pid,
-                    "started_by": worker.parent,
-                    "journal": worker_text(worker) + "; " + recover_will(entry),
-                }
-                for worker in workers
-            ]
+            files = disk_files(dom, disk) if disk else []
+            rows += interrupted_rows(dom.name(), disk, entry, files)
+    if not args.domain:
+        for image, entry in image_journals():
+            rows += interrupted_rows("-", image, entry, image_files(image))
     if args.json:
-        import json
-
         session.print(json.dumps(rows, indent=2))
         return
     if not rows:
@@ -302,7 +346,9 @@ COMMANDS = [
         (DOMAIN_OPT._replace(required=False, help="only this domain"), JSON),
         group="jobs",
         description="Lists jobs started by vshx or by anyone else (virsh, oVirt, ...), with "
-        "type, progress and whether an active commit or copy is ready to pivot.",
+        "type, progress and whether an active commit or copy is ready to pivot; interrupted "
+        "vshx operations (domains, and this user's bare images), and any qemu-img still at "
+        "work on their chains (by pid: recover waits for it).",
     ),
     Command(
         "recover",
@@ -320,7 +366,9 @@ COMMANDS = [
         description="Reads the journal vshx keeps in the domain's metadata (or a state file "
         "for a bare image). A job meant to pivot is pivoted once ready; otherwise say "
         "--pivot or --abort. After an interrupted qemu-img step, leaked clusters are "
-        "repaired (qemu-img check -r leaks). Then the journal is cleared.",
+        "repaired (qemu-img check -r leaks). Then the journal is cleared. While a qemu-img "
+        "(one a killed vshx left) is still at work on the chain, it refuses with its pid, or "
+        "waits for it with --wait.",
     ),
 ]
 
