@@ -59,6 +59,23 @@ def qemu_io(path: Path, command: str) -> None:
     subprocess.run(["qemu-io", "-c", command, str(path)], check=True, capture_output=True)
 
 
+def test_out_of_space_names_the_file_each_qemu_img_writes():
+    from vshx.storage.qemuimg import failure_hint, no_space
+
+    commit = no_space(["qemu-img", "commit", "-q", "-f", "qcow2", "-b", "/d/base", "/d/top"])
+    assert commit.written == "/d/base" and "the chain is unchanged" in commit.state
+    rebase = no_space(["qemu-img", "rebase", "-f", "qcow2", "-b", "/d/base", "/e/top"])
+    assert rebase.written == "/e/top" and "keeps its old backing file" in rebase.state
+    assert no_space(["qemu-img", "create", "-q", "-f", "qcow2", "/d/x", "64M"]).written == "/d/x"
+    assert no_space(["qemu-io", "-f", "qcow2", "-c", "write 0 1M", "/d/y"]).message == (
+        "no space left on the file system of /d: qemu-io stopped while writing /d/y"
+    )
+    # qemu's "Block job failed" is no lock; its lock message is one
+    assert "lock" not in (failure_hint("Block job failed: Input/output error") or "")
+    locked = failure_hint("Is another process using the image [/d/x]?")
+    assert locked is not None and "another process holds the image" in locked
+
+
 def test_out_of_space_mid_commit_is_said_as_such_and_loses_nothing(
     small_disk: Path, tmp_path: Path
 ):

@@ -63,7 +63,7 @@ def no_space(argv: Sequence[str]) -> NoSpace:
     import os
 
     tool = argv[0] if argv else "qemu-img"
-    verb = argv[1] if len(argv) > 1 else ""
+    verb = argv[1] if len(argv) > 1 and not argv[1].startswith("-") else ""  # qemu-io has none
     last = argv[-1] if argv else "?"
     base = _option_value(argv, "-b")
     if verb == "commit" and base is not None:
@@ -81,13 +81,14 @@ def no_space(argv: Sequence[str]) -> NoSpace:
     elif verb == "commit":
         written = f"the backing file of {last}"
         state = f"{os.path.basename(last)} still holds all its data"
-    else:
-        written = last
-        state = f"{os.path.basename(last)} may be incomplete"
+    else:  # the file is the last word, but for create FILE SIZE and bitmap ... FILE NAME
+        sized = verb == "create" and last[:1].isdigit() and not os.path.exists(last)
+        written = argv[-2] if (sized or verb == "bitmap") and len(argv) > 3 else last
+        state = f"{os.path.basename(written)} may be incomplete"
     where = os.path.dirname(written) or "."
     return NoSpace(
-        f"no space left on the file system of {where}: {tool} {verb} stopped while writing "
-        f"{written}",
+        f"no space left on the file system of {where}: {' '.join(filter(None, (tool, verb)))} "
+        f"stopped while writing {written}",
         f"{state}; free space there, then run it again",
         written,
         state,
