@@ -261,7 +261,10 @@ def test_orphaned_qemu_img_is_listed_and_waited_for_by_recover(tmp_path: Path):
         stopped = None
         waited = run_vshx("recover", lab.name, "vda", "--wait")
         assert waited.returncode == 0, waited.stderr
-        assert f"waiting for qemu-img pid {worker}" in waited.stdout + waited.stderr
+        assert f"waiting for qemu-img pid {worker} (started " in waited.stdout + waited.stderr
+        assert f"by vshx pid {vshx.pid}, which is gone) to end: qemu-img commit" in (
+            waited.stdout + waited.stderr
+        )
         assert not procs_alive(worker)
         assert json.loads(run_vshx("jobs", lab.name, "--json").stdout) == []
         # the step ran to its end under nobody: the chain is as it was, sn1 holds sn2..sn3's

@@ -61,8 +61,8 @@ def disk_files(dom: libvirt.virDomain, disk: str) -> list[str]:
     """Every file of a disk's chain, as its definition and its headers name them."""
     try:
         found = virt.find_disk(dom, disk)
-    except VshxError:
-        return []
+    except (VshxError, libvirt.libvirtError):
+        return []  # no such disk, or the domain went away while we looked
     if not found.source:
         return []
     files = [found.source, *(path for path, _fmt, _index in found.backing)]
@@ -73,14 +73,15 @@ def disk_files(dom: libvirt.virDomain, disk: str) -> list[str]:
     return files
 
 
-def worker_text(worker: procs.Worker) -> str:
+def worker_text(worker: procs.Worker, doing: str = "still runs") -> str:
     """A qemu-img still at work: its pid, when and by whom it was started, its command."""
     when = time.strftime("%H:%M:%S", time.localtime(worker.started))
     by = ""
     if worker.parent is not None:
         gone = "" if os.path.exists(f"/proc/{worker.parent}") else ", which is gone"
         by = f" by vshx pid {worker.parent}{gone}"
-    return f"qemu-img pid {worker.pid} (started {when}{by}) still runs: {shell_line(worker.argv)}"
+    name = os.path.basename(worker.argv[0])
+    return f"{name} pid {worker.pid} (started {when}{by}) {doing}: {shell_line(worker.argv)}"
 
 
 def wait_first(workers: list[procs.Worker], where: str) -> str:
@@ -192,7 +193,7 @@ def cmd_jobs(session: Session, args: Args) -> None:
     session.print(table(body, ["Domain", "Disk", "Job", "Progress", "Ready", "Next"]))
     for r in rows:
         if "journal" in r:
-            session.print(f"{r['domain']}: {r['journal']}")
+            session.print(f"{r['disk'] if r['domain'] == '-' else r['domain']}: {r['journal']}")
 
 
 def recover_will(entry: journal.Entry) -> str:
@@ -213,7 +214,7 @@ def refuse_while_at_work(session: Session, args: Args, files: list[str], where: 
         return
     if args.wait and not session.planning_only(args):
         for worker in workers:
-            session.info(f"waiting for {worker_text(worker)}")
+            session.info(f"waiting for {worker_text(worker, 'to end')}")
             wait_gone(worker)
         return
     if args.wait:

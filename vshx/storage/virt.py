@@ -215,31 +215,22 @@ def mirror_ready(live_xml: str, target: str) -> bool:
 def block_jobs(dom: libvirt.virDomain) -> list[dict[str, object]]:
     """The block jobs on a running domain's disks: type, progress, whether it can pivot.
 
-    A domain that stops ("domain is not running") or disappears while it is asked has no jobs
-    (a job cannot outlive its QEMU): a busy host starts and stops domains all the time. One
-    that was stopped and started again meanwhile is asked again; any other error is an error.
+    A domain that stops ("domain is not running", also said while its QEMU is going away) or
+    disappears while it is asked has no jobs: a job does not outlive its QEMU, nor start with
+    a new one, and a busy host starts and stops domains all the time. Any other error is one.
     """
-    for _attempt in range(3):
-        try:
-            return _block_jobs(dom)
-        except libvirt.libvirtError as exc:
-            failed = exc
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return []
-            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
-                break
-        try:
-            if not dom.isActive():
-                return []  # it stopped while we asked
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return []
-            failed = exc
-            break
-    raise VshxError(
-        f"cannot ask libvirt about block jobs on {dom.name()}: {failed.get_error_message()}",
-        "nothing was changed; try again when libvirtd answers",
-    ) from failed
+    try:
+        return _block_jobs(dom)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in (
+            libvirt.VIR_ERR_OPERATION_INVALID,
+            libvirt.VIR_ERR_NO_DOMAIN,
+        ):
+            return []
+        raise VshxError(
+            f"cannot ask libvirt about block jobs on {dom.name()}: {exc.get_error_message()}",
+            "nothing was changed; try again when libvirtd answers",
+        ) from exc
 
 
 def _block_jobs(dom: libvirt.virDomain) -> list[dict[str, object]]:
