@@ -53,6 +53,7 @@ from vshx.storage.snapshots import (
     domain_snapshots,
     stale_reason,
 )
+from vshx.storage.statefiles import xdg_home
 
 if TYPE_CHECKING:
     from vshx.merging import verify
@@ -129,4 +130,5 @@ __all__ = [
     "virsh",
     "underneath",
     "virt",
+    "xdg_home",
 ]

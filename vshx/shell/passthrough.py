@@ -20,14 +20,13 @@ from vshx.shell.readonly import qemu_img_reads, virsh_reads
 if TYPE_CHECKING:
     from vshx.shell.session import Session
 
+
 def virsh_binary() -> str | None:
     return shutil.which("virsh")
 
 
-def _cache_file(binary: str) -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    stamp = os.stat(binary).st_mtime_ns
-    return os.path.join(base, "vshx", f"virsh-commands-{stamp}.txt")
+def _cache_name(binary: str) -> str:
+    return f"virsh-commands-{os.stat(binary).st_mtime_ns}.txt"
 
 
 def virsh_commands() -> dict[str, str]:
@@ -35,20 +34,14 @@ def virsh_commands() -> dict[str, str]:
     binary = virsh_binary()
     if binary is None:
         return {}
-    cache = _cache_file(binary)
-    try:
-        with open(cache, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError:
+    from vshx.storage.statefiles import Place
+
+    cache, name = Place("cache"), _cache_name(binary)
+    text = cache.read(name)
+    if text is None:
         proc = subprocess.run([binary, "help"], capture_output=True, text=True, check=False)
         text = proc.stdout
-        try:
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            with open(f"{cache}.{os.getpid()}", "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(f"{cache}.{os.getpid()}", cache)
-        except OSError:
-            pass
+        cache.write(name, text)
     found = {}
     for line in text.splitlines():
         if line.startswith("    ") and line.strip():
