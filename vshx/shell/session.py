@@ -127,6 +127,16 @@ class Session:
     def print(self, text: str = "") -> None:
         print(text, file=self.out)
 
+    def show(self, text: str) -> None:
+        """A command's answer (a table, a listing, help): under --dry-run ``#`` lines of the
+        script (the one escaper), so a read command's output never becomes a line sh runs."""
+        if self.dry_run or (self.args is not None and self.args.get("dry_run")):
+            from vshx.shell.render import comments
+
+            self.out.write(comments(text))
+            return
+        print(text, file=self.out)
+
     def info(self, text: str) -> None:
         """Progress and explanations; silenced by --quiet.  In a --dry-run they go into the
         script as ``#`` lines (the one escaper), never as lines sh would run."""
