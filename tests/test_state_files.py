@@ -210,3 +210,25 @@ def test_root_with_a_users_xdg_dirs_follows_no_planted_symlink(tmp_path, monkeyp
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     assert journal.state_file(str(top)).startswith(statefiles.own_home())
     assert journal.read_image(str(top)) is None
+
+
+def test_a_base_we_cannot_write_moves_state_to_our_own_home(monkeypatch, tmp_path):
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    own = tmp_path / "own"
+    monkeypatch.setenv("XDG_STATE_HOME", str(readonly))
+    monkeypatch.setattr(statefiles, "own_home", lambda: str(own))
+    monkeypatch.setattr(statefiles.os, "mkdir", _refuse_mkdir_in(str(readonly)))
+    Place("state", "journal").write("j.json", "x")
+    assert (own / ".local" / "state" / "vshx" / "journal" / "j.json").read_text() == "x"
+
+
+def _refuse_mkdir_in(where: str):
+    real = os.mkdir
+
+    def mkdir(name, mode=0o777, *, dir_fd=None):
+        if dir_fd is not None and os.readlink(f"/proc/self/fd/{dir_fd}") == where:
+            raise PermissionError(13, "Permission denied")
+        return real(name, mode, dir_fd=dir_fd)
+
+    return mkdir

@@ -101,6 +101,8 @@ def _open_child(parent: int, name: str, where: str, create: bool) -> int | None:
             os.mkdir(name, 0o700, dir_fd=parent)
         except FileExistsError:
             pass  # made meanwhile (by us or by someone else): checked below
+        except OSError as exc:  # a directory we may not write in (root's, read-only)
+            raise Unsafe(f"{where} cannot be made ({exc.strerror})") from None
         return _open_child(parent, name, where, create=False)
     except OSError as exc:  # ELOOP / ENOTDIR: a symlink or a file at that name
         raise Unsafe(f"{where} is a symlink or not a directory ({exc.strerror})") from None
