@@ -40,7 +40,7 @@ from vshx.plans import journal, underneath
 from vshx.plans.plan import Plan, Step, virsh
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
 from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
-from vshx.shell.render import render_chain, table
+from vshx.shell.render import comment, comments, printable, render_chain, table
 from vshx.shell.session import Session
 from vshx.shell.spec import Args, Command, Opt, non_negative_int
 from vshx.storage import qemuimg, snapshots, virt
@@ -53,6 +53,7 @@ from vshx.storage.snapshots import (
     domain_snapshots,
     stale_reason,
 )
+from vshx.storage.statefiles import xdg_home
 
 if TYPE_CHECKING:
     from vshx.merging import verify
@@ -101,6 +102,8 @@ __all__ = [
     "check_merge",
     "checks",
     "commands_hook",
+    "comment",
+    "comments",
     "delete_steps",
     "follow_up_note",
     "hookimpl",
@@ -115,6 +118,7 @@ __all__ = [
     "non_negative_int",
     "offline_domain_note",
     "preflight",
+    "printable",
     "qemuimg",
     "refuse_interrupted",
     "render_chain",
@@ -126,4 +130,5 @@ __all__ = [
     "virsh",
     "underneath",
     "virt",
+    "xdg_home",
 ]

@@ -77,10 +77,10 @@ def cmd_jobs(session: Session, args: Args) -> None:
     if args.json:
         import json
 
-        session.print(json.dumps(rows, indent=2))
+        session.show(json.dumps(rows, indent=2))
         return
     if not rows:
-        session.print("no block jobs and no interrupted vshx operations")
+        session.show("no block jobs and no interrupted vshx operations")
         return
     body = [
         [
@@ -93,10 +93,10 @@ def cmd_jobs(session: Session, args: Args) -> None:
         ]
         for r in rows
     ]
-    session.print(table(body, ["Domain", "Disk", "Job", "Progress", "Ready", "Next"]))
+    session.show(table(body, ["Domain", "Disk", "Job", "Progress", "Ready", "Next"]))
     for r in rows:
         if "journal" in r:
-            session.print(f"{r['domain']}: {r['journal']}")
+            session.show(f"{r['domain']}: {r['journal']}")
 
 
 def _end_job(dom: libvirt.virDomain, disk: str, pivot: bool) -> None:

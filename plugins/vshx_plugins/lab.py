@@ -27,6 +27,7 @@ from vshx.api import (
     non_negative_int,
     virsh,
     virt,
+    xdg_home,
 )
 from vshx_plugins.lab_xml import LAB_NS, domain_xml, snapshot_xml
 
@@ -238,10 +239,7 @@ def lab_root(session: Session) -> str:
     """qemu:///system keeps labs with libvirt's images; a session lab lives in the user's
     XDG data directory, where the session daemon (running as the user) can reach it."""
     if session.uri.startswith("qemu:///session"):
-        base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-            os.path.expanduser("~"), ".local", "share"
-        )
-        return os.path.join(base, "vshx", "labs")
+        return os.path.join(xdg_home("data"), "vshx", "labs")
     return DEFAULT_ROOT
 
 
