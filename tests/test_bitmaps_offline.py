@@ -30,7 +30,12 @@ from conftest import (
     virsh,
 )
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+from vshx.errors import VshxError
+from vshx.merging.bitmaps import refuse_inexact
+from vshx.storage.bitmaps import Bitmap, LayerBitmaps
+from vshx.storage.chain import Layer
+
+DAEMON = pytest.mark.libvirt  # needs root, libvirtd and QEMU
 
 MIB = 1024 * 1024
 # guest writes, in order: c1, W1, snapshot s2, W2, c2, W3, snapshot s3, W4
@@ -160,6 +165,7 @@ CASES = [
 ]
 
 
+@DAEMON
 @pytest.mark.parametrize(("case", "words", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_offline_merge_keeps_every_checkpoint_exact(tmp_path, native, case, words, expected):
     lab = build(tmp_path, "lab")
@@ -194,6 +200,7 @@ def test_offline_merge_keeps_every_checkpoint_exact(tmp_path, native, case, word
         remove(lab)
 
 
+@DAEMON
 def test_an_inconsistent_bitmap_refuses_before_anything_changes(tmp_path):
     """QEMU killed while the domain ran: the active layer's bitmaps stay marked in-use."""
     lab = build(tmp_path, "lab")
@@ -233,3 +240,50 @@ def test_merges_without_bitmaps_print_no_bitmap_steps(offline_lab: Lab) -> None:
     proc = run_vshx("commit", offline_lab.name, "vda", "--base", "sn1", "--top", "sn3", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "qemu-img bitmap" not in proc.stdout
+
+
+# --- the refusal rules, as pure logic (no daemon) ---
+
+
+def _layer(name: str, position: int, *bitmaps: Bitmap, fmt: str = "qcow2") -> LayerBitmaps:
+    return LayerBitmaps(Layer(f"/x/{name}", fmt, position), tuple(bitmaps), fmt == "qcow2")
+
+
+C1 = Bitmap("c1", 65536, ("auto",))
+C2 = Bitmap("c2", 65536, ("auto",))
+OWNERS = {"c1": ["c1"], "c2": ["c2"]}
+
+
+def test_libvirts_layout_is_carried_without_refusal() -> None:
+    receiver = _layer("sn1", 2, C1)
+    refuse_inexact(receiver, [_layer("s2", 1, C1, C2)], OWNERS, [_layer("s3", 0, C1, C2)], "d")
+
+
+@pytest.mark.parametrize(
+    ("receiver", "sources", "beyond", "words"),
+    [
+        (_layer("base", 2, fmt="raw"), [_layer("s2", 1, C1)], [], "cannot hold bitmaps"),
+        (
+            _layer("sn1", 2, Bitmap("c1", 4096, ("auto",))),
+            [_layer("s2", 1, C1)],
+            [],
+            "different granularities",
+        ),
+        (_layer("sn1", 2, C1), [_layer("s2", 1)], [_layer("s3", 0, C1)], "missing from s2"),
+        (_layer("s3", 0, C1), [_layer("s2", 1)], [_layer("sn1", 2, C1)], "missing from s2"),
+        (
+            _layer("sn1", 2),
+            [_layer("s2", 1, Bitmap("c2", 65536, ("in-use", "auto")))],
+            [],
+            "inconsistent",
+        ),
+    ],
+    ids=["raw-receiver", "granularity", "hidden-gap-commit", "hidden-gap-pull", "in-use"],
+)
+def test_what_cannot_be_exact_is_refused_naming_the_checkpoint(
+    receiver, sources, beyond, words
+) -> None:
+    with pytest.raises(VshxError) as caught:
+        refuse_inexact(receiver, sources, OWNERS, beyond, "dom1")
+    assert words in caught.value.message and "checkpoint c" in caught.value.message
+    assert "virsh checkpoint-delete dom1 c" in (caught.value.hint or "")

@@ -14,14 +14,21 @@ from __future__ import annotations
 import os
 
 from vshx.errors import VshxError
+from vshx.plans import underneath
 from vshx.plans.plan import Plan, Step
 from vshx.storage.bitmaps import LayerBitmaps, checkpoints_by_bitmap, read_layer
 from vshx.storage.chain import Layer
 
-HINT = (
-    "delete that checkpoint first (virsh checkpoint-delete DOMAIN CHECKPOINT), or merge while "
-    "the domain runs (libvirt carries bitmaps in a live merge)"
-)
+
+def hint(name: str, owners: dict[str, list[str]], domain: str | None, image: str) -> str:
+    """What the user can do about bitmap ``name`` that cannot be carried exactly."""
+    if name in owners and domain:
+        return (
+            f"delete checkpoint {owners[name][0]} first (virsh checkpoint-delete "
+            f"{domain} {owners[name][0]}; the next backup is then a full one), or merge "
+            "while the domain runs (libvirt carries bitmaps in a live merge)"
+        )
+    return f"if nothing needs it, remove it: qemu-img bitmap --remove {image} {name}"
 
 
 def carry(
@@ -43,12 +50,15 @@ def carry(
         target.dom if target is not None else None,
         (target.chain.disk or "") if target is not None else "",
     )
-    refuse_inexact(receiver, read, owners)
+    beyond = [read_layer(layer) for layer in far_neighbour(plan, into, sources)]
+    domain = target.chain.domain if target is not None else None
+    refuse_inexact(receiver, read, owners, beyond, domain)
     fmt = into.format
     before = [
         Step(
             f"stop bitmap {b.name} of {into.name} from recording the merge's writes",
             ["qemu-img", "bitmap", "-f", fmt, "--disable", into.path, b.name],
+            underneath=underneath.bitmap("disable"),
         )
         for b in receiver.bitmaps
         if b.recording
@@ -65,6 +75,7 @@ def carry(
                     f"add bitmap {name} to {into.name} ({_owned(name, owners)})",
                     ["qemu-img", "bitmap", "-f", fmt, "--add", "-g", str(first.granularity)]
                     + ["--disable", into.path, name],
+                    underneath=underneath.bitmap("add"),
                 )
             )
         recording = own.recording if own is not None else first.recording
@@ -78,6 +89,7 @@ def carry(
                     f"merge bitmap {name} of {holder.layer.name} into {into.name}"
                     + (" and record again" if "--enable" in argv else ""),
                     argv + [into.path, name],
+                    underneath=underneath.bitmap("merge"),
                 )
             )
     for own_bitmap in receiver.bitmaps:
@@ -86,8 +98,20 @@ def carry(
                 Step(
                     f"bitmap {own_bitmap.name} of {into.name} records again",
                     ["qemu-img", "bitmap", "-f", fmt, "--enable", into.path, own_bitmap.name],
+                    underneath=underneath.bitmap("enable"),
                 )
             )
+
+
+def far_neighbour(plan: Plan, into: Layer, sources: list[Layer]) -> list[Layer]:
+    """The layer next to ``sources`` on the side away from ``into``: a gap in a bitmap that
+    ends there would be hidden by the merge."""
+    if plan.target is None or not sources:
+        return []
+    chain = plan.target.chain
+    ends = sorted(sources, key=lambda layer: layer.position)
+    side = [chain.above(ends[0]), chain.below(ends[-1])]
+    return [layer for layer in side if layer is not None and layer.canonical != into.canonical]
 
 
 def names_of(read: list[LayerBitmaps]) -> list[str]:
@@ -108,26 +132,31 @@ def _what(name: str, owners: dict[str, list[str]]) -> str:
 
 
 def refuse_inexact(
-    receiver: LayerBitmaps, read: list[LayerBitmaps], owners: dict[str, list[str]]
+    receiver: LayerBitmaps,
+    read: list[LayerBitmaps],
+    owners: dict[str, list[str]],
+    beyond: list[LayerBitmaps] | None = None,
+    domain: str | None = None,
 ) -> None:
     """Raise when a bitmap cannot be carried exactly: inconsistent (in-use), no qcow2 v3 to
-    hold it, granularities that differ, or a gap (libvirt already refuses such a backup, and
-    merging would hide it)."""
+    hold it, granularities that differ, or a gap among the merged layers and their neighbours
+    (``beyond``): libvirt refuses a backup across a gap, and merging would hide it."""
     involved = [receiver, *read]
     for entry in involved:
         for bitmap in entry.bitmaps:
             if bitmap.in_use:
                 raise VshxError(
                     f"{_what(bitmap.name, owners)} in {entry.layer.name} is inconsistent "
-                    "(in-use: its QEMU stopped without saving it); merging would break it",
-                    HINT,
+                    "(in-use: a QEMU has it open, or stopped without saving it); merging "
+                    "would break it",
+                    hint(bitmap.name, owners, domain, entry.layer.path),
                 )
     names = names_of(read)
     if names and not receiver.can_hold:
         raise VshxError(
             f"{receiver.layer.name} ({receiver.layer.format}) cannot hold bitmaps: "
             f"{_what(names[0], owners)} would break",
-            HINT,
+            hint(names[0], owners, domain, read[0].layer.path),
         )
     for name in names:
         sizes = {b.granularity for e in involved for b in e.bitmaps if b.name == name}
@@ -135,10 +164,10 @@ def refuse_inexact(
             raise VshxError(
                 f"{_what(name, owners)} has different granularities in these layers "
                 f"({', '.join(str(s) for s in sorted(sizes))}); it cannot be merged exactly",
-                HINT,
+                hint(name, owners, domain, receiver.layer.path),
             )
-    in_order = sorted(involved, key=lambda e: e.layer.position)
-    for name in names:
+    in_order = sorted([*involved, *(beyond or [])], key=lambda e: e.layer.position)
+    for name in names_of(in_order):
         holds = [e.get(name) is not None for e in in_order]
         first, last = holds.index(True), len(holds) - 1 - holds[::-1].index(True)
         if not all(holds[first : last + 1]):
@@ -146,5 +175,5 @@ def refuse_inexact(
             raise VshxError(
                 f"{_what(name, owners)} is missing from {gap.layer.name} between layers that "
                 "hold it: its record of changes has a gap, which merging would hide",
-                HINT,
+                hint(name, owners, domain, in_order[first].layer.path),
             )
