@@ -152,36 +152,52 @@ def native(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[int
         remove(lab)
 
 
-CASES = [
+MIDDLE = ["commit", "{d}", "vda", "--top", "s2.qcow2", "--base", "sn1.qcow2"]
+ACTIVE = ["commit", "{d}", "vda", "--base", "sn1.qcow2", "--active", "--pivot"]
+CASES = [  # (id, vshx argv, chain after (active first), run its --dry-run script with sh -e)
+    ("commit-middle", MIDDLE, ["s3", "sn1", "base"], False),
+    ("commit-active", ACTIVE, ["sn1", "base"], False),
+    ("commit-active-script", ACTIVE, ["sn1", "base"], True),
+    ("pull", ["pull", "{d}", "vda", "--base", "sn1.qcow2"], ["s3", "sn1", "base"], False),
     (
-        "commit-middle",
-        ["commit", "--top", "s2.qcow2", "--base", "sn1.qcow2"],
+        "shorten-pull",
+        ["shorten", "{d}", "vda", "--drop", "s2", "--route", "pull"],
         ["s3", "sn1", "base"],
+        False,
     ),
-    ("commit-active", ["commit", "--base", "sn1.qcow2", "--active", "--pivot"], ["sn1", "base"]),
-    ("pull", ["pull", "--base", "sn1.qcow2"], ["s3", "sn1", "base"]),
-    ("shorten-pull", ["shorten", "--drop", "s2", "--route", "pull"], ["s3", "sn1", "base"]),
-    ("flatten-copy", ["flatten", "--to", "{dir}/flat.qcow2"], ["flat"]),
+    ("flatten-copy", ["flatten", "{d}", "vda", "--to", "{dir}/flat.qcow2"], ["flat"], False),
+    (
+        "rebase-safe",
+        ["rebase", "--domain", "{d}", "--path", "vda", "--backing", "sn1.qcow2"],
+        ["s3", "sn1", "base"],
+        False,
+    ),
 ]
 
 
 @DAEMON
-@pytest.mark.parametrize(("case", "words", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_offline_merge_keeps_every_checkpoint_exact(tmp_path, native, case, words, expected):
+@pytest.mark.parametrize(("case", "words", "expected", "script"), CASES, ids=[c[0] for c in CASES])
+def test_offline_merge_keeps_every_checkpoint_exact(
+    tmp_path, native, case, words, expected, script
+):
     lab = build(tmp_path, "lab")
     try:
         shut_off(lab)
         before = guest_hash(lab.active, tmp_path)
-        argv = [words[0], lab.name, "vda", *(w.format(dir=lab.dir) for w in words[1:])]
+        argv = [w.format(d=lab.name, dir=lab.dir) for w in words]
         untouched = file_state(lab.dir)
         plan = run_vshx(*argv, "--dry-run")
         assert plan.returncode == 0, plan.stderr
         assert "qemu-img bitmap -f qcow2 --merge c2 -b" in plan.stdout
         assert file_state(lab.dir) == untouched
 
-        proc = run_vshx(*argv)
-        assert proc.returncode == 0, proc.stderr
-        assert "offline: qemu-img" in proc.stdout
+        if script:
+            ran = subprocess.run(["sh", "-e"], input=plan.stdout, capture_output=True, text=True)
+            assert ran.returncode == 0, ran.stderr
+        else:
+            proc = run_vshx(*argv)
+            assert proc.returncode == 0, proc.stderr
+            assert "offline: qemu-img" in proc.stdout
         chain = [f.removesuffix(".qcow2") for f in chain_files(lab.active)]
         assert chain == expected
         assert guest_hash(lab.active, tmp_path) == before
