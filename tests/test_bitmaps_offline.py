@@ -76,12 +76,9 @@ def shut_off(lab: Lab) -> None:
 
 
 def remove(lab: Lab) -> None:
-    subprocess.run(["virsh", "-c", URI, "destroy", lab.name], capture_output=True)
-    subprocess.run(
-        ["virsh", "-c", URI, "undefine", lab.name, "--checkpoints-metadata"],
-        capture_output=True,
-    )
-    destroy_lab(lab)
+    destroy_lab(lab)  # lab-destroy also drops the checkpoint metadata
+    gone = subprocess.run(["virsh", "-c", URI, "domstate", lab.name], capture_output=True)
+    assert gone.returncode != 0, f"{lab.name} is still defined"
 
 
 def forget_backing_store(name: str) -> None:
