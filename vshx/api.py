@@ -14,7 +14,7 @@ libvirt itself, imported on first use.
 from typing import TYPE_CHECKING, Any
 
 from vshx.errors import UsageError, VshxError
-from vshx.merging import checks, preflight, routes
+from vshx.merging import bitmaps, checks, preflight, routes
 from vshx.merging.common import (
     BANDWIDTH,
     BASE,
@@ -77,6 +77,7 @@ __all__ = [
     "current_chain_files",
     "SnapshotInfo",
     "BANDWIDTH",
+    "bitmaps",
     "BASE",
     "DISK",
     "DOMAIN",

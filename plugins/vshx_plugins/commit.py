@@ -27,6 +27,7 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    bitmaps,
     check_merge,
     commands_hook,
     delete_steps,
@@ -160,7 +161,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
         target=target,
     )
     offline_domain_note(plan, target)
-    plan.add(
+    data = plan.add(
         Step(
             f"qemu-img commit: write {top.name}'s view into {base.name}",
             [
@@ -176,6 +177,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
             underneath=underneath.qemu_img_commit(),
         )
     )
+    bitmaps.carry(plan, data, base, chain.between(top, base))
     overlay = chain.above(top)
     if overlay is not None:
         written = preflight.relative_or_absolute(base, overlay, args.keep_relative)

@@ -176,11 +176,14 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
             raise VshxError(f"domain {name!r} was not made by lab-create; not touching it")
         if virt.is_running(dom):
             plan.add(Step(f"stop {name}", virsh(uri, "destroy", name), action=dom.destroy))
-        flags = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        flags = (  # libvirt refuses to undefine a domain that still has checkpoints
+            libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+        )
         plan.add(
             Step(
-                f"undefine {name} and its snapshot metadata",
-                virsh(uri, "undefine", name, "--snapshots-metadata"),
+                f"undefine {name} and its snapshot and checkpoint metadata",
+                virsh(uri, "undefine", name, "--snapshots-metadata", "--checkpoints-metadata"),
                 action=lambda: dom.undefineFlags(flags),
             )
         )
