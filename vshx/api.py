@@ -14,7 +14,7 @@ libvirt itself, imported on first use.
 from typing import TYPE_CHECKING, Any
 
 from vshx.errors import UsageError, VshxError
-from vshx.merging import checks, preflight, routes
+from vshx.merging import bitmaps, checks, preflight, routes
 from vshx.merging.common import (
     BANDWIDTH,
     BASE,
@@ -40,7 +40,7 @@ from vshx.plans import journal, underneath
 from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
 from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
-from vshx.shell.render import render_chain, table
+from vshx.shell.render import comment, comments, printable, render_chain, table
 from vshx.shell.session import Session
 from vshx.shell.spec import Args, Command, Opt, non_negative_int
 from vshx.storage import procs, qemuimg, snapshots, virt
@@ -53,6 +53,7 @@ from vshx.storage.snapshots import (
     domain_snapshots,
     stale_reason,
 )
+from vshx.storage.statefiles import xdg_home
 
 if TYPE_CHECKING:
     from vshx.merging import verify
@@ -76,6 +77,7 @@ __all__ = [
     "current_chain_files",
     "SnapshotInfo",
     "BANDWIDTH",
+    "bitmaps",
     "BASE",
     "DISK",
     "DOMAIN",
@@ -102,6 +104,8 @@ __all__ = [
     "check_merge",
     "checks",
     "commands_hook",
+    "comment",
+    "comments",
     "delete_steps",
     "follow_up_note",
     "hookimpl",
@@ -116,6 +120,7 @@ __all__ = [
     "non_negative_int",
     "offline_domain_note",
     "preflight",
+    "printable",
     "procs",
     "qemuimg",
     "refuse_interrupted",
@@ -128,4 +133,5 @@ __all__ = [
     "virsh",
     "underneath",
     "virt",
+    "xdg_home",
 ]

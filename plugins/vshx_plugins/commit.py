@@ -27,6 +27,7 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    bitmaps,
     check_merge,
     commands_hook,
     delete_steps,
@@ -163,7 +164,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
     rate = []  # --bandwidth offline: qemu-img commit's own limit, in bytes/s
     if args.bandwidth:
         rate = ["-r", str(args.bandwidth if args.bytes else args.bandwidth * 1024 * 1024)]
-    plan.add(
+    data = plan.add(
         Step(
             f"qemu-img commit: write {top.name}'s view into {base.name}",
             [
@@ -180,6 +181,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
             underneath=underneath.qemu_img_commit(),
         )
     )
+    bitmaps.carry(plan, data, base, chain.between(top, base))
     overlay = chain.above(top)
     if overlay is not None:
         written = preflight.relative_or_absolute(base, overlay, args.keep_relative)

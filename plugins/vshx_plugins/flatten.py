@@ -33,6 +33,7 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    bitmaps,
     checks,
     commands_hook,
     human_size,
@@ -134,7 +135,7 @@ def copy_route(
             plan.intent["pivot"] = True  # what recover finishes if this is interrupted
             plan.add(live_copy_step(session, target, args, to))
             return plan
-        plan.add(
+        data = plan.add(
             Step(
                 f"qemu-img convert: write what the guest sees into {copy.name}",
                 ["qemu-img", "convert", "-q", "-f", preflight.require_format(chain.active)]
@@ -142,6 +143,7 @@ def copy_route(
                 underneath=underneath.convert(),
             )
         )
+        bitmaps.carry(plan, data, copy, chain.layers, new_file=True)
         if target.dom is not None:
             plan.add(commit.switch_step(session, target, chain.active, to, "qcow2"))
         return plan

@@ -126,22 +126,24 @@ def interrupted_rows(
 
 def image_journals() -> list[tuple[str, journal.Entry]]:
     """Interrupted operations on bare images: the state files this user's vshx left."""
-    directory = os.path.dirname(journal.state_file(os.sep))
+    place = journal.state_place()
+    opened = place.directory()
+    if opened is None or opened[0] is None:
+        return []  # no journal was ever written here
     try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return []
+        names = sorted(os.listdir(opened[0]))
+    finally:
+        os.close(opened[0])
     found = []
     for name in names:
         if not name.endswith(".json"):
             continue
         try:
-            with open(os.path.join(directory, name), encoding="utf-8") as handle:
-                entry = journal.Entry(json.load(handle))
-        except (OSError, ValueError):
+            entry = journal.Entry(json.loads(place.read(name) or "{}"))
+        except (OSError, ValueError, UnicodeDecodeError):
             continue  # being replaced right now, or not one of ours
         image = str(entry.get("image", ""))
-        if image and journal.state_file(image) == os.path.join(directory, name):
+        if image and journal.state_name(image) == name:
             found.append((image, entry))
     return found
 
@@ -174,10 +176,10 @@ def cmd_jobs(session: Session, args: Args) -> None:
         for image, entry in image_journals():
             rows += interrupted_rows("-", image, entry, image_files(image))
     if args.json:
-        session.print(json.dumps(rows, indent=2))
+        session.show(json.dumps(rows, indent=2))
         return
     if not rows:
-        session.print("no block jobs and no interrupted vshx operations")
+        session.show("no block jobs and no interrupted vshx operations")
         return
     body = [
         [
@@ -190,10 +192,10 @@ def cmd_jobs(session: Session, args: Args) -> None:
         ]
         for r in rows
     ]
-    session.print(table(body, ["Domain", "Disk", "Job", "Progress", "Ready", "Next"]))
+    session.show(table(body, ["Domain", "Disk", "Job", "Progress", "Ready", "Next"]))
     for r in rows:
         if "journal" in r:
-            session.print(f"{r['disk'] if r['domain'] == '-' else r['domain']}: {r['journal']}")
+            session.show(f"{r['disk'] if r['domain'] == '-' else r['domain']}: {r['journal']}")
 
 
 def recover_will(entry: journal.Entry) -> str:

@@ -22,6 +22,7 @@ from vshx.api import (
     Step,
     Target,
     VshxError,
+    bitmaps,
     check_merge,
     commands_hook,
     follow_up_note,
@@ -116,13 +117,14 @@ def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
             "-b",
             preflight.relative_or_absolute(base, active, args.keep_relative),
         ]
-    plan.add(
+    data = plan.add(
         Step(
             f"safe rebase: copy {', '.join(g.name for g in gone)} into {active.name}, {what}",
             argv + [active.path],
             underneath=underneath.rebase(unsafe=False, flatten=base is None),
         )
     )
+    bitmaps.carry(plan, data, active, gone)
     return plan
 
 

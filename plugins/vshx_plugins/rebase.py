@@ -25,6 +25,7 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    bitmaps,
     canonical,
     chain_of_disk,
     chain_of_image,
@@ -200,7 +201,9 @@ def cmd_rebase(session: Session, args: Args) -> None:
         else:
             stop = new.position if new is not None and new.position > 0 else len(chain.layers)
             plan.add(checks.room_for(image, chain.layers[image.position + 1 : stop]))
-    plan.add(rebase_step(image, new, fmt, args.unsafe, args.keep_relative))
+    data = plan.add(rebase_step(image, new, fmt, args.unsafe, args.keep_relative))
+    below = new.position if new is not None and new.position > 0 else len(chain.layers)
+    bitmaps.carry(plan, data, image, chain.layers[image.position + 1 : below])
     if session.run_plan(plan, args):
         report_after_merge(session, target, args)
 

@@ -27,6 +27,7 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    bitmaps,
     commands_hook,
     human_size,
     load_target,
@@ -90,7 +91,8 @@ def pull_route(session: Session, target: Target, args: Args, run: list[Layer]) -
         argv = ["qemu-img", "rebase", "-f", preflight.require_format(above)]
         argv += ["-F", preflight.require_format(below), "-b"]
         argv += [preflight.relative_or_absolute(below, above, args.keep_relative), above.path]
-        plan.add(Step(f"safe rebase: copy {plan.title[5:]}, onto {below.name}", argv))
+        data = plan.add(Step(f"safe rebase: copy {plan.title[5:]}, onto {below.name}", argv))
+        bitmaps.carry(plan, data, above, run)
         return plan
 
     route = routes.Route(
