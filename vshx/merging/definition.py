@@ -94,3 +94,80 @@ def _update_unless_started(
             )
 
     return action
+
+
+QEMU_IMG_CHANGING = ("commit", "rebase", "convert", "amend", "resize")
+
+
+def after_qemu_img(session: Session, argv: list[str]) -> None:
+    """A ``qemu-img`` line run by hand changed a file a domain's definition names: say so on
+    stderr, and when the definition no longer names the chain the headers form, print the
+    ``virsh update-device`` line that makes it (libvirt starts the domain on its definition)."""
+    import os
+
+    from vshx.plans.plan import printable
+
+    if len(argv) < 3 or argv[1] not in QEMU_IMG_CHANGING:
+        return
+    written = [argv[-2] if argv[1] == "resize" else argv[-1]]  # convert: its output
+    if argv[1] == "commit" and "-b" in argv[2:-1]:
+        written.append(argv[argv.index("-b") + 1])  # the base it writes into
+    touched = {canonical(path) for path in written if os.path.isfile(path)}
+    try:
+        domains = session.conn.listAllDomains(0) if touched else []
+    except libvirt.libvirtError as exc:
+        session.warn(f"cannot look for domains that name these files: {exc.get_error_message()}")
+        return
+    for dom in domains:
+        try:
+            _tell_one(session, dom, touched, argv[1])
+        except libvirt.libvirtError:
+            continue  # undefined while we looked: it names nothing any more
+        except VshxError as exc:
+            session.warn(printable(f"{dom.name()}: {exc.message}"))
+
+
+def _tell_one(session: Session, dom: libvirt.virDomain, touched: set[str], verb: str) -> None:
+    """Warn when one domain's definition names a file ``qemu-img VERB`` changed."""
+    import os
+
+    from vshx.plans.plan import printable
+
+    xml = definition.persistent_xml(dom)
+    for disk in definition.parse(xml):
+        named = {canonical(path) for path in disk.files if path}
+        if not touched & named or not disk.source:
+            continue
+        names = ", ".join(sorted(os.path.basename(p) for p in touched & named))
+        session.warn(
+            printable(
+                f"qemu-img {verb} changed {names}, which the definition of domain "
+                f"{dom.name()} {disk.target} names"
+            )
+        )
+        chain = virt.domain_chain(dom, disk.target, definition=False)
+        running = dom.isActive() == 1
+        if running:
+            session.warn(f"{dom.name()} is running: QEMU may not see what qemu-img wrote")
+            continue
+        why = definition.difference(disk, chain, files_must_exist=True)
+        if why is None:
+            continue
+        session.warn(printable(f"its definition no longer names the headers' chain: {why}"))
+        print_alignment(session, dom, xml, disk, chain)
+
+
+def print_alignment(
+    session: Session,
+    dom: libvirt.virDomain,
+    xml: str,
+    disk: definition.Defined,
+    chain: Chain,
+) -> None:
+    """On stderr: the virsh line that makes a persistent definition name the headers' chain."""
+    from vshx.plans.plan import shell_line, with_heredoc
+
+    line = shell_line(virsh(session.uri, "update-device", dom.name(), "/dev/stdin", "--config"))
+    fixed = definition.disk_xml(xml, disk.target, _layers(chain), disk.pinned)
+    print("hint: if the headers are right, make the definition name their chain:", file=session.err)
+    print(with_heredoc(line, fixed), file=session.err)

@@ -128,6 +128,12 @@ def report_definition(session: Session, dom: libvirt.virDomain, chains: list[Cha
             session.warn(printable(exc.message))
             if exc.hint:
                 print(f"hint: {printable(exc.hint)}", file=session.err)
+            xml = definition.persistent_xml(dom)
+            defined = definition.find(xml, chain.disk or "")
+            if not chain.live and defined is not None:
+                from vshx.merging.definition import print_alignment
+
+                print_alignment(session, dom, xml, defined, chain)
 
 
 def report_unfinished(session: Session, dom: libvirt.virDomain, live_disks: list[str]) -> None:

@@ -165,7 +165,12 @@ def run_program(session: Session, argv: list[str]) -> int:
 
         session.print(with_heredoc(shell_line(argv), session.stdin_text))
         return 0
-    return _run(session, [binary, *argv[1:]], changes=True)
+    status = _run(session, [binary, *argv[1:]], changes=True)
+    if argv[0] == "qemu-img" and status == 0:
+        from vshx.merging.definition import after_qemu_img
+
+        after_qemu_img(session, argv)
+    return status
 
 
 def _run(session: Session, argv: list[str], changes: bool) -> int:

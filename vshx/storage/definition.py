@@ -160,10 +160,9 @@ def align_hint(domain: str, disk: str, live: bool) -> str:
         )
     return (
         f"libvirt starts {domain} on its definition. If the headers are right (layers merged "
-        f"by hand), make the definition follow them: virsh edit {domain}, remove the "
-        f"<backingStore> of {disk} (libvirt then reads the headers). If the definition is "
-        "right, point each header back at the file it names: qemu-img rebase -u -F FMT -b "
-        "BELOW LAYER"
+        f"by hand), make the definition name their chain: vshx chain {domain} {disk} prints "
+        "the virsh update-device line. If the definition is right, point each header back at "
+        "the file it names: qemu-img rebase -u -F FMT -b BELOW LAYER"
     )
 
 
