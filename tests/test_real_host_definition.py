@@ -292,3 +292,37 @@ def test_a_memory_snapshot_refuses_a_merge_into_its_moment(tmp_path):
         started_on_its_chain(lab, tmp_path, view)
     finally:
         destroy_lab(lab)
+
+
+def test_recover_brings_a_definition_left_behind_by_an_interrupted_plan_in_line(tmp_path):
+    lab = snapshot_lab(tmp_path)
+    try:
+        view = offline_view(lab, tmp_path)
+        plan = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--dry-run")
+        assert plan.returncode == 0, plan.stderr
+        # the qemu-img steps ran, then vshx was killed before the definition's step
+        head = plan.stdout[: plan.stdout.index("# step 4:")]
+        ran = subprocess.run(["sh", "-e"], input=head, capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
+        entry = (
+            f"<journal plan='commit' step='3' steps='4' what='point sn4.qcow2 at sn1.qcow2' "
+            f"disk='vda' image='{lab.layer('sn4')}' pivot='no' pid='999999' time='0'/>"
+        )
+        virsh(
+            "metadata",
+            lab.name,
+            "--uri",
+            "https://vshx.invalid/journal",
+            "--key",
+            "vshx",
+            "--set",
+            entry,
+            "--config",
+        )
+        refused = run_vshx("pull", lab.name, "vda", "--base", "base")
+        assert refused.returncode == 1 and "did not finish" in refused.stderr
+        proc = run_vshx("recover", lab.name, "vda")
+        assert proc.returncode == 0, proc.stderr
+        assert started_on_its_chain(lab, tmp_path, view) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+    finally:
+        destroy_lab(lab)

@@ -51,8 +51,11 @@ def load_target(
         )
     else:
         dom = virt.lookup_domain(session.conn, domain_or_image)
-        # recover brings a definition left behind by an interrupted plan in line itself
-        target = Target(chain_of_disk(session, dom, disk, definition=not journal_ok), dom)
+        try:  # recover brings a definition left behind by an interrupted plan in line itself
+            target = Target(chain_of_disk(session, dom, disk, definition=not journal_ok), dom)
+        except VshxError:  # an interrupted plan explains a definition left behind: say that
+            refuse_interrupted(Target(chain_of_disk(session, dom, disk, definition=False), dom))
+            raise
     if not journal_ok:
         refuse_interrupted(target)
     return target
