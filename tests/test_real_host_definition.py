@@ -139,6 +139,13 @@ CASES = [
         ["shorten", "{d}", "vda", "--drop", "sn2", "--drop", "sn3"],
         ["sn4", "sn1", "base"],
     ),
+    ("flatten-pull", ["flatten", "{d}", "vda", "--route", "pull"], ["sn4"]),
+    ("flatten-commit", ["flatten", "{d}", "vda", "--route", "commit"], ["base"]),
+    (
+        "rebase-domain",
+        ["rebase", "--domain", "{d}", "--path", "vda", "--top", "sn4", "--backing", "sn1"],
+        ["sn4", "sn1", "base"],
+    ),
 ]
 
 
