@@ -333,3 +333,25 @@ def test_recover_brings_a_definition_left_behind_by_an_interrupted_plan_in_line(
         assert started_on_its_chain(lab, tmp_path, view) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
     finally:
         destroy_lab(lab)
+
+
+def test_a_file_the_definition_still_names_is_not_deleted(tmp_path):
+    lab = snapshot_lab(tmp_path)
+    try:
+        view = offline_view(lab, tmp_path)
+        plan = run_vshx(
+            "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--delete", "--dry-run"
+        ).stdout
+        start = plan.index("# step 4: make the persistent definition")
+        end = plan.index("VSHX_EOF\n", plan.index("<<'VSHX_EOF'", start)) + len("VSHX_EOF\n")
+        without = plan[:start] + plan[end:]  # the definition's step left out by hand
+        proc = run_vshx("-f", "-", stdin=without)
+        assert proc.returncode == 1
+        assert "not deleting" in proc.stderr and "sn3.qcow2" in proc.stderr, proc.stderr
+        assert lab.layer("sn3").exists() and lab.layer("sn2").exists()
+        assert inactive_chain(lab.name)[:2] == ["sn4.qcow2", "sn3.qcow2"]
+        virsh("start", lab.name)  # the old definition still finds every file it names
+        lab.running = True
+        assert lab.guest_hash(tmp_path) == view
+    finally:
+        destroy_lab(lab)
