@@ -29,6 +29,8 @@ from vshx.merging.common import (
     offline_domain_note,
     report_after_merge,
 )
+from vshx.merging.definition import steps as definition_steps
+from vshx.merging.savedstate import refuse_saved_state
 from vshx.merging.target import (
     Target,
     chain_of_disk,
@@ -106,7 +108,9 @@ __all__ = [
     "commands_hook",
     "comment",
     "comments",
+    "definition_steps",
     "delete_steps",
+    "refuse_saved_state",
     "follow_up_note",
     "hookimpl",
     "human_size",

@@ -29,6 +29,7 @@ from vshx.api import (
     UsageError,
     VshxError,
     commands_hook,
+    definition_steps,
     image_chain,
     journal,
     libvirt,
@@ -320,6 +321,10 @@ def cmd_recover(session: Session, args: Args) -> None:
             plan.add(job_step(session, dom, chain.disk or "", jobs[0], args))
     elif entry is not None and str(entry.get("what", "")).startswith(("qemu-img", "point")):
         plan.steps += leak_repair_steps([layer.path for layer in chain.layers])
+    if entry is not None and dom is not None and not dom.isActive():
+        headers = Plan("the chain its headers form", target=target)  # as far as the plan got
+        headers.before = headers.after = chain
+        plan.steps += definition_steps(session, target, headers)
     if entry is not None:
         plan.notes.append(f"interrupted: {entry.describe()}")
         if dom is not None:

@@ -25,6 +25,7 @@ from vshx.api import (
     bitmaps,
     check_merge,
     commands_hook,
+    definition_steps,
     follow_up_note,
     human_size,
     job_flags_argv,
@@ -148,6 +149,7 @@ def cmd_pull(session: Session, args: Args) -> None:
     follow_up_note(plan, target)
     plan.before = target.chain
     plan.after = target.chain.without(gone)
+    plan.steps += definition_steps(session, target, plan)
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)
 

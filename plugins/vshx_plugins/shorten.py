@@ -29,9 +29,11 @@ from vshx.api import (
     VshxError,
     bitmaps,
     commands_hook,
+    definition_steps,
     human_size,
     load_target,
     preflight,
+    refuse_saved_state,
     report_after_merge,
     routes,
 )
@@ -46,6 +48,14 @@ def contiguous_runs(chain: Chain, drops: list[Layer]) -> list[list[Layer]]:
             found[-1].append(layer)
         else:
             found.append([layer])
+    return found
+
+
+def neighbours(chain: Chain, drops: list[Layer]) -> list[Layer]:
+    """The layers next to each run of dropped ones: one of them receives the run's data."""
+    found = []
+    for run in contiguous_runs(chain, drops):
+        found += [x for x in (chain.above(run[0]), chain.below(run[-1])) if x is not None]
     return found
 
 
@@ -125,6 +135,7 @@ def cmd_shorten(session: Session, args: Args) -> None:
                 f"{chain.disk or ''}".rstrip(),
             )
     preflight.refuse_unsafe_start(session, target, args)
+    refuse_saved_state(target, [*drops, *neighbours(chain, drops)])
     args.update(active=False, pivot=False, keep_overlay=False)  # what the builders read
     names = ", ".join(layer.name for layer in sorted(drops, key=lambda x: x.position))
     plan = Plan(
@@ -142,6 +153,7 @@ def cmd_shorten(session: Session, args: Args) -> None:
         plan.notes.append(f"moves {human_size(chosen.moves)}: {chosen.summary}")
         plan.steps += chosen.first_steps() + chosen.build().steps
     plan.before, plan.after = chain, chain.without(drops)
+    plan.steps += definition_steps(session, target, plan)
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)
 

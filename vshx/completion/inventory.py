@@ -174,7 +174,7 @@ class Inventory:
             if key not in self._chains:
                 from vshx.storage import virt
 
-                self._chains[key] = virt.domain_chain(self._dom(domain), disk)
+                self._chains[key] = virt.domain_chain(self._dom(domain), disk, definition=False)
                 self._save_snapshot()
             return self._chains[key]
 

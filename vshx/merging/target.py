@@ -51,7 +51,11 @@ def load_target(
         )
     else:
         dom = virt.lookup_domain(session.conn, domain_or_image)
-        target = Target(chain_of_disk(session, dom, disk), dom)
+        try:  # recover brings a definition left behind by an interrupted plan in line itself
+            target = Target(chain_of_disk(session, dom, disk, definition=not journal_ok), dom)
+        except VshxError:  # an interrupted plan explains a definition left behind: say that
+            refuse_interrupted(Target(chain_of_disk(session, dom, disk, definition=False), dom))
+            raise
     if not journal_ok:
         refuse_interrupted(target)
     return target
@@ -64,14 +68,17 @@ def prediction_key(chain: Chain) -> str:
     return chain.active.canonical
 
 
-def chain_of_disk(session: Session, dom: libvirt.virDomain, disk: str) -> Chain:
-    """The disk's chain: as it is, or as the earlier lines of a batch --dry-run leave it."""
+def chain_of_disk(
+    session: Session, dom: libvirt.virDomain, disk: str, *, definition: bool = True
+) -> Chain:
+    """The disk's chain: as it is, or as the earlier lines of a batch --dry-run leave it;
+    ``definition``: refuse one whose definition names other files (virt.domain_chain)."""
     if session.dry_run and session.predicted:
         key = prediction_key(Chain([], dom.name(), virt.find_disk(dom, disk).target))
         predicted = session.predicted.get(key)
         if predicted is not None:
             return predicted
-    return virt.domain_chain(dom, disk)
+    return virt.domain_chain(dom, disk, definition=definition)
 
 
 def chain_of_image(session: Session, path: str) -> Chain:

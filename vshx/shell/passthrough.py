@@ -123,7 +123,12 @@ def run_program(session: Session, argv: list[str]) -> int:
         if argv[0] == "qemu-img" and qemu_img_reads(argv[1:]):
             return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True)
         return 0  # printed, never run
-    return _run(session, [binary, *argv[1:]], changes=True)
+    status = _run(session, [binary, *argv[1:]], changes=True)
+    if argv[0] == "qemu-img" and status == 0:
+        from vshx.merging.definition import after_qemu_img
+
+        after_qemu_img(session, argv)
+    return status
 
 
 def _run(session: Session, argv: list[str], changes: bool, output_to_err: bool = False) -> int:
