@@ -296,3 +296,27 @@ def procs_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_qemu_img_is_found_by_the_file_it_names_under_any_name(tmp_path: Path):
+    from vshx.storage import procs
+
+    base, top = bare_chain(tmp_path, ["base", "top"])
+    qemu_io(top, "write -P 0x22 0 4M")
+    (tmp_path / "work").mkdir()
+    os.link(top, tmp_path / "work" / "linked.qcow2")  # another name, a relative path
+    slow = subprocess.Popen(
+        ["qemu-img", "commit", "-q", "-r", "65536", "linked.qcow2"],
+        cwd=tmp_path / "work",
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: bool(procs.at_work_on([str(top)])), "qemu-img to be seen")
+        (found,) = procs.at_work_on([str(top)])
+        assert found.pid == slow.pid and found.parent is None  # not started by a vshx
+        assert procs.still_running(found)
+        assert procs.at_work_on([str(tmp_path / "unrelated.qcow2")]) == []
+    finally:
+        slow.kill()
+        slow.wait()
+    assert not procs.still_running(found)

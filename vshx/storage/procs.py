@@ -86,17 +86,19 @@ def _parent(pid: int) -> int | None:
 
 
 def _names_one_of(pid: int, argv: list[str], wanted: set[tuple[int, int]]) -> bool:
-    cwd: str | None = None
-    for arg in argv[1:]:
-        if not arg or arg.startswith("-"):
-            continue
-        if not arg.startswith("/"):
-            if cwd is None:
-                cwd = os.readlink(f"/proc/{pid}/cwd")
-            arg = os.path.join(cwd, arg)
-        if identities([arg]) & wanted:
-            return True
-    return False
+    """True when a word of ``argv`` is one of the files: absolute paths first, then relative
+    ones from the process's directory (when it may be read: another user's may not)."""
+    words = [w for w in argv[1:] if w and not w.startswith("-")]
+    if identities(w for w in words if w.startswith("/")) & wanted:
+        return True
+    relative = [w for w in words if not w.startswith("/")]
+    if not relative:
+        return False
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return bool(identities(os.path.join(cwd, w) for w in relative) & wanted)
 
 
 def at_work_on(paths: Iterable[str]) -> list[Worker]:
