@@ -231,12 +231,17 @@ def test_orphaned_qemu_img_is_listed_and_waited_for_by_recover(tmp_path: Path):
             text=True,
         )
         wait_until(lambda: qemu_img_commit_on(lab.dir) is not None, "qemu-img commit to start")
-        vshx.kill()  # kill -9: its qemu-img child goes on writing sn1
-        vshx.communicate()
         worker = qemu_img_commit_on(lab.dir)
-        assert worker is not None, "qemu-img ended with vshx; nothing to test"
+        assert worker is not None
         os.kill(worker, signal.SIGSTOP)  # keeps it running, however slow this machine is
         stopped = worker
+        busy = run_vshx("recover", lab.name, "vda")  # its vshx still runs: hands off
+        assert busy.returncode == 1, busy.stderr
+        assert f"error: another vshx (pid {vshx.pid}) is running commit" in busy.stderr
+        assert f"kill {vshx.pid}" in busy.stderr
+        vshx.kill()  # kill -9: its qemu-img child goes on writing sn1
+        vshx.communicate()
+        assert qemu_img_commit_on(lab.dir) == worker
 
         listed = run_vshx("jobs", lab.name, "--json")
         assert listed.returncode == 0, listed.stderr

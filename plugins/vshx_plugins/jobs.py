@@ -313,6 +313,12 @@ def cmd_recover(session: Session, args: Args) -> None:
     files = [layer.path for layer in chain.layers]
     if dom is not None:
         files += disk_files(dom, chain.disk or "")
+    if entry is not None and entry.still_running():
+        raise VshxError(
+            entry.describe(),
+            f"nothing was changed: let it finish (vshx jobs shows it), or stop it (kill "
+            f"{entry.get('pid')}) and then run vshx recover {where}",
+        )
     refuse_while_at_work(session, args, files, where)
     plan = Plan(f"recover {where}")
     if dom is not None and dom.isActive():
