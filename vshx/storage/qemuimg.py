@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Sequence
 from typing import Any
@@ -60,8 +61,6 @@ def no_space(argv: Sequence[str]) -> NoSpace:
     """What an out-of-space qemu-img step wrote, and the state it leaves (as qemu-img leaves it:
     ``commit -b`` keeps TOP whole, ``rebase`` switches the backing file only once its copy is
     done)."""
-    import os
-
     tool = argv[0] if argv else "qemu-img"
     verb = argv[1] if len(argv) > 1 and not argv[1].startswith("-") else ""  # qemu-io has none
     last = argv[-1] if argv else "?"
