@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,20 +42,53 @@ def load_target(
 ) -> Target:
     """Resolve DOMAIN DISK (or a bare IMAGE) to its chain; a bare image may not be in use.
 
-    An interrupted earlier operation on it is refused (``recover`` passes ``journal_ok``).
+    A command that will change the chain (not ``--dry-run``) first takes the chain's lock
+    (plans/lock.py), then reads the chain and the journal again under it, so two vshx never
+    plan on one chain at once.  An interrupted earlier operation on it is refused
+    (``recover`` passes ``journal_ok``).
     """
-    if disk is None and names_an_image(domain_or_image):
-        target = Target(chain_of_image(session, domain_or_image))
-    elif disk is None:
-        raise VshxError(
-            f"which disk of {domain_or_image!r}?", f"give the disk too, e.g. {domain_or_image} vda"
-        )
-    else:
-        dom = virt.lookup_domain(session.conn, domain_or_image)
-        target = Target(chain_of_disk(session, dom, disk), dom)
+    target = _resolve(session, domain_or_image, disk)
+    if _will_change(session):
+        from vshx.plans import lock
+        from vshx.storage.identity import identity
+
+        locked = lock.take(target.chain.active.path, _command_line(session))
+        target = _resolve(session, domain_or_image, disk)  # the check under the lock
+        if identity(target.chain.active.path) != locked:
+            raise VshxError(
+                f"the chain of {domain_or_image} changed while vshx was taking its lock",
+                "another program changed it; look at it (vshx chain) and run the command again",
+            )
     if not journal_ok:
         refuse_interrupted(target)
     return target
+
+
+def _resolve(session: Session, domain_or_image: str, disk: str | None) -> Target:
+    if disk is None and names_an_image(domain_or_image):
+        return Target(chain_of_image(session, domain_or_image))
+    if disk is None:
+        raise VshxError(
+            f"which disk of {domain_or_image!r}?", f"give the disk too, e.g. {domain_or_image} vda"
+        )
+    dom = virt.lookup_domain(session.conn, domain_or_image)
+    return Target(chain_of_disk(session, dom, disk), dom)
+
+
+def _will_change(session: Session) -> bool:
+    """A real run on this host's files (a dry run prints only; a remote URI's images are not
+    here, and libvirt allows one block job per disk there)."""
+    args = session.args
+    dry_run = session.dry_run or bool(args is not None and args.get("dry_run"))
+    return not dry_run and session.is_local
+
+
+def _command_line(session: Session) -> str:
+    """What this vshx is doing, for the message of a vshx that finds the chain locked."""
+    import shlex
+
+    words = getattr(session, "words", None)
+    return shlex.join(["vshx", *words]) if words else shlex.join(["vshx", *sys.argv[1:]])
 
 
 def prediction_key(chain: Chain) -> str:
