@@ -58,6 +58,10 @@ def _readable(disk: DiskSource) -> bool:
     return bool(disk.source) and os.path.isabs(disk.source or "")
 
 
+def _device(path: str) -> bool:
+    return os.path.exists(path) and not os.path.isfile(path)
+
+
 def _chain_files(path: str) -> list[str]:
     from vshx.storage.qcow2 import chain_files
 
@@ -92,12 +96,14 @@ class UsageIndex:
         self.mine = {self._key(f) for layer in ours.layers for f in _image_files(layer.path)}
         self.domains: list[tuple[str, set[FileKey]]] = []
         self.sources: set[FileKey] = set()  # domain disk sources, not to be named twice as images
-        directories = {os.path.dirname(layer.canonical) for layer in ours.layers}
+        directories = {
+            os.path.dirname(layer.canonical) for layer in ours.layers if not _device(layer.path)
+        }
         for dom, disks in virt.domains_with_disks(session.conn):
             for disk in disks:
                 if not disk.source:
                     continue
-                if _readable(disk):
+                if _readable(disk) and not _device(disk.source):  # images, not /dev
                     directories.add(os.path.dirname(canonical(disk.source)))
                 if dom.name() == ours.domain and disk.target == ours.disk:
                     continue
@@ -172,15 +178,15 @@ class UsageIndex:
 
 
 def _qcow2_file(path: str) -> bool:
-    """A regular file or block device with a qcow2 header; one that cannot be read refuses."""
-    from stat import S_ISBLK, S_ISREG
+    """A regular file with a qcow2 header; one that cannot be read refuses."""
+    from stat import S_ISREG
 
     from vshx.storage.qcow2 import MAGIC
 
     try:
         mode = os.stat(path).st_mode
-        if not (S_ISREG(mode) or S_ISBLK(mode)):
-            return False  # a directory, socket or FIFO (opening a FIFO would hang)
+        if not S_ISREG(mode):
+            return False  # a directory, device, socket or FIFO (opening a FIFO would hang)
         with open(path, "rb") as handle:
             return handle.read(4) == MAGIC
     except (FileNotFoundError, NotADirectoryError):
