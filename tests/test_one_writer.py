@@ -85,8 +85,11 @@ def race(first: Racer, second: Racer) -> tuple[Racer, Racer, bool]:
     assert codes == [0, 1], (first.err, second.err)
     winner, loser = (first, second) if first.proc.returncode == 0 else (second, first)
     assert loser.err.startswith("error: ") and "Traceback" not in loser.err, loser.err
-    if "another vshx is changing this chain" in loser.err:
-        named = f"pid {winner.proc.pid}, user {winner.user}, running: {winner.command}"
+    if "it holds the lock on this chain" in loser.err:
+        named = (
+            f"another vshx (pid {winner.proc.pid}) is running: {winner.command} "
+            f"(user {winner.user})"
+        )
         assert named in loser.err, (named, loser.err)
         assert "hint: wait until it has finished" in loser.err
         return winner, loser, True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from vshx.storage.paths import names_an_image
 
 if TYPE_CHECKING:
     from vshx.shell.session import Session
+    from vshx.storage.identity import FileKey
 
 
 @dataclass
@@ -43,17 +45,32 @@ def load_target(
     """Resolve DOMAIN DISK (or a bare IMAGE) to its chain; a bare image may not be in use.
 
     A command that will change the chain (not ``--dry-run``) first takes the chain's lock
-    (plans/lock.py), then reads the chain and the journal again under it, so two vshx never
-    plan on one chain at once.  An interrupted earlier operation on it is refused
-    (``recover`` passes ``journal_ok``).
+    (plans/lock.py) and only then reads the chain and the journal, so two vshx never plan on
+    one chain at once and every check below runs under the lock.  An interrupted earlier
+    operation on it is refused (``recover`` passes ``journal_ok``).
     """
-    target = _resolve(session, domain_or_image, disk)
+    image = disk is None and names_an_image(domain_or_image)
+    if disk is None and not image:
+        raise VshxError(
+            f"which disk of {domain_or_image!r}?", f"give the disk too, e.g. {domain_or_image} vda"
+        )
+    dom = None if image else virt.lookup_domain(session.conn, domain_or_image)
+    locked = None
     if _will_change(session):
-        from vshx.plans import lock
+        active = domain_or_image if dom is None else virt.find_disk(dom, disk or "").source
+        if active and os.path.exists(active):
+            locked = _lock(session, active)
+    target = Target(
+        chain_of_image(session, domain_or_image)
+        if dom is None
+        else chain_of_disk(session, dom, disk or ""),
+        dom,
+    )
+    if _will_change(session):
         from vshx.storage.identity import identity
 
-        locked = lock.take(target.chain.active.path, _command_line(session))
-        target = _resolve(session, domain_or_image, disk)  # the check under the lock
+        if locked is None:  # the source named no file vshx could see before the chain read
+            locked = _lock(session, target.chain.active.path)
         if identity(target.chain.active.path) != locked:
             raise VshxError(
                 f"the chain of {domain_or_image} changed while vshx was taking its lock",
@@ -64,15 +81,10 @@ def load_target(
     return target
 
 
-def _resolve(session: Session, domain_or_image: str, disk: str | None) -> Target:
-    if disk is None and names_an_image(domain_or_image):
-        return Target(chain_of_image(session, domain_or_image))
-    if disk is None:
-        raise VshxError(
-            f"which disk of {domain_or_image!r}?", f"give the disk too, e.g. {domain_or_image} vda"
-        )
-    dom = virt.lookup_domain(session.conn, domain_or_image)
-    return Target(chain_of_disk(session, dom, disk), dom)
+def _lock(session: Session, active: str) -> FileKey:
+    from vshx.plans import lock
+
+    return lock.take(active, _command_line(session))
 
 
 def _will_change(session: Session) -> bool:

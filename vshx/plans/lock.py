@@ -85,12 +85,14 @@ def _holder(fd: int) -> str:
     the holder may be between its lock and its note)."""
     for _ in range(100):
         try:
-            raw = os.pread(fd, MAX_SIZE, 0)
-            note = json.loads(raw.decode("utf-8", "replace"))
-            return f"pid {int(note['pid'])}, user {note['user']!s}, running: {note['command']!s}"
+            note = json.loads(os.pread(fd, MAX_SIZE, 0).decode("utf-8", "replace"))
+            return (
+                f"another vshx (pid {int(note['pid'])}) is running: {note['command']!s} "
+                f"(user {note['user']!s})"
+            )
         except (OSError, ValueError, KeyError, TypeError):
             time.sleep(0.01)
-    return "pid unknown (it wrote no note)"
+    return "another vshx (pid unknown: it wrote no note) is running"
 
 
 def _open(path: str) -> tuple[int, bool]:
@@ -141,7 +143,7 @@ def take(image: str, command: str) -> FileKey:
             holder = _holder(fd)
             os.close(fd)
             raise VshxError(
-                f"another vshx is changing this chain ({image}): {holder}",
+                f"{holder}; it holds the lock on this chain ({image})",
                 "wait until it has finished, then run the command again (see: vshx jobs)",
             ) from None
         except OSError as exc:
