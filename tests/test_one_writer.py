@@ -25,11 +25,14 @@ from conftest import (
     URI,
     chain_files,
     destroy_lab,
+    file_state,
     guest_hash,
     make_lab,
+    make_overlay,
     qemu_check,
     run_vshx,
     virsh,
+    wait_for_block_job,
 )
 
 pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
@@ -241,3 +244,55 @@ def test_root_and_a_second_user_race_on_one_image(second_user: User, tmp_path: P
         check_after(directory, winner, seen, tmp_path, deleted=False)
     print(f"{met} of {runs} losers met the winner's lock; the rest came after it")
     assert met >= runs // 2
+
+
+def test_rm_looks_again_right_before_unlinking(tmp_path: Path):
+    """A user of a merged-away file that appears after planning (here: an overlay made on
+    sn3 while the commit's block job runs) keeps that file: the rm step asks again."""
+    lab = make_lab(tmp_path, fill=16)
+    try:
+        before = lab.guest_hash(tmp_path)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vshx", "-c", URI, "commit", lab.name, "vda", *DEEP]
+            + ["--delete", "--bandwidth", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for_block_job(lab, "Block Commit", proc)
+        late = lab.dir / "late user.qcow2"
+        make_overlay(late, "sn3.qcow2")
+        virsh("blockjob", lab.name, "vda", "--bandwidth", "0")
+        _out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 1, err
+        assert (
+            f"not deleting {lab.layer('sn3')}" in err or f"not deleting {lab.layer('sn2')}" in err
+        )
+        assert f"still used by image {late}" in err and "Traceback" not in err
+        assert lab.layer("sn2").exists() and lab.layer("sn3").exists()
+        assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+        assert lab.guest_hash(tmp_path) == before
+        assert chain_files(late) == ["late user.qcow2", "sn3.qcow2", "sn2.qcow2", "sn1.qcow2"] + [
+            "base.qcow2"
+        ]
+        qemu_check(late)
+        recover = run_vshx("recover", lab.name, "vda")
+        assert recover.returncode == 0 and "nothing to do" in recover.stdout, recover.stderr
+    finally:
+        destroy_lab(lab)
+
+
+def test_no_lock_no_change_where_the_lock_file_cannot_be_made(second_user: User):
+    """Images the user may write in a directory it may not: vshx refuses (fail closed)."""
+    directory = second_user.home / "root-owned"
+    directory.mkdir()
+    build_chain(directory)
+    for path in directory.iterdir():
+        os.chown(path, second_user.uid, second_user.gid)
+    before = file_state(directory)
+    racer = start(["commit", str(directory / "sn4.qcow2"), *DEEP], "test:///default", second_user)
+    _out, err = racer.proc.communicate()
+    assert racer.proc.returncode == 1, err
+    assert err.startswith("error: cannot take vshx's lock") and "Permission denied" in err
+    assert "hint: vshx keeps its lock beside the images" in err
+    assert file_state(directory) == before
