@@ -157,8 +157,10 @@ def test_quote_candidate_keeps_directories_open():
     assert quote_candidate("$(x)") == "'$(x)'"
 
 
-def test_shell_snapshot_round_trips_even_an_empty_host(tmp_path):
+def test_shell_snapshot_round_trips_even_an_empty_host(tmp_path, monkeypatch):
     from vshx.completion.inventory import Inventory
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
 
     calls = []
 
@@ -167,7 +169,7 @@ def test_shell_snapshot_round_trips_even_an_empty_host(tmp_path):
             calls.append(flags)
             return []
 
-    path = str(tmp_path / "inventory.json")
+    path = "inventory.json"  # a name in vshx's cache directory
     assert Inventory(lambda: NoDomains(), persist=path).domains() == []
     assert Inventory(lambda: NoDomains(), persist=path).domains() == []
     assert len(calls) == 1, "the second process must answer from the snapshot"

@@ -169,7 +169,9 @@ def test_repl_session_tab_completes_a_domain_and_a_layer(lab: Lab, tmp_path, mon
     assert f"virsh -c {URI} blockcommit {lab.name} vda --base" in out.getvalue()
 
 
-def test_completion_entry_point_does_not_import_prompt_toolkit_or_libvirt_needlessly():
+def test_completion_entry_point_does_not_import_prompt_toolkit_or_libvirt_needlessly(tmp_path):
+    # an empty cache of its own (with a cached inventory, domains need no libvirt at all) and a
+    # deadline that a loaded machine cannot miss: this tests imports, not speed
     code = (
         "import sys, io, contextlib\n"
         "from vshx.frontends.cli import main\n"
@@ -186,7 +188,12 @@ def test_completion_entry_point_does_not_import_prompt_toolkit_or_libvirt_needle
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        env=dict(os.environ, LIBVIRT_DEFAULT_URI=URI),
+        env=dict(
+            os.environ,
+            LIBVIRT_DEFAULT_URI=URI,
+            XDG_CACHE_HOME=str(tmp_path),
+            VSHX_COMPLETE_DEADLINE="30",
+        ),
     )
     lines = proc.stdout.splitlines()
     assert lines == ["['commit']", "False False", "False True"], proc.stderr

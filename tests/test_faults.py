@@ -165,7 +165,7 @@ def test_frozen_daemon_is_an_error_within_seconds_not_a_hang(lab: Lab, tmp_path:
         shown = subprocess.run(
             [*VSHX, "chain", lab.name, "vda"], capture_output=True, text=True, timeout=60
         )
-        env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+        env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path), VSHX_COMPLETE_DEADLINE="0.3")
         completed = subprocess.run(
             [*VSHX, "complete", "--", f"chain {lab.name[:4]}"],
             capture_output=True,

@@ -14,7 +14,7 @@ libvirt itself, imported on first use.
 from typing import TYPE_CHECKING, Any
 
 from vshx.errors import UsageError, VshxError
-from vshx.merging import checks, preflight, routes
+from vshx.merging import bitmaps, checks, preflight, routes
 from vshx.merging.common import (
     BANDWIDTH,
     BASE,
@@ -29,6 +29,8 @@ from vshx.merging.common import (
     offline_domain_note,
     report_after_merge,
 )
+from vshx.merging.definition import steps as definition_steps
+from vshx.merging.savedstate import refuse_saved_state
 from vshx.merging.target import (
     Target,
     chain_of_disk,
@@ -40,7 +42,7 @@ from vshx.plans import journal, underneath
 from vshx.plans.plan import Plan, Step, virsh
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
 from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
-from vshx.shell.render import render_chain, table
+from vshx.shell.render import comment, comments, printable, render_chain, table
 from vshx.shell.session import Session
 from vshx.shell.spec import Args, Command, Opt, non_negative_int
 from vshx.storage import qemuimg, snapshots, virt
@@ -54,6 +56,7 @@ from vshx.storage.snapshots import (
     domain_snapshots,
     stale_reason,
 )
+from vshx.storage.statefiles import xdg_home
 
 if TYPE_CHECKING:
     from vshx.merging import verify
@@ -77,6 +80,7 @@ __all__ = [
     "current_chain_files",
     "SnapshotInfo",
     "BANDWIDTH",
+    "bitmaps",
     "BASE",
     "DISK",
     "DOMAIN",
@@ -103,7 +107,11 @@ __all__ = [
     "check_merge",
     "checks",
     "commands_hook",
+    "comment",
+    "comments",
+    "definition_steps",
     "delete_steps",
+    "refuse_saved_state",
     "follow_up_note",
     "hookimpl",
     "human_size",
@@ -118,6 +126,7 @@ __all__ = [
     "non_negative_int",
     "offline_domain_note",
     "preflight",
+    "printable",
     "qemuimg",
     "refuse_interrupted",
     "render_chain",
@@ -129,4 +138,5 @@ __all__ = [
     "virsh",
     "underneath",
     "virt",
+    "xdg_home",
 ]

@@ -7,9 +7,6 @@ Shut-off domain or bare image: ``qemu-img commit -b BASE TOP`` and then an unsaf
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-
 from vshx.api import (
     BASE,
     DISK,
@@ -27,8 +24,10 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    bitmaps,
     check_merge,
     commands_hook,
+    definition_steps,
     delete_steps,
     follow_up_note,
     human_size,
@@ -42,7 +41,6 @@ from vshx.api import (
     routes,
     underneath,
     virsh,
-    virt,
 )
 
 
@@ -126,31 +124,6 @@ def live_plan(session: Session, target: Target, args: Args, top: Layer, base: La
     return plan
 
 
-def disk_xml(dom: libvirt.virDomain, disk: str, path: str, fmt: str) -> str:
-    """The domain's <disk> element with its source switched to the image ``path``."""
-    import xml.etree.ElementTree as ET
-
-    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-    for node in root.findall("./devices/disk"):
-        target = node.find("target")
-        if target is None or target.get("dev") != disk:
-            continue
-        for child in list(node):
-            if child.tag in ("backingStore", "alias"):
-                node.remove(child)
-        src = node.find("source")
-        if src is not None:
-            src.attrib.clear()
-            src.set("file", path)
-        driver = node.find("driver")
-        if driver is not None:
-            driver.set("type", fmt)
-        node.tail = None
-        ET.indent(node)
-        return ET.tostring(node, encoding="unicode").strip() + "\n"
-    raise VshxError(f"disk {disk} not in the persistent definition of {dom.name()}")
-
-
 def offline_plan(session: Session, target: Target, args: Args, top: Layer, base: Layer) -> Plan:
     chain = target.chain
     plan = Plan(
@@ -160,7 +133,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
         target=target,
     )
     offline_domain_note(plan, target)
-    plan.add(
+    data = plan.add(
         Step(
             f"qemu-img commit: write {top.name}'s view into {base.name}",
             [
@@ -176,6 +149,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
             underneath=underneath.qemu_img_commit(),
         )
     )
+    bitmaps.carry(plan, data, base, chain.between(top, base))
     overlay = chain.above(top)
     if overlay is not None:
         written = preflight.relative_or_absolute(base, overlay, args.keep_relative)
@@ -203,44 +177,8 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
             "--keep-overlay: like libvirt's, the chain stays as it is; the base now also holds "
             "the overlay's data"
         )
-    elif target.dom is not None:  # active commit offline, pivot: the disk now uses BASE
-        plan.add(switch_step(session, target, top, base.path, base.format))
+    # active commit offline, pivot: definition_steps switches the disk to BASE
     return plan
-
-
-def switch_step(session: Session, target: Target, top: Layer, path: str, fmt: str) -> Step:
-    """Point the shut-off domain's disk at the image ``path`` in its persistent definition."""
-    assert target.dom is not None
-    dom, disk = target.dom, target.chain.disk or ""
-    xml = disk_xml(dom, disk, path, fmt)
-    return Step(
-        f"switch {dom.name()} {disk} to {os.path.basename(path)} in the persistent definition",
-        virsh(session.uri, "update-device", dom.name(), "/dev/stdin", "--config"),
-        action=switch_unless_started(
-            dom, disk, xml, disk_xml(dom, disk, top.path, top.format), top
-        ),
-        stdin=xml,
-    )
-
-
-def switch_unless_started(
-    dom: libvirt.virDomain, disk: str, new_xml: str, old_xml: str, top: Layer
-) -> Callable[[], None]:
-    """Switch the persistent disk source, then look again: a domain that started in between
-    runs on the old top, so its definition goes back to the old top (its writes live there)."""
-
-    def action() -> None:
-        dom.updateDeviceFlags(new_xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-        if dom.isActive() and virt.find_disk(dom, disk).source == top.path:
-            dom.updateDeviceFlags(old_xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-            raise VshxError(
-                f"{dom.name()} was started while the offline plan ran; its definition stays on "
-                f"{top.name}, which it now writes",
-                "nothing was deleted and the guest lost nothing; commit again once it is shut "
-                "off, or live: vshx commit DOMAIN DISK --active --pivot",
-            )
-
-    return action
 
 
 def cmd_commit(session: Session, args: Args) -> None:
@@ -267,6 +205,7 @@ def cmd_commit(session: Session, args: Args) -> None:
     plan.before = target.chain
     keeps_overlay = top.position == 0 and args.keep_overlay
     plan.after = target.chain if keeps_overlay else target.chain.without(merged)
+    plan.steps += definition_steps(session, target, plan)
     if args.delete:
         plan.steps += delete_steps(session, merged, target.chain)
     if session.run_plan(plan, args):

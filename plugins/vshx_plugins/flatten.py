@@ -33,14 +33,17 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    bitmaps,
     checks,
     commands_hook,
+    definition_steps,
     human_size,
     job_flags_argv,
     libvirt,
     live_job_step,
     load_target,
     preflight,
+    refuse_saved_state,
     report_after_merge,
     routes,
     underneath,
@@ -134,7 +137,7 @@ def copy_route(
             plan.intent["pivot"] = True  # what recover finishes if this is interrupted
             plan.add(live_copy_step(session, target, args, to))
             return plan
-        plan.add(
+        data = plan.add(
             Step(
                 f"qemu-img convert: write what the guest sees into {copy.name}",
                 ["qemu-img", "convert", "-q", "-f", preflight.require_format(chain.active)]
@@ -142,9 +145,8 @@ def copy_route(
                 underneath=underneath.convert(),
             )
         )
-        if target.dom is not None:
-            plan.add(commit.switch_step(session, target, chain.active, to, "qcow2"))
-        return plan
+        bitmaps.carry(plan, data, copy, chain.layers, new_file=True)
+        return plan  # definition_steps switches a domain's disk to the copy
 
     route = routes.Route(
         "copy",
@@ -217,6 +219,7 @@ def cmd_flatten(session: Session, args: Args) -> None:
     if args.to and args.keep_relative:
         raise UsageError("--keep-relative: a copy has no backing file to name")
     preflight.refuse_unsafe_start(session, target, args)
+    refuse_saved_state(target, chain.layers)  # every route takes each old file out, or writes it
     args.update(active=True, pivot=True, keep_overlay=False)  # what the builders read
     extents = routes.Extents(chain)
     candidates = [copy_route(session, target, args, extents)]
@@ -236,6 +239,7 @@ def cmd_flatten(session: Session, args: Args) -> None:
     else:
         kept = chain.active if chosen.name == "pull" else chain.bottom
         plan.after = chain.without([layer for layer in chain.layers if layer is not kept])
+    plan.steps += definition_steps(session, target, plan)
     plan.title = f"flatten {chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
     plan.notes[:0] = [
         *routes.table_notes(candidates, chosen),

@@ -24,6 +24,7 @@ from vshx.api import (
     UsageError,
     VshxError,
     commands_hook,
+    definition_steps,
     journal,
     libvirt,
     load_target,
@@ -77,10 +78,10 @@ def cmd_jobs(session: Session, args: Args) -> None:
     if args.json:
         import json
 
-        session.print(json.dumps(rows, indent=2))
+        session.show(json.dumps(rows, indent=2))
         return
     if not rows:
-        session.print("no block jobs and no interrupted vshx operations")
+        session.show("no block jobs and no interrupted vshx operations")
         return
     body = [
         [
@@ -93,10 +94,10 @@ def cmd_jobs(session: Session, args: Args) -> None:
         ]
         for r in rows
     ]
-    session.print(table(body, ["Domain", "Disk", "Job", "Progress", "Ready", "Next"]))
+    session.show(table(body, ["Domain", "Disk", "Job", "Progress", "Ready", "Next"]))
     for r in rows:
         if "journal" in r:
-            session.print(f"{r['domain']}: {r['journal']}")
+            session.show(f"{r['domain']}: {r['journal']}")
 
 
 def _end_job(dom: libvirt.virDomain, disk: str, pivot: bool) -> None:
@@ -181,6 +182,10 @@ def cmd_recover(session: Session, args: Args) -> None:
             plan.add(job_step(session, dom, chain.disk or "", jobs[0], args))
     elif entry is not None and str(entry.get("what", "")).startswith(("qemu-img", "point")):
         plan.steps += leak_repair_steps([layer.path for layer in chain.layers])
+    if entry is not None and dom is not None and not dom.isActive():
+        headers = Plan("the chain its headers form", target=target)  # as far as the plan got
+        headers.before = headers.after = chain
+        plan.steps += definition_steps(session, target, headers)
     if entry is not None:
         plan.notes.append(f"interrupted: {entry.describe()}")
         if dom is not None:

@@ -27,6 +27,7 @@ from vshx.api import (
     non_negative_int,
     virsh,
     virt,
+    xdg_home,
 )
 from vshx_plugins.lab_xml import LAB_NS, domain_xml, snapshot_xml
 
@@ -175,11 +176,14 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
             raise VshxError(f"domain {name!r} was not made by lab-create; not touching it")
         if virt.is_running(dom):
             plan.add(Step(f"stop {name}", virsh(uri, "destroy", name), action=dom.destroy))
-        flags = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        flags = (  # libvirt refuses to undefine a domain that still has checkpoints
+            libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+        )
         plan.add(
             Step(
-                f"undefine {name} and its snapshot metadata",
-                virsh(uri, "undefine", name, "--snapshots-metadata"),
+                f"undefine {name} and its snapshot and checkpoint metadata",
+                virsh(uri, "undefine", name, "--snapshots-metadata", "--checkpoints-metadata"),
                 action=lambda: dom.undefineFlags(flags),
             )
         )
@@ -238,10 +242,7 @@ def lab_root(session: Session) -> str:
     """qemu:///system keeps labs with libvirt's images; a session lab lives in the user's
     XDG data directory, where the session daemon (running as the user) can reach it."""
     if session.uri.startswith("qemu:///session"):
-        base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-            os.path.expanduser("~"), ".local", "share"
-        )
-        return os.path.join(base, "vshx", "labs")
+        return os.path.join(xdg_home("data"), "vshx", "labs")
     return DEFAULT_ROOT
 
 

@@ -22,8 +22,10 @@ from vshx.api import (
     Step,
     Target,
     VshxError,
+    bitmaps,
     check_merge,
     commands_hook,
+    definition_steps,
     follow_up_note,
     human_size,
     job_flags_argv,
@@ -116,13 +118,14 @@ def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
             "-b",
             preflight.relative_or_absolute(base, active, args.keep_relative),
         ]
-    plan.add(
+    data = plan.add(
         Step(
             f"safe rebase: copy {', '.join(g.name for g in gone)} into {active.name}, {what}",
             argv + [active.path],
             underneath=underneath.rebase(unsafe=False, flatten=base is None),
         )
     )
+    bitmaps.carry(plan, data, active, gone)
     return plan
 
 
@@ -146,6 +149,7 @@ def cmd_pull(session: Session, args: Args) -> None:
     follow_up_note(plan, target)
     plan.before = target.chain
     plan.after = target.chain.without(gone)
+    plan.steps += definition_steps(session, target, plan)
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)
 

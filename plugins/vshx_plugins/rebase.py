@@ -9,6 +9,7 @@ first differing offset.  Offline only: a running domain's layers are pulled, not
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from vshx.api import (
     DISK,
@@ -25,15 +26,18 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    bitmaps,
     canonical,
     chain_of_disk,
     chain_of_image,
     checks,
     commands_hook,
+    definition_steps,
     image_chain,
     preflight,
     qemuimg,
     refuse_interrupted,
+    refuse_saved_state,
     report_after_merge,
     underneath,
     verify,
@@ -96,6 +100,19 @@ def resolve_backing(chain: Chain, image: Layer, ref: str) -> Layer | None:
     }:
         raise VshxError(f"{found.name} is backed by {image.name}: that would make a loop")
     return found
+
+
+def rebased_chain(chain: Chain, image: Layer, new: Layer | None) -> Chain:
+    """The chain a rebase of ``image`` onto ``new`` leaves (a file outside it: with its own)."""
+    kept = chain.layers[: image.position + 1]
+    if new is None:
+        below = []
+    elif new.position > image.position:
+        below = chain.layers[new.position :]
+    else:
+        below = image_chain(new.path).layers
+    layers = [replace(layer, position=n) for n, layer in enumerate(kept + below)]
+    return Chain(layers, chain.domain, chain.disk, chain.live)
 
 
 def rebase_step(
@@ -200,7 +217,14 @@ def cmd_rebase(session: Session, args: Args) -> None:
         else:
             stop = new.position if new is not None and new.position > 0 else len(chain.layers)
             plan.add(checks.room_for(image, chain.layers[image.position + 1 : stop]))
-    plan.add(rebase_step(image, new, fmt, args.unsafe, args.keep_relative))
+    data = plan.add(rebase_step(image, new, fmt, args.unsafe, args.keep_relative))
+    below = new.position if new is not None and new.position > 0 else len(chain.layers)
+    bitmaps.carry(plan, data, image, chain.layers[image.position + 1 : below])
+    if target.dom is not None:
+        plan.before, plan.after = chain, rebased_chain(chain, image, new)
+        gone = [layer for layer in chain.layers if layer not in plan.after.layers]
+        refuse_saved_state(target, [image, *gone])
+        plan.steps += definition_steps(session, target, plan)
     if session.run_plan(plan, args):
         report_after_merge(session, target, args)
 

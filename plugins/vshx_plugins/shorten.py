@@ -27,10 +27,13 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    bitmaps,
     commands_hook,
+    definition_steps,
     human_size,
     load_target,
     preflight,
+    refuse_saved_state,
     report_after_merge,
     routes,
 )
@@ -45,6 +48,14 @@ def contiguous_runs(chain: Chain, drops: list[Layer]) -> list[list[Layer]]:
             found[-1].append(layer)
         else:
             found.append([layer])
+    return found
+
+
+def neighbours(chain: Chain, drops: list[Layer]) -> list[Layer]:
+    """The layers next to each run of dropped ones: one of them receives the run's data."""
+    found = []
+    for run in contiguous_runs(chain, drops):
+        found += [x for x in (chain.above(run[0]), chain.below(run[-1])) if x is not None]
     return found
 
 
@@ -90,7 +101,8 @@ def pull_route(session: Session, target: Target, args: Args, run: list[Layer]) -
         argv = ["qemu-img", "rebase", "-f", preflight.require_format(above)]
         argv += ["-F", preflight.require_format(below), "-b"]
         argv += [preflight.relative_or_absolute(below, above, args.keep_relative), above.path]
-        plan.add(Step(f"safe rebase: copy {plan.title[5:]}, onto {below.name}", argv))
+        data = plan.add(Step(f"safe rebase: copy {plan.title[5:]}, onto {below.name}", argv))
+        bitmaps.carry(plan, data, above, run)
         return plan
 
     route = routes.Route(
@@ -123,6 +135,7 @@ def cmd_shorten(session: Session, args: Args) -> None:
                 f"{chain.disk or ''}".rstrip(),
             )
     preflight.refuse_unsafe_start(session, target, args)
+    refuse_saved_state(target, [*drops, *neighbours(chain, drops)])
     args.update(active=False, pivot=False, keep_overlay=False)  # what the builders read
     names = ", ".join(layer.name for layer in sorted(drops, key=lambda x: x.position))
     plan = Plan(
@@ -140,6 +153,7 @@ def cmd_shorten(session: Session, args: Args) -> None:
         plan.notes.append(f"moves {human_size(chosen.moves)}: {chosen.summary}")
         plan.steps += chosen.first_steps() + chosen.build().steps
     plan.before, plan.after = chain, chain.without(drops)
+    plan.steps += definition_steps(session, target, plan)
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)
 

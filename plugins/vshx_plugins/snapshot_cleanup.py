@@ -25,6 +25,7 @@ from vshx.api import (
     Step,
     canonical,
     commands_hook,
+    comments,
     current_chain_files,
     delete_steps,
     domain_snapshots,
@@ -94,8 +95,9 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
         return
     if session.run_plan(plan, args):
         session.info(table(rows, ["Snapshot", "Verdict", "Why"]))
-    else:  # --dry-run: the verdicts as comments, so the output stays a runnable script
-        session.out.write("".join(f"# {' | '.join(r)}\n" for r in rows))
+    else:  # --dry-run: the verdicts as comments (the one escaper: a snapshot name may hold
+        # a newline), so the output stays a runnable script that runs nothing else
+        session.write_script(comments(" | ".join(r) for r in rows))
 
 
 COMMANDS = [

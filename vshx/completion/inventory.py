@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from vshx.storage.statefiles import Place
+
 if TYPE_CHECKING:
     from vshx.storage.chain import Chain
 
@@ -30,31 +32,29 @@ class DomainEntry(NamedTuple):
 SHELL_CACHE_TTL = 15.0  # seconds a shell-completion snapshot of the inventory stays valid
 
 
-def shell_cache_path(uri: str) -> str:
-    """Where shell completion keeps its inventory snapshot for one URI."""
-    import os
+def shell_cache_name(uri: str) -> str:
+    """The file name of shell completion's inventory snapshot for one URI."""
     import zlib
 
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    digest = f"{zlib.crc32(uri.encode()):08x}{len(uri):04x}"
-    return os.path.join(base, "vshx", f"inventory-{digest}.json")
+    return f"inventory-{zlib.crc32(uri.encode()):08x}{len(uri):04x}.json"
+
+
+def shell_cache_path(uri: str) -> str:
+    """Where shell completion keeps its inventory snapshot for one URI."""
+    return Place("cache").path(shell_cache_name(uri))
 
 
 def forget_shell_cache(uri: str) -> None:
     """Drop the shell-completion snapshot (a command changed domains or images)."""
-    import os
-
-    try:
-        os.unlink(shell_cache_path(uri))
-    except OSError:
-        pass
+    Place("cache").remove(shell_cache_name(uri))
 
 
 class Inventory:
     """Thread-safe, lazily filled caches keyed by domain; ``conn`` is opened on first need.
 
-    With ``persist`` (shell completion: one process per keystroke) what was fetched is kept in
-    a file for SHELL_CACHE_TTL seconds, so most keystrokes need no libvirt at all.
+    With ``persist`` (shell completion: one process per keystroke; the file's name in vshx's
+    cache directory) what was fetched is kept for SHELL_CACHE_TTL seconds, so most keystrokes
+    need no libvirt at all.
     """
 
     def __init__(self, conn_factory: Callable[[], Any], persist: str | None = None) -> None:
@@ -81,14 +81,17 @@ class Inventory:
 
     def _load_snapshot(self) -> None:
         import json
-        import os
         import time
 
+        cache = Place("cache")
         try:
-            if time.time() - os.stat(self._persist or "").st_mtime > SHELL_CACHE_TTL:
+            made = cache.mtime(self._persist or "")
+            if made is None or time.time() - made > SHELL_CACHE_TTL:
                 return
-            with open(self._persist or "", encoding="utf-8") as handle:
-                data = json.load(handle)
+            text = cache.read(self._persist or "")
+            if text is None:
+                return
+            data = json.loads(text)
             raw = data["domains"]
             domains = None if raw is None else {d[0]: DomainEntry(*d) for d in raw}
             self._domains = domains
@@ -101,7 +104,6 @@ class Inventory:
 
     def _save_snapshot(self) -> None:
         import json
-        import os
         from dataclasses import asdict
 
         if not self._persist:
@@ -116,14 +118,7 @@ class Inventory:
             "disks": self._disks,
             "chains": chains,
         }
-        try:
-            os.makedirs(os.path.dirname(self._persist), exist_ok=True)
-            tmp = f"{self._persist}.{os.getpid()}.tmp"
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(data, handle)
-            os.replace(tmp, self._persist)
-        except OSError:  # a read-only home only costs speed
-            pass
+        Place("cache").write(self._persist, json.dumps(data))  # skipped when unsafe
 
     # -- reading --------------------------------------------------------------------------
     def domains(self) -> list[DomainEntry]:
@@ -179,7 +174,7 @@ class Inventory:
             if key not in self._chains:
                 from vshx.storage import virt
 
-                self._chains[key] = virt.domain_chain(self._dom(domain), disk)
+                self._chains[key] = virt.domain_chain(self._dom(domain), disk, definition=False)
                 self._save_snapshot()
             return self._chains[key]
 

@@ -70,16 +70,16 @@ def main(argv: Sequence[str]) -> int:
 
 
 def warming_lock() -> str:
-    from vshx.completion.inventory import shell_cache_path
+    """The name of the background warm-up's marker in vshx's cache directory."""
+    from vshx.completion.inventory import shell_cache_name
 
-    return shell_cache_path("warming")
+    return shell_cache_name("warming")
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+def _unlink(name: str) -> None:
+    from vshx.storage.statefiles import Place
+
+    Place("cache").remove(name)
 
 
 def warm_in_background(argv: list[str]) -> None:
@@ -88,16 +88,15 @@ def warm_in_background(argv: list[str]) -> None:
     import subprocess
     import time
 
-    lock = warming_lock()
+    from vshx.storage.statefiles import Place
+
+    cache, lock = Place("cache"), warming_lock()
+    made = cache.mtime(lock)
+    if made is not None and time.time() - made < WARM_DEADLINE:
+        return
+    if not cache.write(lock, ""):
+        return  # no safe cache directory: nothing to warm either
     try:
-        if time.time() - os.stat(lock).st_mtime < WARM_DEADLINE:
-            return
-    except OSError:
-        pass
-    try:
-        os.makedirs(os.path.dirname(lock), exist_ok=True)
-        with open(lock, "w", encoding="utf-8"):
-            pass
         subprocess.Popen(
             [sys.executable, "-m", "vshx", "complete", "--warm", *argv],
             stdin=subprocess.DEVNULL,
@@ -111,7 +110,7 @@ def warm_in_background(argv: list[str]) -> None:
 
 def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
     from vshx.completion.engine import Engine, global_uri
-    from vshx.completion.inventory import Inventory, shell_cache_path
+    from vshx.completion.inventory import Inventory, shell_cache_name
     from vshx.pluginhost.host import PluginHost
     from vshx.shell.builtins import BUILTINS
     from vshx.shell.lexer import split_line
@@ -128,7 +127,7 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
 
     engine = Engine(
         PluginHost(BUILTINS, specs_only=True),
-        Inventory(conn, persist=shell_cache_path(target_uri)),
+        Inventory(conn, persist=shell_cache_name(target_uri)),
         target_uri,
     )
     result = engine.complete(line, skip_globals=True)

@@ -6,7 +6,6 @@ shell completion scripts, wrapped in a threaded prompt-toolkit completer.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,21 @@ from vshx.shell.session import Session
 
 def history_path() -> Path:
     """Persistent history lives in the XDG data directory."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(base) / "vshx" / "history"
+    from vshx.storage.statefiles import xdg_home
+
+    return Path(xdg_home("data")) / "vshx" / "history"
 
 
 def make_history() -> Any:
-    path = history_path()
+    """History in vshx's own data directory, reached through a checked descriptor; in memory
+    when that directory is not the user's own (root with a user's XDG_DATA_HOME) or read-only."""
+    from vshx.storage.statefiles import Place
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return FileHistory(str(path))
+        path = Place("data").held_path("history")
     except OSError:  # a read-only home must not stop the shell
-        return InMemoryHistory()
+        path = None
+    return InMemoryHistory() if path is None else FileHistory(path)
 
 
 def prompt_text(session: Session) -> str:

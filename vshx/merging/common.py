@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.merging import checks, preflight
+from vshx.merging.savedstate import refuse_saved_state
 from vshx.plans.plan import Plan, Step
 from vshx.shell.spec import Args, Opt, non_negative_int
 from vshx.storage import virt
@@ -138,12 +139,15 @@ def _delete_after_looking_again(
         if not os.path.lexists(layer.path):
             return  # gone already: as rm -f
         if chain.domain is not None:
+            from vshx.storage.definition import named_files
             from vshx.storage.snapshots import current_chain_files
 
             dom = virt.lookup_domain(session.conn, chain.domain)
-            if layer.canonical in current_chain_files(dom):  # every disk, read again
+            # every disk, read again: its headers, and what its definitions name
+            if layer.canonical in current_chain_files(dom) | named_files(dom):
                 raise VshxError(
-                    f"not deleting {layer.path}: a disk of {chain.domain} still uses it",
+                    f"not deleting {layer.path}: a disk or definition of {chain.domain} still "
+                    "names it",
                     f"see: vshx chain {chain.domain}",
                     clean=True,
                 )
@@ -247,6 +251,7 @@ def check_merge(
     Checks that read local files are skipped for a remote URI (only --dry-run gets there).
     """
     preflight.refuse_unsafe_start(session, target, args)
+    refuse_saved_state(target, [writes, *moves])
     if session.is_local:
         if changes_view_of is not None:
             preflight.refuse_shared(

@@ -60,12 +60,16 @@ def load_target(
         active = domain_or_image if dom is None else virt.find_disk(dom, disk or "").source
         if active and os.path.exists(active):
             locked = _lock(session, active)
-    target = Target(
-        chain_of_image(session, domain_or_image)
-        if dom is None
-        else chain_of_disk(session, dom, disk or ""),
-        dom,
-    )
+    if dom is None:
+        target = Target(chain_of_image(session, domain_or_image))
+    else:
+        try:  # recover brings a definition left behind by an interrupted plan in line itself
+            chain = chain_of_disk(session, dom, disk or "", definition=not journal_ok)
+            target = Target(chain, dom)
+        except VshxError:  # an interrupted plan explains a definition left behind: say that
+            chain = chain_of_disk(session, dom, disk or "", definition=False)
+            refuse_interrupted(Target(chain, dom))
+            raise
     if _will_change(session):
         from vshx.storage.identity import identity
 
@@ -110,14 +114,17 @@ def prediction_key(chain: Chain) -> str:
     return chain.active.canonical
 
 
-def chain_of_disk(session: Session, dom: libvirt.virDomain, disk: str) -> Chain:
-    """The disk's chain: as it is, or as the earlier lines of a batch --dry-run leave it."""
+def chain_of_disk(
+    session: Session, dom: libvirt.virDomain, disk: str, *, definition: bool = True
+) -> Chain:
+    """The disk's chain: as it is, or as the earlier lines of a batch --dry-run leave it;
+    ``definition``: refuse one whose definition names other files (virt.domain_chain)."""
     if session.dry_run and session.predicted:
         key = prediction_key(Chain([], dom.name(), virt.find_disk(dom, disk).target))
         predicted = session.predicted.get(key)
         if predicted is not None:
             return predicted
-    return virt.domain_chain(dom, disk)
+    return virt.domain_chain(dom, disk, definition=definition)
 
 
 def chain_of_image(session: Session, path: str) -> Chain:

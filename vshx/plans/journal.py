@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
 from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.statefiles import Place
 
 if TYPE_CHECKING:
     from vshx.merging.target import Target
@@ -58,14 +59,22 @@ def _flags(dom: libvirt.virDomain) -> int:
     return flags
 
 
-def state_file(image: str) -> str:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
+def state_name(image: str) -> str:
+    """The journal file's name for a bare image, in vshx's state directory."""
     import hashlib  # only bare images need it: ~5 ms off a domain's one-shot start
 
     digest = hashlib.sha256(os.path.realpath(image).encode("utf-8", "surrogateescape")).hexdigest()
-    return os.path.join(base, "vshx", "journal", f"{digest[:32]}.json")
+    return f"{digest[:32]}.json"
+
+
+def state_place() -> Place:
+    """``$XDG_STATE_HOME/vshx/journal``, checked ours (see vshx.storage.statefiles)."""
+    return Place("state", "journal")
+
+
+def state_file(image: str) -> str:
+    """Where a bare image's journal is: for messages and the printed ``rm`` of recover."""
+    return state_place().path(state_name(image))
 
 
 def write(target: Target, plan: Plan, number: int) -> None:
@@ -83,12 +92,7 @@ def write(target: Target, plan: Plan, number: int) -> None:
         "time": f"{time.time():.0f}",
     }
     if target.dom is None:
-        path = state_file(target.chain.active.path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(entry, handle)
-        os.replace(tmp, path)
+        state_place().write(state_name(target.chain.active.path), json.dumps(entry))
         return
     node = ET.Element("journal", {k: str(v) for k, v in entry.items()})
     if target.journal_flags is None:  # asked once per plan: each question is a round trip
@@ -122,10 +126,7 @@ def clear(target: Target) -> None:
     if target.dom is not None:
         clear_domain(target.dom, target.journal_flags)
         return
-    try:
-        os.unlink(state_file(target.chain.active.path))
-    except FileNotFoundError:
-        pass
+    state_place().remove(state_name(target.chain.active.path))
 
 
 def read_domain(dom: libvirt.virDomain) -> Entry | None:
@@ -147,10 +148,8 @@ def read_domain(dom: libvirt.virDomain) -> Entry | None:
 
 def read_image(image: str) -> Entry | None:
     try:
-        with open(state_file(image), encoding="utf-8") as handle:
-            return Entry(json.load(handle))
-    except FileNotFoundError:
-        return None
+        text = state_place().read(state_name(image))
+        return None if text is None else Entry(json.loads(text))
     except (OSError, ValueError):
         return Entry(plan="unreadable journal", step="?", what=state_file(image))
 

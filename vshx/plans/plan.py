@@ -11,27 +11,15 @@ import shlex
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from vshx.shell.render import comment as comment  # the one escaper for `#` lines
+from vshx.shell.render import comments as comments
+from vshx.shell.render import printable as printable
+
 if TYPE_CHECKING:
     from vshx.merging.target import Target
     from vshx.storage.chain import Chain
 
 HEREDOC_END = "VSHX_EOF"
-
-
-def printable(text: str) -> str:
-    """``text`` on one line: control characters (a newline in a file name) shown escaped."""
-    return "".join(
-        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-        for ch in text
-    )
-
-
-def comment(text: str) -> str:
-    """A ``#`` line that stays one comment whatever bytes a file name put into ``text``.
-
-    A newline (or any other control character) would end the comment and start a command.
-    """
-    return f"# {printable(text)}"
 
 
 def shell_line(argv: Sequence[str]) -> str:
@@ -44,7 +32,14 @@ def with_heredoc(line: str, body: str | None) -> str:
     if body is None:
         return line
     body = body if body.endswith("\n") else body + "\n"
-    return f"{line} <<'{HEREDOC_END}'\n{body}{HEREDOC_END}"
+    # a body line equal to the delimiter (for sh, or for vshx's reader, which drops a CR)
+    # would end the here-document early and run the rest as commands
+    lines = {text.rstrip("\r") for text in body.split("\n")} | set(body.splitlines())
+    end, number = HEREDOC_END, 0
+    while end in lines:
+        number += 1
+        end = f"{HEREDOC_END}_{number}"
+    return f"{line} <<'{end}'\n{body}{end}"
 
 
 class Step:

@@ -112,3 +112,20 @@ def native(libvirt_version: int) -> list[str]:
             "snapshot-delete DOMAIN SNAPSHOT merges the layer and drops its metadata"
         )
     return lines
+
+
+def bitmap(kind: str) -> list[str]:
+    """A ``qemu-img bitmap`` step of an offline merge that keeps checkpoint bitmaps."""
+    lines = {
+        "disable": "--disable: the receiver's bitmap stops recording, so the bytes the merge "
+        "copies (which the guest does not see change) are not marked as changed",
+        "add": "--add -g: the receiver gets the bitmap it lacks, with the source's granularity",
+        "merge": "--merge NAME -b SRC -F FMT: the receiver's bitmap becomes the union with "
+        "SRC's (offline QMP block-dirty-bitmap-merge); --enable: it records again",
+        "enable": "--enable: the receiver's bitmap records the guest's writes again",
+    }
+    return [
+        lines[kind],
+        "libvirt names a checkpoint's bitmap after it and, at each snapshot, re-creates it in "
+        "the new overlay; a backup merges it across the chain (libvirt's live merges carry it)",
+    ]

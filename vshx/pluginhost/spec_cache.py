@@ -18,6 +18,7 @@ from typing import Any
 from vshx import __version__
 from vshx.pluginhost.entrypoints import EntryPoint
 from vshx.shell.spec import Command, Opt
+from vshx.storage.statefiles import Place
 
 OPT_FIELDS = (
     "name",
@@ -34,9 +35,12 @@ OPT_FIELDS = (
 )
 
 
+def cache_name() -> str:
+    return f"commands-{__version__}.json"
+
+
 def cache_path() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "vshx", f"commands-{__version__}.json")
+    return Place("cache").path(cache_name())
 
 
 def module_file(module: str) -> str:
@@ -72,10 +76,12 @@ def _unavailable(*_args: object) -> int:
 
 
 def _read(points: list[EntryPoint]) -> dict[str, Any] | None:
+    text = Place("cache").read(cache_name())
+    if text is None:
+        return None
     try:
-        with open(cache_path(), encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
+        data = json.loads(text)
+    except ValueError:
         return None
     if not isinstance(data, dict) or data.get("fingerprint") != fingerprint(points):
         return None
@@ -141,12 +147,4 @@ def save(
             for c in commands
         ],
     }
-    path = cache_path()
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
-    except OSError:  # a read-only home only costs speed
-        pass
+    Place("cache").write(cache_name(), json.dumps(data))  # skipped when unsafe or read-only

@@ -37,7 +37,7 @@ def cmd_completion(session: Session, args: Args) -> None:
         raise UsageError(
             f"no completion script for {args.shell!r}", f"choose one of: {', '.join(SHELL_SCRIPTS)}"
         )
-    session.out.write(completion_script(args.shell))
+    session.show(completion_script(args.shell).rstrip("\n"))
 
 
 def cmd_help(session: Session, args: Args) -> None:
@@ -51,24 +51,24 @@ def cmd_help(session: Session, args: Args) -> None:
                 return
             known = [*session.host.registry.words(), *passthrough.virsh_commands()]
             raise passthrough.suggest(args.command, known)
-        session.print(help_text(command))
+        session.show(help_text(command))
         return
     groups: dict[str, list[Command]] = {}
     for command in session.host.all_commands():
         groups.setdefault(command.group, []).append(command)
     for group, commands in groups.items():
-        session.print(f" {group}:")
+        session.show(f" {group}:")
         for command in commands:
             alias = f" (alias: {', '.join(command.aliases)})" if command.aliases else ""
-            session.print(f"    {command.name:<18}{command.help}{alias}")
+            session.show(f"    {command.name:<18}{command.help}{alias}")
     from vshx.shell.passthrough import virsh_commands
 
     others = sorted(set(virsh_commands()) - set(session.host.registry.words()))
     if others:
         import textwrap
 
-        session.print(" virsh (run as virsh -c URI COMMAND ..., see virsh help COMMAND):")
-        session.print(
+        session.show(" virsh (run as virsh -c URI COMMAND ..., see virsh help COMMAND):")
+        session.show(
             textwrap.fill(
                 " ".join(others),
                 96,
@@ -77,7 +77,7 @@ def cmd_help(session: Session, args: Args) -> None:
                 break_on_hyphens=False,
             )
         )
-    session.print(
+    session.show(
         "\nhelp COMMAND shows a command's options. Commands marked with --dry-run in their "
         "help print the equivalent virsh/qemu-img commands instead of running; --teach prints "
         "them as they run."

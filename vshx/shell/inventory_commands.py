@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from vshx.errors import VshxError
 from vshx.shell.render import chain_document, render_chain, table, to_json
 from vshx.storage import virt
 from vshx.storage.paths import names_an_image
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
     from vshx.shell.session import Session
     from vshx.shell.spec import Args
+    from vshx.storage.chain import Chain
     from vshx.storage.snapshots import SnapshotInfo
 
 
@@ -103,13 +105,35 @@ def cmd_chain(session: Session, args: Args) -> None:
             session, args, "show the chain", *[[*info, d.source or ""] for d in disks]
         ):
             return
-        chains = [virt.domain_chain(dom, d.target) for d in disks]
+        chains = [virt.domain_chain(dom, d.target, definition=False) for d in disks]
+        report_definition(session, dom, chains)
         report_unfinished(session, dom, [d.target for d in disks] if dom.isActive() else [])
     if args.json:
         documents = [chain_document(c) for c in chains]
         session.print(to_json(documents[0] if args.disk or len(documents) == 1 else documents))
         return
     session.print("\n\n".join(render_chain(c) for c in chains))
+
+
+def report_definition(session: Session, dom: libvirt.virDomain, chains: list[Chain]) -> None:
+    """`chain` shows the headers' chain, and says so when the definition names other files."""
+    from vshx.storage import definition
+
+    for chain in chains:
+        try:
+            definition.check(dom, chain, chain.live)
+        except VshxError as exc:
+            from vshx.plans.plan import printable
+
+            session.warn(printable(exc.message))
+            if exc.hint:
+                print(f"hint: {printable(exc.hint)}", file=session.err)
+            xml = definition.persistent_xml(dom)
+            defined = definition.find(xml, chain.disk or "")
+            if not chain.live and defined is not None:
+                from vshx.merging.definition import print_alignment
+
+                print_alignment(session, dom, xml, defined, chain)
 
 
 def report_unfinished(session: Session, dom: libvirt.virDomain, live_disks: list[str]) -> None:

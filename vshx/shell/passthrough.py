@@ -15,55 +15,18 @@ import subprocess
 from typing import TYPE_CHECKING
 
 from vshx.errors import UsageError, VshxError
+from vshx.shell.readonly import qemu_img_reads, virsh_reads
 
 if TYPE_CHECKING:
     from vshx.shell.session import Session
-
-# virsh commands that only read: their --dry-run may still run them, and they keep the cache
-READ_ONLY_PREFIXES = (
-    "dom",
-    "list",
-    "dump",
-    "nodeinfo",
-    "capabilities",
-    "version",
-    "uri",
-    "hostname",
-    "snapshot-list",
-    "snapshot-info",
-    "snapshot-dumpxml",
-    "snapshot-parent",
-    "snapshot-current",
-    "pool-list",
-    "pool-info",
-    "pool-dumpxml",
-    "vol-list",
-    "vol-info",
-    "vol-dumpxml",
-    "vol-path",
-    "net-list",
-    "net-info",
-    "net-dumpxml",
-    "sysinfo",
-    "help",
-)
-READ_ONLY_EXCEPTIONS = (
-    "domtime",
-    "domrename",
-    "dompmsuspend",
-    "dompmwakeup",
-    "domsetlaunchsecstate",
-)
 
 
 def virsh_binary() -> str | None:
     return shutil.which("virsh")
 
 
-def _cache_file(binary: str) -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    stamp = os.stat(binary).st_mtime_ns
-    return os.path.join(base, "vshx", f"virsh-commands-{stamp}.txt")
+def _cache_name(binary: str) -> str:
+    return f"virsh-commands-{os.stat(binary).st_mtime_ns}.txt"
 
 
 def virsh_commands() -> dict[str, str]:
@@ -71,30 +34,20 @@ def virsh_commands() -> dict[str, str]:
     binary = virsh_binary()
     if binary is None:
         return {}
-    cache = _cache_file(binary)
-    try:
-        with open(cache, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError:
+    from vshx.storage.statefiles import Place
+
+    cache, name = Place("cache"), _cache_name(binary)
+    text = cache.read(name)
+    if text is None:
         proc = subprocess.run([binary, "help"], capture_output=True, text=True, check=False)
         text = proc.stdout
-        try:
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            with open(f"{cache}.{os.getpid()}", "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(f"{cache}.{os.getpid()}", cache)
-        except OSError:
-            pass
+        cache.write(name, text)
     found = {}
     for line in text.splitlines():
         if line.startswith("    ") and line.strip():
             name, _, summary = line.strip().partition(" ")
             found[name] = summary.strip()
     return found
-
-
-def is_read_only(command: str) -> bool:
-    return command.startswith(READ_ONLY_PREFIXES) and command not in READ_ONLY_EXCEPTIONS
 
 
 def run_virsh(session: Session, words: list[str]) -> int:
@@ -106,15 +59,18 @@ def run_virsh(session: Session, words: list[str]) -> int:
     teach = session.teach or "--teach" in words[1:]
     args = [w for w in words[1:] if w not in ("--dry-run", "--teach")]
     argv = ["virsh", "-c", session.uri, words[0], *args]
+    reads = virsh_reads(words[0], args)
     if dry_run or teach:
         from vshx.plans.plan import comment, shell_line, with_heredoc
 
         session.print(comment(f"virsh passthrough: {words[0]}"))
         session.print(with_heredoc(shell_line(argv), session.stdin_text))
         session.out.flush()
-        if dry_run and not is_read_only(words[0]):
-            return 0
-    return _run(session, [binary, *argv[1:]], changes=not is_read_only(words[0]))
+        if dry_run:
+            if not reads:
+                return 0  # printed, never run: it may change something
+            return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True)
+    return _run(session, [binary, *argv[1:]], changes=not reads)
 
 
 def strip_virsh_prefix(words: list[str], uri: str) -> list[str] | None:
@@ -164,21 +120,30 @@ def run_program(session: Session, argv: list[str]) -> int:
         from vshx.plans.plan import shell_line, with_heredoc
 
         session.print(with_heredoc(shell_line(argv), session.stdin_text))
-        return 0
-    return _run(session, [binary, *argv[1:]], changes=True)
+        if argv[0] == "qemu-img" and qemu_img_reads(argv[1:]):
+            return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True)
+        return 0  # printed, never run
+    status = _run(session, [binary, *argv[1:]], changes=True)
+    if argv[0] == "qemu-img" and status == 0:
+        from vshx.merging.definition import after_qemu_img
+
+        after_qemu_img(session, argv)
+    return status
 
 
-def _run(session: Session, argv: list[str], changes: bool) -> int:
+def _run(session: Session, argv: list[str], changes: bool, output_to_err: bool = False) -> int:
     """Run a program with the user's terminal (console works) or into the session's output;
-    a here-document given with the line is its stdin instead."""
+    a here-document given with the line is its stdin instead.  ``output_to_err``: a read run
+    under --dry-run, whose output must not become lines of the printed script."""
     import sys
 
     session.out.flush()
     session.err.flush()
-    out = None if session.out is sys.stdout else subprocess.PIPE
+    shown = session.err if output_to_err else session.out
+    out = None if shown is sys.stdout else subprocess.PIPE
     proc = subprocess.run(argv, stdout=out, text=True, check=False, input=session.stdin_text)
     if out is not None and proc.stdout:
-        session.out.write(proc.stdout)
+        shown.write(proc.stdout)
     if changes:
         session.forget_inventory(None)
     return proc.returncode

@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vshx.storage.chain import Chain, Layer
 
 
+def printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name) shown escaped."""
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+
+
+def comment(text: str) -> str:
+    """The one escaper for ``#`` lines: ``text`` as one comment line that sh never runs.
+
+    A newline (or any other control character, ``\\r``, U+2028 ...) would end the comment and
+    start a command; each is shown escaped instead.  Every ``#`` line vshx prints into a
+    script (notes, tables, verdicts, before/after, echoed output) is made here.
+    """
+    return f"# {printable(text)}"
+
+
+def comments(lines: str | Iterable[str]) -> str:
+    """Several ``#`` lines (a table, a command's output), each through :func:`comment`;
+    ``lines`` may be one text (split at its line ends) or a list of lines."""
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    return "".join(comment(line) + "\n" for line in lines)
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
-    """A virsh-style table: a header, a rule, left-aligned columns."""
+    """A virsh-style table: a header, a rule, left-aligned columns; a control character in a
+    cell (a newline in a snapshot name) is shown escaped, so each row stays one line."""
+    rows = [[printable(str(cell)) for cell in row] for row in rows]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = " " + "   ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*header).rstrip(), "-" * (sum(widths) + 3 * len(widths))]

@@ -128,17 +128,34 @@ class Session:
     def print(self, text: str = "") -> None:
         print(text, file=self.out)
 
+    def show(self, text: str) -> None:
+        """A command's answer (a table, a listing, help): under --dry-run ``#`` lines of the
+        script (the one escaper), so a read command's output never becomes a line sh runs."""
+        if self.dry_run or (self.args is not None and self.args.get("dry_run")):
+            from vshx.shell.render import comments
+
+            self.out.write(comments(text))
+            return
+        print(text, file=self.out)
+
     def info(self, text: str) -> None:
-        """Progress and explanations; silenced by --quiet."""
-        if not self.quiet:
-            print(text, file=self.out)
+        """Progress and explanations; silenced by --quiet.  In a --dry-run they go into the
+        script as ``#`` lines (the one escaper), never as lines sh would run."""
+        if self.quiet:
+            return
+        if self.dry_run or (self.args is not None and self.args.get("dry_run")):
+            from vshx.shell.render import comments
+
+            self.out.write(comments(text))
+            return
+        print(text, file=self.out)
 
     def warn(self, text: str) -> None:
         print(f"warning: {text}", file=self.err)
 
     def report(self, exc: VshxError, where: str = "") -> None:
         """One error line and one hint line, whatever a file name holds."""
-        from vshx.plans.plan import printable
+        from vshx.shell.render import printable
 
         print(f"{where}error: {printable(exc.message)}", file=self.err)
         if exc.hint:
@@ -274,7 +291,7 @@ class Session:
     def nothing_to_do(self, args: Args, why: str) -> None:
         """A request already met: exit 0, and in a --dry-run script a comment, not a line."""
         if self.planning_only(args):
-            from vshx.plans.plan import comment
+            from vshx.shell.render import comment
 
             self.write_script(f"#!/bin/sh\n{comment(f'nothing to do: {why}')}\n")
         else:

@@ -18,8 +18,9 @@ SETTING = re.compile(r"""^\s*uri_default\s*=\s*(["'])(?P<uri>[^"']*)\1""", re.M)
 def config_file() -> str:
     if os.geteuid() == 0:
         return "/etc/libvirt/libvirt.conf"
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return os.path.join(base, "libvirt", "libvirt.conf")
+    from vshx.storage.statefiles import xdg_home
+
+    return os.path.join(xdg_home("config"), "libvirt", "libvirt.conf")
 
 
 def configured(path: str) -> str | None:

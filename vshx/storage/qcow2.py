@@ -194,6 +194,7 @@ def chain_paths(
 
 
 BACKING_FORMAT_EXTENSION = 0xE2792ACA
+BITMAPS_EXTENSION = 0x23852875
 INCOMPATIBLE_DATA_FILE = 1 << 2  # the guest data lives in another file: allocation unknown here
 
 
@@ -231,6 +232,32 @@ def _header(path: str) -> tuple[int, str | None, str | None] | None:
         raw = head[backing_offset : backing_offset + backing_size]
         backing = raw.decode("utf-8", errors="surrogateescape")
     return virtual_size, backing, backing_format
+
+
+def may_hold_bitmaps(path: str) -> bool:
+    """False only when the header proves the image holds no persistent bitmap (qcow2 without
+    the bitmaps extension); True when it has one, or when only qemu-img can tell."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(65536)
+    except OSError:
+        return True
+    if head[:4] != MAGIC:
+        return True  # not qcow2 by header: qemu-img decides (raw holds none)
+    (version,) = struct.unpack(">I", head[4:8])
+    if version == 2:
+        return False  # compat 0.10 has no bitmaps
+    if len(head) < 104:
+        return True
+    (extensions,) = struct.unpack(">I", head[100:104])
+    while extensions + 8 <= len(head):
+        kind, length = struct.unpack(">II", head[extensions : extensions + 8])
+        if kind == 0:
+            return False
+        if kind == BITMAPS_EXTENSION:
+            return True
+        extensions += 8 + (length + 7) // 8 * 8
+    return True
 
 
 def read_chain(path: str, limit: int = 64) -> list[dict[str, Any]] | None:

@@ -103,3 +103,24 @@ def stale_snapshots(
         if reason:
             result.append((info, reason))
     return result
+
+
+def memory_moments(dom: libvirt.virDomain) -> list[tuple[str, str, str]]:
+    """(snapshot, disk, file) for each snapshot with memory state and each disk: the file that
+    was active when it was taken (the disk's source in the snapshot's ``<domain>`` block),
+    which its saved RAM goes with."""
+    found = []
+    for snap in dom.listAllSnapshots(0):
+        root = ET.fromstring(snap.getXMLDesc(0))
+        memory = root.find("memory")
+        state = root.findtext("state")
+        saved = memory.get("snapshot") in ("internal", "external") if memory is not None else False
+        if not saved and state in (None, "disk-snapshot", "shutoff"):
+            continue
+        for disk in root.findall("./domain/devices/disk"):
+            target = disk.find("target")
+            src = disk.find("source")
+            path = src.get("file") or src.get("dev") if src is not None else None
+            if target is not None and path:
+                found.append((snap.getName(), target.get("dev", ""), path))
+    return found

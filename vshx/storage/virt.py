@@ -173,8 +173,12 @@ def find_disk(dom: libvirt.virDomain, target: str) -> chains.DiskSource:
     raise VshxError(f"domain {dom.name()!r} has no disk {target!r}", f"its disks: {names}")
 
 
-def domain_chain(dom: libvirt.virDomain, target: str) -> chains.Chain:
-    """The chain of one disk of a domain: order and indexes from libvirt, sizes from qemu-img."""
+def domain_chain(dom: libvirt.virDomain, target: str, *, definition: bool = True) -> chains.Chain:
+    """The chain of one disk of a domain: order and indexes from libvirt, sizes from qemu-img.
+
+    With ``definition`` (for planning), a definition that names other files than the headers
+    (the live one when running, else the persistent one libvirt will start on) is refused.
+    """
     from vshx.storage import chain as chains
     from vshx.storage import qemuimg
 
@@ -185,7 +189,12 @@ def domain_chain(dom: libvirt.virDomain, target: str) -> chains.Chain:
     running = is_running(dom)
     if running:
         layers = chains.merge_live_indexes(layers, disk)
-    return chains.Chain(layers, domain=dom.name(), disk=disk.target, live=running)
+    chain = chains.Chain(layers, domain=dom.name(), disk=disk.target, live=running)
+    if definition:
+        from vshx.storage import definition as defined
+
+        defined.check(dom, chain, running)
+    return chain
 
 
 def block_job_info(dom: libvirt.virDomain, disk: str) -> dict[str, int]:

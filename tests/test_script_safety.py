@@ -1,0 +1,107 @@
+"""Every printed --dry-run line is safe for sh, whatever a snapshot name or file name holds.
+
+libvirt accepts a newline (and quotes, ``$(...)``, backquotes) in a snapshot name; the script
+`snapshot-cleanup --dry-run` prints must run none of it.  One escaper makes every ``#`` line.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import URI, destroy_lab, make_lab, run_vshx, snapshot_names, virsh
+
+from vshx.plans.plan import Plan, Step, comment, shell_line, with_heredoc
+from vshx.shell.render import comments, printable, table
+
+HOSTILE = [
+    "evil\ntouch pwned1",
+    "a\rtouch pwned2",
+    "x\u2028touch pwned3",
+    "y\u0085touch pwned4",
+    "$(touch pwned5)",
+    "`touch pwned6`",
+    "it's\n'; touch pwned7; '",
+    "\x1b[2J\x1b]0;title\x07touch pwned8",
+    "\\\ntouch pwned9",
+    "\x00\x0b\x0c\ttouch pwned10",
+]
+
+
+def run_sh(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-e"], input=script, cwd=cwd, capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_comment_is_one_hash_line_without_control_characters(text: str):
+    line = comment(text)
+    assert line.startswith("# ")
+    assert "\n" not in line and all(ch.isprintable() for ch in line)
+    assert printable(text) in line
+
+
+def test_hostile_text_in_every_printed_place_runs_nothing(tmp_path: Path):
+    plan = Plan(" ".join(HOSTILE), method=HOSTILE[0])
+    plan.notes += HOSTILE
+    for text in HOSTILE:
+        plan.add(Step(text, ["true", text], underneath=[text]))
+    script = plan.script(explain=True)
+    script += comments(table([[t, t] for t in HOSTILE], ["Snapshot", "Why"]))
+    script += comments("\n".join(HOSTILE))
+    script += with_heredoc(shell_line(["cat"]), "VSHX_EOF\ntouch pwned11\nVSHX_EOF\r\n") + "\n"
+    proc = run_sh(script, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert "touch pwned11" in proc.stdout  # the here-document body stayed a body
+
+
+def test_table_keeps_one_row_per_line():
+    text = table([["a\nb", "c"], ["d", "e\r\nf"]], ["One", "Two"])
+    assert len(text.splitlines()) == 4
+
+
+def test_snapshot_name_with_a_newline_runs_nothing_from_dry_run(tmp_path: Path):
+    """A stale snapshot whose name holds a newline and shell syntax (libvirt forbids only
+    '/'): the printed script deletes exactly that snapshot's metadata and runs nothing else."""
+    lab = make_lab(tmp_path, running=False, layers=2)
+    try:
+        xml = virsh("snapshot-dumpxml", lab.name, "sn1").stdout
+        name = "evil\ntouch pwned1 $(touch pwned2) `touch pwned3` ' x\n\u2028touch pwned4"
+        xml = xml.replace("<name>sn1</name>", f"<name>{name}</name>", 1)
+        xml = re.sub(r"<source file='[^']*sn1\.qcow2'/>", "<source file='/nonexistent'/>", xml)
+        path = tmp_path / "snapshot.xml"
+        path.write_text(xml)
+        virsh("snapshot-create", lab.name, str(path), "--redefine")
+        assert name in virsh("snapshot-list", lab.name, "--name").stdout
+        proc = run_vshx("snapshot-cleanup", lab.name, "--dry-run")
+        assert proc.returncode == 0, proc.stderr
+        assert "| metadata removed |" in proc.stdout
+        assert f"virsh -c {URI} snapshot-delete {lab.name} 'evil" in proc.stdout
+        work = tmp_path / "cwd"
+        work.mkdir()
+        ran = run_sh(proc.stdout, work)
+        assert ran.returncode == 0, ran.stderr
+        assert list(work.iterdir()) == []  # no pwned file
+        # the script did its one job: that snapshot's metadata is gone, the others stay
+        assert name not in virsh("snapshot-list", lab.name, "--name").stdout
+        assert snapshot_names(lab.name) == ["sn1", "sn2"]
+    finally:
+        destroy_lab(lab)
+
+
+def test_read_commands_under_dry_run_print_only_comment_lines(tmp_path: Path):
+    """A command's answer (help, jobs, a completion script) under --dry-run is `#` lines."""
+    lab = make_lab(tmp_path, running=False, layers=1)
+    try:  # jobs of one domain: host-wide, another's domain stopping mid-scan fails it today
+        for argv in (["help"], ["help", "commit"], ["jobs", lab.name], ["completion", "bash"]):
+            proc = run_vshx("--dry-run", *argv)
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout, argv
+            assert all(line.startswith("#") for line in proc.stdout.splitlines()), argv
+            assert run_sh(proc.stdout, tmp_path).returncode == 0
+    finally:
+        destroy_lab(lab)

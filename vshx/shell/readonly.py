@@ -1,0 +1,218 @@
+"""What a passed-through virsh or qemu-img line may do under ``--dry-run``: only read.
+
+An exact allow-list, reviewed by hand against virsh(1) of libvirt 9.0 and qemu-img(1) of QEMU
+7.2: a command runs under ``--dry-run`` only when its name is listed AND every word after it
+is an option or argument the entry names.  Anything else (an unknown command, an option that
+sets a value, one positional word too many, which virsh would take for a setter such as
+``vcpupin D 0 1-2`` or ``snapshot-current D SNAP``) is printed as the quoted line, never run.
+
+An entry is a string of words: a bare word is an argument virsh accepts positionally or as
+``--word VALUE`` (in declaration order; ``word...`` takes any number); ``--flag`` is a boolean
+option; ``--option=`` takes a value (``--option V`` or ``--option=V``) that only selects what
+to read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+_TUNE = "--config --live --current"  # without the value options, these tunables print
+VIRSH_READS: dict[str, str] = {
+    # domains
+    "domid": "domain",
+    "domname": "domain",
+    "domuuid": "domain",
+    "dominfo": "domain",
+    "domstate": "domain --reason",
+    "domcontrol": "domain",
+    "domblkinfo": "domain device --all --human",
+    "domblklist": "domain --inactive --details",
+    "domblkstat": "domain device --human",
+    "domblkerror": "domain",
+    "domif-getlink": "domain interface --config",
+    "domiflist": "domain --inactive",
+    "domifstat": "domain interface",
+    "domifaddr": "domain interface --full --source=",
+    "domstats": "domain... --raw --enforce --backing --nowait --state --cpu-total --balloon "
+    "--vcpu --interface --block --perf --iothread --memory --dirtyrate --vm --list-active "
+    "--list-inactive --list-persistent --list-transient --list-running --list-paused "
+    "--list-shutoff --list-other",
+    "domdisplay": "domain type --include-password --all",
+    "domhostname": "domain --source=",
+    "domfsinfo": "domain",
+    "domlaunchsecinfo": "domain",
+    "vncdisplay": "domain",
+    "ttyconsole": "domain",
+    "dumpxml": "domain --inactive --security-info --update-cpu --migratable --xpath= --wrap",
+    "managedsave-dumpxml": "domain --security-info --xpath= --wrap",
+    "save-image-dumpxml": "file --security-info --xpath= --wrap",
+    "domxml-from-native": "format config",
+    "domxml-to-native": "format xml --domain=",
+    "vcpuinfo": "domain --pretty",
+    "vcpucount": "domain --maximum --active --guest " + _TUNE,
+    "iothreadinfo": "domain " + _TUNE,
+    "guestinfo": "domain --user --os --timezone --hostname --filesystem --disk --interface",
+    "get-user-sshkeys": "domain user",
+    "cpu-stats": "domain start count --total",
+    "migrate-getmaxdowntime": "domain",
+    "migrate-getspeed": "domain --postcopy",
+    "migrate-compcache": "domain",  # --size sets it
+    "domtime": "domain --pretty",  # --now, --sync, --time set the guest's clock
+    "domjobinfo": "domain --completed --keep-completed --anystats --rawstats",
+    "dommemstat": "domain " + _TUNE,  # --period sets the balloon's collection period
+    "schedinfo": "domain " + _TUNE,  # --set, parameter=value, --weight, --cap set
+    "blkdeviotune": "domain device " + _TUNE,
+    "blkiotune": "domain " + _TUNE,
+    "domiftune": "domain interface " + _TUNE,
+    "memtune": "domain " + _TUNE,
+    "numatune": "domain " + _TUNE,
+    "vcpupin": "domain vcpu " + _TUNE,  # a cpulist pins
+    "emulatorpin": "domain " + _TUNE,  # a cpulist pins
+    "perf": "domain " + _TUNE,  # --enable, --disable change
+    "guestvcpus": "domain",  # --enable, --disable, cpulist change
+    "desc": "domain --title " + _TUNE,  # --edit, --new-desc or more words write it
+    "metadata": "domain uri " + _TUNE,  # key, set, --edit, --remove write it
+    "list": "--inactive --all --managed-save --title --table --name --uuid --id --persistent "
+    "--transient --with-managed-save --without-managed-save --autostart --no-autostart "
+    "--with-snapshot --without-snapshot --with-checkpoint --without-checkpoint "
+    "--state-running --state-paused --state-shutoff --state-other",
+    # snapshots, checkpoints, backups
+    "snapshot-current": "domain --name --security-info",  # a snapshot name makes it current
+    "snapshot-dumpxml": "domain snapshotname --security-info --xpath= --wrap",
+    "snapshot-info": "domain snapshotname --current",
+    "snapshot-parent": "domain snapshotname --current",
+    "snapshot-list": "domain from --metadata --no-metadata --parent --roots --tree --name "
+    "--topological --current --descendants --leaves --no-leaves --inactive --active "
+    "--disk-only --internal --external",
+    "checkpoint-dumpxml": "domain checkpointname --security-info --no-domain --size --xpath= "
+    "--wrap",
+    "checkpoint-info": "domain checkpointname",
+    "checkpoint-parent": "domain checkpointname",
+    "checkpoint-list": "domain from --parent --roots --tree --name --topological --descendants "
+    "--leaves --no-leaves",
+    "backup-dumpxml": "domain --xpath= --wrap",
+    # host
+    "capabilities": "--xpath= --wrap",
+    "domcapabilities": "virttype emulatorbin arch machine --xpath= --wrap",
+    "version": "--daemon",
+    "uri": "",
+    "hostname": "",
+    "sysinfo": "",
+    "nodeinfo": "",
+    "nodecpumap": "--pretty",
+    "nodecpustats": "cpu --percent",
+    "nodememstats": "cell",
+    "nodesevinfo": "",
+    "freecell": "cellno --all",
+    "freepages": "cellno pagesize --all",
+    "maxvcpus": "type",
+    "cpu-models": "arch",
+    "cpu-baseline": "file --features --migratable",
+    "cpu-compare": "file --error --validate",
+    "hypervisor-cpu-baseline": "file virttype emulator arch machine model --features --migratable",
+    "hypervisor-cpu-compare": "file virttype emulator arch machine --error --validate",
+    # interfaces, filters, networks, devices, secrets
+    "iface-list": "--inactive --all",
+    "iface-dumpxml": "interface --inactive --xpath= --wrap",
+    "iface-mac": "interface",
+    "iface-name": "interface",
+    "nwfilter-list": "",
+    "nwfilter-dumpxml": "nwfilter --xpath= --wrap",
+    "nwfilter-binding-list": "",
+    "nwfilter-binding-dumpxml": "binding --xpath= --wrap",
+    "net-list": "--inactive --all --table --name --uuid --persistent --transient --autostart "
+    "--no-autostart",
+    "net-info": "network",
+    "net-dumpxml": "network --inactive --xpath= --wrap",
+    "net-name": "network",
+    "net-uuid": "network",
+    "net-dhcp-leases": "network mac",
+    "net-port-list": "network --table --uuid",
+    "net-port-dumpxml": "network port --xpath= --wrap",
+    "nodedev-list": "--cap= --tree --inactive --all",
+    "nodedev-dumpxml": "device --xpath= --wrap",
+    "nodedev-info": "device",
+    "secret-list": "--ephemeral --no-ephemeral --private --no-private",
+    "secret-dumpxml": "secret --xpath= --wrap",
+    "secret-get-value": "secret --plain",
+    # storage
+    "pool-list": "--type= --inactive --all --persistent --transient --autostart --no-autostart "
+    "--details --uuid --name",
+    "pool-info": "pool --bytes",
+    "pool-dumpxml": "pool --inactive --xpath= --wrap",
+    "pool-name": "pool",
+    "pool-uuid": "pool",
+    "pool-capabilities": "",
+    "vol-list": "pool --details",
+    "vol-info": "vol pool --bytes --physical",
+    "vol-dumpxml": "vol pool --xpath= --wrap",
+    "vol-key": "vol pool",
+    "vol-name": "vol",
+    "vol-path": "vol pool",
+    "vol-pool": "vol --uuid",
+    # the shell
+    "help": "command",
+    "pwd": "",
+}
+
+# where one option changes another's meaning
+VIRSH_CONDITIONS: dict[str, Callable[[set[str]], bool]] = {
+    # --completed alone reads the last job's statistics and then deletes them
+    "domjobinfo": lambda flags: "--completed" not in flags or "--keep-completed" in flags,
+}
+
+QEMU_IMG_READS = ("info", "check", "compare", "map", "measure")
+
+
+def virsh_reads(command: str, args: Sequence[str]) -> bool:
+    """True when ``virsh COMMAND ARGS`` only reads (so ``--dry-run`` may run it)."""
+    entry = VIRSH_READS.get(command)
+    if entry is None:
+        return False
+    words = entry.split()
+    positional = [w for w in words if not w.startswith("-")]
+    flags = {w for w in words if w.startswith("-") and not w.endswith("=")}
+    values = {w[:-1] for w in words if w.endswith("=")}
+    named = {f"--{w.removesuffix('...')}" for w in positional}
+    many = bool(positional) and positional[-1].endswith("...")
+    filled, seen, given = 0, set(), list(args)
+    only_data = False
+    while given:
+        word = given.pop(0)
+        if word == "--" and not only_data:
+            only_data = True
+            continue
+        if word.startswith("--") and not only_data:
+            name, eq, _value = word.partition("=")
+            if name in flags and not eq:
+                seen.add(name)
+                continue
+            if name in values or name in named:
+                if not eq:
+                    if not given:
+                        return False
+                    given.pop(0)
+                seen.add(name)
+                filled += name in named
+                continue
+            return False  # an option not on the list: it may set something
+        if word.startswith("-") and word != "-" and not only_data:
+            return False  # a short option (virsh commands have few): not reviewed
+        filled += 1
+    if filled > len(positional) and not many:
+        return False  # one word too many fills the next (setting) argument
+    condition = VIRSH_CONDITIONS.get(command)
+    return condition is None or condition(seen)
+
+
+def qemu_img_reads(args: Sequence[str]) -> bool:
+    """True when ``qemu-img ARGS`` only reads: info, compare, map, measure, check without -r."""
+    if not args or args[0] not in QEMU_IMG_READS:
+        return False
+    if args[0] == "check":
+        for word in args[1:]:
+            if word.startswith("--repair") or (
+                word.startswith("-") and not word.startswith("--") and "r" in word[1:]
+            ):
+                return False  # -r leaks|all, -Ur all, --repair=...: repairs write
+    return True

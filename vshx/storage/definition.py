@@ -1,0 +1,214 @@
+"""A disk as the domain's definitions name it, compared with the chain its qcow2 headers form.
+
+libvirt starts a domain on its persistent definition: when a ``<disk>`` carries a
+``<backingStore>`` chain (snapshots taken on a running domain leave one), QEMU opens exactly
+those files, whatever the headers say; only below the last one named does libvirt read the
+headers.  A live definition is what QEMU runs on now.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vshx.errors import VshxError
+from vshx.storage.chain import canonical
+from vshx.storage.libvirt_lazy import libvirt
+
+if TYPE_CHECKING:
+    from vshx.storage.chain import Chain
+
+
+@dataclass(frozen=True)
+class Defined:
+    """One disk as a definition names it: its source and the backing files it pins."""
+
+    target: str
+    source: str | None
+    format: str | None
+    backing: tuple[tuple[str, str | None], ...]  # (path, format) below the source, top first
+    pinned: bool  # a <backingStore> with a source: libvirt opens these, it does not probe
+    closed: bool  # ends in an empty <backingStore/>: nothing below the last one named
+
+    @property
+    def files(self) -> list[str]:
+        """The source and every pinned backing file, top first."""
+        return [self.source or ""] + [path for path, _fmt in self.backing]
+
+
+def _path(node: ET.Element) -> str | None:
+    src = node.find("source")
+    if src is None:
+        return None
+    return src.get("file") or src.get("dev") or src.get("name")
+
+
+def _format(node: ET.Element, tag: str) -> str | None:
+    found = node.find(tag)
+    return found.get("type") if found is not None else None
+
+
+def parse(xml: str) -> list[Defined]:
+    """Every ``<disk>`` of a domain XML with the backing chain it pins."""
+    found = []
+    for disk in ET.fromstring(xml).findall("./devices/disk"):
+        target = disk.find("target")
+        if target is None:
+            continue
+        backing: list[tuple[str, str | None]] = []
+        closed = False
+        node = disk.find("backingStore")
+        while node is not None:
+            path = _path(node)
+            if path is None:
+                closed = True  # <backingStore/>: the chain ends here
+                break
+            backing.append((path, _format(node, "format")))
+            node = node.find("backingStore")
+        found.append(
+            Defined(
+                target.get("dev", ""),
+                _path(disk),
+                _format(disk, "driver"),
+                tuple(backing),
+                bool(backing),
+                closed,
+            )
+        )
+    return found
+
+
+def find(xml: str, target: str) -> Defined | None:
+    for disk in parse(xml):
+        if target in (disk.target, disk.source):
+            return disk
+    return None
+
+
+def persistent_xml(dom: libvirt.virDomain) -> str:
+    return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+
+def difference(defined: Defined, chain: Chain, *, files_must_exist: bool) -> str | None:
+    """What differs between the chain a definition pins and the one the headers form, or None.
+
+    An unpinned definition agrees (libvirt reads the headers); a pinned one agrees when every
+    file it names is the header chain's file at that place (by canonical path), and, when it
+    is closed, the headers end there too.
+    """
+    headers = [layer.canonical for layer in chain.layers]
+    if defined.source and canonical(defined.source) != headers[0]:
+        return f"it names {defined.source} as the disk, the chain starts at {chain.active.path}"
+    if not defined.pinned:
+        return None
+    named = defined.files
+    for number, path in enumerate(named):
+        if files_must_exist and not os.path.exists(path):
+            return f"it names {path}, which does not exist"
+        if number >= len(headers):
+            return (
+                f"it names {path} below {os.path.basename(named[number - 1])}, whose header "
+                "names no backing file"
+            )
+        if canonical(path) != headers[number]:
+            above = chain.layers[number - 1]
+            return (
+                f"it names {path} below {above.name}, whose header names "
+                f"{chain.layers[number].path}"
+            )
+        fmt = defined.format if number == 0 else defined.backing[number - 1][1]
+        if fmt and chain.layers[number].format and fmt != chain.layers[number].format:
+            return f"it opens {path} as {fmt}, the file is {chain.layers[number].format}"
+    if defined.closed and len(headers) > len(named):
+        return (
+            f"it ends at {os.path.basename(named[-1])}, whose header names "
+            f"{chain.layers[len(named)].path}"
+        )
+    return None
+
+
+def check(dom: libvirt.virDomain, chain: Chain, live: bool) -> None:
+    """Refuse a chain whose definition (live when running, else persistent) names other files.
+
+    The persistent definition is what the domain will start on; the live one is what QEMU
+    runs on.  Either disagreeing with the headers leaves vshx not knowing which chain a plan
+    would change, so it refuses (fail closed) and says how to bring them in line.
+    """
+    xml = dom.XMLDesc(0) if live else persistent_xml(dom)
+    defined = find(xml, chain.disk or "")
+    if defined is None or any(not path for path in defined.files):
+        return  # a network or empty source: nothing to compare with headers
+    why = difference(defined, chain, files_must_exist=not live)
+    if why is None:
+        return
+    which = "live" if live else "persistent"
+    raise VshxError(
+        f"the {which} definition of {dom.name()} {chain.disk} disagrees with the qcow2 headers: "
+        f"{why} (headers: {chain.arrows()}; definition: "
+        f"{' <- '.join(os.path.basename(p) for p in reversed(defined.files))})",
+        align_hint(dom.name(), chain.disk or "", live),
+    )
+
+
+def align_hint(domain: str, disk: str, live: bool) -> str:
+    if live:
+        return (
+            "QEMU runs on the definition's files: shut the domain down cleanly, then look again "
+            f"with: vshx chain {domain} {disk}"
+        )
+    return (
+        f"libvirt starts {domain} on its definition. If the headers are right (layers merged "
+        f"by hand), make the definition name their chain: vshx chain {domain} {disk} prints "
+        "the virsh update-device line. If the definition is right, point each header back at "
+        "the file it names: qemu-img rebase -u -F FMT -b BELOW LAYER"
+    )
+
+
+def named_files(dom: libvirt.virDomain) -> set[str]:
+    """Canonical paths of every file the persistent and (when running) live definitions name,
+    pinned backing files included: a file one of them names is in use."""
+    xmls = [persistent_xml(dom)]
+    if dom.isActive():
+        xmls.append(dom.XMLDesc(0))
+    return {canonical(path) for xml in xmls for disk in parse(xml) for path in disk.files if path}
+
+
+def disk_xml(xml: str, target: str, layers: list[tuple[str, str]], pin: bool) -> str:
+    """The definition's ``<disk>`` for ``target`` naming ``layers`` (path, format; top
+    first): the source is the first, and with ``pin`` the rest as its ``<backingStore>``
+    chain (libvirt keeps it as given); without, no chain (libvirt reads the headers)."""
+    root = ET.fromstring(xml)
+    for node in root.findall("./devices/disk"):
+        dev = node.find("target")
+        if dev is None or dev.get("dev") != target:
+            continue
+        for child in list(node):
+            if child.tag in ("backingStore", "alias"):
+                node.remove(child)
+        src = node.find("source")
+        if src is not None:
+            src.attrib.clear()
+            src.set("dev" if node.get("type") == "block" else "file", layers[0][0])
+        driver = node.find("driver")
+        if driver is not None:
+            driver.set("type", layers[0][1])
+        if pin and len(layers) > 1:
+            position = list(node).index(src) + 1 if src is not None else len(node)
+            node.insert(position, _backing_store(layers[1:]))
+        node.tail = None
+        ET.indent(node)
+        return ET.tostring(node, encoding="unicode").strip() + "\n"
+    raise VshxError(f"disk {target} is not in the definition")
+
+
+def _backing_store(layers: list[tuple[str, str]]) -> ET.Element:
+    path, fmt = layers[0]
+    block = path.startswith("/dev/")
+    node = ET.Element("backingStore", type="block" if block else "file")
+    ET.SubElement(node, "format", type=fmt)
+    ET.SubElement(node, "source", {"dev" if block else "file": path})
+    if len(layers) > 1:
+        node.append(_backing_store(layers[1:]))
+    return node
