@@ -34,6 +34,7 @@ from conftest import (
     virsh,
     wait_for_block_job,
 )
+from test_real_host_definition import qemu_files, vshx_chain
 
 pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
 
@@ -171,9 +172,14 @@ def test_two_commits_with_different_bases_on_a_real_lab(tmp_path: Path):
             for layer in expected(winner):
                 qemu_check(lab.dir / layer)
             assert guest_hash(lab.active, tmp_path) == seen
-            assert run_vshx("chain", lab.name, "vda").returncode == 0
             recover = run_vshx("recover", lab.name, "vda")
             assert recover.returncode == 0 and "nothing to do" in recover.stdout, recover.stderr
+            # the domain starts, and QEMU runs on the chain vshx reports, showing the same bytes
+            assert vshx_chain(lab.name) == expected(winner)
+            virsh("start", lab.name)
+            lab.running = True
+            assert qemu_files(lab.name) == expected(winner)
+            assert lab.guest_hash(tmp_path) == seen
         finally:
             destroy_lab(lab)
 
