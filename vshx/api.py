@@ -47,6 +47,7 @@ from vshx.shell.session import Session
 from vshx.shell.spec import Args, Command, Opt, non_negative_int
 from vshx.storage import procs, qemuimg, snapshots, virt
 from vshx.storage.chain import Chain, Layer, canonical, human_size, image_chain
+from vshx.storage.identity import FileKey, identity
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.paths import names_an_image
 from vshx.storage.snapshots import (
@@ -92,6 +93,7 @@ __all__ = [
     "Args",
     "Chain",
     "Command",
+    "FileKey",
     "Layer",
     "Opt",
     "Plan",
@@ -114,6 +116,7 @@ __all__ = [
     "follow_up_note",
     "hookimpl",
     "human_size",
+    "identity",
     "image_chain",
     "job_flags_argv",
     "journal",

@@ -103,9 +103,11 @@ def live_job_step(
 
 
 def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> list[Step]:
-    """rm steps for merged-away files that nothing else uses (checked now, before running)."""
+    """rm steps for merged-away files that nothing else uses (checked now, and again right
+    before each unlink)."""
     steps = []
-    index = preflight.UsageIndex(session, keep_users_of, going={f.canonical for f in files})
+    going = {f.path for f in files}
+    index = preflight.UsageIndex(session, keep_users_of, going=going)
     for layer in files:
         users = index.users_of(layer.path)
         if users:
@@ -115,18 +117,27 @@ def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> 
             Step(
                 f"delete merged-away {layer.name} ({human_size(layer.allocated)})",
                 ["rm", "-f", "--", layer.path],
-                action=_delete_after_looking_again(session, keep_users_of, layer),
+                action=_delete_after_looking_again(session, keep_users_of, layer, going),
             )
         )
     return steps
 
 
-def _delete_after_looking_again(session: Session, chain: Chain, layer: Layer) -> Callable[[], None]:
-    """The rm runs only if the disk's chain, read again now, no longer holds the file."""
+def _delete_after_looking_again(
+    session: Session, chain: Chain, layer: Layer, going: set[str]
+) -> Callable[[], None]:
+    """The rm runs only if, read again right before the unlink (under the chain's lock, which
+    the command took when it loaded the chain), no disk of the domain and no other domain,
+    image or pool volume uses the file, and the path still names the file that was checked."""
+    from vshx.storage.identity import identity
+
+    planned = identity(layer.path)
 
     def action() -> None:
         import os
 
+        if not os.path.lexists(layer.path):
+            return  # gone already: as rm -f
         if chain.domain is not None:
             from vshx.storage.definition import named_files
             from vshx.storage.snapshots import current_chain_files
@@ -140,6 +151,15 @@ def _delete_after_looking_again(session: Session, chain: Chain, layer: Layer) ->
                     f"see: vshx chain {chain.domain}",
                     clean=True,
                 )
+        index = preflight.UsageIndex(session, chain, going=going)
+        users = index.users_of(layer.path)
+        if users or identity(layer.path) != planned:
+            why = f"still used by {'; '.join(users)}" if users else "another file is there now"
+            raise VshxError(
+                f"not deleting {layer.path}: {why}",
+                f"nothing was deleted; look at it ({index.scanned()})",
+                clean=True,
+            )
         session.info(f"deleting merged-away {layer.path}")
         try:
             os.unlink(layer.path)

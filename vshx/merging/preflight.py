@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging.target import Target
 from vshx.storage import virt
-from vshx.storage.chain import Chain, Layer, canonical
+from vshx.storage.chain import Chain, DiskSource, Layer, canonical
+from vshx.storage.identity import FileKey, identity
 from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
@@ -25,14 +26,16 @@ if TYPE_CHECKING:
 
 
 def running_users(session: Session, path: str) -> list[str]:
-    """Running domains whose disk chains contain ``path`` ("domain disk")."""
-    target = canonical(path)
+    """Running domains whose disk chains contain the file ``path`` names ("domain disk")."""
+    key = functools.lru_cache(maxsize=None)(identity)
+    target = key(path)
     found = []
     active = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
     for dom, disks in virt.domains_with_disks(session.conn, active):
         for disk in disks:
-            paths = [disk.source or ""] + [p for p, _f, _i in disk.backing]
-            if any(p and canonical(p) == target for p in paths):
+            if not disk.source:
+                continue
+            if target in _disk_keys(disk, key):
                 found.append(f"domain {dom.name()} {disk.target}")
     return found
 
@@ -43,58 +46,91 @@ def refuse_if_running_user(session: Session, path: str, hint: str) -> None:
         raise VshxError(f"{path} is in use by running {', '.join(users)}", hint)
 
 
-def _chain_paths(path: str, resolve: Callable[[str], str] = canonical) -> list[str]:
-    from vshx.storage.qcow2 import chain_paths
+def _disk_keys(disk: DiskSource, key: Callable[[str], FileKey]) -> set[FileKey]:
+    """Every file a disk's data is in: its definition's chain and what the headers add."""
+    paths = [disk.source or ""] + [p for p, _f, _i in disk.backing if p]
+    files = [f for p in paths for f in _chain_files(p)] if _readable(disk) else paths
+    return {key(f) for f in files}
 
-    return chain_paths(path, resolve=resolve)
+
+def _readable(disk: DiskSource) -> bool:
+    """A local file or device (not a network disk such as rbd or iscsi)."""
+    return bool(disk.source) and os.path.isabs(disk.source or "")
+
+
+def _device(path: str) -> bool:
+    return os.path.exists(path) and not os.path.isfile(path)
+
+
+def _chain_files(path: str) -> list[str]:
+    from vshx.storage.qcow2 import chain_files
+
+    return chain_files(path)
+
+
+def _image_files(path: str) -> list[str]:
+    from vshx.storage.qcow2 import image_files
+
+    return image_files(path)
 
 
 class UsageIndex:
-    """Who names which files in their chains, gathered once per command.
+    """Who uses which files in their chains, gathered once per command.
 
-    Scanned: every domain's disks with their whole chains; every storage pool, active or not
-    (an active pool's volumes with their whole chains, and the target directory of each);
-    every qcow2 image, whatever its name, in the directories libvirt knows of (pool targets,
-    the directories of every domain disk), the chain's own directory and ``--scan DIR``.  Not
-    scanned: other directories, other hosts sharing the storage, images on other URIs.
-    A directory or pool that cannot be read makes the scan refuse (fail closed).
+    Files are compared by identity (``storage.identity``: device and inode), so a hard link,
+    a bind mount, a symlink or a ``json:`` backing name reaching a file is that file; a chain
+    holds its layers, the files its ``json:`` backing names name and its qcow2 external data
+    files.  Scanned: every domain's disks (every device type: disk, cdrom, floppy, lun) with
+    their whole chains; every storage pool, active or not (an active pool's volumes with their
+    whole chains, and the target directory of each); every qcow2 image, whatever its name, in
+    the directories libvirt knows of (pool targets, the directories of every domain disk),
+    the chain's own directory and ``--scan DIR``.  Not scanned: other directories, other
+    hosts sharing the storage, images on other URIs.  A directory, pool or header that cannot
+    be read makes the scan refuse (fail closed).
     """
 
     def __init__(self, session: Session, ours: Chain, going: set[str] | None = None) -> None:
-        # one scan resolves the same directories and backing names again and again
-        self._canonical: Callable[[str], str] = functools.lru_cache(maxsize=None)(canonical)
-        self.mine = {layer.canonical for layer in ours.layers}
-        self.domains: list[tuple[str, list[str]]] = []
-        self.sources: set[str] = set()  # domain disk sources, not to be named twice as images
-        directories = {os.path.dirname(layer.canonical) for layer in ours.layers}
+        # one scan meets the same files again and again: one stat each
+        self._key: Callable[[str], FileKey] = functools.lru_cache(maxsize=None)(identity)
+        self._files = functools.lru_cache(maxsize=None)(_chain_files)
+        self.mine = {self._key(f) for layer in ours.layers for f in _image_files(layer.path)}
+        self.domains: list[tuple[str, set[FileKey]]] = []
+        self.sources: set[FileKey] = set()  # domain disk sources, not to be named twice as images
+        directories = {
+            os.path.dirname(layer.canonical) for layer in ours.layers if not _device(layer.path)
+        }
         for dom, disks in virt.domains_with_disks(session.conn):
             for disk in disks:
-                if not disk.source or disk.device not in ("disk", "cdrom"):
+                if not disk.source:
                     continue
-                directories.add(os.path.dirname(self._canonical(disk.source)))
+                if _readable(disk) and not _device(disk.source):  # images, not /dev
+                    directories.add(os.path.dirname(canonical(disk.source)))
                 if dom.name() == ours.domain and disk.target == ours.disk:
                     continue
-                paths = [self._canonical(disk.source)] + [
-                    self._canonical(p) for p, _f, _i in disk.backing
-                ]
-                if os.path.exists(disk.source):
-                    paths = list(dict.fromkeys(paths + _chain_paths(disk.source, self._canonical)))
+                paths = [disk.source] + [p for p, _f, _i in disk.backing if p]
+                if _readable(disk):
+                    paths = [f for p in paths for f in self._files(p)]
                 self.domains.append(
-                    (f"domain {dom.name()} disk {disk.target} ({disk.source})", paths)
+                    (
+                        f"domain {dom.name()} {disk.device} {disk.target} ({disk.source})",
+                        {self._key(p) for p in paths},
+                    )
                 )
-                self.sources.add(self._canonical(disk.source))
+                self.sources.add(self._key(disk.source))
         # this domain's merged-away layers are no users, except when deciding a deletion:
         # then only the files deleted together pass each other over
-        self.passed_over = _own_snapshot_files(session, ours) if going is None else going
-        skip = self.mine | self.passed_over | self.sources
-        self.pools, pool_dirs = _pool_chains(session, skip, self._canonical)
-        scan = session.args.get("scan") if session.args else None
-        self.directories = sorted(
-            directories | pool_dirs | ({self._canonical(scan)} if scan else set())
+        self.passed_over = (
+            _own_snapshot_files(session, ours, self._key)
+            if going is None
+            else {self._key(p) for p in going}
         )
-        self._images: list[tuple[str, list[str]]] | None = None
+        skip = self.mine | self.passed_over | self.sources
+        self.pools, pool_dirs = _pool_chains(session, skip, self._key, self._files)
+        scan = session.args.get("scan") if session.args else None
+        self.directories = sorted(directories | pool_dirs | ({canonical(scan)} if scan else set()))
+        self._images: list[tuple[str, set[FileKey]]] | None = None
 
-    def images(self) -> list[tuple[str, list[str]]]:
+    def images(self) -> list[tuple[str, set[FileKey]]]:
         """qcow2 images (by header, any file name) in every scanned directory."""
         if self._images is None:
             skip = self.mine | self.passed_over | self.sources
@@ -111,11 +147,10 @@ class UsageIndex:
                     ) from exc
                 for name in names:
                     candidate = os.path.join(directory, name)
-                    if self._canonical(candidate) in skip or not is_qcow2(candidate):
+                    if not _qcow2_file(candidate) or self._key(candidate) in skip:
                         continue
-                    found.append(
-                        (f"image {candidate}", _chain_paths(candidate, self._canonical)[1:])
-                    )
+                    below = self._files(candidate)[1:]
+                    found.append((f"image {candidate}", {self._key(p) for p in below}))
             self._images = found
         return self._images
 
@@ -126,19 +161,41 @@ class UsageIndex:
         )
 
     def users_of(self, path: str, through: str | None = None) -> list[str]:
-        """Chains outside ours that contain ``path`` (and, with ``through``, not that file).
+        """Chains outside ours that contain the file ``path`` (or its external data file),
+        and, with ``through``, not that file.
 
         Committing TOP into BASE changes nothing for a chain that reaches BASE through TOP
         (TOP is not emptied), only for the others.
         """
-        target = self._canonical(path)
-        passing = self._canonical(through) if through else None
+        targets = {self._key(f) for f in _image_files(path)}
+        passing = self._key(through) if through else None
         holders = self.domains + self.images() + self.pools
         return [
             label
-            for label, paths in holders
-            if target in paths and (passing is None or passing not in paths)
+            for label, keys in holders
+            if targets & keys and (passing is None or passing not in keys)
         ]
+
+
+def _qcow2_file(path: str) -> bool:
+    """A regular file with a qcow2 header; one that cannot be read refuses."""
+    from stat import S_ISREG
+
+    from vshx.storage.qcow2 import MAGIC
+
+    try:
+        mode = os.stat(path).st_mode
+        if not S_ISREG(mode):
+            return False  # a directory, device, socket or FIFO (opening a FIFO would hang)
+        with open(path, "rb") as handle:
+            return handle.read(4) == MAGIC
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # gone while we looked, or a dangling symlink: no user
+    except OSError as exc:
+        raise VshxError(
+            f"cannot read {path} to see whether it uses this chain: {exc.strerror}",
+            "vshx refuses what it cannot check; fix the permissions, or move that file away",
+        ) from exc
 
 
 def is_qcow2(path: str) -> bool:
@@ -159,35 +216,43 @@ def other_users(session: Session, path: str, ours: Chain, through: str | None = 
     return UsageIndex(session, ours).users_of(path, through)
 
 
-def _own_snapshot_files(session: Session, ours: Chain) -> set[str]:
+def _own_snapshot_files(
+    session: Session, ours: Chain, key: Callable[[str], FileKey] = identity
+) -> set[FileKey]:
     """Files this domain's own snapshot metadata names: its merged-away layers, not users."""
     if not ours.domain:
         return set()
     from vshx.storage.snapshots import domain_snapshots
 
     dom = virt.lookup_domain(session.conn, ours.domain)
-    return {canonical(f) for info in domain_snapshots(dom) for f in info.files}
+    return {key(f) for info in domain_snapshots(dom) for f in info.files}
 
 
 def _pool_chains(
-    session: Session, skip: set[str], resolve: Callable[[str], str] = canonical
-) -> tuple[list[tuple[str, list[str]]], set[str]]:
+    session: Session,
+    skip: set[FileKey],
+    key: Callable[[str], FileKey],
+    files: Callable[[str], list[str]],
+) -> tuple[list[tuple[str, set[FileKey]]], set[str]]:
     """Pool volumes not in ``skip`` with their whole chains, and every pool's directory."""
-    found: list[tuple[str, list[str]]] = []
+    found: list[tuple[str, set[FileKey]]] = []
     directories: set[str] = set()
     try:
         pools = session.conn.listAllStoragePools(0)
         for pool in pools:
             target = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
             if target:
-                directories.add(resolve(target))
+                directories.add(canonical(target))
             if not pool.isActive():
                 continue  # its volumes are not listed; its directory is scanned above
             for vol in pool.listAllVolumes(0):
                 path = vol.path()
-                if resolve(path) not in skip and os.path.exists(path):
+                if os.path.isabs(path) and key(path) not in skip and os.path.exists(path):
                     found.append(
-                        (f"pool {pool.name()} volume {vol.name()}", _chain_paths(path, resolve))
+                        (
+                            f"pool {pool.name()} volume {vol.name()}",
+                            {key(f) for f in files(path)},
+                        )
                     )
     except libvirt.libvirtError as exc:
         raise VshxError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -13,6 +15,7 @@ from vshx.storage.paths import names_an_image
 
 if TYPE_CHECKING:
     from vshx.shell.session import Session
+    from vshx.storage.identity import FileKey
 
 
 @dataclass
@@ -41,24 +44,67 @@ def load_target(
 ) -> Target:
     """Resolve DOMAIN DISK (or a bare IMAGE) to its chain; a bare image may not be in use.
 
-    An interrupted earlier operation on it is refused (``recover`` passes ``journal_ok``).
+    A command that will change the chain (not ``--dry-run``) first takes the chain's lock
+    (plans/lock.py) and only then reads the chain and the journal, so two vshx never plan on
+    one chain at once and every check below runs under the lock.  An interrupted earlier
+    operation on it is refused (``recover`` passes ``journal_ok``).
     """
-    if disk is None and names_an_image(domain_or_image):
-        target = Target(chain_of_image(session, domain_or_image))
-    elif disk is None:
+    image = disk is None and names_an_image(domain_or_image)
+    if disk is None and not image:
         raise VshxError(
             f"which disk of {domain_or_image!r}?", f"give the disk too, e.g. {domain_or_image} vda"
         )
+    dom = None if image else virt.lookup_domain(session.conn, domain_or_image)
+    locked = None
+    if _will_change(session):
+        active = domain_or_image if dom is None else virt.find_disk(dom, disk or "").source
+        if active and os.path.exists(active):
+            locked = _lock(session, active)
+    if dom is None:
+        target = Target(chain_of_image(session, domain_or_image))
     else:
-        dom = virt.lookup_domain(session.conn, domain_or_image)
         try:  # recover brings a definition left behind by an interrupted plan in line itself
-            target = Target(chain_of_disk(session, dom, disk, definition=not journal_ok), dom)
+            chain = chain_of_disk(session, dom, disk or "", definition=not journal_ok)
+            target = Target(chain, dom)
         except VshxError:  # an interrupted plan explains a definition left behind: say that
-            refuse_interrupted(Target(chain_of_disk(session, dom, disk, definition=False), dom))
+            chain = chain_of_disk(session, dom, disk or "", definition=False)
+            refuse_interrupted(Target(chain, dom))
             raise
+    if _will_change(session):
+        from vshx.storage.identity import identity
+
+        if locked is None:  # the source named no file vshx could see before the chain read
+            locked = _lock(session, target.chain.active.path)
+        if identity(target.chain.active.path) != locked:
+            raise VshxError(
+                f"the chain of {domain_or_image} changed while vshx was taking its lock",
+                "another program changed it; look at it (vshx chain) and run the command again",
+            )
     if not journal_ok:
         refuse_interrupted(target)
     return target
+
+
+def _lock(session: Session, active: str) -> FileKey:
+    from vshx.plans import lock
+
+    return lock.take(active, _command_line(session))
+
+
+def _will_change(session: Session) -> bool:
+    """A real run on this host's files (a dry run prints only; a remote URI's images are not
+    here, and libvirt allows one block job per disk there)."""
+    args = session.args
+    dry_run = session.dry_run or bool(args is not None and args.get("dry_run"))
+    return not dry_run and session.is_local
+
+
+def _command_line(session: Session) -> str:
+    """What this vshx is doing, for the message of a vshx that finds the chain locked."""
+    import shlex
+
+    words = getattr(session, "words", None)
+    return shlex.join(["vshx", *words]) if words else shlex.join(["vshx", *sys.argv[1:]])
 
 
 def prediction_key(chain: Chain) -> str:

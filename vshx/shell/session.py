@@ -61,6 +61,7 @@ class Session:
         self._inventory: Inventory | None = None
         self.command: Command | None = None  # the command running now, for plan hooks
         self.args: Args | None = None  # and its options
+        self.words: list[str] | None = None  # and its words, for a lock holder's note
         self.stdin_text: str | None = None  # a here-document for the line's command
         # a batch --dry-run plans each line on the chains the lines before it will leave
         self.predicted: dict[str, Chain] = {}
@@ -203,7 +204,7 @@ class Session:
             if any("\0" in word for word in words):
                 raise UsageError("a NUL byte cannot be part of an argument", "remove it")
             args = parse(command, words[1:])
-            self.command, self.args = command, args
+            self.command, self.args, self.words = command, args, list(words)
             result = command.run(self, args)
             status = EXIT_OK if result is None else int(result)
         except (ExitRequested, BrokenPipeError):
@@ -269,7 +270,10 @@ class Session:
         raise passthrough.suggest(words[0], known)
 
     def _finished(self, command: Command | None, args: Args, status: int) -> int:
-        self.command = self.args = None
+        lock = sys.modules.get("vshx.plans.lock")  # imported only by a command that locked
+        if lock is not None:
+            lock.release_all()  # the chain locks its load took (merging/target.py load_target)
+        self.command = self.args = self.words = None
         if command is not None and status != EXIT_USAGE:
             if command.changes:
                 self.forget_inventory(args.get("domain") if status == EXIT_OK else None)

@@ -10,44 +10,187 @@ missing file, a loop), ``read_chain`` returns None and the caller asks qemu-img.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from collections.abc import Callable
 from stat import S_ISREG
 from typing import Any
 
+from vshx.errors import VshxError
+
 MAGIC = b"QFI\xfb"
+DATA_FILE_EXTENSION = 0x44415441  # "DATA": the name of an external data file
 
 
 def backing_file(path: str) -> str | None:
     """The backing file name as written in a qcow2 header; None for no backing / not qcow2."""
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(20)
-            if len(header) < 20 or header[:4] != MAGIC:
-                return None
-            offset, size = struct.unpack(">QI", header[8:20])
-            if not offset or not size or size > 4096:
-                return None
-            handle.seek(offset)
-            return handle.read(size).decode("utf-8", errors="surrogateescape")
-    except OSError:
+        names = header_names(path)
+    except VshxError:
         return None
+    return names[0] if names else None
+
+
+def _unreadable(path: str, exc: OSError) -> VshxError:
+    return VshxError(
+        f"cannot read {path} to see which files it uses: {exc.strerror}",
+        "vshx refuses what it cannot check; fix the permissions, or move that file away",
+    )
+
+
+def header_names(path: str) -> tuple[str | None, str | None] | None:
+    """(backing name, external data file name) as a qcow2 header writes them; None when the
+    file is missing or not qcow2.  A file that is there but cannot be read raises VshxError."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(65536)  # header, extensions and names share the first cluster
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    if len(head) < 72 or head[:4] != MAGIC:
+        return None
+    version, offset, size = struct.unpack(">IQI", head[4:20])
+    backing = None
+    if offset and size and offset + size <= len(head):
+        backing = head[offset : offset + size].decode("utf-8", errors="surrogateescape")
+    data_file = None
+    if version >= 3 and len(head) >= 104:
+        (extension,) = struct.unpack(">I", head[100:104])
+        while extension + 8 <= len(head):
+            kind, length = struct.unpack(">II", head[extension : extension + 8])
+            if kind == 0:
+                break
+            if kind == DATA_FILE_EXTENSION:
+                raw = head[extension + 8 : extension + 8 + length]
+                data_file = raw.decode("utf-8", errors="surrogateescape")
+            extension += 8 + (length + 7) // 8 * 8
+    return backing, data_file
+
+
+def _as_qemu_opens(name: str, image: str) -> list[str]:
+    """Where a relative name inside an image may point: beside the image, and from QEMU's
+    working directory ("/" under libvirt), which is where QEMU 7.2 opens a relative data file
+    or a name inside a json: backing name.  Both count, so no user is missed."""
+    if os.path.isabs(name):
+        return [name]
+    return [os.path.join(os.path.dirname(image), name), os.path.join("/", name)]
+
+
+def image_files(path: str) -> list[str]:
+    """An image and its external data file (qcow2 ``data_file``): the files its data is in."""
+    names = header_names(path)
+    if names is None or names[1] is None:
+        return [path]
+    return [path, *_as_qemu_opens(names[1], path)]
+
+
+def _nested(options: dict[str, Any]) -> dict[str, Any]:
+    """QEMU's dotted option keys ("file.filename") as nested objects, as QEMU reads them."""
+    result: dict[str, Any] = {}
+    for key, value in options.items():
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        if isinstance(value, dict):
+            merged = node.get(leaf)
+            value = {**(merged if isinstance(merged, dict) else {}), **_nested(value)}
+        node[leaf] = value
+    return result
+
+
+def _filenames(options: dict[str, Any]) -> list[str]:
+    """Every file name anywhere in a json: backing name's options (file, data-file, backing)."""
+    found: list[str] = []
+    for key, value in options.items():
+        if key in ("filename", "file") and isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, dict):
+            found += _filenames(value)
+    return found
+
+
+def _image_below(options: dict[str, Any], name: str) -> str | None:
+    """The image whose own header goes on with the chain; None where the options end it."""
+    if "backing" in options:
+        below = options["backing"]
+        if below is None:
+            return None  # "backing": null: no backing file
+        if isinstance(below, dict):
+            return _image_below(below, name)
+        raise VshxError(
+            f"cannot follow the backing name {name!r}: its backing is a node name",
+            "vshx refuses what it cannot check; move that image away, or --force",
+        )
+    node: Any = options
+    while isinstance(node, dict):
+        if isinstance(node.get("filename"), str):
+            return str(node["filename"])
+        node = node.get("file")
+        if isinstance(node, str):
+            return node
+    return None  # a network protocol (nbd, iscsi, ...): no local file below
+
+
+def json_backing(name: str, overlay: str) -> tuple[list[str], str | None]:
+    """A ``json:{...}`` backing name: every file it names, and the image to go on from."""
+    try:
+        options = json.loads(name[len("json:") :])
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise VshxError(
+            f"cannot read the backing name of {overlay}: {name!r} is not a JSON object",
+            "vshx refuses what it cannot check; move that image away, or --force",
+        )
+    options = _nested(options)
+    files = [f for found in _filenames(options) for f in _as_qemu_opens(found, overlay)]
+    below = _image_below(options, name)
+    return files, (_as_qemu_opens(below, overlay)[0] if below else None)
+
+
+def chain_files(path: str, limit: int = 64) -> list[str]:
+    """Every file an image's data is in: the image, the images below it, their external data
+    files and every file a ``json:`` backing name names (relative names as QEMU resolves
+    them).  A header that cannot be read, or a backing name that cannot be followed, raises
+    VshxError (fail closed); a missing file ends the chain."""
+    files = [path]
+    current = path
+    for _ in range(limit):
+        names = header_names(current)
+        if names is None:
+            break
+        backing, data_file = names
+        if data_file:
+            files += _as_qemu_opens(data_file, current)
+        if not backing or "://" in backing:
+            break
+        if backing.startswith("json:"):
+            named, below = json_backing(backing, current)
+            files += named
+            if below is None:
+                break
+            current = below
+        else:
+            current = (
+                backing
+                if os.path.isabs(backing)
+                else os.path.join(os.path.dirname(current), backing)
+            )
+        files.append(current)
+    return list(dict.fromkeys(files))
 
 
 def chain_paths(
     path: str, limit: int = 64, resolve: Callable[[str], str] = os.path.realpath
 ) -> list[str]:
     """Canonical paths of an image and everything below it (relative names as qemu resolves)."""
-    result = [resolve(path)]
-    current = path
-    for _ in range(limit):
-        name = backing_file(current)
-        if not name or "://" in name or name.startswith("json:"):
-            break
-        current = name if os.path.isabs(name) else os.path.join(os.path.dirname(current), name)
-        result.append(resolve(current))
-    return result
+    return list(dict.fromkeys(resolve(f) for f in chain_files(path, limit)))
 
 
 BACKING_FORMAT_EXTENSION = 0xE2792ACA

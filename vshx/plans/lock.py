@@ -1,0 +1,194 @@
+"""One writer at a time: a lock per chain that every vshx on this host sees, whoever runs it.
+
+A changing command locks the chain it changes before it plans: ``flock(LOCK_EX | LOCK_NB)``
+on a lock file beside the images, in the directory of the chain's active layer (or bare
+image; symlinks resolved), named by that file's identity (``.vshx-DEV-INO.lock``).  Every
+name of the file (a symlink, a bind mount, ``..``) meets the same lock, and two commits with
+different ``--base`` on one chain exclude each other.  The lock goes with the process: a
+killed vshx holds nothing.  The loser is refused with the holder's pid, user and command,
+which the holder writes into the file.
+
+Safety of the file itself: opened with ``O_NOFOLLOW`` (a planted symlink is refused, never
+followed), refused unless it is a small regular file with one link (a planted hard link to
+another file is never truncated), made mode 0666 when vshx creates it so that a vshx of
+another user (root and a user, a run over ssh) can open, lock and sign it.
+
+The file is removed when the holder lets go (unlink, then unlock): a dot-file per image
+would otherwise be left in every image directory.  Removing a lock file races unless every
+taker checks, once it holds the lock, that the path still names the file it locked, and
+takes it again if not; every taker here does, so at any moment at most one vshx holds the
+lock that the path names.  A vshx killed while holding it leaves the file behind; the next
+taker locks and reuses it.
+
+Where the lock file cannot be made (a directory this user cannot write), the command is
+refused: a lock kept anywhere else (``/run/lock``, ``$XDG_RUNTIME_DIR``) would be seen only
+by the vshx that chose that place, and two writers would pass each other.  A device (LVM,
+iSCSI) as active layer keeps its lock in ``/run/lock``, where every vshx that can open a
+device (root) looks.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass
+from stat import S_ISBLK, S_ISREG
+
+from vshx.errors import VshxError
+from vshx.storage.identity import FileKey, identity
+
+DEVICE_LOCK_DIR = "/run/lock"
+MAX_SIZE = 65536  # a holder's note is a few hundred bytes: anything bigger is not ours
+
+
+@dataclass
+class Held:
+    path: str
+    fd: int
+    count: int = 1
+
+
+_held: dict[FileKey, Held] = {}  # this process's locks: a second load of one chain re-enters
+
+
+def lock_path(image: str) -> tuple[str, FileKey]:
+    """Where the lock of the chain whose active layer (or bare image) is ``image`` lives."""
+    key = identity(image)
+    if isinstance(key, str):
+        raise VshxError(f"cannot lock {image}: it does not exist", "check the path")
+    real = os.path.realpath(image)
+    device = S_ISBLK(os.stat(real).st_mode)
+    directory = DEVICE_LOCK_DIR if device else os.path.dirname(real)
+    prefix = "dev" if key[0] == -1 else str(key[0])
+    return os.path.join(directory, f".vshx-{prefix}-{key[1]}.lock"), key
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _note(command: str) -> bytes:
+    note = {"pid": os.getpid(), "user": _user(), "command": command, "time": int(time.time())}
+    return (json.dumps(note) + "\n").encode()
+
+
+def _holder(fd: int) -> str:
+    """Who holds it, from the note the holder writes right after it locked (retried briefly:
+    the holder may be between its lock and its note)."""
+    for _ in range(100):
+        try:
+            note = json.loads(os.pread(fd, MAX_SIZE, 0).decode("utf-8", "replace"))
+            return (
+                f"another vshx (pid {int(note['pid'])}) is running: {note['command']!s} "
+                f"(user {note['user']!s})"
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.01)
+    return "another vshx (pid unknown: it wrote no note) is running"
+
+
+def _open(path: str) -> tuple[int, bool]:
+    """Open (or make) the lock file without following a symlink; (fd, writable)."""
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags | os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        os.fchmod(fd, 0o666)  # the umask would keep other users out
+        return fd, True
+    except FileExistsError:
+        pass
+    try:
+        return os.open(path, flags | os.O_RDWR), True
+    except PermissionError:
+        return os.open(path, flags | os.O_RDONLY), False  # still lockable; no note then
+
+
+def _refuse_open(path: str, exc: OSError) -> VshxError:
+    if exc.errno == errno.ELOOP:
+        return VshxError(
+            f"refusing to use the lock file {path}: it is a symbolic link",
+            "someone planted it; remove it (vshx never follows a link there)",
+        )
+    return VshxError(
+        f"cannot take vshx's lock {path}: {exc.strerror}",
+        "vshx keeps its lock beside the images so that every vshx sees it; run vshx as a "
+        f"user who can write {os.path.dirname(path)} (root, or the owner of the images)",
+    )
+
+
+def take(image: str, command: str) -> FileKey:
+    """Lock the chain whose active layer is ``image`` for this process, or refuse (exit 1)
+    naming the vshx that holds it.  Returns the identity that was locked."""
+    path, key = lock_path(image)
+    if key in _held:
+        _held[key].count += 1
+        return key
+    for _ in range(50):  # each turn: the file was removed between our open and our lock
+        try:
+            fd, writable = _open(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise _refuse_open(path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise VshxError(
+                f"{holder}; it holds the lock on this chain ({image})",
+                "wait until it has finished, then run the command again (see: vshx jobs)",
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise _refuse_open(path, exc) from exc
+        mine = os.fstat(fd)
+        try:
+            now = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+            os.close(fd)  # we locked a file its holder had just removed: take the new one
+            continue
+        if not S_ISREG(mine.st_mode) or mine.st_nlink != 1 or mine.st_size > MAX_SIZE:
+            os.close(fd)
+            raise VshxError(
+                f"refusing to use the lock file {path}: it is not a small regular file of "
+                "its own (a device, a hard link or a large file)",
+                "someone put it there; remove it and run the command again",
+            )
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _note(command), 0)
+        _held[key] = Held(path, fd)
+        return key
+    raise VshxError(f"cannot take vshx's lock {path}: it keeps being replaced", "try again")
+
+
+def holds(image: str) -> bool:
+    """True when this process holds the lock of the chain whose active layer is ``image``."""
+    try:
+        return identity(image) in _held
+    except VshxError:
+        return False
+
+
+def release_all() -> None:
+    """Let go of every lock this process holds: remove each file while still holding it."""
+    while _held:
+        _key, held = _held.popitem()
+        try:
+            mine = os.fstat(held.fd)
+            now = os.stat(held.path, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                os.unlink(held.path)
+        except OSError:
+            pass  # gone already, or a sticky directory where it is not ours to remove
+        os.close(held.fd)
