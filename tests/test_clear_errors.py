@@ -262,7 +262,8 @@ def test_orphaned_qemu_img_is_listed_and_waited_for_by_recover(tmp_path: Path):
         stopped = worker
         busy = run_vshx("recover", lab.name, "vda")  # its vshx still runs: hands off
         assert busy.returncode == 1, busy.stderr
-        assert f"error: another vshx (pid {vshx.pid}) is running commit" in busy.stderr
+        # refused by the chain's lock, which names the holder and how to stop it
+        assert f"error: another vshx (pid {vshx.pid}) is running: vshx commit" in busy.stderr
         assert f"kill {vshx.pid}" in busy.stderr
         vshx.kill()  # kill -9: its qemu-img child goes on writing sn1
         vshx.communicate()

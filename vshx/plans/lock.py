@@ -80,19 +80,21 @@ def _note(command: str) -> bytes:
     return (json.dumps(note) + "\n").encode()
 
 
-def _holder(fd: int) -> str:
-    """Who holds it, from the note the holder writes right after it locked (retried briefly:
-    the holder may be between its lock and its note)."""
+def _holder(fd: int) -> tuple[str, int | None]:
+    """Who holds it and its pid, from the note the holder writes right after it locked
+    (retried briefly: the holder may be between its lock and its note)."""
     for _ in range(100):
         try:
             note = json.loads(os.pread(fd, MAX_SIZE, 0).decode("utf-8", "replace"))
+            pid = int(note["pid"])
             return (
-                f"another vshx (pid {int(note['pid'])}) is running: {note['command']!s} "
-                f"(user {note['user']!s})"
+                f"another vshx (pid {pid}) is running: {note['command']!s} "
+                f"(user {note['user']!s})",
+                pid,
             )
         except (OSError, ValueError, KeyError, TypeError):
             time.sleep(0.01)
-    return "another vshx (pid unknown: it wrote no note) is running"
+    return "another vshx (pid unknown: it wrote no note) is running", None
 
 
 def _open(path: str) -> tuple[int, bool]:
@@ -140,11 +142,12 @@ def take(image: str, command: str) -> FileKey:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(fd)
+            holder, pid = _holder(fd)
             os.close(fd)
+            stop = f" (or stop it: kill {pid}; then vshx recover)" if pid else ""
             raise VshxError(
                 f"{holder}; it holds the lock on this chain ({image})",
-                "wait until it has finished, then run the command again (see: vshx jobs)",
+                f"wait until it has finished{stop}, then run the command again (see: vshx jobs)",
             ) from None
         except OSError as exc:
             os.close(fd)
