@@ -155,6 +155,7 @@ def test_jobs_document_of_a_block_job_and_a_domain_journal(lab: Lab, tmp_path: P
         qemu_check(path)
 
 
+@pytest.mark.libvirt  # jobs asks libvirt about every domain too
 def test_bare_image_documents_with_a_journal_and_a_qemu_img_at_work(tmp_path: Path):
     base, top = tmp_path / "base.qcow2", tmp_path / "top.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
