@@ -121,8 +121,8 @@ def test_out_of_space_mid_commit_is_said_as_such_and_loses_nothing(
     # "no harm to data"), never corrupt (2); recover repairs the leaks
     leaks = subprocess.run(["qemu-img", "check", "-U", str(base)], capture_output=True)
     assert leaks.returncode in (0, 3), leaks.stdout
-    listed = json.loads(run_vshx("jobs", "--json").stdout)
-    mine = [row for row in listed if row["disk"] == str(top)]
+    listed = json.loads(run_vshx("jobs", "--json").stdout)["jobs"]
+    mine = [row for row in listed if row["image"] == str(top)]
     assert [row["type"] for row in mine] == ["interrupted vshx"]
     assert mine[0]["next"] == f"vshx recover {top}"
     # the way on the hint gives: free space, recover, the same command again
@@ -271,7 +271,7 @@ def test_orphaned_qemu_img_is_listed_and_waited_for_by_recover(tmp_path: Path):
 
         listed = run_vshx("jobs", lab.name, "--json")
         assert listed.returncode == 0, listed.stderr
-        rows = json.loads(listed.stdout)
+        rows = json.loads(listed.stdout)["jobs"]
         assert [r["type"] for r in rows] == ["interrupted vshx", "qemu-img"]
         assert rows[1]["pid"] == worker and rows[1]["started_by"] == vshx.pid
         assert f"wait until pid {worker} ends (or kill {worker})" in rows[0]["next"]
@@ -297,7 +297,7 @@ def test_orphaned_qemu_img_is_listed_and_waited_for_by_recover(tmp_path: Path):
             waited.stdout + waited.stderr
         )
         assert not procs_alive(worker)
-        assert json.loads(run_vshx("jobs", lab.name, "--json").stdout) == []
+        assert json.loads(run_vshx("jobs", lab.name, "--json").stdout)["jobs"] == []
         # the step ran to its end under nobody: the chain is as it was, sn1 holds sn2..sn3's
         # data, the guest sees the same bytes; the commit, run again, finishes the job
         assert chain_files(lab.active) == [f"{n}.qcow2" for n in CHAIN]

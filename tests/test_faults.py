@@ -81,7 +81,7 @@ def unthrottle(domain: str) -> None:
 def jobs_of(domain: str) -> list[dict]:
     proc = run_vshx("jobs", domain, "--json")
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return json.loads(proc.stdout)["jobs"]
 
 
 def all_clean(lab: Lab) -> None:

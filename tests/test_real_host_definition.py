@@ -81,7 +81,8 @@ def vshx_chain(domain: str) -> list[str]:
     proc = run_vshx("chain", domain, "vda", "--json")
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr, proc.stderr
-    return [os.path.basename(layer["path"]) for layer in json.loads(proc.stdout)["layers"]]
+    (chain,) = json.loads(proc.stdout)["chains"]
+    return [os.path.basename(layer["path"]) for layer in chain["layers"]]
 
 
 def qemu_files(domain: str) -> list[str]:

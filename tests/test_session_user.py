@@ -61,7 +61,8 @@ class User:
             "--hmp",
             'qemu-io -d virtio-disk0/virtio-backend "flush"',
         )
-        source = json.loads(self.ok("chain", domain, "vda", "--json").stdout)["layers"][0]["path"]
+        document = json.loads(self.ok("chain", domain, "vda", "--json").stdout)
+        source = document["chains"][0]["layers"][0]["path"]
         raw = self.home / f"guest-{uuid.uuid4().hex}.raw"
         done = self.run("qemu-img", "convert", "-U", "-O", "raw", source, str(raw))
         assert done.returncode == 0, done.stderr
@@ -135,10 +136,8 @@ def test_a_student_without_root_follows_the_readme(student: User):
     student.ok("commit", "vshx-demo", "vda", "--base", "sn1", "--top", "sn3")
     student.ok("commit", "vshx-demo", "vda", "--active", "--pivot")
     assert student.guest_hash("vshx-demo") == before
-    assert [
-        x["role"]
-        for x in json.loads(student.ok("chain", "vshx-demo", "vda", "--json").stdout)["layers"]
-    ] == ["active"]
+    (shown,) = json.loads(student.ok("chain", "vshx-demo", "vda", "--json").stdout)["chains"]
+    assert [x["role"] for x in shown["layers"]] == ["active"]
     # offline: a shut-off lab, a commit by qemu-img, and its dry-run script under sh -e
     student.ok("lab-create", "offline", "--shut-off")
     before = student.guest_hash("offline")

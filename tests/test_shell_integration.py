@@ -170,7 +170,7 @@ def test_batch_exit_stops_the_script_with_success(tmp_path):
 def test_json_documents_for_scripts(lab: Lab):
     import json
 
-    chain = json.loads(run_vshx("chain", lab.name, "vda", "--json").stdout)
+    chain = json.loads(run_vshx("chain", lab.name, "vda", "--json").stdout)["chains"][0]
     assert [layer["path"].rsplit("/", 1)[1] for layer in chain["layers"]] == [
         "sn4.qcow2",
         "sn3.qcow2",
@@ -180,11 +180,11 @@ def test_json_documents_for_scripts(lab: Lab):
     ]
     assert [layer["index"] for layer in chain["layers"]] == [1, 2, 3, 4, 5]
     assert chain["layers"][0]["role"] == "active" and chain["layers"][-1]["role"] == "base"
-    domains = json.loads(run_vshx("list", "--all", "--json").stdout)
+    domains = json.loads(run_vshx("list", "--all", "--json").stdout)["domains"]
     assert {"id", "name", "state"} <= set(domains[0]) and lab.name in {d["name"] for d in domains}
-    disks = json.loads(run_vshx("domblklist", lab.name, "--json").stdout)
+    disks = json.loads(run_vshx("domblklist", lab.name, "--json").stdout)["disks"]
     assert disks[0]["target"] == "vda"
-    snaps = json.loads(run_vshx("snapshot-list", lab.name, "--json").stdout)
+    snaps = json.loads(run_vshx("snapshot-list", lab.name, "--json").stdout)["snapshots"]
     assert [s["name"] for s in snaps] == ["sn1", "sn2", "sn3", "sn4"]
 
 

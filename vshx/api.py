@@ -42,7 +42,15 @@ from vshx.plans import journal, underneath
 from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
 from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
-from vshx.shell.render import comment, comments, printable, render_chain, table
+from vshx.shell.render import (
+    JSON_SCHEMA,
+    comment,
+    comments,
+    printable,
+    render_chain,
+    table,
+    to_json,
+)
 from vshx.shell.session import Session
 from vshx.shell.spec import Args, Command, Opt, non_negative_int
 from vshx.storage import procs, qemuimg, snapshots, virt
@@ -136,6 +144,8 @@ __all__ = [
     "routes",
     "snapshots",
     "table",
+    "to_json",
+    "JSON_SCHEMA",
     "verify",
     "virsh",
     "underneath",

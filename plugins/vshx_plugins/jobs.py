@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 
 from vshx.api import (
     DISK,
@@ -40,6 +41,7 @@ from vshx.api import (
     render_chain,
     shell_line,
     table,
+    to_json,
     virsh,
     virt,
 )
@@ -90,36 +92,80 @@ def wait_first(workers: list[procs.Worker], where: str) -> str:
     return f"wait until pid {pids} ends (or kill {pids}), then vshx recover {where}"
 
 
+def row(
+    kind: str,
+    where: tuple[str | None, str | None, str | None],
+    type: object,
+    next: str,
+    *,
+    progress: float | None = None,
+    step: int | None = None,
+    steps: int | None = None,
+    pid: int | None = None,
+    started_by: int | None = None,
+    ready: bool = False,
+    journal: str | None = None,
+) -> dict[str, Any]:
+    """One row of ``jobs``, every field present, "none" as None (docs/json/jobs.schema.json).
+
+    ``where`` is (domain, disk, image): a domain's disk target, or a bare image's path;
+    ``progress`` (percent) is a block job's, ``step``/``steps`` an interrupted plan's, ``pid``
+    a qemu-img's.
+    """
+    domain, disk, image = where
+    return {
+        "kind": kind,
+        "domain": domain,
+        "disk": disk,
+        "image": image,
+        "type": str(type),
+        "progress": progress,
+        "step": step,
+        "steps": steps,
+        "pid": pid,
+        "started_by": started_by,
+        "ready": ready,
+        "next": next,
+        "journal": journal,
+    }
+
+
+def count(value: object) -> int | None:
+    """A journal's step number (an attribute string in a domain's metadata), or None."""
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
 def interrupted_rows(
-    domain: str, disk: str, entry: journal.Entry, files: list[str]
-) -> list[dict[str, object]]:
+    domain: str | None, disk: str | None, image: str | None, entry: journal.Entry, files: list[str]
+) -> list[dict[str, Any]]:
     """An interrupted vshx operation, and each qemu-img still at work on its chain (a kill -9
     of vshx leaves its qemu-img child writing the chain)."""
-    where = f"{domain} {disk}".rstrip() if domain != "-" else disk
+    where = f"{domain} {disk or ''}".rstrip() if domain is not None else str(image)
     workers = procs.at_work_on(files)
-    rows: list[dict[str, object]] = [
-        {
-            "domain": domain,
-            "disk": disk,
-            "type": "interrupted vshx",
-            "progress": f"step {entry.get('step')}/{entry.get('steps')}",
-            "ready": False,
-            "next": wait_first(workers, where) if workers else f"vshx recover {where}",
-            "journal": entry.describe(),
-        }
+    rows = [
+        row(
+            "journal",
+            (domain, disk, image),
+            "interrupted vshx",
+            wait_first(workers, where) if workers else f"vshx recover {where}",
+            step=count(entry.get("step")),
+            steps=count(entry.get("steps")),
+            journal=entry.describe(),
+        )
     ]
     rows += [
-        {
-            "domain": domain,
-            "disk": disk,
-            "type": "qemu-img",
-            "progress": f"pid {worker.pid}",
-            "ready": False,
-            "next": wait_first([worker], where),
-            "pid": worker.pid,
-            "started_by": worker.parent,
-            "journal": worker_text(worker) + "; " + recover_will(entry),
-        }
+        row(
+            "qemu-img",
+            (domain, disk, image),
+            "qemu-img",
+            wait_first([worker], where),
+            pid=worker.pid,
+            started_by=worker.parent,
+            journal=worker_text(worker) + "; " + recover_will(entry),
+        )
         for worker in workers
     ]
     return rows
@@ -159,11 +205,20 @@ def image_files(image: str) -> list[str]:
 def cmd_jobs(session: Session, args: Args) -> None:
     conn = session.conn
     doms = [virt.lookup_domain(conn, args.domain)] if args.domain else conn.listAllDomains(0)
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     for dom in sorted(doms, key=lambda d: d.name()):
         try:
             for job in virt.block_jobs(dom):
-                rows.append({**job, "next": next_step(job)})
+                rows.append(
+                    row(
+                        "block-job",
+                        (str(job["domain"]), str(job["disk"]), None),
+                        job["type"],
+                        next_step(job),
+                        progress=float(str(job["progress"])),
+                        ready=bool(job["ready"]),
+                    )
+                )
             entry = journal.read_domain(dom)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -172,22 +227,22 @@ def cmd_jobs(session: Session, args: Args) -> None:
         if entry is not None:
             disk = str(entry.get("disk", ""))
             files = disk_files(dom, disk) if disk else []
-            rows += interrupted_rows(dom.name(), disk, entry, files)
+            rows += interrupted_rows(dom.name(), disk or None, None, entry, files)
     if not args.domain:
         for image, entry in image_journals():
-            rows += interrupted_rows("-", image, entry, image_files(image))
+            rows += interrupted_rows(None, None, image, entry, image_files(image))
     if args.json:
-        session.show(json.dumps(rows, indent=2))
+        session.show(to_json({"jobs": rows}))
         return
     if not rows:
         session.show("no block jobs and no interrupted vshx operations")
         return
     body = [
         [
-            str(r["domain"]),
-            str(r["disk"]),
+            r["domain"] or "-",
+            r["disk"] or r["image"] or "",
             str(r["type"]),
-            f"{r['progress']}%" if isinstance(r["progress"], float) else str(r["progress"]),
+            progress_text(r),
             "yes" if r["ready"] else "no",
             str(r["next"]),
         ]
@@ -195,8 +250,18 @@ def cmd_jobs(session: Session, args: Args) -> None:
     ]
     session.show(table(body, ["Domain", "Disk", "Job", "Progress", "Ready", "Next"]))
     for r in rows:
-        if "journal" in r:
-            session.show(f"{r['disk'] if r['domain'] == '-' else r['domain']}: {r['journal']}")
+        if r["journal"] is not None:
+            session.show(f"{r['domain'] or r['image']}: {r['journal']}")
+
+
+def progress_text(r: dict[str, Any]) -> str:
+    """The Progress column: a block job's percent, an interrupted plan's step, a qemu-img's pid."""
+    if r["progress"] is not None:
+        return f"{r['progress']}%"
+    if r["kind"] == "journal":
+        step, steps = ("?" if n is None else n for n in (r["step"], r["steps"]))
+        return f"step {step}/{steps}"
+    return f"pid {r['pid']}"
 
 
 def recover_will(entry: journal.Entry) -> str:

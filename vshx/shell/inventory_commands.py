@@ -54,7 +54,7 @@ def cmd_list(session: Session, args: Args) -> None:
     domains = sorted(
         session.conn.listAllDomains(flags), key=lambda d: (d.ID() < 0, d.ID(), d.name())
     )
-    rows = []
+    rows: list[tuple[int | None, str, str]] = []
     for d in domains:
         try:
             state = virt.state_name(d)
@@ -62,15 +62,16 @@ def cmd_list(session: Session, args: Args) -> None:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 continue  # undefined while we looked: a busy host does that all the time
             raise
-        rows.append([str(d.ID()) if d.ID() >= 0 else "-", d.name(), state])
+        rows.append((d.ID() if d.ID() >= 0 else None, d.name(), state))
     if args.name:
         session.print("\n".join(row[1] for row in rows))
         return
     if args.json:
-        keys = ("id", "name", "state")
-        session.print(to_json([dict(zip(keys, row, strict=True)) for row in rows]))
+        domains = [{"id": id_, "name": name, "state": state} for id_, name, state in rows]
+        session.print(to_json({"domains": domains}))
         return
-    session.print(table(rows, ["Id", "Name", "State"]))
+    body = [["-" if id_ is None else str(id_), name, state] for id_, name, state in rows]
+    session.print(table(body, ["Id", "Name", "State"]))
 
 
 def cmd_domblklist(session: Session, args: Args) -> None:
@@ -81,9 +82,8 @@ def cmd_domblklist(session: Session, args: Args) -> None:
     dom = virt.lookup_domain(session.conn, args.domain)
     disks = virt.domain_disks(dom)
     if args.json:
-        session.print(
-            to_json([{"target": d.target, "source": d.source, "device": d.device} for d in disks])
-        )
+        listed = [{"target": d.target, "source": d.source, "device": d.device} for d in disks]
+        session.print(to_json({"domain": dom.name(), "disks": listed}))
         return
     if args.details:
         rows = [["file", d.device, d.target, d.source or "-"] for d in disks]
@@ -117,8 +117,7 @@ def cmd_chain(session: Session, args: Args) -> None:
         report_definition(session, dom, chains)
         report_unfinished(session, dom, [d.target for d in disks] if dom.isActive() else [])
     if args.json:
-        documents = [chain_document(c) for c in chains]
-        session.print(to_json(documents[0] if args.disk or len(documents) == 1 else documents))
+        session.print(to_json({"chains": [chain_document(c) for c in chains]}))
         return
     session.print("\n\n".join(render_chain(c) for c in chains))
 
@@ -172,20 +171,17 @@ def cmd_snapshot_list(session: Session, args: Args) -> None:
         return
     snapshots = sorted(domain_snapshots(dom), key=lambda s: (s.created, s.name))
     if args.json:
-        session.print(
-            to_json(
-                [
-                    {
-                        "name": s.name,
-                        "created": s.created,
-                        "state": s.state,
-                        "parent": s.parent,
-                        "files": s.files,
-                    }
-                    for s in snapshots
-                ]
-            )
-        )
+        listed = [
+            {
+                "name": s.name,
+                "created": s.created,
+                "state": s.state,
+                "parent": s.parent,
+                "files": s.files,
+            }
+            for s in snapshots
+        ]
+        session.print(to_json({"domain": dom.name(), "snapshots": listed}))
         return
     if args.name:
         session.print("\n".join(s.name for s in snapshots))

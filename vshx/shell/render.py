@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def render_chain(chain: Chain) -> str:
 
 
 def chain_document(chain: Chain) -> dict[str, Any]:
-    """One chain as plain data: what `chain --json` prints."""
+    """One chain as plain data: an item of ``chain --json``'s ``chains``."""
     return {
         "domain": chain.domain,
         "disk": chain.disk,
@@ -100,7 +100,17 @@ def chain_document(chain: Chain) -> dict[str, Any]:
     }
 
 
-def to_json(document: object) -> str:
+JSON_SCHEMA = 1
+"""The number every ``--json`` document carries as ``"schema"``; a change of shape bumps it
+(a field removed, renamed, or given another type or meaning; a field added does not)."""
+
+
+def to_json(document: Mapping[str, object]) -> str:
+    """The one writer of ``--json`` output: ``document``, an object, with ``"schema"`` first.
+
+    Each command's fields and their types are in docs/json/COMMAND.schema.json; "none" is
+    ``null``, never ``"-"`` or ``""``.
+    """
     import json  # only --json pays for it
 
-    return json.dumps(document, indent=2, ensure_ascii=False)
+    return json.dumps({"schema": JSON_SCHEMA, **document}, indent=2, ensure_ascii=False)
