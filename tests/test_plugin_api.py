@@ -38,7 +38,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def env_with(site: Path, **extra: str) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(site), **extra)
+    # the tree under test (a worktree's PYTHONPATH) stays ahead of the venv's editable install
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    return dict(os.environ, PYTHONPATH=path, **extra)
 
 
 def test_third_party_command_runs_and_broken_plugins_leave_nothing(site: Path):
