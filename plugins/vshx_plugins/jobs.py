@@ -41,6 +41,7 @@ from vshx.api import (
     render_chain,
     shell_line,
     table,
+    to_json,
     virsh,
     virt,
 )
@@ -178,7 +179,7 @@ def cmd_jobs(session: Session, args: Args) -> None:
         for image, entry in image_journals():
             rows += interrupted_rows("-", image, entry, image_files(image))
     if args.json:
-        session.show(json.dumps(rows, indent=2))
+        session.show(to_json(rows))
         return
     if not rows:
         session.show("no block jobs and no interrupted vshx operations")
