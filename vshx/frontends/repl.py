@@ -1,4 +1,4 @@
-"""The interactive shell: the only module that imports prompt-toolkit.
+"""The interactive shell; with repl_completer, the only modules that import prompt-toolkit.
 
 A thin adapter: lines go to ``Session.execute``; completion comes from the same engine as the
 shell completion scripts, wrapped in a threaded prompt-toolkit completer.
