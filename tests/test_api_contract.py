@@ -6,7 +6,12 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import subprocess
+import sys
+from importlib.metadata import version
 from pathlib import Path
+
+from conftest import run_vshx
 
 from vshx import api
 from vshx.pluginhost import hookspecs
@@ -90,3 +95,10 @@ def test_every_hook_says_when_it_appeared():
 def test_the_package_ships_type_information():
     assert (ROOT / "vshx" / "py.typed").is_file()
     assert '"vshx" = ["py.typed"]' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_version_is_the_installed_distributions_and_read_only_when_asked():
+    assert run_vshx("--version").stdout.strip() == version("vshx")
+    probe = "import sys, vshx.frontends.cli; print('importlib.metadata' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -1,7 +1,7 @@
 """The public API for plugin authors: import from here; nothing else in vshx is promised.
 
 Every name below is part of the contract; a name is added or removed only with a line in
-CHANGELOG.md (tests/test_plugin_api.py holds the list and checks both).  The built-in
+CHANGELOG.md (tests/test_api_contract.py replays its lines against this list).  The built-in
 plugins (``vshx_plugins``) import nothing else from vshx.  Type information ships with the
 package (``py.typed``), so ``mypy --strict`` checks a plugin against this module.
 
