@@ -201,8 +201,9 @@ class bitmaps:
 
 @final
 class underneath:
-    """What a student cannot see in a virsh line (the libvirt call, the QMP beneath), as plan
-    notes: ``block_commit``, ``block_copy``, ``block_pull``, ``convert``, ``qemu_img_commit``,
+    """What a student cannot see in a virsh line (why each flag, the libvirt call, the QMP
+    beneath), as lines for ``Step(underneath=...)`` that ``--teach`` prints under the step:
+    ``block_commit``, ``block_copy``, ``block_pull``, ``convert``, ``qemu_img_commit``,
     ``rebase``; ``native``: where a newer tool does the whole job itself."""
 
     block_commit = staticmethod(_underneath.block_commit)
