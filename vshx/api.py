@@ -67,7 +67,7 @@ Chains, targets and snapshots
 ``Layer``              one image file of a chain (path, format, sizes, index)
 ``DiskSource``         one disk of a domain as its XML says
 ``Target``             what a merge works on: a domain's disk or a bare image, with its chain
-``load_target``        the Target named on the command line (refuses what cannot be known)
+``load_target``        DOMAIN DISK or IMAGE as a Target (a real run takes the chain's lock)
 ``chain_of_disk``      the chain of a domain's disk (predicted in a batch ``--dry-run``)
 ``chain_of_image``     the chain of a bare image (predicted in a batch ``--dry-run``)
 ``image_chain``        a bare image's chain as qemu-img reports it
