@@ -17,9 +17,9 @@ number of their ``.py`` files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import zlib  # 0.1 ms to import where hashlib takes ~3 ms of every one-shot plugin command
 from typing import Any
 
 from vshx.pluginhost.entrypoints import EntryPoint
@@ -113,14 +113,14 @@ def _tree_stamp(package: str, installed_under: str) -> list[object]:
 
 
 def fingerprint(points: list[EntryPoint]) -> list[list[object]]:
-    """The entry points, then per distribution providing one: its RECORD's sha256 and the
+    """The entry points, then per distribution providing one: its RECORD's CRC-32 and the
     stamps of its packages (see the module docstring); found without importing anything."""
     result: list[list[object]] = [[ep.name, ep.value, ep.distribution] for ep in points]
     by_dist: dict[str, list[EntryPoint]] = {}
     for ep in points:
         by_dist.setdefault(ep.dist_info, []).append(ep)
     for dist_info, eps in sorted(by_dist.items()):
-        record = hashlib.sha256(_read_bytes(os.path.join(dist_info, "RECORD"))).hexdigest()
+        record = zlib.crc32(_read_bytes(os.path.join(dist_info, "RECORD")))
         installed_under = os.path.dirname(dist_info)
         stamps = [_tree_stamp(p, installed_under) for p in _top_level(dist_info, eps)]
         result.append([dist_info, record, *stamps])
