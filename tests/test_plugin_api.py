@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def env_with(site: Path, **extra: str) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(site), **extra)
+    # the tree under test (a worktree's PYTHONPATH) stays ahead of the venv's editable install
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    return dict(os.environ, PYTHONPATH=path, **extra)
 
 
 def test_third_party_command_runs_and_broken_plugins_leave_nothing(site: Path):
@@ -123,8 +126,12 @@ def test_pip_install_of_the_root_gives_every_command_and_a_working_commit(tmp_pa
         capture_output=True,
         cwd=tmp_path,
     )
+    assert (site / "vshx" / "py.typed").is_file(), "plugins type-check against the wheel"
     vshx = str(venv / "bin" / "vshx")
     env = dict(os.environ, PYTHONPATH="")
+    version = subprocess.run([vshx, "--version"], capture_output=True, text=True, env=env)
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert version.stdout.strip() == declared  # the one declaration, through pip's metadata
     listed = subprocess.run([vshx, "help"], capture_output=True, text=True, env=env, cwd=tmp_path)
     for name in ("commit", "pull", "rebase", "snapshot-cleanup", "lab-create"):
         assert f"    {name} " in listed.stdout, name

@@ -243,10 +243,10 @@ class Inventory:
         """Invalidate on libvirt lifecycle and block-job events for the affected domain."""
         import libvirt
 
-        def lifecycle(_conn, dom, *_rest) -> None:
+        def lifecycle(_conn: Any, dom: Any, *_rest: Any) -> None:
             self.invalidate(dom.name())
 
-        def block_job(_conn, dom, *_rest) -> None:
+        def block_job(_conn: Any, dom: Any, *_rest: Any) -> None:
             self.invalidate(dom.name())
 
         conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None)

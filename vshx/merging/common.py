@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging import checks, preflight
 from vshx.merging.savedstate import refuse_saved_state
+from vshx.merging.target import Target
 from vshx.plans.plan import Plan, Step
 from vshx.shell.spec import Args, Opt, non_negative_int
 from vshx.storage import virt
@@ -62,7 +63,7 @@ def job_flags_argv(args: Args) -> list[str]:
 
 def live_job_step(
     session: Session,
-    target: preflight.Target,
+    target: Target,
     args: Args,
     description: str,
     argv: list[str],
@@ -201,7 +202,7 @@ def remove_pasted(session: Session, path: str) -> None:
 
 
 def report_after_merge(
-    session: Session, target: preflight.Target, args: Args, plan: Plan | None = None
+    session: Session, target: Target, args: Args, plan: Plan | None = None
 ) -> None:
     """Show the chain as it is now, say if it is not the one the plan predicted, and point at
     snapshot-cleanup when metadata went stale."""
@@ -236,7 +237,7 @@ def report_after_merge(
 
 def check_merge(
     session: Session,
-    target: preflight.Target,
+    target: Target,
     args: Args,
     writes: Layer,
     moves: list[Layer],
@@ -269,7 +270,7 @@ def check_merge(
     return []
 
 
-def follow_up_note(plan: Plan, target: preflight.Target) -> None:
+def follow_up_note(plan: Plan, target: Target) -> None:
     """After a merge on a domain, its libvirt snapshots of the merged layers go stale."""
     if target.dom is not None:
         plan.notes.append(
@@ -278,6 +279,6 @@ def follow_up_note(plan: Plan, target: preflight.Target) -> None:
         )
 
 
-def offline_domain_note(plan: Plan, target: preflight.Target) -> None:
+def offline_domain_note(plan: Plan, target: Target) -> None:
     if target.dom is not None and not target.live:
         plan.notes.append(f"{target.chain.domain} is shut off: start it only after these ran")
