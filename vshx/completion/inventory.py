@@ -130,13 +130,20 @@ class Inventory:
             return list(self._domains.values())
 
     def _fetch_domains(self) -> dict[str, DomainEntry]:
+        """Every domain; one undefined while we look is left out, not an error (a busy host
+        defines and undefines domains all the time)."""
         from vshx.storage import virt
+        from vshx.storage.libvirt_lazy import libvirt
 
         found = {}
         for dom in self._conn_factory().listAllDomains(0):
-            found[dom.name()] = DomainEntry(
-                dom.name(), dom.ID(), dom.UUIDString(), virt.state_name(dom)
-            )
+            try:
+                found[dom.name()] = DomainEntry(
+                    dom.name(), dom.ID(), dom.UUIDString(), virt.state_name(dom)
+                )
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
         return found
 
     def _dom(self, name: str) -> Any:
