@@ -35,7 +35,7 @@ from vshx.merging.bitmaps import refuse_inexact
 from vshx.storage.bitmaps import Bitmap, LayerBitmaps
 from vshx.storage.chain import Layer
 
-DAEMON = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+DAEMON = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 MIB = 1024 * 1024
 # guest writes, in order: c1, W1, snapshot s2, W2, c2, W3, snapshot s3, W4

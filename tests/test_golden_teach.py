@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import Lab, run_vshx
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

@@ -30,7 +30,7 @@ from conftest import (
     virsh,
 )
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 
 class Others:

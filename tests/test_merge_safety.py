@@ -22,7 +22,7 @@ from conftest import (
     wait_for_block_job,
 )
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 
 def refused(lab: Lab, *args: str, code: int = 1) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """pip-install the fixture plugin packages into a directory of their own."""
     target = tmp_path_factory.mktemp("site")
+    sources = tmp_path_factory.mktemp("sources")
     for package in ("thirdparty", "clashing"):
+        # built from a copy: the build writes its egg-info beside the sources, and the
+        # checkout may be read-only (another user's, or a CI cache)
+        source = shutil.copytree(FIXTURES / package, sources / package)
         subprocess.run(
             [
                 sys.executable,
@@ -29,7 +34,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 "--no-deps",
                 "--target",
                 str(target),
-                str(FIXTURES / package),
+                str(source),
             ],
             check=True,
             capture_output=True,
