@@ -43,7 +43,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def env_with(site: Path, **extra: str) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(site), **extra)
+    paths = [str(site), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), **extra)
 
 
 def test_third_party_command_runs_and_broken_plugins_leave_nothing(site: Path):
