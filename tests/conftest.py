@@ -235,6 +235,17 @@ def private_xdg_dirs(
         home = base / kind.lower()
         home.mkdir(mode=0o700)
         monkeypatch.setenv(f"XDG_{kind}_HOME", str(home))
+    # libvirt finds a session daemon's socket under XDG_RUNTIME_DIR, else under the cache
+    # home: pin it, so qemu:///session stays the one daemon of the real homes
+    monkeypatch.setenv("XDG_RUNTIME_DIR", RUNTIME_DIR)
+
+
+RUNTIME_DIR = (
+    os.environ.get("XDG_RUNTIME_DIR")
+    or os.environ.get("XDG_CACHE_HOME")
+    or str(Path.home() / ".cache")
+)
+_held: list[object] = []  # a connection that keeps the session daemon of the real homes alive
 
 
 @functools.cache
@@ -251,6 +262,12 @@ def daemon_missing() -> str | None:
     if proc.returncode != 0:
         said = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
         return f"libvirtd does not answer on {URI}: {said}"
+    if URI.endswith("/session"):
+        # a session daemon quits when idle and a test's vshx would start the next one with
+        # that test's private XDG homes (gone after the test): hold one connection meanwhile
+        import libvirt
+
+        _held.append(libvirt.open(URI))
     return None
 
 
@@ -278,15 +295,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Skip, with the reason, what this machine cannot run (pgcli-style): never an error."""
     global _used_daemon
+    reason = None
     if item.get_closest_marker("root"):
         reason = root_missing()
-        if reason:
-            pytest.skip(reason)
-    if item.get_closest_marker("libvirt"):
+    if not reason and item.get_closest_marker("libvirt"):
         reason = daemon_missing()
-        if reason:
-            pytest.skip(reason)
-        _used_daemon = True
+        _used_daemon = not reason
+    if reason:  # a mark, not pytest.skip(): the summary names the test, not this file
+        item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
