@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,33 @@ os.environ.setdefault("VSHX_COMPLETE_DEADLINE", "15")
 # (parallel runs may also pick their own base prefix)
 RUN_ID = uuid.uuid4().hex[:6]
 LAB_PREFIX = f"{os.environ.get('VSHX_TEST_LAB_PREFIX', 'vshx-t-')}{RUN_ID}-"
+
+XDG_KINDS = ("CACHE", "STATE", "CONFIG", "DATA")
+# libvirt's session daemon keeps the real homes (its socket paths must stay short and outlive
+# the run): the probe starts it with these; libvirt finds its socket under XDG_RUNTIME_DIR,
+# else under the cache home, so that is pinned for every test
+REAL_ENV = dict(os.environ)
+RUNTIME_DIR = (
+    os.environ.get("XDG_RUNTIME_DIR")
+    or os.environ.get("XDG_CACHE_HOME")
+    or str(Path.home() / ".cache")
+)
+
+
+def private_homes(base: Path) -> dict[str, str]:
+    """XDG homes under ``base``, owned by us, mode 0700, as vshx.storage.statefiles demands."""
+    base.chmod(0o700)
+    homes = {"XDG_RUNTIME_DIR": RUNTIME_DIR}
+    for kind in XDG_KINDS:
+        home = base / kind.lower()
+        home.mkdir(mode=0o700)
+        homes[f"XDG_{kind}_HOME"] = str(home)
+    return homes
+
+
+# what runs outside a test (collection, module fixtures) gets this run's own homes too
+SESSION_HOMES = Path(tempfile.mkdtemp(prefix="vshx-tests-xdg-"))
+os.environ.update(private_homes(SESSION_HOMES))
 
 
 def run_vshx(
@@ -228,23 +256,11 @@ def private_xdg_dirs(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Caches, journals, history and labs go to this test's own directories, never to the
-    developer's ~/.cache/vshx: owned by us, mode 0700, as vshx.storage.statefiles demands."""
-    base = tmp_path_factory.mktemp("xdg")
-    base.chmod(0o700)
-    for kind in ("CACHE", "STATE", "CONFIG", "DATA"):
-        home = base / kind.lower()
-        home.mkdir(mode=0o700)
-        monkeypatch.setenv(f"XDG_{kind}_HOME", str(home))
-    # libvirt finds a session daemon's socket under XDG_RUNTIME_DIR, else under the cache
-    # home: pin it, so qemu:///session stays the one daemon of the real homes
-    monkeypatch.setenv("XDG_RUNTIME_DIR", RUNTIME_DIR)
+    developer's ~/.cache/vshx nor to another test's."""
+    for variable, home in private_homes(tmp_path_factory.mktemp("xdg")).items():
+        monkeypatch.setenv(variable, home)
 
 
-RUNTIME_DIR = (
-    os.environ.get("XDG_RUNTIME_DIR")
-    or os.environ.get("XDG_CACHE_HOME")
-    or str(Path.home() / ".cache")
-)
 _held: list[object] = []  # a connection that keeps the session daemon of the real homes alive
 
 
@@ -255,7 +271,11 @@ def daemon_missing() -> str | None:
         return f"virsh is not on PATH (the libvirt tier needs libvirt-clients and {URI})"
     try:
         proc = subprocess.run(
-            ["virsh", "-c", URI, "uri"], capture_output=True, text=True, timeout=30
+            ["virsh", "-c", URI, "uri"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=REAL_ENV,
         )
     except subprocess.TimeoutExpired:
         return f"libvirtd does not answer on {URI} within 30 s"
@@ -307,6 +327,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove practice domains a crashed test of THIS run left behind (RUN_ID in the name)."""
+    try:
+        remove_leftover_labs()
+    finally:
+        shutil.rmtree(SESSION_HOMES, ignore_errors=True)
+
+
+def remove_leftover_labs() -> None:
     if not _used_daemon or shutil.which("virsh") is None:
         return
     try:
