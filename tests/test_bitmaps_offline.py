@@ -258,7 +258,11 @@ def test_an_inconsistent_bitmap_refuses_before_anything_changes(tmp_path):
     try:
         shut_off(lab)  # the bitmaps of s3 are stored ...
         virsh("start", lab.name)  # ... and marked in-use again by the next QEMU
-        pid = int(Path(f"/run/libvirt/qemu/{lab.name}.pid").read_text())
+        # QEMU's own pid, wherever the daemon keeps its pid files (system or session)
+        found = subprocess.run(
+            ["pgrep", "-f", f"guest={lab.name},"], capture_output=True, text=True, check=True
+        )
+        pid = int(found.stdout.split()[0])
         os.kill(pid, 9)  # our own lab's QEMU, by its pid
         for _ in range(300):
             if "shut off" in virsh("domstate", lab.name).stdout:

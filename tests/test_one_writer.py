@@ -74,7 +74,7 @@ def start(words: list[str], uri: str = URI, user: User | None = None) -> Racer:
     argv = [sys.executable, "-m", "vshx", "-c", uri, *words]
     if user is None:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        return Racer(words, proc, "root")
+        return Racer(words, proc, pwd.getpwuid(os.geteuid()).pw_name)
     proc = subprocess.Popen(  # setpriv execs: its pid is vshx's pid
         user.wrap(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/"
     )
