@@ -294,7 +294,7 @@ def daemon_missing() -> str | None:
 def root_missing() -> str | None:
     """Why a `root` test cannot run here, or None."""
     if os.geteuid() != 0:
-        return "needs root (acts as other users or on the system daemon itself)"
+        return "needs root (makes users, mounts file systems or drives the system daemon)"
     if URI != SYSTEM_URI:
         return f"needs {SYSTEM_URI} as root; this run tests {URI} (VSHX_TEST_URI)"
     return None
