@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -19,7 +20,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """pip-install the fixture plugin packages into a directory of their own."""
     target = tmp_path_factory.mktemp("site")
+    sources = tmp_path_factory.mktemp("sources")
     for package in ("thirdparty", "clashing"):
+        # built from a copy: the build writes its egg-info beside the sources, and the
+        # checkout may be read-only (another user's, or a CI cache)
+        source = shutil.copytree(FIXTURES / package, sources / package)
         subprocess.run(
             [
                 sys.executable,
@@ -30,7 +35,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 "--no-deps",
                 "--target",
                 str(target),
-                str(FIXTURES / package),
+                str(source),
             ],
             check=True,
             capture_output=True,
@@ -40,8 +45,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def env_with(site: Path, **extra: str) -> dict[str, str]:
     # the tree under test (a worktree's PYTHONPATH) stays ahead of the venv's editable install
-    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
-    return dict(os.environ, PYTHONPATH=path, **extra)
+    paths = [str(site), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), **extra)
 
 
 def test_third_party_command_runs_and_broken_plugins_leave_nothing(site: Path):
