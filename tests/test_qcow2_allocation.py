@@ -175,3 +175,12 @@ def test_what_the_tables_cannot_tell_goes_to_qemu_img(tmp_path: Path):
     orphan = overlay(tmp_path / "orphan.qcow2", gone)
     gone.unlink()
     assert data_extents(str(orphan)) is None  # missing backing file: qemu-img's error says so
+
+
+def test_a_large_layer_goes_to_qemu_img(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import vshx.storage.allocation as allocation
+
+    top = build(tmp_path, "mixed-clusters")  # base: 4 KiB clusters, 5 L2 tables in use
+    assert data_extents(str(top)) is not None
+    monkeypatch.setattr(allocation, "MAX_TABLES", 2)
+    assert data_extents(str(top)) is None
