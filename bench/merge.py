@@ -79,6 +79,8 @@ def compare(
     for tool in order:
         name, d = lab(tmp, running, fill, layers)
         try:
+            if tool == "vshx" and fill == 0:
+                PROBES.append(timed([["virsh", "-c", URI, "list", "--all", "--name"]])[0])
             results[tool] = timed(commands(tool, name, d, base, top, above))
         finally:
             drop(name, d)
@@ -87,6 +89,7 @@ def compare(
 
 TURN = 0
 LOADS: list[float] = []
+PROBES: list[float] = []  # `virsh list --all` just before each small vshx run: lock waits
 
 
 def batch(tmp: Path, domains: int) -> tuple[float, float]:
@@ -139,6 +142,8 @@ def main() -> None:
         ["virsh", "-c", URI, "list", "--all", "--name"], capture_output=True, text=True
     ).stdout.split()
     load = statistics.median(LOADS)
+    probe_ms, probe_max_ms = statistics.median(PROBES) * 1000, max(PROBES) * 1000
+    fast_vshx, fast_floor = (min(r[i][0] for r in small) * 1000 for i in (0, 2))
     body = f"""## Merges (bench/merge.py)
 
 Each row: the same merge on identical fresh labs, one per tool, timed from process start
@@ -163,7 +168,11 @@ floor: {floor_ms:.0f} ms | vshx / floor = **{vshx_ms / floor_ms:.2f}x** (target 
 
 Host during the small and batch rows: 1-minute load average {load:.1f} (median) on
 {os.cpu_count()} cores, {len(domains)} domains defined after the run (vshx's usage scan reads
-every one of them; the floor and virsh read none).
+every one of them; the floor and virsh read none). `virsh list --all`, run just before each
+small vshx run, took {probe_ms:.0f} ms median, {probe_max_ms:.0f} ms at
+most: libvirt answers a list only when it can lock every domain, so that is the wait a scan of
+every domain meets at that moment. Fastest small vshx run: {fast_vshx:.0f} ms; fastest floor
+run: {fast_floor:.0f} ms.
 
 Labs: base <- sn1 <- ... (active); the large rows write 1 GiB (live) or 4 GiB (offline) into
 each snapshot layer. vshx's offline run is `qemu-img commit` plus the pointer-only
