@@ -180,7 +180,7 @@ def test_what_the_tables_cannot_tell_goes_to_qemu_img(tmp_path: Path):
 def test_a_large_layer_goes_to_qemu_img(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import vshx.storage.allocation as allocation
 
-    top = build(tmp_path, "mixed-clusters")  # base: 4 KiB clusters, 5 L2 tables in use
+    top = build(tmp_path, "mixed-clusters")  # base: 4 KiB clusters, 5 L2 tables of 512 entries
     assert data_extents(str(top)) is not None
-    monkeypatch.setattr(allocation, "MAX_TABLES", 2)
+    monkeypatch.setattr(allocation, "MAX_ENTRIES", 1024)
     assert data_extents(str(top)) is None

@@ -10,8 +10,8 @@ everything past its own virtual size, as QEMU does not read below it there.
 Where only qemu-img can tell, ``data_extents`` returns None and the caller runs ``qemu-img
 map``: a layer that is not qcow2 (a raw base), encrypted, with an external data file, extended
 L2 entries (subclusters), marked corrupt, with unknown incompatible features, a chain that the
-headers cannot follow (``qcow2.read_chain`` is None), or a layer with more than ``MAX_TABLES``
-L2 tables (qemu-img is faster there).
+headers cannot follow (``qcow2.read_chain`` is None), or a layer with more than ``MAX_ENTRIES``
+L2 entries in use (qemu-img is faster there).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ ZERO = 1  # L2 bit 0 (qcow2 v3): the cluster reads as zeros
 # incompatible features the reader copes with: dirty (lazy refcounts), compression type
 KNOWN_INCOMPATIBLE = (1 << 0) | (1 << 3)
 
-# past this many L2 tables in one layer (32 GiB of guest space at 64 KiB clusters) qemu-img's
-# C loop, started in the background, beats reading them here entry by entry
-MAX_TABLES = 64
+# past this many L2 entries in use in one layer (32 GiB of guest space at 64 KiB clusters)
+# qemu-img's C loop, started in the background, beats reading them here entry by entry
+MAX_ENTRIES = 1 << 19
 
 Run = tuple[int, int, bool]  # guest [start, end), True = data, False = zeros
 
@@ -58,10 +58,10 @@ def _layer_runs(path: str) -> tuple[int, list[Run]] | None:
                 return None
             handle.seek(l1_offset)
             l1 = struct.unpack(f">{l1_size}Q", handle.read(l1_size * 8))
-            if sum(1 for entry in l1 if entry & OFFSET_MASK) > MAX_TABLES:
-                return None
             cluster = 1 << cluster_bits
             per_table = cluster // 8
+            if sum(1 for entry in l1 if entry & OFFSET_MASK) * per_table > MAX_ENTRIES:
+                return None
             empty = bytes(cluster)
             runs: list[Run] = []
             for index, l1_entry in enumerate(l1):
