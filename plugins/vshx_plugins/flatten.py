@@ -272,7 +272,7 @@ COMMANDS = [
         ),
         group="merge",
         changes=True,
-        description="Lists the routes with the bytes each moves (qemu-img map) and the files it "
+        description="Lists the routes with the bytes each moves (allocation map) and the files it "
         "overwrites, drops the unsafe ones with the reason, and takes the cheapest. The commit "
         "route writes into the base, so it needs a writable qcow2/raw base nothing else uses. "
         "--to FILE copies into a new qcow2 file instead and leaves every old file alone.",

@@ -179,7 +179,7 @@ COMMANDS = [
         group="merge",
         changes=True,
         description="Each contiguous run of dropped layers goes by the route that moves the "
-        "fewest bytes (qemu-img map) among the safe ones; --dry-run shows the table per run.",
+        "fewest bytes (allocation map) among the safe ones; --dry-run shows the table per run.",
     )
 ]
 

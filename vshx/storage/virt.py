@@ -122,13 +122,41 @@ def domains_with_disks(
 ) -> list[tuple[libvirt.virDomain, list[chains.DiskSource]]]:
     """Every domain with its disks; one undefined while we look is skipped, not an error
     (a busy host defines and undefines domains all the time)."""
+    doms = conn.listAllDomains(flags)
+    read: list[list[chains.DiskSource] | Exception | None] = [None] * len(doms)
+    slots = iter(range(len(doms)))
+    take = threading.Lock()
+
+    def reader() -> None:
+        while True:
+            with take:
+                i = next(slots, None)
+            if i is None:
+                return
+            try:
+                read[i] = domain_disks(doms[i])
+            except Exception as exc:  # raised below, in the caller's thread
+                read[i] = exc
+
+    # the XML reads go out together (libvirt answers them on its worker threads), so one
+    # domain that libvirt holds locked (starting, saving) delays the scan once, not per domain
+    helpers = [threading.Thread(target=reader, daemon=True) for _ in range(min(3, len(doms)))]
+    for thread in helpers:
+        thread.start()
+    reader()
+    for thread in helpers:
+        thread.join()
     found = []
-    for dom in conn.listAllDomains(flags):
-        try:
-            found.append((dom, domain_disks(dom)))
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise
+    for dom, disks in zip(doms, read, strict=True):
+        if isinstance(disks, libvirt.libvirtError):
+            if disks.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise disks
+            continue
+        if isinstance(disks, Exception):
+            raise disks
+        if disks is None:  # never read: fail closed rather than miss a user
+            raise VshxError(f"cannot read the definition of domain {dom.name()!r}")
+        found.append((dom, disks))
     return found
 
 
