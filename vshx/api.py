@@ -41,10 +41,10 @@ from vshx.merging.target import (
 from vshx.plans import journal, underneath
 from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
-from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
-from vshx.shell.render import comment, comments, printable, render_chain, table
 from vshx.shell.session import Session
-from vshx.shell.spec import Args, Command, Opt, non_negative_int
+from vshx.spec.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
+from vshx.spec.render import comment, comments, printable, render_chain, table
+from vshx.spec.spec import Args, Command, Opt, non_negative_int
 from vshx.storage import procs, qemuimg, snapshots, virt
 from vshx.storage.chain import Chain, Layer, canonical, human_size, image_chain
 from vshx.storage.identity import FileKey, identity

@@ -12,7 +12,7 @@ from vshx.errors import VshxError
 from vshx.merging import checks, preflight
 from vshx.merging.savedstate import refuse_saved_state
 from vshx.plans.plan import Plan, Step
-from vshx.shell.spec import Args, Opt, non_negative_int
+from vshx.spec.spec import Args, Opt, non_negative_int
 from vshx.storage import virt
 from vshx.storage.chain import Chain, Layer, human_size
 
@@ -205,7 +205,7 @@ def report_after_merge(
 ) -> None:
     """Show the chain as it is now, say if it is not the one the plan predicted, and point at
     snapshot-cleanup when metadata went stale."""
-    from vshx.shell.render import render_chain
+    from vshx.spec.render import render_chain
 
     if args.get("async") or session.quiet:
         return

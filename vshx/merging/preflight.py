@@ -22,7 +22,7 @@ from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
     from vshx.shell.session import Session
-    from vshx.shell.spec import Args
+    from vshx.spec.spec import Args
 
 
 def running_users(session: Session, path: str) -> list[str]:

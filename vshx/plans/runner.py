@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from vshx.merging.target import Target
     from vshx.plans.plan import Plan
     from vshx.shell.session import Session
-    from vshx.shell.spec import Args
+    from vshx.spec.spec import Args
 
 
 def look_again(target: Target, number: int) -> None:

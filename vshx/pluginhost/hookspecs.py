@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from vshx.merging.target import Target
     from vshx.plans.plan import Plan
     from vshx.shell.session import Session
-    from vshx.shell.spec import Args, Command
+    from vshx.spec.spec import Args, Command
 
 PROJECT = "vshx"
 hookspec = pluggy.HookspecMarker(PROJECT)

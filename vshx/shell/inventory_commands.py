@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.shell.render import chain_document, render_chain, table, to_json
+from vshx.spec.render import chain_document, render_chain, table, to_json
 from vshx.storage import virt
 from vshx.storage.paths import names_an_image
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import libvirt
 
     from vshx.shell.session import Session
-    from vshx.shell.spec import Args
+    from vshx.spec.spec import Args
     from vshx.storage.chain import Chain
     from vshx.storage.snapshots import SnapshotInfo
 

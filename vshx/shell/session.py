@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ExitRequested, UsageError, VshxError
 from vshx.pluginhost.host import PluginHost
-from vshx.shell import lexer
-from vshx.shell.spec import Args, Command, parse
+from vshx.spec import lexer
+from vshx.spec.spec import Args, Command, parse
 from vshx.storage.default_uri import default_uri
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ class Session:
         """A command's answer (a table, a listing, help): under --dry-run ``#`` lines of the
         script (the one escaper), so a read command's output never becomes a line sh runs."""
         if self.dry_run or (self.args is not None and self.args.get("dry_run")):
-            from vshx.shell.render import comments
+            from vshx.spec.render import comments
 
             self.out.write(comments(text))
             return
@@ -144,7 +144,7 @@ class Session:
         if self.quiet:
             return
         if self.dry_run or (self.args is not None and self.args.get("dry_run")):
-            from vshx.shell.render import comments
+            from vshx.spec.render import comments
 
             self.out.write(comments(text))
             return
@@ -155,7 +155,7 @@ class Session:
 
     def report(self, exc: VshxError, where: str = "") -> None:
         """One error line and one hint line, whatever a file name holds."""
-        from vshx.shell.render import printable
+        from vshx.spec.render import printable
 
         print(f"{where}error: {printable(exc.message)}", file=self.err)
         if exc.hint:
@@ -291,7 +291,7 @@ class Session:
     def nothing_to_do(self, args: Args, why: str) -> None:
         """A request already met: exit 0, and in a --dry-run script a comment, not a line."""
         if self.planning_only(args):
-            from vshx.shell.render import comment
+            from vshx.spec.render import comment
 
             self.write_script(f"#!/bin/sh\n{comment(f'nothing to do: {why}')}\n")
         else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vshx.shell.spec import Opt
+from vshx.spec.spec import Opt
 
 DOMAIN = Opt(
     "domain", "domain name, id or uuid", "domain", positional=True, required=True, complete="domain"
