@@ -32,7 +32,6 @@ from vshx.merging.common import (
 from vshx.merging.definition import steps as definition_steps
 from vshx.merging.savedstate import refuse_saved_state
 from vshx.merging.target import (
-    Target,
     chain_of_disk,
     chain_of_image,
     load_target,
@@ -40,13 +39,15 @@ from vshx.merging.target import (
 )
 from vshx.plans import journal, underneath
 from vshx.plans.plan import Plan, Step, shell_line, virsh
+from vshx.plans.target import Target
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
 from vshx.shell.session import Session
 from vshx.spec.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
-from vshx.spec.render import comment, comments, printable, render_chain, table
+from vshx.spec.render import comment, comments, printable, table
 from vshx.spec.spec import Args, Command, Opt, non_negative_int
 from vshx.storage import procs, qemuimg, snapshots, virt
 from vshx.storage.chain import Chain, Layer, canonical, human_size, image_chain
+from vshx.storage.chain_view import render_chain
 from vshx.storage.identity import FileKey, identity
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.paths import names_an_image

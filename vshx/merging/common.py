@@ -17,7 +17,7 @@ from vshx.storage import virt
 from vshx.storage.chain import Chain, Layer, human_size
 
 if TYPE_CHECKING:
-    from vshx.shell.session import Session
+    from vshx.plans.context import Context as Session
 
 BASE = Opt("base", "the lower layer (path, file name, or vda[N])", "ref", complete="layer")
 BANDWIDTH = Opt(
@@ -205,7 +205,7 @@ def report_after_merge(
 ) -> None:
     """Show the chain as it is now, say if it is not the one the plan predicted, and point at
     snapshot-cleanup when metadata went stale."""
-    from vshx.spec.render import render_chain
+    from vshx.storage.chain_view import render_chain
 
     if args.get("async") or session.quiet:
         return

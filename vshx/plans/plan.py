@@ -16,7 +16,7 @@ from vshx.spec.render import comments as comments
 from vshx.spec.render import printable as printable
 
 if TYPE_CHECKING:
-    from vshx.merging.target import Target
+    from vshx.plans.target import Target
     from vshx.storage.chain import Chain
 
 HEREDOC_END = "VSHX_EOF"

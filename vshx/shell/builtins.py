@@ -16,7 +16,7 @@ from vshx.spec.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
 from vshx.spec.spec import Args, Command, Opt
 
 if TYPE_CHECKING:
-    from vshx.shell.session import Session
+    from vshx.shell.context import Shell as Session
 
 SHELL_SCRIPTS = {"bash": "vshx.bash", "zsh": "_vshx", "fish": "vshx.fish"}
 

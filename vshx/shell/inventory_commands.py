@@ -9,14 +9,15 @@ import os
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.spec.render import chain_document, render_chain, table, to_json
+from vshx.spec.render import table, to_json
 from vshx.storage import virt
+from vshx.storage.chain_view import chain_document, render_chain
 from vshx.storage.paths import names_an_image
 
 if TYPE_CHECKING:
     import libvirt
 
-    from vshx.shell.session import Session
+    from vshx.shell.context import Shell as Session
     from vshx.spec.spec import Args
     from vshx.storage.chain import Chain
     from vshx.storage.snapshots import SnapshotInfo

@@ -18,7 +18,7 @@ from vshx.errors import UsageError, VshxError
 from vshx.shell.readonly import qemu_img_reads, virsh_reads
 
 if TYPE_CHECKING:
-    from vshx.shell.session import Session
+    from vshx.shell.context import Shell as Session
 
 
 def virsh_binary() -> str | None:
