@@ -16,13 +16,7 @@ from typing import TYPE_CHECKING, Any
 from vshx.errors import UsageError, VshxError
 from vshx.merging import bitmaps, checks, preflight, routes
 from vshx.merging.common import (
-    BANDWIDTH,
-    BASE,
-    FORCE,
-    JOB_OPTIONS,
-    SCAN,
     check_merge,
-    delete_steps,
     follow_up_note,
     job_flags_argv,
     live_job_step,
@@ -30,6 +24,7 @@ from vshx.merging.common import (
     report_after_merge,
 )
 from vshx.merging.definition import steps as definition_steps
+from vshx.merging.deletion import delete_steps
 from vshx.merging.savedstate import refuse_saved_state
 from vshx.merging.target import (
     chain_of_disk,
@@ -42,7 +37,17 @@ from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.plans.target import Target
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
 from vshx.shell.session import Session
-from vshx.spec.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
+from vshx.spec.options import (
+    BANDWIDTH,
+    BASE,
+    DISK,
+    DOMAIN,
+    DOMAIN_OR_IMAGE,
+    FORCE,
+    JOB_OPTIONS,
+    JSON,
+    SCAN,
+)
 from vshx.spec.render import comment, comments, printable, table
 from vshx.spec.spec import Args, Command, Opt, non_negative_int
 from vshx.storage import procs, qemuimg, snapshots, virt

@@ -89,28 +89,6 @@ def strip_virsh_prefix(words: list[str], uri: str) -> list[str] | None:
     return words
 
 
-def run_pasted_step(session: Session, words: list[str]) -> bool:
-    """A printed plan's own non-virsh lines, pasted back: its checks (``df ... | awk``,
-    ``test ! -e``) and the ``rm -f --`` of a --delete step, each done as the step does it.
-    False when the words are none of those exact lines (vshx runs no other df, test or rm)."""
-    if words[0] == "rm" and words[1:3] == ["-f", "--"] and len(words) == 4:
-        from vshx.merging.common import remove_pasted
-
-        remove_pasted(session, words[3])
-        session.forget_inventory(None)
-        return True
-    if words[0] in ("df", "test"):
-        from vshx.merging import checks
-
-        check = checks.pasted(words)
-        if check is not None:
-            if session.dry_run:
-                session.print(check.equivalent())
-            check.run()
-            return True
-    return False
-
-
 def run_program(session: Session, argv: list[str]) -> int:
     """A printed `qemu-img ...` (or foreign `virsh ...`) line, pasted back: argv, no shell."""
     binary = shutil.which(argv[0])

@@ -262,7 +262,11 @@ class Session:
             return self.run_words(rest) if rest else EXIT_OK
         if words[0] == "qemu-img":
             return passthrough.run_program(self, list(words))
-        if passthrough.run_pasted_step(self, list(words)):  # a check or --delete line
+        from vshx.merging import pasted
+
+        if pasted.run_pasted_step(self, list(words)):  # a check or --delete line
+            if words[0] == "rm":
+                self.forget_inventory(None)
             return EXIT_OK
         if words[0] in passthrough.virsh_commands() and not words[0].startswith("-"):
             return passthrough.run_virsh(self, list(words))
