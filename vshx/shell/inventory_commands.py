@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.spec.render import table, to_json
 from vshx.storage import virt
-from vshx.storage.chain_view import chain_document, render_chain
 from vshx.storage.paths import names_an_image
 
 if TYPE_CHECKING:
@@ -95,6 +94,7 @@ def cmd_domblklist(session: Session, args: Args) -> None:
 
 def cmd_chain(session: Session, args: Args) -> None:
     from vshx.storage.chain import image_chain
+    from vshx.storage.chain_view import chain_document, render_chain
 
     target = args.domain
     info = ["qemu-img", "info", "--backing-chain", "-U"]
