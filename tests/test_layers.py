@@ -182,3 +182,19 @@ def test_plugins_import_only_the_api(plugin: Path) -> None:
         for name in names:
             if name == "vshx" or name.startswith("vshx."):
                 assert name == "vshx.api", f"{plugin.name}:{node.lineno} imports {name}"
+
+
+def test_the_readme_lists_these_layers() -> None:
+    """The README's layout section names the same layers, lowest first, with their folders."""
+    import re
+
+    readme = (ROOT.parent / "README.md").read_text()
+    section = readme.split("## Where things live", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"^- \*\*([a-z]+)\*\*", section, re.MULTILINE)
+    assert named == [name for name, _ in LAYERS] + ["plugins"]
+    for _, prefixes in LAYERS:
+        for prefix in prefixes:
+            if prefix != "vshx":
+                path = prefix.replace(".", "/")
+                folder = f"`{path}/`" if (ROOT.parent / path).is_dir() else f"{path}.py"
+                assert folder.strip("`") in section, f"{folder} is not in the README's layout"

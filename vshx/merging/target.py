@@ -1,4 +1,4 @@
-"""What a merge command works on: a domain's disk or a bare image, with its chain."""
+"""Loading what a merge command works on (a plans/target.py Target), under its chain lock."""
 
 from __future__ import annotations
 
