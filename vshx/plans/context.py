@@ -28,7 +28,6 @@ class Hooks(Protocol):
 class Context(Protocol):
     """The session a command runs in: connection, output, options, batch predictions."""
 
-    uri: str
     out: TextIO
     err: TextIO
     dry_run: bool
@@ -38,6 +37,9 @@ class Context(Protocol):
     args: Args | None
     words: list[str] | None
     predicted: dict[str, Chain]
+
+    @property
+    def uri(self) -> str: ...
 
     @property
     def host(self) -> Hooks: ...

@@ -12,13 +12,36 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from vshx.errors import UsageError, VshxError
+from vshx.errors import EXIT_OK, UsageError, VshxError
 from vshx.shell.readonly import qemu_img_reads, virsh_reads
 
 if TYPE_CHECKING:
     from vshx.shell.context import Shell as Session
+
+
+def route(session: Session, words: Sequence[str]) -> int:
+    """A word vshx does not define: virsh's command if virsh has it, else a usage error."""
+    if words[0] == "virsh":  # a line vshx printed, pasted back
+        rest = strip_virsh_prefix(list(words[1:]), session.uri)
+        if rest is None:  # another URI: virsh itself runs it, as printed
+            return run_program(session, list(words))
+        return session.run_words(rest) if rest else EXIT_OK
+    if words[0] == "qemu-img":
+        return run_program(session, list(words))
+    if words[0] in ("rm", "df", "test"):  # a plan's check or --delete line, pasted back
+        from vshx.merging import pasted  # only here: merging costs other words import time
+
+        if pasted.run_pasted_step(session, list(words)):
+            if words[0] == "rm":
+                session.forget_inventory(None)
+            return EXIT_OK
+    if words[0] in virsh_commands() and not words[0].startswith("-"):
+        return run_virsh(session, list(words))
+    known = [*session.host.registry.words(), *virsh_commands()]
+    raise suggest(words[0], known)
 
 
 def virsh_binary() -> str | None:
