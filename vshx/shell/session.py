@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, TextIO
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ExitRequested, UsageError, VshxError
 from vshx.pluginhost.host import PluginHost
 from vshx.shell.connection import Connection
-from vshx.shell.failures import as_user_error
 from vshx.spec import lexer
 from vshx.spec.spec import Args, Command, parse
 
@@ -197,6 +196,8 @@ class Session:
         except (ExitRequested, BrokenPipeError):
             raise
         except (Exception, KeyboardInterrupt) as exc:
+            from vshx.shell.failures import as_user_error  # only a failure pays its import
+
             error = as_user_error(exc, command.name if command else words[0])
             if error is None:
                 raise
