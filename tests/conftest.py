@@ -86,6 +86,19 @@ def qemu_img_chain(path: str | Path) -> list[dict]:
     return json.loads(out)
 
 
+def qemu_img_map(path: str | Path) -> list[dict]:
+    """`qemu-img map --output=json -U` of an image: where its data lives, qemu-img's own word."""
+    import json
+
+    out = subprocess.run(
+        ["qemu-img", "map", "-U", "--output=json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
 def chain_files(path: str | Path) -> list[str]:
     """Base names of the chain below an image, active first, via qemu-img itself."""
     return [os.path.basename(e["filename"]) for e in qemu_img_chain(path)]

@@ -26,6 +26,7 @@ from conftest import (
     guest_hash,
     make_lab,
     qemu_check,
+    qemu_img_map,
     run_vshx,
     virsh,
 )
@@ -120,13 +121,8 @@ def incremental_backup(name: str, checkpoint: str, target: Path) -> list[tuple[i
             break
         time.sleep(0.1)
     assert "Completed" in virsh("domjobinfo", name, "--completed").stdout
-    out = subprocess.run(
-        ["qemu-img", "map", "-U", "--output=json", str(target)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    ranges = [(e["start"], e["length"]) for e in json.loads(out) if e["data"] and e["depth"] == 0]
+    extents = qemu_img_map(target)
+    ranges = [(e["start"], e["length"]) for e in extents if e["data"] and e["depth"] == 0]
     merged: list[tuple[int, int]] = []
     for start, length in ranges:  # neighbouring extents as one range
         if merged and sum(merged[-1]) == start:

@@ -21,6 +21,7 @@ from conftest import (
     URI,
     chain_files,
     destroy_lab,
+    file_state,
     guest_hash,
     make_lab,
     make_overlay,
@@ -76,27 +77,50 @@ def test_out_of_space_names_the_file_each_qemu_img_writes():
     assert locked is not None and "another process holds the image" in locked
 
 
+def test_a_compressed_top_is_counted_at_the_bytes_it_writes(small_disk: Path):
+    base, top = bare_chain(small_disk, ["base", "top"])
+    # 40 MiB written compressed: the file holds ~0.3 MiB, but the commit writes 40 MiB out in
+    # full; the room check counts what the allocation map says moves, not the file's size
+    qemu_io(top, "write -c -P 0x22 0 40M")
+    before = file_state(small_disk)
+    refused = run_vshx("commit", str(top))
+    assert refused.returncode == 1 and "error: not enough space" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert file_state(small_disk) == before
+
+
 def test_out_of_space_mid_commit_is_said_as_such_and_loses_nothing(
     small_disk: Path, tmp_path: Path
 ):
-    base, top = bare_chain(small_disk, ["base", "top"])
-    # 40 MiB written compressed: the file holds ~0.3 MiB, so the free-space check passes, but
-    # the commit writes the data out in full into base
-    qemu_io(top, "write -c -P 0x22 0 40M")
+    # the room check passes (16,000 KiB of data, 16,364 KiB free), but the base's tiny clusters
+    # and 64-bit refcounts need ~3.5 % more for their own tables: qemu-img commit runs out
+    base = small_disk / "base.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits=64"]
+        + [str(base), "64M"],
+        check=True,
+    )
+    top = tmp_path / "top.qcow2"
+    make_overlay(top, str(base))
+    qemu_io(top, "write -P 0x22 0 16000K")
     before = guest_hash(top, tmp_path)
     failed = run_vshx("commit", str(top))
+    err = failed.stderr
     assert failed.returncode == 1
-    assert f"error: no space left on the file system of {small_disk}" in failed.stderr
-    assert f"while writing {base}" in failed.stderr
-    assert "lock" not in failed.stderr and "another process" not in failed.stderr
-    assert "the chain is unchanged and top.qcow2 still holds all its data" in failed.stderr
-    assert f"vshx recover {top}" in failed.stderr
-    assert "Traceback" not in failed.stderr
+    assert f"error: no space left on the file system of {small_disk}" in err
+    assert f"while writing {base}" in err
+    assert "lock" not in err and "another process" not in err
+    assert "the chain is unchanged and top.qcow2 still holds all its data" in err
+    assert f"vshx recover {top}" in err
+    assert "Traceback" not in err
     # as said: the chain is unchanged, the guest sees the same bytes, both files are sound
     assert chain_files(top) == ["top.qcow2", "base.qcow2"]
     assert guest_hash(top, tmp_path) == before
     qemu_check(top)
-    qemu_check(base)
+    # clusters the failed write had taken are leaked in the base (qemu-img check exits 3:
+    # "no harm to data"), never corrupt (2); recover repairs the leaks
+    leaks = subprocess.run(["qemu-img", "check", "-U", str(base)], capture_output=True)
+    assert leaks.returncode in (0, 3), leaks.stdout
     listed = json.loads(run_vshx("jobs", "--json").stdout)
     mine = [row for row in listed if row["disk"] == str(top)]
     assert [row["type"] for row in mine] == ["interrupted vshx"]
@@ -105,6 +129,7 @@ def test_out_of_space_mid_commit_is_said_as_such_and_loses_nothing(
     subprocess.run(["mount", "-o", "remount,size=96m", str(small_disk)], check=True)
     recovered = run_vshx("recover", str(top))
     assert recovered.returncode == 0, recovered.stderr
+    qemu_check(base)
     again = run_vshx("commit", str(top))
     assert again.returncode == 0, again.stderr
     assert "not the predicted" not in again.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -21,6 +20,7 @@ from conftest import (
     make_lab,
     make_overlay,
     qemu_check,
+    qemu_img_map,
     run_vshx,
     wait_for_block_job,
 )
@@ -161,13 +161,7 @@ def test_flatten_to_script_reaches_the_same_state_and_stops_on_a_second_run(tmp_
 
 def own_data(image: Path) -> int:
     """Bytes of data the image itself holds (depth 0 of qemu-img map)."""
-    out = subprocess.run(
-        ["qemu-img", "map", "-U", "--output=json", str(image)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return sum(e["length"] for e in json.loads(out) if e["data"] and e["depth"] == 0)
+    return sum(e["length"] for e in qemu_img_map(image) if e["data"] and e["depth"] == 0)
 
 
 def changed_bytes(before: bytes, after: bytes, cluster: int = 65536) -> int:

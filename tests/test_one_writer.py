@@ -302,3 +302,36 @@ def test_no_lock_no_change_where_the_lock_file_cannot_be_made(second_user: User)
     assert err.startswith("error: cannot take vshx's lock") and "Permission denied" in err
     assert "hint: vshx keeps its lock beside the images" in err
     assert file_state(directory) == before
+
+
+def test_rebase_takes_the_chain_lock_too(tmp_path: Path):
+    base, top = tmp_path / "base.qcow2", tmp_path / "top.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top)],
+        check=True,
+    )
+    holder = subprocess.Popen(  # another vshx holding the chain's lock, as a commit would
+        [
+            sys.executable,
+            "-c",
+            "import sys; from vshx.plans import lock; lock.take(sys.argv[1], 'vshx commit held');"
+            " print('held', flush=True); sys.stdin.read()",
+            str(top),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        before = file_state(tmp_path)
+        refused = run_vshx("rebase", str(top), "--backing", "")
+        assert refused.returncode == 1, refused.stderr
+        assert f"another vshx (pid {holder.pid})" in refused.stderr
+        assert "vshx commit held" in refused.stderr and "Traceback" not in refused.stderr
+        assert file_state(tmp_path) == before
+    finally:
+        holder.communicate("")
+    ran = run_vshx("rebase", str(top), "--backing", "")
+    assert ran.returncode == 0, ran.stderr

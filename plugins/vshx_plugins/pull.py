@@ -134,14 +134,13 @@ def cmd_pull(session: Session, args: Args) -> None:
     base = pick_base(target, args)
     stop = base.position if base else len(target.chain.layers)
     extents = routes.Extents(target.chain) if session.is_local else None  # runs meanwhile
-    first = check_merge(
-        session, target, args, target.chain.active, target.chain.layers[1:stop], None
-    )
+    gone = target.chain.layers[1:stop]
+    moving = (lambda: extents.between(1, len(gone))) if extents is not None else None
+    first = check_merge(session, target, args, target.chain.active, gone, None, moving=moving)
     plan = (
         live_plan(session, target, args, base) if target.live else offline_plan(target, args, base)
     )
     plan.steps[:0] = first
-    gone = target.chain.layers[1:stop]
     if extents is not None:
         moves = extents.between(1, len(gone))
         names = ", ".join(layer.name for layer in gone)

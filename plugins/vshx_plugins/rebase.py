@@ -28,15 +28,13 @@ from vshx.api import (
     VshxError,
     bitmaps,
     canonical,
-    chain_of_disk,
-    chain_of_image,
     checks,
     commands_hook,
     definition_steps,
     image_chain,
+    load_target,
     preflight,
     qemuimg,
-    refuse_interrupted,
     refuse_saved_state,
     report_after_merge,
     underneath,
@@ -56,12 +54,12 @@ def load_image(session: Session, args: Args) -> tuple[Target, Layer]:
                 f"{args.domain} is running: its layers are in use by QEMU",
                 f"use: pull {args.domain} {args.disk} --base REF",
             )
-        target = Target(chain_of_disk(session, dom, args.disk), dom)
+        target = load_target(session, args.domain, args.disk)  # locked, journal checked
         layer = target.chain.resolve(args.top) if args.top else target.chain.active
         return target, layer
     if not args.image:
         raise UsageError("name the IMAGE to rebase (or --domain D --path DISK [--top REF])")
-    target = Target(chain_of_image(session, args.image))
+    target = load_target(session, args.image, None, image=True)
     if session.is_local:
         preflight.refuse_if_running_user(
             session,
@@ -188,8 +186,7 @@ def prove_unsafe_is_safe(
 def cmd_rebase(session: Session, args: Args) -> None:
     if args.backing is None:
         raise UsageError("missing --backing REF (use --backing '' to flatten)")
-    target, image = load_image(session, args)
-    refuse_interrupted(target)
+    target, image = load_image(session, args)  # locked; an interrupted operation refused
     chain = target.chain
     preflight.refuse_remote_offline(session, target, session.planning_only(args))
     new = resolve_backing(chain, image, args.backing)

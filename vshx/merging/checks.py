@@ -52,10 +52,11 @@ def space_step(beside: str, needed: int) -> Step:
     )
 
 
-def room_for(destination: Layer, layers: list[Layer]) -> Step:
-    """Refuse now unless the bytes that may move (allocated in ``layers``) fit beside
-    ``destination``; the same check as a step for the plan."""
-    step = space_step(destination.path, sum(layer.allocated or 0 for layer in layers))
+def room_for(destination: Layer, layers: list[Layer], at_least: int = 0) -> Step:
+    """Refuse now unless the bytes that may move (allocated in ``layers``, or ``at_least``
+    when that is more) fit beside ``destination``; the same check as a step for the plan."""
+    allocated = sum(layer.allocated or 0 for layer in layers)
+    step = space_step(destination.path, max(allocated, at_least))
     step.run()
     return step
 

@@ -120,6 +120,7 @@ def check_merge(
     writes: Layer,
     moves: list[Layer],
     changes_view_of: Layer | None,
+    moving: Callable[[], int] | None = None,
 ) -> list[Step]:
     """The pre-flight every merge shares; raises before anything changes, and returns the
     checks the plan must also run first (so a printed script stops where vshx would).
@@ -128,6 +129,8 @@ def check_merge(
     When ``changes_view_of`` is given (commit: the base), chains that use it other than through
     ``moves[0]`` are refused.  A pull changes no one's view: the active layer's stays the same.
     Checks that read local files are skipped for a remote URI (only --dry-run gets there).
+    ``moving``: the bytes the merge writes, from the allocation map; more than the files hold
+    when clusters are compressed (they are written out whole), so the room check takes both.
     """
     preflight.refuse_unsafe_start(session, target, args)
     refuse_saved_state(target, [writes, *moves])
@@ -141,7 +144,7 @@ def check_merge(
                 "committing into",
                 through=moves[0].path,
             )
-        return [checks.room_for(writes, moves)]
+        return [checks.room_for(writes, moves, at_least=moving() if moving else 0)]
     return []
 
 

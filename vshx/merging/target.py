@@ -19,16 +19,22 @@ if TYPE_CHECKING:
 
 
 def load_target(
-    session: Session, domain_or_image: str, disk: str | None, *, journal_ok: bool = False
+    session: Session,
+    domain_or_image: str,
+    disk: str | None,
+    *,
+    journal_ok: bool = False,
+    image: bool = False,
 ) -> Target:
     """Resolve DOMAIN DISK (or a bare IMAGE) to its chain; a bare image may not be in use.
 
     A command that will change the chain (not ``--dry-run``) first takes the chain's lock
     (plans/lock.py) and only then reads the chain and the journal, so two vshx never plan on
     one chain at once and every check below runs under the lock.  An interrupted earlier
-    operation on it is refused (``recover`` passes ``journal_ok``).
+    operation on it is refused (``recover`` passes ``journal_ok``).  ``image``: the word is an
+    image path whatever it looks like (rebase IMAGE).
     """
-    image = disk is None and names_an_image(domain_or_image)
+    image = image or (disk is None and names_an_image(domain_or_image))
     if disk is None and not image:
         raise VshxError(
             f"which disk of {domain_or_image!r}?", f"give the disk too, e.g. {domain_or_image} vda"
