@@ -198,3 +198,25 @@ def test_the_readme_lists_these_layers() -> None:
                 path = prefix.replace(".", "/")
                 folder = f"`{path}/`" if (ROOT.parent / path).is_dir() else f"{path}.py"
                 assert folder.strip("`") in section, f"{folder} is not in the README's layout"
+
+
+def test_the_one_shot_core_leaves_the_heavy_parts_unimported() -> None:
+    """What the lazy imports are for: a front end and a Session load without libvirt,
+    prompt-toolkit, pluggy, the merging layer or completion (each comes when a command needs it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from vshx.frontends import cli\n"
+        "from vshx.shell.session import Session\n"
+        "Session('test:///default')\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('libvirt', 'prompt_toolkit', 'pluggy') or m.startswith(('vshx.merging', "
+        "'vshx.completion', 'vshx.plans.runner')))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT.parent
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == []
