@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from vshx.errors import EXIT_OK, UsageError, VshxError
+from vshx.plans.plan import comment, shell_line, with_heredoc
 from vshx.shell.readonly import qemu_img_reads, virsh_reads
 
 if TYPE_CHECKING:
@@ -84,8 +85,6 @@ def run_virsh(session: Session, words: list[str]) -> int:
     argv = ["virsh", "-c", session.uri, words[0], *args]
     reads = virsh_reads(words[0], args)
     if dry_run or teach:
-        from vshx.plans.plan import comment, shell_line, with_heredoc
-
         session.print(comment(f"virsh passthrough: {words[0]}"))
         session.print(with_heredoc(shell_line(argv), session.stdin_text))
         session.out.flush()
@@ -118,8 +117,6 @@ def run_program(session: Session, argv: list[str]) -> int:
     if binary is None:
         raise VshxError(f"{argv[0]} is not installed", "install qemu-utils / libvirt-clients")
     if session.dry_run:
-        from vshx.plans.plan import shell_line, with_heredoc
-
         session.print(with_heredoc(shell_line(argv), session.stdin_text))
         if argv[0] == "qemu-img" and qemu_img_reads(argv[1:]):
             return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True)

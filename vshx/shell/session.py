@@ -18,6 +18,7 @@ from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ExitRequested, UsageEr
 from vshx.pluginhost.host import PluginHost
 from vshx.shell.connection import Connection
 from vshx.spec import lexer
+from vshx.spec.render import comment, comments, printable
 from vshx.spec.spec import Args, Command, parse
 
 if TYPE_CHECKING:
@@ -118,8 +119,6 @@ class Session:
         """A command's answer (a table, a listing, help): under --dry-run ``#`` lines of the
         script (the one escaper), so a read command's output never becomes a line sh runs."""
         if self.dry_run or (self.args is not None and self.args.get("dry_run")):
-            from vshx.spec.render import comments
-
             self.out.write(comments(text))
             return
         print(text, file=self.out)
@@ -130,8 +129,6 @@ class Session:
         if self.quiet:
             return
         if self.dry_run or (self.args is not None and self.args.get("dry_run")):
-            from vshx.spec.render import comments
-
             self.out.write(comments(text))
             return
         print(text, file=self.out)
@@ -141,8 +138,6 @@ class Session:
 
     def report(self, exc: VshxError, where: str = "") -> None:
         """One error line and one hint line, whatever a file name holds."""
-        from vshx.spec.render import printable
-
         print(f"{where}error: {printable(exc.message)}", file=self.err)
         if exc.hint:
             print(f"hint: {printable(exc.hint)}", file=self.err)
@@ -242,8 +237,6 @@ class Session:
     def nothing_to_do(self, args: Args, why: str) -> None:
         """A request already met: exit 0, and in a --dry-run script a comment, not a line."""
         if self.planning_only(args):
-            from vshx.spec.render import comment
-
             self.write_script(f"#!/bin/sh\n{comment(f'nothing to do: {why}')}\n")
         else:
             self.info(f"nothing to do: {why}")
