@@ -176,14 +176,14 @@ def test_shell_snapshot_round_trips_even_an_empty_host(tmp_path, monkeypatch):
 
 
 def test_every_core_completer_name_has_a_provider(engine):
-    from vshx.completion.kinds import CORE_COMPLETERS
+    from vshx.spec.kinds import CORE_COMPLETERS
 
     assert set(engine.providers) == set(CORE_COMPLETERS)
 
 
 def test_every_builtin_option_reference_is_valid():
-    from vshx.completion.kinds import CORE_COMPLETERS
     from vshx.pluginhost.host import check_references
+    from vshx.spec.kinds import CORE_COMPLETERS
 
     host = PluginHost(BUILTINS)
     host.load_entry_points()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import URI, Lab, chain_files, make_overlay, qemu_check, run_vshx, virsh
 
-from vshx.shell.render import JSON_SCHEMA, to_json
+from vshx.spec.render import JSON_SCHEMA, to_json
 
 jsonschema = pytest.importorskip("jsonschema", reason="pip install -e '.[dev]' (jsonschema)")
 

@@ -16,13 +16,7 @@ from typing import TYPE_CHECKING, Any
 from vshx.errors import UsageError, VshxError
 from vshx.merging import bitmaps, checks, preflight, routes
 from vshx.merging.common import (
-    BANDWIDTH,
-    BASE,
-    FORCE,
-    JOB_OPTIONS,
-    SCAN,
     check_merge,
-    delete_steps,
     follow_up_note,
     job_flags_argv,
     live_job_step,
@@ -30,9 +24,9 @@ from vshx.merging.common import (
     report_after_merge,
 )
 from vshx.merging.definition import steps as definition_steps
+from vshx.merging.deletion import delete_steps
 from vshx.merging.savedstate import refuse_saved_state
 from vshx.merging.target import (
-    Target,
     chain_of_disk,
     chain_of_image,
     load_target,
@@ -40,21 +34,25 @@ from vshx.merging.target import (
 )
 from vshx.plans import journal, underneath
 from vshx.plans.plan import Plan, Step, shell_line, virsh
+from vshx.plans.target import Target
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
-from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
-from vshx.shell.render import (
-    JSON_SCHEMA,
-    comment,
-    comments,
-    printable,
-    render_chain,
-    table,
-    to_json,
-)
 from vshx.shell.session import Session
-from vshx.shell.spec import Args, Command, Opt, non_negative_int
+from vshx.spec.options import (
+    BANDWIDTH,
+    BASE,
+    DISK,
+    DOMAIN,
+    DOMAIN_OR_IMAGE,
+    FORCE,
+    JOB_OPTIONS,
+    JSON,
+    SCAN,
+)
+from vshx.spec.render import JSON_SCHEMA, comment, comments, printable, table, to_json
+from vshx.spec.spec import Args, Command, Opt, non_negative_int
 from vshx.storage import procs, qemuimg, snapshots, virt
 from vshx.storage.chain import Chain, Layer, canonical, human_size, image_chain
+from vshx.storage.chain_view import render_chain
 from vshx.storage.identity import FileKey, identity
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.paths import names_an_image

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from vshx.completion.kinds import CORE_COMPLETERS
-from vshx.shell.spec import Command
+from vshx.spec.kinds import CORE_COMPLETERS
+from vshx.spec.spec import Command
 
 if TYPE_CHECKING:
     import pluggy

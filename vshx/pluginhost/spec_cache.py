@@ -17,7 +17,7 @@ from typing import Any
 
 from vshx import __version__
 from vshx.pluginhost.entrypoints import EntryPoint
-from vshx.shell.spec import Command, Opt
+from vshx.spec.spec import Command, Opt
 from vshx.storage.statefiles import Place
 
 OPT_FIELDS = (
