@@ -1,13 +1,20 @@
-# The two commands of the README: `make demo` and `make test`.
-# Both bootstrap first (packages, libvirt daemons, .venv); see scripts/bootstrap.sh.
+# The two commands of the README: `make demo` and `make test` (both bootstrap first: packages,
+# libvirt daemons, .venv; see scripts/bootstrap.sh). `make quick` and `make lint` need only the
+# .venv: no root, no libvirtd, no virsh.
 VENV := .venv
 PY := $(VENV)/bin/python
 URI ?= qemu:///system
+# pytest exits 5 when it ran no test at all: that is never a pass
+PYTEST = $(PY) -m pytest
+NONE_RAN = rc=$$?; [ $$rc -ne 5 ] || { echo "make: pytest ran no test" >&2; rc=1; }; exit $$rc
 
-.PHONY: bootstrap demo test lint bench
+.PHONY: bootstrap demo test quick test-anywhere lint bench
 
 bootstrap:
 	@sh scripts/bootstrap.sh
+
+$(PY):
+	@sh scripts/bootstrap.sh --venv-only
 
 demo: bootstrap
 	@$(VENV)/bin/vshx -c $(URI) lab-create vshx-demo
@@ -15,10 +22,19 @@ demo: bootstrap
 		$(VENV)/bin/vshx completion bash > /usr/share/bash-completion/completions/vshx; fi
 	@$(VENV)/bin/vshx -c $(URI) --tour
 
+# every tier; the integration tier runs on VSHX_TEST_URI (default qemu:///system)
 test: bootstrap
-	@$(PY) -m pytest -q
+	@$(PYTEST) -q; $(NONE_RAN)
 
-lint: bootstrap
+# the unit tier: no root, no libvirtd, no virsh needed
+quick: $(PY)
+	@$(PYTEST) -q -m "not libvirt"; $(NONE_RAN)
+
+# the unit tier as a throwaway user who is not root, with no virsh on PATH (run as root)
+test-anywhere: $(PY)
+	@PY=$(abspath $(PY)) sh scripts/test_anywhere.sh
+
+lint: $(PY)
 	@$(VENV)/bin/ruff check vshx plugins tests bench
 	@$(VENV)/bin/mypy
 

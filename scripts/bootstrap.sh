@@ -3,6 +3,9 @@
 # packages, the libvirt daemons answering on qemu:///system, and a .venv.
 # Idempotent: every step checks first, so a ready machine passes in well under a second.
 set -eu
+# --venv-only: only the .venv (for `make lint` and `make quick`): no root, no daemon set-up
+VENV_ONLY=false
+[ "${1:-}" != --venv-only ] || VENV_ONLY=true
 
 ROOT=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
 PACKAGES="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config gcc python3-dev python3-venv bash-completion zsh fish"
@@ -12,17 +15,18 @@ say() { printf 'bootstrap: %s\n' "$*" >&2; }
 answers() { timeout 5 virsh -c "$URI" uri >/dev/null 2>&1; }
 
 missing=""
+$VENV_ONLY && PACKAGES="libvirt-dev pkg-config gcc python3-dev python3-venv"
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
 done
 
-if [ "$(id -u)" != 0 ]; then
+if [ "$(id -u)" != 0 ] || $VENV_ONLY; then
     if [ -n "$missing" ]; then
         say "missing Debian packages:$missing"
         say "run as root, or: sudo apt-get install$missing"
         exit 1
     fi
-    say "not root: skipping daemon set-up (libvirtd must already answer on $URI)"
+    $VENV_ONLY || say "not root: skipping daemon set-up (libvirtd must already answer on $URI)"
 else
     if [ -n "$missing" ]; then
         say "installing:$missing"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,13 +16,46 @@ from pathlib import Path
 
 import pytest
 
-URI = "qemu:///system"
-# its own prefix per parallel run, so one run's clean-up never tears down another's labs
+# the one place the integration tier's URI is chosen: qemu:///session runs every test that
+# needs no root as a plain user; tests marked `root` skip there with the reason
+URI = os.environ.get("VSHX_TEST_URI", "qemu:///system")
+SYSTEM_URI = "qemu:///system"
 # shell completion answers nothing after 0.3 s (a frozen daemon must not freeze a shell); a
 # loaded test machine misses that now and then, so tests that check what it answers get time,
 # and the test of the deadline itself sets it back
 os.environ.setdefault("VSHX_COMPLETE_DEADLINE", "15")
-LAB_PREFIX = os.environ.get("VSHX_TEST_LAB_PREFIX", "vshx-t-")
+# every name a test gives a domain, pool or user starts with LAB_PREFIX, which carries this
+# run's id: the clean-up at the end removes this run's leftovers only, never another run's
+# (parallel runs may also pick their own base prefix)
+RUN_ID = uuid.uuid4().hex[:6]
+LAB_PREFIX = f"{os.environ.get('VSHX_TEST_LAB_PREFIX', 'vshx-t-')}{RUN_ID}-"
+
+XDG_KINDS = ("CACHE", "STATE", "CONFIG", "DATA")
+# libvirt's session daemon keeps the real homes (its socket paths must stay short and outlive
+# the run): the probe starts it with these; libvirt finds its socket under XDG_RUNTIME_DIR,
+# else under the cache home, so that is pinned for every test
+REAL_ENV = dict(os.environ)
+RUNTIME_DIR = (
+    os.environ.get("XDG_RUNTIME_DIR")
+    or os.environ.get("XDG_CACHE_HOME")
+    or str(Path.home() / ".cache")
+)
+
+
+def private_homes(base: Path) -> dict[str, str]:
+    """XDG homes under ``base``, owned by us, mode 0700, as vshx.storage.statefiles demands."""
+    base.chmod(0o700)
+    homes = {"XDG_RUNTIME_DIR": RUNTIME_DIR}
+    for kind in XDG_KINDS:
+        home = base / kind.lower()
+        home.mkdir(mode=0o700)
+        homes[f"XDG_{kind}_HOME"] = str(home)
+    return homes
+
+
+# what runs outside a test (collection, module fixtures) gets this run's own homes too
+SESSION_HOMES = Path(tempfile.mkdtemp(prefix="vshx-tests-xdg-"))
+os.environ.update(private_homes(SESSION_HOMES))
 
 
 def run_vshx(
@@ -228,17 +264,57 @@ def offline_lab(tmp_path: Path) -> Iterator[Lab]:
     destroy_lab(made)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Remove practice domains a crashed test left behind."""
-    proc = subprocess.run(
-        ["virsh", "-c", URI, "list", "--all", "--name"], capture_output=True, text=True
-    )
-    for name in proc.stdout.split():
-        if name.startswith(LAB_PREFIX):
-            run_vshx("lab-destroy", name)
+@pytest.fixture(autouse=True)
+def private_xdg_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Caches, journals, history and labs go to this test's own directories, never to the
+    developer's ~/.cache/vshx nor to another test's."""
+    for variable, home in private_homes(tmp_path_factory.mktemp("xdg")).items():
+        monkeypatch.setenv(variable, home)
+
+
+_held: list[object] = []  # a connection that keeps the session daemon of the real homes alive
+
+
+@functools.cache
+def daemon_missing() -> str | None:
+    """Why the `libvirt` tier cannot run here, or None when libvirtd answers on URI."""
+    if shutil.which("virsh") is None:
+        return f"virsh is not on PATH (the libvirt tier needs libvirt-clients and {URI})"
+    try:
+        proc = subprocess.run(
+            ["virsh", "-c", URI, "uri"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=REAL_ENV,
+        )
+    except subprocess.TimeoutExpired:
+        return f"libvirtd does not answer on {URI} within 30 s"
+    if proc.returncode != 0:
+        said = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
+        return f"libvirtd does not answer on {URI}: {said}"
+    if URI.endswith("/session"):
+        # a session daemon quits when idle and a test's vshx would start the next one with
+        # that test's private XDG homes (gone after the test): hold one connection meanwhile
+        import libvirt
+
+        _held.append(libvirt.open(URI))
+    return None
+
+
+def root_missing() -> str | None:
+    """Why a `root` test cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (makes users, mounts file systems or drives the system daemon)"
+    if URI != SYSTEM_URI:
+        return f"needs {SYSTEM_URI} as root; this run tests {URI} (VSHX_TEST_URI)"
+    return None
 
 
 DAEMON_FIXTURES = {"lab", "offline_lab"}
+_used_daemon = False  # a test of this run reached the daemon: the clean-up has work to look for
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -246,6 +322,45 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if DAEMON_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.libvirt)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip, with the reason, what this machine cannot run (pgcli-style): never an error."""
+    global _used_daemon
+    reason = None
+    if item.get_closest_marker("root"):
+        reason = root_missing()
+    if not reason and item.get_closest_marker("libvirt"):
+        reason = daemon_missing()
+        _used_daemon = not reason
+    if reason:  # a mark, not pytest.skip(): the summary names the test, not this file
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove practice domains a crashed test of THIS run left behind (RUN_ID in the name)."""
+    try:
+        remove_leftover_labs()
+    finally:
+        shutil.rmtree(SESSION_HOMES, ignore_errors=True)
+
+
+def remove_leftover_labs() -> None:
+    if not _used_daemon or shutil.which("virsh") is None:
+        return
+    try:
+        proc = subprocess.run(
+            ["virsh", "-c", URI, "list", "--all", "--name"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    for name in proc.stdout.split():
+        if name.startswith(LAB_PREFIX):
+            run_vshx("lab-destroy", name)
 
 
 def daemon_answers() -> bool:

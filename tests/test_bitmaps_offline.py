@@ -36,7 +36,7 @@ from vshx.merging.bitmaps import refuse_inexact
 from vshx.storage.bitmaps import Bitmap, LayerBitmaps
 from vshx.storage.chain import Layer
 
-DAEMON = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+DAEMON = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 MIB = 1024 * 1024
 # guest writes, in order: c1, W1, snapshot s2, W2, c2, W3, snapshot s3, W4
@@ -254,7 +254,11 @@ def test_an_inconsistent_bitmap_refuses_before_anything_changes(tmp_path):
     try:
         shut_off(lab)  # the bitmaps of s3 are stored ...
         virsh("start", lab.name)  # ... and marked in-use again by the next QEMU
-        pid = int(Path(f"/run/libvirt/qemu/{lab.name}.pid").read_text())
+        # QEMU's own pid, wherever the daemon keeps its pid files (system or session)
+        found = subprocess.run(
+            ["pgrep", "-f", f"guest={lab.name},"], capture_output=True, text=True, check=True
+        )
+        pid = int(found.stdout.split()[0])
         os.kill(pid, 9)  # our own lab's QEMU, by its pid
         for _ in range(300):
             if "shut off" in virsh("domstate", lab.name).stdout:

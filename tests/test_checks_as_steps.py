@@ -40,6 +40,7 @@ def test_here_document_openers():
 
 
 @pytest.mark.libvirt
+@pytest.mark.root  # mounts a tmpfs
 def test_a_full_disk_stops_vshx_and_its_printed_script_alike(tmp_path: Path):
     small = tmp_path / "small"
     small.mkdir()

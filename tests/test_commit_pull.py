@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    URI,
     Lab,
     chain_files,
     destroy_lab,
@@ -66,7 +67,7 @@ CASES = [
     ),
 ]
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 
 def names(files: list[str]) -> list[str]:
@@ -107,12 +108,9 @@ def test_merge_and_its_dry_run_reach_the_same_state(tmp_path, running, case, ste
             assert file_state(scripted.dir) == untouched, "--dry-run changed a file"
             assert plan.stdout.startswith("#!/bin/sh\n")
             if running:
-                assert "virsh -c qemu:///system block" in plan.stdout
+                assert f"virsh -c {URI} block" in plan.stdout
             else:
-                assert (
-                    "qemu-img " in plan.stdout
-                    and "virsh -c qemu:///system block" not in plan.stdout
-                )
+                assert "qemu-img " in plan.stdout and f"virsh -c {URI} block" not in plan.stdout
             ran = subprocess.run(["sh", "-e"], input=plan.stdout, capture_output=True, text=True)
             assert ran.returncode == 0, ran.stderr
         assert end_state(scripted, tmp_path) == (expected, before)

@@ -161,6 +161,8 @@ def test_shell_snapshot_round_trips_even_an_empty_host(tmp_path, monkeypatch):
     from vshx.completion.inventory import Inventory
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # the snapshot is valid for SHELL_CACHE_TTL seconds: a loaded machine must not outlast it
+    monkeypatch.setattr("vshx.completion.inventory.SHELL_CACHE_TTL", 3600.0)
 
     calls = []
 
@@ -181,11 +183,26 @@ def test_every_core_completer_name_has_a_provider(engine):
     assert set(engine.providers) == set(CORE_COMPLETERS)
 
 
-def test_every_builtin_option_reference_is_valid():
-    from vshx.pluginhost.host import check_references
+def test_every_builtin_option_reference_is_valid(capsys: pytest.CaptureFixture[str]):
+    """A bad reference drops its whole plugin at load time (a warning, not an exception), so
+    looking only at the commands that did load could never fail: check that every built-in
+    plugin loaded and registered commands, then that the check itself bites."""
+    from vshx.pluginhost.entrypoints import entry_points
+    from vshx.pluginhost.host import ENTRY_POINT_GROUP, PluginError, check_references
     from vshx.spec.kinds import CORE_COMPLETERS
 
+    builtins = {ep.name for ep in entry_points(ENTRY_POINT_GROUP) if ep.distribution == "vshx"}
+    assert {"commit", "pull", "rebase", "lab"} <= builtins
     host = PluginHost(BUILTINS)
     host.load_entry_points()
+    assert not builtins & set(host.broken), capsys.readouterr().err
+    assert builtins <= set(host.owned_by.values()), "a built-in plugin registered no command"
+    completed = []
     for command in host.registry.commands():
         check_references(command, (*CORE_COMPLETERS, *host.completers))
+        if any(opt.complete for opt in command.all_options):
+            completed.append(command)
+    assert completed, "no built-in option names a completer"
+    for command in completed:  # the check is not a no-op: without the completers it refuses
+        with pytest.raises(PluginError, match="no completer"):
+            check_references(command, ())

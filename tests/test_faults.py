@@ -38,7 +38,8 @@ from conftest import (
     virsh,
 )
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+# kills and restarts the system libvirtd, mounts file systems: root on qemu:///system only
+pytestmark = [pytest.mark.libvirt, pytest.mark.root]
 
 VSHX = [sys.executable, "-m", "vshx", "-c", URI]
 

@@ -25,7 +25,7 @@ from conftest import (
     wait_for_block_job,
 )
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 
 def flatten(lab: Lab, *extra: str) -> subprocess.CompletedProcess[str]:

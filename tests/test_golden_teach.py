@@ -1,8 +1,8 @@
 """Golden files of what `explain` teaches, in the style of libvirt's virshtestdata.
 
-Each case's output (lab name and directory replaced by LAB and DIR, the sizes of free-space
-checks by SIZE and BYTES) must match tests/golden/NAME.out; VSHX_UPDATE_GOLDEN=1 rewrites them
-after a deliberate change.
+Each case's output (lab name, directory and test URI replaced by LAB, DIR and URI, the sizes
+of free-space checks by SIZE and BYTES) must match tests/golden/NAME.out;
+VSHX_UPDATE_GOLDEN=1 rewrites them after a deliberate change.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import Lab, run_vshx
+from conftest import URI, Lab, run_vshx
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -35,6 +35,7 @@ def explained(lab: Lab, argv: list[str]) -> str:
     proc = run_vshx("explain", *words)
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout.replace(str(lab.dir), "DIR").replace(lab.name, "LAB")
+    text = text.replace(f"virsh -c {URI} ", "virsh -c URI ")
     # free-space checks count allocated blocks, which the file system decides
     text = re.sub(r"check: [\d.]+ \w+ free", "check: SIZE free", text)
     return re.sub(r"\$4 >= \d+", "$4 >= BYTES", text)

@@ -30,7 +30,7 @@ from conftest import (
     virsh,
 )
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 
 class Others:
@@ -115,6 +115,7 @@ def bind_mount(offline_lab: Lab, tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", str(mountpoint)], check=True)
 
 
+@pytest.mark.root  # mount --bind
 def test_an_overlay_naming_the_base_through_a_bind_mount(
     offline_lab: Lab, bind_mount: Path, others: Others, tmp_path: Path
 ):
@@ -216,6 +217,7 @@ def loop_device(tmp_path: Path) -> Iterator[str]:
     subprocess.run(["losetup", "-d", device], check=True)
 
 
+@pytest.mark.root  # losetup
 def test_a_scsi_lun_on_the_base_device_is_a_user(loop_device: str, others: Others, tmp_path: Path):
     """A chain whose base is a block device (a qcow2 on a loop device); another domain passes
     that device through as a SCSI lun."""

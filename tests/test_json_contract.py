@@ -194,7 +194,7 @@ def write_journal(where: str, what: str) -> None:
     ends: what a vshx killed before its first change leaves behind."""
     script = textwrap.dedent(
         f"""
-        from vshx.merging.target import Target
+        from vshx.plans.target import Target
         from vshx.plans import journal
         from vshx.plans.plan import Plan, Step
         from vshx.storage.chain import image_chain

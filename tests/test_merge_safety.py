@@ -22,7 +22,7 @@ from conftest import (
     wait_for_block_job,
 )
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 
 def refused(lab: Lab, *args: str, code: int = 1) -> str:
@@ -112,6 +112,7 @@ def test_remote_uri_refuses_offline_steps_but_dry_run_prints_them(offline_lab: L
     assert file_state(offline_lab.dir) == before
 
 
+@pytest.mark.root  # mounts a tmpfs
 def test_not_enough_space_shows_both_numbers(tmp_path: Path):
     mount = tmp_path / "small"
     mount.mkdir()

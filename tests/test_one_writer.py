@@ -36,7 +36,7 @@ from conftest import (
 )
 from test_real_host_definition import qemu_files, vshx_chain
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 RUNS_ON_IMAGES = 48  # with the runs on real labs below: at least 50
 LAYERS = ("base", "sn1", "sn2", "sn3", "sn4")
@@ -74,7 +74,7 @@ def start(words: list[str], uri: str = URI, user: User | None = None) -> Racer:
     argv = [sys.executable, "-m", "vshx", "-c", uri, *words]
     if user is None:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        return Racer(words, proc, "root")
+        return Racer(words, proc, pwd.getpwuid(os.geteuid()).pw_name)
     proc = subprocess.Popen(  # setpriv execs: its pid is vshx's pid
         user.wrap(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/"
     )
@@ -229,6 +229,7 @@ def second_user() -> Iterator[User]:
         subprocess.run(["userdel", name], capture_output=True)
 
 
+@pytest.mark.root  # makes a second user
 def test_root_and_a_second_user_race_on_one_image(second_user: User, tmp_path: Path):
     directory = second_user.home / "images"
     directory.mkdir()
@@ -288,6 +289,7 @@ def test_rm_looks_again_right_before_unlinking(tmp_path: Path):
         destroy_lab(lab)
 
 
+@pytest.mark.root  # makes a second user
 def test_no_lock_no_change_where_the_lock_file_cannot_be_made(second_user: User):
     """Images the user may write in a directory it may not: vshx refuses (fail closed)."""
     directory = second_user.home / "root-owned"

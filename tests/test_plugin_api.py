@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """pip-install the fixture plugin packages into a directory of their own."""
     target = tmp_path_factory.mktemp("site")
+    sources = tmp_path_factory.mktemp("sources")
     for package in ("thirdparty", "clashing"):
+        # built from a copy: the build writes its egg-info beside the sources, and the
+        # checkout may be read-only (another user's, or a CI cache)
+        source = shutil.copytree(FIXTURES / package, sources / package)
         subprocess.run(
             [
                 sys.executable,
@@ -29,7 +35,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 "--no-deps",
                 "--target",
                 str(target),
-                str(FIXTURES / package),
+                str(source),
             ],
             check=True,
             capture_output=True,
@@ -38,7 +44,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def env_with(site: Path, **extra: str) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(site), **extra)
+    # the tree under test (a worktree's PYTHONPATH) stays ahead of the venv's editable install
+    paths = [str(site), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), **extra)
 
 
 def test_third_party_command_runs_and_broken_plugins_leave_nothing(site: Path):
@@ -123,8 +131,12 @@ def test_pip_install_of_the_root_gives_every_command_and_a_working_commit(tmp_pa
         capture_output=True,
         cwd=tmp_path,
     )
+    assert (site / "vshx" / "py.typed").is_file(), "plugins type-check against the wheel"
     vshx = str(venv / "bin" / "vshx")
     env = dict(os.environ, PYTHONPATH="")
+    version = subprocess.run([vshx, "--version"], capture_output=True, text=True, env=env)
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert version.stdout.strip() == declared  # the one declaration, through pip's metadata
     listed = subprocess.run([vshx, "help"], capture_output=True, text=True, env=env, cwd=tmp_path)
     for name in ("commit", "pull", "rebase", "snapshot-cleanup", "lab-create"):
         assert f"    {name} " in listed.stdout, name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import os
 import re
 from pathlib import Path
 
@@ -87,9 +88,9 @@ def test_broken_plugin_is_one_line_and_the_shell_still_starts(tmp_path):
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplug\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[vshx]\nbroken = brokenplug_missing_module\n")
-    import os
-
-    env = dict(os.environ, PYTHONPATH=str(dist))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(dist), os.environ.get("PYTHONPATH", "")])
+    )
     proc = run_vshx("help", env=env)
     assert proc.returncode == 0
     warnings = [line for line in proc.stderr.splitlines() if "broken" in line]
@@ -122,11 +123,39 @@ def test_completion_spec_cache_is_derived_and_refreshed(tmp_path, monkeypatch):
     assert [o.name for o in second.command("commit").options] == [
         o.name for o in first.command("commit").options
     ]
-    cached["fingerprint"][0][-1] += 1  # a plugin file changed
+    cached["fingerprint"][-1][1] += 1  # a distribution's RECORD changed
     Path(spec_cache.cache_path()).write_text(json.dumps(cached))
     third = PluginHost(BUILTINS, specs_only=True)
     third.load_entry_points()
     assert third._pm is not None, "a stale cache must not be used"
+
+
+def test_spec_cache_fingerprint_follows_record_and_shared_modules(tmp_path, monkeypatch):
+    """Any module of a plugin's distribution counts, not only the entry-point modules: an
+    option added to a shared module (or a reinstall that rewrites RECORD) reaches completion."""
+    from vshx.pluginhost import spec_cache
+    from vshx.pluginhost.entrypoints import EntryPoint
+
+    site, src = tmp_path / "site", tmp_path / "src"
+    info = site / "demo-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "top_level.txt").write_text("demo_pkg\n")
+    (info / "RECORD").write_text("demo_pkg/__init__.py,sha256=abc,1\n")
+    (src / "demo_pkg" / "shared").mkdir(parents=True)
+    (src / "demo_pkg" / "__init__.py").write_text("")
+    (src / "demo_pkg" / "shared" / "options.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(src))  # imported from elsewhere than installed: editable
+    points = [EntryPoint("demo", "demo_pkg.plugin", "demo", str(info))]
+    before = spec_cache.fingerprint(points)
+    (info / "RECORD").write_text("demo_pkg/__init__.py,sha256=abd,1\n")
+    after_record = spec_cache.fingerprint(points)
+    assert after_record != before
+    shared = src / "demo_pkg" / "shared" / "options.py"
+    stat = shared.stat()
+    os.utime(shared, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert spec_cache.fingerprint(points) != after_record
+    (src / "demo_pkg" / "shared" / "new.py").write_text("")
+    assert spec_cache.fingerprint(points) != after_record
 
 
 def test_a_command_loads_only_its_plugin_and_those_with_other_hooks(tmp_path, monkeypatch):

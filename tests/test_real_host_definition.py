@@ -29,7 +29,7 @@ from conftest import (
     virsh,
 )
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 SNAPSHOTS = ["sn2", "sn3", "sn4"]  # taken live on top of lab-create's base <- sn1
 

@@ -19,7 +19,7 @@ from conftest import (
     snapshot_names,
 )
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 
 def ok(*args: str) -> subprocess.CompletedProcess[str]:

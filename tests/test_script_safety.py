@@ -64,6 +64,7 @@ def test_table_keeps_one_row_per_line():
     assert len(text.splitlines()) == 4
 
 
+@pytest.mark.libvirt
 def test_snapshot_name_with_a_newline_runs_nothing_from_dry_run(tmp_path: Path):
     """A stale snapshot whose name holds a newline and shell syntax (libvirt forbids only
     '/'): the printed script deletes exactly that snapshot's metadata and runs nothing else."""
@@ -93,6 +94,7 @@ def test_snapshot_name_with_a_newline_runs_nothing_from_dry_run(tmp_path: Path):
         destroy_lab(lab)
 
 
+@pytest.mark.libvirt
 def test_read_commands_under_dry_run_print_only_comment_lines(tmp_path: Path):
     """A command's answer (help, jobs, a completion script) under --dry-run is `#` lines."""
     lab = make_lab(tmp_path, running=False, layers=1)

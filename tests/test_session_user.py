@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.libvirt  # needs root (to make the user), libvirt and QEMU
+pytestmark = [pytest.mark.libvirt, pytest.mark.root]  # root makes the student user
 
 ROOT = Path(__file__).resolve().parents[1]
 

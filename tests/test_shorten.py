@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import Lab, chain_files, destroy_lab, make_lab, run_vshx
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 
 @pytest.mark.parametrize("running", [True, False], ids=["live", "offline"])

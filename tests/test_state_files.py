@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from conftest import URI, qemu_check
 
-from vshx import __version__
 from vshx.errors import VshxError
 from vshx.plans import journal
 from vshx.storage import statefiles
@@ -167,7 +166,7 @@ def test_root_with_a_users_xdg_dirs_follows_no_planted_symlink(tmp_path, monkeyp
     ).st_mtime_ns
     planted = [
         state / "vshx" / "journal" / name,
-        cache / "vshx" / f"commands-{__version__}.json",
+        cache / "vshx" / "commands.json",
         cache / "vshx" / f"virsh-commands-{virsh_stamp}.txt",
     ]
     (state / "vshx" / "journal" / name).symlink_to(victim)  # a read would follow it

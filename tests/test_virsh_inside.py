@@ -18,7 +18,7 @@ from conftest import (
     virsh,
 )
 
-pytestmark = pytest.mark.libvirt  # needs root, libvirtd and QEMU
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI and QEMU
 
 
 def test_virsh_commands_run_inside_vshx_in_every_mode(offline_lab: Lab, tmp_path: Path):

@@ -1,20 +1,102 @@
 """The public API for plugin authors: import from here; nothing else in vshx is promised.
 
-Besides the types, it offers the shared merge machinery as namespaces (``preflight``,
-``checks``, ``routes``, ``verify``), storage access (``virt``, ``qemuimg``, ``snapshots``) and
-libvirt itself, imported on first use.
+Every name below is part of the contract; a name is added or removed only with a line in
+CHANGELOG.md (tests/test_api_contract.py replays its lines against this list).  The built-in
+plugins (``vshx_plugins``) import nothing else from vshx.  Type information ships with the
+package (``py.typed``), so ``mypy --strict`` checks a plugin against this module.
 
     from vshx import api
 
     @api.hookimpl
     def vshx_register_commands(register):
         register(api.Command("hello", "say hello", run, (api.Opt("who", "whom", "name"),)))
+
+Writing a command
+
+=====================  ======================================================================
+``hookimpl``           marks a hook implementation (hooks: vshx.pluginhost.hookspecs)
+``commands_hook``      a ready ``vshx_register_commands`` for a list of ``Command``
+``Command``            a command's spec: name, help, run function, options, aliases, group
+``Opt``                one option or positional argument of a ``Command``
+``Args``               the parsed arguments a run function gets (``args.name``, ``args.get``)
+``Session``            the connection and output of the shell that runs the command
+``VshxError``          a refusal or failure: ``error:`` + ``hint:`` on stderr, exit 1
+``UsageError``         a wrong command line: exit 2
+``non_negative_int``   ``Opt(convert=...)`` for a whole number from 0 to 2**31-1
+``DOMAIN``             the positional domain option (completes domain names)
+``DOMAIN_OR_IMAGE``    the positional domain-or-image-file option
+``DISK``               the positional disk option (``vda``; completes the domain's disks)
+``JSON``               ``--json``: print one JSON document instead of a table
+``FORCE``              ``--force``, as every merge spells it
+``SCAN``               ``--scan DIR``: more places to look for users of changed files
+``BASE``               ``--base``: the lower layer of a merge
+``JOB_OPTIONS``        the options every live block job shares (bandwidth, timeout, async...)
+=====================  ======================================================================
+
+Output
+
+=====================  ======================================================================
+``table``              a virsh-style table from rows and a header
+``comments``           text as ``#`` lines, safe inside a printed plan script
+``render_chain``       a chain in arrow notation plus one line per layer
+``to_json``            the JSON text every ``--json`` output uses
+``human_size``         bytes as ``1.5 GiB`` (``-`` for None)
+=====================  ======================================================================
+
+Plans (a plugin never calls libvirt or qemu-img to change anything: it returns a Plan)
+
+=====================  ======================================================================
+``Plan``               the steps of one command, printed by ``--dry-run``, run otherwise
+``Step``               one argv (what ``--dry-run`` prints) and what runs it
+``virsh``              the argv of a virsh command on this connection
+``shell_line``         one argv as a shell line, every word quoted
+``definition_steps``   steps that make a shut-off domain's definition name ``plan.after``
+``delete_steps``       steps that delete the files a merge left unused (with their checks)
+``job_flags_argv``     the virsh spelling of ``JOB_OPTIONS`` as given
+``live_job_step``      the Step that runs a live block job and waits for it
+``check_merge``        the pre-flight every merge shares: refuses, or returns the check steps
+``report_after_merge`` shows the chain after a merge, and whether it is the predicted one
+``follow_up_note``     a plan note: snapshot-cleanup forgets snapshots of merged layers
+``offline_domain_note`` a plan note for a shut-off domain
+=====================  ======================================================================
+
+Chains, targets and snapshots
+
+=====================  ======================================================================
+``Chain``              a backing chain, active layer first, with its domain and disk
+``Layer``              one image file of a chain (path, format, sizes, index)
+``DiskSource``         one disk of a domain as its XML says
+``Target``             what a merge works on: a domain's disk or a bare image, with its chain
+``load_target``        DOMAIN DISK or IMAGE as a Target (a real run takes the chain's lock)
+``chain_of_disk``      the chain of a domain's disk (predicted in a batch ``--dry-run``)
+``chain_of_image``     the chain of a bare image (predicted in a batch ``--dry-run``)
+``image_chain``        a bare image's chain as qemu-img reports it
+``canonical``          a path in the form layers compare by (absolute, symlinks resolved)
+``names_an_image``     True when a DOMAIN-or-IMAGE word means a file
+``refuse_interrupted`` refuse a target whose last operation did not finish (journal)
+``refuse_saved_state`` refuse to change files that saved RAM state depends on
+``SnapshotInfo``       one libvirt snapshot of a domain, with the files it needs
+``domain_snapshots``   a domain's snapshots
+``current_chain_files`` the files of every disk's current chain
+``stale_reason``       why a snapshot can no longer be reverted to, or None
+``xdg_home``           ``$XDG_*_HOME`` (or its default): "cache", "state", "data", "config"
+``libvirt``            the libvirt-python module, imported on first use
+=====================  ======================================================================
+
+Merge building blocks, as namespaces of chosen functions (each documented on its class):
+``preflight``, ``checks``, ``routes``, ``bitmaps``, ``underneath``, ``verify``, ``virt``,
+``qemuimg``, ``procs``, ``journal``.  Only the members listed on a namespace are promised.
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
+
+from typing import Final, TypeAlias, final
 
 from vshx.errors import UsageError, VshxError
-from vshx.merging import bitmaps, checks, preflight, routes
+from vshx.merging import bitmaps as _bitmaps
+from vshx.merging import checks as _checks
+from vshx.merging import preflight as _preflight
+from vshx.merging import routes as _routes
 from vshx.merging.common import (
     check_merge,
     follow_up_note,
@@ -32,28 +114,20 @@ from vshx.merging.target import (
     load_target,
     refuse_interrupted,
 )
-from vshx.plans import journal, underneath
+from vshx.plans import journal as _journal
+from vshx.plans import underneath as _underneath
 from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.plans.target import Target
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
 from vshx.shell.session import Session
-from vshx.spec.options import (
-    BANDWIDTH,
-    BASE,
-    DISK,
-    DOMAIN,
-    DOMAIN_OR_IMAGE,
-    FORCE,
-    JOB_OPTIONS,
-    JSON,
-    SCAN,
-)
-from vshx.spec.render import JSON_SCHEMA, comment, comments, printable, table, to_json
+from vshx.spec.options import BASE, DISK, DOMAIN, DOMAIN_OR_IMAGE, FORCE, JOB_OPTIONS, JSON, SCAN
+from vshx.spec.render import comments, table, to_json
 from vshx.spec.spec import Args, Command, Opt, non_negative_int
-from vshx.storage import procs, qemuimg, snapshots, virt
-from vshx.storage.chain import Chain, Layer, canonical, human_size, image_chain
+from vshx.storage import procs as _procs
+from vshx.storage import qemuimg as _qemuimg
+from vshx.storage import virt as _virt
+from vshx.storage.chain import Chain, DiskSource, Layer, canonical, human_size, image_chain
 from vshx.storage.chain_view import render_chain
-from vshx.storage.identity import FileKey, identity
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.paths import names_an_image
 from vshx.storage.snapshots import (
@@ -64,89 +138,237 @@ from vshx.storage.snapshots import (
 )
 from vshx.storage.statefiles import xdg_home
 
-if TYPE_CHECKING:
-    from vshx.merging import verify
-    from vshx.merging.verify import first_visible_difference
+
+@final
+class preflight:
+    """Pre-flight checks every merge shares, run before anything changes.
+
+    ``UsageIndex``: who uses which files (domains, images, pool volumes), gathered once.
+    ``other_users``: everything outside a chain whose chain contains a path.
+    ``refuse_if_running_user``: refuse while a running domain uses a path.
+    ``refuse_remote_offline``: refuse offline steps on a remote connection.
+    ``refuse_unsafe_start``: what every merge refuses before it plans.
+    ``relative_or_absolute``: the backing name to write (relative where the chain used them).
+    ``require_format``: a layer's format, or a refusal when it is unknown.
+    """
+
+    UsageIndex: TypeAlias = _preflight.UsageIndex
+    other_users = staticmethod(_preflight.other_users)
+    refuse_if_running_user = staticmethod(_preflight.refuse_if_running_user)
+    refuse_remote_offline = staticmethod(_preflight.refuse_remote_offline)
+    refuse_unsafe_start = staticmethod(_preflight.refuse_unsafe_start)
+    relative_or_absolute = staticmethod(_preflight.relative_or_absolute)
+    require_format = staticmethod(_preflight.require_format)
 
 
-def __getattr__(name: str) -> Any:
-    """The rebase proof (``verify``) is imported on first use: it pulls in tempfile and shutil,
-    ~10 ms that a one-shot commit or pull does not need."""
-    if name in ("verify", "first_visible_difference"):
-        from vshx.merging import verify
+@final
+class checks:
+    """Checks as steps, printed in the plan so ``sh -e`` stops there too.
 
-        return verify if name == "verify" else verify.first_visible_difference
-    raise AttributeError(f"module 'vshx.api' has no attribute {name!r}")
+    ``absent_step``: stop if a path exists (vshx never writes over a file it did not make).
+    ``room_for``: stop unless the bytes that may move fit beside the destination.
+    """
+
+    absent_step = staticmethod(_checks.absent_step)
+    room_for = staticmethod(_checks.room_for)
+
+
+@final
+class routes:
+    """The ways to one end state, what each moves and overwrites, and which is safe.
+
+    ``Extents``: where the data a layer shows lives.  ``Route``: one way, its cost and verdict.
+    ``choose``: the cheapest safe route (or the forced one).  ``table_notes``: the candidate
+    table as plan comments.
+    """
+
+    Extents: TypeAlias = _routes.Extents
+    Route: TypeAlias = _routes.Route
+    choose = staticmethod(_routes.choose)
+    table_notes = staticmethod(_routes.table_notes)
+
+
+@final
+class bitmaps:
+    """``carry``: the steps that carry checkpoint bitmaps into the layer an offline merge
+    writes."""
+
+    carry = staticmethod(_bitmaps.carry)
+
+
+@final
+class underneath:
+    """What a student cannot see in a virsh line (why each flag, the libvirt call, the QMP
+    beneath), as lines for ``Step(underneath=...)`` that ``--teach`` prints under the step:
+    ``block_commit``, ``block_copy``, ``block_pull``, ``convert``, ``qemu_img_commit``,
+    ``rebase``; ``native``: where a newer tool does the whole job itself."""
+
+    block_commit = staticmethod(_underneath.block_commit)
+    block_copy = staticmethod(_underneath.block_copy)
+    block_pull = staticmethod(_underneath.block_pull)
+    convert = staticmethod(_underneath.convert)
+    native = staticmethod(_underneath.native)
+    qemu_img_commit = staticmethod(_underneath.qemu_img_commit)
+    rebase = staticmethod(_underneath.rebase)
+
+
+@final
+class verify:
+    """Proof that a pointer-only rebase changes nothing the guest sees; imported on first use
+    (tempfile and shutil, ~10 ms a one-shot commit does not need).
+
+    ``backings_identical``: two images show the same data everywhere.  ``compare_argv``: the
+    ``qemu-img compare`` argv that proves it.  ``first_visible_difference``: the first offset
+    where the guest would read different data, or None.
+    """
+
+    @staticmethod
+    def backings_identical(first: str, first_fmt: str, second: str, second_fmt: str) -> bool:
+        from vshx.merging import verify as _verify
+
+        return _verify.backings_identical(first, first_fmt, second, second_fmt)
+
+    @staticmethod
+    def compare_argv(first: str, first_fmt: str, second: str, second_fmt: str) -> list[str]:
+        from vshx.merging import verify as _verify
+
+        return _verify.compare_argv(first, first_fmt, second, second_fmt)
+
+    @staticmethod
+    def first_visible_difference(
+        image: Layer, old: str | None, old_fmt: str | None, new: str | None, new_fmt: str | None
+    ) -> int | None:
+        from vshx.merging import verify as _verify
+
+        return _verify.first_visible_difference(image, old, old_fmt, new, new_fmt)
+
+
+@final
+class virt:
+    """Reading domains through libvirt.
+
+    ``lookup_domain``: by name, id or UUID, as virsh.  ``is_running``.  ``domain_disks``: the
+    disks (live XML when running).  ``find_disk``: one disk by target.  ``domain_chain``: one
+    disk's chain.  ``block_jobs``: the block jobs on a running domain.  ``block_job_info``:
+    one disk's job, {} when none.
+    """
+
+    lookup_domain = staticmethod(_virt.lookup_domain)
+    is_running = staticmethod(_virt.is_running)
+    domain_disks = staticmethod(_virt.domain_disks)
+    find_disk = staticmethod(_virt.find_disk)
+    domain_chain = staticmethod(_virt.domain_chain)
+    block_jobs = staticmethod(_virt.block_jobs)
+    block_job_info = staticmethod(_virt.block_job_info)
+
+
+@final
+class qemuimg:
+    """``info``: ``qemu-img info`` of one image.  ``info_chain``: of its whole backing chain,
+    top first (works while in use)."""
+
+    info = staticmethod(_qemuimg.info)
+    info_chain = staticmethod(_qemuimg.info_chain)
+
+
+@final
+class procs:
+    """qemu-img processes at work on image files.
+
+    ``Worker``: one such process.  ``at_work_on``: every one whose command line names a path.
+    ``still_running``: True while that very process (same pid, same start) runs.
+    """
+
+    Worker: TypeAlias = _procs.Worker
+    at_work_on = staticmethod(_procs.at_work_on)
+    still_running = staticmethod(_procs.still_running)
+
+
+@final
+class journal:
+    """The journal: what vshx is doing, written before each changing step.
+
+    ``Entry``: one record.  ``NS``: the XML namespace of its domain metadata.  ``read``,
+    ``clear``: a target's entry.  ``read_domain``: a domain's entry.  ``state_place``: the
+    journal directory; ``state_name``, ``state_file``: a bare image's entry there.
+    """
+
+    Entry: TypeAlias = _journal.Entry
+    NS: Final = _journal.NS
+    read = staticmethod(_journal.read)
+    clear = staticmethod(_journal.clear)
+    read_domain = staticmethod(_journal.read_domain)
+    state_name = staticmethod(_journal.state_name)
+    state_file = staticmethod(_journal.state_file)
+    state_place = staticmethod(_journal.state_place)
 
 
 __all__ = [
-    "first_visible_difference",
-    "stale_reason",
-    "domain_snapshots",
-    "current_chain_files",
-    "SnapshotInfo",
-    "BANDWIDTH",
-    "bitmaps",
-    "BASE",
-    "DISK",
+    # writing a command
+    "hookimpl",
+    "commands_hook",
+    "Command",
+    "Opt",
+    "Args",
+    "Session",
+    "VshxError",
+    "UsageError",
+    "non_negative_int",
     "DOMAIN",
     "DOMAIN_OR_IMAGE",
-    "FORCE",
-    "JOB_OPTIONS",
+    "DISK",
     "JSON",
+    "FORCE",
     "SCAN",
-    "shell_line",
-    "Args",
-    "Chain",
-    "Command",
-    "FileKey",
-    "Layer",
-    "Opt",
-    "Plan",
-    "Session",
-    "Step",
-    "Target",
-    "UsageError",
-    "VshxError",
-    "canonical",
-    "chain_of_disk",
-    "chain_of_image",
-    "check_merge",
-    "checks",
-    "commands_hook",
-    "comment",
+    "BASE",
+    "JOB_OPTIONS",
+    # output
+    "table",
     "comments",
+    "render_chain",
+    "to_json",
+    "human_size",
+    # plans
+    "Plan",
+    "Step",
+    "virsh",
+    "shell_line",
     "definition_steps",
     "delete_steps",
-    "refuse_saved_state",
-    "follow_up_note",
-    "hookimpl",
-    "human_size",
-    "identity",
-    "image_chain",
     "job_flags_argv",
-    "journal",
-    "libvirt",
     "live_job_step",
-    "load_target",
-    "names_an_image",
-    "non_negative_int",
-    "offline_domain_note",
-    "preflight",
-    "printable",
-    "procs",
-    "qemuimg",
-    "refuse_interrupted",
-    "render_chain",
+    "check_merge",
     "report_after_merge",
-    "routes",
-    "snapshots",
-    "table",
-    "to_json",
-    "JSON_SCHEMA",
-    "verify",
-    "virsh",
-    "underneath",
-    "virt",
+    "follow_up_note",
+    "offline_domain_note",
+    # chains, targets, snapshots
+    "Chain",
+    "Layer",
+    "DiskSource",
+    "Target",
+    "load_target",
+    "chain_of_disk",
+    "chain_of_image",
+    "image_chain",
+    "canonical",
+    "names_an_image",
+    "refuse_interrupted",
+    "refuse_saved_state",
+    "SnapshotInfo",
+    "domain_snapshots",
+    "current_chain_files",
+    "stale_reason",
     "xdg_home",
+    "libvirt",
+    # merge building blocks (namespaces of chosen functions)
+    "preflight",
+    "checks",
+    "routes",
+    "bitmaps",
+    "underneath",
+    "verify",
+    "virt",
+    "qemuimg",
+    "procs",
+    "journal",
 ]

@@ -312,7 +312,9 @@ def _end_job(dom: libvirt.virDomain, disk: str, pivot: bool) -> None:
         time.sleep(0.1)
 
 
-def job_step(session: Session, dom: libvirt.virDomain, disk: str, job: dict, args: Args) -> Step:
+def job_step(
+    session: Session, dom: libvirt.virDomain, disk: str, job: dict[str, Any], args: Args
+) -> Step:
     entry_pivot = args.intent_pivot
     if args.abort:
         return Step(

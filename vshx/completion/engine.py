@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 KNOWN_URIS = ("qemu:///system", "qemu:///session", "test:///default")
 GLOBAL_VALUE_OPTIONS = {"-c", "--connect", "-f", "--file"}
-GLOBAL_FLAGS = {"--dry-run", "--teach", "-q", "--quiet", "-x"}
 
 
 class Candidate(NamedTuple):

@@ -130,13 +130,20 @@ class Inventory:
             return list(self._domains.values())
 
     def _fetch_domains(self) -> dict[str, DomainEntry]:
+        """Every domain; one undefined while we look is left out, not an error (a busy host
+        defines and undefines domains all the time)."""
         from vshx.storage import virt
+        from vshx.storage.libvirt_lazy import libvirt
 
         found = {}
         for dom in self._conn_factory().listAllDomains(0):
-            found[dom.name()] = DomainEntry(
-                dom.name(), dom.ID(), dom.UUIDString(), virt.state_name(dom)
-            )
+            try:
+                found[dom.name()] = DomainEntry(
+                    dom.name(), dom.ID(), dom.UUIDString(), virt.state_name(dom)
+                )
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
         return found
 
     def _dom(self, name: str) -> Any:
@@ -243,10 +250,10 @@ class Inventory:
         """Invalidate on libvirt lifecycle and block-job events for the affected domain."""
         import libvirt
 
-        def lifecycle(_conn, dom, *_rest) -> None:
+        def lifecycle(_conn: Any, dom: Any, *_rest: Any) -> None:
             self.invalidate(dom.name())
 
-        def block_job(_conn, dom, *_rest) -> None:
+        def block_job(_conn: Any, dom: Any, *_rest: Any) -> None:
             self.invalidate(dom.name())
 
         conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None)

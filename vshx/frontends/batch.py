@@ -8,7 +8,7 @@ update-device lines vshx prints do.  Lines are split by vshx's own lexer; no she
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, ExitRequested, VshxError
 from vshx.shell.session import Session
@@ -17,13 +17,6 @@ from vshx.spec import heredoc
 
 def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = False) -> int:
     """Run script lines; return 0, or the status of the first failing line."""
-    try:
-        return _run_lines(session, lines, name, echo)
-    except NotText:
-        return EXIT_FAILED
-
-
-def _run_lines(session: Session, lines: Iterable[str], name: str, echo: bool) -> int:
     numbered = enumerate(lines, 1)
     for number, raw in numbered:
         line = raw.strip()
@@ -51,25 +44,6 @@ def _run_lines(session: Session, lines: Iterable[str], name: str, echo: bool) ->
         if status != EXIT_OK and not may_fail:
             return status
     return EXIT_OK
-
-
-class NotText(Exception):
-    """A script line that is not UTF-8; reported once, it stops the script."""
-
-
-def utf8_lines(session: Session, stream: Iterable[bytes]) -> Iterator[str]:
-    """Lines as they arrive (a pipe keeps streaming); a line that is not UTF-8 stops there."""
-    for number, raw in enumerate(stream, 1):
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            session.report(
-                VshxError(
-                    f"<stdin>:{number}: the script is not UTF-8 text (byte 0x{raw[exc.start]:02x})",
-                    "vshx scripts are UTF-8",
-                )
-            )
-            raise NotText from None
 
 
 def run_file(session: Session, path: str, echo: bool = False) -> int:

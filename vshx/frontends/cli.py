@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from vshx import __version__
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 USAGE = """\
@@ -71,6 +70,8 @@ def parse_globals(argv: Sequence[str]) -> Globals:
             print(USAGE)
             raise SystemExit(EXIT_OK)
         elif word == "--version":
+            from vshx import __version__  # read from the installed metadata: only here
+
             print(__version__)
             raise SystemExit(EXIT_OK)
         elif word.startswith("-") and word != "-":

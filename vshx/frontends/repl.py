@@ -1,4 +1,4 @@
-"""The interactive shell: the only module that imports prompt-toolkit.
+"""The interactive shell; with repl_completer, the only modules that import prompt-toolkit.
 
 A thin adapter: lines go to ``Session.execute``; completion comes from the same engine as the
 shell completion scripts, wrapped in a threaded prompt-toolkit completer.
@@ -41,7 +41,7 @@ def prompt_text(session: Session) -> str:
     return f"vshx ({session.uri})# "
 
 
-def build_prompt_session(session: Session, threaded: bool = True, **io: Any) -> PromptSession:
+def build_prompt_session(session: Session, threaded: bool = True, **io: Any) -> PromptSession[str]:
     """The prompt: persistent history, suggestions from it, completion in a thread."""
     from vshx.frontends.repl_completer import make_completer
 
@@ -94,7 +94,7 @@ def run_repl(session: Session, tour: bool = False, threaded: bool = True, **io: 
     return EXIT_OK
 
 
-def _more(prompt: PromptSession) -> str | None:
+def _more(prompt: PromptSession[str]) -> str | None:
     """One more line of a here-document (None at Ctrl-D or Ctrl-C)."""
     try:
         return str(prompt.prompt("> "))

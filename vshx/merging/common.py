@@ -13,6 +13,7 @@ from vshx.errors import VshxError
 from vshx.merging import checks, preflight
 from vshx.merging.savedstate import refuse_saved_state
 from vshx.plans.plan import Plan, Step
+from vshx.plans.target import Target
 from vshx.spec.spec import Args
 from vshx.storage import virt
 from vshx.storage.chain import Layer
@@ -39,7 +40,7 @@ def job_flags_argv(args: Args) -> list[str]:
 
 def live_job_step(
     session: Session,
-    target: preflight.Target,
+    target: Target,
     args: Args,
     description: str,
     argv: list[str],
@@ -80,7 +81,7 @@ def live_job_step(
 
 
 def report_after_merge(
-    session: Session, target: preflight.Target, args: Args, plan: Plan | None = None
+    session: Session, target: Target, args: Args, plan: Plan | None = None
 ) -> None:
     """Show the chain as it is now, say if it is not the one the plan predicted, and point at
     snapshot-cleanup when metadata went stale."""
@@ -115,7 +116,7 @@ def report_after_merge(
 
 def check_merge(
     session: Session,
-    target: preflight.Target,
+    target: Target,
     args: Args,
     writes: Layer,
     moves: list[Layer],
@@ -148,7 +149,7 @@ def check_merge(
     return []
 
 
-def follow_up_note(plan: Plan, target: preflight.Target) -> None:
+def follow_up_note(plan: Plan, target: Target) -> None:
     """After a merge on a domain, its libvirt snapshots of the merged layers go stale."""
     if target.dom is not None:
         plan.notes.append(
@@ -157,6 +158,6 @@ def follow_up_note(plan: Plan, target: preflight.Target) -> None:
         )
 
 
-def offline_domain_note(plan: Plan, target: preflight.Target) -> None:
+def offline_domain_note(plan: Plan, target: Target) -> None:
     if target.dom is not None and not target.live:
         plan.notes.append(f"{target.chain.domain} is shut off: start it only after these ran")

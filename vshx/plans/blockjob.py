@@ -18,16 +18,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 import libvirt
 
 from vshx.errors import VshxError
 
-COMPLETED = libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED
-FAILED = libvirt.VIR_DOMAIN_BLOCK_JOB_FAILED
-CANCELED = libvirt.VIR_DOMAIN_BLOCK_JOB_CANCELED
-READY = libvirt.VIR_DOMAIN_BLOCK_JOB_READY
+COMPLETED: int = libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED
+FAILED: int = libvirt.VIR_DOMAIN_BLOCK_JOB_FAILED
+CANCELED: int = libvirt.VIR_DOMAIN_BLOCK_JOB_CANCELED
+READY: int = libvirt.VIR_DOMAIN_BLOCK_JOB_READY
 STATUS_NAMES = {COMPLETED: "completed", FAILED: "failed", CANCELED: "canceled", READY: "ready"}
 SAFETY_POLL = 1.0  # seconds between checks that an event was not lost
 TTY_REFRESH = 0.2
@@ -106,7 +106,9 @@ class BlockJob:
             dom, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, self._on_event, None
         )
 
-    def _on_event(self, _conn, _dom, disk: str, _type: int, status: int, _opaque) -> None:
+    def _on_event(
+        self, _conn: Any, _dom: Any, disk: str, _type: int, status: int, _opaque: Any
+    ) -> None:
         if disk == self.disk:
             self.events.put(status)
 
@@ -125,7 +127,8 @@ class BlockJob:
 
     def live_xml(self) -> str:
         try:
-            return self.dom.XMLDesc(0)
+            xml: str = self.dom.XMLDesc(0)
+            return xml
         except libvirt.libvirtError as exc:
             raise StateUnknown(exc.get_error_message() or str(exc)) from exc
 

@@ -16,6 +16,7 @@ class EntryPoint(NamedTuple):
     name: str
     value: str  # "package.module" or "package.module:attribute"
     distribution: str
+    dist_info: str = ""  # the .dist-info (or .egg-info) directory that declared it
 
     def load(self) -> object:
         import importlib
@@ -27,7 +28,7 @@ class EntryPoint(NamedTuple):
         return module
 
 
-def _parse(text: str, group: str, dist: str) -> list[EntryPoint]:
+def _parse(text: str, group: str, dist: str, dist_info: str = "") -> list[EntryPoint]:
     found, current = [], None
     for raw in text.splitlines():
         line = raw.strip()
@@ -37,7 +38,7 @@ def _parse(text: str, group: str, dist: str) -> list[EntryPoint]:
             current = line[1:-1].strip()
         elif current == group and "=" in line:
             name, value = (part.strip() for part in line.split("=", 1))
-            found.append(EntryPoint(name, value, dist))
+            found.append(EntryPoint(name, value, dist, dist_info))
     return found
 
 
@@ -60,9 +61,10 @@ def entry_points(group: str) -> list[EntryPoint]:
             if dist in seen:
                 continue
             seen.add(dist)
+            where = os.path.join(base, entry)
             try:
-                with open(os.path.join(base, entry, "entry_points.txt"), encoding="utf-8") as fh:
-                    result += _parse(fh.read(), group, dist)
+                with open(os.path.join(where, "entry_points.txt"), encoding="utf-8") as fh:
+                    result += _parse(fh.read(), group, dist, where)
             except OSError:
                 continue
     return result

@@ -8,6 +8,9 @@ through the ``vshx`` entry-point group in its package metadata::
 
 Every hook is called through pluggy (``pm.hook`` or a subset of it), so ``tryfirst``,
 ``trylast``, ``specname=`` and wrappers behave as pluggy documents.
+
+Each hook's docstring says the vshx version it appeared in; a hook's arguments are only ever
+added to (pluggy passes an implementation just the arguments it names), never removed.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ def vshx_register_commands(register: Callable[[Command], None]) -> None:
     name, aliases and options are written; help, parsing and completion all read it.  A plugin
     registers all of its commands or none: a name clash or a bad option reference (``complete=``,
     ``excludes=``, ``implies=``) rejects the whole plugin with one warning line.
+
+    New in 0.1.
     """
 
 
@@ -48,6 +53,8 @@ def vshx_register_completers(register: Callable[[str, Completer], None]) -> None
     Call ``register(NAME, function)``; ``function(prefix, given)`` gets the word typed so far
     and the option values already on the line (by option key) and returns candidate strings.
     It serves the REPL and bash/zsh/fish alike, and must be quick and quiet.
+
+    New in 0.2.
     """
 
 
@@ -57,6 +64,8 @@ def vshx_preflight(session: Session, target: Target, plan: Plan) -> None:
 
     Called for every Plan that works on a domain disk or image (``plan.target``), after the
     built-in checks and before the plan is printed or run, under ``--dry-run`` too.
+
+    New in 0.2.
     """
 
 
@@ -66,6 +75,8 @@ def vshx_plan_ready(session: Session, command: Command, args: Args, plan: Plan) 
 
     A plugin may add ``plan.notes`` or edit steps' descriptions, or veto the plan by raising
     ``VshxError``: the command then fails with that message and nothing changes.
+
+    New in 0.2.
     """
 
 
@@ -75,6 +86,8 @@ def vshx_command_finished(session: Session, command: Command, status: int) -> No
     where no command ran.
 
     Use it to react to changes, e.g. to invalidate cached inventory after a merge.
+
+    New in 0.1.
     """
 
 
@@ -82,6 +95,8 @@ def commands_hook(commands: list[Command]) -> Callable[..., None]:
     """A ready ``vshx_register_commands`` implementation for a plugin that only adds commands::
 
     vshx_register_commands = commands_hook(COMMANDS)
+
+    New in 0.2.
     """
 
     @hookimpl

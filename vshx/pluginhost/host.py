@@ -18,7 +18,11 @@ from vshx.spec.spec import Command
 if TYPE_CHECKING:
     import pluggy
 
+    from vshx.plans.context import Context as Session
+    from vshx.plans.plan import Plan
+    from vshx.plans.target import Target
     from vshx.pluginhost.entrypoints import EntryPoint
+    from vshx.spec.spec import Args
 
 ENTRY_POINT_GROUP = "vshx"
 
@@ -156,8 +160,9 @@ class PluginHost:
 
             blocked = {n.strip() for n in os.environ.get("VSHX_DISABLE_PLUGINS", "").split(",")}
             points = [ep for ep in entry_points(ENTRY_POINT_GROUP) if ep.name not in blocked]
-            # vshx's own plugins first, as tox loads its internal ones: a third-party plugin
-            # cannot take a built-in command's name, whatever the order on sys.path
+            # vshx's own plugins first (tox and pytest register theirs before any entry point,
+            # though by import): a third-party plugin cannot take a built-in command's name,
+            # whatever the order on sys.path
             self._points = sorted(points, key=lambda ep: ep.distribution != "vshx")
         return self._points
 
@@ -248,18 +253,18 @@ class PluginHost:
         self.completers.setdefault(kind, function)
 
     # -- typed facades over pm.hook -------------------------------------------------------------
-    def preflight(self, session: object, target: object, plan: object) -> None:
+    def preflight(self, session: Session, target: Target, plan: Plan) -> None:
         if not self._hooks_complete:  # a plan is about to run: every plugin gets its say
             self.load_entry_points()
         if self._pm is not None:
             self._pm.hook.vshx_preflight(session=session, target=target, plan=plan)
 
-    def plan_ready(self, session: object, command: Command, args: object, plan: object) -> None:
+    def plan_ready(self, session: Session, command: Command, args: Args, plan: Plan) -> None:
         if not self._hooks_complete:
             self.load_entry_points()
         if self._pm is not None:
             self._pm.hook.vshx_plan_ready(session=session, command=command, args=args, plan=plan)
 
-    def command_finished(self, session: object, command: Command, status: int) -> None:
+    def command_finished(self, session: Session, command: Command, status: int) -> None:
         if self._pm is not None:  # no plugin loaded: nobody listens
             self._pm.hook.vshx_command_finished(session=session, command=command, status=status)

@@ -5,17 +5,23 @@ Completion only needs what the specs declare (names, options, completer kinds), 
 that runs them.  The cache also records which entry point registers which command word, and
 which plugins implement hooks other than registration (they are loaded with any command, so
 their hooks keep firing).  The specs are still written once, in the plugins; this file is
-derived from them and thrown away whenever an installed entry point or a plugin module file
-changes.
+derived from them and thrown away whenever the code that declares them may have changed.
+
+That code is every module of every distribution providing a ``vshx`` entry point (an option
+declared in a shared module counts), so the fingerprint is, per such distribution, its
+``RECORD`` (which pip rewrites, with a hash of each installed file, on every install or
+upgrade) and, for the packages it names that are imported from elsewhere than where it was
+installed (an editable install, or a checkout on ``PYTHONPATH``), the newest mtime and the
+number of their ``.py`` files.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib  # 0.1 ms to import where hashlib takes ~3 ms of every one-shot plugin command
 from typing import Any
 
-from vshx import __version__
 from vshx.pluginhost.entrypoints import EntryPoint
 from vshx.spec.spec import Command, Opt
 from vshx.storage.statefiles import Place
@@ -35,8 +41,11 @@ OPT_FIELDS = (
 )
 
 
+FORMAT = 2  # bump when the file's layout changes
+
+
 def cache_name() -> str:
-    return f"commands-{__version__}.json"
+    return "commands.json"
 
 
 def cache_path() -> str:
@@ -58,16 +67,63 @@ def module_file(module: str) -> str:
     return spec.origin or "" if spec else ""
 
 
-def fingerprint(points: list[EntryPoint]) -> list[list[object]]:
-    """Entry points plus the mtime of each plugin module's file (found without importing it)."""
-    result: list[list[object]] = []
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def _top_level(dist_info: str, points: list[EntryPoint]) -> list[str]:
+    """The distribution's import packages: top_level.txt, else the entry points' packages."""
+    names = _read_bytes(os.path.join(dist_info, "top_level.txt")).decode("utf-8", "replace")
+    found = [n.strip() for n in names.splitlines() if n.strip()]
     for ep in points:
+        top = ep.value.partition(":")[0].strip().split(".")[0]
+        if top and top not in found:
+            found.append(top)
+    return sorted(found)
+
+
+def _tree_stamp(package: str, installed_under: str) -> list[object]:
+    """[package, where it is imported from, newest .py mtime, .py count], or the stamp of a
+    package that its RECORD covers (imported from where the distribution was installed)."""
+    try:
+        origin = module_file(package)
+    except (ImportError, ValueError):
+        origin = ""
+    if not origin:
+        return [package, "", 0, 0]
+    root = os.path.dirname(origin) if os.path.basename(origin) == "__init__.py" else origin
+    if os.path.dirname(root) == installed_under:
+        return [package, root, "RECORD", 0]
+    newest, count = 0, 0
+    files = [root] if os.path.isfile(root) else []
+    for folder, subdirs, names in os.walk(root):
+        subdirs[:] = [d for d in subdirs if d != "__pycache__"]
+        files += [os.path.join(folder, n) for n in names if n.endswith(".py")]
+    for path in files:
         try:
-            origin = module_file(ep.value.partition(":")[0].strip())
-            mtime = os.stat(origin).st_mtime_ns if origin else 0
-        except (ImportError, OSError, ValueError):
-            origin, mtime = "", 0
-        result.append([ep.name, ep.value, ep.distribution, origin, mtime])
+            newest = max(newest, os.stat(path).st_mtime_ns)
+            count += 1
+        except OSError:
+            continue
+    return [package, root, newest, count]
+
+
+def fingerprint(points: list[EntryPoint]) -> list[list[object]]:
+    """The entry points, then per distribution providing one: its RECORD's CRC-32 and the
+    stamps of its packages (see the module docstring); found without importing anything."""
+    result: list[list[object]] = [[ep.name, ep.value, ep.distribution] for ep in points]
+    by_dist: dict[str, list[EntryPoint]] = {}
+    for ep in points:
+        by_dist.setdefault(ep.dist_info, []).append(ep)
+    for dist_info, eps in sorted(by_dist.items()):
+        record = zlib.crc32(_read_bytes(os.path.join(dist_info, "RECORD")))
+        installed_under = os.path.dirname(dist_info)
+        stamps = [_tree_stamp(p, installed_under) for p in _top_level(dist_info, eps)]
+        result.append([dist_info, record, *stamps])
     return result
 
 
@@ -83,7 +139,9 @@ def _read(points: list[EntryPoint]) -> dict[str, Any] | None:
         data = json.loads(text)
     except ValueError:
         return None
-    if not isinstance(data, dict) or data.get("fingerprint") != fingerprint(points):
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return None
+    if data.get("fingerprint") != json.loads(json.dumps(fingerprint(points))):
         return None
     return data
 
@@ -131,6 +189,7 @@ def save(
     hook_users: list[str] | None = None,
 ) -> None:
     data = {
+        "format": FORMAT,
         "fingerprint": fingerprint(points),
         "owners": owned_by or {},
         "hook_users": hook_users or [],

@@ -42,7 +42,8 @@ class Connection:
     @staticmethod
     def _alive(conn: libvirt.virConnect) -> bool:
         try:
-            return conn.isAlive() == 1
+            alive: int = conn.isAlive()
+            return alive == 1
         except Exception:  # a connection that cannot say is not alive
             return False
 

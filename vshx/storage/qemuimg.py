@@ -153,4 +153,5 @@ def info_chain(path: str) -> list[dict[str, Any]]:
 
 def info(path: str) -> dict[str, Any]:
     """qemu-img info of one image, without following its backing chain."""
-    return json.loads(run(["qemu-img", "info", "--output=json", "-U", "--", path]))
+    data: dict[str, Any] = json.loads(run(["qemu-img", "info", "--output=json", "-U", "--", path]))
+    return data

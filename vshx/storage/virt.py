@@ -133,7 +133,8 @@ def domains_with_disks(
 
 
 def is_running(dom: libvirt.virDomain) -> bool:
-    return dom.isActive() == 1
+    active: int = dom.isActive()
+    return active == 1
 
 
 # virDomainState values (stable ABI), written out so that this table costs no libvirt import
