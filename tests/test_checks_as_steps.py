@@ -10,7 +10,7 @@ import pytest
 from conftest import destroy_lab, file_state, make_lab, run_vshx
 
 from vshx.merging import checks
-from vshx.shell import heredoc
+from vshx.spec import heredoc
 
 
 def test_check_lines_paste_back_as_the_same_check():

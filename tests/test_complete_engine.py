@@ -178,7 +178,7 @@ def test_shell_snapshot_round_trips_even_an_empty_host(tmp_path, monkeypatch):
 
 
 def test_every_core_completer_name_has_a_provider(engine):
-    from vshx.completion.kinds import CORE_COMPLETERS
+    from vshx.spec.kinds import CORE_COMPLETERS
 
     assert set(engine.providers) == set(CORE_COMPLETERS)
 
@@ -187,9 +187,9 @@ def test_every_builtin_option_reference_is_valid(capsys: pytest.CaptureFixture[s
     """A bad reference drops its whole plugin at load time (a warning, not an exception), so
     looking only at the commands that did load could never fail: check that every built-in
     plugin loaded and registered commands, then that the check itself bites."""
-    from vshx.completion.kinds import CORE_COMPLETERS
     from vshx.pluginhost.entrypoints import entry_points
     from vshx.pluginhost.host import ENTRY_POINT_GROUP, PluginError, check_references
+    from vshx.spec.kinds import CORE_COMPLETERS
 
     builtins = {ep.name for ep in entry_points(ENTRY_POINT_GROUP) if ep.distribution == "vshx"}
     assert {"commit", "pull", "rebase", "lab"} <= builtins

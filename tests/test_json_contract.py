@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import URI, Lab, chain_files, make_overlay, qemu_check, run_vshx, virsh
 
-from vshx.shell.render import JSON_SCHEMA, to_json
+from vshx.spec.render import JSON_SCHEMA, to_json
 
 jsonschema = pytest.importorskip("jsonschema", reason="pip install -e '.[dev]' (jsonschema)")
 
@@ -194,7 +194,7 @@ def write_journal(where: str, what: str) -> None:
     ends: what a vshx killed before its first change leaves behind."""
     script = textwrap.dedent(
         f"""
-        from vshx.merging.target import Target
+        from vshx.plans.target import Target
         from vshx.plans import journal
         from vshx.plans.plan import Plan, Step
         from vshx.storage.chain import image_chain

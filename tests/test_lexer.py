@@ -3,7 +3,7 @@
 import pytest
 
 from vshx.errors import UsageError
-from vshx.shell.lexer import split_line
+from vshx.spec.lexer import split_line
 
 CASES = [
     ("list --all", [["list", "--all"]]),

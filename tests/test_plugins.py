@@ -14,7 +14,7 @@ from vshx.pluginhost import hookspecs
 from vshx.pluginhost.hookspecs import hookimpl
 from vshx.pluginhost.host import PluginHost
 from vshx.shell.session import Session
-from vshx.shell.spec import Command, Opt
+from vshx.spec.spec import Command, Opt
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import URI, destroy_lab, make_lab, run_vshx, snapshot_names, virsh
 
 from vshx.plans.plan import Plan, Step, comment, shell_line, with_heredoc
-from vshx.shell.render import comments, printable, table
+from vshx.spec.render import comments, printable, table
 
 HOSTILE = [
     "evil\ntouch pwned1",

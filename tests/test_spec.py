@@ -3,7 +3,7 @@
 import pytest
 
 from vshx.errors import UsageError
-from vshx.shell.spec import Command, Opt, non_negative_int, parse, walk
+from vshx.spec.spec import Command, Opt, non_negative_int, parse, walk
 
 CMD = Command(
     "commit",

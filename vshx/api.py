@@ -98,12 +98,7 @@ from vshx.merging import checks as _checks
 from vshx.merging import preflight as _preflight
 from vshx.merging import routes as _routes
 from vshx.merging.common import (
-    BASE,
-    FORCE,
-    JOB_OPTIONS,
-    SCAN,
     check_merge,
-    delete_steps,
     follow_up_note,
     job_flags_argv,
     live_job_step,
@@ -111,9 +106,9 @@ from vshx.merging.common import (
     report_after_merge,
 )
 from vshx.merging.definition import steps as definition_steps
+from vshx.merging.deletion import delete_steps
 from vshx.merging.savedstate import refuse_saved_state
 from vshx.merging.target import (
-    Target,
     chain_of_disk,
     chain_of_image,
     load_target,
@@ -122,15 +117,17 @@ from vshx.merging.target import (
 from vshx.plans import journal as _journal
 from vshx.plans import underneath as _underneath
 from vshx.plans.plan import Plan, Step, shell_line, virsh
+from vshx.plans.target import Target
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
-from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
-from vshx.shell.render import comments, render_chain, table, to_json
 from vshx.shell.session import Session
-from vshx.shell.spec import Args, Command, Opt, non_negative_int
+from vshx.spec.options import BASE, DISK, DOMAIN, DOMAIN_OR_IMAGE, FORCE, JOB_OPTIONS, JSON, SCAN
+from vshx.spec.render import comments, table, to_json
+from vshx.spec.spec import Args, Command, Opt, non_negative_int
 from vshx.storage import procs as _procs
 from vshx.storage import qemuimg as _qemuimg
 from vshx.storage import virt as _virt
 from vshx.storage.chain import Chain, DiskSource, Layer, canonical, human_size, image_chain
+from vshx.storage.chain_view import render_chain
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.paths import names_an_image
 from vshx.storage.snapshots import (

@@ -13,8 +13,8 @@ import shlex
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
-from vshx.shell.lexer import split_line
-from vshx.shell.spec import Command, Opt, walk
+from vshx.spec.lexer import split_line
+from vshx.spec.spec import Command, Opt, walk
 from vshx.storage.paths import has_image_suffix
 
 if TYPE_CHECKING:

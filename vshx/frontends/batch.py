@@ -11,8 +11,8 @@ import sys
 from collections.abc import Iterable
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, ExitRequested, VshxError
-from vshx.shell import heredoc
 from vshx.shell.session import Session
+from vshx.spec import heredoc
 
 
 def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = False) -> int:

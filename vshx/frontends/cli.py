@@ -92,7 +92,7 @@ def _usage_error(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["complete"]:
-        from vshx.completion.protocol import main as complete_main
+        from vshx.frontends.completion_protocol import main as complete_main
 
         return complete_main(args[1:])
     try:
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:
         return int(stop.code or 0)
     if opts.rest[:1] == ["complete"]:  # `vshx -c URI complete -- LINE`
-        from vshx.completion.protocol import main as complete_main
+        from vshx.frontends.completion_protocol import main as complete_main
 
         return complete_main((["-c", opts.uri] if opts.uri else []) + opts.rest[1:])
     from vshx.errors import ExitRequested

@@ -14,8 +14,8 @@ from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 
 from vshx.errors import EXIT_OK, ExitRequested, VshxError
-from vshx.shell import heredoc
 from vshx.shell.session import Session
+from vshx.spec import heredoc
 
 
 def history_path() -> Path:

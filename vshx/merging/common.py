@@ -1,6 +1,7 @@
-"""What every merge command shares: option declarations, live job steps, and the aftermath.
+"""What every merge command shares: live job steps, and the aftermath (report, checks, notes).
 
-Declared once here so commit, pull and rebase spell and complete these options identically.
+The options they share are declared in spec/options.py, deleting merged-away files in
+merging/deletion.py.
 """
 
 from __future__ import annotations
@@ -11,38 +12,14 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging import checks, preflight
 from vshx.merging.savedstate import refuse_saved_state
-from vshx.merging.target import Target
 from vshx.plans.plan import Plan, Step
-from vshx.shell.spec import Args, Opt, non_negative_int
+from vshx.plans.target import Target
+from vshx.spec.spec import Args
 from vshx.storage import virt
-from vshx.storage.chain import Chain, Layer, human_size
+from vshx.storage.chain import Layer
 
 if TYPE_CHECKING:
-    from vshx.shell.session import Session
-
-BASE = Opt("base", "the lower layer (path, file name, or vda[N])", "ref", complete="layer")
-BANDWIDTH = Opt(
-    "bandwidth",
-    "limit the copy rate (MiB/s, or bytes/s with --bytes)",
-    "n",
-    convert=non_negative_int,
-)
-BYTES = Opt("bytes", "--bandwidth is in bytes/s")
-TIMEOUT = Opt(
-    "timeout", "abort the job after this many seconds", "seconds", convert=non_negative_int
-)
-ASYNC = Opt("async", "start the block job and return without waiting")
-FORCE = Opt("force", "go ahead although other images or domains use a file that changes")
-SCAN = Opt(
-    "scan",
-    "also look in this directory for images whose chains use the files that change",
-    "dir",
-    complete="directory",
-)
-KEEP_RELATIVE = Opt("keep-relative", "write relative backing file names")
-WAIT = Opt("wait", "virsh's spelling, accepted: vshx waits unless --async", excludes=("async",))
-VERBOSE = Opt("verbose", "virsh's spelling, accepted: vshx always reports progress")
-JOB_OPTIONS = (KEEP_RELATIVE, BANDWIDTH, BYTES, TIMEOUT, ASYNC, WAIT, VERBOSE)
+    from vshx.plans.context import Context as Session
 
 
 def job_flags_argv(args: Args) -> list[str]:
@@ -103,110 +80,12 @@ def live_job_step(
     return Step(description, argv, action=action, underneath=underneath)
 
 
-def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> list[Step]:
-    """rm steps for merged-away files that nothing else uses (checked now, and again right
-    before each unlink)."""
-    steps = []
-    going = {f.path for f in files}
-    index = preflight.UsageIndex(session, keep_users_of, going=going)
-    for layer in files:
-        users = index.users_of(layer.path)
-        if users:
-            session.warn(f"keeping {layer.path}: still used by {'; '.join(users)}")
-            continue
-        steps.append(
-            Step(
-                f"delete merged-away {layer.name} ({human_size(layer.allocated)})",
-                ["rm", "-f", "--", layer.path],
-                action=_delete_after_looking_again(session, keep_users_of, layer, going),
-            )
-        )
-    return steps
-
-
-def _delete_after_looking_again(
-    session: Session, chain: Chain, layer: Layer, going: set[str]
-) -> Callable[[], None]:
-    """The rm runs only if, read again right before the unlink (under the chain's lock, which
-    the command took when it loaded the chain), no disk of the domain and no other domain,
-    image or pool volume uses the file, and the path still names the file that was checked."""
-    from vshx.storage.identity import identity
-
-    planned = identity(layer.path)
-
-    def action() -> None:
-        import os
-
-        if not os.path.lexists(layer.path):
-            return  # gone already: as rm -f
-        if chain.domain is not None:
-            from vshx.storage.definition import named_files
-            from vshx.storage.snapshots import current_chain_files
-
-            dom = virt.lookup_domain(session.conn, chain.domain)
-            # every disk, read again: its headers, and what its definitions name
-            if layer.canonical in current_chain_files(dom) | named_files(dom):
-                raise VshxError(
-                    f"not deleting {layer.path}: a disk or definition of {chain.domain} still "
-                    "names it",
-                    f"see: vshx chain {chain.domain}",
-                    clean=True,
-                )
-        index = preflight.UsageIndex(session, chain, going=going)
-        users = index.users_of(layer.path)
-        if users or identity(layer.path) != planned:
-            why = f"still used by {'; '.join(users)}" if users else "another file is there now"
-            raise VshxError(
-                f"not deleting {layer.path}: {why}",
-                f"nothing was deleted; look at it ({index.scanned()})",
-                clean=True,
-            )
-        session.info(f"deleting merged-away {layer.path}")
-        try:
-            os.unlink(layer.path)
-        except FileNotFoundError:
-            pass
-
-    return action
-
-
-def remove_pasted(session: Session, path: str) -> None:
-    """``rm -f -- FILE`` of a printed --delete step, pasted back into vshx: the same look
-    again as the step itself; only a disk image (qcow2 by header, or an image suffix) that no
-    domain, image or pool volume uses any more is removed."""
-    import os
-
-    from vshx.storage.chain import Chain
-    from vshx.storage.paths import has_image_suffix
-
-    if not os.path.lexists(path):
-        return  # as rm -f
-    if not (preflight.is_qcow2(path) or has_image_suffix(path)) or not os.path.isfile(path):
-        raise VshxError(
-            f"not deleting {path}: vshx removes only disk images", "use rm yourself for others"
-        )
-    index = preflight.UsageIndex(session, Chain([Layer(os.path.abspath(path), "", 0)]))
-    users = index.users_of(path)
-    if users:
-        raise VshxError(
-            f"not deleting {path}: still used by {'; '.join(users)}",
-            f"merge it out of those chains first ({index.scanned()})",
-        )
-    if session.dry_run:
-        from vshx.plans.plan import shell_line
-
-        session.print(shell_line(["rm", "-f", "--", path]))
-        return
-    session.info(f"deleting {path}")
-    os.unlink(path)
-
-
 def report_after_merge(
     session: Session, target: Target, args: Args, plan: Plan | None = None
 ) -> None:
     """Show the chain as it is now, say if it is not the one the plan predicted, and point at
     snapshot-cleanup when metadata went stale."""
-    from vshx.shell.render import render_chain
+    from vshx.storage.chain_view import render_chain
 
     if args.get("async") or session.quiet:
         return

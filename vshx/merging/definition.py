@@ -20,9 +20,9 @@ from vshx.storage.chain import Chain, canonical
 from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
-    from vshx.merging.target import Target
+    from vshx.plans.context import Context as Session
     from vshx.plans.plan import Plan
-    from vshx.shell.session import Session
+    from vshx.plans.target import Target
 
 
 def steps(session: Session, target: Target, plan: Plan) -> list[Step]:

@@ -14,15 +14,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.merging.target import Target
+from vshx.plans.target import Target
 from vshx.storage import virt
 from vshx.storage.chain import Chain, DiskSource, Layer, canonical
 from vshx.storage.identity import FileKey, identity
 from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
-    from vshx.shell.session import Session
-    from vshx.shell.spec import Args
+    from vshx.plans.context import Context as Session
+    from vshx.spec.spec import Args
 
 
 def running_users(session: Session, path: str) -> list[str]:

@@ -18,8 +18,8 @@ from vshx.errors import VshxError
 from vshx.storage.chain import human_size
 
 if TYPE_CHECKING:
+    from vshx.plans.context import Context as Session
     from vshx.plans.plan import Plan, Step
-    from vshx.shell.session import Session
     from vshx.storage.chain import Chain, Layer
 
 

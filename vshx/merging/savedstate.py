@@ -14,7 +14,7 @@ from vshx.storage.chain import Layer, canonical
 from vshx.storage.snapshots import memory_moments
 
 if TYPE_CHECKING:
-    from vshx.merging.target import Target
+    from vshx.plans.target import Target
 
 
 def refuse_saved_state(target: Target, changed: list[Layer]) -> None:

@@ -1,42 +1,21 @@
-"""What a merge command works on: a domain's disk or a bare image, with its chain."""
+"""Loading what a merge command works on (a plans/target.py Target), under its chain lock."""
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.plans.target import Target, prediction_key
 from vshx.storage import virt
 from vshx.storage.chain import Chain, canonical, image_chain
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.paths import names_an_image
 
 if TYPE_CHECKING:
-    from vshx.shell.session import Session
+    from vshx.plans.context import Context as Session
     from vshx.storage.identity import FileKey
-
-
-@dataclass
-class Target:
-    """What a merge command works on: a domain's disk or a bare image, with its chain."""
-
-    chain: Chain
-    dom: libvirt.virDomain | None = None
-    journal_flags: int | None = None  # how its journal entry was written (journal.py)
-
-    @property
-    def live(self) -> bool:
-        return self.chain.live
-
-    @property
-    def method(self) -> str:
-        if self.dom is None:
-            return "offline: qemu-img on a bare image"
-        if self.live:
-            return "live: libvirt block job on the running domain"
-        return "offline: qemu-img (the domain is shut off)"
 
 
 def load_target(
@@ -111,13 +90,6 @@ def _command_line(session: Session) -> str:
 
     words = getattr(session, "words", None)
     return shlex.join(["vshx", *words]) if words else shlex.join(["vshx", *sys.argv[1:]])
-
-
-def prediction_key(chain: Chain) -> str:
-    """Which disk (or bare image) a batch --dry-run's predicted chain stands for."""
-    if chain.domain:
-        return f"{chain.domain}\0{chain.disk}"
-    return chain.active.canonical
 
 
 def chain_of_disk(

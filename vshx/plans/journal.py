@@ -18,8 +18,8 @@ from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.statefiles import Place
 
 if TYPE_CHECKING:
-    from vshx.merging.target import Target
     from vshx.plans.plan import Plan
+    from vshx.plans.target import Target
 
 NS = "https://vshx.invalid/journal"
 KEY = "vshx"

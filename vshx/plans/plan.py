@@ -11,12 +11,12 @@ import shlex
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from vshx.shell.render import comment as comment  # the one escaper for `#` lines
-from vshx.shell.render import comments as comments
-from vshx.shell.render import printable as printable
+from vshx.spec.render import comment as comment  # the one escaper for `#` lines
+from vshx.spec.render import comments as comments
+from vshx.spec.render import printable as printable
 
 if TYPE_CHECKING:
-    from vshx.merging.target import Target
+    from vshx.plans.target import Target
     from vshx.storage.chain import Chain
 
 HEREDOC_END = "VSHX_EOF"

@@ -9,16 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.merging.target import prediction_key
 from vshx.plans import journal
 from vshx.plans.plan import comment, printable
+from vshx.plans.target import prediction_key
 from vshx.storage.qemuimg import NoSpace
 
 if TYPE_CHECKING:
-    from vshx.merging.target import Target
+    from vshx.plans.context import Context as Session
     from vshx.plans.plan import Plan
-    from vshx.shell.session import Session
-    from vshx.shell.spec import Args
+    from vshx.plans.target import Target
+    from vshx.spec.spec import Args
 
 
 def look_again(target: Target, number: int) -> None:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from vshx.merging.target import Target
+    from vshx.plans.context import Context as Session
     from vshx.plans.plan import Plan
-    from vshx.shell.session import Session
-    from vshx.shell.spec import Args, Command
+    from vshx.plans.target import Target
+    from vshx.spec.spec import Args, Command
 
 PROJECT = "vshx"
 hookspec = pluggy.HookspecMarker(PROJECT)

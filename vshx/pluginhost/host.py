@@ -12,17 +12,17 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from vshx.completion.kinds import CORE_COMPLETERS
-from vshx.shell.spec import Command
+from vshx.spec.kinds import CORE_COMPLETERS
+from vshx.spec.spec import Command
 
 if TYPE_CHECKING:
     import pluggy
 
-    from vshx.merging.target import Target
+    from vshx.plans.context import Context as Session
     from vshx.plans.plan import Plan
+    from vshx.plans.target import Target
     from vshx.pluginhost.entrypoints import EntryPoint
-    from vshx.shell.session import Session
-    from vshx.shell.spec import Args
+    from vshx.spec.spec import Args
 
 ENTRY_POINT_GROUP = "vshx"
 

@@ -23,7 +23,7 @@ import zlib  # 0.1 ms to import where hashlib takes ~3 ms of every one-shot plug
 from typing import Any
 
 from vshx.pluginhost.entrypoints import EntryPoint
-from vshx.shell.spec import Command, Opt
+from vshx.spec.spec import Command, Opt
 from vshx.storage.statefiles import Place
 
 OPT_FIELDS = (

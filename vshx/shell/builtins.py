@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import ExitRequested, UsageError
 from vshx.shell.inventory_commands import cmd_chain, cmd_domblklist, cmd_list, cmd_snapshot_list
-from vshx.shell.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
-from vshx.shell.spec import Args, Command, Opt
+from vshx.spec.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
+from vshx.spec.spec import Args, Command, Opt
 
 if TYPE_CHECKING:
-    from vshx.shell.session import Session
+    from vshx.shell.context import Shell as Session
 
 SHELL_SCRIPTS = {"bash": "vshx.bash", "zsh": "_vshx", "fish": "vshx.fish"}
 

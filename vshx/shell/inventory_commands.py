@@ -9,23 +9,23 @@ import os
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.shell.render import chain_document, render_chain, table, to_json
+from vshx.plans.plan import Plan, Step, printable
+from vshx.plans.plan import virsh as virsh_argv
+from vshx.spec.render import table, to_json
 from vshx.storage import virt
 from vshx.storage.paths import names_an_image
 
 if TYPE_CHECKING:
     import libvirt
 
-    from vshx.shell.session import Session
-    from vshx.shell.spec import Args
+    from vshx.shell.context import Shell as Session
+    from vshx.spec.spec import Args
     from vshx.storage.chain import Chain
     from vshx.storage.snapshots import SnapshotInfo
 
 
 def virsh(uri: str, *args: str) -> list[str]:
     """vshx.plans.plan.virsh, imported on use: completion imports this module and needs no plans."""
-    from vshx.plans.plan import virsh as virsh_argv
-
     return virsh_argv(uri, *args)
 
 
@@ -34,8 +34,6 @@ def equivalent_first(session: Session, args: Args, what: str, *argvs: list[str])
     (and stops), --teach prints them before the answer.  True when the command should go on."""
     if not (session.planning_only(args) or session.teaching(args)):
         return True  # the common case builds no plan (and imports nothing for one)
-    from vshx.plans.plan import Plan, Step
-
     plan = Plan(what)
     for argv in argvs:
         plan.add(Step(what, argv, action=lambda: None))
@@ -94,6 +92,7 @@ def cmd_domblklist(session: Session, args: Args) -> None:
 
 def cmd_chain(session: Session, args: Args) -> None:
     from vshx.storage.chain import image_chain
+    from vshx.storage.chain_view import chain_document, render_chain
 
     target = args.domain
     info = ["qemu-img", "info", "--backing-chain", "-U"]
@@ -130,8 +129,6 @@ def report_definition(session: Session, dom: libvirt.virDomain, chains: list[Cha
         try:
             definition.check(dom, chain, chain.live)
         except VshxError as exc:
-            from vshx.plans.plan import printable
-
             session.warn(printable(exc.message))
             if exc.hint:
                 print(f"hint: {printable(exc.hint)}", file=session.err)

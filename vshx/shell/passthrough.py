@@ -12,13 +12,37 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from vshx.errors import UsageError, VshxError
+from vshx.errors import EXIT_OK, UsageError, VshxError
+from vshx.plans.plan import comment, shell_line, with_heredoc
 from vshx.shell.readonly import qemu_img_reads, virsh_reads
 
 if TYPE_CHECKING:
-    from vshx.shell.session import Session
+    from vshx.shell.context import Shell as Session
+
+
+def route(session: Session, words: Sequence[str]) -> int:
+    """A word vshx does not define: virsh's command if virsh has it, else a usage error."""
+    if words[0] == "virsh":  # a line vshx printed, pasted back
+        rest = strip_virsh_prefix(list(words[1:]), session.uri)
+        if rest is None:  # another URI: virsh itself runs it, as printed
+            return run_program(session, list(words))
+        return session.run_words(rest) if rest else EXIT_OK
+    if words[0] == "qemu-img":
+        return run_program(session, list(words))
+    if words[0] in ("rm", "df", "test"):  # a plan's check or --delete line, pasted back
+        from vshx.merging import pasted  # only here: merging costs other words import time
+
+        if pasted.run_pasted_step(session, list(words)):
+            if words[0] == "rm":
+                session.forget_inventory(None)
+            return EXIT_OK
+    if words[0] in virsh_commands() and not words[0].startswith("-"):
+        return run_virsh(session, list(words))
+    known = [*session.host.registry.words(), *virsh_commands()]
+    raise suggest(words[0], known)
 
 
 def virsh_binary() -> str | None:
@@ -61,8 +85,6 @@ def run_virsh(session: Session, words: list[str]) -> int:
     argv = ["virsh", "-c", session.uri, words[0], *args]
     reads = virsh_reads(words[0], args)
     if dry_run or teach:
-        from vshx.plans.plan import comment, shell_line, with_heredoc
-
         session.print(comment(f"virsh passthrough: {words[0]}"))
         session.print(with_heredoc(shell_line(argv), session.stdin_text))
         session.out.flush()
@@ -89,36 +111,12 @@ def strip_virsh_prefix(words: list[str], uri: str) -> list[str] | None:
     return words
 
 
-def run_pasted_step(session: Session, words: list[str]) -> bool:
-    """A printed plan's own non-virsh lines, pasted back: its checks (``df ... | awk``,
-    ``test ! -e``) and the ``rm -f --`` of a --delete step, each done as the step does it.
-    False when the words are none of those exact lines (vshx runs no other df, test or rm)."""
-    if words[0] == "rm" and words[1:3] == ["-f", "--"] and len(words) == 4:
-        from vshx.merging.common import remove_pasted
-
-        remove_pasted(session, words[3])
-        session.forget_inventory(None)
-        return True
-    if words[0] in ("df", "test"):
-        from vshx.merging import checks
-
-        check = checks.pasted(words)
-        if check is not None:
-            if session.dry_run:
-                session.print(check.equivalent())
-            check.run()
-            return True
-    return False
-
-
 def run_program(session: Session, argv: list[str]) -> int:
     """A printed `qemu-img ...` (or foreign `virsh ...`) line, pasted back: argv, no shell."""
     binary = shutil.which(argv[0])
     if binary is None:
         raise VshxError(f"{argv[0]} is not installed", "install qemu-utils / libvirt-clients")
     if session.dry_run:
-        from vshx.plans.plan import shell_line, with_heredoc
-
         session.print(with_heredoc(shell_line(argv), session.stdin_text))
         if argv[0] == "qemu-img" and qemu_img_reads(argv[1:]):
             return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True)

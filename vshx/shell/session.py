@@ -2,21 +2,24 @@
 
 ``Session.execute(line)`` lexes, finds the command in the registry, parses its options from the
 spec, runs it, and turns every failure a user can cause into ``error:``/``hint:`` lines and a
-virsh-like exit code.  It also runs Plans, printing or executing them.
+virsh-like exit code.  It also runs Plans, printing or executing them.  The parts are small
+objects of their own: the connection (connection.py), the mapping of failures to errors
+(failures.py), the routing of words vshx does not define (passthrough.py ``route``) and the
+run of a Plan (plans/runner.py).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ExitRequested, UsageError, VshxError
 from vshx.pluginhost.host import PluginHost
-from vshx.shell import lexer
-from vshx.shell.spec import Args, Command, parse
-from vshx.storage.default_uri import default_uri
+from vshx.shell.connection import Connection
+from vshx.spec import lexer
+from vshx.spec.render import comment, comments, printable
+from vshx.spec.spec import Args, Command, parse
 
 if TYPE_CHECKING:
     import libvirt
@@ -40,8 +43,7 @@ class Session:
         quiet: bool = False,
         host: PluginHost | None = None,
     ) -> None:
-        self.uri = uri or default_uri()
-        self.uri_reason = "given with -c" if uri else None  # else asked of default_uri on need
+        self.connection = Connection(uri)
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.dry_run = dry_run
@@ -52,12 +54,6 @@ class Session:
 
             host = PluginHost(BUILTINS)
         self.host = host
-        import threading
-
-        self._conn_lock = threading.Lock()  # the REPL's background refresher opens it too
-        self._conn: libvirt.virConnect | None = None
-        self._conn_has_events = False
-        self.need_events = True  # one-shot read-only commands turn this off (faster start)
         self._inventory: Inventory | None = None
         self.command: Command | None = None  # the command running now, for plan hooks
         self.args: Args | None = None  # and its options
@@ -80,50 +76,40 @@ class Session:
     @property
     def conn(self) -> libvirt.virConnect:
         """The connection, opened on first use and again if the daemon dropped it (REPL)."""
-        with self._conn_lock:
-            if self._conn is not None and not self._alive(self._conn):
-                self.close()
-            if self._conn is None or (self.need_events and not self._conn_has_events):
-                from vshx.storage.virt import open_connection
+        return self.connection.get()
 
-                self.close()
-                self._conn = open_connection(self.uri, events=self.need_events)
-                self._conn_has_events = self.need_events
-            return self._conn
+    @property
+    def uri(self) -> str:
+        return self.connection.uri
 
-    @staticmethod
-    def _alive(conn: libvirt.virConnect) -> bool:
-        try:
-            alive: int = conn.isAlive()
-            return alive == 1
-        except Exception:  # a connection that cannot say is not alive
-            return False
+    @property
+    def uri_reason(self) -> str | None:
+        return self.connection.uri_reason
 
-    def connect(self, uri: str) -> None:
-        """Switch to another URI; the old connection is closed only once the new one opened."""
-        from vshx.storage.virt import open_connection
+    @property
+    def need_events(self) -> bool:
+        """One-shot read-only commands turn this off (faster start)."""
+        return self.connection.need_events
 
-        new = open_connection(uri, events=self.need_events)
-        self.close()
-        self._conn, self.uri, self._conn_has_events = new, uri, self.need_events
-        if self._inventory is not None:
-            self._inventory.invalidate()
-            if self._conn_has_events:
-                self._inventory.watch_events(new)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:  # closing a dead connection is not the user's problem
-                pass
-            self._conn = None
+    @need_events.setter
+    def need_events(self, value: bool) -> None:
+        self.connection.need_events = value
 
     @property
     def is_local(self) -> bool:
         """True when the images named by this connection are files on this machine."""
-        host_part = self.uri.split("://", 1)[1] if "://" in self.uri else ""
-        return host_part.startswith("/") or host_part == ""
+        return self.connection.is_local
+
+    def connect(self, uri: str) -> None:
+        """Switch to another URI; the old connection is closed only once the new one opened."""
+        new = self.connection.switch(uri)
+        if self._inventory is not None:
+            self._inventory.invalidate()
+            if self.connection.has_events:
+                self._inventory.watch_events(new)
+
+    def close(self) -> None:
+        self.connection.close()
 
     # -- output -------------------------------------------------------------------------
     def print(self, text: str = "") -> None:
@@ -133,8 +119,6 @@ class Session:
         """A command's answer (a table, a listing, help): under --dry-run ``#`` lines of the
         script (the one escaper), so a read command's output never becomes a line sh runs."""
         if self.dry_run or (self.args is not None and self.args.get("dry_run")):
-            from vshx.shell.render import comments
-
             self.out.write(comments(text))
             return
         print(text, file=self.out)
@@ -145,8 +129,6 @@ class Session:
         if self.quiet:
             return
         if self.dry_run or (self.args is not None and self.args.get("dry_run")):
-            from vshx.shell.render import comments
-
             self.out.write(comments(text))
             return
         print(text, file=self.out)
@@ -156,8 +138,6 @@ class Session:
 
     def report(self, exc: VshxError, where: str = "") -> None:
         """One error line and one hint line, whatever a file name holds."""
-        from vshx.shell.render import printable
-
         print(f"{where}error: {printable(exc.message)}", file=self.err)
         if exc.hint:
             print(f"hint: {printable(exc.hint)}", file=self.err)
@@ -210,37 +190,14 @@ class Session:
             status = EXIT_OK if result is None else int(result)
         except (ExitRequested, BrokenPipeError):
             raise
-        except VshxError as exc:
-            self.report(exc, where)
-            status = exc.exit_code
-        except OSError as exc:
-            name = f" {exc.filename!r}" if exc.filename else ""
-            self.report(VshxError(f"{exc.strerror or exc}{name}"), where)
-        except KeyboardInterrupt:
-            self.report(
-                VshxError(
-                    "interrupted",
-                    "if a step was running, `vshx jobs` shows what is left and `vshx recover "
-                    "DOMAIN DISK` (or IMAGE) finishes it; after an interrupted qemu-img step it "
-                    "repairs leaked clusters (qemu-img check -r leaks)",
-                ),
-                where,
-            )
-        except Exception as exc:  # a bug in vshx or a plugin: one line, traceback on request
-            libvirt = sys.modules.get("libvirt")  # imported only by commands that used it
-            if libvirt is not None and isinstance(exc, libvirt.libvirtError):
-                self.report(VshxError(exc.get_error_message() or str(exc)), where)
-                return self._finished(command, args, EXIT_FAILED)
-            if os.environ.get("VSHX_DEBUG"):
+        except (Exception, KeyboardInterrupt) as exc:
+            from vshx.shell.failures import as_user_error  # only a failure pays its import
+
+            error = as_user_error(exc, command.name if command else words[0])
+            if error is None:
                 raise
-            name = command.name if command else words[0]
-            self.report(
-                VshxError(
-                    f"internal error in {name}: {type(exc).__name__}: {exc}",
-                    "this is a bug; VSHX_DEBUG=1 shows the traceback",
-                ),
-                where,
-            )
+            self.report(error, where)
+            status = error.exit_code
         return self._finished(command, args, status)
 
     def explain(self, words: Sequence[str], where: str = "") -> int:
@@ -256,19 +213,7 @@ class Session:
         """A word vshx does not define: virsh's command if virsh has it, else a usage error."""
         from vshx.shell import passthrough
 
-        if words[0] == "virsh":  # a line vshx printed, pasted back
-            rest = passthrough.strip_virsh_prefix(list(words[1:]), self.uri)
-            if rest is None:  # another URI: virsh itself runs it, as printed
-                return passthrough.run_program(self, list(words))
-            return self.run_words(rest) if rest else EXIT_OK
-        if words[0] == "qemu-img":
-            return passthrough.run_program(self, list(words))
-        if passthrough.run_pasted_step(self, list(words)):  # a check or --delete line
-            return EXIT_OK
-        if words[0] in passthrough.virsh_commands() and not words[0].startswith("-"):
-            return passthrough.run_virsh(self, list(words))
-        known = [*self.host.registry.words(), *passthrough.virsh_commands()]
-        raise passthrough.suggest(words[0], known)
+        return passthrough.route(self, words)
 
     def _finished(self, command: Command | None, args: Args, status: int) -> int:
         lock = sys.modules.get("vshx.plans.lock")  # imported only by a command that locked
@@ -292,8 +237,6 @@ class Session:
     def nothing_to_do(self, args: Args, why: str) -> None:
         """A request already met: exit 0, and in a --dry-run script a comment, not a line."""
         if self.planning_only(args):
-            from vshx.shell.render import comment
-
             self.write_script(f"#!/bin/sh\n{comment(f'nothing to do: {why}')}\n")
         else:
             self.info(f"nothing to do: {why}")

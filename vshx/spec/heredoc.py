@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 
 from vshx.errors import UsageError
-from vshx.shell import lexer
+from vshx.spec import lexer
 
 OPENER = re.compile(r"<<\s*(?:'([^']+)'|\"([^\"]+)\"|([A-Za-z0-9_]+))\s*$")
 

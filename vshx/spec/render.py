@@ -1,12 +1,8 @@
-"""How the shell shows things: virsh-style tables, chains in arrows, and JSON for scripts."""
+"""How the shell shows things: virsh-style tables, escaped text, and JSON for scripts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from vshx.storage.chain import Chain, Layer
 
 
 def printable(text: str) -> str:
@@ -44,60 +40,6 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     lines = [fmt.format(*header).rstrip(), "-" * (sum(widths) + 3 * len(widths))]
     lines += [fmt.format(*r).rstrip() for r in rows]
     return "\n".join(lines)
-
-
-def role(chain: Chain, layer: Layer) -> str:
-    if layer.position == 0:
-        return "active"
-    return "base" if layer is chain.bottom else ""
-
-
-def render_chain(chain: Chain) -> str:
-    """The chain in arrow notation, then one line per layer with its sizes."""
-    from vshx.storage.chain import human_size
-
-    if chain.domain:
-        how = "running: live block jobs" if chain.live else "shut off: offline qemu-img"
-        head = f"{chain.domain} {chain.disk} ({how})"
-    else:
-        head = f"image {chain.active.path} (bare image: offline qemu-img)"
-    rows = [
-        [
-            chain.ref_of(layer),
-            layer.path,
-            layer.format,
-            human_size(layer.virtual_size),
-            human_size(layer.allocated),
-            role(chain, layer),
-        ]
-        for layer in chain.layers
-    ]
-    body = table(rows, ["Ref", "File", "Format", "Virtual", "Allocated", ""])
-    return f"{head}\n  {chain.arrows()}\n\n{body}"
-
-
-def chain_document(chain: Chain) -> dict[str, Any]:
-    """One chain as plain data: an item of ``chain --json``'s ``chains``."""
-    return {
-        "domain": chain.domain,
-        "disk": chain.disk,
-        "live": chain.live,
-        "layers": [
-            {
-                "ref": chain.ref_of(layer),
-                "position": layer.position,
-                "index": layer.index,
-                "path": layer.path,
-                "format": layer.format,
-                "backing": layer.backing,
-                "backing_format": layer.backing_format,
-                "virtual_size": layer.virtual_size,
-                "allocated": layer.allocated,
-                "role": role(chain, layer) or "middle",
-            }
-            for layer in chain.layers
-        ],
-    }
 
 
 JSON_SCHEMA = 1

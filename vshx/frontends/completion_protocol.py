@@ -113,7 +113,7 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
     from vshx.completion.inventory import Inventory, shell_cache_name
     from vshx.pluginhost.host import PluginHost
     from vshx.shell.builtins import BUILTINS
-    from vshx.shell.lexer import split_line
+    from vshx.spec.lexer import split_line
     from vshx.storage.default_uri import default_uri
 
     words = (split_line(line, partial=True).commands or [[]])[0]

@@ -1,0 +1,63 @@
+"""What the layers below the shell need of a session, as a Protocol.
+
+The shell's Session (shell/session.py) is the one implementation; plans, merging and the
+plugin host name this type instead, so none of them imports the layer above it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+if TYPE_CHECKING:
+    import libvirt
+
+    from vshx.plans.plan import Plan
+    from vshx.plans.target import Target
+    from vshx.spec.spec import Args, Command
+    from vshx.storage.chain import Chain
+
+
+class Hooks(Protocol):
+    """The plugin hooks a plan run calls (pluginhost/host.py PluginHost)."""
+
+    def preflight(self, session: Context, target: Target, plan: Plan) -> None: ...
+
+    def plan_ready(self, session: Context, command: Command, args: Args, plan: Plan) -> None: ...
+
+
+class Context(Protocol):
+    """The session a command runs in: connection, output, options, batch predictions."""
+
+    out: TextIO
+    err: TextIO
+    dry_run: bool
+    teach: bool
+    quiet: bool
+    command: Command | None
+    args: Args | None
+    words: list[str] | None
+    predicted: dict[str, Chain]
+
+    @property
+    def uri(self) -> str: ...
+
+    @property
+    def host(self) -> Hooks: ...
+
+    @property
+    def conn(self) -> libvirt.virConnect: ...
+
+    @property
+    def is_local(self) -> bool: ...
+
+    def print(self, text: str = "") -> None: ...
+
+    def info(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+    def planning_only(self, args: Args) -> bool: ...
+
+    def teaching(self, args: Args) -> bool: ...
+
+    def write_script(self, text: str) -> None: ...

@@ -1,0 +1,35 @@
+"""Every failure a user can cause, as the one VshxError the session reports (never a traceback)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from vshx.errors import VshxError
+
+
+def as_user_error(exc: BaseException, name: str) -> VshxError | None:
+    """The error to report for ``exc`` raised by command ``name``; None: let it propagate
+    (a bug, with VSHX_DEBUG set, shows its traceback)."""
+    if isinstance(exc, VshxError):
+        return exc
+    if isinstance(exc, OSError):
+        file = f" {exc.filename!r}" if exc.filename else ""
+        return VshxError(f"{exc.strerror or exc}{file}")
+    if isinstance(exc, KeyboardInterrupt):
+        return VshxError(
+            "interrupted",
+            "if a step was running, `vshx jobs` shows what is left and `vshx recover "
+            "DOMAIN DISK` (or IMAGE) finishes it; after an interrupted qemu-img step it "
+            "repairs leaked clusters (qemu-img check -r leaks)",
+        )
+    libvirt = sys.modules.get("libvirt")  # imported only by commands that used it
+    if libvirt is not None and isinstance(exc, libvirt.libvirtError):
+        return VshxError(exc.get_error_message() or str(exc))
+    if not isinstance(exc, Exception) or os.environ.get("VSHX_DEBUG"):
+        return None
+    # a bug in vshx or a plugin: one line, traceback on request
+    return VshxError(
+        f"internal error in {name}: {type(exc).__name__}: {exc}",
+        "this is a bug; VSHX_DEBUG=1 shows the traceback",
+    )
