@@ -158,7 +158,7 @@ def test_layer_numbers_agree_live_and_shut_off(tmp_path: Path):
 
         def refs(lab: Lab) -> list[tuple[str, str]]:
             doc = json.loads(run_vshx("chain", lab.name, "vda", "--json").stdout)
-            return [(x["ref"], Path(x["path"]).name) for x in doc["layers"]]
+            return [(x["ref"], Path(x["path"]).name) for x in doc["chains"][0]["layers"]]
 
         assert (
             refs(live)

@@ -88,8 +88,7 @@ def _holder(fd: int) -> tuple[str, int | None]:
             note = json.loads(os.pread(fd, MAX_SIZE, 0).decode("utf-8", "replace"))
             pid = int(note["pid"])
             return (
-                f"another vshx (pid {pid}) is running: {note['command']!s} "
-                f"(user {note['user']!s})",
+                f"another vshx (pid {pid}) is running: {note['command']!s} (user {note['user']!s})",
                 pid,
             )
         except (OSError, ValueError, KeyError, TypeError):
