@@ -36,6 +36,7 @@ test-anywhere: $(PY)
 
 lint: $(PY)
 	@$(VENV)/bin/ruff check vshx plugins tests bench
+	@$(VENV)/bin/ruff format --check vshx plugins tests bench
 	@$(VENV)/bin/mypy
 
 bench: bootstrap
