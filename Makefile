@@ -20,6 +20,9 @@ demo: bootstrap
 	@$(VENV)/bin/vshx -c $(URI) lab-create vshx-demo
 	@if [ -w /usr/share/bash-completion/completions ]; then \
 		$(VENV)/bin/vshx completion bash > /usr/share/bash-completion/completions/vshx; fi
+	@# `vshx` on PATH, as the README's examples write it (only where nothing of that name is)
+	@if [ -w /usr/local/bin ] && [ ! -e /usr/local/bin/vshx ] && [ ! -L /usr/local/bin/vshx ]; then \
+		ln -s "$(CURDIR)/$(VENV)/bin/vshx" /usr/local/bin/vshx; fi
 	@$(VENV)/bin/vshx -c $(URI) --tour
 
 # every tier; the integration tier runs on VSHX_TEST_URI (default qemu:///system)

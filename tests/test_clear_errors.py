@@ -265,6 +265,16 @@ def test_orphaned_qemu_img_is_listed_and_waited_for_by_recover(tmp_path: Path):
         # refused by the chain's lock, which names the holder and how to stop it
         assert f"error: another vshx (pid {vshx.pid}) is running: vshx commit" in busy.stderr
         assert f"kill {vshx.pid}" in busy.stderr
+        # while it works it is "running", not "interrupted": no recover is suggested
+        at_work = json.loads(run_vshx("jobs", lab.name, "--json").stdout)["jobs"]
+        assert [(r["type"], r["pid"]) for r in at_work] == [
+            ("running vshx", vshx.pid),
+            ("qemu-img", worker),
+        ]
+        assert at_work[0]["next"] == f"wait until pid {vshx.pid} ends"
+        dry = run_vshx("pull", lab.name, "vda", "--base", "sn1", "--dry-run")
+        assert dry.returncode == 1 and "recover" not in dry.stderr, dry.stderr
+        assert f"another vshx (pid {vshx.pid}) is running" in dry.stderr
         vshx.kill()  # kill -9: its qemu-img child goes on writing sn1
         vshx.communicate()
         assert qemu_img_commit_on(lab.dir) == worker

@@ -145,14 +145,20 @@ def interrupted_rows(
     of vshx leaves its qemu-img child writing the chain)."""
     where = f"{domain} {disk or ''}".rstrip() if domain is not None else str(image)
     workers = procs.at_work_on(files)
+    running = entry.still_running()  # a vshx at work now, not an interrupted one
+    if running:
+        after = f"wait until pid {entry.get('pid')} ends"
+    else:
+        after = wait_first(workers, where) if workers else f"vshx recover {where}"
     rows = [
         row(
             "journal",
             (domain, disk, image),
-            "interrupted vshx",
-            wait_first(workers, where) if workers else f"vshx recover {where}",
+            "running vshx" if running else "interrupted vshx",
+            after,
             step=count(entry.get("step")),
             steps=count(entry.get("steps")),
+            pid=count(entry.get("pid")),
             journal=entry.describe(),
         )
     ]

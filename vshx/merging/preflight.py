@@ -275,7 +275,8 @@ def refuse_shared(
         return
     raise VshxError(
         f"refusing: {doing} {path} would change what these see: {'; '.join(users)}",
-        f"merge those first, or use --force if you are sure ({index.scanned()})",
+        f"merge those first (or delete them if they are files an earlier merge left behind), "
+        f"or use --force if you are sure ({index.scanned()})",
     )
 
 

@@ -124,6 +124,11 @@ def refuse_interrupted(target: Target) -> None:
     name = target.chain.domain or target.chain.active.path
     where = f"{target.chain.domain} {entry.get('disk') or ''}".strip() if target.dom else name
     jobs = f"vshx jobs {target.chain.domain}" if target.chain.domain else "vshx jobs"
+    if entry.still_running():  # not interrupted: at work right now
+        raise VshxError(
+            f"{entry.describe()} on {name}",
+            f"wait until it has finished (see it with: {jobs}), then run the command again",
+        )
     raise VshxError(
         f"an earlier vshx operation on {name} did not finish: {entry.describe()}",
         f"see it with: {jobs}; resolve it with: vshx recover {where}",
