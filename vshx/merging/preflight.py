@@ -106,13 +106,19 @@ class UsageIndex:
                 if _readable(disk) and not _device(disk.source):  # images, not /dev
                     directories.add(os.path.dirname(canonical(disk.source)))
                 if dom.name() == ours.domain and disk.target == ours.disk:
-                    continue
+                    # our own disk, unless its persistent definition names another file than
+                    # our active layer (the domain would boot on that one)
+                    if not disk.persistent_only or self._key(disk.source) == self._key(
+                        ours.active.path
+                    ):
+                        continue
                 paths = [disk.source] + [p for p, _f, _i in disk.backing if p]
                 if _readable(disk):
                     paths = [f for p in paths for f in self._files(p)]
+                defined = " in its persistent definition" if disk.persistent_only else ""
                 self.domains.append(
                     (
-                        f"domain {dom.name()} {disk.device} {disk.target} ({disk.source})",
+                        f"domain {dom.name()} {disk.device} {disk.target}{defined} ({disk.source})",
                         {self._key(p) for p in paths},
                     )
                 )

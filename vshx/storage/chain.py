@@ -185,6 +185,7 @@ class DiskSource:
     format: str | None
     backing: list[tuple[str, str | None, int | None]]  # (path, format, index) below the source
     index: int | None = None
+    persistent_only: bool = False  # named by a running domain's persistent definition only
 
 
 def _source_path(node: ET.Element) -> str | None:

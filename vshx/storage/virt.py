@@ -134,7 +134,7 @@ def domains_with_disks(
             if i is None:
                 return
             try:
-                read[i] = domain_disks(doms[i])
+                read[i] = every_defined_disk(doms[i])
             except Exception as exc:  # raised below, in the caller's thread
                 read[i] = exc
 
@@ -191,6 +191,28 @@ def domain_disks(dom: libvirt.virDomain) -> list[chains.DiskSource]:
     from vshx.storage import chain as chains
 
     return chains.disks_from_xml(dom.XMLDesc(0))
+
+
+def every_defined_disk(dom: libvirt.virDomain) -> list[chains.DiskSource]:
+    """A domain's disks as it runs, and, for a running domain, the disks its persistent
+    definition names otherwise (``persistent_only``): it boots on those next time, so their
+    files are in use too."""
+    import re
+    from dataclasses import replace
+
+    from vshx.storage import chain as chains
+
+    xml = dom.XMLDesc(0)
+    disks = chains.disks_from_xml(xml)
+    if not re.match(r"<domain\b[^>]*\sid=", xml):  # shut off: that was the persistent one
+        return disks
+    live = {(disk.target, disk.source) for disk in disks}
+    defined = chains.disks_from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    return disks + [
+        replace(disk, persistent_only=True)
+        for disk in defined
+        if (disk.target, disk.source) not in live
+    ]
 
 
 def find_disk(dom: libvirt.virDomain, target: str) -> chains.DiskSource:
