@@ -131,6 +131,17 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
         target_uri,
     )
     result = engine.complete(line, skip_globals=True)
+    # the shells read one candidate per line: a name holding a line break (or a tab, for fish)
+    # would come back as pieces, one of them a live shell word; such names are not offered
     if shell == "fish":
-        return [f"{c.value}\t{c.meta}" if c.meta else c.value for c in result.candidates]
-    return result.quoted()
+        return [
+            f"{c.value}\t{_one_line(c.meta)}" if c.meta else c.value
+            for c in result.candidates
+            if _one_line(c.value) == c.value and "\t" not in c.value
+        ]
+    return [text for text in result.quoted() if _one_line(text) == text]
+
+
+def _one_line(text: str) -> str:
+    """``text`` without line breaks of any kind (what splitlines would split on)."""
+    return "".join(text.splitlines())
