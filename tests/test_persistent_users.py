@@ -63,3 +63,18 @@ def test_a_running_domains_own_persistent_source_is_kept(tmp_path: Path):
         assert file_state(lab.dir) == before
     finally:
         destroy_lab(lab)
+
+
+def test_a_scan_directory_that_does_not_exist_is_refused(tmp_path: Path):
+    lab = make_lab(tmp_path, running=False)
+    try:
+        before = file_state(lab.dir)
+        typo = tmp_path / "no-such-dir"
+        proc = run_vshx(
+            "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--scan", str(typo)
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert f"error: --scan {typo}: no such directory" in proc.stderr
+        assert file_state(lab.dir) == before
+    finally:
+        destroy_lab(lab)

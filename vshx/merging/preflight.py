@@ -133,6 +133,11 @@ class UsageIndex:
         skip = self.mine | self.passed_over | self.sources
         self.pools, pool_dirs = _pool_chains(session, skip, self._key, self._files)
         scan = session.args.get("scan") if session.args else None
+        if scan and not os.path.isdir(scan):  # a typo must not read as "scanned"
+            raise VshxError(
+                f"--scan {scan}: no such directory",
+                "name a directory that holds images whose chains may use these files",
+            )
         self.directories = sorted(directories | pool_dirs | ({canonical(scan)} if scan else set()))
         self._images: list[tuple[str, set[FileKey]]] | None = None
 
