@@ -38,7 +38,7 @@ def explained(lab: Lab, argv: list[str]) -> str:
     text = text.replace(f"virsh -c {URI} ", "virsh -c URI ")
     # free-space checks count allocated blocks, which the file system decides
     text = re.sub(r"check: [\d.]+ \w+ free", "check: SIZE free", text)
-    return re.sub(r"\$4 >= \d+", "$4 >= BYTES", text)
+    return re.sub(r"\$1 >= \d+", "$1 >= BYTES", text)
 
 
 def check(name: str, text: str) -> None:

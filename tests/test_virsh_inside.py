@@ -181,7 +181,7 @@ def test_printed_qemu_img_and_virsh_lines_paste_back(offline_lab: Lab, tmp_path:
     before = lab.guest_hash(tmp_path)
     plan = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--dry-run")
     commands = [x for x in plan.stdout.splitlines() if x and not x.startswith("#")]
-    assert commands[0].startswith("df -P -B1 -- ")  # the free-space check, a step too
+    assert commands[0].startswith("df --output=avail -B1 -- ")  # the free-space check, a step too
     assert commands[1].startswith("qemu-img commit")
     for line in commands:
         pasted = run_vshx("-f", "-", stdin=line + "\n")

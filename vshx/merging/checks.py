@@ -16,7 +16,10 @@ from vshx.merging import preflight
 from vshx.plans.plan import Step, shell_line
 from vshx.storage.chain import Layer, human_size
 
-AWK_TEST = "NR == 2 {{ ok = $4 >= {needed} }} END {{ exit !ok }}"
+# df --output=avail: one number per line, whatever spaces the file system's name or mount
+# point hold (-P's fourth column shifts with them); GNU df, as on every libvirt host
+DF = ["df", "--output=avail", "-B1", "--"]
+AWK_TEST = "NR == 2 {{ ok = $1 >= {needed} }} END {{ exit !ok }}"
 AWK_PASTED = re.compile(re.escape(AWK_TEST.format(needed="NEEDED")).replace("NEEDED", r"(\d+)"))
 
 
@@ -45,10 +48,10 @@ def space_step(beside: str, needed: int) -> Step:
     test = AWK_TEST.format(needed=needed)
     return Step(
         f"check: {human_size(needed)} free beside {name} (else vshx refuses)",
-        ["df", "-P", "-B1", "--", directory],
+        [*DF, directory],
         action=action,
         changes=False,
-        shell=f"{shell_line(['df', '-P', '-B1', '--', directory])} | {shell_line(['awk', test])}",
+        shell=f"{shell_line([*DF, directory])} | {shell_line(['awk', test])}",
     )
 
 
@@ -83,7 +86,7 @@ def absent_step(path: str) -> Step:
 def pasted(words: list[str]) -> Step | None:
     """A check line vshx printed, pasted back into vshx: the same check, or None if the words
     are not exactly one (vshx runs no other df or test)."""
-    if len(words) == 8 and words[:4] == ["df", "-P", "-B1", "--"] and words[5:7] == ["|", "awk"]:
+    if len(words) == 8 and words[:4] == DF and words[5:7] == ["|", "awk"]:
         match = AWK_PASTED.fullmatch(words[7])
         if match:
             return space_step(os.path.join(words[4], ""), int(match.group(1)))
