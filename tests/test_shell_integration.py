@@ -198,3 +198,24 @@ def test_completion_command_prints_each_shell_script():
         assert proc.returncode == 0 and marker in proc.stdout
     bad = run_vshx("completion", "tcsh")
     assert bad.returncode == 2 and bad.stderr.startswith("error: no completion script for 'tcsh'")
+
+
+def test_a_script_is_read_whole_before_any_line_runs(tmp_path):
+    # an unended quote on line 3: line 1 (which would make a file) never runs
+    made = tmp_path / "made.qcow2"
+    script = f"qemu-img create -q -f qcow2 {made} 1M\nchain {made}\nchain 'oops\n"
+    proc = run_vshx("-f", "-", stdin=script)
+    assert proc.returncode == 2 and "<stdin>:3: error: unterminated ' quote" in proc.stderr
+    assert not made.exists()
+
+
+def test_a_quoted_word_may_span_lines_as_printed_names_do(tmp_path):
+    # shell_line quotes a name holding a line break across two lines; vshx reads it back whole
+    from vshx.plans.plan import shell_line
+
+    made = tmp_path / "a\nb.qcow2"
+    script = shell_line(["qemu-img", "create", "-q", "-f", "qcow2", str(made), "1M"]) + "\n"
+    assert script.count("\n") == 2
+    proc = run_vshx("-f", "-", stdin=script)
+    assert proc.returncode == 0, proc.stderr
+    assert made.exists()

@@ -8,35 +8,27 @@ update-device lines vshx prints do.  Lines are split by vshx's own lexer; no she
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, ExitRequested, VshxError
 from vshx.shell.session import Session
 from vshx.spec import heredoc
+from vshx.spec.lexer import split_line
 
 
 def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = False) -> int:
-    """Run script lines; return 0, or the status of the first failing line."""
-    numbered = enumerate(lines, 1)
-    for number, raw in numbered:
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        may_fail = line.startswith("-")
-        if may_fail:
-            line = line[1:].lstrip()
+    """Run script lines; return 0, or the status of the first failing line.
+
+    The whole script is read first: a line that cannot be read (an unended quote or
+    here-document) stops it before any line has run."""
+    try:
+        commands = list(_commands(lines, name))
+    except _Unreadable as unreadable:
+        session.report(unreadable.error, unreadable.where)
+        return unreadable.error.exit_code
+    for where, line, stdin, may_fail in commands:
         if echo:
             print(f"+ {line}", file=session.err)
-        where = f"{name}:{number}: "
-        stdin = None
-        opener = heredoc.opened(line)
-        if opener is not None:
-            line, delimiter = opener
-            try:
-                stdin = heredoc.read_body(delimiter, lambda: next(numbered, (0, None))[1])
-            except VshxError as exc:
-                session.report(exc, where)
-                return exc.exit_code
         try:
             status = session.execute(line, where=where, stdin=stdin)
         except ExitRequested:
@@ -44,6 +36,46 @@ def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = Fa
         if status != EXIT_OK and not may_fail:
             return status
     return EXIT_OK
+
+
+def _commands(lines: Iterable[str], name: str) -> Iterator[tuple[str, str, str | None, bool]]:
+    """(where, line, here-document, may fail) of each command; a quoted word may span lines,
+    as the quoted names vshx prints do when they hold a line break."""
+    numbered = enumerate((raw.rstrip("\r\n") for raw in lines), 1)
+    for number, raw in numbered:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{name}:{number}: "
+        while split_line(line, partial=True).open_quote is not None:
+            more = next(numbered, None)
+            if more is None:
+                try:
+                    split_line(line)  # raises: the quote never ends
+                except VshxError as exc:
+                    raise _Unreadable(where, exc) from exc
+            else:
+                line = f"{line}\n{more[1]}"
+        may_fail = line.startswith("-")
+        if may_fail:
+            line = line[1:].lstrip()
+        stdin = None
+        opener = heredoc.opened(line)
+        if opener is not None:
+            line, delimiter = opener
+            try:
+                stdin = heredoc.read_body(delimiter, lambda: next(numbered, (0, None))[1])
+            except VshxError as exc:
+                raise _Unreadable(where, exc) from exc
+        yield where, line, stdin, may_fail
+
+
+class _Unreadable(Exception):
+    """A script line that cannot be read, and where it is."""
+
+    def __init__(self, where: str, error: VshxError) -> None:
+        super().__init__(error.message)
+        self.where, self.error = where, error
 
 
 def run_file(session: Session, path: str, echo: bool = False) -> int:
