@@ -219,3 +219,12 @@ def test_a_quoted_word_may_span_lines_as_printed_names_do(tmp_path):
     proc = run_vshx("-f", "-", stdin=script)
     assert proc.returncode == 0, proc.stderr
     assert made.exists()
+
+
+def test_lab_destroy_finds_a_lab_made_with_dir(tmp_path):
+    from conftest import make_lab
+
+    lab = make_lab(tmp_path, running=False)
+    proc = run_vshx("lab-destroy", lab.name)  # without the --dir it was made with
+    assert proc.returncode == 0, proc.stderr
+    assert not any(lab.dir.iterdir()) if lab.dir.exists() else True

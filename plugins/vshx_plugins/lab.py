@@ -216,6 +216,23 @@ def foreign_files(directory: str, made: list[str]) -> list[str]:
     return sorted(set(os.listdir(directory)) - set(made) - {MARKER})
 
 
+def made_with_dir(session: Session, name: str) -> str | None:
+    """The directory a lab made with ``--dir`` keeps its files in: its disk's directory, when
+    that holds this lab's marker (so ``lab-destroy NAME`` alone removes them too)."""
+    import xml.etree.ElementTree as ET
+
+    import libvirt
+
+    try:
+        xml = session.conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    except libvirt.libvirtError:
+        return None
+    source = ET.fromstring(xml).find("./devices/disk/source")
+    path = source.get("file") if source is not None else None
+    directory = os.path.dirname(path) if path else None
+    return directory if directory and lab_files(name, directory) is not None else None
+
+
 def lab_files(name: str, directory: str) -> list[str] | None:
     """The files lab-create made in ``directory`` for lab ``name``, from its marker; None
     when the directory is not that lab's (no marker, or another lab's)."""
@@ -281,7 +298,10 @@ def cmd_lab_create(session: Session, args: Args) -> None:
 
 
 def cmd_lab_destroy(session: Session, args: Args) -> None:
-    plan = remove_lab(session, args.name, lab_dir(session, args))
+    directory = lab_dir(session, args)
+    if args.dir is None and lab_files(args.name, directory) is None:
+        directory = made_with_dir(session, args.name) or directory
+    plan = remove_lab(session, args.name, directory)
     if not plan.steps:
         raise VshxError(f"no practice domain {args.name!r} and no lab files to remove")
     session.run_plan(plan, args)
