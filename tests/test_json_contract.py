@@ -213,3 +213,18 @@ def write_journal(where: str, what: str) -> None:
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_recover_forgets_the_journal_of_an_image_that_is_gone(tmp_path: Path):
+    base, top = tmp_path / "base.qcow2", tmp_path / "top.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "8M"], check=True)
+    make_overlay(top, str(base))
+    write_journal(f"image={str(top)!r}", "commit top.qcow2 into base.qcow2")
+    top.unlink()
+    listed = json.loads(run_vshx("jobs", "--json").stdout)["jobs"]
+    assert [row["next"] for row in listed if row["image"] == str(top)] == [f"vshx recover {top}"]
+    forgot = run_vshx("recover", str(top))
+    assert forgot.returncode == 0, forgot.stderr
+    listed = json.loads(run_vshx("jobs", "--json").stdout)["jobs"]
+    assert [row for row in listed if row["image"] == str(top)] == []
+    assert run_vshx("recover", str(top)).returncode == 1  # nothing left: no such image

@@ -374,7 +374,29 @@ def disk_to_recover(session: Session, name: str) -> str:
     )
 
 
+def forget_gone_image(session: Session, args: Args, image: str) -> None:
+    """An interrupted operation's journal for an image that no longer exists: nothing is left
+    to finish or roll back, so recover forgets it (else jobs would list it forever)."""
+    state = journal.state_file(image)
+    if not os.path.isfile(state):
+        raise VshxError(f"image {image!r} does not exist", "a path to an image file")
+
+    def forget() -> None:
+        try:
+            os.unlink(state)
+        except FileNotFoundError:
+            pass
+
+    plan = Plan(f"recover {image}")
+    plan.notes.append(f"{image} is gone: only its journal is left")
+    plan.add(Step("clear vshx's journal", ["rm", "-f", "--", state], action=forget))
+    session.run_plan(plan, args)
+
+
 def cmd_recover(session: Session, args: Args) -> None:
+    if args.disk is None and names_an_image(args.domain) and not os.path.lexists(args.domain):
+        forget_gone_image(session, args, args.domain)
+        return
     if args.disk is None and not names_an_image(args.domain):
         args["disk"] = disk_to_recover(session, args.domain)
     target = load_target(session, args.domain, args.disk, journal_ok=True)
