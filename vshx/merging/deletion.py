@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.merging import preflight
+from vshx.merging.savedstate import refuse_internal_snapshots
 from vshx.plans.plan import Step
 from vshx.storage import virt
 from vshx.storage.chain import Chain, Layer, human_size
@@ -21,7 +22,11 @@ def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> 
     steps = []
     going = {f.path for f in files}
     index = preflight.UsageIndex(session, keep_users_of, going=going)
+    dom = None
+    if keep_users_of.domain is not None and files:
+        dom = virt.lookup_domain(session.conn, keep_users_of.domain)
     for layer in files:
+        refuse_internal_snapshots(layer.path, dom, "vshx would delete that file")
         users = index.users_of(layer.path)
         if users:
             session.warn(f"keeping {layer.path}: still used by {'; '.join(users)}")
@@ -56,6 +61,7 @@ def _delete_after_looking_again(
             from vshx.storage.snapshots import current_chain_files
 
             dom = virt.lookup_domain(session.conn, chain.domain)
+            refuse_internal_snapshots(layer.path, dom, "vshx would delete that file")
             # every disk, read again: its headers, and what its definitions name
             if layer.canonical in current_chain_files(dom) | named_files(dom):
                 raise VshxError(
@@ -64,6 +70,8 @@ def _delete_after_looking_again(
                     f"see: vshx chain {chain.domain}",
                     clean=True,
                 )
+        else:
+            refuse_internal_snapshots(layer.path, None, "vshx would delete that file")
         index = preflight.UsageIndex(session, chain, going=going)
         users = index.users_of(layer.path)
         if users or identity(layer.path) != planned:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.merging import checks, preflight
+from vshx.merging.savedstate import refuse_internal_snapshots
 from vshx.plans.plan import shell_line
 from vshx.storage.chain import Chain, Layer
 from vshx.storage.paths import has_image_suffix
@@ -46,6 +47,7 @@ def remove_pasted(session: Session, path: str) -> None:
         raise VshxError(
             f"not deleting {path}: vshx removes only disk images", "use rm yourself for others"
         )
+    refuse_internal_snapshots(path, None, "that rm would delete it")
     index = preflight.UsageIndex(session, Chain([Layer(os.path.abspath(path), "", 0)]))
     users = index.users_of(path)
     if users:

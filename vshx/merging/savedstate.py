@@ -3,6 +3,11 @@
 A managed-save image (``virsh managedsave``) restores onto the domain's chain as it is; a
 snapshot with memory state restores onto its disk moment (the file that was active when it was
 taken).  A plan that changes what such RAM would find on disk is refused before anything runs.
+
+An internal snapshot (``virsh snapshot-create-as`` on qcow2 without --disk-only, or
+``qemu-img snapshot -c``) lives inside one qcow2 file and reads what that file does not hold
+from the file's backing chain as it is: a plan that writes into that file, changes its backing,
+merges it away or deletes it is refused too.
 """
 
 from __future__ import annotations
@@ -10,17 +15,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.plans.plan import shell_line
+from vshx.storage import qemuimg
 from vshx.storage.chain import Layer, canonical
+from vshx.storage.qcow2 import internal_snapshot_count
 from vshx.storage.snapshots import memory_moments
 
 if TYPE_CHECKING:
     from vshx.plans.target import Target
+    from vshx.storage.libvirt_lazy import libvirt
 
 
 def refuse_saved_state(target: Target, changed: list[Layer]) -> None:
     """Refuse a plan on ``target`` that changes ``changed`` (files it writes into, merges out
     of the chain or deletes) while saved RAM depends on them."""
     dom = target.dom
+    for layer in changed:
+        refuse_internal_snapshots(layer.path, dom, "this plan changes or removes that file")
     if dom is None:
         return
     name, disk = dom.name(), target.chain.disk or ""
@@ -41,3 +52,38 @@ def refuse_saved_state(target: Target, changed: list[Layer]) -> None:
                 f"delete that snapshot first (virsh snapshot-delete {name} {snap}, or with "
                 "--metadata to keep its files), or merge so that this file is left as it is",
             )
+
+
+def _snapshot_names(path: str) -> list[str]:
+    """The internal snapshots' names (for the message only; the header decides)."""
+    try:
+        found = qemuimg.info(path).get("snapshots") or []
+    except VshxError:
+        return []
+    return [str(snap.get("name", "")) for snap in found if isinstance(snap, dict)]
+
+
+def refuse_internal_snapshots(path: str, dom: libvirt.virDomain | None, doing: str) -> None:
+    """Refuse when the qcow2 file ``path`` holds internal snapshots (its header's count, read
+    now): they read the file's backing chain as it is, and go when the file goes."""
+    count = internal_snapshot_count(path)
+    if not count:
+        return
+    names = _snapshot_names(path)
+    libvirt_names: set[str] = set()
+    if dom is not None:
+        libvirt_names = set(dom.snapshotListNames(0))
+    deletes = [
+        shell_line(["virsh", "snapshot-delete", dom.name(), snap])
+        if dom is not None and snap in libvirt_names
+        else shell_line(["qemu-img", "snapshot", "-d", snap, path])
+        for snap in names
+    ]
+    listed = ", ".join(names) if names else f"{count} (qemu-img could not list them)"
+    how = "; ".join(deletes) if deletes else shell_line(["qemu-img", "snapshot", "-l", "-U", path])
+    raise VshxError(
+        f"{path} holds internal snapshots ({listed}); {doing}, and an internal snapshot "
+        "reads what it does not hold from that file's backing chain and goes with the file, so "
+        "reverting to it would show other bytes or fail",
+        f"delete those snapshots first ({how}), or leave that layer out of the merge",
+    )

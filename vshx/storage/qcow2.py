@@ -69,6 +69,23 @@ def header_names(path: str) -> tuple[str | None, str | None] | None:
     return backing, data_file
 
 
+def internal_snapshot_count(path: str) -> int | None:
+    """How many internal snapshots a qcow2 header lists (nb_snapshots, a big-endian uint32 at
+    byte 60); None when the file is missing or not qcow2.  A file that is there but cannot be
+    read raises VshxError: vshx does not guess that it holds none."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(72)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    if len(head) < 64 or head[:4] != MAGIC:
+        return None
+    (count,) = struct.unpack(">I", head[60:64])
+    return int(count)
+
+
 def _as_qemu_opens(name: str, image: str) -> list[str]:
     """Where a relative name inside an image may point: beside the image, and from QEMU's
     working directory ("/" under libvirt), which is where QEMU 7.2 opens a relative data file
