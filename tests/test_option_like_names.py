@@ -26,23 +26,7 @@ from conftest import (
     virsh,
 )
 
-from vshx.plans.plan import virsh as virsh_argv
-
 pytestmark = pytest.mark.libvirt  # libvirtd on the test URI, qemu-img
-
-
-def test_only_names_starting_with_a_dash_get_the_named_form():
-    assert virsh_argv("u", "snapshot-delete", "d", "sn1", "--metadata") == [
-        *("virsh", "-c", "u", "snapshot-delete", "d", "sn1", "--metadata"),
-    ]
-    assert virsh_argv("u", "snapshot-delete", "-d", "--current", "--metadata") == [
-        *("virsh", "-c", "u", "snapshot-delete", "--domain", "-d"),
-        *("--snapshotname", "--current", "--metadata"),
-    ]
-    assert virsh_argv("u", "update-device", "--x", "/dev/stdin", "--config")[3:] == [
-        *("update-device", "--domain", "--x", "/dev/stdin", "--config"),
-    ]
-    assert virsh_argv("u", "list", "--all") == ["virsh", "-c", "u", "list", "--all"]
 
 
 def snapshots(domain: str) -> tuple[list[str], str]:
