@@ -282,5 +282,6 @@ def test_a_loop_device_over_a_lab_file_is_a_user(offline_lab: Lab, others: Other
         assert "Traceback" not in proc.stderr
         assert lab.layer("sn2").exists() and sha(lab.layer("sn2")) == kept, proc.stderr
         assert proc.returncode == 0 and "file kept" in proc.stdout, proc.stderr
-        assert f"still used by domain {other} disk vda ({device})" in proc.stderr, proc.stderr
+        assert "still used by" in proc.stderr
+        assert f"domain {other} disk vda ({device})" in proc.stderr
         assert not lab.layer("sn3").exists()  # nothing reads it: removed
