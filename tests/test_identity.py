@@ -8,6 +8,7 @@ that nothing changes and that the other domain's data stays the same.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -239,3 +240,48 @@ def test_a_scsi_lun_on_the_base_device_is_a_user(loop_device: str, others: Other
     err = refused_commit(lab_dir, str(lab_dir / "sn2.qcow2"), "--base", loop_device, "--top", "sn1")
     assert f"domain {lun} lun sda ({loop_device})" in err
     assert sha(loop_device) == seen
+
+
+@contextlib.contextmanager
+def loop_over(path: Path) -> Iterator[str]:
+    """A loop device reading ``path``, detached at the end."""
+    device = subprocess.run(
+        ["losetup", "-f", "--show", str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+
+
+def block_disk(device: str) -> str:
+    return (
+        "<disk type='block' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source dev='{device}'/><target dev='vda' bus='virtio'/></disk>"
+    )
+
+
+@pytest.mark.root  # losetup
+def test_a_loop_device_over_a_lab_file_is_a_user(offline_lab: Lab, others: Others, tmp_path: Path):
+    """Another domain opens the lab's base through a loop device (losetup): committing into
+    the base is refused; later a merged-away layer read through a loop device is not deleted."""
+    lab = offline_lab
+    with loop_over(lab.layer("base")) as device:
+        other = others.define(block_disk(device))
+        seen = sha(lab.layer("base"))
+        chain = chain_files(lab.active)
+        err = refused_commit(lab.dir, lab.name, "vda", "--base", "base", "--top", "sn1")
+        assert f"domain {other} disk vda ({device})" in err
+        assert sha(lab.layer("base")) == seen and chain_files(lab.active) == chain
+    proc = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3")
+    assert proc.returncode == 0, proc.stderr
+    with loop_over(lab.layer("sn2")) as device:
+        other = others.define(block_disk(device))
+        kept = sha(lab.layer("sn2"))
+        proc = run_vshx("snapshot-cleanup", lab.name, "--delete-files")
+        assert "Traceback" not in proc.stderr
+        assert lab.layer("sn2").exists() and sha(lab.layer("sn2")) == kept, proc.stderr
+        assert proc.returncode == 0 and "file kept" in proc.stdout, proc.stderr
+        assert "still used by" in proc.stderr
+        assert f"domain {other} disk vda ({device})" in proc.stderr
+        assert not lab.layer("sn3").exists()  # nothing reads it: removed

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from vshx.plans.plan import Plan, Step, shell_line
+from vshx.plans.plan import Plan, Step, shell_line, virsh
 
 NASTY = [
     "/tmp/a b.qcow2",
@@ -43,3 +43,17 @@ def test_step_runs_its_argv_or_action(tmp_path):
     Step("action", ["true"], action=lambda: hit.append(1)).run()
     Step("argv", ["touch", str(tmp_path / "f")]).run()
     assert hit == [1] and (tmp_path / "f").exists()
+
+
+def test_only_names_starting_with_a_dash_get_the_named_form():
+    assert virsh("u", "snapshot-delete", "d", "sn1", "--metadata") == [
+        *("virsh", "-c", "u", "snapshot-delete", "d", "sn1", "--metadata"),
+    ]
+    assert virsh("u", "snapshot-delete", "-d", "--current", "--metadata") == [
+        *("virsh", "-c", "u", "snapshot-delete", "--domain", "-d"),
+        *("--snapshotname", "--current", "--metadata"),
+    ]
+    assert virsh("u", "update-device", "--x", "/dev/stdin", "--config")[3:] == [
+        *("update-device", "--domain", "--x", "/dev/stdin", "--config"),
+    ]
+    assert virsh("u", "list", "--all") == ["virsh", "-c", "u", "list", "--all"]

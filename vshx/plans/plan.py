@@ -126,6 +126,38 @@ class Plan:
         return "\n".join(lines) + "\n"
 
 
+# virsh's positional slots, in order, for the commands vshx prints (virsh(1) of libvirt 9.0)
+VIRSH_SLOTS: dict[str, tuple[str, ...]] = {
+    "blockcommit": ("domain", "path"),
+    "blockcopy": ("domain", "path", "dest"),
+    "blockjob": ("domain", "path"),
+    "blockpull": ("domain", "path"),
+    "define": ("file",),
+    "destroy": ("domain",),
+    "domblklist": ("domain",),
+    "metadata": ("domain",),
+    "snapshot-create": ("domain", "xmlfile"),
+    "snapshot-delete": ("domain", "snapshotname"),
+    "snapshot-list": ("domain",),
+    "start": ("domain",),
+    "undefine": ("domain",),
+    "update-device": ("domain", "file"),
+}
+
+
 def virsh(uri: str, *args: str) -> list[str]:
-    """The argv of the virsh command equivalent to a libvirt API call on this connection."""
-    return ["virsh", "-c", uri, *args]
+    """The argv of the virsh command equivalent to a libvirt API call on this connection.
+
+    ``args`` is the command then its positional words (in virsh's order), then options.  A
+    positional word that starts with ``-`` (a domain renamed ``--x``, a snapshot named
+    ``--current``) would be read by virsh as an option, so it is printed in the named form
+    ``--SLOT WORD``: virsh takes the word after a valued option as its value, whatever it is.
+    """
+    if not args:
+        return ["virsh", "-c", uri]
+    command, rest = args[0], args[1:]
+    slots = VIRSH_SLOTS.get(command, ())[: len(rest)]
+    words = [command]
+    for slot, word in zip(slots, rest, strict=False):
+        words += [f"--{slot}", word] if word.startswith("-") else [word]
+    return ["virsh", "-c", uri, *words, *rest[len(slots) :]]

@@ -2,9 +2,11 @@
 
 Two names are one file when they have the same ``(st_dev, st_ino)``: a hard link, a bind
 mount, a symlink, ``..`` all come out the same.  A block device is keyed by the device it
-opens (``st_rdev``), so two device nodes of one disk match.  A missing file keeps its
-resolved path as key, so a chain that names a file not there yet is not lost.  A file that
-exists but cannot be looked at raises VshxError: vshx refuses what it cannot check.
+opens (``st_rdev``), so two device nodes of one disk match; a loop device is the file it
+reads (Linux: ``/sys/dev/block/MAJ:MIN/loop``), so ``losetup`` does not hide a user.  A
+missing file keeps its resolved path as key, so a chain that names a file not there yet is
+not lost.  A file that exists but cannot be looked at raises VshxError: vshx refuses what it
+cannot check.
 """
 
 from __future__ import annotations
@@ -33,9 +35,53 @@ def identity(path: str) -> FileKey:
             "vshx refuses what it cannot check; fix the permissions, or run vshx as a user "
             "who can read it",
         ) from exc
-    if S_ISBLK(stat.st_mode) or S_ISCHR(stat.st_mode):
+    if S_ISBLK(stat.st_mode):
+        return loop_backing(path, stat.st_rdev) or (-1, stat.st_rdev)
+    if S_ISCHR(stat.st_mode):
         return (-1, stat.st_rdev)
     return (stat.st_dev, stat.st_ino)
+
+
+def _sysfs(directory: str, name: str) -> str | None:
+    try:
+        with open(os.path.join(directory, name), encoding="utf-8", errors="surrogateescape") as f:
+            return f.read().rstrip("\n")
+    except FileNotFoundError:
+        return None
+
+
+def loop_backing(path: str, rdev: int) -> FileKey | None:
+    """The identity of the file behind the loop device ``path`` (None: no loop device).
+
+    From the kernel's ``backing_dev``/``backing_inode`` when it has them, else by looking at
+    ``backing_file``; a backing file that cannot be known (deleted, unreadable) raises.
+    """
+    loop = f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}/loop"
+    try:
+        device, inode = _sysfs(loop, "backing_dev"), _sysfs(loop, "backing_inode")
+        if device and inode:
+            major, _, minor = device.partition(":")
+            return (os.makedev(int(major), int(minor)), int(inode))
+        backing = _sysfs(loop, "backing_file")
+    except (OSError, ValueError) as exc:
+        raise VshxError(
+            f"cannot tell which file the loop device {path} reads: {exc}",
+            "vshx refuses what it cannot check; run vshx as root, or detach it (losetup -d)",
+        ) from exc
+    if backing is None:
+        return None
+    if not os.path.isabs(backing) or backing.endswith(" (deleted)"):
+        raise VshxError(
+            f"cannot tell which file the loop device {path} reads ({backing})",
+            "vshx refuses what it cannot check; detach it (losetup -d) if it is unused",
+        )
+    key = identity(backing)
+    if isinstance(key, str):
+        raise VshxError(
+            f"the file behind the loop device {path} ({backing}) is not there",
+            "vshx refuses what it cannot check; detach it (losetup -d) if it is unused",
+        )
+    return key
 
 
 def same_file(first: str, second: str) -> bool:
