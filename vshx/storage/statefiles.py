@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from vshx.errors import VshxError
 
@@ -192,62 +194,63 @@ class Place:
             os.close(fd)
         return os.path.join(where, name)
 
+    @contextmanager
+    def _held(self, create: bool = False) -> Iterator[int | None]:
+        """The directory's descriptor for one operation (closed after it); None when missing,
+        or when a cache place is unsafe."""
+        opened = self.directory(create)
+        if opened is None or opened[0] is None:
+            yield None
+            return
+        try:
+            yield opened[0]
+        finally:
+            os.close(opened[0])
+
     def write(self, name: str, text: str) -> bool:
         """Write ``name`` whole (a fresh temporary file renamed over it); False when skipped."""
-        opened = self.directory(create=True)
-        if opened is None or opened[0] is None:
-            return False
-        fd = opened[0]
-        try:
-            return write_in(fd, name, text, sync=self.kind == "state")
-        except OSError:
-            if self.kind == "state":
-                raise
-            return False  # a read-only or full home only costs speed
-        finally:
-            os.close(fd)
+        with self._held(create=True) as fd:
+            if fd is None:
+                return False
+            try:
+                return write_in(fd, name, text, sync=self.kind == "state")
+            except OSError:
+                if self.kind == "state":
+                    raise
+                return False  # a read-only or full home only costs speed
 
     def read(self, name: str) -> str | None:
         """The text of ``name``; None when it (or the directory) is missing or not usable."""
-        opened = self.directory()
-        if opened is None or opened[0] is None:
-            return None
-        fd = opened[0]
-        try:
-            return read_in(fd, name)
-        except (OSError, UnicodeDecodeError):
-            if self.kind == "state":
-                raise
-            return None  # a cache that cannot be read is a miss
-        finally:
-            os.close(fd)
+        with self._held() as fd:
+            if fd is None:
+                return None
+            try:
+                return read_in(fd, name)
+            except (OSError, UnicodeDecodeError):
+                if self.kind == "state":
+                    raise
+                return None  # a cache that cannot be read is a miss
 
     def remove(self, name: str) -> None:
-        opened = self.directory()
-        if opened is None or opened[0] is None:
-            return
-        fd = opened[0]
-        try:
-            os.unlink(name, dir_fd=fd)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            if self.kind == "state":
-                raise
-        finally:
-            os.close(fd)
+        with self._held() as fd:
+            if fd is None:
+                return
+            try:
+                os.unlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                if self.kind == "state":
+                    raise
 
     def mtime(self, name: str) -> float | None:
-        opened = self.directory()
-        if opened is None or opened[0] is None:
-            return None
-        fd = opened[0]
-        try:
-            return os.stat(name, dir_fd=fd, follow_symlinks=False).st_mtime
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
+        with self._held() as fd:
+            if fd is None:
+                return None
+            try:
+                return os.stat(name, dir_fd=fd, follow_symlinks=False).st_mtime
+            except OSError:
+                return None
 
     def held_path(self, name: str) -> str | None:
         """A path to ``name`` through a descriptor of the checked directory that stays open
