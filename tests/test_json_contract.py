@@ -177,7 +177,8 @@ def test_bare_image_documents_with_a_journal_and_a_qemu_img_at_work(tmp_path: Pa
             ("qemu-img", None, None),
         ]
         assert rows[1]["pid"] == reader.pid and rows[1]["progress"] is None
-        assert (rows[0]["step"], rows[0]["steps"], rows[0]["pid"]) == (1, 2, None)
+        assert (rows[0]["step"], rows[0]["steps"], rows[0]["type"]) == (1, 2, "interrupted vshx")
+        assert isinstance(rows[0]["pid"], int)  # the vshx that wrote it, gone now
         assert f"pid {reader.pid}" in run_vshx("jobs").stdout
     finally:
         reader.send_signal(signal.SIGKILL)
