@@ -377,19 +377,13 @@ def disk_to_recover(session: Session, name: str) -> str:
 def forget_gone_image(session: Session, args: Args, image: str) -> None:
     """An interrupted operation's journal for an image that no longer exists: nothing is left
     to finish or roll back, so recover forgets it (else jobs would list it forever)."""
-    state = journal.state_file(image)
-    if not os.path.isfile(state):
+    place, name = journal.state_place(), journal.state_name(image)
+    if place.read(name) is None:
         raise VshxError(f"image {image!r} does not exist", "a path to an image file")
-
-    def forget() -> None:
-        try:
-            os.unlink(state)
-        except FileNotFoundError:
-            pass
-
     plan = Plan(f"recover {image}")
     plan.notes.append(f"{image} is gone: only its journal is left")
-    plan.add(Step("clear vshx's journal", ["rm", "-f", "--", state], action=forget))
+    argv = ["rm", "-f", "--", journal.state_file(image)]
+    plan.add(Step("clear vshx's journal", argv, action=lambda: place.remove(name)))
     session.run_plan(plan, args)
 
 
