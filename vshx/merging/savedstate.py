@@ -39,18 +39,20 @@ def refuse_saved_state(target: Target, changed: list[Layer]) -> None:
         raise VshxError(
             f"{name} has saved state (a managed-save image, virsh managedsave): its RAM "
             f"restores onto {disk}'s chain as it is now, so vshx does not change that chain",
-            f"either start it (virsh start {name} restores the RAM) and shut it down cleanly "
-            f"(virsh shutdown {name}), or discard the saved RAM: virsh managedsave-remove {name}",
+            f"either start it ({shell_line(['virsh', 'start', name])} restores the RAM) and shut "
+            f"it down cleanly ({shell_line(['virsh', 'shutdown', name])}), or discard the saved "
+            f"RAM: {shell_line(['virsh', 'managedsave-remove', name])}",
         )
     changing = {layer.canonical for layer in changed}
     for snap, snap_disk, path in memory_moments(dom):
         if snap_disk == disk and canonical(path) in changing:
+            delete = shell_line(["virsh", "snapshot-delete", name, snap])
             raise VshxError(
                 f"snapshot {snap} of {name} holds memory state taken on {path} ({disk}); this "
                 "merge changes that file, so reverting to it would pair its RAM with other "
                 "disk contents",
-                f"delete that snapshot first (virsh snapshot-delete {name} {snap}, or with "
-                "--metadata to keep its files), or merge so that this file is left as it is",
+                f"delete that snapshot first ({delete}, or with --metadata to keep its files), "
+                "or merge so that this file is left as it is",
             )
 
 
