@@ -75,10 +75,12 @@ Chains, targets and snapshots
 ``names_an_image``     True when a DOMAIN-or-IMAGE word means a file
 ``refuse_interrupted`` refuse a target whose last operation did not finish (journal)
 ``refuse_saved_state`` refuse to change files that saved RAM state depends on
-``SnapshotInfo``       one libvirt snapshot of a domain, with the files it needs
-``domain_snapshots``   a domain's snapshots
-``current_chain_files`` the files of every disk's current chain
-``stale_reason``       why a snapshot can no longer be reverted to, or None
+``Snapshot``           one libvirt snapshot with its moment on every disk it covers
+``Timeline``           a domain's snapshots, every moment judged (intact/merged/gone/unknown)
+``domain_timeline``    read a domain's Timeline against every disk's chain
+``account_moments``    add ``# keeps:``/``# loses:`` to a merge plan and refuse losing saved RAM
+``repointed_xml``      a snapshot's XML naming the files that hold its moment now
+``finish_command``     the layer command that finishes a half-merged snapshot
 ``xdg_home``           ``$XDG_*_HOME`` (or its default): "cache", "state", "data", "config"
 ``libvirt``            the libvirt-python module, imported on first use
 =====================  ======================================================================
@@ -107,6 +109,8 @@ from vshx.merging.common import (
 )
 from vshx.merging.definition import steps as definition_steps
 from vshx.merging.deletion import delete_steps
+from vshx.merging.moments import account as account_moments
+from vshx.merging.moments import domain_timeline, finish_command, repointed_xml
 from vshx.merging.savedstate import refuse_saved_state
 from vshx.merging.target import (
     chain_of_disk,
@@ -129,13 +133,8 @@ from vshx.storage import virt as _virt
 from vshx.storage.chain import Chain, DiskSource, Layer, canonical, human_size, image_chain
 from vshx.storage.chain_view import render_chain
 from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.moments import Snapshot, Timeline
 from vshx.storage.paths import names_an_image
-from vshx.storage.snapshots import (
-    SnapshotInfo,
-    current_chain_files,
-    domain_snapshots,
-    stale_reason,
-)
 from vshx.storage.statefiles import xdg_home
 
 
@@ -354,10 +353,12 @@ __all__ = [
     "names_an_image",
     "refuse_interrupted",
     "refuse_saved_state",
-    "SnapshotInfo",
-    "domain_snapshots",
-    "current_chain_files",
-    "stale_reason",
+    "Snapshot",
+    "Timeline",
+    "domain_timeline",
+    "account_moments",
+    "repointed_xml",
+    "finish_command",
     "xdg_home",
     "libvirt",
     # merge building blocks (namespaces of chosen functions)

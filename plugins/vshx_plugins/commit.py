@@ -24,6 +24,7 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    account_moments,
     bitmaps,
     check_merge,
     commands_hook,
@@ -100,6 +101,7 @@ def live_plan(session: Session, target: Target, args: Args, top: Layer, base: La
         target=target,
     )
     plan.intent["pivot"] = active and pivot  # what recover finishes if this is interrupted
+    plan.writes = [(base, top)]
     if active and not args.pivot and not args.keep_overlay:
         plan.notes.append("active commit: --pivot assumed (the disk then uses the base)")
 
@@ -133,6 +135,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
         target=target,
     )
     offline_domain_note(plan, target)
+    plan.writes = [(base, top)]
     rate = []  # --bandwidth offline: qemu-img commit's own limit, in bytes/s
     if args.bandwidth:
         rate = ["-r", str(args.bandwidth if args.bytes else args.bandwidth * 1024 * 1024)]
@@ -213,8 +216,9 @@ def cmd_commit(session: Session, args: Args) -> None:
     keeps_overlay = top.position == 0 and (args.keep_overlay or target.dom is None)
     plan.after = target.chain if keeps_overlay else target.chain.without(merged)
     plan.steps += definition_steps(session, target, plan)
-    if args.delete:
-        plan.steps += delete_steps(session, merged, target.chain)
+    deletes = delete_steps(session, merged, target.chain) if args.delete else []
+    plan.steps += deletes
+    account_moments(session, target, plan, deleted=[step.argv[-1] for step in deletes])
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)
 

@@ -33,6 +33,7 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    account_moments,
     bitmaps,
     checks,
     commands_hook,
@@ -240,6 +241,7 @@ def cmd_flatten(session: Session, args: Args) -> None:
         kept = chain.active if chosen.name == "pull" else chain.bottom
         plan.after = chain.without([layer for layer in chain.layers if layer is not kept])
     plan.steps += definition_steps(session, target, plan)
+    account_moments(session, target, plan)
     plan.title = f"flatten {chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
     plan.notes[:0] = [
         *routes.table_notes(candidates, chosen),

@@ -22,6 +22,7 @@ from vshx.api import (
     Step,
     Target,
     VshxError,
+    account_moments,
     bitmaps,
     check_merge,
     commands_hook,
@@ -149,6 +150,7 @@ def cmd_pull(session: Session, args: Args) -> None:
     plan.before = target.chain
     plan.after = target.chain.without(gone)
     plan.steps += definition_steps(session, target, plan)
+    account_moments(session, target, plan)
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)
 

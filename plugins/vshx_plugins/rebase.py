@@ -26,6 +26,7 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    account_moments,
     bitmaps,
     canonical,
     checks,
@@ -222,6 +223,7 @@ def cmd_rebase(session: Session, args: Args) -> None:
         gone = [layer for layer in chain.layers if layer not in plan.after.layers]
         refuse_saved_state(target, [image, *gone])
         plan.steps += definition_steps(session, target, plan)
+        account_moments(session, target, plan)
     if session.run_plan(plan, args):
         report_after_merge(session, target, args)
 

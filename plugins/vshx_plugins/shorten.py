@@ -27,6 +27,7 @@ from vshx.api import (
     Target,
     UsageError,
     VshxError,
+    account_moments,
     bitmaps,
     commands_hook,
     definition_steps,
@@ -151,9 +152,12 @@ def cmd_shorten(session: Session, args: Args) -> None:
         chosen = routes.choose(candidates, args.route, args.force)
         plan.notes += routes.table_notes(candidates, chosen)
         plan.notes.append(f"moves {human_size(chosen.moves)}: {chosen.summary}")
-        plan.steps += chosen.first_steps() + chosen.build().steps
+        built = chosen.build()
+        plan.steps += chosen.first_steps() + built.steps
+        plan.writes += built.writes
     plan.before, plan.after = chain, chain.without(drops)
     plan.steps += definition_steps(session, target, plan)
+    account_moments(session, target, plan)
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)
 

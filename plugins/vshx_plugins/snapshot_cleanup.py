@@ -1,9 +1,13 @@
-"""snapshot-cleanup: drop libvirt snapshot metadata whose disk files were merged away.
+"""snapshot-cleanup: make libvirt's snapshot metadata say where each snapshot's moment is.
 
-After commit/pull, libvirt still lists snapshots that name files no longer in any chain of
-the domain (or no longer on disk).  Their metadata goes with ``virsh snapshot-delete
---metadata`` (libvirt re-parents the children); snapshots whose files are still in a chain stay.
-With --delete-files the merged-away files that nothing else uses are removed too.
+A snapshot is judged by its point in time on every disk it covers (vshx.storage.moments), not
+by the files it created.  A snapshot whose moment is gone on every disk is forgotten (``virsh
+snapshot-delete --metadata``; libvirt re-parents its children); one whose moment a commit moved
+into another file is re-defined to name that file (``virsh snapshot-create --redefine``, as
+libvirt's own snapshot-delete re-points the remaining snapshots); one that is gone on some disks
+only (half-merged) or that vshx cannot judge is kept and reported, with the command that
+finishes it.  With --delete-files, the files that left every chain and hold no kept moment are
+removed, and so are the moments only they held (those snapshots are forgotten too).
 """
 
 from __future__ import annotations
@@ -21,77 +25,133 @@ from vshx.api import (
     Opt,
     Plan,
     Session,
-    SnapshotInfo,
+    Snapshot,
     Step,
+    Timeline,
     canonical,
     commands_hook,
     comments,
-    current_chain_files,
     delete_steps,
-    domain_snapshots,
+    domain_timeline,
+    finish_command,
     human_size,
     libvirt,
-    stale_reason,
+    repointed_xml,
     table,
     virsh,
     virt,
 )
 
 
-def delete_metadata_step(
-    session: Session, dom: libvirt.virDomain, info: SnapshotInfo, why: str
-) -> Step:
-    snap = info.snapshot
-
+def forget_step(session: Session, dom: libvirt.virDomain, snap: Snapshot, why: str) -> Step:
     def action() -> None:
-        assert snap is not None
-        snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+        dom.snapshotLookupByName(snap.name, 0).delete(
+            libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY
+        )
 
     return Step(
-        f"forget snapshot {info.name}: {why}",
-        virsh(session.uri, "snapshot-delete", dom.name(), info.name, "--metadata"),
+        f"forget snapshot {snap.name}: {why}",
+        virsh(session.uri, "snapshot-delete", dom.name(), snap.name, "--metadata"),
         action=action,
+    )
+
+
+def repoint_step(session: Session, dom: libvirt.virDomain, snap: Snapshot, xml: str) -> Step:
+    """Redefine a snapshot naming the files that hold its moment now (kept current if it was)."""
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+    extra = []
+    if snap.state == "disk-snapshot":
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+        extra.append("--disk-only")
+    if snap.current:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+        extra.append("--current")
+    moved = ", ".join(
+        f"{disk}: {os.path.basename(m.holder or '')}"
+        for disk, m in snap.moments.items()
+        if m.state == "merged"
+    )
+    return Step(
+        f"re-point snapshot {snap.name} at the files that show its moment now ({moved})",
+        virsh(session.uri, "snapshot-create", dom.name(), "/dev/stdin", "--redefine", *extra),
+        action=lambda: dom.snapshotCreateXML(xml, flags),
+        stdin=xml,
+    )
+
+
+def verdict(timeline: Timeline, snap: Snapshot, args: Args, domain: str) -> tuple[str, str]:
+    """(what happens to the snapshot, why) from its moments on every disk."""
+    moments = "; ".join(f"{d}: {m.describe()}" for d, m in snap.moments.items())
+    if snap.gone_everywhere:
+        if snap.has_memory and not args.force:
+            return "kept", f"{moments}; it holds memory state (--force forgets it)"
+        return "forget", moments
+    if snap.half_merged:
+        finish = finish_command(timeline, snap, domain)
+        how = f"; to finish: {finish}" if finish else ""
+        return "kept", f"half-merged: {moments}{how}"
+    if any(m.state == "unknown" for m in snap.moments.values()):
+        return "kept", f"cannot tell: {moments}"
+    if any(m.state == "merged" for m in snap.moments.values()):
+        return "re-point", moments
+    return "kept", moments
+
+
+def detached_only(snap: Snapshot) -> bool:
+    """Every moment of the snapshot is intact, but only in files out of the disks' chains."""
+    return bool(snap.moments) and all(
+        m.state == "intact" and not m.in_chain for m in snap.moments.values()
     )
 
 
 def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
     dom = virt.lookup_domain(session.conn, args.domain)
-    in_chain = current_chain_files(dom, session.predicted_chains(dom.name()))
+    timeline = domain_timeline(session, dom)
     plan = Plan(
-        f"drop stale snapshot metadata of {dom.name()}",
-        method="libvirt snapshot metadata (virsh snapshot-delete --metadata)",
+        f"make the snapshot metadata of {dom.name()} match its moments",
+        method="libvirt snapshot metadata (virsh snapshot-delete --metadata, "
+        "snapshot-create --redefine)",
     )
     rows: list[list[str]] = []
-    files: list[Layer] = []
-    for info in sorted(domain_snapshots(dom), key=lambda i: i.name):
-        why = stale_reason(info, in_chain)
-        if why is None:
-            rows.append([info.name, "kept", "its files are still in the chain"])
-            continue
-        if info.has_memory and not args.force:
-            rows.append([info.name, "kept", f"{why}, but it holds memory state (--force drops it)"])
-            continue
-        plan.add(delete_metadata_step(session, dom, info, why))
-        rows.append([info.name, "metadata removed", why])
-        if args.delete_files:
-            for path in info.files:
-                if os.path.exists(path) and canonical(path) not in in_chain:
-                    files.append(Layer(path, "", -1, allocated=os.stat(path).st_blocks * 512))
-    if files:
-        # no disk of ours to pass over: stale files are in none of this domain's chains
+    repoints: list[Step] = []
+    forgets: list[Step] = []
+    forgotten: list[Snapshot] = []
+    for snap in timeline.snapshots:
+        what, why = verdict(timeline, snap, args, dom.name())
+        if what == "kept" and args.delete_files and detached_only(snap):
+            what, why = "forget", f"{why}; --delete-files removes those files"
+        if what == "forget":
+            forgets.append(forget_step(session, dom, snap, why))
+            forgotten.append(snap)
+            rows.append([snap.name, "metadata removed", why])
+        elif what == "re-point":
+            xml = repointed_xml(snap)
+            if xml is not None:
+                repoints.append(repoint_step(session, dom, snap, xml))
+            rows.append([snap.name, "re-pointed", why])
+        else:
+            rows.append([snap.name, "kept", why])
+    plan.steps += repoints + forgets  # re-point while every parent still exists
+    if args.delete_files:
+        files = unneeded_files(timeline, forgotten)
         removals = delete_steps(session, files, Chain([], domain=dom.name()))
         plan.steps += removals
         removed = {step.argv[-1] for step in removals}
         for layer in files:
-            verdict = "file removed" if layer.path in removed else "file kept"
-            why = (
-                f"{human_size(layer.allocated)} no longer used"
-                if layer.path in removed
-                else "something else still uses it"
+            gone = layer.path in removed
+            rows.append(
+                [
+                    os.path.basename(layer.path),
+                    "file removed" if gone else "file kept",
+                    f"{human_size(layer.allocated)} no longer needed"
+                    if gone
+                    else "something else still uses it",
+                ]
             )
-            rows.append([os.path.basename(layer.path), verdict, why])
     if not plan.steps:
-        session.nothing_to_do(args, f"every snapshot of {dom.name()} still matches the disks")
+        session.nothing_to_do(args, f"every snapshot of {dom.name()} names its moment")
+        if not session.planning_only(args) and rows:
+            session.info(table(rows, ["Snapshot", "Verdict", "Why"]))
         return
     if session.run_plan(plan, args):
         session.info(table(rows, ["Snapshot", "Verdict", "Why"]))
@@ -100,21 +160,57 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
         session.write_script(comments(" | ".join(r) for r in rows))
 
 
+def unneeded_files(timeline: Timeline, forgotten: list[Snapshot]) -> list[Layer]:
+    """Files the forgotten snapshots name (moment files, overlays) that no disk's chain uses
+    and that hold no moment of a snapshot that stays."""
+    going = {s.name for s in forgotten}
+    needed = {
+        canonical(m.holder)
+        for s in timeline.snapshots
+        if s.name not in going
+        for m in s.moments.values()
+        if m.holder and m.state != "gone"
+    }
+    needed |= {
+        canonical(m.file or "")
+        for s in timeline.snapshots
+        if s.name not in going
+        for m in s.moments.values()
+        if m.state == "unknown"
+    }
+    found: dict[str, Layer] = {}
+    for snap in forgotten:
+        for moment in snap.moments.values():
+            for path in (moment.file, moment.overlay):
+                if not path or not os.path.exists(path) or moment.internal:
+                    continue
+                key = canonical(path)
+                if key in needed or key in timeline.in_chains:
+                    continue
+                found.setdefault(key, Layer(path, "", -1, allocated=os.stat(path).st_blocks * 512))
+    return list(found.values())
+
+
 COMMANDS = [
     Command(
         "snapshot-cleanup",
-        "forget libvirt snapshots whose files were merged away",
+        "make snapshot metadata match the moments the disks still hold",
         cmd_snapshot_cleanup,
         (
             DOMAIN,
-            Opt("delete-files", "also remove merged-away files that nothing else uses"),
+            Opt(
+                "delete-files",
+                "also remove files that left every chain and hold no kept snapshot's moment",
+            ),
             FORCE,
             SCAN,
         ),
         group="merge",
         changes=True,
-        description="Compares each snapshot's disk files with the disks' current chains; "
-        "deletes only metadata (virsh snapshot-delete --metadata).",
+        description="Judges each snapshot by its moment on every disk: forgets those gone "
+        "everywhere (virsh snapshot-delete --metadata), re-points those a commit moved "
+        "(virsh snapshot-create --redefine), reports half-merged ones with the command that "
+        "finishes them.",
     )
 ]
 

@@ -16,7 +16,8 @@ from vshx.plans.plan import Plan, Step
 from vshx.plans.target import Target
 from vshx.spec.spec import Args
 from vshx.storage import virt
-from vshx.storage.chain import Layer
+from vshx.storage.chain import Chain, Layer
+from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
@@ -99,19 +100,32 @@ def report_after_merge(
     if plan is not None and plan.after is not None and plan.after.arrows() != chain.arrows():
         session.warn(f"the chain is not the predicted {plan.after.arrows()}; look at it above")
     if target.dom is not None:
-        from vshx.storage.snapshots import stale_snapshots
+        cleanup_hint(session, target.dom, {chain.disk or "": chain})
 
-        try:
-            stale = stale_snapshots(target.dom, known=chain)
-        except VshxError as exc:
-            session.warn(f"{exc.message}; not looking for stale snapshots")
-            return
-        if stale:
-            names = ", ".join(sorted(info.name for info, _why in stale))
-            session.info(
-                f"hint: libvirt snapshots {names} now name merged-away files; "
-                f"run: snapshot-cleanup {target.dom.name()}"
-            )
+
+def cleanup_hint(session: Session, dom: libvirt.virDomain, known: dict[str, Chain]) -> None:
+    """Point at snapshot-cleanup when a snapshot's metadata no longer names its moment."""
+    from vshx.merging.moments import read_domain_timeline
+
+    try:
+        timeline = read_domain_timeline(dom, known)
+    except VshxError as exc:
+        session.warn(f"{exc.message}; not judging the snapshots")
+        return
+    lost = [s.name for s in timeline.snapshots if s.gone_everywhere]
+    moved = [
+        s.name for s in timeline.snapshots if any(m.state == "merged" for m in s.moments.values())
+    ]
+    half = [s.name for s in timeline.snapshots if s.half_merged]
+    said = []
+    if lost:
+        said.append(f"{', '.join(lost)} lost their moment (forgets them)")
+    if moved:
+        said.append(f"{', '.join(moved)} moved into other files (re-points them)")
+    if half:
+        said.append(f"{', '.join(half)} half-merged (reports how to finish)")
+    if said:
+        session.info(f"hint: snapshots {'; '.join(said)}; run: snapshot-cleanup {dom.name()}")
 
 
 def check_merge(
@@ -153,8 +167,9 @@ def follow_up_note(plan: Plan, target: Target) -> None:
     """After a merge on a domain, its libvirt snapshots of the merged layers go stale."""
     if target.dom is not None:
         plan.notes.append(
-            f"afterwards: vshx snapshot-cleanup {target.dom.name()} forgets the libvirt snapshots "
-            "that name merged-away files (virsh snapshot-delete DOMAIN SNAP --metadata)"
+            f"afterwards: vshx snapshot-cleanup {target.dom.name()} makes the snapshot metadata "
+            "match: re-points the snapshots whose moments moved, forgets those lost on every "
+            "disk (virsh snapshot-create --redefine, snapshot-delete --metadata)"
         )
 
 

@@ -233,10 +233,16 @@ def _own_snapshot_files(
     """Files this domain's own snapshot metadata names: its merged-away layers, not users."""
     if not ours.domain:
         return set()
-    from vshx.storage.snapshots import domain_snapshots
+    from vshx.storage.moments import read_snapshots
 
     dom = virt.lookup_domain(session.conn, ours.domain)
-    return {key(f) for info in domain_snapshots(dom) for f in info.files}
+    return {
+        key(path)
+        for snap in read_snapshots(dom)
+        for moment in snap.moments.values()
+        for path in (moment.file, moment.overlay)
+        if path
+    }
 
 
 def _pool_chains(

@@ -52,7 +52,8 @@ class Entry(dict[str, Any]):
             return False
 
 
-def _flags(dom: libvirt.virDomain) -> int:
+def metadata_flags(dom: libvirt.virDomain) -> int:
+    """Where vshx writes its metadata: the persistent definition, and the live one if running."""
     flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0
     if dom.isActive():
         flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -96,7 +97,7 @@ def write(target: Target, plan: Plan, number: int) -> None:
         return
     node = ET.Element("journal", {k: str(v) for k, v in entry.items()})
     if target.journal_flags is None:  # asked once per plan: each question is a round trip
-        target.journal_flags = _flags(target.dom)
+        target.journal_flags = metadata_flags(target.dom)
     target.dom.setMetadata(
         libvirt.VIR_DOMAIN_METADATA_ELEMENT,
         ET.tostring(node, encoding="unicode"),
@@ -114,12 +115,12 @@ def clear_domain(dom: libvirt.virDomain, flags: int | None = None) -> None:
             None,
             None,
             NS,
-            _flags(dom) if flags is None else flags,
+            metadata_flags(dom) if flags is None else flags,
         )
     except libvirt.libvirtError:
         if flags is None:
             raise
-        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, NS, _flags(dom))
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, NS, metadata_flags(dom))
 
 
 def clear(target: Target) -> None:

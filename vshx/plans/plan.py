@@ -17,7 +17,8 @@ from vshx.spec.render import printable as printable
 
 if TYPE_CHECKING:
     from vshx.plans.target import Target
-    from vshx.storage.chain import Chain
+    from vshx.storage.chain import Chain, Layer
+    from vshx.storage.moments import Verdict
 
 HEREDOC_END = "VSHX_EOF"
 
@@ -93,6 +94,12 @@ class Plan:
         self.after: Chain | None = None
         self.steps: list[Step] = []
         self.notes: list[str] = []
+        # `keeps: ...`/`loses: ...`: the snapshots whose moments the plan keeps and loses
+        # (vshx.merging.moments), and the verdicts it records when it completes
+        self.keeps: list[str] = []
+        self.verdicts: list[Verdict] | None = None
+        # the writes, for the views of the disk's files: (W, S) = file W shows what S showed
+        self.writes: list[tuple[Layer, Layer]] = []
         self.method = method  # e.g. "live: libvirt block job" or "offline: qemu-img"
 
     def add(self, step: Step) -> Step:
@@ -100,12 +107,15 @@ class Plan:
         return step
 
     def prediction(self) -> list[str]:
-        """`# before:` and `# after:` lines, when the plan knows both chains."""
+        """`# before:`/`# after:` lines, when the plan knows both chains, then `# keeps:` and
+        `# loses:` (snapshots' moments)."""
+        lines = [comment(line) for line in self.keeps]
         if self.before is None or self.after is None:
-            return []
+            return lines
         return [
             comment(f"before: {self.before.arrows()}"),
             comment(f"after:  {self.after.arrows()}"),
+            *lines,
         ]
 
     def script(self, explain: bool = False) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.plans import journal
+from vshx.plans import journal, ledger
 from vshx.plans.plan import comment, printable
 from vshx.plans.target import prediction_key
 from vshx.storage.qemuimg import NoSpace
@@ -94,6 +94,8 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             if target is not None and exc.clean and journaled:
                 journal.clear(target)  # the step left things as they were: nothing to recover
             raise
+    if target is not None and target.dom is not None and plan.verdicts is not None:
+        ledger.record(target, plan.verdicts)
     if target is not None and journaled:
         journal.clear(target)
     return True

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from vshx.storage.chain import Chain
 from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.moments import Timeline
 
 
 @dataclass
@@ -15,6 +16,7 @@ class Target:
     chain: Chain
     dom: libvirt.virDomain | None = None
     journal_flags: int | None = None  # how its journal entry was written (journal.py)
+    timeline: Timeline | None = None  # its domain's snapshots, read once per plan
 
     @property
     def live(self) -> bool:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from vshx.shell.context import Shell as Session
     from vshx.spec.spec import Args
     from vshx.storage.chain import Chain
-    from vshx.storage.snapshots import SnapshotInfo
+    from vshx.storage.moments import Snapshot
 
 
 def virsh(uri: str, *args: str) -> list[str]:
@@ -157,28 +157,19 @@ def report_unfinished(session: Session, dom: libvirt.virDomain, live_disks: list
 
 
 def cmd_snapshot_list(session: Session, args: Args) -> None:
+    """virsh snapshot-list, with each snapshot's moment on every disk it covers."""
     import time
 
-    from vshx.storage.snapshots import domain_snapshots
+    from vshx.merging.moments import domain_timeline
 
     dom = virt.lookup_domain(session.conn, args.domain)
     if not equivalent_first(
         session, args, "list snapshots", virsh(session.uri, "snapshot-list", dom.name(), "--parent")
     ):
         return
-    snapshots = sorted(domain_snapshots(dom), key=lambda s: (s.created, s.name))
+    snapshots = domain_timeline(session, dom).snapshots
     if args.json:
-        listed = [
-            {
-                "name": s.name,
-                "created": s.created,
-                "state": s.state,
-                "parent": s.parent,
-                "files": s.files,
-            }
-            for s in snapshots
-        ]
-        session.print(to_json({"domain": dom.name(), "snapshots": listed}))
+        session.print(to_json({"domain": dom.name(), "snapshots": [as_json(s) for s in snapshots]}))
         return
     if args.name:
         session.print("\n".join(s.name for s in snapshots))
@@ -188,27 +179,60 @@ def cmd_snapshot_list(session: Session, args: Args) -> None:
         return
     rows = [
         [
-            s.name,
+            s.name + (" *" if s.current else ""),
             time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(s.created)),
             s.state,
             s.parent or "",
-            " ".join(s.files),
+            moments_text(s),
         ]
         for s in snapshots
     ]
-    session.print(table(rows, ["Name", "Creation Time", "State", "Parent", "Files"]))
+    session.print(table(rows, ["Name", "Creation Time", "State", "Parent", "Moment on each disk"]))
 
 
-def snapshot_tree(snapshots: list[SnapshotInfo]) -> str:
-    """virsh snapshot-list --tree: children indented under their parent."""
-    children: dict[str | None, list[SnapshotInfo]] = {}
+def moments_text(snap: Snapshot) -> str:
+    """``vda: sn1.qcow2 (intact)  vdb: gone (...)``; memory state named first."""
+    parts = [f"{disk}: {m.describe()}" for disk, m in snap.moments.items()]
+    if snap.has_memory:
+        parts.insert(0, f"memory: {snap.memory_file or snap.memory}")
+    return "  ".join(parts)
+
+
+def as_json(snap: Snapshot) -> dict[str, object]:
+    return {
+        "name": snap.name,
+        "created": snap.created,
+        "state": snap.state,
+        "parent": snap.parent,
+        "files": [m.overlay for m in snap.moments.values() if m.overlay],
+        "current": snap.current,
+        "memory": snap.memory,
+        "disks": {
+            disk: {
+                "file": m.file,
+                "overlay": m.overlay,
+                "moment": m.state,
+                "holder": m.holder,
+                "in_chain": m.in_chain,
+                "why": m.why or None,
+            }
+            for disk, m in snap.moments.items()
+        },
+    }
+
+
+def snapshot_tree(snapshots: list[Snapshot]) -> str:
+    """virsh snapshot-list --tree (children indented under their parent), each name followed
+    by its moment on every disk."""
+    children: dict[str | None, list[Snapshot]] = {}
     for snap in snapshots:
         children.setdefault(snap.parent, []).append(snap)
     lines: list[str] = []
 
     def walk(parent: str | None, depth: int) -> None:
         for snap in children.get(parent, []):
-            lines.append("  " * depth + ("+- " if depth else "") + snap.name)
+            lead = "  " * depth + ("+- " if depth else "") + snap.name
+            lines.append(f"{lead}    {moments_text(snap)}")
             walk(snap.name, depth + 1)
 
     walk(None, 0)

@@ -1,55 +1,12 @@
-"""libvirt snapshot metadata compared with the chains the domain's disks have now."""
+"""The files a domain's disks use now, and the ones its memory snapshots' RAM goes with."""
 
 from __future__ import annotations
 
-import os
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
-
 from vshx.errors import VshxError
 from vshx.storage import virt
-from vshx.storage.chain import Chain, canonical
+from vshx.storage.chain import Chain
 from vshx.storage.libvirt_lazy import libvirt
-
-
-@dataclass
-class SnapshotInfo:
-    """A snapshot's name, the disk files it names, and whether it holds memory state."""
-
-    name: str
-    files: list[str] = field(default_factory=list)
-    has_memory: bool = False
-    parent: str | None = None
-    created: int = 0  # seconds since the epoch, as libvirt records it
-    state: str = ""
-    snapshot: libvirt.virDomainSnapshot | None = None
-
-
-def domain_snapshots(dom: libvirt.virDomain) -> list[SnapshotInfo]:
-    found = []
-    for snap in dom.listAllSnapshots(0):
-        root = ET.fromstring(snap.getXMLDesc(0))
-        files = []
-        for disk in root.findall("./disks/disk"):
-            src = disk.find("source")
-            if disk.get("snapshot") == "external" and src is not None and src.get("file"):
-                files.append(src.get("file", ""))
-        memory = root.find("memory")
-        has_memory = (memory is not None and memory.get("snapshot") not in (None, "no")) or (
-            root.findtext("state") not in ("disk-snapshot", "shutoff")
-        )
-        found.append(
-            SnapshotInfo(
-                snap.getName(),
-                files,
-                has_memory,
-                root.findtext("./parent/name"),
-                int(root.findtext("creationTime") or 0),
-                root.findtext("state") or "",
-                snap,
-            )
-        )
-    return found
+from vshx.storage.moments import read_snapshots
 
 
 def current_chain_files(
@@ -80,47 +37,14 @@ def current_chain_files(
     return files
 
 
-def stale_reason(info: SnapshotInfo, in_chain: set[str]) -> str | None:
-    """Why a snapshot's metadata no longer matches the disks, or None when it still does."""
-    if not info.files:
-        return None
-    missing = [f for f in info.files if not os.path.exists(f)]
-    if missing:
-        return f"file {missing[0]} no longer exists"
-    merged = [f for f in info.files if canonical(f) not in in_chain]
-    if merged:
-        return f"file {os.path.basename(merged[0])} was merged out of the chain"
-    return None
-
-
-def stale_snapshots(
-    dom: libvirt.virDomain, known: Chain | None = None
-) -> list[tuple[SnapshotInfo, str]]:
-    in_chain = current_chain_files(dom, known)
-    result = []
-    for info in domain_snapshots(dom):
-        reason = stale_reason(info, in_chain)
-        if reason:
-            result.append((info, reason))
-    return result
-
-
 def memory_moments(dom: libvirt.virDomain) -> list[tuple[str, str, str]]:
     """(snapshot, disk, file) for each snapshot with memory state and each disk: the file that
     was active when it was taken (the disk's source in the snapshot's ``<domain>`` block),
     which its saved RAM goes with."""
-    found = []
-    for snap in dom.listAllSnapshots(0):
-        root = ET.fromstring(snap.getXMLDesc(0))
-        memory = root.find("memory")
-        state = root.findtext("state")
-        saved = memory.get("snapshot") in ("internal", "external") if memory is not None else False
-        if not saved and state in (None, "disk-snapshot", "shutoff"):
-            continue
-        for disk in root.findall("./domain/devices/disk"):
-            target = disk.find("target")
-            src = disk.find("source")
-            path = src.get("file") or src.get("dev") if src is not None else None
-            if target is not None and path:
-                found.append((snap.getName(), target.get("dev", ""), path))
-    return found
+    return [
+        (snap.name, disk, moment.file)
+        for snap in read_snapshots(dom)
+        if snap.has_memory
+        for disk, moment in snap.moments.items()
+        if moment.file
+    ]

@@ -1,0 +1,219 @@
+"""What a merge plan does to snapshots' moments: which it keeps, which it loses, and the record.
+
+Every merge is, for the views of the disk's files, a list of writes ``(W, S)``: file ``W`` shows
+what layer ``S`` showed before (a commit of ``S`` into ``W``; ``W`` is ``S`` for a pull or a
+rebase, whose target keeps its own view).  A commit changes the view of ``W`` and of every layer
+between ``W`` and ``S`` (their backing file changed), and moves ``S``'s moment into ``W``.  Layers
+that leave the chain otherwise keep their view until they are deleted.  From that and the
+snapshot timeline before the plan, the plan says ``# keeps:`` and ``# loses:``, refuses to lose
+a moment that saved RAM goes with, and records the new verdicts for ``vshx.plans.ledger``.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from vshx.errors import VshxError
+from vshx.plans.plan import shell_line
+from vshx.storage import virt
+from vshx.storage.chain import Chain, Layer, canonical
+from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.moments import (
+    GONE,
+    INTACT,
+    MERGED,
+    UNKNOWN,
+    Moment,
+    Snapshot,
+    Timeline,
+    Verdict,
+    read_timeline,
+)
+
+if TYPE_CHECKING:
+    from vshx.plans.context import Context as Session
+    from vshx.plans.plan import Plan
+    from vshx.plans.target import Target
+
+
+def timeline_of(session: Session, target: Target) -> Timeline | None:
+    """The target domain's timeline, read once per plan (None for a bare image or no snapshot)."""
+    if target.dom is None:
+        return None
+    if target.timeline is None:
+        target.timeline = read_domain_timeline(target.dom, {target.chain.disk or "": target.chain})
+    return target.timeline if target.timeline.snapshots else None
+
+
+def read_domain_timeline(dom: libvirt.virDomain, known: dict[str, Chain]) -> Timeline:
+    """``dom``'s timeline; the chains of ``known`` disks as given, the others read when a
+    snapshot covers them."""
+
+    def chain_of(disk: str) -> Chain | None:
+        if disk in known:
+            return known[disk]
+        try:
+            chain: Chain = virt.domain_chain(dom, disk, definition=False)
+        except VshxError:
+            return None  # judged unknown: a moment is never taken as intact unread
+        return chain
+
+    return read_timeline(dom, chain_of)
+
+
+def after_writes(
+    moment: Moment, chain: Chain, writes: list[tuple[Layer, Layer]]
+) -> tuple[Moment, str | None]:
+    """The moment after the writes: (new moment, why it is lost or None)."""
+    if not moment.kept or moment.holder is None:
+        return moment, None
+    holder = canonical(moment.holder)
+    for written, shows in writes:
+        if written.canonical == shows.canonical:
+            continue  # a pull/rebase into ``written``: its view stays what it was
+        low, high = shows.position, written.position  # active first: shows sits above
+        changed = {layer.canonical for layer in chain.layers[low + 1 : high + 1]}
+        if holder == shows.canonical and shows.position > 0:
+            moment = replace(moment, state=MERGED, holder=written.path, in_chain=True)
+            holder = written.canonical
+            moment = replace(moment, why=f"{shows.name} was committed into {written.name}")
+        elif holder in changed:
+            if holder == written.canonical:
+                return moment, f"{written.name} takes in {shows.name}"
+            return moment, f"{os.path.basename(holder)} sits on {written.name}, which changes"
+    return moment, None
+
+
+def account(
+    session: Session,
+    target: Target,
+    plan: Plan,
+    deleted: list[str] | None = None,
+) -> None:
+    """Add ``# keeps:``/``# loses:`` to ``plan`` (from ``plan.writes``, ``plan.after`` and the
+    files it ``deleted``), refuse losing a memory snapshot's moment, and set the verdicts the
+    plan records when it completes."""
+    timeline = timeline_of(session, target)
+    if timeline is None or plan.after is None:
+        return
+    chain, disk = target.chain, target.chain.disk or ""
+    after = {layer.canonical for layer in plan.after.layers}
+    removed = {canonical(path) for path in deleted or []}
+    keeps: list[str] = []
+    loses: list[str] = []
+    unknown: list[str] = []
+    verdicts: list[Verdict] = []
+    for snap, moment in timeline.on_disk(disk):
+        if moment.state in (GONE, UNKNOWN):
+            if moment.state == UNKNOWN:
+                unknown.append(f"{snap.name} ({moment.why})")
+            continue
+        new, lost = after_writes(moment, chain, plan.writes)
+        if lost is None and new.holder and canonical(new.holder) in removed:
+            lost = f"{os.path.basename(new.holder)} is deleted"
+        if lost is not None:
+            refuse_losing_memory(target, snap, lost)
+            loses.append(f"{snap.name} ({lost})")
+            verdicts.append(Verdict(snap.name, snap.created, disk, GONE, None, lost))
+            continue
+        assert new.holder is not None
+        in_chain = canonical(new.holder) in after
+        where = os.path.basename(new.holder)
+        if new.state == MERGED and moment.state == INTACT:
+            keeps.append(f"{snap.name} (moves into {where})")
+        else:
+            keeps.append(f"{snap.name} ({where}{'' if in_chain else ', out of the chain'})")
+        verdicts.append(Verdict(snap.name, snap.created, disk, new.state, new.holder, new.why))
+    suffix = f" on {disk}" if any(len(s.moments) > 1 for s in timeline.snapshots) else ""
+    plan.keeps = [f"keeps{suffix}: {', '.join(keeps) or 'no snapshot'}"]
+    plan.keeps.append(f"loses{suffix}: {', '.join(loses) or 'no snapshot'}")
+    if unknown:
+        plan.keeps.append(f"unknown{suffix}: {', '.join(unknown)}")
+    losing = {v.snapshot for v in verdicts if v.state == GONE}
+    plan.notes += half_merge_notes(target, timeline, losing)
+    plan.verdicts = verdicts
+
+
+def refuse_losing_memory(target: Target, snap: Snapshot, lost: str) -> None:
+    """Saved RAM goes with its disk moment: a plan that destroys that moment is refused."""
+    if not snap.has_memory:
+        return
+    assert target.dom is not None
+    name = target.dom.name()
+    raise VshxError(
+        f"snapshot {snap.name} of {name} holds memory state; this plan destroys its disk moment "
+        f"({lost}), so reverting to it would pair its RAM with other disk contents",
+        f"delete that snapshot first ({shell_line(['virsh', 'snapshot-delete', name, snap.name])}"
+        "), or merge so that its moment is kept",
+    )
+
+
+def half_merge_notes(target: Target, timeline: Timeline, losing: set[str]) -> list[str]:
+    """Snapshots that also cover other disks, whose moment there this plan leaves in place."""
+    disk = target.chain.disk or ""
+    notes = []
+    for snap in timeline.snapshots:
+        if snap.name not in losing:
+            continue
+        others = [d for d, m in snap.moments.items() if d != disk and m.state != GONE]
+        if others:
+            notes.append(
+                f"snapshot {snap.name} also covers {', '.join(others)}: its moment stays there, "
+                f"so it is half-merged afterwards (snapshot-cleanup reports it; merge the same "
+                f"layers of {', '.join(others)} to finish)"
+            )
+    return notes
+
+
+def domain_timeline(session: Session, dom: libvirt.virDomain) -> Timeline:
+    """A domain's timeline against every disk's chain (a batch --dry-run's predicted ones)."""
+    known = {c.disk or "": c for c in session.predicted.values() if c.domain == dom.name()}
+    return read_domain_timeline(dom, known)
+
+
+def repointed_xml(snap: Snapshot) -> str | None:
+    """The snapshot's XML naming, for each disk, the file that shows its moment now; None
+    when every disk already names it."""
+    root = ET.fromstring(snap.xml)
+    changed = False
+    disks = root.findall("./domain/devices/disk") + root.findall("./inactiveDomain/devices/disk")
+    for disk in disks:
+        target = disk.find("target")
+        moment = snap.moments.get(target.get("dev", "")) if target is not None else None
+        if moment is None or moment.state != MERGED or not moment.holder:
+            continue
+        source = disk.find("source")
+        if source is None or source.get("file") == moment.holder:
+            continue
+        source.attrib.pop("index", None)
+        source.set("file", moment.holder)
+        for below in disk.findall("backingStore"):
+            disk.remove(below)
+        changed = True
+    return ET.tostring(root, encoding="unicode") if changed else None
+
+
+def finish_command(timeline: Timeline, snap: Snapshot, domain: str) -> str | None:
+    """The layer command that does, on the disks where ``snap``'s moment stays, what a merge
+    did on the disk where it is gone (the same moments merged); None when vshx cannot tell."""
+    gone = [d for d, m in snap.moments.items() if m.state == GONE and m.file]
+    kept = [d for d, m in snap.moments.items() if m.kept and m.holder]
+    if not gone or not kept:
+        return None
+    where = snap.moments[gone[0]].file or ""
+    into = timeline.holding(gone[0], where)
+    lines = []
+    for disk in kept:
+        base = snap.moments[disk].holder or ""
+        if into:
+            other = into[-1].moments.get(disk)
+            if other is None or not other.kept or not other.holder:
+                return None
+            argv = ["vshx", "commit", domain, disk, "--top", other.holder, "--base", base]
+        else:
+            argv = ["vshx", "commit", domain, disk, "--base", base, "--active", "--pivot"]
+        lines.append(shell_line(argv))
+    return "; ".join(lines)

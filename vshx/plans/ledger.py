@@ -1,0 +1,45 @@
+"""The ledger: what vshx's own plans did to snapshots' moments, kept in the domain's metadata.
+
+A commit moves a moment into another file and a pull leaves moments in files out of the chain;
+neither leaves a trace libvirt keeps.  After a plan completes, vshx writes its verdicts (state,
+the file that shows the moment, and that file's size and mtime) under its own namespace, where
+vshx.storage.moments reads them back; a file written since by anyone no longer matches its
+stamp, and the moment is judged unknown rather than intact.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vshx.plans.journal import metadata_flags
+from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.moments import LEDGER_KEY, LEDGER_NS, Verdict, ledger_xml, stamp
+
+if TYPE_CHECKING:
+    from vshx.plans.target import Target
+
+
+def record(target: Target, verdicts: list[Verdict]) -> None:
+    """Write ``verdicts`` (stamped now) over the domain's earlier record of the same moments;
+    records of snapshots that no longer exist are dropped."""
+    dom = target.dom
+    assert dom is not None
+    timeline = target.timeline
+    old = dict(timeline.ledger) if timeline is not None else {}
+    living = {(s.name, s.created) for s in timeline.snapshots} if timeline is not None else set()
+    for verdict in verdicts:
+        verdict.stamp = stamp(verdict.holder)
+        old[verdict.key] = verdict
+    kept = [v for key, v in old.items() if (key[0], key[1]) in living]
+    write(dom, kept)
+
+
+def write(dom: libvirt.virDomain, verdicts: list[Verdict]) -> None:
+    """Replace the domain's record with ``verdicts`` (removed when empty)."""
+    flags = metadata_flags(dom)
+    if not verdicts:
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, LEDGER_NS, flags)
+        return
+    dom.setMetadata(
+        libvirt.VIR_DOMAIN_METADATA_ELEMENT, ledger_xml(verdicts), LEDGER_KEY, LEDGER_NS, flags
+    )

@@ -1,0 +1,349 @@
+"""Snapshots as points in time: for each snapshot and each disk, which file shows its moment now.
+
+A disk-only external snapshot freezes, on every disk it covers, the file that was active (the
+disk's source in the snapshot's ``<domain>`` block: its *moment file*) and puts a new overlay on
+it (the source in its ``<disks>`` block).  Merges move, keep or destroy those moments; libvirt's
+metadata does not follow them.  This module reads the snapshot tree once and judges each moment:
+
+- ``intact``: a file still shows exactly that moment (in the disk's chain, or, after a pull,
+  out of it but unchanged),
+- ``merged``: a commit moved it into another file, which shows it now (``holder``),
+- ``gone``: no file shows it any more,
+- ``unknown``: vshx cannot prove either (changed by a tool it has no record of): never taken
+  as intact.
+
+The proof comes from the chains (the overlay a snapshot made still sits on its moment file: no
+commit can have written into that file, since a commit into a file always takes the layer right
+above it out) and from vshx's own record of what its merges did (the ledger, kept in the domain's
+metadata; see vshx.plans.ledger), checked against the files as they are now.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from vshx.storage.chain import canonical
+from vshx.storage.libvirt_lazy import libvirt
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vshx.storage.chain import Chain
+
+LEDGER_NS = "https://vshx.invalid/moments"
+LEDGER_KEY = "vshxm"
+
+INTACT, MERGED, GONE, UNKNOWN = "intact", "merged", "gone", "unknown"
+
+
+@dataclass(frozen=True)
+class Moment:
+    """One snapshot's point in time on one disk, and where it is now."""
+
+    disk: str
+    file: str | None  # the moment file the metadata names (<domain> disk source)
+    overlay: str | None  # the overlay the snapshot created (<disks> source); None if internal
+    state: str = UNKNOWN
+    holder: str | None = None  # the file that shows the moment now (intact or merged)
+    why: str = ""
+    in_chain: bool = False  # the holder is one of the disk's current layers
+    internal: bool = False  # a qcow2 internal snapshot inside ``file``
+
+    @property
+    def kept(self) -> bool:
+        return self.state in (INTACT, MERGED)
+
+    def describe(self) -> str:
+        """``sn1.qcow2 (intact)``, ``now in base.qcow2 (merged)``, ``gone (...)``."""
+        if self.state == INTACT:
+            where = "" if self.in_chain else ", out of the chain"
+            return f"{os.path.basename(self.holder or '')} (intact{where})"
+        if self.state == MERGED:
+            return f"now in {os.path.basename(self.holder or '')} (merged)"
+        return f"{self.state} ({self.why})" if self.why else self.state
+
+
+@dataclass
+class Snapshot:
+    """A libvirt snapshot with its moment on every disk it covers."""
+
+    name: str
+    parent: str | None
+    created: int
+    state: str
+    memory: str  # "no", "internal" or "external" (saved RAM goes with its disk moments)
+    memory_file: str | None
+    current: bool
+    xml: str
+    moments: dict[str, Moment] = field(default_factory=dict)
+
+    @property
+    def has_memory(self) -> bool:
+        return self.memory in ("internal", "external") or self.state not in (
+            "disk-snapshot",
+            "shutoff",
+        )
+
+    @property
+    def gone_everywhere(self) -> bool:
+        return bool(self.moments) and all(m.state == GONE for m in self.moments.values())
+
+    @property
+    def half_merged(self) -> bool:
+        """Gone on some disk but still kept (or unknown) on another."""
+        states = {m.state for m in self.moments.values()}
+        return GONE in states and len(states) > 1
+
+
+@dataclass
+class Verdict:
+    """What vshx recorded after one of its own plans about one snapshot's moment on one disk."""
+
+    snapshot: str
+    created: int
+    disk: str
+    state: str
+    holder: str | None
+    why: str
+    stamp: str = ""  # the holder's size and mtime when recorded: a later change voids it
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.snapshot, self.created, self.disk)
+
+
+def stamp(path: str | None) -> str:
+    """Size and mtime of a file, so a later write by anyone shows (empty when missing)."""
+    if not path:
+        return ""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def read_ledger(dom: libvirt.virDomain) -> dict[tuple[str, int, str], Verdict]:
+    """vshx's record of what its merges did to this domain's moments (empty when none)."""
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, LEDGER_NS, 0)
+    except libvirt.libvirtError:
+        return {}
+    found = {}
+    for node in ET.fromstring(text).findall("moment"):
+        try:
+            verdict = Verdict(
+                node.get("snapshot", ""),
+                int(node.get("created", "0")),
+                node.get("disk", ""),
+                node.get("state", UNKNOWN),
+                node.get("holder"),
+                node.get("why", ""),
+                node.get("stamp", ""),
+            )
+        except ValueError:
+            continue
+        found[verdict.key] = verdict
+    return found
+
+
+def ledger_xml(verdicts: list[Verdict]) -> str:
+    root = ET.Element("moments")
+    for v in verdicts:
+        attrs = {
+            "snapshot": v.snapshot,
+            "created": str(v.created),
+            "disk": v.disk,
+            "state": v.state,
+            "why": v.why,
+            "stamp": v.stamp,
+        }
+        if v.holder:
+            attrs["holder"] = v.holder
+        ET.SubElement(root, "moment", attrs)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _source(node: ET.Element | None) -> str | None:
+    if node is None:
+        return None
+    src = node.find("source")
+    if src is None:
+        return None
+    return src.get("file") or src.get("dev")
+
+
+def parse_snapshot(xml: str, current: bool) -> Snapshot:
+    """One snapshot's XML: name, parent, memory state, and per disk its moment file/overlay."""
+    root = ET.fromstring(xml)
+    memory = root.find("memory")
+    snap = Snapshot(
+        root.findtext("name") or "",
+        root.findtext("./parent/name"),
+        int(root.findtext("creationTime") or 0),
+        root.findtext("state") or "",
+        memory.get("snapshot", "no") if memory is not None else "no",
+        memory.get("file") if memory is not None else None,
+        current,
+        xml,
+    )
+    files: dict[str, str | None] = {}
+    for disk in root.findall("./domain/devices/disk"):
+        target = disk.find("target")
+        if target is not None and disk.get("device", "disk") == "disk":
+            files[target.get("dev", "")] = _source(disk)
+    covered = {}
+    for disk in root.findall("./disks/disk"):
+        covered[disk.get("name", "")] = (disk.get("snapshot") or "external", _source(disk))
+    for name, moment_file in files.items():
+        kind, overlay = covered.get(name, ("external" if not covered else "no", None))
+        if kind == "no":
+            continue
+        snap.moments[name] = Moment(name, moment_file, overlay, internal=kind == "internal")
+    return snap
+
+
+def read_snapshots(dom: libvirt.virDomain) -> list[Snapshot]:
+    """The domain's snapshots, parents first, each XML read once."""
+    found = []
+    current = None
+    try:
+        if dom.hasCurrentSnapshot(0):
+            current = dom.snapshotCurrent(0).getName()
+    except libvirt.libvirtError:
+        current = None
+    for handle in dom.listAllSnapshots(0):
+        found.append(parse_snapshot(handle.getXMLDesc(0), handle.getName() == current))
+    return in_time_order(found)
+
+
+def in_time_order(snapshots: list[Snapshot]) -> list[Snapshot]:
+    """Parents before their children (creation times tie within a second), siblings by time."""
+    names = {s.name for s in snapshots}
+    children: dict[str | None, list[Snapshot]] = {}
+    for snap in snapshots:
+        children.setdefault(snap.parent if snap.parent in names else None, []).append(snap)
+    ordered: list[Snapshot] = []
+    todo = sorted(children.get(None, []), key=lambda s: (s.created, s.name), reverse=True)
+    while todo:
+        snap = todo.pop()
+        ordered.append(snap)
+        todo += sorted(children.get(snap.name, []), key=lambda s: (s.created, s.name), reverse=True)
+    return ordered
+
+
+@dataclass
+class Timeline:
+    """A domain's snapshots with every moment judged; read once per plan."""
+
+    domain: str
+    snapshots: list[Snapshot]
+    ledger: dict[tuple[str, int, str], Verdict]
+    in_chains: set[str] = field(default_factory=set)  # every layer of the disks read
+
+    def find(self, name: str) -> Snapshot | None:
+        return next((s for s in self.snapshots if s.name == name), None)
+
+    def on_disk(self, disk: str) -> list[tuple[Snapshot, Moment]]:
+        return [(s, s.moments[disk]) for s in self.snapshots if disk in s.moments]
+
+    def holding(self, disk: str, path: str) -> list[Snapshot]:
+        """Snapshots whose moment on ``disk`` the file ``path`` shows now."""
+        key = canonical(path)
+        return [
+            s
+            for s, m in self.on_disk(disk)
+            if m.kept and m.holder is not None and canonical(m.holder) == key
+        ]
+
+
+def judge(snap: Snapshot, moment: Moment, chain: Chain | None, newer: list[Snapshot]) -> Moment:
+    """A moment judged from the files and chain alone (no record of vshx's)."""
+    path = moment.file
+    if moment.internal:
+        return replace(moment, state=UNKNOWN, why="an internal snapshot: vshx does not judge it")
+    if not path:
+        return replace(moment, state=UNKNOWN, why="the snapshot names no file for this disk")
+    name = os.path.basename(path)
+    if not os.path.exists(path):
+        return replace(moment, state=GONE, why=f"{name} no longer exists")
+    if chain is None:
+        return replace(moment, state=UNKNOWN, why="the domain has no such disk now")
+    key = canonical(path)
+    layer = next((lay for lay in chain.layers if lay.canonical == key), None)
+    if layer is None:
+        return replace(
+            moment,
+            state=UNKNOWN,
+            why=f"{name} left the chain and vshx has no record of how",
+        )
+    if layer.position == 0:
+        return replace(moment, state=GONE, why=f"{name} is the active layer: the guest writes it")
+    above = chain.above(layer)
+    assert above is not None
+    if moment.overlay and above.canonical == canonical(moment.overlay):
+        return replace(moment, state=INTACT, holder=path, in_chain=True)
+    for later in newer:
+        other = later.moments.get(moment.disk)
+        if (
+            other is not None
+            and other.file
+            and other.overlay
+            and canonical(other.file) == key
+            and canonical(other.overlay) == above.canonical
+        ):
+            return replace(moment, state=GONE, why=f"{name} now shows {later.name}'s moment")
+    return replace(
+        moment,
+        state=UNKNOWN,
+        why=f"{above.name} sits on {name}, not the overlay the snapshot made: changed by a "
+        "tool vshx has no record of",
+    )
+
+
+def recorded(moment: Moment, verdict: Verdict, chain: Chain | None) -> Moment:
+    """A moment as vshx's record says, as long as the file it names has not changed since."""
+    if verdict.state == GONE:
+        return replace(moment, state=GONE, holder=None, why=verdict.why)
+    if verdict.state not in (INTACT, MERGED) or not verdict.holder:
+        return replace(moment, state=UNKNOWN, why=verdict.why or "no usable record")
+    name = os.path.basename(verdict.holder)
+    if not os.path.exists(verdict.holder):
+        return replace(moment, state=GONE, holder=None, why=f"{name} no longer exists")
+    if stamp(verdict.holder) != verdict.stamp:
+        return replace(
+            moment,
+            state=UNKNOWN,
+            why=f"{name} changed after vshx recorded that it holds this moment",
+        )
+    key = canonical(verdict.holder)
+    in_chain = chain is not None and any(lay.canonical == key for lay in chain.layers)
+    if chain is not None and chain.active.canonical == key:
+        return replace(moment, state=GONE, why=f"{name} is the active layer: the guest writes it")
+    # merged, then re-pointed (snapshot-cleanup): the metadata names the holder again
+    state = INTACT if moment.file and canonical(moment.file) == key else verdict.state
+    return replace(moment, state=state, holder=verdict.holder, why=verdict.why, in_chain=in_chain)
+
+
+def read_timeline(dom: libvirt.virDomain, chain_of: Callable[[str], Chain | None]) -> Timeline:
+    """Every snapshot of ``dom`` with its moments judged against the disks' chains
+    (``chain_of(disk)``: asked once per disk a snapshot covers; None when unreadable)."""
+    snapshots = read_snapshots(dom)
+    ledger = read_ledger(dom) if snapshots else {}
+    chains: dict[str, Chain | None] = {}
+    for i, snap in enumerate(snapshots):
+        newer = snapshots[i + 1 :]
+        for disk, moment in list(snap.moments.items()):
+            if disk not in chains:
+                chains[disk] = chain_of(disk)
+            chain = chains[disk]
+            verdict = ledger.get((snap.name, snap.created, disk))
+            if verdict is not None:
+                snap.moments[disk] = recorded(moment, verdict, chain)
+            else:
+                snap.moments[disk] = judge(snap, moment, chain, newer)
+    in_chains = {lay.canonical for c in chains.values() if c is not None for lay in c.layers}
+    return Timeline(dom.name(), snapshots, ledger, in_chains)
