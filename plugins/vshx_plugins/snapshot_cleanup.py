@@ -112,42 +112,37 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
         method="libvirt snapshot metadata (virsh snapshot-delete --metadata, "
         "snapshot-create --redefine)",
     )
-    rows: list[list[str]] = []
+    verdicts = {s.name: verdict(timeline, s, args, dom.name()) for s in timeline.snapshots}
+    removals: list[Step] = []
+    file_rows: list[list[str]] = []
+    if args.delete_files:
+        # files out of every chain that only forgettable snapshots need; a snapshot whose
+        # moments live only in such files goes with them, if every one of them is removed
+        detached = [
+            s for s in timeline.snapshots if verdicts[s.name][0] == "kept" and detached_only(s)
+        ]
+        going = [s for s in timeline.snapshots if verdicts[s.name][0] == "forget"] + detached
+        files = unneeded_files(timeline, going)
+        removals = delete_steps(session, files, Chain([], domain=dom.name()))
+        removed = {canonical(step.argv[-1]) for step in removals}
+        for snap in detached:
+            if {canonical(m.holder or "") for m in snap.moments.values()} <= removed:
+                why = verdicts[snap.name][1]
+                verdicts[snap.name] = ("forget", f"{why}; --delete-files removes those files")
+        file_rows = [file_row(layer, canonical(layer.path) in removed) for layer in files]
     repoints: list[Step] = []
     forgets: list[Step] = []
-    forgotten: list[Snapshot] = []
+    rows: list[list[str]] = []
     for snap in timeline.snapshots:
-        what, why = verdict(timeline, snap, args, dom.name())
-        if what == "kept" and args.delete_files and detached_only(snap):
-            what, why = "forget", f"{why}; --delete-files removes those files"
+        what, why = verdicts[snap.name]
         if what == "forget":
             forgets.append(forget_step(session, dom, snap, why))
-            forgotten.append(snap)
-            rows.append([snap.name, "metadata removed", why])
-        elif what == "re-point":
-            xml = repointed_xml(snap)
-            if xml is not None:
-                repoints.append(repoint_step(session, dom, snap, xml))
-            rows.append([snap.name, "re-pointed", why])
-        else:
-            rows.append([snap.name, "kept", why])
-    plan.steps += repoints + forgets  # re-point while every parent still exists
-    if args.delete_files:
-        files = unneeded_files(timeline, forgotten)
-        removals = delete_steps(session, files, Chain([], domain=dom.name()))
-        plan.steps += removals
-        removed = {step.argv[-1] for step in removals}
-        for layer in files:
-            gone = layer.path in removed
-            rows.append(
-                [
-                    os.path.basename(layer.path),
-                    "file removed" if gone else "file kept",
-                    f"{human_size(layer.allocated)} no longer needed"
-                    if gone
-                    else "something else still uses it",
-                ]
-            )
+        elif what == "re-point" and (xml := repointed_xml(snap)) is not None:
+            repoints.append(repoint_step(session, dom, snap, xml))
+        label = {"forget": "metadata removed", "re-point": "re-pointed"}.get(what, "kept")
+        rows.append([snap.name, label, why])
+    rows += file_rows
+    plan.steps += repoints + forgets + removals  # re-point while every parent still exists
     if not plan.steps:
         session.nothing_to_do(args, f"every snapshot of {dom.name()} names its moment")
         if not session.planning_only(args) and rows:
@@ -160,29 +155,30 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
         session.write_script(comments(" | ".join(r) for r in rows))
 
 
-def unneeded_files(timeline: Timeline, forgotten: list[Snapshot]) -> list[Layer]:
-    """Files the forgotten snapshots name (moment files, overlays) that no disk's chain uses
-    and that hold no moment of a snapshot that stays."""
-    going = {s.name for s in forgotten}
+def file_row(layer: Layer, removed: bool) -> list[str]:
+    why = (
+        f"{human_size(layer.allocated)} no longer needed" if removed else "something still uses it"
+    )
+    return [os.path.basename(layer.path), "file removed" if removed else "file kept", why]
+
+
+def unneeded_files(timeline: Timeline, going: list[Snapshot]) -> list[Layer]:
+    """Files the going snapshots name (moment files, overlays) that no disk's chain uses and
+    that hold no moment of a snapshot that stays (nor one vshx cannot judge)."""
+    names = {s.name for s in going}
     needed = {
-        canonical(m.holder)
+        canonical(path)
         for s in timeline.snapshots
-        if s.name not in going
+        if s.name not in names
         for m in s.moments.values()
-        if m.holder and m.state != "gone"
-    }
-    needed |= {
-        canonical(m.file or "")
-        for s in timeline.snapshots
-        if s.name not in going
-        for m in s.moments.values()
-        if m.state == "unknown"
+        for path in (m.holder if m.kept else None, m.file if m.state == "unknown" else None)
+        if path
     }
     found: dict[str, Layer] = {}
-    for snap in forgotten:
+    for snap in going:
         for moment in snap.moments.values():
             for path in (moment.file, moment.overlay):
-                if not path or not os.path.exists(path) or moment.internal:
+                if not path or moment.internal or not os.path.exists(path):
                     continue
                 key = canonical(path)
                 if key in needed or key in timeline.in_chains:

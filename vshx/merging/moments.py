@@ -117,7 +117,9 @@ def account(
         if lost is not None:
             refuse_losing_memory(target, snap, lost)
             loses.append(f"{snap.name} ({lost})")
-            verdicts.append(Verdict(snap.name, snap.created, disk, GONE, None, lost))
+            verdicts.append(
+                Verdict(snap.name, snap.created, disk, GONE, None, lost, "", moment.file)
+            )
             continue
         assert new.holder is not None
         in_chain = canonical(new.holder) in after
@@ -126,7 +128,9 @@ def account(
             keeps.append(f"{snap.name} (moves into {where})")
         else:
             keeps.append(f"{snap.name} ({where}{'' if in_chain else ', out of the chain'})")
-        verdicts.append(Verdict(snap.name, snap.created, disk, new.state, new.holder, new.why))
+        verdicts.append(
+            Verdict(snap.name, snap.created, disk, new.state, new.holder, new.why, "", moment.file)
+        )
     suffix = f" on {disk}" if any(len(s.moments) > 1 for s in timeline.snapshots) else ""
     plan.keeps = [f"keeps{suffix}: {', '.join(keeps) or 'no snapshot'}"]
     plan.keeps.append(f"loses{suffix}: {', '.join(loses) or 'no snapshot'}")

@@ -109,6 +109,7 @@ class Verdict:
     holder: str | None
     why: str
     stamp: str = ""  # the holder's size and mtime when recorded: a later change voids it
+    named: str | None = None  # the file the metadata named then: redefined since voids it
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -143,6 +144,7 @@ def read_ledger(dom: libvirt.virDomain) -> dict[tuple[str, int, str], Verdict]:
                 node.get("holder"),
                 node.get("why", ""),
                 node.get("stamp", ""),
+                node.get("named"),
             )
         except ValueError:
             continue
@@ -163,6 +165,8 @@ def ledger_xml(verdicts: list[Verdict]) -> str:
         }
         if v.holder:
             attrs["holder"] = v.holder
+        if v.named:
+            attrs["named"] = v.named
         ET.SubElement(root, "moment", attrs)
     return ET.tostring(root, encoding="unicode")
 
@@ -304,6 +308,16 @@ def judge(snap: Snapshot, moment: Moment, chain: Chain | None, newer: list[Snaps
     )
 
 
+def still_named(moment: Moment, verdict: Verdict) -> bool:
+    """The metadata names what it named when vshx recorded the verdict (or the holder, after
+    snapshot-cleanup re-pointed it); else someone redefined it since (libvirt's own
+    snapshot-delete re-points the remaining snapshots) and the record no longer applies."""
+    if not moment.file:
+        return False
+    now = canonical(moment.file)
+    return any(path and canonical(path) == now for path in (verdict.named, verdict.holder))
+
+
 def recorded(moment: Moment, verdict: Verdict, chain: Chain | None) -> Moment:
     """A moment as vshx's record says, as long as the file it names has not changed since."""
     if verdict.state == GONE:
@@ -341,7 +355,7 @@ def read_timeline(dom: libvirt.virDomain, chain_of: Callable[[str], Chain | None
                 chains[disk] = chain_of(disk)
             chain = chains[disk]
             verdict = ledger.get((snap.name, snap.created, disk))
-            if verdict is not None:
+            if verdict is not None and still_named(moment, verdict):
                 snap.moments[disk] = recorded(moment, verdict, chain)
             else:
                 snap.moments[disk] = judge(snap, moment, chain, newer)

@@ -1,0 +1,211 @@
+"""The snapshot model's pure logic: parsing, judging moments from chains, what a merge does to
+them (no libvirt: the chains are built from real files in a temporary directory)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vshx.merging.moments import after_writes, finish_command, repointed_xml
+from vshx.storage.chain import Chain, Layer
+from vshx.storage.moments import (
+    GONE,
+    INTACT,
+    MERGED,
+    UNKNOWN,
+    Timeline,
+    Verdict,
+    in_time_order,
+    judge,
+    parse_snapshot,
+    recorded,
+    stamp,
+)
+
+
+def snapshot_xml(name: str, parent: str | None, moments: dict[str, tuple[str, str]]) -> str:
+    """A disk-only snapshot as libvirt 9.0 writes it: per disk (moment file, overlay)."""
+    disks = "".join(
+        f"<disk name='{d}' snapshot='external' type='file'><source file='{o}'/></disk>"
+        for d, (_f, o) in moments.items()
+    )
+    devices = "".join(
+        f"<disk type='file' device='disk'><source file='{f}'/><target dev='{d}'/></disk>"
+        for d, (f, _o) in moments.items()
+    )
+    parent_xml = f"<parent><name>{parent}</name></parent>" if parent else ""
+    return (
+        f"<domainsnapshot><name>{name}</name><state>disk-snapshot</state>{parent_xml}"
+        f"<creationTime>100</creationTime><memory snapshot='no'/><disks>{disks}</disks>"
+        f"<domain><devices>{devices}</devices></domain></domainsnapshot>"
+    )
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, str]:
+    """base, sn1..sn4 as files (their content does not matter to the structural rules)."""
+    paths = {}
+    for name in ("base", "sn1", "sn2", "sn3", "sn4"):
+        path = tmp_path / f"{name}.qcow2"
+        path.write_bytes(b"x")
+        paths[name] = str(path)
+    return paths
+
+
+def chain_of(files: dict[str, str], names: list[str]) -> Chain:
+    """A chain listed active first."""
+    layers = [Layer(files[n], "qcow2", i) for i, n in enumerate(names)]
+    return Chain(layers, "dom", "vda")
+
+
+def lab_snapshots(files: dict[str, str]):
+    """s1..s4 as virsh snapshot-create-as --disk-only leaves them: sK froze the file below snK."""
+    below = ["base", "sn1", "sn2", "sn3"]
+    return [
+        parse_snapshot(
+            snapshot_xml(
+                f"s{k}",
+                f"s{k - 1}" if k > 1 else None,
+                {"vda": (files[below[k - 1]], files[f"sn{k}"])},
+            ),
+            current=k == 4,
+        )
+        for k in range(1, 5)
+    ]
+
+
+def test_parse_names_moment_file_and_overlay(files):
+    snap = lab_snapshots(files)[1]
+    assert snap.name == "s2" and snap.parent == "s1"
+    moment = snap.moments["vda"]
+    assert moment.file == files["sn1"] and moment.overlay == files["sn2"]
+    assert not snap.has_memory
+
+
+def test_a_disk_the_snapshot_skips_has_no_moment(files):
+    xml = (
+        snapshot_xml("s1", None, {"vda": (files["base"], files["sn1"])})
+        .replace("</disks>", "<disk name='vdb' snapshot='no'/></disks>")
+        .replace(
+            "</devices>",
+            f"<disk type='file' device='disk'><source file='{files['sn4']}'/>"
+            "<target dev='vdb'/></disk></devices>",
+        )
+    )
+    assert set(parse_snapshot(xml, False).moments) == {"vda"}
+
+
+def test_overlay_on_its_file_is_intact(files):
+    snaps = lab_snapshots(files)
+    chain = chain_of(files, ["sn4", "sn3", "sn2", "sn1", "base"])
+    for i, snap in enumerate(snaps):
+        judged = judge(snap, snap.moments["vda"], chain, snaps[i + 1 :])
+        assert judged.state == INTACT and judged.in_chain
+
+
+def test_commit_outside_vshx_is_unknown_never_intact(files):
+    """sn2 committed into sn1 by another tool: s2's file sn1 changed, s3's left the chain."""
+    snaps = lab_snapshots(files)
+    chain = chain_of(files, ["sn4", "sn3", "sn1", "base"])
+    s2 = judge(snaps[1], snaps[1].moments["vda"], chain, snaps[2:])
+    s3 = judge(snaps[2], snaps[2].moments["vda"], chain, snaps[3:])
+    assert s2.state == UNKNOWN and s3.state == UNKNOWN
+
+
+def test_a_newer_snapshot_on_the_same_file_means_the_older_moment_is_gone(files):
+    """After re-pointing s3 at sn1 (its moment moved there), s2's moment in sn1 is gone."""
+    snaps = lab_snapshots(files)
+    snaps[2] = parse_snapshot(
+        snapshot_xml("s3", "s2", {"vda": (files["sn1"], files["sn3"])}), current=False
+    )
+    chain = chain_of(files, ["sn4", "sn3", "sn1", "base"])
+    assert judge(snaps[1], snaps[1].moments["vda"], chain, snaps[2:]).state == GONE
+    assert judge(snaps[2], snaps[2].moments["vda"], chain, snaps[3:]).state == INTACT
+
+
+def test_missing_file_and_active_file_are_gone(files):
+    snaps = lab_snapshots(files)
+    chain = chain_of(files, ["sn1", "base"])  # sn1 became active (an active commit pivoted)
+    assert judge(snaps[1], snaps[1].moments["vda"], chain, []).state == GONE
+    os.unlink(files["sn2"])
+    assert judge(snaps[2], snaps[2].moments["vda"], chain, []).state == GONE
+
+
+def test_commit_moves_the_top_moment_and_loses_the_ones_below(files):
+    snaps = lab_snapshots(files)
+    chain = chain_of(files, ["sn4", "sn3", "sn2", "sn1", "base"])
+    judged = {s.name: judge(s, s.moments["vda"], chain, []) for s in snaps}
+    top, base = chain.layers[1], chain.layers[3]  # commit sn3 (s4's moment) into sn1
+    writes = [(base, top)]
+    moved, lost = after_writes(judged["s4"], chain, writes)
+    assert lost is None and moved.state == MERGED and moved.holder == files["sn1"]
+    assert after_writes(judged["s3"], chain, writes)[1]  # sn2 sits on sn1, which changes
+    assert after_writes(judged["s2"], chain, writes)[1]  # sn1 itself takes in sn3
+    assert after_writes(judged["s1"], chain, writes) == (judged["s1"], None)
+
+
+def test_active_commit_moves_no_moment(files):
+    snaps = lab_snapshots(files)
+    chain = chain_of(files, ["sn4", "sn3", "sn2", "sn1", "base"])
+    s4 = judge(snaps[3], snaps[3].moments["vda"], chain, [])
+    _moment, lost = after_writes(s4, chain, [(chain.layers[3], chain.layers[0])])
+    assert lost  # sn3 sits on sn1, which takes in the active layer's data
+
+
+def test_a_record_is_void_once_the_file_changed(files):
+    snap = lab_snapshots(files)[2]
+    chain = chain_of(files, ["sn4", "sn1", "base"])
+    verdict = Verdict("s3", 100, "vda", MERGED, files["sn1"], "moved", stamp(files["sn1"]))
+    assert recorded(snap.moments["vda"], verdict, chain).state == MERGED
+    Path(files["sn1"]).write_bytes(b"written by someone else")
+    assert recorded(snap.moments["vda"], verdict, chain).state == UNKNOWN
+
+
+def test_parents_come_first_even_within_one_second(files):
+    snaps = list(reversed(lab_snapshots(files)))
+    assert [s.name for s in in_time_order(snaps)] == ["s1", "s2", "s3", "s4"]
+
+
+def test_repointed_xml_names_the_holder(files):
+    snap = lab_snapshots(files)[2]
+    snap.moments["vda"] = snap.moments["vda"].__class__(
+        "vda", files["sn2"], files["sn3"], MERGED, files["sn1"], "moved", True
+    )
+    xml = repointed_xml(snap)
+    assert xml is not None and files["sn1"] in xml and f'file="{files["sn2"]}"' not in xml
+
+
+def test_finish_command_for_a_half_merged_snapshot(tmp_path: Path):
+    """vda's sn2 was committed into sn1 (s3's moment now there); vdb still holds both."""
+    paths = {}
+    for name in ("a1", "a2", "a3", "b1", "b2", "b3"):
+        paths[name] = str(tmp_path / name)
+        Path(paths[name]).write_bytes(b"x")
+    s2 = parse_snapshot(
+        snapshot_xml(
+            "s2", None, {"vda": (paths["a1"], paths["a2"]), "vdb": (paths["b1"], paths["b2"])}
+        ),
+        False,
+    )
+    s3 = parse_snapshot(
+        snapshot_xml(
+            "s3", "s2", {"vda": (paths["a2"], paths["a3"]), "vdb": (paths["b2"], paths["b3"])}
+        ),
+        False,
+    )
+    m = s2.moments
+    s2.moments = {
+        "vda": m["vda"].__class__("vda", paths["a1"], paths["a2"], GONE, None, "taken in"),
+        "vdb": m["vdb"].__class__("vdb", paths["b1"], paths["b2"], INTACT, paths["b1"], "", True),
+    }
+    n = s3.moments
+    s3.moments = {
+        "vda": n["vda"].__class__("vda", paths["a2"], paths["a3"], MERGED, paths["a1"], "", True),
+        "vdb": n["vdb"].__class__("vdb", paths["b2"], paths["b3"], INTACT, paths["b2"], "", True),
+    }
+    assert s2.half_merged and not s3.half_merged
+    timeline = Timeline("dom", [s2, s3], {})
+    line = finish_command(timeline, s2, "dom")
+    assert line == f"vshx commit dom vdb --top {paths['b2']} --base {paths['b1']}"
