@@ -53,11 +53,14 @@ def test_seed_walkthrough_commit_cleanup_pull_cleanup(lab: Lab, tmp_path: Path):
 
     ok("blockpull", lab.name, "vda")
     proc = ok("snapshot-cleanup", lab.name, "--delete-files")
-    assert snapshot_names(lab.name) == ["sn4"]
     assert chain_files(lab.active) == ["sn4.qcow2"]
     assert lab.guest_hash(tmp_path) == before
     check_all(lab)
-    # sn1 left the chain, but the orphan sn2.qcow2 (kept above) still names it as backing
+    # the pull took base and sn1.qcow2 out of the chain, unchanged: snapshot sn1's moment
+    # (base) and sn4's (in sn1.qcow2 since the commit) are intact in them; --delete-files would
+    # remove them with their snapshots, but the orphan sn2.qcow2 (kept above) still names
+    # sn1.qcow2 as backing, so both files and both snapshots stay
+    assert snapshot_names(lab.name) == ["sn1", "sn4"]
     assert lab.layer("sn1").exists() and "sn2.qcow2" in proc.stderr
     assert "file kept" in proc.stdout
 

@@ -318,6 +318,28 @@ def still_named(moment: Moment, verdict: Verdict) -> bool:
     return any(path and canonical(path) == now for path in (verdict.named, verdict.holder))
 
 
+def record_for(
+    ledger: dict[tuple[str, int, str], Verdict], snap: Snapshot, moment: Moment
+) -> Verdict | None:
+    """vshx's record of this moment: same snapshot (by name, or by creation time if it was
+    redefined under another name), same disk, and the metadata still naming that file."""
+    exact = ledger.get((snap.name, snap.created, moment.disk))
+    if exact is not None and still_named(moment, exact):
+        return exact
+    return next(
+        (
+            v
+            for v in ledger.values()
+            if v.created == snap.created
+            and v.disk == moment.disk
+            and v.named
+            and moment.file
+            and canonical(v.named) == canonical(moment.file)
+        ),
+        None,
+    )
+
+
 def recorded(moment: Moment, verdict: Verdict, chain: Chain | None) -> Moment:
     """A moment as vshx's record says, as long as the file it names has not changed since."""
     if verdict.state == GONE:
@@ -354,8 +376,8 @@ def read_timeline(dom: libvirt.virDomain, chain_of: Callable[[str], Chain | None
             if disk not in chains:
                 chains[disk] = chain_of(disk)
             chain = chains[disk]
-            verdict = ledger.get((snap.name, snap.created, disk))
-            if verdict is not None and still_named(moment, verdict):
+            verdict = record_for(ledger, snap, moment)
+            if verdict is not None:
                 snap.moments[disk] = recorded(moment, verdict, chain)
             else:
                 snap.moments[disk] = judge(snap, moment, chain, newer)
