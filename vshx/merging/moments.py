@@ -138,7 +138,25 @@ def account(
         plan.keeps.append(f"unknown{suffix}: {', '.join(unknown)}")
     losing = {v.snapshot for v in verdicts if v.state == GONE}
     plan.notes += half_merge_notes(target, timeline, losing)
+    plan.notes += leaving_note(verdicts, after)
     plan.verdicts = verdicts
+
+
+def leaving_note(verdicts: list[Verdict], after: set[str]) -> list[str]:
+    """Moments a plan leaves in files out of the chain: revertible only while those stay, and
+    the classic mistake of judging snapshots by the overlay they created."""
+    out = [v for v in verdicts if v.state != GONE and v.holder and canonical(v.holder) not in after]
+    if not out:
+        return []
+    names = ", ".join(v.snapshot for v in out)
+    files = ", ".join(sorted({os.path.basename(v.holder or "") for v in out}))
+    return [
+        f"{names} stay revertible only in {files}, out of the chain (snapshot-cleanup "
+        "--delete-files removes those files and forgets them). A snapshot is its moment, not "
+        "the overlay it created: after its full pull the source tutorial deletes the metadata "
+        "of sn1..sn3 and keeps sn4, yet sn1's moment is the base the chain still holds and "
+        "sn4's is in a pulled-out file"
+    ]
 
 
 def refuse_losing_memory(target: Target, snap: Snapshot, lost: str) -> None:
