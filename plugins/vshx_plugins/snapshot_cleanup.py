@@ -106,7 +106,7 @@ def detached_only(snap: Snapshot) -> bool:
 
 def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
     dom = virt.lookup_domain(session.conn, args.domain)
-    timeline = domain_timeline(session, dom)
+    timeline = domain_timeline(session, dom, strict=True)
     plan = Plan(
         f"make the snapshot metadata of {dom.name()} match its moments",
         method="libvirt snapshot metadata (virsh snapshot-delete --metadata, "

@@ -48,16 +48,25 @@ def timeline_of(session: Session, target: Target) -> Timeline | None:
     return target.timeline if target.timeline.snapshots else None
 
 
-def read_domain_timeline(dom: libvirt.virDomain, known: dict[str, Chain]) -> Timeline:
+def read_domain_timeline(
+    dom: libvirt.virDomain, known: dict[str, Chain], strict: bool = False
+) -> Timeline:
     """``dom``'s timeline; the chains of ``known`` disks as given, the others read when a
-    snapshot covers them."""
+    snapshot covers them.  An unreadable chain makes its moments unknown, or, ``strict``
+    (a command that changes metadata), refuses."""
 
     def chain_of(disk: str) -> Chain | None:
         if disk in known:
             return known[disk]
         try:
             chain: Chain = virt.domain_chain(dom, disk, definition=False)
-        except VshxError:
+        except VshxError as exc:
+            if strict:
+                raise VshxError(
+                    f"cannot read the chain of {dom.name()} disk {disk}: {exc.message}",
+                    "no snapshot is judged while a chain is unreadable; repair or restore the "
+                    "layer (qemu-img check), then run the command again",
+                ) from exc
             return None  # judged unknown: a moment is never taken as intact unread
         return chain
 
@@ -190,10 +199,10 @@ def half_merge_notes(target: Target, timeline: Timeline, losing: set[str]) -> li
     return notes
 
 
-def domain_timeline(session: Session, dom: libvirt.virDomain) -> Timeline:
+def domain_timeline(session: Session, dom: libvirt.virDomain, strict: bool = False) -> Timeline:
     """A domain's timeline against every disk's chain (a batch --dry-run's predicted ones)."""
     known = {c.disk or "": c for c in session.predicted.values() if c.domain == dom.name()}
-    return read_domain_timeline(dom, known)
+    return read_domain_timeline(dom, known, strict)
 
 
 def repointed_xml(snap: Snapshot) -> str | None:
