@@ -314,3 +314,18 @@ def test_a_commit_outside_vshx_is_unknown_not_intact(made):
     proc = ok("snapshot-cleanup", dom.name)
     assert snapshot_names(dom.name) == ["sn1", "sn2", "sn3", "sn4"]  # nothing forgotten on a guess
     assert "cannot tell" in proc.stdout
+
+
+def test_rebase_keeps_every_moment(made):
+    dom = made(False, 1)
+    before = guest_view(dom)
+    args = ["rebase", "--domain", dom.name, "--path", "vda", "--top", str(dom.file("vda", "sn3"))]
+    args += ["--backing", str(dom.file("vda", "sn1"))]
+    plan = ok(*args, "--dry-run").stdout
+    assert said(plan, "loses") == "no snapshot"
+    assert "sn3 (sn2.qcow2, out of the chain)" in said(plan, "keeps")
+    ok(*args)
+    ok("snapshot-cleanup", dom.name)
+    assert snapshot_names(dom.name) == ["sn1", "sn2", "sn3", "sn4"]
+    check_moments(dom)
+    check_domain(dom, before)
