@@ -251,6 +251,21 @@ class Lab:
             flush_guest(self.name, disk)
         return guest_hash(self.active_of(disk), tmp)
 
+    def relative_backing_names(self) -> None:
+        """Rewrite every layer's backing name as a bare file name (``-b sn1.qcow2``), as chains
+        made by hand with qemu-img name them; libvirt's snapshots name absolute paths.  The
+        same files stay below (``rebase -u``), so no data and no moment changes.  Shut off."""
+        assert not self.running, "qemu-img rebase needs the images closed"
+        for disk in self.targets:
+            for entry in qemu_img_chain(self.active_of(disk)):
+                backing = entry.get("full-backing-filename")
+                if backing:
+                    subprocess.run(
+                        ["qemu-img", "rebase", "-u", "-F", "qcow2", "-b",
+                         os.path.basename(backing), entry["filename"]],
+                        check=True,
+                    )  # fmt: skip
+
     def record_moments(self, tmp: Path) -> dict[str, dict[str, str]]:
         """Each snapshot's moment per disk: the guest view of the file its ``<domain>`` block
         names as that disk's source (qemu-img convert -U).  Call it right after creation."""
