@@ -150,13 +150,14 @@ BUILTINS = [
     ),
     Command(
         "snapshot-list",
-        "list a domain's libvirt snapshots with their disk files",
+        "list a domain's snapshots with their moment on every disk (intact, merged, gone)",
         cmd_snapshot_list,
         (
             DOMAIN,
             Opt("name", "only the names, one a line"),
             Opt("tree", "the snapshots as a tree of parents and children"),
             Opt("parent", "virsh's spelling, accepted: the parent is always shown"),
+            Opt("topological", "virsh's spelling, accepted: parents always come first"),
             JSON,
         ),
         group="inventory",
