@@ -1,0 +1,649 @@
+"""snapshot-delete: remove a snapshot's moment on every disk it covers, as libvirt 9.0 does.
+
+An external snapshot froze, on each disk, its *moment file* and put an overlay on it.  Deleting
+the snapshot removes that moment: the layer right above the file that holds it (the next
+snapshot's moment, or the active layer for the current snapshot) is committed into it, on every
+disk, in one plan: live, block commits (a non-active one ends on its own; active commits are all
+READY before any pivots), offline, ``qemu-img commit`` and a pointer-only rebase.  Then the
+remaining snapshots are re-defined to name the files that now hold their moments (``virsh
+snapshot-create --redefine``, the current one kept current), the deleted ones' metadata is
+dropped (``virsh snapshot-delete --metadata``), a shut-off domain's definition names the new
+chains, and the merged-away layers and deleted snapshots' memory files are removed.  libvirt's
+own snapshot-delete is never called to do the work; ``--teach`` says where it would do the same
+and where it refuses.  With ``--metadata`` the command is virsh's: metadata only.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from vshx.api import (
+    DOMAIN,
+    FORCE,
+    SCAN,
+    Args,
+    Command,
+    Layer,
+    Opt,
+    Plan,
+    Session,
+    Snapshot,
+    Step,
+    Target,
+    Timeline,
+    UsageError,
+    VshxError,
+    bitmaps,
+    canonical,
+    check_merge,
+    commands_hook,
+    definition_steps,
+    delete_steps,
+    domain_timeline,
+    human_size,
+    libvirt,
+    live_job_step,
+    load_target,
+    pivot_step,
+    preflight,
+    render_chain,
+    shell_line,
+    underneath,
+    virsh,
+    virt,
+)
+
+ROUTES = ("commit",)
+
+
+@dataclass
+class DiskWork:
+    """What the plan does on one disk: commit ``top`` into ``base`` (none when no data moves),
+    and where the moments held by the removed layers are afterwards."""
+
+    disk: str
+    target: Target
+    top: Layer | None = None
+    base: Layer | None = None
+    removed: list[Layer] = field(default_factory=list)
+    moves: dict[str, str] = field(default_factory=dict)  # canonical old holder -> new holder
+    note: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.top is not None and self.top.position == 0
+
+
+def pick_name(dom: libvirt.virDomain, args: Args) -> str:
+    """SNAP as virsh picks it: the name given, else the current snapshot with --current."""
+    if args.snapshotname:
+        return str(args.snapshotname)
+    if not args.current:
+        raise UsageError("which snapshot?", "give its name, or --current")
+    try:
+        name: str = dom.snapshotCurrent(0).getName()
+    except libvirt.libvirtError:
+        raise VshxError(
+            f"domain {dom.name()} has no current snapshot",
+            f"name one (snapshot-list {dom.name()})",
+        ) from None
+    return name
+
+
+def descendants(timeline: Timeline, snap: Snapshot) -> list[Snapshot]:
+    found: list[Snapshot] = []
+    todo = [snap.name]
+    while todo:
+        name = todo.pop()
+        for child in timeline.snapshots:
+            if child.parent == name:
+                found.append(child)
+                todo.append(child.name)
+    return found
+
+
+def going_snapshots(timeline: Timeline, snap: Snapshot, args: Args) -> list[Snapshot]:
+    """The snapshots deleted: SNAP, its descendants too (--children) or only (--children-only)."""
+    if args.children_only:
+        return descendants(timeline, snap)
+    if args.children:
+        return [snap, *descendants(timeline, snap)]
+    return [snap]
+
+
+def layer_at(target: Target, path: str | None) -> Layer | None:
+    key = canonical(path or "")
+    return next((layer for layer in target.chain.layers if layer.canonical == key), None)
+
+
+def plan_disk(
+    target: Target, going: list[Snapshot], remaining: list[Snapshot], single: bool
+) -> DiskWork:
+    """Which layer moves into which on one disk, or why nothing moves there."""
+    disk = target.chain.disk or ""
+    work = DiskWork(disk, target)
+    holders: list[Layer] = []
+    for snap in going:
+        moment = snap.moments.get(disk)
+        if moment is None or moment.state == "gone":
+            continue
+        if moment.state == "unknown":
+            raise VshxError(
+                f"vshx cannot prove which file holds snapshot {snap.name}'s moment on {disk}: "
+                f"{moment.why}",
+                "nothing was changed; vshx never merges data to satisfy metadata. See: "
+                f"snapshot-list {target.chain.domain} (and snapshot-cleanup, which redefines "
+                "the metadata it can prove)",
+            )
+        layer = layer_at(target, moment.holder)
+        if layer is None or layer.position == 0:
+            continue  # out of the chain: nothing merges; the file stays for snapshot-cleanup
+        holders.append(layer)
+    if not holders:
+        work.note = f"{disk}: no layer holds a deleted moment; only metadata changes there"
+        return work
+    base = max(holders, key=lambda layer: layer.position)
+    kept = {}
+    for snap in remaining:
+        moment = snap.moments.get(disk)
+        if moment is not None and moment.kept and moment.holder:
+            kept[canonical(moment.holder)] = snap.name
+    if base.canonical in kept:
+        if single:
+            work.note = (
+                f"{disk}: {base.name} also holds snapshot {kept[base.canonical]}'s moment, which "
+                "stays: only metadata changes there"
+            )
+            return work
+        raise VshxError(
+            f"{base.name} on {disk} holds a deleted moment and snapshot "
+            f"{kept[base.canonical]}'s, which stays",
+            "delete the snapshots one by one",
+        )
+    chain = target.chain
+    if single:
+        top = chain.above(base)
+        assert top is not None  # base is not the active layer
+    else:
+        top = chain.active
+        for layer in chain.between(top, base):
+            if layer.canonical in kept:
+                raise VshxError(
+                    f"snapshot {kept[layer.canonical]}'s moment on {disk} lives in {layer.name}, "
+                    f"above the deleted ones: it stays, so the layers cannot merge as one",
+                    "delete the snapshots one by one",
+                )
+    work.top, work.base = top, base
+    work.removed = chain.between(top, base)
+    work.moves = {layer.canonical: base.path for layer in work.removed}
+    return work
+
+
+def data_steps(
+    session: Session, plan: Plan, work: DiskWork, args: Args
+) -> tuple[list[Step], list[Step]]:
+    """The steps that merge one disk, and the pivot that ends a live active commit."""
+    target, top, base = work.target, work.top, work.base
+    assert top is not None and base is not None
+    chain, disk = target.chain, work.disk
+    names = ", ".join(layer.name for layer in work.removed)
+    if target.live:
+        dom = target.dom
+        assert dom is not None
+        flags = libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE if work.active else 0
+        argv = virsh(
+            session.uri, "blockcommit", dom.name(), disk, "--base", base.path, "--top", top.path
+        )
+        if work.active:
+            argv.append("--active")
+        argv += ["--wait", "--verbose"]
+
+        def start(top: Layer = top, base: Layer = base, flags: int = flags) -> None:
+            dom.blockCommit(disk, base.path, top.path, 0, flags)
+
+        step = live_job_step(
+            session,
+            target,
+            args,
+            f"block commit {disk}: merge {names} into {base.name}"
+            + (" (READY, pivoted below with the other disks)" if work.active else ""),
+            argv,
+            start,
+            leaves=work.removed,
+            active=work.active,
+            ready_only=work.active,
+            underneath=underneath.block_commit(work.active, True, False),
+        )
+        if work.active:
+            return [step], [pivot_step(session, target, work.removed)]
+        return [step], []
+    data = Step(
+        f"qemu-img commit {disk}: write {top.name}'s view into {base.name}",
+        [
+            "qemu-img",
+            "commit",
+            "-q",
+            "-f",
+            preflight.require_format(top),
+            "-b",
+            base.path,
+            top.path,
+        ],
+        underneath=underneath.qemu_img_commit(),
+    )
+    sub = Plan(plan.title, target=target)
+    sub.add(data)
+    bitmaps.carry(sub, data, base, work.removed)
+    overlay = chain.above(top)
+    if overlay is not None:
+        written = preflight.relative_or_absolute(base, overlay, False)
+        sub.add(
+            Step(
+                f"point {overlay.name} at {base.name} (pointer only: {base.name} now shows "
+                f"exactly what {top.name} showed)",
+                [
+                    "qemu-img",
+                    "rebase",
+                    "-u",
+                    "-f",
+                    preflight.require_format(overlay),
+                    "-F",
+                    preflight.require_format(base),
+                    "-b",
+                    written,
+                    overlay.path,
+                ],
+                underneath=underneath.rebase(unsafe=True, flatten=False, after_commit=True),
+            )
+        )
+    return sub.steps, []
+
+
+def redefined_xml(
+    snap: Snapshot, works: dict[str, DiskWork], parent: str | None, reparent: bool
+) -> str | None:
+    """``snap``'s XML naming, on each disk, the file that holds its moment after the merges,
+    without the removed layers in its ``<backingStore>`` chains, and (``reparent``) with
+    ``parent`` as its parent; None when nothing changes."""
+    root = ET.fromstring(snap.xml)
+    changed = False
+    for scope in ("domain", "inactiveDomain"):
+        for disk in root.findall(f"./{scope}/devices/disk"):
+            target = disk.find("target")
+            work = works.get(target.get("dev", "") if target is not None else "")
+            if work is None or not work.removed:
+                continue
+            source = disk.find("source")
+            path = source.get("file") if source is not None else None
+            if source is not None and path and canonical(path) in work.moves:
+                source.attrib.pop("index", None)
+                source.set("file", work.moves[canonical(path)])
+                for below in disk.findall("backingStore"):
+                    disk.remove(below)  # libvirt reads the new file's chain itself
+                changed = True
+                continue
+            changed = drop_layers(disk, {layer.canonical for layer in work.removed}) or changed
+    if reparent:
+        node = root.find("parent")
+        if node is not None:
+            root.remove(node)
+        if parent is not None:
+            new = ET.Element("parent")
+            ET.SubElement(new, "name").text = parent
+            root.insert(2, new)
+        changed = True
+    return ET.tostring(root, encoding="unicode") if changed else None
+
+
+def drop_layers(disk: ET.Element, gone: set[str]) -> bool:
+    """Splice the ``gone`` layers out of a ``<disk>``'s ``<backingStore>`` chain."""
+    changed = False
+    holder = disk
+    node = holder.find("backingStore")
+    while node is not None:
+        below = node.find("source")
+        if below is not None and canonical(below.get("file") or "") in gone:
+            at = list(holder).index(node)
+            holder.remove(node)
+            for child in node.findall("backingStore"):
+                holder.insert(at, child)
+            changed = True
+            node = holder.find("backingStore")
+            continue
+        holder, node = node, node.find("backingStore")
+    return changed
+
+
+def redefine_step(
+    session: Session, dom: libvirt.virDomain, snap: Snapshot, xml: str, why: str
+) -> Step:
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+    extra = []
+    if snap.state == "disk-snapshot":
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+        extra.append("--disk-only")
+    if snap.current:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+        extra.append("--current")
+    return Step(
+        f"re-define snapshot {snap.name}: {why}",
+        virsh(session.uri, "snapshot-create", dom.name(), "/dev/stdin", "--redefine", *extra),
+        action=lambda: dom.snapshotCreateXML(xml, flags),
+        stdin=xml,
+    )
+
+
+def forget_step(session: Session, dom: libvirt.virDomain, name: str) -> Step:
+    def action() -> None:
+        dom.snapshotLookupByName(name, 0).delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+
+    return Step(
+        f"drop snapshot {name}'s metadata (its moment is gone on every disk)",
+        virsh(session.uri, "snapshot-delete", dom.name(), name, "--metadata"),
+        action=action,
+    )
+
+
+def memory_step(snap: Snapshot) -> Step | None:
+    path = snap.memory_file
+    if snap.memory != "external" or not path or not os.path.exists(path):
+        return None
+    size = human_size(os.stat(path).st_size)
+    return Step(f"remove snapshot {snap.name}'s memory state ({size})", ["rm", "-f", "--", path])
+
+
+def nearest_kept(timeline: Timeline, name: str | None, going: set[str]) -> str | None:
+    while name is not None and name in going:
+        found = timeline.find(name)
+        name = found.parent if found is not None else None
+    return name
+
+
+def native_verdict(
+    session: Session, timeline: Timeline, snap: Snapshot, args: Args, works: dict[str, DiskWork]
+) -> str:
+    """What `virsh snapshot-delete` of the connected libvirt does with the same request."""
+    line = shell_line(virsh(session.uri, "snapshot-delete", timeline.domain, snap.name))
+    version = session.conn.getLibVersion()
+    if version < 9_000_000:
+        return f"native: this libvirt ({version}) cannot delete external snapshots (9.0 can)"
+    children = [s for s in timeline.snapshots if s.parent == snap.name]
+    current = next((s for s in timeline.snapshots if s.current), None)
+    refusal = None
+    if args.children or args.children_only:
+        refusal = "deletion of external children disk snapshots not supported"
+    elif snap.current and children:
+        refusal = "deletion of active external snapshot that is not a leaf snapshot"
+    elif len(children) > 1:
+        refusal = "deletion of external disk snapshot with multiple children snapshots"
+    elif children and current is not None and snap.name not in ancestors(timeline, current):
+        refusal = "deletion of non-leaf external snapshot that is not in active chain"
+    else:
+        for disk, moment in snap.moments.items():
+            work = works.get(disk)
+            chain = work.target.chain if work else None
+            layer = (
+                next(
+                    (
+                        lay
+                        for lay in chain.layers
+                        if lay.canonical == canonical(moment.overlay or "")
+                    ),
+                    None,
+                )
+                if chain is not None
+                else None
+            )
+            below = chain.below(layer) if chain is not None and layer is not None else None
+            if layer is None:
+                refusal = "VM disk source and snapshot disk source are not the same"
+            elif below is None or below.canonical != canonical(moment.file or ""):
+                refusal = "snapshot VM disk source and parent disk source are not the same"
+            if refusal:
+                refusal += f" ({disk}: the metadata and the disk's chain diverged)"
+                break
+    if refusal:
+        return f"native: {line} refuses here: {refusal}"
+    return (
+        f"native: {line} does the same on this libvirt (>= 9.0): it commits each disk's "
+        "overlay into the snapshot's file, re-points the children and drops the metadata"
+    )
+
+
+def ancestors(timeline: Timeline, snap: Snapshot) -> set[str]:
+    found = set()
+    name = snap.parent
+    while name is not None and name not in found:
+        found.add(name)
+        parent = timeline.find(name)
+        name = parent.parent if parent is not None else None
+    return found
+
+
+def metadata_only(session: Session, dom: libvirt.virDomain, name: str, args: Args) -> None:
+    """--metadata: exactly virsh's snapshot-delete --metadata (files untouched)."""
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY
+    extra = ["--metadata"]
+    if args.children:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN
+        extra.append("--children")
+    if args.children_only:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY
+        extra.append("--children-only")
+
+    def action() -> None:
+        try:
+            dom.snapshotLookupByName(name, 0).delete(flags)
+        except libvirt.libvirtError as exc:
+            raise VshxError(
+                f"snapshot {name}: {exc.get_error_message()}", f"snapshot-list {dom.name()}"
+            ) from None
+
+    plan = Plan(
+        f"forget snapshot {name} of {dom.name()} (metadata only, as virsh)",
+        method="libvirt snapshot metadata",
+    )
+    plan.notes.append(
+        "--metadata: the files stay as they are; the moments stay where they are, and libvirt "
+        "re-points the children at this snapshot's file (snapshot-list shows the moments)"
+    )
+    plan.add(
+        Step(
+            f"drop snapshot {name}'s metadata",
+            virsh(session.uri, "snapshot-delete", dom.name(), name, *extra),
+            action=action,
+        )
+    )
+    if session.run_plan(plan, args):
+        session.info(f"Domain snapshot {name} deleted (metadata only)")
+
+
+def cmd_snapshot_delete(session: Session, args: Args) -> None:
+    dom = virt.lookup_domain(session.conn, args.domain)
+    name = pick_name(dom, args)
+    for key in ("timeout", "async", "keep_relative", "bandwidth", "bytes"):
+        args.setdefault(key, None)  # the block jobs wait to the end: no job options here
+    if args.route and args.route not in ROUTES:
+        raise UsageError(f"unknown route {args.route!r}", f"routes: {', '.join(ROUTES)}")
+    if args.metadata:
+        metadata_only(session, dom, name, args)
+        return
+    first = domain_timeline(session, dom)
+    snap = first.find(name)
+    if snap is None:
+        raise VshxError(
+            f"domain {dom.name()} has no snapshot {name!r}", f"see: snapshot-list {dom.name()}"
+        )
+    going = going_snapshots(first, snap, args)
+    if not going:
+        session.nothing_to_do(args, f"snapshot {name} has no children")
+        return
+    covered = sorted({d for s in going for d in s.moments})
+    present = {d.target for d in virt.domain_disks(dom)}
+    targets = {d: load_target(session, dom.name(), d) for d in covered if d in present}
+    for target in targets.values():
+        if target.dom is not None and virt.block_job_info(target.dom, target.chain.disk or ""):
+            raise VshxError(
+                f"{dom.name()} {target.chain.disk} has a block job running",
+                f"wait for it or end it (vshx jobs {dom.name()})",
+            )
+    timeline = domain_timeline(session, dom)
+    snap = timeline.find(name)
+    assert snap is not None
+    going = going_snapshots(timeline, snap, args)
+    names = {s.name for s in going}
+    remaining = [s for s in timeline.snapshots if s.name not in names]
+    single = not (args.children or args.children_only)
+    works = {d: plan_disk(target, going, remaining, single) for d, target in targets.items()}
+    plan = build_plan(session, dom, timeline, snap, going, remaining, works, args)
+    if session.run_plan(plan, args):
+        for work in works.values():
+            session.info(render_chain(virt.domain_chain(dom, work.disk)))
+        session.info(
+            f"Domain snapshot{'s' if len(going) > 1 else ''} "
+            f"{', '.join(s.name for s in going)} deleted"
+        )
+
+
+def build_plan(
+    session: Session,
+    dom: libvirt.virDomain,
+    timeline: Timeline,
+    snap: Snapshot,
+    going: list[Snapshot],
+    remaining: list[Snapshot],
+    works: dict[str, DiskWork],
+    args: Args,
+) -> Plan:
+    moving = [w for w in works.values() if w.top is not None]
+    anchor = next(iter(moving or list(works.values())), None)
+    live = any(w.target.live for w in works.values())
+    what = ", ".join(s.name for s in going)
+    plan = Plan(
+        f"delete snapshot{'s' if len(going) > 1 else ''} {what} of {dom.name()} on every disk",
+        method=(
+            "live: libvirt block commits on the running domain"
+            if live
+            else "offline: qemu-img (the domain is shut off)"
+        )
+        + ", then libvirt snapshot metadata",
+        target=anchor.target if anchor is not None else None,
+    )
+    plan.intent["pivot"] = any(w.active for w in moving) and live
+    for work in works.values():
+        if work.note:
+            plan.notes.append(work.note)
+        if work.top is not None and work.base is not None:
+            plan.notes.append(
+                f"{work.disk}: commit {', '.join(x.name for x in work.removed)} into "
+                f"{work.base.name}" + (" (active commit, then pivot)" if work.active else "")
+            )
+    if not live and dom.isActive() == 0 and moving:
+        plan.notes.append(f"{dom.name()} is shut off: start it only after these ran")
+    if session.teaching(args):
+        plan.notes.append(native_verdict(session, timeline, snap, args, works))
+    keeps, loses = moment_lines(remaining, going, works)
+    plan.keeps = [keeps, loses]
+    checks: list[Step] = []
+    firsts: list[Step] = []
+    pivots: list[Step] = []
+    for work in moving:
+        assert work.base is not None
+        checks += check_merge(
+            session, work.target, args, work.base, work.removed, changes_view_of=work.base
+        )
+    for work in sorted(moving, key=lambda w: w.active):  # non-active commits first
+        steps, pivot = data_steps(session, plan, work, args)
+        firsts += steps
+        pivots += pivot
+    plan.steps += checks + firsts + pivots
+    for work in moving:
+        sub = Plan(plan.title, target=work.target)
+        sub.before = work.target.chain
+        sub.after = work.target.chain.without(work.removed)
+        plan.steps += definition_steps(session, work.target, sub)
+    names = {s.name for s in going}
+    for other in remaining:
+        parent = nearest_kept(timeline, other.parent, names)
+        reparent = other.parent in names
+        xml = redefined_xml(other, works, parent, reparent)
+        if xml is not None:
+            why = "names the files that hold its moment now"
+            if reparent:
+                why += f", parent {parent or '(none)'}"
+            plan.add(redefine_step(session, dom, other, xml, why))
+    for gone in reversed(going):  # children first: each is a leaf when it goes
+        plan.add(forget_step(session, dom, gone.name))
+    for work in moving:
+        plan.steps += delete_steps(session, work.removed, work.target.chain)
+    for gone in going:
+        step = memory_step(gone)
+        if step is not None:
+            plan.add(step)
+    return plan
+
+
+def moment_lines(
+    remaining: list[Snapshot], going: list[Snapshot], works: dict[str, DiskWork]
+) -> tuple[str, str]:
+    """``keeps: s1 (vda: base.qcow2), ...`` and ``loses: s2`` for the plan's header."""
+    kept = []
+    for snap in remaining:
+        where = []
+        for disk, moment in snap.moments.items():
+            if not moment.kept or not moment.holder:
+                where.append(f"{disk}: {moment.state}")
+                continue
+            work = works.get(disk)
+            now = work.moves.get(canonical(moment.holder), moment.holder) if work else moment.holder
+            moved = (
+                "" if now == moment.holder else f", moves from {os.path.basename(moment.holder)}"
+            )
+            where.append(f"{disk}: {os.path.basename(now)}{moved}")
+        kept.append(f"{snap.name} ({'; '.join(where)})")
+    return (
+        f"keeps: {', '.join(kept) or 'no snapshot'}",
+        f"loses: {', '.join(s.name for s in going)} (deleted)",
+    )
+
+
+COMMANDS = [
+    Command(
+        "snapshot-delete",
+        "delete a snapshot: remove its moment on every disk and re-point the others",
+        cmd_snapshot_delete,
+        (
+            DOMAIN,
+            Opt(
+                "snapshotname",
+                "the snapshot to delete",
+                "name",
+                positional=True,
+                complete="snapshot",
+            ),
+            Opt("current", "delete the current snapshot"),
+            Opt("children", "delete the snapshot and all its descendants"),
+            Opt(
+                "children-only",
+                "delete the snapshot's descendants, keep the snapshot",
+                excludes=("children",),
+            ),
+            Opt("metadata", "as virsh: only drop libvirt's metadata, touch no file"),
+            Opt("route", "how the moments are removed (commit)", "route"),
+            FORCE,
+            SCAN,
+        ),
+        group="merge",
+        changes=True,
+        description="As virsh snapshot-delete of libvirt 9.0 on external snapshots, on any "
+        "libvirt, live or offline, one plan for every disk: commits the layer above the "
+        "snapshot's moment into it, re-points the remaining snapshots, updates the "
+        "definition, removes merged-away files. --children/--children-only work where "
+        "native refuses. --metadata is virsh's.",
+    )
+]
+
+
+vshx_register_commands = commands_hook(COMMANDS)
