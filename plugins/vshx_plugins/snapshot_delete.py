@@ -484,7 +484,8 @@ def cmd_snapshot_delete(session: Session, args: Args) -> None:
     present = {d.target for d in virt.domain_disks(dom)}
     targets = {d: load_target(session, dom.name(), d) for d in covered if d in present}
     for target in targets.values():
-        if target.dom is not None and virt.block_job_info(target.dom, target.chain.disk or ""):
+        disk = target.chain.disk or ""
+        if target.live and target.dom is not None and virt.block_job_info(target.dom, disk):
             raise VshxError(
                 f"{dom.name()} {target.chain.disk} has a block job running",
                 f"wait for it or end it (vshx jobs {dom.name()})",
