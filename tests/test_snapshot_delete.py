@@ -1,0 +1,222 @@
+"""snapshot-delete next to libvirt's own, on identical domains built with libvirt's commands.
+
+Each case builds two domains the way users do (virsh define/start, guest writes through QEMU,
+``virsh snapshot-create-as --disk-only --atomic``), records every snapshot's moment on every disk
+right after taking it, runs native ``virsh snapshot-delete`` on one and ``vshx snapshot-delete``
+on the other, and compares: the same snapshots left (parents, current), the guest's data
+unchanged on every disk, every remaining snapshot naming an existing file that shows exactly its
+moment, no more files than native, qemu-img check clean, the domain starts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LAB_PREFIX, URI, guest_hash, qemu_check, run_vshx, virsh
+
+pytestmark = pytest.mark.libvirt
+
+SNAPSHOTS = 3
+DISKS = ("vda", "vdb")
+
+
+@dataclass
+class Dom:
+    """A test domain built with libvirt's commands, and what each snapshot froze."""
+
+    name: str
+    dir: Path
+    disks: tuple[str, ...]
+    running: bool
+    moments: dict[tuple[str, str], str] = field(default_factory=dict)  # (snap, disk) -> hash
+    views: dict[str, str] = field(default_factory=dict)  # disk -> the guest's data at the end
+
+    def file(self, disk: str, name: str) -> Path:
+        return self.dir / f"{disk}-{name}.qcow2"
+
+
+def write(dom: Dom, disk: str, pattern: int, offset: int) -> None:
+    device = f"virtio-disk{DISKS.index(disk)}"
+    virsh(
+        "qemu-monitor-command",
+        dom.name,
+        "--hmp",
+        f'qemu-io -d {device}/virtio-backend "write -q -P {pattern:#x} {offset} 65536"',
+    )
+
+
+def flush(dom: Dom) -> None:
+    for disk in dom.disks:
+        virsh(
+            "qemu-monitor-command",
+            dom.name,
+            "--hmp",
+            f'qemu-io -d virtio-disk{DISKS.index(disk)}/virtio-backend "flush"',
+        )
+
+
+def sources(name: str, inactive: bool = False) -> dict[str, str]:
+    args = ["dumpxml", name] + (["--inactive"] if inactive else [])
+    root = ET.fromstring(virsh(*args).stdout)
+    found = {}
+    for disk in root.findall("./devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None and source is not None:
+            found[target.get("dev", "")] = source.get("file", "")
+    return found
+
+
+def view(path: str | Path, tmp: Path) -> str:
+    return guest_hash(path, tmp)
+
+
+def build(tmp: Path, disks: int, running: bool, label: str) -> Dom:
+    """base <- s1 <- s2 <- s3 (active) on each disk, distinct guest writes before each."""
+    name = f"{LAB_PREFIX}{label}-{uuid.uuid4().hex[:6]}"
+    directory = tmp / name
+    directory.mkdir()
+    dom = Dom(name, directory, DISKS[:disks], running)
+    devices = ""
+    for disk in dom.disks:
+        base = dom.file(disk, "base")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+        devices += (
+            f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            f"<source file='{base}'/><target dev='{disk}' bus='virtio'/></disk>"
+        )
+    xml = (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
+        f"<devices>{devices}<memballoon model='none'/></devices></domain>"
+    )
+    virsh("define", "/dev/stdin", stdin=xml)
+    virsh("start", name)
+    for disk in dom.disks:
+        write(dom, disk, 0x10 + DISKS.index(disk), 0)
+    moment = {disk: dom.file(disk, "base") for disk in dom.disks}
+    for k in range(1, SNAPSHOTS + 1):
+        specs = []
+        for disk in dom.disks:
+            specs += ["--diskspec", f"{disk},file={dom.file(disk, f's{k}')}"]
+        virsh("snapshot-create-as", name, f"s{k}", "--disk-only", "--atomic", *specs)
+        for disk in dom.disks:
+            dom.moments[(f"s{k}", disk)] = view(moment[disk], tmp)
+            moment[disk] = dom.file(disk, f"s{k}")
+            write(dom, disk, 0x20 + k * 2 + DISKS.index(disk), k * 65536)
+            write(dom, disk, 0x40 + k * 2 + DISKS.index(disk), 0)
+    flush(dom)
+    for disk, path in sources(name).items():
+        dom.views[disk] = view(path, tmp)
+    if not running:
+        virsh("destroy", name)
+    return dom
+
+
+def destroy(dom: Dom) -> None:
+    subprocess.run(["virsh", "-c", URI, "destroy", dom.name], capture_output=True)
+    subprocess.run(
+        ["virsh", "-c", URI, "undefine", dom.name, "--snapshots-metadata"], capture_output=True
+    )
+
+
+@pytest.fixture
+def pair(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Dom, Dom]]:
+    disks, running = request.param
+    made: list[Dom] = []
+    try:
+        made.append(build(tmp_path, disks, running, "native"))
+        made.append(build(tmp_path, disks, running, "vshx"))
+        yield made[0], made[1]
+    finally:
+        for dom in made:
+            destroy(dom)
+
+
+def tree(name: str) -> dict[str, str]:
+    """Each snapshot's parent ('' for a root), as virsh lists them."""
+    out = virsh("snapshot-list", name, "--parent").stdout.splitlines()[2:]
+    found = {}
+    for line in out:
+        words = line.split()
+        if words:
+            found[words[0]] = words[5] if len(words) > 5 else ""
+    return found
+
+
+def current(name: str) -> str:
+    proc = subprocess.run(
+        ["virsh", "-c", URI, "snapshot-current", name, "--name"], capture_output=True, text=True
+    )
+    return proc.stdout.strip()
+
+
+def snapshot_files(name: str, snap: str) -> dict[str, str]:
+    """The file each disk's moment of ``snap`` is in, as its metadata says."""
+    root = ET.fromstring(virsh("snapshot-dumpxml", name, snap).stdout)
+    found = {}
+    for disk in root.findall("./domain/devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None and source is not None:
+            found[target.get("dev", "")] = source.get("file", "")
+    return found
+
+
+def check_after(dom: Dom, tmp: Path) -> None:
+    """Guest data unchanged, every remaining snapshot names a file showing its moment, the
+    chains check clean, the domain starts."""
+    if dom.running:
+        flush(dom)
+    now = sources(dom.name, inactive=not dom.running)
+    for disk in dom.disks:
+        assert view(now[disk], tmp) == dom.views[disk], f"{dom.name} {disk}: guest data changed"
+    for snap in tree(dom.name):
+        for disk, path in snapshot_files(dom.name, snap).items():
+            assert Path(path).exists(), f"{snap} {disk}: {path} is gone"
+            assert view(path, tmp) == dom.moments[(snap, disk)], f"{snap} {disk}: {path}"
+    for path in dom.dir.glob("*.qcow2"):
+        qemu_check(path)
+    if not dom.running:
+        virsh("start", dom.name)
+        virsh("destroy", dom.name)
+
+
+def files(dom: Dom) -> set[str]:
+    return {p.name for p in dom.dir.iterdir()}
+
+
+def differential(pair: tuple[Dom, Dom], tmp: Path, *words: str) -> None:
+    native, ours = pair
+    virsh("snapshot-delete", native.name, *words)
+    proc = run_vshx("snapshot-delete", ours.name, *words)
+    assert proc.returncode == 0, proc.stderr
+    assert tree(ours.name) == tree(native.name)
+    assert current(ours.name) == current(native.name)
+    assert files(ours) <= files(native), "vshx left more files than native"
+    check_after(ours, tmp)
+    check_after(native, tmp)
+
+
+KINDS = [(1, True), (2, True), (1, False), (2, False)]
+IDS = ["1disk-running", "2disks-running", "1disk-off", "2disks-off"]
+
+
+@pytest.mark.parametrize("pair", KINDS, ids=IDS, indirect=True)
+def test_middle_snapshot_as_native(pair: tuple[Dom, Dom], tmp_path: Path) -> None:
+    differential(pair, tmp_path, "s2")
+
+
+@pytest.mark.parametrize("pair", [KINDS[0], KINDS[3]], ids=[IDS[0], IDS[3]], indirect=True)
+def test_first_snapshot_as_native(pair: tuple[Dom, Dom], tmp_path: Path) -> None:
+    differential(pair, tmp_path, "s1")
+
+
+@pytest.mark.parametrize("pair", [KINDS[0], KINDS[3]], ids=[IDS[0], IDS[3]], indirect=True)
+def test_current_snapshot_as_native(pair: tuple[Dom, Dom], tmp_path: Path) -> None:
+    differential(pair, tmp_path, "--current")
