@@ -220,3 +220,79 @@ def test_first_snapshot_as_native(pair: tuple[Dom, Dom], tmp_path: Path) -> None
 @pytest.mark.parametrize("pair", [KINDS[0], KINDS[3]], ids=[IDS[0], IDS[3]], indirect=True)
 def test_current_snapshot_as_native(pair: tuple[Dom, Dom], tmp_path: Path) -> None:
     differential(pair, tmp_path, "--current")
+
+
+@pytest.fixture
+def one(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Dom]:
+    disks, running = request.param
+    dom = build(tmp_path, disks, running, "one")
+    try:
+        yield dom
+    finally:
+        destroy(dom)
+
+
+def refused_by_native(dom: Dom, *words: str) -> str:
+    proc = subprocess.run(
+        ["virsh", "-c", URI, "snapshot-delete", dom.name, *words], capture_output=True, text=True
+    )
+    assert proc.returncode != 0, proc.stdout
+    return proc.stderr
+
+
+@pytest.mark.parametrize("one", [KINDS[1], KINDS[2]], ids=[IDS[1], IDS[2]], indirect=True)
+def test_children_where_native_refuses(one: Dom, tmp_path: Path) -> None:
+    """--children: s2 and s3 go (native: not supported), s1 stays with its moment."""
+    assert "children" in refused_by_native(one, "s2", "--children")
+    before = {p.name for p in one.dir.iterdir()}
+    proc = run_vshx("snapshot-delete", one.name, "s2", "--children")
+    assert proc.returncode == 0, proc.stderr
+    assert tree(one.name) == {"s1": ""}
+    assert current(one.name) == "s1"
+    check_after(one, tmp_path)
+    left = {p.name for p in one.dir.iterdir()}
+    assert left == before - {f"{d}-s{k}.qcow2" for d in one.disks for k in (2, 3)}
+
+
+@pytest.mark.parametrize("one", [KINDS[0]], ids=[IDS[0]], indirect=True)
+def test_children_only_where_native_refuses(one: Dom, tmp_path: Path) -> None:
+    assert "children" in refused_by_native(one, "s1", "--children-only")
+    proc = run_vshx("snapshot-delete", one.name, "s1", "--children-only")
+    assert proc.returncode == 0, proc.stderr
+    assert tree(one.name) == {"s1": ""}
+    assert current(one.name) == "s1"
+    check_after(one, tmp_path)
+    assert sources(one.name)["vda"] == str(one.file("vda", "s1"))
+
+
+@pytest.mark.parametrize("one", [KINDS[0]], ids=[IDS[0]], indirect=True)
+def test_diverged_metadata_where_native_refuses(one: Dom, tmp_path: Path) -> None:
+    """After a layer commit (no snapshot-cleanup), s3's metadata names a file that no longer
+    holds its moment: native refuses; vshx removes s3's moment where it is now and re-points."""
+    top, base = one.file("vda", "s2"), one.file("vda", "s1")
+    proc = run_vshx("commit", one.name, "vda", "--top", str(top), "--base", str(base))
+    assert proc.returncode == 0, proc.stderr
+    assert "not the same" in refused_by_native(one, "s3")
+    proc = run_vshx("snapshot-delete", one.name, "s3")
+    assert proc.returncode == 0, proc.stderr
+    assert set(tree(one.name)) == {"s1", "s2"}
+    flush(one)
+    assert view(sources(one.name)["vda"], tmp_path) == one.views["vda"]
+    # s1 names base, which shows its moment; s2's moment was lost to the earlier commit
+    assert snapshot_files(one.name, "s1")["vda"] == str(one.file("vda", "base"))
+    assert view(one.file("vda", "base"), tmp_path) == one.moments[("s1", "vda")]
+    for path in one.dir.glob("*.qcow2"):
+        qemu_check(path)
+
+
+def test_metadata_only_is_virsh(tmp_path: Path) -> None:
+    """--metadata drops the metadata as virsh does and touches no file."""
+    dom = build(tmp_path, 1, False, "meta")
+    try:
+        before = {p.name: p.stat().st_mtime_ns for p in dom.dir.iterdir()}
+        proc = run_vshx("snapshot-delete", dom.name, "s2", "--metadata")
+        assert proc.returncode == 0, proc.stderr
+        assert tree(dom.name) == {"s1": "", "s3": "s1"}
+        assert {p.name: p.stat().st_mtime_ns for p in dom.dir.iterdir()} == before
+    finally:
+        destroy(dom)

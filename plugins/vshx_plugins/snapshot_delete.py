@@ -261,6 +261,21 @@ def data_steps(
     return sub.steps, []
 
 
+def moment_files(snap: Snapshot, works: dict[str, DiskWork]) -> dict[str, str]:
+    """Per disk, the file that holds ``snap``'s moment after the merges, where its metadata
+    names another (a moment the merges move, or one an earlier merge moved: a diverged
+    snapshot is re-pointed to the file vshx can prove holds it)."""
+    found = {}
+    for disk, moment in snap.moments.items():
+        if not moment.kept or not moment.holder:
+            continue
+        work = works.get(disk)
+        now = work.moves.get(canonical(moment.holder), moment.holder) if work else moment.holder
+        if canonical(now) != canonical(moment.file or ""):
+            found[disk] = now
+    return found
+
+
 def redefined_xml(
     snap: Snapshot, works: dict[str, DiskWork], parent: str | None, reparent: bool
 ) -> str | None:
@@ -269,22 +284,23 @@ def redefined_xml(
     ``parent`` as its parent; None when nothing changes."""
     root = ET.fromstring(snap.xml)
     changed = False
+    files = moment_files(snap, works)
     for scope in ("domain", "inactiveDomain"):
         for disk in root.findall(f"./{scope}/devices/disk"):
             target = disk.find("target")
-            work = works.get(target.get("dev", "") if target is not None else "")
-            if work is None or not work.removed:
-                continue
+            dev = target.get("dev", "") if target is not None else ""
             source = disk.find("source")
-            path = source.get("file") if source is not None else None
-            if source is not None and path and canonical(path) in work.moves:
+            if source is not None and dev in files:
                 source.attrib.pop("index", None)
-                source.set("file", work.moves[canonical(path)])
+                source.set("file", files[dev])
                 for below in disk.findall("backingStore"):
                     disk.remove(below)  # libvirt reads the new file's chain itself
                 changed = True
                 continue
-            changed = drop_layers(disk, {layer.canonical for layer in work.removed}) or changed
+            work = works.get(dev)
+            if work is not None and work.removed:
+                gone = {layer.canonical for layer in work.removed}
+                changed = drop_layers(disk, gone) or changed
     if reparent:
         node = root.find("parent")
         if node is not None:
@@ -545,6 +561,14 @@ def build_plan(
         plan.notes.append(f"{dom.name()} is shut off: start it only after these ran")
     if session.teaching(args):
         plan.notes.append(native_verdict(session, timeline, snap, args, works))
+    for other in remaining:
+        lost = [d for d, m in other.moments.items() if m.state in ("gone", "unknown")]
+        if lost:
+            plan.notes.append(
+                f"snapshot {other.name}: its moment on {', '.join(lost)} was "
+                f"{other.moments[lost[0]].state} before this plan ({other.moments[lost[0]].why}); "
+                "its metadata stays as it is (snapshot-cleanup judges it)"
+            )
     keeps, loses = moment_lines(remaining, going, works)
     plan.keeps = [keeps, loses]
     checks: list[Step] = []
