@@ -296,3 +296,32 @@ def test_metadata_only_is_virsh(tmp_path: Path) -> None:
         assert {p.name: p.stat().st_mtime_ns for p in dom.dir.iterdir()} == before
     finally:
         destroy(dom)
+
+
+def test_revert_shut_off_two_disks(tmp_path: Path) -> None:
+    """New overlays on s2's moment files, the definition on them, s2 current, every file
+    kept; the domain starts on s2's moment; a running domain is refused first."""
+    dom = build(tmp_path, 2, True, "revert")
+    try:
+        proc = run_vshx("snapshot-revert", dom.name, "s2")
+        assert proc.returncode == 1 and "running" in proc.stderr
+        virsh("destroy", dom.name)
+        before = {p.name for p in dom.dir.iterdir()}
+        proc = run_vshx("snapshot-revert", dom.name, "s2")
+        assert proc.returncode == 0, proc.stderr
+        assert current(dom.name) == "s2"
+        assert {p.name for p in dom.dir.iterdir()} > before  # nothing deleted
+        now = sources(dom.name, inactive=True)
+        for disk in dom.disks:
+            assert Path(now[disk]).name.startswith(f"{disk}-s1.")
+            assert view(now[disk], tmp_path) == dom.moments[("s2", disk)]
+            # the branch left behind still shows what the guest wrote
+            assert view(dom.file(disk, "s3"), tmp_path) == dom.views[disk]
+        for path in dom.dir.glob("*.qcow2"):
+            qemu_check(path)
+        virsh("start", dom.name)
+        virsh("destroy", dom.name)
+        listing = run_vshx("snapshot-list", dom.name)
+        assert "unknown" not in listing.stdout and "gone" not in listing.stdout, listing.stdout
+    finally:
+        destroy(dom)
