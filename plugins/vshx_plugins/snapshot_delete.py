@@ -15,6 +15,7 @@ and where it refuses.  With ``--metadata`` the command is virsh's: metadata only
 
 from __future__ import annotations
 
+import json
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from vshx.api import (
     DOMAIN,
     FORCE,
+    JOB_OPTIONS,
     SCAN,
     Args,
     Command,
@@ -43,6 +45,7 @@ from vshx.api import (
     delete_steps,
     domain_timeline,
     human_size,
+    journal,
     libvirt,
     live_job_step,
     load_target,
@@ -70,10 +73,15 @@ class DiskWork:
     removed: list[Layer] = field(default_factory=list)
     moves: dict[str, str] = field(default_factory=dict)  # canonical old holder -> new holder
     note: str = ""
+    files: list[str] = field(default_factory=list)  # the removed layers' paths, to delete
+    pivot_only: bool = False  # roll-forward: its active commit is READY, only the pivot is left
 
     @property
     def active(self) -> bool:
         return self.top is not None and self.top.position == 0
+
+
+BANDWIDTH = next(opt for opt in JOB_OPTIONS if opt.name == "bandwidth")
 
 
 def pick_name(dom: libvirt.virDomain, args: Args) -> str:
@@ -177,6 +185,7 @@ def plan_disk(
                 )
     work.top, work.base = top, base
     work.removed = chain.between(top, base)
+    work.files = [layer.path for layer in work.removed]
     work.moves = {layer.canonical: base.path for layer in work.removed}
     return work
 
@@ -200,8 +209,12 @@ def data_steps(
             argv.append("--active")
         argv += ["--wait", "--verbose"]
 
+        if args.bandwidth:
+            argv += ["--bandwidth", str(args.bandwidth)]
+        rate = args.bandwidth or 0
+
         def start(top: Layer = top, base: Layer = base, flags: int = flags) -> None:
-            dom.blockCommit(disk, base.path, top.path, 0, flags)
+            dom.blockCommit(disk, base.path, top.path, rate, flags)
 
         step = live_job_step(
             session,
@@ -267,10 +280,14 @@ def moment_files(snap: Snapshot, works: dict[str, DiskWork]) -> dict[str, str]:
     snapshot is re-pointed to the file vshx can prove holds it)."""
     found = {}
     for disk, moment in snap.moments.items():
-        if not moment.kept or not moment.holder:
-            continue
         work = works.get(disk)
-        now = work.moves.get(canonical(moment.holder), moment.holder) if work else moment.holder
+        moves = work.moves if work is not None else {}
+        if moment.file and canonical(moment.file) in moves:
+            now = moves[canonical(moment.file)]  # the metadata names a layer that goes
+        elif moment.kept and moment.holder:
+            now = moves.get(canonical(moment.holder), moment.holder)
+        else:
+            continue
         if canonical(now) != canonical(moment.file or ""):
             found[disk] = now
     return found
@@ -362,18 +379,19 @@ def forget_step(session: Session, dom: libvirt.virDomain, name: str) -> Step:
     )
 
 
-def memory_step(snap: Snapshot) -> Step | None:
-    path = snap.memory_file
-    if snap.memory != "external" or not path or not os.path.exists(path):
+def memory_step(name: str, path: str | None) -> Step | None:
+    if not path or not os.path.exists(path):
         return None
     size = human_size(os.stat(path).st_size)
-    return Step(f"remove snapshot {snap.name}'s memory state ({size})", ["rm", "-f", "--", path])
+    return Step(f"remove snapshot {name}'s memory state ({size})", ["rm", "-f", "--", path])
 
 
-def nearest_kept(timeline: Timeline, name: str | None, going: set[str]) -> str | None:
-    while name is not None and name in going:
-        found = timeline.find(name)
-        name = found.parent if found is not None else None
+def nearest_kept(parents: dict[str, str | None], name: str | None) -> str | None:
+    """The nearest ancestor that stays (``parents``: the deleted snapshots' parents)."""
+    seen = set()
+    while name is not None and name in parents and name not in seen:
+        seen.add(name)
+        name = parents[name]
     return name
 
 
@@ -478,9 +496,12 @@ def metadata_only(session: Session, dom: libvirt.virDomain, name: str, args: Arg
 
 def cmd_snapshot_delete(session: Session, args: Args) -> None:
     dom = virt.lookup_domain(session.conn, args.domain)
+    for key in ("timeout", "async", "keep_relative", "bytes"):
+        args.setdefault(key, None)  # the block jobs wait to the end: no other job options
+    if args.resume:
+        resume(session, dom, args)
+        return
     name = pick_name(dom, args)
-    for key in ("timeout", "async", "keep_relative", "bandwidth", "bytes"):
-        args.setdefault(key, None)  # the block jobs wait to the end: no job options here
     if args.route and args.route not in ROUTES:
         raise UsageError(f"unknown route {args.route!r}", f"routes: {', '.join(ROUTES)}")
     if args.metadata:
@@ -522,6 +543,77 @@ def cmd_snapshot_delete(session: Session, args: Args) -> None:
             f"Domain snapshot{'s' if len(going) > 1 else ''} "
             f"{', '.join(s.name for s in going)} deleted"
         )
+
+
+def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
+    """Roll an interrupted snapshot-delete forward from its journal: each disk's merge where
+    it did not happen (a READY active commit is pivoted), then everything after the merges."""
+    entry = journal.read_domain(dom)
+    if entry is None or not entry.get("resume"):
+        raise VshxError(
+            f"no interrupted snapshot-delete on {dom.name()}", f"see: vshx jobs {dom.name()}"
+        )
+    if entry.still_running():
+        raise VshxError(entry.describe(), "let it finish (vshx jobs shows it)")
+    saved = json.loads(str(entry["resume"]))
+    gone = [(str(n), p, m) for n, p, m in saved["going"]]
+    names = {name for name, _p, _m in gone}
+    works: dict[str, DiskWork] = {}
+    jobs = {str(j["disk"]): j for j in virt.block_jobs(dom)} if dom.isActive() else {}
+    for disk, was in saved["disks"].items():
+        target = load_target(session, dom.name(), disk, journal_ok=True)
+        work = DiskWork(disk, target, files=list(was["removed"]))
+        work.moves = {canonical(path): was["base"] for path in was["removed"]}
+        still = [layer for p in was["removed"] if (layer := layer_at(target, p)) is not None]
+        works[disk] = work
+        if not still:
+            continue  # merged already
+        job = jobs.get(disk)
+        if job is not None:
+            if not (was["active"] and job.get("ready")):
+                raise VshxError(
+                    f"a block job still runs on {dom.name()} {disk}",
+                    f"wait until it has ended (vshx jobs {dom.name()}), then recover again",
+                )
+            work.pivot_only = True
+            work.removed = still
+            continue
+        top, base = layer_at(target, was["top"]), layer_at(target, was["base"])
+        if top is None or base is None or top.position >= base.position:
+            raise VshxError(
+                f"cannot roll {entry.get('plan')} forward on {disk}: its chain is neither as "
+                "before nor as after the merge",
+                f"nothing was changed; see: vshx chain {dom.name()} {disk}",
+            )
+        work.top, work.base = top, base
+        work.removed = target.chain.between(top, base)
+    timeline = domain_timeline(session, dom)
+    remaining = [s for s in timeline.snapshots if s.name not in names]
+    anchor = next(iter(works.values()), None)
+    plan = Plan(
+        f"roll forward: {entry.get('plan')}",
+        method="what the interrupted plan had left to do",
+        target=anchor.target if anchor is not None else None,
+    )
+    plan.intent["resume"] = saved
+    plan.notes.append(f"interrupted: {entry.describe()}")
+    firsts: list[Step] = []
+    pivots: list[Step] = []
+    for work in works.values():
+        if work.pivot_only:
+            pivots.append(pivot_step(session, work.target, work.removed))
+        elif work.top is not None:
+            steps, pivot = data_steps(session, plan, work, args)
+            firsts += steps
+            pivots += pivot
+        else:
+            plan.notes.append(f"{work.disk}: merged before the interruption")
+    plan.intent["pivot"] = bool(pivots)
+    plan.steps += firsts + pivots + finish_steps(session, dom, remaining, gone, works)
+    if session.run_plan(plan, args):
+        for work in works.values():
+            session.info(render_chain(virt.domain_chain(dom, work.disk)))
+        session.info(f"Domain snapshot{'s' if len(gone) > 1 else ''} {', '.join(names)} deleted")
 
 
 def build_plan(
@@ -584,30 +676,68 @@ def build_plan(
         firsts += steps
         pivots += pivot
     plan.steps += checks + firsts + pivots
+    gone = [(g.name, g.parent, g.memory_file if g.memory == "external" else None) for g in going]
+    plan.intent["resume"] = {
+        "argv": ["snapshot-delete", dom.name(), "--resume"],
+        "going": gone,
+        "disks": {
+            w.disk: {
+                "top": w.top.path if w.top else "",
+                "base": w.base.path if w.base else "",
+                "removed": w.files,
+                "active": w.active,
+            }
+            for w in moving
+        },
+    }
+    plan.steps += finish_steps(session, dom, remaining, gone, works)
+    return plan
+
+
+def finish_steps(
+    session: Session,
+    dom: libvirt.virDomain,
+    remaining: list[Snapshot],
+    gone: list[tuple[str, str | None, str | None]],
+    works: dict[str, DiskWork],
+) -> list[Step]:
+    """After the merges: the definition (offline), the remaining snapshots re-pointed and
+    re-parented, the deleted ones' metadata dropped, merged-away files and memory removed."""
+    steps: list[Step] = []
+    moving = [w for w in works.values() if w.files]
     for work in moving:
-        sub = Plan(plan.title, target=work.target)
+        sub = Plan("definition", target=work.target)
         sub.before = work.target.chain
         sub.after = work.target.chain.without(work.removed)
-        plan.steps += definition_steps(session, work.target, sub)
-    names = {s.name for s in going}
+        steps += definition_steps(session, work.target, sub)
+    parents = {name: parent for name, parent, _memory in gone}
     for other in remaining:
-        parent = nearest_kept(timeline, other.parent, names)
-        reparent = other.parent in names
+        parent = nearest_kept(parents, other.parent)
+        reparent = other.parent in parents
         xml = redefined_xml(other, works, parent, reparent)
         if xml is not None:
             why = "names the files that hold its moment now"
             if reparent:
                 why += f", parent {parent or '(none)'}"
-            plan.add(redefine_step(session, dom, other, xml, why))
-    for gone in reversed(going):  # children first: each is a leaf when it goes
-        plan.add(forget_step(session, dom, gone.name))
+            steps.append(redefine_step(session, dom, other, xml, why))
+    existing = set(dom.snapshotListNames(0))
+    for name, _parent, _memory in reversed(gone):  # children first: each is a leaf then
+        if name in existing:
+            steps.append(forget_step(session, dom, name))
     for work in moving:
-        plan.steps += delete_steps(session, work.removed, work.target.chain)
-    for gone in going:
-        step = memory_step(gone)
+        files = []
+        for path in work.files:
+            layer = layer_at(work.target, path)
+            if layer is None and os.path.exists(path):
+                layer = Layer(path, "", -1, allocated=os.stat(path).st_blocks * 512)
+            if layer is not None:
+                files.append(layer)
+        steps += delete_steps(session, files, work.target.chain)
+    for name, _parent, memory in gone:
+        step = memory_step(name, memory)
         if step is not None:
-            plan.add(step)
-    return plan
+            steps.append(step)
+    return steps
 
 
 def moment_lines(
@@ -657,6 +787,11 @@ COMMANDS = [
             ),
             Opt("metadata", "as virsh: only drop libvirt's metadata, touch no file"),
             Opt("route", "how the moments are removed (commit)", "route"),
+            BANDWIDTH,
+            Opt(
+                "resume",
+                "finish an interrupted snapshot-delete from vshx's journal (recover runs it)",
+            ),
             FORCE,
             SCAN,
         ),
