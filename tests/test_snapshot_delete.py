@@ -11,6 +11,7 @@ moment, no more files than native, qemu-img check clean, the domain starts.
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -77,7 +78,7 @@ def view(path: str | Path, tmp: Path) -> str:
     return guest_hash(path, tmp)
 
 
-def build(tmp: Path, disks: int, running: bool, label: str) -> Dom:
+def build(tmp: Path, disks: int, running: bool, label: str, big: bool = False) -> Dom:
     """base <- s1 <- s2 <- s3 (active) on each disk, distinct guest writes before each."""
     name = f"{LAB_PREFIX}{label}-{uuid.uuid4().hex[:6]}"
     directory = tmp / name
@@ -111,6 +112,14 @@ def build(tmp: Path, disks: int, running: bool, label: str) -> Dom:
             moment[disk] = dom.file(disk, f"s{k}")
             write(dom, disk, 0x20 + k * 2 + DISKS.index(disk), k * 65536)
             write(dom, disk, 0x40 + k * 2 + DISKS.index(disk), 0)
+            if big and k == 2:  # s2's overlay holds 8 MiB: a throttled commit takes seconds
+                device = f"virtio-disk{DISKS.index(disk)}"
+                virsh(
+                    "qemu-monitor-command",
+                    name,
+                    "--hmp",
+                    f'qemu-io -d {device}/virtio-backend "write -q -P 0x77 1M 8M"',
+                )
     flush(dom)
     for disk, path in sources(name).items():
         dom.views[disk] = view(path, tmp)
@@ -325,3 +334,53 @@ def test_revert_shut_off_two_disks(tmp_path: Path) -> None:
         assert "unknown" not in listing.stdout and "gone" not in listing.stdout, listing.stdout
     finally:
         destroy(dom)
+
+
+def block_job(name: str, disk: str) -> str:
+    proc = subprocess.run(
+        ["virsh", "-c", URI, "blockjob", name, disk, "--info"], capture_output=True, text=True
+    )
+    return proc.stdout + proc.stderr
+
+
+def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_interrupted_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path) -> None:
+    """vshx killed while vda's commit runs (vdb not merged yet): the journal says so, other
+    commands refuse, and recover finishes the delete on every disk."""
+    dom = build(tmp_path, 2, True, "recover", big=True)
+    try:
+        proc = subprocess.Popen(
+            [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: "Block Commit" in block_job(dom.name, "vda"), "vda's block commit")
+        proc.kill()
+        proc.communicate()
+        virsh("blockjob", dom.name, "vda", "--bandwidth", "0")
+        wait_for(lambda: "Block Commit" not in block_job(dom.name, "vda"), "vda's commit to end")
+        refused = run_vshx("snapshot-delete", dom.name, "s3")
+        assert refused.returncode == 1 and "did not finish" in refused.stderr, refused.stderr
+        assert "recover" in refused.stderr
+        recovered = run_vshx("recover", dom.name, "vda")
+        assert recovered.returncode == 0, recovered.stderr
+        assert tree(dom.name) == {"s1": "", "s3": "s1"}
+        assert current(dom.name) == "s3"
+        check_after(dom, tmp_path)
+        assert not any(dom.file(disk, "s2").exists() for disk in dom.disks)
+        assert "no interrupted vshx operations" in run_vshx("jobs", dom.name).stdout
+    finally:
+        destroy(dom)
+
+
+def run_vshx_argv() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "vshx", "-c", URI]
