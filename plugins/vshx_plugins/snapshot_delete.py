@@ -58,7 +58,7 @@ from vshx.api import (
     virt,
 )
 
-ROUTES = ("commit",)
+ROUTES = ("commit", "pull")
 
 
 @dataclass
@@ -75,10 +75,17 @@ class DiskWork:
     note: str = ""
     files: list[str] = field(default_factory=list)  # the removed layers' paths, to delete
     pivot_only: bool = False  # roll-forward: its active commit is READY, only the pivot is left
+    route: str = "commit"  # or "pull": ``base``'s data pulled up into the active ``top``
+    why: str = ""  # why this route (the bytes each would move)
 
     @property
     def active(self) -> bool:
-        return self.top is not None and self.top.position == 0
+        return self.route == "commit" and self.top is not None and self.top.position == 0
+
+    @property
+    def onto(self) -> Layer | None:
+        """A pull's new backing file: the layer below the one pulled (None: none at all)."""
+        return self.target.chain.below(self.base) if self.base is not None else None
 
 
 BANDWIDTH = next(opt for opt in JOB_OPTIONS if opt.name == "bandwidth")
@@ -127,7 +134,11 @@ def layer_at(target: Target, path: str | None) -> Layer | None:
 
 
 def plan_disk(
-    target: Target, going: list[Snapshot], remaining: list[Snapshot], single: bool
+    target: Target,
+    going: list[Snapshot],
+    remaining: list[Snapshot],
+    single: bool,
+    route: str | None = None,
 ) -> DiskWork:
     """Which layer moves into which on one disk, or why nothing moves there."""
     disk = target.chain.disk or ""
@@ -184,10 +195,38 @@ def plan_disk(
                     "delete the snapshots one by one",
                 )
     work.top, work.base = top, base
+    if single and top.position == 0:
+        pick_route(work, route)
+    if work.route == "pull":
+        work.removed = [base]
+        work.files = [base.path]
+        return work
+    if route == "pull":
+        raise VshxError(
+            f"--route pull: on {disk} the moment to remove sits below another snapshot's; "
+            "only the current snapshot's moment can be pulled into the active layer",
+            "leave --route out (the commit route)",
+        )
     work.removed = chain.between(top, base)
     work.files = [layer.path for layer in work.removed]
     work.moves = {layer.canonical: base.path for layer in work.removed}
     return work
+
+
+def pick_route(work: DiskWork, route: str | None) -> None:
+    """The current snapshot's moment on one disk goes either way: the active layer committed
+    into it (as libvirt), or its file pulled up into the active layer; the fewer bytes win."""
+    top, base = work.top, work.base
+    assert top is not None and base is not None
+    commit, pull = top.allocated, base.allocated
+    if route == "commit" or (route is None and (commit is None or pull is None or commit <= pull)):
+        work.route = "commit"
+    else:
+        work.route = "pull"
+    work.why = (
+        f"{work.disk}: route {work.route} (commit moves {human_size(commit)} from {top.name}, "
+        f"pull moves {human_size(pull)} from {base.name})"
+    )
 
 
 def data_steps(
@@ -198,6 +237,8 @@ def data_steps(
     assert top is not None and base is not None
     chain, disk = target.chain, work.disk
     names = ", ".join(layer.name for layer in work.removed)
+    if work.route == "pull":
+        return pull_steps(session, work, args), []
     if target.live:
         dom = target.dom
         assert dom is not None
@@ -274,6 +315,60 @@ def data_steps(
     return sub.steps, []
 
 
+def pull_steps(session: Session, work: DiskWork, args: Args) -> list[Step]:
+    """Pull the current snapshot's moment file up into the active layer (which then sits on
+    the file below it): a block pull live, a safe ``qemu-img rebase`` offline."""
+    target, active, pulled, onto = work.target, work.top, work.base, work.onto
+    assert active is not None and pulled is not None
+    disk, what = work.disk, f"onto {onto.name}" if onto else "(it becomes a complete image)"
+    if target.live:
+        dom = target.dom
+        assert dom is not None
+        argv = virsh(session.uri, "blockpull", dom.name(), disk)
+        if onto is not None:
+            argv += ["--base", onto.path]
+        argv += ["--wait", "--verbose"]
+        if args.bandwidth:
+            argv += ["--bandwidth", str(args.bandwidth)]
+        rate = args.bandwidth or 0
+
+        def start() -> None:
+            dom.blockRebase(disk, onto.path if onto else None, rate, 0)
+
+        return [
+            live_job_step(
+                session,
+                target,
+                args,
+                f"block pull {disk}: copy {pulled.name} into {active.name}, {what}",
+                argv,
+                start,
+                leaves=[pulled],
+                underneath=underneath.block_pull(onto is not None),
+            )
+        ]
+    argv = ["qemu-img", "rebase", "-f", preflight.require_format(active)]
+    if onto is None:
+        argv += ["-b", ""]
+    else:
+        argv += [
+            "-F",
+            preflight.require_format(onto),
+            "-b",
+            preflight.relative_or_absolute(onto, active, False),
+        ]
+    sub = Plan("pull", target=target)
+    data = sub.add(
+        Step(
+            f"safe rebase {disk}: copy {pulled.name} into {active.name}, {what}",
+            argv + [active.path],
+            underneath=underneath.rebase(unsafe=False, flatten=onto is None),
+        )
+    )
+    bitmaps.carry(sub, data, active, [pulled])
+    return sub.steps
+
+
 def moment_files(snap: Snapshot, works: dict[str, DiskWork]) -> dict[str, str]:
     """Per disk, the file that holds ``snap``'s moment after the merges, where its metadata
     names another (a moment the merges move, or one an earlier merge moved: a diverged
@@ -318,6 +413,14 @@ def redefined_xml(
             if work is not None and work.removed:
                 gone = {layer.canonical for layer in work.removed}
                 changed = drop_layers(disk, gone) or changed
+    for disk in root.findall("./disks/disk"):
+        work = works.get(disk.get("name", ""))
+        source = disk.find("source")
+        if work is None or work.route != "pull" or work.top is None or source is None:
+            continue
+        if canonical(source.get("file") or "") in {canonical(p) for p in work.files}:
+            source.set("file", work.top.path)  # its overlay is now the layer that sits on it
+            changed = True
     if reparent:
         node = root.find("parent")
         if node is not None:
@@ -440,6 +543,12 @@ def native_verdict(
                 break
     if refusal:
         return f"native: {line} refuses here: {refusal}"
+    pulled = [w.disk for w in works.values() if w.route == "pull"]
+    if pulled:
+        return (
+            f"native: {line} works here too, but commits the active layer into the snapshot's "
+            f"file on every disk; vshx pulls on {', '.join(pulled)}, which moves fewer bytes"
+        )
     return (
         f"native: {line} does the same on this libvirt (>= 9.0): it commits each disk's "
         "overlay into the snapshot's file, re-points the children and drops the metadata"
@@ -534,7 +643,9 @@ def cmd_snapshot_delete(session: Session, args: Args) -> None:
     names = {s.name for s in going}
     remaining = [s for s in timeline.snapshots if s.name not in names]
     single = not (args.children or args.children_only)
-    works = {d: plan_disk(target, going, remaining, single) for d, target in targets.items()}
+    works = {
+        d: plan_disk(target, going, remaining, single, args.route) for d, target in targets.items()
+    }
     plan = build_plan(session, dom, timeline, snap, going, remaining, works, args)
     if session.run_plan(plan, args):
         for work in works.values():
@@ -562,11 +673,14 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
     jobs = {str(j["disk"]): j for j in virt.block_jobs(dom)} if dom.isActive() else {}
     for disk, was in saved["disks"].items():
         target = load_target(session, dom.name(), disk, journal_ok=True)
-        work = DiskWork(disk, target, files=list(was["removed"]))
-        work.moves = {canonical(path): was["base"] for path in was["removed"]}
+        work = DiskWork(disk, target, files=list(was["removed"]), route=was.get("route", "commit"))
+        if work.route == "commit":
+            work.moves = {canonical(path): was["base"] for path in was["removed"]}
+        work.top = layer_at(target, was["top"])
         still = [layer for p in was["removed"] if (layer := layer_at(target, p)) is not None]
         works[disk] = work
         if not still:
+            work.top = work.top if work.route == "pull" else None
             continue  # merged already
         job = jobs.get(disk)
         if job is not None:
@@ -578,7 +692,7 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
             work.pivot_only = True
             work.removed = still
             continue
-        top, base = layer_at(target, was["top"]), layer_at(target, was["base"])
+        top, base = work.top, layer_at(target, was["base"])
         if top is None or base is None or top.position >= base.position:
             raise VshxError(
                 f"cannot roll {entry.get('plan')} forward on {disk}: its chain is neither as "
@@ -586,7 +700,7 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
                 f"nothing was changed; see: vshx chain {dom.name()} {disk}",
             )
         work.top, work.base = top, base
-        work.removed = target.chain.between(top, base)
+        work.removed = [base] if work.route == "pull" else target.chain.between(top, base)
     timeline = domain_timeline(session, dom)
     remaining = [s for s in timeline.snapshots if s.name not in names]
     anchor = next(iter(works.values()), None)
@@ -602,7 +716,7 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
     for work in works.values():
         if work.pivot_only:
             pivots.append(pivot_step(session, work.target, work.removed))
-        elif work.top is not None:
+        elif work.top is not None and work.base is not None:
             steps, pivot = data_steps(session, plan, work, args)
             firsts += steps
             pivots += pivot
@@ -644,7 +758,14 @@ def build_plan(
     for work in works.values():
         if work.note:
             plan.notes.append(work.note)
-        if work.top is not None and work.base is not None:
+        if work.why:
+            plan.notes.append(work.why)
+        if work.route == "pull" and work.top is not None and work.base is not None:
+            onto = work.onto.name if work.onto is not None else "no backing file"
+            plan.notes.append(
+                f"{work.disk}: pull {work.base.name} up into {work.top.name} (onto {onto})"
+            )
+        elif work.top is not None and work.base is not None:
             plan.notes.append(
                 f"{work.disk}: commit {', '.join(x.name for x in work.removed)} into "
                 f"{work.base.name}" + (" (active commit, then pivot)" if work.active else "")
@@ -667,10 +788,13 @@ def build_plan(
     firsts: list[Step] = []
     pivots: list[Step] = []
     for work in moving:
-        assert work.base is not None
-        checks += check_merge(
-            session, work.target, args, work.base, work.removed, changes_view_of=work.base
-        )
+        assert work.base is not None and work.top is not None
+        if work.route == "pull":  # the active layer takes the data in; no one's view changes
+            checks += check_merge(session, work.target, args, work.top, work.removed, None)
+        else:
+            checks += check_merge(
+                session, work.target, args, work.base, work.removed, changes_view_of=work.base
+            )
     for work in sorted(moving, key=lambda w: w.active):  # non-active commits first
         steps, pivot = data_steps(session, plan, work, args)
         firsts += steps
@@ -686,6 +810,7 @@ def build_plan(
                 "base": w.base.path if w.base else "",
                 "removed": w.files,
                 "active": w.active,
+                "route": w.route,
             }
             for w in moving
         },
