@@ -10,6 +10,7 @@ moment, no more files than native, qemu-img check clean, the domain starts.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -396,3 +397,47 @@ def run_vshx_argv() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "vshx", "-c", URI]
+
+
+def test_checkpoints_still_give_the_right_incremental_backup(tmp_path: Path) -> None:
+    """A checkpoint taken before two snapshots are deleted (the current one, then a middle
+    one): its incremental backup holds exactly what the guest wrote since, no more."""
+    dom = build(tmp_path, 1, True, "checkpoint")
+    try:
+        virsh("checkpoint-create-as", dom.name, "cp1")
+        write(dom, "vda", 0x55, 2 * 1048576)
+        virsh(
+            "snapshot-create-as", dom.name, "s4", "--disk-only", "--atomic",
+            "--diskspec", f"vda,file={dom.file('vda', 's4')}",
+        )  # fmt: skip
+        write(dom, "vda", 0x56, 3 * 1048576)
+        for words in (["--current"], ["s2"]):
+            proc = run_vshx("snapshot-delete", dom.name, *words)
+            assert proc.returncode == 0, proc.stderr
+        assert virsh("checkpoint-list", dom.name, "--name").stdout.split() == ["cp1"]
+        target = tmp_path / "incremental.qcow2"
+        backup = (
+            "<domainbackup mode='push'><incremental>cp1</incremental><disks>"
+            f"<disk name='vda' type='file'><target file='{target}'/><driver type='qcow2'/>"
+            "</disk></disks></domainbackup>"
+        )
+        virsh("backup-begin", dom.name, "/dev/stdin", stdin=backup)
+        wait_for(lambda: "Backup" in virsh("domjobinfo", dom.name, "--completed").stdout, "it")
+        out = subprocess.run(
+            ["qemu-img", "map", "-U", "--output=json", str(target)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        own = [e["start"] for e in json.loads(out) if e["data"] and e["depth"] == 0]
+        assert own == [2 * 1048576, 3 * 1048576]
+        for pattern, offset in ((0x55, "2M"), (0x56, "3M")):
+            read = subprocess.run(
+                ["qemu-io", "-r", "-U", "-f", "qcow2", "-c", f"read -P {pattern} {offset} 64k",
+                 str(target)],
+                capture_output=True,
+                text=True,
+            )  # fmt: skip
+            assert "verification failed" not in read.stdout + read.stderr, read.stdout
+    finally:
+        destroy(dom)

@@ -643,9 +643,10 @@ def cmd_snapshot_delete(session: Session, args: Args) -> None:
     names = {s.name for s in going}
     remaining = [s for s in timeline.snapshots if s.name not in names]
     single = not (args.children or args.children_only)
-    works = {
-        d: plan_disk(target, going, remaining, single, args.route) for d, target in targets.items()
-    }
+    route = args.route
+    if route is None and dom.listAllCheckpoints(0):
+        route = "commit"  # libvirt's own route carries checkpoint bitmaps live and offline
+    works = {d: plan_disk(target, going, remaining, single, route) for d, target in targets.items()}
     plan = build_plan(session, dom, timeline, snap, going, remaining, works, args)
     if session.run_plan(plan, args):
         for work in works.values():
