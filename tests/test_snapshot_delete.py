@@ -441,3 +441,32 @@ def test_checkpoints_still_give_the_right_incremental_backup(tmp_path: Path) -> 
             assert "verification failed" not in read.stdout + read.stderr, read.stdout
     finally:
         destroy(dom)
+
+
+def test_memory_snapshot_deleted_with_its_ram_and_never_reverted(tmp_path: Path) -> None:
+    """A snapshot with memory state: revert refuses (running, then shut off), delete removes
+    its disk moment and its memory file, the other snapshots keep theirs."""
+    dom = build(tmp_path, 1, True, "memory")
+    try:
+        memory = dom.dir / "m4.mem"
+        virsh(
+            "snapshot-create-as", dom.name, "m4", "--atomic",
+            "--memspec", f"file={memory},snapshot=external",
+            "--diskspec", f"vda,file={dom.file('vda', 'm4')}",
+        )  # fmt: skip
+        write(dom, "vda", 0x66, 4 * 1048576)
+        flush(dom)
+        dom.views["vda"] = view(sources(dom.name)["vda"], tmp_path)
+        refused = run_vshx("snapshot-revert", dom.name, "m4")
+        assert refused.returncode == 1 and "running" in refused.stderr
+        virsh("destroy", dom.name)
+        dom.running = False
+        refused = run_vshx("snapshot-revert", dom.name, "m4")
+        assert refused.returncode == 1 and "memory state" in refused.stderr
+        proc = run_vshx("snapshot-delete", dom.name, "m4")
+        assert proc.returncode == 0, proc.stderr
+        assert not memory.exists()
+        assert set(tree(dom.name)) == {"s1", "s2", "s3"}
+        check_after(dom, tmp_path)
+    finally:
+        destroy(dom)

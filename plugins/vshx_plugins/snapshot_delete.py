@@ -213,6 +213,12 @@ def plan_disk(
     return work
 
 
+def active_note(work: DiskWork) -> str:
+    if work.target.live:
+        return " (active commit: READY, then pivot)"
+    return " (the active layer: the definition then names the base)"
+
+
 def pick_route(work: DiskWork, route: str | None) -> None:
     """The current snapshot's moment on one disk goes either way: the active layer committed
     into it (as libvirt), or its file pulled up into the active layer; the fewer bytes win."""
@@ -769,7 +775,7 @@ def build_plan(
         elif work.top is not None and work.base is not None:
             plan.notes.append(
                 f"{work.disk}: commit {', '.join(x.name for x in work.removed)} into "
-                f"{work.base.name}" + (" (active commit, then pivot)" if work.active else "")
+                f"{work.base.name}" + (active_note(work) if work.active else "")
             )
     if not live and dom.isActive() == 0 and moving:
         plan.notes.append(f"{dom.name()} is shut off: start it only after these ran")
@@ -790,11 +796,20 @@ def build_plan(
     pivots: list[Step] = []
     for work in moving:
         assert work.base is not None and work.top is not None
+        names = [g.name for g in going]
         if work.route == "pull":  # the active layer takes the data in; no one's view changes
-            checks += check_merge(session, work.target, args, work.top, work.removed, None)
+            checks += check_merge(
+                session, work.target, args, work.top, work.removed, None, deleting=names
+            )
         else:
             checks += check_merge(
-                session, work.target, args, work.base, work.removed, changes_view_of=work.base
+                session,
+                work.target,
+                args,
+                work.base,
+                work.removed,
+                changes_view_of=work.base,
+                deleting=names,
             )
     for work in sorted(moving, key=lambda w: w.active):  # non-active commits first
         steps, pivot = data_steps(session, plan, work, args)

@@ -6,7 +6,7 @@ merging/deletion.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
@@ -168,6 +168,7 @@ def check_merge(
     moves: list[Layer],
     changes_view_of: Layer | None,
     moving: Callable[[], int] | None = None,
+    deleting: Collection[str] = (),
 ) -> list[Step]:
     """The pre-flight every merge shares; raises before anything changes, and returns the
     checks the plan must also run first (so a printed script stops where vshx would).
@@ -178,9 +179,10 @@ def check_merge(
     Checks that read local files are skipped for a remote URI (only --dry-run gets there).
     ``moving``: the bytes the merge writes, from the allocation map; more than the files hold
     when clusters are compressed (they are written out whole), so the room check takes both.
+    ``deleting``: snapshots the plan deletes (their saved RAM does not hold the merge back).
     """
     preflight.refuse_unsafe_start(session, target, args)
-    refuse_saved_state(target, [writes, *moves])
+    refuse_saved_state(target, [writes, *moves], deleting)
     if session.is_local:
         if changes_view_of is not None:
             preflight.refuse_shared(
