@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from vshx.api import (
     DOMAIN,
     FORCE,
-    JOB_OPTIONS,
     SCAN,
     Args,
     Command,
@@ -49,6 +48,7 @@ from vshx.api import (
     libvirt,
     live_job_step,
     load_target,
+    non_negative_int,
     pivot_step,
     preflight,
     render_chain,
@@ -88,7 +88,9 @@ class DiskWork:
         return self.target.chain.below(self.base) if self.base is not None else None
 
 
-BANDWIDTH = next(opt for opt in JOB_OPTIONS if opt.name == "bandwidth")
+BANDWIDTH = Opt(
+    "bandwidth", "limit each live block job's copy rate (MiB/s)", "n", convert=non_negative_int
+)
 
 
 def pick_name(dom: libvirt.virDomain, args: Args) -> str:
@@ -927,7 +929,13 @@ COMMANDS = [
                 excludes=("children",),
             ),
             Opt("metadata", "as virsh: only drop libvirt's metadata, touch no file"),
-            Opt("route", "how the moments are removed (commit)", "route"),
+            Opt(
+                "route",
+                "commit (as libvirt) or pull (the current snapshot only); default: the "
+                "one that moves fewer bytes",
+                "route",
+                excludes=("metadata",),
+            ),
             BANDWIDTH,
             Opt(
                 "resume",
