@@ -21,7 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LAB_PREFIX, URI, guest_hash, qemu_check, run_vshx, virsh
+from tests.conftest import (
+    LAB_PREFIX,
+    URI,
+    guest_hash,
+    qemu_check,
+    qemu_img_chain,
+    run_vshx,
+    virsh,
+)
 
 pytestmark = pytest.mark.libvirt
 
@@ -469,4 +477,30 @@ def test_memory_snapshot_deleted_with_its_ram_and_never_reverted(tmp_path: Path)
         assert set(tree(dom.name)) == {"s1", "s2", "s3"}
         check_after(dom, tmp_path)
     finally:
+        destroy(dom)
+
+
+def test_failed_offline_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path) -> None:
+    """Shut off, two disks: vdb's commit fails (its base made immutable) after vda's merge is
+    done. The journal stays, other commands refuse, and recover finishes every disk."""
+    dom = build(tmp_path, 2, False, "offline-recover")
+    stuck = dom.file("vdb", "s1")
+    subprocess.run(["chattr", "+i", str(stuck)], check=True)
+    try:
+        proc = run_vshx("snapshot-delete", dom.name, "s2")
+        assert proc.returncode == 1, proc.stderr
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+        assert "vdb-s1" in proc.stderr  # vdb failed after vda's merge: half done
+        merged = qemu_img_chain(dom.file("vda", "s3"))[0]["backing-filename"]
+        assert merged == str(dom.file("vda", "s1"))
+        refused = run_vshx("snapshot-delete", dom.name, "s3")
+        assert refused.returncode == 1 and "did not finish" in refused.stderr, refused.stderr
+        recovered = run_vshx("recover", dom.name)
+        assert recovered.returncode == 0, recovered.stderr
+        assert tree(dom.name) == {"s1": "", "s3": "s1"}
+        assert current(dom.name) == "s3"
+        check_after(dom, tmp_path)
+        assert not any(dom.file(disk, "s2").exists() for disk in dom.disks)
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=False)
         destroy(dom)

@@ -726,6 +726,14 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
         if work.pivot_only:
             pivots.append(pivot_step(session, work.target, work.removed))
         elif work.top is not None and work.base is not None:
+            if not work.target.live:  # a killed qemu-img may leave leaked clusters: repair
+                written = work.top if work.route == "pull" else work.base
+                firsts.append(
+                    Step(
+                        f"repair leaked clusters in {written.name}",
+                        ["qemu-img", "check", "-q", "-r", "leaks", written.path],
+                    )
+                )
             steps, pivot = data_steps(session, plan, work, args)
             firsts += steps
             pivots += pivot
