@@ -504,3 +504,22 @@ def test_failed_offline_two_disk_delete_is_rolled_forward_by_recover(tmp_path: P
     finally:
         subprocess.run(["chattr", "-i", str(stuck)], check=False)
         destroy(dom)
+
+
+@pytest.mark.parametrize("pair", [KINDS[1]], ids=[IDS[1]], indirect=True)
+def test_dry_run_script_reaches_the_same_end_state(pair: tuple[Dom, Dom], tmp_path: Path) -> None:
+    """The printed plan run by sh -e (READY on both disks, then the pivots) leaves what the
+    real run leaves."""
+    scripted, ours = pair
+    words = ("--current", "--route", "commit")
+    script = run_vshx("snapshot-delete", scripted.name, *words, "--dry-run")
+    assert script.returncode == 0, script.stderr
+    ran = subprocess.run(["sh", "-e"], input=script.stdout, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    proc = run_vshx("snapshot-delete", ours.name, *words)
+    assert proc.returncode == 0, proc.stderr
+    assert tree(ours.name) == tree(scripted.name) == {"s1": "", "s2": "s1"}
+    assert current(ours.name) == current(scripted.name) == "s2"
+    assert files(ours) == files(scripted)
+    check_after(ours, tmp_path)
+    check_after(scripted, tmp_path)
