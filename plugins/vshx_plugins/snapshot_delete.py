@@ -510,7 +510,8 @@ def native_verdict(
     session: Session, timeline: Timeline, snap: Snapshot, args: Args, works: dict[str, DiskWork]
 ) -> str:
     """What `virsh snapshot-delete` of the connected libvirt does with the same request."""
-    line = shell_line(virsh(session.uri, "snapshot-delete", timeline.domain, snap.name))
+    flags = ["--children"] if args.children else ["--children-only"] if args.children_only else []
+    line = shell_line(virsh(session.uri, "snapshot-delete", timeline.domain, snap.name, *flags))
     version = session.conn.getLibVersion()
     if version < 9_000_000:
         return f"native: this libvirt ({version}) cannot delete external snapshots (9.0 can)"
