@@ -87,7 +87,7 @@ def view(path: str | Path, tmp: Path) -> str:
     return guest_hash(path, tmp)
 
 
-def build(tmp: Path, disks: int, running: bool, label: str, big: bool = False) -> Dom:
+def build(tmp: Path, disks: int, running: bool, label: str, big: int = 0) -> Dom:
     """base <- s1 <- s2 <- s3 (active) on each disk, distinct guest writes before each."""
     name = f"{LAB_PREFIX}{label}-{uuid.uuid4().hex[:6]}"
     directory = tmp / name
@@ -121,7 +121,7 @@ def build(tmp: Path, disks: int, running: bool, label: str, big: bool = False) -
             moment[disk] = dom.file(disk, f"s{k}")
             write(dom, disk, 0x20 + k * 2 + DISKS.index(disk), k * 65536)
             write(dom, disk, 0x40 + k * 2 + DISKS.index(disk), 0)
-            if big and k == 2:  # s2's overlay holds 8 MiB: a throttled commit takes seconds
+            if k == big:  # s{big}'s overlay holds 8 MiB: a throttled commit takes seconds
                 device = f"virtio-disk{DISKS.index(disk)}"
                 virsh(
                     "qemu-monitor-command",
@@ -374,7 +374,7 @@ def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
 def test_interrupted_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path) -> None:
     """vshx killed while vda's commit runs (vdb not merged yet): the journal says so, other
     commands refuse, and recover finishes the delete on every disk."""
-    dom = build(tmp_path, 2, True, "recover", big=True)
+    dom = build(tmp_path, 2, True, "recover", big=2)
     try:
         proc = subprocess.Popen(
             [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
@@ -523,3 +523,31 @@ def test_dry_run_script_reaches_the_same_end_state(pair: tuple[Dom, Dom], tmp_pa
     assert files(ours) == files(scripted)
     check_after(ours, tmp_path)
     check_after(scripted, tmp_path)
+
+
+def test_killed_with_active_commits_pending_pivots_on_recover(tmp_path: Path) -> None:
+    """Deleting the current snapshot of two disks, vshx killed during vda's active commit:
+    recover pivots vda once READY, commits and pivots vdb, and finishes the metadata."""
+    dom = build(tmp_path, 2, True, "pivot", big=3)
+    try:
+        proc = subprocess.Popen(
+            [*run_vshx_argv(), "snapshot-delete", dom.name, "--current", "--route", "commit"]
+            + ["--bandwidth", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: "Active Block Commit" in block_job(dom.name, "vda"), "vda's job")
+        proc.kill()
+        proc.communicate()
+        virsh("blockjob", dom.name, "vda", "--bandwidth", "0")
+        wait_for(lambda: '"ready": true' in run_vshx("jobs", dom.name, "--json").stdout, "READY")
+        recovered = run_vshx("recover", dom.name)
+        assert recovered.returncode == 0, recovered.stderr
+        assert tree(dom.name) == {"s1": "", "s2": "s1"}
+        assert current(dom.name) == "s2"
+        assert sources(dom.name) == {d: str(dom.file(d, "s2")) for d in dom.disks}
+        check_after(dom, tmp_path)
+        assert "no block jobs and no interrupted" in run_vshx("jobs", dom.name).stdout
+    finally:
+        destroy(dom)
