@@ -544,6 +544,8 @@ def test_killed_with_active_commits_pending_pivots_on_recover(tmp_path: Path) ->
         wait_for(lambda: '"ready": true' in run_vshx("jobs", dom.name, "--json").stdout, "READY")
         recovered = run_vshx("recover", dom.name)
         assert recovered.returncode == 0, recovered.stderr
+        assert "pivot vda: pivoted" in recovered.stderr  # the READY job, not a new commit
+        assert "pivot vdb: pivoted" in recovered.stderr
         assert tree(dom.name) == {"s1": "", "s2": "s1"}
         assert current(dom.name) == "s2"
         assert sources(dom.name) == {d: str(dom.file(d, "s2")) for d in dom.disks}
