@@ -140,7 +140,16 @@ def build(tmp: Path, disks: int, running: bool, label: str, big: int = 0) -> Dom
 def destroy(dom: Dom) -> None:
     subprocess.run(["virsh", "-c", URI, "destroy", dom.name], capture_output=True)
     subprocess.run(
-        ["virsh", "-c", URI, "undefine", dom.name, "--snapshots-metadata"], capture_output=True
+        [
+            "virsh",
+            "-c",
+            URI,
+            "undefine",
+            dom.name,
+            "--snapshots-metadata",
+            "--checkpoints-metadata",
+        ],
+        capture_output=True,
     )
 
 
