@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from vshx_plugins.snapshot_delete import (
-    DiskWork,
+from vshx_plugins.snapshot_layers import DiskWork
+from vshx_plugins.snapshot_metadata import (
     drop_layers,
     moment_files,
     nearest_kept,

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 
 from vshx.api import (
     DOMAIN,
@@ -26,67 +24,37 @@ from vshx.api import (
     SCAN,
     Args,
     Command,
-    Layer,
     Opt,
     Plan,
     Session,
     Snapshot,
     Step,
-    Target,
     Timeline,
     UsageError,
     VshxError,
-    bitmaps,
     canonical,
     check_merge,
     commands_hook,
-    definition_steps,
-    delete_steps,
     domain_timeline,
-    human_size,
     journal,
     libvirt,
-    live_job_step,
     load_target,
     non_negative_int,
     pivot_step,
-    preflight,
     render_chain,
     shell_line,
-    underneath,
     virsh,
     virt,
 )
-
-ROUTES = ("commit", "pull")
-
-
-@dataclass
-class DiskWork:
-    """What the plan does on one disk: commit ``top`` into ``base`` (none when no data moves),
-    and where the moments held by the removed layers are afterwards."""
-
-    disk: str
-    target: Target
-    top: Layer | None = None
-    base: Layer | None = None
-    removed: list[Layer] = field(default_factory=list)
-    moves: dict[str, str] = field(default_factory=dict)  # canonical old holder -> new holder
-    note: str = ""
-    files: list[str] = field(default_factory=list)  # the removed layers' paths, to delete
-    pivot_only: bool = False  # roll-forward: its active commit is READY, only the pivot is left
-    route: str = "commit"  # or "pull": ``base``'s data pulled up into the active ``top``
-    why: str = ""  # why this route (the bytes each would move)
-
-    @property
-    def active(self) -> bool:
-        return self.route == "commit" and self.top is not None and self.top.position == 0
-
-    @property
-    def onto(self) -> Layer | None:
-        """A pull's new backing file: the layer below the one pulled (None: none at all)."""
-        return self.target.chain.below(self.base) if self.base is not None else None
-
+from vshx_plugins.snapshot_layers import (
+    ROUTES,
+    DiskWork,
+    active_note,
+    data_steps,
+    layer_at,
+    plan_disk,
+)
+from vshx_plugins.snapshot_metadata import finish_steps
 
 BANDWIDTH = Opt(
     "bandwidth", "limit each live block job's copy rate (MiB/s)", "n", convert=non_negative_int
@@ -128,382 +96,6 @@ def going_snapshots(timeline: Timeline, snap: Snapshot, args: Args) -> list[Snap
     if args.children:
         return [snap, *descendants(timeline, snap)]
     return [snap]
-
-
-def layer_at(target: Target, path: str | None) -> Layer | None:
-    key = canonical(path or "")
-    return next((layer for layer in target.chain.layers if layer.canonical == key), None)
-
-
-def plan_disk(
-    target: Target,
-    going: list[Snapshot],
-    remaining: list[Snapshot],
-    single: bool,
-    route: str | None = None,
-) -> DiskWork:
-    """Which layer moves into which on one disk, or why nothing moves there."""
-    disk = target.chain.disk or ""
-    work = DiskWork(disk, target)
-    holders: list[Layer] = []
-    for snap in going:
-        moment = snap.moments.get(disk)
-        if moment is None or moment.state == "gone":
-            continue
-        if moment.state == "unknown":
-            raise VshxError(
-                f"vshx cannot prove which file holds snapshot {snap.name}'s moment on {disk}: "
-                f"{moment.why}",
-                "nothing was changed; vshx never merges data to satisfy metadata. See: "
-                f"snapshot-list {target.chain.domain} (and snapshot-cleanup, which redefines "
-                "the metadata it can prove)",
-            )
-        layer = layer_at(target, moment.holder)
-        if layer is None or layer.position == 0:
-            continue  # out of the chain: nothing merges; the file stays for snapshot-cleanup
-        holders.append(layer)
-    if not holders:
-        work.note = f"{disk}: no layer holds a deleted moment; only metadata changes there"
-        return work
-    base = max(holders, key=lambda layer: layer.position)
-    kept = {}
-    for snap in remaining:
-        moment = snap.moments.get(disk)
-        if moment is not None and moment.kept and moment.holder:
-            kept[canonical(moment.holder)] = snap.name
-    if base.canonical in kept:
-        if single:
-            work.note = (
-                f"{disk}: {base.name} also holds snapshot {kept[base.canonical]}'s moment, which "
-                "stays: only metadata changes there"
-            )
-            return work
-        raise VshxError(
-            f"{base.name} on {disk} holds a deleted moment and snapshot "
-            f"{kept[base.canonical]}'s, which stays",
-            "delete the snapshots one by one",
-        )
-    chain = target.chain
-    if single:
-        top = chain.above(base)
-        assert top is not None  # base is not the active layer
-    else:
-        top = chain.active
-        for layer in chain.between(top, base):
-            if layer.canonical in kept:
-                raise VshxError(
-                    f"snapshot {kept[layer.canonical]}'s moment on {disk} lives in {layer.name}, "
-                    f"above the deleted ones: it stays, so the layers cannot merge as one",
-                    "delete the snapshots one by one",
-                )
-    work.top, work.base = top, base
-    if single and top.position == 0:
-        pick_route(work, route)
-    if work.route == "pull":
-        work.removed = [base]
-        work.files = [base.path]
-        return work
-    if route == "pull":
-        raise VshxError(
-            f"--route pull: on {disk} the moment to remove sits below another snapshot's; "
-            "only the current snapshot's moment can be pulled into the active layer",
-            "leave --route out (the commit route)",
-        )
-    work.removed = chain.between(top, base)
-    work.files = [layer.path for layer in work.removed]
-    work.moves = {layer.canonical: base.path for layer in work.removed}
-    return work
-
-
-def active_note(work: DiskWork) -> str:
-    if work.target.live:
-        return " (active commit: READY, then pivot)"
-    return " (the active layer: the definition then names the base)"
-
-
-def pick_route(work: DiskWork, route: str | None) -> None:
-    """The current snapshot's moment on one disk goes either way: the active layer committed
-    into it (as libvirt), or its file pulled up into the active layer; the fewer bytes win."""
-    top, base = work.top, work.base
-    assert top is not None and base is not None
-    commit, pull = top.allocated, base.allocated
-    if route == "commit" or (route is None and (commit is None or pull is None or commit <= pull)):
-        work.route = "commit"
-    else:
-        work.route = "pull"
-    work.why = (
-        f"{work.disk}: route {work.route} (commit moves {human_size(commit)} from {top.name}, "
-        f"pull moves {human_size(pull)} from {base.name})"
-    )
-
-
-def data_steps(
-    session: Session, plan: Plan, work: DiskWork, args: Args
-) -> tuple[list[Step], list[Step]]:
-    """The steps that merge one disk, and the pivot that ends a live active commit."""
-    target, top, base = work.target, work.top, work.base
-    assert top is not None and base is not None
-    chain, disk = target.chain, work.disk
-    names = ", ".join(layer.name for layer in work.removed)
-    if work.route == "pull":
-        return pull_steps(session, work, args), []
-    if target.live:
-        dom = target.dom
-        assert dom is not None
-        flags = libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE if work.active else 0
-        argv = virsh(
-            session.uri, "blockcommit", dom.name(), disk, "--base", base.path, "--top", top.path
-        )
-        if work.active:
-            argv.append("--active")
-        argv += ["--wait", "--verbose"]
-
-        if args.bandwidth:
-            argv += ["--bandwidth", str(args.bandwidth)]
-        rate = args.bandwidth or 0
-
-        def start(top: Layer = top, base: Layer = base, flags: int = flags) -> None:
-            dom.blockCommit(disk, base.path, top.path, rate, flags)
-
-        step = live_job_step(
-            session,
-            target,
-            args,
-            f"block commit {disk}: merge {names} into {base.name}"
-            + (" (READY, pivoted below with the other disks)" if work.active else ""),
-            argv,
-            start,
-            leaves=work.removed,
-            active=work.active,
-            ready_only=work.active,
-            underneath=underneath.block_commit(work.active, True, False),
-        )
-        if work.active:
-            return [step], [pivot_step(session, target, work.removed)]
-        return [step], []
-    data = Step(
-        f"qemu-img commit {disk}: write {top.name}'s view into {base.name}",
-        [
-            "qemu-img",
-            "commit",
-            "-q",
-            "-f",
-            preflight.require_format(top),
-            "-b",
-            base.path,
-            top.path,
-        ],
-        underneath=underneath.qemu_img_commit(),
-    )
-    sub = Plan(plan.title, target=target)
-    sub.add(data)
-    bitmaps.carry(sub, data, base, work.removed)
-    overlay = chain.above(top)
-    if overlay is not None:
-        written = preflight.relative_or_absolute(base, overlay, False)
-        sub.add(
-            Step(
-                f"point {overlay.name} at {base.name} (pointer only: {base.name} now shows "
-                f"exactly what {top.name} showed)",
-                [
-                    "qemu-img",
-                    "rebase",
-                    "-u",
-                    "-f",
-                    preflight.require_format(overlay),
-                    "-F",
-                    preflight.require_format(base),
-                    "-b",
-                    written,
-                    overlay.path,
-                ],
-                underneath=underneath.rebase(unsafe=True, flatten=False, after_commit=True),
-            )
-        )
-    return sub.steps, []
-
-
-def pull_steps(session: Session, work: DiskWork, args: Args) -> list[Step]:
-    """Pull the current snapshot's moment file up into the active layer (which then sits on
-    the file below it): a block pull live, a safe ``qemu-img rebase`` offline."""
-    target, active, pulled, onto = work.target, work.top, work.base, work.onto
-    assert active is not None and pulled is not None
-    disk, what = work.disk, f"onto {onto.name}" if onto else "(it becomes a complete image)"
-    if target.live:
-        dom = target.dom
-        assert dom is not None
-        argv = virsh(session.uri, "blockpull", dom.name(), disk)
-        if onto is not None:
-            argv += ["--base", onto.path]
-        argv += ["--wait", "--verbose"]
-        if args.bandwidth:
-            argv += ["--bandwidth", str(args.bandwidth)]
-        rate = args.bandwidth or 0
-
-        def start() -> None:
-            dom.blockRebase(disk, onto.path if onto else None, rate, 0)
-
-        return [
-            live_job_step(
-                session,
-                target,
-                args,
-                f"block pull {disk}: copy {pulled.name} into {active.name}, {what}",
-                argv,
-                start,
-                leaves=[pulled],
-                underneath=underneath.block_pull(onto is not None),
-            )
-        ]
-    argv = ["qemu-img", "rebase", "-f", preflight.require_format(active)]
-    if onto is None:
-        argv += ["-b", ""]
-    else:
-        argv += [
-            "-F",
-            preflight.require_format(onto),
-            "-b",
-            preflight.relative_or_absolute(onto, active, False),
-        ]
-    sub = Plan("pull", target=target)
-    data = sub.add(
-        Step(
-            f"safe rebase {disk}: copy {pulled.name} into {active.name}, {what}",
-            argv + [active.path],
-            underneath=underneath.rebase(unsafe=False, flatten=onto is None),
-        )
-    )
-    bitmaps.carry(sub, data, active, [pulled])
-    return sub.steps
-
-
-def moment_files(snap: Snapshot, works: dict[str, DiskWork]) -> dict[str, str]:
-    """Per disk, the file that holds ``snap``'s moment after the merges, where its metadata
-    names another (a moment the merges move, or one an earlier merge moved: a diverged
-    snapshot is re-pointed to the file vshx can prove holds it)."""
-    found = {}
-    for disk, moment in snap.moments.items():
-        work = works.get(disk)
-        moves = work.moves if work is not None else {}
-        if moment.file and canonical(moment.file) in moves:
-            now = moves[canonical(moment.file)]  # the metadata names a layer that goes
-        elif moment.kept and moment.holder:
-            now = moves.get(canonical(moment.holder), moment.holder)
-        else:
-            continue
-        if canonical(now) != canonical(moment.file or ""):
-            found[disk] = now
-    return found
-
-
-def redefined_xml(
-    snap: Snapshot, works: dict[str, DiskWork], parent: str | None, reparent: bool
-) -> str | None:
-    """``snap``'s XML naming, on each disk, the file that holds its moment after the merges,
-    without the removed layers in its ``<backingStore>`` chains, and (``reparent``) with
-    ``parent`` as its parent; None when nothing changes."""
-    root = ET.fromstring(snap.xml)
-    changed = False
-    files = moment_files(snap, works)
-    for scope in ("domain", "inactiveDomain"):
-        for disk in root.findall(f"./{scope}/devices/disk"):
-            target = disk.find("target")
-            dev = target.get("dev", "") if target is not None else ""
-            source = disk.find("source")
-            if source is not None and dev in files:
-                source.attrib.pop("index", None)
-                source.set("file", files[dev])
-                for below in disk.findall("backingStore"):
-                    disk.remove(below)  # libvirt reads the new file's chain itself
-                changed = True
-                continue
-            work = works.get(dev)
-            if work is not None and work.removed:
-                gone = {layer.canonical for layer in work.removed}
-                changed = drop_layers(disk, gone) or changed
-    for disk in root.findall("./disks/disk"):
-        work = works.get(disk.get("name", ""))
-        source = disk.find("source")
-        if work is None or work.route != "pull" or work.top is None or source is None:
-            continue
-        if canonical(source.get("file") or "") in {canonical(p) for p in work.files}:
-            source.set("file", work.top.path)  # its overlay is now the layer that sits on it
-            changed = True
-    if reparent:
-        node = root.find("parent")
-        if node is not None:
-            root.remove(node)
-        if parent is not None:
-            new = ET.Element("parent")
-            ET.SubElement(new, "name").text = parent
-            root.insert(2, new)
-        changed = True
-    return ET.tostring(root, encoding="unicode") if changed else None
-
-
-def drop_layers(disk: ET.Element, gone: set[str]) -> bool:
-    """Splice the ``gone`` layers out of a ``<disk>``'s ``<backingStore>`` chain."""
-    changed = False
-    holder = disk
-    node = holder.find("backingStore")
-    while node is not None:
-        below = node.find("source")
-        if below is not None and canonical(below.get("file") or "") in gone:
-            at = list(holder).index(node)
-            holder.remove(node)
-            for child in node.findall("backingStore"):
-                holder.insert(at, child)
-            changed = True
-            node = holder.find("backingStore")
-            continue
-        holder, node = node, node.find("backingStore")
-    return changed
-
-
-def redefine_step(
-    session: Session, dom: libvirt.virDomain, snap: Snapshot, xml: str, why: str
-) -> Step:
-    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
-    extra = []
-    if snap.state == "disk-snapshot":
-        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
-        extra.append("--disk-only")
-    if snap.current:
-        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
-        extra.append("--current")
-    return Step(
-        f"re-define snapshot {snap.name}: {why}",
-        virsh(session.uri, "snapshot-create", dom.name(), "/dev/stdin", "--redefine", *extra),
-        action=lambda: dom.snapshotCreateXML(xml, flags),
-        stdin=xml,
-    )
-
-
-def forget_step(session: Session, dom: libvirt.virDomain, name: str) -> Step:
-    def action() -> None:
-        dom.snapshotLookupByName(name, 0).delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
-
-    return Step(
-        f"drop snapshot {name}'s metadata (its moment is gone on every disk)",
-        virsh(session.uri, "snapshot-delete", dom.name(), name, "--metadata"),
-        action=action,
-    )
-
-
-def memory_step(name: str, path: str | None) -> Step | None:
-    if not path or not os.path.exists(path):
-        return None
-    size = human_size(os.stat(path).st_size)
-    return Step(f"remove snapshot {name}'s memory state ({size})", ["rm", "-f", "--", path])
-
-
-def nearest_kept(parents: dict[str, str | None], name: str | None) -> str | None:
-    """The nearest ancestor that stays (``parents``: the deleted snapshots' parents)."""
-    seen = set()
-    while name is not None and name in parents and name not in seen:
-        seen.add(name)
-        name = parents[name]
-    return name
 
 
 def native_verdict(
@@ -844,52 +436,6 @@ def build_plan(
     }
     plan.steps += finish_steps(session, dom, remaining, gone, works)
     return plan
-
-
-def finish_steps(
-    session: Session,
-    dom: libvirt.virDomain,
-    remaining: list[Snapshot],
-    gone: list[tuple[str, str | None, str | None]],
-    works: dict[str, DiskWork],
-) -> list[Step]:
-    """After the merges: the definition (offline), the remaining snapshots re-pointed and
-    re-parented, the deleted ones' metadata dropped, merged-away files and memory removed."""
-    steps: list[Step] = []
-    moving = [w for w in works.values() if w.files]
-    for work in moving:
-        sub = Plan("definition", target=work.target)
-        sub.before = work.target.chain
-        sub.after = work.target.chain.without(work.removed)
-        steps += definition_steps(session, work.target, sub)
-    parents = {name: parent for name, parent, _memory in gone}
-    for other in remaining:
-        parent = nearest_kept(parents, other.parent)
-        reparent = other.parent in parents
-        xml = redefined_xml(other, works, parent, reparent)
-        if xml is not None:
-            why = "names the files that hold its moment now"
-            if reparent:
-                why += f", parent {parent or '(none)'}"
-            steps.append(redefine_step(session, dom, other, xml, why))
-    existing = set(dom.snapshotListNames(0))
-    for name, _parent, _memory in reversed(gone):  # children first: each is a leaf then
-        if name in existing:
-            steps.append(forget_step(session, dom, name))
-    for work in moving:
-        files = []
-        for path in work.files:
-            layer = layer_at(work.target, path)
-            if layer is None and os.path.exists(path):
-                layer = Layer(path, "", -1, allocated=os.stat(path).st_blocks * 512)
-            if layer is not None:
-                files.append(layer)
-        steps += delete_steps(session, files, work.target.chain)
-    for name, _parent, memory in gone:
-        step = memory_step(name, memory)
-        if step is not None:
-            steps.append(step)
-    return steps
 
 
 def moment_lines(
