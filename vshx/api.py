@@ -54,6 +54,7 @@ Plans (a plugin never calls libvirt or qemu-img to change anything: it returns a
 ``delete_steps``       steps that delete the files a merge left unused (with their checks)
 ``job_flags_argv``     the virsh spelling of ``JOB_OPTIONS`` as given
 ``live_job_step``      the Step that runs a live block job and waits for it
+``pivot_step``         the Step that pivots an active commit left READY (``ready_only``)
 ``check_merge``        the pre-flight every merge shares: refuses, or returns the check steps
 ``report_after_merge`` shows the chain after a merge, and whether it is the predicted one
 ``follow_up_note``     a plan note: snapshot-cleanup forgets snapshots of merged layers
@@ -81,6 +82,7 @@ Chains, targets and snapshots
 ``account_moments``    add ``# keeps:``/``# loses:`` to a merge plan and refuse losing saved RAM
 ``repointed_xml``      a snapshot's XML naming the files that hold its moment now
 ``finish_command``     the layer command that finishes a half-merged snapshot
+``Verdict``            a moment's state a plan records (``plan.verdicts``) in the ledger
 ``xdg_home``           ``$XDG_*_HOME`` (or its default): "cache", "state", "data", "config"
 ``libvirt``            the libvirt-python module, imported on first use
 =====================  ======================================================================
@@ -105,6 +107,7 @@ from vshx.merging.common import (
     job_flags_argv,
     live_job_step,
     offline_domain_note,
+    pivot_step,
     report_after_merge,
 )
 from vshx.merging.definition import steps as definition_steps
@@ -133,7 +136,7 @@ from vshx.storage import virt as _virt
 from vshx.storage.chain import Chain, DiskSource, Layer, canonical, human_size, image_chain
 from vshx.storage.chain_view import render_chain
 from vshx.storage.libvirt_lazy import libvirt
-from vshx.storage.moments import Snapshot, Timeline
+from vshx.storage.moments import Snapshot, Timeline, Verdict
 from vshx.storage.paths import names_an_image
 from vshx.storage.statefiles import xdg_home
 
@@ -336,6 +339,7 @@ __all__ = [
     "delete_steps",
     "job_flags_argv",
     "live_job_step",
+    "pivot_step",
     "check_merge",
     "report_after_merge",
     "follow_up_note",
@@ -359,6 +363,7 @@ __all__ = [
     "account_moments",
     "repointed_xml",
     "finish_command",
+    "Verdict",
     "xdg_home",
     "libvirt",
     # merge building blocks (namespaces of chosen functions)

@@ -387,10 +387,10 @@ def forget_gone_image(session: Session, args: Args, image: str) -> None:
     session.run_plan(plan, args)
 
 
-def cmd_recover(session: Session, args: Args) -> None:
+def cmd_recover(session: Session, args: Args) -> int | None:
     if args.disk is None and names_an_image(args.domain) and not os.path.lexists(args.domain):
         forget_gone_image(session, args, args.domain)
-        return
+        return None
     if args.disk is None and not names_an_image(args.domain):
         args["disk"] = disk_to_recover(session, args.domain)
     target = load_target(session, args.domain, args.disk, journal_ok=True)
@@ -409,6 +409,14 @@ def cmd_recover(session: Session, args: Args) -> None:
             f"{entry.get('pid')}) and then run vshx recover {where}",
         )
     refuse_while_at_work(session, args, files, where)
+    if entry is not None and dom is not None and entry.get("resume"):
+        # a plan over several disks (snapshot-delete) is rolled forward by its own command
+        words = list(json.loads(str(entry["resume"])).get("argv", []))
+        if words:
+            session.info(f"interrupted: {entry.describe()}; rolling it forward")
+            if session.planning_only(args):
+                words.append("--dry-run")
+            return session.run_words(words)
     plan = Plan(f"recover {where}")
     if dom is not None and dom.isActive():
         jobs = [j for j in virt.block_jobs(dom) if j["disk"] == chain.disk]
@@ -434,11 +442,12 @@ def cmd_recover(session: Session, args: Args) -> None:
     if not plan.steps:
         where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
         session.nothing_to_do(args, f"no job and no journal on {where}")
-        return
+        return None
     if session.run_plan(plan, args):
         if dom is not None:
             session.info(render_chain(virt.domain_chain(dom, chain.disk or "")))
         session.info("recovered: no job left and no journal")
+    return None
 
 
 COMMANDS = [

@@ -207,8 +207,10 @@ def run_block_job(
     wait: bool = True,
     stream: TextIO | None = None,
     quiet: bool = False,
+    ready_only: bool = False,
 ) -> None:
-    """Start a job with ``start`` and see it through; active jobs pivot or keep the overlay."""
+    """Start a job with ``start`` and see it through; active jobs pivot or keep the overlay
+    (``ready_only``: an active job is left READY, for ``pivot_ready_job`` to end)."""
     job = BlockJob(conn, dom, disk, leaves)
     progress = Progress(label, stream or sys.stderr, quiet)
     deadline = time.monotonic() + timeout if timeout else None
@@ -230,6 +232,9 @@ def run_block_job(
         try:
             if active:
                 status = job.wait({READY}, progress, deadline)
+                if status == READY and ready_only:
+                    progress.finish("ready to pivot")
+                    return
                 if status == READY:
                     flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
                     dom.blockJobAbort(disk, flags)
@@ -265,6 +270,41 @@ def run_block_job(
     finally:
         job.close()
         restore()
+
+
+def pivot_ready_job(
+    conn: libvirt.virConnect,
+    dom: libvirt.virDomain,
+    disk: str,
+    *,
+    label: str,
+    leaves: frozenset[str] = frozenset(),
+    stream: TextIO | None = None,
+    quiet: bool = False,
+) -> None:
+    """Pivot a READY active job (left so by ``run_block_job(ready_only=True)``) and wait until
+    libvirt reports it completed (or the chain shows it)."""
+    job = BlockJob(conn, dom, disk, leaves)
+    progress = Progress(label, stream or sys.stderr, quiet)
+    try:
+        try:
+            dom.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+        except libvirt.libvirtError as exc:
+            if job.info() or not job.chain_shows_done():
+                raise VshxError(
+                    f"{label}: the pivot failed: {exc.get_error_message()}",
+                    job_failure_hint(dom, disk),
+                ) from None
+        status = job.wait({COMPLETED, CANCELED}, progress, None)
+        if status != COMPLETED:
+            raise VshxError(
+                f"{label} {STATUS_NAMES.get(status, status)}", job_failure_hint(dom, disk)
+            )
+        progress.finish("pivoted")
+    except StateUnknown as exc:
+        raise unknown_state(label, dom.name(), disk, exc.message) from None
+    finally:
+        job.close()
 
 
 def job_failure_hint(dom: libvirt.virDomain, disk: str) -> str:
