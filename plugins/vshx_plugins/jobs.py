@@ -330,7 +330,10 @@ def job_step(
         )
     if args.pivot or entry_pivot:
         if job["type"] not in PIVOTABLE:
-            raise VshxError(f"a {job['type']} job cannot pivot", "wait for it, or --abort")
+            raise VshxError(
+                f"{'an' if job['type'][0] in 'aeiou' else 'a'} {job['type']} job cannot pivot",
+                "wait for it, or --abort",
+            )
         if not job["ready"]:
             raise VshxError(
                 f"the {job['type']} job on {dom.name()} {disk} is not ready to pivot yet "
@@ -342,8 +345,9 @@ def job_step(
             virsh(session.uri, "blockjob", dom.name(), disk, "--pivot"),
             action=lambda: _end_job(dom, disk, pivot=True),
         )
+    kind = f"{'an' if job['type'][0] in 'aeiou' else 'a'} {job['type']}"
     raise UsageError(
-        f"a {job['type']} job runs on {dom.name()} {disk} ({job['progress']}%, "
+        f"{kind} job runs on {dom.name()} {disk} ({job['progress']}%, "
         f"ready: {'yes' if job['ready'] else 'no'}) and nothing says how it should end",
         "add --pivot (switch the disk to the job's result) or --abort (keep the chain as it was)",
     )
