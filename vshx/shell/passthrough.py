@@ -143,6 +143,7 @@ def _run(session: Session, argv: list[str], changes: bool, output_to_err: bool =
     if out is not None and proc.stdout:
         shown.write(proc.stdout)
     if changes:
+        session.predicted.clear()  # it may have changed a chain a prediction stands for
         session.forget_inventory(None)
     return proc.returncode
 
