@@ -92,7 +92,29 @@ def run_virsh(session: Session, words: list[str]) -> int:
             if not reads:
                 return 0  # printed, never run: it may change something
             return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True)
-    return _run(session, [binary, *argv[1:]], changes=not reads)
+    detach = not needs_terminal(words[0]) and not polkit_agent_useful(session.uri)
+    return _run(session, [binary, *argv[1:]], changes=not reads, detach=detach)
+
+
+def needs_terminal(command: str) -> bool:
+    """virsh commands that talk to the user on the terminal (a console, an editor)."""
+    return command == "console" or command.endswith("edit")
+
+
+def polkit_agent_useful(uri: str) -> bool:
+    """Whether virsh's polkit agent could ever be asked something.
+
+    virsh 9.0 starts ``pkttyagent`` whenever it can open its controlling terminal; where
+    polkit cannot be reached (no system D-Bus) the agent prints "Authorization not
+    available. Check if polkit service is running ..." on every command.  Plain virsh run
+    without a controlling terminal (a script, a pipe from ssh) never prints it.  polkit is
+    consulted only for a non-root user's local system connection, and only through the
+    system bus."""
+    if os.geteuid() == 0 or "/system" not in uri or "+" in uri.split(":", 1)[0]:
+        return False
+    bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
+    path = bus.partition("unix:path=")[2].split(",", 1)[0]
+    return not path or os.path.exists(path)
 
 
 def strip_virsh_prefix(words: list[str], uri: str) -> list[str] | None:
@@ -129,23 +151,51 @@ def run_program(session: Session, argv: list[str]) -> int:
     return status
 
 
-def _run(session: Session, argv: list[str], changes: bool, output_to_err: bool = False) -> int:
+def _run(
+    session: Session,
+    argv: list[str],
+    changes: bool,
+    output_to_err: bool = False,
+    detach: bool = False,
+) -> int:
     """Run a program with the user's terminal (console works) or into the session's output;
     a here-document given with the line is its stdin instead.  ``output_to_err``: a read run
-    under --dry-run, whose output must not become lines of the printed script."""
+    under --dry-run, whose output must not become lines of the printed script.  ``detach``:
+    without a controlling terminal (its own session), as virsh runs from a script; Ctrl-C is
+    passed on to it."""
     import sys
 
     session.out.flush()
     session.err.flush()
     shown = session.err if output_to_err else session.out
     out = None if shown is sys.stdout else subprocess.PIPE
-    proc = subprocess.run(argv, stdout=out, text=True, check=False, input=session.stdin_text)
-    if out is not None and proc.stdout:
-        shown.write(proc.stdout)
+    stdin = subprocess.PIPE if session.stdin_text is not None else None
+    with subprocess.Popen(
+        argv, stdin=stdin, stdout=out, text=True, start_new_session=detach
+    ) as proc:
+        output = _communicate(proc, session.stdin_text, forward=detach)
+    if out is not None and output:
+        shown.write(output)
     if changes:
         session.predicted.clear()  # it may have changed a chain a prediction stands for
         session.forget_inventory(None)
     return proc.returncode
+
+
+def _communicate(proc: subprocess.Popen[str], text: str | None, forward: bool) -> str | None:
+    """Feed and read a child to its end.  Ctrl-C is the child's (virsh aborts what it waits
+    for, as at its own prompt): passed on to a detached one, which the terminal does not
+    reach, and never the cause of killing it."""
+    import signal
+
+    while True:
+        try:
+            output, _ = proc.communicate(text)
+            return output
+        except KeyboardInterrupt:
+            if forward:
+                proc.send_signal(signal.SIGINT)
+            text = None
 
 
 def suggest(word: str, known: list[str]) -> UsageError:

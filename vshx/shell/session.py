@@ -140,6 +140,7 @@ class Session:
 
     def report(self, exc: VshxError, where: str = "") -> None:
         """One error line and one hint line, whatever a file name holds."""
+        self.out.flush()  # after what the command printed before it failed
         print(f"{where}error: {printable(exc.message)}", file=self.err)
         if exc.hint:
             print(f"hint: {printable(exc.hint)}", file=self.err)
@@ -179,6 +180,8 @@ class Session:
             command = self.host.command(words[0])
             if command is None:
                 return self._finished(None, Args(), self.passthrough(words))
+            if "--help" in words[1 : (list(words).index("--") if "--" in words else None)]:
+                return self.run_words(["help", command.name], where)  # as virsh: COMMAND --help
             if self.stdin_text is not None:
                 raise UsageError(
                     f"{words[0]} reads no here-document",
