@@ -318,6 +318,14 @@ def _end_job(dom: libvirt.virDomain, disk: str, pivot: bool) -> None:
         time.sleep(0.1)
 
 
+ABORTED_COMMIT_NOTE = (
+    "hint: the aborted {job} had already copied data into its base: the chain stays as it "
+    "was and the guest sees the same bytes, but the base keeps what was copied (it is larger "
+    "than before, and a reader of the base file alone sees that data). Run the commit again "
+    "to finish the merge; nothing else needs doing"
+)
+
+
 def job_step(
     session: Session, dom: libvirt.virDomain, disk: str, job: dict[str, Any], args: Args
 ) -> Step:
@@ -418,6 +426,8 @@ def cmd_recover(session: Session, args: Args) -> None:
         jobs = [j for j in virt.block_jobs(dom) if j["disk"] == chain.disk]
         if jobs:
             plan.add(job_step(session, dom, chain.disk or "", jobs[0], args))
+            if args.abort and "commit" in str(jobs[0]["type"]):
+                plan.notes.append(ABORTED_COMMIT_NOTE.format(job=jobs[0]["type"]))
     elif entry is not None and str(entry.get("what", "")).startswith(("qemu-img", "point")):
         plan.steps += leak_repair_steps([layer.path for layer in chain.layers])
     if entry is not None and dom is not None and not dom.isActive():
@@ -443,6 +453,9 @@ def cmd_recover(session: Session, args: Args) -> None:
         if dom is not None:
             session.info(render_chain(virt.domain_chain(dom, chain.disk or "")))
         session.info("recovered: no job left and no journal")
+        for note in plan.notes:
+            if note.startswith("hint: the aborted"):
+                session.info(note)
 
 
 COMMANDS = [
