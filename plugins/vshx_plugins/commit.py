@@ -41,6 +41,7 @@ from vshx.api import (
     routes,
     underneath,
     virsh,
+    virt,
 )
 
 
@@ -123,7 +124,13 @@ def live_plan(session: Session, target: Target, args: Args, top: Layer, base: La
             active=active,
             pivot=pivot,
             underneath=underneath.block_commit(active, pivot, args.keep_relative)
-            + underneath.native(session.conn.getLibVersion()),
+            + underneath.native(
+                session.conn.getLibVersion(),
+                keep_overlay=not pivot,
+                snapshots=virt.native_snapshot_deletes(
+                    dom, chain, [layer.path for layer in merged]
+                ),
+            ),
         )
     )
     return plan
@@ -211,11 +218,12 @@ def cmd_commit(session: Session, args: Args) -> None:
         moves = extents.above(len(merged))
         names = ", ".join(layer.name for layer in merged)
         plan.notes.append(f"moves {human_size(moves)} from {names} into {base.name}")
-    follow_up_note(plan, target)
     plan.before = target.chain
     # an active commit that keeps its overlay leaves the chain as it is: --keep-overlay, and
     # every commit of a bare image's own top (qemu-img commit -b keeps TOP, backed by BASE)
     keeps_overlay = top.position == 0 and (args.keep_overlay or target.dom is None)
+    if not keeps_overlay:  # nothing merged away: no snapshot names a gone file
+        follow_up_note(plan, target)
     plan.after = target.chain if keeps_overlay else target.chain.without(merged)
     plan.steps += definition_steps(session, target, plan)
     if args.delete:

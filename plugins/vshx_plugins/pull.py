@@ -74,8 +74,13 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
     flags = 0
     if args.keep_relative:
         flags |= libvirt.VIR_DOMAIN_BLOCK_REBASE_RELATIVE
+    rebase = base is not None or flags != 0  # as virsh: a plain full pull is virDomainBlockPull
     if args.bytes:
-        flags |= libvirt.VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES
+        flags |= (
+            libvirt.VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES
+            if rebase
+            else libvirt.VIR_DOMAIN_BLOCK_PULL_BANDWIDTH_BYTES
+        )
     argv = virsh(session.uri, "blockpull", dom.name(), disk)
     if base is not None:
         argv += ["--base", base.path]
@@ -89,7 +94,10 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
     )
 
     def start() -> None:
-        dom.blockRebase(disk, base.path if base else None, args.bandwidth or 0, flags)
+        if rebase:
+            dom.blockRebase(disk, base.path if base else None, args.bandwidth or 0, flags)
+        else:
+            dom.blockPull(disk, args.bandwidth or 0, flags)
 
     chain = target.chain
     gone = chain.layers[1 : base.position] if base is not None else chain.layers[1:]
@@ -102,7 +110,7 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
             argv,
             start,
             leaves=gone,
-            underneath=underneath.block_pull(base is not None),
+            underneath=underneath.block_pull(rebase),
         )
     )
     return plan
