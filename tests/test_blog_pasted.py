@@ -82,3 +82,56 @@ def test_a_locked_image_and_an_aborted_active_commit(lab: Lab, tmp_path: Path):
     assert "hint: the aborted active commit had already copied data" in done.stdout
     assert lab.guest_hash(tmp_path) == before
     assert lab.layer("base").stat().st_size == base_size  # the base below was not touched
+
+
+BLOG = {
+    # method a: sn2, sn3 into sn1 in one job
+    "method-a": (
+        "blockcommit --domain {d} vda --base sn1.qcow2 --top sn3.qcow2 --wait --verbose\n",
+        ["sn4.qcow2", "sn1.qcow2", "base.qcow2"],
+    ),
+    # method b: the same in two jobs
+    "method-b": (
+        "blockcommit --domain {d} vda --base sn2.qcow2 --top sn3.qcow2 --wait --verbose\n"
+        "blockcommit --domain {d} vda --base sn1.qcow2 --top sn2.qcow2 --wait --verbose\n",
+        ["sn4.qcow2", "sn1.qcow2", "base.qcow2"],
+    ),
+    # sn1..sn3 up into the active sn4, then the stale metadata dropped
+    "pull": (
+        "blockpull --domain {d} --path sn4.qcow2 --base base.qcow2 --wait --verbose\n"
+        "snapshot-delete --domain {d} sn1 --metadata\n",
+        ["sn4.qcow2", "base.qcow2"],
+    ),
+}
+
+
+@pytest.mark.libvirt
+@pytest.mark.parametrize("section", sorted(BLOG))
+def test_the_blogs_live_sections_pasted_after_one_cd(lab: Lab, tmp_path: Path, section: str):
+    lines, chain = BLOG[section]
+    before = lab.guest_hash(tmp_path)
+    proc = batch(f"cd {lab.dir}\n" + lines.format(d=lab.name))
+    assert proc.returncode == 0, proc.stderr
+    from conftest import chain_files
+
+    assert chain_files(lab.active) == chain
+    assert lab.guest_hash(tmp_path) == before
+
+
+@pytest.mark.libvirt
+def test_the_blogs_offline_section_pasted_with_F(offline_lab: Lab, tmp_path: Path):
+    lab = offline_lab
+    before = lab.guest_hash(tmp_path)
+    script = (
+        f"cd {lab.dir}\n"
+        "qemu-img commit sn2.qcow2\n"
+        "qemu-img rebase -u -b sn1.qcow2 sn3.qcow2\n"  # as the blog: fails on QEMU 7.2
+    )
+    proc = batch(script)
+    assert proc.returncode == 1 and "hint: add -F FORMAT" in proc.stderr
+    proc = batch(f"cd {lab.dir}\nqemu-img rebase -F qcow2 -u -b sn1.qcow2 sn3.qcow2\n")
+    assert proc.returncode == 0, proc.stderr
+    from conftest import chain_files
+
+    assert chain_files(lab.active) == ["sn4.qcow2", "sn3.qcow2", "sn1.qcow2", "base.qcow2"]
+    assert lab.guest_hash(tmp_path) == before
