@@ -135,3 +135,31 @@ def test_active_message_names_what_the_user_typed(small_lab: Lab):
     proc = run_vshx("commit", small_lab.name, "vda", "--top", "sn1", "--base", "base", "--pivot")
     assert proc.returncode == 2
     assert "--pivot is for an active commit" in proc.stderr and "--active" not in proc.stderr
+
+
+def test_recover_async_only_requests_the_abort(small_lab: Lab, tmp_path: Path):
+    """virsh blockjob --async: request the abort and return; the job then ends by itself."""
+    import subprocess
+    import time
+
+    from conftest import URI
+
+    lab = small_lab
+    before = lab.guest_hash(tmp_path)
+    started = run_vshx("commit", lab.name, "vda", "--active", "--background")
+    assert started.returncode == 0, started.stderr
+    dry = run_vshx("recover", lab.name, "vda", "--async", "--dry-run")
+    assert "blockjob" in dry.stdout and "--abort --async" in dry.stdout
+    proc = run_vshx("recover", lab.name, "vda", "--async")
+    assert proc.returncode == 0, proc.stderr
+    assert "requested (--async)" in proc.stdout
+    for _ in range(600):  # the cancel ends on its own; no timing is asserted
+        info = subprocess.run(
+            ["virsh", "-c", URI, "blockjob", lab.name, "vda", "--info"],
+            capture_output=True,
+            text=True,
+        )
+        if "Block Commit" not in info.stdout + info.stderr:
+            break
+        time.sleep(0.1)
+    assert lab.guest_hash(tmp_path) == before
