@@ -1,10 +1,11 @@
 """virsh lines from the libvirt QE team's tp-libvirt matrices (virsh_blockcommit.cfg,
 virsh_blockpull.cfg), each run by real virsh on one fresh lab and pasted into vshx on an
-identical one; both must end alike: success or failure, chain, guest data.
+identical one (running; some also paused and transient); both must end alike: success or
+failure, chain, guest data.
 
 Run alone with ``pytest -m differential``.  Where vshx differs on purpose (its exit status 2
 for a line virsh refuses as a usage error; it pivots an --active commit itself),
-docs/virsh-differences.md says so, and the case below expects it.
+docs/virsh-differences.md says so, and the tests at the end expect it.
 """
 
 from __future__ import annotations
@@ -50,26 +51,37 @@ def outcome(lab: Lab, tmp: Path, status: int) -> tuple[bool, list[str], str]:
 PAUSED = {"commit-base-top", "pull-base", "commit-active-pivot"}
 
 
-def two_labs(tmp_path: Path, paused: bool = False, running: bool = True) -> tuple[Lab, Lab]:
+def two_labs(tmp_path: Path, state: str = "running") -> tuple[Lab, Lab]:
+    """Two identical fresh labs: running, paused, transient (undefined while it runs, its
+    snapshot metadata with it) or shut off."""
     labs = (
-        make_lab(tmp_path / "virsh", running=running),
-        make_lab(tmp_path / "vshx", running=running),
+        make_lab(tmp_path / "virsh", running=state != "shut off"),
+        make_lab(tmp_path / "vshx", running=state != "shut off"),
     )
-    if paused:
-        for lab in labs:
-            subprocess.run(
-                ["virsh", "-c", URI, "suspend", lab.name], check=True, capture_output=True
-            )
+    for lab in labs:
+        if state == "paused":
+            virsh_ok("suspend", lab.name)
+        elif state == "transient":
+            virsh_ok("undefine", lab.name, "--snapshots-metadata")
     return labs
 
 
+def virsh_ok(*args: str) -> None:
+    subprocess.run(["virsh", "-c", URI, *args], check=True, capture_output=True)
+
+
+VARIANTS = [(n, line, "running") for n, line in CASES] + [
+    (n, line, state) for state in ("paused", "transient") for n, line in CASES if n in PAUSED
+]
+
+
 @pytest.mark.parametrize(
-    ("name", "line", "paused"),
-    [(n, line, False) for n, line in CASES] + [(n, line, True) for n, line in CASES if n in PAUSED],
-    ids=[n for n, _ in CASES] + [f"{n}-paused" for n, _ in CASES if n in PAUSED],
+    ("name", "line", "state"),
+    VARIANTS,
+    ids=[n if s == "running" else f"{n}-{s}" for n, _, s in VARIANTS],
 )
-def test_virsh_and_vshx_end_alike(tmp_path: Path, name: str, line: str, paused: bool):
-    by_virsh, by_vshx = two_labs(tmp_path, paused)
+def test_virsh_and_vshx_end_alike(tmp_path: Path, name: str, line: str, state: str):
+    by_virsh, by_vshx = two_labs(tmp_path, state)
     try:
         assert by_virsh.guest_hash(tmp_path) == by_vshx.guest_hash(tmp_path)
         plain = subprocess.run(
@@ -115,7 +127,7 @@ def test_active_commit_without_pivot_is_a_documented_difference(tmp_path: Path):
 
 def test_offline_commit_is_a_documented_difference(tmp_path: Path):
     """virsh blockcommit refuses a shut-off domain; vshx commits it with qemu-img."""
-    by_virsh, by_vshx = two_labs(tmp_path, running=False)
+    by_virsh, by_vshx = two_labs(tmp_path, "shut off")
     try:
         line = "blockcommit {d} vda --base {sn1} --top {sn3} --wait"
         plain = subprocess.run(
