@@ -130,6 +130,7 @@ from vshx.shell.session import Session
 from vshx.spec.options import BASE, DISK, DOMAIN, DOMAIN_OR_IMAGE, FORCE, JOB_OPTIONS, JSON, SCAN
 from vshx.spec.render import comments, table, to_json
 from vshx.spec.spec import Args, Command, Opt, non_negative_int
+from vshx.storage import native as _native
 from vshx.storage import procs as _procs
 from vshx.storage import qemuimg as _qemuimg
 from vshx.storage import virt as _virt
@@ -252,10 +253,12 @@ class virt:
     ``lookup_domain``: by name, id or UUID, as virsh.  ``is_running``.  ``domain_disks``: the
     disks (live XML when running).  ``find_disk``: one disk by target.  ``domain_chain``: one
     disk's chain.  ``block_jobs``: the block jobs on a running domain.  ``block_job_info``:
-    one disk's job, {} when none.
+    one disk's job, {} when none.  ``native_snapshot_deletes``: the libvirt snapshots
+    whose overlays are the given layers, when libvirt >= 9.0 would merge them itself.
     """
 
     lookup_domain = staticmethod(_virt.lookup_domain)
+    native_snapshot_deletes = staticmethod(_native.native_snapshot_deletes)
     is_running = staticmethod(_virt.is_running)
     domain_disks = staticmethod(_virt.domain_disks)
     find_disk = staticmethod(_virt.find_disk)

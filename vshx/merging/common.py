@@ -32,10 +32,12 @@ def job_flags_argv(args: Args) -> list[str]:
         argv += ["--bandwidth", str(args.bandwidth)]
         if args.bytes:
             argv.append("--bytes")
-    if args.get("async"):
-        return argv
+    if args.get("background"):
+        return argv  # virsh's own default: start the job and return
     if args.timeout:
         argv += ["--timeout", str(args.timeout)]
+    if args.get("async"):
+        argv.append("--async")
     return argv + ["--wait", "--verbose"]
 
 
@@ -75,7 +77,8 @@ def live_job_step(
             active=active,
             pivot=pivot,
             timeout=args.timeout or None,
-            wait=not args.get("async"),
+            wait=not args.get("background"),
+            abort_async=bool(args.get("async")),
             stream=session.err,
             quiet=session.quiet,
             ready_only=ready_only,
@@ -120,7 +123,7 @@ def report_after_merge(
     snapshot-cleanup when metadata went stale."""
     from vshx.storage.chain_view import render_chain
 
-    if args.get("async") or session.quiet:
+    if args.get("background") or session.quiet:
         return
     if target.dom is not None:
         chain = virt.domain_chain(target.dom, target.chain.disk or "")

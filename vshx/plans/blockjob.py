@@ -175,6 +175,13 @@ class BlockJob:
             if status in want or status in (FAILED, CANCELED):
                 return status
 
+    def abort_requested(self) -> None:
+        """virsh blockjob --abort --async: ask for the abort and do not wait for its end."""
+        try:
+            self.dom.blockJobAbort(self.disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_ASYNC)
+        except libvirt.libvirtError:
+            pass  # it may have finished meanwhile; `vshx jobs` and the chain tell
+
     def abort_and_settle(self) -> bool:
         """Abort the job and wait until libvirt no longer lists it.
 
@@ -205,12 +212,16 @@ def run_block_job(
     pivot: bool = True,
     timeout: int | None = None,
     wait: bool = True,
+    abort_async: bool = False,
     stream: TextIO | None = None,
     quiet: bool = False,
     ready_only: bool = False,
 ) -> None:
-    """Start a job with ``start`` and see it through; active jobs pivot or keep the overlay
-    (``ready_only``: an active job is left READY, for ``pivot_ready_job`` to end)."""
+    """Start a job with ``start`` and see it through; active jobs pivot or keep the overlay.
+
+    ``wait=False`` (--background) returns once it started; ``abort_async`` (virsh's --async):
+    a timeout or Ctrl-C requests the abort and returns without waiting for the job to end;
+    ``ready_only``: an active job is left READY, for ``pivot_ready_job`` to end."""
     job = BlockJob(conn, dom, disk, leaves)
     progress = Progress(label, stream or sys.stderr, quiet)
     deadline = time.monotonic() + timeout if timeout else None
@@ -225,7 +236,7 @@ def run_block_job(
                 else ""
             )
             progress.finish(
-                f"started (--async); follow it with: vshx jobs {dom.name()} "
+                f"started (--background); follow it with: vshx jobs {dom.name()} "
                 f"(virsh blockjob {dom.name()} {disk} --info){then}"
             )
             return
@@ -249,6 +260,14 @@ def run_block_job(
                 if isinstance(exc, KeyboardInterrupt)
                 else f"timed out after {timeout} s"
             )
+            if abort_async:
+                job.abort_requested()
+                progress.finish(f"{why}; abort requested (--async)")
+                raise VshxError(
+                    f"{label} {why}: the abort was requested and not waited for (--async)",
+                    f"the job may still be ending: vshx jobs {dom.name()} shows it, "
+                    f"vshx chain {dom.name()} {disk} the chain once it ended; nothing was deleted",
+                ) from None
             if not job.abort_and_settle():
                 progress.finish(f"{why}; job aborted (virsh blockjob {dom.name()} {disk} --abort)")
                 raise VshxError(

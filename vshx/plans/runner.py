@@ -61,7 +61,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         host.plan_ready(session, session.command, args, plan)
     if session.planning_only(args):
         session.write_script(plan.script(explain=session.teaching(args)))
-        if session.dry_run and plan.target is not None and plan.after is not None:
+        if session.planning_ahead and plan.target is not None and plan.after is not None:
             session.predicted[prediction_key(plan.target.chain)] = plan.after
         return False
     teach = session.teaching(args)
