@@ -78,12 +78,11 @@ def line(template: str, found: Values) -> str:
 
 def script(lesson: Lesson, found: Values) -> str:
     """The solution as a sh script (here-documents included), runnable with ``sh -e``."""
-    bodies = dict(lesson.stdin)
     out = []
-    for number, template in enumerate(lesson.solution, 1):
+    for template in lesson.solution:
         rendered = line(template, found)
-        if number in bodies:
-            rendered += " <<'EOF'\n" + text(bodies[number], found) + "\nEOF"
+        if lesson.stdin and "/dev/stdin" in shlex.split(template):
+            rendered += " <<'EOF'\n" + text(lesson.stdin, found) + "\nEOF"
         out.append(rendered)
     return "\n".join(out) + "\n"
 

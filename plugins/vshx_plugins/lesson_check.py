@@ -294,8 +294,9 @@ def metadata_findings(
                 continue  # the file it names still shows its moment (out of the chain)
             else:
                 why = (
-                    f"names {os.path.basename(named)}, which no longer shows its moment "
-                    f"({moment.state}: {moment.why})"
+                    f"names {os.path.basename(named)}, which no longer shows its moment (its "
+                    f"data differs from when the lab was built; vshx: {moment.state}, "
+                    f"{moment.why})"
                 )
             found.append(
                 Finding(
@@ -326,10 +327,10 @@ def check(session: Session, lesson: Lesson, lab: str, rec: dict[str, Any]) -> li
     if found:
         return found  # the chain is in flux while a job is on it
     chain = header_chain(dom)
-    found += chain_findings(chain, lesson.goal)
-    found += definition_findings(dom, chain)
     flush(dom)
     with scratch() as where:
         found += data_findings(dom, chain, rec, where)
+        found += chain_findings(chain, lesson.goal)
+        found += definition_findings(dom, chain)
         found += metadata_findings(session, dom, lesson, rec, where)
     return found

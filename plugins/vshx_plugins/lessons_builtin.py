@@ -225,7 +225,7 @@ LESSONS = [
         achieved="sn2 went into sn1 with qemu-img, sn3 points at sn1, and the definition libvirt "
         "starts the domain on names the new chain",
         order=70,
-        stdin=((6, UPDATE_DISK),),
+        stdin=UPDATE_DISK,
     ),
     Lesson(
         "safe-rebase",
@@ -253,7 +253,7 @@ LESSONS = [
         achieved="sn2's data went up into sn3, which now sits on sn1; nothing the guest sees "
         "changed",
         order=80,
-        stdin=((2, UPDATE_DISK),),
+        stdin=UPDATE_DISK,
     ),
     Lesson(
         "snapshot-delete",

@@ -29,4 +29,4 @@ class Lesson(NamedTuple):
     explain: str = ""  # the vshx words that `vshx explain` shows this work with
     achieved: str = ""  # what the student achieved, said when the check passes
     order: int = 100  # place in `lesson list`
-    stdin: tuple[tuple[int, str], ...] = ()  # (solution line number, here-document body)
+    stdin: str = ""  # a here-document for the solution lines that read /dev/stdin
