@@ -81,7 +81,8 @@ def script(lesson: Lesson, found: Values) -> str:
     out = []
     for template in lesson.solution:
         rendered = line(template, found)
-        if lesson.stdin and "/dev/stdin" in shlex.split(template):
+        reads_stdin = not template.startswith("#") and "/dev/stdin" in shlex.split(template)
+        if lesson.stdin and reads_stdin:
             rendered += " <<'EOF'\n" + text(lesson.stdin, found) + "\nEOF"
         out.append(rendered)
     return "\n".join(out) + "\n"
