@@ -261,6 +261,29 @@ def test_snapshot_delete(student: Student) -> None:
 
 
 @libvirt
+@pytest.mark.parametrize("name", ["active-commit", "offline-commit", "safe-rebase"])
+def test_the_vshx_equivalent_reaches_the_goal(tmp_path: Path, name: str) -> None:
+    """What `lesson check` calls the same in vshx does pass the check; its explain changes
+    nothing."""
+    from vshx_plugins.lessons_builtin import LESSONS
+
+    one = next(x for x in LESSONS if x.name == name)
+    student = Student(tmp_path, name)
+    try:
+        student.start()
+        explained = student.vshx("explain", *shlex.split(one.explain.format(lab=student.lab)))
+        assert explained.returncode == 0, explained.stderr
+        student.fails()
+        for line in one.vshx:
+            proc = student.vshx(*shlex.split(line.format(lab=student.lab)))
+            assert proc.returncode == 0, proc.stderr
+        done = student.passes()
+        assert f"explain {one.explain.format(lab=student.lab)}" in done
+    finally:
+        student.destroy()
+
+
+@libvirt
 def test_list_hint_solution_and_progress(tmp_path: Path) -> None:
     student = Student(tmp_path, "pull")
     try:

@@ -301,8 +301,7 @@ def metadata_findings(
             found.append(
                 Finding(
                     f"snapshot {snap.name} ({disk}) {why}: its metadata is stale",
-                    f"forget it: virsh snapshot-delete {name} {snap.name} --metadata "
-                    f"(vshx: snapshot-cleanup {name})",
+                    f"forget it: virsh snapshot-delete {name} {snap.name} --metadata",
                 )
             )
     left = {snap.name for snap in timeline.snapshots}

@@ -188,9 +188,11 @@ LESSONS = [
         ),
         setup=(V + " blockcommit {lab} vda --base {sn1} --top {sn3} --wait",),
         keep=("sn1", "sn4"),
-        vshx=("snapshot-list {lab}", "snapshot-cleanup {lab}"),
-        explain="snapshot-cleanup {lab}",
-        achieved="libvirt lists exactly the snapshots whose moments still exist (sn1, sn4)",
+        vshx=("commit {lab} vda --base sn1 --top sn3", "snapshot-cleanup {lab}"),
+        achieved="libvirt lists exactly the snapshots whose moments still exist (sn1, sn4). "
+        "vshx records what its own merges do to each moment: after `vshx commit`, "
+        "snapshot-cleanup forgets exactly these; after a merge by virsh it calls them unknown "
+        "and leaves them to you (snapshot-list shows why)",
         order=60,
     ),
     Lesson(
