@@ -39,7 +39,6 @@ from vshx.api import (
 from vshx_plugins import lesson_check
 
 STATE = Place("state", "lessons")
-PROGRESS = "progress.json"
 ACTIONS = ("list", "start", "check", "hint", "solution", "reset")
 
 
@@ -89,8 +88,14 @@ def script(lesson: Lesson, found: Values) -> str:
 
 
 # -- progress ------------------------------------------------------------------------------
+def progress_name() -> str:
+    """One progress file per student: under sudo, root's state directory keeps each
+    invoking user's own."""
+    return f"progress-{invoking_user()}.json"
+
+
 def progress() -> dict[str, Any]:
-    raw = STATE.read(PROGRESS)
+    raw = STATE.read(progress_name())
     try:
         found = json.loads(raw) if raw else {}
     except ValueError:
@@ -101,7 +106,7 @@ def progress() -> dict[str, Any]:
 
 def save_progress(found: dict[str, Any]) -> None:
     found["schema"] = 1
-    STATE.write(PROGRESS, json.dumps(found, indent=1, sort_keys=True))
+    STATE.write(progress_name(), json.dumps(found, indent=1, sort_keys=True))
 
 
 def record_name(lab: str) -> str:

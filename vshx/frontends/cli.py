@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 USAGE = """\
-usage: vshx [-c URI] [--dry-run] [--teach] [-q] [-f FILE [-x]] [COMMAND [ARGS...]]
+usage: vshx [-c URI] [--dry-run] [--teach] [-q] [--record FILE] [-f FILE [-x]] [COMMAND [ARGS...]]
 
   -c, --connect URI  libvirt URI (default: as virsh: $LIBVIRT_DEFAULT_URI, uri_default in
                      libvirt.conf, else qemu:///system for root, qemu:///session for others)
@@ -21,6 +21,8 @@ usage: vshx [-c URI] [--dry-run] [--teach] [-q] [-f FILE [-x]] [COMMAND [ARGS...
       --dry-run      every command prints its plan as a shell script and changes nothing
       --teach        print each step's equivalent virsh/qemu-img command as it runs
   -q, --quiet        print less
+      --record FILE  append a transcript: each command as typed, its output and errors as
+                     # lines, times and exit status (replay it with: vshx -f FILE)
       --version      print the version
   -h, --help         this text
 
@@ -34,6 +36,7 @@ class Globals:
     def __init__(self) -> None:
         self.uri: str | None = None
         self.script: str | None = None
+        self.record: str | None = None
         self.echo = False
         self.dry_run = False
         self.teach = False
@@ -45,7 +48,13 @@ class Globals:
 def parse_globals(argv: Sequence[str]) -> Globals:
     opts = Globals()
     i = 0
-    takes_value = {"-c": "uri", "--connect": "uri", "-f": "script", "--file": "script"}
+    takes_value = {
+        "-c": "uri",
+        "--connect": "uri",
+        "-f": "script",
+        "--file": "script",
+        "--record": "record",
+    }
     flags = {
         "-x": "echo",
         "--dry-run": "dry_run",
@@ -108,6 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     session = Session(opts.uri, dry_run=opts.dry_run, teach=opts.teach, quiet=opts.quiet)
     try:
+        if opts.record is not None:
+            from vshx.errors import VshxError
+
+            try:
+                session.start_recording(opts.record)
+            except VshxError as exc:
+                session.report(exc)
+                return EXIT_FAILED
         if opts.script is not None:
             from vshx.frontends.batch import run_file
 
@@ -116,10 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = session.host.command(opts.rest[0])
             # a read-only one-shot command needs no event loop: skip it for a faster start
             session.need_events = command is None or command.changes
+            if session.recorder is not None:
+                from vshx.plans.plan import shell_line
+
+                session.recorder.command(shell_line(opts.rest))
+            status = EXIT_OK
             try:
-                return session.run_words(opts.rest)
+                status = session.run_words(opts.rest)
             except ExitRequested:
-                return EXIT_OK
+                pass
+            return session.recorded(status)
         if not sys.stdin.isatty():  # `... | vshx`: a script on stdin, no line editor needed
             from vshx.frontends.batch import run_file
 
@@ -140,4 +163,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     finally:
+        session.stop_recording()
         session.close()
