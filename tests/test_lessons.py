@@ -25,7 +25,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def metadata_path(tmp: Path) -> list[str]:
     """Where vshx finds its entry points: the installed metadata, or (an editable install made
     before `lesson` existed) a copy of this tree's, first on sys.path."""
-    if any(ep.name == "lesson" for ep in entry_points("vshx")):
+    if any(ep.name == "record" for ep in entry_points("vshx")):
         return []
     info = tmp / "site" / "vshx-0.0.0.dist-info"
     info.mkdir(parents=True)

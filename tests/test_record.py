@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from conftest import run_vshx
+from test_lessons import metadata_path  # the entry points of this tree, when not installed
 
 from vshx.shell.record import comment_lines
 
@@ -43,3 +45,15 @@ def test_an_unwritable_transcript_is_an_error_not_a_traceback(tmp_path: Path) ->
     proc = run_vshx("--record", str(tmp_path / "no" / "such" / "dir"), "help")
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: cannot write the transcript")
+
+
+def test_record_and_record_stop_in_the_shell(tmp_path: Path) -> None:
+    record = tmp_path / "t.vshx"
+    typed = f"help pull\nrecord {record}\nqemu-img --version\nrecord stop\nhelp commit\n"
+    path = os.pathsep.join([*metadata_path(tmp_path), os.environ.get("PYTHONPATH", "")])
+    proc = run_vshx(stdin=typed, env=dict(os.environ, PYTHONPATH=path))
+    assert proc.returncode == 0, proc.stderr
+    text = record.read_text()
+    assert "\nqemu-img --version\n" in text and "#  qemu-img version" in text
+    assert "help pull" not in text and "help commit" not in text and "\n#\n" not in text
+    assert text.rstrip().splitlines()[-1].startswith("# transcript ends")

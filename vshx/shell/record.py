@@ -53,6 +53,7 @@ class Recorder:
         self._stdin: str | None = None
         self._said: list[tuple[str, str]] = []
         self._started = 0.0
+        self._loose = ""  # output outside a command, up to its end of line
         user = os.environ.get("SUDO_USER") or getpass.getuser()
         self._write(
             f"# vshx transcript of {printable(user)} on {printable(uri)}, started "
@@ -71,8 +72,11 @@ class Recorder:
     def output(self, mark: str, text: str) -> None:
         if self._line is not None:
             self._said.append((mark, text))
-        else:  # outside a command (a banner): still in order, as comments
-            self._write(comment_lines(mark, text))
+        else:  # outside a command (a banner): still in order, as whole comment lines
+            self._loose += text
+            done, _, self._loose = self._loose.rpartition("\n")
+            if done:
+                self._write(comment_lines(mark, done + "\n"))
 
     def finished(self, status: int) -> None:
         if self._line is None:
