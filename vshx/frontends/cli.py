@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 USAGE = """\
-usage: vshx [-c URI] [--dry-run] [--teach] [-q] [--record FILE] [-f FILE [-x]] [COMMAND [ARGS...]]
+usage: vshx [-c URI] [--dry-run] [--teach] [--trace] [-q] [--record FILE] [-f FILE [-x]]
+            [COMMAND [ARGS...]]
 
   -c, --connect URI  libvirt URI (default: as virsh: $LIBVIRT_DEFAULT_URI, uri_default in
                      libvirt.conf, else qemu:///system for root, qemu:///session for others)
@@ -20,6 +21,8 @@ usage: vshx [-c URI] [--dry-run] [--teach] [-q] [--record FILE] [-f FILE [-x]] [
   -x                 echo each batch command before running it
       --dry-run      every command prints its plan as a shell script and changes nothing
       --teach        print each step's equivalent virsh/qemu-img command as it runs
+      --trace        during a live block job, print the QMP events QEMU sends (qmp< ...)
+                     and libvirt's block-job events (libvirt< ...) as they arrive
   -q, --quiet        print less
       --record FILE  append a transcript: each command as typed, its output and errors as
                      # lines, times and exit status (replay it with: vshx -f FILE)
@@ -41,6 +44,7 @@ class Globals:
         self.dry_run = False
         self.teach = False
         self.quiet = False
+        self.trace = False
         self.tour = False
         self.rest: list[str] = []
 
@@ -62,6 +66,7 @@ def parse_globals(argv: Sequence[str]) -> Globals:
         "-q": "quiet",
         "--quiet": "quiet",
         "--tour": "tour",
+        "--trace": "trace",
     }
     while i < len(argv):
         word = argv[i]
@@ -116,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vshx.shell.session import Session
 
     session = Session(opts.uri, dry_run=opts.dry_run, teach=opts.teach, quiet=opts.quiet)
+    session.trace = opts.trace
     try:
         if opts.record is not None:
             from vshx.errors import VshxError

@@ -76,6 +76,7 @@ def live_job_step(
             wait=not args.get("async"),
             stream=session.err,
             quiet=session.quiet,
+            trace=session.err if session.trace else None,
         )
 
     return Step(description, argv, action=action, underneath=underneath)

@@ -50,6 +50,7 @@ class Session:
         self.dry_run = dry_run
         self.teach = teach
         self.quiet = quiet
+        self.trace = False  # --trace: print QEMU's QMP events during block jobs
         if host is None:
             from vshx.shell.builtins import BUILTINS
 
