@@ -45,6 +45,7 @@ class Student:
         self.dir = tmp / "lab"
         path = [*extra_path, *metadata_path(tmp), os.environ.get("PYTHONPATH", "")]
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
+        self.env["LANGUAGE"] = "en"  # the words the tests read (LANGUAGE comes first)
 
     def vshx(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_vshx(*args, env=self.env)
@@ -337,3 +338,36 @@ def test_every_solution_is_a_script_sh_reads() -> None:
         assert proc.returncode == 0, text + proc.stderr
         assert "'my lab'" in text
         assert all(hint for hint in one.hints) and len(one.hints) >= 2
+
+
+def test_every_lesson_text_hint_and_finding_has_a_zh_cn_translation() -> None:
+    """Lesson texts, hints, solution comments and the check's findings: all in zh_CN, with
+    the same placeholders (scripts/lesson_messages.py lists them for translators)."""
+    import gettext
+    import re
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from lesson_messages import messages
+    from vshx_plugins.lesson_i18n import DOMAIN, LOCALE
+
+    zh = gettext.translation(DOMAIN, LOCALE, languages=["zh_CN"])
+    missing = []
+    for message in messages():
+        said = zh.gettext(message)
+        if said == message and not message.startswith(("virsh ", "qemu-img ")):
+            missing.append(message)
+        words = set(re.findall(r"\{\w*\}", message))
+        assert set(re.findall(r"\{\w*\}", said)) == words, message
+    assert missing == []
+
+
+def test_the_language_follows_lang(tmp_path: Path) -> None:
+    student = Student(tmp_path, "pull")
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        student.env.pop(variable, None)
+    student.env["LANG"] = "zh_CN.UTF-8"
+    listed = student.vshx("lesson", "list")
+    assert "把 sn1..sn3 向上拉进活动层" in listed.stdout
+    student.env["LANG"] = "C.UTF-8"
+    assert "pull sn1..sn3 up into" in student.vshx("lesson", "list").stdout

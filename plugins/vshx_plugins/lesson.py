@@ -37,6 +37,7 @@ from vshx.api import (
     virt,
 )
 from vshx_plugins import lesson_check
+from vshx_plugins.lesson_i18n import _
 
 STATE = Place("state", "lessons")
 ACTIONS = ("list", "start", "check", "hint", "solution", "reset")
@@ -65,14 +66,15 @@ def values(lesson: Lesson, lab: str, uri: str, directory: str) -> Values:
 
 
 def text(template: str, found: Values) -> str:
-    return template.format_map(found)
+    """A lesson's text in the student's language, its placeholders filled."""
+    return _(template).format_map(found)
 
 
 def line(template: str, found: Values) -> str:
     """One command line: each word substituted, then quoted for sh (comments stay comments)."""
     if template.startswith("#"):
         return comments(text(template.lstrip("# "), found)).rstrip("\n")
-    return shell_line([text(word, found) for word in shlex.split(template)])
+    return shell_line([word.format_map(found) for word in shlex.split(template)])
 
 
 def script(lesson: Lesson, found: Values) -> str:
@@ -82,7 +84,7 @@ def script(lesson: Lesson, found: Values) -> str:
         rendered = line(template, found)
         reads_stdin = not template.startswith("#") and "/dev/stdin" in shlex.split(template)
         if lesson.stdin and reads_stdin:
-            rendered += " <<'EOF'\n" + text(lesson.stdin, found) + "\nEOF"
+            rendered += " <<'EOF'\n" + lesson.stdin.format_map(found) + "\nEOF"
         out.append(rendered)
     return "\n".join(out) + "\n"
 
@@ -128,10 +130,13 @@ def current(session: Session, args: Args) -> tuple[Lesson, dict[str, Any]]:
     found = progress()
     name = args.name or found.get("current")
     if not name:
-        raise VshxError("no lesson started yet", "see: lesson list; then: lesson start NAME")
+        raise VshxError(_("no lesson started yet"), _("see: lesson list; then: lesson start NAME"))
     entry = found["lessons"].get(name)
     if entry is None:
-        raise VshxError(f"lesson {name!r} was not started", f"start it: lesson start {name}")
+        raise VshxError(
+            _("lesson {name} was not started").format(name=name),
+            _("start it: lesson start {name}").format(name=name),
+        )
     return find_lesson(session, name), entry
 
 
@@ -159,7 +164,7 @@ def run_setup(session: Session, lesson: Lesson, found: Values) -> None:
         return
     plan = Plan(f"set up lesson {lesson.name}")
     for template in lesson.setup:
-        argv = [text(word, found) for word in shlex.split(template)]
+        argv = [word.format_map(found) for word in shlex.split(template)]
         plan.add(Step(f"lesson setup: {shell_line(argv)}", argv))
     session.run_plan(plan, Args(dry_run=False, teach=False))
 
@@ -179,8 +184,12 @@ def start(session: Session, lesson: Lesson, lab: str, directory: str | None) -> 
     state["current"] = lesson.name
     save_progress(state)
     chain = lesson_check.header_chain(dom)
-    session.print(f"lesson {lesson.name}: {lesson.title}")
-    session.print(f"lab: domain {lab} on {session.uri}, files in {directory}")
+    session.print(f"lesson {lesson.name}: {text(lesson.title, found)}")
+    session.print(
+        _("lab: domain {lab} on {uri}, files in {dir}").format(
+            lab=lab, uri=session.uri, dir=directory
+        )
+    )
     session.print("")
     session.print(text(lesson.task, found))
     session.print("")
@@ -192,11 +201,14 @@ def start(session: Session, lesson: Lesson, lab: str, directory: str | None) -> 
             f"{name} ({os.path.basename(m.get('vda', {}).get('file') or '?')})"
             for name, m in snaps.items()
         )
-        session.print(f"snapshots (each with the file that held its moment): {shown}")
+        session.print(_("snapshots (each with the file that held its moment): ") + shown)
     session.print("")
     session.print(
-        "Work in any shell with virsh and qemu-img (for a transcript, type the same lines "
-        "into vshx: they pass through unchanged). Then: vshx lesson check. Stuck: lesson hint."
+        _(
+            "Work in any shell with virsh and qemu-img (for a transcript, run vshx --record "
+            "FILE and type the same lines into it: they pass through unchanged). Then: vshx "
+            "lesson check. Stuck: lesson hint."
+        )
     )
 
 
@@ -208,8 +220,8 @@ def load_record(lab: str) -> dict[str, Any]:
     raw = STATE.read(record_name(lab))
     if not raw:
         raise VshxError(
-            f"no record of the lab {lab!r} (what the guest saw when it was built)",
-            "build it again: lesson reset",
+            _("no record of the lab {lab} (what the guest saw when it was built)").format(lab=lab),
+            _("build it again: lesson reset"),
         )
     found: dict[str, Any] = json.loads(raw)
     return found
@@ -224,13 +236,13 @@ def do_list(session: Session, args: Args) -> None:
         status = "done" if entry.get("done") else "started" if entry else "-"
         if state.get("current") == lesson.name:
             status += " *"
-        rows.append([lesson.name, status, entry.get("lab", "-"), lesson.title])
+        rows.append([lesson.name, status, entry.get("lab", "-"), _(lesson.title)])
     session.show(table(rows, ["Lesson", "Status", "Lab", "Task"]))
 
 
 def do_start(session: Session, args: Args) -> None:
     if not args.name:
-        raise UsageError("which lesson?", "lesson start NAME (see: lesson list)")
+        raise UsageError(_("which lesson?"), _("lesson start NAME (see: lesson list)"))
     lesson = find_lesson(session, args.name)
     lab = args.lab or f"{lesson.name}-{invoking_user()}"
     start(session, lesson, lab, args.dir)
@@ -248,7 +260,7 @@ def do_check(session: Session, args: Args) -> int:
     findings = lesson_check.check(session, lesson, lab, rec)
     state = progress()
     if findings:
-        session.err.write(f"not done: lesson {lesson.name} on {lab}\n")
+        session.err.write(f"not done: lesson {lesson.name} on {lab}\n")  # words tests read
         for finding in findings:
             session.err.write(f"error: {finding.reason}\n")
             if finding.hint:
@@ -262,20 +274,23 @@ def do_check(session: Session, args: Args) -> int:
     if lesson.achieved:
         session.print(f"  {text(lesson.achieved, found)}")
     session.print(
-        f"  vda is {arrows(lesson_check.header_chain(dom))}; the definitions name that chain; "
-        "the guest sees the bytes it saw when the lab was built; every snapshot left still has "
-        "its moment; no block job is left"
+        "  "
+        + _(
+            "vda is {chain}; the definitions name that chain; the guest sees the bytes it saw "
+            "when the lab was built; every snapshot left still has its moment; no block job "
+            "is left"
+        ).format(chain=arrows(lesson_check.header_chain(dom)))
     )
-    vshx = [f"vshx -c {shlex.quote(session.uri)} {text(words, found)}" for words in lesson.vshx]
+    uri = shlex.quote(session.uri)
+    vshx = [f"vshx -c {uri} {words.format_map(found)}" for words in lesson.vshx]
     if vshx:
-        session.print("the same in vshx:")
+        session.print(_("the same in vshx:"))
         for command in vshx:
-            missing = session.host.command(shlex.split(text(command, found))[3]) is None
-            session.print(f"  {command}" + ("   (not in this vshx)" if missing else ""))
+            missing = session.host.command(shlex.split(command)[3]) is None
+            session.print(f"  {command}" + (_("   (not in this vshx)") if missing else ""))
     if lesson.explain:
         session.print(
-            f"see how and why: vshx -c {shlex.quote(session.uri)} explain "
-            f"{text(lesson.explain, found)}"
+            _("see how and why: ") + f"vshx -c {uri} explain {lesson.explain.format_map(found)}"
         )
     return 0
 
@@ -283,7 +298,7 @@ def do_check(session: Session, args: Args) -> int:
 def do_hint(session: Session, args: Args) -> None:
     lesson, entry = current(session, args)
     if not lesson.hints:
-        session.print("this lesson has no hints; see: lesson solution")
+        session.print(_("this lesson has no hints; see: lesson solution"))
         return
     state = progress()
     saved = state["lessons"].setdefault(lesson.name, entry)
@@ -291,7 +306,8 @@ def do_hint(session: Session, args: Args) -> None:
     saved["hints"] = number + 1
     save_progress(state)
     found = values(lesson, entry["lab"], entry.get("uri") or session.uri, entry.get("dir") or "")
-    more = " (the last one; then: lesson solution)" if number == len(lesson.hints) - 1 else ""
+    last = number == len(lesson.hints) - 1
+    more = _(" (the last one; then: lesson solution)") if last else ""
     said = text(lesson.hints[number], found)
     session.print(f"hint {number + 1}/{len(lesson.hints)}{more}: {said}")
 
@@ -299,7 +315,7 @@ def do_hint(session: Session, args: Args) -> None:
 def do_solution(session: Session, args: Args) -> None:
     lesson, entry = current(session, args)
     found = values(lesson, entry["lab"], entry.get("uri") or session.uri, entry.get("dir") or "")
-    session.out.write(comments(f"lesson {lesson.name}: {lesson.title}"))
+    session.out.write(comments(f"lesson {lesson.name}: {text(lesson.title, found)}"))
     session.out.write(script(lesson, found))
 
 

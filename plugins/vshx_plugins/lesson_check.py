@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vshx.api import Lesson, Session, VshxError, canonical, domain_timeline, libvirt, virt
+from vshx_plugins.lesson_i18n import N_, _
 
 if TYPE_CHECKING:
     import libvirt as libvirt_t
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 DISK = "vda"  # the lab's disk every lesson works on
 HMP = 1  # VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
 KEPT = ("intact", "merged")
+RESET = N_("`lesson reset` builds the lab again")
+DEFINITION_KINDS = (N_("live"), N_("persistent"))
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,10 @@ def view_hash(path: str, where: str) -> str:
     )
     if proc.returncode != 0:
         said = (proc.stderr.strip().splitlines() or ["no reason given"])[-1]
-        raise VshxError(f"cannot read {path}: {said}", "is the chain below it complete?")
+        raise VshxError(
+            _("cannot read {path}: {said}").format(path=path, said=said),
+            _("is the chain below it complete?"),
+        )
     digest = hashlib.sha256()
     with open(raw, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -154,7 +160,14 @@ def definition_findings(dom: libvirt_t.virDomain, chain: list[str]) -> list[Find
     for kind, xml in which:
         named = defined_files(xml, DISK)
         if named is None:
-            found.append(Finding(f"the {kind} definition of {name} has no disk {DISK}", ""))
+            found.append(
+                Finding(
+                    _("the {kind} definition of {name} has no disk {disk}").format(
+                        kind=_(kind), name=name, disk=DISK
+                    ),
+                    "",
+                )
+            )
             continue
         files, pinned = named
         wanted = headers if pinned else headers[:1]
@@ -162,22 +175,21 @@ def definition_findings(dom: libvirt_t.virDomain, chain: list[str]) -> list[Find
         if have[: len(wanted)] == wanted and (not pinned or len(have) == len(wanted)):
             continue
         shown = " <- ".join(layer_name(p) for p in reversed(files))
-        fix = (
-            f"virsh update-device {name} disk.xml --config, with a <disk> whose source is "
-            f"{os.path.basename(chain[0])} and whose <backingStore> chain (if any) names "
-            f"{' <- '.join(layer_name(p) for p in reversed(chain))}; or virsh dumpxml "
-            f"--inactive {name} > d.xml, edit the <disk>, virsh define d.xml"
-        )
+        headers_shown = " <- ".join(layer_name(p) for p in reversed(chain))
+        fix = _(
+            "virsh update-device {name} disk.xml --config, with a <disk> whose source is "
+            "{active} and whose <backingStore> chain (if any) names {chain}; or virsh dumpxml "
+            "--inactive {name} > d.xml, edit the <disk>, virsh define d.xml"
+        ).format(name=name, active=os.path.basename(chain[0]), chain=headers_shown)
+        why = _(
+            "the {kind} definition of {name} {disk} names {shown}, but the qcow2 headers "
+            "chain {chain}"
+        ).format(kind=_(kind), name=name, disk=DISK, shown=shown, chain=headers_shown)
         if kind == "live":
-            fix = "the running QEMU opened other files: let the block job finish (or pivot)"
-        found.append(
-            Finding(
-                f"the {kind} definition of {name} {DISK} names {shown}, but the qcow2 headers "
-                f"chain {' <- '.join(layer_name(p) for p in reversed(chain))}"
-                + (" (libvirt starts the domain on this chain)" if kind == "persistent" else ""),
-                fix,
-            )
-        )
+            fix = _("the running QEMU opened other files: let the block job finish (or pivot)")
+        else:
+            why += _(" (libvirt starts the domain on this chain)")
+        found.append(Finding(why, fix))
     return found
 
 
@@ -189,17 +201,25 @@ def job_findings(dom: libvirt_t.virDomain) -> list[Finding]:
         if job["ready"]:
             found.append(
                 Finding(
-                    f"the {kind} job on {disk} is still READY: it waits for --pivot (the "
-                    "guest still writes the old top layer)",
-                    f"virsh blockjob {dom.name()} {disk} --pivot   (next time: blockcommit "
-                    "... --active --wait --pivot)",
+                    _(
+                        "the {kind} job on {disk} is still READY: it waits for --pivot (the "
+                        "guest still writes the old top layer)"
+                    ).format(kind=kind, disk=disk),
+                    _(
+                        "virsh blockjob {name} {disk} --pivot   (next time: blockcommit ... "
+                        "--active --wait --pivot)"
+                    ).format(name=dom.name(), disk=disk),
                 )
             )
         else:
             found.append(
                 Finding(
-                    f"a {kind} job still runs on {disk} ({job['progress']}%)",
-                    f"wait for it: virsh blockjob {dom.name()} {disk} --info",
+                    _("a {kind} job still runs on {disk} ({progress}%)").format(
+                        kind=kind, disk=disk, progress=job["progress"]
+                    ),
+                    _("wait for it: virsh blockjob {name} {disk} --info").format(
+                        name=dom.name(), disk=disk
+                    ),
                 )
             )
     return found
@@ -210,30 +230,36 @@ def chain_findings(chain: list[str], goal: tuple[str, ...]) -> list[Finding]:
     now = [layer_name(p) for p in reversed(chain)]
     if tuple(now) == goal:
         return []
-    arrows = " <- ".join(now)
+    arrows, wanted = " <- ".join(now), " <- ".join(goal)
     extra = [n for n in now if n not in goal]
     missing = [n for n in goal if n not in now]
     found = []
     for name in extra:
         found.append(
             Finding(
-                f"{name}.qcow2 is still in the chain of {DISK} ({arrows})",
-                f"the goal is {' <- '.join(goal)} (active): merge {name} away",
+                _("{name}.qcow2 is still in the chain of {disk} ({arrows})").format(
+                    name=name, disk=DISK, arrows=arrows
+                ),
+                _("the goal is {goal} (active): merge {name} away").format(goal=wanted, name=name),
             )
         )
     for name in missing:
         found.append(
             Finding(
-                f"{name}.qcow2 is no longer in the chain of {DISK} ({arrows}), but the goal "
-                f"keeps it: {' <- '.join(goal)} (active)",
-                "`lesson reset` builds the lab again",
+                _(
+                    "{name}.qcow2 is no longer in the chain of {disk} ({arrows}), but the goal "
+                    "keeps it: {goal} (active)"
+                ).format(name=name, disk=DISK, arrows=arrows, goal=wanted),
+                _(RESET),
             )
         )
     if not found:
         found.append(
             Finding(
-                f"the chain of {DISK} is {arrows}, the goal is {' <- '.join(goal)}",
-                "`lesson reset` builds the lab again",
+                _("the chain of {disk} is {arrows}, the goal is {goal}").format(
+                    disk=DISK, arrows=arrows, goal=wanted
+                ),
+                _(RESET),
             )
         )
     return found
@@ -251,22 +277,22 @@ def data_findings(
         before = rec["backing"].get(layer)
         if before and before != below:
             moved.append((layer, before, below))
-    why = "the guest sees other data than when the lab was built"
-    hint = (
+    why = _("the guest sees other data than when the lab was built")
+    hint = _(
         "`qemu-img compare` of the old and new views shows where; a merge never changes "
         "what the guest sees. `lesson reset` builds the lab again"
     )
     for layer, before, below in moved:
-        why = (
-            f"guest data on {DISK} changed: {layer}.qcow2 now backs onto {below}.qcow2 (it was "
-            f"{before}.qcow2), which does not show what {before}.qcow2 showed"
-        )
-        hint = (
+        why = _(
+            "guest data on {disk} changed: {layer}.qcow2 now backs onto {below}.qcow2 (it was "
+            "{before}.qcow2), which does not show what {before}.qcow2 showed"
+        ).format(disk=DISK, layer=layer, below=below, before=before)
+        hint = _(
             "`qemu-img rebase -u` only rewrites the pointer: it is right only when the new "
-            f"backing file shows the same data as the old (check with qemu-img compare); "
-            f"without -u, rebase copies the difference into {layer}.qcow2. "
+            "backing file shows the same data as the old (check with qemu-img compare); "
+            "without -u, rebase copies the difference into {layer}.qcow2. "
             "`lesson reset` builds the lab again"
-        )
+        ).format(layer=layer)
     return [Finding(why, hint)]
 
 
@@ -288,20 +314,25 @@ def metadata_findings(
                 continue
             recorded = rec["moments"].get(snap.name, {}).get(disk)
             named = moment.file or ""
+            file = os.path.basename(named)
             if not os.path.exists(named):
-                why = f"names {os.path.basename(named)}, which no longer exists"
+                why = _("snapshot {snap} ({disk}) names {file}, which no longer exists")
             elif recorded and view_hash(named, where) == recorded["hash"]:
                 continue  # the file it names still shows its moment (out of the chain)
             else:
-                why = (
-                    f"names {os.path.basename(named)}, which no longer shows its moment (its "
-                    f"data differs from when the lab was built; vshx: {moment.state}, "
-                    f"{moment.why})"
+                why = _(
+                    "snapshot {snap} ({disk}) names {file}, which no longer shows its moment "
+                    "(its data differs from when the lab was built; vshx: {state}, {model})"
                 )
+            why = why.format(
+                snap=snap.name, disk=disk, file=file, state=moment.state, model=moment.why
+            )
             found.append(
                 Finding(
-                    f"snapshot {snap.name} ({disk}) {why}: its metadata is stale",
-                    f"forget it: virsh snapshot-delete {name} {snap.name} --metadata",
+                    why + _(": its metadata is stale"),
+                    _("forget it: virsh snapshot-delete {name} {snap} --metadata").format(
+                        name=name, snap=snap.name
+                    ),
                 )
             )
     left = {snap.name for snap in timeline.snapshots}
@@ -310,10 +341,14 @@ def metadata_findings(
             held = rec["moments"].get(keep, {}).get(DISK, {}).get("file") or "its file"
             found.append(
                 Finding(
-                    f"snapshot {keep} was deleted, yet its moment still existed "
-                    f"({os.path.basename(held)}): a point in time to go back to is forgotten",
-                    "delete only the snapshots whose moments are gone; `lesson reset` builds "
-                    "the lab again",
+                    _(
+                        "snapshot {snap} was deleted, yet its moment still existed ({file}): a "
+                        "point in time to go back to is forgotten"
+                    ).format(snap=keep, file=os.path.basename(held)),
+                    _(
+                        "delete only the snapshots whose moments are gone; `lesson reset` "
+                        "builds the lab again"
+                    ),
                 )
             )
     return found
