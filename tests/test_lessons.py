@@ -371,3 +371,23 @@ def test_the_language_follows_lang(tmp_path: Path) -> None:
     assert "把 sn1..sn3 向上拉进活动层" in listed.stdout
     student.env["LANG"] = "C.UTF-8"
     assert "pull sn1..sn3 up into" in student.vshx("lesson", "list").stdout
+
+
+def test_two_students_on_one_host_have_their_own_labs_and_progress(monkeypatch) -> None:
+    """Under sudo, the student is SUDO_USER: default lab names and progress files differ."""
+    from vshx_plugins import lesson as command
+    from vshx_plugins.lessons_builtin import LESSONS
+
+    seen = set()
+    for user in ("alice", "bob"):
+        monkeypatch.setenv("SUDO_USER", user)
+        seen.add((command.default_lab(LESSONS[0]), command.progress_name()))
+        command.save_progress({"lessons": {"pull": {"lab": f"pull-{user}"}}, "current": "pull"})
+    assert seen == {
+        ("commit-middle-alice", "progress-alice.json"),
+        ("commit-middle-bob", "progress-bob.json"),
+    }
+    monkeypatch.setenv("SUDO_USER", "alice")
+    assert command.progress()["lessons"]["pull"]["lab"] == "pull-alice"
+    monkeypatch.setenv("SUDO_USER", "bob; rm -rf /")
+    assert command.default_lab(LESSONS[0]) == "commit-middle-bob--rm--rf--"

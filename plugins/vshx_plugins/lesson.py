@@ -240,12 +240,17 @@ def do_list(session: Session, args: Args) -> None:
     session.show(table(rows, ["Lesson", "Status", "Lab", "Task"]))
 
 
+def default_lab(lesson: Lesson) -> str:
+    """The lab of a lesson when no --lab is given: the lesson and the invoking user, so two
+    students on one host never rebuild each other's lab."""
+    return f"{lesson.name}-{invoking_user()}"
+
+
 def do_start(session: Session, args: Args) -> None:
     if not args.name:
         raise UsageError(_("which lesson?"), _("lesson start NAME (see: lesson list)"))
     lesson = find_lesson(session, args.name)
-    lab = args.lab or f"{lesson.name}-{invoking_user()}"
-    start(session, lesson, lab, args.dir)
+    start(session, lesson, args.lab or default_lab(lesson), args.dir)
 
 
 def do_reset(session: Session, args: Args) -> None:
