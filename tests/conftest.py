@@ -11,7 +11,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -82,12 +82,14 @@ def guest_hash(path: str | Path, tmp: Path) -> str:
     return digest
 
 
-def flush_guest(domain: str) -> None:
+def flush_guest(domain: str, disk: str = "vda") -> None:
     """Make a running QEMU write back its qcow2 metadata cache so -U readers see the truth.
 
     Without this, `qemu-img convert -U` of an image a running QEMU has just written (a pull
     into the active layer) can read stale L2 tables: the data is safe in QEMU, not yet on disk.
+    ``disk`` is the target (vda, vdb...): libvirt names its device virtio-disk0, -1...
     """
+    device = f"virtio-disk{ord(disk[-1]) - ord('a')}/virtio-backend"
     subprocess.run(
         [
             "virsh",
@@ -96,7 +98,7 @@ def flush_guest(domain: str) -> None:
             "qemu-monitor-command",
             domain,
             "--hmp",
-            'qemu-io -d virtio-disk0/virtio-backend "flush"',
+            f'qemu-io -d {device} "flush"',
         ],
         capture_output=True,
         check=True,
@@ -182,13 +184,13 @@ def snapshot_names(domain: str) -> list[str]:
     return sorted(n for n in out.split() if n)
 
 
-def domain_source(domain: str, inactive: bool = False) -> str:
-    """The disk source of vda as libvirt says it."""
+def domain_source(domain: str, inactive: bool = False, disk: str = "vda") -> str:
+    """The disk source of ``disk`` (vda) as libvirt says it."""
     args = ["virsh", "-c", URI, "domblklist", domain] + (["--inactive"] if inactive else [])
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         parts = line.split(None, 1)
-        if parts and parts[0] == "vda":
+        if parts and parts[0] == disk:
             return parts[1].strip()
     raise AssertionError(out)
 
@@ -202,24 +204,91 @@ def file_state(directory: Path) -> dict[str, bytes]:
     }
 
 
+def snapshot_sources(domain: str, snapshot: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A snapshot's files per disk, as its metadata says: the moment (the disk source in its
+    ``<domain>`` block) and the overlay it created (its ``<disks>`` block)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(virsh("snapshot-dumpxml", domain, snapshot).stdout)
+    moment = {
+        d.find("target").get("dev"): d.find("source").get("file")  # type: ignore[union-attr]
+        for d in root.findall("./domain/devices/disk")
+    }
+    made = {
+        d.get("name"): d.find("source").get("file")  # type: ignore[union-attr]
+        for d in root.findall("./disks/disk")
+        if d.get("snapshot") == "external"
+    }
+    return moment, made  # type: ignore[return-value]
+
+
 @dataclass
 class Lab:
     name: str
     dir: Path
     running: bool
+    disks: int = 1
+    # snapshot -> disk -> guest hash of its moment, read right after lab-create (record_moments)
+    moments: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def layer(self, name: str) -> Path:
-        return self.dir / f"{name}.qcow2"
+    @property
+    def targets(self) -> list[str]:
+        return ["vda", "vdb", "vdc", "vdd"][: self.disks]
+
+    def layer(self, name: str, disk: str = "vda") -> Path:
+        return self.dir / (f"{name}.qcow2" if disk == "vda" else f"{disk}-{name}.qcow2")
 
     @property
     def active(self) -> Path:
-        return Path(domain_source(self.name, inactive=not self.running))
+        return self.active_of("vda")
 
-    def guest_hash(self, tmp: Path) -> str:
-        """The guest's view of vda now (flushed first when the domain runs)."""
+    def active_of(self, disk: str) -> Path:
+        return Path(domain_source(self.name, inactive=not self.running, disk=disk))
+
+    def guest_hash(self, tmp: Path, disk: str = "vda") -> str:
+        """The guest's view of a disk now (flushed first when the domain runs)."""
         if self.running:
-            flush_guest(self.name)
-        return guest_hash(self.active, tmp)
+            flush_guest(self.name, disk)
+        return guest_hash(self.active_of(disk), tmp)
+
+    def relative_backing_names(self) -> None:
+        """Rewrite every layer's backing name as a bare file name (``-b sn1.qcow2``), as chains
+        made by hand with qemu-img name them; libvirt's snapshots name absolute paths.  The
+        same files stay below (``rebase -u``), so no data and no moment changes.  Shut off."""
+        assert not self.running, "qemu-img rebase needs the images closed"
+        for disk in self.targets:
+            for entry in qemu_img_chain(self.active_of(disk)):
+                backing = entry.get("full-backing-filename")
+                if backing:
+                    subprocess.run(
+                        ["qemu-img", "rebase", "-u", "-F", "qcow2", "-b",
+                         os.path.basename(backing), entry["filename"]],
+                        check=True,
+                    )  # fmt: skip
+
+    def record_moments(self, tmp: Path) -> dict[str, dict[str, str]]:
+        """Each snapshot's moment per disk: the guest view of the file its ``<domain>`` block
+        names as that disk's source (qemu-img convert -U).  Call it right after creation."""
+        self.moments = {}
+        for snap in snapshot_names(self.name):
+            sources, _made = snapshot_sources(self.name, snap)
+            self.moments[snap] = {d: guest_hash(sources[d], tmp) for d in self.targets}
+        return self.moments
+
+    def check_moments(self, tmp: Path) -> list[str]:
+        """Assert every remaining snapshot names, per disk, an existing file that shows exactly
+        its recorded moment; return the remaining snapshots."""
+        left = snapshot_names(self.name)
+        for snap in left:
+            sources, _made = snapshot_sources(self.name, snap)
+            for disk in self.targets:
+                path = sources[disk]
+                assert os.path.exists(path), f"{snap} {disk}: {path} is gone"
+                seen = guest_hash(path, tmp)
+                assert seen == self.moments[snap][disk], (
+                    f"{snap} {disk}: {path} shows another moment"
+                )
+        return left
 
 
 def make_lab(
@@ -229,6 +298,7 @@ def make_lab(
     fill: int = 0,
     dirname: str = "lab",
     base_fill: int = 0,
+    disks: int = 1,
 ) -> Lab:
     name = LAB_PREFIX + uuid.uuid4().hex[:8]
     directory = tmp_path / dirname
@@ -239,9 +309,11 @@ def make_lab(
         args += ["--fill", str(fill)]
     if base_fill:
         args += ["--base-fill", str(base_fill)]
+    if disks != 1:
+        args += ["--disks", str(disks)]
     proc = run_vshx(*args)
     assert proc.returncode == 0, proc.stderr
-    return Lab(name, directory, running)
+    return Lab(name, directory, running, disks)
 
 
 def destroy_lab(lab: Lab) -> None:
@@ -249,17 +321,18 @@ def destroy_lab(lab: Lab) -> None:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    """A fresh running practice domain: base <- sn1 <- sn2 <- sn3 <- sn4 (active)."""
-    made = make_lab(tmp_path)
+def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """A fresh running practice domain: base <- sn1 <- sn2 <- sn3 <- sn4 (active); the number
+    of disks comes from indirect parametrization (``parametrize("lab", [2], indirect=True)``)."""
+    made = make_lab(tmp_path, disks=getattr(request, "param", 1))
     yield made
     destroy_lab(made)
 
 
 @pytest.fixture
-def offline_lab(tmp_path: Path) -> Iterator[Lab]:
+def offline_lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
     """The same lab, shut off (offline qemu-img methods)."""
-    made = make_lab(tmp_path, running=False)
+    made = make_lab(tmp_path, running=False, disks=getattr(request, "param", 1))
     yield made
     destroy_lab(made)
 

@@ -120,6 +120,7 @@ def test_merge_and_its_dry_run_reach_the_same_state(tmp_path, running, case, ste
 
 
 def test_offline_rebase_lines_carry_the_backing_format_and_keep_relative_names(offline_lab):
+    offline_lab.relative_backing_names()  # libvirt's snapshots name absolute paths
     plan = run_vshx(
         "commit", offline_lab.name, "vda", "--base", "sn1", "--top", "sn3", "--dry-run"
     ).stdout

@@ -75,13 +75,14 @@ def test_fish_completes_a_domain_and_a_chain_layer(lab: Lab, tmp_path: Path):
 
     assert fish(f"vshx chain {lab.name[:-2]}") == [f"{lab.name}\trunning"]
     layers = fish(f"vshx commit {lab.name} vda --top vda[")
+    # libvirt's own numbering: each live snapshot's overlay took the next index (base is 1)
     assert [line.split("\t")[0] for line in layers] == [
-        "vda[1]",
         "vda[2]",
         "vda[3]",
         "vda[4]",
-    ]  # not vda[5], the base: --top must be above a base
-    assert layers[0].endswith("sn4.qcow2, active")
+        "vda[5]",
+    ]  # not vda[1], the base: --top must be above a base
+    assert layers[-1].endswith("sn4.qcow2, active")
 
 
 def test_zsh_completes_a_domain_and_a_chain_layer(lab: Lab, tmp_path: Path):

@@ -156,7 +156,13 @@ def test_offline_merge_leaves_the_definition_naming_the_new_chain(tmp_path, case
     scripted = snapshot_lab(tmp_path, "scripted")
     try:
         # libvirt pins the overlays it made, down to the file the domain was defined on
-        assert inactive_chain(real.name) == ["sn4.qcow2", "sn3.qcow2", "sn2.qcow2", "sn1.qcow2"]
+        assert inactive_chain(real.name) == [
+            "sn4.qcow2",
+            "sn3.qcow2",
+            "sn2.qcow2",
+            "sn1.qcow2",
+            "base.qcow2",
+        ]
         view = offline_view(real, tmp_path)
         assert offline_view(scripted, tmp_path) == view
 

@@ -84,6 +84,7 @@ def test_delete_files_never_removes_a_file_another_overlay_uses(lab: Lab):
 
 def test_section4_commit_then_verified_unsafe_rebase(offline_lab: Lab, tmp_path: Path):
     lab = offline_lab
+    lab.relative_backing_names()  # as the source blog's chain: libvirt's are absolute
     before = guest_hash(lab.active, tmp_path)
     sn3_view = guest_hash(lab.layer("sn3"), tmp_path)
     ok("commit", str(lab.layer("sn2")))  # qemu-img commit sn2: its data into sn1

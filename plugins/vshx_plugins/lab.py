@@ -1,17 +1,17 @@
 """Practice lab: build or remove a domain whose disk is base <- sn1 <- ... <- snN (active).
 
-Every layer holds different data (qemu-io writes distinct patterns, and each layer also
-overwrites a shared region so merge order matters) and libvirt has snapshot metadata sn1..snN,
-as after ``virsh snapshot-create-as --disk-only``.  ``make demo`` and the tests use this code.
+It is made the way a user makes one: an empty base, ``virsh define``, ``virsh start``, then the
+guest writes (qemu-io through QEMU's monitor: distinct patterns per layer, and a shared region
+every layer overwrites so merge order matters) and ``virsh snapshot-create-as --disk-only
+--atomic`` in turn.  Snapshot snK made overlay snK.qcow2; its moment is the file below it.
+So every native snapshot command works on it.  ``make demo`` and the tests use this code.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.api import (
@@ -29,7 +29,7 @@ from vshx.api import (
     virt,
     xdg_home,
 )
-from vshx_plugins.lab_xml import LAB_NS, domain_xml, snapshot_xml
+from vshx_plugins.lab_xml import LAB_NS, domain_xml, snapshot_request
 
 if TYPE_CHECKING:
     import libvirt
@@ -49,18 +49,111 @@ def layer_names(layers: int) -> list[str]:
     return ["base"] + [f"sn{i}" for i in range(1, layers + 1)]
 
 
+def disk_targets(disks: int) -> list[str]:
+    return ["vda", "vdb", "vdc", "vdd"][:disks]
+
+
+def layer_file(target: str, layer: str) -> str:
+    """vda keeps the historic names (base.qcow2, sn1.qcow2...); vdb's are vdb-base.qcow2..."""
+    return f"{layer}.qcow2" if target == "vda" else f"{target}-{layer}.qcow2"
+
+
 QEMU_IO_MAX_WRITE = 1024 * MIB  # qemu-io refuses one write over 2 GiB - 512: split it
+HMP_FLAG = 1  # VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
 
 
-def qemu_io_write(path: str, pattern: int, offset: int, length: int) -> Step:
-    commands = []
+def qdev(disk: int) -> str:
+    """The qdev path of a virtio disk's block backend, as libvirt names the devices."""
+    return f"virtio-disk{disk}/virtio-backend"
+
+
+def monitor_step(session: Session, name: str, description: str, hmp: str) -> Step:
+    """A human monitor command (qemu-io through QEMU); it fails when QEMU answers anything."""
+    argv = virsh(session.uri, "qemu-monitor-command", name, "--hmp", hmp)
+
+    def action() -> None:
+        import libvirt
+        import libvirt_qemu  # type: ignore[import-untyped]
+
+        dom = virt.lookup_domain(session.conn, name)
+        try:
+            said = libvirt_qemu.qemuMonitorCommand(dom, hmp, HMP_FLAG).strip()
+        except libvirt.libvirtError as exc:
+            raise VshxError(f"{description} failed: {exc.get_error_message()}") from exc
+        if said:  # qemu-io in the monitor reports its errors as text, never as a failure
+            raise VshxError(f"{description} failed: {said.splitlines()[-1]}")
+
+    return Step(description, argv, action=action)
+
+
+def guest_write(
+    session: Session, name: str, disk: int, file: str, pattern: int, offset: int, length: int
+) -> list[Step]:
+    """Steps in which the guest writes ``pattern`` on disk number ``disk`` (through QEMU)."""
+    steps = []
     for start in range(offset, offset + length, QEMU_IO_MAX_WRITE):
         size = min(QEMU_IO_MAX_WRITE, offset + length - start)
-        commands += ["-c", f"write -q -P 0x{pattern:02x} {start} {size}"]
+        write = f"write -q -P 0x{pattern:02x} {start} {size}"
+        steps.append(
+            monitor_step(
+                session,
+                name,
+                f"guest writes pattern 0x{pattern:02x} at {start // MIB} MiB "
+                f"(+{size // 1024} KiB) on {disk_targets(disk + 1)[disk]} (into {file})",
+                f'qemu-io -d {qdev(disk)} "{write}"',
+            )
+        )
+    return steps
+
+
+def layer_writes(
+    session: Session, name: str, layers: int, k: int, fill_mib: int, base_fill_mib: int, disks: int
+) -> list[Step]:
+    """What the guest writes between snapshot k and k+1 (into layer k of every disk)."""
+    layer = layer_names(layers)[k]
+    steps: list[Step] = []
+    shared = (layers + 1 - k) * 64 * 1024  # overwritten by every later layer: order matters
+    for disk, target in enumerate(disk_targets(disks)):
+        file = layer_file(target, layer)
+        base = 0x10 if disk == 0 else 0x50 + 0x10 * (disk - 1)
+        steps += guest_write(session, name, disk, file, base + k, k * MIB, MIB)
+        steps += guest_write(session, name, disk, file, 0xA0 + 0x10 * disk + k, 0, shared)
+        if disk == 0 and fill_mib and k > 0:
+            steps += guest_write(session, name, disk, file, 0x40 + k, 8 * MIB, fill_mib * MIB)
+        if disk == 0 and base_fill_mib and k == 0:  # a template-like base under small layers
+            steps += guest_write(session, name, disk, file, 0x30, 16 * MIB, base_fill_mib * MIB)
+    return steps
+
+
+def diskspec(target: str, path: str) -> str:
+    """virsh's --diskspec value; virsh reads ',,' as one comma in a file name."""
+    return f"{target},file={path.replace(',', ',,')}"
+
+
+def snapshot_step(
+    session: Session, name: str, snap: str, overlays: dict[str, str], directory: str
+) -> Step:
+    """``virsh snapshot-create-as --disk-only --atomic``: one new overlay per disk."""
+    specs: list[str] = []
+    for target, path in overlays.items():
+        specs += ["--diskspec", diskspec(target, path)]
+    request = snapshot_request(snap, overlays)
+
+    def action() -> None:
+        import libvirt
+
+        dom = virt.lookup_domain(session.conn, name)
+        dom.snapshotCreateXML(
+            request,
+            libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC,
+        )
+
+    made = ", ".join(os.path.relpath(p, directory) for p in overlays.values())
     return Step(
-        f"write pattern 0x{pattern:02x} at {offset // MIB} MiB (+{length // 1024} KiB) "
-        f"into {os.path.basename(path)}",
-        ["qemu-io", "-f", "qcow2", *commands, path],
+        f"snapshot {snap}: libvirt puts new overlays on top ({made})",
+        virsh(session.uri, "snapshot-create-as", name, snap, "--disk-only", "--atomic", *specs),
+        action=action,
     )
 
 
@@ -72,19 +165,27 @@ def build_plan(
     running: bool,
     fill_mib: int,
     base_fill_mib: int = 0,
+    disks: int = 1,
 ) -> Plan:
-    """Steps that create the files, define the domain, redefine snapshots, start it."""
+    """Steps that make a lab as a user would: base images, define, start, then guest writes
+    and ``virsh snapshot-create-as --disk-only --atomic`` in turn (shut down at the end when
+    asked: libvirt 9.0 deletes snapshots made on a running domain, not ones made offline)."""
     uri = session.uri
     kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)  # TCG where this user cannot use KVM
     size = max(64, 16 + fill_mib, 16 + base_fill_mib) * MIB
     names = layer_names(layers)
-    paths = [os.path.join(directory, f"{n}.qcow2") for n in names]
-    plan = Plan(f"practice domain {name}: {' <- '.join(names)} (active)")
+    targets = disk_targets(disks)
+    files = [layer_file(t, n) for t in targets for n in names]
+    chains = " ; ".join(
+        f"{t}: {' <- '.join(layer_file(t, n).removesuffix('.qcow2') for n in names)} (active)"
+        for t in targets
+    )
+    plan = Plan(f"practice domain {name}: {chains}")
     parent = os.path.dirname(directory)
     if not os.path.isdir(parent):
         plan.add(Step(f"create {parent}", ["mkdir", "-p", "--", parent]))
     plan.add(Step(f"create the lab directory {directory}", ["mkdir", "--", directory]))
-    made = "".join(f"{os.path.basename(p)}\n" for p in paths)
+    made = "".join(f"{f}\n" for f in files)
     plan.add(
         Step(
             "mark it as the lab of this domain, with the files lab-create makes in it",
@@ -92,73 +193,55 @@ def build_plan(
             stdin=f"{name}\n{made}",
         )
     )
-    for k, (layer, path) in enumerate(zip(names, paths, strict=True)):
-        if k == 0:
-            create = ["qemu-img", "create", "-q", "-f", "qcow2", path, str(size)]
-        else:  # relative backing names, as snapshot files usually sit beside their base
-            create = [
-                "qemu-img",
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                "qcow2",
-                "-b",
-                os.path.basename(paths[k - 1]),
-                path,
-                str(size),
-            ]
-        plan.add(Step(f"create layer {layer}", create))
-        plan.add(qemu_io_write(path, 0x10 + k, k * MIB, MIB))
-        plan.add(qemu_io_write(path, 0xA0 + k, 0, (layers + 1 - k) * 64 * 1024))
-        if fill_mib and k > 0:
-            plan.add(qemu_io_write(path, 0x40 + k, 8 * MIB, fill_mib * MIB))
-        if base_fill_mib and k == 0:  # a template-like base: much data under small overlays
-            plan.add(qemu_io_write(path, 0x30, 16 * MIB, base_fill_mib * MIB))
-    xml = domain_xml(name, str(uuid.uuid4()), paths[-1], kvm)
+    bases = {t: os.path.join(directory, layer_file(t, "base")) for t in targets}
+    for target, path in bases.items():
+        plan.add(
+            Step(
+                f"create the empty disk {os.path.basename(path)} ({target})",
+                ["qemu-img", "create", "-q", "-f", "qcow2", path, str(size)],
+            )
+        )
+    xml = domain_xml(name, str(uuid.uuid4()), bases, kvm)
     plan.add(
         Step(
-            f"define domain {name} on {paths[-1]}",
+            f"define domain {name} on {', '.join(os.path.basename(p) for p in bases.values())}",
             virsh(uri, "define", "/dev/stdin"),
             action=lambda: session.conn.defineXML(xml),
             stdin=xml,
         )
     )
-    now = int(time.time()) - layers
-    for k in range(1, layers + 1):
-        snap = snapshot_xml(names[k], names[k - 1] if k > 1 else None, paths[k], now + k, xml)
+    plan.add(
+        Step(
+            f"start {name} (the guest writes through QEMU from here on)",
+            virsh(uri, "start", name),
+            action=lambda: virt.lookup_domain(session.conn, name).create(),
+        )
+    )
+    for k in range(layers + 1):
+        plan.steps += layer_writes(session, name, layers, k, fill_mib, base_fill_mib, disks)
+        if k < layers:
+            snap = names[k + 1]
+            overlays = {t: os.path.join(directory, layer_file(t, snap)) for t in targets}
+            plan.add(snapshot_step(session, name, snap, overlays, directory))
+    for disk, target in enumerate(targets):
         plan.add(
-            Step(
-                f"record libvirt snapshot metadata {names[k]} (file {names[k]}.qcow2)",
-                virsh(uri, "snapshot-create", name, "/dev/stdin", "--redefine", "--disk-only"),
-                action=_redefine(session, name, snap),
-                stdin=snap,
+            monitor_step(
+                session,
+                name,
+                f"flush {target}: the files hold every write (for readers with -U, and "
+                "before the stop)",
+                f'qemu-io -d {qdev(disk)} "flush"',
             )
         )
-    if running:
+    if not running:
         plan.add(
             Step(
-                f"start {name}",
-                virsh(uri, "start", name),
-                action=lambda: virt.lookup_domain(session.conn, name).create(),
+                f"stop {name} (its disks were flushed; the guest has no OS to shut down)",
+                virsh(uri, "destroy", name),
+                action=lambda: virt.lookup_domain(session.conn, name).destroy(),
             )
         )
     return plan
-
-
-def _redefine(session: Session, name: str, snap_xml: str) -> Callable[[], None]:
-    def action() -> None:
-        import libvirt
-
-        dom = virt.lookup_domain(session.conn, name)
-        dom.snapshotCreateXML(
-            snap_xml,
-            libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
-            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY,
-        )
-
-    return action
 
 
 def remove_lab(session: Session, name: str, directory: str) -> Plan:
@@ -271,6 +354,8 @@ def lab_dir(session: Session, args: Args) -> str:
 def cmd_lab_create(session: Session, args: Args) -> None:
     if not 1 <= args.layers <= 20:
         raise VshxError("--layers must be between 1 and 20")
+    if not 1 <= args.disks <= 4:
+        raise VshxError("--disks must be between 1 and 4")
     directory = lab_dir(session, args)
     made = lab_files(args.name, directory)
     foreign = foreign_files(directory, made) if made is not None else []
@@ -289,6 +374,7 @@ def cmd_lab_create(session: Session, args: Args) -> None:
         not args.shut_off,
         args.fill,
         args.base_fill,
+        args.disks,
     )
     teardown.steps += setup.steps
     teardown.title = setup.title
@@ -329,6 +415,13 @@ COMMANDS = [
             Opt("layers", "number of snapshot layers above base", "n", convert=int, default=4),
             Opt("shut-off", "leave the domain shut off"),
             Opt(
+                "disks",
+                "number of disks (vda, vdb...), each with its own chain",
+                "n",
+                convert=int,
+                default=1,
+            ),
+            Opt(
                 "base-fill",
                 "MiB of data written into the base (a template under small overlays)",
                 "mib",
@@ -346,7 +439,9 @@ COMMANDS = [
         group="lab",
         changes=True,
         description="Layers: base <- sn1 <- ... <- snN (active), each with its own data, "
-        "and libvirt snapshot metadata sn1..snN. Rebuilds a lab of the same name.",
+        "made by guest writes and virsh snapshot-create-as --disk-only sn1..snN (snapshot "
+        "snK shows the layer below snK.qcow2). With --disks 2, vdb has vdb-base <- vdb-sn1... "
+        "and every snapshot covers both. Rebuilds a lab of the same name.",
     ),
     Command(
         "lab-destroy",

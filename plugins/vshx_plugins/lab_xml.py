@@ -1,4 +1,5 @@
-"""The practice lab's libvirt XML: a small domain, and snapshot metadata to redefine."""
+"""The practice lab's libvirt XML: a small domain, and the disk-only snapshot request that
+``virsh snapshot-create-as --disk-only --diskspec ...`` sends to libvirt."""
 
 from __future__ import annotations
 
@@ -7,7 +8,18 @@ from html import escape
 LAB_NS = "https://vshx.invalid/lab"
 
 
-def domain_xml(name: str, uuid: str, disk_path: str, kvm: bool) -> str:
+def disk_xml(target: str, path: str) -> str:
+    return f"""    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file="{escape(path)}"/>
+      <target dev='{escape(target)}' bus='virtio'/>
+    </disk>
+"""
+
+
+def domain_xml(name: str, uuid: str, disks: dict[str, str], kvm: bool) -> str:
+    """A domain on ``disks`` (target -> file), marked as a lab by its metadata namespace."""
+    devices = "".join(disk_xml(target, path) for target, path in disks.items())
     return f"""<domain type='{"kvm" if kvm else "qemu"}'>
   <name>{escape(name)}</name>
   <uuid>{uuid}</uuid>
@@ -17,33 +29,24 @@ def domain_xml(name: str, uuid: str, disk_path: str, kvm: bool) -> str:
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
   <on_crash>destroy</on_crash>
   <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file="{escape(disk_path)}"/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
+{devices.rstrip()}
     <memballoon model='none'/>
   </devices>
 </domain>
 """
 
 
-def snapshot_xml(name: str, parent: str | None, layer_path: str, created: int, dom_xml: str) -> str:
-    """Redefinition XML; libvirt insists on the domain definition inside it."""
-    parent_xml = f"<parent><name>{escape(parent)}</name></parent>" if parent else ""
+def snapshot_request(name: str, overlays: dict[str, str]) -> str:
+    """What snapshot-create-as NAME --disk-only --diskspec T,file=F... asks libvirt for."""
+    disks = "".join(
+        f"    <disk name='{escape(target)}' snapshot='external'>"
+        f'<source file="{escape(path)}"/></disk>\n'
+        for target, path in overlays.items()
+    )
     return f"""<domainsnapshot>
   <name>{escape(name)}</name>
-  <description>vshx practice layer {escape(name)}</description>
-  <state>disk-snapshot</state>
-  <creationTime>{created}</creationTime>
-  <memory snapshot='no'/>
   <disks>
-    <disk name='vda' snapshot='external' type='file'>
-      <driver type='qcow2'/>
-      <source file="{escape(layer_path)}"/>
-    </disk>
+{disks.rstrip()}
   </disks>
-  {parent_xml}
-{dom_xml.rstrip()}
 </domainsnapshot>
 """
