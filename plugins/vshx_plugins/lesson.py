@@ -154,6 +154,8 @@ def build_lab(session: Session, lesson: Lesson, lab: str, directory: str | None)
         create.run(session, args)
     finally:
         session.command, session.args = saved
+    if session.dry_run:
+        return directory or ""
     dom = virt.lookup_domain(session.conn, lab)
     disk = virt.find_disk(dom, lesson_check.DISK)
     return os.path.dirname(disk.source or "")
@@ -170,6 +172,9 @@ def run_setup(session: Session, lesson: Lesson, found: Values) -> None:
 
 
 def start(session: Session, lesson: Lesson, lab: str, directory: str | None) -> None:
+    if session.dry_run:  # vshx --dry-run lesson start: the lab's plan, nothing built
+        build_lab(session, lesson, lab, directory)
+        return
     directory = build_lab(session, lesson, lab, directory)
     found = values(lesson, lab, session.uri, directory)
     dom = virt.lookup_domain(session.conn, lab)
