@@ -356,7 +356,10 @@ def metadata_findings(
 
 def check(session: Session, lesson: Lesson, lab: str, rec: dict[str, Any]) -> list[Finding]:
     """Everything that differs from the goal, most telling first; empty when done."""
-    dom = virt.lookup_domain(session.conn, lab)
+    try:
+        dom = virt.lookup_domain(session.conn, lab)
+    except VshxError as exc:
+        raise VshxError(exc.message, _("build it again: lesson reset")) from None
     found = job_findings(dom)
     if found:
         return found  # the chain is in flux while a job is on it
