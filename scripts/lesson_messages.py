@@ -28,6 +28,7 @@ def messages() -> list[str]:
     for lesson in LESSONS:
         found += [lesson.title, lesson.task, *lesson.hints]
         found += [line.lstrip("# ") for line in lesson.solution if line.startswith("#")]
+        found += [hint for _kind, hint in lesson.mistakes]
         if lesson.achieved:
             found.append(lesson.achieved)
     for name in CODE:

@@ -271,10 +271,15 @@ def do_check(session: Session, args: Args) -> int:
     state = progress()
     if findings:
         session.err.write(f"not done: lesson {lesson.name} on {lab}\n")  # words tests read
+        mistakes = dict(lesson.mistakes)
+        found = values(lesson, lab, session.uri, entry.get("dir") or "")
         for finding in findings:
             session.err.write(f"error: {finding.reason}\n")
-            if finding.hint:
-                session.err.write(f"hint: {finding.hint}\n")
+            hint = finding.hint
+            if finding.kind in mistakes:
+                hint = text(mistakes[finding.kind], found)
+            if hint:
+                session.err.write(f"hint: {hint}\n")
         return 1
     state["lessons"].setdefault(lesson.name, entry)["done"] = time.time()
     save_progress(state)

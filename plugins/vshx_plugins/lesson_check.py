@@ -37,6 +37,8 @@ class Finding:
 
     reason: str
     hint: str
+    kind: str = ""  # what a lesson's ``mistakes`` may name: extra:LAYER, missing:LAYER,
+    # ready, job, data, definition, stale:SNAPSHOT, forgotten:SNAPSHOT
 
 
 def layer_name(path: str) -> str:
@@ -189,7 +191,7 @@ def definition_findings(dom: libvirt_t.virDomain, chain: list[str]) -> list[Find
             fix = _("the running QEMU opened other files: let the block job finish (or pivot)")
         else:
             why += _(" (libvirt starts the domain on this chain)")
-        found.append(Finding(why, fix))
+        found.append(Finding(why, fix, "definition"))
     return found
 
 
@@ -209,6 +211,7 @@ def job_findings(dom: libvirt_t.virDomain) -> list[Finding]:
                         "virsh blockjob {name} {disk} --pivot   (next time: blockcommit ... "
                         "--active --wait --pivot)"
                     ).format(name=dom.name(), disk=disk),
+                    "ready",
                 )
             )
         else:
@@ -220,6 +223,7 @@ def job_findings(dom: libvirt_t.virDomain) -> list[Finding]:
                     _("wait for it: virsh blockjob {name} {disk} --info").format(
                         name=dom.name(), disk=disk
                     ),
+                    "job",
                 )
             )
     return found
@@ -241,6 +245,7 @@ def chain_findings(chain: list[str], goal: tuple[str, ...]) -> list[Finding]:
                     name=name, disk=DISK, arrows=arrows
                 ),
                 _("the goal is {goal} (active): merge {name} away").format(goal=wanted, name=name),
+                f"extra:{name}",
             )
         )
     for name in missing:
@@ -251,6 +256,7 @@ def chain_findings(chain: list[str], goal: tuple[str, ...]) -> list[Finding]:
                     "keeps it: {goal} (active)"
                 ).format(name=name, disk=DISK, arrows=arrows, goal=wanted),
                 _(RESET),
+                f"missing:{name}",
             )
         )
     if not found:
@@ -293,7 +299,7 @@ def data_findings(
             "without -u, rebase copies the difference into {layer}.qcow2. "
             "`lesson reset` builds the lab again"
         ).format(layer=layer)
-    return [Finding(why, hint)]
+    return [Finding(why, hint, "data")]
 
 
 def metadata_findings(
@@ -333,6 +339,7 @@ def metadata_findings(
                     _("forget it: virsh snapshot-delete {name} {snap} --metadata").format(
                         name=name, snap=snap.name
                     ),
+                    f"stale:{snap.name}",
                 )
             )
     left = {snap.name for snap in timeline.snapshots}
@@ -349,6 +356,7 @@ def metadata_findings(
                         "delete only the snapshots whose moments are gone; `lesson reset` "
                         "builds the lab again"
                     ),
+                    f"forgotten:{keep}",
                 )
             )
     return found

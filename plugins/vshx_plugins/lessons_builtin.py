@@ -54,6 +54,13 @@ LESSONS = [
         ),
         vshx=("commit {lab} vda --base sn1 --top sn3", "snapshot-cleanup {lab}"),
         explain="commit {lab} vda --base sn1 --top sn3",
+        mistakes=(
+            (
+                "extra:sn3",
+                "--top names the highest layer that goes: sn3, not sn2. One more commit "
+                "finishes it: virsh blockcommit {lab} vda --base {sn1} --top {sn3} --wait",
+            ),
+        ),
         achieved="sn2 and sn3 were merged into sn1 in one block job; sn4 now sits on sn1, and "
         "libvirt lists only snapshots whose moments still exist",
         order=10,
@@ -113,6 +120,13 @@ LESSONS = [
         ),
         vshx=("commit {lab} vda --active --base base --pivot", "snapshot-cleanup {lab}"),
         explain="commit {lab} vda --active --base base --pivot",
+        mistakes=(
+            (
+                "ready",
+                "the copy is done and QEMU mirrors every new write into base.qcow2, but the "
+                "guest still writes sn4.qcow2 until the pivot: virsh blockjob {lab} vda --pivot",
+            ),
+        ),
         achieved="the active layer was committed into base.qcow2 and the guest pivoted onto it",
         order=30,
     ),
@@ -136,6 +150,18 @@ LESSONS = [
         ),
         vshx=("pull {lab} vda --base base",),
         explain="pull {lab} vda --base base",
+        mistakes=(
+            (
+                "missing:base",
+                "blockpull without --base pulls the base in too: sn4 is now a complete image "
+                "(that is the flatten lesson). `lesson reset` builds the lab again",
+            ),
+            (
+                "extra:sn1",
+                "--base names the layer that stays right below sn4: base.qcow2. Pull again "
+                "with --base {base}",
+            ),
+        ),
         achieved="sn1..sn3 were pulled up into sn4, which now sits on base.qcow2",
         order=40,
     ),
@@ -158,6 +184,14 @@ LESSONS = [
         ),
         vshx=("flatten {lab} vda --route pull",),
         explain="flatten {lab} vda --route pull",
+        mistakes=(
+            ("extra:base", "a pull stops at --base: leave --base out to pull base.qcow2 in too"),
+            (
+                "missing:sn4",
+                "a commit writes into the base: the guest's disk is now base.qcow2. The active "
+                "layer itself must take the data: blockpull. `lesson reset` builds the lab again",
+            ),
+        ),
         achieved="sn4.qcow2 is a complete image with no backing file",
         order=50,
     ),
@@ -224,6 +258,13 @@ LESSONS = [
         running=False,
         vshx=("commit {lab} vda --base sn1 --top sn2", "snapshot-cleanup {lab}"),
         explain="commit {lab} vda --base sn1 --top sn2",
+        mistakes=(
+            (
+                "data",
+                "sn3 now sits on sn1.qcow2, which does not (yet) show sn2's data: rebase -u is "
+                "right only after qemu-img commit {sn2} has put that data into sn1",
+            ),
+        ),
         achieved="sn2 went into sn1 with qemu-img, sn3 points at sn1, and the definition libvirt "
         "starts the domain on names the new chain",
         order=70,
@@ -278,6 +319,20 @@ LESSONS = [
         keep=("sn1", "sn3", "sn4"),
         vshx=("snapshot-delete {lab} sn2",),
         explain="snapshot-delete {lab} sn2",
+        mistakes=(
+            (
+                "extra:sn2",
+                "snapshot-delete --metadata only forgets a name (sn2.qcow2 stays in the "
+                "chain), and deleting another snapshot merges another file. Deleting sn2 "
+                "without --metadata merges sn2.qcow2 into sn1.qcow2; once its name is gone, the "
+                "same merge is virsh blockcommit {lab} vda --base {sn1} --top {sn2} --wait",
+            ),
+            (
+                "forgotten:sn3",
+                "that deleted sn3, whose moment still existed: the task was sn2. `lesson "
+                "reset` builds the lab again",
+            ),
+        ),
         achieved="snapshot sn2 is gone, sn2.qcow2 merged into sn1.qcow2, and sn3 names the file "
         "that holds its moment now",
         order=90,

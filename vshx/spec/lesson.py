@@ -30,3 +30,7 @@ class Lesson(NamedTuple):
     achieved: str = ""  # what the student achieved, said when the check passes
     order: int = 100  # place in `lesson list`
     stdin: str = ""  # a here-document for the solution lines that read /dev/stdin
+    # the hint for a finding of this kind, instead of the general one: "extra:sn2" (a layer
+    # still in the chain), "missing:base", "ready", "job", "data", "definition", "stale:sn2"
+    # (a snapshot whose moment is gone), "forgotten:sn1" (one deleted that the goal keeps)
+    mistakes: tuple[tuple[str, str], ...] = ()
