@@ -25,9 +25,13 @@ demo: bootstrap
 		ln -s "$(CURDIR)/$(VENV)/bin/vshx" /usr/local/bin/vshx; fi
 	@$(VENV)/bin/vshx -c $(URI) --tour
 
-# every tier; the integration tier runs on VSHX_TEST_URI (default qemu:///system)
+# every tier; the integration tier runs on VSHX_TEST_URI (default qemu:///system). Labs are
+# independent, so the tests run JOBS at a time; those that stop or kill the shared libvirtd
+# (marked serial) run alone afterwards
+JOBS ?= 4
 test: bootstrap
-	@$(PYTEST) -q; $(NONE_RAN)
+	@$(PYTEST) -q -n $(JOBS) -m "not serial"; $(NONE_RAN)
+	@$(PYTEST) -q -m serial; $(NONE_RAN)
 
 # the unit tier: no root, no libvirtd, no virsh needed
 quick: $(PY)

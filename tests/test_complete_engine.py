@@ -75,7 +75,7 @@ TABLE = [
     ("commit --path vda --domain web --base b", ["base.qcow2"]),
     ("commit web vda --piv", ["--pivot"]),
     ("commit web vda --keep-overlay --pi", []),
-    ("commit web vda --base x --b", ["--bandwidth", "--bytes"]),
+    ("commit web vda --base x --b", ["--bandwidth", "--bytes", "--background"]),
     ("list --", ["--all", "--inactive", "--name", "--json", "--dry-run", "--teach"]),
     ("list --all --", ["--name", "--json", "--dry-run", "--teach"]),
     ("connect --", ["--uri"]),

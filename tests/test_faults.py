@@ -39,7 +39,7 @@ from conftest import (
 )
 
 # kills and restarts the system libvirtd, mounts file systems: root on qemu:///system only
-pytestmark = [pytest.mark.libvirt, pytest.mark.root]
+pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.serial]
 
 VSHX = [sys.executable, "-m", "vshx", "-c", URI]
 

@@ -22,6 +22,8 @@ LIVE = {
     "commit": ["commit", "{lab}", "vda", "--base", "sn1", "--top", "sn3"],
     "active-commit": ["commit", "{lab}", "vda", "--active", "--pivot"],
     "pull": ["pull", "{lab}", "vda", "--base", "sn2"],
+    "full-pull": ["pull", "{lab}", "vda"],
+    "keep-overlay": ["commit", "{lab}", "vda", "--active", "--keep-overlay"],
 }
 OFFLINE = {
     "offline-commit": ["commit", "{lab}", "vda", "--base", "sn1", "--top", "sn3"],

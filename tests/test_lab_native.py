@@ -117,3 +117,20 @@ def test_disks_out_of_range_refused(tmp_path: Path) -> None:
     proc = run_vshx("lab-create", "vshx-never", "--dir", str(tmp_path / "x"), "--disks", "5")
     assert proc.returncode == 1 and "--disks" in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("offline_lab", [2], indirect=True)
+def test_two_disk_fixture_marks_every_file_it_made(offline_lab: Lab) -> None:
+    lab = offline_lab
+    assert lab.targets == ["vda", "vdb"]
+    layers = ["base", "sn1", "sn2", "sn3", "sn4"]
+    marker = (lab.dir / ".vshx-lab").read_text().splitlines()
+    assert marker[0] == lab.name
+    assert sorted(marker[1:]) == sorted(lab.layer(n, d).name for d in lab.targets for n in layers)
+    assert chain_files(lab.active_of("vdb")) == [lab.layer(n, "vdb").name for n in reversed(layers)]
+    mine = lab.dir / "mine.txt"
+    mine.write_text("a user's file")
+    proc = run_vshx("lab-destroy", lab.name, "--dir", str(lab.dir))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in lab.dir.iterdir()) == ["mine.txt"]
+    mine.unlink()

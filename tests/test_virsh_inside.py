@@ -160,6 +160,18 @@ def test_layer_numbers_agree_live_and_shut_off(tmp_path: Path):
             doc = json.loads(run_vshx("chain", lab.name, "vda", "--json").stdout)
             return [(x["ref"], Path(x["path"]).name) for x in doc["chains"][0]["layers"]]
 
+        # right after live snapshots libvirt numbers the chain from its base (each overlay
+        # took the next index); vshx shows libvirt's own numbers, which virsh accepts
+        assert refs(live) == [
+            ("vda[5]", "sn4.qcow2"),
+            ("vda[4]", "sn3.qcow2"),
+            ("vda[3]", "sn2.qcow2"),
+            ("vda[2]", "sn1.qcow2"),
+            ("vda[1]", "base.qcow2"),
+        ]
+        # started on its chain, libvirt numbers from the active layer, as vshx does shut off
+        virsh("destroy", live.name)
+        virsh("start", live.name)
         assert (
             refs(live)
             == refs(off)
@@ -180,7 +192,15 @@ def test_printed_qemu_img_and_virsh_lines_paste_back(offline_lab: Lab, tmp_path:
     lab = offline_lab
     before = lab.guest_hash(tmp_path)
     plan = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--dry-run")
-    commands = [x for x in plan.stdout.splitlines() if x and not x.startswith("#")]
+    commands: list[str] = []  # one command a line; a here-document goes with its line
+    heredoc = None
+    for x in plan.stdout.splitlines():
+        if heredoc is not None:
+            commands[-1] += "\n" + x
+            heredoc = None if x == heredoc else heredoc
+        elif x and not x.startswith("#"):
+            commands.append(x)
+            heredoc = "VSHX_EOF" if x.endswith("<<'VSHX_EOF'") else None
     assert commands[0].startswith("df --output=avail -B1 -- ")  # the free-space check, a step too
     assert commands[1].startswith("qemu-img commit")
     for line in commands:

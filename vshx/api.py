@@ -54,6 +54,7 @@ Plans (a plugin never calls libvirt or qemu-img to change anything: it returns a
 ``delete_steps``       steps that delete the files a merge left unused (with their checks)
 ``job_flags_argv``     the virsh spelling of ``JOB_OPTIONS`` as given
 ``live_job_step``      the Step that runs a live block job and waits for it
+``pivot_step``         the Step that pivots an active commit left READY (``ready_only``)
 ``check_merge``        the pre-flight every merge shares: refuses, or returns the check steps
 ``report_after_merge`` shows the chain after a merge, and whether it is the predicted one
 ``follow_up_note``     a plan note: snapshot-cleanup forgets snapshots of merged layers
@@ -81,6 +82,7 @@ Chains, targets and snapshots
 ``account_moments``    add ``# keeps:``/``# loses:`` to a merge plan and refuse losing saved RAM
 ``repointed_xml``      a snapshot's XML naming the files that hold its moment now
 ``finish_command``     the layer command that finishes a half-merged snapshot
+``Verdict``            a moment's state a plan records (``plan.verdicts``) in the ledger
 ``xdg_home``           ``$XDG_*_HOME`` (or its default): "cache", "state", "data", "config"
 ``Place``              a directory of vshx's own (``Place("state", "lessons")``): safe reads
                        and writes of small files there, the running user's only
@@ -114,6 +116,7 @@ from vshx.merging.common import (
     job_flags_argv,
     live_job_step,
     offline_domain_note,
+    pivot_step,
     report_after_merge,
 )
 from vshx.merging.definition import steps as definition_steps
@@ -137,13 +140,14 @@ from vshx.spec.lesson import Lesson
 from vshx.spec.options import BASE, DISK, DOMAIN, DOMAIN_OR_IMAGE, FORCE, JOB_OPTIONS, JSON, SCAN
 from vshx.spec.render import comments, table, to_json
 from vshx.spec.spec import Args, Command, Opt, non_negative_int
+from vshx.storage import native as _native
 from vshx.storage import procs as _procs
 from vshx.storage import qemuimg as _qemuimg
 from vshx.storage import virt as _virt
 from vshx.storage.chain import Chain, DiskSource, Layer, canonical, human_size, image_chain
 from vshx.storage.chain_view import render_chain
 from vshx.storage.libvirt_lazy import libvirt
-from vshx.storage.moments import Snapshot, Timeline
+from vshx.storage.moments import Snapshot, Timeline, Verdict
 from vshx.storage.paths import names_an_image
 from vshx.storage.statefiles import Place, xdg_home
 
@@ -264,10 +268,12 @@ class virt:
     ``lookup_domain``: by name, id or UUID, as virsh.  ``is_running``.  ``domain_disks``: the
     disks (live XML when running).  ``find_disk``: one disk by target.  ``domain_chain``: one
     disk's chain.  ``block_jobs``: the block jobs on a running domain.  ``block_job_info``:
-    one disk's job, {} when none.
+    one disk's job, {} when none.  ``native_snapshot_deletes``: the libvirt snapshots
+    whose overlays are the given layers, when libvirt >= 9.0 would merge them itself.
     """
 
     lookup_domain = staticmethod(_virt.lookup_domain)
+    native_snapshot_deletes = staticmethod(_native.native_snapshot_deletes)
     is_running = staticmethod(_virt.is_running)
     domain_disks = staticmethod(_virt.domain_disks)
     find_disk = staticmethod(_virt.find_disk)
@@ -351,6 +357,7 @@ __all__ = [
     "delete_steps",
     "job_flags_argv",
     "live_job_step",
+    "pivot_step",
     "check_merge",
     "report_after_merge",
     "follow_up_note",
@@ -374,6 +381,7 @@ __all__ = [
     "account_moments",
     "repointed_xml",
     "finish_command",
+    "Verdict",
     "xdg_home",
     "Place",
     "libvirt",

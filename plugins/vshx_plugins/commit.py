@@ -42,6 +42,7 @@ from vshx.api import (
     routes,
     underneath,
     virsh,
+    virt,
 )
 
 
@@ -70,7 +71,12 @@ def pick_layers(target: Target, args: Args) -> tuple[Layer, Layer]:
             "add --active (with --pivot to switch the disk to the base, or --keep-overlay)",
         )
     if args.active and not is_active:
-        raise UsageError(f"--active needs the top to be the active layer, not {top.name}")
+        typed = "--pivot" if args.pivot else "--keep-overlay" if args.keep_overlay else "--active"
+        raise UsageError(
+            f"{typed} is for an active commit, but the top {top.name} is not the active layer",
+            f"drop {typed} to commit {top.name} into {base.name}, or commit the active layer "
+            f"{chain.active.name} (the default top)",
+        )
     return top, base
 
 
@@ -120,7 +126,13 @@ def live_plan(session: Session, target: Target, args: Args, top: Layer, base: La
             active=active,
             pivot=pivot,
             underneath=underneath.block_commit(active, pivot, args.keep_relative)
-            + underneath.native(session.conn.getLibVersion()),
+            + underneath.native(
+                session.conn.getLibVersion(),
+                keep_overlay=not pivot,
+                snapshots=virt.native_snapshot_deletes(
+                    dom, chain, [layer.path for layer in merged]
+                ),
+            ),
         )
     )
     return plan
@@ -209,11 +221,12 @@ def cmd_commit(session: Session, args: Args) -> None:
         moves = extents.above(len(merged))
         names = ", ".join(layer.name for layer in merged)
         plan.notes.append(f"moves {human_size(moves)} from {names} into {base.name}")
-    follow_up_note(plan, target)
     plan.before = target.chain
     # an active commit that keeps its overlay leaves the chain as it is: --keep-overlay, and
     # every commit of a bare image's own top (qemu-img commit -b keeps TOP, backed by BASE)
     keeps_overlay = top.position == 0 and (args.keep_overlay or target.dom is None)
+    if not keeps_overlay:  # nothing merged away: no snapshot names a gone file
+        follow_up_note(plan, target)
     plan.after = target.chain if keeps_overlay else target.chain.without(merged)
     plan.steps += definition_steps(session, target, plan)
     deletes = delete_steps(session, merged, target.chain) if args.delete else []
@@ -223,6 +236,8 @@ def cmd_commit(session: Session, args: Args) -> None:
         report_after_merge(session, target, args, plan)
 
 
+JOB = {opt.name: opt for opt in JOB_OPTIONS}
+WAITS = ("timeout", "wait", "pivot", "keep-overlay")  # virsh: what makes blockcommit wait
 COMMANDS = [
     Command(
         "commit",
@@ -231,15 +246,25 @@ COMMANDS = [
         (
             DOMAIN_OR_IMAGE,
             DISK,
-            BASE,
+            JOB["bandwidth"]._replace(positional=True),
+            BASE._replace(positional=True),
+            Opt("shallow", "use TOP's immediate backing file as the base", excludes=("base",)),
             Opt(
                 "top",
                 "the highest layer to merge (default: the active layer)",
                 "ref",
+                positional=True,
                 complete="layer",
             ),
-            Opt("shallow", "use TOP's immediate backing file as the base", excludes=("base",)),
             Opt("active", "commit the active layer (two-phase active commit)"),
+            Opt(
+                "delete",
+                "delete the merged-away files after success",
+                excludes=("background", "keep-overlay"),  # nothing is merged away yet / at all
+            ),
+            JOB["wait"],
+            JOB["verbose"]._replace(needs=WAITS),
+            JOB["timeout"]._replace(positional=True),
             Opt(
                 "pivot",
                 "after an active commit, switch the disk to the base",
@@ -251,12 +276,12 @@ COMMANDS = [
                 "after an active commit, keep using the overlay",
                 implies=("active",),
             ),
-            Opt(
-                "delete",
-                "delete the merged-away files after success",
-                excludes=("async", "keep-overlay"),  # nothing is merged away yet / at all
+            JOB["async"]._replace(needs=WAITS),
+            JOB["keep-relative"],
+            JOB["bytes"],
+            JOB["background"]._replace(
+                excludes=(*JOB["background"].excludes, "pivot", "keep-overlay")
             ),
-            *JOB_OPTIONS,
             FORCE,
             SCAN,
         ),
@@ -264,8 +289,11 @@ COMMANDS = [
         changes=True,
         group="merge",
         description="Defaults as virsh blockcommit: base = bottom of the chain, top = the "
-        "active layer (which needs --active). Live domains: libvirt block commit; "
-        "shut-off domains and images: qemu-img commit + rebase -u.",
+        "active layer (which needs --active). Positional as virsh: DOMAIN DISK [BANDWIDTH] "
+        "[BASE] [TOP] [TIMEOUT]. vshx waits for the job unless --background; --async (with "
+        "--wait or --timeout, as virsh) only makes an abort return without waiting. Live "
+        "domains: libvirt block commit; shut-off domains and images: qemu-img commit + "
+        "rebase -u.",
     )
 ]
 

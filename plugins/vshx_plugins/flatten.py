@@ -183,7 +183,7 @@ def live_copy_step(session: Session, target: Target, args: Args, to: str) -> Ste
         params["bandwidth"] = args.bandwidth * (1 if args.bytes else 1024 * 1024)
     argv = virsh(session.uri, "blockcopy", dom.name(), disk, to, "--format", "qcow2")
     argv += ["--transient-job", *job_flags_argv(args)]  # no --keep-relative: refused with --to
-    if not args.get("async"):
+    if not args.get("background"):
         argv.append("--pivot")
 
     def start() -> None:

@@ -305,9 +305,13 @@ def wait_gone(worker: procs.Worker) -> None:
         time.sleep(0.2)
 
 
-def _end_job(dom: libvirt.virDomain, disk: str, pivot: bool) -> None:
-    """Pivot or abort, and wait until libvirt lists no job (the chain is settled)."""
+def _end_job(dom: libvirt.virDomain, disk: str, pivot: bool, wait: bool = True) -> None:
+    """Pivot or abort, and wait until libvirt lists no job (the chain is settled); without
+    ``wait`` (virsh blockjob --async) only request the abort."""
     flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
+    if not wait:
+        dom.blockJobAbort(disk, flags | libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_ASYNC)
+        return
     dom.blockJobAbort(disk, flags)
     deadline = time.monotonic() + SETTLE_SECONDS
     while virt.block_job_info(dom, disk):
@@ -318,19 +322,33 @@ def _end_job(dom: libvirt.virDomain, disk: str, pivot: bool) -> None:
         time.sleep(0.1)
 
 
+ABORTED_COMMIT_NOTE = (
+    "hint: the aborted {job} had already copied data into its base: the chain stays as it "
+    "was and the guest sees the same bytes, but the base keeps what was copied (it is larger "
+    "than before, and a reader of the base file alone sees that data). Run the commit again "
+    "to finish the merge; nothing else needs doing"
+)
+
+
 def job_step(
     session: Session, dom: libvirt.virDomain, disk: str, job: dict[str, Any], args: Args
 ) -> Step:
     entry_pivot = args.intent_pivot
-    if args.abort:
+    wait = not args.get("async")
+    later = [] if wait else ["--async"]
+    if args.abort or (args.get("async") and not args.pivot):
         return Step(
-            f"abort the {job['type']} job on {disk} (the chain stays as it was)",
-            virsh(session.uri, "blockjob", dom.name(), disk, "--abort"),
-            action=lambda: _end_job(dom, disk, pivot=False),
+            f"abort the {job['type']} job on {disk} (the chain stays as it was)"
+            + ("" if wait else "; only requested (--async): it may still be ending"),
+            virsh(session.uri, "blockjob", dom.name(), disk, "--abort", *later),
+            action=lambda: _end_job(dom, disk, pivot=False, wait=wait),
         )
     if args.pivot or entry_pivot:
         if job["type"] not in PIVOTABLE:
-            raise VshxError(f"a {job['type']} job cannot pivot", "wait for it, or --abort")
+            raise VshxError(
+                f"{'an' if job['type'][0] in 'aeiou' else 'a'} {job['type']} job cannot pivot",
+                "wait for it, or --abort",
+            )
         if not job["ready"]:
             raise VshxError(
                 f"the {job['type']} job on {dom.name()} {disk} is not ready to pivot yet "
@@ -339,11 +357,12 @@ def job_step(
             )
         return Step(
             f"pivot {disk} onto the job's result (the {job['type']} was meant to end so)",
-            virsh(session.uri, "blockjob", dom.name(), disk, "--pivot"),
-            action=lambda: _end_job(dom, disk, pivot=True),
+            virsh(session.uri, "blockjob", dom.name(), disk, "--pivot", *later),
+            action=lambda: _end_job(dom, disk, pivot=True, wait=wait),
         )
+    kind = f"{'an' if job['type'][0] in 'aeiou' else 'a'} {job['type']}"
     raise UsageError(
-        f"a {job['type']} job runs on {dom.name()} {disk} ({job['progress']}%, "
+        f"{kind} job runs on {dom.name()} {disk} ({job['progress']}%, "
         f"ready: {'yes' if job['ready'] else 'no'}) and nothing says how it should end",
         "add --pivot (switch the disk to the job's result) or --abort (keep the chain as it was)",
     )
@@ -387,10 +406,10 @@ def forget_gone_image(session: Session, args: Args, image: str) -> None:
     session.run_plan(plan, args)
 
 
-def cmd_recover(session: Session, args: Args) -> None:
+def cmd_recover(session: Session, args: Args) -> int | None:
     if args.disk is None and names_an_image(args.domain) and not os.path.lexists(args.domain):
         forget_gone_image(session, args, args.domain)
-        return
+        return None
     if args.disk is None and not names_an_image(args.domain):
         args["disk"] = disk_to_recover(session, args.domain)
     target = load_target(session, args.domain, args.disk, journal_ok=True)
@@ -409,11 +428,23 @@ def cmd_recover(session: Session, args: Args) -> None:
             f"{entry.get('pid')}) and then run vshx recover {where}",
         )
     refuse_while_at_work(session, args, files, where)
+    if entry is not None and dom is not None and entry.get("resume"):
+        # a plan over several disks (snapshot-delete) is rolled forward by its own command
+        words = list(json.loads(str(entry["resume"])).get("argv", []))
+        if words:
+            session.info(f"interrupted: {entry.describe()}; rolling it forward")
+            if session.planning_only(args):
+                words.append("--dry-run")
+            return session.run_words(words)
     plan = Plan(f"recover {where}")
     if dom is not None and dom.isActive():
         jobs = [j for j in virt.block_jobs(dom) if j["disk"] == chain.disk]
         if jobs:
             plan.add(job_step(session, dom, chain.disk or "", jobs[0], args))
+            if (args.abort or (args.get("async") and not args.pivot)) and "commit" in str(
+                jobs[0]["type"]
+            ):
+                plan.notes.append(ABORTED_COMMIT_NOTE.format(job=jobs[0]["type"]))
     elif entry is not None and str(entry.get("what", "")).startswith(("qemu-img", "point")):
         plan.steps += leak_repair_steps([layer.path for layer in chain.layers])
     if entry is not None and dom is not None and not dom.isActive():
@@ -434,11 +465,18 @@ def cmd_recover(session: Session, args: Args) -> None:
     if not plan.steps:
         where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
         session.nothing_to_do(args, f"no job and no journal on {where}")
-        return
+        return None
     if session.run_plan(plan, args):
         if dom is not None:
             session.info(render_chain(virt.domain_chain(dom, chain.disk or "")))
-        session.info("recovered: no job left and no journal")
+        if args.get("async"):
+            session.info("requested (--async): vshx jobs shows when the job has ended")
+        else:
+            session.info("recovered: no job left and no journal")
+        for note in plan.notes:
+            if note.startswith("hint: the aborted"):
+                session.info(note)
+    return None
 
 
 COMMANDS = [
@@ -462,6 +500,11 @@ COMMANDS = [
             DISK,
             Opt("pivot", "end a ready active commit or copy by switching to its result"),
             Opt("abort", "end the job, keeping the chain as it was", excludes=("pivot",)),
+            Opt(
+                "async",
+                "as virsh blockjob --async: request the abort (or --pivot), do not wait for "
+                "the job's end",
+            ),
             Opt("wait", "first wait for a qemu-img still at work on the chain to end"),
         ),
         group="jobs",

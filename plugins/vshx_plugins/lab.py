@@ -413,7 +413,7 @@ COMMANDS = [
             NAME,
             DIR,
             Opt("layers", "number of snapshot layers above base", "n", convert=int, default=4),
-            Opt("shut-off", "leave the domain shut off"),
+            Opt("shut-off", "stop the domain once built (its snapshots are taken while it runs)"),
             Opt(
                 "disks",
                 "number of disks (vda, vdb...), each with its own chain",

@@ -42,23 +42,29 @@ from vshx.api import (
 )
 
 
+def nothing_to_pull(target: Target, args: Args) -> str | None:
+    """Why the pull is already done (virsh's pull then ends at once, exit 0), or None."""
+    chain = target.chain
+    if args.base is None:
+        if len(chain.layers) == 1:
+            return f"{chain.active.name} has no backing file"
+        return None
+    base = chain.resolve(args.base)
+    if base.position == 1:
+        return f"{base.name} already is the backing file of {chain.active.name}"
+    return None
+
+
 def pick_base(target: Target, args: Args) -> Layer | None:
     """The new backing of the active layer, or None to flatten completely."""
     chain = target.chain
     if args.base is None:
-        if len(chain.layers) == 1:
-            raise VshxError(f"{chain.active.name} has no backing file: nothing to pull")
         return None
     base = chain.resolve(args.base)
     if base.position == 0:
         raise VshxError(
             f"{base.name} is the active layer; --base must be below it",
             f"the chain (active first) is: {chain.listing()}",
-        )
-    if base.position == 1:
-        raise VshxError(
-            f"{base.name} already is the backing file of {chain.active.name}: nothing to pull",
-            "pick a lower --base, or none to flatten",
         )
     return base
 
@@ -69,8 +75,13 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
     flags = 0
     if args.keep_relative:
         flags |= libvirt.VIR_DOMAIN_BLOCK_REBASE_RELATIVE
+    rebase = base is not None or flags != 0  # as virsh: a plain full pull is virDomainBlockPull
     if args.bytes:
-        flags |= libvirt.VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES
+        flags |= (
+            libvirt.VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES
+            if rebase
+            else libvirt.VIR_DOMAIN_BLOCK_PULL_BANDWIDTH_BYTES
+        )
     argv = virsh(session.uri, "blockpull", dom.name(), disk)
     if base is not None:
         argv += ["--base", base.path]
@@ -84,7 +95,10 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
     )
 
     def start() -> None:
-        dom.blockRebase(disk, base.path if base else None, args.bandwidth or 0, flags)
+        if rebase:
+            dom.blockRebase(disk, base.path if base else None, args.bandwidth or 0, flags)
+        else:
+            dom.blockPull(disk, args.bandwidth or 0, flags)
 
     chain = target.chain
     gone = chain.layers[1 : base.position] if base is not None else chain.layers[1:]
@@ -97,7 +111,7 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
             argv,
             start,
             leaves=gone,
-            underneath=underneath.block_pull(base is not None),
+            underneath=underneath.block_pull(rebase),
         )
     )
     return plan
@@ -132,6 +146,10 @@ def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
 
 def cmd_pull(session: Session, args: Args) -> None:
     target = load_target(session, args.domain, args.disk)
+    done = nothing_to_pull(target, args)
+    if done is not None:
+        session.nothing_to_do(args, f"{done} (a lower --base, or none, pulls more)")
+        return
     base = pick_base(target, args)
     stop = base.position if base else len(target.chain.layers)
     extents = routes.Extents(target.chain) if session.is_local else None  # runs meanwhile
@@ -155,17 +173,40 @@ def cmd_pull(session: Session, args: Args) -> None:
         report_after_merge(session, target, args, plan)
 
 
+JOB = {opt.name: opt for opt in JOB_OPTIONS}
+TOP_HINT = (
+    "pull writes only into the active layer (virsh blockpull has no --top either): it copies "
+    "the layers between --base and the active layer up into it. To merge a middle layer into "
+    "the one below it, use: commit DOMAIN DISK --top LAYER --base LOWER"
+)
 COMMANDS = [
     Command(
         "pull",
         "merge layers up into the active layer (virsh blockpull / qemu-img rebase)",
         cmd_pull,
-        (DOMAIN_OR_IMAGE, DISK, BASE, *JOB_OPTIONS, FORCE, SCAN),
+        (
+            DOMAIN_OR_IMAGE,
+            DISK,
+            JOB["bandwidth"]._replace(positional=True),
+            BASE._replace(positional=True),
+            JOB["wait"],
+            JOB["verbose"]._replace(needs=("wait",)),
+            JOB["timeout"]._replace(positional=True),
+            JOB["async"]._replace(needs=("wait",)),
+            JOB["keep-relative"],
+            JOB["bytes"],
+            JOB["background"],
+            FORCE,
+            SCAN,
+        ),
         aliases=("blockpull",),
+        option_hints=(("--top", TOP_HINT),),
         changes=True,
         group="merge",
         description="Without --base the active layer becomes a complete image with no backing "
-        "file. Live domains: libvirt block pull; shut-off domains and images: safe "
+        "file. Positional as virsh: DOMAIN DISK [BANDWIDTH] [BASE] [TIMEOUT]; --async and "
+        "--verbose need --wait, as in virsh blockpull; vshx waits unless --background. Live "
+        "domains: libvirt block pull; shut-off domains and images: safe "
         "qemu-img rebase.",
     )
 ]

@@ -27,8 +27,9 @@ def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = Fa
         session.report(unreadable.error, unreadable.where)
         return unreadable.error.exit_code
     for where, line, stdin, may_fail in commands:
-        if echo:
-            print(f"+ {line}", file=session.err)
+        if echo:  # after what the lines before printed, and before what this one prints
+            session.out.flush()
+            print(f"+ {line}", file=session.err, flush=True)
         try:
             status = session.execute(line, where=where, stdin=stdin)
         except ExitRequested:

@@ -104,6 +104,25 @@ def _usage_error(message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """vshx's exit status; a reader that left the pipe (`vshx --help | head -1`) ends it
+    quietly, never with a traceback, whichever output was being written."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_FAILED
+
+
+def _drop_stdout() -> None:
+    """The pipe's reader left: what is still buffered goes nowhere (no error at exit)."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["complete"]:
         from vshx.frontends.completion_protocol import main as complete_main
@@ -164,9 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:  # `vshx ... | head`: the reader left; say nothing
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return EXIT_FAILED
     finally:
         session.stop_recording()

@@ -6,13 +6,13 @@ merging/deletion.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.merging import checks, preflight
 from vshx.merging.savedstate import refuse_saved_state
-from vshx.plans.plan import Plan, Step
+from vshx.plans.plan import Plan, Step, virsh
 from vshx.plans.target import Target
 from vshx.spec.spec import Args
 from vshx.storage import virt
@@ -32,10 +32,12 @@ def job_flags_argv(args: Args) -> list[str]:
         argv += ["--bandwidth", str(args.bandwidth)]
         if args.bytes:
             argv.append("--bytes")
-    if args.get("async"):
-        return argv
+    if args.get("background"):
+        return argv  # virsh's own default: start the job and return
     if args.timeout:
         argv += ["--timeout", str(args.timeout)]
+    if args.get("async"):
+        argv.append("--async")
     return argv + ["--wait", "--verbose"]
 
 
@@ -51,11 +53,13 @@ def live_job_step(
     active: bool = False,
     pivot: bool = True,
     underneath: list[str] | None = None,
+    ready_only: bool = False,
 ) -> Step:
     """A Step that starts a block job and waits for it by events, with the virsh equivalent.
 
     ``leaves``: the layers the finished job removes from the chain (how its end is proven
-    when no event arrives).
+    when no event arrives).  ``ready_only``: an active job stops at READY (``pivot_step``
+    ends it), so that several disks' jobs are all READY before any pivots.
     """
     assert target.dom is not None
     dom, disk = target.dom, target.chain.disk or ""
@@ -73,13 +77,45 @@ def live_job_step(
             active=active,
             pivot=pivot,
             timeout=args.timeout or None,
-            wait=not args.get("async"),
+            wait=not args.get("background"),
+            abort_async=bool(args.get("async")),
+            stream=session.err,
+            quiet=session.quiet,
+            ready_only=ready_only,
+            trace=session.err if session.trace else None,
+        )
+
+    return Step(description, argv, action=action, underneath=underneath)
+
+
+def pivot_step(session: Session, target: Target, leaves: list[Layer]) -> Step:
+    """The Step that pivots a disk's READY active commit (``virsh blockjob D DISK --pivot``)."""
+    assert target.dom is not None
+    dom, disk = target.dom, target.chain.disk or ""
+
+    def action() -> None:
+        from vshx.plans.blockjob import pivot_ready_job
+
+        pivot_ready_job(
+            session.conn,
+            dom,
+            disk,
+            label=f"pivot {disk}",
+            leaves=frozenset(layer.canonical for layer in leaves),
             stream=session.err,
             quiet=session.quiet,
             trace=session.err if session.trace else None,
         )
 
-    return Step(description, argv, action=action, underneath=underneath)
+    return Step(
+        f"pivot {disk} onto the base its active commit wrote",
+        virsh(session.uri, "blockjob", dom.name(), disk, "--pivot"),
+        action=action,
+        underneath=[
+            "libvirt: virDomainBlockJobAbort(dom, disk, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT); "
+            "QMP: job-complete -> BLOCK_JOB_COMPLETED: the disk uses the base"
+        ],
+    )
 
 
 def report_after_merge(
@@ -89,7 +125,7 @@ def report_after_merge(
     snapshot-cleanup when metadata went stale."""
     from vshx.storage.chain_view import render_chain
 
-    if args.get("async") or session.quiet:
+    if args.get("background") or session.quiet:
         return
     if target.dom is not None:
         chain = virt.domain_chain(target.dom, target.chain.disk or "")
@@ -137,6 +173,7 @@ def check_merge(
     moves: list[Layer],
     changes_view_of: Layer | None,
     moving: Callable[[], int] | None = None,
+    deleting: Collection[str] = (),
 ) -> list[Step]:
     """The pre-flight every merge shares; raises before anything changes, and returns the
     checks the plan must also run first (so a printed script stops where vshx would).
@@ -147,9 +184,10 @@ def check_merge(
     Checks that read local files are skipped for a remote URI (only --dry-run gets there).
     ``moving``: the bytes the merge writes, from the allocation map; more than the files hold
     when clusters are compressed (they are written out whole), so the room check takes both.
+    ``deleting``: snapshots the plan deletes (their saved RAM does not hold the merge back).
     """
     preflight.refuse_unsafe_start(session, target, args)
-    refuse_saved_state(target, [writes, *moves])
+    refuse_saved_state(target, [writes, *moves], deleting)
     if session.is_local:
         if changes_view_of is not None:
             preflight.refuse_shared(

@@ -304,8 +304,9 @@ def refuse_block_job(target: Target) -> None:
     if info:
         kinds = {1: "pull", 2: "copy", 3: "commit", 4: "active commit", 5: "backup"}
         kind = kinds.get(info.get("type", 0), "block")
+        kind = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
         raise VshxError(
-            f"a {kind} job is already running on {target.chain.domain} {target.chain.disk} "
+            f"{kind} job is already running on {target.chain.domain} {target.chain.disk} "
             f"({info.get('cur', 0)}/{info.get('end', 0)} bytes)",
             f"wait for it, or abort it: virsh blockjob {target.chain.domain} "
             f"{target.chain.disk} --abort",

@@ -22,13 +22,18 @@ from vshx.storage.qcow2 import internal_snapshot_count
 from vshx.storage.snapshots import memory_moments
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from vshx.plans.target import Target
     from vshx.storage.libvirt_lazy import libvirt
 
 
-def refuse_saved_state(target: Target, changed: list[Layer]) -> None:
+def refuse_saved_state(
+    target: Target, changed: list[Layer], deleting: Collection[str] = ()
+) -> None:
     """Refuse a plan on ``target`` that changes ``changed`` (files it writes into, merges out
-    of the chain or deletes) while saved RAM depends on them."""
+    of the chain or deletes) while saved RAM depends on them (``deleting``: snapshots the plan
+    deletes, whose RAM goes with them)."""
     dom = target.dom
     for layer in changed:
         refuse_internal_snapshots(layer.path, dom, "this plan changes or removes that file")
@@ -45,7 +50,7 @@ def refuse_saved_state(target: Target, changed: list[Layer]) -> None:
         )
     changing = {layer.canonical for layer in changed}
     for snap, snap_disk, path in memory_moments(dom):
-        if snap_disk == disk and canonical(path) in changing:
+        if snap_disk == disk and canonical(path) in changing and snap not in deleting:
             delete = shell_line(["virsh", "snapshot-delete", name, snap])
             raise VshxError(
                 f"snapshot {snap} of {name} holds memory state taken on {path} ({disk}); this "

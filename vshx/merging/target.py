@@ -97,7 +97,7 @@ def chain_of_disk(
 ) -> Chain:
     """The disk's chain: as it is, or as the earlier lines of a batch --dry-run leave it;
     ``definition``: refuse one whose definition names other files (virt.domain_chain)."""
-    if session.dry_run and session.predicted:
+    if session.planning_ahead and session.predicted:
         key = prediction_key(Chain([], dom.name(), virt.find_disk(dom, disk).target))
         predicted = session.predicted.get(key)
         if predicted is not None:
@@ -107,7 +107,7 @@ def chain_of_disk(
 
 def chain_of_image(session: Session, path: str) -> Chain:
     """A bare image's chain, or its predicted one in a batch --dry-run."""
-    if session.dry_run and session.predicted:
+    if session.planning_ahead and session.predicted:
         predicted = session.predicted.get(canonical(path))
         if predicted is not None:
             return predicted

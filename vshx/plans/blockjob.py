@@ -181,6 +181,13 @@ class BlockJob:
             if status in want or status in (FAILED, CANCELED):
                 return status
 
+    def abort_requested(self) -> None:
+        """virsh blockjob --abort --async: ask for the abort and do not wait for its end."""
+        try:
+            self.dom.blockJobAbort(self.disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_ASYNC)
+        except libvirt.libvirtError:
+            pass  # it may have finished meanwhile; `vshx jobs` and the chain tell
+
     def abort_and_settle(self) -> bool:
         """Abort the job and wait until libvirt no longer lists it.
 
@@ -211,11 +218,17 @@ def run_block_job(
     pivot: bool = True,
     timeout: int | None = None,
     wait: bool = True,
+    abort_async: bool = False,
     stream: TextIO | None = None,
     quiet: bool = False,
+    ready_only: bool = False,
     trace: TextIO | None = None,
 ) -> None:
     """Start a job with ``start`` and see it through; active jobs pivot or keep the overlay.
+
+    ``wait=False`` (--background) returns once it started; ``abort_async`` (virsh's --async):
+    a timeout or Ctrl-C requests the abort and returns without waiting for the job to end;
+    ``ready_only``: an active job is left READY, for ``pivot_ready_job`` to end.
     ``trace``: print QEMU's QMP events and libvirt's job events there as they arrive."""
     tracer = None
     if trace is not None:
@@ -237,13 +250,16 @@ def run_block_job(
                 else ""
             )
             progress.finish(
-                f"started (--async); follow it with: vshx jobs {dom.name()} "
+                f"started (--background); follow it with: vshx jobs {dom.name()} "
                 f"(virsh blockjob {dom.name()} {disk} --info){then}"
             )
             return
         try:
             if active:
                 status = job.wait({READY}, progress, deadline)
+                if status == READY and ready_only:
+                    progress.finish("ready to pivot")
+                    return
                 if status == READY:
                     flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
                     dom.blockJobAbort(disk, flags)
@@ -258,6 +274,14 @@ def run_block_job(
                 if isinstance(exc, KeyboardInterrupt)
                 else f"timed out after {timeout} s"
             )
+            if abort_async:
+                job.abort_requested()
+                progress.finish(f"{why}; abort requested (--async)")
+                raise VshxError(
+                    f"{label} {why}: the abort was requested and not waited for (--async)",
+                    f"the job may still be ending: vshx jobs {dom.name()} shows it, "
+                    f"vshx chain {dom.name()} {disk} the chain once it ended; nothing was deleted",
+                ) from None
             if not job.abort_and_settle():
                 progress.finish(f"{why}; job aborted (virsh blockjob {dom.name()} {disk} --abort)")
                 raise VshxError(
@@ -281,6 +305,50 @@ def run_block_job(
         if tracer is not None:
             tracer.close()
         restore()
+
+
+def pivot_ready_job(
+    conn: libvirt.virConnect,
+    dom: libvirt.virDomain,
+    disk: str,
+    *,
+    label: str,
+    leaves: frozenset[str] = frozenset(),
+    stream: TextIO | None = None,
+    quiet: bool = False,
+    trace: TextIO | None = None,
+) -> None:
+    """Pivot a READY active job (left so by ``run_block_job(ready_only=True)``) and wait until
+    libvirt reports it completed (or the chain shows it); ``trace`` as for run_block_job."""
+    tracer = None
+    if trace is not None:
+        from vshx.plans.trace import Trace
+
+        tracer = Trace(conn, dom, trace)
+    job = BlockJob(conn, dom, disk, leaves)
+    job.tracer = tracer
+    progress = Progress(label, stream or sys.stderr, quiet)
+    try:
+        try:
+            dom.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+        except libvirt.libvirtError as exc:
+            if job.info() or not job.chain_shows_done():
+                raise VshxError(
+                    f"{label}: the pivot failed: {exc.get_error_message()}",
+                    job_failure_hint(dom, disk),
+                ) from None
+        status = job.wait({COMPLETED, CANCELED}, progress, None)
+        if status != COMPLETED:
+            raise VshxError(
+                f"{label} {STATUS_NAMES.get(status, status)}", job_failure_hint(dom, disk)
+            )
+        progress.finish("pivoted")
+    except StateUnknown as exc:
+        raise unknown_state(label, dom.name(), disk, exc.message) from None
+    finally:
+        job.close()
+        if tracer is not None:
+            tracer.close()
 
 
 def job_failure_hint(dom: libvirt.virDomain, disk: str) -> str:

@@ -38,6 +38,7 @@ class Context(Protocol):
     args: Args | None
     words: list[str] | None
     predicted: dict[str, Chain]
+    planning_ahead: bool  # a whole --dry-run session: each line plans on the lines before
 
     @property
     def uri(self) -> str: ...

@@ -92,6 +92,8 @@ def write(target: Target, plan: Plan, number: int) -> None:
         "pid": os.getpid(),
         "time": f"{time.time():.0f}",
     }
+    if plan.intent.get("resume"):  # what a plan over several disks needs to be rolled forward
+        entry["resume"] = json.dumps(plan.intent["resume"])
     if target.dom is None:
         state_place().write(state_name(target.chain.active.path), json.dumps(entry))
         return

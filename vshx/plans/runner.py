@@ -61,7 +61,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         host.plan_ready(session, session.command, args, plan)
     if session.planning_only(args):
         session.write_script(plan.script(explain=session.teaching(args)))
-        if session.dry_run and plan.target is not None and plan.after is not None:
+        if session.planning_ahead and plan.target is not None and plan.after is not None:
             session.predicted[prediction_key(plan.target.chain)] = plan.after
         return False
     teach = session.teaching(args)
@@ -72,6 +72,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             session.print(line)
     target = plan.target
     journaled = False  # a check changes nothing: no journal entry to write or clear
+    changed = False  # a changing step completed: a plan over several disks is half done then
     for number, step in enumerate(plan.steps, 1):
         if teach:
             session.print(comment(step.description))
@@ -91,9 +92,11 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
                 raise
             raise VshxError(exc.message, recover_hint(target, exc)) from None
         except VshxError as exc:
-            if target is not None and exc.clean and journaled:
+            half_done = changed and bool(plan.intent.get("resume"))  # recover rolls it forward
+            if target is not None and exc.clean and journaled and not half_done:
                 journal.clear(target)  # the step left things as they were: nothing to recover
             raise
+        changed = changed or step.changes
     if target is not None and target.dom is not None and plan.verdicts is not None:
         ledger.record(target, plan.verdicts)
     if target is not None and journaled:

@@ -42,13 +42,20 @@ def block_commit(active: bool, pivot: bool, relative: bool) -> list[str]:
 
 
 def block_pull(base: bool) -> list[str]:
+    if not base:
+        return [
+            "libvirt: virDomainBlockPull(dom, disk, bandwidth, 0) (virsh blockpull without "
+            "--base calls this one)",
+            "QMP: block-stream with no base-node -> event BLOCK_JOB_COMPLETED: every layer "
+            "below is copied up; the active layer becomes a complete image",
+            WAIT,
+        ]
     return [
-        "libvirt: virDomainBlockRebase(dom, disk, base, bandwidth, flags) (blockpull)",
-        "QMP: block-stream (base-node) -> event BLOCK_JOB_COMPLETED: the layers between base "
-        "and the active one leave the chain",
-        "--base: where the pull stops"
-        if base
-        else "no --base: everything is copied up; the active layer becomes a complete image",
+        "libvirt: virDomainBlockRebase(dom, disk, base, bandwidth, flags) (virsh blockpull "
+        "--base calls this one)",
+        "QMP: block-stream (base-node: the base) -> event BLOCK_JOB_COMPLETED: the layers "
+        "between base and the active one leave the chain",
+        "--base: where the pull stops",
         WAIT,
     ]
 
@@ -103,13 +110,23 @@ def rebase(unsafe: bool, flatten: bool, after_commit: bool = False) -> list[str]
     ]
 
 
-def native(libvirt_version: int) -> list[str]:
-    """Where a newer tool does the whole job itself, by the connected libvirt's version."""
-    lines = ["virsh blockcommit --delete removes the merged files itself once the job is done"]
-    if libvirt_version >= 9_000_000:
+def native(
+    libvirt_version: int, *, keep_overlay: bool = False, snapshots: list[str] | None = None
+) -> list[str]:
+    """Where libvirt does more of the job itself: ``--delete`` (not for --keep-overlay, which
+    merges nothing away), and, with libvirt >= 9.0, ``snapshot-delete`` of the snapshots
+    ``snapshots`` (given only when libvirt's own checks would let it merge them)."""
+    lines = []
+    if not keep_overlay:
         lines.append(
-            "this libvirt (>= 9.0) also deletes external snapshots natively: virsh "
-            "snapshot-delete DOMAIN SNAPSHOT merges the layer and drops its metadata"
+            "virsh blockcommit --delete removes the merged files itself once the job is done"
+        )
+    if libvirt_version >= 9_000_000 and snapshots:
+        names = " ".join(snapshots)
+        lines.append(
+            f"this libvirt (>= 9.0) can also do it by deleting the external snapshots: "
+            f"virsh snapshot-delete DOMAIN SNAPSHOT (for {names}) merges each layer and drops "
+            "its metadata"
         )
     return lines
 

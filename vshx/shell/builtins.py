@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from vshx.errors import ExitRequested, UsageError
+from vshx.errors import ExitRequested, UsageError, VshxError
 from vshx.shell.inventory_commands import cmd_chain, cmd_domblklist, cmd_list, cmd_snapshot_list
 from vshx.spec.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
 from vshx.spec.spec import Args, Command, Opt
@@ -99,6 +99,21 @@ def help_text(command: Command) -> str:
     return "\n".join(lines)
 
 
+def cmd_cd(session: Session, args: Args) -> None:
+    """The shell's directory: vshx's own commands resolve relative file names against it and
+    virsh/qemu-img lines run in it (their words are passed as typed: qemu-img's -b stays
+    relative to the overlay, as qemu-img defines it)."""
+    where = args.dir if args.dir is not None else os.path.expanduser("~")
+    try:
+        os.chdir(where)
+    except OSError as exc:
+        raise VshxError(f"cd: {where}: {exc.strerror}", "pwd shows where you are") from None
+
+
+def cmd_pwd(session: Session, args: Args) -> None:
+    session.show(os.getcwd())
+
+
 def cmd_exit(session: Session, args: Args) -> None:
     raise ExitRequested()
 
@@ -150,13 +165,14 @@ BUILTINS = [
     ),
     Command(
         "snapshot-list",
-        "list a domain's libvirt snapshots with their disk files",
+        "list a domain's snapshots with their moment on every disk (intact, merged, gone)",
         cmd_snapshot_list,
         (
             DOMAIN,
             Opt("name", "only the names, one a line"),
             Opt("tree", "the snapshots as a tree of parents and children"),
             Opt("parent", "virsh's spelling, accepted: the parent is always shown"),
+            Opt("topological", "virsh's spelling, accepted: parents always come first"),
             JSON,
         ),
         group="inventory",
@@ -206,5 +222,25 @@ BUILTINS = [
         "each step, the reason for its flags, the libvirt API call and the QMP commands and "
         "events beneath it. Nothing runs.",
     ),
+    Command(
+        "cd",
+        "change the shell's directory (relative file names are read against it)",
+        cmd_cd,
+        (
+            Opt(
+                "dir",
+                "the directory (default: your home)",
+                "dir",
+                positional=True,
+                complete="directory",
+            ),
+        ),
+        group="general",
+        common=False,
+        description="As in sh, for the shell and the lines after it: vshx's own commands read "
+        "relative file names against it, and virsh and qemu-img lines run in it with their "
+        "words as typed.",
+    ),
+    Command("pwd", "print the shell's directory", cmd_pwd, group="general", common=False),
     Command("exit", "leave the shell", cmd_exit, aliases=("quit",), group="general", common=False),
 ]

@@ -25,11 +25,22 @@ def as_user_error(exc: BaseException, name: str) -> VshxError | None:
         )
     libvirt = sys.modules.get("libvirt")  # imported only by commands that used it
     if libvirt is not None and isinstance(exc, libvirt.libvirtError):
-        return VshxError(exc.get_error_message() or str(exc))
+        return VshxError(exc.get_error_message() or str(exc), libvirt_hint(libvirt, exc))
     if not isinstance(exc, Exception) or os.environ.get("VSHX_DEBUG"):
         return None
     # a bug in vshx or a plugin: one line, traceback on request
     return VshxError(
         f"internal error in {name}: {type(exc).__name__}: {exc}",
         "this is a bug; VSHX_DEBUG=1 shows the traceback",
+    )
+
+
+def libvirt_hint(libvirt: object, exc: BaseException) -> str:
+    """What to look at after an error libvirt raised: its code's name, and where to look."""
+    code = exc.get_error_code() if hasattr(exc, "get_error_code") else None
+    names = [n for n in dir(libvirt) if n.startswith("VIR_ERR_") and getattr(libvirt, n) == code]
+    what = f"libvirt's error {names[0]}" if names else "libvirt's error"
+    return (
+        f"{what} (virsh shows the same); vshx changed nothing after it. Look at: vshx jobs, "
+        "vshx chain DOMAIN DISK, and /var/log/libvirt/qemu/DOMAIN.log"
     )

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from vshx.errors import EXIT_OK, UsageError, VshxError
 from vshx.plans.plan import comment, shell_line, with_heredoc
 from vshx.shell.readonly import qemu_img_reads, virsh_reads
+from vshx.spec.render import printable
 
 if TYPE_CHECKING:
     from vshx.shell.context import Shell as Session
@@ -92,7 +93,29 @@ def run_virsh(session: Session, words: list[str]) -> int:
             if not reads:
                 return 0  # printed, never run: it may change something
             return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True)
-    return _run(session, [binary, *argv[1:]], changes=not reads)
+    detach = not needs_terminal(words[0]) and not polkit_agent_useful(session.uri)
+    return _run(session, [binary, *argv[1:]], changes=not reads, detach=detach)
+
+
+def needs_terminal(command: str) -> bool:
+    """virsh commands that talk to the user on the terminal (a console, an editor)."""
+    return command == "console" or command.endswith("edit")
+
+
+def polkit_agent_useful(uri: str) -> bool:
+    """Whether virsh's polkit agent could ever be asked something.
+
+    virsh 9.0 starts ``pkttyagent`` whenever it can open its controlling terminal; where
+    polkit cannot be reached (no system D-Bus) the agent prints "Authorization not
+    available. Check if polkit service is running ..." on every command.  Plain virsh run
+    without a controlling terminal (a script, a pipe from ssh) never prints it.  polkit is
+    consulted only for a non-root user's local system connection, and only through the
+    system bus."""
+    if os.geteuid() == 0 or "/system" not in uri or "+" in uri.split(":", 1)[0]:
+        return False
+    bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
+    path = bus.partition("unix:path=")[2].split(",", 1)[0]
+    return not path or os.path.exists(path)
 
 
 def strip_virsh_prefix(words: list[str], uri: str) -> list[str] | None:
@@ -116,12 +139,13 @@ def run_program(session: Session, argv: list[str]) -> int:
     binary = shutil.which(argv[0])
     if binary is None:
         raise VshxError(f"{argv[0]} is not installed", "install qemu-utils / libvirt-clients")
+    hint = qemu_img_hint if argv[0] == "qemu-img" else None
     if session.dry_run:
         session.print(with_heredoc(shell_line(argv), session.stdin_text))
         if argv[0] == "qemu-img" and qemu_img_reads(argv[1:]):
-            return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True)
+            return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True, hint=hint)
         return 0  # printed, never run
-    status = _run(session, [binary, *argv[1:]], changes=True)
+    status = _run(session, [binary, *argv[1:]], changes=True, hint=hint)
     if argv[0] == "qemu-img" and status == 0:
         from vshx.merging.definition import after_qemu_img
 
@@ -129,22 +153,82 @@ def run_program(session: Session, argv: list[str]) -> int:
     return status
 
 
-def _run(session: Session, argv: list[str], changes: bool, output_to_err: bool = False) -> int:
+MISSING_FORMAT = ("backing format must be specified", "without backing format")
+LOCKED = ('Failed to get shared "write" lock', 'Failed to get "write" lock')
+
+
+def qemu_img_hint(stderr: str) -> str | None:
+    """What vshx knows about a qemu-img failure the blog's lines meet on QEMU 7.2."""
+    if any(text in stderr for text in MISSING_FORMAT):
+        return (
+            "add -F FORMAT, the backing file's format (qemu-img info BACKING shows it; "
+            "qcow2 for these layers): since QEMU 6.1 qemu-img no longer guesses it, because "
+            "a guest could write a qcow2 header into a raw backing file and so make the host "
+            "open any file it names (older guides, written before, leave -F out)"
+        )
+    if any(text in stderr for text in LOCKED):
+        return (
+            "a running QEMU holds this image's lock: read it anyway with -U (qemu-img info -U "
+            "IMAGE, as vshx does), or ask vshx: chain DOMAIN DISK; change it only through the "
+            "domain (commit, pull), or shut the domain off first"
+        )
+    return None
+
+
+def _run(
+    session: Session,
+    argv: list[str],
+    changes: bool,
+    output_to_err: bool = False,
+    detach: bool = False,
+    hint: Callable[[str], str | None] | None = None,
+) -> int:
     """Run a program with the user's terminal (console works) or into the session's output;
     a here-document given with the line is its stdin instead.  ``output_to_err``: a read run
-    under --dry-run, whose output must not become lines of the printed script."""
+    under --dry-run, whose output must not become lines of the printed script.  ``detach``:
+    without a controlling terminal (its own session), as virsh runs from a script; Ctrl-C is
+    passed on to it."""
     import sys
 
     session.out.flush()
     session.err.flush()
     shown = session.err if output_to_err else session.out
     out = None if shown is sys.stdout else subprocess.PIPE
-    proc = subprocess.run(argv, stdout=out, text=True, check=False, input=session.stdin_text)
-    if out is not None and proc.stdout:
-        shown.write(proc.stdout)
+    stdin = subprocess.PIPE if session.stdin_text is not None else None
+    errors = subprocess.PIPE if hint is not None else None
+    with subprocess.Popen(
+        argv, stdin=stdin, stdout=out, stderr=errors, text=True, start_new_session=detach
+    ) as proc:
+        output, error = _communicate(proc, session.stdin_text, forward=detach)
+    if out is not None and output:
+        shown.write(output)
+    if error:
+        session.err.write(error)
+        advice = hint(error) if hint is not None and proc.returncode else None
+        if advice:
+            session.err.write(f"hint: {printable(advice)}\n")
     if changes:
+        session.predicted.clear()  # it may have changed a chain a prediction stands for
         session.forget_inventory(None)
     return proc.returncode
+
+
+def _communicate(
+    proc: subprocess.Popen[str], text: str | None, forward: bool
+) -> tuple[str | None, str | None]:
+    """Feed and read a child to its end.  Ctrl-C is the child's (virsh aborts what it waits
+    for, as at its own prompt): passed on to a detached one, which the terminal does not
+    reach, and never the cause of killing it."""
+    import signal
+
+    while True:
+        try:
+            output, error = proc.communicate(text)
+            return output, error
+        except KeyboardInterrupt:
+            if forward:
+                proc.send_signal(signal.SIGINT)
+            text = None
 
 
 def suggest(word: str, known: list[str]) -> UsageError:

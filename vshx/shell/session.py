@@ -61,8 +61,10 @@ class Session:
         self.args: Args | None = None  # and its options
         self.words: list[str] | None = None  # and its words, for a lock holder's note
         self.stdin_text: str | None = None  # a here-document for the line's command
-        # a batch --dry-run plans each line on the chains the lines before it will leave
+        # a batch --dry-run plans each line on the chains the lines before it will leave;
+        # explain and real runs never do (explain turns this off while it plans)
         self.predicted: dict[str, Chain] = {}
+        self.planning_ahead = dry_run
         self._shebang_written = False
         self.recorder: Recorder | None = None  # --record FILE: the transcript
 
@@ -172,6 +174,7 @@ class Session:
 
     def report(self, exc: VshxError, where: str = "") -> None:
         """One error line and one hint line, whatever a file name holds."""
+        self.out.flush()  # after what the command printed before it failed
         print(f"{where}error: {printable(exc.message)}", file=self.err)
         if exc.hint:
             print(f"hint: {printable(exc.hint)}", file=self.err)
@@ -214,6 +217,8 @@ class Session:
             command = self.host.command(words[0])
             if command is None:
                 return self._finished(None, Args(), self.passthrough(words))
+            if "--help" in words[1 : (list(words).index("--") if "--" in words else None)]:
+                return self.run_words(["help", command.name], where)  # as virsh: COMMAND --help
             if self.stdin_text is not None:
                 raise UsageError(
                     f"{words[0]} reads no here-document",
@@ -239,12 +244,13 @@ class Session:
 
     def explain(self, words: Sequence[str], where: str = "") -> int:
         """`explain COMMAND ...`: the plan with why and what runs beneath, nothing run."""
-        saved = self.dry_run, self.teach
+        saved = self.dry_run, self.teach, self.planning_ahead
         self.dry_run = self.teach = True
+        self.planning_ahead = False  # on the chains as they are, never on a prediction
         try:
             return self.run_words(words, where)
         finally:
-            self.dry_run, self.teach = saved
+            self.dry_run, self.teach, self.planning_ahead = saved
 
     def passthrough(self, words: Sequence[str]) -> int:
         """A word vshx does not define: virsh's command if virsh has it, else a usage error."""
@@ -258,6 +264,8 @@ class Session:
             lock.release_all()  # the chain locks its load took (merging/target.py load_target)
         self.command = self.args = self.words = None
         if command is not None and status != EXIT_USAGE:
+            if command.changes and not self.planning_only(args):
+                self.predicted.clear()  # it changed things: no prediction holds any more
             if command.changes:
                 self.forget_inventory(args.get("domain") if status == EXIT_OK else None)
             self.host.command_finished(self, command, status)
@@ -289,6 +297,8 @@ class Session:
 
     def predicted_chains(self, domain: str) -> list[Chain]:
         """What the earlier lines of a batch --dry-run will leave on this domain's disks."""
+        if not self.planning_ahead:
+            return []
         return [c for c in self.predicted.values() if c.domain == domain]
 
     def planning_only(self, args: Args) -> bool:

@@ -2,10 +2,13 @@
 
 Written here rather than with :mod:`shlex` because a ``#`` inside a word (``disk#1.qcow2``) is
 part of the word, as in sh, and because completion needs to know whether the last word is
-still open and in which quote.  Nothing here ever runs a shell.
+still open and in which quote.  As in sh, an unquoted leading ``~`` (``~``, ``~/x``) is the
+home directory (completion sees the ``~`` as typed).  Nothing here ever runs a shell.
 """
 
 from __future__ import annotations
+
+import os
 
 from vshx.errors import UsageError
 
@@ -73,6 +76,9 @@ def split_line(line: str, partial: bool = False) -> Lexed:
             if i < n:
                 word.append(line[i])
                 i += 1
+        elif ch == "~" and not in_word and not partial and (i >= n or line[i] in "/ \t;"):
+            word.append(os.path.expanduser("~"))  # as sh: an unquoted ~ or ~/... is $HOME
+            in_word = True
         else:
             word.append(ch)
             in_word = True

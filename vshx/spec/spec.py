@@ -7,6 +7,7 @@ position, in declaration order, as virsh allows (``commit demo vda`` == ``commit
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -29,6 +30,8 @@ class Opt(NamedTuple):
     implies: tuple[str, ...] = ()
     default: Any = None
     multiple: bool = False  # may be given more than once; the value is then a list
+    needs: tuple[str, ...] = ()  # given only with at least one of these (virsh's --async)
+    settle: Callable[[Any, Args], Any] | None = None  # the final value, once all are known
 
     @property
     def is_flag(self) -> bool:
@@ -61,6 +64,7 @@ class Command(NamedTuple):
     group: str = "general"
     common: bool = True  # accept --dry-run/--teach
     changes: bool = False  # changes domains or images: cached inventory is invalidated after it
+    option_hints: tuple[tuple[str, str], ...] = ()  # (--unknown-option, what to do instead)
 
     @property
     def all_options(self) -> tuple[Opt, ...]:
@@ -77,6 +81,8 @@ class Command(NamedTuple):
         for opt in self.options:
             if opt.positional:
                 word = f"<{opt.metavar or opt.name}>"
+                if opt.metavar not in (None, opt.name):  # virsh: [--bandwidth] <number>
+                    word = f"[--{opt.name}] {word}"
                 parts.append(word if opt.required else f"[{word}]")
             elif opt.is_flag:
                 parts.append(f"[--{opt.name}]")
@@ -153,7 +159,8 @@ def walk(command: Command, tokens: Sequence[str], partial: bool = False) -> Part
             opt = command.option(spelling)
             if opt is None and token.startswith("--"):
                 known = " ".join(f"--{o.name}" for o in command.all_options)
-                fail(f"command '{command.name}' has no option {spelling}", f"options: {known}")
+                hint = dict(command.option_hints).get(spelling, f"options: {known}")
+                fail(f"command '{command.name}' has no option {spelling}", hint)
                 continue
         if opt is None:  # a positional word (a single-dash word that is no option counts too)
             if not pending:
@@ -201,11 +208,13 @@ def parse(command: Command, tokens: Sequence[str]) -> Args:
                 continue
             args[opt.key] = opt.convert(raw)
         except ValueError as exc:
-            shown = raw if len(raw) <= 40 else raw[:37] + "..."
-            raise UsageError(
-                f"option --{opt.name}: invalid value {shown!r} ({exc})",
-                f"usage: {command.usage()}",
-            ) from exc
+            raise _invalid(command, opt, raw, exc) from exc
+    for opt in command.all_options:
+        if opt.settle is not None and args[opt.key] is not None:
+            try:
+                args[opt.key] = opt.settle(args[opt.key], args)
+            except ValueError as exc:
+                raise _invalid(command, opt, state.values[opt.key], exc) from exc
     for opt in command.all_options:
         if opt.required and args[opt.key] is None:
             raise UsageError(f"missing <{opt.metavar or opt.name}>", f"usage: {command.usage()}")
@@ -217,19 +226,47 @@ def parse(command: Command, tokens: Sequence[str]) -> Args:
                     f"--{opt.name} and --{other} cannot be used together",
                     f"pick one; usage: {command.usage()}",
                 )
+        if opt.needs and not any(args.get(n.replace("-", "_")) for n in opt.needs):
+            raise UsageError(
+                f"--{opt.name} requires {_one_of(opt.needs)}", f"usage: {command.usage()}"
+            )
     return args
 
 
-LARGEST = 2**31 - 1  # MiB/s, seconds: more than any real bandwidth or timeout
+def _invalid(command: Command, opt: Opt, raw: str, exc: ValueError) -> UsageError:
+    shown = raw if len(raw) <= 40 else raw[:37] + "..."
+    return UsageError(
+        f"option --{opt.name}: invalid value {shown!r} ({exc})", f"usage: {command.usage()}"
+    )
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    """virsh's wording: ``--wait``, or ``at least one of --timeout, --wait, or --pivot``."""
+    spelled = [f"--{n}" for n in names]
+    if len(spelled) == 1:
+        return spelled[0]
+    return f"at least one of {', '.join(spelled[:-1])}, or {spelled[-1]}"
+
+
+LARGEST = 2**31 - 1  # a count or size option's limit: more than any real one
+
+
+def whole_number(text: str, lowest: int, highest: int) -> int:
+    """``text`` as a whole number from ``lowest`` to ``highest``; ValueError says which rule
+    it broke in words (never Python's ``invalid literal for int()``)."""
+    digits = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", digits):
+        raise ValueError("not a whole number")
+    if digits.startswith("-") and digits.strip("-0"):
+        raise ValueError("must not be negative" if lowest == 0 else f"must be at least {lowest}")
+    if len(digits.lstrip("+-0")) > len(str(highest)) or int(digits) > highest:
+        raise ValueError(f"must be at most {highest}")
+    value = int(digits)
+    if value < lowest:
+        raise ValueError(f"must be at least {lowest}")
+    return value
 
 
 def non_negative_int(text: str) -> int:
     """Convert an option value that must be a whole number from 0 to 2**31-1."""
-    if len(text) > 12:
-        raise ValueError(f"must be at most {LARGEST}")
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    if value > LARGEST:
-        raise ValueError(f"must be at most {LARGEST}")
-    return value
+    return whole_number(text, 0, LARGEST)

@@ -6,6 +6,7 @@ block-job events (and keepalives) to arrive, so every connection goes through he
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -220,6 +221,13 @@ def find_disk(dom: libvirt.virDomain, target: str) -> chains.DiskSource:
     for disk in disks:
         if target in (disk.target, disk.source):
             return disk
+    if os.sep in target or os.path.exists(target):  # a source file named from the shell's dir
+        from vshx.storage import chain as chains
+
+        wanted = chains.canonical(target)
+        for disk in disks:
+            if disk.source and chains.canonical(disk.source) == wanted:
+                return disk
     names = ", ".join(d.target for d in disks) or "none"
     raise VshxError(f"domain {dom.name()!r} has no disk {target!r}", f"its disks: {names}")
 

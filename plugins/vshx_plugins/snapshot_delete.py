@@ -1,0 +1,513 @@
+"""snapshot-delete: remove a snapshot's moment on every disk it covers, as libvirt 9.0 does.
+
+An external snapshot froze, on each disk, its *moment file* and put an overlay on it.  Deleting
+the snapshot removes that moment: the layer right above the file that holds it (the next
+snapshot's moment, or the active layer for the current snapshot) is committed into it, on every
+disk, in one plan: live, block commits (a non-active one ends on its own; active commits are all
+READY before any pivots), offline, ``qemu-img commit`` and a pointer-only rebase.  Then the
+remaining snapshots are re-defined to name the files that now hold their moments (``virsh
+snapshot-create --redefine``, the current one kept current), the deleted ones' metadata is
+dropped (``virsh snapshot-delete --metadata``), a shut-off domain's definition names the new
+chains, and the merged-away layers and deleted snapshots' memory files are removed.  libvirt's
+own snapshot-delete is never called to do the work; ``--teach`` says where it would do the same
+and where it refuses.  With ``--metadata`` the command is virsh's: metadata only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from vshx.api import (
+    DOMAIN,
+    FORCE,
+    SCAN,
+    Args,
+    Command,
+    Opt,
+    Plan,
+    Session,
+    Snapshot,
+    Step,
+    Timeline,
+    UsageError,
+    VshxError,
+    canonical,
+    check_merge,
+    commands_hook,
+    domain_timeline,
+    journal,
+    libvirt,
+    load_target,
+    non_negative_int,
+    pivot_step,
+    render_chain,
+    shell_line,
+    virsh,
+    virt,
+)
+from vshx_plugins.snapshot_layers import (
+    ROUTES,
+    DiskWork,
+    active_note,
+    data_steps,
+    layer_at,
+    plan_disk,
+)
+from vshx_plugins.snapshot_metadata import finish_steps
+
+BANDWIDTH = Opt(
+    "bandwidth", "limit each live block job's copy rate (MiB/s)", "n", convert=non_negative_int
+)
+
+
+def pick_name(dom: libvirt.virDomain, args: Args) -> str:
+    """SNAP as virsh picks it: the name given, else the current snapshot with --current."""
+    if args.snapshotname:
+        return str(args.snapshotname)
+    if not args.current:
+        raise UsageError("which snapshot?", "give its name, or --current")
+    try:
+        name: str = dom.snapshotCurrent(0).getName()
+    except libvirt.libvirtError:
+        raise VshxError(
+            f"domain {dom.name()} has no current snapshot",
+            f"name one (snapshot-list {dom.name()})",
+        ) from None
+    return name
+
+
+def descendants(timeline: Timeline, snap: Snapshot) -> list[Snapshot]:
+    found: list[Snapshot] = []
+    todo = [snap.name]
+    while todo:
+        name = todo.pop()
+        for child in timeline.snapshots:
+            if child.parent == name:
+                found.append(child)
+                todo.append(child.name)
+    return found
+
+
+def going_snapshots(timeline: Timeline, snap: Snapshot, args: Args) -> list[Snapshot]:
+    """The snapshots deleted: SNAP, its descendants too (--children) or only (--children-only)."""
+    if args.children_only:
+        return descendants(timeline, snap)
+    if args.children:
+        return [snap, *descendants(timeline, snap)]
+    return [snap]
+
+
+def native_verdict(
+    session: Session, timeline: Timeline, snap: Snapshot, args: Args, works: dict[str, DiskWork]
+) -> str:
+    """What `virsh snapshot-delete` of the connected libvirt does with the same request."""
+    flags = ["--children"] if args.children else ["--children-only"] if args.children_only else []
+    line = shell_line(virsh(session.uri, "snapshot-delete", timeline.domain, snap.name, *flags))
+    version = session.conn.getLibVersion()
+    if version < 9_000_000:
+        return f"native: this libvirt ({version}) cannot delete external snapshots (9.0 can)"
+    children = [s for s in timeline.snapshots if s.parent == snap.name]
+    current = next((s for s in timeline.snapshots if s.current), None)
+    refusal = None
+    if args.children or args.children_only:
+        refusal = "deletion of external children disk snapshots not supported"
+    elif snap.current and children:
+        refusal = "deletion of active external snapshot that is not a leaf snapshot"
+    elif len(children) > 1:
+        refusal = "deletion of external disk snapshot with multiple children snapshots"
+    elif children and current is not None and snap.name not in ancestors(timeline, current):
+        refusal = "deletion of non-leaf external snapshot that is not in active chain"
+    else:
+        for disk, moment in snap.moments.items():
+            work = works.get(disk)
+            chain = work.target.chain if work else None
+            layer = (
+                next(
+                    (
+                        lay
+                        for lay in chain.layers
+                        if lay.canonical == canonical(moment.overlay or "")
+                    ),
+                    None,
+                )
+                if chain is not None
+                else None
+            )
+            below = chain.below(layer) if chain is not None and layer is not None else None
+            if layer is None:
+                refusal = "VM disk source and snapshot disk source are not the same"
+            elif below is None or below.canonical != canonical(moment.file or ""):
+                refusal = "snapshot VM disk source and parent disk source are not the same"
+            if refusal:
+                refusal += f" ({disk}: the metadata and the disk's chain diverged)"
+                break
+    if refusal:
+        return f"native: {line} refuses here: {refusal}"
+    pulled = [w.disk for w in works.values() if w.route == "pull"]
+    if pulled:
+        return (
+            f"native: {line} works here too, but commits the active layer into the snapshot's "
+            f"file on every disk; vshx pulls on {', '.join(pulled)}, which moves fewer bytes"
+        )
+    return (
+        f"native: {line} does the same on this libvirt (>= 9.0): it commits each disk's "
+        "overlay into the snapshot's file, re-points the children and drops the metadata"
+    )
+
+
+def ancestors(timeline: Timeline, snap: Snapshot) -> set[str]:
+    found = set()
+    name = snap.parent
+    while name is not None and name not in found:
+        found.add(name)
+        parent = timeline.find(name)
+        name = parent.parent if parent is not None else None
+    return found
+
+
+def metadata_only(session: Session, dom: libvirt.virDomain, name: str, args: Args) -> None:
+    """--metadata: exactly virsh's snapshot-delete --metadata (files untouched)."""
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY
+    extra = ["--metadata"]
+    if args.children:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN
+        extra.append("--children")
+    if args.children_only:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY
+        extra.append("--children-only")
+
+    def action() -> None:
+        try:
+            dom.snapshotLookupByName(name, 0).delete(flags)
+        except libvirt.libvirtError as exc:
+            raise VshxError(
+                f"snapshot {name}: {exc.get_error_message()}", f"snapshot-list {dom.name()}"
+            ) from None
+
+    plan = Plan(
+        f"forget snapshot {name} of {dom.name()} (metadata only, as virsh)",
+        method="libvirt snapshot metadata",
+    )
+    plan.notes.append(
+        "--metadata: the files stay as they are; the moments stay where they are, and libvirt "
+        "re-points the children at this snapshot's file (snapshot-list shows the moments)"
+    )
+    plan.add(
+        Step(
+            f"drop snapshot {name}'s metadata",
+            virsh(session.uri, "snapshot-delete", dom.name(), name, *extra),
+            action=action,
+        )
+    )
+    if session.run_plan(plan, args):
+        session.info(f"Domain snapshot {name} deleted (metadata only)")
+
+
+def cmd_snapshot_delete(session: Session, args: Args) -> None:
+    dom = virt.lookup_domain(session.conn, args.domain)
+    for key in ("timeout", "async", "keep_relative", "bytes"):
+        args.setdefault(key, None)  # the block jobs wait to the end: no other job options
+    if args.resume:
+        resume(session, dom, args)
+        return
+    name = pick_name(dom, args)
+    if args.route and args.route not in ROUTES:
+        raise UsageError(f"unknown route {args.route!r}", f"routes: {', '.join(ROUTES)}")
+    if args.metadata:
+        metadata_only(session, dom, name, args)
+        return
+    first = domain_timeline(session, dom)
+    snap = first.find(name)
+    if snap is None:
+        raise VshxError(
+            f"domain {dom.name()} has no snapshot {name!r}", f"see: snapshot-list {dom.name()}"
+        )
+    going = going_snapshots(first, snap, args)
+    if not going:
+        session.nothing_to_do(args, f"snapshot {name} has no children")
+        return
+    covered = sorted({d for s in going for d in s.moments})
+    present = {d.target for d in virt.domain_disks(dom)}
+    targets = {d: load_target(session, dom.name(), d) for d in covered if d in present}
+    for target in targets.values():
+        disk = target.chain.disk or ""
+        if target.live and target.dom is not None and virt.block_job_info(target.dom, disk):
+            raise VshxError(
+                f"{dom.name()} {target.chain.disk} has a block job running",
+                f"wait for it or end it (vshx jobs {dom.name()})",
+            )
+    timeline = domain_timeline(session, dom)
+    snap = timeline.find(name)
+    assert snap is not None
+    going = going_snapshots(timeline, snap, args)
+    names = {s.name for s in going}
+    remaining = [s for s in timeline.snapshots if s.name not in names]
+    single = not (args.children or args.children_only)
+    route = args.route
+    if route is None and dom.listAllCheckpoints(0):
+        route = "commit"  # libvirt's own route carries checkpoint bitmaps live and offline
+    works = {d: plan_disk(target, going, remaining, single, route) for d, target in targets.items()}
+    plan = build_plan(session, dom, timeline, snap, going, remaining, works, args)
+    if session.run_plan(plan, args):
+        for work in works.values():
+            session.info(render_chain(virt.domain_chain(dom, work.disk)))
+        session.info(
+            f"Domain snapshot{'s' if len(going) > 1 else ''} "
+            f"{', '.join(s.name for s in going)} deleted"
+        )
+
+
+def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
+    """Roll an interrupted snapshot-delete forward from its journal: each disk's merge where
+    it did not happen (a READY active commit is pivoted), then everything after the merges."""
+    entry = journal.read_domain(dom)
+    if entry is None or not entry.get("resume"):
+        raise VshxError(
+            f"no interrupted snapshot-delete on {dom.name()}", f"see: vshx jobs {dom.name()}"
+        )
+    if entry.still_running():
+        raise VshxError(entry.describe(), "let it finish (vshx jobs shows it)")
+    saved = json.loads(str(entry["resume"]))
+    gone = [(str(n), p, m) for n, p, m in saved["going"]]
+    names = {name for name, _p, _m in gone}
+    works: dict[str, DiskWork] = {}
+    jobs = {str(j["disk"]): j for j in virt.block_jobs(dom)} if dom.isActive() else {}
+    for disk, was in saved["disks"].items():
+        target = load_target(session, dom.name(), disk, journal_ok=True)
+        work = DiskWork(disk, target, files=list(was["removed"]), route=was.get("route", "commit"))
+        if work.route == "commit":
+            work.moves = {canonical(path): was["base"] for path in was["removed"]}
+        work.top = layer_at(target, was["top"])
+        still = [layer for p in was["removed"] if (layer := layer_at(target, p)) is not None]
+        works[disk] = work
+        if not still:
+            work.top = work.top if work.route == "pull" else None
+            continue  # merged already
+        job = jobs.get(disk)
+        if job is not None:
+            if not (was["active"] and job.get("ready")):
+                raise VshxError(
+                    f"a block job still runs on {dom.name()} {disk}",
+                    f"wait until it has ended (vshx jobs {dom.name()}), then recover again",
+                )
+            work.pivot_only = True
+            work.removed = still
+            continue
+        top, base = work.top, layer_at(target, was["base"])
+        if top is None or base is None or top.position >= base.position:
+            raise VshxError(
+                f"cannot roll {entry.get('plan')} forward on {disk}: its chain is neither as "
+                "before nor as after the merge",
+                f"nothing was changed; see: vshx chain {dom.name()} {disk}",
+            )
+        work.top, work.base = top, base
+        work.removed = [base] if work.route == "pull" else target.chain.between(top, base)
+    timeline = domain_timeline(session, dom)
+    remaining = [s for s in timeline.snapshots if s.name not in names]
+    anchor = next(iter(works.values()), None)
+    plan = Plan(
+        f"roll forward: {entry.get('plan')}",
+        method="what the interrupted plan had left to do",
+        target=anchor.target if anchor is not None else None,
+    )
+    plan.intent["resume"] = saved
+    plan.notes.append(f"interrupted: {entry.describe()}")
+    firsts: list[Step] = []
+    pivots: list[Step] = []
+    for work in works.values():
+        if work.pivot_only:
+            pivots.append(pivot_step(session, work.target, work.removed))
+        elif work.top is not None and work.base is not None:
+            if not work.target.live:  # a killed qemu-img may leave leaked clusters: repair
+                written = work.top if work.route == "pull" else work.base
+                firsts.append(
+                    Step(
+                        f"repair leaked clusters in {written.name}",
+                        ["qemu-img", "check", "-q", "-r", "leaks", written.path],
+                    )
+                )
+            steps, pivot = data_steps(session, plan, work, args)
+            firsts += steps
+            pivots += pivot
+        else:
+            plan.notes.append(f"{work.disk}: merged before the interruption")
+    plan.intent["pivot"] = bool(pivots)
+    plan.steps += firsts + pivots + finish_steps(session, dom, remaining, gone, works)
+    if session.run_plan(plan, args):
+        for work in works.values():
+            session.info(render_chain(virt.domain_chain(dom, work.disk)))
+        session.info(f"Domain snapshot{'s' if len(gone) > 1 else ''} {', '.join(names)} deleted")
+
+
+def build_plan(
+    session: Session,
+    dom: libvirt.virDomain,
+    timeline: Timeline,
+    snap: Snapshot,
+    going: list[Snapshot],
+    remaining: list[Snapshot],
+    works: dict[str, DiskWork],
+    args: Args,
+) -> Plan:
+    moving = [w for w in works.values() if w.top is not None]
+    anchor = next(iter(moving or list(works.values())), None)
+    live = any(w.target.live for w in works.values())
+    what = ", ".join(s.name for s in going)
+    plan = Plan(
+        f"delete snapshot{'s' if len(going) > 1 else ''} {what} of {dom.name()} on every disk",
+        method=(
+            "live: libvirt block commits on the running domain"
+            if live
+            else "offline: qemu-img (the domain is shut off)"
+        )
+        + ", then libvirt snapshot metadata",
+        target=anchor.target if anchor is not None else None,
+    )
+    plan.intent["pivot"] = any(w.active for w in moving) and live
+    for work in works.values():
+        if work.note:
+            plan.notes.append(work.note)
+        if work.why:
+            plan.notes.append(work.why)
+        if work.route == "pull" and work.top is not None and work.base is not None:
+            onto = work.onto.name if work.onto is not None else "no backing file"
+            plan.notes.append(
+                f"{work.disk}: pull {work.base.name} up into {work.top.name} (onto {onto})"
+            )
+        elif work.top is not None and work.base is not None:
+            plan.notes.append(
+                f"{work.disk}: commit {', '.join(x.name for x in work.removed)} into "
+                f"{work.base.name}" + (active_note(work) if work.active else "")
+            )
+    if not live and dom.isActive() == 0 and moving:
+        plan.notes.append(f"{dom.name()} is shut off: start it only after these ran")
+    if session.teaching(args):
+        plan.notes.append(native_verdict(session, timeline, snap, args, works))
+    for other in remaining:
+        lost = [d for d, m in other.moments.items() if m.state in ("gone", "unknown")]
+        if lost:
+            plan.notes.append(
+                f"snapshot {other.name}: its moment on {', '.join(lost)} was "
+                f"{other.moments[lost[0]].state} before this plan ({other.moments[lost[0]].why}); "
+                "its metadata stays as it is (snapshot-cleanup judges it)"
+            )
+    keeps, loses = moment_lines(remaining, going, works)
+    plan.keeps = [keeps, loses]
+    checks: list[Step] = []
+    firsts: list[Step] = []
+    pivots: list[Step] = []
+    for work in moving:
+        assert work.base is not None and work.top is not None
+        names = [g.name for g in going]
+        if work.route == "pull":  # the active layer takes the data in; no one's view changes
+            checks += check_merge(
+                session, work.target, args, work.top, work.removed, None, deleting=names
+            )
+        else:
+            checks += check_merge(
+                session,
+                work.target,
+                args,
+                work.base,
+                work.removed,
+                changes_view_of=work.base,
+                deleting=names,
+            )
+    for work in sorted(moving, key=lambda w: w.active):  # non-active commits first
+        steps, pivot = data_steps(session, plan, work, args)
+        firsts += steps
+        pivots += pivot
+    plan.steps += checks + firsts + pivots
+    gone = [(g.name, g.parent, g.memory_file if g.memory == "external" else None) for g in going]
+    plan.intent["resume"] = {
+        "argv": ["snapshot-delete", dom.name(), "--resume"],
+        "going": gone,
+        "disks": {
+            w.disk: {
+                "top": w.top.path if w.top else "",
+                "base": w.base.path if w.base else "",
+                "removed": w.files,
+                "active": w.active,
+                "route": w.route,
+            }
+            for w in moving
+        },
+    }
+    plan.steps += finish_steps(session, dom, remaining, gone, works)
+    return plan
+
+
+def moment_lines(
+    remaining: list[Snapshot], going: list[Snapshot], works: dict[str, DiskWork]
+) -> tuple[str, str]:
+    """``keeps: s1 (vda: base.qcow2), ...`` and ``loses: s2`` for the plan's header."""
+    kept = []
+    for snap in remaining:
+        where = []
+        for disk, moment in snap.moments.items():
+            if not moment.kept or not moment.holder:
+                where.append(f"{disk}: {moment.state}")
+                continue
+            work = works.get(disk)
+            now = work.moves.get(canonical(moment.holder), moment.holder) if work else moment.holder
+            moved = (
+                "" if now == moment.holder else f", moves from {os.path.basename(moment.holder)}"
+            )
+            where.append(f"{disk}: {os.path.basename(now)}{moved}")
+        kept.append(f"{snap.name} ({'; '.join(where)})")
+    return (
+        f"keeps: {', '.join(kept) or 'no snapshot'}",
+        f"loses: {', '.join(s.name for s in going)} (deleted)",
+    )
+
+
+COMMANDS = [
+    Command(
+        "snapshot-delete",
+        "delete a snapshot: remove its moment on every disk and re-point the others",
+        cmd_snapshot_delete,
+        (
+            DOMAIN,
+            Opt(
+                "snapshotname",
+                "the snapshot to delete",
+                "name",
+                positional=True,
+                complete="snapshot",
+            ),
+            Opt("current", "delete the current snapshot"),
+            Opt("children", "delete the snapshot and all its descendants"),
+            Opt(
+                "children-only",
+                "delete the snapshot's descendants, keep the snapshot",
+                excludes=("children",),
+            ),
+            Opt("metadata", "as virsh: only drop libvirt's metadata, touch no file"),
+            Opt(
+                "route",
+                "commit (as libvirt) or pull (the current snapshot only); default: the "
+                "one that moves fewer bytes",
+                "route",
+                excludes=("metadata",),
+            ),
+            BANDWIDTH,
+            Opt(
+                "resume",
+                "finish an interrupted snapshot-delete from vshx's journal (recover runs it)",
+            ),
+            FORCE,
+            SCAN,
+        ),
+        group="merge",
+        changes=True,
+        description="As virsh snapshot-delete of libvirt 9.0 on external snapshots, on any "
+        "libvirt, live or offline, one plan for every disk: commits the layer above the "
+        "snapshot's moment into it, re-points the remaining snapshots, updates the "
+        "definition, removes merged-away files. --children/--children-only work where "
+        "native refuses. --metadata is virsh's.",
+    )
+]
+
+
+vshx_register_commands = commands_hook(COMMANDS)

@@ -1,0 +1,198 @@
+"""snapshot-delete, after the merges: the remaining snapshots re-pointed at the files that
+hold their moments and re-parented, the deleted ones' metadata dropped, the definition,
+merged-away files and memory state."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+
+from vshx.api import (
+    Layer,
+    Plan,
+    Session,
+    Snapshot,
+    Step,
+    canonical,
+    definition_steps,
+    delete_steps,
+    human_size,
+    libvirt,
+    virsh,
+)
+from vshx_plugins.snapshot_layers import DiskWork, layer_at
+
+
+def moment_files(snap: Snapshot, works: dict[str, DiskWork]) -> dict[str, str]:
+    """Per disk, the file that holds ``snap``'s moment after the merges, where its metadata
+    names another (a moment the merges move, or one an earlier merge moved: a diverged
+    snapshot is re-pointed to the file vshx can prove holds it)."""
+    found = {}
+    for disk, moment in snap.moments.items():
+        work = works.get(disk)
+        moves = work.moves if work is not None else {}
+        if moment.file and canonical(moment.file) in moves:
+            now = moves[canonical(moment.file)]  # the metadata names a layer that goes
+        elif moment.kept and moment.holder:
+            now = moves.get(canonical(moment.holder), moment.holder)
+        else:
+            continue
+        if canonical(now) != canonical(moment.file or ""):
+            found[disk] = now
+    return found
+
+
+def redefined_xml(
+    snap: Snapshot, works: dict[str, DiskWork], parent: str | None, reparent: bool
+) -> str | None:
+    """``snap``'s XML naming, on each disk, the file that holds its moment after the merges,
+    without the removed layers in its ``<backingStore>`` chains, and (``reparent``) with
+    ``parent`` as its parent; None when nothing changes."""
+    root = ET.fromstring(snap.xml)
+    changed = False
+    files = moment_files(snap, works)
+    for scope in ("domain", "inactiveDomain"):
+        for disk in root.findall(f"./{scope}/devices/disk"):
+            target = disk.find("target")
+            dev = target.get("dev", "") if target is not None else ""
+            source = disk.find("source")
+            if source is not None and dev in files:
+                source.attrib.pop("index", None)
+                source.set("file", files[dev])
+                for below in disk.findall("backingStore"):
+                    disk.remove(below)  # libvirt reads the new file's chain itself
+                changed = True
+                continue
+            work = works.get(dev)
+            if work is not None and work.removed:
+                gone = {layer.canonical for layer in work.removed}
+                changed = drop_layers(disk, gone) or changed
+    for disk in root.findall("./disks/disk"):
+        work = works.get(disk.get("name", ""))
+        source = disk.find("source")
+        if work is None or work.route != "pull" or work.top is None or source is None:
+            continue
+        if canonical(source.get("file") or "") in {canonical(p) for p in work.files}:
+            source.set("file", work.top.path)  # its overlay is now the layer that sits on it
+            changed = True
+    if reparent:
+        node = root.find("parent")
+        if node is not None:
+            root.remove(node)
+        if parent is not None:
+            new = ET.Element("parent")
+            ET.SubElement(new, "name").text = parent
+            root.insert(2, new)
+        changed = True
+    return ET.tostring(root, encoding="unicode") if changed else None
+
+
+def drop_layers(disk: ET.Element, gone: set[str]) -> bool:
+    """Splice the ``gone`` layers out of a ``<disk>``'s ``<backingStore>`` chain."""
+    changed = False
+    holder = disk
+    node = holder.find("backingStore")
+    while node is not None:
+        below = node.find("source")
+        if below is not None and canonical(below.get("file") or "") in gone:
+            at = list(holder).index(node)
+            holder.remove(node)
+            for child in node.findall("backingStore"):
+                holder.insert(at, child)
+            changed = True
+            node = holder.find("backingStore")
+            continue
+        holder, node = node, node.find("backingStore")
+    return changed
+
+
+def redefine_step(
+    session: Session, dom: libvirt.virDomain, snap: Snapshot, xml: str, why: str
+) -> Step:
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+    extra = []
+    if snap.state == "disk-snapshot":
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+        extra.append("--disk-only")
+    if snap.current:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+        extra.append("--current")
+    return Step(
+        f"re-define snapshot {snap.name}: {why}",
+        virsh(session.uri, "snapshot-create", dom.name(), "/dev/stdin", "--redefine", *extra),
+        action=lambda: dom.snapshotCreateXML(xml, flags),
+        stdin=xml,
+    )
+
+
+def forget_step(session: Session, dom: libvirt.virDomain, name: str) -> Step:
+    def action() -> None:
+        dom.snapshotLookupByName(name, 0).delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+
+    return Step(
+        f"drop snapshot {name}'s metadata (its moment is gone on every disk)",
+        virsh(session.uri, "snapshot-delete", dom.name(), name, "--metadata"),
+        action=action,
+    )
+
+
+def memory_step(name: str, path: str | None) -> Step | None:
+    if not path or not os.path.exists(path):
+        return None
+    size = human_size(os.stat(path).st_size)
+    return Step(f"remove snapshot {name}'s memory state ({size})", ["rm", "-f", "--", path])
+
+
+def nearest_kept(parents: dict[str, str | None], name: str | None) -> str | None:
+    """The nearest ancestor that stays (``parents``: the deleted snapshots' parents)."""
+    seen = set()
+    while name is not None and name in parents and name not in seen:
+        seen.add(name)
+        name = parents[name]
+    return name
+
+
+def finish_steps(
+    session: Session,
+    dom: libvirt.virDomain,
+    remaining: list[Snapshot],
+    gone: list[tuple[str, str | None, str | None]],
+    works: dict[str, DiskWork],
+) -> list[Step]:
+    """After the merges: the definition (offline), the remaining snapshots re-pointed and
+    re-parented, the deleted ones' metadata dropped, merged-away files and memory removed."""
+    steps: list[Step] = []
+    moving = [w for w in works.values() if w.files]
+    for work in moving:
+        sub = Plan("definition", target=work.target)
+        sub.before = work.target.chain
+        sub.after = work.target.chain.without(work.removed)
+        steps += definition_steps(session, work.target, sub)
+    parents = {name: parent for name, parent, _memory in gone}
+    for other in remaining:
+        parent = nearest_kept(parents, other.parent)
+        reparent = other.parent in parents
+        xml = redefined_xml(other, works, parent, reparent)
+        if xml is not None:
+            why = "names the files that hold its moment now"
+            if reparent:
+                why += f", parent {parent or '(none)'}"
+            steps.append(redefine_step(session, dom, other, xml, why))
+    existing = set(dom.snapshotListNames(0))
+    for name, _parent, _memory in reversed(gone):  # children first: each is a leaf then
+        if name in existing:
+            steps.append(forget_step(session, dom, name))
+    for work in moving:
+        files = []
+        for path in work.files:
+            layer = layer_at(work.target, path)
+            if layer is None and os.path.exists(path):
+                layer = Layer(path, "", -1, allocated=os.stat(path).st_blocks * 512)
+            if layer is not None:
+                files.append(layer)
+        steps += delete_steps(session, files, work.target.chain)
+    for name, _parent, memory in gone:
+        step = memory_step(name, memory)
+        if step is not None:
+            steps.append(step)
+    return steps

@@ -1,0 +1,272 @@
+"""snapshot-revert: go back to an external disk-only snapshot of a shut-off domain, as libvirt 9.9.
+
+libvirt before 9.9 refuses to revert external snapshots.  9.9 does it this way, and so does vshx
+on any libvirt: on every disk the snapshot covers, a new overlay is created on the file that
+holds the snapshot's moment (``qemu-img create -F FMT -b FILE NEW``; the name is libvirt's
+default, the moment file's name with its suffix replaced by the creation time), the persistent
+definition is switched to the new overlays (``virsh update-device --config``), and the snapshot
+is made current; a snapshot without children then names the new overlays as its own, as 9.9
+writes it.  Nothing is deleted: the branch left behind (the files the domain used until now) is
+kept and reported with its size.  Snapshots with memory state and running domains are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from vshx.api import (
+    DOMAIN,
+    Args,
+    Chain,
+    Command,
+    Layer,
+    Opt,
+    Plan,
+    Session,
+    Snapshot,
+    Step,
+    Target,
+    Timeline,
+    UsageError,
+    Verdict,
+    VshxError,
+    checks,
+    commands_hook,
+    definition_steps,
+    domain_timeline,
+    human_size,
+    image_chain,
+    libvirt,
+    load_target,
+    preflight,
+    render_chain,
+    shell_line,
+    virsh,
+    virt,
+)
+
+
+def overlay_name(moment_file: str, stamp: int) -> str:
+    """libvirt's default name for an external snapshot's file: the suffix replaced."""
+    stem, dot, _suffix = moment_file.rpartition(".")
+    if not dot or "/" in _suffix:
+        stem = moment_file
+    return f"{stem}.{stamp}"
+
+
+def refuse(dom: libvirt.virDomain, snap: Snapshot) -> None:
+    native = shell_line(["virsh", "snapshot-revert", dom.name(), snap.name])
+    if dom.isActive():
+        raise VshxError(
+            f"{dom.name()} is running: vshx reverts external snapshots of shut-off domains only",
+            f"shut it down first (virsh shutdown {dom.name()}), then run this again; libvirt >= "
+            f"9.9 also reverts a running domain itself: {native}",
+        )
+    if snap.has_memory:
+        raise VshxError(
+            f"snapshot {snap.name} holds memory state: vshx reverts disk-only snapshots",
+            f"libvirt >= 9.9 restores memory snapshots itself: {native}",
+        )
+    if not snap.moments or any(m.internal for m in snap.moments.values()):
+        raise VshxError(
+            f"snapshot {snap.name} is not an external disk snapshot on every disk",
+            f"virsh reverts internal snapshots itself: {native}",
+        )
+    for disk, moment in snap.moments.items():
+        if not moment.kept or not moment.holder or not os.path.exists(moment.holder):
+            raise VshxError(
+                f"snapshot {snap.name}'s moment on {disk} is {moment.state}"
+                + (f" ({moment.why})" if moment.why else ""),
+                f"nothing was changed; see: snapshot-list {dom.name()}",
+            )
+
+
+def abandoned(target: Target, holder: str) -> list[Layer]:
+    """The layers the disk used until now that the new chain does not use."""
+    keep = {layer.canonical for layer in image_chain(holder).layers}
+    return [layer for layer in target.chain.layers if layer.canonical not in keep]
+
+
+def current_step(session: Session, dom: libvirt.virDomain, snap: Snapshot, xml: str) -> Step:
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+    extra = ["--current"]
+    if snap.state == "disk-snapshot":
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+        extra.insert(0, "--disk-only")
+    return Step(
+        f"make snapshot {snap.name} current",
+        virsh(session.uri, "snapshot-create", dom.name(), "/dev/stdin", "--redefine", *extra),
+        action=lambda: dom.snapshotCreateXML(xml, flags),
+        stdin=xml,
+    )
+
+
+def overlays_xml(snap: Snapshot, new: dict[str, str]) -> str:
+    """The snapshot's XML naming the new overlays in ``<disks>`` (libvirt 9.9, no children)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(snap.xml)
+    for disk in root.findall("./disks/disk"):
+        path = new.get(disk.get("name", ""))
+        source = disk.find("source")
+        if path and source is not None:
+            source.attrib.clear()
+            source.set("file", path)
+    return ET.tostring(root, encoding="unicode")
+
+
+def cmd_snapshot_revert(session: Session, args: Args) -> None:
+    dom = virt.lookup_domain(session.conn, args.domain)
+    name = args.snapshotname
+    if not name:
+        if not args.current:
+            raise UsageError("which snapshot?", "give its name, or --current")
+        try:
+            name = dom.snapshotCurrent(0).getName()
+        except libvirt.libvirtError:
+            raise VshxError(f"domain {dom.name()} has no current snapshot") from None
+    timeline = domain_timeline(session, dom)
+    snap = timeline.find(name)
+    if snap is None:
+        raise VshxError(
+            f"domain {dom.name()} has no snapshot {name!r}", f"see: snapshot-list {dom.name()}"
+        )
+    refuse(dom, snap)
+    targets = {d: load_target(session, dom.name(), d) for d in snap.moments}
+    timeline = domain_timeline(session, dom)
+    snap = timeline.find(name)
+    assert snap is not None
+    refuse(dom, snap)
+    plan = build_plan(session, dom, timeline, snap, targets, args)
+    if session.run_plan(plan, args):
+        for disk in targets:
+            session.info(render_chain(virt.domain_chain(dom, disk)))
+        session.info(f"Domain {dom.name()} reverted to snapshot {snap.name}")
+
+
+def build_plan(
+    session: Session,
+    dom: libvirt.virDomain,
+    timeline: Timeline,
+    snap: Snapshot,
+    targets: dict[str, Target],
+    args: Args,
+) -> Plan:
+    first = next(iter(targets.values()))
+    first.timeline = timeline
+    plan = Plan(
+        f"revert {dom.name()} to snapshot {snap.name} (new overlays on its moment files)",
+        method="offline: qemu-img create (the domain is shut off), then libvirt definition "
+        "and snapshot metadata",
+        target=first,
+    )
+    stamp = int(time.time())
+    new: dict[str, str] = {}
+    creates: list[Step] = []
+    definition: list[Step] = []
+    left: list[str] = []
+    for disk, target in targets.items():
+        moment = snap.moments[disk]
+        holder = moment.holder or ""
+        path = overlay_name(holder, stamp)
+        new[disk] = path
+        below = image_chain(holder)
+        fmt = preflight.require_format(below.active)
+        creates.append(checks.absent_step(path))
+        creates.append(
+            Step(
+                f"create {os.path.basename(path)} on {os.path.basename(holder)} ({disk}: "
+                f"{snap.name}'s moment)",
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", holder, path],
+                underneath=[
+                    "-b FILE -F FMT: the new overlay reads the moment file, which stays as it "
+                    "is (libvirt 9.9's revert of an external snapshot does the same)"
+                ],
+            )
+        )
+        sub = Plan(plan.title, target=target)
+        sub.before = target.chain
+        layers = [Layer(path, "qcow2", 0)] + [
+            Layer(lay.path, lay.format, lay.position + 1) for lay in below.layers
+        ]
+        sub.after = Chain(layers, dom.name(), disk)
+        definition += definition_steps(session, target, sub)
+        gone = abandoned(target, holder)
+        size = sum(layer.allocated or 0 for layer in gone)
+        if gone:
+            left.append(f"{disk}: {', '.join(layer.name for layer in gone)} ({human_size(size)})")
+    children = [s for s in timeline.snapshots if s.parent == snap.name]
+    xml = snap.xml if children else overlays_xml(snap, new)
+    plan.steps += creates + definition + [current_step(session, dom, snap, xml)]
+    if args.running or args.paused:
+        extra = ["--paused"] if args.paused else []
+        start_flags = libvirt.VIR_DOMAIN_START_PAUSED if args.paused else 0
+        plan.add(
+            Step(
+                f"start {dom.name()}" + (" paused" if args.paused else ""),
+                virsh(session.uri, "start", dom.name(), *extra),
+                action=lambda: dom.createWithFlags(start_flags),
+            )
+        )
+    if left:
+        plan.notes.append("the branch left behind is kept, nothing is deleted: " + "; ".join(left))
+    if children:
+        plan.notes.append(
+            f"{snap.name} has children: its metadata keeps naming its own overlays (libvirt "
+            "9.9 writes the new ones as <revertDisks>, which older libvirt cannot store); "
+            "vshx records where each moment is"
+        )
+    if session.teaching(args):
+        version = session.conn.getLibVersion()
+        native = shell_line(virsh(session.uri, "snapshot-revert", dom.name(), snap.name))
+        plan.notes.append(
+            f"native: {native} "
+            + (
+                "does the same on this libvirt (>= 9.9), but deletes the current snapshot's "
+                "overlays"
+                if version >= 9_009_000
+                else "refuses on this libvirt (< 9.9): reverting to external snapshots is not "
+                "supported yet"
+            )
+        )
+    plan.keeps = [f"keeps: every snapshot's moment; {snap.name}'s is the disks' new base"]
+    plan.verdicts = [
+        Verdict(
+            s.name, s.created, d, m.state, m.holder, m.why or "kept by snapshot-revert", "", m.file
+        )
+        for s in timeline.snapshots
+        for d, m in s.moments.items()
+        if d in targets and m.kept and m.holder
+    ]
+    return plan
+
+
+COMMANDS = [
+    Command(
+        "snapshot-revert",
+        "go back to an external disk-only snapshot of a shut-off domain (as libvirt 9.9)",
+        cmd_snapshot_revert,
+        (
+            DOMAIN,
+            Opt(
+                "snapshotname",
+                "the snapshot to revert to",
+                "name",
+                positional=True,
+                complete="snapshot",
+            ),
+            Opt("current", "revert to the current snapshot"),
+            Opt("running", "start the domain afterwards"),
+            Opt("paused", "start the domain paused afterwards", excludes=("running",)),
+        ),
+        group="merge",
+        changes=True,
+        description="New overlays on each disk's moment file (qemu-img create -F -b), the "
+        "definition switched to them, the snapshot made current; every existing file is "
+        "kept. Running domains and memory snapshots are refused.",
+    )
+]
+
+
+vshx_register_commands = commands_hook(COMMANDS)

@@ -1,0 +1,564 @@
+"""snapshot-delete next to libvirt's own, on identical domains built with libvirt's commands.
+
+Each case builds two domains the way users do (virsh define/start, guest writes through QEMU,
+``virsh snapshot-create-as --disk-only --atomic``), records every snapshot's moment on every disk
+right after taking it, runs native ``virsh snapshot-delete`` on one and ``vshx snapshot-delete``
+on the other, and compares: the same snapshots left (parents, current), the guest's data
+unchanged on every disk, every remaining snapshot naming an existing file that shows exactly its
+moment, no more files than native, qemu-img check clean, the domain starts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    LAB_PREFIX,
+    URI,
+    guest_hash,
+    qemu_check,
+    qemu_img_chain,
+    run_vshx,
+    virsh,
+)
+
+pytestmark = pytest.mark.libvirt
+
+SNAPSHOTS = 3
+DISKS = ("vda", "vdb")
+
+
+@dataclass
+class Dom:
+    """A test domain built with libvirt's commands, and what each snapshot froze."""
+
+    name: str
+    dir: Path
+    disks: tuple[str, ...]
+    running: bool
+    moments: dict[tuple[str, str], str] = field(default_factory=dict)  # (snap, disk) -> hash
+    views: dict[str, str] = field(default_factory=dict)  # disk -> the guest's data at the end
+
+    def file(self, disk: str, name: str) -> Path:
+        return self.dir / f"{disk}-{name}.qcow2"
+
+
+def write(dom: Dom, disk: str, pattern: int, offset: int) -> None:
+    device = f"virtio-disk{DISKS.index(disk)}"
+    virsh(
+        "qemu-monitor-command",
+        dom.name,
+        "--hmp",
+        f'qemu-io -d {device}/virtio-backend "write -q -P {pattern:#x} {offset} 65536"',
+    )
+
+
+def flush(dom: Dom) -> None:
+    for disk in dom.disks:
+        virsh(
+            "qemu-monitor-command",
+            dom.name,
+            "--hmp",
+            f'qemu-io -d virtio-disk{DISKS.index(disk)}/virtio-backend "flush"',
+        )
+
+
+def sources(name: str, inactive: bool = False) -> dict[str, str]:
+    args = ["dumpxml", name] + (["--inactive"] if inactive else [])
+    root = ET.fromstring(virsh(*args).stdout)
+    found = {}
+    for disk in root.findall("./devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None and source is not None:
+            found[target.get("dev", "")] = source.get("file", "")
+    return found
+
+
+def view(path: str | Path, tmp: Path) -> str:
+    return guest_hash(path, tmp)
+
+
+def build(tmp: Path, disks: int, running: bool, label: str, big: int = 0) -> Dom:
+    """base <- s1 <- s2 <- s3 (active) on each disk, distinct guest writes before each."""
+    name = f"{LAB_PREFIX}{label}-{uuid.uuid4().hex[:6]}"
+    directory = tmp / name
+    directory.mkdir()
+    dom = Dom(name, directory, DISKS[:disks], running)
+    devices = ""
+    for disk in dom.disks:
+        base = dom.file(disk, "base")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+        devices += (
+            f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            f"<source file='{base}'/><target dev='{disk}' bus='virtio'/></disk>"
+        )
+    xml = (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
+        f"<devices>{devices}<memballoon model='none'/></devices></domain>"
+    )
+    virsh("define", "/dev/stdin", stdin=xml)
+    virsh("start", name)
+    for disk in dom.disks:
+        write(dom, disk, 0x10 + DISKS.index(disk), 0)
+    moment = {disk: dom.file(disk, "base") for disk in dom.disks}
+    for k in range(1, SNAPSHOTS + 1):
+        specs = []
+        for disk in dom.disks:
+            specs += ["--diskspec", f"{disk},file={dom.file(disk, f's{k}')}"]
+        virsh("snapshot-create-as", name, f"s{k}", "--disk-only", "--atomic", *specs)
+        for disk in dom.disks:
+            dom.moments[(f"s{k}", disk)] = view(moment[disk], tmp)
+            moment[disk] = dom.file(disk, f"s{k}")
+            write(dom, disk, 0x20 + k * 2 + DISKS.index(disk), k * 65536)
+            write(dom, disk, 0x40 + k * 2 + DISKS.index(disk), 0)
+            if k == big:  # s{big}'s overlay holds 8 MiB: a throttled commit takes seconds
+                device = f"virtio-disk{DISKS.index(disk)}"
+                virsh(
+                    "qemu-monitor-command",
+                    name,
+                    "--hmp",
+                    f'qemu-io -d {device}/virtio-backend "write -q -P 0x77 1M 8M"',
+                )
+    flush(dom)
+    for disk, path in sources(name).items():
+        dom.views[disk] = view(path, tmp)
+    if not running:
+        virsh("destroy", name)
+    return dom
+
+
+def destroy(dom: Dom) -> None:
+    subprocess.run(["virsh", "-c", URI, "destroy", dom.name], capture_output=True)
+    subprocess.run(
+        [
+            "virsh",
+            "-c",
+            URI,
+            "undefine",
+            dom.name,
+            "--snapshots-metadata",
+            "--checkpoints-metadata",
+        ],
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def pair(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Dom, Dom]]:
+    disks, running = request.param
+    made: list[Dom] = []
+    try:
+        made.append(build(tmp_path, disks, running, "native"))
+        made.append(build(tmp_path, disks, running, "vshx"))
+        yield made[0], made[1]
+    finally:
+        for dom in made:
+            destroy(dom)
+
+
+def tree(name: str) -> dict[str, str]:
+    """Each snapshot's parent ('' for a root), as virsh lists them."""
+    out = virsh("snapshot-list", name, "--parent").stdout.splitlines()[2:]
+    found = {}
+    for line in out:
+        words = line.split()
+        if words:
+            found[words[0]] = words[5] if len(words) > 5 else ""
+    return found
+
+
+def current(name: str) -> str:
+    proc = subprocess.run(
+        ["virsh", "-c", URI, "snapshot-current", name, "--name"], capture_output=True, text=True
+    )
+    return proc.stdout.strip()
+
+
+def snapshot_files(name: str, snap: str) -> dict[str, str]:
+    """The file each disk's moment of ``snap`` is in, as its metadata says."""
+    root = ET.fromstring(virsh("snapshot-dumpxml", name, snap).stdout)
+    found = {}
+    for disk in root.findall("./domain/devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None and source is not None:
+            found[target.get("dev", "")] = source.get("file", "")
+    return found
+
+
+def check_after(dom: Dom, tmp: Path) -> None:
+    """Guest data unchanged, every remaining snapshot names a file showing its moment, the
+    chains check clean, the domain starts."""
+    if dom.running:
+        flush(dom)
+    now = sources(dom.name, inactive=not dom.running)
+    for disk in dom.disks:
+        assert view(now[disk], tmp) == dom.views[disk], f"{dom.name} {disk}: guest data changed"
+    for snap in tree(dom.name):
+        for disk, path in snapshot_files(dom.name, snap).items():
+            assert Path(path).exists(), f"{snap} {disk}: {path} is gone"
+            assert view(path, tmp) == dom.moments[(snap, disk)], f"{snap} {disk}: {path}"
+    for path in dom.dir.glob("*.qcow2"):
+        qemu_check(path)
+    if not dom.running:
+        virsh("start", dom.name)
+        virsh("destroy", dom.name)
+
+
+def files(dom: Dom) -> set[str]:
+    return {p.name for p in dom.dir.iterdir()}
+
+
+def differential(pair: tuple[Dom, Dom], tmp: Path, *words: str, route: str = "") -> None:
+    native, ours = pair
+    virsh("snapshot-delete", native.name, *words)
+    proc = run_vshx("snapshot-delete", ours.name, *words, *(["--route", route] if route else []))
+    assert proc.returncode == 0, proc.stderr
+    assert tree(ours.name) == tree(native.name)
+    assert current(ours.name) == current(native.name)
+    assert len(files(ours)) <= len(files(native)), "vshx left more files than native"
+    check_after(ours, tmp)
+    check_after(native, tmp)
+    if route == "pull":  # the metadata vshx wrote is what native needs: it deletes s1 next
+        virsh("snapshot-delete", ours.name, "s1")
+        virsh("snapshot-delete", native.name, "s1")
+        assert tree(ours.name) == tree(native.name)
+        check_after(ours, tmp)
+
+
+KINDS = [(1, True), (2, True), (1, False), (2, False)]
+IDS = ["1disk-running", "2disks-running", "1disk-off", "2disks-off"]
+
+
+@pytest.mark.parametrize("pair", KINDS, ids=IDS, indirect=True)
+def test_middle_snapshot_as_native(pair: tuple[Dom, Dom], tmp_path: Path) -> None:
+    differential(pair, tmp_path, "s2")
+
+
+@pytest.mark.parametrize("pair", [KINDS[0], KINDS[3]], ids=[IDS[0], IDS[3]], indirect=True)
+def test_first_snapshot_as_native(pair: tuple[Dom, Dom], tmp_path: Path) -> None:
+    differential(pair, tmp_path, "s1")
+
+
+@pytest.mark.parametrize(
+    ("pair", "route"),
+    [(KINDS[0], "commit"), (KINDS[0], "pull"), (KINDS[3], "commit"), (KINDS[3], "pull")],
+    ids=[f"{IDS[0]}-commit", f"{IDS[0]}-pull", f"{IDS[3]}-commit", f"{IDS[3]}-pull"],
+    indirect=["pair"],
+)
+def test_current_snapshot_as_native(pair: tuple[Dom, Dom], route: str, tmp_path: Path) -> None:
+    """Both routes for the current snapshot: libvirt's active commit, or the pull of its file
+    into the active layer (vshx picks the one that moves fewer bytes)."""
+    differential(pair, tmp_path, "--current", route=route)
+
+
+@pytest.fixture
+def one(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Dom]:
+    disks, running = request.param
+    dom = build(tmp_path, disks, running, "one")
+    try:
+        yield dom
+    finally:
+        destroy(dom)
+
+
+def refused_by_native(dom: Dom, *words: str) -> str:
+    proc = subprocess.run(
+        ["virsh", "-c", URI, "snapshot-delete", dom.name, *words], capture_output=True, text=True
+    )
+    assert proc.returncode != 0, proc.stdout
+    return proc.stderr
+
+
+@pytest.mark.parametrize("one", [KINDS[1], KINDS[2]], ids=[IDS[1], IDS[2]], indirect=True)
+def test_children_where_native_refuses(one: Dom, tmp_path: Path) -> None:
+    """--children: s2 and s3 go (native: not supported), s1 stays with its moment."""
+    assert "children" in refused_by_native(one, "s2", "--children")
+    before = {p.name for p in one.dir.iterdir()}
+    proc = run_vshx("snapshot-delete", one.name, "s2", "--children")
+    assert proc.returncode == 0, proc.stderr
+    assert tree(one.name) == {"s1": ""}
+    assert current(one.name) == "s1"
+    check_after(one, tmp_path)
+    left = {p.name for p in one.dir.iterdir()}
+    assert left == before - {f"{d}-s{k}.qcow2" for d in one.disks for k in (2, 3)}
+
+
+@pytest.mark.parametrize("one", [KINDS[0]], ids=[IDS[0]], indirect=True)
+def test_children_only_where_native_refuses(one: Dom, tmp_path: Path) -> None:
+    assert "children" in refused_by_native(one, "s1", "--children-only")
+    proc = run_vshx("snapshot-delete", one.name, "s1", "--children-only")
+    assert proc.returncode == 0, proc.stderr
+    assert tree(one.name) == {"s1": ""}
+    assert current(one.name) == "s1"
+    check_after(one, tmp_path)
+    assert sources(one.name)["vda"] == str(one.file("vda", "s1"))
+
+
+@pytest.mark.parametrize("one", [KINDS[0]], ids=[IDS[0]], indirect=True)
+def test_diverged_metadata_where_native_refuses(one: Dom, tmp_path: Path) -> None:
+    """After a layer commit (no snapshot-cleanup), s3's metadata names a file that no longer
+    holds its moment: native refuses; vshx removes s3's moment where it is now and re-points."""
+    top, base = one.file("vda", "s2"), one.file("vda", "s1")
+    proc = run_vshx("commit", one.name, "vda", "--top", str(top), "--base", str(base))
+    assert proc.returncode == 0, proc.stderr
+    assert "not the same" in refused_by_native(one, "s3")
+    proc = run_vshx("snapshot-delete", one.name, "s3")
+    assert proc.returncode == 0, proc.stderr
+    assert set(tree(one.name)) == {"s1", "s2"}
+    flush(one)
+    assert view(sources(one.name)["vda"], tmp_path) == one.views["vda"]
+    # s1 names base, which shows its moment; s2's moment was lost to the earlier commit
+    assert snapshot_files(one.name, "s1")["vda"] == str(one.file("vda", "base"))
+    assert view(one.file("vda", "base"), tmp_path) == one.moments[("s1", "vda")]
+    for path in one.dir.glob("*.qcow2"):
+        qemu_check(path)
+
+
+def test_metadata_only_is_virsh(tmp_path: Path) -> None:
+    """--metadata drops the metadata as virsh does and touches no file."""
+    dom = build(tmp_path, 1, False, "meta")
+    try:
+        before = {p.name: p.stat().st_mtime_ns for p in dom.dir.iterdir()}
+        proc = run_vshx("snapshot-delete", dom.name, "s2", "--metadata")
+        assert proc.returncode == 0, proc.stderr
+        assert tree(dom.name) == {"s1": "", "s3": "s1"}
+        assert {p.name: p.stat().st_mtime_ns for p in dom.dir.iterdir()} == before
+    finally:
+        destroy(dom)
+
+
+def test_revert_shut_off_two_disks(tmp_path: Path) -> None:
+    """New overlays on s2's moment files, the definition on them, s2 current, every file
+    kept; the domain starts on s2's moment; a running domain is refused first."""
+    dom = build(tmp_path, 2, True, "revert")
+    try:
+        proc = run_vshx("snapshot-revert", dom.name, "s2")
+        assert proc.returncode == 1 and "running" in proc.stderr
+        virsh("destroy", dom.name)
+        before = {p.name for p in dom.dir.iterdir()}
+        proc = run_vshx("snapshot-revert", dom.name, "s2")
+        assert proc.returncode == 0, proc.stderr
+        assert current(dom.name) == "s2"
+        assert {p.name for p in dom.dir.iterdir()} > before  # nothing deleted
+        now = sources(dom.name, inactive=True)
+        for disk in dom.disks:
+            assert Path(now[disk]).name.startswith(f"{disk}-s1.")
+            assert view(now[disk], tmp_path) == dom.moments[("s2", disk)]
+            # the branch left behind still shows what the guest wrote
+            assert view(dom.file(disk, "s3"), tmp_path) == dom.views[disk]
+        for path in dom.dir.glob("*.qcow2"):
+            qemu_check(path)
+        virsh("start", dom.name)
+        virsh("destroy", dom.name)
+        listing = run_vshx("snapshot-list", dom.name)
+        assert "unknown" not in listing.stdout and "gone" not in listing.stdout, listing.stdout
+    finally:
+        destroy(dom)
+
+
+def block_job(name: str, disk: str) -> str:
+    proc = subprocess.run(
+        ["virsh", "-c", URI, "blockjob", name, disk, "--info"], capture_output=True, text=True
+    )
+    return proc.stdout + proc.stderr
+
+
+def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_interrupted_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path) -> None:
+    """vshx killed while vda's commit runs (vdb not merged yet): the journal says so, other
+    commands refuse, and recover finishes the delete on every disk."""
+    dom = build(tmp_path, 2, True, "recover", big=2)
+    try:
+        proc = subprocess.Popen(
+            [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: "Block Commit" in block_job(dom.name, "vda"), "vda's block commit")
+        proc.kill()
+        proc.communicate()
+        virsh("blockjob", dom.name, "vda", "--bandwidth", "0")
+        wait_for(lambda: "Block Commit" not in block_job(dom.name, "vda"), "vda's commit to end")
+        refused = run_vshx("snapshot-delete", dom.name, "s3")
+        assert refused.returncode == 1 and "did not finish" in refused.stderr, refused.stderr
+        assert "recover" in refused.stderr
+        recovered = run_vshx("recover", dom.name, "vda")
+        assert recovered.returncode == 0, recovered.stderr
+        assert tree(dom.name) == {"s1": "", "s3": "s1"}
+        assert current(dom.name) == "s3"
+        check_after(dom, tmp_path)
+        assert not any(dom.file(disk, "s2").exists() for disk in dom.disks)
+        assert "no interrupted vshx operations" in run_vshx("jobs", dom.name).stdout
+    finally:
+        destroy(dom)
+
+
+def run_vshx_argv() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "vshx", "-c", URI]
+
+
+def test_checkpoints_still_give_the_right_incremental_backup(tmp_path: Path) -> None:
+    """A checkpoint taken before two snapshots are deleted (the current one, then a middle
+    one): its incremental backup holds exactly what the guest wrote since, no more."""
+    dom = build(tmp_path, 1, True, "checkpoint")
+    try:
+        virsh("checkpoint-create-as", dom.name, "cp1")
+        write(dom, "vda", 0x55, 2 * 1048576)
+        virsh(
+            "snapshot-create-as", dom.name, "s4", "--disk-only", "--atomic",
+            "--diskspec", f"vda,file={dom.file('vda', 's4')}",
+        )  # fmt: skip
+        write(dom, "vda", 0x56, 3 * 1048576)
+        for words in (["--current"], ["s2"]):
+            proc = run_vshx("snapshot-delete", dom.name, *words)
+            assert proc.returncode == 0, proc.stderr
+        assert virsh("checkpoint-list", dom.name, "--name").stdout.split() == ["cp1"]
+        target = tmp_path / "incremental.qcow2"
+        backup = (
+            "<domainbackup mode='push'><incremental>cp1</incremental><disks>"
+            f"<disk name='vda' type='file'><target file='{target}'/><driver type='qcow2'/>"
+            "</disk></disks></domainbackup>"
+        )
+        virsh("backup-begin", dom.name, "/dev/stdin", stdin=backup)
+        wait_for(lambda: "Backup" in virsh("domjobinfo", dom.name, "--completed").stdout, "it")
+        out = subprocess.run(
+            ["qemu-img", "map", "-U", "--output=json", str(target)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        own = [e["start"] for e in json.loads(out) if e["data"] and e["depth"] == 0]
+        assert own == [2 * 1048576, 3 * 1048576]
+        for pattern, offset in ((0x55, "2M"), (0x56, "3M")):
+            read = subprocess.run(
+                ["qemu-io", "-r", "-U", "-f", "qcow2", "-c", f"read -P {pattern} {offset} 64k",
+                 str(target)],
+                capture_output=True,
+                text=True,
+            )  # fmt: skip
+            assert "verification failed" not in read.stdout + read.stderr, read.stdout
+    finally:
+        destroy(dom)
+
+
+def test_memory_snapshot_deleted_with_its_ram_and_never_reverted(tmp_path: Path) -> None:
+    """A snapshot with memory state: revert refuses (running, then shut off), delete removes
+    its disk moment and its memory file, the other snapshots keep theirs."""
+    dom = build(tmp_path, 1, True, "memory")
+    try:
+        memory = dom.dir / "m4.mem"
+        virsh(
+            "snapshot-create-as", dom.name, "m4", "--atomic",
+            "--memspec", f"file={memory},snapshot=external",
+            "--diskspec", f"vda,file={dom.file('vda', 'm4')}",
+        )  # fmt: skip
+        write(dom, "vda", 0x66, 4 * 1048576)
+        flush(dom)
+        dom.views["vda"] = view(sources(dom.name)["vda"], tmp_path)
+        refused = run_vshx("snapshot-revert", dom.name, "m4")
+        assert refused.returncode == 1 and "running" in refused.stderr
+        virsh("destroy", dom.name)
+        dom.running = False
+        refused = run_vshx("snapshot-revert", dom.name, "m4")
+        assert refused.returncode == 1 and "memory state" in refused.stderr
+        proc = run_vshx("snapshot-delete", dom.name, "m4")
+        assert proc.returncode == 0, proc.stderr
+        assert not memory.exists()
+        assert set(tree(dom.name)) == {"s1", "s2", "s3"}
+        check_after(dom, tmp_path)
+    finally:
+        destroy(dom)
+
+
+def test_failed_offline_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path) -> None:
+    """Shut off, two disks: vdb's commit fails (its base made immutable) after vda's merge is
+    done. The journal stays, other commands refuse, and recover finishes every disk."""
+    dom = build(tmp_path, 2, False, "offline-recover")
+    stuck = dom.file("vdb", "s1")
+    subprocess.run(["chattr", "+i", str(stuck)], check=True)
+    try:
+        proc = run_vshx("snapshot-delete", dom.name, "s2")
+        assert proc.returncode == 1, proc.stderr
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+        assert "vdb-s1" in proc.stderr  # vdb failed after vda's merge: half done
+        merged = qemu_img_chain(dom.file("vda", "s3"))[0]["backing-filename"]
+        assert merged == str(dom.file("vda", "s1"))
+        refused = run_vshx("snapshot-delete", dom.name, "s3")
+        assert refused.returncode == 1 and "did not finish" in refused.stderr, refused.stderr
+        recovered = run_vshx("recover", dom.name)
+        assert recovered.returncode == 0, recovered.stderr
+        assert tree(dom.name) == {"s1": "", "s3": "s1"}
+        assert current(dom.name) == "s3"
+        check_after(dom, tmp_path)
+        assert not any(dom.file(disk, "s2").exists() for disk in dom.disks)
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=False)
+        destroy(dom)
+
+
+@pytest.mark.parametrize("pair", [KINDS[1]], ids=[IDS[1]], indirect=True)
+def test_dry_run_script_reaches_the_same_end_state(pair: tuple[Dom, Dom], tmp_path: Path) -> None:
+    """The printed plan run by sh -e (READY on both disks, then the pivots) leaves what the
+    real run leaves."""
+    scripted, ours = pair
+    words = ("--current", "--route", "commit")
+    script = run_vshx("snapshot-delete", scripted.name, *words, "--dry-run")
+    assert script.returncode == 0, script.stderr
+    ran = subprocess.run(["sh", "-e"], input=script.stdout, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    proc = run_vshx("snapshot-delete", ours.name, *words)
+    assert proc.returncode == 0, proc.stderr
+    assert tree(ours.name) == tree(scripted.name) == {"s1": "", "s2": "s1"}
+    assert current(ours.name) == current(scripted.name) == "s2"
+    assert files(ours) == files(scripted)
+    check_after(ours, tmp_path)
+    check_after(scripted, tmp_path)
+
+
+def test_killed_with_active_commits_pending_pivots_on_recover(tmp_path: Path) -> None:
+    """Deleting the current snapshot of two disks, vshx killed during vda's active commit:
+    recover pivots vda once READY, commits and pivots vdb, and finishes the metadata."""
+    dom = build(tmp_path, 2, True, "pivot", big=3)
+    try:
+        proc = subprocess.Popen(
+            [*run_vshx_argv(), "snapshot-delete", dom.name, "--current", "--route", "commit"]
+            + ["--bandwidth", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: "Active Block Commit" in block_job(dom.name, "vda"), "vda's job")
+        proc.kill()
+        proc.communicate()
+        virsh("blockjob", dom.name, "vda", "--bandwidth", "0")
+        wait_for(lambda: '"ready": true' in run_vshx("jobs", dom.name, "--json").stdout, "READY")
+        recovered = run_vshx("recover", dom.name)
+        assert recovered.returncode == 0, recovered.stderr
+        assert "pivot vda: pivoted" in recovered.stderr  # the READY job, not a new commit
+        assert "pivot vdb: pivoted" in recovered.stderr
+        assert tree(dom.name) == {"s1": "", "s2": "s1"}
+        assert current(dom.name) == "s2"
+        assert sources(dom.name) == {d: str(dom.file(d, "s2")) for d in dom.disks}
+        check_after(dom, tmp_path)
+        assert "no block jobs and no interrupted" in run_vshx("jobs", dom.name).stdout
+    finally:
+        destroy(dom)
