@@ -264,7 +264,9 @@ def test_snapshot_delete(student: Student) -> None:
 
 
 @libvirt
-@pytest.mark.parametrize("name", ["active-commit", "offline-commit", "safe-rebase"])
+@pytest.mark.parametrize(
+    "name", ["active-commit", "offline-commit", "safe-rebase", "snapshot-delete"]
+)
 def test_the_vshx_equivalent_reaches_the_goal(tmp_path: Path, name: str) -> None:
     """What `lesson check` calls the same in vshx does pass the check; its explain changes
     nothing."""
