@@ -90,6 +90,13 @@ LESSONS = [
         ),
         vshx=("commit {lab} vda --base sn1 --top sn3", "snapshot-cleanup {lab}"),
         explain="commit {lab} vda --base sn1 --top sn3",
+        mistakes=(
+            (
+                "extra:sn2",
+                "one job to go: sn2 now holds sn3's data too; commit it into sn1: virsh "
+                "blockcommit {lab} vda --base {sn1} --top {sn2} --wait",
+            ),
+        ),
         achieved="sn3 went into sn2, then sn2 into sn1: the chain is base <- sn1 <- sn4 (one "
         "job would have copied less)",
         order=20,
