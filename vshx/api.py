@@ -84,7 +84,16 @@ Chains, targets and snapshots
 ``finish_command``     the layer command that finishes a half-merged snapshot
 ``Verdict``            a moment's state a plan records (``plan.verdicts``) in the ledger
 ``xdg_home``           ``$XDG_*_HOME`` (or its default): "cache", "state", "data", "config"
+``Place``              a directory of vshx's own (``Place("state", "lessons")``): safe reads
+                       and writes of small files there, the running user's only
 ``libvirt``            the libvirt-python module, imported on first use
+=====================  ======================================================================
+
+Lessons
+
+=====================  ======================================================================
+``Lesson``             one exercise on a practice lab: task, goal chain, hints, solution
+``registered_lessons`` every plugin's lessons (hook ``vshx_register_lessons``), in list order
 =====================  ======================================================================
 
 Merge building blocks, as namespaces of chosen functions (each documented on its class):
@@ -127,6 +136,7 @@ from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.plans.target import Target
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
 from vshx.shell.session import Session
+from vshx.spec.lesson import Lesson
 from vshx.spec.options import BASE, DISK, DOMAIN, DOMAIN_OR_IMAGE, FORCE, JOB_OPTIONS, JSON, SCAN
 from vshx.spec.render import comments, table, to_json
 from vshx.spec.spec import Args, Command, Opt, non_negative_int
@@ -139,7 +149,12 @@ from vshx.storage.chain_view import render_chain
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import Snapshot, Timeline, Verdict
 from vshx.storage.paths import names_an_image
-from vshx.storage.statefiles import xdg_home
+from vshx.storage.statefiles import Place, xdg_home
+
+
+def registered_lessons(session: Session) -> list[Lesson]:
+    """Every lesson the loaded plugins register, in ``lesson list`` order."""
+    return session.host.lessons()
 
 
 @final
@@ -368,7 +383,11 @@ __all__ = [
     "finish_command",
     "Verdict",
     "xdg_home",
+    "Place",
     "libvirt",
+    # lessons
+    "Lesson",
+    "registered_lessons",
     # merge building blocks (namespaces of chosen functions)
     "preflight",
     "checks",

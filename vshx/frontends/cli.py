@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 USAGE = """\
-usage: vshx [-c URI] [--dry-run] [--teach] [-q] [-f FILE [-x]] [COMMAND [ARGS...]]
+usage: vshx [-c URI] [--dry-run] [--teach] [--trace] [-q] [--record FILE] [-f FILE [-x]]
+            [COMMAND [ARGS...]]
 
   -c, --connect URI  libvirt URI (default: as virsh: $LIBVIRT_DEFAULT_URI, uri_default in
                      libvirt.conf, else qemu:///system for root, qemu:///session for others)
@@ -20,7 +21,11 @@ usage: vshx [-c URI] [--dry-run] [--teach] [-q] [-f FILE [-x]] [COMMAND [ARGS...
   -x                 echo each batch command before running it
       --dry-run      every command prints its plan as a shell script and changes nothing
       --teach        print each step's equivalent virsh/qemu-img command as it runs
+      --trace        during a live block job, print the QMP events QEMU sends (qmp< ...)
+                     and libvirt's block-job events (libvirt< ...) as they arrive
   -q, --quiet        print less
+      --record FILE  append a transcript: each command as typed, its output and errors as
+                     # lines, times and exit status (replay it with: vshx -f FILE)
       --version      print the version
   -h, --help         this text
 
@@ -34,10 +39,12 @@ class Globals:
     def __init__(self) -> None:
         self.uri: str | None = None
         self.script: str | None = None
+        self.record: str | None = None
         self.echo = False
         self.dry_run = False
         self.teach = False
         self.quiet = False
+        self.trace = False
         self.tour = False
         self.rest: list[str] = []
 
@@ -45,7 +52,13 @@ class Globals:
 def parse_globals(argv: Sequence[str]) -> Globals:
     opts = Globals()
     i = 0
-    takes_value = {"-c": "uri", "--connect": "uri", "-f": "script", "--file": "script"}
+    takes_value = {
+        "-c": "uri",
+        "--connect": "uri",
+        "-f": "script",
+        "--file": "script",
+        "--record": "record",
+    }
     flags = {
         "-x": "echo",
         "--dry-run": "dry_run",
@@ -53,6 +66,7 @@ def parse_globals(argv: Sequence[str]) -> Globals:
         "-q": "quiet",
         "--quiet": "quiet",
         "--tour": "tour",
+        "--trace": "trace",
     }
     while i < len(argv):
         word = argv[i]
@@ -126,7 +140,16 @@ def _main(argv: Sequence[str] | None) -> int:
     from vshx.shell.session import Session
 
     session = Session(opts.uri, dry_run=opts.dry_run, teach=opts.teach, quiet=opts.quiet)
+    session.trace = opts.trace
     try:
+        if opts.record is not None:
+            from vshx.errors import VshxError
+
+            try:
+                session.start_recording(opts.record)
+            except VshxError as exc:
+                session.report(exc)
+                return EXIT_FAILED
         if opts.script is not None:
             from vshx.frontends.batch import run_file
 
@@ -135,10 +158,16 @@ def _main(argv: Sequence[str] | None) -> int:
             command = session.host.command(opts.rest[0])
             # a read-only one-shot command needs no event loop: skip it for a faster start
             session.need_events = command is None or command.changes
+            if session.recorder is not None:
+                from vshx.plans.plan import shell_line
+
+                session.recorder.command(shell_line(opts.rest))
+            status = EXIT_OK
             try:
-                return session.run_words(opts.rest)
+                status = session.run_words(opts.rest)
             except ExitRequested:
-                return EXIT_OK
+                pass
+            return session.recorded(status)
         if not sys.stdin.isatty():  # `... | vshx`: a script on stdin, no line editor needed
             from vshx.frontends.batch import run_file
 
@@ -157,4 +186,5 @@ def _main(argv: Sequence[str] | None) -> int:
         _drop_stdout()
         return EXIT_FAILED
     finally:
+        session.stop_recording()
         session.close()

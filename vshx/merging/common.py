@@ -82,6 +82,7 @@ def live_job_step(
             stream=session.err,
             quiet=session.quiet,
             ready_only=ready_only,
+            trace=session.err if session.trace else None,
         )
 
     return Step(description, argv, action=action, underneath=underneath)
@@ -103,6 +104,7 @@ def pivot_step(session: Session, target: Target, leaves: list[Layer]) -> Step:
             leaves=frozenset(layer.canonical for layer in leaves),
             stream=session.err,
             quiet=session.quiet,
+            trace=session.err if session.trace else None,
         )
 
     return Step(

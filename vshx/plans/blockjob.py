@@ -18,11 +18,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import libvirt
 
 from vshx.errors import VshxError
+
+if TYPE_CHECKING:
+    from vshx.plans.trace import Trace
 
 COMPLETED: int = libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED
 FAILED: int = libvirt.VIR_DOMAIN_BLOCK_JOB_FAILED
@@ -102,13 +105,16 @@ class BlockJob:
         self.disk = disk
         self.leaves = leaves
         self.events: queue.Queue[int] = queue.Queue()
+        self.tracer: Trace | None = None  # --trace: told every block-job event
         self._callback = conn.domainEventRegisterAny(
             dom, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, self._on_event, None
         )
 
     def _on_event(
-        self, _conn: Any, _dom: Any, disk: str, _type: int, status: int, _opaque: Any
+        self, _conn: Any, _dom: Any, disk: str, kind: int, status: int, _opaque: Any
     ) -> None:
+        if self.tracer is not None:
+            self.tracer.job_event(disk, kind, status)
         if disk == self.disk:
             self.events.put(status)
 
@@ -216,13 +222,21 @@ def run_block_job(
     stream: TextIO | None = None,
     quiet: bool = False,
     ready_only: bool = False,
+    trace: TextIO | None = None,
 ) -> None:
     """Start a job with ``start`` and see it through; active jobs pivot or keep the overlay.
 
     ``wait=False`` (--background) returns once it started; ``abort_async`` (virsh's --async):
     a timeout or Ctrl-C requests the abort and returns without waiting for the job to end;
-    ``ready_only``: an active job is left READY, for ``pivot_ready_job`` to end."""
+    ``ready_only``: an active job is left READY, for ``pivot_ready_job`` to end.
+    ``trace``: print QEMU's QMP events and libvirt's job events there as they arrive."""
+    tracer = None
+    if trace is not None:
+        from vshx.plans.trace import Trace
+
+        tracer = Trace(conn, dom, trace)
     job = BlockJob(conn, dom, disk, leaves)
+    job.tracer = tracer
     progress = Progress(label, stream or sys.stderr, quiet)
     deadline = time.monotonic() + timeout if timeout else None
     restore = _interrupt_on_signals()
@@ -288,6 +302,8 @@ def run_block_job(
         raise unknown_state(label, dom.name(), disk, exc.message) from None
     finally:
         job.close()
+        if tracer is not None:
+            tracer.close()
         restore()
 
 
@@ -300,10 +316,17 @@ def pivot_ready_job(
     leaves: frozenset[str] = frozenset(),
     stream: TextIO | None = None,
     quiet: bool = False,
+    trace: TextIO | None = None,
 ) -> None:
     """Pivot a READY active job (left so by ``run_block_job(ready_only=True)``) and wait until
-    libvirt reports it completed (or the chain shows it)."""
+    libvirt reports it completed (or the chain shows it); ``trace`` as for run_block_job."""
+    tracer = None
+    if trace is not None:
+        from vshx.plans.trace import Trace
+
+        tracer = Trace(conn, dom, trace)
     job = BlockJob(conn, dom, disk, leaves)
+    job.tracer = tracer
     progress = Progress(label, stream or sys.stderr, quiet)
     try:
         try:
@@ -324,6 +347,8 @@ def pivot_ready_job(
         raise unknown_state(label, dom.name(), disk, exc.message) from None
     finally:
         job.close()
+        if tracer is not None:
+            tracer.close()
 
 
 def job_failure_hint(dom: libvirt.virDomain, disk: str) -> str:

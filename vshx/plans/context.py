@@ -33,6 +33,7 @@ class Context(Protocol):
     dry_run: bool
     teach: bool
     quiet: bool
+    trace: bool  # --trace: QEMU's QMP events during block jobs
     command: Command | None
     args: Args | None
     words: list[str] | None

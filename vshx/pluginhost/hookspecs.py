@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
     from vshx.plans.plan import Plan
     from vshx.plans.target import Target
+    from vshx.spec.lesson import Lesson
     from vshx.spec.spec import Args, Command
 
 PROJECT = "vshx"
@@ -88,6 +89,21 @@ def vshx_command_finished(session: Session, command: Command, status: int) -> No
     Use it to react to changes, e.g. to invalidate cached inventory after a merge.
 
     New in 0.1.
+    """
+
+
+@hookspec
+def vshx_register_lessons(register: Callable[[Lesson], None]) -> None:
+    """Add lessons to ``lesson list`` / ``lesson start`` (a teacher's own exercises).
+
+    Call ``register(Lesson(...))`` once per lesson (``vshx.api.Lesson``: name, task, goal
+    chain, solution lines, hints...).  The ``lesson`` command builds the lab, prints the task
+    and checks the student's end state from the outside (chain, definitions, guest data,
+    snapshot metadata, block jobs).  A name registered twice keeps the first (vshx's own
+    lessons load first).  Called only when a ``lesson`` command needs the list, so a plugin
+    that only adds lessons costs other commands nothing.
+
+    New in 0.3.
     """
 
 

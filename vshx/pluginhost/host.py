@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from vshx.plans.plan import Plan
     from vshx.plans.target import Target
     from vshx.pluginhost.entrypoints import EntryPoint
+    from vshx.spec.lesson import Lesson
     from vshx.spec.spec import Args
 
 ENTRY_POINT_GROUP = "vshx"
@@ -149,7 +150,12 @@ class PluginHost:
             self.registry.register(command)
             for word in (command.name, *command.aliases):
                 self.owned_by[word] = name or ""
-        registration = {"vshx_register_commands", "vshx_register_completers"}
+        # lessons are asked for only by `lesson`, which loads every plugin then (lessons())
+        registration = {
+            "vshx_register_commands",
+            "vshx_register_completers",
+            "vshx_register_lessons",
+        }
         hooks = {caller.name for caller in pm.get_hookcallers(plugin) or []}
         if name and hooks - registration:
             self.hook_users.append(name)
@@ -264,6 +270,27 @@ class PluginHost:
             self.load_entry_points()
         if self._pm is not None:
             self._pm.hook.vshx_plan_ready(session=session, command=command, args=args, plan=plan)
+
+    def lessons(self) -> list[Lesson]:
+        """Every plugin's lessons (all plugins are loaded for this), first registration of a
+        name wins; vshx's own plugins register first."""
+        self.load_entry_points()
+        found: dict[str, Lesson] = {}
+
+        def register(lesson: Lesson) -> None:
+            found.setdefault(lesson.name, lesson)
+
+        if self._pm is not None:
+            for plugin in self._plugins_in_load_order():
+                self._call_on(plugin, "vshx_register_lessons", register=register)
+        return sorted(found.values(), key=lambda lesson: (lesson.order, lesson.name))
+
+    def _plugins_in_load_order(self) -> list[object]:
+        assert self._pm is not None
+        order = [ep.name for ep in self._entry_points()]
+        named = dict(self._pm.list_name_plugin())
+        first = [named[n] for n in order if n in named]
+        return first + [p for p in self._pm.get_plugins() if p not in first]
 
     def command_finished(self, session: Session, command: Command, status: int) -> None:
         if self._pm is not None:  # no plugin loaded: nobody listens

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from vshx.completion.inventory import Inventory
     from vshx.plans.plan import Plan
+    from vshx.shell.record import Recorder
     from vshx.storage.chain import Chain
 
 
@@ -49,6 +50,7 @@ class Session:
         self.dry_run = dry_run
         self.teach = teach
         self.quiet = quiet
+        self.trace = False  # --trace: print QEMU's QMP events during block jobs
         if host is None:
             from vshx.shell.builtins import BUILTINS
 
@@ -64,6 +66,38 @@ class Session:
         self.predicted: dict[str, Chain] = {}
         self.planning_ahead = dry_run
         self._shebang_written = False
+        self.recorder: Recorder | None = None  # --record FILE: the transcript
+
+    # -- transcript ---------------------------------------------------------------------
+    def start_recording(self, path: str) -> None:
+        """Record every command from now on into ``path`` (vshx/shell/record.py)."""
+        from vshx.shell.record import Recorder, Tee
+
+        self.stop_recording()
+        try:
+            self.recorder = Recorder(path, self.uri)
+        except OSError as exc:
+            raise VshxError(f"cannot write the transcript {path!r}: {exc.strerror}") from None
+        self.out = Tee(self.out, self.recorder, "#  ")
+        self.err = Tee(self.err, self.recorder, "#! ")
+
+    def stop_recording(self) -> None:
+        from vshx.shell.record import Tee
+
+        if self.recorder is None:
+            return
+        self.recorder.close()
+        self.recorder = None
+        if isinstance(self.out, Tee):
+            self.out = self.out.inner
+        if isinstance(self.err, Tee):
+            self.err = self.err.inner
+
+    def recorded(self, status: int) -> int:
+        """Write the command that just finished into the transcript (when recording)."""
+        if self.recorder is not None:
+            self.recorder.finished(status)
+        return status
 
     # -- connection ---------------------------------------------------------------------
     @property
@@ -160,6 +194,8 @@ class Session:
             return exc.exit_code
         status = EXIT_OK
         self.stdin_text = stdin
+        if self.recorder is not None:
+            self.recorder.command(line, stdin)
         try:
             for words in commands:
                 status = self.run_words(words, where)
@@ -167,6 +203,7 @@ class Session:
                     break
         finally:
             self.stdin_text = None
+            self.recorded(status)
         return status
 
     def run_words(self, words: Sequence[str], where: str = "") -> int:

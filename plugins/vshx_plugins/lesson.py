@@ -1,0 +1,375 @@
+"""``lesson``: exercises on a practice lab that check the student's own virsh/qemu-img work.
+
+``lesson start NAME`` builds the lab with ``lab-create``'s own command (its plan, its checks),
+runs the lesson's setup lines, records what the guest sees on every disk and each snapshot's
+moment, and prints the task, the chain now and the goal.  The student works in any shell (or
+in vshx).  ``lesson check`` judges the end state from the outside (lesson_check.py).  Progress
+is kept per user in vshx's state directory (``Place("state", "lessons")``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import shlex
+import time
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from vshx.api import (
+    Args,
+    Command,
+    Lesson,
+    Opt,
+    Place,
+    Plan,
+    Session,
+    Step,
+    UsageError,
+    VshxError,
+    commands_hook,
+    comments,
+    registered_lessons,
+    shell_line,
+    table,
+    virt,
+)
+from vshx_plugins import lesson_check
+from vshx_plugins.lesson_i18n import _
+
+STATE = Place("state", "lessons")
+ACTIONS = ("list", "start", "check", "hint", "solution", "reset")
+
+
+class Values(dict[str, str]):
+    """Placeholders of a lesson's text; an unknown ``{word}`` stays as written."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def invoking_user() -> str:
+    """The student: the user behind sudo when there is one."""
+    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", user) or "student"
+
+
+def values(lesson: Lesson, lab: str, uri: str, directory: str) -> Values:
+    found = Values(lab=lab, uri=uri, dir=directory, lesson=lesson.name)
+    for layer in ["base"] + [f"sn{k}" for k in range(1, lesson.layers + 1)]:
+        path = os.path.join(directory, f"{layer}.qcow2")
+        found[layer] = path
+        found[f"{layer}_xml"] = quoteattr(path)
+    return found
+
+
+def text(template: str, found: Values) -> str:
+    """A lesson's text in the student's language, its placeholders filled."""
+    return _(template).format_map(found)
+
+
+def line(template: str, found: Values) -> str:
+    """One command line: each word substituted, then quoted for sh (comments stay comments)."""
+    if template.startswith("#"):
+        return comments(text(template.lstrip("# "), found)).rstrip("\n")
+    return shell_line([word.format_map(found) for word in shlex.split(template)])
+
+
+def script(lesson: Lesson, found: Values) -> str:
+    """The solution as a sh script (here-documents included), runnable with ``sh -e``."""
+    out = []
+    for template in lesson.solution:
+        rendered = line(template, found)
+        reads_stdin = not template.startswith("#") and "/dev/stdin" in shlex.split(template)
+        if lesson.stdin and reads_stdin:
+            rendered += " <<'EOF'\n" + lesson.stdin.format_map(found) + "\nEOF"
+        out.append(rendered)
+    return "\n".join(out) + "\n"
+
+
+# -- progress ------------------------------------------------------------------------------
+def progress_name() -> str:
+    """One progress file per student: under sudo, root's state directory keeps each
+    invoking user's own."""
+    return f"progress-{invoking_user()}.json"
+
+
+def progress() -> dict[str, Any]:
+    raw = STATE.read(progress_name())
+    try:
+        found = json.loads(raw) if raw else {}
+    except ValueError:
+        found = {}
+    found.setdefault("lessons", {})
+    return found
+
+
+def save_progress(found: dict[str, Any]) -> None:
+    found["schema"] = 1
+    STATE.write(progress_name(), json.dumps(found, indent=1, sort_keys=True))
+
+
+def record_name(lab: str) -> str:
+    return f"lab-{lab}.json"
+
+
+def find_lesson(session: Session, name: str) -> Lesson:
+    lessons = registered_lessons(session)
+    for lesson in lessons:
+        if lesson.name == name:
+            return lesson
+    raise UsageError(
+        f"no lesson {name!r}", f"lessons: {', '.join(lesson.name for lesson in lessons)}"
+    )
+
+
+def current(session: Session, args: Args) -> tuple[Lesson, dict[str, Any]]:
+    """The lesson named, or the one started last, with its progress entry."""
+    found = progress()
+    name = args.name or found.get("current")
+    if not name:
+        raise VshxError(_("no lesson started yet"), _("see: lesson list; then: lesson start NAME"))
+    entry = found["lessons"].get(name)
+    if entry is None:
+        raise VshxError(
+            _("lesson {name} was not started").format(name=name),
+            _("start it: lesson start {name}").format(name=name),
+        )
+    return find_lesson(session, name), entry
+
+
+# -- the lab -------------------------------------------------------------------------------
+def build_lab(session: Session, lesson: Lesson, lab: str, directory: str | None) -> str:
+    """Build (or rebuild) the lab with lab-create's own command; its directory."""
+    create = session.host.command("lab-create")
+    if create is None:
+        raise VshxError("the lab plugin (lab-create) is not loaded", "lessons build on it")
+    args: Args = Args({o.key: False if o.is_flag else o.default for o in create.all_options})
+    args.update(name=lab, dir=directory, layers=lesson.layers, shut_off=not lesson.running)
+    saved = session.command, session.args
+    session.command, session.args = create, args
+    try:
+        create.run(session, args)
+    finally:
+        session.command, session.args = saved
+    if session.dry_run:
+        return directory or ""
+    dom = virt.lookup_domain(session.conn, lab)
+    disk = virt.find_disk(dom, lesson_check.DISK)
+    return os.path.dirname(disk.source or "")
+
+
+def run_setup(session: Session, lesson: Lesson, found: Values) -> None:
+    if not lesson.setup:
+        return
+    plan = Plan(f"set up lesson {lesson.name}")
+    for template in lesson.setup:
+        argv = [word.format_map(found) for word in shlex.split(template)]
+        plan.add(Step(f"lesson setup: {shell_line(argv)}", argv))
+    session.run_plan(plan, Args(dry_run=False, teach=False))
+
+
+def start(session: Session, lesson: Lesson, lab: str, directory: str | None) -> None:
+    if session.dry_run:  # vshx --dry-run lesson start: the lab's plan, nothing built
+        build_lab(session, lesson, lab, directory)
+        return
+    directory = build_lab(session, lesson, lab, directory)
+    found = values(lesson, lab, session.uri, directory)
+    dom = virt.lookup_domain(session.conn, lab)
+    rec = lesson_check.record(session, dom)
+    run_setup(session, lesson, found)
+    rec.update(lesson=lesson.name, lab=lab, uri=session.uri, dir=directory, built=time.time())
+    STATE.write(record_name(lab), json.dumps(rec, indent=1, sort_keys=True))
+    state = progress()
+    entry = state["lessons"].setdefault(lesson.name, {})
+    entry.update(lab=lab, dir=directory, uri=session.uri, started=time.time(), hints=0)
+    entry.setdefault("done", None)
+    state["current"] = lesson.name
+    save_progress(state)
+    chain = lesson_check.header_chain(dom)
+    session.print(f"lesson {lesson.name}: {text(lesson.title, found)}")
+    session.print(
+        _("lab: domain {lab} on {uri}, files in {dir}").format(
+            lab=lab, uri=session.uri, dir=directory
+        )
+    )
+    session.print("")
+    session.print(text(lesson.task, found))
+    session.print("")
+    session.print(f"chain now: {arrows(chain)}")
+    session.print(f"goal:      {' <- '.join(lesson.goal)} (active)")
+    snaps = rec["moments"]
+    if snaps:
+        shown = ", ".join(
+            f"{name} ({os.path.basename(m.get('vda', {}).get('file') or '?')})"
+            for name, m in snaps.items()
+        )
+        session.print(_("snapshots (each with the file that held its moment): ") + shown)
+    session.print("")
+    session.print(
+        _(
+            "Work in any shell with virsh and qemu-img (for a transcript, run vshx --record "
+            "FILE and type the same lines into it: they pass through unchanged). Then: vshx "
+            "lesson check. Stuck: lesson hint."
+        )
+    )
+
+
+def arrows(chain: list[str]) -> str:
+    return " <- ".join(lesson_check.layer_name(p) for p in reversed(chain)) + " (active)"
+
+
+def load_record(lab: str) -> dict[str, Any]:
+    raw = STATE.read(record_name(lab))
+    if not raw:
+        raise VshxError(
+            _("no record of the lab {lab} (what the guest saw when it was built)").format(lab=lab),
+            _("build it again: lesson reset"),
+        )
+    found: dict[str, Any] = json.loads(raw)
+    return found
+
+
+# -- the actions ---------------------------------------------------------------------------
+def do_list(session: Session, args: Args) -> None:
+    state = progress()
+    rows = []
+    for lesson in registered_lessons(session):
+        entry = state["lessons"].get(lesson.name) or {}
+        status = "done" if entry.get("done") else "started" if entry else "-"
+        if state.get("current") == lesson.name:
+            status += " *"
+        rows.append([lesson.name, status, entry.get("lab", "-"), _(lesson.title)])
+    session.show(table(rows, ["Lesson", "Status", "Lab", "Task"]))
+
+
+def default_lab(lesson: Lesson) -> str:
+    """The lab of a lesson when no --lab is given: the lesson and the invoking user, so two
+    students on one host never rebuild each other's lab."""
+    return f"{lesson.name}-{invoking_user()}"
+
+
+def do_start(session: Session, args: Args) -> None:
+    if not args.name:
+        raise UsageError(_("which lesson?"), _("lesson start NAME (see: lesson list)"))
+    lesson = find_lesson(session, args.name)
+    start(session, lesson, args.lab or default_lab(lesson), args.dir)
+
+
+def do_reset(session: Session, args: Args) -> None:
+    lesson, entry = current(session, args)
+    start(session, lesson, args.lab or entry["lab"], args.dir or entry.get("dir"))
+
+
+def do_check(session: Session, args: Args) -> int:
+    lesson, entry = current(session, args)
+    lab = entry["lab"]
+    rec = load_record(lab)
+    findings = lesson_check.check(session, lesson, lab, rec)
+    state = progress()
+    if findings:
+        session.err.write(f"not done: lesson {lesson.name} on {lab}\n")  # words tests read
+        mistakes = dict(lesson.mistakes)
+        found = values(lesson, lab, session.uri, entry.get("dir") or "")
+        for finding in findings:
+            session.err.write(f"error: {finding.reason}\n")
+            hint = finding.hint
+            if finding.kind in mistakes:
+                hint = text(mistakes[finding.kind], found)
+            if hint:
+                session.err.write(f"hint: {hint}\n")
+        return 1
+    state["lessons"].setdefault(lesson.name, entry)["done"] = time.time()
+    save_progress(state)
+    found = values(lesson, lab, session.uri, entry.get("dir") or "")
+    dom = virt.lookup_domain(session.conn, lab)
+    session.print(f"done: lesson {lesson.name} on {lab}")
+    if lesson.achieved:
+        session.print(f"  {text(lesson.achieved, found)}")
+    session.print(
+        "  "
+        + _(
+            "vda is {chain}; the definitions name that chain; the guest sees the bytes it saw "
+            "when the lab was built; every snapshot left still has its moment; no block job "
+            "is left"
+        ).format(chain=arrows(lesson_check.header_chain(dom)))
+    )
+    uri = shlex.quote(session.uri)
+    vshx = [f"vshx -c {uri} {words.format_map(found)}" for words in lesson.vshx]
+    if vshx:
+        session.print(_("the same in vshx:"))
+        for command in vshx:
+            missing = session.host.command(shlex.split(command)[3]) is None
+            session.print(f"  {command}" + (_("   (not in this vshx)") if missing else ""))
+    if lesson.explain:
+        session.print(
+            _("see how and why: ") + f"vshx -c {uri} explain {lesson.explain.format_map(found)}"
+        )
+    return 0
+
+
+def do_hint(session: Session, args: Args) -> None:
+    lesson, entry = current(session, args)
+    if not lesson.hints:
+        session.print(_("this lesson has no hints; see: lesson solution"))
+        return
+    state = progress()
+    saved = state["lessons"].setdefault(lesson.name, entry)
+    number = min(int(saved.get("hints", 0)), len(lesson.hints) - 1)
+    saved["hints"] = number + 1
+    save_progress(state)
+    found = values(lesson, entry["lab"], entry.get("uri") or session.uri, entry.get("dir") or "")
+    last = number == len(lesson.hints) - 1
+    more = _(" (the last one; then: lesson solution)") if last else ""
+    said = text(lesson.hints[number], found)
+    session.print(f"hint {number + 1}/{len(lesson.hints)}{more}: {said}")
+
+
+def do_solution(session: Session, args: Args) -> None:
+    lesson, entry = current(session, args)
+    found = values(lesson, entry["lab"], entry.get("uri") or session.uri, entry.get("dir") or "")
+    session.out.write(comments(f"lesson {lesson.name}: {text(lesson.title, found)}"))
+    session.out.write(script(lesson, found))
+
+
+ACTION_RUN = {
+    "list": do_list,
+    "start": do_start,
+    "check": do_check,
+    "hint": do_hint,
+    "solution": do_solution,
+    "reset": do_reset,
+}
+
+
+def cmd_lesson(session: Session, args: Args) -> int | None:
+    run = ACTION_RUN.get(args.action)
+    if run is None:
+        raise UsageError(f"no lesson action {args.action!r}", f"one of: {', '.join(ACTIONS)}")
+    result: int | None = run(session, args)
+    return result
+
+
+COMMANDS = [
+    Command(
+        "lesson",
+        "exercises that check your own virsh/qemu-img work on a practice lab",
+        cmd_lesson,
+        (
+            Opt("action", f"{' | '.join(ACTIONS)}", "action", positional=True, required=True),
+            Opt("name", "the lesson (default: the one started last)", "name", positional=True),
+            Opt("lab", "the lab domain's name (default: LESSON-USER)", "name"),
+            Opt("dir", "the lab's directory (default: lab-create's)", "dir", complete="directory"),
+        ),
+        group="lab",
+        common=False,
+        changes=True,
+        description="lesson list; lesson start NAME [--lab LAB]: builds the lab and prints the "
+        "task; lesson check: judges the end state (exit 0 done, 1 not yet, with a hint); "
+        "lesson hint, lesson solution: more and more help; lesson reset: build the lab again.",
+    )
+]
+
+vshx_register_commands = commands_hook(COMMANDS)

@@ -1,0 +1,397 @@
+"""Lessons on the real daemon: `lesson check` fails before the work, fails with the right hint
+after realistic mistakes made with real virsh/qemu-img in a plain shell, and passes after the
+solution `lesson solution` prints, run by `sh -e`.  Plus a teacher's own lesson, installed as a
+distribution on sys.path."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import LAB_PREFIX, URI, run_vshx
+
+from vshx.pluginhost.entrypoints import entry_points
+
+libvirt = pytest.mark.libvirt
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def metadata_path(tmp: Path) -> list[str]:
+    """Where vshx finds its entry points: the installed metadata, or (an editable install made
+    before `lesson` existed) a copy of this tree's, first on sys.path."""
+    if any(ep.name == "record" for ep in entry_points("vshx")):
+        return []
+    info = tmp / "site" / "vshx-0.0.0.dist-info"
+    info.mkdir(parents=True)
+    points = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    lines = "".join(f"{k} = {v}\n" for k, v in points["vshx"].items())
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vshx\nVersion: 0.0.0\n")
+    (info / "entry_points.txt").write_text(f"[vshx]\n{lines}")
+    return [str(info.parent)]
+
+
+class Student:
+    """One student on one lesson's lab: vshx's lesson commands, and their own shell."""
+
+    def __init__(self, tmp: Path, lesson: str, extra_path: tuple[str, ...] = ()) -> None:
+        self.lesson = lesson
+        self.lab = f"{LAB_PREFIX}{lesson}"
+        self.dir = tmp / "lab"
+        path = [*extra_path, *metadata_path(tmp), os.environ.get("PYTHONPATH", "")]
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
+        self.env["LANGUAGE"] = "en"  # the words the tests read (LANGUAGE comes first)
+
+    def vshx(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_vshx(*args, env=self.env)
+
+    def start(self) -> str:
+        proc = self.vshx("lesson", "start", self.lesson, "--lab", self.lab, "--dir", str(self.dir))
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def reset(self) -> None:
+        proc = self.vshx("lesson", "reset")
+        assert proc.returncode == 0, proc.stderr
+
+    def fails(self, *said: str) -> str:
+        """`lesson check` says not done, with each of ``said`` in its error/hint lines."""
+        proc = self.vshx("lesson", "check")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr
+        for words in said:
+            assert words in proc.stderr, f"{words!r} not in:\n{proc.stderr}"
+        return proc.stderr
+
+    def passes(self) -> str:
+        proc = self.vshx("lesson", "check")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"done: lesson {self.lesson}")
+        return proc.stdout
+
+    def sh(self, *lines: str) -> None:
+        """The student's own commands in a plain shell ({lab}, {sn1}... filled in, quoted)."""
+        words = {"lab": self.lab, "uri": URI}
+        for layer in ("base", "sn1", "sn2", "sn3", "sn4"):
+            words[layer] = str(self.dir / f"{layer}.qcow2")
+        quoted = {k: shlex.quote(v) for k, v in words.items()}
+        for line in lines:
+            text = line.replace("virsh ", "virsh -c {uri} ", 1).format(**quoted)
+            proc = subprocess.run(["sh", "-ec", text], capture_output=True, text=True)
+            assert proc.returncode == 0, f"{text}\n{proc.stderr}"
+
+    def solution(self) -> None:
+        """`lesson solution` is a script: run as it stands, by sh."""
+        proc = self.vshx("lesson", "solution")
+        assert proc.returncode == 0, proc.stderr
+        run = subprocess.run(["sh", "-e"], input=proc.stdout, capture_output=True, text=True)
+        assert run.returncode == 0, proc.stdout + run.stderr
+
+    def destroy(self) -> None:
+        self.vshx("lab-destroy", self.lab, "--dir", str(self.dir))
+
+
+@pytest.fixture
+def student(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Student]:
+    made = Student(tmp_path, request.param)
+    yield made
+    made.destroy()
+
+
+def lesson(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def mark(test: Callable[..., None]) -> Callable[..., None]:
+        return libvirt(pytest.mark.parametrize("student", [name], indirect=True)(test))
+
+    return mark
+
+
+DEFINITION = "persistent definition"
+UPDATE = (
+    "virsh update-device {lab} /dev/stdin --config <<EOF\n<disk type='file' device='disk'>"
+    "<driver name='qemu' type='qcow2'/><source file='{sn4}'/><target dev='vda' bus='virtio'/>"
+    "</disk>\nEOF"
+)
+
+
+@lesson("commit-middle")
+def test_commit_middle(student: Student) -> None:
+    out = student.start()
+    assert "goal:      base <- sn1 <- sn4 (active)" in out
+    student.fails("sn2.qcow2 is still in the chain", "sn3.qcow2 is still in the chain")
+    student.sh("virsh blockcommit {lab} vda --base {sn1} --top {sn2} --wait")  # one layer short
+    student.fails("sn3.qcow2 is still in the chain", "--top names the highest layer that goes")
+    student.sh("virsh blockcommit {lab} vda --base {sn1} --top {sn3} --wait")  # metadata left
+    student.fails("snapshot sn2 (vda) names sn1.qcow2", f"snapshot-delete {student.lab} sn2")
+    student.sh(
+        "virsh snapshot-delete {lab} sn2 --metadata", "virsh snapshot-delete {lab} sn3 --metadata"
+    )
+    done = student.passes()
+    assert f"commit {student.lab} vda --base sn1 --top sn3" in done and "explain commit" in done
+    student.reset()
+    student.solution()
+    student.passes()
+
+
+@lesson("commit-stepwise")
+def test_commit_stepwise(student: Student) -> None:
+    student.start()
+    student.fails("sn2.qcow2 is still in the chain")
+    student.sh("virsh blockcommit {lab} vda --base {sn2} --top {sn3} --wait")  # half of it
+    student.fails("sn2.qcow2 is still in the chain", "one job to go", "snapshot sn3 (vda)")
+    student.reset()
+    student.sh("virsh blockcommit {lab} vda --base {sn1} --top {sn2} --wait")  # wrong order:
+    student.sh("virsh blockcommit {lab} vda --base {sn1} --top {sn3} --wait")  # method a
+    student.fails("snapshot sn2 (vda)", "snapshot sn3 (vda)")  # metadata left
+    student.reset()
+    student.solution()
+    student.passes()
+
+
+@lesson("active-commit")
+def test_active_commit(student: Student) -> None:
+    student.start()
+    student.fails("sn4.qcow2 is still in the chain")
+    student.sh("virsh blockcommit {lab} vda --active --base {base} --wait")  # no --pivot
+    student.fails("still READY: it waits for --pivot", "the guest still writes sn4.qcow2 until")
+    student.sh("virsh blockjob {lab} vda --pivot")
+    student.fails("snapshot sn1 (vda) names base.qcow2", "snapshot sn4 (vda) names sn3.qcow2")
+    student.sh(*(f"virsh snapshot-delete {{lab}} sn{k} --metadata" for k in range(1, 5)))
+    student.passes()
+    student.reset()
+    student.solution()
+    student.passes()
+
+
+@lesson("pull")
+def test_pull(student: Student) -> None:
+    student.start()
+    student.fails("sn1.qcow2 is still in the chain")
+    student.sh("virsh blockpull {lab} vda --base {sn1} --wait")  # stops too high
+    student.fails("sn1.qcow2 is still in the chain", "Pull again with --base")
+    student.sh("virsh blockpull {lab} vda --wait")  # no --base: the base goes too
+    student.fails("base.qcow2 is no longer in the chain", "that is the flatten lesson")
+    student.reset()
+    student.solution()
+    student.passes()
+
+
+@lesson("flatten")
+def test_flatten(student: Student) -> None:
+    student.start()
+    student.fails("base.qcow2 is still in the chain")
+    student.sh("virsh blockpull {lab} vda --base {base} --wait")  # the base stays
+    student.fails("base.qcow2 is still in the chain", "a pull stops at --base")
+    student.sh("virsh blockcommit {lab} vda --active --wait --pivot")  # into the base instead
+    student.fails("sn4.qcow2 is no longer in the chain", "a commit writes into the base")
+    student.reset()
+    student.solution()
+    student.passes()
+
+
+@lesson("snapshot-metadata")
+def test_snapshot_metadata(student: Student) -> None:
+    out = student.start()
+    assert "chain now: base <- sn1 <- sn4 (active)" in out  # the setup merged already
+    student.fails("snapshot sn2 (vda) names sn1.qcow2", "snapshot sn3 (vda) names sn2.qcow2")
+    student.sh("virsh snapshot-delete {lab} sn2 --metadata")  # one of two
+    # libvirt 9.0 re-points sn3 at sn2's file (as if the files had been merged): still stale
+    student.fails("snapshot sn3 (vda) names sn1.qcow2", f"snapshot-delete {student.lab} sn3")
+    student.sh("virsh snapshot-delete {lab} sn1 --metadata")  # the source's cleanup by overlay
+    student.sh("virsh snapshot-delete {lab} sn3 --metadata")
+    student.fails("snapshot sn1 was deleted, yet its moment still existed (base.qcow2)")
+    student.reset()
+    student.solution()
+    student.passes()
+
+
+@lesson("offline-commit")
+def test_offline_commit(student: Student) -> None:
+    student.start()
+    student.fails("sn2.qcow2 is still in the chain")
+    student.sh("qemu-img rebase -F qcow2 -u -b {sn1} {sn3}")  # the pointer before the data
+    student.fails(
+        "guest data on vda changed: sn3.qcow2 now backs onto sn1.qcow2 (it was sn2.qcow2)",
+        "rebase -u is right only after qemu-img commit",
+    )
+    student.sh("qemu-img commit {sn2}")  # sn1 now shows what sn2 showed: the data is back
+    err = student.fails(DEFINITION, "update-device")  # the source's two steps are not enough
+    assert "guest data" not in err
+    student.sh(UPDATE)
+    student.fails("snapshot sn2 (vda) names sn1.qcow2")
+    student.sh("virsh snapshot-delete {lab} sn2 --metadata")
+    student.passes()
+    student.reset()
+    student.solution()
+    student.passes()
+
+
+@lesson("safe-rebase")
+def test_safe_rebase(student: Student) -> None:
+    student.start()
+    student.fails("sn2.qcow2 is still in the chain")
+    student.sh("qemu-img rebase -F qcow2 -u -b {sn1} {sn3}")  # -u: pointer only
+    student.fails("guest data on vda changed", "without -u, rebase copies the difference")
+    student.sh(
+        "qemu-img rebase -F qcow2 -u -b {sn2} {sn3}", "qemu-img rebase -F qcow2 -b {sn1} {sn3}"
+    )
+    student.fails(DEFINITION)  # the data is right; libvirt would start on the old chain
+    student.sh(UPDATE)
+    student.passes()
+    student.reset()
+    student.solution()
+    student.passes()
+
+
+@lesson("snapshot-delete")
+def test_snapshot_delete(student: Student) -> None:
+    student.start()
+    student.fails("sn2.qcow2 is still in the chain")
+    student.sh("virsh snapshot-delete {lab} sn3")  # the wrong snapshot
+    student.fails("sn3.qcow2 is no longer in the chain", "the task was sn2")
+    student.reset()
+    student.sh("virsh snapshot-delete {lab} sn2 --metadata")  # the name only
+    student.fails("sn2.qcow2 is still in the chain", "--metadata only forgets a name")
+    student.sh("virsh blockcommit {lab} vda --base {sn1} --top {sn2} --wait")  # as the hint says
+    student.passes()
+    student.reset()
+    student.solution()
+    student.passes()
+
+
+@libvirt
+@pytest.mark.parametrize(
+    "name", ["active-commit", "offline-commit", "safe-rebase", "snapshot-delete"]
+)
+def test_the_vshx_equivalent_reaches_the_goal(tmp_path: Path, name: str) -> None:
+    """What `lesson check` calls the same in vshx does pass the check; its explain changes
+    nothing."""
+    from vshx_plugins.lessons_builtin import LESSONS
+
+    one = next(x for x in LESSONS if x.name == name)
+    student = Student(tmp_path, name)
+    try:
+        student.start()
+        explained = student.vshx("explain", *shlex.split(one.explain.format(lab=student.lab)))
+        assert explained.returncode == 0, explained.stderr
+        student.fails()
+        for line in one.vshx:
+            proc = student.vshx(*shlex.split(line.format(lab=student.lab)))
+            assert proc.returncode == 0, proc.stderr
+        done = student.passes()
+        assert f"explain {one.explain.format(lab=student.lab)}" in done
+    finally:
+        student.destroy()
+
+
+@libvirt
+def test_list_hint_solution_and_progress(tmp_path: Path) -> None:
+    student = Student(tmp_path, "pull")
+    try:
+        listed = student.vshx("lesson", "list")
+        assert listed.returncode == 0
+        for name in ("commit-middle", "offline-commit", "safe-rebase", "snapshot-delete"):
+            assert name in listed.stdout
+        student.start()
+        hints = [student.vshx("lesson", "hint").stdout for _ in range(4)]
+        assert hints[0].startswith("hint 1/3") and hints[2].startswith("hint 3/3")
+        assert hints[3] == hints[2]  # the last hint again
+        assert "blockpull" in student.vshx("lesson", "solution").stdout
+        assert " started *" in student.vshx("lesson", "list").stdout
+        student.solution()
+        student.passes()
+        assert " done *" in student.vshx("lesson", "list").stdout
+        wrong = student.vshx("lesson", "start", "no-such-lesson")
+        assert wrong.returncode == 2 and "commit-middle" in wrong.stderr
+    finally:
+        student.destroy()
+
+
+@libvirt
+def test_a_teachers_lesson_from_an_installed_package(tmp_path: Path) -> None:
+    """A teacher's distribution (dist-info + entry point) adds a lesson through the hook."""
+    site = FIXTURES / "teacher"
+    student = Student(tmp_path, "teacher-commit-top", extra_path=(str(site),))
+    try:
+        listed = student.vshx("lesson", "list")
+        assert "teacher-commit-top" in listed.stdout, listed.stderr
+        assert "commit-middle" in listed.stdout  # vshx's own lessons stay
+        out = student.start()
+        assert "goal:      base <- sn1 <- sn2 <- sn4 (active)" in out
+        student.fails("sn3.qcow2 is still in the chain")
+        student.solution()
+        student.passes()
+    finally:
+        student.destroy()
+
+
+def test_every_solution_is_a_script_sh_reads() -> None:
+    """Placeholders filled and quoted, here-documents closed, whatever the directory holds."""
+    from vshx_plugins import lesson as command
+    from vshx_plugins.lessons_builtin import LESSONS
+
+    for one in LESSONS:
+        found = command.values(one, "my lab", "qemu:///system", '/tmp/it\'s a "lab" & more')
+        text = command.script(one, found)
+        assert "{" not in text.replace("{uri}", ""), text
+        proc = subprocess.run(["sh", "-n"], input=text, capture_output=True, text=True)
+        assert proc.returncode == 0, text + proc.stderr
+        assert "'my lab'" in text
+        assert all(hint for hint in one.hints) and len(one.hints) >= 2
+
+
+def test_every_lesson_text_hint_and_finding_has_a_zh_cn_translation() -> None:
+    """Lesson texts, hints, solution comments and the check's findings: all in zh_CN, with
+    the same placeholders (scripts/lesson_messages.py lists them for translators)."""
+    import gettext
+    import re
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from lesson_messages import messages
+    from vshx_plugins.lesson_i18n import DOMAIN, LOCALE
+
+    zh = gettext.translation(DOMAIN, LOCALE, languages=["zh_CN"])
+    missing = []
+    for message in messages():
+        said = zh.gettext(message)
+        if said == message and not message.startswith(("virsh ", "qemu-img ")):
+            missing.append(message)
+        words = set(re.findall(r"\{\w*\}", message))
+        assert set(re.findall(r"\{\w*\}", said)) == words, message
+    assert missing == []
+
+
+def test_the_language_follows_lang(tmp_path: Path) -> None:
+    student = Student(tmp_path, "pull")
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        student.env.pop(variable, None)
+    student.env["LANG"] = "zh_CN.UTF-8"
+    listed = student.vshx("lesson", "list")
+    assert "把 sn1..sn3 向上拉进活动层" in listed.stdout
+    student.env["LANG"] = "C.UTF-8"
+    assert "pull sn1..sn3 up into" in student.vshx("lesson", "list").stdout
+
+
+def test_two_students_on_one_host_have_their_own_labs_and_progress(monkeypatch) -> None:
+    """Under sudo, the student is SUDO_USER: default lab names and progress files differ."""
+    from vshx_plugins import lesson as command
+    from vshx_plugins.lessons_builtin import LESSONS
+
+    seen = set()
+    for user in ("alice", "bob"):
+        monkeypatch.setenv("SUDO_USER", user)
+        seen.add((command.default_lab(LESSONS[0]), command.progress_name()))
+        command.save_progress({"lessons": {"pull": {"lab": f"pull-{user}"}}, "current": "pull"})
+    assert seen == {
+        ("commit-middle-alice", "progress-alice.json"),
+        ("commit-middle-bob", "progress-bob.json"),
+    }
+    monkeypatch.setenv("SUDO_USER", "alice")
+    assert command.progress()["lessons"]["pull"]["lab"] == "pull-alice"
+    monkeypatch.setenv("SUDO_USER", "bob; rm -rf /")
+    assert command.default_lab(LESSONS[0]) == "commit-middle-bob--rm--rf--"
