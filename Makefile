@@ -17,7 +17,9 @@ $(PY):
 	@sh scripts/bootstrap.sh --venv-only
 
 demo: bootstrap
-	@$(VENV)/bin/vshx -c $(URI) lab-create vshx-demo
+	@# the demo lab is the invoking user's own (vshx-demo, or vshx-demo-USER under sudo or for
+	@# another user): lab-create refuses to rebuild a lab someone else made
+	@$(VENV)/bin/vshx -c $(URI) lab-create "$$($(PY) -c 'from vshx.spec.user import demo_name; print(demo_name())')"
 	@if [ -w /usr/share/bash-completion/completions ]; then \
 		$(VENV)/bin/vshx completion bash > /usr/share/bash-completion/completions/vshx; fi
 	@# `vshx` on PATH, as the README's examples write it (only where nothing of that name is)

@@ -84,6 +84,7 @@ Chains, targets and snapshots
 ``finish_command``     the layer command that finishes a half-merged snapshot
 ``Verdict``            a moment's state a plan records (``plan.verdicts``) in the ledger
 ``xdg_home``           ``$XDG_*_HOME`` (or its default): "cache", "state", "data", "config"
+``invoking_user``      who asked: ``SUDO_USER`` when set, else the login name
 ``Place``              a directory of vshx's own (``Place("state", "lessons")``): safe reads
                        and writes of small files there, the running user's only
 ``libvirt``            the libvirt-python module, imported on first use
@@ -140,6 +141,7 @@ from vshx.spec.lesson import Lesson
 from vshx.spec.options import BASE, DISK, DOMAIN, DOMAIN_OR_IMAGE, FORCE, JOB_OPTIONS, JSON, SCAN
 from vshx.spec.render import comments, table, to_json
 from vshx.spec.spec import Args, Command, Opt, non_negative_int
+from vshx.spec.user import invoking_user
 from vshx.storage import native as _native
 from vshx.storage import procs as _procs
 from vshx.storage import qemuimg as _qemuimg
@@ -383,6 +385,7 @@ __all__ = [
     "finish_command",
     "Verdict",
     "xdg_home",
+    "invoking_user",
     "Place",
     "libvirt",
     # lessons

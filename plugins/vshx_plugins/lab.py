@@ -24,6 +24,7 @@ from vshx.api import (
     UsageError,
     VshxError,
     commands_hook,
+    invoking_user,
     non_negative_int,
     virsh,
     virt,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 
 MARKER = ".vshx-lab"
+OWNER = "#owner "  # the marker's line naming who made the lab
 DEFAULT_ROOT = "/var/lib/libvirt/images/vshx-lab"
 MIB = 1024 * 1024
 LAB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -43,6 +45,46 @@ LAB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 def is_lab_domain(dom: libvirt.virDomain) -> bool:
     return LAB_NS in dom.XMLDesc(0)
+
+
+def domain_owner(dom: libvirt.virDomain) -> str | None:
+    """Who made a lab domain (its lab metadata says; None for a lab made before owners)."""
+    import xml.etree.ElementTree as ET
+
+    node = ET.fromstring(dom.XMLDesc(0)).find(f"./metadata/{{{LAB_NS}}}lab")
+    return node.get("owner") if node is not None else None
+
+
+def marker_owner(directory: str) -> str | None:
+    """Who made the lab in ``directory`` (its marker's ``#owner`` line), if anyone said."""
+    try:
+        with open(os.path.join(directory, MARKER), encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return next((line[len(OWNER) :] for line in lines if line.startswith(OWNER)), None)
+
+
+def refuse_others_lab(session: Session, name: str, directory: str, force: bool) -> None:
+    """On a shared host a student never tears down another's lab (``--force`` does)."""
+    import libvirt
+
+    me = invoking_user()
+    owners = {marker_owner(directory)}
+    try:
+        dom = session.conn.lookupByName(name)
+    except libvirt.libvirtError:
+        dom = None
+    if dom is not None and is_lab_domain(dom):
+        owners.add(domain_owner(dom))
+    others = sorted(o for o in owners if o and o != me)
+    if others and not force:
+        raise VshxError(
+            f"the lab {name!r} belongs to {others[0]} (you are {me}): vshx does not rebuild or "
+            "remove another user's lab",
+            f"pick your own name (e.g. {name}-{me}), or --force if you mean it; nothing was "
+            "changed",
+        )
 
 
 def layer_names(layers: int) -> list[str]:
@@ -190,7 +232,7 @@ def build_plan(
         Step(
             "mark it as the lab of this domain, with the files lab-create makes in it",
             ["cp", "/dev/stdin", os.path.join(directory, MARKER)],
-            stdin=f"{name}\n{made}",
+            stdin=f"{name}\n{OWNER}{invoking_user()}\n{made}",
         )
     )
     bases = {t: os.path.join(directory, layer_file(t, "base")) for t in targets}
@@ -201,7 +243,7 @@ def build_plan(
                 ["qemu-img", "create", "-q", "-f", "qcow2", path, str(size)],
             )
         )
-    xml = domain_xml(name, str(uuid.uuid4()), bases, kvm)
+    xml = domain_xml(name, str(uuid.uuid4()), bases, kvm, invoking_user())
     plan.add(
         Step(
             f"define domain {name} on {', '.join(os.path.basename(p) for p in bases.values())}",
@@ -326,7 +368,11 @@ def lab_files(name: str, directory: str) -> list[str] | None:
         return None
     if not lines or lines[0] != name:
         return None
-    return [f for f in lines[1:] if f and f == os.path.basename(f) and f not in (".", "..")]
+    return [
+        f
+        for f in lines[1:]
+        if f and not f.startswith("#") and f == os.path.basename(f) and f not in (".", "..")
+    ]
 
 
 def check_name(name: str) -> None:
@@ -357,6 +403,7 @@ def cmd_lab_create(session: Session, args: Args) -> None:
     if not 1 <= args.disks <= 4:
         raise VshxError("--disks must be between 1 and 4")
     directory = lab_dir(session, args)
+    refuse_others_lab(session, args.name, directory, args.force)
     made = lab_files(args.name, directory)
     foreign = foreign_files(directory, made) if made is not None else []
     if foreign:  # rebuilding would stop halfway at mkdir, after tearing the old lab down
@@ -387,6 +434,7 @@ def cmd_lab_destroy(session: Session, args: Args) -> None:
     directory = lab_dir(session, args)
     if args.dir is None and lab_files(args.name, directory) is None:
         directory = made_with_dir(session, args.name) or directory
+    refuse_others_lab(session, args.name, directory, args.force)
     plan = remove_lab(session, args.name, directory)
     if not plan.steps:
         raise VshxError(f"no practice domain {args.name!r} and no lab files to remove")
@@ -396,6 +444,7 @@ def cmd_lab_destroy(session: Session, args: Args) -> None:
 NAME = Opt(
     "name", "practice domain name", "name", positional=True, required=True, complete="domain"
 )
+OTHERS = Opt("force", "also rebuild or remove a lab another user made (shared hosts)")
 DIR = Opt(
     "dir",
     f"directory for the layer files (default {DEFAULT_ROOT}/NAME; on qemu:///session "
@@ -412,6 +461,7 @@ COMMANDS = [
         (
             NAME,
             DIR,
+            OTHERS,
             Opt("layers", "number of snapshot layers above base", "n", convert=int, default=4),
             Opt("shut-off", "stop the domain once built (its snapshots are taken while it runs)"),
             Opt(
@@ -447,7 +497,7 @@ COMMANDS = [
         "lab-destroy",
         "remove a practice domain and its files",
         cmd_lab_destroy,
-        (NAME, DIR),
+        (NAME, DIR, OTHERS),
         group="lab",
         changes=True,
     ),

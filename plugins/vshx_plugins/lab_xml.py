@@ -17,13 +17,13 @@ def disk_xml(target: str, path: str) -> str:
 """
 
 
-def domain_xml(name: str, uuid: str, disks: dict[str, str], kvm: bool) -> str:
-    """A domain on ``disks`` (target -> file), marked as a lab by its metadata namespace."""
+def domain_xml(name: str, uuid: str, disks: dict[str, str], kvm: bool, owner: str) -> str:
+    """A domain on ``disks`` (target -> file), marked as a lab (and whose) by its metadata."""
     devices = "".join(disk_xml(target, path) for target, path in disks.items())
     return f"""<domain type='{"kvm" if kvm else "qemu"}'>
   <name>{escape(name)}</name>
   <uuid>{uuid}</uuid>
-  <metadata><vshx:lab xmlns:vshx='{LAB_NS}'/></metadata>
+  <metadata><vshx:lab xmlns:vshx='{LAB_NS}' owner='{escape(owner)}'/></metadata>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>

@@ -9,10 +9,8 @@ is kept per user in vshx's state directory (``Place("state", "lessons")``).
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import re
 import shlex
 import time
 from typing import Any
@@ -31,6 +29,7 @@ from vshx.api import (
     VshxError,
     commands_hook,
     comments,
+    invoking_user,
     registered_lessons,
     shell_line,
     table,
@@ -48,12 +47,6 @@ class Values(dict[str, str]):
 
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
-
-
-def invoking_user() -> str:
-    """The student: the user behind sudo when there is one."""
-    user = os.environ.get("SUDO_USER") or getpass.getuser()
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", user) or "student"
 
 
 def values(lesson: Lesson, lab: str, uri: str, directory: str) -> Values:

@@ -9,21 +9,23 @@ from vshx.errors import EXIT_OK
 from vshx.shell.session import Session
 
 TOUR = """\
-Welcome to vshx. The practice domain vshx-demo has the chain base <- sn1 <- sn2 <- sn3 <- sn4.
-  1. chain vshx-demo vda                                   (see the layers; Tab completes)
-  2. commit vshx-demo vda --base sn1 --top sn3 --dry-run   (the virsh command, not run)
-  3. commit vshx-demo vda --base sn1 --top sn3 --teach     (run it; then snapshot-cleanup vshx-demo)
+Welcome to vshx. The practice domain {demo} has the chain base <- sn1 <- sn2 <- sn3 <- sn4.
+  1. chain {demo} vda                                   (see the layers; Tab completes)
+  2. commit {demo} vda --base sn1 --top sn3 --dry-run   (the virsh command, not run)
+  3. commit {demo} vda --base sn1 --top sn3 --teach     (run it; then snapshot-cleanup {demo})
 Type help for every command, exit or Ctrl-D to leave."""
 
 
 def start_tour(session: Session) -> None:
     """Say which URI and why, build the practice domain if it is not there, show the steps."""
+    from vshx.spec.user import demo_name
     from vshx.storage.default_uri import why_default
 
+    demo = demo_name()
     session.print(f"vshx --tour on {session.uri} ({session.uri_reason or why_default()})")
     try:
-        session.conn.lookupByName("vshx-demo")
+        session.conn.lookupByName(demo)
     except Exception:  # not there (or no connection): lab-create says what is wrong
-        if session.execute("lab-create vshx-demo") != EXIT_OK:
+        if session.execute(f"lab-create {demo}") != EXIT_OK:
             return
-    session.print(TOUR)
+    session.print(TOUR.format(demo=demo))
