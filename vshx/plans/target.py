@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vshx.storage.chain import Chain
 from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.snapshots import Read, read_all
+
+if TYPE_CHECKING:
+    from vshx.storage.background import Background
+    from vshx.storage.virt import HostRead
 
 
 @dataclass
@@ -15,6 +21,17 @@ class Target:
     chain: Chain
     dom: libvirt.virDomain | None = None
     journal_flags: int | None = None  # how its journal entry was written (journal.py)
+    # the libvirt reads of a usage scan, started once the chain was locked (load_target scan=)
+    ahead: Background[HostRead] | None = field(default=None, repr=False, compare=False)
+    _snapshots: Read | None = field(default=None, repr=False, compare=False)
+
+    def snapshots(self) -> Read:
+        """The domain's snapshots with their XML, read once for the plan being made (every
+        pre-flight check that needs them shares this read); none for a bare image.  Code that
+        runs after a step changed things reads them again (storage.snapshots)."""
+        if self._snapshots is None:
+            self._snapshots = [] if self.dom is None else read_all(self.dom)
+        return self._snapshots
 
     @property
     def live(self) -> bool:

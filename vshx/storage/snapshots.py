@@ -25,10 +25,20 @@ class SnapshotInfo:
     snapshot: libvirt.virDomainSnapshot | None = None
 
 
-def domain_snapshots(dom: libvirt.virDomain) -> list[SnapshotInfo]:
+Read = list[tuple["libvirt.virDomainSnapshot", ET.Element]]
+
+
+def read_all(dom: libvirt.virDomain) -> Read:
+    """Every snapshot of ``dom`` with its parsed XML: one ``listAllSnapshots`` and one
+    ``getXMLDesc`` per snapshot.  A plan reads this once (``Target.snapshots``) and every
+    check of that plan answers from it; what runs after a step reads again."""
+    return [(snap, ET.fromstring(snap.getXMLDesc(0))) for snap in dom.listAllSnapshots(0)]
+
+
+def domain_snapshots(dom: libvirt.virDomain, read: Read | None = None) -> list[SnapshotInfo]:
+    """The snapshots of ``dom`` (from ``read`` when the caller has read them already)."""
     found = []
-    for snap in dom.listAllSnapshots(0):
-        root = ET.fromstring(snap.getXMLDesc(0))
+    for snap, root in read_all(dom) if read is None else read:
         files = []
         for disk in root.findall("./disks/disk"):
             src = disk.find("source")
@@ -105,13 +115,12 @@ def stale_snapshots(
     return result
 
 
-def memory_moments(dom: libvirt.virDomain) -> list[tuple[str, str, str]]:
+def memory_moments(dom: libvirt.virDomain, read: Read | None = None) -> list[tuple[str, str, str]]:
     """(snapshot, disk, file) for each snapshot with memory state and each disk: the file that
     was active when it was taken (the disk's source in the snapshot's ``<domain>`` block),
-    which its saved RAM goes with."""
+    which its saved RAM goes with (from ``read`` when the caller has read them already)."""
     found = []
-    for snap in dom.listAllSnapshots(0):
-        root = ET.fromstring(snap.getXMLDesc(0))
+    for snap, root in read_all(dom) if read is None else read:
         memory = root.find("memory")
         state = root.findtext("state")
         saved = memory.get("snapshot") in ("internal", "external") if memory is not None else False
