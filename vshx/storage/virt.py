@@ -278,17 +278,18 @@ def domain_chain(dom: libvirt.virDomain, target: str, *, definition: bool = True
     if not disk.source:
         raise VshxError(f"disk {disk.target} of {dom.name()!r} has no source file (empty drive?)")
     layers = chains.chain_from_info(qemuimg.info_chain(disk.source), disk.source)
-    running = is_running(dom)
+    # running or not as the XML read says (a running domain's carries its id): the chain, its
+    # indexes and its definition check all come from that one read; a domain that stops or
+    # starts after it is met by the plan's own look-again (live writes fail, offline steps
+    # look first)
+    running = _is_live_xml(xml)
     if running:
         layers = chains.merge_live_indexes(layers, disk)
     chain = chains.Chain(layers, domain=dom.name(), disk=disk.target, live=running)
     if definition:
         from vshx.storage import definition as defined
 
-        # the live definition just read serves the check, if the domain ran when it was read
-        # and still runs (else the check reads the definition it needs itself)
-        live_xml = xml if running and _is_live_xml(xml) else None
-        defined.check(dom, chain, running, live_xml)
+        defined.check(dom, chain, running, xml if running else None)
     return chain
 
 
