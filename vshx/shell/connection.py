@@ -61,7 +61,11 @@ class Connection:
         if self._conn is not None:
             background = sys.modules.get("vshx.storage.background")  # loaded by a read ahead
             if background is not None:
-                background.settle()  # no read ahead may still use the connection
+                try:
+                    background.settle()  # no read ahead may still use the connection
+                except KeyboardInterrupt:  # stopped waiting: the process's end drops it
+                    self._conn = None
+                    return
             try:
                 self._conn.close()
             except Exception:  # closing a dead connection is not the user's problem
