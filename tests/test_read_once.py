@@ -74,6 +74,18 @@ def test_without_a_shared_read_each_reads_for_itself() -> None:
     assert dom.calls.count("listAllSnapshots") == 2
 
 
+def test_a_read_started_ahead_is_the_plans_one_read() -> None:
+    from vshx.storage.snapshots import read_snapshots_ahead
+
+    dom = FakeDomain()
+    target = target_on(dom)
+    target.share_snapshots(read_snapshots_ahead(dom))  # type: ignore[arg-type]
+    first = target.snapshots()
+    assert target.snapshots() is first
+    assert [snap.getName() for snap, _xml in first] == ["s1", "s2"]
+    assert dom.calls.count("listAllSnapshots") == 1
+
+
 def test_a_bare_image_has_no_snapshots_to_read() -> None:
     assert Target(Chain([Layer("/images/a.qcow2", "qcow2", 1)])).snapshots() == []
 

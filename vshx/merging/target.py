@@ -13,6 +13,7 @@ from vshx.storage import virt
 from vshx.storage.chain import Chain, canonical, image_chain
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.paths import names_an_image
+from vshx.storage.snapshots import read_snapshots_ahead
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
@@ -49,9 +50,11 @@ def load_target(
         active = domain_or_image if dom is None else virt.find_disk(dom, disk or "").source
         if active and os.path.exists(active):
             locked = _lock(session, active)
-    ahead = None
+    ahead = snapshots = None
     if scan and locked is not None:
         ahead = read_host_ahead(session)
+    if dom is not None and locked is not None and not journal_ok:  # every merge plan reads them
+        snapshots = read_snapshots_ahead(dom)
     if dom is None:
         target = Target(chain_of_image(session, domain_or_image))
     else:
@@ -75,6 +78,8 @@ def load_target(
     if not journal_ok:
         refuse_interrupted(target)
     target.ahead = ahead
+    if snapshots is not None:
+        target.share_snapshots(snapshots)
     return target
 
 

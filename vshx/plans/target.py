@@ -23,7 +23,7 @@ class Target:
     journal_flags: int | None = None  # how its journal entry was written (journal.py)
     # the libvirt reads of a usage scan, started once the chain was locked (load_target scan=)
     ahead: Background[HostRead] | None = field(default=None, repr=False, compare=False)
-    _snapshots: Read | None = field(default=None, repr=False, compare=False)
+    _snapshots: Read | Background[Read] | None = field(default=None, repr=False, compare=False)
 
     def snapshots(self) -> Read:
         """The domain's snapshots with their XML, read once for the plan being made (every
@@ -31,7 +31,15 @@ class Target:
         runs after a step changed things reads them again (storage.snapshots)."""
         if self._snapshots is None:
             self._snapshots = [] if self.dom is None else read_all(self.dom)
+        elif not isinstance(self._snapshots, list):  # read ahead (read_snapshots_ahead)
+            self._snapshots = self._snapshots.result()
         return self._snapshots
+
+    def share_snapshots(self, read: Read | Background[Read]) -> None:
+        """Use ``read`` (the domain's snapshots, or their read started ahead on a thread once
+        the chain was locked: load_target) as this plan's one read."""
+        if self._snapshots is None:
+            self._snapshots = read
 
     @property
     def live(self) -> bool:

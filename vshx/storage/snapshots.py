@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from vshx.errors import VshxError
 from vshx.storage import virt
+from vshx.storage.background import Background
 from vshx.storage.chain import Chain, canonical
 from vshx.storage.libvirt_lazy import libvirt
 
@@ -33,6 +34,12 @@ def read_all(dom: libvirt.virDomain) -> Read:
     ``getXMLDesc`` per snapshot.  A plan reads this once (``Target.snapshots``) and every
     check of that plan answers from it; what runs after a step reads again."""
     return [(snap, ET.fromstring(snap.getXMLDesc(0))) for snap in dom.listAllSnapshots(0)]
+
+
+def read_snapshots_ahead(dom: libvirt.virDomain) -> Background[Read]:
+    """``read_all(dom)`` started now on a thread: its round trips (each waits while libvirt
+    holds the domain) overlap the caller's other work."""
+    return Background(lambda: read_all(dom), name="vshx-snapshots")
 
 
 def domain_snapshots(dom: libvirt.virDomain, read: Read | None = None) -> list[SnapshotInfo]:
