@@ -101,7 +101,8 @@ def make_lab(tmp: Path, running: bool, *options: str) -> tuple[str, Path]:
     """A fresh practice lab for one side of a comparison (lab-create OPTIONS...)."""
     import uuid
 
-    name = f"vshx-bench-{uuid.uuid4().hex[:8]}"
+    # the tests' lab prefix when set (a shared host: each user's labs under their own name)
+    name = f"{os.environ.get('VSHX_TEST_LAB_PREFIX', 'vshx-')}bench-{uuid.uuid4().hex[:8]}"
     directory = tmp / name
     argv = [*VSHX, "-c", URI, "lab-create", name, "--dir", str(directory), *options]
     if not running:

@@ -13,6 +13,7 @@ The tools of one row take turns going first from run to run (the host's load dri
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -58,23 +59,54 @@ def commands(
     return argvs
 
 
-def timed(argvs: list[list[str]]) -> tuple[float, str]:
-    """Wall seconds of the commands run one after the other, and the last one's output."""
+def timed(argvs: list[list[str]]) -> tuple[float, str, float]:
+    """Wall seconds of the commands run one after the other, the last one's output, and the
+    CPU seconds they used (user + system: what the tool itself costs, whatever it waits for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     out = ""
     for argv in argvs:
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    return time.perf_counter() - start, out
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, out, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def snapshot_read_ms(tmp: Path, runs: int = 20) -> float:
+    """Median ms of one read of a 4-snapshot lab's snapshots as a plan makes it (one
+    listAllSnapshots, one getXMLDesc per snapshot, each XML parsed: Target.snapshots)."""
+    name, d = lab(tmp, True)
+    code = (
+        "import statistics, sys, time\n"
+        "from vshx.storage import virt\n"
+        "from vshx.storage.snapshots import read_all\n"
+        "dom = virt.open_connection(sys.argv[1]).lookupByName(sys.argv[2])\n"
+        "read_all(dom)\n"
+        "samples = []\n"
+        "for _ in range(int(sys.argv[3])):\n"
+        "    start = time.perf_counter()\n"
+        "    read_all(dom)\n"
+        "    samples.append(time.perf_counter() - start)\n"
+        "print(statistics.median(samples) * 1000)\n"
+    )
+    try:
+        python = str(Path(VSHX[0]).parent / "python")
+        run = subprocess.run(
+            [python, "-c", code, URI, name, str(runs)], check=True, capture_output=True, text=True
+        )
+        return float(run.stdout)
+    finally:
+        drop(name, d)
 
 
 def compare(
     tmp: Path, running: bool, fill: int, layers: int, top: str, base: str, tools: tuple[str, ...]
-) -> list[tuple[float, str]]:
+) -> list[tuple[float, str, float]]:
     """Time each tool on its own identical fresh lab (lab creation not timed)."""
     above = f"sn{int(top[2:]) + 1}" if int(top[2:]) < layers else None
     global TURN
     TURN += 1
-    results: dict[str, tuple[float, str]] = {}
+    results: dict[str, tuple[float, str, float]] = {}
     order = tools[TURN % len(tools) :] + tools[: TURN % len(tools)]
     for tool in order:
         name, d = lab(tmp, running, fill, layers)
@@ -116,6 +148,9 @@ def batch(tmp: Path, domains: int) -> tuple[float, float]:
 
 
 def main() -> None:
+    """Every row; ``merge.py small`` runs only the small and batch rows (the large rows keep
+    their own section, written by a full run)."""
+    only_small = sys.argv[1:] == ["small"]
     with tempfile.TemporaryDirectory(prefix="vshx-bench-", dir="/var/tmp") as tmp_name:
         tmp = Path(tmp_name)
         small = []
@@ -123,6 +158,10 @@ def main() -> None:
             LOADS.append(os.getloadavg()[0])
             small.append(compare(tmp, True, 0, 4, "sn3", "sn1", ("vshx", "virsh", "floor")))
         many = [batch(tmp, BATCH_DOMAINS) for _ in range(BATCH_RUNS)]
+        snapshots_ms = snapshot_read_ms(tmp)
+        small_section(small, many, snapshots_ms)
+        if only_small:
+            return
         live = [
             compare(tmp, True, 1024, 3, "sn2", "sn1", ("vshx", "virsh")) for _ in range(LARGE_RUNS)
         ]
@@ -130,12 +169,21 @@ def main() -> None:
             compare(tmp, False, 4096, 2, "sn1", "base", ("vshx", "qemu-img"))
             for _ in range(HUGE_RUNS)
         ]
+        large_section(live, offline)
 
-    def med(rows: list[list[tuple[float, str]]], i: int) -> float:
-        return statistics.median(r[i][0] for r in rows)
 
+Rows = list[list[tuple[float, str, float]]]
+
+
+def med(rows: Rows, i: int, field: int = 0) -> float:
+    """The median wall (field 0) or CPU (field 2) seconds of tool ``i`` over ``rows``."""
+    return statistics.median(float(r[i][field]) for r in rows)
+
+
+def small_section(small: Rows, many: list[tuple[float, float]], snapshots_ms: float) -> None:
     job_ms = statistics.median(float(r[2][1]) for r in small)
     vshx_ms, virsh_ms, floor_ms = (med(small, i) * 1000 for i in range(3))
+    vshx_cpu, floor_cpu = (med(small, i, 2) * 1000 for i in (0, 2))
     batch_vshx = statistics.median(r[0] for r in many)
     batch_virsh = statistics.median(r[1] for r in many)
     domains = subprocess.run(
@@ -156,9 +204,47 @@ to exit (lab creation not timed); medians; the tools of a row take turns going f
 | the same, floor: `floor_commit.py` (import libvirt, open, register the BLOCK_JOB_2 event, \
 blockCommit, wait for the event; the job alone took {job_ms:.0f} ms of it) | {vshx_ms:.0f} ms | \
 floor: {floor_ms:.0f} ms | vshx / floor = **{vshx_ms / floor_ms:.2f}x** (target <= 1.3x) |
+| the same, CPU time (user + system) of each process | {vshx_cpu:.0f} ms | \
+floor: {floor_cpu:.0f} ms | vshx / floor = **{vshx_cpu / floor_cpu:.2f}x** |
 | batch: {BATCH_DOMAINS} small commits on {BATCH_DOMAINS} domains, one `vshx -f`, \
 {BATCH_RUNS} runs | {batch_vshx:.2f} s | {BATCH_DOMAINS} x `virsh blockcommit --wait`: \
 {batch_virsh:.2f} s | virsh / vshx = **{batch_virsh / batch_vshx:.1f}x** (target >= 5x) |
+
+Host during these rows: 1-minute load average {load:.1f} (median) on {os.cpu_count()} cores,
+{len(domains)} domains defined after the run (vshx's usage scan reads every one of them; the
+floor and virsh read none). `virsh list --all`, run just before each small vshx run, took
+{probe_ms:.0f} ms median, {probe_max_ms:.0f} ms at most: libvirt answers a list only when it
+can lock every domain, so that is the wait a scan of every domain meets at that moment.
+Fastest small vshx run: {fast_vshx:.0f} ms; fastest floor run: {fast_floor:.0f} ms.
+
+A plan's read of the domain's snapshots (one `listAllSnapshots`, one `getXMLDesc` per
+snapshot, each parsed) takes {snapshots_ms:.1f} ms on a lab with 4 snapshots (median of 20, in
+one process). A plan makes it once (`Target.snapshots()`): the saved-state check, the usage
+scan (the domain's own snapshot files are no users) and any other check of that plan answer
+from it.
+
+What vshx adds over the floor, and why it stays (`bench/trace_commit.py` lists each libvirt
+call of one run with its wait): the usage scan lists every domain and reads each one's XML,
+every pool and every image directory (issue 23: by file identity); libvirt answers each of
+those only when it can lock that domain, so while other domains on the host start or change,
+vshx waits for them and the floor does not. Those reads start on a thread as soon as the
+chain's lock is held, so their wait overlaps the chain read, the definition check, the journal
+check, the allocation map and the saved-state check. The journal is one `virDomainSetMetadata`
+before the job and one after it (libvirt saves both to disk, so an interrupted merge can be
+recovered; each is a disk write in libvirtd); the definition check (on the live XML read once
+for the chain), the saved-state check, the bitmaps check and the chain lock are a few more
+round trips; and vshx's own modules load (pluggy alone, with `inspect`, ~6 ms here). None of
+these is skipped for speed; in a batch every line pays them again (another tool may act between
+lines), so the batch saves only the start-up per line.
+"""
+    write_section("merge", body)
+
+
+def large_section(live: Rows, offline: Rows) -> None:
+    body = f"""## Large merges (bench/merge.py)
+
+| merge | vshx | reference | ratio |
+|---|---|---|---|
 | 1 GiB live commit (sn2 into sn1), {LARGE_RUNS} runs | {med(live, 0):.2f} s | \
 `virsh blockcommit --wait`: {med(live, 1):.2f} s | vshx / virsh = \
 **{med(live, 0) / med(live, 1):.3f}** (target <= 1.05) |
@@ -166,33 +252,15 @@ floor: {floor_ms:.0f} ms | vshx / floor = **{vshx_ms / floor_ms:.2f}x** (target 
 `qemu-img commit` + `qemu-img rebase -u`: {med(offline, 1):.2f} s | vshx / qemu-img = \
 **{med(offline, 0) / med(offline, 1):.3f}** (target <= 1.05) |
 
-Host during the small and batch rows: 1-minute load average {load:.1f} (median) on
-{os.cpu_count()} cores, {len(domains)} domains defined after the run (vshx's usage scan reads
-every one of them; the floor and virsh read none). `virsh list --all`, run just before each
-small vshx run, took {probe_ms:.0f} ms median, {probe_max_ms:.0f} ms at
-most: libvirt answers a list only when it can lock every domain, so that is the wait a scan of
-every domain meets at that moment. Fastest small vshx run: {fast_vshx:.0f} ms; fastest floor
-run: {fast_floor:.0f} ms.
-
-Labs: base <- sn1 <- ... (active); the large rows write 1 GiB (live) or 4 GiB (offline) into
+Labs: base <- sn1 <- ... (active); these rows write 1 GiB (live) or 4 GiB (offline) into
 each snapshot layer. vshx's offline run is `qemu-img commit` plus the pointer-only
 `qemu-img rebase -u` of the layer above, as the reference's; vshx's pre-flight checks (chain,
 other users, free space, the allocation map for the bytes it states) are inside its time.
 The allocation map is read from the qcow2 L1/L2 tables (`vshx/storage/allocation.py`); a
 `qemu-img map` process runs only where the tables cannot tell (raw base, encryption, an
 external data file, subclusters).
-
-What vshx adds over the floor, and why it stays: the usage scan lists every domain and reads
-each one's XML, every pool and every image directory (issue 23: by file identity); libvirt
-answers each of those only when it can lock that domain, so while other domains on the host
-start or change, vshx waits for them and the floor does not. The journal is one
-`virDomainSetMetadata` before the job and one after it (libvirt saves both to disk, so an
-interrupted merge can be recovered); the definition check, saved-state check (snapshot XML),
-bitmaps check and the chain lock are a few more round trips; and vshx's own modules load.
-None of these is skipped for speed; in a batch every line pays them again (another tool may
-act between lines), so the batch saves only the start-up per line.
 """
-    write_section("merge", body)
+    write_section("merge-large", body)
 
 
 if __name__ == "__main__":

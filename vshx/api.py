@@ -107,7 +107,6 @@ from __future__ import annotations
 from typing import Final, TypeAlias, final
 
 from vshx.errors import UsageError, VshxError
-from vshx.merging import bitmaps as _bitmaps
 from vshx.merging import checks as _checks
 from vshx.merging import preflight as _preflight
 from vshx.merging import routes as _routes
@@ -211,9 +210,15 @@ class routes:
 @final
 class bitmaps:
     """``carry``: the steps that carry checkpoint bitmaps into the layer an offline merge
-    writes."""
+    writes; imported on first use (a live merge has no bitmaps to carry)."""
 
-    carry = staticmethod(_bitmaps.carry)
+    @staticmethod
+    def carry(
+        plan: Plan, data: Step, into: Layer, sources: list[Layer], *, new_file: bool = False
+    ) -> None:
+        from vshx.merging import bitmaps as _bitmaps
+
+        _bitmaps.carry(plan, data, into, sources, new_file=new_file)
 
 
 @final

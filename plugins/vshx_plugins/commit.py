@@ -201,7 +201,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
 
 
 def cmd_commit(session: Session, args: Args) -> None:
-    target = load_target(session, args.domain, args.disk)
+    target = load_target(session, args.domain, args.disk, scan=True)
     if args.delete and target.dom is None:
         raise UsageError(
             "--delete needs a domain's disk: a bare image still names its backing files",

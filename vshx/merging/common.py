@@ -197,7 +197,10 @@ def check_merge(
                 args.force,
                 "committing into",
                 through=moves[0].path,
+                snapshots=target.snapshots(),
+                ahead=target.ahead,
             )
+            target.ahead = None  # answered: a later scan of this command reads again
         return [checks.room_for(writes, moves, at_least=moving() if moving else 0)]
     return []
 

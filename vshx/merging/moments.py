@@ -27,6 +27,7 @@ from vshx.storage.moments import (
     MERGED,
     UNKNOWN,
     Moment,
+    Read,
     Snapshot,
     Timeline,
     Verdict,
@@ -44,12 +45,16 @@ def timeline_of(session: Session, target: Target) -> Timeline | None:
     if target.dom is None:
         return None
     if target.timeline is None:
-        target.timeline = read_domain_timeline(target.dom, {target.chain.disk or "": target.chain})
+        known = {target.chain.disk or "": target.chain}
+        target.timeline = read_domain_timeline(target.dom, known, snapshots=target.snapshots())
     return target.timeline if target.timeline.snapshots else None
 
 
 def read_domain_timeline(
-    dom: libvirt.virDomain, known: dict[str, Chain], strict: bool = False
+    dom: libvirt.virDomain,
+    known: dict[str, Chain],
+    strict: bool = False,
+    snapshots: Read | None = None,
 ) -> Timeline:
     """``dom``'s timeline; the chains of ``known`` disks as given, the others read when a
     snapshot covers them.  An unreadable chain makes its moments unknown, or, ``strict``
@@ -70,7 +75,7 @@ def read_domain_timeline(
             return None  # judged unknown: a moment is never taken as intact unread
         return chain
 
-    return read_timeline(dom, chain_of)
+    return read_timeline(dom, chain_of, snapshots)
 
 
 def after_writes(

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.plans.target import Target
 from vshx.storage import virt
+from vshx.storage.background import Background
 from vshx.storage.chain import Chain, DiskSource, Layer, canonical
 from vshx.storage.identity import FileKey, identity
 from vshx.storage.libvirt_lazy import libvirt
@@ -23,6 +23,7 @@ from vshx.storage.libvirt_lazy import libvirt
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
     from vshx.spec.spec import Args
+    from vshx.storage.moments import Read
 
 
 def running_users(session: Session, path: str) -> list[str]:
@@ -89,7 +90,19 @@ class UsageIndex:
     be read makes the scan refuse (fail closed).
     """
 
-    def __init__(self, session: Session, ours: Chain, going: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        ours: Chain,
+        going: set[str] | None = None,
+        *,
+        snapshots: Read | None = None,
+        ahead: Background[virt.HostRead] | None = None,
+    ) -> None:
+        """``snapshots``: this domain's snapshots as the plan read them (Target.snapshots);
+        ``ahead``: the domains and pools, read since the chain's lock was taken
+        (``read_host_ahead``); each is read now when not given."""
+        host = ahead.result() if ahead is not None else virt.read_host(session.conn)
         # one scan meets the same files again and again: one stat each
         self._key: Callable[[str], FileKey] = functools.lru_cache(maxsize=None)(identity)
         self._files = functools.lru_cache(maxsize=None)(_chain_files)
@@ -99,7 +112,7 @@ class UsageIndex:
         directories = {
             os.path.dirname(layer.canonical) for layer in ours.layers if not _device(layer.path)
         }
-        for dom, disks in virt.domains_with_disks(session.conn):
+        for dom, disks in host[0]:
             for disk in disks:
                 if not disk.source:
                     continue
@@ -126,12 +139,12 @@ class UsageIndex:
         # this domain's merged-away layers are no users, except when deciding a deletion:
         # then only the files deleted together pass each other over
         self.passed_over = (
-            _own_snapshot_files(session, ours, self._key)
+            _own_snapshot_files(session, ours, self._key, snapshots)
             if going is None
             else {self._key(p) for p in going}
         )
         skip = self.mine | self.passed_over | self.sources
-        self.pools, pool_dirs = _pool_chains(session, skip, self._key, self._files)
+        self.pools, pool_dirs = _pool_chains(host[1], skip, self._key, self._files)
         scan = session.args.get("scan") if session.args else None
         if scan and not os.path.isdir(scan):  # a typo must not read as "scanned"
             raise VshxError(
@@ -228,62 +241,67 @@ def other_users(session: Session, path: str, ours: Chain, through: str | None = 
 
 
 def _own_snapshot_files(
-    session: Session, ours: Chain, key: Callable[[str], FileKey] = identity
+    session: Session,
+    ours: Chain,
+    key: Callable[[str], FileKey] = identity,
+    snapshots: Read | None = None,
 ) -> set[FileKey]:
     """Files this domain's own snapshot metadata names: its merged-away layers, not users."""
     if not ours.domain:
         return set()
     from vshx.storage.moments import read_snapshots
 
-    dom = virt.lookup_domain(session.conn, ours.domain)
+    dom = virt.lookup_domain(session.conn, ours.domain) if snapshots is None else None
     return {
         key(path)
-        for snap in read_snapshots(dom)
+        for snap in (read_snapshots(dom) if snapshots is None else snapshots)
         for moment in snap.moments.values()
         for path in (moment.file, moment.overlay)
         if path
     }
 
 
+def read_host_ahead(session: Session) -> Background[virt.HostRead]:
+    """Start the libvirt reads of a usage scan now, on a thread: its waits (libvirt answers a
+    domain only when it can lock it) overlap the rest of the pre-flight."""
+    conn = session.conn
+    return Background(lambda: virt.read_host(conn), name="vshx-usage-scan")
+
+
 def _pool_chains(
-    session: Session,
+    pools: list[virt.PoolRead] | VshxError,
     skip: set[FileKey],
     key: Callable[[str], FileKey],
     files: Callable[[str], list[str]],
 ) -> tuple[list[tuple[str, set[FileKey]]], set[str]]:
     """Pool volumes not in ``skip`` with their whole chains, and every pool's directory."""
+    if isinstance(pools, VshxError):
+        raise pools
     found: list[tuple[str, set[FileKey]]] = []
     directories: set[str] = set()
-    try:
-        pools = session.conn.listAllStoragePools(0)
-        for pool in pools:
-            target = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
-            if target:
-                directories.add(canonical(target))
-            if not pool.isActive():
-                continue  # its volumes are not listed; its directory is scanned above
-            for vol in pool.listAllVolumes(0):
-                path = vol.path()
-                if os.path.isabs(path) and key(path) not in skip and os.path.exists(path):
-                    found.append(
-                        (
-                            f"pool {pool.name()} volume {vol.name()}",
-                            {key(f) for f in files(path)},
-                        )
-                    )
-    except libvirt.libvirtError as exc:
-        raise VshxError(
-            f"cannot read the storage pools: {exc.get_error_message()}",
-            "vshx refuses what it cannot check; try again, or --force",
-        ) from exc
+    for name, target, _active, volumes in pools:
+        if target:
+            directories.add(canonical(target))
+        for volume, path in volumes:  # an inactive pool's: none; its directory is scanned
+            if os.path.isabs(path) and key(path) not in skip and os.path.exists(path):
+                found.append((f"pool {name} volume {volume}", {key(f) for f in files(path)}))
     return found, directories
 
 
 def refuse_shared(
-    session: Session, path: str, ours: Chain, force: bool, doing: str, through: str | None = None
+    session: Session,
+    path: str,
+    ours: Chain,
+    force: bool,
+    doing: str,
+    through: str | None = None,
+    *,
+    snapshots: Read | None = None,
+    ahead: Background[virt.HostRead] | None = None,
 ) -> None:
-    """Refuse to change a file other chains depend on, unless --force."""
-    index = UsageIndex(session, ours)
+    """Refuse to change a file other chains depend on, unless --force (``snapshots``,
+    ``ahead``: what the plan has read already, as for UsageIndex)."""
+    index = UsageIndex(session, ours, snapshots=snapshots, ahead=ahead)
     users = index.users_of(path, through)
     if not users:
         return

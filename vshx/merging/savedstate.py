@@ -49,7 +49,7 @@ def refuse_saved_state(
             f"RAM: {shell_line(['virsh', 'managedsave-remove', name])}",
         )
     changing = {layer.canonical for layer in changed}
-    for snap, snap_disk, path in memory_moments(dom):
+    for snap, snap_disk, path in memory_moments(dom, target.snapshots()):
         if snap_disk == disk and canonical(path) in changing and snap not in deleting:
             delete = shell_line(["virsh", "snapshot-delete", name, snap])
             raise VshxError(

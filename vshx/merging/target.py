@@ -7,10 +7,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.merging.preflight import read_host_ahead
 from vshx.plans.target import Target, prediction_key
 from vshx.storage import virt
 from vshx.storage.chain import Chain, canonical, image_chain
 from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.moments import read_snapshots_ahead
 from vshx.storage.paths import names_an_image
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ def load_target(
     *,
     journal_ok: bool = False,
     image: bool = False,
+    scan: bool = False,
 ) -> Target:
     """Resolve DOMAIN DISK (or a bare IMAGE) to its chain; a bare image may not be in use.
 
@@ -32,7 +35,9 @@ def load_target(
     (plans/lock.py) and only then reads the chain and the journal, so two vshx never plan on
     one chain at once and every check below runs under the lock.  An interrupted earlier
     operation on it is refused (``recover`` passes ``journal_ok``).  ``image``: the word is an
-    image path whatever it looks like (rebase IMAGE).
+    image path whatever it looks like (rebase IMAGE).  ``scan``: the plan will ask who else
+    uses its files (``check_merge`` with ``changes_view_of``): the libvirt reads of that scan
+    start as soon as the lock is held, on a thread, while the chain is read and checked.
     """
     image = image or (disk is None and names_an_image(domain_or_image))
     if disk is None and not image:
@@ -45,6 +50,11 @@ def load_target(
         active = domain_or_image if dom is None else virt.find_disk(dom, disk or "").source
         if active and os.path.exists(active):
             locked = _lock(session, active)
+    ahead = snapshots = None
+    if scan and locked is not None:
+        ahead = read_host_ahead(session)
+    if dom is not None and locked is not None and not journal_ok:  # every merge plan reads them
+        snapshots = read_snapshots_ahead(dom)
     if dom is None:
         target = Target(chain_of_image(session, domain_or_image))
     else:
@@ -67,6 +77,9 @@ def load_target(
             )
     if not journal_ok:
         refuse_interrupted(target)
+    target.ahead = ahead
+    if snapshots is not None:
+        target.share_snapshots(snapshots)
     return target
 
 

@@ -52,10 +52,12 @@ class Entry(dict[str, Any]):
             return False
 
 
-def metadata_flags(dom: libvirt.virDomain) -> int:
-    """Where vshx writes its metadata: the persistent definition, and the live one if running."""
+def metadata_flags(dom: libvirt.virDomain, running: bool | None = None) -> int:
+    """Where vshx writes its metadata: the persistent definition (if any) and the live one (if
+    running).  ``running``: known already (a live plan's domain runs; had it stopped, libvirt
+    refuses the live write and the plan stops before its step)."""
     flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0
-    if dom.isActive():
+    if dom.isActive() if running is None else running:
         flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
     return flags
 
@@ -99,7 +101,7 @@ def write(target: Target, plan: Plan, number: int) -> None:
         return
     node = ET.Element("journal", {k: str(v) for k, v in entry.items()})
     if target.journal_flags is None:  # asked once per plan: each question is a round trip
-        target.journal_flags = metadata_flags(target.dom)
+        target.journal_flags = metadata_flags(target.dom, True if target.live else None)
     target.dom.setMetadata(
         libvirt.VIR_DOMAIN_METADATA_ELEMENT,
         ET.tostring(node, encoding="unicode"),

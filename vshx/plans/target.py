@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vshx.storage.chain import Chain
 from vshx.storage.libvirt_lazy import libvirt
-from vshx.storage.moments import Timeline
+from vshx.storage.moments import Read, Timeline, read_snapshots
+
+if TYPE_CHECKING:
+    from vshx.storage.background import Background
+    from vshx.storage.virt import HostRead
 
 
 @dataclass
@@ -16,7 +21,27 @@ class Target:
     chain: Chain
     dom: libvirt.virDomain | None = None
     journal_flags: int | None = None  # how its journal entry was written (journal.py)
-    timeline: Timeline | None = None  # its domain's snapshots, read once per plan
+    # the libvirt reads of a usage scan, started once the chain was locked (load_target scan=)
+    ahead: Background[HostRead] | None = field(default=None, repr=False, compare=False)
+    _snapshots: Read | Background[Read] | None = field(default=None, repr=False, compare=False)
+
+    def snapshots(self) -> Read:
+        """The domain's snapshots with their XML, read once for the plan being made (every
+        pre-flight check that needs them shares this read); none for a bare image.  Code that
+        runs after a step changed things reads them again (storage.snapshots)."""
+        if self._snapshots is None:
+            self._snapshots = [] if self.dom is None else read_snapshots(self.dom)
+        elif not isinstance(self._snapshots, list):  # read ahead (read_snapshots_ahead)
+            self._snapshots = self._snapshots.result()
+        return self._snapshots
+
+    def share_snapshots(self, read: Read | Background[Read]) -> None:
+        """Use ``read`` (the domain's snapshots, or their read started ahead on a thread once
+        the chain was locked: load_target) as this plan's one read."""
+        if self._snapshots is None:
+            self._snapshots = read
+
+    timeline: Timeline | None = field(default=None, repr=False, compare=False)  # moments judged
 
     @property
     def live(self) -> bool:

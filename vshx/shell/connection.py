@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,13 @@ class Connection:
 
     def close(self) -> None:
         if self._conn is not None:
+            background = sys.modules.get("vshx.storage.background")  # loaded by a read ahead
+            if background is not None:
+                try:
+                    background.settle()  # no read ahead may still use the connection
+                except KeyboardInterrupt:  # stopped waiting: the process's end drops it
+                    self._conn = None
+                    return
             try:
                 self._conn.close()
             except Exception:  # closing a dead connection is not the user's problem

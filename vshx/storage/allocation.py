@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
+from array import array
 from bisect import bisect_right
+from collections.abc import Sequence
+from itertools import compress
 
 from vshx.storage.qcow2 import MAGIC, read_chain
 
@@ -33,6 +37,7 @@ KNOWN_INCOMPATIBLE = (1 << 0) | (1 << 3)
 MAX_ENTRIES = 1 << 19
 
 Run = tuple[int, int, bool]  # guest [start, end), True = data, False = zeros
+_WORD = array("Q")
 
 
 def _layer_runs(path: str) -> tuple[int, list[Run]] | None:
@@ -77,7 +82,10 @@ def _layer_runs(path: str) -> tuple[int, list[Run]] | None:
                 first = index * per_table * cluster
                 if first >= size:
                     break
-                for slot, entry in enumerate(struct.unpack(f">{per_table}Q", raw)):
+                table = _entries(raw)
+                in_size = min(per_table, -(-(size - first) // cluster))  # slots below the end
+                for slot in compress(range(in_size), table):  # entries in use only (C loop)
+                    entry = table[slot]
                     if entry & COMPRESSED:
                         data = True
                     elif entry & ZERO:
@@ -87,8 +95,6 @@ def _layer_runs(path: str) -> tuple[int, list[Run]] | None:
                     else:
                         continue  # unallocated: the layer below answers
                     start = first + slot * cluster
-                    if start >= size:
-                        break
                     end = min(start + cluster, size)
                     if runs and runs[-1][1] == start and runs[-1][2] == data:
                         runs[-1] = (runs[-1][0], end, data)
@@ -97,6 +103,16 @@ def _layer_runs(path: str) -> tuple[int, list[Run]] | None:
     except OSError:
         return None
     return size, runs
+
+
+def _entries(raw: bytes) -> Sequence[int]:
+    """A table of big-endian 64-bit entries as integers."""
+    if _WORD.itemsize != 8:  # not where vshx runs (Linux): decode entry by entry
+        return struct.unpack(f">{len(raw) // 8}Q", raw)
+    table = array("Q", raw)
+    if sys.byteorder == "little":
+        table.byteswap()
+    return table
 
 
 def _subtract(start: int, end: int, covered: list[tuple[int, int]], ends: list[int]) -> int:

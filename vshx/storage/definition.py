@@ -129,14 +129,18 @@ def difference(defined: Defined, chain: Chain, *, files_must_exist: bool) -> str
     return None
 
 
-def check(dom: libvirt.virDomain, chain: Chain, live: bool) -> None:
+def check(dom: libvirt.virDomain, chain: Chain, live: bool, live_xml: str | None = None) -> None:
     """Refuse a chain whose definition (live when running, else persistent) names other files.
 
     The persistent definition is what the domain will start on; the live one is what QEMU
     runs on.  Either disagreeing with the headers leaves vshx not knowing which chain a plan
     would change, so it refuses (fail closed) and says how to bring them in line.
+    ``live_xml``: the running domain's live definition, read by the caller for this chain.
     """
-    xml = dom.XMLDesc(0) if live else persistent_xml(dom)
+    if live:
+        xml = dom.XMLDesc(0) if live_xml is None else live_xml
+    else:
+        xml = persistent_xml(dom)
     defined = find(xml, chain.disk or "")
     if defined is None or any(not path for path in defined.files):
         return  # a network or empty source: nothing to compare with headers

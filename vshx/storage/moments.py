@@ -31,6 +31,7 @@ from vshx.storage.libvirt_lazy import libvirt
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from vshx.storage.background import Background
     from vshx.storage.chain import Chain
 
 LEDGER_NS = "https://vshx.invalid/moments"
@@ -224,6 +225,17 @@ def read_snapshots(dom: libvirt.virDomain) -> list[Snapshot]:
     return in_time_order(found)
 
 
+Read = list[Snapshot]  # a domain's snapshots as one plan read them (Target.snapshots)
+
+
+def read_snapshots_ahead(dom: libvirt.virDomain) -> Background[Read]:
+    """``read_snapshots(dom)`` started now on a thread: its round trips (each waits while
+    libvirt holds the domain) overlap the caller's other work."""
+    from vshx.storage.background import Background
+
+    return Background(lambda: read_snapshots(dom), name="vshx-snapshots")
+
+
 def in_time_order(snapshots: list[Snapshot]) -> list[Snapshot]:
     """Parents before their children (creation times tie within a second), siblings by time."""
     names = {s.name for s in snapshots}
@@ -364,10 +376,15 @@ def recorded(moment: Moment, verdict: Verdict, chain: Chain | None) -> Moment:
     return replace(moment, state=state, holder=verdict.holder, why=verdict.why, in_chain=in_chain)
 
 
-def read_timeline(dom: libvirt.virDomain, chain_of: Callable[[str], Chain | None]) -> Timeline:
+def read_timeline(
+    dom: libvirt.virDomain,
+    chain_of: Callable[[str], Chain | None],
+    snapshots: Read | None = None,
+) -> Timeline:
     """Every snapshot of ``dom`` with its moments judged against the disks' chains
-    (``chain_of(disk)``: asked once per disk a snapshot covers; None when unreadable)."""
-    snapshots = read_snapshots(dom)
+    (``chain_of(disk)``: asked once per disk a snapshot covers; None when unreadable);
+    ``snapshots``: as the plan read them already (judged in place)."""
+    snapshots = read_snapshots(dom) if snapshots is None else snapshots
     ledger = read_ledger(dom) if snapshots else {}
     chains: dict[str, Chain | None] = {}
     for i, snap in enumerate(snapshots):

@@ -15,7 +15,7 @@ import os
 import struct
 from collections.abc import Callable
 from stat import S_ISREG
-from typing import Any
+from typing import Any, Literal
 
 from vshx.errors import VshxError
 
@@ -39,22 +39,32 @@ def _unreadable(path: str, exc: OSError) -> VshxError:
     )
 
 
-def header_names(path: str) -> tuple[str | None, str | None] | None:
-    """(backing name, external data file name) as a qcow2 header writes them; None when the
-    file is missing or not qcow2.  A file that is there but cannot be read raises VshxError."""
+FIRST_READ = 4096  # a header, its extensions and names fit here, but for long names
+CLUSTER_READ = 65536  # ... and always in the first cluster (qemu-img writes them there)
+
+
+def _read_head(path: str, size: int) -> bytes:
+    """The first ``size`` bytes of a file (one open, one pread: the scan reads hundreds)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(65536)  # header, extensions and names share the first cluster
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None
-    except OSError as exc:
-        raise _unreadable(path, exc) from exc
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+
+
+def _names_in(head: bytes, whole: bool) -> tuple[str | None, str | None] | None | Literal[False]:
+    """(backing name, data file name) from a header's first bytes; None: not qcow2; False:
+    they reach past ``head``, read more.  ``whole``: ``head`` is all there is to read (the
+    first cluster, or a shorter file), so what lies past it is not there."""
     if len(head) < 72 or head[:4] != MAGIC:
         return None
     version, offset, size = struct.unpack(">IQI", head[4:20])
     backing = None
-    if offset and size and offset + size <= len(head):
-        backing = head[offset : offset + size].decode("utf-8", errors="surrogateescape")
+    if offset and size:
+        if offset + size <= len(head):
+            backing = head[offset : offset + size].decode("utf-8", errors="surrogateescape")
+        elif not whole:
+            return False
     data_file = None
     if version >= 3 and len(head) >= 104:
         (extension,) = struct.unpack(">I", head[100:104])
@@ -63,10 +73,30 @@ def header_names(path: str) -> tuple[str | None, str | None] | None:
             if kind == 0:
                 break
             if kind == DATA_FILE_EXTENSION:
+                if extension + 8 + length > len(head) and not whole:
+                    return False
                 raw = head[extension + 8 : extension + 8 + length]
                 data_file = raw.decode("utf-8", errors="surrogateescape")
             extension += 8 + (length + 7) // 8 * 8
+        else:
+            if not whole:
+                return False  # the extensions go on past what was read
     return backing, data_file
+
+
+def header_names(path: str) -> tuple[str | None, str | None] | None:
+    """(backing name, external data file name) as a qcow2 header writes them; None when the
+    file is missing or not qcow2.  A file that is there but cannot be read raises VshxError."""
+    try:
+        head = _read_head(path, FIRST_READ)
+        names = _names_in(head, whole=len(head) < FIRST_READ)
+        if names is False:  # names past the first 4 KiB: read the cluster they are in
+            names = _names_in(_read_head(path, CLUSTER_READ), whole=True)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    return None if names is False else names
 
 
 def internal_snapshot_count(path: str) -> int | None:

@@ -6,7 +6,7 @@ from vshx.errors import VshxError
 from vshx.storage import virt
 from vshx.storage.chain import Chain
 from vshx.storage.libvirt_lazy import libvirt
-from vshx.storage.moments import read_snapshots
+from vshx.storage.moments import Read, read_snapshots
 
 
 def current_chain_files(
@@ -37,13 +37,13 @@ def current_chain_files(
     return files
 
 
-def memory_moments(dom: libvirt.virDomain) -> list[tuple[str, str, str]]:
+def memory_moments(dom: libvirt.virDomain, read: Read | None = None) -> list[tuple[str, str, str]]:
     """(snapshot, disk, file) for each snapshot with memory state and each disk: the file that
     was active when it was taken (the disk's source in the snapshot's ``<domain>`` block),
-    which its saved RAM goes with."""
+    which its saved RAM goes with (from ``read`` when the caller has read them already)."""
     return [
         (snap.name, disk, moment.file)
-        for snap in read_snapshots(dom)
+        for snap in (read_snapshots(dom) if read is None else read)
         if snap.has_memory
         for disk, moment in snap.moments.items()
         if moment.file

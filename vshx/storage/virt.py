@@ -7,6 +7,7 @@ block-job events (and keepalives) to arrive, so every connection goes through he
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import TYPE_CHECKING
 
@@ -161,6 +162,42 @@ def domains_with_disks(
     return found
 
 
+PoolRead = tuple[str, "str | None", bool, list[tuple[str, str]]]
+
+
+def pools_with_volumes(conn: libvirt.virConnect) -> list[PoolRead]:
+    """Every storage pool, active or not: (name, target directory, active, [(volume, path)]);
+    an inactive pool's volumes are not listed (libvirt lists none)."""
+    import xml.etree.ElementTree as ET
+
+    found: list[PoolRead] = []
+    for pool in conn.listAllStoragePools(0):
+        target = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
+        active = bool(pool.isActive())
+        volumes = [(vol.name(), vol.path()) for vol in pool.listAllVolumes(0)] if active else []
+        found.append((pool.name(), target, active, volumes))
+    return found
+
+
+HostRead = tuple[
+    list[tuple["libvirt.virDomain", list["chains.DiskSource"]]], "list[PoolRead] | VshxError"
+]
+
+
+def read_host(conn: libvirt.virConnect) -> HostRead:
+    """What a usage scan asks libvirt: every domain with its disks, every pool with its
+    volumes (a pool error is kept, to be raised where the pools are needed)."""
+    domains = domains_with_disks(conn)
+    try:
+        pools: list[PoolRead] | VshxError = pools_with_volumes(conn)
+    except libvirt.libvirtError as exc:
+        pools = VshxError(
+            f"cannot read the storage pools: {exc.get_error_message()}",
+            "vshx refuses what it cannot check; try again, or --force",
+        )
+    return domains, pools
+
+
 def is_running(dom: libvirt.virDomain) -> bool:
     active: int = dom.isActive()
     return active == 1
@@ -198,14 +235,13 @@ def every_defined_disk(dom: libvirt.virDomain) -> list[chains.DiskSource]:
     """A domain's disks as it runs, and, for a running domain, the disks its persistent
     definition names otherwise (``persistent_only``): it boots on those next time, so their
     files are in use too."""
-    import re
     from dataclasses import replace
 
     from vshx.storage import chain as chains
 
     xml = dom.XMLDesc(0)
     disks = chains.disks_from_xml(xml)
-    if not re.match(r"<domain\b[^>]*\sid=", xml):  # shut off: that was the persistent one
+    if not _is_live_xml(xml):  # shut off: that was the persistent one
         return disks
     live = {(disk.target, disk.source) for disk in disks}
     defined = chains.disks_from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
@@ -216,8 +252,12 @@ def every_defined_disk(dom: libvirt.virDomain) -> list[chains.DiskSource]:
     ]
 
 
-def find_disk(dom: libvirt.virDomain, target: str) -> chains.DiskSource:
-    disks = domain_disks(dom)
+def find_disk(dom: libvirt.virDomain, target: str, xml: str | None = None) -> chains.DiskSource:
+    """The disk ``target`` (a target name or a source path) of the domain, from ``xml`` when
+    the caller has just read it (``XMLDesc(0)``)."""
+    from vshx.storage import chain as chains
+
+    disks = chains.disks_from_xml(dom.XMLDesc(0) if xml is None else xml)
     for disk in disks:
         if target in (disk.target, disk.source):
             return disk
@@ -241,19 +281,29 @@ def domain_chain(dom: libvirt.virDomain, target: str, *, definition: bool = True
     from vshx.storage import chain as chains
     from vshx.storage import qemuimg
 
-    disk = find_disk(dom, target)
+    xml = dom.XMLDesc(0)
+    disk = find_disk(dom, target, xml)
     if not disk.source:
         raise VshxError(f"disk {disk.target} of {dom.name()!r} has no source file (empty drive?)")
     layers = chains.chain_from_info(qemuimg.info_chain(disk.source), disk.source)
-    running = is_running(dom)
+    # running or not as the XML read says (a running domain's carries its id): the chain, its
+    # indexes and its definition check all come from that one read; a domain that stops or
+    # starts after it is met by the plan's own look-again (live writes fail, offline steps
+    # look first)
+    running = _is_live_xml(xml)
     if running:
         layers = chains.merge_live_indexes(layers, disk)
     chain = chains.Chain(layers, domain=dom.name(), disk=disk.target, live=running)
     if definition:
         from vshx.storage import definition as defined
 
-        defined.check(dom, chain, running)
+        defined.check(dom, chain, running, xml if running else None)
     return chain
+
+
+def _is_live_xml(xml: str) -> bool:
+    """A running domain's XML carries its id; a shut-off domain's has none."""
+    return re.match(r"<domain\b[^>]*\sid=", xml) is not None
 
 
 def block_job_info(dom: libvirt.virDomain, disk: str) -> dict[str, int]:
