@@ -229,3 +229,42 @@ def test_rebase_keeps_every_moment(made, tmp_path: Path):
     ok("snapshot-cleanup", lab.name)
     assert snapshot_names(lab.name) == ["sn1", "sn2", "sn3", "sn4"]
     check_domain(lab, tmp_path, before)
+
+
+def test_a_commit_that_keeps_its_top_is_seen_by_the_files_time(made):
+    """qemu-img commit -b keeps sn2.qcow2 on sn1.qcow2, yet rewrites sn1.qcow2: the chain's
+    shape proves nothing then, and the file's write time says so."""
+    lab = made(False, 1)
+    subprocess.run(
+        ["qemu-img", "commit", "-q", "-b", str(lab.layer("sn1")), str(lab.layer("sn2"))],
+        check=True,
+    )
+    listed = json.loads(ok("snapshot-list", lab.name, "--json").stdout)["snapshots"]
+    moments = {s["name"]: s["disks"]["vda"]["moment"] for s in listed}
+    assert moments["sn2"] == "unknown" and moments["sn1"] == "intact"
+    assert run_vshx("snapshot-revert", lab.name, "sn2").returncode == 1
+
+
+def test_a_commit_below_pulled_out_files_loses_their_moments(made, tmp_path: Path):
+    lab = made(False, 1)
+    before = guest_view(lab, tmp_path)
+    ok("pull", lab.name, "vda", "--base", str(lab.layer("sn1")))
+    args = ["commit", lab.name, "vda", "--base", str(lab.layer("sn1")), "--active", "--pivot"]
+    plan = ok(*args, "--dry-run").stdout
+    assert "sn3 (sn2.qcow2 reads through sn1.qcow2" in said(plan, "loses")
+    ok(*args)
+    listed = json.loads(ok("snapshot-list", lab.name, "--json").stdout)["snapshots"]
+    assert {s["name"]: s["disks"]["vda"]["moment"] for s in listed}["sn3"] == "gone"
+    ok("snapshot-cleanup", lab.name)
+    check_domain(lab, tmp_path, before)
+
+
+def test_saved_ram_stops_revert_and_file_deletion(made):
+    lab = made(True, 1)
+    virsh("managedsave", lab.name)
+    lab.running = False
+    revert = run_vshx("snapshot-revert", lab.name, "sn1")
+    assert revert.returncode == 1 and "managed-save" in revert.stderr
+    cleanup = run_vshx("snapshot-cleanup", lab.name, "--delete-files")
+    assert cleanup.returncode == 1 and "managed-save" in cleanup.stderr
+    virsh("managedsave-remove", lab.name)

@@ -4,6 +4,7 @@ them (no libvirt: the chains are built from real files in a temporary directory)
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ from vshx.storage.moments import (
     stamp,
 )
 
+NOW = int(time.time())
+
 
 def snapshot_xml(name: str, parent: str | None, moments: dict[str, tuple[str, str]]) -> str:
     """A disk-only snapshot as libvirt 9.0 writes it: per disk (moment file, overlay)."""
@@ -38,7 +41,7 @@ def snapshot_xml(name: str, parent: str | None, moments: dict[str, tuple[str, st
     parent_xml = f"<parent><name>{parent}</name></parent>" if parent else ""
     return (
         f"<domainsnapshot><name>{name}</name><state>disk-snapshot</state>{parent_xml}"
-        f"<creationTime>100</creationTime><memory snapshot='no'/><disks>{disks}</disks>"
+        f"<creationTime>{NOW}</creationTime><memory snapshot='no'/><disks>{disks}</disks>"
         f"<domain><devices>{devices}</devices></domain></domainsnapshot>"
     )
 
@@ -157,9 +160,10 @@ def test_active_commit_moves_no_moment(files):
 def test_a_record_is_void_once_the_file_changed(files):
     snap = lab_snapshots(files)[2]
     chain = chain_of(files, ["sn4", "sn1", "base"])
-    verdict = Verdict("s3", 100, "vda", MERGED, files["sn1"], "moved", stamp(files["sn1"]))
+    verdict = Verdict("s3", NOW, "vda", MERGED, files["sn1"], "moved", stamp(), files["sn2"])
     assert recorded(snap.moments["vda"], verdict, chain).state == MERGED
-    Path(files["sn1"]).write_bytes(b"written by someone else")
+    later = time.time_ns() + 10 * 10**9  # written by someone else, well after the record
+    os.utime(files["sn1"], ns=(later, later))
     assert recorded(snap.moments["vda"], verdict, chain).state == UNKNOWN
 
 

@@ -83,7 +83,7 @@ def student() -> Iterator[User]:
     try:
         yield user
     finally:
-        user.vshx("lab-destroy", "vshx-demo")
+        user.vshx("lab-destroy", f"vshx-demo-{name}")
         user.vshx("lab-destroy", "offline")
         for _ in range(50):
             subprocess.run(["pkill", "-u", name], capture_output=True)
@@ -124,19 +124,20 @@ def test_a_student_without_root_follows_the_readme(student: User):
     # libvirt's default URI, as virsh picks it: the prompt and the tour name it
     assert student.run("virsh", "uri").stdout.strip() == "qemu:///session"
     assert student.ok("uri").stdout.strip() == "qemu:///session"
-    tour = student.ok("--tour", stdin="chain vshx-demo vda\nexit\n")
+    demo = f"vshx-demo-{student.name}"  # each user's own demo lab
+    tour = student.ok("--tour", stdin=f"chain {demo} vda\nexit\n")
     assert "vshx --tour on qemu:///session (libvirt's default for a user who is not root)" in (
         tour.stdout
     )
-    lab_dir = student.home / ".local/share/vshx/labs/vshx-demo"
+    lab_dir = student.home / ".local/share/vshx/labs" / demo
     assert (lab_dir / "sn4.qcow2").exists()
     assert "base.qcow2 <- sn1.qcow2" in tour.stdout
     # a live commit and an active commit with pivot keep the guest's bytes
-    before = student.guest_hash("vshx-demo")
-    student.ok("commit", "vshx-demo", "vda", "--base", "sn1", "--top", "sn3")
-    student.ok("commit", "vshx-demo", "vda", "--active", "--pivot")
-    assert student.guest_hash("vshx-demo") == before
-    (shown,) = json.loads(student.ok("chain", "vshx-demo", "vda", "--json").stdout)["chains"]
+    before = student.guest_hash(demo)
+    student.ok("commit", demo, "vda", "--base", "sn1", "--top", "sn3")
+    student.ok("commit", demo, "vda", "--active", "--pivot")
+    assert student.guest_hash(demo) == before
+    (shown,) = json.loads(student.ok("chain", demo, "vda", "--json").stdout)["chains"]
     assert [x["role"] for x in shown["layers"]] == ["active"]
     # offline: a shut-off lab, a commit by qemu-img, and its dry-run script under sh -e
     student.ok("lab-create", "offline", "--shut-off")

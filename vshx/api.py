@@ -75,6 +75,7 @@ Chains, targets and snapshots
 ``canonical``          a path in the form layers compare by (absolute, symlinks resolved)
 ``names_an_image``     True when a DOMAIN-or-IMAGE word means a file
 ``refuse_interrupted`` refuse a target whose last operation did not finish (journal)
+``refuse_unfinished``  refuse to change a domain's snapshot metadata while its journal is open
 ``refuse_saved_state`` refuse to change files that saved RAM state depends on
 ``Snapshot``           one libvirt snapshot with its moment on every disk it covers
 ``Timeline``           a domain's snapshots, every moment judged (intact/merged/gone/unknown)
@@ -129,6 +130,7 @@ from vshx.merging.target import (
     chain_of_image,
     load_target,
     refuse_interrupted,
+    refuse_unfinished,
 )
 from vshx.plans import journal as _journal
 from vshx.plans import underneath as _underneath
@@ -381,6 +383,7 @@ __all__ = [
     "canonical",
     "names_an_image",
     "refuse_interrupted",
+    "refuse_unfinished",
     "refuse_saved_state",
     "Snapshot",
     "Timeline",

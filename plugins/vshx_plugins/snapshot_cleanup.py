@@ -28,6 +28,7 @@ from vshx.api import (
     Snapshot,
     Step,
     Timeline,
+    VshxError,
     canonical,
     commands_hook,
     comments,
@@ -36,6 +37,7 @@ from vshx.api import (
     finish_command,
     human_size,
     libvirt,
+    refuse_unfinished,
     repointed_xml,
     table,
     virsh,
@@ -106,6 +108,14 @@ def detached_only(snap: Snapshot) -> bool:
 
 def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
     dom = virt.lookup_domain(session.conn, args.domain)
+    refuse_unfinished(dom)
+    if args.delete_files and dom.hasManagedSaveImage(0):
+        raise VshxError(
+            f"{dom.name()} has saved state (a managed-save image): its RAM may restore onto "
+            "files out of the chain, so --delete-files removes nothing now",
+            f"start it and shut it down cleanly, or virsh managedsave-remove {dom.name()}; "
+            "without --delete-files only metadata changes",
+        )
     timeline = domain_timeline(session, dom, strict=True)
     plan = Plan(
         f"make the snapshot metadata of {dom.name()} match its moments",

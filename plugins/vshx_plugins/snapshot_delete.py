@@ -31,6 +31,7 @@ from vshx.api import (
     Step,
     Timeline,
     UsageError,
+    Verdict,
     VshxError,
     canonical,
     check_merge,
@@ -41,6 +42,7 @@ from vshx.api import (
     load_target,
     non_negative_int,
     pivot_step,
+    refuse_unfinished,
     render_chain,
     shell_line,
     virsh,
@@ -54,7 +56,7 @@ from vshx_plugins.snapshot_layers import (
     layer_at,
     plan_disk,
 )
-from vshx_plugins.snapshot_metadata import finish_steps
+from vshx_plugins.snapshot_metadata import finish_steps, moment_files
 
 BANDWIDTH = Opt(
     "bandwidth", "limit each live block job's copy rate (MiB/s)", "n", convert=non_negative_int
@@ -168,6 +170,7 @@ def ancestors(timeline: Timeline, snap: Snapshot) -> set[str]:
 
 def metadata_only(session: Session, dom: libvirt.virDomain, name: str, args: Args) -> None:
     """--metadata: exactly virsh's snapshot-delete --metadata (files untouched)."""
+    refuse_unfinished(dom)
     flags = libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY
     extra = ["--metadata"]
     if args.children:
@@ -435,7 +438,24 @@ def build_plan(
         },
     }
     plan.steps += finish_steps(session, dom, remaining, gone, works)
+    plan.verdicts = remaining_verdicts(remaining, works)
     return plan
+
+
+def remaining_verdicts(remaining: list[Snapshot], works: dict[str, DiskWork]) -> list[Verdict]:
+    """What the plan records for the snapshots that stay: each moment in the file their
+    re-pointed metadata names (the merges wrote into some of those files)."""
+    found = []
+    for snap in remaining:
+        moved = moment_files(snap, works)
+        for disk, moment in snap.moments.items():
+            holder = moved.get(disk) or (moment.holder if moment.kept else None)
+            if holder:
+                why = "kept by snapshot-delete"
+                found.append(
+                    Verdict(snap.name, snap.created, disk, "intact", holder, why, "", holder)
+                )
+    return found
 
 
 def moment_lines(

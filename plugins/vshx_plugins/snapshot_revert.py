@@ -63,6 +63,14 @@ def refuse(dom: libvirt.virDomain, snap: Snapshot) -> None:
             f"shut it down first (virsh shutdown {dom.name()}), then run this again; libvirt >= "
             f"9.9 also reverts a running domain itself: {native}",
         )
+    if dom.hasManagedSaveImage(0):
+        raise VshxError(
+            f"{dom.name()} has saved state (a managed-save image, virsh managedsave): its RAM "
+            "restores onto the disks as they are now, so vshx does not switch them",
+            f"start it ({shell_line(['virsh', 'start', dom.name()])} restores the RAM) and shut "
+            "it down cleanly, or discard the saved RAM: "
+            f"{shell_line(['virsh', 'managedsave-remove', dom.name()])}",
+        )
     if snap.has_memory:
         raise VshxError(
             f"snapshot {snap.name} holds memory state: vshx reverts disk-only snapshots",

@@ -85,9 +85,12 @@ def after_writes(
     if not moment.kept or moment.holder is None:
         return moment, None
     holder = canonical(moment.holder)
+    in_chain = any(layer.canonical == holder for layer in chain.layers)
     for written, shows in writes:
         if written.canonical == shows.canonical:
             continue  # a pull/rebase into ``written``: its view stays what it was
+        if not in_chain and holder != shows.canonical and reads_through(holder, written):
+            return moment, f"{os.path.basename(holder)} reads through {written.name}, which changes"
         low, high = shows.position, written.position  # active first: shows sits above
         changed = {layer.canonical for layer in chain.layers[low + 1 : high + 1]}
         if holder == shows.canonical and shows.position > 0:
@@ -99,6 +102,16 @@ def after_writes(
                 return moment, f"{written.name} takes in {shows.name}"
             return moment, f"{os.path.basename(holder)} sits on {written.name}, which changes"
     return moment, None
+
+
+def reads_through(path: str, layer: Layer) -> bool:
+    """``path``'s view reads ``layer`` (its backing chain names it); True when unreadable."""
+    from vshx.storage.qcow2 import chain_paths
+
+    try:
+        return layer.canonical in chain_paths(path)
+    except VshxError:
+        return True  # cannot tell: counted as changed, never as kept
 
 
 def account(

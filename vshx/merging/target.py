@@ -146,3 +146,16 @@ def refuse_interrupted(target: Target) -> None:
         f"an earlier vshx operation on {name} did not finish: {entry.describe()}",
         f"see it with: {jobs}; resolve it with: vshx recover {where}",
     )
+
+
+def refuse_unfinished(dom: libvirt.virDomain) -> None:
+    """Snapshot metadata is not changed while an operation on any of the domain's disks is
+    running or was interrupted (its plan still names the snapshots it works on)."""
+    from vshx.plans import journal
+
+    entry = journal.read_domain(dom)
+    if entry is not None:
+        raise VshxError(
+            f"{entry.describe()}; vshx does not change {dom.name()}'s snapshot metadata meanwhile",
+            f"wait for it, or resolve it first: vshx recover {dom.name()}; nothing was changed",
+        )

@@ -2,9 +2,9 @@
 
 A commit moves a moment into another file and a pull leaves moments in files out of the chain;
 neither leaves a trace libvirt keeps.  After a plan completes, vshx writes its verdicts (state,
-the file that shows the moment, and that file's size and mtime) under its own namespace, where
-vshx.storage.moments reads them back; a file written since by anyone no longer matches its
-stamp, and the moment is judged unknown rather than intact.
+the file that shows the moment, and when) under its own namespace, where vshx.storage.moments
+reads them back; once that file, or one its view reads, is written later by anyone, the moment
+is judged unknown rather than intact.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from vshx.plans.journal import metadata_flags
 from vshx.storage.libvirt_lazy import libvirt
-from vshx.storage.moments import LEDGER_KEY, LEDGER_NS, Verdict, ledger_xml, stamp
+from vshx.storage.moments import LEDGER_KEY, LEDGER_NS, Verdict, ledger_xml, read_ledger, stamp
 
 if TYPE_CHECKING:
     from vshx.plans.target import Target
@@ -25,12 +25,13 @@ def record(target: Target, verdicts: list[Verdict]) -> None:
     dom = target.dom
     assert dom is not None
     timeline = target.timeline
-    old = dict(timeline.ledger) if timeline is not None else {}
-    living = {(s.name, s.created) for s in timeline.snapshots} if timeline is not None else set()
+    old = dict(timeline.ledger) if timeline is not None else read_ledger(dom)
+    living = {(s.name, s.created) for s in timeline.snapshots} if timeline is not None else None
+    now = stamp()
     for verdict in verdicts:
-        verdict.stamp = stamp(verdict.holder)
+        verdict.stamp = now
         old[verdict.key] = verdict
-    kept = [v for key, v in old.items() if (key[0], key[1]) in living]
+    kept = [v for key, v in old.items() if living is None or (key[0], key[1]) in living]
     write(dom, kept)
 
 

@@ -44,11 +44,16 @@ def _parse(text: str, group: str, dist: str, dist_info: str = "") -> list[EntryP
 
 def entry_points(group: str) -> list[EntryPoint]:
     """Entry points of ``group``; a distribution found twice counts once (first on sys.path)."""
-    cwd = os.getcwd()
+    try:
+        cwd: str | None = os.getcwd()
+    except FileNotFoundError:  # the shell's directory was removed under it
+        cwd = None
     seen: set[str] = set()
     result: list[EntryPoint] = []
     for base in sys.path:
-        if base in ("", ".") or os.path.abspath(base) == cwd or not os.path.isdir(base):
+        if base in ("", ".") or not os.path.isabs(base) and cwd is None:
+            continue
+        if os.path.abspath(base) == cwd or not os.path.isdir(base):
             continue
         try:
             names = sorted(os.listdir(base))

@@ -109,7 +109,9 @@ class Verdict:
     state: str
     holder: str | None
     why: str
-    stamp: str = ""  # the holder's size and mtime when recorded: a later change voids it
+    stamp: str = (
+        ""  # when vshx recorded it (ns): a file of the holder's chain written later voids it
+    )
     named: str | None = None  # the file the metadata named then: redefined since voids it
 
     @property
@@ -117,15 +119,28 @@ class Verdict:
         return (self.snapshot, self.created, self.disk)
 
 
-def stamp(path: str | None) -> str:
-    """Size and mtime of a file, so a later write by anyone shows (empty when missing)."""
-    if not path:
-        return ""
+# libvirt records a snapshot's creation in whole seconds, before QEMU's last flush of the file
+# it freezes; a write later than this after the moment (or after vshx's record) is a change
+SETTLE_NS = 3 * 10**9
+
+
+def stamp() -> str:
+    """When vshx records a verdict (ns): a file of the holder's chain written later voids it."""
+    import time
+
+    return str(time.time_ns())
+
+
+def unchanged_since(path: str, limit_ns: int) -> bool:
+    """The file and every file its view reads (backing chain, data files) were last written no
+    later than ``limit_ns`` (+ SETTLE_NS); False when that cannot be read (fail closed)."""
+    from vshx.errors import VshxError
+    from vshx.storage.qcow2 import chain_paths
+
     try:
-        st = os.stat(path)
-    except OSError:
-        return ""
-    return f"{st.st_size}:{st.st_mtime_ns}"
+        return all(os.stat(f).st_mtime_ns <= limit_ns + SETTLE_NS for f in chain_paths(path))
+    except (OSError, VshxError):
+        return False
 
 
 def read_ledger(dom: libvirt.virDomain) -> dict[tuple[str, int, str], Verdict]:
@@ -301,6 +316,15 @@ def judge(snap: Snapshot, moment: Moment, chain: Chain | None, newer: list[Snaps
     above = chain.above(layer)
     assert above is not None
     if moment.overlay and above.canonical == canonical(moment.overlay):
+        # the overlay still sits on it; a commit that kept its top (qemu-img commit, an
+        # active commit that keeps the overlay) would still have written the file: its mtime
+        if not unchanged_since(path, snap.created * 10**9):
+            return replace(
+                moment,
+                state=UNKNOWN,
+                why=f"{name} (or a file below it) was written after the snapshot, by a tool "
+                "vshx has no record of",
+            )
         return replace(moment, state=INTACT, holder=path, in_chain=True)
     for later in newer:
         other = later.moments.get(moment.disk)
@@ -361,11 +385,16 @@ def recorded(moment: Moment, verdict: Verdict, chain: Chain | None) -> Moment:
     name = os.path.basename(verdict.holder)
     if not os.path.exists(verdict.holder):
         return replace(moment, state=GONE, holder=None, why=f"{name} no longer exists")
-    if stamp(verdict.holder) != verdict.stamp:
+    try:
+        recorded_at = int(verdict.stamp)
+    except ValueError:
+        recorded_at = -SETTLE_NS - 1  # no usable time: nothing proves it unchanged
+    if not unchanged_since(verdict.holder, recorded_at):
         return replace(
             moment,
             state=UNKNOWN,
-            why=f"{name} changed after vshx recorded that it holds this moment",
+            why=f"{name} (or a file below it) changed after vshx recorded that it holds this "
+            "moment",
         )
     key = canonical(verdict.holder)
     in_chain = chain is not None and any(lay.canonical == key for lay in chain.layers)
