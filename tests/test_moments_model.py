@@ -53,6 +53,7 @@ def files(tmp_path: Path) -> dict[str, str]:
     for name in ("base", "sn1", "sn2", "sn3", "sn4"):
         path = tmp_path / f"{name}.qcow2"
         path.write_bytes(b"x")
+        os.utime(path, (NOW, NOW))  # written before the snapshots were taken
         paths[name] = str(path)
     return paths
 

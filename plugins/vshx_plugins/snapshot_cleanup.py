@@ -154,7 +154,12 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
     rows += file_rows
     plan.steps += repoints + forgets + removals  # re-point while every parent still exists
     if not plan.steps:
-        session.nothing_to_do(args, f"every snapshot of {dom.name()} names its moment")
+        unsure = [s.name for s in timeline.snapshots if s.state_unknown]
+        session.nothing_to_do(
+            args,
+            f"no snapshot of {dom.name()} to forget or re-point"
+            + (f" ({', '.join(unsure)}: cannot tell, kept)" if unsure else ""),
+        )
         if not session.planning_only(args) and rows:
             session.info(table(rows, ["Snapshot", "Verdict", "Why"]))
         return

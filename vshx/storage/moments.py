@@ -93,6 +93,11 @@ class Snapshot:
         return bool(self.moments) and all(m.state == GONE for m in self.moments.values())
 
     @property
+    def state_unknown(self) -> bool:
+        """vshx cannot tell where the moment is on some disk."""
+        return any(m.state == UNKNOWN for m in self.moments.values())
+
+    @property
     def half_merged(self) -> bool:
         """Gone on some disk but still kept (or unknown) on another."""
         states = {m.state for m in self.moments.values()}
