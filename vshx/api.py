@@ -57,8 +57,9 @@ Plans (a plugin never calls libvirt or qemu-img to change anything: it returns a
 ``pivot_step``         the Step that pivots an active commit left READY (``ready_only``)
 ``check_merge``        the pre-flight every merge shares: refuses, or returns the check steps
 ``report_after_merge`` shows the chain after a merge, and whether it is the predicted one
-``follow_up_note``     a plan note: snapshot-cleanup forgets snapshots of merged layers
+``follow_up_note``     a plan note: snapshot-cleanup makes the metadata match the moments
 ``offline_domain_note`` a plan note for a shut-off domain
+``pointer_step``       after ``qemu-img commit``: the layer above pointed at the base
 =====================  ======================================================================
 
 Chains, targets and snapshots
@@ -82,6 +83,8 @@ Chains, targets and snapshots
 ``domain_timeline``    read a domain's Timeline against every disk's chain
 ``account_moments``    add ``# keeps:``/``# loses:`` to a merge plan and refuse losing saved RAM
 ``repointed_xml``      a snapshot's XML naming the files that hold its moment now
+``redefine_step``      the Step that re-defines a snapshot (``snapshot-create --redefine``)
+``forget_step``        the Step that forgets a snapshot (``snapshot-delete --metadata``)
 ``finish_command``     the layer command that finishes a half-merged snapshot
 ``Verdict``            a moment's state a plan records (``plan.verdicts``) in the ledger
 ``xdg_home``           ``$XDG_*_HOME`` (or its default): "cache", "state", "data", "config"
@@ -118,6 +121,7 @@ from vshx.merging.common import (
     live_job_step,
     offline_domain_note,
     pivot_step,
+    pointer_step,
     report_after_merge,
 )
 from vshx.merging.definition import steps as definition_steps
@@ -125,6 +129,7 @@ from vshx.merging.deletion import delete_steps
 from vshx.merging.moments import account as account_moments
 from vshx.merging.moments import domain_timeline, finish_command, repointed_xml
 from vshx.merging.savedstate import refuse_saved_state
+from vshx.merging.snapshot_steps import forget_step, redefine_step
 from vshx.merging.target import (
     chain_of_disk,
     chain_of_image,
@@ -371,6 +376,7 @@ __all__ = [
     "report_after_merge",
     "follow_up_note",
     "offline_domain_note",
+    "pointer_step",
     # chains, targets, snapshots
     "Chain",
     "Layer",
@@ -390,6 +396,8 @@ __all__ = [
     "domain_timeline",
     "account_moments",
     "repointed_xml",
+    "redefine_step",
+    "forget_step",
     "finish_command",
     "Verdict",
     "xdg_home",

@@ -37,6 +37,7 @@ from vshx.api import (
     live_job_step,
     load_target,
     offline_domain_note,
+    pointer_step,
     preflight,
     report_after_merge,
     routes,
@@ -171,26 +172,7 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
     bitmaps.carry(plan, data, base, chain.between(top, base))
     overlay = chain.above(top)
     if overlay is not None:
-        written = preflight.relative_or_absolute(base, overlay, args.keep_relative)
-        plan.add(
-            Step(
-                f"point {overlay.name} at {base.name} (pointer only: {base.name} now shows "
-                f"exactly what {top.name} showed)",
-                [
-                    "qemu-img",
-                    "rebase",
-                    "-u",
-                    "-f",
-                    preflight.require_format(overlay),
-                    "-F",
-                    preflight.require_format(base),
-                    "-b",
-                    written,
-                    overlay.path,
-                ],
-                underneath=underneath.rebase(unsafe=True, flatten=False, after_commit=True),
-            )
-        )
+        plan.add(pointer_step(overlay, base, top, args.keep_relative))
     elif target.dom is not None and args.keep_overlay:
         plan.notes.append(
             "--keep-overlay: like libvirt's, the chain stays as it is; the base now also holds "

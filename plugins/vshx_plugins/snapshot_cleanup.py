@@ -35,50 +35,14 @@ from vshx.api import (
     delete_steps,
     domain_timeline,
     finish_command,
+    forget_step,
     human_size,
-    libvirt,
+    redefine_step,
     refuse_unfinished,
     repointed_xml,
     table,
-    virsh,
     virt,
 )
-
-
-def forget_step(session: Session, dom: libvirt.virDomain, snap: Snapshot, why: str) -> Step:
-    def action() -> None:
-        dom.snapshotLookupByName(snap.name, 0).delete(
-            libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY
-        )
-
-    return Step(
-        f"forget snapshot {snap.name}: {why}",
-        virsh(session.uri, "snapshot-delete", dom.name(), snap.name, "--metadata"),
-        action=action,
-    )
-
-
-def repoint_step(session: Session, dom: libvirt.virDomain, snap: Snapshot, xml: str) -> Step:
-    """Redefine a snapshot naming the files that hold its moment now (kept current if it was)."""
-    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
-    extra = []
-    if snap.state == "disk-snapshot":
-        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
-        extra.append("--disk-only")
-    if snap.current:
-        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
-        extra.append("--current")
-    moved = ", ".join(
-        f"{disk}: {os.path.basename(m.holder or '')}"
-        for disk, m in snap.moments.items()
-        if m.state == "merged"
-    )
-    return Step(
-        f"re-point snapshot {snap.name} at the files that show its moment now ({moved})",
-        virsh(session.uri, "snapshot-create", dom.name(), "/dev/stdin", "--redefine", *extra),
-        action=lambda: dom.snapshotCreateXML(xml, flags),
-        stdin=xml,
-    )
 
 
 def verdict(timeline: Timeline, snap: Snapshot, args: Args, domain: str) -> tuple[str, str]:
@@ -146,9 +110,15 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
     for snap in timeline.snapshots:
         what, why = verdicts[snap.name]
         if what == "forget":
-            forgets.append(forget_step(session, dom, snap, why))
+            forgets.append(forget_step(session, dom, snap.name, why))
         elif what == "re-point" and (xml := repointed_xml(snap)) is not None:
-            repoints.append(repoint_step(session, dom, snap, xml))
+            moved = ", ".join(
+                f"{disk}: {os.path.basename(m.holder or '')}"
+                for disk, m in snap.moments.items()
+                if m.state == "merged"
+            )
+            why = f"names the files that show its moment now ({moved})"
+            repoints.append(redefine_step(session, dom, snap, xml, why))
         label = {"forget": "metadata removed", "re-point": "re-pointed"}.get(what, "kept")
         rows.append([snap.name, label, why])
     rows += file_rows

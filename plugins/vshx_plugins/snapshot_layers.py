@@ -20,6 +20,7 @@ from vshx.api import (
     libvirt,
     live_job_step,
     pivot_step,
+    pointer_step,
     preflight,
     underneath,
     virsh,
@@ -225,26 +226,7 @@ def data_steps(
     bitmaps.carry(sub, data, base, work.removed)
     overlay = chain.above(top)
     if overlay is not None:
-        written = preflight.relative_or_absolute(base, overlay, False)
-        sub.add(
-            Step(
-                f"point {overlay.name} at {base.name} (pointer only: {base.name} now shows "
-                f"exactly what {top.name} showed)",
-                [
-                    "qemu-img",
-                    "rebase",
-                    "-u",
-                    "-f",
-                    preflight.require_format(overlay),
-                    "-F",
-                    preflight.require_format(base),
-                    "-b",
-                    written,
-                    overlay.path,
-                ],
-                underneath=underneath.rebase(unsafe=True, flatten=False, after_commit=True),
-            )
-        )
+        sub.add(pointer_step(overlay, base, top, False))
     return sub.steps, []
 
 

@@ -16,9 +16,10 @@ from vshx.api import (
     canonical,
     definition_steps,
     delete_steps,
+    forget_step,
     human_size,
     libvirt,
-    virsh,
+    redefine_step,
 )
 from vshx_plugins.snapshot_layers import DiskWork, layer_at
 
@@ -106,36 +107,6 @@ def drop_layers(disk: ET.Element, gone: set[str]) -> bool:
     return changed
 
 
-def redefine_step(
-    session: Session, dom: libvirt.virDomain, snap: Snapshot, xml: str, why: str
-) -> Step:
-    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
-    extra = []
-    if snap.state == "disk-snapshot":
-        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
-        extra.append("--disk-only")
-    if snap.current:
-        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
-        extra.append("--current")
-    return Step(
-        f"re-define snapshot {snap.name}: {why}",
-        virsh(session.uri, "snapshot-create", dom.name(), "/dev/stdin", "--redefine", *extra),
-        action=lambda: dom.snapshotCreateXML(xml, flags),
-        stdin=xml,
-    )
-
-
-def forget_step(session: Session, dom: libvirt.virDomain, name: str) -> Step:
-    def action() -> None:
-        dom.snapshotLookupByName(name, 0).delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
-
-    return Step(
-        f"drop snapshot {name}'s metadata (its moment is gone on every disk)",
-        virsh(session.uri, "snapshot-delete", dom.name(), name, "--metadata"),
-        action=action,
-    )
-
-
 def memory_step(name: str, path: str | None) -> Step | None:
     if not path or not os.path.exists(path):
         return None
@@ -181,7 +152,8 @@ def finish_steps(
     existing = set(dom.snapshotListNames(0))
     for name, _parent, _memory in reversed(gone):  # children first: each is a leaf then
         if name in existing:
-            steps.append(forget_step(session, dom, name))
+            why = "its moment is gone on every disk"
+            steps.append(forget_step(session, dom, name, why))
     for work in moving:
         files = []
         for path in work.files:

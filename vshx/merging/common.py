@@ -218,3 +218,29 @@ def follow_up_note(plan: Plan, target: Target) -> None:
 def offline_domain_note(plan: Plan, target: Target) -> None:
     if target.dom is not None and not target.live:
         plan.notes.append(f"{target.chain.domain} is shut off: start it only after these ran")
+
+
+def pointer_step(overlay: Layer, base: Layer, top: Layer, keep_relative: bool) -> Step:
+    """After ``qemu-img commit`` of ``top`` into ``base``: the layer above ``top`` pointed at
+    ``base`` by its header alone (``rebase -u``), proven safe as ``base`` now shows exactly
+    what ``top`` showed."""
+    from vshx.plans import underneath
+
+    written = preflight.relative_or_absolute(base, overlay, keep_relative)
+    return Step(
+        f"point {overlay.name} at {base.name} (pointer only: {base.name} now shows "
+        f"exactly what {top.name} showed)",
+        [
+            "qemu-img",
+            "rebase",
+            "-u",
+            "-f",
+            preflight.require_format(overlay),
+            "-F",
+            preflight.require_format(base),
+            "-b",
+            written,
+            overlay.path,
+        ],
+        underneath=underneath.rebase(unsafe=True, flatten=False, after_commit=True),
+    )
