@@ -85,3 +85,14 @@ def test_removed_layers_leave_backing_chains() -> None:
     assert below is not None
     assert below.find("source").get("file") == "/d/sn1.qcow2"  # type: ignore[union-attr]
     assert not drop_layers(disk, {"/d/other.qcow2"})
+
+
+def test_a_name_and_current_together_are_refused_as_in_virsh() -> None:
+    import pytest
+    from vshx_plugins.snapshot_delete import pick_name
+
+    from vshx.errors import UsageError
+    from vshx.spec.spec import Args
+
+    with pytest.raises(UsageError, match="mutually exclusive"):
+        pick_name(None, Args(snapshotname="s2", current=True))  # type: ignore[arg-type]

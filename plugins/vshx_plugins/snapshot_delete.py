@@ -65,6 +65,11 @@ BANDWIDTH = Opt(
 
 def pick_name(dom: libvirt.virDomain, args: Args) -> str:
     """SNAP as virsh picks it: the name given, else the current snapshot with --current."""
+    if args.snapshotname and args.current:
+        raise UsageError(
+            "--snapshotname and --current are mutually exclusive (as in virsh)",
+            "give the snapshot's name, or --current alone",
+        )
     if args.snapshotname:
         return str(args.snapshotname)
     if not args.current:
@@ -198,13 +203,17 @@ def metadata_only(session: Session, dom: libvirt.virDomain, name: str, args: Arg
     )
     plan.add(
         Step(
-            f"drop snapshot {name}'s metadata",
+            f"drop the metadata of snapshot {name}'s children"
+            if args.children_only
+            else f"drop snapshot {name}'s metadata"
+            + (" and its children's" if args.children else ""),
             virsh(session.uri, "snapshot-delete", dom.name(), name, *extra),
             action=action,
         )
     )
     if session.run_plan(plan, args):
-        session.info(f"Domain snapshot {name} deleted (metadata only)")
+        which = f"{name} children" if args.children_only else name
+        session.info(f"Domain snapshot {which} deleted (metadata only)")
 
 
 def cmd_snapshot_delete(session: Session, args: Args) -> None:
