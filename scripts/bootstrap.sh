@@ -8,7 +8,7 @@ VENV_ONLY=false
 [ "${1:-}" != --venv-only ] || VENV_ONLY=true
 
 ROOT=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
-PACKAGES="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config gcc python3-dev python3-venv bash-completion zsh fish"
+PACKAGES="openssh-server openssh-client libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config gcc python3-dev python3-venv bash-completion zsh fish"
 URI=qemu:///system
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }

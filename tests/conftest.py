@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from sshd import SSHD, Sshd, start_sshd
 
 # the one place the integration tier's URI is chosen: qemu:///session runs every test that
 # needs no root as a plain user; tests marked `root` skip there with the reason
@@ -345,6 +346,17 @@ def private_xdg_dirs(
     developer's ~/.cache/vshx nor to another test's."""
     for variable, home in private_homes(tmp_path_factory.mktemp("xdg")).items():
         monkeypatch.setenv(variable, home)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """This machine as a remote host: a loopback OpenSSH server of the run's own (one per
+    pytest worker), reached through the ssh wrapper `sshd.env()` puts first on PATH."""
+    if shutil.which(SSHD) is None:
+        pytest.fail(f"{SSHD} is missing: `make test` installs openssh-server (bootstrap)")
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
 
 
 _held: list[object] = []  # a connection that keeps the session daemon of the real homes alive
