@@ -362,6 +362,13 @@ def test_revert_shut_off_two_disks(tmp_path: Path) -> None:
         virsh("destroy", dom.name)
         listing = run_vshx("snapshot-list", dom.name)
         assert "unknown" not in listing.stdout and "gone" not in listing.stdout, listing.stdout
+        # the branch the revert left behind is another history: cleanup never removes it
+        files = {p.name for p in dom.dir.iterdir()}
+        proc = run_vshx("snapshot-cleanup", dom.name, "--delete-files")
+        assert proc.returncode == 0, proc.stderr
+        assert {p.name for p in dom.dir.iterdir()} == files
+        assert tree(dom.name) == {"s1": "", "s2": "s1", "s3": "s2"}
+        assert "branch" in proc.stdout + proc.stderr
     finally:
         destroy(dom)
 

@@ -87,6 +87,7 @@ Chains, targets and snapshots
 ``forget_step``        the Step that forgets a snapshot (``snapshot-delete --metadata``)
 ``finish_command``     the layer command that finishes a half-merged snapshot
 ``Verdict``            a moment's state a plan records (``plan.verdicts``) in the ledger
+``INTACT`` ...         a moment's states: ``INTACT``, ``MERGED``, ``GONE``, ``UNKNOWN``
 ``xdg_home``           ``$XDG_*_HOME`` (or its default): "cache", "state", "data", "config"
 ``invoking_user``      who asked: ``SUDO_USER`` when set, else the login name
 ``Place``              a directory of vshx's own (``Place("state", "lessons")``): safe reads
@@ -155,7 +156,7 @@ from vshx.storage import virt as _virt
 from vshx.storage.chain import Chain, DiskSource, Layer, canonical, human_size, image_chain
 from vshx.storage.chain_view import render_chain
 from vshx.storage.libvirt_lazy import libvirt
-from vshx.storage.moments import Snapshot, Timeline, Verdict
+from vshx.storage.moments import GONE, INTACT, MERGED, UNKNOWN, Snapshot, Timeline, Verdict
 from vshx.storage.paths import names_an_image
 from vshx.storage.statefiles import Place, xdg_home
 
@@ -392,6 +393,10 @@ __all__ = [
     "refuse_unfinished",
     "refuse_saved_state",
     "Snapshot",
+    "INTACT",
+    "MERGED",
+    "GONE",
+    "UNKNOWN",
     "Timeline",
     "domain_timeline",
     "account_moments",

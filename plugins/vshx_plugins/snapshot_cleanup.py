@@ -7,7 +7,10 @@ into another file is re-defined to name that file (``virsh snapshot-create --red
 libvirt's own snapshot-delete re-points the remaining snapshots); one that is gone on some disks
 only (half-merged) or that vshx cannot judge is kept and reported, with the command that
 finishes it.  With --delete-files, the files that left every chain and hold no kept moment are
-removed, and so are the moments only they held (those snapshots are forgotten too).
+removed; so are files out of the chain that only hold moments of the current snapshot's own
+history (a pull took them out: those snapshots are forgotten too).  A branch a revert left
+behind is never removed here: it is another history, removed only by naming it
+(snapshot-delete).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import os
 from vshx.api import (
     DOMAIN,
     FORCE,
+    INTACT,
+    MERGED,
     SCAN,
+    UNKNOWN,
     Args,
     Chain,
     Command,
@@ -40,6 +46,7 @@ from vshx.api import (
     redefine_step,
     refuse_unfinished,
     repointed_xml,
+    shell_line,
     table,
     virt,
 )
@@ -56,9 +63,9 @@ def verdict(timeline: Timeline, snap: Snapshot, args: Args, domain: str) -> tupl
         finish = finish_command(timeline, snap, domain)
         how = f"; to finish: {finish}" if finish else ""
         return "kept", f"half-merged: {moments}{how}"
-    if any(m.state == "unknown" for m in snap.moments.values()):
+    if snap.state_unknown:
         return "kept", f"cannot tell: {moments}"
-    if any(m.state == "merged" for m in snap.moments.values()):
+    if any(m.state == MERGED for m in snap.moments.values()):
         return "re-point", moments
     return "kept", moments
 
@@ -66,7 +73,7 @@ def verdict(timeline: Timeline, snap: Snapshot, args: Args, domain: str) -> tupl
 def detached_only(snap: Snapshot) -> bool:
     """Every moment of the snapshot is intact, but only in files out of the disks' chains."""
     return bool(snap.moments) and all(
-        m.state == "intact" and not m.in_chain for m in snap.moments.values()
+        m.state == INTACT and not m.in_chain for m in snap.moments.values()
     )
 
 
@@ -92,9 +99,16 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
     if args.delete_files:
         # files out of every chain that only forgettable snapshots need; a snapshot whose
         # moments live only in such files goes with them, if every one of them is removed
+        line = timeline.current_line()
         detached = [
-            s for s in timeline.snapshots if verdicts[s.name][0] == "kept" and detached_only(s)
+            s
+            for s in timeline.snapshots
+            if verdicts[s.name][0] == "kept" and detached_only(s) and s.name in line
         ]
+        for snap in timeline.snapshots:
+            if verdicts[snap.name][0] == "kept" and detached_only(snap) and snap not in detached:
+                what, why = verdicts[snap.name]
+                verdicts[snap.name] = (what, f"{why}; {branch_note(snap, dom.name(), line)}")
         going = [s for s in timeline.snapshots if verdicts[s.name][0] == "forget"] + detached
         files = unneeded_files(timeline, going)
         removals = delete_steps(session, files, Chain([], domain=dom.name()))
@@ -140,6 +154,14 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
         session.write_script(comments(" | ".join(r) for r in rows))
 
 
+def branch_note(snap: Snapshot, domain: str, line: set[str]) -> str:
+    """Why a snapshot out of every chain keeps its files under --delete-files."""
+    delete = shell_line(["vshx", "snapshot-delete", domain, snap.name])
+    if not line:
+        return f"no snapshot is current, so its history is unknown: its files stay ({delete})"
+    return f"on a branch the current snapshot does not descend from: its files stay ({delete})"
+
+
 def file_row(layer: Layer, removed: bool) -> list[str]:
     why = (
         f"{human_size(layer.allocated)} no longer needed" if removed else "something still uses it"
@@ -156,7 +178,7 @@ def unneeded_files(timeline: Timeline, going: list[Snapshot]) -> list[Layer]:
         for s in timeline.snapshots
         if s.name not in names
         for m in s.moments.values()
-        for path in (m.holder if m.kept else None, m.file if m.state == "unknown" else None)
+        for path in (m.holder if m.kept else None, m.file if m.state == UNKNOWN else None)
         if path
     }
     found: dict[str, Layer] = {}

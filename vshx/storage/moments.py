@@ -286,6 +286,16 @@ class Timeline:
     def on_disk(self, disk: str) -> list[tuple[Snapshot, Moment]]:
         return [(s, s.moments[disk]) for s in self.snapshots if disk in s.moments]
 
+    def current_line(self) -> set[str]:
+        """The current snapshot and its ancestors: the history the disks grew from.  Any other
+        snapshot is on a branch (a revert left it behind); empty when none is current."""
+        line: set[str] = set()
+        snap = next((s for s in self.snapshots if s.current), None)
+        while snap is not None and snap.name not in line:
+            line.add(snap.name)
+            snap = self.find(snap.parent) if snap.parent else None
+        return line
+
     def holding(self, disk: str, path: str) -> list[Snapshot]:
         """Snapshots whose moment on ``disk`` the file ``path`` shows now."""
         key = canonical(path)
