@@ -417,6 +417,43 @@ def test_interrupted_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path
         destroy(dom)
 
 
+def test_recover_abort_of_an_interrupted_delete_stops_the_job_and_keeps_the_journal(
+    tmp_path: Path,
+) -> None:
+    """--abort stops vda's running commit but cannot undo what it merged: the journal stays,
+    a second --abort refuses with the reason, and only rolling forward ends the operation,
+    also after the parent snapshot was deleted meanwhile."""
+    dom = build(tmp_path, 2, True, "abort", big=2)
+    try:
+        proc = subprocess.Popen(
+            [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: "Block Commit" in block_job(dom.name, "vda"), "vda's block commit")
+        proc.kill()
+        proc.communicate()
+        aborted = run_vshx("recover", dom.name, "--abort")
+        assert aborted.returncode == 0, aborted.stderr
+        assert "Block Commit" not in block_job(dom.name, "vda")
+        assert "cannot be undone" in aborted.stdout + aborted.stderr
+        refused = run_vshx("snapshot-delete", dom.name, "s3")
+        assert refused.returncode == 1 and "did not finish" in refused.stderr, refused.stderr
+        again = run_vshx("recover", dom.name, "--abort")
+        assert again.returncode == 1 and "cannot be undone" in again.stderr, again.stderr
+        assert "hint: finish it: vshx recover" in again.stderr
+        # meanwhile someone deletes the parent's metadata: libvirt makes s2 a root, and the
+        # roll-forward re-parents s3 as libvirt would (it must not name the deleted s1)
+        virsh("snapshot-delete", dom.name, "s1", "--metadata")
+        recovered = run_vshx("recover", dom.name)
+        assert recovered.returncode == 0, recovered.stderr
+        assert tree(dom.name) == {"s3": ""}
+        check_after(dom, tmp_path)
+    finally:
+        destroy(dom)
+
+
 def run_vshx_argv() -> list[str]:
     import sys
 

@@ -406,6 +406,33 @@ def forget_gone_image(session: Session, args: Args, image: str) -> None:
     session.run_plan(plan, args)
 
 
+def abort_resumable(
+    session: Session, args: Args, dom: libvirt.virDomain, what: str, words: list[str]
+) -> None:
+    """--abort on an interrupted snapshot-delete: stop the block jobs still running, and keep
+    the journal.  A merge that has begun cannot be undone (its base already holds part of the
+    overlay's data, so the snapshot's moment is partly overwritten): only rolling forward ends
+    the operation, so recover says so instead of pretending to go back."""
+    finish = shell_line(["vshx", "recover", dom.name()])
+    why = (
+        "a merge that has begun cannot be undone: its base already holds part of the merged "
+        "data, so the snapshot being deleted no longer shows its moment"
+    )
+    running = virt.block_jobs(dom) if dom.isActive() else []
+    if not running:
+        raise VshxError(
+            f"{what}: no block job is running, and {why}",
+            f"finish it: {finish} (runs {shell_line(['vshx', *words])})",
+        )
+    plan = Plan(f"stop the block jobs of the interrupted operation on {dom.name()}")
+    for job in running:
+        plan.add(job_step(session, dom, str(job["disk"]), job, args))
+    plan.notes.append(f"the journal stays: {why}; {finish} finishes it")
+    if session.run_plan(plan, args):
+        session.info(f"stopped; still unfinished: {what}")
+        session.info(f"hint: {why}; {finish} finishes it")
+
+
 def cmd_recover(session: Session, args: Args) -> int | None:
     if args.disk is None and names_an_image(args.domain) and not os.path.lexists(args.domain):
         forget_gone_image(session, args, args.domain)
@@ -431,6 +458,9 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     if entry is not None and dom is not None and entry.get("resume"):
         # a plan over several disks (snapshot-delete) is rolled forward by its own command
         words = list(json.loads(str(entry["resume"])).get("argv", []))
+        if words and args.abort:
+            abort_resumable(session, args, dom, entry.describe(), words)
+            return None
         if words:
             session.info(f"interrupted: {entry.describe()}; rolling it forward")
             if session.planning_only(args):

@@ -316,6 +316,10 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
         work.top, work.base = top, base
         work.removed = [base] if work.route == "pull" else target.chain.between(top, base)
     timeline = domain_timeline(session, dom)
+    # someone may have deleted a parent meanwhile: libvirt re-parented its children, so a
+    # deleted snapshot that is still there takes its parent from the metadata as it is now
+    now = {s.name: s.parent for s in timeline.snapshots}
+    gone = [(n, now[n] if n in now else p, m) for n, p, m in gone]
     remaining = [s for s in timeline.snapshots if s.name not in names]
     anchor = next(iter(works.values()), None)
     plan = Plan(

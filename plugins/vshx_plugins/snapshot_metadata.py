@@ -140,8 +140,11 @@ def finish_steps(
         sub.after = work.target.chain.without(work.removed)
         steps += definition_steps(session, work.target, sub)
     parents = {name: parent for name, parent, _memory in gone}
+    existing = set(dom.snapshotListNames(0))
     for other in remaining:
         parent = nearest_kept(parents, other.parent)
+        if parent is not None and parent not in existing:
+            parent = None  # deleted by someone else meanwhile: a root, as libvirt would make it
         reparent = other.parent in parents
         xml = redefined_xml(other, works, parent, reparent)
         if xml is not None:
@@ -149,7 +152,6 @@ def finish_steps(
             if reparent:
                 why += f", parent {parent or '(none)'}"
             steps.append(redefine_step(session, dom, other, xml, why))
-    existing = set(dom.snapshotListNames(0))
     for name, _parent, _memory in reversed(gone):  # children first: each is a leaf then
         if name in existing:
             why = "its moment is gone on every disk"
