@@ -268,3 +268,26 @@ def test_saved_ram_stops_revert_and_file_deletion(made):
     cleanup = run_vshx("snapshot-cleanup", lab.name, "--delete-files")
     assert cleanup.returncode == 1 and "managed-save" in cleanup.stderr
     virsh("managedsave-remove", lab.name)
+
+
+def test_a_printed_commit_leaves_the_same_record_as_the_real_one(made, tmp_path: Path):
+    """The dry-run script ends by writing vshx's record (stamped when it runs), so snapshot-list
+    and snapshot-cleanup judge the scripted lab as they judge the real run's."""
+    real, scripted = made(True, 1), made(True, 1)
+    before = guest_view(scripted, tmp_path)
+    args = ("vda", "--base", "sn1", "--top", "sn3")
+    ok("commit", real.name, *args)
+    script = ok("commit", scripted.name, *args, "--dry-run").stdout
+    assert "vshx_stamp=$(date +%s%N)" in script
+    subprocess.run(["sh", "-e"], input=script, text=True, check=True, capture_output=True)
+
+    def states(lab: Lab) -> dict[str, str]:
+        listed = json.loads(ok("snapshot-list", lab.name, "--json").stdout)["snapshots"]
+        return {s["name"]: s["disks"]["vda"]["moment"] for s in listed}
+
+    assert states(scripted) == states(real)
+    assert "unknown" not in states(real).values()
+    for lab in (real, scripted):
+        ok("snapshot-cleanup", lab.name)
+    assert snapshot_names(scripted.name) == snapshot_names(real.name) == ["sn1", "sn4"]
+    check_domain(scripted, tmp_path, before)

@@ -9,9 +9,11 @@ is judged unknown rather than intact.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vshx.plans.journal import metadata_flags
+from vshx.plans.plan import comment, shell_line, virsh
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import LEDGER_KEY, LEDGER_NS, Verdict, ledger_xml, read_ledger, stamp
 
@@ -22,17 +24,53 @@ if TYPE_CHECKING:
 def record(target: Target, verdicts: list[Verdict]) -> None:
     """Write ``verdicts`` (stamped now) over the domain's earlier record of the same moments;
     records of snapshots that no longer exist are dropped."""
+    assert target.dom is not None
+    write(target.dom, merged(target, verdicts, stamp()))
+
+
+def merged(target: Target, verdicts: list[Verdict], now: str) -> list[Verdict]:
+    """The record after a plan: its ``verdicts`` stamped ``now`` over the earlier ones."""
     dom = target.dom
     assert dom is not None
     timeline = target.timeline
     old = dict(timeline.ledger) if timeline is not None else read_ledger(dom)
     living = {(s.name, s.created) for s in timeline.snapshots} if timeline is not None else None
-    now = stamp()
     for verdict in verdicts:
-        verdict.stamp = now
-        old[verdict.key] = verdict
-    kept = [v for key, v in old.items() if living is None or (key[0], key[1]) in living]
-    write(dom, kept)
+        old[verdict.key] = replace(verdict, stamp=now)
+    return [v for key, v in old.items() if living is None or (key[0], key[1]) in living]
+
+
+# the stamp of a printed record is taken when the script runs, after its merges: the line
+# holds it in a shell variable (only the digits of `date` ever expand there)
+STAMP_VAR = "vshx_stamp"
+_PLACEHOLDER = "VSHX-STAMP-NOW"
+
+
+def script(uri: str, target: Target, verdicts: list[Verdict]) -> str:
+    """The record as printed script lines (--dry-run), so that the script's end state is the
+    real run's: ``virsh metadata --set`` with the stamp of the moment it runs."""
+    dom = target.dom
+    assert dom is not None
+    xml = ledger_xml(merged(target, verdicts, _PLACEHOLDER))
+    argv = virsh(uri, "metadata", dom.name(), "--uri", LEDGER_NS, "--key", LEDGER_KEY)
+    argv += ["--set", xml, *flag_words(metadata_flags(dom))]
+    # shlex quotes in single quotes, and XML attributes never hold a bare `"`: the attribute
+    # below appears only where vshx wrote it, inside a single-quoted stretch
+    line = shell_line(argv).replace(f'stamp="{_PLACEHOLDER}"', f'stamp="\'"${STAMP_VAR}"\'"')
+    return "\n".join(
+        [
+            comment("record what this plan did to the snapshots' moments (vshx's ledger)"),
+            f"{STAMP_VAR}=$(date +%s%N)",
+            line,
+            "",
+        ]
+    )
+
+
+def flag_words(flags: int) -> list[str]:
+    """virsh's words for libvirt's AFFECT flags."""
+    words = ["--config"] if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG else []
+    return words + (["--live"] if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE else [])
 
 
 def write(dom: libvirt.virDomain, verdicts: list[Verdict]) -> None:

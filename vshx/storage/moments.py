@@ -375,8 +375,8 @@ def record_for(
     """vshx's record of this moment: same snapshot (by name, or by creation time if it was
     redefined under another name), same disk, and the metadata still naming that file."""
     exact = ledger.get((snap.name, snap.created, moment.disk))
-    if exact is not None and still_named(moment, exact):
-        return exact
+    if exact is not None:  # its own record: a record of another name is never its
+        return exact if still_named(moment, exact) else None
     return next(
         (
             v
@@ -420,6 +420,20 @@ def recorded(moment: Moment, verdict: Verdict, chain: Chain | None) -> Moment:
     return replace(moment, state=state, holder=verdict.holder, why=verdict.why, in_chain=in_chain)
 
 
+def still_gone(judged: Moment, own: Verdict | None, chain: Chain | None) -> Moment:
+    """A moment vshx recorded gone stays gone when the metadata was re-pointed since to a file
+    of the disk's chain that proves nothing (libvirt re-points a child to its parent's file
+    when the parent's metadata is deleted); a file out of the chain is judged afresh, so
+    nothing a user restored there is ever taken for gone."""
+    if judged.state != UNKNOWN or own is None or own.state != GONE or chain is None:
+        return judged
+    key = canonical(judged.file or "")
+    if not any(lay.canonical == key for lay in chain.layers):
+        return judged
+    why = f"{own.why} (vshx's record; the metadata was re-pointed since)"
+    return replace(judged, state=GONE, holder=None, why=why)
+
+
 def read_timeline(
     dom: libvirt.virDomain,
     chain_of: Callable[[str], Chain | None],
@@ -441,6 +455,9 @@ def read_timeline(
             if verdict is not None:
                 snap.moments[disk] = recorded(moment, verdict, chain)
             else:
-                snap.moments[disk] = judge(snap, moment, chain, newer)
+                judged = judge(snap, moment, chain, newer)
+                snap.moments[disk] = still_gone(
+                    judged, ledger.get((snap.name, snap.created, disk)), chain
+                )
     in_chains = {lay.canonical for c in chains.values() if c is not None for lay in c.layers}
     return Timeline(dom.name(), snapshots, ledger, in_chains)
