@@ -115,7 +115,7 @@ def test_dry_run_script_builds_the_same_lab(tmp_path: Path) -> None:
 
 def test_disks_out_of_range_refused(tmp_path: Path) -> None:
     proc = run_vshx("lab-create", "vshx-never", "--dir", str(tmp_path / "x"), "--disks", "5")
-    assert proc.returncode == 1 and "--disks" in proc.stderr
+    assert proc.returncode == 2 and "--disks" in proc.stderr and "hint:" in proc.stderr
     assert not (tmp_path / "x").exists()
 
 

@@ -434,6 +434,11 @@ def test_recover_abort_of_an_interrupted_delete_stops_the_job_and_keeps_the_jour
         wait_for(lambda: "Block Commit" in block_job(dom.name, "vda"), "vda's block commit")
         proc.kill()
         proc.communicate()
+        # while vda's commit runs, no moment in vda's chain is shown intact; vdb's are
+        listed = json.loads(run_vshx("snapshot-list", dom.name, "--json").stdout)["snapshots"]
+        states = {d: {s["disks"][d]["moment"] for s in listed} for d in dom.disks}
+        assert "intact" not in states["vda"] and "unknown" in states["vda"], states
+        assert "intact" in states["vdb"], states
         aborted = run_vshx("recover", dom.name, "--abort")
         assert aborted.returncode == 0, aborted.stderr
         assert "Block Commit" not in block_job(dom.name, "vda")

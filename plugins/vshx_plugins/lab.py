@@ -70,20 +70,22 @@ def refuse_others_lab(session: Session, name: str, directory: str, force: bool) 
     import libvirt
 
     me = invoking_user()
-    owners = {marker_owner(directory)}
+    # the domain and the directory are judged each on its own: either may be someone else's
+    owners = [(f"the lab directory {directory}", marker_owner(directory))]
     try:
         dom = session.conn.lookupByName(name)
     except libvirt.libvirtError:
         dom = None
     if dom is not None and is_lab_domain(dom):
-        owners.add(domain_owner(dom))
-    others = sorted(o for o in owners if o and o != me)
+        owners.insert(0, (f"the lab domain {name!r}", domain_owner(dom)))
+    others = [(what, who) for what, who in owners if who and who != me]
     if others and not force:
+        what, who = others[0]
         raise VshxError(
-            f"the lab {name!r} belongs to {others[0]} (you are {me}): vshx does not rebuild or "
-            "remove another user's lab",
-            f"pick your own name (e.g. {name}-{me}), or --force if you mean it; nothing was "
-            "changed",
+            f"{what} belongs to {who} (you are {me}): vshx does not rebuild or remove another "
+            "user's lab",
+            f"pick your own name (e.g. {name}-{me}) or --dir, or --force if you mean it; "
+            "nothing was changed",
         )
 
 
@@ -298,7 +300,11 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
         dom = None
     if dom is not None:
         if not is_lab_domain(dom):
-            raise VshxError(f"domain {name!r} was not made by lab-create; not touching it")
+            raise VshxError(
+                f"domain {name!r} was not made by lab-create; not touching it",
+                "lab-create and lab-destroy act only on practice domains they made; pick "
+                "another name (virsh list --all shows the domains)",
+            )
         if virt.is_running(dom):
             plan.add(Step(f"stop {name}", virsh(uri, "destroy", name), action=dom.destroy))
         flags = (  # libvirt refuses to undefine a domain that still has checkpoints
@@ -399,9 +405,9 @@ def lab_dir(session: Session, args: Args) -> str:
 
 def cmd_lab_create(session: Session, args: Args) -> None:
     if not 1 <= args.layers <= 20:
-        raise VshxError("--layers must be between 1 and 20")
+        raise UsageError("--layers must be between 1 and 20", "e.g. --layers 4 (the default)")
     if not 1 <= args.disks <= 4:
-        raise VshxError("--disks must be between 1 and 4")
+        raise UsageError("--disks must be between 1 and 4", "e.g. --disks 2")
     directory = lab_dir(session, args)
     refuse_others_lab(session, args.name, directory, args.force)
     made = lab_files(args.name, directory)
@@ -437,7 +443,10 @@ def cmd_lab_destroy(session: Session, args: Args) -> None:
     refuse_others_lab(session, args.name, directory, args.force)
     plan = remove_lab(session, args.name, directory)
     if not plan.steps:
-        raise VshxError(f"no practice domain {args.name!r} and no lab files to remove")
+        raise VshxError(
+            f"no practice domain {args.name!r} and no lab files to remove",
+            "check the name (virsh list --all) and --dir; nothing was changed",
+        )
     session.run_plan(plan, args)
 
 

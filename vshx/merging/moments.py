@@ -221,7 +221,16 @@ def half_merge_notes(target: Target, timeline: Timeline, losing: set[str]) -> li
 def domain_timeline(session: Session, dom: libvirt.virDomain, strict: bool = False) -> Timeline:
     """A domain's timeline against every disk's chain (a batch --dry-run's predicted ones)."""
     known = {c.disk or "": c for c in session.predicted.values() if c.domain == dom.name()}
-    return read_domain_timeline(dom, known, strict)
+    timeline = read_domain_timeline(dom, known, strict)
+    if timeline.snapshots and dom.isActive():
+        writing = {str(j["disk"]): str(j["type"]) for j in virt.block_jobs(dom)}
+        for snap in timeline.snapshots:
+            for disk, moment in list(snap.moments.items()):
+                kind = writing.get(disk, "")
+                if kind.endswith("commit") and moment.kept and moment.in_chain:
+                    why = f"a block {kind} job runs on {disk}: it writes the files of its chain"
+                    snap.moments[disk] = replace(moment, state=UNKNOWN, why=why)
+    return timeline
 
 
 def repointed_xml(snap: Snapshot) -> str | None:
