@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.plans import journal, ledger
 from vshx.plans.plan import comment, printable
+from vshx.plans.plan_json import plan_document
 from vshx.plans.target import prediction_key
 from vshx.storage.qemuimg import NoSpace
 
@@ -60,7 +61,11 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     if session.command is not None:
         host.plan_ready(session, session.command, args, plan)
     if session.planning_only(args):
-        session.write_script(plan.script(explain=session.teaching(args)))
+        if session.plan_json:
+            command = session.command.name if session.command is not None else None
+            session.out.write(plan_document(plan, command) + "\n")
+        else:
+            session.write_script(plan.script(explain=session.teaching(args)))
         if session.planning_ahead and plan.target is not None and plan.after is not None:
             session.predicted[prediction_key(plan.target.chain)] = plan.after
         return False
