@@ -88,7 +88,7 @@ class Vshx(object):
             rc=rc,
             stdout=out,
             stderr=err,
-            **extra
+            **extra,
         )
 
     def document(self, words, plan=False):

@@ -13,7 +13,8 @@ module: commit
 short_description: Merge layers of a disk's backing chain down into a lower layer (vshx commit)
 description:
   - Runs C(vshx commit) on the managed host, which picks the method itself
-    (C(virsh blockcommit) for a running domain, C(qemu-img commit) and a proven C(qemu-img rebase -u)
+    (C(virsh blockcommit) for a running domain, C(qemu-img commit) and a proven
+    C(qemu-img rebase -u)
     for a shut-off one), refuses what would change another guest's view, and keeps guest data.
   - The layers from O(top) down to, but not including, O(base) leave the chain; their data moves
     into O(base).
@@ -187,7 +188,7 @@ def main():
         active=dict(type="bool", default=False),
         pivot=dict(type="bool", default=False),
         delete=dict(type="bool", default=False),
-        **JOB_ARGS
+        **JOB_ARGS,
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

@@ -121,7 +121,7 @@ def main():
         disk=dict(type="str", required=True),
         route=dict(type="str", choices=["pull", "commit", "copy"]),
         to=dict(type="path"),
-        **JOB_ARGS
+        **JOB_ARGS,
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params

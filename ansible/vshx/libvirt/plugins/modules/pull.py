@@ -12,7 +12,8 @@ DOCUMENTATION = r"""
 module: pull
 short_description: Merge layers of a disk's backing chain up into the active layer (vshx pull)
 description:
-  - Runs C(vshx pull) on the managed host, which uses C(virsh blockpull) for a running domain, a safe
+  - Runs C(vshx pull) on the managed host, which uses C(virsh blockpull) for a running domain,
+    a safe
     C(qemu-img rebase) for a shut-off one. The layers between O(base) and the active layer are
     copied up into the active layer and leave the chain unchanged (their snapshots' moments stay,
     in files out of the chain).
@@ -123,7 +124,7 @@ def main():
         domain=dict(type="str", required=True),
         disk=dict(type="str", required=True),
         base=dict(type="str"),
-        **JOB_ARGS
+        **JOB_ARGS,
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     refuse_index(module, "base")
