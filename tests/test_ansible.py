@@ -272,6 +272,7 @@ def run_on_two_hosts(
         diff = one(commit["diff"])
         assert "vda: sn2.qcow2\n" in diff["before"] and "vda: sn2.qcow2" not in diff["after"]
         assert "snapshot sn2 on vda: gone" in diff["after"]
+        assert "\n# loses: sn2 (" in diff["after"]  # vshx's own line closes the diff
         delete = results[name]["delete snapshot sn2, whose moment the merge lost"]
         assert delete["changed"] is True and delete["loses"] == ["sn2"], delete
         assert "snapshot sn2 on" not in one(delete["diff"])["after"]

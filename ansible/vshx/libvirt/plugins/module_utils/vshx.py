@@ -202,12 +202,15 @@ def predicted(chains, snapshots, plan, deleted=()):
     return new_chains, new_snapshots
 
 
-def diff_of(title, before, after):
+def diff_of(title, before, after, plan, when):
+    """Ansible's diff: the state before and after (WHEN: the plan's prediction or the run's
+    result), the plan's own ``keeps:``/``loses:`` lines closing the after side."""
+    keeps = "".join("# %s\n" % line for line in plan.get("keeps") or [])
     return {
         "before": describe(*before),
-        "after": describe(*after),
-        "before_header": "%s (before)" % title,
-        "after_header": "%s (after)" % title,
+        "after": describe(*after) + keeps,
+        "before_header": "%s now" % title,
+        "after_header": "%s %s" % (title, when),
     }
 
 
@@ -234,7 +237,7 @@ def run_plan(module, vshx, words, domain, disk=None, deleting=False, met=None):
         after = predicted(chains, snapshots, plan, plan["loses"] if deleting else ())
         result["chains_after"] = after[0]
         if module._diff:
-            result["diff"] = diff_of(domain, before, after)
+            result["diff"] = diff_of(domain, before, after, plan, "as planned")
         module.exit_json(**result)
     rc, out, err = vshx.run(words)
     if rc != 0:
@@ -242,5 +245,5 @@ def run_plan(module, vshx, words, domain, disk=None, deleting=False, met=None):
     after = (vshx.chains(domain, disk), vshx.snapshots(domain))
     result.update(chains_after=after[0], stdout=out, stderr=err)
     if module._diff:
-        result["diff"] = diff_of(domain, before, after)
+        result["diff"] = diff_of(domain, before, after, plan, "after the run")
     module.exit_json(**result)
