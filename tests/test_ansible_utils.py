@@ -80,3 +80,16 @@ def test_options_become_the_clis_words(utils: ModuleType) -> None:
     words = utils.option_words(params, ["base", "active", "delete", "keep_relative", "timeout",
                                         "scan"])  # fmt: skip
     assert words == ["--base=-odd name", "--active", "--keep-relative", "--timeout=30"]
+
+
+def test_a_top_out_of_the_chain_counts_as_merged_only_while_its_file_is_there(
+    utils: ModuleType, tmp_path: Path
+) -> None:
+    (tmp_path / "sn1.qcow2").write_bytes(b"")
+    (tmp_path / "sn3.qcow2").write_bytes(b"")
+    found = {"layers": [{"path": str(tmp_path / "sn1.qcow2"), "position": 0}]}
+    assert utils.left_beside(found, "sn3.qcow2") and utils.left_beside(found, "sn3")
+    assert utils.left_beside(found, str(tmp_path / "sn3.qcow2"))
+    assert not utils.left_beside(found, "typo.qcow2")
+    assert utils.is_local(None) and utils.is_local("qemu:///system")
+    assert not utils.is_local("qemu+ssh://root@kvm1/system")

@@ -162,6 +162,23 @@ def find_layer(chain, ref):
     return None
 
 
+def is_local(uri):
+    """Whether URI's images are files on this host (no host in it; None: virsh's default)."""
+    return not uri or uri.split("://", 1)[-1].startswith("/")
+
+
+def left_beside(chain, ref):
+    """Whether a file REF names (path, file name or stem) is beside CHAIN's layers: a layer a
+    merge took out of the chain stays there unless it was deleted."""
+    if os.path.isabs(ref):
+        return os.path.exists(ref)
+    for directory in set(os.path.dirname(layer["path"]) for layer in chain["layers"]):
+        for name in (ref, ref + ".qcow2"):
+            if os.path.exists(os.path.join(directory, name)):
+                return True
+    return False
+
+
 def describe(chains, snapshots):
     """The state a diff shows: each disk's layers (base first), then every snapshot's moment
     on each disk, one line each, so a unified diff shows exactly what moves."""

@@ -20,10 +20,11 @@ description:
     into O(base).
   - Layers are named by file name (or path), never by libvirt's index (V(vda[2])), which names
     another layer once the chain changed.
-  - Idempotent. Before planning, the module reads the chain; when O(top) is no longer in the
-    chain while O(base) is (or, for an active commit, O(base) already is the active layer),
-    the end state is reached and nothing runs. A O(top) that never was in the chain looks the
-    same, so check the name.
+  - Idempotent. Before planning, the module reads the chain. When O(top) is no longer in the
+    chain while O(base) is, and its file is still beside the chain (or O(delete) removed it),
+    or, for an active commit, O(base) already is the active layer, the end state is reached and
+    nothing runs. A O(top) that names no file is left to vshx, which refuses it and lists the
+    chain (so is every O(top) out of the chain when O(uri) names another host).
   - With check mode the module prints vshx's plan (C(vshx --plan-json)) and changes nothing;
     with C(--diff) it shows the chain before and after, and each snapshot's moment (the
     snapshots whose moments are lost show C(gone)).
@@ -149,6 +150,8 @@ from ansible_collections.vshx.libvirt.plugins.module_utils.vshx import (
     JOB_ARGS,
     Vshx,
     find_layer,
+    is_local,
+    left_beside,
     option_words,
     refuse_index,
     run_plan,
@@ -162,7 +165,12 @@ def end_state(params):
         chain = chains[0]
         base = find_layer(chain, params["base"]) if params["base"] else None
         if params["top"]:
-            if find_layer(chain, params["top"]) is None and (base or not params["base"]):
+            # out of the chain, and still beside it (or deleted as asked): merged already; a
+            # name nothing has is left to vshx, which refuses it with the chain in its hint
+            gone = params["delete"] or (
+                is_local(params["uri"]) and left_beside(chain, params["top"])
+            )
+            if find_layer(chain, params["top"]) is None and (base or not params["base"]) and gone:
                 return "%s is no longer in the chain%s" % (
                     params["top"],
                     " and %s is" % params["base"] if params["base"] else "",
