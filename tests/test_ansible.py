@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.root]
 BIN = Path(sys.executable).parent
 COLLECTION = Path(__file__).resolve().parents[1] / "ansible" / "vshx" / "libvirt"
 HOSTS = ("alpha", "beta")
+MODULES = ("commit", "pull", "flatten", "snapshot_delete", "chain_info")
 
 PLAYBOOK = """\
 - hosts: all
@@ -148,13 +149,19 @@ def install_collection(root: Path, env: dict[str, str]) -> None:
     assert (
         root / "collections/ansible_collections/vshx/libvirt/plugins/modules/commit.py"
     ).exists()
+    modules = [f"vshx.libvirt.{m}" for m in MODULES]
     doc = subprocess.run(
-        [str(BIN / "ansible-doc"), "-t", "module", "--json", "vshx.libvirt.commit"],
+        [str(BIN / "ansible-doc"), "-t", "module", "--json", *modules],
         capture_output=True, text=True, env=env, cwd=root,
     )  # fmt: skip
     assert doc.returncode == 0, doc.stderr
-    options = json.loads(doc.stdout)["vshx.libvirt.commit"]["doc"]["options"]
+    docs = json.loads(doc.stdout)
+    assert sorted(docs) == sorted(modules)
+    for module in modules:
+        assert docs[module]["examples"] and docs[module]["return"], module
+    options = docs["vshx.libvirt.commit"]["doc"]["options"]
     assert {"uri", "domain", "disk", "base", "top", "active", "pivot", "delete"} <= set(options)
+    assert {"domain", "snapshot"} <= set(docs["vshx.libvirt.snapshot_delete"]["doc"]["options"])
 
 
 def inventory(sshd: Sshd, labs: dict[str, Lab], root: Path, extra: dict[str, dict]) -> Path:

@@ -231,12 +231,12 @@ def diff_of(title, before, after, plan, when):
     }
 
 
-def run_plan(module, vshx, words, domain, disk=None, deleting=False, met=None):
+def run_plan(module, vshx, words, domain, disk=None, deleting=None, met=None):
     """Plan WORDS with ``vshx --plan-json``; in check mode report the plan, else run it.
 
     MET, when given, says why the end state is reached already (the module's own check, on
-    the chains and snapshots before); vshx's own nothing-to-do says the same.  DELETING:
-    the plan's ``loses`` are deleted snapshots (their metadata goes too).
+    the chains and snapshots before); vshx's own nothing-to-do says the same.  DELETING, when
+    given, names the snapshots whose metadata goes (from the snapshots before), for the diff.
     """
     chains = vshx.chains(domain, disk)
     snapshots = vshx.snapshots(domain)
@@ -251,7 +251,7 @@ def run_plan(module, vshx, words, domain, disk=None, deleting=False, met=None):
     result.update(changed=True, loses=plan["loses"], msg=plan["title"])
     before = (chains, snapshots)
     if module.check_mode:
-        after = predicted(chains, snapshots, plan, plan["loses"] if deleting else ())
+        after = predicted(chains, snapshots, plan, deleting(snapshots) if deleting else ())
         result["chains_after"] = after[0]
         if module._diff:
             result["diff"] = diff_of(domain, before, after, plan, "as planned")

@@ -158,6 +158,26 @@ def end_state(params):
     return met
 
 
+def going(params):
+    """The snapshots whose metadata the command removes: the snapshot (unless children_only)
+    and, with children or children_only, every descendant (by the parents listed)."""
+
+    def names(snapshots):
+        name = params["snapshot"]
+        found = set() if params["children_only"] else set([name])
+        if params["children"] or params["children_only"]:
+            parents = dict((snap["name"], snap["parent"]) for snap in snapshots)
+            for snap in parents:
+                up, steps = parents.get(snap), 0
+                while up is not None and up != name and steps < len(parents):
+                    up, steps = parents.get(up), steps + 1
+                if up == name:
+                    found.add(snap)
+        return found
+
+    return names
+
+
 def main():
     argument_spec = dict(
         COMMON_ARGS,
@@ -183,7 +203,7 @@ def main():
     words += option_words(
         params, ["children", "children_only", "metadata", "route", "bandwidth", "force", "scan"]
     )
-    run_plan(module, vshx, words, params["domain"], deleting=True, met=end_state(params))
+    run_plan(module, vshx, words, params["domain"], deleting=going(params), met=end_state(params))
 
 
 if __name__ == "__main__":
