@@ -103,6 +103,16 @@ PULL = """\
         domain: "{{ domain }}"
         disk: vda
         base: "{{ pull_base }}"
+    - name: flatten the disk
+      vshx.libvirt.flatten:
+        uri: "{{ vshx_uri }}"
+        domain: "{{ domain }}"
+        disk: vda
+    - name: flatten it again
+      vshx.libvirt.flatten:
+        uri: "{{ vshx_uri }}"
+        domain: "{{ domain }}"
+        disk: vda
 """
 
 
@@ -315,7 +325,7 @@ def run_on_two_hosts(
             assert results[name][task]["changed"] is False, results[name][task]
             assert results[name][task]["msg"].startswith("nothing to do: ")
 
-    # a failing host: beta names a layer its chain does not have; alpha pulls
+    # a failing host: beta names a layer its chain does not have; alpha pulls, then flattens
     hosts = inventory(
         sshd, labs, root, {"alpha": {"pull_base": "base.qcow2"}, "beta": {"pull_base": "x.qcow2"}}
     )
@@ -323,8 +333,14 @@ def run_on_two_hosts(
     assert results.status != 0, results.output
     pulled = results["alpha"]["pull sn1 up into the active layer"]
     assert pulled["changed"] is True and pulled["_"] == "ok", pulled
-    assert chain_files(labs["alpha"].active) == ["sn4.qcow2", "base.qcow2"]
+    flat = results["alpha"]["flatten the disk"]
+    assert flat["changed"] is True and len(flat["chains_after"][0]["layers"]) == 1, flat
+    again = results["alpha"]["flatten it again"]
+    assert again["changed"] is False and again["msg"].startswith("nothing to do: "), again
+    assert len(chain_files(labs["alpha"].active)) == 1
     assert guest_view(labs["alpha"], tmp) == seen["alpha"]
+    qemu_check(labs["alpha"].active)
+    assert "flatten the disk" not in results["beta"]  # a failed host runs no further task
     refused = results["beta"]["pull sn1 up into the active layer"]
     assert refused["_"] == "failed" and "x.qcow2" in refused["msg"], refused
     assert "(hint: " in refused["msg"] and refused["error"] and refused["hint"]
