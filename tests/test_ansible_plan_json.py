@@ -97,6 +97,12 @@ def test_plan_json_changes_nothing_and_says_nothing_to_do(offline_lab: Lab) -> N
     met = plan_json("pull", offline_lab.name, "vda", "--base", "sn3.qcow2")
     assert met.returncode == 0, met.stderr
     assert valid(met.stdout)["nothing_to_do"].startswith("sn3.qcow2 already is the backing")
+    deleting = valid(plan_json("snapshot-delete", offline_lab.name, "sn2").stdout)
+    assert deleting["command"] == "snapshot-delete" and deleting["loses"] == ["sn2"]
+    (change,) = deleting["chains"]  # one disk: sn2.qcow2 goes into sn1.qcow2
+    names = [Path(x["path"]).name for x in change["after"]["layers"]]
+    assert names == ["sn4.qcow2", "sn3.qcow2", "sn1.qcow2", "base.qcow2"]
+    assert {m["snapshot"] for m in deleting["moments"]} == {"sn1", "sn3", "sn4"}
     refused = plan_json("pull", offline_lab.name, "vda", "--base", "nosuch.qcow2")
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.startswith("error: ") and "hint: " in refused.stderr
