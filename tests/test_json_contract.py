@@ -54,8 +54,9 @@ def test_every_json_command_has_a_valid_schema_file():
     commands = json_commands()
     assert {"list", "domblklist", "chain", "snapshot-list", "jobs"} <= set(commands)
     files = sorted(p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json"))
-    assert files == commands, "one docs/json/COMMAND.schema.json per command with --json"
-    for command in commands:
+    # and plan.schema.json: `vshx --plan-json` (every changing command's dry run)
+    assert files == sorted([*commands, "plan"]), "one docs/json/COMMAND.schema.json per --json"
+    for command in [*commands, "plan"]:
         schema = schema_of(command)
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         jsonschema.Draft202012Validator.check_schema(schema)

@@ -410,6 +410,8 @@ def build_plan(
             )
     keeps, loses = moment_lines(remaining, going, works)
     plan.keeps = [keeps, loses]
+    plan.losing = [s.name for s in going]
+    plan.chains = [(w.target.chain, w.target.chain.without(w.removed)) for w in works.values()]
     checks: list[Step] = []
     firsts: list[Step] = []
     pivots: list[Step] = []

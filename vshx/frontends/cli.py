@@ -13,14 +13,15 @@ from collections.abc import Sequence
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 USAGE = """\
-usage: vshx [-c URI] [--dry-run] [--teach] [--trace] [-q] [--record FILE] [-f FILE [-x]]
-            [COMMAND [ARGS...]]
+usage: vshx [-c URI] [--dry-run] [--plan-json] [--teach] [--trace] [-q] [--record FILE]
+            [-f FILE [-x]] [COMMAND [ARGS...]]
 
   -c, --connect URI  libvirt URI (default: as virsh: $LIBVIRT_DEFAULT_URI, uri_default in
                      libvirt.conf, else qemu:///system for root, qemu:///session for others)
   -f, --file FILE    run commands from FILE ('-' for stdin); stop at the first failing line
   -x                 echo each batch command before running it
       --dry-run      every command prints its plan as a shell script and changes nothing
+      --plan-json    --dry-run, each plan as one JSON document (docs/json/plan.schema.json)
       --teach        print each step's equivalent virsh/qemu-img command as it runs
       --trace        during a live block job, print the QMP events QEMU sends (qmp< ...)
                      and libvirt's block-job events (libvirt< ...) as they arrive
@@ -43,6 +44,7 @@ class Globals:
         self.record: str | None = None
         self.echo = False
         self.dry_run = False
+        self.plan_json = False
         self.teach = False
         self.quiet = False
         self.trace = False
@@ -63,6 +65,7 @@ def parse_globals(argv: Sequence[str]) -> Globals:
     flags = {
         "-x": "echo",
         "--dry-run": "dry_run",
+        "--plan-json": "plan_json",
         "--teach": "teach",
         "-q": "quiet",
         "--quiet": "quiet",
@@ -159,7 +162,9 @@ def _main(args: list[str]) -> int:
     from vshx.errors import ExitRequested
     from vshx.shell.session import Session
 
-    session = Session(opts.uri, dry_run=opts.dry_run, teach=opts.teach, quiet=opts.quiet)
+    dry_run = opts.dry_run or opts.plan_json
+    session = Session(opts.uri, dry_run=dry_run, teach=opts.teach, quiet=opts.quiet)
+    session.plan_json = opts.plan_json
     session.trace = opts.trace
     try:
         if opts.record is not None:

@@ -164,6 +164,7 @@ def account(
     if unknown:
         plan.keeps.append(f"unknown{suffix}: {', '.join(unknown)}")
     losing = {v.snapshot for v in verdicts if v.state == GONE}
+    plan.losing = sorted(losing)
     plan.notes += half_merge_notes(target, timeline, losing)
     plan.notes += leaving_note(verdicts, after)
     plan.verdicts = verdicts

@@ -39,6 +39,7 @@ class Context(Protocol):
     words: list[str] | None
     predicted: dict[str, Chain]
     planning_ahead: bool  # a whole --dry-run session: each line plans on the lines before
+    plan_json: bool  # --plan-json: a dry run prints each plan as a JSON document
 
     @property
     def uri(self) -> str: ...

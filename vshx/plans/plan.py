@@ -97,7 +97,10 @@ class Plan:
         # `keeps: ...`/`loses: ...`: the snapshots whose moments the plan keeps and loses
         # (vshx.merging.moments), and the verdicts it records when it completes
         self.keeps: list[str] = []
+        self.losing: list[str] = []  # the names of the snapshots whose moments it loses
         self.verdicts: list[Verdict] | None = None
+        # (before, after) per disk of a plan over several disks, where before/after is unset
+        self.chains: list[tuple[Chain, Chain]] = []
         # the writes, for the views of the disk's files: (W, S) = file W shows what S showed
         self.writes: list[tuple[Layer, Layer]] = []
         self.method = method  # e.g. "live: libvirt block job" or "offline: qemu-img"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.plans import journal, ledger
 from vshx.plans.plan import comment, printable
+from vshx.plans.plan_json import plan_document
 from vshx.plans.target import prediction_key
 from vshx.storage.qemuimg import NoSpace
 
@@ -60,13 +61,17 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     if session.command is not None:
         host.plan_ready(session, session.command, args, plan)
     if session.planning_only(args):
-        teaching = session.teaching(args)
-        script = plan.script(explain=teaching)
-        target = plan.target
-        # the record is vshx's own bookkeeping: a script to run gets it, a lesson does not
-        if not teaching and target is not None and target.dom is not None and plan.verdicts:
-            script += ledger.script(session.uri, target, plan.verdicts)
-        session.write_script(script)
+        if session.plan_json:
+            command = session.command.name if session.command is not None else None
+            session.out.write(plan_document(plan, command) + "\n")
+        else:
+            teaching = session.teaching(args)
+            script = plan.script(explain=teaching)
+            target = plan.target
+            # the record is vshx's own bookkeeping: a script to run gets it, a lesson does not
+            if not teaching and target is not None and target.dom is not None and plan.verdicts:
+                script += ledger.script(session.uri, target, plan.verdicts)
+            session.write_script(script)
         if session.planning_ahead and plan.target is not None and plan.after is not None:
             session.predicted[prediction_key(plan.target.chain)] = plan.after
         return False

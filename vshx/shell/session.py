@@ -66,6 +66,9 @@ class Session:
         self.predicted: dict[str, Chain] = {}
         self.planning_ahead = dry_run
         self._shebang_written = False
+        # --plan-json (implies dry_run): each plan, or nothing-to-do, as one JSON document on
+        # stdout (vshx/plans/plan_json.py); what a command says meanwhile goes to stderr
+        self.plan_json = False
         self.recorder: Recorder | None = None  # --record FILE: the transcript
 
     # -- transcript ---------------------------------------------------------------------
@@ -155,7 +158,7 @@ class Session:
         """A command's answer (a table, a listing, help): under --dry-run ``#`` lines of the
         script (the one escaper), so a read command's output never becomes a line sh runs."""
         if self.dry_run or (self.args is not None and self.args.get("dry_run")):
-            self.out.write(comments(text))
+            (self.err if self.plan_json else self.out).write(comments(text))
             return
         print(text, file=self.out)
 
@@ -165,7 +168,7 @@ class Session:
         if self.quiet:
             return
         if self.dry_run or (self.args is not None and self.args.get("dry_run")):
-            self.out.write(comments(text))
+            (self.err if self.plan_json else self.out).write(comments(text))
             return
         print(text, file=self.out)
 
@@ -281,7 +284,12 @@ class Session:
 
     def nothing_to_do(self, args: Args, why: str) -> None:
         """A request already met: exit 0, and in a --dry-run script a comment, not a line."""
-        if self.planning_only(args):
+        if self.planning_only(args) and self.plan_json:
+            from vshx.plans.plan_json import nothing_document  # only --plan-json pays for it
+
+            command = self.command.name if self.command is not None else None
+            self.out.write(nothing_document(command, why) + "\n")
+        elif self.planning_only(args):
             self.write_script(f"#!/bin/sh\n{comment(f'nothing to do: {why}')}\n")
         else:
             self.info(f"nothing to do: {why}")
