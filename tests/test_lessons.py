@@ -47,8 +47,8 @@ class Student:
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
         self.env["LANGUAGE"] = "en"  # the words the tests read (LANGUAGE comes first)
 
-    def vshx(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return run_vshx(*args, env=self.env)
+    def vshx(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run_vshx(*args, env=self.env, stdin=stdin)
 
     def start(self) -> str:
         proc = self.vshx("lesson", "start", self.lesson, "--lab", self.lab, "--dir", str(self.dir))
