@@ -242,40 +242,46 @@ def _pump(
     import signal
     import threading
 
+    feeder = None
     if proc.stdin is not None:
-        threading.Thread(target=_feed, args=(proc.stdin, text or ""), daemon=True).start()
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, text or ""), daemon=True)
+        feeder.start()
     streams = {}
     for stream, sink in ((proc.stdout, to_out), (proc.stderr, to_err)):
         if stream is not None:
             streams[stream.fileno()] = (sink, codecs.getincrementaldecoder("utf-8")("replace"))
-    select = selectors.DefaultSelector()
-    for fd in streams:
-        select.register(fd, selectors.EVENT_READ)
-    while True:
-        try:
-            while select.get_map():
-                for key, _mask in select.select():
-                    sink, decoder = streams[int(key.fd)]
-                    chunk = os.read(key.fd, 1 << 16)
-                    if not chunk:
-                        select.unregister(key.fd)
-                    said = decoder.decode(chunk, final=not chunk)
-                    if said:
-                        sink(said)
-            proc.wait()
-            select.close()
-            return
-        except KeyboardInterrupt:
-            if forward:
-                proc.send_signal(signal.SIGINT)
+    with selectors.DefaultSelector() as select:
+        for fd in streams:
+            select.register(fd, selectors.EVENT_READ)
+        while True:
+            try:
+                while select.get_map():
+                    for key, _mask in select.select():
+                        sink, decoder = streams[int(key.fd)]
+                        chunk = os.read(key.fd, 1 << 16)
+                        if not chunk:
+                            select.unregister(key.fd)
+                        said = decoder.decode(chunk, final=not chunk)
+                        if said:
+                            sink(said)
+                proc.wait()
+                if feeder is not None:
+                    feeder.join()
+                return
+            except KeyboardInterrupt:
+                if forward:
+                    proc.send_signal(signal.SIGINT)
 
 
 def _feed(pipe: IO[bytes], text: str) -> None:
     """Write a here-document into a child's stdin and close it (a child may stop reading)."""
     try:
         pipe.write(text.encode())
+    except (OSError, ValueError):  # BrokenPipeError: the child did not read it all
+        pass
+    try:
         pipe.close()
-    except (BrokenPipeError, OSError):
+    except (OSError, ValueError):
         pass
 
 
