@@ -53,8 +53,10 @@ def choices(annotation: object) -> list[object]:
     """Every value worth trying for one parameter, from its type."""
     if annotation is bool:
         return [False, True]
-    if annotation is int:
-        return [8_000_000, 9_000_000]
+    if annotation is int:  # libvirt versions on each side of what changes the reasons
+        return [8_000_000, 9_000_000, 9_009_000]
+    if annotation is str:
+        return ["", "virsh -c qemu:///system snapshot-delete d s1"]
     if typing.get_origin(annotation) is typing.Literal:
         return list(typing.get_args(annotation))
     if annotation == (list[str] | None):
@@ -71,7 +73,9 @@ def calls() -> Iterator[tuple[str, list[str]]]:
         params = list(inspect.signature(function).parameters.values())
         for values in itertools.product(*(choices(hints[p.name]) for p in params)):
             kwargs = {p.name: v for p, v in zip(params, values, strict=True)}
-            yield f"{name}({kwargs})", function(**kwargs)
+            said = function(**kwargs)
+            assert isinstance(said, list), f"{name} returns lines"
+            yield f"{name}({kwargs})", said
 
 
 def test_every_line_a_step_teaches_is_translated(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,3 +132,9 @@ def test_explain_and_teach_speak_the_users_language(lab: Lab) -> None:
         [x for x in out.stdout.splitlines() if x.startswith("virsh ")] for out in (chinese, english)
     ]
     assert commands[0] == commands[1] and commands[0]
+    words = ("explain", "snapshot-delete", lab.name, "sn2")  # --teach's "native:" note
+    chinese = run_vshx(*words, env=dict(env, LANG="zh_CN.UTF-8"))
+    english = run_vshx(*words, env=dict(env, LANG="C.UTF-8"))
+    assert chinese.returncode == english.returncode == 0, chinese.stderr + english.stderr
+    assert "# 原生命令：virsh -c " in chinese.stdout
+    assert "does the same on this libvirt (>= 9.0)" in english.stdout

@@ -226,16 +226,7 @@ def build_plan(
     if session.teaching(args):
         version = session.conn.getLibVersion()
         native = shell_line(virsh(session.uri, "snapshot-revert", dom.name(), snap.name))
-        plan.notes.append(
-            f"native: {native} "
-            + (
-                "does the same on this libvirt (>= 9.9), but deletes the current snapshot's "
-                "overlays"
-                if version >= 9_009_000
-                else "refuses on this libvirt (< 9.9): reverting to external snapshots is not "
-                "supported yet"
-            )
-        )
+        plan.notes += underneath.native_revert(native, version)
     plan.keeps = [f"keeps: every snapshot's moment; {snap.name}'s is the disks' new base"]
     plan.verdicts = [
         Verdict(

@@ -193,6 +193,50 @@ def native(
     return lines
 
 
+def native_delete(
+    line: str, version: int, refusal: str = "", pulled: list[str] | None = None
+) -> list[str]:
+    """What ``line`` (``virsh snapshot-delete`` on the connected libvirt) does with the same
+    request: ``refusal`` is libvirt's own reason, quoted as libvirt words it; ``pulled``, the
+    disks where vshx pulls instead of committing."""
+    if version < 9_000_000:
+        said = _("native: this libvirt ({version}) cannot delete external snapshots (9.0 can)")
+        return [said.format(version=version)]
+    if refusal:
+        return [_("native: {line} refuses here: {refusal}").format(line=line, refusal=refusal)]
+    if pulled:
+        said = _(
+            "native: {line} works here too, but commits the active layer into the snapshot's "
+            "file on every disk; vshx pulls on {disks}, which moves fewer bytes"
+        )
+        return [said.format(line=line, disks=", ".join(pulled))]
+    said = _(
+        "native: {line} does the same on this libvirt (>= 9.0): it commits each disk's overlay "
+        "into the snapshot's file, re-points the children and drops the metadata"
+    )
+    return [said.format(line=line)]
+
+
+def diverged(disk: str) -> list[str]:
+    """Said after libvirt's refusal when a snapshot's metadata and the disk's chain differ."""
+    return [_("({disk}: the metadata and the disk's chain diverged)").format(disk=disk)]
+
+
+def native_revert(line: str, version: int) -> list[str]:
+    """What ``line`` (``virsh snapshot-revert``) does on the connected libvirt."""
+    if version >= 9_009_000:
+        said = _(
+            "native: {line} does the same on this libvirt (>= 9.9), but deletes the current "
+            "snapshot's overlays"
+        )
+    else:
+        said = _(
+            "native: {line} refuses on this libvirt (< 9.9): reverting to external snapshots "
+            "is not supported yet"
+        )
+    return [said.format(line=line)]
+
+
 BITMAP = {
     "disable": N_(
         "--disable: the receiver's bitmap stops recording, so the bytes the merge copies "
