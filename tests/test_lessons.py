@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -113,13 +114,22 @@ def lesson(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
 
 
 DEFINITION = "persistent definition"
-RESET = "`lesson reset` builds the lab again"
+# `virsh edit` with an editor that drops the disk's pinned <backingStore> chain (as a student
+# does by hand): libvirt then reads the chain from the headers when the domain starts
+UNPIN = (
+    "import re, sys\n"
+    "path = sys.argv[1]\n"
+    "xml = open(path).read()\n"
+    "xml = re.sub(r'<backingStore.*</backingStore>\\s*', '', xml, count=1, flags=re.S)\n"
+    "open(path, 'w').write(xml)\n"
+)
 POINTER = "`qemu-img rebase -u` only rewrites the pointer"
 UPDATE = (
     "virsh update-device {lab} /dev/stdin --config <<EOF\n<disk type='file' device='disk'>"
     "<driver name='qemu' type='qcow2'/><source file='{sn4}'/><target dev='vda' bus='virtio'/>"
     "</disk>\nEOF"
 )
+UPDATE_BASE = UPDATE.replace("{sn4}", "{base}")
 
 
 @lesson("commit-middle")
@@ -203,6 +213,15 @@ def test_active_commit(student: Student) -> None:
         POINTER,
         "sn4.qcow2 is still in the chain",
     )
+    # the offline route: the pointer back, everything committed into the base with qemu-img,
+    # the definition names base.qcow2, the metadata goes: the check accepts it
+    student.sh(
+        "qemu-img rebase -F qcow2 -u -b {sn3} {sn4}",
+        "qemu-img commit -b {base} {sn4}",
+        UPDATE_BASE,
+        *(f"virsh snapshot-delete {{lab}} sn{k} --metadata" for k in range(1, 5)),
+    )
+    student.passes()
     student.reset()
     student.solution()
     student.passes()
@@ -311,7 +330,9 @@ def test_safe_rebase(student: Student) -> None:
         "qemu-img rebase -F qcow2 -u -b {sn2} {sn3}", "qemu-img rebase -F qcow2 -b {sn1} {sn3}"
     )
     student.fails(DEFINITION)  # the data is right; libvirt would start on the old chain
-    student.sh(UPDATE)
+    editor = student.dir.parent / "unpin.py"  # virsh edit, the way a student would fix it
+    editor.write_text(UNPIN)
+    student.sh(f"EDITOR={shlex.quote(f'{sys.executable} {editor}')} virsh edit {{lab}}")
     student.passes()
     student.reset()
     student.solution()
