@@ -1,13 +1,16 @@
 """Lessons on the real daemon: `lesson check` fails before the work, fails with the right hint
-after realistic mistakes made with real virsh/qemu-img in a plain shell, and passes after the
-solution `lesson solution` prints, run by `sh -e`.  Plus a teacher's own lesson, installed as a
-distribution on sys.path."""
+after realistic mistakes made with real virsh/qemu-img in a plain shell (at least two per
+lesson, one of them changing data), and passes after the solution `lesson solution` prints, run
+by `sh -e`.  The check judges the end state, not the route: other correct routes pass too (two
+jobs for one, live or offline with qemu-img and a definition edit, vshx's own commands).  Plus a
+teacher's own lesson, installed as a distribution on sys.path."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import subprocess
+import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,8 +50,8 @@ class Student:
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
         self.env["LANGUAGE"] = "en"  # the words the tests read (LANGUAGE comes first)
 
-    def vshx(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return run_vshx(*args, env=self.env)
+    def vshx(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run_vshx(*args, env=self.env, stdin=stdin)
 
     def start(self) -> str:
         proc = self.vshx("lesson", "start", self.lesson, "--lab", self.lab, "--dir", str(self.dir))
@@ -111,11 +114,22 @@ def lesson(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
 
 
 DEFINITION = "persistent definition"
+# `virsh edit` with an editor that drops the disk's pinned <backingStore> chain (as a student
+# does by hand): libvirt then reads the chain from the headers when the domain starts
+UNPIN = (
+    "import re, sys\n"
+    "path = sys.argv[1]\n"
+    "xml = open(path).read()\n"
+    "xml = re.sub(r'<backingStore.*</backingStore>\\s*', '', xml, count=1, flags=re.S)\n"
+    "open(path, 'w').write(xml)\n"
+)
+POINTER = "`qemu-img rebase -u` only rewrites the pointer"
 UPDATE = (
     "virsh update-device {lab} /dev/stdin --config <<EOF\n<disk type='file' device='disk'>"
     "<driver name='qemu' type='qcow2'/><source file='{sn4}'/><target dev='vda' bus='virtio'/>"
     "</disk>\nEOF"
 )
+UPDATE_BASE = UPDATE.replace("{sn4}", "{base}")
 
 
 @lesson("commit-middle")
@@ -125,13 +139,31 @@ def test_commit_middle(student: Student) -> None:
     student.fails("sn2.qcow2 is still in the chain", "sn3.qcow2 is still in the chain")
     student.sh("virsh blockcommit {lab} vda --base {sn1} --top {sn2} --wait")  # one layer short
     student.fails("sn3.qcow2 is still in the chain", "--top names the highest layer that goes")
-    student.sh("virsh blockcommit {lab} vda --base {sn1} --top {sn3} --wait")  # metadata left
+    student.sh("virsh blockcommit {lab} vda --base {sn1} --top {sn3} --wait")  # a second job
     student.fails("snapshot sn2 (vda) names sn1.qcow2", f"snapshot-delete {student.lab} sn2")
     student.sh(
         "virsh snapshot-delete {lab} sn2 --metadata", "virsh snapshot-delete {lab} sn3 --metadata"
     )
-    done = student.passes()
+    done = student.passes()  # two jobs reach the same end state as one: the check accepts it
     assert f"commit {student.lab} vda --base sn1 --top sn3" in done and "explain commit" in done
+    student.reset()
+    # offline, the pointer before the data (changes what the guest sees)
+    student.sh("virsh destroy {lab}", "qemu-img commit {sn3}")
+    student.sh("qemu-img rebase -F qcow2 -u -b {sn1} {sn4}")
+    student.fails(
+        "guest data on vda changed: sn4.qcow2 now backs onto sn1.qcow2 (it was sn3.qcow2)", POINTER
+    )
+    # the offline route done right: the pointer back, sn2 (holding sn3's data) into sn1, the
+    # pointer again, the definition, the metadata: the check accepts it too
+    student.sh(
+        "qemu-img rebase -F qcow2 -u -b {sn2} {sn4}",
+        "qemu-img commit {sn2}",
+        "qemu-img rebase -F qcow2 -u -b {sn1} {sn4}",
+        UPDATE,
+        "virsh snapshot-delete {lab} sn2 --metadata",
+        "virsh snapshot-delete {lab} sn3 --metadata",
+    )
+    student.passes()
     student.reset()
     student.solution()
     student.passes()
@@ -147,6 +179,17 @@ def test_commit_stepwise(student: Student) -> None:
     student.sh("virsh blockcommit {lab} vda --base {sn1} --top {sn2} --wait")  # wrong order:
     student.sh("virsh blockcommit {lab} vda --base {sn1} --top {sn3} --wait")  # method a
     student.fails("snapshot sn2 (vda)", "snapshot sn3 (vda)")  # metadata left
+    student.sh(
+        "virsh snapshot-delete {lab} sn2 --metadata", "virsh snapshot-delete {lab} sn3 --metadata"
+    )
+    student.passes()  # the end state counts, not the route: that order keeps the data too
+    student.reset()
+    # offline in the wrong order: sn2 into sn1 first, then sn4 pointed at sn1 (without sn3's data)
+    student.sh("virsh destroy {lab}", "qemu-img commit {sn2}")
+    student.sh("qemu-img rebase -F qcow2 -u -b {sn1} {sn4}")
+    student.fails(
+        "guest data on vda changed: sn4.qcow2 now backs onto sn1.qcow2 (it was sn3.qcow2)", POINTER
+    )
     student.reset()
     student.solution()
     student.passes()
@@ -163,6 +206,23 @@ def test_active_commit(student: Student) -> None:
     student.sh(*(f"virsh snapshot-delete {{lab}} sn{k} --metadata" for k in range(1, 5)))
     student.passes()
     student.reset()
+    # offline, "merged" by a pointer alone: sn4 straight onto the base (changes the guest's data)
+    student.sh("virsh destroy {lab}", "qemu-img rebase -F qcow2 -u -b {base} {sn4}")
+    student.fails(
+        "guest data on vda changed: sn4.qcow2 now backs onto base.qcow2 (it was sn3.qcow2)",
+        POINTER,
+        "sn4.qcow2 is still in the chain",
+    )
+    # the offline route: the pointer back, everything committed into the base with qemu-img,
+    # the definition names base.qcow2, the metadata goes: the check accepts it
+    student.sh(
+        "qemu-img rebase -F qcow2 -u -b {sn3} {sn4}",
+        "qemu-img commit -b {base} {sn4}",
+        UPDATE_BASE,
+        *(f"virsh snapshot-delete {{lab}} sn{k} --metadata" for k in range(1, 5)),
+    )
+    student.passes()
+    student.reset()
     student.solution()
     student.passes()
 
@@ -176,6 +236,20 @@ def test_pull(student: Student) -> None:
     student.sh("virsh blockpull {lab} vda --wait")  # no --base: the base goes too
     student.fails("base.qcow2 is no longer in the chain", "that is the flatten lesson")
     student.reset()
+    # offline, the pointer only (changes what the guest sees)
+    student.sh("virsh destroy {lab}", "qemu-img rebase -F qcow2 -u -b {base} {sn4}")
+    student.fails(
+        "guest data on vda changed: sn4.qcow2 now backs onto base.qcow2 (it was sn3.qcow2)",
+        "without -u, rebase copies the difference into sn4.qcow2",
+    )
+    # the offline pull: pointer back, then a safe rebase copies sn1..sn3 up; the definition
+    student.sh(
+        "qemu-img rebase -F qcow2 -u -b {sn3} {sn4}", "qemu-img rebase -F qcow2 -b {base} {sn4}"
+    )
+    student.fails(DEFINITION)
+    student.sh(UPDATE)
+    student.passes()
+    student.reset()
     student.solution()
     student.passes()
 
@@ -188,6 +262,13 @@ def test_flatten(student: Student) -> None:
     student.fails("base.qcow2 is still in the chain", "a pull stops at --base")
     student.sh("virsh blockcommit {lab} vda --active --wait --pivot")  # into the base instead
     student.fails("sn4.qcow2 is no longer in the chain", "a commit writes into the base")
+    student.reset()
+    # offline, the backing file dropped by the pointer alone (changes what the guest sees)
+    student.sh("virsh destroy {lab}", "qemu-img rebase -u -b '' {sn4}")
+    student.fails("sn4.qcow2 now has no backing file (it was sn3.qcow2)", POINTER)
+    # the offline flatten: pointer back, then a safe rebase onto nothing; the definition
+    student.sh("qemu-img rebase -F qcow2 -u -b {sn3} {sn4}", "qemu-img rebase -b '' {sn4}", UPDATE)
+    student.passes()
     student.reset()
     student.solution()
     student.passes()
@@ -204,6 +285,15 @@ def test_snapshot_metadata(student: Student) -> None:
     student.sh("virsh snapshot-delete {lab} sn1 --metadata")  # the source's cleanup by overlay
     student.sh("virsh snapshot-delete {lab} sn3 --metadata")
     student.fails("snapshot sn1 was deleted, yet its moment still existed (base.qcow2)")
+    student.reset()
+    # --metadata forgotten: libvirt merges sn1.qcow2 into base.qcow2, sn1's moment (data-changing)
+    student.sh("virsh snapshot-delete {lab} sn1")
+    student.fails(
+        "sn1.qcow2 is no longer in the chain",
+        "without --metadata, virsh snapshot-delete",
+        "snapshot sn1 was deleted, and its moment with it (base.qcow2 no longer shows it)",
+        "snapshot sn3 (vda) names sn2.qcow2, which can no longer be read",
+    )
     student.reset()
     student.solution()
     student.passes()
@@ -240,7 +330,9 @@ def test_safe_rebase(student: Student) -> None:
         "qemu-img rebase -F qcow2 -u -b {sn2} {sn3}", "qemu-img rebase -F qcow2 -b {sn1} {sn3}"
     )
     student.fails(DEFINITION)  # the data is right; libvirt would start on the old chain
-    student.sh(UPDATE)
+    editor = student.dir.parent / "unpin.py"  # virsh edit, the way a student would fix it
+    editor.write_text(UNPIN)
+    student.sh(f"EDITOR={shlex.quote(f'{sys.executable} {editor}')} virsh edit {{lab}}")
     student.passes()
     student.reset()
     student.solution()
@@ -265,7 +357,16 @@ def test_snapshot_delete(student: Student) -> None:
 
 @libvirt
 @pytest.mark.parametrize(
-    "name", ["active-commit", "offline-commit", "safe-rebase", "snapshot-delete"]
+    "name",
+    [
+        "commit-middle",
+        "active-commit",
+        "pull",
+        "flatten",
+        "offline-commit",
+        "safe-rebase",
+        "snapshot-delete",
+    ],
 )
 def test_the_vshx_equivalent_reaches_the_goal(tmp_path: Path, name: str) -> None:
     """What `lesson check` calls the same in vshx does pass the check; its explain changes

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from conftest import run_vshx
-from test_lessons import metadata_path  # the entry points of this tree, when not installed
+import pytest
+from conftest import URI, run_vshx
+from test_lessons import (  # the entry points of this tree, when not installed
+    Student,
+    metadata_path,
+)
 
 from vshx.shell.record import comment_lines
 
@@ -57,3 +61,52 @@ def test_record_and_record_stop_in_the_shell(tmp_path: Path) -> None:
     assert "\nqemu-img --version\n" in text and "#  qemu-img version" in text
     assert "help pull" not in text and "help commit" not in text and "\n#\n" not in text
     assert text.rstrip().splitlines()[-1].startswith("# transcript ends")
+
+
+@pytest.mark.libvirt
+def test_a_lesson_typed_into_vshx_records_virsh_output_and_errors_and_replays(
+    tmp_path: Path,
+) -> None:
+    """The student types real virsh and qemu-img lines into `vshx --record`: the programs'
+    own stdout and stderr land in the transcript where they happened; after `lesson reset`,
+    `vshx -f TRANSCRIPT` repeats the session and the lesson is done again."""
+    student = Student(tmp_path, "commit-middle")
+    record = tmp_path / "class.vshx"
+    lab, sn1, sn3 = student.lab, student.dir / "sn1.qcow2", student.dir / "sn3.qcow2"
+    typed = [
+        "- lesson check",
+        f"- virsh domstate {lab}-nosuch",  # virsh's own error, on its stderr
+        f"virsh domstate {lab}",  # virsh's own output, on its stdout
+        f"- qemu-img info {student.dir}/nosuch.qcow2",
+        f"virsh blockcommit {lab} vda --base {sn1} --top {sn3} --wait --verbose",
+        f"virsh snapshot-delete {lab} sn2 --metadata",
+        f"virsh snapshot-delete {lab} sn3 --metadata",
+        f"qemu-img info -U {student.dir}/sn4.qcow2",
+        "lesson check",
+    ]
+    try:
+        student.start()
+        proc = student.vshx("--record", str(record), stdin="\n".join(typed) + "\n")
+        assert proc.returncode == 0, proc.stderr
+        lines = record.read_text().splitlines()
+        assert lines[1].startswith(f"# replay: vshx -c {URI} -f THIS_FILE")
+        at = [lines.index(line) for line in typed]
+        assert at == sorted(at), "the commands in the order typed"
+        assert lines[at[1] + 1] == f"#! error: failed to get domain '{lab}-nosuch'"
+        assert lines[at[2] + 1] == "#  running"
+        assert lines[at[3] + 1].startswith("#! qemu-img: Could not open ")
+        backing = [x for x in lines[at[7] :] if x.startswith("#  backing file: ")]
+        assert backing[0] == f"#  backing file: {sn1}", "the commit's end state"
+        assert lines[at[0] + 1].startswith("#! not done: lesson commit-middle")
+        assert lines[at[8] + 1].startswith("#  done: lesson commit-middle")
+        exits = [x for x in lines if x.startswith("# exit ")]
+        assert [x.split()[2] for x in exits] == ["1", "1", "0", "1", "0", "0", "0", "0", "0"]
+        student.reset()
+        student.fails("sn2.qcow2 is still in the chain")
+        replay = student.vshx("-f", str(record))
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        assert f"done: lesson commit-middle on {lab}" in replay.stdout
+        assert f"failed to get domain '{lab}-nosuch'" in replay.stderr
+        student.passes()
+    finally:
+        student.destroy()

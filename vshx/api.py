@@ -233,14 +233,22 @@ class bitmaps:
 class underneath:
     """What a student cannot see in a virsh line (why each flag, the libvirt call, the QMP
     beneath), as lines for ``Step(underneath=...)`` that ``--teach`` prints under the step:
-    ``block_commit``, ``block_copy``, ``block_pull``, ``convert``, ``qemu_img_commit``,
-    ``rebase``; ``native``: where a newer tool does the whole job itself."""
+    ``block_commit``, ``block_copy``, ``block_pull``, ``convert``, ``overlay_on_moment``,
+    ``pivot``, ``qemu_img_commit``, ``rebase``; ``native``: where a newer tool does the whole
+    job itself; ``native_delete``, ``native_revert`` (with ``diverged``): what virsh's own
+    snapshot-delete / snapshot-revert would do, for --teach notes.  In the user's language
+    (gettext domain ``vshx``, ``LANG=zh_CN.UTF-8``)."""
 
     block_commit = staticmethod(_underneath.block_commit)
     block_copy = staticmethod(_underneath.block_copy)
     block_pull = staticmethod(_underneath.block_pull)
     convert = staticmethod(_underneath.convert)
     native = staticmethod(_underneath.native)
+    native_delete = staticmethod(_underneath.native_delete)
+    native_revert = staticmethod(_underneath.native_revert)
+    diverged = staticmethod(_underneath.diverged)
+    overlay_on_moment = staticmethod(_underneath.overlay_on_moment)
+    pivot = staticmethod(_underneath.pivot)
     qemu_img_commit = staticmethod(_underneath.qemu_img_commit)
     rebase = staticmethod(_underneath.rebase)
 

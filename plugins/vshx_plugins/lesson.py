@@ -204,8 +204,8 @@ def start(session: Session, lesson: Lesson, lab: str, directory: str | None) -> 
     session.print(
         _(
             "Work in any shell with virsh and qemu-img (for a transcript, run vshx --record "
-            "FILE and type the same lines into it: they pass through unchanged). Then: vshx "
-            "lesson check. Stuck: lesson hint."
+            "FILE and type the same lines into it: they do what they do in a shell, and their "
+            "output and errors are recorded). Then: vshx lesson check. Stuck: lesson hint."
         )
     )
 

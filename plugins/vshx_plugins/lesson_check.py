@@ -4,6 +4,10 @@ Nothing here changes anything: it reads the qcow2 headers, the domain's live and
 definitions, libvirt's block jobs and snapshots, and the guest's data (``qemu-img convert -U``
 of a disk's view, hashed, after asking a running QEMU to flush).  ``record`` runs when the lab
 is built; ``check`` compares the lab now with that record and with the lesson's goal.
+
+Only the end state is judged, never the route: one block job or two, virsh or vshx, live or on
+the shut-off domain with qemu-img and a definition edit all pass when they leave the goal chain
+(headers and definitions), the guest's bytes, true snapshot metadata and no job behind.
 """
 
 from __future__ import annotations
@@ -278,8 +282,9 @@ def data_findings(
     if view_hash(chain[0], where) == rec["guest"].get(DISK):
         return []
     moved = []
-    for i in range(len(chain) - 1):
-        layer, below = layer_name(chain[i]), layer_name(chain[i + 1])
+    for i, path in enumerate(chain):
+        layer = layer_name(path)
+        below = layer_name(chain[i + 1]) if i + 1 < len(chain) else ""
         before = rec["backing"].get(layer)
         if before and before != below:
             moved.append((layer, before, below))
@@ -289,10 +294,16 @@ def data_findings(
         "what the guest sees. `lesson reset` builds the lab again"
     )
     for layer, before, below in moved:
-        why = _(
-            "guest data on {disk} changed: {layer}.qcow2 now backs onto {below}.qcow2 (it was "
-            "{before}.qcow2), which does not show what {before}.qcow2 showed"
-        ).format(disk=DISK, layer=layer, below=below, before=before)
+        if below:
+            why = _(
+                "guest data on {disk} changed: {layer}.qcow2 now backs onto {below}.qcow2 (it "
+                "was {before}.qcow2), which does not show what {before}.qcow2 showed"
+            ).format(disk=DISK, layer=layer, below=below, before=before)
+        else:
+            why = _(
+                "guest data on {disk} changed: {layer}.qcow2 now has no backing file (it was "
+                "{before}.qcow2), yet it does not hold the data the layers below showed"
+            ).format(disk=DISK, layer=layer, before=before)
         hint = _(
             "`qemu-img rebase -u` only rewrites the pointer: it is right only when the new "
             "backing file shows the same data as the old (check with qemu-img compare); "
@@ -300,6 +311,17 @@ def data_findings(
             "`lesson reset` builds the lab again"
         ).format(layer=layer)
     return [Finding(why, hint, "data")]
+
+
+def moment_view(path: str, where: str) -> tuple[str | None, str]:
+    """What a snapshot's file shows now (its hash), or None and why it cannot be read (a
+    student's merge may have removed a file below it): a finding, never the end of the check."""
+    if not os.path.exists(path):
+        return None, ""
+    try:
+        return view_hash(path, where), ""
+    except VshxError as exc:
+        return None, exc.message
 
 
 def metadata_findings(
@@ -321,9 +343,15 @@ def metadata_findings(
             recorded = rec["moments"].get(snap.name, {}).get(disk)
             named = moment.file or ""
             file = os.path.basename(named)
+            shown, said = moment_view(named, where)
             if not os.path.exists(named):
                 why = _("snapshot {snap} ({disk}) names {file}, which no longer exists")
-            elif recorded and view_hash(named, where) == recorded["hash"]:
+            elif shown is None:
+                why = _(
+                    "snapshot {snap} ({disk}) names {file}, which can no longer be read (a file "
+                    "below it is gone or changed: {said})"
+                )
+            elif recorded and shown == recorded["hash"]:
                 continue  # the file it names still shows its moment (out of the chain)
             else:
                 why = _(
@@ -331,7 +359,12 @@ def metadata_findings(
                     "(its data differs from when the lab was built; vshx: {state}, {model})"
                 )
             why = why.format(
-                snap=snap.name, disk=disk, file=file, state=moment.state, model=moment.why
+                snap=snap.name,
+                disk=disk,
+                file=file,
+                state=moment.state,
+                model=moment.why,
+                said=said,
             )
             found.append(
                 Finding(
@@ -345,13 +378,21 @@ def metadata_findings(
     left = {snap.name for snap in timeline.snapshots}
     for keep in lesson.keep or ():
         if keep not in left:
-            held = rec["moments"].get(keep, {}).get(DISK, {}).get("file") or "its file"
+            recorded = rec["moments"].get(keep, {}).get(DISK, {})
+            held = recorded.get("file") or ""
+            if moment_view(held, where)[0] == recorded.get("hash"):
+                why = _(
+                    "snapshot {snap} was deleted, yet its moment still existed ({file}): a "
+                    "point in time to go back to is forgotten"
+                )
+            else:
+                why = _(
+                    "snapshot {snap} was deleted, and its moment with it ({file} no longer "
+                    "shows it), yet the goal keeps it"
+                )
             found.append(
                 Finding(
-                    _(
-                        "snapshot {snap} was deleted, yet its moment still existed ({file}): a "
-                        "point in time to go back to is forgotten"
-                    ).format(snap=keep, file=os.path.basename(held)),
+                    why.format(snap=keep, file=os.path.basename(held) or "?"),
                     _(
                         "delete only the snapshots whose moments are gone; `lesson reset` "
                         "builds the lab again"

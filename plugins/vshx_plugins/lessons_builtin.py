@@ -229,6 +229,15 @@ LESSONS = [
         ),
         setup=(V + " blockcommit {lab} vda --base {sn1} --top {sn3} --wait",),
         keep=("sn1", "sn4"),
+        mistakes=(
+            (
+                "missing:sn1",
+                "without --metadata, virsh snapshot-delete merges the snapshot's overlay into "
+                "the file below: sn1.qcow2 went into base.qcow2, which held sn1's moment. Only "
+                "--metadata forgets a name and leaves every file alone. `lesson reset` builds "
+                "the lab again",
+            ),
+        ),
         vshx=("commit {lab} vda --base sn1 --top sn3", "snapshot-cleanup {lab}"),
         achieved="libvirt lists exactly the snapshots whose moments still exist (sn1, sn4). "
         "vshx records what its own merges do to each moment: after `vshx commit`, "

@@ -45,6 +45,7 @@ from vshx.api import (
     refuse_unfinished,
     render_chain,
     shell_line,
+    underneath,
     virsh,
     virt,
 )
@@ -113,7 +114,7 @@ def native_verdict(
     line = shell_line(virsh(session.uri, "snapshot-delete", timeline.domain, snap.name, *flags))
     version = session.conn.getLibVersion()
     if version < 9_000_000:
-        return f"native: this libvirt ({version}) cannot delete external snapshots (9.0 can)"
+        return underneath.native_delete(line, version)[0]
     children = [s for s in timeline.snapshots if s.parent == snap.name]
     current = next((s for s in timeline.snapshots if s.current), None)
     refusal = None
@@ -147,20 +148,10 @@ def native_verdict(
             elif below is None or below.canonical != canonical(moment.file or ""):
                 refusal = "snapshot VM disk source and parent disk source are not the same"
             if refusal:
-                refusal += f" ({disk}: the metadata and the disk's chain diverged)"
+                refusal += " " + underneath.diverged(disk)[0]
                 break
-    if refusal:
-        return f"native: {line} refuses here: {refusal}"
     pulled = [w.disk for w in works.values() if w.route == "pull"]
-    if pulled:
-        return (
-            f"native: {line} works here too, but commits the active layer into the snapshot's "
-            f"file on every disk; vshx pulls on {', '.join(pulled)}, which moves fewer bytes"
-        )
-    return (
-        f"native: {line} does the same on this libvirt (>= 9.0): it commits each disk's "
-        "overlay into the snapshot's file, re-points the children and drops the metadata"
-    )
+    return underneath.native_delete(line, version, refusal or "", pulled)[0]
 
 
 def ancestors(timeline: Timeline, snap: Snapshot) -> set[str]:

@@ -42,6 +42,7 @@ from vshx.api import (
     preflight,
     render_chain,
     shell_line,
+    underneath,
     virsh,
     virt,
 )
@@ -187,10 +188,7 @@ def build_plan(
                 f"create {os.path.basename(path)} on {os.path.basename(holder)} ({disk}: "
                 f"{snap.name}'s moment)",
                 ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", holder, path],
-                underneath=[
-                    "-b FILE -F FMT: the new overlay reads the moment file, which stays as it "
-                    "is (libvirt 9.9's revert of an external snapshot does the same)"
-                ],
+                underneath=underneath.overlay_on_moment(),
             )
         )
         sub = Plan(plan.title, target=target)
@@ -228,16 +226,7 @@ def build_plan(
     if session.teaching(args):
         version = session.conn.getLibVersion()
         native = shell_line(virsh(session.uri, "snapshot-revert", dom.name(), snap.name))
-        plan.notes.append(
-            f"native: {native} "
-            + (
-                "does the same on this libvirt (>= 9.9), but deletes the current snapshot's "
-                "overlays"
-                if version >= 9_009_000
-                else "refuses on this libvirt (< 9.9): reverting to external snapshots is not "
-                "supported yet"
-            )
-        )
+        plan.notes += underneath.native_revert(native, version)
     plan.keeps = [f"keeps: every snapshot's moment; {snap.name}'s is the disks' new base"]
     plan.verdicts = [
         Verdict(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging import checks, preflight
 from vshx.merging.savedstate import refuse_saved_state
+from vshx.plans import underneath
 from vshx.plans.plan import Plan, Step, virsh
 from vshx.plans.target import Target
 from vshx.spec.spec import Args
@@ -111,10 +112,7 @@ def pivot_step(session: Session, target: Target, leaves: list[Layer]) -> Step:
         f"pivot {disk} onto the base its active commit wrote",
         virsh(session.uri, "blockjob", dom.name(), disk, "--pivot"),
         action=action,
-        underneath=[
-            "libvirt: virDomainBlockJobAbort(dom, disk, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT); "
-            "QMP: job-complete -> BLOCK_JOB_COMPLETED: the disk uses the base"
-        ],
+        underneath=underneath.pivot(),
     )
 
 
@@ -224,8 +222,6 @@ def pointer_step(overlay: Layer, base: Layer, top: Layer, keep_relative: bool) -
     """After ``qemu-img commit`` of ``top`` into ``base``: the layer above ``top`` pointed at
     ``base`` by its header alone (``rebase -u``), proven safe as ``base`` now shows exactly
     what ``top`` showed."""
-    from vshx.plans import underneath
-
     written = preflight.relative_or_absolute(base, overlay, keep_relative)
     return Step(
         f"point {overlay.name} at {base.name} (pointer only: {base.name} now shows "

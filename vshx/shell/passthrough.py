@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from vshx.errors import EXIT_OK, UsageError, VshxError
 from vshx.plans.plan import comment, shell_line, with_heredoc
@@ -93,8 +93,9 @@ def run_virsh(session: Session, words: list[str]) -> int:
             if not reads:
                 return 0  # printed, never run: it may change something
             return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True)
-    detach = not needs_terminal(words[0]) and not polkit_agent_useful(session.uri)
-    return _run(session, [binary, *argv[1:]], changes=not reads, detach=detach)
+    terminal = needs_terminal(words[0])
+    detach = not terminal and not polkit_agent_useful(session.uri)
+    return _run(session, [binary, *argv[1:]], changes=not reads, detach=detach, terminal=terminal)
 
 
 def needs_terminal(command: str) -> bool:
@@ -182,53 +183,106 @@ def _run(
     output_to_err: bool = False,
     detach: bool = False,
     hint: Callable[[str], str | None] | None = None,
+    terminal: bool = False,
 ) -> int:
-    """Run a program with the user's terminal (console works) or into the session's output;
+    """Run a program with the user's terminal (console works) or into the session's streams;
     a here-document given with the line is its stdin instead.  ``output_to_err``: a read run
     under --dry-run, whose output must not become lines of the printed script.  ``detach``:
     without a controlling terminal (its own session), as virsh runs from a script; Ctrl-C is
-    passed on to it."""
+    passed on to it.  ``terminal``: the program talks to the user (console, edit), so its
+    streams stay the terminal's even while a transcript is recorded.
+
+    A stream the session does not send to the terminal itself (a transcript's tee, a hint to
+    find in qemu-img's errors) is read as it arrives, stdout and stderr each chunk in the
+    order the program wrote them, so a transcript keeps virsh's errors and progress where
+    they happened."""
     import sys
 
     session.out.flush()
     session.err.flush()
     shown = session.err if output_to_err else session.out
-    out = None if shown is sys.stdout else subprocess.PIPE
-    stdin = subprocess.PIPE if session.stdin_text is not None else None
-    errors = subprocess.PIPE if hint is not None else None
+    pipe = subprocess.PIPE
+    out = None if terminal or shown is sys.stdout else pipe
+    errors = pipe if hint is not None or (not terminal and session.err is not sys.stderr) else None
+    stdin = pipe if session.stdin_text is not None else None
+    said: list[str] = []
+
+    def to_err(text: str) -> None:
+        said.append(text)
+        session.err.write(text)
+
     with subprocess.Popen(
-        argv, stdin=stdin, stdout=out, stderr=errors, text=True, start_new_session=detach
+        argv, stdin=stdin, stdout=out, stderr=errors, start_new_session=detach
     ) as proc:
-        output, error = _communicate(proc, session.stdin_text, forward=detach)
-    if out is not None and output:
-        shown.write(output)
-    if error:
-        session.err.write(error)
-        advice = hint(error) if hint is not None and proc.returncode else None
-        if advice:
-            session.err.write(f"hint: {printable(advice)}\n")
+        _pump(proc, session.stdin_text, forward=detach, to_out=shown.write, to_err=to_err)
+    error = "".join(said)
+    advice = hint(error) if hint is not None and error and proc.returncode else None
+    if advice:
+        session.err.write(f"hint: {printable(advice)}\n")
     if changes:
         session.predicted.clear()  # it may have changed a chain a prediction stands for
         session.forget_inventory(None)
     return proc.returncode
 
 
-def _communicate(
-    proc: subprocess.Popen[str], text: str | None, forward: bool
-) -> tuple[str | None, str | None]:
-    """Feed and read a child to its end.  Ctrl-C is the child's (virsh aborts what it waits
-    for, as at its own prompt): passed on to a detached one, which the terminal does not
-    reach, and never the cause of killing it."""
-    import signal
+def _pump(
+    proc: subprocess.Popen[bytes],
+    text: str | None,
+    forward: bool,
+    to_out: Callable[[str], object],
+    to_err: Callable[[str], object],
+) -> None:
+    """Feed a child its here-document and pass on its piped output as it comes, to its end.
 
-    while True:
-        try:
-            output, error = proc.communicate(text)
-            return output, error
-        except KeyboardInterrupt:
-            if forward:
-                proc.send_signal(signal.SIGINT)
-            text = None
+    Ctrl-C is the child's (virsh aborts what it waits for, as at its own prompt): passed on
+    to a detached one, which the terminal does not reach, and never the cause of killing it.
+    """
+    import codecs
+    import selectors
+    import signal
+    import threading
+
+    feeder = None
+    if proc.stdin is not None:
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, text or ""), daemon=True)
+        feeder.start()
+    streams = {}
+    for stream, sink in ((proc.stdout, to_out), (proc.stderr, to_err)):
+        if stream is not None:
+            streams[stream.fileno()] = (sink, codecs.getincrementaldecoder("utf-8")("replace"))
+    with selectors.DefaultSelector() as select:
+        for fd in streams:
+            select.register(fd, selectors.EVENT_READ)
+        while True:
+            try:
+                while select.get_map():
+                    for key, _mask in select.select():
+                        sink, decoder = streams[int(key.fd)]
+                        chunk = os.read(key.fd, 1 << 16)
+                        if not chunk:
+                            select.unregister(key.fd)
+                        said = decoder.decode(chunk, final=not chunk)
+                        if said:
+                            sink(said)
+                proc.wait()
+                if feeder is not None:
+                    feeder.join()
+                return
+            except KeyboardInterrupt:
+                if forward:
+                    proc.send_signal(signal.SIGINT)
+
+
+def _feed(pipe: IO[bytes], text: str) -> None:
+    """Write a here-document into a child's stdin and close it (a child may stop reading)."""
+    try:
+        pipe.write(text.encode())
+    except (OSError, ValueError):  # BrokenPipeError: the child did not read it all
+        pass
+    try:
+        pipe.close()
+    except (OSError, ValueError):
+        pass
 
 
 def suggest(word: str, known: list[str]) -> UsageError:

@@ -5,13 +5,15 @@ body), followed by what it printed, in order, as ``#`` lines (``#  `` for output
 errors and hints) and its exit status.  A command that failed is written with batch mode's
 ``-`` prefix (it may fail without stopping the replay), so replaying the file repeats the
 session.  It records what goes through vshx: virsh and qemu-img lines typed into vshx pass
-through unchanged and are recorded; their own stderr goes straight to the terminal.
+through unchanged and are recorded with their own stdout and stderr, in the order they came
+(``virsh console`` and ``virsh edit`` keep the terminal: their screens are not recorded).
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import time
 from typing import TextIO
 
@@ -58,7 +60,8 @@ class Recorder:
         self._write(
             f"# vshx transcript of {printable(user)} on {printable(uri)}, started "
             f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}\n"
-            "# replay: vshx -f THIS_FILE (the lines below that are not comments)\n"
+            f"# replay: vshx -c {printable(shlex.quote(uri))} -f THIS_FILE (the lines below "
+            "that are not comments)\n"
         )
 
     def _write(self, text: str) -> None:
