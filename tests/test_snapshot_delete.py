@@ -115,6 +115,7 @@ def build(tmp: Path, disks: int, running: bool, label: str, big: int = 0) -> Dom
         specs = []
         for disk in dom.disks:
             specs += ["--diskspec", f"{disk},file={dom.file(disk, f's{k}')}"]
+        flush(dom)  # as a guest syncs before a snapshot
         virsh("snapshot-create-as", name, f"s{k}", "--disk-only", "--atomic", *specs)
         for disk in dom.disks:
             dom.moments[(f"s{k}", disk)] = view(moment[disk], tmp)

@@ -201,6 +201,19 @@ def snapshot_step(
     )
 
 
+def flush_steps(session: Session, name: str, targets: list[str], why: str) -> list[Step]:
+    """Flush every disk of the running lab: the files hold every write."""
+    return [
+        monitor_step(
+            session,
+            name,
+            f"flush {target}: the files hold every write ({why})",
+            f'qemu-io -d {qdev(disk)} "flush"',
+        )
+        for disk, target in enumerate(targets)
+    ]
+
+
 def build_plan(
     session: Session,
     name: str,
@@ -265,18 +278,12 @@ def build_plan(
         plan.steps += layer_writes(session, name, layers, k, fill_mib, base_fill_mib, disks)
         if k < layers:
             snap = names[k + 1]
+            # as a guest syncs before a snapshot: QEMU then has no metadata left to write into
+            # the file it freezes (a late write there would make the moment unprovable)
+            plan.steps += flush_steps(session, name, targets, f"before snapshot {snap}")
             overlays = {t: os.path.join(directory, layer_file(t, snap)) for t in targets}
             plan.add(snapshot_step(session, name, snap, overlays, directory))
-    for disk, target in enumerate(targets):
-        plan.add(
-            monitor_step(
-                session,
-                name,
-                f"flush {target}: the files hold every write (for readers with -U, and "
-                "before the stop)",
-                f'qemu-io -d {qdev(disk)} "flush"',
-            )
-        )
+    plan.steps += flush_steps(session, name, targets, "for readers with -U, and before the stop")
     if not running:
         plan.add(
             Step(
