@@ -388,20 +388,25 @@ def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.1)
 
 
+def kill_during_vda_commit(dom: Dom) -> None:
+    """vshx deleting s2, killed while vda's throttled commit runs (vdb's not started)."""
+    proc = subprocess.Popen(
+        [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: "Block Commit" in block_job(dom.name, "vda"), "vda's block commit")
+    proc.kill()
+    proc.communicate()
+
+
 def test_interrupted_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path) -> None:
     """vshx killed while vda's commit runs (vdb not merged yet): the journal says so, other
     commands refuse, and recover finishes the delete on every disk."""
     dom = build(tmp_path, 2, True, "recover", big=2)
     try:
-        proc = subprocess.Popen(
-            [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_for(lambda: "Block Commit" in block_job(dom.name, "vda"), "vda's block commit")
-        proc.kill()
-        proc.communicate()
+        kill_during_vda_commit(dom)
         virsh("blockjob", dom.name, "vda", "--bandwidth", "0")
         wait_for(lambda: "Block Commit" not in block_job(dom.name, "vda"), "vda's commit to end")
         refused = run_vshx("snapshot-delete", dom.name, "s3")
@@ -426,15 +431,7 @@ def test_recover_abort_of_an_interrupted_delete_stops_the_job_and_keeps_the_jour
     also after the parent snapshot was deleted meanwhile."""
     dom = build(tmp_path, 2, True, "abort", big=2)
     try:
-        proc = subprocess.Popen(
-            [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_for(lambda: "Block Commit" in block_job(dom.name, "vda"), "vda's block commit")
-        proc.kill()
-        proc.communicate()
+        kill_during_vda_commit(dom)
         # while vda's commit runs, no moment in vda's chain is shown intact; vdb's are
         listed = json.loads(run_vshx("snapshot-list", dom.name, "--json").stdout)["snapshots"]
         states = {d: {s["disks"][d]["moment"] for s in listed} for d in dom.disks}
