@@ -89,6 +89,8 @@ Chains, targets and snapshots
 ``Verdict``            a moment's state a plan records (``plan.verdicts``) in the ledger
 ``INTACT`` ...         a moment's states: ``INTACT``, ``MERGED``, ``GONE``, ``UNKNOWN``
 ``xdg_home``           ``$XDG_*_HOME`` (or its default): "cache", "state", "data", "config"
+``translator``         the gettext ``_`` of a plugin's own message domain and catalogs
+``N_``                 mark a message for translation where it is declared
 ``invoking_user``      who asked: ``SUDO_USER`` when set, else the login name
 ``Place``              a directory of vshx's own (``Place("state", "lessons")``): safe reads
                        and writes of small files there, the running user's only
@@ -144,6 +146,7 @@ from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.plans.target import Target
 from vshx.pluginhost.hookspecs import commands_hook, hookimpl
 from vshx.shell.session import Session
+from vshx.spec.i18n import N_, translator
 from vshx.spec.lesson import Lesson
 from vshx.spec.options import BASE, DISK, DOMAIN, DOMAIN_OR_IMAGE, FORCE, JOB_OPTIONS, JSON, SCAN
 from vshx.spec.render import comments, table, to_json
@@ -414,6 +417,8 @@ __all__ = [
     "finish_command",
     "Verdict",
     "xdg_home",
+    "translator",
+    "N_",
     "invoking_user",
     "Place",
     "libvirt",

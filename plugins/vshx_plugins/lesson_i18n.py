@@ -8,24 +8,13 @@ lesson, is shown as written.
 
 from __future__ import annotations
 
-import functools
-import gettext
 import os
+
+from vshx.api import N_, translator
 
 DOMAIN = "vshx-lessons"
 LOCALE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "locale")
 
+_ = translator(DOMAIN, LOCALE)
 
-@functools.cache
-def catalog() -> gettext.NullTranslations:
-    return gettext.translation(DOMAIN, LOCALE, fallback=True)
-
-
-def _(message: str) -> str:
-    """``message`` in the student's language (itself when there is no translation)."""
-    return catalog().gettext(message)
-
-
-def N_(message: str) -> str:
-    """Mark a message for translation where it is declared; translated where it is shown."""
-    return message
+__all__ = ["DOMAIN", "LOCALE", "N_", "_"]

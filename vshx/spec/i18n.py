@@ -13,19 +13,34 @@ from __future__ import annotations
 import functools
 import gettext
 import os
+from collections.abc import Callable
 
 DOMAIN = "vshx"
 LOCALE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "i18n")
 
 
 @functools.cache
+def catalogue(domain: str, locale: str) -> gettext.NullTranslations:
+    """The catalog of a message domain whose ``LANG/LC_MESSAGES`` folders are in ``locale``."""
+    return gettext.translation(domain, locale, fallback=True)
+
+
 def catalog() -> gettext.NullTranslations:
-    return gettext.translation(DOMAIN, LOCALE, fallback=True)
+    return catalogue(DOMAIN, LOCALE)
 
 
 def _(message: str) -> str:
     """``message`` in the user's language (itself when there is no translation)."""
     return catalog().gettext(message)
+
+
+def translator(domain: str, locale: str) -> Callable[[str], str]:
+    """The ``_`` of another message domain: a plugin's own catalogs (the lessons')."""
+
+    def translate(message: str) -> str:
+        return catalogue(domain, locale).gettext(message)
+
+    return translate
 
 
 def N_(message: str) -> str:
