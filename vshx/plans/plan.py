@@ -71,8 +71,21 @@ class Step:
         self.shell = shell  # the printed line when it needs a pipe (a check); else from argv
         self.changes = changes  # False for a check: nothing for the journal to recover
 
+    @property
+    def on_files(self) -> bool:
+        """A step that runs where the image files are (qemu-img, rm, a check), not virsh: on a
+        remote URI it is printed and run through ssh (vshx.storage.host)."""
+        return bool(self.argv) and self.argv[0] != "virsh"
+
     def equivalent(self) -> str:
-        return with_heredoc(self.shell or shell_line(self.argv), self.stdin)
+        from vshx.storage import host
+
+        where = host.current()
+        if not self.on_files or where.local:
+            return with_heredoc(self.shell or shell_line(self.argv), self.stdin)
+        if self.shell:
+            return with_heredoc(shell_line(where.printed_shell(self.shell)), self.stdin)
+        return with_heredoc(shell_line(where.printed(self.argv)), self.stdin)
 
     def run(self) -> None:
         if self.action is not None:

@@ -113,9 +113,14 @@ def start(argv: Sequence[str], feeds_stdin: bool = False) -> subprocess.Popen[st
     """Start a command now and let it run while vshx does other work (see ``finish``)."""
     import subprocess  # ~3 ms (selectors, locale): a live merge read from headers runs none
 
+    from vshx.storage import host
+
+    where = host.current()
+    if argv[1:2] not in (["info"], ["map"], ["compare"]):
+        where.forget()  # the command may change files: what was read of them is old now
     try:
         return subprocess.Popen(
-            list(argv),
+            list(argv) if argv[:1] == ["virsh"] else where.runnable(argv),
             stdin=subprocess.PIPE if feeds_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -132,6 +137,15 @@ def start(argv: Sequence[str], feeds_stdin: bool = False) -> subprocess.Popen[st
 def finish(proc: subprocess.Popen[str], argv: Sequence[str], stdin: str | None = None) -> str:
     """Wait for a started command; its stdout, or VshxError with its last line of stderr."""
     out, err = proc.communicate(stdin)
+    from vshx.storage import host
+
+    where = host.current()
+    if argv[1:2] not in (["info"], ["map"], ["compare"]):
+        where.forget()
+    if proc.returncode == 255 and not where.local and argv[:1] != ["virsh"]:
+        from vshx.storage.ssh_host import unreachable
+
+        raise unreachable(where.name, err.encode("utf-8", "replace"))
     if proc.returncode != 0:
         detail = (err or out).strip().splitlines()
         last = detail[-1] if detail else f"exit {proc.returncode}"
@@ -145,14 +159,19 @@ def info_chain(path: str) -> list[dict[str, Any]]:
     """The backing chain of an image as qemu-img reports it, top first (-U: works while in use).
 
     Read from the qcow2 headers where they give the same facts; qemu-img for the rest."""
+    from vshx.storage import host
     from vshx.storage.qcow2 import read_chain
 
-    quick = read_chain(path)
+    # on a remote host one qemu-img run is one round trip; the headers would be one a layer
+    quick = read_chain(path) if host.current().local else None
     if quick is not None:
         return quick
     out = run(["qemu-img", "info", "--backing-chain", "--output=json", "-U", "--", path])
     data = json.loads(out)
-    return data if isinstance(data, list) else [data]
+    chain = data if isinstance(data, list) else [data]
+    if not host.current().local:  # what the checks ask next of these files: one round trip
+        host.prefetch([path, *(str(entry.get("filename", "")) for entry in chain[1:])])
+    return chain
 
 
 def info(path: str) -> dict[str, Any]:
