@@ -221,7 +221,9 @@ def _prefetch(session: Session, ours: Chain, host: virt.HostRead, snapshots: Rea
     for snap in snapshots or ():
         paths += [p for m in snap.moments.values() for p in (m.file, m.overlay) if p]
     scan = session.args.get("scan") if session.args else None
-    files.prefetch(paths, sorted(directories | ({scan} if scan else set())))
+    from vshx.storage.qcow2 import prefetch_chains
+
+    prefetch_chains(paths, sorted(directories | ({scan} if scan else set())))
 
 
 def _qcow2_file(path: str) -> bool:

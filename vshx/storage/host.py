@@ -14,7 +14,7 @@ The functions below take and give what ``os`` does (``OSError`` with its errno, 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -49,7 +49,12 @@ class Host(Protocol):
 
     def forget(self) -> None: ...  # drop what was read: files may have changed since
 
-    def prefetch(self, paths: Iterable[str], directories: Iterable[str] = ()) -> None: ...
+    def prefetch(
+        self,
+        paths: Iterable[str],
+        directories: Iterable[str] = (),
+        follow: Callable[[str, bytes, bool], list[str]] | None = None,
+    ) -> None: ...
 
 
 class LocalHost:
@@ -93,7 +98,12 @@ class LocalHost:
     def forget(self) -> None:
         pass
 
-    def prefetch(self, paths: Iterable[str], directories: Iterable[str] = ()) -> None:
+    def prefetch(
+        self,
+        paths: Iterable[str],
+        directories: Iterable[str] = (),
+        follow: Callable[[str, bytes, bool], list[str]] | None = None,
+    ) -> None:
         pass  # a local read costs microseconds: nothing to gather
 
 
@@ -253,7 +263,12 @@ def forget() -> None:
     _current.forget()
 
 
-def prefetch(paths: Iterable[str], directories: Iterable[str] = ()) -> None:
-    """Gather what a scan will ask of these files and directories (one round trip per level
-    of backing files on a remote host; nothing locally)."""
-    _current.prefetch(paths, directories)
+def prefetch(
+    paths: Iterable[str],
+    directories: Iterable[str] = (),
+    follow: Callable[[str, bytes, bool], list[str]] | None = None,
+) -> None:
+    """Gather what a scan will ask of these files and directories, and of the files
+    ``follow`` finds named in their first bytes (on a remote host one round trip per level;
+    nothing locally)."""
+    _current.prefetch(paths, directories, follow)

@@ -121,6 +121,27 @@ def _as_qemu_opens(name: str, image: str) -> list[str]:
     return [os.path.join(os.path.dirname(image), name), os.path.join("/", name)]
 
 
+def named_files(path: str, head: bytes, whole: bool) -> list[str]:
+    """The files a qcow2 header's first bytes name (backing file, data file) as QEMU opens
+    them; none for a json: or protocol backing name (its files are read when met)."""
+    names = _names_in(head, whole)
+    if not names:
+        return []
+    backing, data_file = names
+    found = []
+    if backing and "://" not in backing and not backing.startswith("json:"):
+        found += _as_qemu_opens(backing, path)[:1]
+    if data_file:
+        found += _as_qemu_opens(data_file, path)
+    return found
+
+
+def prefetch_chains(paths: list[str], directories: list[str] | tuple[()] = ()) -> None:
+    """Gather these files, these directories' entries and every file their headers name,
+    down their chains (a remote host's round trips; nothing locally)."""
+    files.prefetch(paths, directories, named_files)
+
+
 def image_files(path: str) -> list[str]:
     """An image and its external data file (qcow2 ``data_file``): the files its data is in."""
     names = header_names(path)

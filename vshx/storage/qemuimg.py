@@ -171,6 +171,7 @@ def info_chain(path: str) -> list[dict[str, Any]]:
     chain = data if isinstance(data, list) else [data]
     if not host.current().local:  # what the checks ask next of these files: one round trip
         host.prefetch([path, *(str(entry.get("filename", "")) for entry in chain[1:])])
+
     return chain
 
 

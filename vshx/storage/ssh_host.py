@@ -22,7 +22,7 @@ import base64
 import errno
 import os
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from vshx.errors import VshxError
@@ -280,7 +280,7 @@ class SshHost:
         """What the host says of each path (kept until ``forget``; one round trip for those
         not known yet, with what their headers name)."""
         wanted = list(dict.fromkeys(paths))
-        self.prefetch(wanted, chains=False)
+        self.prefetch(wanted)
         return [self._looks[p] for p in wanted]
 
     def scan_dir(self, directory: str) -> dict[str, Look]:
@@ -294,11 +294,15 @@ class SshHost:
         return {name: self._looks[os.path.join(directory, name)] for name in listed}
 
     def prefetch(
-        self, paths: Iterable[str], directories: Iterable[str] = (), chains: bool = True
+        self,
+        paths: Iterable[str],
+        directories: Iterable[str] = (),
+        follow: Callable[[str, bytes, bool], list[str]] | None = None,
     ) -> None:
         """Look at ``paths`` and list ``directories`` (with their entries) in one round trip,
-        then (``chains``) follow the qcow2 backing names and data files the headers name, one
-        round trip per level, so that a usage scan then reads from what is kept here."""
+        then look at the files ``follow(path, first bytes, whole)`` names (what a qcow2
+        header names: vshx.storage.qcow2), one round trip per level, so that a usage scan
+        then reads from what is kept here."""
         dirs = [d for d in dict.fromkeys(directories) if d not in self._dirs]
         wanted = [p for p in dict.fromkeys(paths) if p not in self._looks]
         for _ in range(64):
@@ -331,17 +335,21 @@ class SshHost:
                 self._looks[path] = record
                 found.append((path, record))
             dirs = []
-            if not chains:
+            if follow is None:
                 return
             wanted = [
-                p for path, record in found for p in _named_by(path, record) if p not in self._looks
+                p
+                for path, record in found
+                if record.head is not None
+                for p in follow(path, record.head, len(record.head) < record.asked)
+                if p not in self._looks
             ]
             wanted = list(dict.fromkeys(wanted))
 
     def _one(self, path: str) -> Look:
         found = self._looks.get(path)
         if found is None:
-            self.prefetch([path], chains=False)
+            self.prefetch([path])
             found = self._looks[path]
         return found
 
@@ -389,24 +397,6 @@ class SshHost:
             self.shell('exec rm -- "$1"', path)
         except OSError as exc:
             raise os_error(exc.strerror or "", path) from None
-
-
-def _named_by(path: str, record: Look) -> list[str]:
-    """The files a qcow2 header names (backing file, data file), as QEMU would open them."""
-    if record.head is None:
-        return []
-    from vshx.storage.qcow2 import _as_qemu_opens, _names_in
-
-    names = _names_in(record.head, whole=len(record.head) < record.asked)
-    if not names:
-        return []
-    backing, data_file = names
-    found = []
-    if backing and "://" not in backing and not backing.startswith("json:"):
-        found += _as_qemu_opens(backing, path)[:1]
-    if data_file:
-        found += _as_qemu_opens(data_file, path)
-    return found
 
 
 def unreachable(name: str, stderr: bytes) -> VshxError:
