@@ -82,10 +82,10 @@ def test_the_printed_ssh_line_runs_the_argv_as_printed() -> None:
     argv = ["printf", "%s\\0", *HOSTILE]
     printed = shell_line(ssh.printed(argv))
     assert printed.startswith(
-        "ssh -p 2222 -i '/k e y' -o StrictHostKeyChecking=no -o BatchMode=yes root@example.org "
+        "ssh -n -p 2222 -i '/k e y' -o StrictHostKeyChecking=no -o BatchMode=yes root@example.org "
     )
     # what sh hands to ssh as the command word, run by a shell as sshd would
-    fake = f'f() {{ shift 9; sh -c "$1"; }}; f {printed[4:]}'
+    fake = f'f() {{ shift 10; sh -c "$1"; }}; f {printed[4:]}'
     done = subprocess.run(["sh", "-c", fake], capture_output=True, check=True)
     assert done.stdout.split(b"\0")[:-1] == [os.fsencode(w) for w in HOSTILE]
 
@@ -112,7 +112,7 @@ def test_a_remote_step_prints_as_ssh_a_virsh_step_as_itself() -> None:
         host.select("qemu+ssh://root@h.example:2222/system?keyfile=/key")
         step = Step("commit", ["qemu-img", "commit", "/i m g.qcow2"])
         assert step.equivalent() == (
-            "ssh -p 2222 -i /key -o BatchMode=yes root@h.example "
+            "ssh -n -p 2222 -i /key -o BatchMode=yes root@h.example "
             "'qemu-img commit '\"'\"'/i m g.qcow2'\"'\"''"
         )
         virsh = Step("define", ["virsh", "-c", "qemu+ssh://h/system", "start", "d"])

@@ -30,10 +30,22 @@ if TYPE_CHECKING:
 def running_users(session: Session, path: str) -> list[str]:
     """Running domains whose disk chains contain the file ``path`` names ("domain disk")."""
     key = functools.lru_cache(maxsize=None)(identity)
-    target = key(path)
     found = []
     active = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
-    for dom, disks in virt.domains_with_disks(session.conn, active):
+    running = list(virt.domains_with_disks(session.conn, active))
+    if not files.current().local:  # a remote host answers them all in a few round trips
+        from vshx.storage.qcow2 import prefetch_chains
+
+        named = [path] + [
+            p
+            for _dom, disks in running
+            for disk in disks
+            if _readable(disk)
+            for p in [disk.source or "", *(b for b, _f, _i in disk.backing if b)]
+        ]
+        prefetch_chains(named)
+    target = key(path)
+    for dom, disks in running:
         for disk in disks:
             if not disk.source:
                 continue

@@ -83,9 +83,10 @@ class Step:
         where = host.current()
         if not self.on_files or where.local:
             return with_heredoc(self.shell or shell_line(self.argv), self.stdin)
+        fed = self.stdin is not None
         if self.shell:
-            return with_heredoc(shell_line(where.printed_shell(self.shell)), self.stdin)
-        return with_heredoc(shell_line(where.printed(self.argv)), self.stdin)
+            return with_heredoc(shell_line(where.printed_shell(self.shell, fed)), self.stdin)
+        return with_heredoc(shell_line(where.printed(self.argv, fed)), self.stdin)
 
     def run(self) -> None:
         if self.action is not None:

@@ -29,9 +29,9 @@ class Host(Protocol):
     @property
     def name(self) -> str: ...  # "" for this machine, else what users call it (user@host:port)
 
-    def printed(self, argv: Sequence[str]) -> list[str]: ...  # the argv a script shows
+    def printed(self, argv: Sequence[str], stdin: bool = False) -> list[str]: ...  # as printed
 
-    def printed_shell(self, script: str) -> list[str]: ...  # a sh pipeline, as a script shows it
+    def printed_shell(self, script: str, stdin: bool = False) -> list[str]: ...  # a sh pipeline
 
     def runnable(self, argv: Sequence[str]) -> list[str]: ...  # the argv vshx runs
 
@@ -63,10 +63,10 @@ class LocalHost:
     name = ""
     local = True
 
-    def printed(self, argv: Sequence[str]) -> list[str]:
+    def printed(self, argv: Sequence[str], stdin: bool = False) -> list[str]:
         return list(argv)
 
-    def printed_shell(self, script: str) -> list[str]:
+    def printed_shell(self, script: str, stdin: bool = False) -> list[str]:
         return []
 
     def runnable(self, argv: Sequence[str]) -> list[str]:
@@ -123,10 +123,10 @@ class Unreachable(LocalHost):
             "use a qemu+ssh://[USER@]HOST/system URI, or run vshx on that host",
         )
 
-    def printed(self, argv: Sequence[str]) -> list[str]:
+    def printed(self, argv: Sequence[str], stdin: bool = False) -> list[str]:
         raise self._refuse()
 
-    def printed_shell(self, script: str) -> list[str]:
+    def printed_shell(self, script: str, stdin: bool = False) -> list[str]:
         raise self._refuse()
 
     def runnable(self, argv: Sequence[str]) -> list[str]:

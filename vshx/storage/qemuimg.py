@@ -13,7 +13,12 @@ from vshx.storage.procs import child_env
 if TYPE_CHECKING:
     import subprocess
 
-PACKAGES = {"qemu-img": "qemu-utils", "qemu-io": "qemu-utils", "virsh": "libvirt-clients"}
+PACKAGES = {
+    "qemu-img": "qemu-utils",
+    "qemu-io": "qemu-utils",
+    "virsh": "libvirt-clients",
+    "ssh": "openssh-client",
+}
 
 
 HINTS = (
@@ -128,9 +133,10 @@ def start(argv: Sequence[str], feeds_stdin: bool = False) -> subprocess.Popen[st
             env=child_env(),  # says which vshx started it, should it outlive vshx
         )
     except FileNotFoundError as exc:
+        tool = argv[0] if where.local or argv[:1] == ["virsh"] else "ssh"
         raise VshxError(
-            f"{argv[0]} is not installed",
-            f"install the Debian package {PACKAGES.get(argv[0], argv[0])}",
+            f"{tool} is not installed",
+            f"install the Debian package {PACKAGES.get(tool, tool)}",
         ) from exc
 
 

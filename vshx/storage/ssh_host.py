@@ -198,13 +198,17 @@ class SshHost:
 
     # -- command lines --------------------------------------------------------------------
 
-    def printed(self, argv: Sequence[str]) -> list[str]:
-        """``argv`` run on the host, as a script prints it (plain ssh, no master)."""
-        return ["ssh", *self.target.options(), self.target.destination, command_string(argv)]
+    def printed(self, argv: Sequence[str], stdin: bool = False) -> list[str]:
+        """``argv`` run on the host, as a script prints it (plain ssh, no master); ``-n``
+        unless it is fed a here-document: ssh would read the rest of a script piped to sh."""
+        return [*self._ssh(stdin), self.target.destination, command_string(argv)]
 
-    def printed_shell(self, script: str) -> list[str]:
+    def printed_shell(self, script: str, stdin: bool = False) -> list[str]:
         """A sh command line (a check with a pipe) run on the host, as printed."""
-        return ["ssh", *self.target.options(), self.target.destination, script]
+        return [*self._ssh(stdin), self.target.destination, script]
+
+    def _ssh(self, stdin: bool) -> list[str]:
+        return ["ssh", *([] if stdin else ["-n"]), *self.target.options()]
 
     def runnable(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run on the host by this vshx: through the process's master connection."""
