@@ -215,3 +215,37 @@ def test_another_domain_on_the_remote_host_holds_the_commit_back(
         for name in (linked, child):
             subprocess.run(["virsh", "-c", URI, "undefine", name], capture_output=True)
         destroy_lab(lab)
+
+
+def test_the_lock_beside_the_remote_images_is_the_one_a_vshx_there_takes(
+    sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vshx over ssh holds the chain's lock on the remote host (the same file, flock and
+    note as a vshx running there): one there is refused meanwhile; letting go removes it."""
+    from vshx.plans import lock
+    from vshx.storage import host
+
+    base, top = tmp_path / "base.qcow2", tmp_path / "top.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    make_overlay(top, str(base))
+    monkeypatch.setenv("PATH", sshd.env()["PATH"])
+    remote = host.select(sshd.uri())
+    try:
+        lock.take(str(top), "vshx commit over ssh")
+        held = [p for p in os.listdir(tmp_path) if p.startswith(".vshx-") and p.endswith(".lock")]
+        assert len(held) == 1, os.listdir(tmp_path)
+        note = (tmp_path / held[0]).read_text()
+        assert '"command": "vshx commit over ssh"' in note, note
+        busy = subprocess.run(["flock", "-n", str(tmp_path / held[0]), "true"])
+        assert busy.returncode == 1  # the remote shell holds the flock
+        there = run_vshx("commit", str(top))
+        assert there.returncode == 1 and "it holds the lock on this chain" in there.stderr
+        assert "vshx commit over ssh" in there.stderr, there.stderr
+    finally:
+        lock.release_all()
+        host.select("qemu:///system")
+        close = getattr(remote, "close", None)
+        if close is not None:
+            close()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".lock")]
+    assert run_vshx("commit", str(top)).returncode == 0

@@ -14,7 +14,8 @@ The functions below take and give what ``os`` does (``OSError`` with its errno, 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -272,3 +273,25 @@ def prefetch(
     ``follow`` finds named in their first bytes (on a remote host one round trip per level;
     nothing locally)."""
     _current.prefetch(paths, directories, follow)
+
+
+@contextmanager
+def temporary_directory(prefix: str) -> Iterator[str]:
+    """A fresh private directory for throw-away images where the images are (this machine's
+    temporary directory, or ``mktemp -d`` on the remote host), removed afterwards."""
+    where = _current
+    if where.local:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix=prefix) as made:
+            yield made
+        return
+    from vshx.storage.ssh_host import SshHost
+
+    if not isinstance(where, SshHost):
+        raise VshxError(f"no temporary directory on {where.name}: it is not reachable over ssh")
+    made = where.shell('exec mktemp -d "${TMPDIR:-/tmp}/$1XXXXXXXX"', prefix).decode().strip()
+    try:
+        yield made
+    finally:
+        where.shell('exec rm -rf -- "$1"', made)
