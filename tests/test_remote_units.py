@@ -117,6 +117,8 @@ def test_a_remote_step_prints_as_ssh_a_virsh_step_as_itself() -> None:
         )
         virsh = Step("define", ["virsh", "-c", "qemu+ssh://h/system", "start", "d"])
         assert virsh.equivalent() == "virsh -c qemu+ssh://h/system start d"
+        journal = Step("clear", ["rm", "-f", "--", "/home/u/j.json"], here=True)
+        assert journal.equivalent() == "rm -f -- /home/u/j.json"  # vshx's own file: here
         check = Step("room", ["df", "/x"], action=lambda: None, shell="df /x | awk 1")
         assert check.equivalent().endswith("root@h.example 'df /x | awk 1'")
     finally:

@@ -114,8 +114,16 @@ def run(argv: Sequence[str], stdin: str | None = None) -> str:
     return finish(start(argv, stdin is not None), argv, stdin)
 
 
-def start(argv: Sequence[str], feeds_stdin: bool = False) -> subprocess.Popen[str]:
-    """Start a command now and let it run while vshx does other work (see ``finish``)."""
+def run_here(argv: Sequence[str], stdin: str | None = None) -> str:
+    """``run`` on this machine whatever the URI (vshx's own files)."""
+    return finish(start(argv, stdin is not None, here=True), argv, stdin)
+
+
+def start(
+    argv: Sequence[str], feeds_stdin: bool = False, here: bool = False
+) -> subprocess.Popen[str]:
+    """Start a command now and let it run while vshx does other work (see ``finish``); where
+    the image files are (over ssh on a qemu+ssh:// URI) unless it is virsh or ``here``."""
     import subprocess  # ~3 ms (selectors, locale): a live merge read from headers runs none
 
     from vshx.storage import host
@@ -125,7 +133,7 @@ def start(argv: Sequence[str], feeds_stdin: bool = False) -> subprocess.Popen[st
         where.forget()  # the command may change files: what was read of them is old now
     try:
         return subprocess.Popen(
-            list(argv) if argv[:1] == ["virsh"] else where.runnable(argv),
+            list(argv) if here or argv[:1] == ["virsh"] else where.runnable(argv),
             stdin=subprocess.PIPE if feeds_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -133,7 +141,7 @@ def start(argv: Sequence[str], feeds_stdin: bool = False) -> subprocess.Popen[st
             env=child_env(),  # says which vshx started it, should it outlive vshx
         )
     except FileNotFoundError as exc:
-        tool = argv[0] if where.local or argv[:1] == ["virsh"] else "ssh"
+        tool = argv[0] if here or where.local or argv[:1] == ["virsh"] else "ssh"
         raise VshxError(
             f"{tool} is not installed",
             f"install the Debian package {PACKAGES.get(tool, tool)}",
