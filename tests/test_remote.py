@@ -10,6 +10,7 @@ identical shut-off labs: locally, remotely, and remotely as its ``--dry-run`` sc
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -249,3 +250,66 @@ def test_the_lock_beside_the_remote_images_is_the_one_a_vshx_there_takes(
             close()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".lock")]
     assert run_vshx("commit", str(top)).returncode == 0
+
+
+HOSTILE_NAMES = [
+    "a b.qcow2",
+    "new\nline.qcow2",
+    "$(touch pwned)`touch pwned`'\".qcow2",
+    "-leading.qcow2",
+    os.fsdecode(b"non-utf8-\xff.qcow2"),
+    ".hidden.qcow2",
+]
+
+
+def test_remote_reads_are_the_local_ones_for_hostile_names(
+    sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This machine over ssh: what the host reads of each file (listing, stat, lstat, the
+    resolved path, bytes) is exactly what os reads locally, whatever the name holds."""
+    from vshx.storage import host
+
+    directory = tmp_path / "odd dir $(x)"
+    directory.mkdir()
+    for name in HOSTILE_NAMES:
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "--", str(directory / name), "1M"],
+            check=True,
+        )
+    os.symlink(directory / HOSTILE_NAMES[0], directory / "link.qcow2")
+    os.symlink(directory / "missing", directory / "dangling")
+    os.link(directory / HOSTILE_NAMES[1], directory / "hard.qcow2")
+    os.mkfifo(directory / "fifo")
+    (directory / "sub").mkdir()
+    monkeypatch.setenv("PATH", sshd.env()["PATH"])
+    remote = host.select(sshd.uri())
+    try:
+        assert sorted(host.listdir(str(directory))) == sorted(os.listdir(directory))
+        for name in os.listdir(directory):
+            path = str(directory / name)
+            for follow in (True, False):
+                try:
+                    mine = os.stat(path, follow_symlinks=follow)
+                except FileNotFoundError:
+                    with pytest.raises(FileNotFoundError):
+                        host.stat(path, follow)
+                    continue
+                theirs = host.stat(path, follow)
+                fields = ("st_dev", "st_ino", "st_mode", "st_nlink", "st_size", "st_mtime_ns")
+                assert [getattr(theirs, f) for f in fields] == [getattr(mine, f) for f in fields]
+            assert host.realpath(path) == os.path.realpath(path)
+            if os.path.isfile(path):
+                with open(path, "rb") as handle:
+                    assert host.read(path, 72) == handle.read(72)
+                    assert host.read(path, 100, 5000) == os.pread(handle.fileno(), 100, 5000)
+        assert not (directory / "pwned").exists() and not Path("pwned").exists()
+        with pytest.raises(FileNotFoundError):
+            host.stat(str(directory / "nothing here"))
+        assert abs(host.free_bytes(str(directory)) - shutil.disk_usage(directory).free) < 1 << 28
+        host.unlink(str(directory / HOSTILE_NAMES[2]))
+        assert not (directory / HOSTILE_NAMES[2]).exists()
+    finally:
+        host.select("qemu:///system")
+        close = getattr(remote, "close", None)
+        if close is not None:
+            close()

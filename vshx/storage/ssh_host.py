@@ -31,13 +31,17 @@ from vshx.storage.remote_command import command_string
 STAT_FORMAT = "%f %d %i %h %u %g %s %b %.9X %.9Y %.9Z %t %T"
 HEAD = 4096  # a qcow2 header, its extensions and names fit here, but for long names
 # one record per file, each field ended by NUL: resolved path, S<stat>|E<error> following
-# symlinks, the same not following, H<base64 of the first N bytes>|!(unreadable)|(not a file)
+# symlinks, the same not following (= when it is no symlink), H<base64 of the first N
+# bytes>|!(unreadable)|(not a file).  LOOK PATH [RESOLVED-DIR]: an entry of a directory
+# whose resolved path is known and that is no symlink resolves without a realpath run.
 LOOK = r"""n=$1; shift
 look() {
-  realpath -zm -- "$1" 2>/dev/null || printf '\0'
+  if [ -n "$2" ] && [ ! -L "$1" ]; then printf '%s\0' "${2%/}/${1##*/}"
+  else realpath -zm -- "$1" 2>/dev/null || printf '\0'; fi
   if s=$(LC_ALL=C stat -L -c "$F" -- "$1" 2>&1); then printf 'S%s\0' "$s"
   else printf 'E%s\0' "$s"; fi
-  if s=$(LC_ALL=C stat -c "$F" -- "$1" 2>&1); then printf 'S%s\0' "$s"
+  if [ ! -L "$1" ]; then printf '=\0'
+  elif s=$(LC_ALL=C stat -c "$F" -- "$1" 2>&1); then printf 'S%s\0' "$s"
   else printf 'E%s\0' "$s"; fi
   if [ "$n" -gt 0 ] && [ -f "$1" ]; then
     if [ -r "$1" ]; then printf H; head -c "$n" -- "$1" | base64 -w0; else printf '!'; fi
@@ -55,10 +59,13 @@ LOOK_DIRS = (
   if [ ! -d "$d" ]; then printf 'E%s\0' "$(LC_ALL=C stat -c %F -- "$d" 2>&1)"; continue; fi
   if [ ! -r "$d" ] || [ ! -x "$d" ]; then printf 'E%s\0' "Permission denied"; continue; fi
   printf 'D\0'
+  r=$(realpath -m -- "$d" 2>/dev/null) || r=
+  case $r in *"
+"*) r=;; esac
   for p in "$d"/* "$d"/.*; do
     case ${p##*/} in .|..) continue;; esac
     [ -e "$p" ] || [ -L "$p" ] || continue
-    printf '%s\0' "${p##*/}"; look "$p"
+    printf '%s\0' "${p##*/}"; look "$p" "$r"
   done
   printf '\0'
 done
@@ -130,16 +137,12 @@ def parse_looks(fields: list[str], start: int = 0) -> tuple[Look, int]:
     unreadable = third == "!"
     if third.startswith("H"):
         head = base64.b64decode(third[1:])
-    return (
-        Look(
-            real,
-            parse_stat(first[1:]) if first.startswith("S") else first[1:],
-            parse_stat(second[1:]) if second.startswith("S") else second[1:],
-            head,
-            unreadable=unreadable,
-        ),
-        start + 4,
-    )
+    followed = parse_stat(first[1:]) if first.startswith("S") else first[1:]
+    if second == "=":  # no symlink: lstat is stat
+        itself = followed
+    else:
+        itself = parse_stat(second[1:]) if second.startswith("S") else second[1:]
+    return Look(real, followed, itself, head, unreadable=unreadable), start + 4
 
 
 @dataclass(frozen=True)
@@ -445,9 +448,14 @@ if [ $((0x$1 & 0xF000)) -ne $((0x8000)) ] || [ "$2" -ne 1 ] || [ "$3" -gt 65536 
   echo notours; exit 0
 fi
 printf '{"pid": %s, "user": %s, "command": %s, "time": %s}\n' "$$" "$5" "$6" "$7" > "$l"
+let_go() {
+  if [ "$(stat -c '%d %i' -- "$l" 2>/dev/null)" = "$mine" ]; then rm -f -- "$l"; fi
+  exit 0
+}
+trap let_go HUP INT TERM PIPE
 echo "locked $mine"
 read -r _ || :
-if [ "$(stat -c '%d %i' -- "$l" 2>/dev/null)" = "$mine" ]; then rm -f -- "$l"; fi
+let_go
 """
 
 
