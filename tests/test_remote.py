@@ -313,3 +313,45 @@ def test_remote_reads_are_the_local_ones_for_hostile_names(
         close = getattr(remote, "close", None)
         if close is not None:
             close()
+
+
+def test_an_interrupted_remote_plan_is_listed_and_recovered_over_ssh(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """A remote commit's qemu-img steps ran (its printed ssh lines), then vshx died before the
+    definition's step: jobs lists it, a new merge is refused, recover finishes it over ssh."""
+    lab = make_lab(tmp_path, running=False)
+    try:
+        before = lab.guest_hash(tmp_path)
+        words = ["commit", lab.name, "vda", "--base", "sn1", "--top", "sn3"]
+        plan = remote_vshx(sshd, [lab.dir], *words, "--dry-run")
+        assert plan.returncode == 0, plan.stderr
+        head = plan.stdout[: plan.stdout.index("# step 4:")]
+        assert head.count("\nssh -n ") == 3, head
+        ran = subprocess.run(
+            hidden([lab.dir], ["sh", "-e"]), input=head, capture_output=True, text=True,
+            env=sshd.env(), timeout=600,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        entry = (
+            f"<journal plan='commit' step='3' steps='4' what='point sn4.qcow2 at sn1.qcow2' "
+            f"disk='vda' image='{lab.layer('sn4')}' pivot='no' pid='999999' time='0'/>"
+        )
+        virsh(
+            "metadata", lab.name, "--uri", "https://vshx.invalid/journal", "--key", "vshx",
+            "--set", entry, "--config",
+        )  # fmt: skip
+        listed = remote_vshx(sshd, [lab.dir], "jobs")
+        assert listed.returncode == 0 and lab.name in listed.stdout, listed.stdout + listed.stderr
+        refused = remote_vshx(sshd, [lab.dir], "pull", lab.name, "vda", "--base", "base")
+        assert refused.returncode == 1 and "did not finish" in refused.stderr, refused.stderr
+        done = remote_vshx(sshd, [lab.dir], "recover", lab.name, "vda")
+        assert done.returncode == 0, done.stdout + done.stderr
+        root = ET.fromstring(virsh("dumpxml", "--inactive", lab.name).stdout)
+        defined = [os.path.basename(n.get("file", "")) for n in root.iter("source")]
+        assert defined == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"], defined
+        assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+        assert lab.guest_hash(tmp_path) == before
+        check_images(lab)
+    finally:
+        destroy_lab(lab)
