@@ -141,3 +141,14 @@ def test_coreutils_errors_become_the_os_errors() -> None:
     assert isinstance(missing, FileNotFoundError) and missing.filename == "/x"
     assert isinstance(os_error("head: cannot open 'x': Permission denied", "x"), PermissionError)
     assert os_error("something else", "x").errno == 5  # EIO: unknown is an error, not absence
+
+
+def test_a_practice_lab_is_not_made_on_a_remote_host() -> None:
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", "qemu+ssh://nowhere.invalid/system", "lab-create",
+         "vshx-remote-unit-lab"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "practice labs are made on this machine" in done.stderr
