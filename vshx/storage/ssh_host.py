@@ -285,7 +285,7 @@ class SshHost:
 
     def look(self, paths: Iterable[str]) -> list[Look]:
         """What the host says of each path (kept until ``forget``; one round trip for those
-        not known yet, with what their headers name)."""
+        not known yet)."""
         wanted = list(dict.fromkeys(paths))
         self.prefetch(wanted)
         return [self._looks[p] for p in wanted]
