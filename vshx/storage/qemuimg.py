@@ -88,7 +88,9 @@ def no_space(argv: Sequence[str]) -> NoSpace:
         written = f"the backing file of {last}"
         state = f"{os.path.basename(last)} still holds all its data"
     else:  # the file is the last word, but for create FILE SIZE and bitmap ... FILE NAME
-        sized = verb == "create" and last[:1].isdigit() and not os.path.exists(last)
+        from vshx.storage import host
+
+        sized = verb == "create" and last[:1].isdigit() and not host.exists(last)
         written = argv[-2] if (sized or verb == "bitmap") and len(argv) > 3 else last
         state = f"{os.path.basename(written)} may be incomplete"
     where = os.path.dirname(written) or "."
