@@ -152,3 +152,17 @@ def test_a_practice_lab_is_not_made_on_a_remote_host() -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1 and "practice labs are made on this machine" in done.stderr
+
+
+def test_a_remote_plan_says_where_its_file_steps_run() -> None:
+    from vshx.plans.plan import Plan
+
+    try:
+        host.select("qemu+ssh://root@h.example:2222/system")
+        plan = Plan("t", method="offline")
+        plan.add(Step("x", ["qemu-img", "info", "/a"]))
+        assert "# the image files are on root@h.example:2222" in plan.script()
+        host.select("qemu:///system")
+        assert "image files are on" not in plan.script()
+    finally:
+        host.select("qemu:///system")

@@ -148,6 +148,13 @@ class Plan:
         lines = ["#!/bin/sh", comment(f"vshx plan: {self.title}")]
         if self.method:
             lines.append(comment(f"method: {self.method}"))
+        from vshx.storage import host
+
+        where = host.current()
+        if not where.local and any(step.on_files for step in self.steps):
+            lines.append(
+                comment(f"the image files are on {where.name}: those steps run there through ssh")
+            )
         lines += [comment(note) for note in self.notes]
         lines += self.prediction()
         for number, step in enumerate(self.steps, 1):
