@@ -106,7 +106,8 @@ Lessons
 
 Merge building blocks, as namespaces of chosen functions (each documented on its class):
 ``preflight``, ``checks``, ``routes``, ``bitmaps``, ``underneath``, ``verify``, ``virt``,
-``qemuimg``, ``procs``, ``journal``.  Only the members listed on a namespace are promised.
+``qemuimg``, ``procs``, ``journal``, ``files`` (the image host's files).  Only the members
+listed on a namespace are promised.
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ from vshx.spec.options import BASE, DISK, DOMAIN, DOMAIN_OR_IMAGE, FORCE, JOB_OP
 from vshx.spec.render import comments, table, to_json
 from vshx.spec.spec import Args, Command, Opt, non_negative_int
 from vshx.spec.user import invoking_user
+from vshx.storage import host as _files
 from vshx.storage import native as _native
 from vshx.storage import procs as _procs
 from vshx.storage import qemuimg as _qemuimg
@@ -189,6 +191,25 @@ class preflight:
     refuse_unsafe_start = staticmethod(_preflight.refuse_unsafe_start)
     relative_or_absolute = staticmethod(_preflight.relative_or_absolute)
     require_format = staticmethod(_preflight.require_format)
+
+
+@final
+class files:
+    """The image files of the connection's host: this machine, or the host of a qemu+ssh://
+    URI reached through ssh (never the local file system for a remote URI).
+
+    ``exists``, ``lexists``, ``isfile``, ``isdir``: as ``os.path``; ``stat``: an ``os.stat_result``
+    (``follow=False`` for lstat); ``realpath``: symlinks resolved on that host; ``unlink``:
+    remove a file there.  Errors are ``OSError`` as from ``os``.
+    """
+
+    exists = staticmethod(_files.exists)
+    lexists = staticmethod(_files.lexists)
+    isfile = staticmethod(_files.isfile)
+    isdir = staticmethod(_files.isdir)
+    stat = staticmethod(_files.stat)
+    realpath = staticmethod(_files.realpath)
+    unlink = staticmethod(_files.unlink)
 
 
 @final
@@ -389,6 +410,7 @@ __all__ = [
     "follow_up_note",
     "offline_domain_note",
     "pointer_step",
+    "files",
     # chains, targets, snapshots
     "Chain",
     "Layer",

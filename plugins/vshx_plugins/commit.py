@@ -191,7 +191,7 @@ def cmd_commit(session: Session, args: Args) -> None:
         )
     top, base = pick_layers(target, args)
     merged = target.chain.between(top, base)
-    extents = routes.Extents(target.chain, top) if session.is_local else None  # runs meanwhile
+    extents = routes.Extents(target.chain, top)  # runs meanwhile
     moving = (lambda: extents.above(len(merged))) if extents is not None else None
     first = check_merge(session, target, args, base, merged, changes_view_of=base, moving=moving)
     if target.live:

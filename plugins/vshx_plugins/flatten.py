@@ -38,6 +38,7 @@ from vshx.api import (
     checks,
     commands_hook,
     definition_steps,
+    files,
     human_size,
     job_flags_argv,
     libvirt,
@@ -100,12 +101,12 @@ def commit_route(
         route.refusal = VshxError("a bare image has no definition to switch to its base")
     elif base.format not in ("qcow2", "raw"):
         route.refusal = VshxError(f"the base is {base.format}, not qcow2 or raw")
-    elif session.is_local and not os.stat(base.path).st_mode & 0o222 and args.route != "commit":
+    elif not files.stat(base.path).st_mode & 0o222 and args.route != "commit":
         route.refusal = VshxError(
             f"{base.name} is read-only by its file mode: a template, written only with "
             "--route commit"
         )
-    elif session.is_local:
+    else:
         index = preflight.UsageIndex(session, chain)
         users = index.users_of(base.path, through=active.path)
         if users:
@@ -132,8 +133,7 @@ def copy_route(
             method=target.method,
             target=target,
         )
-        if session.is_local:  # on a remote host the file is not ours to look at
-            plan.add(checks.absent_step(to))
+        plan.add(checks.absent_step(to))
         if target.live:
             plan.intent["pivot"] = True  # what recover finishes if this is interrupted
             plan.add(live_copy_step(session, target, args, to))
@@ -159,10 +159,10 @@ def copy_route(
     if not to:
         route.refusal = VshxError("name the new file with --to FILE")
         route.out_because = "not asked for"
-    elif session.is_local:
+    else:
         try:
             checks.absent_step(to).run()
-            if not os.path.isdir(os.path.dirname(to)):
+            if not files.isdir(os.path.dirname(to)):
                 raise VshxError(f"the directory of {to} does not exist", "create it first")
         except VshxError as exc:
             route.refusal = exc

@@ -48,6 +48,9 @@ from vshx.api import (
 from vshx.api import (
     DOMAIN as DOMAIN_OPT,
 )
+from vshx.api import (
+    files as api_files,
+)
 
 PIVOTABLE = {"copy", "active commit"}
 SETTLE_SECONDS = 60
@@ -402,7 +405,7 @@ def forget_gone_image(session: Session, args: Args, image: str) -> None:
     plan = Plan(f"recover {image}")
     plan.notes.append(f"{image} is gone: only its journal is left")
     argv = ["rm", "-f", "--", journal.state_file(image)]
-    plan.add(Step("clear vshx's journal", argv, action=lambda: place.remove(name)))
+    plan.add(Step("clear vshx's journal", argv, action=lambda: place.remove(name), here=True))
     session.run_plan(plan, args)
 
 
@@ -434,7 +437,7 @@ def abort_resumable(
 
 
 def cmd_recover(session: Session, args: Args) -> int | None:
-    if args.disk is None and names_an_image(args.domain) and not os.path.lexists(args.domain):
+    if args.disk is None and names_an_image(args.domain) and not api_files.lexists(args.domain):
         forget_gone_image(session, args, args.domain)
         return None
     if args.disk is None and not names_an_image(args.domain):
@@ -491,7 +494,9 @@ def cmd_recover(session: Session, args: Args) -> int | None:
             )
         else:
             argv = ["rm", "-f", "--", journal.state_file(chain.active.path)]
-        plan.add(Step("clear vshx's journal", argv, action=lambda: journal.clear(target)))
+        plan.add(
+            Step("clear vshx's journal", argv, action=lambda: journal.clear(target), here=True)
+        )
     if not plan.steps:
         where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
         session.nothing_to_do(args, f"no job and no journal on {where}")

@@ -410,7 +410,17 @@ def lab_dir(session: Session, args: Args) -> str:
     return os.path.abspath(args.dir or os.path.join(lab_root(session), args.name))
 
 
+def refuse_remote(session: Session) -> None:
+    """A practice lab's files, marker and directory checks are this machine's."""
+    if not session.is_local:
+        raise VshxError(
+            f"practice labs are made on this machine's files, not on {session.uri}",
+            "use a local URI (qemu:///system, or qemu:///session without root)",
+        )
+
+
 def cmd_lab_create(session: Session, args: Args) -> None:
+    refuse_remote(session)
     if not 1 <= args.layers <= 20:
         raise UsageError("--layers must be between 1 and 20", "e.g. --layers 4 (the default)")
     if not 1 <= args.disks <= 4:
@@ -444,6 +454,7 @@ def cmd_lab_create(session: Session, args: Args) -> None:
 
 
 def cmd_lab_destroy(session: Session, args: Args) -> None:
+    refuse_remote(session)
     directory = lab_dir(session, args)
     if args.dir is None and lab_files(args.name, directory) is None:
         directory = made_with_dir(session, args.name) or directory

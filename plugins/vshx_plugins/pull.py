@@ -152,7 +152,7 @@ def cmd_pull(session: Session, args: Args) -> None:
         return
     base = pick_base(target, args)
     stop = base.position if base else len(target.chain.layers)
-    extents = routes.Extents(target.chain) if session.is_local else None  # runs meanwhile
+    extents = routes.Extents(target.chain)  # runs meanwhile
     gone = target.chain.layers[1:stop]
     moving = (lambda: extents.between(1, len(gone))) if extents is not None else None
     first = check_merge(session, target, args, target.chain.active, gone, None, moving=moving)

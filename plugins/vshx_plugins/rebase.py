@@ -32,6 +32,7 @@ from vshx.api import (
     checks,
     commands_hook,
     definition_steps,
+    files,
     image_chain,
     load_target,
     preflight,
@@ -61,12 +62,11 @@ def load_image(session: Session, args: Args) -> tuple[Target, Layer]:
     if not args.image:
         raise UsageError("name the IMAGE to rebase (or --domain D --path DISK [--top REF])")
     target = load_target(session, args.image, None, image=True)
-    if session.is_local:
-        preflight.refuse_if_running_user(
-            session,
-            target.chain.active.path,
-            "use pull DOMAIN DISK --base REF on the running domain",
-        )
+    preflight.refuse_if_running_user(
+        session,
+        target.chain.active.path,
+        "use pull DOMAIN DISK --base REF on the running domain",
+    )
     return target, target.chain.active
 
 
@@ -77,7 +77,7 @@ def resolve_backing(chain: Chain, image: Layer, ref: str) -> Layer | None:
     try:
         found = chain.resolve(ref)
     except VshxError:
-        if not os.path.exists(ref):
+        if not files.exists(ref):
             raise VshxError(
                 f"new backing {ref!r} is neither a layer of the chain nor a file",
                 f"the chain is: {chain.listing()}",
@@ -202,19 +202,18 @@ def cmd_rebase(session: Session, args: Args) -> None:
         method="offline: qemu-img rebase",
         target=target,
     )
-    if session.is_local:
-        users = preflight.other_users(session, image.path, chain)
-        if users:
-            session.warn(
-                f"{image.name} is also the backing file of: {'; '.join(users)}; "
-                "their view stays the same, but their chain now goes through the new "
-                "backing"
-            )
-        if args.unsafe:
-            prove_unsafe_is_safe(session, chain, image, new, fmt, args.force, plan)
-        else:
-            stop = new.position if new is not None and new.position > 0 else len(chain.layers)
-            plan.add(checks.room_for(image, chain.layers[image.position + 1 : stop]))
+    users = preflight.other_users(session, image.path, chain)
+    if users:
+        session.warn(
+            f"{image.name} is also the backing file of: {'; '.join(users)}; "
+            "their view stays the same, but their chain now goes through the new "
+            "backing"
+        )
+    if args.unsafe:
+        prove_unsafe_is_safe(session, chain, image, new, fmt, args.force, plan)
+    else:
+        stop = new.position if new is not None and new.position > 0 else len(chain.layers)
+        plan.add(checks.room_for(image, chain.layers[image.position + 1 : stop]))
     data = plan.add(rebase_step(image, new, fmt, args.unsafe, args.keep_relative))
     below = new.position if new is not None and new.position > 0 else len(chain.layers)
     bitmaps.carry(plan, data, image, chain.layers[image.position + 1 : below])

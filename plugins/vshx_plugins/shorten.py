@@ -78,14 +78,13 @@ def commit_route(session: Session, target: Target, args: Args, run: list[Layer])
         [below.name],
         build,
     )
-    if session.is_local:
-        index = preflight.UsageIndex(session, chain)
-        users = index.users_of(below.path, through=top.path)
-        if users:
-            route.refusal = VshxError(
-                f"{below.name} is also used by: {'; '.join(users)}", index.scanned()
-            )
-            route.needs_force = True
+    index = preflight.UsageIndex(session, chain)
+    users = index.users_of(below.path, through=top.path)
+    if users:
+        route.refusal = VshxError(
+            f"{below.name} is also used by: {'; '.join(users)}", index.scanned()
+        )
+        route.needs_force = True
     route.fit_beside(session, below.path)
     return route
 

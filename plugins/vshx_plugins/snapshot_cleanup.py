@@ -40,6 +40,7 @@ from vshx.api import (
     comments,
     delete_steps,
     domain_timeline,
+    files,
     finish_command,
     forget_step,
     human_size,
@@ -185,12 +186,14 @@ def unneeded_files(timeline: Timeline, going: list[Snapshot]) -> list[Layer]:
     for snap in going:
         for moment in snap.moments.values():
             for path in (moment.file, moment.overlay):
-                if not path or moment.internal or not os.path.exists(path):
+                if not path or moment.internal or not files.exists(path):
                     continue
                 key = canonical(path)
                 if key in needed or key in timeline.in_chains:
                     continue
-                found.setdefault(key, Layer(path, "", -1, allocated=os.stat(path).st_blocks * 512))
+                found.setdefault(
+                    key, Layer(path, "", -1, allocated=files.stat(path).st_blocks * 512)
+                )
     return list(found.values())
 
 

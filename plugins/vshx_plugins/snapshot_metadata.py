@@ -4,7 +4,6 @@ merged-away files and memory state."""
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 
 from vshx.api import (
@@ -20,6 +19,9 @@ from vshx.api import (
     human_size,
     libvirt,
     redefine_step,
+)
+from vshx.api import (
+    files as api_files,
 )
 from vshx_plugins.snapshot_layers import DiskWork, layer_at
 
@@ -108,9 +110,9 @@ def drop_layers(disk: ET.Element, gone: set[str]) -> bool:
 
 
 def memory_step(name: str, path: str | None) -> Step | None:
-    if not path or not os.path.exists(path):
+    if not path or not api_files.exists(path):
         return None
-    size = human_size(os.stat(path).st_size)
+    size = human_size(api_files.stat(path).st_size)
     return Step(f"remove snapshot {name}'s memory state ({size})", ["rm", "-f", "--", path])
 
 
@@ -160,8 +162,8 @@ def finish_steps(
         files = []
         for path in work.files:
             layer = layer_at(work.target, path)
-            if layer is None and os.path.exists(path):
-                layer = Layer(path, "", -1, allocated=os.stat(path).st_blocks * 512)
+            if layer is None and api_files.exists(path):
+                layer = Layer(path, "", -1, allocated=api_files.stat(path).st_blocks * 512)
             if layer is not None:
                 files.append(layer)
         steps += delete_steps(session, files, work.target.chain)

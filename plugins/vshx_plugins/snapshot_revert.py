@@ -35,6 +35,7 @@ from vshx.api import (
     commands_hook,
     definition_steps,
     domain_timeline,
+    files,
     human_size,
     image_chain,
     libvirt,
@@ -83,7 +84,7 @@ def refuse(dom: libvirt.virDomain, snap: Snapshot) -> None:
             f"virsh reverts internal snapshots itself: {native}",
         )
     for disk, moment in snap.moments.items():
-        if not moment.kept or not moment.holder or not os.path.exists(moment.holder):
+        if not moment.kept or not moment.holder or not files.exists(moment.holder):
             raise VshxError(
                 f"snapshot {snap.name}'s moment on {disk} is {moment.state}"
                 + (f" ({moment.why})" if moment.why else ""),

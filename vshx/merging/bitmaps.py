@@ -11,11 +11,10 @@ Where that cannot be exact, nothing is planned: the merge is refused, naming the
 
 from __future__ import annotations
 
-import os
-
 from vshx.errors import VshxError
 from vshx.plans import underneath
 from vshx.plans.plan import Plan, Step
+from vshx.storage import host as files
 from vshx.storage.bitmaps import LayerBitmaps, checkpoints_by_bitmap, read_layer
 from vshx.storage.chain import Layer
 
@@ -37,9 +36,9 @@ def carry(
     """Put the bitmap steps around ``data`` (already in ``plan``), which writes the data of
     ``sources`` into ``into``; ``new_file``: ``into`` is created by ``data`` (no bitmaps yet).
     Raises before anything runs when a checkpoint would break; adds nothing without bitmaps."""
-    layers = [layer for layer in sources if os.path.exists(layer.path)]
-    if len(layers) < len(sources) or not (new_file or os.path.exists(into.path)):
-        plan.notes.append("bitmaps not read: the images are not on this host")
+    layers = [layer for layer in sources if files.exists(layer.path)]
+    if len(layers) < len(sources) or not (new_file or files.exists(into.path)):
+        plan.notes.append("bitmaps not read: the images are not there")
         return
     read = [read_layer(layer) for layer in sources]
     receiver = LayerBitmaps(into, (), into.format == "qcow2") if new_file else read_layer(into)

@@ -14,6 +14,7 @@ import re
 from vshx.errors import VshxError
 from vshx.merging import preflight
 from vshx.plans.plan import Step, shell_line
+from vshx.storage import host as files
 from vshx.storage.chain import Layer, human_size
 
 # df --output=avail: one number per line, whatever spaces the file system's name or mount
@@ -68,7 +69,7 @@ def absent_step(path: str) -> Step:
     """Stop if ``path`` exists: vshx never writes over a file it did not make."""
 
     def action() -> None:
-        if os.path.lexists(path):
+        if files.lexists(path):
             raise VshxError(
                 f"{path} exists: vshx does not write over it",
                 "name a new file, or remove that one yourself",

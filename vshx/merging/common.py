@@ -179,28 +179,26 @@ def check_merge(
     ``writes`` is the file whose content changes, ``moves`` the layers whose data moves.
     When ``changes_view_of`` is given (commit: the base), chains that use it other than through
     ``moves[0]`` are refused.  A pull changes no one's view: the active layer's stays the same.
-    Checks that read local files are skipped for a remote URI (only --dry-run gets there).
+    On a remote URI the same checks read the files on that host (storage/host.py).
     ``moving``: the bytes the merge writes, from the allocation map; more than the files hold
     when clusters are compressed (they are written out whole), so the room check takes both.
     ``deleting``: snapshots the plan deletes (their saved RAM does not hold the merge back).
     """
     preflight.refuse_unsafe_start(session, target, args)
     refuse_saved_state(target, [writes, *moves], deleting)
-    if session.is_local:
-        if changes_view_of is not None:
-            preflight.refuse_shared(
-                session,
-                changes_view_of.path,
-                target.chain,
-                args.force,
-                "committing into",
-                through=moves[0].path,
-                snapshots=target.snapshots(),
-                ahead=target.ahead,
-            )
-            target.ahead = None  # answered: a later scan of this command reads again
-        return [checks.room_for(writes, moves, at_least=moving() if moving else 0)]
-    return []
+    if changes_view_of is not None:
+        preflight.refuse_shared(
+            session,
+            changes_view_of.path,
+            target.chain,
+            args.force,
+            "committing into",
+            through=moves[0].path,
+            snapshots=target.snapshots(),
+            ahead=target.ahead,
+        )
+        target.ahead = None  # answered: a later scan of this command reads again
+    return [checks.room_for(writes, moves, at_least=moving() if moving else 0)]
 
 
 def follow_up_note(plan: Plan, target: Target) -> None:

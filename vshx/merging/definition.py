@@ -103,7 +103,6 @@ def after_qemu_img(session: Session, argv: list[str]) -> None:
     """A ``qemu-img`` line run by hand changed a file a domain's definition names: say so on
     stderr, and when the definition no longer names the chain the headers form, print the
     ``virsh update-device`` line that makes it (libvirt starts the domain on its definition)."""
-    import os
 
     from vshx.plans.plan import printable
 
@@ -112,7 +111,9 @@ def after_qemu_img(session: Session, argv: list[str]) -> None:
     written = [argv[-2] if argv[1] == "resize" else argv[-1]]  # convert: its output
     if argv[1] == "commit" and "-b" in argv[2:-1]:
         written.append(argv[argv.index("-b") + 1])  # the base it writes into
-    touched = {canonical(path) for path in written if os.path.isfile(path)}
+    from vshx.storage import host as files
+
+    touched = {canonical(path) for path in written if files.isfile(path)}
     try:
         domains = session.conn.listAllDomains(0) if touched else []
     except libvirt.libvirtError as exc:

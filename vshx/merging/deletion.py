@@ -52,9 +52,9 @@ def _delete_after_looking_again(
     planned = identity(layer.path)
 
     def action() -> None:
-        import os
+        from vshx.storage import host as files
 
-        if not os.path.lexists(layer.path):
+        if not files.lexists(layer.path):
             return  # gone already: as rm -f
         if chain.domain is not None:
             from vshx.storage.definition import named_files
@@ -83,7 +83,7 @@ def _delete_after_looking_again(
             )
         session.info(f"deleting merged-away {layer.path}")
         try:
-            os.unlink(layer.path)
+            files.unlink(layer.path)
         except FileNotFoundError:
             pass
 

@@ -13,6 +13,7 @@ from vshx.errors import VshxError
 from vshx.merging import checks, preflight
 from vshx.merging.savedstate import refuse_internal_snapshots
 from vshx.plans.plan import shell_line
+from vshx.storage import host as files
 from vshx.storage.chain import Chain, Layer
 from vshx.storage.paths import has_image_suffix
 
@@ -41,9 +42,9 @@ def remove_pasted(session: Session, path: str) -> None:
     """``rm -f -- FILE`` of a printed --delete step, pasted back into vshx: the same look
     again as the step itself; only a disk image (qcow2 by header, or an image suffix) that no
     domain, image or pool volume uses any more is removed."""
-    if not os.path.lexists(path):
+    if not files.lexists(path):
         return  # as rm -f
-    if not (preflight.is_qcow2(path) or has_image_suffix(path)) or not os.path.isfile(path):
+    if not (preflight.is_qcow2(path) or has_image_suffix(path)) or not files.isfile(path):
         raise VshxError(
             f"not deleting {path}: vshx removes only disk images", "use rm yourself for others"
         )
@@ -59,4 +60,4 @@ def remove_pasted(session: Session, path: str) -> None:
         session.print(shell_line(["rm", "-f", "--", path]))
         return
     session.info(f"deleting {path}")
-    os.unlink(path)
+    files.unlink(path)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.plans.target import Target
+from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.background import Background
 from vshx.storage.chain import Chain, DiskSource, Layer, canonical
@@ -29,10 +30,22 @@ if TYPE_CHECKING:
 def running_users(session: Session, path: str) -> list[str]:
     """Running domains whose disk chains contain the file ``path`` names ("domain disk")."""
     key = functools.lru_cache(maxsize=None)(identity)
-    target = key(path)
     found = []
     active = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
-    for dom, disks in virt.domains_with_disks(session.conn, active):
+    running = list(virt.domains_with_disks(session.conn, active))
+    if not files.current().local:  # a remote host answers them all in a few round trips
+        from vshx.storage.qcow2 import prefetch_chains
+
+        named = [path] + [
+            p
+            for _dom, disks in running
+            for disk in disks
+            if _readable(disk)
+            for p in [disk.source or "", *(b for b, _f, _i in disk.backing if b)]
+        ]
+        prefetch_chains(named)
+    target = key(path)
+    for dom, disks in running:
         for disk in disks:
             if not disk.source:
                 continue
@@ -60,7 +73,7 @@ def _readable(disk: DiskSource) -> bool:
 
 
 def _device(path: str) -> bool:
-    return os.path.exists(path) and not os.path.isfile(path)
+    return files.exists(path) and not files.isfile(path)
 
 
 def _chain_files(path: str) -> list[str]:
@@ -103,6 +116,7 @@ class UsageIndex:
         ``ahead``: the domains and pools, read since the chain's lock was taken
         (``read_host_ahead``); each is read now when not given."""
         host = ahead.result() if ahead is not None else virt.read_host(session.conn)
+        _prefetch(session, ours, host, snapshots)
         # one scan meets the same files again and again: one stat each
         self._key: Callable[[str], FileKey] = functools.lru_cache(maxsize=None)(identity)
         self._files = functools.lru_cache(maxsize=None)(_chain_files)
@@ -146,7 +160,7 @@ class UsageIndex:
         skip = self.mine | self.passed_over | self.sources
         self.pools, pool_dirs = _pool_chains(host[1], skip, self._key, self._files)
         scan = session.args.get("scan") if session.args else None
-        if scan and not os.path.isdir(scan):  # a typo must not read as "scanned"
+        if scan and not files.isdir(scan):  # a typo must not read as "scanned"
             raise VshxError(
                 f"--scan {scan}: no such directory",
                 "name a directory that holds images whose chains may use these files",
@@ -161,7 +175,7 @@ class UsageIndex:
             found = []
             for directory in self.directories:
                 try:
-                    names = sorted(os.listdir(directory))
+                    names = sorted(files.listdir(directory))
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
@@ -201,6 +215,29 @@ class UsageIndex:
         ]
 
 
+def _prefetch(session: Session, ours: Chain, host: virt.HostRead, snapshots: Read | None) -> None:
+    """Gather every file and directory the scan asks about first (a remote host answers them
+    in a few round trips instead of one a file; nothing happens locally)."""
+    if files.current().local:
+        return
+    paths = [layer.path for layer in ours.layers]
+    for _dom, disks in host[0]:
+        for disk in disks:
+            if _readable(disk):
+                paths += [disk.source or ""] + [p for p, _f, _i in disk.backing if p]
+    directories = {os.path.dirname(p) for p in paths}
+    if not isinstance(host[1], VshxError):
+        for _name, target, _active, volumes in host[1]:
+            directories |= {target} if target else set()
+            paths += [path for _volume, path in volumes if os.path.isabs(path)]
+    for snap in snapshots or ():
+        paths += [p for m in snap.moments.values() for p in (m.file, m.overlay) if p]
+    scan = session.args.get("scan") if session.args else None
+    from vshx.storage.qcow2 import prefetch_chains
+
+    prefetch_chains(paths, sorted(directories | ({scan} if scan else set())))
+
+
 def _qcow2_file(path: str) -> bool:
     """A regular file with a qcow2 header; one that cannot be read refuses."""
     from stat import S_ISREG
@@ -208,11 +245,10 @@ def _qcow2_file(path: str) -> bool:
     from vshx.storage.qcow2 import MAGIC
 
     try:
-        mode = os.stat(path).st_mode
+        mode = files.stat(path).st_mode
         if not S_ISREG(mode):
             return False  # a directory, device, socket or FIFO (opening a FIFO would hang)
-        with open(path, "rb") as handle:
-            return handle.read(4) == MAGIC
+        return files.read(path, 4) == MAGIC
     except (FileNotFoundError, NotADirectoryError):
         return False  # gone while we looked, or a dangling symlink: no user
     except OSError as exc:
@@ -227,8 +263,7 @@ def is_qcow2(path: str) -> bool:
     from vshx.storage.qcow2 import MAGIC
 
     try:
-        with open(path, "rb") as handle:
-            return handle.read(4) == MAGIC
+        return files.isfile(path) and files.read(path, 4) == MAGIC
     except IsADirectoryError:
         return False
     except OSError:
@@ -272,7 +307,7 @@ def _pool_chains(
     pools: list[virt.PoolRead] | VshxError,
     skip: set[FileKey],
     key: Callable[[str], FileKey],
-    files: Callable[[str], list[str]],
+    chain_of: Callable[[str], list[str]],
 ) -> tuple[list[tuple[str, set[FileKey]]], set[str]]:
     """Pool volumes not in ``skip`` with their whole chains, and every pool's directory."""
     if isinstance(pools, VshxError):
@@ -283,8 +318,8 @@ def _pool_chains(
         if target:
             directories.add(canonical(target))
         for volume, path in volumes:  # an inactive pool's: none; its directory is scanned
-            if os.path.isabs(path) and key(path) not in skip and os.path.exists(path):
-                found.append((f"pool {name} volume {volume}", {key(f) for f in files(path)}))
+            if os.path.isabs(path) and key(path) not in skip and files.exists(path):
+                found.append((f"pool {name} volume {volume}", {key(f) for f in chain_of(path)}))
     return found, directories
 
 
@@ -333,15 +368,14 @@ def refuse_block_job(target: Target) -> None:
 
 def free_bytes(path: str) -> int:
     """Free space for an unprivileged writer in the file system that holds ``path``."""
-    stat = os.statvfs(os.path.dirname(path))
-    return stat.f_bavail * stat.f_frsize
+    return files.free_bytes(os.path.dirname(path))
 
 
 def refuse_unsafe_start(session: Session, target: Target, args: Args) -> None:
     """What every merge refuses before it plans: offline steps on a remote URI, a bare image
     a running domain uses, a block job already running on the disk."""
     refuse_remote_offline(session, target, session.planning_only(args))
-    if target.dom is None and session.is_local:
+    if target.dom is None:
         refuse_if_running_user(
             session, target.chain.active.path, "name the domain and disk instead of the image"
         )
@@ -349,12 +383,18 @@ def refuse_unsafe_start(session: Session, target: Target, args: Args) -> None:
 
 
 def refuse_remote_offline(session: Session, target: Target, planning_only: bool) -> None:
+    """Offline steps run where the files are: on a qemu+ssh:// host through ssh
+    (storage/host.py); a remote URI of another transport has no way to its files."""
     if target.live or planning_only or session.is_local:
         return
-    raise VshxError(
-        f"offline steps run qemu-img on this machine, but {session.uri} is remote",
-        "run vshx on that host, or print the plan with --dry-run and run it there",
-    )
+    from vshx.storage.host import Unreachable, current
+
+    if isinstance(current(), Unreachable):
+        raise VshxError(
+            f"offline steps run qemu-img where the images are, and vshx reaches the files of "
+            f"{session.uri} only over ssh",
+            "use a qemu+ssh:// URI for that host, or run vshx there",
+        )
 
 
 def relative_or_absolute(new_backing: Layer, overlay: Layer, keep_relative: bool) -> str:

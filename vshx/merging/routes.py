@@ -38,7 +38,9 @@ class Extents:
         self._argv = ["qemu-img", "map", "-U", "--output=json"]
         self._argv += ["-f", seen_from.format or "qcow2", seen_from.path]
         self._extents: list[tuple[int, int]] | None = None
-        if (seen_from.format or "qcow2") == "qcow2":
+        from vshx.storage import host
+
+        if (seen_from.format or "qcow2") == "qcow2" and host.current().local:
             from vshx.storage.allocation import data_extents
 
             self._extents = data_extents(seen_from.path)
@@ -105,8 +107,6 @@ class Route:
         """The bytes must fit where they go: unsafe now if not; checked again as a step."""
         from vshx.merging import preflight
 
-        if not session.is_local:
-            return
         self.beside = path
         if self.refusal is None and self.moves > preflight.free_bytes(path):
             name = os.path.basename(path)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.merging.preflight import read_host_ahead
 from vshx.plans.target import Target, prediction_key
+from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.chain import Chain, canonical, image_chain
 from vshx.storage.libvirt_lazy import libvirt
@@ -48,7 +48,7 @@ def load_target(
     locked = None
     if _will_change(session):
         active = domain_or_image if dom is None else virt.find_disk(dom, disk or "").source
-        if active and os.path.exists(active):
+        if active and files.exists(active):
             locked = _lock(session, active)
     ahead = snapshots = None
     if scan and locked is not None:
@@ -90,11 +90,10 @@ def _lock(session: Session, active: str) -> FileKey:
 
 
 def _will_change(session: Session) -> bool:
-    """A real run on this host's files (a dry run prints only; a remote URI's images are not
-    here, and libvirt allows one block job per disk there)."""
+    """A real run (a dry run prints only); on a remote URI the lock is taken on that host."""
     args = session.args
     dry_run = session.dry_run or bool(args is not None and args.get("dry_run"))
-    return not dry_run and session.is_local
+    return not dry_run
 
 
 def _command_line(session: Session) -> str:

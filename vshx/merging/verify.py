@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import tempfile
 from collections.abc import Iterator
 
 from vshx.errors import VshxError
+from vshx.storage import host as files
 from vshx.storage import qemuimg
 from vshx.storage.chain import Layer
 
@@ -24,18 +23,15 @@ MISMATCH = re.compile(r"offset (\d+)")
 
 
 def _compare(first: str, first_fmt: str, second: str, second_fmt: str) -> int | None:
-    proc = subprocess.run(
-        compare_argv(first, first_fmt, second, second_fmt),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    argv = compare_argv(first, first_fmt, second, second_fmt)
+    proc = qemuimg.start(argv)  # where the images are (over ssh on a remote host)
+    out, err = proc.communicate()
     if proc.returncode == 0:
         return None
-    match = MISMATCH.search(proc.stdout + proc.stderr)
+    match = MISMATCH.search(out + err)
     if proc.returncode == 1 and match:
         return int(match.group(1))
-    raise VshxError(f"qemu-img compare failed: {(proc.stderr or proc.stdout).strip()}")
+    raise VshxError(f"qemu-img compare failed: {(err or out).strip()}")
 
 
 def own_extents(image: Layer) -> Iterator[tuple[int, int]]:
@@ -90,7 +86,7 @@ def first_visible_difference(
 ) -> int | None:
     """The first offset where the guest of ``image`` would read different data, or None."""
     size = image.virtual_size or 0
-    with tempfile.TemporaryDirectory(prefix="vshx-verify-") as tmp:
+    with files.temporary_directory("vshx-verify-") as tmp:
         empty = os.path.join(tmp, "empty.qcow2")
         if old is None or new is None:
             qemuimg.run(["qemu-img", "create", "-q", "-f", "qcow2", empty, str(size)])

@@ -63,10 +63,16 @@ def metadata_flags(dom: libvirt.virDomain, running: bool | None = None) -> int:
 
 
 def state_name(image: str) -> str:
-    """The journal file's name for a bare image, in vshx's state directory."""
+    """The journal file's name for a bare image, in vshx's state directory (this machine's,
+    also for an image on a qemu+ssh:// host: the name is keyed by that host)."""
     import hashlib  # only bare images need it: ~5 ms off a domain's one-shot start
 
-    digest = hashlib.sha256(os.path.realpath(image).encode("utf-8", "surrogateescape")).hexdigest()
+    from vshx.storage import host
+
+    where = host.current()  # a remote host's image is keyed by that host too (the journal
+    real = where.realpath(image)  # stays on this machine, in vshx's state directory)
+    key = real if where.local else f"{where.name}:{real}"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
     return f"{digest[:32]}.json"
 
 

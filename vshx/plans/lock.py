@@ -25,6 +25,10 @@ refused: a lock kept anywhere else (``/run/lock``, ``$XDG_RUNTIME_DIR``) would b
 by the vshx that chose that place, and two writers would pass each other.  A device (LVM,
 iSCSI) as active layer keeps its lock in ``/run/lock``, where every vshx that can open a
 device (root) looks.
+
+On a ``qemu+ssh://`` URI the lock is the same file on that host, locked the same way by a shell
+there (vshx.storage.ssh_host ``hold_lock``) for as long as this vshx runs: a vshx on that host
+and one over ssh exclude each other.
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ import errno
 import fcntl
 import json
 import os
+import subprocess
 import time
 from dataclasses import dataclass
 from stat import S_ISBLK, S_ISREG
 
 from vshx.errors import VshxError
+from vshx.storage import host as files
 from vshx.storage.identity import FileKey, identity
 
 DEVICE_LOCK_DIR = "/run/lock"
@@ -47,8 +53,9 @@ MAX_SIZE = 65536  # a holder's note is a few hundred bytes: anything bigger is n
 @dataclass
 class Held:
     path: str
-    fd: int
+    fd: int  # -1 for a lock held on a remote host by ``remote``
     count: int = 1
+    remote: subprocess.Popen[bytes] | None = None
 
 
 _held: dict[FileKey, Held] = {}  # this process's locks: a second load of one chain re-enters
@@ -59,8 +66,8 @@ def lock_path(image: str) -> tuple[str, FileKey]:
     key = identity(image)
     if isinstance(key, str):
         raise VshxError(f"cannot lock {image}: it does not exist", "check the path")
-    real = os.path.realpath(image)
-    device = S_ISBLK(os.stat(real).st_mode)
+    real = files.realpath(image)
+    device = S_ISBLK(files.stat(real).st_mode)
     directory = DEVICE_LOCK_DIR if device else os.path.dirname(real)
     prefix = "dev" if key[0] == -1 else str(key[0])
     return os.path.join(directory, f".vshx-{prefix}-{key[1]}.lock"), key
@@ -131,6 +138,8 @@ def take(image: str, command: str) -> FileKey:
     if key in _held:
         _held[key].count += 1
         return key
+    if not files.current().local:
+        return _take_remote(image, path, key, command)
     for _ in range(50):  # each turn: the file was removed between our open and our lock
         try:
             fd, writable = _open(path)
@@ -174,6 +183,47 @@ def take(image: str, command: str) -> FileKey:
     raise VshxError(f"cannot take vshx's lock {path}: it keeps being replaced", "try again")
 
 
+def _take_remote(image: str, path: str, key: FileKey, command: str) -> FileKey:
+    """``take`` on the host of a qemu+ssh:// URI (see the module docstring)."""
+    from vshx.storage.ssh_host import SshHost, hold_lock
+
+    host = files.current()
+    if not isinstance(host, SshHost):
+        raise VshxError(f"cannot take vshx's lock {path}: the host is not reachable over ssh")
+    for _ in range(50):
+        answer, proc = hold_lock(host, path, _user(), command, int(time.time()))
+        word, _, rest = answer.partition(" ")
+        if proc is not None:
+            _held[key] = Held(path, -1, remote=proc)
+            return key
+        if word == "again":
+            continue
+        if word == "busy":
+            try:
+                note = json.loads(rest)
+                pid = int(note["pid"])
+                holder = (
+                    f"another vshx (pid {pid} on {host.name}) is running: {note['command']!s} "
+                    f"(user {note['user']!s})"
+                )
+            except (ValueError, KeyError, TypeError):
+                holder = "another vshx (pid unknown: it wrote no note) is running"
+            raise VshxError(
+                f"{holder}; it holds the lock on this chain ({image})",
+                "wait until it has finished, then run the command again (see: vshx jobs)",
+            )
+        if word == "link":
+            raise _refuse_open(path, OSError(errno.ELOOP, os.strerror(errno.ELOOP)))
+        if word == "notours":
+            raise VshxError(
+                f"refusing to use the lock file {path}: it is not a small regular file of "
+                "its own (a device, a hard link or a large file)",
+                "someone put it there; remove it and run the command again",
+            )
+        raise _refuse_open(path, OSError(errno.EACCES, rest or answer))
+    raise VshxError(f"cannot take vshx's lock {path}: it keeps being replaced", "try again")
+
+
 def holds(image: str) -> bool:
     """True when this process holds the lock of the chain whose active layer is ``image``."""
     try:
@@ -186,6 +236,9 @@ def release_all() -> None:
     """Let go of every lock this process holds: remove each file while still holding it."""
     while _held:
         _key, held = _held.popitem()
+        if held.remote is not None:
+            _let_go_remote(held.remote)
+            continue
         try:
             mine = os.fstat(held.fd)
             now = os.stat(held.path, follow_symlinks=False)
@@ -194,3 +247,14 @@ def release_all() -> None:
         except OSError:
             pass  # gone already, or a sticky directory where it is not ours to remove
         os.close(held.fd)
+
+
+def _let_go_remote(proc: subprocess.Popen[bytes]) -> None:
+    """End the shell that holds a remote lock: it removes the file and lets go."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.communicate(timeout=60)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        proc.kill()  # its ssh session ends, and with it the shell's lock
+        proc.wait()

@@ -50,6 +50,8 @@ class Step:
     with it (a libvirt API call, a block job with events) ``argv`` is the virsh equivalent.
     ``stdin`` is fed to the command and printed as a here-document.  ``shell`` replaces the
     printed line where the check it performs in Python needs a pipe in sh (free space).
+    A step other than ``virsh`` runs where the image files are: on a ``qemu+ssh://`` URI it
+    is printed (and run) through ssh, unless ``here`` (vshx's own files on this machine).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class Step:
         underneath: list[str] | None = None,
         shell: str | None = None,
         changes: bool = True,
+        here: bool = False,
     ) -> None:
         self.description = description
         # what --teach and explain add: why the flags, the libvirt call and QMP beneath it
@@ -70,17 +73,36 @@ class Step:
         self.stdin = stdin
         self.shell = shell  # the printed line when it needs a pipe (a check); else from argv
         self.changes = changes  # False for a check: nothing for the journal to recover
+        self.here = here  # runs on this machine whatever the URI (vshx's journal)
+
+    @property
+    def on_files(self) -> bool:
+        """A step that runs where the image files are (qemu-img, rm, a check), not virsh: on a
+        remote URI it is printed and run through ssh (vshx.storage.host)."""
+        return bool(self.argv) and self.argv[0] != "virsh" and not self.here
 
     def equivalent(self) -> str:
-        return with_heredoc(self.shell or shell_line(self.argv), self.stdin)
+        from vshx.storage import host
+
+        where = host.current()
+        if not self.on_files or where.local:
+            return with_heredoc(self.shell or shell_line(self.argv), self.stdin)
+        fed = self.stdin is not None
+        if self.shell:
+            return with_heredoc(shell_line(where.printed_shell(self.shell, fed)), self.stdin)
+        return with_heredoc(shell_line(where.printed(self.argv, fed)), self.stdin)
 
     def run(self) -> None:
         if self.action is not None:
             self.action()
-        else:
+        elif self.on_files:
             from vshx.storage import qemuimg
 
             qemuimg.run(self.argv, stdin=self.stdin)
+        else:
+            from vshx.storage import qemuimg
+
+            qemuimg.run_here(self.argv, stdin=self.stdin)
 
 
 class Plan:
@@ -129,6 +151,13 @@ class Plan:
         lines = ["#!/bin/sh", comment(f"vshx plan: {self.title}")]
         if self.method:
             lines.append(comment(f"method: {self.method}"))
+        from vshx.storage import host
+
+        where = host.current()
+        if not where.local and any(step.on_files for step in self.steps):
+            lines.append(
+                comment(f"the image files are on {where.name}: those steps run there through ssh")
+            )
         lines += [comment(note) for note in self.notes]
         lines += self.prediction()
         for number, step in enumerate(self.steps, 1):

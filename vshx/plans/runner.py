@@ -13,6 +13,7 @@ from vshx.plans import journal, ledger
 from vshx.plans.plan import comment, printable
 from vshx.plans.plan_json import plan_document
 from vshx.plans.target import prediction_key
+from vshx.storage import host as files
 from vshx.storage.qemuimg import NoSpace
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             if step.changes:
                 journal.write(target, plan, number)
                 journaled = True
+        files.forget()  # look again: nothing read before this step is taken for granted
         try:
             step.run()
         except NoSpace as exc:

@@ -6,6 +6,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from vshx.storage import host as files
 from vshx.storage.default_uri import default_uri
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ class Connection:
 
     def __init__(self, uri: str | None = None) -> None:
         self.uri = uri or default_uri()
+        files.select(self.uri)  # where this URI's image files are (storage/host.py)
         self.uri_reason = "given with -c" if uri else None  # else asked of default_uri on need
         self._lock = threading.Lock()  # the REPL's background refresher opens it too
         self._conn: libvirt.virConnect | None = None
@@ -55,6 +57,7 @@ class Connection:
         new = open_connection(uri, events=self.need_events)
         self.close()
         self._conn, self.uri, self._has_events = new, uri, self.need_events
+        files.select(uri)
         return new
 
     def close(self) -> None:
@@ -75,5 +78,4 @@ class Connection:
     @property
     def is_local(self) -> bool:
         """True when the images named by this connection are files on this machine."""
-        host_part = self.uri.split("://", 1)[1] if "://" in self.uri else ""
-        return host_part.startswith("/") or host_part == ""
+        return files.files_are_local(self.uri)

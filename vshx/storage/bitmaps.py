@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from vshx.errors import VshxError
+from vshx.storage import host as files
 from vshx.storage import qcow2, qemuimg
 from vshx.storage.chain import Layer
 from vshx.storage.libvirt_lazy import libvirt
@@ -65,8 +66,7 @@ def read_layer(layer: Layer) -> LayerBitmaps:
 def _v3(layer: Layer) -> bool:
     """A qcow2 header of version 3 (compat 1.1), which can hold bitmaps."""
     try:
-        with open(layer.path, "rb") as handle:
-            head = handle.read(8)
+        head = files.read(layer.path, 8)
     except OSError as exc:
         raise VshxError(f"cannot read {layer.path}: {exc.strerror}") from exc
     return head[:4] == qcow2.MAGIC and head[4:8] == b"\0\0\0\3"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vshx.errors import UsageError, VshxError
+from vshx.storage import host as files
 from vshx.storage import qemuimg
 
 INDEX_REF = re.compile(r"^(?P<disk>[A-Za-z0-9_.-]+)\[(?P<index>\d+)\]$")
@@ -21,7 +22,7 @@ INDEX_REF = re.compile(r"^(?P<disk>[A-Za-z0-9_.-]+)\[(?P<index>\d+)\]$")
 
 def canonical(path: str) -> str:
     """A path in the form used for comparing layers (absolute, symlinks resolved)."""
-    return os.path.realpath(path)
+    return files.realpath(path)
 
 
 def human_size(num: int | None) -> str:
@@ -132,7 +133,7 @@ class Chain:
         stems = [layer for layer in self.layers if os.path.splitext(layer.name)[0] == ref]
         if len(stems) == 1:  # "sn1" for sn1.qcow2, when unambiguous
             return stems[0]
-        if "/" in ref or os.path.exists(ref):
+        if "/" in ref or files.exists(ref):
             target = canonical(ref)
             for layer in self.layers:
                 if layer.canonical == target:
@@ -166,7 +167,7 @@ def chain_from_info(info: list[dict[str, Any]], top_path: str | None = None) -> 
 
 def image_chain(path: str) -> Chain:
     """The chain of a bare image file."""
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise VshxError(
             f"image {path!r} does not exist",
             "a path to an image file, or a domain name with its disk (list --all shows them)",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.storage import host as files
 from vshx.storage.chain import canonical
 from vshx.storage.libvirt_lazy import libvirt
 
@@ -105,7 +106,7 @@ def difference(defined: Defined, chain: Chain, *, files_must_exist: bool) -> str
         return None
     named = defined.files
     for number, path in enumerate(named):
-        if files_must_exist and not os.path.exists(path):
+        if files_must_exist and not files.exists(path):
             return f"it names {path}, which does not exist"
         if number >= len(headers):
             return (

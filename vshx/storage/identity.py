@@ -16,6 +16,7 @@ import os
 from stat import S_ISBLK, S_ISCHR
 
 from vshx.errors import VshxError
+from vshx.storage import host as files
 
 FileKey = tuple[int, int] | str
 """(st_dev, st_ino) of a file, (-1, st_rdev) of a device, the resolved path of a missing file."""
@@ -26,15 +27,17 @@ _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
 def identity(path: str) -> FileKey:
     """The identity of the file ``path`` names (see the module docstring)."""
     try:
-        stat = os.stat(path)
+        stat = files.stat(path)
     except OSError as exc:
         if exc.errno in _MISSING:
-            return os.path.realpath(path)
+            return files.realpath(path)
         raise VshxError(
             f"cannot tell which file {path} is: {exc.strerror}",
             "vshx refuses what it cannot check; fix the permissions, or run vshx as a user "
             "who can read it",
         ) from exc
+    if S_ISBLK(stat.st_mode) and not files.current().local:
+        return (-1, stat.st_rdev)  # a remote host's loop devices are not looked into
     if S_ISBLK(stat.st_mode):
         return loop_backing(path, stat.st_rdev) or (-1, stat.st_rdev)
     if S_ISCHR(stat.st_mode):

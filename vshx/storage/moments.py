@@ -25,6 +25,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from vshx.storage import host as files
 from vshx.storage.chain import canonical
 from vshx.storage.libvirt_lazy import libvirt
 
@@ -143,7 +144,7 @@ def unchanged_since(path: str, limit_ns: int) -> bool:
     from vshx.storage.qcow2 import chain_paths
 
     try:
-        return all(os.stat(f).st_mtime_ns <= limit_ns + SETTLE_NS for f in chain_paths(path))
+        return all(files.stat(f).st_mtime_ns <= limit_ns + SETTLE_NS for f in chain_paths(path))
     except (OSError, VshxError):
         return False
 
@@ -314,7 +315,7 @@ def judge(snap: Snapshot, moment: Moment, chain: Chain | None, newer: list[Snaps
     if not path:
         return replace(moment, state=UNKNOWN, why="the snapshot names no file for this disk")
     name = os.path.basename(path)
-    if not os.path.exists(path):
+    if not files.exists(path):
         return replace(moment, state=GONE, why=f"{name} no longer exists")
     if chain is None:
         return replace(moment, state=UNKNOWN, why="the domain has no such disk now")
@@ -398,7 +399,7 @@ def recorded(moment: Moment, verdict: Verdict, chain: Chain | None) -> Moment:
     if verdict.state not in (INTACT, MERGED) or not verdict.holder:
         return replace(moment, state=UNKNOWN, why=verdict.why or "no usable record")
     name = os.path.basename(verdict.holder)
-    if not os.path.exists(verdict.holder):
+    if not files.exists(verdict.holder):
         return replace(moment, state=GONE, holder=None, why=f"{name} no longer exists")
     try:
         recorded_at = int(verdict.stamp)

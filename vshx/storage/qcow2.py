@@ -18,6 +18,7 @@ from stat import S_ISREG
 from typing import Any, Literal
 
 from vshx.errors import VshxError
+from vshx.storage import host as files
 
 MAGIC = b"QFI\xfb"
 DATA_FILE_EXTENSION = 0x44415441  # "DATA": the name of an external data file
@@ -45,11 +46,7 @@ CLUSTER_READ = 65536  # ... and always in the first cluster (qemu-img writes the
 
 def _read_head(path: str, size: int) -> bytes:
     """The first ``size`` bytes of a file (one open, one pread: the scan reads hundreds)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.pread(fd, size, 0)
-    finally:
-        os.close(fd)
+    return files.read(path, size)
 
 
 def _names_in(head: bytes, whole: bool) -> tuple[str | None, str | None] | None | Literal[False]:
@@ -104,8 +101,7 @@ def internal_snapshot_count(path: str) -> int | None:
     byte 60); None when the file is missing or not qcow2.  A file that is there but cannot be
     read raises VshxError: vshx does not guess that it holds none."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(72)
+        head = files.read(path, 72)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     except OSError as exc:
@@ -123,6 +119,27 @@ def _as_qemu_opens(name: str, image: str) -> list[str]:
     if os.path.isabs(name):
         return [name]
     return [os.path.join(os.path.dirname(image), name), os.path.join("/", name)]
+
+
+def named_files(path: str, head: bytes, whole: bool) -> list[str]:
+    """The files a qcow2 header's first bytes name (backing file, data file) as QEMU opens
+    them; none for a json: or protocol backing name (its files are read when met)."""
+    names = _names_in(head, whole)
+    if not names:
+        return []
+    backing, data_file = names
+    found = []
+    if backing and "://" not in backing and not backing.startswith("json:"):
+        found += _as_qemu_opens(backing, path)[:1]
+    if data_file:
+        found += _as_qemu_opens(data_file, path)
+    return found
+
+
+def prefetch_chains(paths: list[str], directories: list[str] | tuple[()] = ()) -> None:
+    """Gather these files, these directories' entries and every file their headers name,
+    down their chains (a remote host's round trips; nothing locally)."""
+    files.prefetch(paths, directories, named_files)
 
 
 def image_files(path: str) -> list[str]:
@@ -234,10 +251,11 @@ def chain_files(path: str, limit: int = 64) -> list[str]:
 
 
 def chain_paths(
-    path: str, limit: int = 64, resolve: Callable[[str], str] = os.path.realpath
+    path: str, limit: int = 64, resolve: Callable[[str], str] | None = None
 ) -> list[str]:
     """Canonical paths of an image and everything below it (relative names as qemu resolves)."""
-    return list(dict.fromkeys(resolve(f) for f in chain_files(path, limit)))
+    real = resolve or files.realpath
+    return list(dict.fromkeys(real(f) for f in chain_files(path, limit)))
 
 
 BACKING_FORMAT_EXTENSION = 0xE2792ACA
@@ -247,8 +265,15 @@ INCOMPATIBLE_DATA_FILE = 1 << 2  # the guest data lives in another file: allocat
 
 def _header(path: str) -> tuple[int, str | None, str | None] | None:
     """(virtual size, backing name, backing format) of a qcow2 image; None if not that simple."""
-    with open(path, "rb") as handle:
-        head = handle.read(65536)  # header, extensions and backing name share the first cluster
+    head = files.read(path, FIRST_READ)
+    if len(head) == FIRST_READ and _header_in(head) is False:
+        head = files.read(path, CLUSTER_READ)  # header, extensions and name share the cluster
+    found = _header_in(head)
+    return None if found is False else found
+
+
+def _header_in(head: bytes) -> tuple[int, str | None, str | None] | None | Literal[False]:
+    """``_header`` from the first bytes of a file; False: what it needs lies past them."""
     if len(head) < 72 or head[:4] != MAGIC:
         return None
     version, backing_offset, backing_size = struct.unpack(">IQI", head[4:20])
@@ -263,11 +288,15 @@ def _header(path: str) -> tuple[int, str | None, str | None] | None:
     else:
         return None
     backing_format = None
-    while extensions + 8 <= len(head):
+    while True:
+        if extensions + 8 > len(head):
+            return False
         kind, length = struct.unpack(">II", head[extensions : extensions + 8])
         if kind == 0:
             break
         if kind == BACKING_FORMAT_EXTENSION:
+            if extensions + 8 + length > len(head):
+                return False
             backing_format = head[extensions + 8 : extensions + 8 + length].decode(
                 "ascii", "replace"
             )
@@ -275,7 +304,7 @@ def _header(path: str) -> tuple[int, str | None, str | None] | None:
     backing = None
     if backing_offset and backing_size:
         if backing_offset + backing_size > len(head):
-            return None
+            return False
         raw = head[backing_offset : backing_offset + backing_size]
         backing = raw.decode("utf-8", errors="surrogateescape")
     return virtual_size, backing, backing_format
@@ -285,10 +314,17 @@ def may_hold_bitmaps(path: str) -> bool:
     """False only when the header proves the image holds no persistent bitmap (qcow2 without
     the bitmaps extension); True when it has one, or when only qemu-img can tell."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(65536)
+        head = files.read(path, FIRST_READ)
+        if len(head) == FIRST_READ and _bitmaps_in(head) is None:
+            head = files.read(path, CLUSTER_READ)  # the extensions go on past 4 KiB
     except OSError:
         return True
+    found = _bitmaps_in(head)
+    return True if found is None else found
+
+
+def _bitmaps_in(head: bytes) -> bool | None:
+    """``may_hold_bitmaps`` from a header's first bytes; None: the answer lies past them."""
     if head[:4] != MAGIC:
         return True  # not qcow2 by header: qemu-img decides (raw holds none)
     (version,) = struct.unpack(">I", head[4:8])
@@ -304,7 +340,7 @@ def may_hold_bitmaps(path: str) -> bool:
         if kind == BITMAPS_EXTENSION:
             return True
         extensions += 8 + (length + 7) // 8 * 8
-    return True
+    return None
 
 
 def read_chain(path: str, limit: int = 64) -> list[dict[str, Any]] | None:
@@ -315,12 +351,12 @@ def read_chain(path: str, limit: int = 64) -> list[dict[str, Any]] | None:
     declared: str | None = "qcow2"  # the top is probed: it must be qcow2
     seen: set[str] = set()
     for _ in range(limit):
-        real = os.path.realpath(current)
+        real = files.realpath(current)
         if real in seen:
             return None
         seen.add(real)
         try:
-            stat = os.stat(current)
+            stat = files.stat(current)
             if not S_ISREG(stat.st_mode):
                 return None  # a block device (LVM, iSCSI): its sizes are not in stat
             header = None if declared == "raw" else _header(current)

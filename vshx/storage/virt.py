@@ -261,7 +261,7 @@ def find_disk(dom: libvirt.virDomain, target: str, xml: str | None = None) -> ch
     for disk in disks:
         if target in (disk.target, disk.source):
             return disk
-    if os.sep in target or os.path.exists(target):  # a source file named from the shell's dir
+    if os.sep in target:  # a source file named from the shell's dir
         from vshx.storage import chain as chains
 
         wanted = chains.canonical(target)
