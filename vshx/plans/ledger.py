@@ -14,8 +14,17 @@ from typing import TYPE_CHECKING
 
 from vshx.plans.journal import metadata_flags
 from vshx.plans.plan import comment, shell_line, virsh
+from vshx.storage import host as files
 from vshx.storage.libvirt_lazy import libvirt
-from vshx.storage.moments import LEDGER_KEY, LEDGER_NS, Verdict, ledger_xml, read_ledger, stamp
+from vshx.storage.moments import (
+    CLOCK,
+    LEDGER_KEY,
+    LEDGER_NS,
+    Verdict,
+    ledger_xml,
+    read_ledger,
+    stamp,
+)
 
 if TYPE_CHECKING:
     from vshx.plans.target import Target
@@ -40,8 +49,8 @@ def merged(target: Target, verdicts: list[Verdict], now: str) -> list[Verdict]:
     return [v for key, v in old.items() if living is None or (key[0], key[1]) in living]
 
 
-# the stamp of a printed record is taken when the script runs, after its merges: the line
-# holds it in a shell variable (only the digits of `date` ever expand there)
+# the stamp of a printed record is taken when the script runs, after its merges, by the image
+# host's clock: the line holds it in a shell variable (only the digits of `date` expand there)
 STAMP_VAR = "vshx_stamp"
 _PLACEHOLDER = "VSHX-STAMP-NOW"
 
@@ -60,7 +69,7 @@ def script(uri: str, target: Target, verdicts: list[Verdict]) -> str:
     return "\n".join(
         [
             comment("record what this plan did to the snapshots' moments (vshx's ledger)"),
-            f"{STAMP_VAR}=$(date +%s%N)",
+            f"{STAMP_VAR}=$({shell_line(files.current().printed(CLOCK))})",
             line,
             "",
         ]

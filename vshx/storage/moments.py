@@ -130,11 +130,29 @@ class Verdict:
 SETTLE_NS = 3 * 10**9
 
 
-def stamp() -> str:
-    """When vshx records a verdict (ns): a file of the holder's chain written later voids it."""
-    import time
+# the image host's clock, as a command there prints it (a printed script runs it too)
+CLOCK = ["date", "+%s%N"]
 
-    return str(time.time_ns())
+
+def stamp() -> str:
+    """When vshx records a verdict (ns): a file of the holder's chain written later voids it.
+    By the clock of the host that holds the files, whose write times are by that clock (a
+    remote host's may differ from this machine's); "" (proves nothing) when it cannot tell."""
+    host = files.current()
+    if host.local:
+        import time
+
+        return str(time.time_ns())
+    import subprocess
+
+    try:
+        said = subprocess.run(
+            host.runnable(CLOCK), capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    digits = said.stdout.strip()
+    return digits if said.returncode == 0 and digits.isdigit() else ""
 
 
 def unchanged_since(path: str, limit_ns: int) -> bool:
