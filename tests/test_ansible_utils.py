@@ -4,6 +4,8 @@ how a plan's prediction applies, how layers are found and options become vshx's 
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -88,8 +90,30 @@ def test_a_top_out_of_the_chain_counts_as_merged_only_while_its_file_is_there(
     (tmp_path / "sn1.qcow2").write_bytes(b"")
     (tmp_path / "sn3.qcow2").write_bytes(b"")
     found = {"layers": [{"path": str(tmp_path / "sn1.qcow2"), "position": 0}]}
-    assert utils.left_beside(found, "sn3.qcow2") and utils.left_beside(found, "sn3")
-    assert utils.left_beside(found, str(tmp_path / "sn3.qcow2"))
-    assert not utils.left_beside(found, "typo.qcow2")
+    top = str(tmp_path / "sn3.qcow2")
+    assert utils.beside(found, "sn3.qcow2") == utils.beside(found, "sn3") == top
+    assert utils.beside(found, top) == top
+    assert utils.beside(found, "typo.qcow2") is None
     assert utils.is_local(None) and utils.is_local("qemu:///system")
     assert not utils.is_local("qemu+ssh://root@kvm1/system")
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img (qemu-utils)")
+def test_only_a_top_that_reads_through_the_base_counts_as_merged(
+    utils: ModuleType, tmp_path: Path
+) -> None:
+    """A file beside the chain is taken as a merged top only while its backing chain names
+    the base: another disk's layer or an unrelated file is left to vshx's refusal."""
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return done.returncode, done.stdout, done.stderr
+
+    for name, backing in (("base", None), ("sn1", "base"), ("other", None), ("elsewhere", "other")):
+        argv = ["qemu-img", "create", "-q", "-f", "qcow2"]
+        argv += ["-F", "qcow2", "-b", str(tmp_path / f"{backing}.qcow2")] if backing else []
+        subprocess.run([*argv, str(tmp_path / f"{name}.qcow2"), "1M"], check=True)
+    base = {"path": str(tmp_path / "base.qcow2"), "position": 0}
+    assert utils.reads_through(run, str(tmp_path / "sn1.qcow2"), [base])
+    assert not utils.reads_through(run, str(tmp_path / "elsewhere.qcow2"), [base])
+    assert not utils.reads_through(run, "/etc/passwd", [base])

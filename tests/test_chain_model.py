@@ -84,3 +84,16 @@ def test_qcow2_header_reader_agrees_with_qemu_img(tmp_path):
     assert chain_paths(str(top)) == [layer.canonical for layer in image_chain(str(top)).layers]
     (tmp_path / "raw.img").write_bytes(b"\0" * 4096)
     assert backing_file(str(tmp_path / "raw.img")) is None
+
+
+def test_the_chain_a_merge_leaves_names_the_new_backing_files(chain):
+    """A merge rewrites the backing file of the layer above the removed ones (what a
+    predicted chain, --plan-json's ``after``, must say); the others keep theirs."""
+    middle = chain.layers[1:-1]
+    after = chain.without(middle)
+    assert [layer.position for layer in after.layers] == [0, 1]
+    assert after.layers[0].backing == chain.layers[-1].path
+    assert after.layers[0].backing_format == chain.layers[-1].format
+    assert after.layers[-1].backing == chain.layers[-1].backing
+    top_gone = chain.without(chain.layers[:1])
+    assert top_gone.layers[0].backing == chain.layers[1].backing

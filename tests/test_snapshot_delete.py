@@ -419,6 +419,10 @@ def test_interrupted_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path
         check_after(dom, tmp_path)
         assert not any(dom.file(disk, "s2").exists() for disk in dom.disks)
         assert "no interrupted vshx operations" in run_vshx("jobs", dom.name).stdout
+        # the roll-forward recorded what the interrupted plan would have: s3 stays deletable
+        listed = json.loads(run_vshx("snapshot-list", dom.name, "--json").stdout)["snapshots"]
+        assert all(m["moment"] != "unknown" for s in listed for m in s["disks"].values()), listed
+        assert run_vshx("snapshot-delete", dom.name, "s3", "--dry-run").returncode == 0
     finally:
         destroy(dom)
 

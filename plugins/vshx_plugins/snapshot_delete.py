@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 
 from vshx.api import (
     DOMAIN,
@@ -320,6 +321,9 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
     )
     plan.intent["resume"] = saved
     plan.notes.append(f"interrupted: {entry.describe()}")
+    # the moments as the interrupted plan left them (its merges wrote into their files):
+    # what it would have recorded, written once the roll-forward is done
+    plan.verdicts = [Verdict(**v) for v in saved.get("verdicts", [])] or None
     firsts: list[Step] = []
     pivots: list[Step] = []
     for work in works.values():
@@ -429,6 +433,7 @@ def build_plan(
         pivots += pivot
     plan.steps += checks + firsts + pivots
     gone = [(g.name, g.parent, g.memory_file if g.memory == "external" else None) for g in going]
+    verdicts = remaining_verdicts(remaining, works)
     plan.intent["resume"] = {
         "argv": ["snapshot-delete", dom.name(), "--resume"],
         "going": gone,
@@ -442,9 +447,11 @@ def build_plan(
             }
             for w in moving
         },
+        # a roll-forward reaches this plan's end: it records what this plan would have
+        "verdicts": [asdict(v) for v in verdicts],
     }
     plan.steps += finish_steps(session, dom, remaining, gone, works)
-    plan.verdicts = remaining_verdicts(remaining, works)
+    plan.verdicts = verdicts
     return plan
 
 

@@ -105,8 +105,20 @@ class Chain:
         """The chain a merge leaves: these layers out, positions counted again."""
         names = {layer.path for layer in gone}
         kept = [layer for layer in self.layers if layer.path not in names]
+        layers = []
+        for i, layer in enumerate(kept):
+            below = kept[i + 1] if i + 1 < len(kept) else None
+            was = self.layers[layer.position + 1] if layer.position + 1 < len(self.layers) else None
+            if was is not None and (below is None or below.path != was.path):
+                # the merge writes the new backing file into this layer's header
+                layer = replace(
+                    layer,
+                    backing=below.path if below else None,
+                    backing_format=below.format if below else None,
+                )
+            layers.append(replace(layer, position=i))
         return Chain(
-            [replace(layer, position=i) for i, layer in enumerate(kept)],
+            layers,
             self.domain,
             self.disk,
             self.live,

@@ -167,16 +167,33 @@ def is_local(uri):
     return not uri or uri.split("://", 1)[-1].startswith("/")
 
 
-def left_beside(chain, ref):
-    """Whether a file REF names (path, file name or stem) is beside CHAIN's layers: a layer a
-    merge took out of the chain stays there unless it was deleted."""
+def beside(chain, ref):
+    """The path of the file REF names (path, file name or stem) beside CHAIN's layers, or None:
+    a layer a merge took out of the chain stays there unless it was deleted."""
     if os.path.isabs(ref):
-        return os.path.exists(ref)
-    for directory in set(os.path.dirname(layer["path"]) for layer in chain["layers"]):
+        return ref if os.path.exists(ref) else None
+    for directory in sorted(set(os.path.dirname(layer["path"]) for layer in chain["layers"])):
         for name in (ref, ref + ".qcow2"):
-            if os.path.exists(os.path.join(directory, name)):
-                return True
-    return False
+            path = os.path.join(directory, name)
+            if os.path.exists(path):
+                return path
+    return None
+
+
+def reads_through(run_command, path, layers):
+    """Whether the image at PATH reads through one of LAYERS (its backing chain names it): the
+    trace a commit leaves in the top it took out of the chain.  A file beside the chain that
+    does not (another disk's layer, a typo that names some other file) proves nothing."""
+    rc, out, _err = run_command(
+        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", path]
+    )
+    if rc != 0:
+        return False
+    try:
+        below = set(os.path.realpath(image["filename"]) for image in json.loads(out)[1:])
+    except (ValueError, KeyError, TypeError):
+        return False
+    return any(os.path.realpath(layer["path"]) in below for layer in layers)
 
 
 def describe(chains, snapshots):

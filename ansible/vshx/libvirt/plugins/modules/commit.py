@@ -149,26 +149,30 @@ from ansible_collections.vshx.libvirt.plugins.module_utils.vshx import (
     COMMON_ARGS,
     JOB_ARGS,
     Vshx,
+    beside,
     find_layer,
     is_local,
-    left_beside,
     option_words,
+    reads_through,
     refuse_index,
     run_plan,
 )
 
 
-def end_state(params):
+def end_state(module, params):
     """Why the commit is done already, judged on the chain before; else None."""
 
     def met(chains, snapshots):
         chain = chains[0]
         base = find_layer(chain, params["base"]) if params["base"] else None
         if params["top"]:
-            # out of the chain, and still beside it (or deleted as asked): merged already; a
-            # name nothing has is left to vshx, which refuses it with the chain in its hint
+            # out of the chain, and still beside it reading through the base (or any layer
+            # below, without a base), or deleted as asked: merged already; anything else is
+            # left to vshx, which refuses it with the chain in its hint
+            below = [base] if base else chain["layers"][1:]
+            path = beside(chain, params["top"]) if is_local(params["uri"]) else None
             gone = params["delete"] or (
-                is_local(params["uri"]) and left_beside(chain, params["top"])
+                path is not None and reads_through(module.run_command, path, below)
             )
             if find_layer(chain, params["top"]) is None and (base or not params["base"]) and gone:
                 return "%s is no longer in the chain%s" % (
@@ -211,7 +215,7 @@ def main():
         params,
         ["base", "top", "shallow", "active", "pivot", "delete"] + sorted(JOB_ARGS),
     )
-    run_plan(module, vshx, words, params["domain"], params["disk"], met=end_state(params))
+    run_plan(module, vshx, words, params["domain"], params["disk"], met=end_state(module, params))
 
 
 if __name__ == "__main__":
