@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import libvirt
 
-from vshx.errors import VshxError
+from vshx.errors import VshxError, libvirt_hint
 
 if TYPE_CHECKING:
     from vshx.plans.trace import Trace
@@ -241,7 +241,11 @@ def run_block_job(
     deadline = time.monotonic() + timeout if timeout else None
     restore = _interrupt_on_signals()
     try:
-        start()
+        try:
+            start()
+        except libvirt.libvirtError as exc:  # refused: no job started, nothing changed
+            message = exc.get_error_message() or str(exc)
+            raise VshxError(message, libvirt_hint(libvirt, exc), clean=True) from None
         if not wait:
             then = (
                 f"; it then waits for a pivot: vshx recover {dom.name()} {disk} --pivot "
