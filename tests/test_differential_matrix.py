@@ -30,10 +30,6 @@ class Scenario:
     lines: tuple[str, ...]
     state: str = "running"  # the state tp-libvirt's script runs it in
 
-    @property
-    def command(self) -> str:
-        return next(w for line in self.lines if (w := line.split()[0]) in TESTED)
-
 
 @dataclass(frozen=True)
 class Variant:
@@ -414,3 +410,35 @@ def copy_positive(name: str, key: str, options: str, shallow: bool) -> Variant:
 
 def all_variants() -> list[Variant]:
     return commit_variants() + pull_variants() + job_variants() + copy_variants()
+
+
+# --- the matrix itself (pure data: quick) ----------------------------------------------------
+
+
+def test_avocado_filters_read_as_avocado_reads_them():
+    name = "normal_test.single_chain.file_disk.local.no_ga.notimeout.shallow.top_active.with_pivot"
+    assert matches(name, "single_chain..local..notimeout..shallow..with_pivot")
+    assert matches(name, "normal_test.single_chain.file_disk")
+    assert not matches(name, "single_chain.local")  # "." is adjacent: file_disk lies between
+    assert not matches(name, "with_pivot..shallow")  # ".." keeps the order
+    assert any_match(name, "nfs, local..no_ga")
+
+
+def test_every_local_file_variant_is_listed_once():
+    variants = all_variants()
+    names = [(v.cfg, v.name) for v in variants]
+    assert len(names) == len(set(names))
+    count = {cfg: sum(1 for c, _ in names if c == cfg) for cfg, _ in names}
+    # blockcommit: 48 single-chain no_ga/with_ga + 2 relative_path + 1 check_snapshot_tree
+    # + 6 reuse-external + 12 multiple_chain + 6 error_test; blockpull: 12 + relative_path + 7
+    assert count == {
+        "virsh_blockcommit.cfg": 75,
+        "virsh_blockpull.cfg": 20,
+        "virsh_blockjob.cfg": 14,
+        "virsh_blockcopy.cfg": 77,
+    }
+    for variant in variants:
+        assert (variant.scenario is None) == bool(variant.why_not), variant.name
+        if variant.scenario is not None:
+            heads = {line.split()[0] for line in variant.scenario.lines}
+            assert variant.cfg[6:-4] in heads, variant.name

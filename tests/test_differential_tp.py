@@ -8,9 +8,10 @@ snapshot creation times), the block jobs (type, bandwidth) and the snapshot meta
 
 Variants whose lines are the same on our lab (``with_ga`` and ``no_ga`` differ only by a guest
 agent) share one lab pair.  Each runs in the domain state tp-libvirt's script uses (running;
-blockcopy and blockjob: transient); ``VSHX_DIFF_STATES=all`` also runs every scenario running,
-paused and transient (`make test` runs the chosen set in STATE_SET below).  Where vshx differs on
-purpose, KNOWN says which aspects may differ and docs/virsh-differences.md gives the reason.
+blockcopy and blockjob: transient); the variants in IN_EVERY_STATE also run in the other two of
+running, paused and transient, and ``VSHX_DIFF_STATES=all`` runs every variant in all three.
+Where vshx differs on purpose, KNOWN says which aspects may differ and
+docs/virsh-differences.md gives the reason.
 
 Run alone with ``pytest -m differential``.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -41,13 +43,37 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "virsh-differences.md"
 
 # (tp-libvirt variant pattern, aspects that differ, the docs/virsh-differences.md row saying why)
 NO_WAIT = "`blockcommit`/`blockpull` without `--wait`"
+ACTIVE = "`--active` (or `--active --wait`) without `--pivot`/`--keep-overlay`"
+OFFLINE = "`blockcommit`/`blockpull` on a shut-off domain"
+MIRROR = frozenset({"chain", "jobs", "live xml", "persistent xml", "files", "snapshots"})
 KNOWN: list[tuple[str, frozenset[str], str]] = [
     # the pull runs at 1 MiB/s and virsh returns at once; vshx waits for its end, so the
     # snapshot taken next is refused on virsh's lab (a job runs) and made on vshx's
-    ("virsh_blockpull.cfg.error_test.snap_in_mirror",
-     frozenset({"chain", "files", "live xml", "persistent xml", "snapshots", "status", "jobs"}),
-     NO_WAIT),
+    ("virsh_blockpull.cfg.error_test.snap_in_mirror", MIRROR | {"status"}, NO_WAIT),
+    # virsh leaves the active commit mirroring ("Now in synchronized phase"); vshx pivots
+    ("virsh_blockcommit.cfg..top_active.without_pivot", MIRROR, ACTIVE),
+    ("virsh_blockcommit.cfg.error_test.snap_in_mirror", MIRROR | {"status"}, ACTIVE),
+    # virsh: "domain is not running"; vshx commits offline with qemu-img
+    ("virsh_blockcommit.cfg.error_test.vm_shutoff", MIRROR | {"status"}, OFFLINE),
 ]  # fmt: skip
+
+
+# run also in the other two states by default (every variant with VSHX_DIFF_STATES=all): one
+# variant per kind of job and ending (commit, active commit pivot / keep-overlay, pull with and
+# without a base, copy pivot / finish / shallow, blockjob pivot / abort)
+IN_EVERY_STATE = {
+    "normal_test.single_chain.file_disk.local.with_ga.notimeout.base.top_inactive",
+    "normal_test.single_chain.file_disk.local.with_ga.notimeout.shallow.top_active.with_pivot",
+    "normal_test.single_chain.file_disk.local.with_ga.notimeout.base_as_middle.top_active.with_pivot",
+    "normal_test.file_disk.local.notimeout.base_snap_one.no_bandwidth",
+    "normal_test.file_disk.local.notimeout.nobase.async",
+    "positive_test.pivot_option",
+    "positive_test.abort_option",
+    "positive_test.non_acl.local_disk.no_blockdev.no_shallow.pivot_option",
+    "positive_test.non_acl.local_disk.no_blockdev.no_shallow.finish_option",
+    "positive_test.non_acl.local_disk.no_blockdev.shallow.pivot_option",
+}
+STATES = ("running", "paused", "transient")
 
 
 def scenarios() -> list[tuple[Scenario, str, list[Variant]]]:
@@ -58,8 +84,8 @@ def scenarios() -> list[tuple[Scenario, str, list[Variant]]]:
         if variant.scenario is None:
             continue
         states = [variant.scenario.state]
-        if every and variant.scenario.state != "shut off":
-            states = ["running", "paused", "transient"]
+        if variant.scenario.state in STATES and (every or variant.name in IN_EVERY_STATE):
+            states = list(STATES)
         for state in states:
             groups.setdefault((variant.scenario, state), []).append(variant)
     return [(s, state, vs) for (s, state), vs in groups.items()]
@@ -201,17 +227,19 @@ LINE_LIMIT = 40  # seconds: a line that waits longer waits forever (a job at 50 
 
 def bounded(argv: list[str], stdin: str | None, lab: Lab) -> tuple[int, str]:
     """Run a line in the lab's directory; one still waiting after LINE_LIMIT s is stopped
-    (its job aborted) and reported as HUNG, which both sides must then be."""
+    by Ctrl-C (SIGINT) and reported as HUNG, which both sides must then be."""
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=lab.dir)  # fmt: skip
     try:
         out, _ = proc.communicate(stdin, timeout=LINE_LIMIT)
         return proc.returncode, out
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        subprocess.run(["virsh", "-c", URI, "blockjob", lab.name, "vda", "--abort"],
-                       capture_output=True)  # fmt: skip
+        proc.send_signal(signal.SIGINT)  # Ctrl-C, as a user would: both abort the job
+        try:
+            out, _ = proc.communicate(timeout=LINE_LIMIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
         return HUNG, out
 
 
@@ -283,9 +311,12 @@ def ending(conn: libvirt.virConnect, lab: Lab, tmp: Path) -> dict[str, Any]:
     active = disk.get("file", "") if disk is not None else ""
     facts["chain"] = [e.replace(str(lab.dir), "LAB") for e in chain_of(active)]
     if live:
-        flush_guest(lab.name)
         info = dom.blockJobInfo("vda", libvirt.VIR_DOMAIN_BLOCK_JOB_INFO_BANDWIDTH_BYTES)
         facts["jobs"] = (info.get("type"), info.get("bandwidth")) if info else None
+        if info:  # a mirror keeps the chain from any reader (QEMU's "consistent read" lock):
+            abort(dom)  # end it as the user would, leaving the guest where it is
+            active = ET.fromstring(dom.XMLDesc(0)).find("./devices/disk/source").get("file", "")  # type: ignore[union-attr]
+        flush_guest(lab.name)
     facts["guest"] = guest_hash(active, tmp) if active and os.path.exists(active) else None
     files = {}
     for path in sorted(lab.dir.rglob("*")):
@@ -298,6 +329,18 @@ def ending(conn: libvirt.virConnect, lab: Lab, tmp: Path) -> dict[str, Any]:
         snaps[snap.getName()] = (snap.isCurrent(), normal_xml(snap.getXMLDesc(0), lab))
     facts["snapshots"] = snaps
     return facts
+
+
+def abort(dom: libvirt.virDomain) -> None:
+    """End vda's block job (no pivot) and wait until libvirt lists none."""
+    try:
+        dom.blockJobAbort("vda", 0)
+    except libvirt.libvirtError:
+        pass
+    for _ in range(1200):
+        if not dom.blockJobInfo("vda", 0):
+            return
+        time.sleep(0.05)
 
 
 def chain_of(path: str) -> list[str]:

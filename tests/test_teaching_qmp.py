@@ -40,7 +40,7 @@ def monitor_log(path: Path) -> Iterator[None]:
     """libvirtd logs its QEMU monitor traffic into ``path`` meanwhile; then as before."""
     filters, outputs = current("filters"), current("outputs")
     try:
-        admin("daemon-log-filters", "1:qemu.qemu_monitor")
+        admin("daemon-log-filters", "1:qemu.qemu_monitor 1:libvirt.domain")
         admin("daemon-log-outputs", f"{outputs} 1:file:{path}".strip())
         yield
     finally:
@@ -100,6 +100,42 @@ def test_claims_are_read_from_the_teaching_lines():
     )  # fmt: skip
     commands, present, absent, events = claims("\n".join(underneath.block_pull(False)))
     assert (commands, present, absent) == ({"block-stream"}, set(), {"base-node"})
+    import libvirt
+
+    assert api_claims("\n".join(underneath.block_commit(True, True, False))) == [
+        ("virDomainBlockCommit", libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE),
+        ("virDomainBlockJobAbort", libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT),
+    ]
+
+
+def api_claims(teaching: str) -> list[tuple[str, int | None]]:
+    """The libvirt calls --teach names, each with the flags it says (None: not said), e.g.
+    ``virDomainBlockJobAbort(..., PIVOT)`` -> VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT."""
+    import libvirt
+
+    out: list[tuple[str, int | None]] = []
+    for api, args in re.findall(r"\b(vir[A-Z]\w+)\(([^()]*)\)", teaching):
+        last = args.split(",")[-1].strip()
+        if last == "0":
+            out.append((api, 0))
+        elif re.fullmatch(r"[A-Z_|]+", last):
+            flags = 0
+            for name in last.split("|"):
+                if not name.startswith("VIR_"):
+                    name = "VIR_DOMAIN_BLOCK_JOB_ABORT_" + name  # the short form of the asides
+                flags |= getattr(libvirt, name)
+            out.append((api, flags))
+        else:
+            out.append((api, None))
+    return out
+
+
+def api_calls(log: str, domain: str) -> list[tuple[str, int]]:
+    """The libvirt calls libvirtd served for ``domain``, with their flags."""
+    pattern = (
+        rf" : (vir\w+):\d+ : dom=\S+ \(VM: name={re.escape(domain)}, [^)]*\).*?flags=(0x[0-9a-f]+)"
+    )
+    return [(api, int(flags, 16)) for api, flags in re.findall(pattern, log)]
 
 
 def sent_arguments(sent: list[dict], commands: set[str]) -> set[str]:
@@ -171,4 +207,17 @@ def test_qmp_named_by_teach_is_what_libvirtd_sends(lab: Lab, tmp_path: Path):
             problems.append(f"{what}: teaches no {name}, libvirtd sent it")
         for name in sorted(named_events - events):
             problems.append(f"{what}: teaches event {name}, QEMU sent {sorted(events)}")
+        called = api_calls(log[start:stop], lab.name)  # type: ignore[misc]
+        assert api_claims(teaching), f"{what}: --teach names no libvirt call"  # type: ignore[arg-type]
+        assert called, f"{what}: libvirtd's log shows no call for {lab.name}"
+        for api, flags in api_claims(teaching):  # type: ignore[arg-type]
+            seen = [f for a, f in called if a == api]
+            if not seen:
+                problems.append(
+                    f"{what}: teaches {api}, libvirtd served {sorted({a for a, _ in called})}"
+                )
+            elif flags is not None and not any(
+                f == flags or (flags and f & flags == flags) for f in seen
+            ):
+                problems.append(f"{what}: teaches {api} flags {flags:#x}, libvirtd saw {seen}")
     assert not problems, "\n".join(problems)
