@@ -115,8 +115,9 @@ def commit_normal(name: str) -> Variant:
             name,
             "normal_test.single_chain.file_disk.local.reuse-external.notimeout.base.top_inactive",
         ):
-            # restart_vm_before_commit: the indexes tp-libvirt computes from its chain
-            lines = ["virsh shutdown {d}", "@shut off", "virsh start {d}",
+            # restart_vm_before_commit (vm.destroy, vm.start), then the indexes tp-libvirt
+            # computes from its chain
+            lines = ["virsh destroy {d}", "virsh start {d}",
                      "blockcommit {d} vda --top vda[2] --base vda[4] --verbose --wait --keep-relative"]  # fmt: skip
             return Variant(cfg, name, Scenario(shape, tuple(lines)))
         top = ext[-2]
