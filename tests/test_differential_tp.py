@@ -46,6 +46,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "virsh-differences.md"
 NO_WAIT = "`blockcommit`/`blockpull` without `--wait`"
 ACTIVE = "`--active` (or `--active --wait`) without `--pivot`/`--keep-overlay`"
 OFFLINE = "`blockcommit`/`blockpull` on a shut-off domain"
+TIMEOUT = "`--timeout N` on a job that ends near N seconds"
 MIRROR = frozenset({"chain", "jobs", "live xml", "persistent xml", "files", "snapshots"})
 KNOWN: list[tuple[str, frozenset[str], str]] = [
     # the pull runs at 1 MiB/s and virsh returns at once; vshx waits for its end, so the
@@ -236,10 +237,12 @@ def bounded(argv: list[str], stdin: str | None, lab: Lab) -> tuple[int, str]:
         return HUNG, out
 
 
-def play(conn: libvirt.virConnect, lab: Lab, scenario: Scenario, by: str) -> list[tuple[str, int]]:
+def play(
+    conn: libvirt.virConnect, lab: Lab, scenario: Scenario, by: str
+) -> list[tuple[str, int, str]]:
     """Run the scenario's lines on one lab; the tested ones by ``by`` (virsh or vshx)."""
     marks: dict[str, str] = {}
-    said: list[tuple[str, int]] = []
+    said: list[tuple[str, int, str]] = []
     for line in scenario.lines:
         head = line.split()[0]
         if head in TESTED:
@@ -255,9 +258,9 @@ def play(conn: libvirt.virConnect, lab: Lab, scenario: Scenario, by: str) -> lis
             said.append((line, status, text))
             settle(conn, lab)
         elif head.startswith("@"):
-            said.append((line, action(conn, lab, line, marks), ""))  # type: ignore[arg-type]
+            said.append((line, action(conn, lab, line, marks), ""))
         else:
-            said.append((line, sh(lab, line, marks), ""))  # type: ignore[arg-type]
+            said.append((line, sh(lab, line, marks), ""))
     return said
 
 
@@ -397,23 +400,54 @@ def labs_removed() -> Iterator[None]:
 def test_tp_libvirt_variant(
     tmp_path: Path, scenario: Scenario, state: str, variants: list[Variant]
 ):
+    for attempt in range(3):
+        after, said = run_once(tmp_path / f"try{attempt}", scenario, state)
+        found = differences(*after)
+        unexpected = found - allowed(variants, state)
+        if not unexpected or timed_out(said) == (False, False):
+            break
+    else:
+        # three times virsh's --timeout expired and vshx's did not: virsh polls every 500 ms
+        # and waits for its own event, so on a loaded host it aborts (or fails to abort) a job
+        # vshx, waiting on libvirt's event, has seen end (docs: TIMEOUT)
+        if timed_out(said) == (True, False):
+            return
+    assert not unexpected, explain(sorted(unexpected), after, said)
+
+
+def timed_out(said: list[list[tuple[str, int, str]]]) -> tuple[bool, bool]:
+    """On which side a `--timeout` expired (virsh: "Commit aborted", or "failed to abort job"
+    when the job ended just then; vshx: "timed out after").  tp's `--timeout 1` lines race the
+    clock on a loaded host, so a mismatch where one side's expired is run again on fresh labs
+    (three times at most) before it counts."""
+    hit = [
+        any(("abort" in text or "timed out after" in text) and "--timeout" in line
+            for line, _rc, text in lines)
+        for lines in said
+    ]  # fmt: skip
+    return hit[0], hit[1]
+
+
+def run_once(
+    tmp: Path, scenario: Scenario, state: str
+) -> tuple[list[dict[str, Any]], list[list[tuple[str, int, str]]]]:
+    """Two fresh labs, the lines by virsh on one and pasted into vshx on the other: how each
+    ended, and what each line said."""
     with ThreadPoolExecutor(2) as pool:
         labs = list(
-            pool.map(lambda side: build(tmp_path / side, scenario.shape, state), ("virsh", "vshx"))
+            pool.map(lambda side: build(tmp / side, scenario.shape, state), ("virsh", "vshx"))
         )
     conn = libvirt.open(URI)
     try:
         with ThreadPoolExecutor(2) as pool:
-            before = list(pool.map(lambda lab: ending(conn, lab, tmp_path), labs))
+            before = list(pool.map(lambda lab: ending(conn, lab, tmp), labs))
             assert not differences(*before), "the two labs differ before the line"
             sides = pool.map(lambda lab, by: play(conn, lab, scenario, by), labs, ("virsh", "vshx"))
             said = list(sides)
-            after = list(pool.map(lambda lab: ending(conn, lab, tmp_path), labs))
+            after = list(pool.map(lambda lab: ending(conn, lab, tmp), labs))
         for side, lines in zip(after, said, strict=True):
             side["status"] = [(line, "hung" if rc == HUNG else rc == 0) for line, rc, _ in lines]
-        found = differences(*after)
-        unexpected = found - allowed(variants, state)
-        assert not unexpected, explain(sorted(unexpected), after, said)
+        return after, said
     finally:
         conn.close()
         for lab in labs:  # QEMU takes a second or two to go: the next run need not wait
@@ -422,5 +456,6 @@ def test_tp_libvirt_variant(
 
 def test_every_known_difference_is_documented():
     text = DOC.read_text(encoding="utf-8")
+    assert TIMEOUT in text
     for _pattern, _aspects, row in KNOWN:
         assert row in text, row
