@@ -154,8 +154,12 @@ class BlockJob:
                 return not (now & self.leaves)
         return False
 
-    def wait(self, want: set[int], progress: Progress, deadline: float | None) -> int:
-        """Block until one of ``want`` (or FAILED/CANCELED); fall back to polling if no event."""
+    def wait(
+        self, want: set[int], progress: Progress, deadline: float | None, gone: int | None = None
+    ) -> int:
+        """Block until one of ``want`` (or FAILED/CANCELED); fall back to polling if no event.
+        ``gone``: what a job that libvirt no longer lists ended as, when that is already known
+        (a synchronous abort returned: libvirt waited for the job's end; its event may lag)."""
         interval = TTY_REFRESH if progress.tty else SAFETY_POLL
         while True:
             if deadline is not None and time.monotonic() >= deadline:
@@ -174,6 +178,8 @@ class BlockJob:
                     continue  # the event arrived meanwhile: take it
                 if COMPLETED in want and self.chain_shows_done():
                     return COMPLETED  # no event, but the chain itself proves it
+                if gone is not None:
+                    return gone
                 raise VshxError(
                     "the block job is gone, but neither an event nor the chain shows it completed",
                     "nothing was deleted; look at the chain with: chain DOMAIN DISK",
@@ -266,8 +272,9 @@ def run_block_job(
                     return
                 if status == READY:
                     flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
-                    dom.blockJobAbort(disk, flags)
-                    status = job.wait({COMPLETED, CANCELED}, progress, None)
+                    dom.blockJobAbort(disk, flags)  # synchronous: libvirt waits for the end
+                    ended = None if pivot else CANCELED  # keep-overlay: the chain shows nothing
+                    status = job.wait({COMPLETED, CANCELED}, progress, None, gone=ended)
                     if status == CANCELED and not pivot:
                         status = COMPLETED  # keep-overlay ends the job by cancelling it
             else:
