@@ -357,6 +357,12 @@ def explain(aspects: list[str], after: list[dict[str, Any]], said: list[Any]) ->
     import pprint
 
     out = [f"virsh and vshx end differently in: {', '.join(aspects)}"]
+    if any(rc == HUNG for _line, rc, _text in said[0]):
+        out.append(
+            f"note: virsh still waited after {LINE_LIMIT} s; virsh --wait ends only on libvirt's "
+            "block-job event: if `virsh event --all --loop` shows nothing while a domain is "
+            "suspended and resumed, this libvirtd delivers no events and needs a restart"
+        )
     for aspect in aspects:
         a, b = (pprint.pformat(side.get(aspect), width=100).splitlines() for side in after)
         out += difflib.unified_diff(a, b, f"{aspect} (virsh)", f"{aspect} (vshx)", lineterm="", n=2)
