@@ -28,5 +28,16 @@ class UsageError(VshxError):
     exit_code = EXIT_USAGE
 
 
+def libvirt_hint(libvirt: object, exc: BaseException) -> str:
+    """What to look at after an error libvirt raised: its code's name, and where to look."""
+    code = exc.get_error_code() if hasattr(exc, "get_error_code") else None
+    names = [n for n in dir(libvirt) if n.startswith("VIR_ERR_") and getattr(libvirt, n) == code]
+    what = f"libvirt's error {names[0]}" if names else "libvirt's error"
+    return (
+        f"{what} (virsh shows the same); vshx changed nothing after it. Look at: vshx jobs, "
+        "vshx chain DOMAIN DISK, and /var/log/libvirt/qemu/DOMAIN.log"
+    )
+
+
 class ExitRequested(Exception):
     """Raised by the exit command; front ends stop reading lines."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import libvirt
 
-from vshx.errors import VshxError
+from vshx.errors import VshxError, libvirt_hint
 
 if TYPE_CHECKING:
     from vshx.plans.trace import Trace
@@ -154,8 +154,12 @@ class BlockJob:
                 return not (now & self.leaves)
         return False
 
-    def wait(self, want: set[int], progress: Progress, deadline: float | None) -> int:
-        """Block until one of ``want`` (or FAILED/CANCELED); fall back to polling if no event."""
+    def wait(
+        self, want: set[int], progress: Progress, deadline: float | None, gone: int | None = None
+    ) -> int:
+        """Block until one of ``want`` (or FAILED/CANCELED); fall back to polling if no event.
+        ``gone``: what a job that libvirt no longer lists ended as, when that is already known
+        (a synchronous abort returned: libvirt waited for the job's end; its event may lag)."""
         interval = TTY_REFRESH if progress.tty else SAFETY_POLL
         while True:
             if deadline is not None and time.monotonic() >= deadline:
@@ -174,6 +178,8 @@ class BlockJob:
                     continue  # the event arrived meanwhile: take it
                 if COMPLETED in want and self.chain_shows_done():
                     return COMPLETED  # no event, but the chain itself proves it
+                if gone is not None:
+                    return gone
                 raise VshxError(
                     "the block job is gone, but neither an event nor the chain shows it completed",
                     "nothing was deleted; look at the chain with: chain DOMAIN DISK",
@@ -241,7 +247,11 @@ def run_block_job(
     deadline = time.monotonic() + timeout if timeout else None
     restore = _interrupt_on_signals()
     try:
-        start()
+        try:
+            start()
+        except libvirt.libvirtError as exc:  # refused: no job started, nothing changed
+            message = exc.get_error_message() or str(exc)
+            raise VshxError(message, libvirt_hint(libvirt, exc), clean=True) from None
         if not wait:
             then = (
                 f"; it then waits for a pivot: vshx recover {dom.name()} {disk} --pivot "
@@ -262,8 +272,9 @@ def run_block_job(
                     return
                 if status == READY:
                     flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
-                    dom.blockJobAbort(disk, flags)
-                    status = job.wait({COMPLETED, CANCELED}, progress, None)
+                    dom.blockJobAbort(disk, flags)  # synchronous: libvirt waits for the end
+                    ended = None if pivot else CANCELED  # keep-overlay: the chain shows nothing
+                    status = job.wait({COMPLETED, CANCELED}, progress, None, gone=ended)
                     if status == CANCELED and not pivot:
                         status = COMPLETED  # keep-overlay ends the job by cancelling it
             else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from vshx.errors import VshxError
+from vshx.errors import VshxError, libvirt_hint
 
 
 def as_user_error(exc: BaseException, name: str) -> VshxError | None:
@@ -32,15 +32,4 @@ def as_user_error(exc: BaseException, name: str) -> VshxError | None:
     return VshxError(
         f"internal error in {name}: {type(exc).__name__}: {exc}",
         "this is a bug; VSHX_DEBUG=1 shows the traceback",
-    )
-
-
-def libvirt_hint(libvirt: object, exc: BaseException) -> str:
-    """What to look at after an error libvirt raised: its code's name, and where to look."""
-    code = exc.get_error_code() if hasattr(exc, "get_error_code") else None
-    names = [n for n in dir(libvirt) if n.startswith("VIR_ERR_") and getattr(libvirt, n) == code]
-    what = f"libvirt's error {names[0]}" if names else "libvirt's error"
-    return (
-        f"{what} (virsh shows the same); vshx changed nothing after it. Look at: vshx jobs, "
-        "vshx chain DOMAIN DISK, and /var/log/libvirt/qemu/DOMAIN.log"
     )
