@@ -79,7 +79,7 @@ def snapshot_read_ms(tmp: Path, runs: int = 20) -> float:
     code = (
         "import statistics, sys, time\n"
         "from vshx.storage import virt\n"
-        "from vshx.storage.snapshots import read_all\n"
+        "from vshx.storage.moments import read_snapshots as read_all\n"
         "dom = virt.open_connection(sys.argv[1]).lookupByName(sys.argv[2])\n"
         "read_all(dom)\n"
         "samples = []\n"

@@ -269,6 +269,7 @@ COMMANDS = [
         ),
         aliases=("blockcommit",),
         changes=True,
+        overlaps=True,
         group="merge",
         description="Defaults as virsh blockcommit: base = bottom of the chain, top = the "
         "active layer (which needs --active). Positional as virsh: DOMAIN DISK [BANDWIDTH] "

@@ -1,0 +1,132 @@
+"""A batch's merge lines on different domains overlap their block jobs (plans/overlap.py),
+with every line's checks, output in line order, and a failing line stopping the script."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import URI, Lab, chain_files, destroy_lab, make_lab, qemu_check, virsh
+
+from vshx.frontends.batch_overlap import LineStream, Output
+
+
+def _job_running(lab: Lab) -> bool:
+    info = subprocess.run(
+        ["virsh", "-c", URI, "blockjob", lab.name, "vda", "--info"], capture_output=True, text=True
+    )
+    return "Block Commit" in info.stdout + info.stderr
+
+
+def _labs(tmp_path: Path, count: int) -> list[Lab]:
+    return [make_lab(tmp_path, dirname=f"lab{i}") for i in range(count)]
+
+
+def _check_files(lab: Lab) -> None:
+    for name in ("base", "sn1", "sn4"):
+        qemu_check(lab.layer(name))
+
+
+@pytest.mark.libvirt
+def test_a_later_line_runs_while_an_earlier_lines_job_copies(tmp_path: Path):
+    """Line 1's job is held at 1 KiB/s; line 2 (another domain) is checked, runs and ends
+    while it copies; line 1 then ends once its speed limit is lifted.  Guest data unchanged,
+    images clean, output in line order."""
+    slow, fast = labs = _labs(tmp_path, 2)
+    try:
+        before = [lab.guest_hash(tmp_path) for lab in labs]
+        script = tmp_path / "merge.vshx"
+        script.write_text(
+            f"commit {slow.name} vda --base sn1 --top sn3 --bandwidth 1024 --bytes\n"
+            f"commit {fast.name} vda --base sn1 --top sn3\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vshx", "-c", URI, "-x", "-f", str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for _ in range(1200):  # line 2 done while line 1's job still copies
+                if "sn2.qcow2" not in chain_files(fast.active):
+                    break
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.2)
+            else:
+                raise AssertionError("line 2 never ran while line 1's job was copying")
+            assert _job_running(slow), "line 1's job should still be copying at 1 KiB/s"
+            assert "sn2.qcow2" in chain_files(slow.active)
+        finally:
+            virsh("blockjob", slow.name, "vda", "--bandwidth", "0")  # line 1 may end now
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert [line for line in err.splitlines() if line.startswith("+ ")] == [
+            f"+ commit {slow.name} vda --base sn1 --top sn3 --bandwidth 1024 --bytes",
+            f"+ commit {fast.name} vda --base sn1 --top sn3",
+        ]
+        assert out.index(f"({slow.name} vda)") < out.index(f"({fast.name} vda)")
+        assert err.index(f"+ commit {slow.name}") < err.index(f"+ commit {fast.name}")
+        for lab, seen in zip(labs, before, strict=True):
+            assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+            assert lab.guest_hash(tmp_path) == seen
+            _check_files(lab)
+    finally:
+        for lab in labs:
+            destroy_lab(lab)
+
+
+@pytest.mark.libvirt
+def test_a_failing_line_stops_the_lines_after_it(tmp_path: Path):
+    """Line 2 fails (no such domain) while line 1's job may still run: line 1 ends as it
+    would alone, line 3 never starts (its domain keeps every layer), the error names line 2."""
+    first, third = labs = _labs(tmp_path, 2)
+    try:
+        before = [lab.guest_hash(tmp_path) for lab in labs]
+        script = tmp_path / "merge.vshx"
+        script.write_text(
+            f"commit {first.name} vda --base sn1 --top sn3\n"
+            f"commit {first.name}-no-such-domain vda --base sn1 --top sn3\n"
+            f"commit {third.name} vda --base sn1 --top sn3\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "vshx", "-c", URI, "-f", str(script)],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert f"{script}:2: error:" in proc.stderr
+        assert f"{script}:3:" not in proc.stderr
+        assert f"({third.name} vda)" not in proc.stdout
+        assert chain_files(first.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+        assert chain_files(third.active) == [f"sn{i}.qcow2" for i in (4, 3, 2, 1)] + ["base.qcow2"]
+        for lab, seen in zip(labs, before, strict=True):
+            assert lab.guest_hash(tmp_path) == seen
+            _check_files(lab)
+    finally:
+        for lab in labs:
+            destroy_lab(lab)
+
+
+def test_output_of_later_lines_waits_for_the_lines_before():
+    """A later line's output (stdout and stderr in the order written) is kept until every
+    line before it has finished; the oldest line still running writes straight through."""
+    out, err = io.StringIO(), io.StringIO()
+    output = Output(out, err)  # type: ignore[arg-type]
+    first, second, third = (output.add() for _ in range(3))
+    streams = {i: (LineStream(output, i, out), LineStream(output, i, err)) for i in range(3)}
+    streams[third][1].write("3 err\n")
+    streams[second][0].write("2 out\n")
+    streams[first][0].write("1 out\n")
+    assert (out.getvalue(), err.getvalue()) == ("1 out\n", "")
+    output.finish(third)  # done before the lines above it: still kept
+    assert err.getvalue() == ""
+    streams[second][1].write("2 err\n")
+    output.finish(first)  # the second line now writes through; the third still waits
+    assert (out.getvalue(), err.getvalue()) == ("1 out\n2 out\n", "2 err\n")
+    output.finish(second)
+    assert err.getvalue() == "2 err\n3 err\n"
+    assert not streams[second][0].isatty()
