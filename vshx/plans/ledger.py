@@ -32,15 +32,18 @@ def record(target: Target, verdicts: list[Verdict]) -> None:
         verdict.stamp = now
         old[verdict.key] = verdict
     kept = [v for key, v in old.items() if living is None or (key[0], key[1]) in living]
-    write(dom, kept)
+    write(dom, kept, target.journal_flags)
 
 
-def write(dom: libvirt.virDomain, verdicts: list[Verdict]) -> None:
-    """Replace the domain's record with ``verdicts`` (removed when empty)."""
-    flags = metadata_flags(dom)
-    if not verdicts:
-        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, LEDGER_NS, flags)
-        return
-    dom.setMetadata(
-        libvirt.VIR_DOMAIN_METADATA_ELEMENT, ledger_xml(verdicts), LEDGER_KEY, LEDGER_NS, flags
-    )
+def write(dom: libvirt.virDomain, verdicts: list[Verdict], flags: int | None = None) -> None:
+    """Replace the domain's record with ``verdicts`` (removed when empty).  ``flags``: where
+    the plan's journal was written (two round trips fewer); asked again if libvirt refuses
+    them (the domain stopped since)."""
+    xml, key = (ledger_xml(verdicts), LEDGER_KEY) if verdicts else (None, None)
+    if flags is not None:
+        try:
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, LEDGER_NS, flags)
+            return
+        except libvirt.libvirtError:
+            pass
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, LEDGER_NS, metadata_flags(dom))

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from vshx.errors import VshxError
+
 INTERRUPT = -1  # put into a waiting job's event queue: Ctrl-C reached the batch
 
 
@@ -210,8 +212,6 @@ def before_change() -> None:
         raise KeyboardInterrupt
     failed = batch.first_failed()
     if failed is not None and failed.index < line.index:
-        from vshx.errors import VshxError
-
         raise VshxError(
             f"not started: the line {failed.where.rstrip(': ')} failed while this one "
             "was being checked",
