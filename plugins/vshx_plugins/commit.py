@@ -131,7 +131,7 @@ def live_plan(session: Session, target: Target, args: Args, top: Layer, base: La
                 session.conn.getLibVersion(),
                 keep_overlay=not pivot,
                 snapshots=virt.native_snapshot_deletes(
-                    dom, chain, [layer.path for layer in merged]
+                    dom, chain, [layer.path for layer in merged], target.snapshots()
                 ),
             ),
         )
