@@ -6,13 +6,17 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import URI, Lab, chain_files, destroy_lab, make_lab, qemu_check, virsh
 
+from vshx.errors import VshxError
 from vshx.frontends.batch_overlap import LineStream, Output
+from vshx.plans import overlap
 
 
 def _job_running(lab: Lab) -> bool:
@@ -130,3 +134,73 @@ def test_output_of_later_lines_waits_for_the_lines_before():
     output.finish(second)
     assert err.getvalue() == "2 err\n3 err\n"
     assert not streams[second][0].isatty()
+
+
+def _start(batch: overlap.Batch, line: overlap.Line, work: Callable[[], None]) -> None:
+    line.thread = threading.Thread(target=overlap.run_line, args=(batch, line, work))
+    with batch.cond:
+        batch.lines.append(line)
+    line.thread.start()
+
+
+def test_a_claim_on_files_in_use_waits_for_the_line_using_them():
+    """Line 2 claims a file line 1 works on while line 1 waits for its job: line 2 waits
+    (and is told to read again) until line 1 has finished; line 1 gets the turn back."""
+    batch = overlap.begin()
+    try:
+        seen: list[str] = []
+        job_done = threading.Event()
+
+        def first() -> None:
+            overlap.claim_domain("a")
+            overlap.claim_files({(1, 10)})
+            with overlap.parked():
+                job_done.wait()
+            seen.append("line 1 ends")
+
+        def second() -> None:
+            overlap.claim_domain("b")  # another domain: no wait
+            seen.append(f"line 2 read again: {overlap.claim_files({(1, 10), (1, 11)})}")
+
+        one, two = overlap.Line(0, "f:1: "), overlap.Line(1, "f:2: ")
+        _start(batch, one, first)
+        with batch.cond:
+            while not one.parked:
+                batch.cond.wait()
+        _start(batch, two, second)
+        with batch.cond:
+            while not two.waiting:
+                batch.cond.wait()
+        job_done.set()  # line 1's job ends while line 2 waits for its claim
+        for line in (one, two):
+            assert line.thread is not None
+            line.thread.join()
+        assert seen == ["line 1 ends", "line 2 read again: True"]
+    finally:
+        overlap.end()
+
+
+def test_a_line_changes_nothing_after_an_earlier_line_failed():
+    batch = overlap.begin()
+    try:
+        failed = overlap.Line(0, "f:1: ")
+        failed.done = failed.failed = True
+        batch.lines.append(failed)
+        errors: list[VshxError] = []
+
+        def later() -> None:
+            try:
+                overlap.before_change()
+            except VshxError as exc:
+                errors.append(exc)
+
+        line = overlap.Line(1, "f:2: ")
+        _start(batch, line, later)
+        assert line.thread is not None
+        line.thread.join()
+        assert [e.message for e in errors] == [
+            "not started: the line f:1 failed while this one was being checked"
+        ]
+        overlap.before_change()  # outside a batch line (this thread): nothing to check
+    finally:
+        overlap.end()

@@ -131,13 +131,18 @@ class Runner:
         return self.batch.first_failed() is not None or self.exit_requested or bool(self.crash)
 
     def run(self, commands: Sequence[Command]) -> int:
+        # decided before any line runs: finding a command may load plugins, which must not
+        # happen while a line's thread calls their hooks
+        eligible = [overlaps(self.session, line, stdin) for _w, line, stdin, _f in commands]
         restore = overlap.interrupt_on_signals()
         try:
             try:
-                for where, line, stdin, may_fail in commands:
+                for (where, line, stdin, may_fail), together in zip(
+                    commands, eligible, strict=True
+                ):
                     if self.stopped():
                         break
-                    if overlaps(self.session, line, stdin):
+                    if together:
                         self.start(where, line, may_fail)
                         continue
                     self.drain()
@@ -197,7 +202,10 @@ class Runner:
             except BaseException as exc:  # a bug: raised again by run()
                 self.crash = exc
             finally:
-                self.output.finish(index)
+                try:
+                    self.output.finish(index)
+                except BaseException as exc:  # a reader that left the pipe: raised by run()
+                    self.crash = self.crash or exc
 
         thread = threading.Thread(
             target=overlap.run_line, args=(self.batch, entry, work), name=f"vshx-line-{index}"
@@ -207,7 +215,7 @@ class Runner:
             self.batch.lines.append(entry)
         thread.start()
         with self.batch.cond:
-            while not (entry.parked or entry.done):
+            while not (entry.parked or entry.done) and thread.is_alive():
                 self.batch.cond.wait(0.2)
 
     def drain(self) -> None:

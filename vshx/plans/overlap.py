@@ -42,6 +42,7 @@ class Line:
         self.domain: str | None = None
         self.files: set[Any] = set()
         self.parked = False  # waiting for a block job's event, the turn given up
+        self.waiting = False  # waiting for earlier lines to finish (a claim), the turn given up
         self.done = False
         self.status = 0
         self.failed = False  # failed and may not fail: the script stops
@@ -59,7 +60,12 @@ class Batch:
         self.queues: set[queue.Queue[int]] = set()  # the event queues of the waiting jobs
 
     def running(self) -> list[Line]:
-        return [line for line in self.lines if not line.done]
+        """The lines whose thread has not finished yet."""
+        return [
+            line
+            for line in self.lines
+            if not line.done and line.thread is not None and line.thread.is_alive()
+        ]
 
     def first_failed(self) -> Line | None:
         return next((line for line in self.lines if line.failed), None)
@@ -165,10 +171,12 @@ def _wait_for(batch: Batch, line: Line, others: Callable[[], list[Line]]) -> boo
         if not others():
             return False
         batch.holder = None
+        line.waiting = True
         batch.cond.notify_all()
         while others() or batch.holder is not None:
             batch.cond.wait()
         batch.holder = line
+        line.waiting = False
         return True
 
 
