@@ -4,6 +4,7 @@ with every line's checks, output in line order, and a failing line stopping the 
 from __future__ import annotations
 
 import io
+import signal
 import subprocess
 import sys
 import threading
@@ -110,6 +111,60 @@ def test_a_failing_line_stops_the_lines_after_it(tmp_path: Path):
         for lab, seen in zip(labs, before, strict=True):
             assert lab.guest_hash(tmp_path) == seen
             _check_files(lab)
+    finally:
+        for lab in labs:
+            destroy_lab(lab)
+
+
+@pytest.mark.libvirt
+def test_ctrl_c_aborts_every_overlapping_job(tmp_path: Path):
+    """Two lines' jobs copy side by side (held at 1 KiB/s); Ctrl-C aborts both and waits until
+    each chain is as before: every layer still there, guest data unchanged, no journal left,
+    the later line (`list`) never runs, each line's error names its line."""
+    labs = _labs(tmp_path, 2)
+    try:
+        before = [lab.guest_hash(tmp_path) for lab in labs]
+        script = tmp_path / "merge.vshx"
+        slow = "--base sn1 --top sn3 --bandwidth 1024 --bytes"
+        script.write_text("".join(f"commit {lab.name} vda {slow}\n" for lab in labs) + "list\n")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vshx", "-c", URI, "-f", str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for _ in range(1200):
+                if all(_job_running(lab) for lab in labs):
+                    break
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.2)
+            else:
+                raise AssertionError("the two jobs never ran side by side")
+        finally:
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 1, err
+        assert [line.split(" error:")[0] for line in err.splitlines() if " error:" in line] == [
+            f"{script}:1:",
+            f"{script}:2:",
+        ]
+        assert "the block job was aborted and the chain is as before" in err
+        assert "State" not in out  # `list` (its table header) never ran
+        for lab, seen in zip(labs, before, strict=True):
+            assert not _job_running(lab)
+            assert chain_files(lab.active) == [f"sn{i}.qcow2" for i in (4, 3, 2, 1)] + [
+                "base.qcow2"
+            ]
+            assert lab.guest_hash(tmp_path) == seen
+            journal = subprocess.run(
+                ["virsh", "-c", URI, "metadata", lab.name, "https://vshx.invalid/journal"],
+                capture_output=True,
+                text=True,
+            )
+            assert journal.returncode != 0, journal.stdout  # cleared: nothing to recover
+            for name in ("base", "sn1", "sn2", "sn3", "sn4"):
+                qemu_check(lab.layer(name))
     finally:
         for lab in labs:
             destroy_lab(lab)
