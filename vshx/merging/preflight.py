@@ -69,6 +69,15 @@ def _chain_files(path: str) -> list[str]:
     return chain_files(path)
 
 
+def _chain_reader() -> Callable[[str], list[str]]:
+    """``chain_files`` for one scan: the chains of a directory's images run through the same
+    files (sn4's holds sn3's, which holds sn2's...), so each header is read once per scan."""
+    from vshx.storage.qcow2 import chain_files, header_names
+
+    names_of = functools.lru_cache(maxsize=None)(header_names)
+    return lambda path: chain_files(path, names_of=names_of)
+
+
 def _image_files(path: str) -> list[str]:
     from vshx.storage.qcow2 import image_files
 
@@ -105,7 +114,7 @@ class UsageIndex:
         host = ahead.result() if ahead is not None else virt.read_host(session.conn)
         # one scan meets the same files again and again: one stat each
         self._key: Callable[[str], FileKey] = functools.lru_cache(maxsize=None)(identity)
-        self._files = functools.lru_cache(maxsize=None)(_chain_files)
+        self._files = functools.lru_cache(maxsize=None)(_chain_reader())
         self.mine = {self._key(f) for layer in ours.layers for f in _image_files(layer.path)}
         self.domains: list[tuple[str, set[FileKey]]] = []
         self.sources: set[FileKey] = set()  # domain disk sources, not to be named twice as images
