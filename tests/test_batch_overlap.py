@@ -117,6 +117,30 @@ def test_a_failing_line_stops_the_lines_after_it(tmp_path: Path):
 
 
 @pytest.mark.libvirt
+def test_a_line_on_the_same_domain_waits_and_plans_on_the_chain_left(tmp_path: Path):
+    """Line 2 names the domain line 1's job works on: it waits until line 1 has finished and
+    then plans on the chain line 1 left (sn1 then holds sn2 and sn3)."""
+    lab = make_lab(tmp_path)
+    try:
+        before = lab.guest_hash(tmp_path)
+        script = tmp_path / "merge.vshx"
+        first, second = "--base sn1 --top sn3", "--base base --top sn1"
+        script.write_text(f"commit {lab.name} vda {first}\ncommit {lab.name} vda {second}\n")
+        proc = subprocess.run(
+            [sys.executable, "-m", "vshx", "-c", URI, "-f", str(script)],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert chain_files(lab.active) == ["sn4.qcow2", "base.qcow2"]
+        assert lab.guest_hash(tmp_path) == before
+        for name in ("base", "sn4"):
+            qemu_check(lab.layer(name))
+    finally:
+        destroy_lab(lab)
+
+
+@pytest.mark.libvirt
 def test_ctrl_c_aborts_every_overlapping_job(tmp_path: Path):
     """Two lines' jobs copy side by side (held at 1 KiB/s); Ctrl-C aborts both and waits until
     each chain is as before: every layer still there, guest data unchanged, no journal left,
