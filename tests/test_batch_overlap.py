@@ -13,7 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import URI, Lab, chain_files, destroy_lab, make_lab, qemu_check, virsh
+from conftest import (
+    URI,
+    Lab,
+    chain_files,
+    destroy_lab,
+    make_lab,
+    make_overlay,
+    qemu_check,
+    virsh,
+)
 
 from vshx.errors import VshxError
 from vshx.frontends.batch_overlap import LineStream, Output
@@ -111,6 +120,35 @@ def test_a_failing_line_stops_the_lines_after_it(tmp_path: Path):
         for lab, seen in zip(labs, before, strict=True):
             assert lab.guest_hash(tmp_path) == seen
             _check_files(lab)
+    finally:
+        for lab in labs:
+            destroy_lab(lab)
+
+
+@pytest.mark.libvirt
+def test_a_line_refused_by_its_checks_stops_the_line_checked_beside_it(tmp_path: Path):
+    """Line 1 is refused by its usage scan (an image beside it uses its base) while line 2
+    may already be checked: line 2 changes nothing and says nothing, as if never run."""
+    refused, second = labs = _labs(tmp_path, 2)
+    try:
+        make_overlay(refused.dir / "other user.qcow2", "sn1.qcow2")
+        before = [lab.guest_hash(tmp_path) for lab in labs]
+        script = tmp_path / "merge.vshx"
+        script.write_text("".join(f"commit {lab.name} vda --base sn1 --top sn3\n" for lab in labs))
+        proc = subprocess.run(
+            [sys.executable, "-m", "vshx", "-c", URI, "-f", str(script)],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert f"{script}:1: error: refusing:" in proc.stderr
+        assert f"{script}:2:" not in proc.stderr and second.name not in proc.stdout
+        everything = [f"sn{i}.qcow2" for i in (4, 3, 2, 1)] + ["base.qcow2"]
+        for lab, seen in zip(labs, before, strict=True):
+            assert chain_files(lab.active) == everything
+            assert lab.guest_hash(tmp_path) == seen
+            for name in ("base", "sn1", "sn2", "sn3", "sn4"):
+                qemu_check(lab.layer(name))
     finally:
         for lab in labs:
             destroy_lab(lab)
@@ -283,3 +321,53 @@ def test_a_line_changes_nothing_after_an_earlier_line_failed():
         overlap.before_change()  # outside a batch line (this thread): nothing to check
     finally:
         overlap.end()
+
+
+def test_a_line_begins_its_changes_only_after_the_lines_before_it_did():
+    """Line 2 reaches its first change while line 1 (parked on a libvirt read) has not begun
+    its own: line 2 waits, and begins only after line 1 did."""
+    batch = overlap.begin()
+    try:
+        seen: list[str] = []
+        answered = threading.Event()
+
+        def first() -> None:
+            with overlap.parked():  # its usage scan waits for libvirt
+                answered.wait()
+            overlap.before_change()
+            seen.append("line 1 begins")
+
+        def second() -> None:
+            overlap.before_change()
+            seen.append("line 2 begins")
+
+        one, two = overlap.Line(0, "f:1: "), overlap.Line(1, "f:2: ")
+        _start(batch, one, first)
+        with batch.cond:
+            while not one.parked:
+                batch.cond.wait()
+        _start(batch, two, second)
+        with batch.cond:
+            while not two.waiting:
+                batch.cond.wait()
+        answered.set()
+        for line in (one, two):
+            assert line.thread is not None
+            line.thread.join()
+        assert seen == ["line 1 begins", "line 2 begins"]
+    finally:
+        overlap.end()
+
+
+def test_a_line_that_never_began_is_dropped_from_the_output():
+    out, err = io.StringIO(), io.StringIO()
+    output = Output(out, err)  # type: ignore[arg-type]
+    first, second = output.add(ready=False), output.add(ready=False)
+    LineStream(output, first, out).write("1 plans\n")
+    LineStream(output, second, out).write("2 plans\n")
+    assert out.getvalue() == ""  # nothing shown before a line begins its changes
+    output.begin(first)
+    assert out.getvalue() == "1 plans\n"
+    output.finish(first)
+    output.finish(second, drop=True)  # stopped before its first change: it never ran
+    assert out.getvalue() == "1 plans\n"

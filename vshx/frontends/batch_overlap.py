@@ -1,12 +1,13 @@
-"""A batch whose merge lines overlap their block jobs (the rules are in plans/overlap.py).
+"""A batch whose merge lines overlap their waits (the rules are in plans/overlap.py).
 
 A line whose command declares ``overlaps`` (commit, pull) runs on a thread of its own; the
-next line starts once it waits for its block job, so the jobs of lines on other domains and
-files copy at the same time.  Any other line (a virsh command, snapshot-delete, jobs, a line
-with ``--dry-run``...) first waits until every earlier line has finished, and runs as in a
-plain batch.  Output stays in line order: the oldest line still running writes straight
-through, a later line's output is kept until every line before it has finished.  The script
-stops at the first failing line as before; its status is the first failing line's.
+next line starts once it waits for libvirt (its usage scan's reads, its block job), so the
+waits and jobs of lines on other domains and files overlap.  Any other line (a virsh
+command, snapshot-delete, jobs, a line with ``--dry-run``...) first waits until every earlier
+line has finished, and runs as in a plain batch.  Output stays in line order: a line's output
+is shown once it is the oldest line still running and has begun its changes (or ended).  The
+script stops at the first failing line as before, and its status is that line's: a later
+line already being checked then stops before changing anything, and its output is dropped.
 """
 
 from __future__ import annotations
@@ -51,46 +52,64 @@ def overlaps(session: Session, line: str, stdin: str | None) -> bool:
 
 
 class Output:
-    """Every line's output in line order: the oldest line still running writes straight
-    through; a later line's writes are kept (stdout and stderr in the order written)."""
+    """Every line's output in line order.  The oldest line still running writes straight
+    through once it may (it began its changes, or it was ready from the start); a later
+    line's writes are kept, stdout and stderr in the order written; a line that stopped
+    before changing anything because an earlier line failed is dropped (it never ran)."""
 
     def __init__(self, out: TextIO, err: TextIO) -> None:
         self.out, self.err = out, err
         self.guard = threading.Lock()
         self.kept: list[list[tuple[TextIO, str]]] = []
+        self.ready: list[bool] = []
         self.finished: list[bool] = []
-        self.head = 0  # the line that writes through
+        self.head = 0  # the oldest line not finished
 
-    def add(self) -> int:
+    def add(self, ready: bool = True) -> int:
         with self.guard:
             self.kept.append([])
+            self.ready.append(ready)
             self.finished.append(False)
             return len(self.kept) - 1
 
     def write(self, index: int, stream: TextIO, text: str) -> None:
         with self.guard:
-            if index == self.head:
+            if index == self.head and self.ready[index]:
                 stream.write(text)
             else:
                 self.kept[index].append((stream, text))
 
     def flush(self, index: int, stream: TextIO) -> None:
         with self.guard:
-            if index == self.head:
+            if index == self.head and self.ready[index]:
                 stream.flush()
 
-    def finish(self, index: int) -> None:
-        """The line has finished: the next ones write what they kept, in order."""
+    def begin(self, index: int) -> None:
+        """The line began its changes: what it printed may be shown once it is the oldest."""
         with self.guard:
-            self.finished[index] = True
-            while self.head < len(self.kept) and self.finished[self.head]:
-                self.head += 1
-                if self.head < len(self.kept):
-                    for stream, text in self.kept[self.head]:
-                        stream.write(text)
-                    self.kept[self.head].clear()
-            self.out.flush()
-            self.err.flush()
+            self.ready[index] = True
+            self._release()
+
+    def finish(self, index: int, drop: bool = False) -> None:
+        """The line has finished (``drop``: it never ran): the next ones write what they
+        kept, in order."""
+        with self.guard:
+            self.finished[index] = self.ready[index] = True
+            if drop:
+                self.kept[index].clear()
+            self._release()
+
+    def _release(self) -> None:
+        while self.head < len(self.kept):
+            if self.ready[self.head]:
+                for stream, text in self.kept[self.head]:
+                    stream.write(text)
+                self.kept[self.head].clear()
+            if not self.finished[self.head]:
+                break
+            self.head += 1
+        self.out.flush()
+        self.err.flush()
 
 
 class LineStream:
@@ -182,19 +201,20 @@ class Runner:
 
     def start(self, where: str, line: str, may_fail: bool) -> None:
         """Start a line on its own thread; return once it waits for its job or has finished."""
-        index = self.output.add()
+        index = self.output.add(ready=False)  # shown once it begins its changes, or ends
         view = self.session.fork(
             LineStream(self.output, index, self.session.out),  # type: ignore[arg-type]
             LineStream(self.output, index, self.session.err),  # type: ignore[arg-type]
         )
         entry = overlap.Line(index, where)
+        entry.on_begin = lambda: self.output.begin(index)
 
         def work() -> None:
             try:
                 if self.echo:
                     print(f"+ {line}", file=view.err, flush=True)
                 status = view.execute(line, where=where)
-                if status != EXIT_OK and not may_fail:
+                if status != EXIT_OK and not may_fail and not entry.not_started:
                     self.results[index] = (status, may_fail)
                     entry.status, entry.failed = status, True
             except ExitRequested:
@@ -203,7 +223,7 @@ class Runner:
                 self.crash = exc
             finally:
                 try:
-                    self.output.finish(index)
+                    self.output.finish(index, drop=entry.not_started)
                 except BaseException as exc:  # a reader that left the pipe: raised by run()
                     self.crash = self.crash or exc
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.plans import overlap
 from vshx.plans.target import Target
 from vshx.storage import virt
 from vshx.storage.background import Background
@@ -111,7 +112,11 @@ class UsageIndex:
         """``snapshots``: this domain's snapshots as the plan read them (Target.snapshots);
         ``ahead``: the domains and pools, read since the chain's lock was taken
         (``read_host_ahead``); each is read now when not given."""
-        host = ahead.result() if ahead is not None else virt.read_host(session.conn)
+        if ahead is not None:
+            with overlap.parked():  # in a batch, the next line is checked meanwhile
+                host = ahead.result()
+        else:
+            host = virt.read_host(session.conn)
         # one scan meets the same files again and again: one stat each
         self._key: Callable[[str], FileKey] = functools.lru_cache(maxsize=None)(identity)
         self._files = functools.lru_cache(maxsize=None)(_chain_reader())

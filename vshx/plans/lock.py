@@ -132,7 +132,7 @@ def take(image: str, command: str) -> FileKey:
     naming the vshx that holds it.  Returns the identity that was locked."""
     path, key = lock_path(image)
     if key in _held and _held[key].owner != threading.get_ident():
-        overlap.wait_for_others()  # another line of this batch holds it: let it finish
+        overlap.wait_for_earlier()  # an earlier line of this batch holds it: let it finish
     if key in _held:
         _held[key].count += 1
         return key

@@ -1,22 +1,25 @@
-"""Lines of one batch whose block jobs overlap: one line works at a time, the others wait
-for their jobs.
+"""Lines of one batch that overlap their waits: one line works at a time, the others wait
+for libvirt.
 
 A batch (``vshx -f``) runs a line that may overlap (a merge command declared ``overlaps``)
 on a thread of its own.  Every line holds the *turn* while it does anything (reads, checks,
-journal, steps, output); it gives the turn up only while it waits for a block job's event
-(``parked``), and the next line of the script starts then.  So at most one line reads or
-changes anything at any moment, exactly as in a script run line by line; what overlaps is
-QEMU's copying.
+journal, steps, output); it gives the turn up only while it waits for libvirt (``parked``):
+for its block job's event, or for the libvirt reads of its usage scan (libvirt answers a
+list of domains only once it can lock every one, which on a busy host takes seconds).  The
+next line of the script starts then.  So at most one line runs vshx's code at any moment;
+what overlaps is QEMU's copying and libvirt's waits.
 
-A line claims what it works on before it reads it (``claim_domain``, then ``claim_files``
-with every file of its chain by identity); a claim that meets one of a line still running
-waits until that line has finished, so two lines never work on one domain or one file at
-once.  A line that fails stops the script as before: no later line starts, and a later line
-already under way (its job overlapping the failed one's) stops before its first changing
-step (``before_change``).  Ctrl-C (SIGINT, SIGTERM) aborts every waiting job and waits until
-each chain is consistent again.
+Order is kept as in a script run line by line: a line changes nothing (``before_change``,
+before its first changing step) until every earlier line has begun its own changes or
+finished, and not at all once an earlier line failed: it then stops as if it had never run
+(``NotStarted``; the batch drops what it printed).  A line claims what it works on before
+it reads it (``claim_domain``, then ``claim_files`` with every file of its chain by
+identity); a claim that meets one of a line still running waits until that line has
+finished, so two lines never work on one domain or one file at once.  Ctrl-C (SIGINT,
+SIGTERM) aborts every waiting job and waits until each chain is consistent again.
 
-Outside a batch nothing here is active: ``parked`` and the claims do nothing.
+Outside a batch nothing here is active: ``parked``, the claims and ``before_change`` do
+nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ class Line:
         self.domain: str | None = None
         self.files: set[Any] = set()
         self.parked = False  # waiting for a block job's event, the turn given up
-        self.waiting = False  # waiting for earlier lines to finish (a claim), the turn given up
+        self.waiting = False  # waiting for earlier lines (a claim, an order), the turn given up
+        self.began = False  # passed its checks: its first changing step runs
+        self.not_started = False  # stopped before any change: an earlier line failed
+        self.on_begin: Callable[[], None] | None = None  # told when it begins its changes
         self.done = False
         self.status = 0
         self.failed = False  # failed and may not fail: the script stops
@@ -180,14 +186,19 @@ def _wait_for(batch: Batch, line: Line, others: Callable[[], list[Line]]) -> boo
         return True
 
 
+def _earlier(batch: Batch, line: Line) -> list[Line]:
+    """The lines before ``line`` still running: a line only ever waits for earlier ones (a
+    later line starts after this one claimed what it works on), so no two lines wait for
+    each other."""
+    return [o for o in batch.running() if o.index < line.index]
+
+
 def claim_domain(name: str) -> None:
     """This line works on domain ``name``: wait while an earlier line still works on it."""
     batch, line = _batch, current()
     if batch is None or line is None:
         return
-    _wait_for(
-        batch, line, lambda: [o for o in batch.running() if o is not line and o.domain == name]
-    )
+    _wait_for(batch, line, lambda: [o for o in _earlier(batch, line) if o.domain == name])
     line.domain = name
 
 
@@ -197,35 +208,44 @@ def claim_files(files: set[Any]) -> bool:
     batch, line = _batch, current()
     if batch is None or line is None:
         return False
-    waited = _wait_for(
-        batch, line, lambda: [o for o in batch.running() if o is not line and o.files & files]
-    )
+    waited = _wait_for(batch, line, lambda: [o for o in _earlier(batch, line) if o.files & files])
     line.files |= files
     return waited
 
 
-def wait_for_others() -> None:
-    """Wait until every other line has finished (a lock another line of this process holds)."""
+def wait_for_earlier() -> None:
+    """Wait until every earlier line has finished (a lock another line of this process holds)."""
     batch, line = _batch, current()
     if batch is not None and line is not None:
-        _wait_for(batch, line, lambda: [o for o in batch.running() if o is not line])
+        _wait_for(batch, line, lambda: _earlier(batch, line))
+
+
+class NotStarted(VshxError):
+    """A batch line stopped before its first change because an earlier line failed."""
 
 
 def before_change() -> None:
-    """Before a line's first changing step: stop if an earlier line failed or Ctrl-C came."""
+    """Before a line's first changing step: wait until every earlier line has begun its own
+    changes or finished; stop if one of them failed, or Ctrl-C came."""
     batch, line = _batch, current()
     if batch is None or line is None:
         return
+    if not batch.interrupted:
+        _wait_for(batch, line, lambda: [o for o in _earlier(batch, line) if not o.began])
     if batch.interrupted:
         raise KeyboardInterrupt
     failed = batch.first_failed()
     if failed is not None and failed.index < line.index:
-        raise VshxError(
+        line.not_started = True
+        raise NotStarted(
             f"not started: the line {failed.where.rstrip(': ')} failed while this one "
             "was being checked",
             "nothing was changed by this line; fix that line and run the script again",
             clean=True,
         )
+    line.began = True
+    if line.on_begin is not None:
+        line.on_begin()
 
 
 def interrupt_on_signals() -> Callable[[], None]:
