@@ -246,9 +246,10 @@ lines, and libvirt offers no cheap proof that nothing changed: `virsh snapshot-c
 --disk-only` gives a running domain a new disk file without any event, as `virsh event --all`
 shows, and qcow2 files in the scanned directories change with no event at all), so a batch
 reads everything again per line. What a batch saves is the start-up per line and, as lines on
-other domains and files overlap their block jobs (vshx/plans/overlap.py: one line works at a
-time; the next is checked and started while the last one's job copies), every job's time but
-the last's. virsh `--wait`
+other domains and files overlap their waits (vshx/plans/overlap.py: one line runs vshx's code
+at a time; the next is checked while the last one waits for its usage scan's libvirt reads or
+its job; none changes anything before every line above it has begun its changes), the waits
+and the jobs but the last's. virsh `--wait`
 instead sleeps 500 ms between `virDomainGetBlockJobInfo` polls (strace of one run here: it
 started the job, printed 0 %, slept 500 ms in one `clock_nanosleep`, polled again and found the
 job over; its event thread had woken 21 ms after the start), so each virsh run takes at least
