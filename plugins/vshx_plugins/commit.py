@@ -127,16 +127,27 @@ def live_plan(session: Session, target: Target, args: Args, top: Layer, base: La
             active=active,
             pivot=pivot,
             underneath=underneath.block_commit(active, pivot, args.keep_relative)
-            + underneath.native(
-                session.conn.getLibVersion(),
-                keep_overlay=not pivot,
-                snapshots=virt.native_snapshot_deletes(
-                    dom, chain, [layer.path for layer in merged]
-                ),
-            ),
+            + native_note(session, target, args, merged, pivot),
         )
     )
     return plan
+
+
+def native_note(
+    session: Session, target: Target, args: Args, merged: list[Layer], pivot: bool
+) -> list[str]:
+    """What libvirt's own snapshot-delete would do here, for the lines that teach what runs
+    beneath (--teach, --dry-run, explain); a plain run prints none, so asks nothing for it."""
+    if not (session.teaching(args) or session.planning_only(args)):
+        return []
+    assert target.dom is not None
+    return underneath.native(
+        session.conn.getLibVersion(),
+        keep_overlay=not pivot,
+        snapshots=virt.native_snapshot_deletes(
+            target.dom, target.chain, [layer.path for layer in merged], target.snapshots()
+        ),
+    )
 
 
 def offline_plan(session: Session, target: Target, args: Args, top: Layer, base: Layer) -> Plan:
@@ -269,6 +280,7 @@ COMMANDS = [
         ),
         aliases=("blockcommit",),
         changes=True,
+        overlaps=True,
         group="merge",
         description="Defaults as virsh blockcommit: base = bottom of the chain, top = the "
         "active layer (which needs --active). Positional as virsh: DOMAIN DISK [BANDWIDTH] "

@@ -202,6 +202,7 @@ COMMANDS = [
         aliases=("blockpull",),
         option_hints=(("--top", TOP_HINT),),
         changes=True,
+        overlaps=True,
         group="merge",
         description="Without --base the active layer becomes a complete image with no backing "
         "file. Positional as virsh: DOMAIN DISK [BANDWIDTH] [BASE] [TIMEOUT]; --async and "

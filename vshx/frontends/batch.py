@@ -20,12 +20,19 @@ def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = Fa
     """Run script lines; return 0, or the status of the first failing line.
 
     The whole script is read first: a line that cannot be read (an unended quote or
-    here-document) stops it before any line has run."""
+    here-document) stops it before any line has run.  A script with merge lines runs them
+    as frontends/batch_overlap.py says (their jobs overlap), with the same output and stops."""
     try:
         commands = list(_commands(lines, name))
     except _Unreadable as unreadable:
         session.report(unreadable.error, unreadable.where)
         return unreadable.error.exit_code
+    from vshx.frontends import batch_overlap
+
+    if batch_overlap.may_overlap(session) and any(
+        batch_overlap.overlaps(session, line, stdin) for _w, line, stdin, _f in commands
+    ):  # merge lines: their block jobs may run side by side (plans/overlap.py)
+        return batch_overlap.run_overlapped(session, commands, echo)
     for where, line, stdin, may_fail in commands:
         if echo:  # after what the lines before printed, and before what this one prints
             session.out.flush()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.plans import overlap
 from vshx.plans.target import Target
 from vshx.storage import host as files
 from vshx.storage import virt
@@ -82,6 +83,15 @@ def _chain_files(path: str) -> list[str]:
     return chain_files(path)
 
 
+def _chain_reader() -> Callable[[str], list[str]]:
+    """``chain_files`` for one scan: the chains of a directory's images run through the same
+    files (sn4's holds sn3's, which holds sn2's...), so each header is read once per scan."""
+    from vshx.storage.qcow2 import chain_files, header_names
+
+    names_of = functools.lru_cache(maxsize=None)(header_names)
+    return lambda path: chain_files(path, names_of=names_of)
+
+
 def _image_files(path: str) -> list[str]:
     from vshx.storage.qcow2 import image_files
 
@@ -115,11 +125,15 @@ class UsageIndex:
         """``snapshots``: this domain's snapshots as the plan read them (Target.snapshots);
         ``ahead``: the domains and pools, read since the chain's lock was taken
         (``read_host_ahead``); each is read now when not given."""
-        host = ahead.result() if ahead is not None else virt.read_host(session.conn)
+        if ahead is not None:
+            with overlap.parked():  # in a batch, the next line is checked meanwhile
+                host = ahead.result()
+        else:
+            host = virt.read_host(session.conn)
         _prefetch(session, ours, host, snapshots)
         # one scan meets the same files again and again: one stat each
         self._key: Callable[[str], FileKey] = functools.lru_cache(maxsize=None)(identity)
-        self._files = functools.lru_cache(maxsize=None)(_chain_files)
+        self._files = functools.lru_cache(maxsize=None)(_chain_reader())
         self.mine = {self._key(f) for layer in ours.layers for f in _image_files(layer.path)}
         self.domains: list[tuple[str, set[FileKey]]] = []
         self.sources: set[FileKey] = set()  # domain disk sources, not to be named twice as images

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.merging.preflight import read_host_ahead
+from vshx.plans import overlap
 from vshx.plans.target import Target, prediction_key
 from vshx.storage import host as files
 from vshx.storage import virt
@@ -46,6 +47,8 @@ def load_target(
         )
     dom = None if image else virt.lookup_domain(session.conn, domain_or_image)
     locked = None
+    if dom is not None and _will_change(session):
+        overlap.claim_domain(dom.name())  # a batch line still working on it finishes first
     if _will_change(session):
         active = domain_or_image if dom is None else virt.find_disk(dom, disk or "").source
         if active and files.exists(active):
@@ -75,12 +78,26 @@ def load_target(
                 f"the chain of {domain_or_image} changed while vshx was taking its lock",
                 "another program changed it; look at it (vshx chain) and run the command again",
             )
+        if overlap.current() is not None and overlap.claim_files(_files_of(target.chain)):
+            # it waited for an earlier batch line working on some of these files: read again
+            return load_target(
+                session, domain_or_image, disk, journal_ok=journal_ok, image=image, scan=scan
+            )
     if not journal_ok:
         refuse_interrupted(target)
     target.ahead = ahead
     if snapshots is not None:
         target.share_snapshots(snapshots)
     return target
+
+
+def _files_of(chain: Chain) -> set[FileKey]:
+    """Every file the chain's data is in, by identity (what a batch line claims)."""
+    from vshx.storage.identity import identity
+    from vshx.storage.qcow2 import chain_files
+
+    paths = {layer.path for layer in chain.layers} | set(chain_files(chain.active.path))
+    return {identity(path) for path in paths}
 
 
 def _lock(session: Session, active: str) -> FileKey:

@@ -13,9 +13,7 @@ only when the live chain shows the layers it was to remove gone, and a lost conn
 from __future__ import annotations
 
 import queue
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
@@ -23,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import libvirt
 
 from vshx.errors import VshxError, libvirt_hint
+from vshx.plans import overlap
 
 if TYPE_CHECKING:
     from vshx.plans.trace import Trace
@@ -159,7 +158,19 @@ class BlockJob:
     ) -> int:
         """Block until one of ``want`` (or FAILED/CANCELED); fall back to polling if no event.
         ``gone``: what a job that libvirt no longer lists ended as, when that is already known
-        (a synchronous abort returned: libvirt waited for the job's end; its event may lag)."""
+        (a synchronous abort returned: libvirt waited for the job's end; its event may lag).
+        In a batch, the other lines work meanwhile (plans/overlap.py); Ctrl-C there reaches
+        this wait as KeyboardInterrupt."""
+        unwatch = overlap.watch(self.events)
+        try:
+            with overlap.parked():
+                return self._wait(want, progress, deadline, gone)
+        finally:
+            unwatch()
+
+    def _wait(
+        self, want: set[int], progress: Progress, deadline: float | None, gone: int | None
+    ) -> int:
         interval = TTY_REFRESH if progress.tty else SAFETY_POLL
         while True:
             if deadline is not None and time.monotonic() >= deadline:
@@ -184,6 +195,8 @@ class BlockJob:
                     "the block job is gone, but neither an event nor the chain shows it completed",
                     "nothing was deleted; look at the chain with: chain DOMAIN DISK",
                 ) from None
+            if status == overlap.INTERRUPT:
+                raise KeyboardInterrupt
             if status in want or status in (FAILED, CANCELED):
                 return status
 
@@ -245,7 +258,7 @@ def run_block_job(
     job.tracer = tracer
     progress = Progress(label, stream or sys.stderr, quiet)
     deadline = time.monotonic() + timeout if timeout else None
-    restore = _interrupt_on_signals()
+    restore = overlap.interrupt_on_signals()
     try:
         try:
             start()
@@ -369,21 +382,3 @@ def job_failure_hint(dom: libvirt.virDomain, disk: str) -> str:
         f"layers live (a full disk fails a job) and /var/log/libvirt/qemu/{dom.name()}.log, "
         f"then: vshx chain {dom.name()} {disk}"
     )
-
-
-def _raise_interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _interrupt_on_signals() -> Callable[[], None]:
-    """While a job runs, Ctrl-C and SIGTERM abort it, even where the shell ignored SIGINT
-    (a background `vshx ... &` in a script starts with SIGINT ignored)."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    saved = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-    return restore

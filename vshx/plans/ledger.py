@@ -34,7 +34,7 @@ def record(target: Target, verdicts: list[Verdict]) -> None:
     """Write ``verdicts`` (stamped now) over the domain's earlier record of the same moments;
     records of snapshots that no longer exist are dropped."""
     assert target.dom is not None
-    write(target.dom, merged(target, verdicts, stamp()))
+    write(target.dom, merged(target, verdicts, stamp()), target.journal_flags)
 
 
 def merged(target: Target, verdicts: list[Verdict], now: str) -> list[Verdict]:
@@ -82,12 +82,15 @@ def flag_words(flags: int) -> list[str]:
     return words + (["--live"] if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE else [])
 
 
-def write(dom: libvirt.virDomain, verdicts: list[Verdict]) -> None:
-    """Replace the domain's record with ``verdicts`` (removed when empty)."""
-    flags = metadata_flags(dom)
-    if not verdicts:
-        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, LEDGER_NS, flags)
-        return
-    dom.setMetadata(
-        libvirt.VIR_DOMAIN_METADATA_ELEMENT, ledger_xml(verdicts), LEDGER_KEY, LEDGER_NS, flags
-    )
+def write(dom: libvirt.virDomain, verdicts: list[Verdict], flags: int | None = None) -> None:
+    """Replace the domain's record with ``verdicts`` (removed when empty).  ``flags``: where
+    the plan's journal was written (two round trips fewer); asked again if libvirt refuses
+    them (the domain stopped since)."""
+    xml, key = (ledger_xml(verdicts), LEDGER_KEY) if verdicts else (None, None)
+    if flags is not None:
+        try:
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, LEDGER_NS, flags)
+            return
+        except libvirt.libvirtError:
+            pass
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, LEDGER_NS, metadata_flags(dom))

@@ -38,11 +38,13 @@ import fcntl
 import json
 import os
 import subprocess
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from stat import S_ISBLK, S_ISREG
 
 from vshx.errors import VshxError
+from vshx.plans import overlap
 from vshx.storage import host as files
 from vshx.storage.identity import FileKey, identity
 
@@ -56,6 +58,7 @@ class Held:
     fd: int  # -1 for a lock held on a remote host by ``remote``
     count: int = 1
     remote: subprocess.Popen[bytes] | None = None
+    owner: int = field(default_factory=threading.get_ident)  # the thread (a batch line) it serves
 
 
 _held: dict[FileKey, Held] = {}  # this process's locks: a second load of one chain re-enters
@@ -135,6 +138,8 @@ def take(image: str, command: str) -> FileKey:
     """Lock the chain whose active layer is ``image`` for this process, or refuse (exit 1)
     naming the vshx that holds it.  Returns the identity that was locked."""
     path, key = lock_path(image)
+    if key in _held and _held[key].owner != threading.get_ident():
+        overlap.wait_for_earlier()  # an earlier line of this batch holds it: let it finish
     if key in _held:
         _held[key].count += 1
         return key
@@ -233,9 +238,11 @@ def holds(image: str) -> bool:
 
 
 def release_all() -> None:
-    """Let go of every lock this process holds: remove each file while still holding it."""
-    while _held:
-        _key, held = _held.popitem()
+    """Let go of every lock this thread holds (in a batch whose jobs overlap, each line runs
+    on a thread of its own): remove each file while still holding it."""
+    me = threading.get_ident()
+    for key in [key for key, held in _held.items() if held.owner == me]:
+        held = _held.pop(key)
         if held.remote is not None:
             _let_go_remote(held.remote)
             continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.plans import journal, ledger
+from vshx.plans import journal, ledger, overlap
 from vshx.plans.plan import comment, printable
 from vshx.plans.plan_json import plan_document
 from vshx.plans.target import prediction_key
@@ -85,6 +85,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     target = plan.target
     journaled = False  # a check changes nothing: no journal entry to write or clear
     changed = False  # a changing step completed: a plan over several disks is half done then
+    began = False  # a changing step started
     for number, step in enumerate(plan.steps, 1):
         if teach:
             session.print(comment(step.description))
@@ -92,6 +93,9 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
                 session.print(comment(f"  {line}"))
             session.print(step.equivalent())
             session.out.flush()
+        if step.changes and not began:
+            overlap.before_change()  # in a batch: an earlier line failed meanwhile, or Ctrl-C
+            began = True
         if target is not None:
             look_again(target, number)
             if step.changes:

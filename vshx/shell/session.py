@@ -71,6 +71,17 @@ class Session:
         self.plan_json = False
         self.recorder: Recorder | None = None  # --record FILE: the transcript
 
+    def fork(self, out: TextIO, err: TextIO) -> Session:
+        """A view of this session for one batch line run on a thread of its own (see
+        plans/overlap.py): the same connection, plugins and predictions; its own output
+        streams and its own command state."""
+        import copy
+
+        view = copy.copy(self)
+        view.out, view.err = out, err
+        view.command = view.args = view.words = view.stdin_text = None
+        return view
+
     # -- transcript ---------------------------------------------------------------------
     def start_recording(self, path: str) -> None:
         """Record every command from now on into ``path`` (vshx/shell/record.py)."""

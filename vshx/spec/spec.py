@@ -65,6 +65,9 @@ class Command(NamedTuple):
     common: bool = True  # accept --dry-run/--teach
     changes: bool = False  # changes domains or images: cached inventory is invalidated after it
     option_hints: tuple[tuple[str, str], ...] = ()  # (--unknown-option, what to do instead)
+    # in a batch, its live block job may run while later lines on other domains and files
+    # are checked and started (plans/overlap.py); it loads its target with load_target
+    overlaps: bool = False
 
     @property
     def all_options(self) -> tuple[Opt, ...]:

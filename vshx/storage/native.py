@@ -12,21 +12,34 @@ more than one child; and an internal parent.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from vshx.storage.chain import Chain, canonical
 from vshx.storage.libvirt_lazy import libvirt
+
+if TYPE_CHECKING:
+    from vshx.storage.moments import Snapshot
 
 NATIVE_DELETE = 9_000_000  # libvirt 9.0 deletes external snapshots itself
 
 
 def native_snapshot_deletes(
-    dom: libvirt.virDomain, chain: Chain, merged: list[str]
+    dom: libvirt.virDomain,
+    chain: Chain,
+    merged: list[str],
+    snapshots: Sequence[Snapshot] | None = None,
 ) -> list[str] | None:
     """The snapshots whose overlay is one of ``merged`` (paths) and that libvirt would delete
     by merging it; None when libvirt is older than 9.0 or any of them would be refused (or no
-    snapshot names those layers), so no native route is taught."""
+    snapshot names those layers), so no native route is taught.  ``snapshots``: the domain's
+    snapshots as the plan read them (Target.snapshots), else read here."""
     if dom.connect().getLibVersion() < NATIVE_DELETE:
         return None
+    if snapshots is None:
+        read = [(snap.getName(), snap.getXMLDesc(0)) for snap in dom.listAllSnapshots(0)]
+    else:
+        read = [(snap.name, snap.xml) for snap in snapshots]
     disk = chain.disk or ""
     layers = [canonical(layer.path) for layer in chain.layers]
     wanted = {canonical(path) for path in merged}
@@ -34,15 +47,15 @@ def native_snapshot_deletes(
     children: dict[str, int] = {}
     internal: set[str] = set()
     parsed = []
-    for snap in dom.listAllSnapshots(0):
-        root = ET.fromstring(snap.getXMLDesc(0))
+    for name, xml in read:
+        root = ET.fromstring(xml)
         parent = root.findtext("./parent/name")
         if parent:
             children[parent] = children.get(parent, 0) + 1
         kinds = {d.get("snapshot") for d in root.findall("./disks/disk")}
         if "internal" in kinds:
-            internal.add(snap.getName())
-        parsed.append((snap.getName(), parent, root))
+            internal.add(name)
+        parsed.append((name, parent, root))
     for name, parent, root in parsed:
         overlay = _disk_file(root.findall("./disks/disk"), disk, external=True)
         if overlay is None or canonical(overlay) not in wanted:

@@ -218,15 +218,20 @@ def json_backing(name: str, overlay: str) -> tuple[list[str], str | None]:
     return files, (_as_qemu_opens(below, overlay)[0] if below else None)
 
 
-def chain_files(path: str, limit: int = 64) -> list[str]:
+def chain_files(
+    path: str,
+    limit: int = 64,
+    names_of: Callable[[str], tuple[str | None, str | None] | None] = header_names,
+) -> list[str]:
     """Every file an image's data is in: the image, the images below it, their external data
     files and every file a ``json:`` backing name names (relative names as QEMU resolves
     them).  A header that cannot be read, or a backing name that cannot be followed, raises
-    VshxError (fail closed); a missing file ends the chain."""
+    VshxError (fail closed); a missing file ends the chain.  ``names_of``: how a header is
+    read (a scan that follows many chains through the same files reads each header once)."""
     files = [path]
     current = path
     for _ in range(limit):
-        names = header_names(current)
+        names = names_of(current)
         if names is None:
             break
         backing, data_file = names
