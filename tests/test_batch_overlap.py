@@ -36,6 +36,15 @@ def _job_running(lab: Lab) -> bool:
     return "Block Commit" in info.stdout + info.stderr
 
 
+def run_batch(script: Path) -> subprocess.CompletedProcess[str]:
+    """``vshx -f SCRIPT``, as a user runs a batch."""
+    return subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", URI, "-f", str(script)],
+        capture_output=True,
+        text=True,
+    )
+
+
 def _labs(tmp_path: Path, count: int) -> list[Lab]:
     return [make_lab(tmp_path, dirname=f"lab{i}") for i in range(count)]
 
@@ -106,11 +115,7 @@ def test_a_failing_line_stops_the_lines_after_it(tmp_path: Path):
             f"commit {first.name}-no-such-domain vda --base sn1 --top sn3\n"
             f"commit {third.name} vda --base sn1 --top sn3\n"
         )
-        proc = subprocess.run(
-            [sys.executable, "-m", "vshx", "-c", URI, "-f", str(script)],
-            capture_output=True,
-            text=True,
-        )
+        proc = run_batch(script)
         assert proc.returncode == 1, proc.stderr
         assert f"{script}:2: error:" in proc.stderr
         assert f"{script}:3:" not in proc.stderr
@@ -135,11 +140,7 @@ def test_a_line_refused_by_its_checks_stops_the_line_checked_beside_it(tmp_path:
         before = [lab.guest_hash(tmp_path) for lab in labs]
         script = tmp_path / "merge.vshx"
         script.write_text("".join(f"commit {lab.name} vda --base sn1 --top sn3\n" for lab in labs))
-        proc = subprocess.run(
-            [sys.executable, "-m", "vshx", "-c", URI, "-f", str(script)],
-            capture_output=True,
-            text=True,
-        )
+        proc = run_batch(script)
         assert proc.returncode == 1, proc.stderr
         assert f"{script}:1: error: refusing:" in proc.stderr
         assert f"{script}:2:" not in proc.stderr and second.name not in proc.stdout
@@ -164,11 +165,7 @@ def test_a_line_on_the_same_domain_waits_and_plans_on_the_chain_left(tmp_path: P
         script = tmp_path / "merge.vshx"
         first, second = "--base sn1 --top sn3", "--base base --top sn1"
         script.write_text(f"commit {lab.name} vda {first}\ncommit {lab.name} vda {second}\n")
-        proc = subprocess.run(
-            [sys.executable, "-m", "vshx", "-c", URI, "-f", str(script)],
-            capture_output=True,
-            text=True,
-        )
+        proc = run_batch(script)
         assert proc.returncode == 0, proc.stderr
         assert chain_files(lab.active) == ["sn4.qcow2", "base.qcow2"]
         assert lab.guest_hash(tmp_path) == before
