@@ -13,11 +13,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vshx.plans.journal import metadata_flags
-from vshx.plans.plan import comment, shell_line, virsh
-from vshx.storage import host as files
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import (
-    CLOCK,
     LEDGER_KEY,
     LEDGER_NS,
     Verdict,
@@ -47,39 +44,6 @@ def merged(target: Target, verdicts: list[Verdict], now: str) -> list[Verdict]:
     for verdict in verdicts:
         old[verdict.key] = replace(verdict, stamp=now)
     return [v for key, v in old.items() if living is None or (key[0], key[1]) in living]
-
-
-# the stamp of a printed record is taken when the script runs, after its merges, by the image
-# host's clock: the line holds it in a shell variable (only the digits of `date` expand there)
-STAMP_VAR = "vshx_stamp"
-_PLACEHOLDER = "VSHX-STAMP-NOW"
-
-
-def script(uri: str, target: Target, verdicts: list[Verdict]) -> str:
-    """The record as printed script lines (--dry-run), so that the script's end state is the
-    real run's: ``virsh metadata --set`` with the stamp of the moment it runs."""
-    dom = target.dom
-    assert dom is not None
-    xml = ledger_xml(merged(target, verdicts, _PLACEHOLDER))
-    argv = virsh(uri, "metadata", dom.name(), "--uri", LEDGER_NS, "--key", LEDGER_KEY)
-    argv += ["--set", xml, *flag_words(metadata_flags(dom))]
-    # shlex quotes in single quotes, and XML attributes never hold a bare `"`: the attribute
-    # below appears only where vshx wrote it, inside a single-quoted stretch
-    line = shell_line(argv).replace(f'stamp="{_PLACEHOLDER}"', f'stamp="\'"${STAMP_VAR}"\'"')
-    return "\n".join(
-        [
-            comment("record what this plan did to the snapshots' moments (vshx's ledger)"),
-            f"{STAMP_VAR}=$({shell_line(files.current().printed(CLOCK))})",
-            line,
-            "",
-        ]
-    )
-
-
-def flag_words(flags: int) -> list[str]:
-    """virsh's words for libvirt's AFFECT flags."""
-    words = ["--config"] if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG else []
-    return words + (["--live"] if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE else [])
 
 
 def write(dom: libvirt.virDomain, verdicts: list[Verdict], flags: int | None = None) -> None:

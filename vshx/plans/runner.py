@@ -66,13 +66,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             command = session.command.name if session.command is not None else None
             session.out.write(plan_document(plan, command) + "\n")
         else:
-            teaching = session.teaching(args)
-            script = plan.script(explain=teaching)
-            target = plan.target
-            # the record is vshx's own bookkeeping: a script to run gets it, a lesson does not
-            if not teaching and target is not None and target.dom is not None and plan.verdicts:
-                script += ledger.script(session.uri, target, plan.verdicts)
-            session.write_script(script)
+            session.write_script(plan.script(explain=session.teaching(args)))
         if session.planning_ahead and plan.target is not None and plan.after is not None:
             session.predicted[prediction_key(plan.target.chain)] = plan.after
         return False

@@ -12,6 +12,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.storage import host as files
 from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
@@ -261,7 +262,8 @@ def find_disk(dom: libvirt.virDomain, target: str, xml: str | None = None) -> ch
     for disk in disks:
         if target in (disk.target, disk.source):
             return disk
-    if os.sep in target:  # a source file named from the shell's dir
+    # a source file named from the shell's dir (asked where the images are)
+    if os.sep in target or files.exists(target):
         from vshx.storage import chain as chains
 
         wanted = chains.canonical(target)
