@@ -166,3 +166,19 @@ def test_a_remote_plan_says_where_its_file_steps_run() -> None:
         assert "image files are on" not in plan.script()
     finally:
         host.select("qemu:///system")
+
+
+def test_a_refused_ssh_host_is_an_error_not_a_traceback() -> None:
+    """An ssh host that would read as an option is refused before anything runs: exit 1 with
+    error and hint, no traceback."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", "qemu+ssh://-oProxyCommand=x/system", "list"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: refusing the ssh host") and "hint:" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -159,11 +159,16 @@ def _main(args: list[str]) -> int:
         from vshx.frontends.completion_protocol import main as complete_main
 
         return complete_main((["-c", opts.uri] if opts.uri else []) + opts.rest[1:])
-    from vshx.errors import ExitRequested
+    from vshx.errors import ExitRequested, VshxError
     from vshx.shell.session import Session
 
     dry_run = opts.dry_run or opts.plan_json
-    session = Session(opts.uri, dry_run=dry_run, teach=opts.teach, quiet=opts.quiet)
+    try:  # a URI vshx refuses (an ssh host that would read as an option) is a user's error
+        session = Session(opts.uri, dry_run=dry_run, teach=opts.teach, quiet=opts.quiet)
+    except VshxError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"hint: {exc.hint or 'check the -c URI'}", file=sys.stderr)
+        return EXIT_FAILED
     session.plan_json = opts.plan_json
     session.trace = opts.trace
     try:
