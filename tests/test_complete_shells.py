@@ -249,7 +249,7 @@ def test_shell_cache_answers_without_libvirt_and_changes_invalidate_it(lab: Lab,
         "sn2.qcow2",
         "sn1.qcow2",
     ]
-    from vshx.completion.inventory import shell_cache_path
+    from vshx.completion.shell_cache import shell_cache_path
 
     snapshot = tmp_path / "cache" / "vshx" / Path(shell_cache_path(URI)).name
     assert snapshot.exists()

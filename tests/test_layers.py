@@ -8,6 +8,7 @@ remove it).  The table below is the README's layout section ("Where things live"
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,63 @@ def test_the_one_shot_core_leaves_the_heavy_parts_unimported() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == []
+
+
+def test_a_local_merge_loads_no_module_only_others_need() -> None:
+    """What a one-shot merge on a local URI imports (vshx.api, the runner, the chain lock, the
+    step reasons in English) leaves out what only remote hosts (urllib), --plan-json, other
+    languages (gettext), remote locks (subprocess) or a missing sudo user (getpass) need:
+    each costs a one-shot ~1-3 ms of its ~100 ms floor (docs/benchmarks.md)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import vshx.api, vshx.plans.runner, vshx.plans.lock, vshx.plans.blockjob\n"
+        "from vshx.storage import host\n"
+        "from vshx.spec import i18n, user\n"
+        "host.for_uri('qemu:///system'); i18n._('x')\n"
+        "print(' '.join(sorted(m for m in ('urllib.parse', 'gettext', 'subprocess', 'getpass',"
+        " 'vshx.plans.plan_json', 'vshx.completion.inventory') if m in sys.modules)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT.parent,
+        env=dict(env, LANG="C.UTF-8", SUDO_USER="student"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == []
+
+
+@pytest.mark.parametrize(
+    ("env", "english"),
+    [
+        ({}, True),
+        ({"LANG": "C.UTF-8"}, True),
+        ({"LANG": "en_US.UTF-8"}, True),
+        ({"LANG": "zh_CN.UTF-8"}, False),
+        ({"LANG": "zh_CN.UTF-8", "LC_ALL": "C"}, True),
+        ({"LANGUAGE": "en:zh_CN", "LANG": "C"}, False),
+        ({"LANGUAGE": "C:zh_CN"}, True),
+        ({"LC_MESSAGES": "POSIX", "LANG": "zh_CN.UTF-8"}, True),
+    ],
+)
+def test_english_is_known_without_gettext(
+    env: dict[str, str], english: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The languages are read in gettext's order (LANGUAGE, LC_ALL, LC_MESSAGES, LANG); a
+    catalog is looked for only when one of them, before C, is not English."""
+    from vshx.spec import i18n
+
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    i18n.source_language.cache_clear()
+    try:
+        assert i18n.source_language() is english
+    finally:
+        i18n.source_language.cache_clear()

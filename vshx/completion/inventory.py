@@ -32,23 +32,6 @@ class DomainEntry(NamedTuple):
 SHELL_CACHE_TTL = 15.0  # seconds a shell-completion snapshot of the inventory stays valid
 
 
-def shell_cache_name(uri: str) -> str:
-    """The file name of shell completion's inventory snapshot for one URI."""
-    import zlib
-
-    return f"inventory-{zlib.crc32(uri.encode()):08x}{len(uri):04x}.json"
-
-
-def shell_cache_path(uri: str) -> str:
-    """Where shell completion keeps its inventory snapshot for one URI."""
-    return Place("cache").path(shell_cache_name(uri))
-
-
-def forget_shell_cache(uri: str) -> None:
-    """Drop the shell-completion snapshot (a command changed domains or images)."""
-    Place("cache").remove(shell_cache_name(uri))
-
-
 class Inventory:
     """Thread-safe, lazily filled caches keyed by domain; ``conn`` is opened on first need.
 

@@ -71,7 +71,7 @@ def main(argv: Sequence[str]) -> int:
 
 def warming_lock() -> str:
     """The name of the background warm-up's marker in vshx's cache directory."""
-    from vshx.completion.inventory import shell_cache_name
+    from vshx.completion.shell_cache import shell_cache_name
 
     return shell_cache_name("warming")
 
@@ -110,7 +110,8 @@ def warm_in_background(argv: list[str]) -> None:
 
 def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
     from vshx.completion.engine import Engine, global_uri
-    from vshx.completion.inventory import Inventory, shell_cache_name
+    from vshx.completion.inventory import Inventory
+    from vshx.completion.shell_cache import shell_cache_name
     from vshx.pluginhost.host import PluginHost
     from vshx.shell.builtins import BUILTINS
     from vshx.spec.lexer import split_line

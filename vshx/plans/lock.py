@@ -37,16 +37,19 @@ import errno
 import fcntl
 import json
 import os
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from stat import S_ISBLK, S_ISREG
+from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.plans import overlap
 from vshx.storage import host as files
 from vshx.storage.identity import FileKey, identity
+
+if TYPE_CHECKING:
+    import subprocess
 
 DEVICE_LOCK_DIR = "/run/lock"
 MAX_SIZE = 65536  # a holder's note is a few hundred bytes: anything bigger is not ours
@@ -258,6 +261,8 @@ def release_all() -> None:
 
 def _let_go_remote(proc: subprocess.Popen[bytes]) -> None:
     """End the shell that holds a remote lock: it removes the file and lets go."""
+    import subprocess  # a remote host's lock only: a local merge never loads it
+
     try:
         if proc.stdin is not None:
             proc.stdin.close()

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.plans import journal, ledger, overlap
 from vshx.plans.plan import comment, printable
-from vshx.plans.plan_json import plan_document
 from vshx.plans.target import prediction_key
 from vshx.storage import host as files
 from vshx.storage.qemuimg import NoSpace
@@ -63,6 +62,8 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         host.plan_ready(session, session.command, args, plan)
     if session.planning_only(args):
         if session.plan_json:
+            from vshx.plans.plan_json import plan_document  # only --plan-json pays for it
+
             command = session.command.name if session.command is not None else None
             session.out.write(plan_document(plan, command) + "\n")
         else:

@@ -96,10 +96,10 @@ class Session:
         self.err = Tee(self.err, self.recorder, "#! ")
 
     def stop_recording(self) -> None:
-        from vshx.shell.record import Tee
-
         if self.recorder is None:
             return
+        from vshx.shell.record import Tee
+
         self.recorder.close()
         self.recorder = None
         if isinstance(self.out, Tee):
@@ -287,7 +287,7 @@ class Session:
 
     def forget_inventory(self, domain: str | None) -> None:
         """A command changed things: drop cached inventory here and in shell completion."""
-        from vshx.completion.inventory import forget_shell_cache
+        from vshx.completion.shell_cache import forget_shell_cache
 
         forget_shell_cache(self.uri)
         if self._inventory is not None:

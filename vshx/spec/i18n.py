@@ -11,9 +11,12 @@ lists the messages for translators).
 from __future__ import annotations
 
 import functools
-import gettext
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import gettext
 
 DOMAIN = "vshx"
 LOCALE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "i18n")
@@ -21,7 +24,10 @@ LOCALE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 @functools.cache
 def catalogue(domain: str, locale: str) -> gettext.NullTranslations:
-    """The catalog of a message domain whose ``LANG/LC_MESSAGES`` folders are in ``locale``."""
+    """The catalog of a message domain whose ``LANG/LC_MESSAGES`` folders are in ``locale``
+    (gettext and locale load here: a command that prints no reason never pays for them)."""
+    import gettext
+
     return gettext.translation(domain, locale, fallback=True)
 
 
@@ -29,9 +35,25 @@ def catalog() -> gettext.NullTranslations:
     return catalogue(DOMAIN, LOCALE)
 
 
+@functools.cache
+def source_language() -> bool:
+    """True when the user's languages, read as gettext reads them, are English or C only:
+    vshx's messages are written in English, so no catalog is looked for (nor gettext loaded)."""
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(variable)
+        if value:
+            for language in value.split(":"):
+                if language in ("C", "POSIX") or language.startswith("C."):
+                    return True
+                if language and not language.startswith("en"):
+                    return False
+            return True
+    return True
+
+
 def _(message: str) -> str:
     """``message`` in the user's language (itself when there is no translation)."""
-    return catalog().gettext(message)
+    return message if source_language() else catalog().gettext(message)
 
 
 def translator(domain: str, locale: str) -> Callable[[str], str]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 
 
 def invoking_user() -> str:
     """``SUDO_USER`` when set, else the login name; safe inside a lab or file name."""
-    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    user = os.environ.get("SUDO_USER")
+    if not user:
+        import getpass  # with termios: only when there is no sudo user to name
+
+        user = getpass.getuser()
     return re.sub(r"[^A-Za-z0-9_.-]", "-", user) or "user"
 
 

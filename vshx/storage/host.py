@@ -17,7 +17,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from vshx.errors import VshxError
 
@@ -167,6 +166,8 @@ def for_uri(uri: str) -> Host:
     """The host that holds the files of ``uri``'s domains."""
     if files_are_local(uri):
         return LOCAL
+    from urllib.parse import parse_qs, unquote, urlsplit  # remote URIs only: ~2 ms to import
+
     parts = urlsplit(uri)
     transport = parts.scheme.partition("+")[2]
     if transport not in ("ssh", "libssh", "libssh2") or not parts.hostname:
