@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import URI, VSHX, drop_lab, make_lab, write_section
+from common import URI, VSHX, drop_lab, make_lab, time_command, write_section
 
 SMALL_RUNS = 5
 LARGE_RUNS = 2
@@ -114,6 +114,28 @@ def snapshot_read_ms(tmp: Path, runs: int = 20) -> float:
         drop(name, d)
 
 
+# What a one-shot live commit imports (python -X importtime of one run, vshx's modules and the
+# standard library's beyond the floor's): their load alone, as a process, against the floor's.
+ONE_SHOT_IMPORTS = (
+    "import libvirt, threading, vshx.frontends.cli, vshx.shell.session, vshx_plugins.commit, "
+    "vshx.plans.runner, vshx.plans.blockjob, vshx.plans.lock, vshx.plans.ledger, "
+    "vshx.storage.allocation"
+)
+
+
+def import_ms(runs: int = 15) -> tuple[float, float, float]:
+    """Medians (ms) of `python -c pass`, `import libvirt, threading` (what the floor loads)
+    and the imports of a one-shot vshx commit, each a whole process, taking turns."""
+    python = str(Path(VSHX[0]).parent / "python")
+    codes = ("pass", "import libvirt, threading", ONE_SHOT_IMPORTS)
+    samples: list[list[float]] = [[], [], []]
+    for _ in range(runs):
+        for i, code in enumerate(codes):
+            samples[i] += time_command([python, "-c", code], 1, warmup=0)
+    first, second, third = (statistics.median(s) * 1000 for s in samples)
+    return first, second, third
+
+
 def compare(
     tmp: Path, running: bool, fill: int, layers: int, top: str, base: str, tools: tuple[str, ...]
 ) -> list[tuple[float, str, float]]:
@@ -189,7 +211,7 @@ def main() -> None:
             small.append(compare(tmp, True, 0, 4, "sn3", "sn1", ("vshx", "virsh", "floor")))
         many = [batch(tmp, BATCH_DOMAINS) for _ in range(BATCH_RUNS)]
         snapshots_ms = snapshot_read_ms(tmp)
-        small_section(small, many, snapshots_ms)
+        small_section(small, many, snapshots_ms, import_ms())
         if only_small:
             return
         live = [
@@ -210,8 +232,14 @@ def med(rows: Rows, i: int, field: int = 0) -> float:
     return statistics.median(float(r[i][field]) for r in rows)
 
 
-def small_section(small: Rows, many: list[tuple[float, float, float]], snapshots_ms: float) -> None:
+def small_section(
+    small: Rows,
+    many: list[tuple[float, float, float]],
+    snapshots_ms: float,
+    imports: tuple[float, float, float],
+) -> None:
     job_ms = statistics.median(float(r[2][1]) for r in small)
+    python_ms, libvirt_ms, vshx_imports_ms = imports
     vshx_ms, virsh_ms, floor_ms = (med(small, i) * 1000 for i in range(3))
     vshx_cpu, floor_cpu = (med(small, i, 2) * 1000 for i in (0, 2))
     batch_vshx = statistics.median(r[0] for r in many)
@@ -264,6 +292,14 @@ floor and virsh read none). `virsh list --all`, run just before each small vshx 
 can lock every domain, so that is the wait a scan of every domain meets at that moment.
 Fastest small vshx run: {fast_vshx:.0f} ms; fastest floor run: {fast_floor:.0f} ms.
 {hangs}
+
+Where the 1.3x target stands (same run, each a whole process, medians of 15): `python -c pass`
+takes {python_ms:.0f} ms; loading what the floor loads (`import libvirt, threading`)
+{libvirt_ms:.0f} ms; loading the modules a one-shot vshx commit loads, and nothing else
+(no connection, no check, no job), {vshx_imports_ms:.0f} ms: **{vshx_imports_ms - libvirt_ms:.0f}
+ms of imports** beyond the floor's, against the {0.3 * floor_ms:.0f} ms that 1.3x of this
+run's floor leaves for everything vshx adds (imports, checks, journal, record). The list is
+`ONE_SHOT_IMPORTS` in bench/merge.py, taken from `python -X importtime` of one run.
 
 A plan's read of the domain's snapshots (one `listAllSnapshots`, one `getXMLDesc` per
 snapshot, each parsed) takes {snapshots_ms:.1f} ms on a lab with 4 snapshots (median of 20, in
