@@ -24,7 +24,9 @@ import pytest
 from tests.conftest import (
     LAB_PREFIX,
     URI,
+    destroy_lab,
     guest_hash,
+    make_lab,
     qemu_check,
     qemu_img_chain,
     run_vshx,
@@ -372,6 +374,72 @@ def test_revert_shut_off_two_disks(tmp_path: Path) -> None:
         assert "branch" in proc.stdout + proc.stderr
     finally:
         destroy(dom)
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["shut-off", "running"])
+def test_deleting_the_snapshot_reverted_to_keeps_the_branch(tmp_path: Path, running: bool) -> None:
+    """After snapshot-revert s2 the old branch (s2.qcow2 <- s3.qcow2) reads through s1.qcow2,
+    s2's moment file: deleting s2 would commit the new overlay into it and change s3's moment.
+    vshx refuses before anything changes (--force too, --dry-run too), as libvirt 9.0's own
+    snapshot-delete does; s3 still shows exactly its moment."""
+    dom = build(tmp_path, 1, True, "branch")
+    try:
+        virsh("destroy", dom.name)
+        proc = run_vshx("snapshot-revert", dom.name, "s2")
+        assert proc.returncode == 0, proc.stderr
+        active = sources(dom.name, inactive=True)["vda"]
+        if running:
+            virsh("start", dom.name)
+            write(dom, "vda", 0x77, 1 << 20)
+            flush(dom)
+        else:  # the guest's write after the revert, made offline
+            subprocess.run(
+                ["qemu-io", "-f", "qcow2", "-c", "write -q -P 0x77 1M 64k", active], check=True
+            )
+        branch = view(dom.file("vda", "s2"), tmp_path)
+        assert branch == dom.moments[("s3", "vda")]
+        files = {p.name: p.stat().st_mtime_ns for p in dom.dir.iterdir()}
+        parents = tree(dom.name)
+        for extra in ([], ["--force"], ["--dry-run"]):
+            proc = run_vshx("snapshot-delete", dom.name, "s2", *extra)
+            assert proc.returncode == 1, proc.stdout + proc.stderr
+            assert "refusing" in proc.stderr and "s3 (vda: vda-s2.qcow2 reads through" in (
+                proc.stderr
+            ), proc.stderr
+            assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
+        assert {p.name: p.stat().st_mtime_ns for p in dom.dir.iterdir()} == files
+        assert tree(dom.name) == parents and current(dom.name) == "s2"
+        assert view(dom.file("vda", "s2"), tmp_path) == dom.moments[("s3", "vda")]
+        listing = run_vshx("snapshot-list", dom.name).stdout
+        assert "unknown" not in listing and "gone" not in listing, listing
+        native = subprocess.run(
+            ["virsh", "-c", URI, "snapshot-delete", dom.name, "s2"], capture_output=True, text=True
+        )
+        assert native.returncode != 0, native.stdout  # libvirt 9.0 refuses it too
+        assert view(dom.file("vda", "s2"), tmp_path) == dom.moments[("s3", "vda")]
+    finally:
+        destroy(dom)
+
+
+def test_deleting_after_a_partial_pull_never_commits_into_what_pulled_out_files_read(
+    tmp_path: Path,
+) -> None:
+    """After `pull --base sn1`, sn3 and sn4 keep their moments in sn2.qcow2 and sn3.qcow2, out
+    of the chain, reading through sn1.qcow2.  Deleting sn2 by a commit into sn1.qcow2 would
+    change them: refused; the default route (a pull into the active layer) keeps them, and
+    sn1.qcow2 too (those files still read it)."""
+    lab = make_lab(tmp_path, running=False)
+    try:
+        assert run_vshx("pull", lab.name, "vda", "--base", "sn1").returncode == 0
+        lab.record_moments(tmp_path)
+        proc = run_vshx("snapshot-delete", lab.name, "sn2", "--route", "commit")
+        assert proc.returncode == 1 and "sn2.qcow2 reads through sn1.qcow2" in proc.stderr
+        proc = run_vshx("snapshot-delete", lab.name, "sn2")
+        assert proc.returncode == 0, proc.stderr
+        assert lab.layer("sn1").exists()
+        assert lab.check_moments(tmp_path) == ["sn1", "sn3", "sn4"]  # each shows its moment
+    finally:
+        destroy_lab(lab)
 
 
 def block_job(name: str, disk: str) -> str:

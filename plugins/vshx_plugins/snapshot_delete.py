@@ -41,6 +41,7 @@ from vshx.api import (
     journal,
     libvirt,
     load_target,
+    moments_reading,
     non_negative_int,
     pivot_step,
     refuse_unfinished,
@@ -403,6 +404,7 @@ def build_plan(
                 f"{other.moments[lost[0]].state} before this plan ({other.moments[lost[0]].why}); "
                 "its metadata stays as it is (snapshot-cleanup judges it)"
             )
+    refuse_changing_branches(dom, what, remaining, moving)
     keeps, loses = moment_lines(remaining, going, works)
     plan.keeps = [keeps, loses]
     plan.losing = [s.name for s in going]
@@ -453,6 +455,29 @@ def build_plan(
     plan.steps += finish_steps(session, dom, remaining, gone, works)
     plan.verdicts = verdicts
     return plan
+
+
+def refuse_changing_branches(
+    dom: libvirt.virDomain, what: str, remaining: list[Snapshot], moving: list[DiskWork]
+) -> None:
+    """A delete keeps every other snapshot's moment: refuse (even with --force) when one lives
+    in a file outside the chain that reads through the file this plan writes (the branch a
+    snapshot-revert left reads through the moment file reverted to).  The removed layers
+    such a file reads through are kept (delete_steps removes only files nothing uses)."""
+    readers: list[str] = []
+    for work in moving:
+        written = work.top if work.route == "pull" else work.base
+        if written is not None:
+            readers += moments_reading(remaining, work.target.chain, [written])
+    if readers:
+        raise VshxError(
+            f"refusing: deleting {what} of {dom.name()} would change the moments other "
+            f"snapshots keep in files outside the chain: {'; '.join(readers)}",
+            "those files (a branch a snapshot-revert left, or files a pull took out) read "
+            "through the file this delete writes; delete those snapshots first, or "
+            "go back to that branch (vshx snapshot-revert); virsh snapshot-delete refuses "
+            "this too",
+        )
 
 
 def remaining_verdicts(remaining: list[Snapshot], works: dict[str, DiskWork]) -> list[Verdict]:

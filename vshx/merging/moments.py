@@ -104,6 +104,25 @@ def after_writes(
     return moment, None
 
 
+def moments_reading(snapshots: list[Snapshot], chain: Chain, changed: list[Layer]) -> list[str]:
+    """Kept moments held outside ``chain`` (a branch a revert left, files a pull took out)
+    whose files read one of ``changed`` (files a plan writes or deletes) in their backing
+    chains: ``SNAP (DISK: FILE reads through LAYER)``, one per moment.  Such a moment would
+    change under the plan; one whose file cannot be read counts too (fail closed)."""
+    inside = {layer.canonical for layer in chain.layers}
+    found = []
+    for snap in snapshots:
+        for disk, moment in snap.moments.items():
+            if not moment.kept or not moment.holder or canonical(moment.holder) in inside:
+                continue
+            for layer in changed:
+                if reads_through(moment.holder, layer):
+                    name = os.path.basename(moment.holder)
+                    found.append(f"{snap.name} ({disk}: {name} reads through {layer.name})")
+                    break
+    return found
+
+
 def reads_through(path: str, layer: Layer) -> bool:
     """``path``'s view reads ``layer`` (its backing chain names it); True when unreadable."""
     from vshx.storage.qcow2 import chain_paths

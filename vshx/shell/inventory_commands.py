@@ -103,11 +103,15 @@ def cmd_chain(session: Session, args: Args) -> None:
             return
     else:
         dom = virt.lookup_domain(session.conn, target)
-        disks = (
-            [virt.find_disk(dom, args.disk)]
-            if args.disk
-            else [d for d in virt.domain_disks(dom) if d.device == "disk" and d.source]
-        )
+        every = [] if args.disk else [d for d in virt.domain_disks(dom) if d.device == "disk"]
+        disks = [virt.find_disk(dom, args.disk)] if args.disk else [d for d in every if d.source]
+        for other in every:
+            if other.kind not in ("file", "block"):
+                what = f" ({printable(other.remote)})" if other.remote else ""
+                session.warn(
+                    f"{other.target}: a {other.kind} disk{what}, not shown: vshx reads the "
+                    "chains of local file and block disks only"
+                )
         if not equivalent_first(
             session, args, "show the chain", *[[*info, d.source or ""] for d in disks]
         ):

@@ -199,13 +199,30 @@ class DiskSource:
     backing: list[tuple[str, str | None, int | None]]  # (path, format, index) below the source
     index: int | None = None
     persistent_only: bool = False  # named by a running domain's persistent definition only
+    kind: str = "file"  # the <disk type=...>: file, block, network, volume, dir, nvme...
+    remote: str = ""  # a network disk's protocol and name (``nbd x``), for messages
 
 
-def _source_path(node: ET.Element) -> str | None:
+def source_path(node: ET.Element) -> str | None:
+    """The local file (type='file') or device (type='block') a disk or backing node reads;
+    None for every other type: a network disk's ``name`` is an export, image or volume on
+    another server, never a path here."""
     src = node.find("source")
     if src is None:
         return None
-    return src.get("file") or src.get("dev") or src.get("name")
+    kind = node.get("type", "file")
+    if kind == "file":
+        return src.get("file")
+    if kind == "block":
+        return src.get("dev")
+    return None
+
+
+def _remote_source(node: ET.Element) -> str:
+    src = node.find("source")
+    if node.get("type") != "network" or src is None:
+        return ""
+    return f"{src.get('protocol', '?')} {src.get('name', '')}".strip()
 
 
 def disks_from_xml(xml: str) -> list[DiskSource]:
@@ -224,7 +241,7 @@ def disks_from_xml(xml: str) -> list[DiskSource]:
             idx = node.get("index")
             backing.append(
                 (
-                    _source_path(node) or "",
+                    source_path(node) or "",
                     fmt.get("type") if fmt is not None else None,
                     int(idx) if idx is not None else None,
                 )
@@ -236,7 +253,9 @@ def disks_from_xml(xml: str) -> list[DiskSource]:
             DiskSource(
                 target=target.get("dev", ""),
                 device=disk.get("device", "disk"),
-                source=_source_path(disk),
+                source=source_path(disk),
+                kind=disk.get("type", "file"),
+                remote=_remote_source(disk),
                 format=driver.get("type") if driver is not None else None,
                 backing=backing,
                 index=int(src_index) if src_index is not None else None,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.storage import host as files
-from vshx.storage.chain import canonical
+from vshx.storage.chain import canonical, source_path
 from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
@@ -39,13 +39,6 @@ class Defined:
         return [self.source or ""] + [path for path, _fmt in self.backing]
 
 
-def _path(node: ET.Element) -> str | None:
-    src = node.find("source")
-    if src is None:
-        return None
-    return src.get("file") or src.get("dev") or src.get("name")
-
-
 def _format(node: ET.Element, tag: str) -> str | None:
     found = node.find(tag)
     return found.get("type") if found is not None else None
@@ -62,7 +55,7 @@ def parse(xml: str) -> list[Defined]:
         closed = False
         node = disk.find("backingStore")
         while node is not None:
-            path = _path(node)
+            path = source_path(node)
             if path is None:
                 closed = True  # <backingStore/>: the chain ends here
                 break
@@ -71,7 +64,7 @@ def parse(xml: str) -> list[Defined]:
         found.append(
             Defined(
                 target.get("dev", ""),
-                _path(disk),
+                source_path(disk),
                 _format(disk, "driver"),
                 tuple(backing),
                 bool(backing),

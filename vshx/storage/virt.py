@@ -285,6 +285,14 @@ def domain_chain(dom: libvirt.virDomain, target: str, *, definition: bool = True
 
     xml = dom.XMLDesc(0)
     disk = find_disk(dom, target, xml)
+    if disk.kind not in ("file", "block"):
+        what = f" ({disk.remote})" if disk.remote else ""
+        raise VshxError(
+            f"disk {disk.target} of {dom.name()!r} is a {disk.kind} disk{what}: vshx reads and "
+            "merges the chains of local file and block disks only",
+            "merge it where its storage is (qemu-img on that server), or use virsh blockcommit "
+            "/ blockpull on the running domain, which libvirt runs for any disk type",
+        )
     if not disk.source:
         raise VshxError(f"disk {disk.target} of {dom.name()!r} has no source file (empty drive?)")
     layers = chains.chain_from_info(qemuimg.info_chain(disk.source), disk.source)
