@@ -495,6 +495,47 @@ def test_interrupted_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path
         destroy(dom)
 
 
+def test_ctrl_c_during_a_live_delete_keeps_the_journal_and_recover_finishes_it(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C while vda's commit runs: vshx aborts the job, which had copied part of s2.qcow2
+    into s1.qcow2 already (s2's moment there is partly overwritten): vshx says so, keeps its
+    journal (the merge cannot be undone), and recover finishes the delete with every other
+    moment intact and deletable (an outside attack found the journal cleared and s3 left
+    unknown, undeletable)."""
+    import re
+    import signal
+
+    dom = build(tmp_path, 1, True, "ctrlc", big=2)
+    try:
+        proc = subprocess.Popen(
+            [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def copied() -> bool:
+            found = re.search(r"\[\s*([0-9.]+) %\]", block_job(dom.name, "vda"))
+            return found is not None and float(found.group(1)) > 0
+
+        wait_for(copied, "vda's block commit to copy something")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate()
+        assert proc.returncode == 1 and "copied data into its base" in err, err
+        assert f"vshx recover {dom.name}" in err and "Traceback" not in err
+        assert "interrupted vshx" in run_vshx("jobs", dom.name).stdout
+        recovered = run_vshx("recover", dom.name)
+        assert recovered.returncode == 0, recovered.stderr
+        assert tree(dom.name) == {"s1": "", "s3": "s1"}
+        check_after(dom, tmp_path)
+        listed = json.loads(run_vshx("snapshot-list", dom.name, "--json").stdout)["snapshots"]
+        assert all(m["moment"] != "unknown" for s in listed for m in s["disks"].values()), listed
+        assert run_vshx("snapshot-delete", dom.name, "s3", "--dry-run").returncode == 0
+    finally:
+        destroy(dom)
+
+
 def test_recover_abort_of_an_interrupted_delete_stops_the_job_and_keeps_the_journal(
     tmp_path: Path,
 ) -> None:

@@ -15,11 +15,16 @@ class VshxError(Exception):
 
     exit_code = EXIT_FAILED
 
-    def __init__(self, message: str, hint: str | None = None, *, clean: bool = False) -> None:
+    def __init__(
+        self, message: str, hint: str | None = None, *, clean: bool = False, partial: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.clean = clean  # raised by a step that left everything as it was before it
+        # the chain is as before, but the step had written part of its data into a file (an
+        # aborted commit's base): a plan that can be rolled forward keeps its journal
+        self.partial = partial
 
 
 class UsageError(VshxError):

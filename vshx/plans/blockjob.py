@@ -31,6 +31,11 @@ FAILED: int = libvirt.VIR_DOMAIN_BLOCK_JOB_FAILED
 CANCELED: int = libvirt.VIR_DOMAIN_BLOCK_JOB_CANCELED
 READY: int = libvirt.VIR_DOMAIN_BLOCK_JOB_READY
 STATUS_NAMES = {COMPLETED: "completed", FAILED: "failed", CANCELED: "canceled", READY: "ready"}
+# jobs that write into their base: aborted after copying, the base keeps what was copied
+COMMIT_TYPES = (
+    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT,
+    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT,
+)
 SAFETY_POLL = 1.0  # seconds between checks that an event was not lost
 TTY_REFRESH = 0.2
 
@@ -306,8 +311,20 @@ def run_block_job(
                     f"the job may still be ending: vshx jobs {dom.name()} shows it, "
                     f"vshx chain {dom.name()} {disk} the chain once it ended; nothing was deleted",
                 ) from None
+            before = job.info()  # what it had copied, asked before the abort ends it
             if not job.abort_and_settle():
                 progress.finish(f"{why}; job aborted (virsh blockjob {dom.name()} {disk} --abort)")
+                if before.get("type") in COMMIT_TYPES and int(before.get("cur", 0)) > 0:
+                    raise VshxError(
+                        f"{label} {why}: the block job was aborted after it had copied data "
+                        "into its base; the chain is as before and the guest sees the same "
+                        "bytes, but the base keeps what was copied (the moment it showed is "
+                        "no longer intact)",
+                        f"run the command again to finish the merge; nothing was deleted "
+                        f"(vshx chain {dom.name()} {disk} shows the chain)",
+                        clean=True,
+                        partial=True,
+                    ) from None
                 raise VshxError(
                     f"{label} {why}: the block job was aborted and the chain is as before",
                     "nothing was deleted; run `chain` to see it",

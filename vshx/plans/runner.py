@@ -104,9 +104,19 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
                 raise
             raise VshxError(exc.message, recover_hint(target, exc)) from None
         except VshxError as exc:
-            half_done = changed and bool(plan.intent.get("resume"))  # recover rolls it forward
+            # a plan recover rolls forward, stopped after a change (or a step that wrote part
+            # of its data): its journal stays, and recover finishes it
+            resumable = bool(plan.intent.get("resume"))
+            half_done = resumable and (changed or exc.partial)
             if target is not None and exc.clean and journaled and not half_done:
                 journal.clear(target)  # the step left things as they were: nothing to recover
+            if half_done and target is not None and journaled and exc.partial:
+                where = target.chain.domain or target.chain.active.path
+                raise VshxError(
+                    exc.message,
+                    f"a merge that has begun cannot be undone; its journal stays: `vshx recover "
+                    f"{printable(where)}` finishes it (nothing was deleted yet)",
+                ) from None
             raise
         changed = changed or step.changes
     if target is not None and target.dom is not None and plan.verdicts is not None:
