@@ -536,6 +536,34 @@ def test_ctrl_c_during_a_live_delete_keeps_the_journal_and_recover_finishes_it(
         destroy(dom)
 
 
+def test_a_snapshot_deleted_by_someone_else_meanwhile_is_not_brought_back(
+    tmp_path: Path,
+) -> None:
+    """While vshx deletes s2 (vda's commit held at 1 MiB/s), someone forgets s3 with virsh:
+    the plan's step that re-points s3 does not define it again (it says so), s2 is deleted,
+    the data is intact."""
+    dom = build(tmp_path, 1, True, "race", big=2)
+    try:
+        proc = subprocess.Popen(
+            [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: "Block Commit" in block_job(dom.name, "vda"), "vda's block commit")
+        virsh("snapshot-delete", dom.name, "s3", "--metadata")
+        virsh("blockjob", dom.name, "vda", "--bandwidth", "0")
+        _out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert "snapshot s3 was deleted by someone else while vshx ran" in err
+        assert tree(dom.name) == {"s1": ""}
+        assert not dom.file("vda", "s2").exists()
+        flush(dom)
+        assert view(sources(dom.name)["vda"], tmp_path) == dom.views["vda"]
+    finally:
+        destroy(dom)
+
+
 def test_recover_abort_of_an_interrupted_delete_stops_the_job_and_keeps_the_journal(
     tmp_path: Path,
 ) -> None:

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 def redefine_step(
     session: Session, dom: libvirt.virDomain, snap: Snapshot, xml: str, why: str
 ) -> Step:
-    """Redefine ``snap`` from ``xml``; a disk-only snapshot stays one, the current stays current."""
+    """Redefine ``snap`` from ``xml``; a disk-only snapshot stays one, the current stays current.
+    A snapshot someone deleted while the plan ran is not brought back (looked up first)."""
     flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
     extra = []
     if snap.state == "disk-snapshot":
@@ -29,10 +30,24 @@ def redefine_step(
     if snap.current:
         flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
         extra.append("--current")
+
+    def action() -> None:
+        try:
+            dom.snapshotLookupByName(snap.name, 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+                raise
+            session.warn(
+                f"snapshot {snap.name} was deleted by someone else while vshx ran: not "
+                "brought back"
+            )
+            return
+        dom.snapshotCreateXML(xml, flags)
+
     return Step(
         f"re-define snapshot {snap.name}: {why}",
         virsh(session.uri, "snapshot-create", dom.name(), "/dev/stdin", "--redefine", *extra),
-        action=lambda: dom.snapshotCreateXML(xml, flags),
+        action=action,
         stdin=xml,
     )
 
