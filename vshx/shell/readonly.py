@@ -10,11 +10,18 @@ An entry is a string of words: a bare word is an argument virsh accepts position
 ``--word VALUE`` (in declaration order; ``word...`` takes any number); ``--flag`` is a boolean
 option; ``--option=`` takes a value (``--option V`` or ``--option=V``) that only selects what
 to read.
+
+virsh 9.0 takes no abbreviated command option (``--ab`` is refused, not ``--abort``), so an
+exact list is exact.  qemu-img's subcommands read their words with getopt_long, where
+``--rep`` is ``--repair`` and ``-Urall`` is ``-U -r all``: a qemu-img line is read the same
+way (vshx/shell/getopt_long.py, with qemu-img 7.2's own option tables).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
+from vshx.shell.getopt_long import LongOption, parse
 
 _TUNE = "--config --live --current"  # without the value options, these tunables print
 VIRSH_READS: dict[str, str] = {
@@ -161,8 +168,6 @@ VIRSH_CONDITIONS: dict[str, Callable[[set[str]], bool]] = {
     "domjobinfo": lambda flags: "--completed" not in flags or "--keep-completed" in flags,
 }
 
-QEMU_IMG_READS = ("info", "check", "compare", "map", "measure")
-
 
 def virsh_reads(command: str, args: Sequence[str]) -> bool:
     """True when ``virsh COMMAND ARGS`` only reads (so ``--dry-run`` may run it)."""
@@ -205,14 +210,47 @@ def virsh_reads(command: str, args: Sequence[str]) -> bool:
     return condition is None or condition(seen)
 
 
+def _long(*entries: str) -> tuple[LongOption, ...]:
+    """``"name"`` (no value), ``"name="`` (a value); ``":x"`` ends an entry that returns x."""
+    table = []
+    for entry in entries:
+        spec, _, val = entry.partition(":")
+        name = spec.removesuffix("=")
+        table.append(LongOption(name, spec.endswith("="), val or name))
+    return tuple(table)
+
+
+# qemu-img 7.2's own tables (qemu-img.c: each subcommand's struct option list and optstring),
+# checked against the installed binary by tests/test_qemu_img_options.py.  Only these
+# subcommands may run under --dry-run; every other one (and an option before the
+# subcommand, such as --trace) is printed, never run.
+_COMMON = ("help:h", "object=", "image-opts", "force-share:U")
+QEMU_IMG_OPTIONS: dict[str, tuple[str, tuple[LongOption, ...]]] = {
+    "info": (":f:hU", _long(*_COMMON, "format=:f", "output=", "backing-chain")),
+    "check": (":hf:r:T:qU", _long(*_COMMON, "format=:f", "repair=:r", "output=")),
+    "compare": (":hf:F:T:pqsU", _long(*_COMMON)),
+    "map": (
+        ":f:s:l:hU",
+        _long(*_COMMON, "format=:f", "output=", "start-offset=:s", "max-length=:l"),
+    ),
+    "measure": ("hf:O:o:l:U", _long(*_COMMON, "output=", "size=")),
+}
+QEMU_IMG_READS = tuple(QEMU_IMG_OPTIONS)
+# what, given to a reading subcommand, may change something: a repair writes the image;
+# --object creates a QOM object of any type qemu-img has (pr-manager-helper, main-loop,
+# thread-context, ...), which vshx has not reviewed one by one
+QEMU_IMG_CHANGING = {"r", "object"}
+
+
 def qemu_img_reads(args: Sequence[str]) -> bool:
-    """True when ``qemu-img ARGS`` only reads: info, compare, map, measure, check without -r."""
-    if not args or args[0] not in QEMU_IMG_READS:
+    """True when ``qemu-img ARGS`` only reads: its words, read as qemu-img's getopt_long
+    reads them (``--rep=all`` is ``--repair=all``, ``-Urall`` is ``-U -r all``), name one of
+    info, check, compare, map, measure and no option that changes anything.  A word
+    getopt_long would refuse makes it "may change" too (vshx cannot say more about it)."""
+    if not args or args[0] not in QEMU_IMG_OPTIONS:
         return False
-    if args[0] == "check":
-        for word in args[1:]:
-            if word.startswith("--repair") or (
-                word.startswith("-") and not word.startswith("--") and "r" in word[1:]
-            ):
-                return False  # -r leaks|all, -Ur all, --repair=...: repairs write
-    return True
+    optstring, table = QEMU_IMG_OPTIONS[args[0]]
+    parsed = parse(args[1:], optstring, table)
+    if parsed is None:
+        return False
+    return not any(val in QEMU_IMG_CHANGING for val, _value in parsed.options)
