@@ -9,6 +9,7 @@ vshx's reading says.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shlex
 import shutil
@@ -49,13 +50,15 @@ READS = [
     "info --b --ou json --force x.qcow2",  # unambiguous prefixes of read-only options
     "info --forc --form qcow2 x.qcow2",
     "check x.qcow2",
-    "check -U -q -T none --output json --im x.qcow2",
-    "check -f -r x.qcow2",  # -r is -f's value here, not an option
+    "check -U -q -T none --output json x.qcow2",
+    "check --output -r x.qcow2",  # -r is --output's value here, not an option
     "check -- -r",  # after --, -r is a file name
     "check -- x.qcow2 --repair=all",
     "compare -p -s -F qcow2 a.qcow2 b.qcow2",
     "map --start-offset=0 --max 1M --output=json x.qcow2",
     "measure -O qcow2 --size 1G",
+    "info -f raw /images/a:b.raw",  # a ':' after a '/' is part of the name
+    "compare -f qcow2 -F raw a.qcow2 ./b:c.raw",
 ]
 
 
@@ -78,6 +81,15 @@ CANNOT_TELL = [
     "commit x.qcow2",
     "snapshot -l x.qcow2",
     "inf x.qcow2",  # qemu-img matches subcommand names exactly; vshx runs only listed ones
+    # a file name or --image-opts may open the image for writing (read-only=off), and an
+    # image opened so is written: qemu-img info repairs a dirty lazy-refcounts qcow2
+    """info 'json:{"driver":"qcow2","read-only":false,"file":{"filename":"x.qcow2"}}'""",
+    "info --image-opts driver=qcow2,read-only=off,file.filename=x.qcow2",
+    "check --im driver=qcow2,file.filename=x.qcow2",
+    "info fat:rw:/tmp",
+    "compare a.qcow2 nbd:localhost:10809",
+    "info -f vvfat x",  # a driver that is no plain image format
+    "map --format=blkdebug x.qcow2",
 ]
 
 
@@ -178,6 +190,12 @@ def test_dry_run_of_an_abbreviated_repair_leaves_a_damaged_image_as_it_was(tmp_p
             str(image),
         ]
         assert hashlib.sha256(image.read_bytes()).hexdigest() == before, words
+    opened_for_writing = json.dumps(
+        {"driver": "qcow2", "read-only": False, "file": {"driver": "file", "filename": str(image)}}
+    )
+    proc = run_vshx("--dry-run", "qemu-img", "info", f"json:{opened_for_writing}")
+    assert proc.returncode == 0 and "Rebuilding refcount" not in proc.stderr, proc.stderr
+    assert hashlib.sha256(image.read_bytes()).hexdigest() == before
     read = run_vshx("--dry-run", "qemu-img", "check", "--ou", "json", str(image))
     assert '"corruptions": 2' in read.stderr or '"corruptions":2' in read.stderr, read.stderr
     assert hashlib.sha256(image.read_bytes()).hexdigest() == before

@@ -238,19 +238,39 @@ QEMU_IMG_OPTIONS: dict[str, tuple[str, tuple[LongOption, ...]]] = {
 QEMU_IMG_READS = tuple(QEMU_IMG_OPTIONS)
 # what, given to a reading subcommand, may change something: a repair writes the image;
 # --object creates a QOM object of any type qemu-img has (pr-manager-helper, main-loop,
-# thread-context, ...), which vshx has not reviewed one by one
-QEMU_IMG_CHANGING = {"r", "object"}
+# thread-context, ...), which vshx has not reviewed one by one; --image-opts (like a
+# json: file name) may say read-only=off, and an image opened for writing is written
+# (qemu-img 7.2 info repairs a dirty lazy-refcounts qcow2 opened so)
+QEMU_IMG_CHANGING = {"r", "object", "image-opts"}
+# -f/-F: image formats that only read what a read-only open reads (not vvfat, blkdebug, ...)
+QEMU_IMG_FORMATS = frozenset(
+    "raw qcow2 qcow qed vmdk vdi vpc vhdx luks parallels dmg bochs cloop".split()
+)
+
+
+def names_a_protocol(name: str) -> bool:
+    """A file name qemu reads as ``protocol:...`` (json:, fat:rw:, nbd:, ...): a ``:``
+    before any ``/``, as QEMU's path_has_protocol decides."""
+    head = name.split("/", 1)[0]
+    return ":" in head
 
 
 def qemu_img_reads(args: Sequence[str]) -> bool:
     """True when ``qemu-img ARGS`` only reads: its words, read as qemu-img's getopt_long
     reads them (``--rep=all`` is ``--repair=all``, ``-Urall`` is ``-U -r all``), name one of
-    info, check, compare, map, measure and no option that changes anything.  A word
-    getopt_long would refuse makes it "may change" too (vshx cannot say more about it)."""
+    info, check, compare, map, measure, no option that changes anything, a plain image
+    format and plain file names (no ``json:`` or other protocol, which may open the image
+    for writing).  A word getopt_long would refuse makes it "may change" too (vshx cannot
+    say more about it)."""
     if not args or args[0] not in QEMU_IMG_OPTIONS:
         return False
     optstring, table = QEMU_IMG_OPTIONS[args[0]]
     parsed = parse(args[1:], optstring, table)
     if parsed is None:
         return False
-    return not any(val in QEMU_IMG_CHANGING for val, _value in parsed.options)
+    for val, value in parsed.options:
+        if val in QEMU_IMG_CHANGING:
+            return False
+        if val in ("f", "F") and value not in QEMU_IMG_FORMATS:
+            return False
+    return not any(names_a_protocol(name) for name in parsed.operands)
