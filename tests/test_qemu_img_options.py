@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import pytest
 
 from tests.conftest import run_vshx
 from vshx.shell.getopt_long import LongOption, parse, resolve_long
-from vshx.shell.readonly import QEMU_IMG_OPTIONS, qemu_img_reads
+from vshx.shell.readonly import QEMU_IMG_OPTIONS, plain_chain, qemu_img_files, qemu_img_reads
+from vshx.storage.qcow2 import MAGIC
 
 REPAIRS = [
     "check --repair=all x.qcow2",
@@ -124,6 +126,42 @@ def test_getopt_long_reads_clusters_values_and_the_end_of_options():
     assert plain is not None and plain.options == ()
 
 
+def _header(backing: str = "", version: int = 3) -> bytes:
+    """A qcow2 header (64 KiB clusters) naming ``backing`` right after it."""
+    name = backing.encode()
+    head = MAGIC + struct.pack(">IQII", version, 112 if name else 0, len(name), 16)
+    head += bytes(100 - len(head)) + struct.pack(">I", 104) + bytes(8)  # no extensions
+    return head + name
+
+
+def test_a_chain_is_plain_when_every_header_names_its_backing_plainly():
+    disk = {
+        "/i/top.qcow2": _header("mid.qcow2"),
+        "/i/mid.qcow2": _header("/i/base.raw"),
+        "/i/base.raw": bytes(4096),
+    }
+    assert plain_chain("/i/top.qcow2", disk.get)
+    assert plain_chain("/i/gone.qcow2", disk.get)  # missing: qemu-img fails, nothing opened
+    json_name = 'json:{"driver":"qcow2","read-only":false,"file":{"filename":"/i/base.qcow2"}}'
+    for below in (json_name, "nbd:localhost:10809", "fat:rw:/tmp"):
+        disk["/i/mid.qcow2"] = _header(below)
+        assert not plain_chain("/i/top.qcow2", disk.get), below
+    disk["/i/mid.qcow2"] = _header("/i/base.qed")
+    disk["/i/base.qed"] = b"QED\0" + bytes(60)
+    assert not plain_chain("/i/top.qcow2", disk.get)  # qed names files vshx does not read
+    disk["/i/base.qed"] = b"# Disk DescriptorFile\nversion=1\ncreateType=monolithicFlat\n"
+    assert not plain_chain("/i/top.qcow2", disk.get)  # a vmdk descriptor names extents
+    disk["/i/mid.qcow2"] = _header("/i/base.raw", version=1)
+    assert not plain_chain("/i/top.qcow2", disk.get)  # qcow version 1: not read here
+    loop = {"/i/a.qcow2": _header("b.qcow2"), "/i/b.qcow2": _header("a.qcow2")}
+    assert not plain_chain("/i/a.qcow2", loop.get)  # deeper than vshx follows
+
+
+def test_the_files_a_read_opens_are_its_operands():
+    assert qemu_img_files(["compare", "-f", "qcow2", "a", "-F", "raw", "b"]) == ["a", "b"]
+    assert qemu_img_files(["measure", "-O", "qcow2", "--size", "1G"]) == []
+
+
 def _qemu_img_7_2() -> bool:
     if shutil.which("qemu-img") is None:
         return False
@@ -200,3 +238,56 @@ def test_dry_run_of_an_abbreviated_repair_leaves_a_damaged_image_as_it_was(tmp_p
     assert '"corruptions": 2' in read.stderr or '"corruptions":2' in read.stderr, read.stderr
     assert hashlib.sha256(image.read_bytes()).hexdigest() == before
     assert subprocess.run(["qemu-img", "check", str(image)], capture_output=True).returncode == 2
+
+
+def _damaged(image: Path) -> str:
+    """A qcow2 image left dirty with lazy refcounts (a write, then abort): opened for
+    writing, QEMU repairs it.  Returns the sha256 of its bytes."""
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=1.1,lazy_refcounts=on"]
+        + [str(image), "1M"],
+        check=True,
+    )
+    subprocess.run(
+        ["qemu-io", "-c", "write -P 0x5a 0 512", "-c", "abort", str(image)],
+        capture_output=True,
+        check=False,
+    )
+    return hashlib.sha256(image.read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(shutil.which("qemu-io") is None, reason="needs qemu-io to damage an image")
+def test_dry_run_reads_no_image_whose_backing_name_opens_a_file_for_writing(tmp_path: Path):
+    """qemu-img 7.2 opens a backing file named json:{..."read-only":false...} for writing
+    even under check -U, and repairs it if dirty: such a chain is printed, never run."""
+    base = tmp_path / "vshx-fixpt-base.qcow2"
+    before = _damaged(base)
+    name = json.dumps(
+        {
+            "driver": "qcow2",
+            "read-only": False,
+            "force-share": False,
+            "file": {"driver": "file", "filename": str(base), "read-only": False},
+        }
+    )
+    top = tmp_path / "vshx-fixpt-top.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "qcow2", "-b", f"json:{name}"]
+        + [str(top), "1M"],
+        check=True,
+    )
+    for words in (["check", "-U"], ["info", "--backing-chain"], ["map"], ["check"]):
+        proc = run_vshx("--dry-run", "qemu-img", *words, str(top))
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert shlex.split(proc.stdout.splitlines()[-1]) == ["qemu-img", *words, str(top)]
+        assert "Repairing" not in proc.stderr and "No errors" not in proc.stderr, words
+        assert hashlib.sha256(base.read_bytes()).hexdigest() == before, words
+    # a plain chain is still read under --dry-run (its output on stderr)
+    plain = tmp_path / "vshx-fixpt-plain.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(plain)],
+        check=True,
+    )
+    read = run_vshx("--dry-run", "qemu-img", "info", "-U", "--backing-chain", str(plain))
+    assert read.returncode == 0 and f"image: {base}" in read.stderr, read.stderr
+    assert hashlib.sha256(base.read_bytes()).hexdigest() == before

@@ -240,12 +240,16 @@ QEMU_IMG_READS = tuple(QEMU_IMG_OPTIONS)
 # --object creates a QOM object of any type qemu-img has (pr-manager-helper, main-loop,
 # thread-context, ...), which vshx has not reviewed one by one; --image-opts (like a
 # json: file name) may say read-only=off, and an image opened for writing is written
-# (qemu-img 7.2 info repairs a dirty lazy-refcounts qcow2 opened so)
-QEMU_IMG_CHANGING = {"r", "object", "image-opts"}
-# -f/-F: image formats that only read what a read-only open reads (not vvfat, blkdebug, ...)
-QEMU_IMG_FORMATS = frozenset(
-    "raw qcow2 qcow qed vmdk vdi vpc vhdx luks parallels dmg bochs cloop".split()
-)
+# (qemu-img 7.2 info repairs a dirty lazy-refcounts qcow2 opened so); measure's -o
+# options for the image it sizes may name a backing file, which it opens
+QEMU_IMG_CHANGING = {"r", "object", "image-opts", "o"}
+# -f/-F: image formats that name no other file vshx does not read (qcow2's names it reads:
+# see plain_chain) and only read on a read-only open (not vvfat, blkdebug, qed, vmdk, ...)
+QEMU_IMG_FORMATS = frozenset("raw qcow2 vdi vpc vhdx parallels dmg bochs cloop".split())
+# the first bytes of formats whose files name other files (qcow version 1 is told by its
+# version field), each opened as its name says: vshx does not read their names
+NAMING_MAGIC = (b"QED\0", b"KDMV", b"COWD", b"# Disk Descriptor")
+CLUSTER_MAX = 2 << 20  # qcow2's largest cluster: its header and names lie within it
 
 
 def names_a_protocol(name: str) -> bool:
@@ -274,3 +278,48 @@ def qemu_img_reads(args: Sequence[str]) -> bool:
         if val in ("f", "F") and value not in QEMU_IMG_FORMATS:
             return False
     return not any(names_a_protocol(name) for name in parsed.operands)
+
+
+def qemu_img_files(args: Sequence[str]) -> list[str]:
+    """The file names a reading ``qemu-img ARGS`` opens (its operands), as getopt_long
+    reads the words; call after ``qemu_img_reads`` said True."""
+    optstring, table = QEMU_IMG_OPTIONS[args[0]]
+    parsed = parse(args[1:], optstring, table)
+    return list(parsed.operands) if parsed is not None else []
+
+
+def plain_chain(path: str, read: Callable[[str], bytes | None], limit: int = 64) -> bool:
+    """True when opening ``path`` read-only opens nothing for writing: down its chain, every
+    qcow2 header names its backing and data files plainly (no ``json:`` or protocol name,
+    which may say read-only=off: QEMU opens that file for writing, and a dirty one is then
+    repaired even under ``qemu-img check -U``), and no file is of another format that
+    names files.  ``read``: a file's first ``CLUSTER_MAX`` bytes, None when it is missing
+    (qemu-img fails there); OSError when it cannot be read (then False: vshx cannot say)."""
+    import os
+
+    from vshx.storage.qcow2 import MAGIC, header_names_in
+
+    current = path
+    for _ in range(limit):
+        try:
+            head = read(current)
+        except OSError:
+            return False
+        if head is None:
+            return True
+        if head.startswith(NAMING_MAGIC) or b"createType" in head[:1024]:
+            return False  # qed, vmdk (binary or a text descriptor): names vshx does not read
+        if not head.startswith(MAGIC):
+            return True  # raw or a format without names: nothing below it
+        if len(head) < 8 or head[4:8] not in (b"\0\0\0\2", b"\0\0\0\3"):
+            return False  # qcow version 1, or no header vshx can read
+        names = header_names_in(head)
+        if names is None:
+            return False
+        backing, data_file = names
+        if any(name and names_a_protocol(name) for name in (backing, data_file)):
+            return False
+        if not backing:
+            return True
+        current = os.path.join(os.path.dirname(current), backing)
+    return False  # deeper than vshx follows
