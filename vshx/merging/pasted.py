@@ -7,6 +7,7 @@ A --dry-run script holds checks (``df ... | awk``, ``test ! -e``) and the ``rm -
 from __future__ import annotations
 
 import os
+import struct
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
@@ -16,6 +17,7 @@ from vshx.plans.plan import shell_line
 from vshx.storage import host as files
 from vshx.storage.chain import Chain, Layer
 from vshx.storage.paths import has_image_suffix
+from vshx.storage.qcow2 import MAGIC
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
@@ -38,15 +40,41 @@ def run_pasted_step(session: Session, words: list[str]) -> bool:
     return False
 
 
+def is_qcow2_header(head: bytes) -> bool:
+    """A qcow2 image's header by content: the magic, version 2 or 3, a cluster size qemu
+    allows (512 B to 2 MiB), and a header length that fits a version 3 header."""
+    if len(head) < 72 or head[:4] != MAGIC:
+        return False
+    version, _offset, _size, cluster_bits = struct.unpack(">IQII", head[4:24])
+    if version == 2:
+        return bool(9 <= cluster_bits <= 21)
+    if version == 3 and len(head) >= 104:
+        (length,) = struct.unpack(">I", head[100:104])
+        return bool(9 <= cluster_bits <= 21 and 104 <= length <= 1 << cluster_bits)
+    return False
+
+
 def remove_pasted(session: Session, path: str) -> None:
     """``rm -f -- FILE`` of a printed --delete step, pasted back into vshx: the same look
-    again as the step itself; only a disk image (qcow2 by header, or an image suffix) that no
-    domain, image or pool volume uses any more is removed."""
+    again as the step itself.  Removed only: a disk image by its content (a qcow2 header),
+    or a file a plan of this session deletes itself (a raw layer it merged away: raw has no
+    header that tells a disk from any other file); and only when no domain, image or pool
+    volume uses it and it holds no internal snapshot."""
+    from vshx.storage.identity import identity
+
     if not files.lexists(path):
         return  # as rm -f
     if not (preflight.is_qcow2(path) or has_image_suffix(path)) or not files.isfile(path):
         raise VshxError(
             f"not deleting {path}: vshx removes only disk images", "use rm yourself for others"
+        )
+    key = identity(path)
+    if not _qcow2_by_content(path) and key not in session.deletes_planned:
+        raise VshxError(
+            f"not deleting {path}: vshx removes only disk images, and this file's content is "
+            "not a qcow2 image's (a raw image has no header that tells it from any other "
+            "file) nor did a plan of this session delete it",
+            "look at it (qemu-img info FILE) and use rm yourself if nothing needs it",
         )
     refuse_internal_snapshots(path, None, "that rm would delete it")
     index = preflight.UsageIndex(session, Chain([Layer(os.path.abspath(path), "", 0)]))
@@ -59,5 +87,19 @@ def remove_pasted(session: Session, path: str) -> None:
     if session.dry_run:
         session.print(shell_line(["rm", "-f", "--", path]))
         return
+    if identity(path) != key:
+        raise VshxError(
+            f"not deleting {path}: another file is there now", "nothing was deleted; look at it"
+        )
     session.info(f"deleting {path}")
     files.unlink(path)
+
+
+def _qcow2_by_content(path: str) -> bool:
+    try:
+        return is_qcow2_header(files.read(path, 104))
+    except OSError as exc:
+        raise VshxError(
+            f"not deleting {path}: cannot read it to see what it is: {exc.strerror}",
+            "vshx refuses what it cannot check",
+        ) from exc

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from vshx.plans.target import Target
     from vshx.spec.spec import Args, Command
     from vshx.storage.chain import Chain
+    from vshx.storage.identity import FileKey
 
 
 class Hooks(Protocol):
@@ -38,6 +39,9 @@ class Context(Protocol):
     args: Args | None
     words: list[str] | None
     predicted: dict[str, Chain]
+    # files a plan of this session deletes (its ``rm -f -- FILE`` steps), by identity: a
+    # pasted rm of a file whose content cannot say it is a disk image needs one of these
+    deletes_planned: set[FileKey]
     planning_ahead: bool  # a whole --dry-run session: each line plans on the lines before
     plan_json: bool  # --plan-json: a dry run prints each plan as a JSON document
 

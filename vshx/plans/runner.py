@@ -49,6 +49,22 @@ def recover_hint(target: Target, exc: NoSpace) -> str:
     )
 
 
+def remember_deletes(session: Session, plan: Plan) -> None:
+    """Note the files this plan's ``rm -f -- FILE`` steps delete (printed or run), by
+    identity, so that its printed rm line pasted back may remove a raw layer it merged away."""
+    from vshx.storage.identity import identity
+
+    for step in plan.steps:
+        argv = step.argv
+        if step.here or len(argv) != 4 or argv[:3] != ["rm", "-f", "--"]:
+            continue  # vshx's own state files (here) are no pasted rm's business
+        try:
+            if files.lexists(argv[3]):
+                session.deletes_planned.add(identity(argv[3]))
+        except VshxError:
+            continue  # not to be looked at: its pasted rm will be refused
+
+
 def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     """Print the plan (--dry-run) or execute its steps; True when the steps ran.
 
@@ -60,6 +76,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         host.preflight(session, plan.target, plan)
     if session.command is not None:
         host.plan_ready(session, session.command, args, plan)
+    remember_deletes(session, plan)
     if session.planning_only(args):
         if session.plan_json:
             from vshx.plans.plan_json import plan_document  # only --plan-json pays for it

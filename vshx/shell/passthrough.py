@@ -17,7 +17,13 @@ from typing import IO, TYPE_CHECKING
 
 from vshx.errors import EXIT_OK, UsageError, VshxError
 from vshx.plans.plan import comment, shell_line, with_heredoc
-from vshx.shell.readonly import qemu_img_reads, virsh_reads
+from vshx.shell.readonly import (
+    CLUSTER_MAX,
+    plain_chain,
+    qemu_img_files,
+    qemu_img_reads,
+    virsh_reads,
+)
 from vshx.spec.render import printable
 
 if TYPE_CHECKING:
@@ -143,7 +149,7 @@ def run_program(session: Session, argv: list[str]) -> int:
     hint = qemu_img_hint if argv[0] == "qemu-img" else None
     if session.dry_run:
         session.print(with_heredoc(shell_line(argv), session.stdin_text))
-        if argv[0] == "qemu-img" and qemu_img_reads(argv[1:]):
+        if argv[0] == "qemu-img" and reads_only(argv[1:]):
             return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True, hint=hint)
         return 0  # printed, never run
     status = _run(session, [binary, *argv[1:]], changes=True, hint=hint)
@@ -152,6 +158,30 @@ def run_program(session: Session, argv: list[str]) -> int:
 
         after_qemu_img(session, argv)
     return status
+
+
+def reads_only(args: list[str]) -> bool:
+    """``qemu-img ARGS`` only reads: its words say so, and every image it opens names the
+    files below it plainly (read here, on this machine, where qemu-img runs)."""
+    if not qemu_img_reads(args):
+        return False
+    return all(plain_chain(name, _first_cluster) for name in qemu_img_files(args))
+
+
+def _first_cluster(path: str) -> bytes | None:
+    """A file's first bytes, as many as a qcow2 header and its names can take; None: missing.
+    Only a regular file or a block device is read (a FIFO would hang): anything else reads
+    as no header, which qemu-img opens as raw or fails on."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISBLK(mode):
+            return b""
+        with open(path, "rb") as image:
+            return image.read(CLUSTER_MAX)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 MISSING_FORMAT = ("backing format must be specified", "without backing format")

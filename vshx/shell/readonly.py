@@ -10,11 +10,18 @@ An entry is a string of words: a bare word is an argument virsh accepts position
 ``--word VALUE`` (in declaration order; ``word...`` takes any number); ``--flag`` is a boolean
 option; ``--option=`` takes a value (``--option V`` or ``--option=V``) that only selects what
 to read.
+
+virsh 9.0 takes no abbreviated command option (``--ab`` is refused, not ``--abort``), so an
+exact list is exact.  qemu-img's subcommands read their words with getopt_long, where
+``--rep`` is ``--repair`` and ``-Urall`` is ``-U -r all``: a qemu-img line is read the same
+way (vshx/shell/getopt_long.py, with qemu-img 7.2's own option tables).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
+from vshx.shell.getopt_long import LongOption, parse
 
 _TUNE = "--config --live --current"  # without the value options, these tunables print
 VIRSH_READS: dict[str, str] = {
@@ -161,8 +168,6 @@ VIRSH_CONDITIONS: dict[str, Callable[[set[str]], bool]] = {
     "domjobinfo": lambda flags: "--completed" not in flags or "--keep-completed" in flags,
 }
 
-QEMU_IMG_READS = ("info", "check", "compare", "map", "measure")
-
 
 def virsh_reads(command: str, args: Sequence[str]) -> bool:
     """True when ``virsh COMMAND ARGS`` only reads (so ``--dry-run`` may run it)."""
@@ -205,14 +210,116 @@ def virsh_reads(command: str, args: Sequence[str]) -> bool:
     return condition is None or condition(seen)
 
 
+def _long(*entries: str) -> tuple[LongOption, ...]:
+    """``"name"`` (no value), ``"name="`` (a value); ``":x"`` ends an entry that returns x."""
+    table = []
+    for entry in entries:
+        spec, _, val = entry.partition(":")
+        name = spec.removesuffix("=")
+        table.append(LongOption(name, spec.endswith("="), val or name))
+    return tuple(table)
+
+
+# qemu-img 7.2's own tables (qemu-img.c: each subcommand's struct option list and optstring),
+# checked against the installed binary by tests/test_qemu_img_options.py.  Only these
+# subcommands may run under --dry-run; every other one (and an option before the
+# subcommand, such as --trace) is printed, never run.
+_COMMON = ("help:h", "object=", "image-opts", "force-share:U")
+QEMU_IMG_OPTIONS: dict[str, tuple[str, tuple[LongOption, ...]]] = {
+    "info": (":f:hU", _long(*_COMMON, "format=:f", "output=", "backing-chain")),
+    "check": (":hf:r:T:qU", _long(*_COMMON, "format=:f", "repair=:r", "output=")),
+    "compare": (":hf:F:T:pqsU", _long(*_COMMON)),
+    "map": (
+        ":f:s:l:hU",
+        _long(*_COMMON, "format=:f", "output=", "start-offset=:s", "max-length=:l"),
+    ),
+    "measure": ("hf:O:o:l:U", _long(*_COMMON, "output=", "size=")),
+}
+QEMU_IMG_READS = tuple(QEMU_IMG_OPTIONS)
+# what, given to a reading subcommand, may change something: a repair writes the image;
+# --object creates a QOM object of any type qemu-img has (pr-manager-helper, main-loop,
+# thread-context, ...), which vshx has not reviewed one by one; --image-opts (like a
+# json: file name) may say read-only=off, and an image opened for writing is written
+# (qemu-img 7.2 info repairs a dirty lazy-refcounts qcow2 opened so); measure's -o
+# options for the image it sizes may name a backing file, which it opens
+QEMU_IMG_CHANGING = {"r", "object", "image-opts", "o"}
+# -f/-F: image formats that name no other file vshx does not read (qcow2's names it reads:
+# see plain_chain) and only read on a read-only open (not vvfat, blkdebug, qed, vmdk, ...)
+QEMU_IMG_FORMATS = frozenset("raw qcow2 vdi vpc vhdx parallels dmg bochs cloop".split())
+# the first bytes of formats whose files name other files (qcow version 1 is told by its
+# version field), each opened as its name says: vshx does not read their names
+NAMING_MAGIC = (b"QED\0", b"KDMV", b"COWD", b"# Disk Descriptor")
+CLUSTER_MAX = 2 << 20  # qcow2's largest cluster: its header and names lie within it
+
+
+def names_a_protocol(name: str) -> bool:
+    """A file name qemu reads as ``protocol:...`` (json:, fat:rw:, nbd:, ...): a ``:``
+    before any ``/``, as QEMU's path_has_protocol decides."""
+    head = name.split("/", 1)[0]
+    return ":" in head
+
+
 def qemu_img_reads(args: Sequence[str]) -> bool:
-    """True when ``qemu-img ARGS`` only reads: info, compare, map, measure, check without -r."""
-    if not args or args[0] not in QEMU_IMG_READS:
+    """True when ``qemu-img ARGS`` only reads: its words, read as qemu-img's getopt_long
+    reads them (``--rep=all`` is ``--repair=all``, ``-Urall`` is ``-U -r all``), name one of
+    info, check, compare, map, measure, no option that changes anything, a plain image
+    format and plain file names (no ``json:`` or other protocol, which may open the image
+    for writing).  A word getopt_long would refuse makes it "may change" too (vshx cannot
+    say more about it)."""
+    if not args or args[0] not in QEMU_IMG_OPTIONS:
         return False
-    if args[0] == "check":
-        for word in args[1:]:
-            if word.startswith("--repair") or (
-                word.startswith("-") and not word.startswith("--") and "r" in word[1:]
-            ):
-                return False  # -r leaks|all, -Ur all, --repair=...: repairs write
-    return True
+    optstring, table = QEMU_IMG_OPTIONS[args[0]]
+    parsed = parse(args[1:], optstring, table)
+    if parsed is None:
+        return False
+    for val, value in parsed.options:
+        if val in QEMU_IMG_CHANGING:
+            return False
+        if val in ("f", "F") and value not in QEMU_IMG_FORMATS:
+            return False
+    return not any(names_a_protocol(name) for name in parsed.operands)
+
+
+def qemu_img_files(args: Sequence[str]) -> list[str]:
+    """The file names a reading ``qemu-img ARGS`` opens (its operands), as getopt_long
+    reads the words; call after ``qemu_img_reads`` said True."""
+    optstring, table = QEMU_IMG_OPTIONS[args[0]]
+    parsed = parse(args[1:], optstring, table)
+    return list(parsed.operands) if parsed is not None else []
+
+
+def plain_chain(path: str, read: Callable[[str], bytes | None], limit: int = 64) -> bool:
+    """True when opening ``path`` read-only opens nothing for writing: down its chain, every
+    qcow2 header names its backing and data files plainly (no ``json:`` or protocol name,
+    which may say read-only=off: QEMU opens that file for writing, and a dirty one is then
+    repaired even under ``qemu-img check -U``), and no file is of another format that
+    names files.  ``read``: a file's first ``CLUSTER_MAX`` bytes, None when it is missing
+    (qemu-img fails there); OSError when it cannot be read (then False: vshx cannot say)."""
+    import os
+
+    from vshx.storage.qcow2 import MAGIC, header_names_in
+
+    current = path
+    for _ in range(limit):
+        try:
+            head = read(current)
+        except OSError:
+            return False
+        if head is None:
+            return True
+        if head.startswith(NAMING_MAGIC) or b"createType" in head[:1024]:
+            return False  # qed, vmdk (binary or a text descriptor): names vshx does not read
+        if not head.startswith(MAGIC):
+            return True  # raw or a format without names: nothing below it
+        if len(head) < 8 or head[4:8] not in (b"\0\0\0\2", b"\0\0\0\3"):
+            return False  # qcow version 1, or no header vshx can read
+        names = header_names_in(head)
+        if names is None:
+            return False
+        backing, data_file = names
+        if any(name and names_a_protocol(name) for name in (backing, data_file)):
+            return False
+        if not backing:
+            return True
+        current = os.path.join(os.path.dirname(current), backing)
+    return False  # deeper than vshx follows

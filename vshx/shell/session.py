@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from vshx.plans.plan import Plan
     from vshx.shell.record import Recorder
     from vshx.storage.chain import Chain
+    from vshx.storage.identity import FileKey
 
 
 class Session:
@@ -65,6 +66,7 @@ class Session:
         # explain and real runs never do (explain turns this off while it plans)
         self.predicted: dict[str, Chain] = {}
         self.planning_ahead = dry_run
+        self.deletes_planned: set[FileKey] = set()  # see plans/context.py
         self._shebang_written = False
         # --plan-json (implies dry_run): each plan, or nothing-to-do, as one JSON document on
         # stdout (vshx/plans/plan_json.py); what a command says meanwhile goes to stderr

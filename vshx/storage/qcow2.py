@@ -81,6 +81,14 @@ def _names_in(head: bytes, whole: bool) -> tuple[str | None, str | None] | None 
     return backing, data_file
 
 
+def header_names_in(head: bytes) -> tuple[str | None, str | None] | None:
+    """``header_names`` from a file's first bytes already read: the whole file, or at least
+    its first 2 MiB (the largest cluster, which holds the header, its extensions and the
+    backing name); None when they are not a qcow2 header."""
+    names = _names_in(head, whole=True)
+    return None if names is False else names
+
+
 def header_names(path: str) -> tuple[str | None, str | None] | None:
     """(backing name, external data file name) as a qcow2 header writes them; None when the
     file is missing or not qcow2.  A file that is there but cannot be read raises VshxError."""
