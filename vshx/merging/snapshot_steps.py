@@ -38,8 +38,7 @@ def redefine_step(
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
                 raise
             session.warn(
-                f"snapshot {snap.name} was deleted by someone else while vshx ran: not "
-                "brought back"
+                f"snapshot {snap.name} was deleted by someone else while vshx ran: not brought back"
             )
             return
         dom.snapshotCreateXML(xml, flags)
