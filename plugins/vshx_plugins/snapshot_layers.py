@@ -22,6 +22,7 @@ from vshx.api import (
     pivot_step,
     pointer_step,
     preflight,
+    shell_line,
     underneath,
     virsh,
 )
@@ -77,12 +78,15 @@ def plan_disk(
         if moment is None or moment.state == "gone":
             continue
         if moment.state == "unknown":
+            native = shell_line(["virsh", "snapshot-delete", target.chain.domain or "", snap.name])
             raise VshxError(
                 f"vshx cannot prove which file holds snapshot {snap.name}'s moment on {disk}: "
                 f"{moment.why}",
                 "nothing was changed; vshx never merges data to satisfy metadata. See: "
                 f"snapshot-list {target.chain.domain} (and snapshot-cleanup, which redefines "
-                "the metadata it can prove)",
+                "the metadata it can prove). After libvirt's own snapshot-delete this is "
+                "expected (vshx keeps no record of libvirt's merges): libvirt's own "
+                f"`{native}` merges by its metadata alone, if you trust it",
             )
         layer = layer_at(target, moment.holder)
         if layer is None or layer.position == 0:
