@@ -121,16 +121,19 @@ class UsageIndex:
         *,
         snapshots: Read | None = None,
         ahead: Background[virt.HostRead] | None = None,
+        leaving: str | None = None,
     ) -> None:
         """``snapshots``: this domain's snapshots as the plan read them (Target.snapshots);
         ``ahead``: the domains and pools, read since the chain's lock was taken
-        (``read_host_ahead``); each is read now when not given."""
+        (``read_host_ahead``); each is read now when not given; ``leaving``: a domain that
+        goes away with these files (lab-destroy): its disks and snapshots are no users."""
         if ahead is not None:
             with overlap.parked():  # in a batch, the next line is checked meanwhile
                 host = ahead.result()
         else:
             host = virt.read_host(session.conn)
         _prefetch(session, ours, host, snapshots)
+        self._session = session
         # one scan meets the same files again and again: one stat each
         self._key: Callable[[str], FileKey] = functools.lru_cache(maxsize=None)(identity)
         self._files = functools.lru_cache(maxsize=None)(_chain_reader())
@@ -140,7 +143,11 @@ class UsageIndex:
         directories = {
             os.path.dirname(layer.canonical) for layer in ours.layers if not _device(layer.path)
         }
+        self._others = [dom for dom, _disks in host[0] if dom.name() not in (ours.domain, leaving)]
+        self._named: list[tuple[str, set[FileKey]]] | None = None
         for dom, disks in host[0]:
+            if dom.name() == leaving:
+                continue
             for disk in disks:
                 if not disk.source:
                     continue
@@ -206,9 +213,22 @@ class UsageIndex:
             self._images = found
         return self._images
 
+    def named(self) -> list[tuple[str, set[FileKey]]]:
+        """What other domains' snapshots (memory state, disk files) and managed-save images
+        name: a file one of them names is in use, even out of every chain."""
+        if self._named is None:
+            from vshx.storage.snapshot_refs import named_by
+
+            conn = self._session.conn
+            self._named = [
+                (label, {self._key(path)}) for label, path in named_by(conn, self._others)
+            ]
+        return self._named
+
     def scanned(self) -> str:
         return (
-            f"scanned {len(self.domains)} other domain disks, {len(self.pools)} pool volumes "
+            f"scanned {len(self.domains)} other domain disks, the snapshots and managed-save "
+            f"images of {len(self._others)} other domains, {len(self.pools)} pool volumes "
             f"and the images in {', '.join(self.directories)}"
         )
 
@@ -221,7 +241,7 @@ class UsageIndex:
         """
         targets = {self._key(f) for f in _image_files(path)}
         passing = self._key(through) if through else None
-        holders = self.domains + self.images() + self.pools
+        holders = self.domains + self.images() + self.pools + self.named()
         return [
             label
             for label, keys in holders

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.plans import journal, ledger, overlap
+from vshx.plans.checkpoint_guard import refuse_offline_redefine
 from vshx.plans.plan import comment, printable
 from vshx.plans.target import prediction_key
 from vshx.storage import host as files
@@ -49,6 +50,41 @@ def recover_hint(target: Target, exc: NoSpace) -> str:
     )
 
 
+def libvirt_failure(
+    exc: Exception, plan: Plan, number: int, changed: bool, journaled: bool
+) -> VshxError | None:
+    """A libvirt error a step raised, saying what ran before it; None for any other error."""
+    import sys
+
+    from vshx.errors import libvirt_hint
+
+    libvirt = sys.modules.get("libvirt")
+    if libvirt is None or not isinstance(exc, libvirt.libvirtError):
+        return None
+    message = exc.get_error_message() or str(exc)
+    if not changed:
+        return VshxError(message, libvirt_hint(libvirt, exc))
+    target = plan.target
+    chain = target.chain if target is not None else None
+    where = (
+        f"{chain.domain} {chain.disk or ''}".rstrip()
+        if chain is not None and chain.domain
+        else (chain.active.path if chain is not None else "")
+    )
+    step = plan.steps[number - 1]
+    way = (
+        f"the journal keeps the plan: vshx jobs shows it, `vshx recover {printable(where)}` "
+        "finishes it once the cause is fixed"
+        if journaled and where
+        else "see: vshx jobs, vshx chain DOMAIN DISK"
+    )
+    return VshxError(
+        f"step {number}/{len(plan.steps)} ({step.description}) failed: {message}",
+        f"steps 1-{number - 1} ran and changed the chain, the definition or the snapshots "
+        f"before it; vshx stopped there. {way}",
+    )
+
+
 def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     """Print the plan (--dry-run) or execute its steps; True when the steps ran.
 
@@ -60,6 +96,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         host.preflight(session, plan.target, plan)
     if session.command is not None:
         host.plan_ready(session, session.command, args, plan)
+    refuse_offline_redefine(session, plan)
     if session.planning_only(args):
         if session.plan_json:
             from vshx.plans.plan_json import plan_document  # only --plan-json pays for it
@@ -108,6 +145,11 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             if target is not None and exc.clean and journaled and not half_done:
                 journal.clear(target)  # the step left things as they were: nothing to recover
             raise
+        except Exception as exc:
+            failed = libvirt_failure(exc, plan, number, changed, journaled)
+            if failed is None:
+                raise
+            raise failed from None
         changed = changed or step.changes
     if target is not None and target.dom is not None and plan.verdicts is not None:
         ledger.record(target, plan.verdicts)
