@@ -133,7 +133,6 @@ class UsageIndex:
         else:
             host = virt.read_host(session.conn)
         _prefetch(session, ours, host, snapshots)
-        self._session = session
         # one scan meets the same files again and again: one stat each
         self._key: Callable[[str], FileKey] = functools.lru_cache(maxsize=None)(identity)
         self._files = functools.lru_cache(maxsize=None)(_chain_reader())
@@ -145,6 +144,11 @@ class UsageIndex:
         }
         self._others = [dom for dom, _disks in host[0] if dom.name() not in (ours.domain, leaving)]
         self._named: list[tuple[str, set[FileKey]]] | None = None
+        # other domains' snapshot XMLs are a round trip each: read on a thread meanwhile
+        from vshx.storage.snapshot_refs import named_by
+
+        conn, others = session.conn, self._others
+        self._named_ahead = Background(lambda: named_by(conn, others), name="vshx-named")
         for dom, disks in host[0]:
             if dom.name() == leaving:
                 continue
@@ -217,12 +221,13 @@ class UsageIndex:
         """What other domains' snapshots (memory state, disk files) and managed-save images
         name: a file one of them names is in use, even out of every chain."""
         if self._named is None:
-            from vshx.storage.snapshot_refs import named_by
+            with overlap.parked():  # in a batch, the next line is checked meanwhile
+                named = self._named_ahead.result()
+            if not files.current().local:  # their identities in a few round trips
+                from vshx.storage.qcow2 import prefetch_chains
 
-            conn = self._session.conn
-            self._named = [
-                (label, {self._key(path)}) for label, path in named_by(conn, self._others)
-            ]
+                prefetch_chains([path for _label, path in named])
+            self._named = [(label, {self._key(path)}) for label, path in named]
         return self._named
 
     def scanned(self) -> str:

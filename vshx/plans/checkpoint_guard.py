@@ -66,9 +66,9 @@ def refusal(session: Session, plan: Plan, name: str, checkpoints: list[str]) -> 
     if journal.read_domain(dom) is not None:
         return (
             f"cannot finish the interrupted plan ({plan.title}): {why}; nothing was changed now",
-            f"start it ({start}): the disks and the definition show the guest's data as the "
-            f"plan leaves it, and a running domain's snapshots can be re-defined with "
-            f"checkpoints; then run {shell_line(['vshx', 'recover', name])}",
+            f"start it ({start}): its disks show the guest the same data whichever step the "
+            "plan stopped at, and a running domain's snapshots can be re-defined while "
+            f"checkpoints exist; then run {shell_line(['vshx', 'recover', name])}",
         )
     command = session.command.name if session.command is not None else ""
     deletes = [
