@@ -34,7 +34,8 @@ def test_a_refusal_after_changing_steps_says_they_ran_and_how_to_finish() -> Non
 
 def test_a_refusal_before_any_change_says_nothing_changed() -> None:
     error = libvirt_failure(refused(), three_steps(), 1, changed=False, journaled=False)
-    assert error is not None and "changed nothing" in (error.hint or "")
+    assert error is not None and "vshx stopped there" in (error.hint or "")
+    assert "ran and changed" not in (error.hint or "")
 
 
 def test_only_libvirt_errors_are_worded_here() -> None:

@@ -64,6 +64,11 @@ def libvirt_failure(
     message = exc.get_error_message() or str(exc)
     if not changed:
         return VshxError(message, libvirt_hint(libvirt, exc))
+    return after_changes(plan, number, message, journaled)
+
+
+def after_changes(plan: Plan, number: int, message: str, journaled: bool) -> VshxError:
+    """Step ``number`` failed after earlier steps changed things: say so, and the way on."""
     target = plan.target
     chain = target.chain if target is not None else None
     where = (
@@ -144,6 +149,9 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             half_done = changed and bool(plan.intent.get("resume"))  # recover rolls it forward
             if target is not None and exc.clean and journaled and not half_done:
                 journal.clear(target)  # the step left things as they were: nothing to recover
+            if changed and (exc.hint or "").startswith("libvirt's error"):  # refused by libvirt
+                kept = journaled and (half_done or not exc.clean)
+                raise after_changes(plan, number, exc.message, kept) from None
             raise
         except Exception as exc:
             failed = libvirt_failure(exc, plan, number, changed, journaled)
