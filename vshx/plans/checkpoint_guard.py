@@ -2,12 +2,13 @@
 
 libvirt's QEMU driver refuses every ``snapshot-create`` -- ``--redefine`` with any flags, and
 so ``snapshot-current`` too -- on a domain that has checkpoints while it is shut off
-("cannot perform block operations while checkpoint exists": qemuSnapshotCreateXML calls
-qemuDomainSupportsCheckpointsBlockjobs, which without a running QEMU that does incremental
-backup sees no support).  On a running domain of QEMU >= 6.0 it allows them.  ``snapshot-delete
---metadata``, ``define``/``update-device`` and ``checkpoint-create --redefine`` are allowed
-shut off.  A plan that re-defines a snapshot there would fail half-way, after its merges and
-definition changes: it is refused whole, naming the checkpoints and the way on.
+("cannot perform block operations while checkpoint exists": qemuSnapshotCreateXML checks
+qemuDomainSupportsCheckpointsBlockjobs before it even parses the XML).  Seen on libvirt 9.0:
+refused shut off, allowed on the same domain running (QEMU 7.2); ``snapshot-delete
+--metadata``, ``define``/``update-device``, ``checkpoint-create --redefine`` and
+``checkpoint-delete --metadata`` are allowed shut off, ``checkpoint-delete`` is not.  A plan
+that re-defines a snapshot there would fail half-way, after its merges and definition changes:
+it is refused whole, naming the checkpoints and the way on.
 """
 
 from __future__ import annotations
