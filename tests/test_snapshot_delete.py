@@ -89,8 +89,11 @@ def view(path: str | Path, tmp: Path) -> str:
     return guest_hash(path, tmp)
 
 
-def build(tmp: Path, disks: int, running: bool, label: str, big: int = 0) -> Dom:
-    """base <- s1 <- s2 <- s3 (active) on each disk, distinct guest writes before each."""
+def build(
+    tmp: Path, disks: int, running: bool, label: str, big: int = 0, checkpoint: str = ""
+) -> Dom:
+    """base <- s1 <- s2 <- s3 (active) on each disk, distinct guest writes before each;
+    ``checkpoint``: a checkpoint of that name taken after the first writes, before s1."""
     name = f"{LAB_PREFIX}{label}-{uuid.uuid4().hex[:6]}"
     directory = tmp / name
     directory.mkdir()
@@ -112,6 +115,8 @@ def build(tmp: Path, disks: int, running: bool, label: str, big: int = 0) -> Dom
     virsh("start", name)
     for disk in dom.disks:
         write(dom, disk, 0x10 + DISKS.index(disk), 0)
+    if checkpoint:
+        virsh("checkpoint-create-as", name, checkpoint)
     moment = {disk: dom.file(disk, "base") for disk in dom.disks}
     for k in range(1, SNAPSHOTS + 1):
         specs = []

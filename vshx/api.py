@@ -52,6 +52,7 @@ Plans (a plugin never calls libvirt or qemu-img to change anything: it returns a
 ``shell_line``         one argv as a shell line, every word quoted
 ``definition_steps``   steps that make a shut-off domain's definition name ``plan.after``
 ``delete_steps``       steps that delete the files a merge left unused (with their checks)
+``memory_steps``       steps that delete deleted snapshots' memory files nothing else names
 ``job_flags_argv``     the virsh spelling of ``JOB_OPTIONS`` as given
 ``live_job_step``      the Step that runs a live block job and waits for it
 ``pivot_step``         the Step that pivots an active commit left READY (``ready_only``)
@@ -130,7 +131,7 @@ from vshx.merging.common import (
     report_after_merge,
 )
 from vshx.merging.definition import steps as definition_steps
-from vshx.merging.deletion import delete_steps
+from vshx.merging.deletion import delete_steps, memory_steps
 from vshx.merging.moments import account as account_moments
 from vshx.merging.moments import domain_timeline, finish_command, moments_reading, repointed_xml
 from vshx.merging.savedstate import refuse_saved_state
@@ -403,6 +404,7 @@ __all__ = [
     "shell_line",
     "definition_steps",
     "delete_steps",
+    "memory_steps",
     "job_flags_argv",
     "live_job_step",
     "pivot_step",

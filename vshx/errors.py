@@ -39,7 +39,7 @@ def libvirt_hint(libvirt: object, exc: BaseException) -> str:
     names = [n for n in dir(libvirt) if n.startswith("VIR_ERR_") and getattr(libvirt, n) == code]
     what = f"libvirt's error {names[0]}" if names else "libvirt's error"
     return (
-        f"{what} (virsh shows the same); vshx changed nothing after it. Look at: vshx jobs, "
+        f"{what} (virsh shows the same); vshx stopped there. Look at: vshx jobs, "
         "vshx chain DOMAIN DISK, and /var/log/libvirt/qemu/DOMAIN.log"
     )
 

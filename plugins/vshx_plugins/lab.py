@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.api import (
     Args,
+    Chain,
     Command,
+    Layer,
     Opt,
     Plan,
     Session,
@@ -26,6 +29,7 @@ from vshx.api import (
     commands_hook,
     invoking_user,
     non_negative_int,
+    preflight,
     virsh,
     virt,
     xdg_home,
@@ -328,9 +332,28 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
     made = lab_files(name, directory)
     if made is not None:
         present = [f for f in made if os.path.lexists(os.path.join(directory, f))]
-        if present:
-            paths = [os.path.join(directory, f) for f in present]
-            plan.add(Step(f"remove the lab files in {directory}", ["rm", "-f", "--", *paths]))
+        paths = [os.path.join(directory, f) for f in present]
+        kept = used_elsewhere(session, name, paths)
+        paths = [p for p in paths if p not in kept]
+        plan.intent["kept"] = sorted(kept)
+        for path, users in sorted(kept.items()):
+            why = f"keeping {path}: still used by {'; '.join(users)}"
+            plan.notes.append(why)
+            session.warn(why)
+        if paths:
+            plan.add(
+                Step(
+                    f"remove the lab files in {directory}",
+                    ["rm", "-f", "--", *paths],
+                    action=remove_if_unused(session, name, paths),
+                )
+            )
+        if kept:
+            plan.notes.append(
+                f"the lab marker and {directory} stay: run lab-destroy {name} --dir "
+                f"{directory} again once nothing else uses the kept files"
+            )
+            return plan
         marker = os.path.join(directory, MARKER)
         plan.add(Step("remove the lab marker", ["rm", "-f", "--", marker]))
         foreign = foreign_files(directory, made)
@@ -347,6 +370,45 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
             "lab-create only uses a directory it creates; pick another --dir or name",
         )
     return plan
+
+
+def used_elsewhere(session: Session, name: str, paths: list[str]) -> dict[str, list[str]]:
+    """The lab files something outside lab ``name`` uses, with their users: another domain's
+    disk chain, any snapshot or managed-save image of another domain, a pool volume or an
+    image beside them (the usage scan every merge makes; the lab's own files pass over each
+    other, its domain and snapshots go with it)."""
+    images = [p for p in paths if os.path.isfile(p)]
+    if not images:
+        return {}
+    ours = Chain([Layer(p, "", i) for i, p in enumerate(images)], name, None)
+    index = preflight.UsageIndex(session, ours, going=set(images), leaving=name)
+    found = {}
+    for path in images:
+        users = index.users_of(path)
+        if users:
+            found[path] = users
+    return found
+
+
+def remove_if_unused(session: Session, name: str, paths: list[str]) -> Callable[[], None]:
+    """The rm, after looking again: a file something else uses now stops it (nothing removed)."""
+
+    def action() -> None:
+        now = used_elsewhere(session, name, paths)
+        if now:
+            path, users = next(iter(sorted(now.items())))
+            raise VshxError(
+                f"not removing {path}: still used by {'; '.join(users)}",
+                "nothing was removed; run lab-destroy again to keep it and remove the rest",
+                clean=True,
+            )
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    return action
 
 
 def foreign_files(directory: str, made: list[str]) -> list[str]:
@@ -436,6 +498,13 @@ def cmd_lab_create(session: Session, args: Args) -> None:
             "move them elsewhere, or give this lab another --dir; nothing was changed",
         )
     teardown = remove_lab(session, args.name, directory)
+    kept = teardown.intent.get("kept")
+    if isinstance(kept, list) and kept:
+        raise VshxError(
+            f"cannot rebuild the lab in {directory}: something else uses "
+            f"{', '.join(str(path) for path in kept)}",
+            "give this lab another --dir or name; nothing was changed",
+        )
     setup = build_plan(
         session,
         args.name,

@@ -345,7 +345,7 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
         else:
             plan.notes.append(f"{work.disk}: merged before the interruption")
     plan.intent["pivot"] = bool(pivots)
-    plan.steps += firsts + pivots + finish_steps(session, dom, remaining, gone, works)
+    plan.steps += firsts + pivots + finish_steps(session, dom, remaining, gone, works, plan.notes)
     if session.run_plan(plan, args):
         for work in works.values():
             session.info(render_chain(virt.domain_chain(dom, work.disk)))
@@ -452,7 +452,7 @@ def build_plan(
         # a roll-forward reaches this plan's end: it records what this plan would have
         "verdicts": [asdict(v) for v in verdicts],
     }
-    plan.steps += finish_steps(session, dom, remaining, gone, works)
+    plan.steps += finish_steps(session, dom, remaining, gone, works, plan.notes)
     plan.verdicts = verdicts
     return plan
 

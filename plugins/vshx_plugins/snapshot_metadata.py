@@ -16,8 +16,8 @@ from vshx.api import (
     definition_steps,
     delete_steps,
     forget_step,
-    human_size,
     libvirt,
+    memory_steps,
     redefine_step,
 )
 from vshx.api import (
@@ -109,13 +109,6 @@ def drop_layers(disk: ET.Element, gone: set[str]) -> bool:
     return changed
 
 
-def memory_step(name: str, path: str | None) -> Step | None:
-    if not path or not api_files.exists(path):
-        return None
-    size = human_size(api_files.stat(path).st_size)
-    return Step(f"remove snapshot {name}'s memory state ({size})", ["rm", "-f", "--", path])
-
-
 def nearest_kept(parents: dict[str, str | None], name: str | None) -> str | None:
     """The nearest ancestor that stays (``parents``: the deleted snapshots' parents)."""
     seen = set()
@@ -131,9 +124,11 @@ def finish_steps(
     remaining: list[Snapshot],
     gone: list[tuple[str, str | None, str | None]],
     works: dict[str, DiskWork],
+    notes: list[str] | None = None,
 ) -> list[Step]:
     """After the merges: the definition (offline), the remaining snapshots re-pointed and
-    re-parented, the deleted ones' metadata dropped, merged-away files and memory removed."""
+    re-parented, the deleted ones' metadata dropped, merged-away files and memory removed
+    (``notes``: where to say which memory files stay, and who names them)."""
     steps: list[Step] = []
     moving = [w for w in works.values() if w.files]
     for work in moving:
@@ -167,8 +162,7 @@ def finish_steps(
             if layer is not None:
                 files.append(layer)
         steps += delete_steps(session, files, work.target.chain)
-    for name, _parent, memory in gone:
-        step = memory_step(name, memory)
-        if step is not None:
-            steps.append(step)
-    return steps
+    removals, kept = memory_steps(session, dom, [(name, memory) for name, _p, memory in gone])
+    if notes is not None:
+        notes += kept
+    return steps + removals

@@ -14,6 +14,7 @@ from vshx.storage.chain import Chain, Layer, human_size
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
+    from vshx.storage.libvirt_lazy import libvirt
 
 
 def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> list[Step]:
@@ -88,3 +89,69 @@ def _delete_after_looking_again(
             pass
 
     return action
+
+
+def memory_users(session: Session, dom: libvirt.virDomain, path: str, going: set[str]) -> list[str]:
+    """Everything but the snapshots in ``going`` that names the memory file ``path``: this
+    domain's other snapshots and managed save, any domain's disk chains, other domains'
+    snapshots and managed saves, pool volumes and images (native virsh keeps memory files)."""
+    from vshx.storage.identity import identity
+    from vshx.storage.snapshot_refs import managed_save_path, snapshot_files
+
+    ours = Chain([Layer(path, "", 0)], dom.name(), None)
+    users = preflight.UsageIndex(session, ours, going=set()).users_of(path)
+    key = identity(path)
+    for handle in dom.listAllSnapshots(0):
+        if handle.getName() in going:
+            continue
+        for what, named in snapshot_files(handle.getXMLDesc(0)):
+            if identity(named) == key:
+                users.append(f"domain {dom.name()} snapshot {handle.getName()} ({what})")
+    saved = managed_save_path(session.uri, dom.name())
+    if saved and dom.hasManagedSaveImage(0) and identity(saved) == key:
+        users.append(f"domain {dom.name()} managed-save image")
+    return users
+
+
+def memory_steps(
+    session: Session, dom: libvirt.virDomain, gone: list[tuple[str, str | None]]
+) -> tuple[list[Step], list[str]]:
+    """rm steps for the deleted snapshots' memory files that nothing else names, looked at
+    again right before each unlink; and a note for each file kept, saying who names it."""
+    from vshx.storage import host as files
+
+    going = {name for name, _path in gone}
+    steps: list[Step] = []
+    notes: list[str] = []
+    for name, path in gone:
+        if not path or not files.exists(path):
+            continue
+        users = memory_users(session, dom, path, going)
+        if users:
+            notes.append(
+                f"keeping snapshot {name}'s memory state {path}: still named by {'; '.join(users)}"
+            )
+            continue
+
+        def action(path: str = path) -> None:
+            if not files.lexists(path):
+                return
+            again = memory_users(session, dom, path, going)
+            if again:
+                raise VshxError(
+                    f"not deleting {path}: still named by {'; '.join(again)}",
+                    "nothing was deleted; the snapshot metadata steps before it ran: "
+                    f"see vshx snapshot-list {dom.name()}",
+                    clean=True,
+                )
+            files.unlink(path)
+
+        size = human_size(files.stat(path).st_size)
+        steps.append(
+            Step(
+                f"remove snapshot {name}'s memory state ({size}; nothing else names it)",
+                ["rm", "-f", "--", path],
+                action=action,
+            )
+        )
+    return steps, notes

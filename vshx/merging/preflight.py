@@ -121,10 +121,12 @@ class UsageIndex:
         *,
         snapshots: Read | None = None,
         ahead: Background[virt.HostRead] | None = None,
+        leaving: str | None = None,
     ) -> None:
         """``snapshots``: this domain's snapshots as the plan read them (Target.snapshots);
         ``ahead``: the domains and pools, read since the chain's lock was taken
-        (``read_host_ahead``); each is read now when not given."""
+        (``read_host_ahead``); each is read now when not given; ``leaving``: a domain that
+        goes away with these files (lab-destroy): its disks and snapshots are no users."""
         if ahead is not None:
             with overlap.parked():  # in a batch, the next line is checked meanwhile
                 host = ahead.result()
@@ -140,7 +142,16 @@ class UsageIndex:
         directories = {
             os.path.dirname(layer.canonical) for layer in ours.layers if not _device(layer.path)
         }
+        self._others = [dom for dom, _disks in host[0] if dom.name() not in (ours.domain, leaving)]
+        self._named: list[tuple[str, set[FileKey]]] | None = None
+        # other domains' snapshot XMLs are a round trip each: read on a thread meanwhile
+        from vshx.storage.snapshot_refs import named_by
+
+        conn, others = session.conn, self._others
+        self._named_ahead = Background(lambda: named_by(conn, others), name="vshx-named")
         for dom, disks in host[0]:
+            if dom.name() == leaving:
+                continue
             for disk in disks:
                 if not disk.source:
                     continue
@@ -206,9 +217,23 @@ class UsageIndex:
             self._images = found
         return self._images
 
+    def named(self) -> list[tuple[str, set[FileKey]]]:
+        """What other domains' snapshots (memory state, disk files) and managed-save images
+        name: a file one of them names is in use, even out of every chain."""
+        if self._named is None:
+            with overlap.parked():  # in a batch, the next line is checked meanwhile
+                named = self._named_ahead.result()
+            if not files.current().local:  # their identities in a few round trips
+                from vshx.storage.qcow2 import prefetch_chains
+
+                prefetch_chains([path for _label, path in named])
+            self._named = [(label, {self._key(path)}) for label, path in named]
+        return self._named
+
     def scanned(self) -> str:
         return (
-            f"scanned {len(self.domains)} other domain disks, {len(self.pools)} pool volumes "
+            f"scanned {len(self.domains)} other domain disks, the snapshots and managed-save "
+            f"images of {len(self._others)} other domains, {len(self.pools)} pool volumes "
             f"and the images in {', '.join(self.directories)}"
         )
 
@@ -221,7 +246,7 @@ class UsageIndex:
         """
         targets = {self._key(f) for f in _image_files(path)}
         passing = self._key(through) if through else None
-        holders = self.domains + self.images() + self.pools
+        holders = self.domains + self.images() + self.pools + self.named()
         return [
             label
             for label, keys in holders

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.plans import journal, ledger, overlap
+from vshx.plans.checkpoint_guard import refuse_offline_redefine
 from vshx.plans.plan import comment, printable
 from vshx.plans.target import prediction_key
 from vshx.storage import host as files
@@ -65,6 +66,46 @@ def remember_deletes(session: Session, plan: Plan) -> None:
             continue  # not to be looked at: its pasted rm will be refused
 
 
+def libvirt_failure(
+    exc: Exception, plan: Plan, number: int, changed: bool, journaled: bool
+) -> VshxError | None:
+    """A libvirt error a step raised, saying what ran before it; None for any other error."""
+    import sys
+
+    from vshx.errors import libvirt_hint
+
+    libvirt = sys.modules.get("libvirt")
+    if libvirt is None or not isinstance(exc, libvirt.libvirtError):
+        return None
+    message = exc.get_error_message() or str(exc)
+    if not changed:
+        return VshxError(message, libvirt_hint(libvirt, exc))
+    return after_changes(plan, number, message, journaled)
+
+
+def after_changes(plan: Plan, number: int, message: str, journaled: bool) -> VshxError:
+    """Step ``number`` failed after earlier steps changed things: say so, and the way on."""
+    target = plan.target
+    chain = target.chain if target is not None else None
+    where = (
+        f"{chain.domain} {chain.disk or ''}".rstrip()
+        if chain is not None and chain.domain
+        else (chain.active.path if chain is not None else "")
+    )
+    step = plan.steps[number - 1]
+    way = (
+        f"the journal keeps the plan: vshx jobs shows it, `vshx recover {printable(where)}` "
+        "finishes it once the cause is fixed"
+        if journaled and where
+        else "see: vshx jobs, vshx chain DOMAIN DISK"
+    )
+    return VshxError(
+        f"step {number}/{len(plan.steps)} ({step.description}) failed: {message}",
+        f"steps 1-{number - 1} ran and changed the chain, the definition or the snapshots "
+        f"before it; vshx stopped there. {way}",
+    )
+
+
 def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     """Print the plan (--dry-run) or execute its steps; True when the steps ran.
 
@@ -76,6 +117,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         host.preflight(session, plan.target, plan)
     if session.command is not None:
         host.plan_ready(session, session.command, args, plan)
+    refuse_offline_redefine(session, plan)
     remember_deletes(session, plan)
     if session.planning_only(args):
         if session.plan_json:
@@ -127,6 +169,9 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             half_done = resumable and (changed or exc.partial)
             if target is not None and exc.clean and journaled and not half_done:
                 journal.clear(target)  # the step left things as they were: nothing to recover
+            if changed and (exc.hint or "").startswith("libvirt's error"):  # refused by libvirt
+                kept = journaled and (half_done or not exc.clean)
+                raise after_changes(plan, number, exc.message, kept) from None
             if half_done and target is not None and journaled and exc.partial:
                 where = target.chain.domain or target.chain.active.path
                 raise VshxError(
@@ -135,6 +180,11 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
                     f"{printable(where)}` finishes it (nothing was deleted yet)",
                 ) from None
             raise
+        except Exception as exc:
+            failed = libvirt_failure(exc, plan, number, changed, journaled)
+            if failed is None:
+                raise
+            raise failed from None
         changed = changed or step.changes
     if target is not None and target.dom is not None and plan.verdicts is not None:
         ledger.record(target, plan.verdicts)

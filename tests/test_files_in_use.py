@@ -1,0 +1,119 @@
+"""A file is a user's if anything reaches it: vshx keeps a memory file or a lab file that
+another domain, snapshot or saved state still names, and says which and why.
+
+Domains are built as users build them (virsh snapshot-create-as with guest writes between,
+a memory snapshot with --memspec, a snapshot re-defined with virsh snapshot-create --redefine,
+a disk attached with virsh attach-disk).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import URI, destroy_lab, make_lab, qemu_check, run_vshx, virsh
+from tests.test_snapshot_delete import (
+    build,
+    check_after,
+    destroy,
+    flush,
+    sources,
+    tree,
+    view,
+    write,
+)
+
+pytestmark = pytest.mark.libvirt
+
+
+def name_in_a_snapshot(domain: str, snapshot: str, new: str, memory: Path) -> None:
+    """Re-define a copy of ``snapshot`` of ``domain`` as ``new`` whose memory state is the
+    file ``memory`` (virsh snapshot-dumpxml, edited, virsh snapshot-create --redefine)."""
+    xml = virsh("snapshot-dumpxml", domain, snapshot).stdout
+    xml = xml.replace(f"<name>{snapshot}</name>", f"<name>{new}</name>", 1)
+    xml = re.sub(r"<parent>.*?</parent>", "", xml, count=1, flags=re.S)
+    xml = xml.replace("<state>disk-snapshot</state>", "<state>running</state>", 1)
+    xml = xml.replace(
+        "<memory snapshot='no'/>", f"<memory snapshot='external' file='{memory}'/>", 1
+    )
+    virsh("snapshot-create", domain, "/dev/stdin", "--redefine", stdin=xml)
+
+
+def test_memory_file_another_domains_snapshot_names_is_kept(tmp_path: Path) -> None:
+    """Deleting a memory snapshot keeps its memory file when another domain's snapshot names
+    it: the plan says so (no rm line), the file stays, everything else is deleted."""
+    dom = build(tmp_path, 1, True, "memkeep")
+    other = build(tmp_path, 1, False, "memother")
+    try:
+        memory = dom.dir / "m4.mem"
+        virsh(
+            "snapshot-create-as", dom.name, "m4", "--atomic",
+            "--memspec", f"file={memory},snapshot=external",
+            "--diskspec", f"vda,file={dom.file('vda', 'm4')}",
+        )  # fmt: skip
+        write(dom, "vda", 0x66, 4 * 1048576)
+        flush(dom)
+        dom.views["vda"] = view(sources(dom.name)["vda"], tmp_path)
+        virsh("destroy", dom.name)
+        dom.running = False
+        name_in_a_snapshot(other.name, "s1", "mx", memory)
+        saved = memory.read_bytes()
+        dry = run_vshx("snapshot-delete", dom.name, "m4", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert f"keeping snapshot m4's memory state {memory}" in dry.stdout
+        assert f"domain {other.name} snapshot mx (memory state)" in dry.stdout
+        assert not [
+            line for line in dry.stdout.splitlines() if "m4.mem" in line and "rm" in line.split()
+        ]
+        proc = run_vshx("snapshot-delete", dom.name, "m4")
+        assert proc.returncode == 0, proc.stderr
+        assert memory.read_bytes() == saved
+        assert set(tree(dom.name)) == {"s1", "s2", "s3"}
+        check_after(dom, tmp_path)
+        # once nothing names it, a memory snapshot's file goes with it (as before)
+        virsh("snapshot-delete", other.name, "mx", "--metadata")
+        assert set(tree(other.name)) == {"s1", "s2", "s3"}
+    finally:
+        destroy(dom)
+        destroy(other)
+
+
+def test_lab_destroy_keeps_files_another_domain_uses(tmp_path: Path) -> None:
+    """lab-destroy of a lab whose sn1.qcow2 another domain has as its disk vdc: sn1 and the
+    base under it stay (said, with the user), the rest and the domain go; once the disk is
+    detached, lab-destroy again removes what was kept."""
+    lab = make_lab(tmp_path, running=False, layers=3, dirname="first")
+    second = make_lab(tmp_path, running=False, layers=1, dirname="second")
+    try:
+        shared = lab.layer("sn1")
+        virsh(
+            "attach-disk", second.name, str(shared), "vdc",
+            "--driver", "qemu", "--subdriver", "qcow2", "--config",
+        )  # fmt: skip
+        kept = {"sn1.qcow2", "base.qcow2"}  # vdc's whole chain
+        proc = run_vshx("lab-destroy", lab.name, "--dir", str(lab.dir))
+        assert proc.returncode == 0, proc.stderr
+        assert f"keeping {shared}: still used by domain {second.name} disk vdc" in proc.stderr
+        left = {p.name for p in lab.dir.iterdir() if not p.name.startswith(".")}
+        assert left == kept, left
+        assert (lab.dir / ".vshx-lab").exists()  # the marker stays for the rest
+        assert (
+            subprocess.run(
+                ["virsh", "-c", URI, "domstate", lab.name], capture_output=True
+            ).returncode
+            != 0
+        )
+        for name in kept:
+            qemu_check(lab.dir / name)
+        virsh("start", second.name)
+        virsh("destroy", second.name)
+        virsh("detach-disk", second.name, "vdc", "--config")
+        again = run_vshx("lab-destroy", lab.name, "--dir", str(lab.dir))
+        assert again.returncode == 0, again.stderr
+        assert not lab.dir.exists()
+    finally:
+        destroy_lab(second)
+        destroy_lab(lab)
