@@ -203,26 +203,23 @@ def test_libvirts_ssh_parameters_change_vshx_ssh_as_they_change_libvirts() -> No
     # libvirt reads known_hosts* and sshauth only for libssh(2), no_tty and command only for ssh
     plain = host.for_uri("qemu+ssh://h/system?known_hosts=/k&known_hosts_verify=ignore")
     assert isinstance(plain, SshHost) and plain.target.options() == ["-o", "BatchMode=yes"]
-    learn = host.for_uri("qemu+libssh://h/system?known_hosts=/kh&known_hosts_verify=auto")
+    learn = host.for_uri("qemu+libssh2://h/system?known_hosts=/kh&known_hosts_verify=auto")
     assert isinstance(learn, SshHost)
     assert learn.target.options() == [
         "-o", "UserKnownHostsFile=/kh", "-o", "StrictHostKeyChecking=accept-new",
         "-o", "BatchMode=yes",
     ]  # fmt: skip
-    blind = host.for_uri("qemu+libssh://h/system?known_hosts_verify=ignore")
+    blind = host.for_uri("qemu+libssh2://h/system?known_hosts_verify=ignore")
     assert isinstance(blind, SshHost) and "StrictHostKeyChecking=no" in blind.target.options()
     with pytest.raises(VshxError, match="no ssh program"):
         host.for_uri("qemu+ssh://h/system?command=-oProxyCommand=x")
 
 
-@pytest.mark.parametrize("transport", ["libssh2", "libssh"])
-def test_a_libssh_uri_reaches_the_files_with_ssh_as_the_same_user_host_port_and_key(
-    transport: str,
-) -> None:
-    """The decision for qemu+libssh(2)://: OpenSSH's ssh with the URI's user, host, port and
-    keyfile (those libraries log in with the same keys and agent); its printed lines are the
-    plain ssh lines of the qemu+ssh:// URI."""
-    made = host.for_uri(f"qemu+{transport}://bob@h.example:2022/system?keyfile=/k&sshauth=privkey")
+def test_a_libssh2_uri_reaches_the_files_with_ssh_as_the_same_user_host_port_and_key() -> None:
+    """The decision for qemu+libssh2://: OpenSSH's ssh with the URI's user, host, port and
+    keyfile (libssh2 logs in with the same keys and agent); its printed lines are the plain
+    ssh lines of the qemu+ssh:// URI."""
+    made = host.for_uri("qemu+libssh2://bob@h.example:2022/system?keyfile=/k&sshauth=privkey")
     same = host.for_uri("qemu+ssh://bob@h.example:2022/system?keyfile=/k")
     assert isinstance(made, SshHost) and isinstance(same, SshHost)
     assert made.target == same.target
@@ -378,3 +375,21 @@ def test_a_journal_is_running_only_for_its_own_process_on_its_own_machine(
         sleeper.kill()
         sleeper.wait()
     assert not journal.Entry(mine, started=f"{started:.2f}").still_running()
+
+
+def test_a_libssh_uri_is_refused_before_anything_runs_with_the_way_that_works() -> None:
+    """The decision for qemu+libssh://: refused at start (libvirt 9.0's libssh client crashed
+    or hung vshx here), exit 1, error + hint naming qemu+ssh:// and qemu+libssh2://."""
+    import sys
+
+    with pytest.raises(VshxError, match="libssh transport") as raised:
+        host.for_uri("qemu+libssh://root@h.example/system")
+    assert "qemu+ssh://" in str(raised.value.hint) and "qemu+libssh2://" in str(raised.value.hint)
+    done = subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", "qemu+libssh://root@127.0.0.1/system", "list"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: vshx does not use libvirt's libssh transport")
+    assert "\nhint: use qemu+ssh:// or qemu+libssh2://" in done.stderr
+    assert "Traceback" not in done.stderr
