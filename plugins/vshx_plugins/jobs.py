@@ -3,7 +3,8 @@
 ``jobs`` lists every block job on the host (started by vshx or not), every interrupted vshx
 operation (its journal: a domain's metadata, or this user's state files for bare images) and
 each qemu-img still at work on such a chain (a ``kill -9`` of vshx leaves its child running),
-each with the command that resolves it.  ``recover`` pivots a READY
+each with the command that resolves it.  Those qemu-img processes are looked for on the image
+host (over ssh on a qemu+ssh:// URI), known by pid and start time.  ``recover`` pivots a READY
 active commit that was meant to pivot (or as told), aborts a job with ``--abort``, repairs
 leaked clusters after an interrupted ``qemu-img`` step, checks the chain, and clears the
 journal; never while a qemu-img is at work on the chain (it refuses with the pid, or waits:

@@ -1,11 +1,12 @@
 """Where the image files are: this machine, or the host of a ``qemu+ssh://`` URI.
 
 Every file vshx reads or changes for a chain (qcow2 headers, identity, free space, removal,
-the chain's lock, qemu-img) goes through the host chosen from the connection URI
-(:func:`select`): on a local URI the plain ``os`` calls, on ``qemu+ssh://[USER@]HOST[:PORT]``
-the same questions asked on that host through ``ssh`` (vshx.storage.ssh_host), which needs
-only a POSIX shell, coreutils and qemu-img there.  Remote files are never read from the local
-file system.  Other remote transports (tcp, tls) have no way to the files: they raise.
+the chain's lock, qemu-img, the qemu-img processes at work) goes through the host chosen
+from the connection URI (:func:`select`): on a local URI the plain ``os`` calls and /proc, on
+``qemu+ssh://[USER@]HOST[:PORT]`` (and ``qemu+libssh2://``) the same questions asked on that
+host through ``ssh`` (vshx.storage.ssh_host), which needs only a POSIX shell, coreutils and
+qemu-img there.  Remote files are never read from the local file system.  Other remote
+transports (tcp, tls) have no way to the files: they raise.
 
 The functions below take and give what ``os`` does (``OSError`` with its errno, an
 ``os.stat_result``), so callers handle a remote file as they handle a local one.

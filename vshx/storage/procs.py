@@ -5,6 +5,8 @@ the chain. It is found by what it is doing, not by a remembered pid that may hav
 a process that is qemu-img (``/proc/PID/cmdline``) and names one of the files by identity
 (``st_dev``, ``st_ino``: any path, link or mount). vshx starts its children with
 ``VSHX_PARENT=<its pid>`` in their environment, which tells which vshx started one.
+This module reads this machine's /proc; vshx.storage.host asks the image host (a remote one
+through vshx.storage.remote_procs).
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 ssh runs with the URI's user, host and port and the options libvirt derives from it
 (``keyfile`` -> ``-i``, ``no_verify=1`` -> ``StrictHostKeyChecking=no``, ``no_tty=1`` -> ``-T``),
-always ``BatchMode=yes`` (no password prompt); ssh's own config and agent apply.  The remote
-side needs a POSIX shell, coreutils (stat, head, base64, realpath, df, rm), flock and
-qemu-img; not vshx.  Commands are argv lists turned into ssh's one command string by
-vshx.storage.remote_command alone.
+always ``BatchMode=yes`` (no password prompt); ssh's own config and agent apply; the URI's
+``command=`` names the ssh program.  The remote side needs a POSIX shell, coreutils (stat,
+head, base64, realpath, readlink, df, rm), sed, getconf, flock and qemu-img; not vshx.  Its
+qemu-img processes are read from its /proc (vshx.storage.remote_procs).  Commands are argv
+lists turned into ssh's one command string by vshx.storage.remote_command alone.
 
 One ssh master connection serves the whole vshx process (``ControlMaster``, its socket in a
 directory of this user's, removed at exit); printed scripts show plain ``ssh`` lines without
