@@ -355,3 +355,76 @@ def test_an_interrupted_remote_plan_is_listed_and_recovered_over_ssh(
         check_images(lab)
     finally:
         destroy_lab(lab)
+
+
+def test_a_libssh2_uri_reaches_the_files_with_ssh_as_its_user_host_port_key_and_known_hosts(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """libvirt talks to the host through libssh2; vshx reaches the same host's files with ssh
+    as the same user, port and key, checking the host key against the URI's known_hosts: an
+    offline commit ends as over qemu+ssh://, its script says how it ran."""
+    lab = make_lab(tmp_path, running=False)
+    known = sshd.directory / "known_hosts"
+    uri = (
+        f"qemu+libssh2://{sshd.user}@127.0.0.1:{sshd.port}/system?keyfile={sshd.key}"
+        f"&known_hosts={known}&sshauth=privkey"
+    )
+    words = ["commit", lab.name, "vda", "--top", "sn3", "--base", "sn1"]
+    try:
+        before = lab.guest_hash(tmp_path)
+        vshx = [sys.executable, "-m", "vshx", "-c", uri]
+        printed = subprocess.run(
+            hidden([lab.dir], [*vshx, *words, "--dry-run"]),
+            capture_output=True, text=True, env=sshd.env(), timeout=900,
+        )  # fmt: skip
+        assert printed.returncode == 0, printed.stderr
+        assert (
+            f"\nssh -n -p {sshd.port} -i {sshd.key} -o UserKnownHostsFile={known} -o BatchMode=yes "
+            f"{sshd.user}@127.0.0.1 'qemu-img commit" in printed.stdout
+        ), printed.stdout
+        done = subprocess.run(
+            hidden([lab.dir], [*vshx, *words]),
+            capture_output=True, text=True, env=sshd.env(), timeout=900,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+        root = ET.fromstring(virsh("dumpxml", "--inactive", lab.name).stdout)
+        defined = [os.path.basename(n.get("file", "")) for n in root.iter("source")]
+        assert defined == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"], defined
+        assert lab.guest_hash(tmp_path) == before
+        check_images(lab)
+    finally:
+        destroy_lab(lab)
+
+
+def test_a_remote_script_pasted_back_into_vshx_runs_its_ssh_lines_on_the_host(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """vshx runs its own printed scripts (-f, the REPL): a remote plan's `ssh ... 'qemu-img
+    ...'` lines run on the host as printed, and a bare qemu-img line on a qemu+ssh:// URI
+    runs there too, never on this machine's file of the same name."""
+    lab = make_lab(tmp_path, running=False)
+    try:
+        before = lab.guest_hash(tmp_path)
+        words = ["commit", lab.name, "vda", "--top", "sn3", "--base", "sn1"]
+        printed = remote_vshx(sshd, [lab.dir], *words, "--dry-run")
+        assert printed.returncode == 0 and "\nssh -n " in printed.stdout, printed.stderr
+        argv = [sys.executable, "-m", "vshx", "-c", sshd.uri(), "-f", "-"]
+        ran = subprocess.run(
+            hidden([lab.dir], argv), input=printed.stdout, capture_output=True, text=True,
+            env=sshd.env(), timeout=900,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stdout + ran.stderr + printed.stdout
+        assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+        root = ET.fromstring(virsh("dumpxml", "--inactive", lab.name).stdout)
+        defined = [os.path.basename(n.get("file", "")) for n in root.iter("source")]
+        assert defined == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"], defined
+        assert lab.guest_hash(tmp_path) == before
+        check_images(lab)
+        info = remote_vshx(sshd, [lab.dir], "qemu-img", "info", str(lab.layer("sn4")))
+        assert info.returncode == 0, info.stderr
+        assert f"backing file: {lab.layer('sn1')}" in info.stdout, info.stdout
+        other = remote_vshx(sshd, [lab.dir], "ssh", "-n", "elsewhere.invalid", "qemu-img info x")
+        assert other.returncode == 1 and "vshx runs only the ssh lines it prints" in other.stderr
+    finally:
+        destroy_lab(lab)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -181,4 +183,213 @@ def test_a_refused_ssh_host_is_an_error_not_a_traceback() -> None:
     )
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("error: refusing the ssh host") and "hint:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_libvirts_ssh_parameters_change_vshx_ssh_as_they_change_libvirts() -> None:
+    """command= names the ssh program (printed too); the libssh transports' known_hosts and
+    known_hosts_verify become ssh options; what only says how libvirt reaches libvirtd
+    (socket, netcat, mode, proxy, name) changes nothing for vshx's file commands."""
+    made = host.for_uri(
+        "qemu+ssh://u@h:22/system?command=/opt/ssh%20x/ssh&socket=/run/x.sock&netcat=nc"
+        "&mode=legacy&proxy=netcat&name=qemu:///system&no_tty=1"
+    )
+    assert isinstance(made, SshHost)
+    assert made.printed(["true"]) == [
+        "/opt/ssh x/ssh", "-n", "-p", "22", "-T", "-o", "BatchMode=yes", "u@h", "true"
+    ]  # fmt: skip
+    assert made.runnable(["true"])[0] == "/opt/ssh x/ssh"
+    made.close()
+    # libvirt reads known_hosts* and sshauth only for libssh(2), no_tty and command only for ssh
+    plain = host.for_uri("qemu+ssh://h/system?known_hosts=/k&known_hosts_verify=ignore")
+    assert isinstance(plain, SshHost) and plain.target.options() == ["-o", "BatchMode=yes"]
+    learn = host.for_uri("qemu+libssh2://h/system?known_hosts=/kh&known_hosts_verify=auto")
+    assert isinstance(learn, SshHost)
+    assert learn.target.options() == [
+        "-o", "UserKnownHostsFile=/kh", "-o", "StrictHostKeyChecking=accept-new",
+        "-o", "BatchMode=yes",
+    ]  # fmt: skip
+    blind = host.for_uri("qemu+libssh2://h/system?known_hosts_verify=ignore")
+    assert isinstance(blind, SshHost) and "StrictHostKeyChecking=no" in blind.target.options()
+    with pytest.raises(VshxError, match="no ssh program"):
+        host.for_uri("qemu+ssh://h/system?command=-oProxyCommand=x")
+
+
+def test_a_libssh2_uri_reaches_the_files_with_ssh_as_the_same_user_host_port_and_key() -> None:
+    """The decision for qemu+libssh2://: OpenSSH's ssh with the URI's user, host, port and
+    keyfile (libssh2 logs in with the same keys and agent); its printed lines are the plain
+    ssh lines of the qemu+ssh:// URI."""
+    made = host.for_uri("qemu+libssh2://bob@h.example:2022/system?keyfile=/k&sshauth=privkey")
+    same = host.for_uri("qemu+ssh://bob@h.example:2022/system?keyfile=/k")
+    assert isinstance(made, SshHost) and isinstance(same, SshHost)
+    assert made.target == same.target
+    assert made.printed(["qemu-img", "info", "/a"]) == same.printed(["qemu-img", "info", "/a"])
+    assert made.printed(["true"])[0] == "ssh" and made.name == "bob@h.example:2022"
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("sshauth=password", "allows only passwords"),
+        ("sshauth=keyboard-interactive,password", "allows only passwords"),
+        ("sshauth=telepathy", "which libvirt does not know"),
+        ("known_hosts_verify=maybe", "none of libvirt's values"),
+    ],
+)
+def test_what_batch_ssh_cannot_do_is_refused_with_the_reason_on_the_first_file_question(
+    query: str, said: str
+) -> None:
+    """Not ignored, not a failed login later: every file question (an offline step's
+    preflight, a read) stops with error + hint; live commands, libvirt's only, still work."""
+    from vshx.merging.preflight import refuse_remote_offline
+
+    made = host.for_uri(f"qemu+libssh2://h.example/system?{query}")
+    assert isinstance(made, host.Unreachable)
+    with pytest.raises(VshxError, match=said) as raised:
+        made.stat("/x")
+    assert raised.value.hint
+    assert isinstance(host.for_uri("qemu+libssh2://h/system?sshauth=agent,password"), SshHost)
+
+    class Remote:
+        is_local = False
+        uri = "qemu+libssh2://h.example/system"
+
+    class Offline:
+        live = False
+
+    try:
+        host.select(f"qemu+libssh2://h.example/system?{query}")
+        with pytest.raises(VshxError, match=said) as refused:
+            refuse_remote_offline(Remote(), Offline(), planning_only=False)  # type: ignore[arg-type]
+        assert refused.value.message.startswith("offline steps run qemu-img where the images")
+        assert refused.value.hint
+    finally:
+        host.select("qemu:///system")
+
+
+PS_OUTPUT = (
+    b"1796000000\x00100\x00"
+    # a qemu-img commit started 12.5 s after boot, in /img, a relative name, started by vshx
+    b"4242\x004242 (qemu-img) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 1250 1 1"
+    b"\x00" + base64.b64encode(b"qemu-img\x00commit\x00-q\x00top.qcow2\x00") + b"\x00/img\x00"
+    b"77\x00"
+    # comm says qemu-img, argv[0] says otherwise: not one (as /proc/PID/cmdline locally)
+    b"4343\x004343 (qemu-img) R 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 1 1\x00"
+    + base64.b64encode(b"python3\x00x\x00")
+    + b"\x00/\x00\x00"
+    # a name with ") " inside the parentheses, a zombie
+    b"4444\x004444 (qemu-io ) Z) Z 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 300 1 1\x00"
+    + base64.b64encode(b"/usr/bin/qemu-io\x00-c\x00write 0 1\x00/abs.qcow2\x00")
+    + b"\x00\x00\x00"
+)
+
+
+def test_the_remote_proc_listing_is_read_as_the_local_one() -> None:
+    from vshx.storage import remote_procs
+
+    seen = remote_procs.parse_ps(PS_OUTPUT)
+    assert [s.pid for s in seen] == [4242, 4444]
+    commit, zombie = seen
+    assert commit.started == 1796000000 + 12.5 and commit.parent == 77
+    assert commit.argv == ["qemu-img", "commit", "-q", "top.qcow2"]
+    assert remote_procs.named_paths(commit) == ["/img/commit", "/img/top.qcow2"]
+    assert zombie.state == "Z" and zombie.parent is None
+    assert remote_procs.named_paths(zombie) == ["/abs.qcow2"]  # no cwd read: absolute only
+    assert remote_procs.parse_alive(b"1796000000\x00100\x00") is None
+    stat_line = b"4242 (qemu-img) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 1250 1 1"
+    assert remote_procs.parse_alive(b"1796000000\x00100\x00" + stat_line + b"\x00") == (
+        1796000000 + 12.5,
+        "S",
+    )
+    with pytest.raises(ValueError):
+        remote_procs.parse_ps(b"sh: 1: cannot open /proc/stat\x00")
+
+
+def test_the_proc_scripts_find_a_running_qemu_img_by_pid_and_start_time(tmp_path) -> None:
+    """The scripts a remote host runs, run here by sh: they find a slow qemu-img commit named
+    by a relative path as vshx.storage.procs finds it, and a recorded start time that is
+    not this process's (a reused pid) is not it."""
+    from vshx.storage import procs, remote_procs
+
+    base, top = tmp_path / "base.qcow2", tmp_path / "top.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top)],
+        check=True,
+    )
+    subprocess.run(["qemu-io", "-c", "write -P 0x22 0 4M", str(top)], check=True, stdout=-3)
+    slow = subprocess.Popen(
+        ["qemu-img", "commit", "-q", "-r", "65536", "top.qcow2"],
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            out = subprocess.run(["sh", "-c", remote_procs.PS, "sh"], capture_output=True).stdout
+            seen = [s for s in remote_procs.parse_ps(out) if s.pid == slow.pid]
+            if seen and seen[0].argv[:2] == ["qemu-img", "commit"]:
+                break
+            time.sleep(0.05)
+        (found,) = seen
+        assert str(top) in remote_procs.named_paths(found)
+        (local,) = procs.at_work_on([str(top)])
+        assert (local.pid, local.argv, local.started) == (found.pid, found.argv, found.started)
+
+        def alive(pid: int) -> tuple[float, str] | None:
+            argv = ["sh", "-c", remote_procs.ALIVE, "sh", str(pid)]
+            return remote_procs.parse_alive(subprocess.run(argv, capture_output=True).stdout)
+
+        now = alive(slow.pid)
+        assert now is not None and now[0] == found.started and now[1] != "Z"
+        assert now[0] != found.started + 0.01  # what a reused pid shows: another start
+    finally:
+        slow.kill()
+        slow.wait()
+    assert alive(slow.pid) is None
+
+
+def test_a_journal_is_running_only_for_its_own_process_on_its_own_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pid in a journal means that process only on the machine and in the boot that
+    wrote it, and only with the start time it recorded; another machine's vshx cannot be
+    seen from here, so it counts as running unless this vshx holds the chain's lock."""
+    from vshx.plans import journal, lock
+    from vshx.storage import procs
+
+    me = procs.this_machine()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        started = procs.started_at(sleeper.pid)
+        assert started is not None
+        mine = {"pid": str(sleeper.pid), "machine": me[0], "boot": me[1], "image": "/i"}
+        assert journal.Entry(mine, started=f"{started:.2f}").still_running()
+        assert not journal.Entry(mine, started=f"{started + 1:.2f}").still_running()  # reused
+        assert not journal.Entry(mine, boot="another boot").still_running()  # restarted since
+        elsewhere = journal.Entry(mine, machine="another machine", node="kvm7", plan="commit")
+        assert elsewhere.elsewhere() == "kvm7" and elsewhere.still_running()
+        assert "a vshx on kvm7 (pid" in elsewhere.describe()
+        monkeypatch.setattr(lock, "holds", lambda image: image == "/i")
+        assert not elsewhere.still_running()  # its lock is ours now: it is not at work
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not journal.Entry(mine, started=f"{started:.2f}").still_running()
+
+
+def test_a_libssh_uri_is_refused_before_anything_runs_with_the_way_that_works() -> None:
+    """The decision for qemu+libssh://: refused at start (libvirt 9.0's libssh client crashed
+    or hung vshx here), exit 1, error + hint naming qemu+ssh:// and qemu+libssh2://."""
+    import sys
+
+    with pytest.raises(VshxError, match="libssh transport") as raised:
+        host.for_uri("qemu+libssh://root@h.example/system")
+    assert "qemu+ssh://" in str(raised.value.hint) and "qemu+libssh2://" in str(raised.value.hint)
+    done = subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", "qemu+libssh://root@127.0.0.1/system", "list"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: vshx does not use libvirt's libssh transport")
+    assert "\nhint: use qemu+ssh:// or qemu+libssh2://" in done.stderr
     assert "Traceback" not in done.stderr

@@ -342,15 +342,17 @@ class qemuimg:
 
 @final
 class procs:
-    """qemu-img processes at work on image files.
+    """qemu-img processes at work on image files, on the image host (this machine, or the
+    host of a qemu+ssh:// URI, read over ssh).
 
-    ``Worker``: one such process.  ``at_work_on``: every one whose command line names a path.
-    ``still_running``: True while that very process (same pid, same start) runs.
+    ``Worker``: one such process (``host``: "" here, else where it runs).  ``at_work_on``:
+    every one whose command line names a path.  ``still_running``: True while that very
+    process (same pid, same start) runs.  Both raise VshxError when the host cannot be asked.
     """
 
     Worker: TypeAlias = _procs.Worker
-    at_work_on = staticmethod(_procs.at_work_on)
-    still_running = staticmethod(_procs.still_running)
+    at_work_on = staticmethod(_files.at_work_on)
+    still_running = staticmethod(_files.still_running)
 
 
 @final

@@ -3,7 +3,8 @@
 ``jobs`` lists every block job on the host (started by vshx or not), every interrupted vshx
 operation (its journal: a domain's metadata, or this user's state files for bare images) and
 each qemu-img still at work on such a chain (a ``kill -9`` of vshx leaves its child running),
-each with the command that resolves it.  ``recover`` pivots a READY
+each with the command that resolves it.  Those qemu-img processes are looked for on the image
+host (over ssh on a qemu+ssh:// URI), known by pid and start time.  ``recover`` pivots a READY
 active commit that was meant to pivot (or as told), aborts a job with ``--abort``, repairs
 leaked clusters after an interrupted ``qemu-img`` step, checks the chain, and clears the
 journal; never while a qemu-img is at work on the chain (it refuses with the pid, or waits:
@@ -83,16 +84,20 @@ def worker_text(worker: procs.Worker, doing: str = "still runs") -> str:
     """A qemu-img still at work: its pid, when and by whom it was started, its command."""
     when = time.strftime("%H:%M:%S", time.localtime(worker.started))
     by = ""
-    if worker.parent is not None:
+    if worker.parent is not None and not worker.host:
         gone = "" if os.path.exists(f"/proc/{worker.parent}") else ", which is gone"
         by = f" by vshx pid {worker.parent}{gone}"
     name = os.path.basename(worker.argv[0])
-    return f"{name} pid {worker.pid} (started {when}{by}) {doing}: {shell_line(worker.argv)}"
+    there = f" on {worker.host}" if worker.host else ""
+    return f"{name} pid {worker.pid}{there} (started {when}{by}) {doing}: {shell_line(worker.argv)}"
 
 
 def wait_first(workers: list[procs.Worker], where: str) -> str:
     pids = ", ".join(str(w.pid) for w in workers)
-    return f"wait until pid {pids} ends (or kill {pids}), then vshx recover {where}"
+    hosts = sorted({w.host for w in workers if w.host})
+    there = f" on {', '.join(hosts)}" if hosts else ""
+    kill = f"kill {pids} there" if hosts else f"kill {pids}"
+    return f"wait until pid {pids}{there} ends (or {kill}), then vshx recover {where}"
 
 
 def row(
@@ -149,7 +154,13 @@ def interrupted_rows(
     where = f"{domain} {disk or ''}".rstrip() if domain is not None else str(image)
     workers = procs.at_work_on(files)
     running = entry.still_running()  # a vshx at work now, not an interrupted one
-    if running:
+    elsewhere = entry.elsewhere()
+    if running and elsewhere is not None:
+        after = (
+            f"wait until pid {entry.get('pid')} on {elsewhere} ends; once it has, vshx recover "
+            f"{where} (it takes the chain's lock, which that vshx holds while it runs)"
+        )
+    elif running:
         after = f"wait until pid {entry.get('pid')} ends"
     else:
         after = wait_first(workers, where) if workers else f"vshx recover {where}"

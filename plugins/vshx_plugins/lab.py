@@ -473,11 +473,15 @@ def lab_dir(session: Session, args: Args) -> str:
 
 
 def refuse_remote(session: Session) -> None:
-    """A practice lab's files, marker and directory checks are this machine's."""
+    """A practice lab's files, marker and directory checks are this machine's: its builder
+    writes guest data, markers and directory checks with local calls, and a lab is a sandbox
+    to be thrown away, not something to make on a production host from afar."""
     if not session.is_local:
         raise VshxError(
             f"practice labs are made on this machine's files, not on {session.uri}",
-            "use a local URI (qemu:///system, or qemu:///session without root)",
+            "use a local URI (qemu:///system, or qemu:///session without root); or make the "
+            "lab on that host (vshx lab-create there) and practise on it from here with -c "
+            "URI: every other command works over ssh",
         )
 
 

@@ -428,12 +428,10 @@ def refuse_remote_offline(session: Session, target: Target, planning_only: bool)
         return
     from vshx.storage.host import Unreachable, current
 
-    if isinstance(current(), Unreachable):
-        raise VshxError(
-            f"offline steps run qemu-img where the images are, and vshx reaches the files of "
-            f"{session.uri} only over ssh",
-            "use a qemu+ssh:// URI for that host, or run vshx there",
-        )
+    where = current()
+    if isinstance(where, Unreachable):
+        why = where.refusal()
+        raise VshxError(f"offline steps run qemu-img where the images are: {why}", why.hint)
 
 
 def relative_or_absolute(new_backing: Layer, overlay: Layer, keep_relative: bool) -> str:

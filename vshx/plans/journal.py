@@ -8,12 +8,15 @@ interrupted one leaves it for every later command to report and for ``recover`` 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
+from vshx.plans import lock
+from vshx.storage import procs
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.statefiles import Place
 
@@ -30,6 +33,13 @@ class Entry(dict[str, Any]):
 
     def describe(self) -> str:
         if self.still_running():
+            elsewhere = self.elsewhere()
+            if elsewhere is not None:
+                return (
+                    f"a vshx on {elsewhere} (pid {self.get('pid')}; vshx cannot see that "
+                    f"machine's processes) may be running {self.get('plan', '?')!s}, step "
+                    f"{self.get('step', '?')}/{self.get('steps', '?')} ({self.get('what', '?')})"
+                )
             return (
                 f"another vshx (pid {self.get('pid')}) is running {self.get('plan', '?')!s}, "
                 f"step {self.get('step', '?')}/{self.get('steps', '?')} ({self.get('what', '?')})"
@@ -40,15 +50,38 @@ class Entry(dict[str, Any]):
             f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(self.get('time', 0))))}"
         )
 
+    def elsewhere(self) -> str | None:
+        """The name of the machine whose vshx wrote this, when that is not this machine (a
+        domain's journal travels with the domain, to every client of its host)."""
+        machine = procs.this_machine()[0]
+        written_on = str(self.get("machine", ""))
+        if written_on and machine and written_on != machine:
+            return str(self.get("node", "")) or "another machine"
+        return None
+
     def still_running(self) -> bool:
-        """True when the pid that wrote this is a live vshx on this host."""
+        """True when the vshx that wrote this may be at work now.  On this machine: that very
+        process (its pid with the start time it recorded) still runs, in this boot.  Written
+        on another machine, whose processes vshx cannot see: True (fail closed) unless this
+        vshx holds the chain's lock, which that one held for as long as it ran."""
         try:
             pid = int(self.get("pid", 0))
-            if pid == os.getpid():
-                return False  # ours, from an earlier command of this shell: not running now
+        except ValueError:
+            return False
+        if self.elsewhere() is not None:
+            return not lock.holds(str(self.get("image", "")))
+        boot = procs.this_machine()[1]
+        if self.get("boot") and boot and self.get("boot") != boot:
+            return False  # this machine restarted since: that process is gone
+        if pid == os.getpid():
+            return False  # ours, from an earlier command of this shell: not running now
+        if self.get("started"):  # a pid the kernel gave to another process since is not it
+            now = procs.started_at(pid)
+            return now is not None and f"{now:.2f}" == str(self.get("started"))
+        try:  # an entry of an older vshx: a vshx with that pid
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
                 return b"vshx" in handle.read()
-        except (OSError, ValueError):
+        except OSError:
             return False
 
 
@@ -86,6 +119,18 @@ def state_file(image: str) -> str:
     return state_place().path(state_name(image))
 
 
+@functools.cache
+def _who() -> dict[str, str]:
+    """Which process writes the journal, so that a reused pid or another machine's vshx is
+    never taken for it: this vshx's start time, the machine, its boot, its host name."""
+    machine, boot, node = procs.this_machine()
+    started = procs.started_at(os.getpid())
+    mine = {"machine": machine, "boot": boot, "node": node}
+    if started is not None:
+        mine["started"] = f"{started:.2f}"
+    return {k: v for k, v in mine.items() if v}
+
+
 def write(target: Target, plan: Plan, number: int) -> None:
     """Record that step ``number`` of ``plan`` is about to run."""
     step = plan.steps[number - 1]
@@ -99,6 +144,7 @@ def write(target: Target, plan: Plan, number: int) -> None:
         "pivot": "yes" if plan.intent.get("pivot") else "no",
         "pid": os.getpid(),
         "time": f"{time.time():.0f}",
+        **_who(),
     }
     if plan.intent.get("resume"):  # what a plan over several disks needs to be rolled forward
         entry["resume"] = json.dumps(plan.intent["resume"])

@@ -39,6 +39,14 @@ def route(session: Session, words: Sequence[str]) -> int:
         return session.run_words(rest) if rest else EXIT_OK
     if words[0] == "qemu-img":
         return run_program(session, list(words))
+    remote = printed_on_host(words)  # a printed `ssh ... 'qemu-img ...'` line, pasted back
+    if remote is not None:
+        if remote[:1] not in (["qemu-img"], ["rm"], ["df"], ["test"]):
+            raise VshxError(
+                f"vshx runs no {shell_line(remote[:1] or [''])} on the image host",
+                "only the qemu-img, check and rm lines vshx prints; run others with sh",
+            )
+        return route(session, remote)
     if words[0] in ("rm", "df", "test"):  # a plan's check or --delete line, pasted back
         from vshx.merging import pasted  # only here: merging costs other words import time
 
@@ -141,18 +149,52 @@ def strip_virsh_prefix(words: list[str], uri: str) -> list[str] | None:
     return words
 
 
+def printed_on_host(words: Sequence[str]) -> list[str] | None:
+    """The argv of an ssh line vshx prints for the image host of this URI (``ssh -n ...
+    USER@HOST 'qemu-img ...'``), pasted back; None for any other line (VshxError for an ssh
+    line to another host or with other options: vshx runs only its own lines there)."""
+    from vshx.storage import host as files
+    from vshx.storage.ssh_host import SshHost
+
+    where = files.current()
+    if not isinstance(where, SshHost) or words[0] != where.target.command:
+        return None
+    for fed in (False, True):
+        prefix = where.printed(["true"], fed)[:-1]
+        if list(words[:-1]) == prefix and len(words) == len(prefix) + 1:
+            import shlex
+
+            try:
+                return shlex.split(words[-1])
+            except ValueError:
+                break
+    raise VshxError(
+        f"vshx runs only the ssh lines it prints for {where.name} (the host of this URI)",
+        "run that line with sh, or connect vshx to its host (-c qemu+ssh://USER@HOST/system)",
+    )
+
+
 def run_program(session: Session, argv: list[str]) -> int:
-    """A printed `qemu-img ...` (or foreign `virsh ...`) line, pasted back: argv, no shell."""
-    binary = shutil.which(argv[0])
+    """A printed `qemu-img ...` (or foreign `virsh ...`) line, pasted back: argv, no shell.
+    qemu-img runs where the image files are: on a qemu+ssh:// URI, on that host (over ssh)."""
+    from vshx.storage import host as files
+
+    where = files.current()
+    here = argv[0] != "qemu-img" or where.local
+    binary = shutil.which(argv[0]) if here else argv[0]
     if binary is None:
         raise VshxError(f"{argv[0]} is not installed", "install qemu-utils / libvirt-clients")
+    command = [binary, *argv[1:]] if here else where.runnable(argv)
     hint = qemu_img_hint if argv[0] == "qemu-img" else None
     if session.dry_run:
-        session.print(with_heredoc(shell_line(argv), session.stdin_text))
+        fed = session.stdin_text is not None
+        shown = argv if here else where.printed(argv, fed)
+        session.print(with_heredoc(shell_line(shown), session.stdin_text))
         if argv[0] == "qemu-img" and reads_only(argv[1:]):
-            return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True, hint=hint)
+            return _run(session, command, changes=False, output_to_err=True, hint=hint)
         return 0  # printed, never run
-    status = _run(session, [binary, *argv[1:]], changes=True, hint=hint)
+    status = _run(session, command, changes=True, hint=hint)
+    where.forget()  # it may have changed files: what was read of them is old now
     if argv[0] == "qemu-img" and status == 0:
         from vshx.merging.definition import after_qemu_img
 
@@ -162,7 +204,7 @@ def run_program(session: Session, argv: list[str]) -> int:
 
 def reads_only(args: list[str]) -> bool:
     """``qemu-img ARGS`` only reads: its words say so, and every image it opens names the
-    files below it plainly (read here, on this machine, where qemu-img runs)."""
+    files below it plainly (read where qemu-img runs: on a qemu+ssh:// URI, on that host)."""
     if not qemu_img_reads(args):
         return False
     return all(plain_chain(name, _first_cluster) for name in qemu_img_files(args))
@@ -174,12 +216,13 @@ def _first_cluster(path: str) -> bytes | None:
     as no header, which qemu-img opens as raw or fails on."""
     import stat
 
+    from vshx.storage import host as files
+
     try:
-        mode = os.stat(path).st_mode
+        mode = files.stat(path).st_mode
         if not stat.S_ISREG(mode) and not stat.S_ISBLK(mode):
             return b""
-        with open(path, "rb") as image:
-            return image.read(CLUSTER_MAX)
+        return files.read(path, CLUSTER_MAX)
     except (FileNotFoundError, NotADirectoryError):
         return None
 

@@ -1,11 +1,12 @@
 """Where the image files are: this machine, or the host of a ``qemu+ssh://`` URI.
 
 Every file vshx reads or changes for a chain (qcow2 headers, identity, free space, removal,
-the chain's lock, qemu-img) goes through the host chosen from the connection URI
-(:func:`select`): on a local URI the plain ``os`` calls, on ``qemu+ssh://[USER@]HOST[:PORT]``
-the same questions asked on that host through ``ssh`` (vshx.storage.ssh_host), which needs
-only a POSIX shell, coreutils and qemu-img there.  Remote files are never read from the local
-file system.  Other remote transports (tcp, tls) have no way to the files: they raise.
+the chain's lock, qemu-img, the qemu-img processes at work) goes through the host chosen
+from the connection URI (:func:`select`): on a local URI the plain ``os`` calls and /proc, on
+``qemu+ssh://[USER@]HOST[:PORT]`` (and ``qemu+libssh2://``) the same questions asked on that
+host through ``ssh`` (vshx.storage.ssh_host), which needs only a POSIX shell, coreutils and
+qemu-img there.  Remote files are never read from the local file system.  Other remote
+transports (tcp, tls) have no way to the files: they raise.
 
 The functions below take and give what ``os`` does (``OSError`` with its errno, an
 ``os.stat_result``), so callers handle a remote file as they handle a local one.
@@ -19,6 +20,8 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from vshx.errors import VshxError
+from vshx.storage import procs
+from vshx.storage.procs import Worker
 
 
 class Host(Protocol):
@@ -55,6 +58,10 @@ class Host(Protocol):
         directories: Iterable[str] = (),
         follow: Callable[[str, bytes, bool], list[str]] | None = None,
     ) -> None: ...
+
+    def workers(self, paths: Iterable[str]) -> list[Worker]: ...  # qemu-img at work on paths
+
+    def alive(self, worker: Worker) -> bool: ...  # that very process (pid + start) still runs
 
 
 class LocalHost:
@@ -106,6 +113,12 @@ class LocalHost:
     ) -> None:
         pass  # a local read costs microseconds: nothing to gather
 
+    def workers(self, paths: Iterable[str]) -> list[Worker]:
+        return procs.at_work_on(paths)
+
+    def alive(self, worker: Worker) -> bool:
+        return procs.still_running(worker)
+
 
 class Unreachable(LocalHost):
     """A remote URI without ssh (tcp, tls): libvirt reaches the host, vshx cannot reach its
@@ -113,15 +126,20 @@ class Unreachable(LocalHost):
 
     local = False
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, why: str | None = None, hint: str | None = None) -> None:
         self.name = uri
         self.uri = uri
+        self.why = why or (
+            f"vshx reaches the image files of a remote host only over ssh, not on {uri}"
+        )
+        self.hint = hint or "use a qemu+ssh://[USER@]HOST/system URI, or run vshx on that host"
+
+    def refusal(self) -> VshxError:
+        """Why no file of this host can be reached, as the error a command stops with."""
+        return VshxError(self.why, self.hint)
 
     def _refuse(self) -> VshxError:
-        return VshxError(
-            f"vshx reaches the image files of a remote host only over ssh, not on {self.uri}",
-            "use a qemu+ssh://[USER@]HOST/system URI, or run vshx on that host",
-        )
+        return self.refusal()
 
     def printed(self, argv: Sequence[str], stdin: bool = False) -> list[str]:
         raise self._refuse()
@@ -150,6 +168,12 @@ class Unreachable(LocalHost):
     def unlink(self, path: str) -> None:
         raise self._refuse()
 
+    def workers(self, paths: Iterable[str]) -> list[Worker]:
+        raise self._refuse()
+
+    def alive(self, worker: Worker) -> bool:
+        raise self._refuse()
+
 
 LOCAL = LocalHost()
 _uri: str | None = None
@@ -162,30 +186,93 @@ def files_are_local(uri: str) -> bool:
     return host_part.startswith("/") or host_part == ""
 
 
+# libvirt's ssh-transport URI parameters and the transports libvirt reads each one for
+# (docs: remote.html "Extra parameters"); vshx reads each where libvirt does.  The ones that
+# say how libvirt reaches libvirtd on the host (socket, netcat, mode, proxy, name) and the
+# TLS ones change nothing for vshx, whose commands there are qemu-img and sh, not libvirtd.
+SSH_TRANSPORTS = ("ssh", "libssh", "libssh2")
+SSHAUTH_KEYS = {"agent", "privkey"}  # what ssh in batch mode can log in with
+SSHAUTH_PROMPTS = {"password", "keyboard-interactive"}
+
+
 def for_uri(uri: str) -> Host:
-    """The host that holds the files of ``uri``'s domains."""
+    """The host that holds the files of ``uri``'s domains.
+
+    ``qemu+ssh://`` and libvirt's ``qemu+libssh2://`` are reached with OpenSSH's ``ssh`` (the
+    same user, host, port, key and known hosts: a login libssh2 makes with a key or an agent,
+    ssh makes too).  ``qemu+libssh://`` is refused (VshxError): libvirt 9.0's libssh client
+    crashes or hangs a process that reads from several threads and starts subprocesses, as
+    vshx does.  A parameter that would need what batch-mode
+    ssh cannot do (``sshauth`` with passwords only, an unknown ``known_hosts_verify``) gives a
+    host that refuses every file question with the reason, as tcp and tls do: live commands,
+    which need only libvirt, still work."""
     if files_are_local(uri):
         return LOCAL
     from urllib.parse import parse_qs, unquote, urlsplit  # remote URIs only: ~2 ms to import
 
     parts = urlsplit(uri)
     transport = parts.scheme.partition("+")[2]
-    if transport not in ("ssh", "libssh", "libssh2") or not parts.hostname:
+    if transport not in SSH_TRANSPORTS or not parts.hostname:
         return Unreachable(uri)
+    if transport == "libssh":
+        raise VshxError(
+            "vshx does not use libvirt's libssh transport (qemu+libssh://): libvirt 9.0's "
+            "libssh client crashed (SIGSEGV) in 4 of 15 vshx runs here and hung a client "
+            "that starts subprocesses while it reads",
+            "use qemu+ssh:// or qemu+libssh2:// with the same user, host and port (vshx "
+            "reaches the files with ssh either way)",
+        )
     from vshx.storage.ssh_host import SshHost, SshTarget
 
-    query = parse_qs(parts.query)
-    keyfile = query.get("keyfile", [None])[-1]
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    libssh = transport != "ssh"
+    refused = _refused_parameters(uri, query, libssh)
+    if refused is not None:
+        return refused
+    verify = query.get("known_hosts_verify", "normal") if libssh else "normal"
     return SshHost(
         SshTarget(
             host=parts.hostname,
             user=unquote(parts.username) if parts.username else None,
             port=parts.port,
-            keyfile=keyfile,
-            no_verify=query.get("no_verify", ["0"])[-1] not in ("", "0"),
-            no_tty=query.get("no_tty", ["0"])[-1] not in ("", "0"),
+            keyfile=query.get("keyfile") or None,
+            no_verify=query.get("no_verify", "0") not in ("", "0") or verify == "ignore",
+            no_tty=not libssh and query.get("no_tty", "0") not in ("", "0"),
+            command=(query.get("command") or "ssh") if not libssh else "ssh",
+            known_hosts=(query.get("known_hosts") or None) if libssh else None,
+            accept_new=verify == "auto",
         )
     )
+
+
+def _refused_parameters(uri: str, query: dict[str, str], libssh: bool) -> Host | None:
+    """A host that refuses with the reason, when a parameter asks what vshx's ssh cannot do."""
+    if not libssh:
+        return None  # sshauth and known_hosts_verify are the libssh transports' (libvirt too)
+    verify = query.get("known_hosts_verify", "normal")
+    if verify not in ("normal", "auto", "ignore"):
+        return Unreachable(
+            uri,
+            f"known_hosts_verify={verify!r} is none of libvirt's values",
+            "use normal, auto or ignore (libvirt's values), or leave it out",
+        )
+    methods = {m.strip() for m in query.get("sshauth", "").split(",") if m.strip()}
+    unknown = methods - SSHAUTH_KEYS - SSHAUTH_PROMPTS
+    if unknown:
+        return Unreachable(
+            uri,
+            f"sshauth names {', '.join(sorted(unknown))}, which libvirt does not know",
+            "libvirt's methods: agent, privkey, password, keyboard-interactive",
+        )
+    if methods and not methods & SSHAUTH_KEYS:
+        return Unreachable(
+            uri,
+            f"vshx reaches the image files of {uri} with ssh in batch mode (no password "
+            f"prompt), and sshauth={query['sshauth']} allows only passwords",
+            "add agent or privkey to sshauth (and a key the host accepts), or run vshx on "
+            "that host",
+        )
+    return None
 
 
 def select(uri: str) -> Host:
@@ -274,6 +361,27 @@ def prefetch(
     ``follow`` finds named in their first bytes (on a remote host one round trip per level;
     nothing locally)."""
     _current.prefetch(paths, directories, follow)
+
+
+def at_work_on(paths: Iterable[str]) -> list[Worker]:
+    """Every qemu-img (or qemu-io) process on the image host whose command line names one of
+    ``paths`` (that host's /proc; over ssh for a remote one).  Raises VshxError when the host
+    cannot be asked: no answer is never "none runs"."""
+    return _current.workers(paths)
+
+
+def still_running(worker: Worker) -> bool:
+    """True while that very process (same pid, same start time) runs on the host it was
+    found on; VshxError when that host cannot be asked (never "it has ended")."""
+    if worker.host == _current.name:
+        return _current.alive(worker)
+    if not worker.host:
+        return LOCAL.alive(worker)
+    raise VshxError(
+        f"cannot tell whether qemu-img pid {worker.pid} on {worker.host} still runs: vshx is "
+        f"connected to {_current.name or 'this machine'}",
+        f"connect to its host (vshx -c URI of {worker.host}) and look again",
+    )
 
 
 @contextmanager

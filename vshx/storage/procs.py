@@ -5,11 +5,15 @@ the chain. It is found by what it is doing, not by a remembered pid that may hav
 a process that is qemu-img (``/proc/PID/cmdline``) and names one of the files by identity
 (``st_dev``, ``st_ino``: any path, link or mount). vshx starts its children with
 ``VSHX_PARENT=<its pid>`` in their environment, which tells which vshx started one.
+This module reads this machine's /proc; vshx.storage.host asks the image host (a remote one
+through vshx.storage.remote_procs).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -24,6 +28,7 @@ class Worker(NamedTuple):
     argv: list[str]
     started: float  # seconds since the epoch
     parent: int | None  # the vshx that started it (its environment says), if it says
+    host: str = ""  # "" for this machine, else the remote host it runs on (user@host:port)
 
 
 def child_env() -> dict[str, str]:
@@ -70,6 +75,31 @@ def still_running(worker: Worker) -> bool:
         return fields[0] != "Z" and _started(worker.pid, _boot_time()) == worker.started
     except (OSError, ValueError, IndexError):
         return False
+
+
+@functools.cache
+def this_machine() -> tuple[str, str, str]:
+    """(machine id, boot id, host name): which machine a process ran on, and in which boot
+    (a pid means something only there, and only until that machine restarts)."""
+    found = []
+    for path in ("/etc/machine-id", "/proc/sys/kernel/random/boot_id"):
+        try:
+            with open(path, encoding="ascii", errors="replace") as handle:
+                found.append(handle.read().strip())
+        except OSError:
+            found.append("")
+    return found[0], found[1], socket.gethostname()
+
+
+def started_at(pid: int) -> float | None:
+    """When process ``pid`` of this machine started (seconds since the epoch); None when no
+    such process runs (or it is a zombie)."""
+    try:
+        if _stat_fields(pid)[0] == "Z":
+            return None
+        return _started(pid, _boot_time())
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _parent(pid: int) -> int | None:

@@ -2,10 +2,11 @@
 
 ssh runs with the URI's user, host and port and the options libvirt derives from it
 (``keyfile`` -> ``-i``, ``no_verify=1`` -> ``StrictHostKeyChecking=no``, ``no_tty=1`` -> ``-T``),
-always ``BatchMode=yes`` (no password prompt); ssh's own config and agent apply.  The remote
-side needs a POSIX shell, coreutils (stat, head, base64, realpath, df, rm), flock and
-qemu-img; not vshx.  Commands are argv lists turned into ssh's one command string by
-vshx.storage.remote_command alone.
+always ``BatchMode=yes`` (no password prompt); ssh's own config and agent apply; the URI's
+``command=`` names the ssh program.  The remote side needs a POSIX shell, coreutils (stat,
+head, base64, realpath, readlink, df, rm), sed, getconf, flock and qemu-img; not vshx.  Its
+qemu-img processes are read from its /proc (vshx.storage.remote_procs).  Commands are argv
+lists turned into ssh's one command string by vshx.storage.remote_command alone.
 
 One ssh master connection serves the whole vshx process (``ControlMaster``, its socket in a
 directory of this user's, removed at exit); printed scripts show plain ``ssh`` lines without
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import errno
 import os
 import subprocess
@@ -26,6 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from vshx.errors import VshxError
+from vshx.storage import remote_procs
+from vshx.storage.procs import Worker
 from vshx.storage.remote_command import command_string
 
 STAT_FORMAT = "%f %d %i %h %u %g %s %b %.9X %.9Y %.9Z %t %T"
@@ -155,12 +159,20 @@ class SshTarget:
     keyfile: str | None = None
     no_verify: bool = False
     no_tty: bool = False
+    command: str = "ssh"  # the URI's command=: the ssh binary libvirt runs too
+    known_hosts: str | None = None  # known_hosts= of the libssh(2) transports
+    accept_new: bool = False  # known_hosts_verify=auto (libssh): learn a new host's key
 
     def __post_init__(self) -> None:
         if self.host.startswith("-") or (self.user or "").startswith("-"):
             raise VshxError(
                 f"refusing the ssh host {self.host!r}: it would read as an ssh option",
                 "name the host without a leading '-'",
+            )
+        if not self.command or self.command.startswith("-"):
+            raise VshxError(
+                f"refusing command={self.command!r}: it is no ssh program",
+                "name the ssh binary (command=/usr/bin/ssh), or leave command= out",
             )
 
     @property
@@ -178,8 +190,12 @@ class SshTarget:
             argv += ["-p", str(self.port)]
         if self.keyfile:
             argv += ["-i", self.keyfile]
+        if self.known_hosts:
+            argv += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
         if self.no_verify:
             argv += ["-o", "StrictHostKeyChecking=no"]
+        elif self.accept_new:
+            argv += ["-o", "StrictHostKeyChecking=accept-new"]
         if self.no_tty:
             argv.append("-T")
         return [*argv, "-o", "BatchMode=yes"]
@@ -211,12 +227,12 @@ class SshHost:
         return [*self._ssh(stdin), self.target.destination, script]
 
     def _ssh(self, stdin: bool) -> list[str]:
-        return ["ssh", *([] if stdin else ["-n"]), *self.target.options()]
+        return [self.target.command, *([] if stdin else ["-n"]), *self.target.options()]
 
     def runnable(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run on the host by this vshx: through the process's master connection."""
         return [
-            "ssh",
+            self.target.command,
             *self.target.options(),
             *self._master_options(),
             self.target.destination,
@@ -241,21 +257,22 @@ class SshHost:
         control, self._control = self._control, None
         if control is None:
             return
-        subprocess.run(
-            [
-                "ssh",
-                *self.target.options(),
-                "-o",
-                f"ControlPath={control}/%C",
-                "-O",
-                "exit",
-                self.target.destination,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=False,
-        )
+        with contextlib.suppress(OSError):  # no ssh program: no master was started either
+            subprocess.run(
+                [
+                    self.target.command,
+                    *self.target.options(),
+                    "-o",
+                    f"ControlPath={control}/%C",
+                    "-O",
+                    "exit",
+                    self.target.destination,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
         import shutil
 
         shutil.rmtree(control, ignore_errors=True)
@@ -263,13 +280,16 @@ class SshHost:
     def shell(self, script: str, *words: str, stdin: bytes | None = None) -> bytes:
         """Run ``sh -c SCRIPT sh WORDS...`` on the host; its stdout, or OSError/VshxError."""
         argv = self.runnable(["sh", "-c", script, "sh", *words])
-        done = subprocess.run(
-            argv,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-        )
+        try:
+            done = subprocess.run(
+                argv,
+                input=stdin,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
+                capture_output=True,
+                check=False,
+            )
+        except OSError as exc:  # no such ssh program: never "no such file" on the host
+            raise no_ssh(self.target.command, exc) from None
         if done.returncode == SSH_FAILED:
             raise unreachable(self.name, done.stderr)
         if done.returncode != 0:
@@ -405,6 +425,56 @@ class SshHost:
         except OSError as exc:
             raise os_error(exc.strerror or "", path) from None
 
+    # -- processes ------------------------------------------------------------------------
+
+    def _ask_procs(self, script: str, *words: str) -> bytes:
+        """Run a /proc script there; a failure is an error, never "no process" (fail closed)."""
+        try:
+            return self.shell(script, *words)
+        except OSError as exc:
+            raise procs_unknown(self.name, exc.strerror or str(exc)) from None
+
+    def workers(self, paths: Iterable[str]) -> list[Worker]:
+        """Every qemu-img (or qemu-io) running on the host whose command line names one of
+        ``paths`` (by device and inode there: any name, hard link or relative path)."""
+        wanted = list(dict.fromkeys(paths))
+        if not wanted:
+            return []
+        out = self._ask_procs(remote_procs.PS)
+        try:
+            seen = remote_procs.parse_ps(out)
+        except (ValueError, IndexError):
+            raise procs_unknown(self.name, UNKNOWN_FORM) from None
+        if not seen:
+            return []
+        named = {s.pid: remote_procs.named_paths(s) for s in seen}
+        self.forget()  # identities now, not as an earlier look found them
+        self.prefetch([*wanted, *(p for paths in named.values() for p in paths)])
+        keys = {key for key in map(self._identity, wanted) if key is not None}
+        found = [
+            Worker(s.pid, s.argv, s.started, s.parent, self.name)
+            for s in seen
+            if s.state != "Z" and keys & {self._identity(p) for p in named[s.pid]}
+        ]
+        return sorted(found)
+
+    def _identity(self, path: str) -> tuple[int, int] | None:
+        try:
+            st = self.stat(path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def alive(self, worker: Worker) -> bool:
+        """True while that very process runs there: the same pid, started at the same time,
+        not a zombie.  Raises (VshxError) when the host cannot be asked."""
+        out = self._ask_procs(remote_procs.ALIVE, str(worker.pid))
+        try:
+            now = remote_procs.parse_alive(out)
+        except (ValueError, IndexError):
+            raise procs_unknown(self.name, UNKNOWN_FORM) from None
+        return now is not None and now[1] != "Z" and now[0] == worker.started
+
 
 def unreachable(name: str, stderr: bytes) -> VshxError:
     said = stderr.decode("utf-8", "replace").strip().splitlines()
@@ -413,6 +483,24 @@ def unreachable(name: str, stderr: bytes) -> VshxError:
         "vshx runs ssh in batch mode as libvirt does: the URI's user and keyfile (or ssh's "
         "config and agent) must log in without a password; try: ssh -o BatchMode=yes "
         f"{name.rsplit(':', 1)[0]} true",
+    )
+
+
+def no_ssh(command: str, exc: OSError) -> VshxError:
+    return VshxError(
+        f"cannot run the ssh program {command}: {exc.strerror or exc}",
+        "install openssh-client, or name an ssh binary with the URI's command= parameter",
+    )
+
+
+UNKNOWN_FORM = "its /proc answered in a form vshx does not know"
+
+
+def procs_unknown(name: str, why: str) -> VshxError:
+    return VshxError(
+        f"cannot tell which qemu-img processes run on {name}: {why}",
+        "vshx reads the host's /proc over ssh (sh, getconf and coreutils there); nothing was "
+        f"changed; look yourself: ssh {name.rsplit(':', 1)[0]} pgrep -a qemu-img",
     )
 
 
@@ -469,9 +557,12 @@ def hold_lock(
     argv = host.runnable(
         ["sh", "-c", LOCK, "sh", path, json.dumps(user), json.dumps(command), str(now)]
     )
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except OSError as exc:
+        raise no_ssh(host.target.command, exc) from None
     assert proc.stdout is not None
     first = proc.stdout.readline().decode("utf-8", "replace").strip()
     if first.startswith("locked"):
