@@ -186,6 +186,37 @@ def test_a_refused_ssh_host_is_an_error_not_a_traceback() -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "qemu+ssh://root@localhost:99999/system",
+        "qemu+ssh://root@localhost:abc/system",
+        "qemu+ssh://[::1/system",
+    ],
+)
+def test_a_uri_python_cannot_split_is_an_error_not_a_traceback(uri: str) -> None:
+    """A port out of range, not a number, an unclosed IPv6 bracket: error + hint, exit 1, from
+    -c and from LIBVIRT_DEFAULT_URI alike (an outside attack met a ValueError traceback)."""
+    import subprocess
+    import sys
+
+    with pytest.raises(VshxError, match="cannot read the URI"):
+        host.for_uri(uri)
+    for argv, env in (
+        (["-c", uri, "list"], {}),
+        (["list"], {"LIBVIRT_DEFAULT_URI": uri}),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "vshx", *argv],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+        )
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("error: cannot read the URI") and "hint:" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_libvirts_ssh_parameters_change_vshx_ssh_as_they_change_libvirts() -> None:
     """command= names the ssh program (printed too); the libssh transports' known_hosts and
     known_hosts_verify become ssh options; what only says how libvirt reaches libvirtd

@@ -210,9 +210,18 @@ def for_uri(uri: str) -> Host:
         return LOCAL
     from urllib.parse import parse_qs, unquote, urlsplit  # remote URIs only: ~2 ms to import
 
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+        port = parts.port  # a port out of range or not a number raises here
+        hostname = parts.hostname
+    except ValueError as exc:  # "Port out of range 0-65535", "Invalid IPv6 URL"
+        raise VshxError(
+            f"cannot read the URI {uri!r}: {exc}",
+            "give it as libvirt does: qemu+ssh://[USER@]HOST[:PORT]/system (-c or "
+            "LIBVIRT_DEFAULT_URI)",
+        ) from None
     transport = parts.scheme.partition("+")[2]
-    if transport not in SSH_TRANSPORTS or not parts.hostname:
+    if transport not in SSH_TRANSPORTS or not hostname:
         return Unreachable(uri)
     if transport == "libssh":
         raise VshxError(
@@ -232,9 +241,9 @@ def for_uri(uri: str) -> Host:
     verify = query.get("known_hosts_verify", "normal") if libssh else "normal"
     return SshHost(
         SshTarget(
-            host=parts.hostname,
+            host=hostname,
             user=unquote(parts.username) if parts.username else None,
-            port=parts.port,
+            port=port,
             keyfile=query.get("keyfile") or None,
             no_verify=query.get("no_verify", "0") not in ("", "0") or verify == "ignore",
             no_tty=not libssh and query.get("no_tty", "0") not in ("", "0"),
