@@ -19,11 +19,8 @@ from tests.test_snapshot_delete import (
     build,
     check_after,
     destroy,
-    flush,
-    sources,
+    memory_snapshot,
     tree,
-    view,
-    write,
 )
 
 pytestmark = pytest.mark.libvirt
@@ -48,15 +45,7 @@ def test_memory_file_another_domains_snapshot_names_is_kept(tmp_path: Path) -> N
     dom = build(tmp_path, 1, True, "memkeep")
     other = build(tmp_path, 1, False, "memother")
     try:
-        memory = dom.dir / "m4.mem"
-        virsh(
-            "snapshot-create-as", dom.name, "m4", "--atomic",
-            "--memspec", f"file={memory},snapshot=external",
-            "--diskspec", f"vda,file={dom.file('vda', 'm4')}",
-        )  # fmt: skip
-        write(dom, "vda", 0x66, 4 * 1048576)
-        flush(dom)
-        dom.views["vda"] = view(sources(dom.name)["vda"], tmp_path)
+        memory = memory_snapshot(dom, tmp_path)
         virsh("destroy", dom.name)
         dom.running = False
         name_in_a_snapshot(other.name, "s1", "mx", memory)

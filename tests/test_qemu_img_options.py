@@ -204,19 +204,8 @@ def test_the_option_tables_are_those_of_the_installed_qemu_img_7_2():
 @pytest.mark.skipif(shutil.which("qemu-io") is None, reason="needs qemu-io to damage an image")
 def test_dry_run_of_an_abbreviated_repair_leaves_a_damaged_image_as_it_was(tmp_path: Path):
     image = tmp_path / "vshx-fixpt-damaged.qcow2"
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=1.1,lazy_refcounts=on"]
-        + [str(image), "1M"],
-        check=True,
-    )
-    # a write, then abort: with lazy refcounts the refcounts were never written
-    subprocess.run(
-        ["qemu-io", "-c", "write -P 0x5a 0 512", "-c", "abort", str(image)],
-        capture_output=True,
-        check=False,
-    )
+    before = _damaged(image)  # a write, then abort: lazy refcounts never written
     assert subprocess.run(["qemu-img", "check", str(image)], capture_output=True).returncode == 2
-    before = hashlib.sha256(image.read_bytes()).hexdigest()
     for words in (["--rep=all"], ["--r", "leaks"], ["-Urall"], ["--repa", "all"]):
         proc = run_vshx("--dry-run", "qemu-img", "check", *words, str(image))
         assert "Traceback" not in proc.stderr

@@ -387,14 +387,21 @@ def test_a_libssh2_uri_reaches_the_files_with_ssh_as_its_user_host_port_key_and_
             capture_output=True, text=True, env=sshd.env(), timeout=900,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
-        root = ET.fromstring(virsh("dumpxml", "--inactive", lab.name).stdout)
-        defined = [os.path.basename(n.get("file", "")) for n in root.iter("source")]
-        assert defined == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"], defined
-        assert lab.guest_hash(tmp_path) == before
-        check_images(lab)
+        committed_sn3_into_sn1(lab, tmp_path, before)
     finally:
         destroy_lab(lab)
+
+
+def committed_sn3_into_sn1(lab: Lab, tmp: Path, before: str) -> None:
+    """The end of an offline `commit --top sn3 --base sn1`, as the local command leaves it:
+    the chain and the persistent definition sn4 <- sn1 <- base, the guest's data, clean
+    images."""
+    assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
+    root = ET.fromstring(virsh("dumpxml", "--inactive", lab.name).stdout)
+    defined = [os.path.basename(n.get("file", "")) for n in root.iter("source")]
+    assert defined == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"], defined
+    assert lab.guest_hash(tmp) == before
+    check_images(lab)
 
 
 def test_a_remote_script_pasted_back_into_vshx_runs_its_ssh_lines_on_the_host(
@@ -415,12 +422,7 @@ def test_a_remote_script_pasted_back_into_vshx_runs_its_ssh_lines_on_the_host(
             env=sshd.env(), timeout=900,
         )  # fmt: skip
         assert ran.returncode == 0, ran.stdout + ran.stderr + printed.stdout
-        assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
-        root = ET.fromstring(virsh("dumpxml", "--inactive", lab.name).stdout)
-        defined = [os.path.basename(n.get("file", "")) for n in root.iter("source")]
-        assert defined == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"], defined
-        assert lab.guest_hash(tmp_path) == before
-        check_images(lab)
+        committed_sn3_into_sn1(lab, tmp_path, before)
         info = remote_vshx(sshd, [lab.dir], "qemu-img", "info", str(lab.layer("sn4")))
         assert info.returncode == 0, info.stderr
         assert f"backing file: {lab.layer('sn1')}" in info.stdout, info.stdout

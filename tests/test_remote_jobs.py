@@ -16,12 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from conftest import chain_files, destroy_lab, make_lab, qemu_check, virsh
 from sshd import Sshd, hidden
+from test_remote import committed_sn3_into_sn1
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root]  # hidden() mounts; qemu:///system
 
@@ -159,13 +159,7 @@ def test_a_remote_qemu_img_a_killed_vshx_left_is_listed_waited_for_and_rolled_fo
             qemu_check(path)
         again = remote(sshd, hide, *argv[:-2])
         assert again.returncode == 0, again.stderr
-        assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
-        root = ET.fromstring(virsh("dumpxml", "--inactive", lab.name).stdout)
-        defined = [os.path.basename(n.get("file", "")) for n in root.iter("source")]
-        assert defined == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"], defined
-        assert lab.guest_hash(tmp_path) == before
-        for name in ("sn4", "sn1", "base"):
-            qemu_check(lab.layer(name))
+        committed_sn3_into_sn1(lab, tmp_path, before)
         virsh("start", lab.name)
         lab.running = True
         shown = virsh("qemu-monitor-command", lab.name, "--hmp", "info block -v").stdout

@@ -461,14 +461,31 @@ def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.1)
 
 
-def kill_during_vda_commit(dom: Dom) -> None:
-    """vshx deleting s2, killed while vda's throttled commit runs (vdb's not started)."""
-    proc = subprocess.Popen(
+def throttled_delete(dom: Dom) -> subprocess.Popen[str]:
+    """vshx deleting s2 with each block job held at 1 MiB/s, started in the background."""
+    return subprocess.Popen(
         [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def rolled_forward(dom: Dom, tmp: Path) -> None:
+    """After recover: s2 deleted on every disk, s3 current with its moment, data intact, and
+    the record written (s3 stays deletable)."""
+    assert tree(dom.name) == {"s1": "", "s3": "s1"}
+    assert current(dom.name) == "s3"
+    check_after(dom, tmp)
+    assert not any(dom.file(disk, "s2").exists() for disk in dom.disks)
+    listed = json.loads(run_vshx("snapshot-list", dom.name, "--json").stdout)["snapshots"]
+    assert all(m["moment"] != "unknown" for s in listed for m in s["disks"].values()), listed
+    assert run_vshx("snapshot-delete", dom.name, "s3", "--dry-run").returncode == 0
+
+
+def kill_during_vda_commit(dom: Dom) -> None:
+    """vshx deleting s2, killed while vda's throttled commit runs (vdb's not started)."""
+    proc = throttled_delete(dom)
     wait_for(lambda: "Block Commit" in block_job(dom.name, "vda"), "vda's block commit")
     proc.kill()
     proc.communicate()
@@ -487,15 +504,8 @@ def test_interrupted_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path
         assert "recover" in refused.stderr
         recovered = run_vshx("recover", dom.name, "vda")
         assert recovered.returncode == 0, recovered.stderr
-        assert tree(dom.name) == {"s1": "", "s3": "s1"}
-        assert current(dom.name) == "s3"
-        check_after(dom, tmp_path)
-        assert not any(dom.file(disk, "s2").exists() for disk in dom.disks)
         assert "no interrupted vshx operations" in run_vshx("jobs", dom.name).stdout
-        # the roll-forward recorded what the interrupted plan would have: s3 stays deletable
-        listed = json.loads(run_vshx("snapshot-list", dom.name, "--json").stdout)["snapshots"]
-        assert all(m["moment"] != "unknown" for s in listed for m in s["disks"].values()), listed
-        assert run_vshx("snapshot-delete", dom.name, "s3", "--dry-run").returncode == 0
+        rolled_forward(dom, tmp_path)  # and recorded: s3 stays deletable
     finally:
         destroy(dom)
 
@@ -513,12 +523,7 @@ def test_ctrl_c_during_a_live_delete_keeps_the_journal_and_recover_finishes_it(
 
     dom = build(tmp_path, 1, True, "ctrlc", big=2)
     try:
-        proc = subprocess.Popen(
-            [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = throttled_delete(dom)
 
         def copied() -> bool:
             found = re.search(r"\[\s*([0-9.]+) %\]", block_job(dom.name, "vda"))
@@ -532,11 +537,7 @@ def test_ctrl_c_during_a_live_delete_keeps_the_journal_and_recover_finishes_it(
         assert "interrupted vshx" in run_vshx("jobs", dom.name).stdout
         recovered = run_vshx("recover", dom.name)
         assert recovered.returncode == 0, recovered.stderr
-        assert tree(dom.name) == {"s1": "", "s3": "s1"}
-        check_after(dom, tmp_path)
-        listed = json.loads(run_vshx("snapshot-list", dom.name, "--json").stdout)["snapshots"]
-        assert all(m["moment"] != "unknown" for s in listed for m in s["disks"].values()), listed
-        assert run_vshx("snapshot-delete", dom.name, "s3", "--dry-run").returncode == 0
+        rolled_forward(dom, tmp_path)
     finally:
         destroy(dom)
 
@@ -549,12 +550,7 @@ def test_a_snapshot_deleted_by_someone_else_meanwhile_is_not_brought_back(
     the data is intact."""
     dom = build(tmp_path, 1, True, "race", big=2)
     try:
-        proc = subprocess.Popen(
-            [*run_vshx_argv(), "snapshot-delete", dom.name, "s2", "--bandwidth", "1"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = throttled_delete(dom)
         wait_for(lambda: "Block Commit" in block_job(dom.name, "vda"), "vda's block commit")
         virsh("snapshot-delete", dom.name, "s3", "--metadata")
         virsh("blockjob", dom.name, "vda", "--bandwidth", "0")
@@ -653,20 +649,27 @@ def test_checkpoints_still_give_the_right_incremental_backup(tmp_path: Path) -> 
         destroy(dom)
 
 
+def memory_snapshot(dom: Dom, tmp: Path) -> Path:
+    """Snapshot m4 of the running ``dom`` with its RAM in m4.mem, then a guest write above it;
+    the memory file's path."""
+    memory = dom.dir / "m4.mem"
+    virsh(
+        "snapshot-create-as", dom.name, "m4", "--atomic",
+        "--memspec", f"file={memory},snapshot=external",
+        "--diskspec", f"vda,file={dom.file('vda', 'm4')}",
+    )  # fmt: skip
+    write(dom, "vda", 0x66, 4 * 1048576)
+    flush(dom)
+    dom.views["vda"] = view(sources(dom.name)["vda"], tmp)
+    return memory
+
+
 def test_memory_snapshot_deleted_with_its_ram_and_never_reverted(tmp_path: Path) -> None:
     """A snapshot with memory state: revert refuses (running, then shut off), delete removes
     its disk moment and its memory file, the other snapshots keep theirs."""
     dom = build(tmp_path, 1, True, "memory")
     try:
-        memory = dom.dir / "m4.mem"
-        virsh(
-            "snapshot-create-as", dom.name, "m4", "--atomic",
-            "--memspec", f"file={memory},snapshot=external",
-            "--diskspec", f"vda,file={dom.file('vda', 'm4')}",
-        )  # fmt: skip
-        write(dom, "vda", 0x66, 4 * 1048576)
-        flush(dom)
-        dom.views["vda"] = view(sources(dom.name)["vda"], tmp_path)
+        memory = memory_snapshot(dom, tmp_path)
         refused = run_vshx("snapshot-revert", dom.name, "m4")
         assert refused.returncode == 1 and "running" in refused.stderr
         virsh("destroy", dom.name)
