@@ -8,7 +8,7 @@ URI ?= qemu:///system
 PYTEST = $(PY) -m pytest
 NONE_RAN = rc=$$?; [ $$rc -ne 5 ] || { echo "make: pytest ran no test" >&2; rc=1; }; exit $$rc
 
-.PHONY: bootstrap demo test quick test-anywhere lint bench
+.PHONY: bootstrap demo test test-differential quick test-anywhere lint bench
 
 bootstrap:
 	@sh scripts/bootstrap.sh
@@ -34,6 +34,12 @@ JOBS ?= 4
 test: bootstrap
 	@$(PYTEST) -q -n $(JOBS) -m "not serial"; $(NONE_RAN)
 	@$(PYTEST) -q -m serial; $(NONE_RAN)
+
+# the whole differential matrix: every tp-libvirt variant running, paused and transient (~380
+# runs of two labs each; `make test` runs each in tp-libvirt's own state plus a fixed third of
+# the others, tests/test_differential_tp.py)
+test-differential: bootstrap
+	@VSHX_DIFF_STATES=all $(PYTEST) -q -n $(JOBS) -m differential; $(NONE_RAN)
 
 # the unit tier: no root, no libvirtd, no virsh needed
 quick: $(PY)
