@@ -10,7 +10,8 @@ Variants whose lines are the same on our lab (``with_ga`` and ``no_ga`` differ o
 agent) share one lab pair.  Each runs in the domain state tp-libvirt's script uses (running;
 blockcopy and blockjob: transient); the variants in IN_EVERY_STATE also run in the other two of
 running, paused and transient, and so does a fixed third of the other variants (a stable hash
-of the run's name picks it: VSHX_DIFF_SLICE=0, 1 or 2 names which third, 0 unless set).
+of the run's name picks it: VSHX_DIFF_SLICE=0, 1 or 2 names which third, 0 unless set;
+``make test`` turns it with the day of the year).
 ``VSHX_DIFF_STATES=all`` (``make test-differential``) runs every variant in all three.  A script
 that restarts the domain first (``virsh destroy``, ``virsh start``) does not run transient (a
 transient domain is gone once destroyed), and runs paused by suspending it again before its
@@ -69,7 +70,8 @@ KNOWN: list[tuple[str, frozenset[str], str]] = [
 # other two: one variant per kind of job and ending (commit, active commit pivot /
 # keep-overlay, pull with and without a base, copy pivot / finish / shallow, blockjob pivot /
 # abort); of the other (variant, state) runs a fixed third (SLICES) runs by default, the slice
-# VSHX_DIFF_SLICE=0|1|2 names (0 unless set); VSHX_DIFF_STATES=all runs every one
+# VSHX_DIFF_SLICE=0|1|2 names (0 unless set; `make test`: the day of the year modulo 3);
+# VSHX_DIFF_STATES=all runs every one
 IN_EVERY_STATE = {
     "normal_test.single_chain.file_disk.local.with_ga.notimeout.base.top_inactive",
     "normal_test.single_chain.file_disk.local.with_ga.notimeout.shallow.top_active.with_pivot",
