@@ -8,7 +8,7 @@ URI ?= qemu:///system
 PYTEST = $(PY) -m pytest
 NONE_RAN = rc=$$?; [ $$rc -ne 5 ] || { echo "make: pytest ran no test" >&2; rc=1; }; exit $$rc
 
-.PHONY: bootstrap demo test quick test-anywhere lint bench
+.PHONY: bootstrap demo test test-differential quick test-anywhere lint bench
 
 bootstrap:
 	@sh scripts/bootstrap.sh
@@ -31,9 +31,20 @@ demo: bootstrap
 # independent, so the tests run JOBS at a time; those that stop or kill the shared libvirtd
 # (marked serial) run alone afterwards
 JOBS ?= 4
+# the differential suite runs every tp-libvirt variant in its script's domain state and one
+# third of the runs in the other states (tests/test_differential_tp.py): which third turns with
+# the day of the year, so three days' runs cover the whole matrix (`make test DIFF_SLICE=1`, or
+# VSHX_DIFF_SLICE=1 for pytest, repeats a day's)
+DIFF_SLICE ?= $(shell expr $$(date -u +%j) % 3)
 test: bootstrap
-	@$(PYTEST) -q -n $(JOBS) -m "not serial"; $(NONE_RAN)
+	@echo "differential: domain-state slice $(DIFF_SLICE) of 0-2 (DIFF_SLICE=)"
+	@VSHX_DIFF_SLICE=$(DIFF_SLICE) $(PYTEST) -q -n $(JOBS) -m "not serial"; $(NONE_RAN)
 	@$(PYTEST) -q -m serial; $(NONE_RAN)
+
+# the whole differential matrix: every tp-libvirt variant running, paused and transient (377
+# runs of two labs each, ~31 min on one worker; `make test` runs 221-229 of them)
+test-differential: bootstrap
+	@VSHX_DIFF_STATES=all $(PYTEST) -q -n $(JOBS) -m differential; $(NONE_RAN)
 
 # the unit tier: no root, no libvirtd, no virsh needed
 quick: $(PY)

@@ -320,7 +320,9 @@ def make_lab(
 def destroy_lab(lab: Lab) -> None:
     """Remove a lab as a user does (lab-destroy); a domain that is still there afterwards (its
     QEMU still going away, a job left by virsh) is removed by virsh, so no run leaves labs on
-    the host: every vshx command's usage scan reads every domain."""
+    the host: every vshx command's usage scan reads every domain.  A lab made transient by
+    ``virsh undefine`` while it ran is first defined again (forget_saved_definition)."""
+    forget_saved_definition(lab.name)
     done = run_vshx("lab-destroy", lab.name, "--dir", str(lab.dir))
     if done.returncode == 0 and not domain_exists(lab.name):
         return
@@ -329,6 +331,52 @@ def destroy_lab(lab: Lab) -> None:
         ["undefine", lab.name, "--snapshots-metadata", "--checkpoints-metadata"],
     ):
         subprocess.run(["virsh", "-c", URI, *argv], capture_output=True, timeout=120)
+
+
+def forget_saved_definition(name: str) -> None:
+    """libvirt 9.0 keeps the persistent definition of a domain undefined while it runs, and
+    writes it back into its configuration directory (/etc/libvirt/qemu/NAME.xml) when a block
+    job on that domain ends (seen after a pivot and after an abort): the domain stays transient
+    and goes with its QEMU, but the file stays, and the next start of libvirtd defines the
+    domain again, shut off.  That made the ~116 shut-off `vshx-t-` labs a whole `make test`
+    left: the differential suites' transient labs (tp-libvirt's blockcopy and blockjob run
+    transient), defined again when the serial tier restarts libvirtd.  So a running transient
+    lab is defined again from its live XML before lab-destroy undefines it: libvirt itself then
+    removes that file.  (A domain started by ``virsh create`` has no such file; defining it
+    first is harmless.)"""
+    import libvirt
+
+    conn = libvirt.open(URI)
+    try:
+        dom = conn.lookupByName(name)
+        if dom.isActive() and not dom.isPersistent():
+            conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+    except libvirt.libvirtError:
+        pass  # gone, or libvirt refuses: lab-destroy and the check after it say what is left
+    finally:
+        conn.close()
+
+
+def saved_definition(name: str) -> Path | None:
+    """The file libvirt keeps a domain's persistent definition in, if it is there (qemu:///system
+    only: /etc/libvirt/qemu/NAME.xml); libvirt's API cannot list a file it no longer knows."""
+    path = Path("/etc/libvirt/qemu") / f"{name}.xml"
+    try:
+        return path if URI == SYSTEM_URI and path.exists() else None
+    except OSError:  # not ours to read (a user allowed on the system daemon by polkit)
+        return None
+
+
+def labs_left(names: list[str]) -> list[str]:
+    """Which of these labs outlive their tests: a domain libvirt still lists, or a definition
+    file libvirt would define again on its next start."""
+    left = []
+    for name in names:
+        if domain_exists(name):
+            left.append(f"{name}: still defined")
+        elif (path := saved_definition(name)) is not None:
+            left.append(f"{name}: no domain, but libvirt's next start defines it from {path}")
+    return left
 
 
 def domain_exists(name: str) -> bool:
@@ -460,9 +508,14 @@ def remove_leftover_labs() -> None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return
-    for name in proc.stdout.split():
-        if name.startswith(LAB_PREFIX):
-            run_vshx("lab-destroy", name)
+    names = {n for n in proc.stdout.split() if n.startswith(LAB_PREFIX)}
+    if URI == SYSTEM_URI:  # definitions libvirt wrote back for transient labs: define, remove
+        for path in Path("/etc/libvirt/qemu").glob(f"{LAB_PREFIX}*.xml"):
+            if path.stem not in names and os.access(path, os.R_OK):
+                subprocess.run(["virsh", "-c", URI, "define", str(path)], capture_output=True)
+                names.add(path.stem)
+    for name in sorted(names):
+        run_vshx("lab-destroy", name)
 
 
 def daemon_answers() -> bool:

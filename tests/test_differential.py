@@ -11,10 +11,11 @@ docs/virsh-differences.md says so, and the tests at the end expect it.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import URI, Lab, chain_files, destroy_lab, make_lab, run_vshx
+from conftest import URI, Lab, chain_files, destroy_lab, labs_left, make_lab, run_vshx
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.differential]
 
@@ -51,6 +52,17 @@ def outcome(lab: Lab, tmp: Path, status: int) -> tuple[bool, list[str], str]:
 PAUSED = {"commit-base-top", "pull-base", "commit-active-pivot"}
 
 
+MADE: list[str] = []  # every lab this module built, by name
+
+
+@pytest.fixture(scope="module", autouse=True)
+def labs_removed() -> Iterator[None]:
+    """No lab of this module outlives it (conftest.labs_left: a transient lab's definition
+    file libvirt wrote back counts too)."""
+    yield
+    assert not labs_left(MADE), "labs outlived their tests:\n" + "\n".join(labs_left(MADE))
+
+
 def two_labs(tmp_path: Path, state: str = "running") -> tuple[Lab, Lab]:
     """Two identical fresh labs: running, paused, transient (undefined while it runs, its
     snapshot metadata with it) or shut off."""
@@ -58,6 +70,7 @@ def two_labs(tmp_path: Path, state: str = "running") -> tuple[Lab, Lab]:
         make_lab(tmp_path / "virsh", running=state != "shut off"),
         make_lab(tmp_path / "vshx", running=state != "shut off"),
     )
+    MADE.extend(lab.name for lab in labs)
     for lab in labs:
         if state == "paused":
             virsh_ok("suspend", lab.name)

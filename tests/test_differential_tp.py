@@ -9,11 +9,17 @@ snapshot creation times), the block jobs (type, bandwidth) and the snapshot meta
 Variants whose lines are the same on our lab (``with_ga`` and ``no_ga`` differ only by a guest
 agent) share one lab pair.  Each runs in the domain state tp-libvirt's script uses (running;
 blockcopy and blockjob: transient); the variants in IN_EVERY_STATE also run in the other two of
-running, paused and transient, and ``VSHX_DIFF_STATES=all`` runs every variant in all three.
-Where vshx differs on purpose, KNOWN says which aspects may differ and
+running, paused and transient, and so does a fixed third of the other variants (a stable hash
+of the run's name picks it: VSHX_DIFF_SLICE=0, 1 or 2 names which third, 0 unless set;
+``make test`` turns it with the day of the year).
+``VSHX_DIFF_STATES=all`` (``make test-differential``) runs every variant in all three.  A script
+that restarts the domain first (``virsh destroy``, ``virsh start``) does not run transient (a
+transient domain is gone once destroyed), and runs paused by suspending it again before its
+tested line.  Where vshx differs on purpose, KNOWN says which aspects may differ and
 docs/virsh-differences.md gives the reason.
 
-Run alone with ``pytest -m differential``.
+Run alone with ``pytest -m differential``.  No lab outlives the module (labs_removed checks
+libvirt and the definition files libvirt 9.0 writes back for transient domains).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from conftest import URI, Lab, destroy_lab, flush_guest, guest_hash, make_lab
+from conftest import URI, Lab, destroy_lab, flush_guest, guest_hash, labs_left, make_lab
 from test_differential_matrix import TESTED, Scenario, Variant, all_variants, matches
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.differential]
@@ -60,9 +66,12 @@ KNOWN: list[tuple[str, frozenset[str], str]] = [
 ]  # fmt: skip
 
 
-# run also in the other two states by default (every variant with VSHX_DIFF_STATES=all): one
-# variant per kind of job and ending (commit, active commit pivot / keep-overlay, pull with and
-# without a base, copy pivot / finish / shallow, blockjob pivot / abort)
+# every variant runs in the state tp-libvirt's script uses; by default these also run in the
+# other two: one variant per kind of job and ending (commit, active commit pivot /
+# keep-overlay, pull with and without a base, copy pivot / finish / shallow, blockjob pivot /
+# abort); of the other (variant, state) runs a fixed third (SLICES) runs by default, the slice
+# VSHX_DIFF_SLICE=0|1|2 names (0 unless set; `make test`: the day of the year modulo 3);
+# VSHX_DIFF_STATES=all runs every one
 IN_EVERY_STATE = {
     "normal_test.single_chain.file_disk.local.with_ga.notimeout.base.top_inactive",
     "normal_test.single_chain.file_disk.local.with_ga.notimeout.shallow.top_active.with_pivot",
@@ -76,21 +85,58 @@ IN_EVERY_STATE = {
     "positive_test.non_acl.local_disk.no_blockdev.shallow.pivot_option",
 }
 STATES = ("running", "paused", "transient")
+SLICES = 3
 
 
-def scenarios() -> list[tuple[Scenario, str, list[Variant]]]:
-    """One run per distinct (lines, shape, state), with every variant it stands for."""
-    every = os.environ.get("VSHX_DIFF_STATES") == "all"
+def slice_of(variant: Variant, state: str) -> int:
+    """A run's slice: a stable hash of its name, the same on every machine and every worker."""
+    digest = hashlib.sha256(f"{variant.cfg}.{variant.name}.{state}".encode()).digest()
+    return digest[0] % SLICES
+
+
+def scenarios(
+    every: bool | None = None, chosen: int | None = None
+) -> list[tuple[Scenario, str, list[Variant]]]:
+    """One run per distinct (lines, shape, state), with every variant it stands for: the
+    default tier, or every state of every variant (``every``, VSHX_DIFF_STATES=all)."""
+    if every is None:
+        every = os.environ.get("VSHX_DIFF_STATES") == "all"
+    if chosen is None:
+        chosen = int(os.environ.get("VSHX_DIFF_SLICE", "0"))
     groups: dict[tuple[Scenario, str], list[Variant]] = {}
     for variant in all_variants():
-        if variant.scenario is None:
-            continue
-        states = [variant.scenario.state]
-        if variant.scenario.state in STATES and (every or variant.name in IN_EVERY_STATE):
-            states = list(STATES)
-        for state in states:
-            groups.setdefault((variant.scenario, state), []).append(variant)
-    return [(s, state, vs) for (s, state), vs in groups.items()]
+        if variant.scenario is not None:
+            home = variant.scenario.state
+            for state in states_of(variant.scenario) if home in STATES else [home]:
+                groups.setdefault((variant.scenario, state), []).append(variant)
+    return [
+        (s, state, vs)
+        for (s, state), vs in groups.items()
+        if every
+        or state == s.state
+        or any(v.name in IN_EVERY_STATE for v in vs)
+        or slice_of(vs[0], state) == chosen
+    ]
+
+
+RESTART = "virsh start {d}"  # a script that restarts the domain first (virsh destroy, start)
+
+
+def states_of(scenario: Scenario) -> list[str]:
+    """The states a scenario runs in: all three, but a script that restarts the domain needs it
+    persistent (a transient domain is gone once destroyed), as tp-libvirt's own script does."""
+    return [s for s in STATES if s != "transient" or RESTART not in scenario.lines]
+
+
+def lines_in(scenario: Scenario, state: str) -> list[str]:
+    """The scenario's lines in ``state``: a paused domain the script restarts is paused again
+    before the first tested line after that restart."""
+    lines = list(scenario.lines)
+    if state == "paused" and RESTART in lines:
+        after = len(lines) - lines[::-1].index(RESTART)
+        tested = next(i for i in range(after, len(lines)) if lines[i].split()[0] in TESTED)
+        lines.insert(tested, "virsh suspend {d}")
+    return lines
 
 
 def run_id(scenario: Scenario, state: str, variants: list[Variant]) -> str:
@@ -118,6 +164,7 @@ def build(tmp: Path, shape: str, state: str) -> Lab:
         lab.running = True
     else:
         lab = make_lab(tmp, running=state != "shut off", layers=layers)
+    MADE.append(lab.name)
     if shape == "reuse":  # create_reuse_external_snapshots: b/b.img <- c/c.img <- d/d.img
         below = "../sn1.qcow2"
         for sub in "bcd":
@@ -238,12 +285,13 @@ def bounded(argv: list[str], stdin: str | None, lab: Lab) -> tuple[int, str]:
 
 
 def play(
-    conn: libvirt.virConnect, lab: Lab, scenario: Scenario, by: str
+    conn: libvirt.virConnect, lab: Lab, scenario: Scenario, state: str, by: str
 ) -> list[tuple[str, int, str]]:
-    """Run the scenario's lines on one lab; the tested ones by ``by`` (virsh or vshx)."""
+    """Run the scenario's lines in ``state`` on one lab; the tested ones by ``by`` (virsh or
+    vshx)."""
     marks: dict[str, str] = {}
     said: list[tuple[str, int, str]] = []
-    for line in scenario.lines:
+    for line in lines_in(scenario, state):
         head = line.split()[0]
         if head in TESTED:
             argv = fill(lab, line, marks)
@@ -388,14 +436,17 @@ def allowed(variants: list[Variant], state: str) -> set[str]:
 
 REAPER = ThreadPoolExecutor(2)  # removes finished labs while the next run builds its own
 REAPING: list[Future[None]] = []
+MADE: list[str] = []  # every lab this module built, by name
 
 
 @pytest.fixture(scope="module", autouse=True)
 def labs_removed() -> Iterator[None]:
-    """Every lab of this module is gone before the module ends."""
+    """Every lab of this module is gone before the module ends: no domain, and no definition
+    file libvirt would define again on its next start (conftest.forget_saved_definition)."""
     yield
     while REAPING:
         REAPING.pop().result()
+    assert not labs_left(MADE), "labs outlived their tests:\n" + "\n".join(labs_left(MADE))
 
 
 @pytest.mark.parametrize(
@@ -448,7 +499,9 @@ def run_once(
         with ThreadPoolExecutor(2) as pool:
             before = list(pool.map(lambda lab: ending(conn, lab, tmp), labs))
             assert not differences(*before), "the two labs differ before the line"
-            sides = pool.map(lambda lab, by: play(conn, lab, scenario, by), labs, ("virsh", "vshx"))
+            sides = pool.map(
+                lambda lab, by: play(conn, lab, scenario, state, by), labs, ("virsh", "vshx")
+            )
             said = list(sides)
             after = list(pool.map(lambda lab: ending(conn, lab, tmp), labs))
         for side, lines in zip(after, said, strict=True):
@@ -465,3 +518,25 @@ def test_every_known_difference_is_documented():
     assert TIMEOUT in text
     for _pattern, _aspects, row in KNOWN:
         assert row in text, row
+
+
+def test_the_default_tier_runs_every_variant_and_the_slices_every_state():
+    """`make test` runs every variant in tp-libvirt's state, the representatives in all three,
+    and one third of the rest; the three slices together are the whole matrix."""
+
+    def ids(runs: list[tuple[Scenario, str, list[Variant]]]) -> set[str]:
+        return {run_id(s, st, vs) for s, st, vs in runs}
+
+    whole = scenarios(every=True)
+    assert len(ids(whole)) == len(whole)  # one id per run
+    home = ids([(s, st, vs) for s, st, vs in whole if st == s.state])
+    slices = [ids(scenarios(every=False, chosen=k)) for k in range(SLICES)]
+    assert set().union(*slices) == ids(whole)
+    for runs in slices:
+        assert home <= runs
+    for scenario, state, variants in whole:
+        lines = lines_in(scenario, state)
+        if RESTART in scenario.lines:
+            assert state != "transient", variants[0].name  # destroyed, a transient one is gone
+        if state == "paused" and RESTART in lines:  # suspended again after the restart
+            assert lines.index("virsh suspend {d}") > len(lines) - lines[::-1].index(RESTART) - 1
