@@ -72,7 +72,9 @@ class Progress:
         if self.tty:
             self.stream.write("\r\033[K")
         seconds = time.monotonic() - self.start
-        size = f"{self.last_end / 1048576:.1f} MiB, " if self.last_end else ""
+        # libvirt's end of a job is the span QEMU walks (the disk's size for a commit), not
+        # the bytes it copied: said as such
+        size = f"walked {self.last_end / 1048576:.1f} MiB, " if self.last_end else ""
         self.stream.write(f"{self.label}: {what} ({size}{seconds:.2f} s)\n")
         self.stream.flush()
 
