@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.plans import overlap
+from vshx.plans.plan import shell_line
 from vshx.plans.target import Target
 from vshx.storage import host as files
 from vshx.storage import virt
@@ -247,11 +249,12 @@ class UsageIndex:
         targets = {self._key(f) for f in _image_files(path)}
         passing = self._key(through) if through else None
         holders = self.domains + self.images() + self.pools + self.named()
-        return [
+        found = [
             label
             for label, keys in holders
             if targets & keys and (passing is None or passing not in keys)
         ]
+        return list(dict.fromkeys(found))  # a snapshot naming one file twice is one user
 
 
 def _prefetch(session: Session, ours: Chain, host: virt.HostRead, snapshots: Read | None) -> None:
@@ -382,11 +385,23 @@ def refuse_shared(
     if force:
         session.warn(f"{doing} {path}, which is also used by: {'; '.join(users)} (--force)")
         return
+    owners = sorted({m.group(1) for u in users if (m := SNAPSHOT_USER.match(u))})
+    through_domain = (
+        f"these are snapshots of {', '.join(owners)}: name the domain and disk instead "
+        f"({shell_line(['vshx', 'commit', owners[0]])} DISK ...), which accounts for their "
+        "moments; "
+        if owners and not ours.domain
+        else ""
+    )
     raise VshxError(
         f"refusing: {doing} {path} would change what these see: {'; '.join(users)}",
-        f"merge those first (or delete them if they are files an earlier merge left behind), "
-        f"or use --force if you are sure ({index.scanned()})",
+        f"{through_domain}merge those first (or delete them if they are files an earlier merge "
+        f"left behind), or use --force if you are sure ({index.scanned()})",
     )
+
+
+# a user UsageIndex.named() reports: a snapshot of a domain (storage/snapshot_refs.py)
+SNAPSHOT_USER = re.compile(r"domain (.+?) snapshot ")
 
 
 def refuse_block_job(target: Target) -> None:
