@@ -386,7 +386,8 @@ def test_deleting_the_snapshot_reverted_to_keeps_the_branch(tmp_path: Path, runn
     """After snapshot-revert s2 the old branch (s2.qcow2 <- s3.qcow2) reads through s1.qcow2,
     s2's moment file: deleting s2 would commit the new overlay into it and change s3's moment.
     vshx refuses before anything changes (--force too, --dry-run too), as libvirt 9.0's own
-    snapshot-delete does; s3 still shows exactly its moment."""
+    snapshot-delete does, and refuses an active commit that would overwrite the branch's leaf;
+    s3 still shows exactly its moment."""
     dom = build(tmp_path, 1, True, "branch")
     try:
         virsh("destroy", dom.name)
@@ -412,6 +413,10 @@ def test_deleting_the_snapshot_reverted_to_keeps_the_branch(tmp_path: Path, runn
                 proc.stderr
             ), proc.stderr
             assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
+        # a commit into what the branch reads through would also overwrite the branch's leaf
+        # (s3.qcow2: the guest's writes before the revert, no snapshot's moment): refused
+        proc = run_vshx("commit", dom.name, "vda", "--active", "--pivot")
+        assert proc.returncode == 1 and f"{dom.file('vda', 's3')}" in proc.stderr, proc.stderr
         assert {p.name: p.stat().st_mtime_ns for p in dom.dir.iterdir()} == files
         assert tree(dom.name) == parents and current(dom.name) == "s2"
         assert view(dom.file("vda", "s2"), tmp_path) == dom.moments[("s3", "vda")]

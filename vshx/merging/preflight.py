@@ -323,19 +323,20 @@ def _own_snapshot_files(
     key: Callable[[str], FileKey] = identity,
     snapshots: Read | None = None,
 ) -> set[FileKey]:
-    """Files this domain's own snapshot metadata names: its merged-away layers, not users."""
+    """Files this domain's own snapshot metadata names: its merged-away layers, not users
+    (the plan accounts for the moments they hold).  An overlay that is no snapshot's moment
+    and out of the chain is not passed over: it is a branch's leaf (the guest's writes before
+    a snapshot-revert), which no moment covers."""
     if not ours.domain:
         return set()
     from vshx.storage.moments import read_snapshots
 
     dom = virt.lookup_domain(session.conn, ours.domain) if snapshots is None else None
-    return {
-        key(path)
-        for snap in (read_snapshots(dom) if snapshots is None else snapshots)
-        for moment in snap.moments.values()
-        for path in (moment.file, moment.overlay)
-        if path
-    }
+    moments = [m for snap in (read_snapshots(dom) if snapshots is None else snapshots)
+               for m in snap.moments.values()]  # fmt: skip
+    held = {key(m.file) for m in moments if m.file} | {key(layer.path) for layer in ours.layers}
+    overlays = {key(m.overlay) for m in moments if m.overlay}
+    return {key(m.file) for m in moments if m.file} | (overlays & held)
 
 
 def read_host_ahead(session: Session) -> Background[virt.HostRead]:
