@@ -304,6 +304,16 @@ def test_a_memory_snapshot_refuses_a_merge_into_its_moment(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert chain_files(lab.layer("sn4")) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
         started_on_its_chain(lab, tmp_path, view)
+        # a pull reads sn4 and takes it out of the chain unwritten: the moment stays intact
+        # there, so neither a pull nor a flatten (which then takes the pull route) is refused
+        moment = guest_hash(lab.layer("sn4"), tmp_path)
+        plan = run_vshx("flatten", lab.name, "vda", "--dry-run")
+        assert plan.returncode == 0 and "blockpull" in plan.stdout, plan.stdout + plan.stderr
+        proc = run_vshx("pull", lab.name, "vda", "--base", "sn1")
+        assert proc.returncode == 0, proc.stderr
+        flush_guest(lab.name)
+        assert lab.guest_hash(tmp_path) == view
+        assert guest_hash(lab.layer("sn4"), tmp_path) == moment
     finally:
         destroy_lab(lab)
 

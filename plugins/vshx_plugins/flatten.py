@@ -207,6 +207,18 @@ def copied_chain(chain: Chain, to: str) -> Chain:
     return Chain([Layer(to, "qcow2", 0)], chain.domain, chain.disk, chain.live)
 
 
+def refuse_saved_state_of(target: Target, route: str) -> None:
+    """Saved RAM and internal snapshots against what ``route`` does to the old files: a commit
+    writes every one; a pull writes only the active layer and a copy none (the others leave
+    the chain as they are, a memory snapshot's moment there intact)."""
+    layers = target.chain.layers
+    if route == "commit":
+        refuse_saved_state(target, layers)
+    else:
+        written = layers[:1] if route == "pull" else []
+        refuse_saved_state(target, written, read_only=layers[len(written) :])
+
+
 def cmd_flatten(session: Session, args: Args) -> None:
     if args.to == "":
         raise UsageError("--to needs the name of the new file", "e.g. --to /path/flat.qcow2")
@@ -220,7 +232,6 @@ def cmd_flatten(session: Session, args: Args) -> None:
     if args.to and args.keep_relative:
         raise UsageError("--keep-relative: a copy has no backing file to name")
     preflight.refuse_unsafe_start(session, target, args)
-    refuse_saved_state(target, chain.layers)  # every route takes each old file out, or writes it
     args.update(active=True, pivot=True, keep_overlay=False)  # what the builders read
     extents = routes.Extents(chain)
     candidates = [copy_route(session, target, args, extents)]
@@ -230,6 +241,14 @@ def cmd_flatten(session: Session, args: Args) -> None:
             commit_route(session, target, args, extents),
         ]
     chosen = routes.choose(candidates, args.route, args.force)
+    try:
+        refuse_saved_state_of(target, chosen.name)
+    except VshxError:
+        pull = next((c for c in candidates if c.name == "pull"), None)
+        if args.route or chosen.name != "commit" or pull is None:
+            raise
+        chosen = pull  # the commit would change a memory snapshot's moment; the pull does not
+        refuse_saved_state_of(target, chosen.name)
     if chosen.refusal is not None:
         session.warn(f"{chosen.refusal.message} (--force)")
     plan = chosen.build()

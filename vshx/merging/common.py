@@ -185,7 +185,10 @@ def check_merge(
     ``deleting``: snapshots the plan deletes (their saved RAM does not hold the merge back).
     """
     preflight.refuse_unsafe_start(session, target, args)
-    refuse_saved_state(target, [writes, *moves], deleting)
+    if changes_view_of is None:  # a pull writes only the active layer; the others are read
+        refuse_saved_state(target, [writes], deleting, read_only=moves)
+    else:
+        refuse_saved_state(target, [writes, *moves], deleting)
     if changes_view_of is not None:
         preflight.refuse_shared(
             session,

@@ -29,13 +29,19 @@ if TYPE_CHECKING:
 
 
 def refuse_saved_state(
-    target: Target, changed: list[Layer], deleting: Collection[str] = ()
+    target: Target,
+    changed: list[Layer],
+    deleting: Collection[str] = (),
+    *,
+    read_only: list[Layer] | None = None,
 ) -> None:
     """Refuse a plan on ``target`` that changes ``changed`` (files it writes into, merges out
     of the chain or deletes) while saved RAM depends on them (``deleting``: snapshots the plan
-    deletes, whose RAM goes with them)."""
+    deletes, whose RAM goes with them).  ``read_only``: layers a pull takes out of the chain
+    without writing them: a memory snapshot's moment there stays intact (out of the chain),
+    but their internal snapshots are still refused."""
     dom = target.dom
-    for layer in changed:
+    for layer in [*changed, *(read_only or [])]:
         refuse_internal_snapshots(layer.path, dom, "this plan changes or removes that file")
     if dom is None:
         return
