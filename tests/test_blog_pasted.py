@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,31 @@ def test_cd_pwd_and_relative_names(tmp_path: Path):
     assert lines[-1] == str(home / "imgs")
     missing = batch("cd /nonexistent-vshx-dir\n")
     assert missing.returncode == 1 and "No such file or directory" in missing.stderr
+
+
+def test_a_dry_run_script_goes_where_cd_went(tmp_path: Path):
+    """After `cd`, a --dry-run script carries the `cd` (to the absolute directory), so its
+    relative lines act on the same files under `sh -e` from anywhere (an outside attack: the
+    script had none, and run elsewhere it acted on other files of the same names)."""
+    work = tmp_path / "it's here"
+    work.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(work / "a.qcow2"), "1M"])
+    create = "qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 b.qcow2"
+    script = f"cd {shlex.quote(str(work))}\n{create}\n"
+    env = dict(os.environ)
+    printed = subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", URI, "--dry-run", "-f", "-"],
+        input=script, capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    assert not (work / "b.qcow2").exists()  # printed, not run
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ran = subprocess.run(
+        ["sh", "-e"], input=printed.stdout, cwd=elsewhere, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr + printed.stdout
+    assert (work / "b.qcow2").exists() and not (elsewhere / "b.qcow2").exists()
 
 
 def test_a_rebase_without_F_says_why_F_is_needed(tmp_path: Path):

@@ -108,6 +108,10 @@ def cmd_cd(session: Session, args: Args) -> None:
         os.chdir(where)
     except OSError as exc:
         raise VshxError(f"cd: {where}: {exc.strerror}", "pwd shows where you are") from None
+    if session.planning_only(args):  # the printed script's later lines run there too
+        from vshx.plans.plan import shell_line
+
+        session.write_script(f"#!/bin/sh\n{shell_line(['cd', '--', os.getcwd()])}\n")
 
 
 def cmd_pwd(session: Session, args: Args) -> None:
