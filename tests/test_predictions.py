@@ -3,6 +3,8 @@ plan on the chain as it is; anything that changes something drops the prediction
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from conftest import Lab, run_vshx
 
@@ -41,3 +43,26 @@ def test_a_command_that_changes_something_drops_predictions():
     session.predicted["x"] = Chain([], "d", "vda")
     session._finished(changing, Args(dry_run=True), 0)  # only planned: nothing changed
     assert "x" in session.predicted
+
+
+def test_a_batch_dry_run_stops_after_a_passed_through_change(tmp_path):
+    """vshx predicts its own plans, not what a passed-through qemu-img or virsh line does:
+    after one that may change things, a --dry-run batch refuses to plan a changing command
+    (an outside attack: the script planned line 2 without line 1's new overlay on the base,
+    which the real run refuses, and sh -e ran it to the end).  Metadata-only virsh lines (a
+    printed plan's re-defined snapshots) do not stop it."""
+    base, mid = tmp_path / "base.qcow2", tmp_path / "mid.qcow2"
+    for argv in (
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(base), "1M"],
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(mid)],
+    ):
+        subprocess.run(argv, check=True)
+    new = tmp_path / "new.qcow2"
+    script = f"qemu-img create -q -f qcow2 -b {base} -F qcow2 {new}\ncommit {mid}\n"
+    dry = run_vshx("--dry-run", "-f", "-", stdin=script)
+    assert dry.returncode == 1 and "<stdin>:2: error: --dry-run cannot plan commit" in dry.stderr
+    assert "hint:" in dry.stderr and not new.exists()
+    real = run_vshx("-f", "-", stdin=script)
+    assert real.returncode == 1 and "would change what these see" in real.stderr  # new.qcow2
+    alone = run_vshx("--dry-run", "-f", "-", stdin=f"commit {mid}\n")  # line 1 ran for real
+    assert alone.returncode == 1 and "would change what these see" in alone.stderr

@@ -22,6 +22,7 @@ class Shell(Context, Protocol):
     """The session, with what a shell command adds: the plugin host, here-documents, help."""
 
     stdin_text: str | None
+    unpredicted: str | None  # a --dry-run line printed unrun that may change things
 
     @property
     def host(self) -> PluginHost: ...

@@ -105,11 +105,28 @@ def run_virsh(session: Session, words: list[str]) -> int:
         session.out.flush()
         if dry_run:
             if not reads:
+                if not metadata_only(words[0], args):
+                    unpredicted(session, argv)
                 return 0  # printed, never run: it may change something
             return _run(session, [binary, *argv[1:]], changes=False, output_to_err=True)
     terminal = needs_terminal(words[0])
     detach = not terminal and not polkit_agent_useful(session.uri)
     return _run(session, [binary, *argv[1:]], changes=not reads, detach=detach, terminal=terminal)
+
+
+def metadata_only(command: str, args: list[str]) -> bool:
+    """A virsh line that changes only metadata no chain or domain state depends on (a printed
+    plan's re-defined snapshots, vshx's record): later lines can still be planned."""
+    redefine = command == "snapshot-create" and "--redefine" in args
+    return command in ("metadata", "desc") or redefine
+
+
+def unpredicted(session: Session, argv: list[str]) -> None:
+    """A --dry-run session printed a line that may change things without running it: vshx
+    does not predict what passed-through commands do, so its later plans would stand on state
+    that line changes (see Session.run_words)."""
+    if session.planning_ahead and session.unpredicted is None:
+        session.unpredicted = shell_line(argv)
 
 
 def needs_terminal(command: str) -> bool:
@@ -192,6 +209,7 @@ def run_program(session: Session, argv: list[str]) -> int:
         session.print(with_heredoc(shell_line(shown), session.stdin_text))
         if argv[0] == "qemu-img" and reads_only(argv[1:]):
             return _run(session, command, changes=False, output_to_err=True, hint=hint)
+        unpredicted(session, shown)
         return 0  # printed, never run
     status = _run(session, command, changes=True, hint=hint)
     where.forget()  # it may have changed files: what was read of them is old now

@@ -66,6 +66,8 @@ class Session:
         # explain and real runs never do (explain turns this off while it plans)
         self.predicted: dict[str, Chain] = {}
         self.planning_ahead = dry_run
+        # the first line a --dry-run session printed unrun that may change things (passthrough)
+        self.unpredicted: str | None = None
         self.deletes_planned: set[FileKey] = set()  # see plans/context.py
         self._shebang_written = False
         # --plan-json (implies dry_run): each plan, or nothing-to-do, as one JSON document on
@@ -244,6 +246,7 @@ class Session:
                 raise UsageError("a NUL byte cannot be part of an argument", "remove it")
             args = parse(command, words[1:])
             self.command, self.args, self.words = command, args, list(words)
+            self.refuse_unpredicted(command)
             result = command.run(self, args)
             status = EXIT_OK if result is None else int(result)
         except (ExitRequested, BrokenPipeError):
@@ -257,6 +260,18 @@ class Session:
             self.report(error, where)
             status = error.exit_code
         return self._finished(command, args, status)
+
+    def refuse_unpredicted(self, command: Command) -> None:
+        """A --dry-run session plans each line on the lines before it, but only on vshx's own
+        plans: after a passed-through line that may change things it cannot plan a changing
+        command on what that line leaves, so it stops (the script so far is printed)."""
+        if self.unpredicted is not None and self.planning_ahead and command.changes:
+            raise VshxError(
+                f"--dry-run cannot plan {command.name} on what an earlier line leaves: vshx "
+                f"does not predict what passed-through commands change ({self.unpredicted})",
+                "run the lines up to that one first (vshx -f), then plan the rest with "
+                "--dry-run; the script printed so far stops here",
+            )
 
     def explain(self, words: Sequence[str], where: str = "") -> int:
         """`explain COMMAND ...`: the plan with why and what runs beneath, nothing run."""
