@@ -106,3 +106,22 @@ def test_lab_destroy_keeps_files_another_domain_uses(tmp_path: Path) -> None:
     finally:
         destroy_lab(second)
         destroy_lab(lab)
+
+
+def test_a_qed_overlay_is_a_user_too(tmp_path: Path) -> None:
+    """The usage scan reads qcow2 headers itself and asks qemu-img for the files a QED or VMDK
+    image names: a QED overlay on the base refuses a commit into it and a pasted rm of it (an
+    outside attack: a QED overlay was not seen, its data changed; VMDK backs only on VMDK)."""
+    base, mid = tmp_path / "base.qcow2", tmp_path / "mid.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "1M"], check=True)
+    for fmt, name in (("qcow2", mid), ("qed", tmp_path / "ov.qed")):
+        argv = ["qemu-img", "create", "-q", "-f", fmt, "-b", str(base), "-F", "qcow2", str(name)]
+        subprocess.run(argv, check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -q -P 0x5a 0 64k", str(mid)], check=True)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    proc = run_vshx("commit", str(mid))
+    assert proc.returncode == 1 and f"image {tmp_path / 'ov.qed'}" in proc.stderr, proc.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    (tmp_path / "mid.qcow2").unlink()  # only the QED overlay uses the base now
+    pasted = run_vshx("-f", "-", stdin=f"rm -f -- {base}\n")
+    assert pasted.returncode == 1 and "ov.qed" in pasted.stderr and base.exists(), pasted.stderr

@@ -212,9 +212,10 @@ class UsageIndex:
                     ) from exc
                 for name in names:
                     candidate = os.path.join(directory, name)
-                    if not _qcow2_file(candidate) or self._key(candidate) in skip:
+                    kind = _image_kind(candidate)
+                    if kind is None or self._key(candidate) in skip:
                         continue
-                    below = self._files(candidate)[1:]
+                    below = self._files(candidate)[1:] if kind == "qcow2" else _asked(candidate)
                     found.append((f"image {candidate}", {self._key(p) for p in below}))
             self._images = found
         return self._images
@@ -280,24 +281,44 @@ def _prefetch(session: Session, ours: Chain, host: virt.HostRead, snapshots: Rea
     prefetch_chains(paths, sorted(directories | ({scan} if scan else set())))
 
 
-def _qcow2_file(path: str) -> bool:
-    """A regular file with a qcow2 header; one that cannot be read refuses."""
+def _image_kind(path: str) -> str | None:
+    """ "qcow2" for a regular file with a qcow2 header, "other" for a QED or VMDK image (whose
+    names vshx asks qemu-img for), None for anything else; one that cannot be read refuses."""
     from stat import S_ISREG
 
+    from vshx.storage.formats import names_other_files
     from vshx.storage.qcow2 import MAGIC
 
     try:
         mode = files.stat(path).st_mode
         if not S_ISREG(mode):
-            return False  # a directory, device, socket or FIFO (opening a FIFO would hang)
-        return files.read(path, 4) == MAGIC
+            return None  # a directory, device, socket or FIFO (opening a FIFO would hang)
+        head = files.read(path, 1024)
+        if head[:4] == MAGIC:
+            return "qcow2"
+        return "other" if names_other_files(head) else None
     except (FileNotFoundError, NotADirectoryError):
-        return False  # gone while we looked, or a dangling symlink: no user
+        return None  # gone while we looked, or a dangling symlink: no user
     except OSError as exc:
         raise VshxError(
             f"cannot read {path} to see whether it uses this chain: {exc.strerror}",
             "vshx refuses what it cannot check; fix the permissions, or move that file away",
         ) from exc
+
+
+def _asked(path: str) -> list[str]:
+    """The files below a QED or VMDK image, as qemu-img reads them (-U: works while in use);
+    one qemu-img cannot open refuses (fail closed)."""
+    from vshx.storage import qemuimg
+
+    try:
+        chain = qemuimg.info_chain(path)
+    except VshxError as exc:
+        raise VshxError(
+            f"cannot read {path} to see whether it uses this chain: {exc.message}",
+            "vshx refuses what it cannot check; repair or move that image away",
+        ) from exc
+    return [str(layer.get("filename", "")) for layer in chain[1:] if layer.get("filename")]
 
 
 def is_qcow2(path: str) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from vshx.shell.getopt_long import LongOption, parse
+from vshx.storage.formats import names_other_files
 
 _TUNE = "--config --live --current"  # without the value options, these tunables print
 VIRSH_READS: dict[str, str] = {
@@ -246,9 +247,6 @@ QEMU_IMG_CHANGING = {"r", "object", "image-opts", "o"}
 # -f/-F: image formats that name no other file vshx does not read (qcow2's names it reads:
 # see plain_chain) and only read on a read-only open (not vvfat, blkdebug, qed, vmdk, ...)
 QEMU_IMG_FORMATS = frozenset("raw qcow2 vdi vpc vhdx parallels dmg bochs cloop".split())
-# the first bytes of formats whose files name other files (qcow version 1 is told by its
-# version field), each opened as its name says: vshx does not read their names
-NAMING_MAGIC = (b"QED\0", b"KDMV", b"COWD", b"# Disk Descriptor")
 CLUSTER_MAX = 2 << 20  # qcow2's largest cluster: its header and names lie within it
 
 
@@ -307,7 +305,7 @@ def plain_chain(path: str, read: Callable[[str], bytes | None], limit: int = 64)
             return False
         if head is None:
             return True
-        if head.startswith(NAMING_MAGIC) or b"createType" in head[:1024]:
+        if names_other_files(head):
             return False  # qed, vmdk (binary or a text descriptor): names vshx does not read
         if not head.startswith(MAGIC):
             return True  # raw or a format without names: nothing below it
