@@ -290,3 +290,21 @@ def test_the_repl_takes_a_pasted_here_document(offline_lab: Lab, tmp_path: Path,
     assert "error" not in err.getvalue(), err.getvalue()
     assert domain_source(lab.name, inactive=True) == str(lab.layer("base"))
     assert lab.guest_hash(tmp_path) == before
+
+
+def test_virsh_options_vshx_does_not_know_go_to_virsh_when_the_line_only_reads(
+    offline_lab: Lab,
+):
+    """vshx's snapshot-list shadows virsh's; with an option only virsh knows (`--roots`,
+    `--leaves`, `--from S`, `--current`) the line is virsh's own, pasted as `virsh -c URI
+    ...` too (an outside attack: "has no option"), and a changing command never is."""
+    lab = offline_lab
+    for words in (["--roots"], ["--leaves"], ["--from", "sn2"], ["--current", "--name"]):
+        mine = run_vshx("snapshot-list", lab.name, *words)
+        theirs = virsh("snapshot-list", lab.name, *words)
+        assert mine.returncode == 0 and mine.stdout == theirs.stdout, (words, mine.stderr)
+        line = f"virsh -c {URI} snapshot-list {lab.name} {' '.join(words)}\n"
+        pasted = run_vshx("-f", "-", stdin=line)
+        assert pasted.returncode == 0, pasted.stderr
+    refused = run_vshx("commit", lab.name, "vda", "--no-such-option")
+    assert refused.returncode == 2 and "no option" in refused.stderr

@@ -244,7 +244,12 @@ class Session:
                 )
             if any("\0" in word for word in words):
                 raise UsageError("a NUL byte cannot be part of an argument", "remove it")
-            args = parse(command, words[1:])
+            try:
+                args = parse(command, words[1:])
+            except UsageError:
+                if self.virsh_reads_it(command, words):
+                    return self._finished(None, Args(), self.passthrough(words))
+                raise
             self.command, self.args, self.words = command, args, list(words)
             self.refuse_unpredicted(command)
             result = command.run(self, args)
@@ -260,6 +265,17 @@ class Session:
             self.report(error, where)
             status = error.exit_code
         return self._finished(command, args, status)
+
+    def virsh_reads_it(self, command: Command, words: Sequence[str]) -> bool:
+        """A virsh command vshx shadows (snapshot-list, domblklist...), given options only
+        virsh knows (``--roots``, ``--from S``): virsh's own, when that line only reads."""
+        from vshx.shell.readonly import virsh_reads
+
+        return (
+            not command.changes
+            and words[0] == command.name
+            and virsh_reads(words[0], list(words[1:]))
+        )
 
     def refuse_unpredicted(self, command: Command) -> None:
         """A --dry-run session plans each line on the lines before it, but only on vshx's own
