@@ -164,6 +164,19 @@ def test_a_remote_lab_directory_is_an_absolute_path_on_that_host() -> None:
             assert "hint:" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_lesson_is_not_run_on_a_remote_host() -> None:
+    """A lesson reads its lab's images on this machine: refused on a remote URI, with why."""
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", "qemu+ssh://nowhere.invalid/system", "lesson",
+         "start", "commit-middle"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "lessons read their lab's images" in done.stderr
+    assert "hint:" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_remote_plan_says_where_its_file_steps_run() -> None:
     from vshx.plans.plan import Plan
 
