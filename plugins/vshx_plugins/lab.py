@@ -5,6 +5,9 @@ guest writes (qemu-io through QEMU's monitor: distinct patterns per layer, and a
 every layer overwrites so merge order matters) and ``virsh snapshot-create-as --disk-only
 --atomic`` in turn.  Snapshot snK made overlay snK.qcow2; its moment is the file below it.
 So every native snapshot command works on it.  ``make demo`` and the tests use this code.
+
+On a ``qemu+ssh://`` URI everything about files happens on that host (``vshx.api.files`` and
+Steps that run there through ssh): the directory, the marker, the images, /dev/kvm, removal.
 """
 
 from __future__ import annotations
@@ -553,8 +556,8 @@ NAME = Opt(
 OTHERS = Opt("force", "also rebuild or remove a lab another user made (shared hosts)")
 DIR = Opt(
     "dir",
-    f"directory for the layer files (default {DEFAULT_ROOT}/NAME; on qemu:///session "
-    "~/.local/share/vshx/labs/NAME)",
+    f"directory for the layer files (default {DEFAULT_ROOT}/NAME, on the URI's host; on "
+    "qemu:///session ~/.local/share/vshx/labs/NAME)",
     "dir",
     complete="directory",
 )
