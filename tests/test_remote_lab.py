@@ -159,9 +159,10 @@ def test_lab_destroy_over_ssh_keeps_what_the_marker_does_not_list(
     sshd: Sshd, tmp_path: Path
 ) -> None:
     """A file of the user's own in a remote lab directory stays (and so does the directory);
-    a rebuild there is refused, and nothing is changed by the refusal."""
+    a rebuild there is refused, and nothing is changed by the refusal.  The directory's name
+    is hostile: every word reaches the host as it is."""
     name = f"{LAB_PREFIX}{uuid.uuid4().hex[:8]}"
-    directory = tmp_path / "remote" / "lab"
+    directory = tmp_path / "odd dir $(touch pwned) 'q'" / "lab,1"
     directory.parent.mkdir()
     hide = [directory.parent]
     words = lab_words(name, directory, False, 1)
@@ -178,6 +179,7 @@ def test_lab_destroy_over_ssh_keeps_what_the_marker_does_not_list(
         assert gone.returncode == 0, gone.stderr
         assert f"keeping {directory}" in gone.stderr, gone.stderr
         assert os.listdir(directory) == ["mine.txt"] and not domain_exists(name)
+        assert not list(tmp_path.rglob("pwned")) and not (Path.home() / "pwned").exists()
     finally:
         if domain_exists(name):
             destroy_lab(Lab(name, directory, False))
