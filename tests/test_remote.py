@@ -298,6 +298,8 @@ def test_remote_reads_are_the_local_ones_for_hostile_names(
                 fields = ("st_dev", "st_ino", "st_mode", "st_nlink", "st_size", "st_mtime_ns")
                 assert [getattr(theirs, f) for f in fields] == [getattr(mine, f) for f in fields]
             assert host.realpath(path) == os.path.realpath(path)
+            for mode in (os.F_OK, os.R_OK, os.R_OK | os.W_OK, os.X_OK):
+                assert host.access(path, mode) == os.access(path, mode), (name, mode)
             if os.path.isfile(path):
                 with open(path, "rb") as handle:
                     assert host.read(path, 72) == handle.read(72)

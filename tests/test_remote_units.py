@@ -145,15 +145,36 @@ def test_coreutils_errors_become_the_os_errors() -> None:
     assert os_error("something else", "x").errno == 5  # EIO: unknown is an error, not absence
 
 
-def test_a_practice_lab_is_not_made_on_a_remote_host() -> None:
+def test_a_remote_lab_directory_is_an_absolute_path_on_that_host() -> None:
+    """This machine's working directory means nothing on the remote host, nor does this
+    user's home for a session daemon there: usage errors, before anything is asked."""
+    import sys
+
+    for uri, words, said in (
+        ("qemu+ssh://nowhere.invalid/system", ["--dir", "rel"], "--dir rel is relative"),
+        ("qemu+ssh://nowhere.invalid/session", [], "no default lab directory"),
+    ):
+        for command in ("lab-create", "lab-destroy"):
+            done = subprocess.run(
+                [sys.executable, "-m", "vshx", "-c", uri, command, "vshx-remote-unit-lab",
+                 *words],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 2 and said in done.stderr, done.stderr
+            assert "hint:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_lesson_is_not_run_on_a_remote_host() -> None:
+    """A lesson reads its lab's images on this machine: refused on a remote URI, with why."""
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "vshx", "-c", "qemu+ssh://nowhere.invalid/system", "lab-create",
-         "vshx-remote-unit-lab"],
+        [sys.executable, "-m", "vshx", "-c", "qemu+ssh://nowhere.invalid/system", "lesson",
+         "start", "commit-middle"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert done.returncode == 1 and "practice labs are made on this machine" in done.stderr
+    assert done.returncode == 1 and "lessons read their lab's images" in done.stderr
+    assert "hint:" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_remote_plan_says_where_its_file_steps_run() -> None:

@@ -202,7 +202,9 @@ class files:
 
     ``exists``, ``lexists``, ``isfile``, ``isdir``: as ``os.path``; ``stat``: an ``os.stat_result``
     (``follow=False`` for lstat); ``realpath``: symlinks resolved on that host; ``unlink``:
-    remove a file there.  Errors are ``OSError`` as from ``os``.
+    remove a file there; ``read``: up to SIZE bytes of a file from OFFSET; ``listdir``: a
+    directory's names; ``access``: ``os.access`` there (as the user vshx logs in as).  Errors
+    are ``OSError`` as from ``os``.
     """
 
     exists = staticmethod(_files.exists)
@@ -212,6 +214,9 @@ class files:
     stat = staticmethod(_files.stat)
     realpath = staticmethod(_files.realpath)
     unlink = staticmethod(_files.unlink)
+    read = staticmethod(_files.read)
+    listdir = staticmethod(_files.listdir)
+    access = staticmethod(_files.access)
 
 
 @final

@@ -5,6 +5,9 @@ guest writes (qemu-io through QEMU's monitor: distinct patterns per layer, and a
 every layer overwrites so merge order matters) and ``virsh snapshot-create-as --disk-only
 --atomic`` in turn.  Snapshot snK made overlay snK.qcow2; its moment is the file below it.
 So every native snapshot command works on it.  ``make demo`` and the tests use this code.
+
+On a ``qemu+ssh://`` URI everything about files happens on that host (``vshx.api.files`` and
+Steps that run there through ssh): the directory, the marker, the images, /dev/kvm, removal.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from vshx.api import (
     UsageError,
     VshxError,
     commands_hook,
+    files,
     invoking_user,
     non_negative_int,
     preflight,
@@ -44,6 +48,7 @@ MARKER = ".vshx-lab"
 OWNER = "#owner "  # the marker's line naming who made the lab
 DEFAULT_ROOT = "/var/lib/libvirt/images/vshx-lab"
 MIB = 1024 * 1024
+MARKER_MAX = 1024 * 1024  # a marker lists at most 84 file names: far less than this
 LAB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -59,13 +64,19 @@ def domain_owner(dom: libvirt.virDomain) -> str | None:
     return node.get("owner") if node is not None else None
 
 
-def marker_owner(directory: str) -> str | None:
-    """Who made the lab in ``directory`` (its marker's ``#owner`` line), if anyone said."""
+def marker_lines(directory: str) -> list[str] | None:
+    """The lines of the lab marker in ``directory``, read on the image host; None when there
+    is none (or it is no text).  A host that cannot be asked raises (VshxError)."""
     try:
-        with open(os.path.join(directory, MARKER), encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+        data = files.read(os.path.join(directory, MARKER), MARKER_MAX)
+        return data.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return None
+
+
+def marker_owner(directory: str) -> str | None:
+    """Who made the lab in ``directory`` (its marker's ``#owner`` line), if anyone said."""
+    lines = marker_lines(directory) or []
     return next((line[len(OWNER) :] for line in lines if line.startswith(OWNER)), None)
 
 
@@ -232,21 +243,22 @@ def build_plan(
     and ``virsh snapshot-create-as --disk-only --atomic`` in turn (shut down at the end when
     asked: libvirt 9.0 deletes snapshots made on a running domain, not ones made offline)."""
     uri = session.uri
-    kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)  # TCG where this user cannot use KVM
+    # TCG where this user cannot use KVM; asked where the domain runs (the image host)
+    kvm = files.access("/dev/kvm", os.R_OK | os.W_OK)
     size = max(64, 16 + fill_mib, 16 + base_fill_mib) * MIB
     names = layer_names(layers)
     targets = disk_targets(disks)
-    files = [layer_file(t, n) for t in targets for n in names]
+    made_files = [layer_file(t, n) for t in targets for n in names]
     chains = " ; ".join(
         f"{t}: {' <- '.join(layer_file(t, n).removesuffix('.qcow2') for n in names)} (active)"
         for t in targets
     )
     plan = Plan(f"practice domain {name}: {chains}")
     parent = os.path.dirname(directory)
-    if not os.path.isdir(parent):
+    if not files.isdir(parent):
         plan.add(Step(f"create {parent}", ["mkdir", "-p", "--", parent]))
     plan.add(Step(f"create the lab directory {directory}", ["mkdir", "--", directory]))
-    made = "".join(f"{f}\n" for f in files)
+    made = "".join(f"{f}\n" for f in made_files)
     plan.add(
         Step(
             "mark it as the lab of this domain, with the files lab-create makes in it",
@@ -331,7 +343,7 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
         )
     made = lab_files(name, directory)
     if made is not None:
-        present = [f for f in made if os.path.lexists(os.path.join(directory, f))]
+        present = [f for f in made if files.lexists(os.path.join(directory, f))]
         paths = [os.path.join(directory, f) for f in present]
         kept = used_elsewhere(session, name, paths)
         paths = [p for p in paths if p not in kept]
@@ -364,7 +376,7 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
             )
         else:
             plan.add(Step(f"remove the empty directory {directory}", ["rmdir", "--", directory]))
-    elif os.path.lexists(directory):
+    elif files.lexists(directory):
         raise VshxError(
             f"{directory} exists and is not the lab directory of {name!r}",
             "lab-create only uses a directory it creates; pick another --dir or name",
@@ -377,7 +389,7 @@ def used_elsewhere(session: Session, name: str, paths: list[str]) -> dict[str, l
     disk chain, any snapshot or managed-save image of another domain, a pool volume or an
     image beside them (the usage scan every merge makes; the lab's own files pass over each
     other, its domain and snapshots go with it)."""
-    images = [p for p in paths if os.path.isfile(p)]
+    images = [p for p in paths if files.isfile(p)]
     if not images:
         return {}
     ours = Chain([Layer(p, "", i) for i, p in enumerate(images)], name, None)
@@ -404,7 +416,7 @@ def remove_if_unused(session: Session, name: str, paths: list[str]) -> Callable[
             )
         for path in paths:
             try:
-                os.unlink(path)
+                files.unlink(path)  # on the image host
             except FileNotFoundError:
                 pass
 
@@ -413,7 +425,7 @@ def remove_if_unused(session: Session, name: str, paths: list[str]) -> Callable[
 
 def foreign_files(directory: str, made: list[str]) -> list[str]:
     """Files in a lab directory that lab-create did not make (a user's own, kept)."""
-    return sorted(set(os.listdir(directory)) - set(made) - {MARKER})
+    return sorted(set(files.listdir(directory)) - set(made) - {MARKER})
 
 
 def made_with_dir(session: Session, name: str) -> str | None:
@@ -436,11 +448,7 @@ def made_with_dir(session: Session, name: str) -> str | None:
 def lab_files(name: str, directory: str) -> list[str] | None:
     """The files lab-create made in ``directory`` for lab ``name``, from its marker; None
     when the directory is not that lab's (no marker, or another lab's)."""
-    try:
-        with open(os.path.join(directory, MARKER), encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
+    lines = marker_lines(directory)
     if not lines or lines[0] != name:
         return None
     return [
@@ -460,33 +468,35 @@ def check_name(name: str) -> None:
 
 
 def lab_root(session: Session) -> str:
-    """qemu:///system keeps labs with libvirt's images; a session lab lives in the user's
-    XDG data directory, where the session daemon (running as the user) can reach it."""
+    """qemu:///system keeps labs with libvirt's images (on a remote host too: its own); a
+    session lab lives in the user's XDG data directory, where the session daemon (running as
+    the user) can reach it."""
     if session.uri.startswith("qemu:///session"):
         return os.path.join(xdg_home("data"), "vshx", "labs")
     return DEFAULT_ROOT
 
 
 def lab_dir(session: Session, args: Args) -> str:
+    """The lab's directory on the image host.  On a remote URI it is that host's path: an
+    absolute ``--dir`` (this machine's working directory means nothing there), and a session
+    daemon there needs one (its user's home is not known here)."""
     check_name(args.name)
-    return os.path.abspath(args.dir or os.path.join(lab_root(session), args.name))
-
-
-def refuse_remote(session: Session) -> None:
-    """A practice lab's files, marker and directory checks are this machine's: its builder
-    writes guest data, markers and directory checks with local calls, and a lab is a sandbox
-    to be thrown away, not something to make on a production host from afar."""
-    if not session.is_local:
-        raise VshxError(
-            f"practice labs are made on this machine's files, not on {session.uri}",
-            "use a local URI (qemu:///system, or qemu:///session without root); or make the "
-            "lab on that host (vshx lab-create there) and practise on it from here with -c "
-            "URI: every other command works over ssh",
+    if session.is_local:
+        return os.path.abspath(args.dir or os.path.join(lab_root(session), args.name))
+    if args.dir is not None and not os.path.isabs(args.dir):
+        raise UsageError(
+            f"--dir {args.dir} is relative: on {session.uri} the lab's directory is on that host",
+            "give it as an absolute path on that host, e.g. --dir /srv/labs/" + args.name,
         )
+    if args.dir is None and "/session" in session.uri.split("://", 1)[-1].partition("?")[0]:
+        raise UsageError(
+            f"no default lab directory for a session daemon on {session.uri}",
+            "give --dir, an absolute path on that host the session's user can write",
+        )
+    return os.path.normpath(args.dir or os.path.join(DEFAULT_ROOT, args.name))
 
 
 def cmd_lab_create(session: Session, args: Args) -> None:
-    refuse_remote(session)
     if not 1 <= args.layers <= 20:
         raise UsageError("--layers must be between 1 and 20", "e.g. --layers 4 (the default)")
     if not 1 <= args.disks <= 4:
@@ -527,7 +537,6 @@ def cmd_lab_create(session: Session, args: Args) -> None:
 
 
 def cmd_lab_destroy(session: Session, args: Args) -> None:
-    refuse_remote(session)
     directory = lab_dir(session, args)
     if args.dir is None and lab_files(args.name, directory) is None:
         directory = made_with_dir(session, args.name) or directory
@@ -547,8 +556,8 @@ NAME = Opt(
 OTHERS = Opt("force", "also rebuild or remove a lab another user made (shared hosts)")
 DIR = Opt(
     "dir",
-    f"directory for the layer files (default {DEFAULT_ROOT}/NAME; on qemu:///session "
-    "~/.local/share/vshx/labs/NAME)",
+    f"directory for the layer files (default {DEFAULT_ROOT}/NAME, on the URI's host; on "
+    "qemu:///session ~/.local/share/vshx/labs/NAME)",
     "dir",
     complete="directory",
 )

@@ -134,8 +134,20 @@ def current(session: Session, args: Args) -> tuple[Lesson, dict[str, Any]]:
 
 
 # -- the lab -------------------------------------------------------------------------------
+def refuse_remote(session: Session) -> None:
+    """A lesson reads its lab's images from this machine (the guest's data, each moment), so
+    it runs where the images are; lab-create itself works over ssh."""
+    if not session.is_local:
+        raise VshxError(
+            f"lessons read their lab's images on this machine, not on {session.uri}",
+            "run the lesson on that host (vshx lesson ... there), or use a local URI; "
+            "lab-create and every merge command work over ssh",
+        )
+
+
 def build_lab(session: Session, lesson: Lesson, lab: str, directory: str | None) -> str:
     """Build (or rebuild) the lab with lab-create's own command; its directory."""
+    refuse_remote(session)
     create = session.host.command("lab-create")
     if create is None:
         raise VshxError("the lab plugin (lab-create) is not loaded", "lessons build on it")
@@ -258,6 +270,7 @@ def do_reset(session: Session, args: Args) -> None:
 
 def do_check(session: Session, args: Args) -> int:
     lesson, entry = current(session, args)
+    refuse_remote(session)
     lab = entry["lab"]
     rec = load_record(lab)
     findings = lesson_check.check(session, lesson, lab, rec)

@@ -48,6 +48,8 @@ class Host(Protocol):
 
     def free_bytes(self, directory: str) -> int: ...
 
+    def access(self, path: str, mode: int) -> bool: ...  # os.access there, as the ssh user
+
     def unlink(self, path: str) -> None: ...
 
     def forget(self) -> None: ...  # drop what was read: files may have changed since
@@ -98,6 +100,9 @@ class LocalHost:
     def free_bytes(self, directory: str) -> int:
         stat = os.statvfs(directory)
         return stat.f_bavail * stat.f_frsize
+
+    def access(self, path: str, mode: int) -> bool:
+        return os.access(path, mode)
 
     def unlink(self, path: str) -> None:
         os.unlink(path)
@@ -163,6 +168,9 @@ class Unreachable(LocalHost):
         raise self._refuse()
 
     def free_bytes(self, directory: str) -> int:
+        raise self._refuse()
+
+    def access(self, path: str, mode: int) -> bool:
         raise self._refuse()
 
     def unlink(self, path: str) -> None:
@@ -351,6 +359,11 @@ def listdir(path: str) -> list[str]:
 
 def free_bytes(directory: str) -> int:
     return _current.free_bytes(directory)
+
+
+def access(path: str, mode: int) -> bool:
+    """``os.access`` on the image host (as the user vshx logs in as there)."""
+    return _current.access(path, mode)
 
 
 def unlink(path: str) -> None:

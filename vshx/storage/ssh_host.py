@@ -79,6 +79,7 @@ for p do look "$p"; done
 )
 FREE = 'LC_ALL=C df --output=avail -B1 -- "$1" | tail -n 1'
 READ = 'exec dd if="$1" bs=65536 iflag=skip_bytes,count_bytes skip="$2" count="$3" status=none'
+ACCESS_TESTS = ((os.R_OK, "r"), (os.W_OK, "w"), (os.X_OK, "x"))
 SSH_FAILED = 255  # ssh's own failures; a remote command's exit status is passed through
 
 
@@ -417,6 +418,12 @@ class SshHost:
             return int(out.strip())
         except ValueError:
             raise OSError(errno.EIO, f"df said {out!r}", directory) from None
+
+    def access(self, path: str, mode: int) -> bool:
+        """``os.access`` there: sh's ``test -r/-w/-x/-e`` as the ssh user."""
+        tests = [f'[ -{flag} "$1" ]' for bit, flag in ACCESS_TESTS if mode & bit] or ['[ -e "$1" ]']
+        out = self.shell(f"if {' && '.join(tests)}; then echo y; else echo n; fi", path)
+        return out.strip() == b"y"
 
     def unlink(self, path: str) -> None:
         self.forget()
