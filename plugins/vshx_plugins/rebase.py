@@ -203,6 +203,16 @@ def cmd_rebase(session: Session, args: Args) -> None:
         target=target,
     )
     users = preflight.other_users(session, image.path, chain)
+    disks = [u for u in users if u.startswith("domain ") and u.endswith(f"({image.path})")]
+    if target.dom is None and disks:
+        # the bare form cannot make a domain's definition follow the new chain of the disk
+        # whose source it is (its pinned <backingStore> would disagree with the headers, and
+        # every later merge on that disk refuse)
+        raise VshxError(
+            f"{image.name} is the disk of {'; '.join(disks)}",
+            "name the domain and disk instead (rebase --domain DOMAIN --disk DISK --top "
+            f"{image.name} --backing ...), so its definition follows the new chain",
+        )
     if users:
         session.warn(
             f"{image.name} is also the backing file of: {'; '.join(users)}; "
