@@ -82,12 +82,7 @@ def test_virsh_options_of_the_inventory_commands(lab: Lab):
 
 def test_unsafe_rebase_script_carries_its_proof(offline_lab: Lab, tmp_path: Path):
     lab = offline_lab
-    # a bare-image commit into sn1.qcow2 would change the moments the lab's snapshots name
-    # there, with no account of them: refused, naming the domain's way
-    bare = run_vshx("commit", str(lab.layer("sn2")))
-    assert bare.returncode == 1 and f"domain {lab.name} snapshot" in bare.stderr, bare.stderr
-    assert f"vshx commit {lab.name} DISK" in bare.stderr
-    assert run_vshx("commit", str(lab.layer("sn2")), "--force").returncode == 0  # into sn1
+    assert run_vshx("commit", str(lab.layer("sn2"))).returncode == 0  # sn2's data into sn1
     script = run_vshx("rebase", str(lab.layer("sn3")), "-u", "--backing", "sn1", "--dry-run")
     assert script.returncode == 0, script.stderr
     assert "qemu-img compare -U" in script.stdout

@@ -140,6 +140,7 @@ class UsageIndex:
         self._files = functools.lru_cache(maxsize=None)(_chain_reader())
         self.mine = {self._key(f) for layer in ours.layers for f in _image_files(layer.path)}
         self.domains: list[tuple[str, set[FileKey]]] = []
+        self._chains_of: list[tuple[str, set[FileKey]]] = []  # (domain, its disk's chain)
         self.sources: set[FileKey] = set()  # domain disk sources, not to be named twice as images
         directories = {
             os.path.dirname(layer.canonical) for layer in ours.layers if not _device(layer.path)
@@ -170,12 +171,14 @@ class UsageIndex:
                 if _readable(disk):
                     paths = [f for p in paths for f in self._files(p)]
                 defined = " in its persistent definition" if disk.persistent_only else ""
+                keys = {self._key(p) for p in paths}
                 self.domains.append(
                     (
                         f"domain {dom.name()} {disk.device} {disk.target}{defined} ({disk.source})",
-                        {self._key(p) for p in paths},
+                        keys,
                     )
                 )
+                self._chains_of.append((dom.name(), keys))
                 self.sources.add(self._key(disk.source))
         # this domain's merged-away layers are no users, except when deciding a deletion:
         # then only the files deleted together pass each other over
@@ -255,6 +258,10 @@ class UsageIndex:
             for label, keys in holders
             if targets & keys and (passing is None or passing not in keys)
         ]
+        # a domain whose disk's chain holds the file answers for its own snapshots there:
+        # its disk decides (through TOP or not), its snapshots' moments are its own plans'
+        chained = {name for name, keys in self._chains_of if targets & keys}
+        found = [u for u in found if not ((m := SNAPSHOT_USER.match(u)) and m[1] in chained)]
         return list(dict.fromkeys(found))  # a snapshot naming one file twice is one user
 
 
