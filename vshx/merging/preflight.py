@@ -352,19 +352,45 @@ def _own_snapshot_files(
     snapshots: Read | None = None,
 ) -> set[FileKey]:
     """Files this domain's own snapshot metadata names: its merged-away layers, not users
-    (the plan accounts for the moments they hold).  An overlay that is no snapshot's moment
-    and out of the chain is not passed over: it is a branch's leaf (the guest's writes before
-    a snapshot-revert), which no moment covers."""
+    (the plan accounts for the moments they hold).  The overlay of a snapshot taken after the
+    current one (a branch a snapshot-revert left) that is no snapshot's moment and out of the
+    chain is not passed over: it is that branch's leaf, the guest's writes before the revert,
+    which no moment covers."""
     if not ours.domain:
         return set()
     from vshx.storage.moments import read_snapshots
 
     dom = virt.lookup_domain(session.conn, ours.domain) if snapshots is None else None
-    moments = [m for snap in (read_snapshots(dom) if snapshots is None else snapshots)
-               for m in snap.moments.values()]  # fmt: skip
+    snaps = read_snapshots(dom) if snapshots is None else snapshots
+    moments = [m for snap in snaps for m in snap.moments.values()]
     held = {key(m.file) for m in moments if m.file} | {key(layer.path) for layer in ours.layers}
+    later = _after_current(snaps)
+    leaves = {
+        key(m.overlay)
+        for snap in snaps
+        if snap.name in later
+        for m in snap.moments.values()
+        if m.overlay
+    }
     overlays = {key(m.overlay) for m in moments if m.overlay}
-    return {key(m.file) for m in moments if m.file} | (overlays & held)
+    return {key(m.file) for m in moments if m.file} | (overlays - (leaves - held))
+
+
+def _after_current(snapshots: Read) -> set[str]:
+    """The snapshots descended from the current one (none when there is no current one):
+    taken after it, so after a revert to it they are another branch."""
+    current = next((s.name for s in snapshots if s.current), None)
+    children: dict[str, list[str]] = {}
+    for snap in snapshots:
+        children.setdefault(snap.parent or "", []).append(snap.name)
+    found: set[str] = set()
+    todo = list(children.get(current, [])) if current else []
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += children.get(name, [])
+    return found
 
 
 def read_host_ahead(session: Session) -> Background[virt.HostRead]:
