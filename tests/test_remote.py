@@ -52,6 +52,18 @@ def remote_vshx(sshd: Sshd, hide: list[Path], *words: str) -> subprocess.Complet
     return subprocess.run(argv, capture_output=True, text=True, env=sshd.env(), timeout=900)
 
 
+def snapshot_file_names(lab: Lab) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    """Each snapshot's moment files and overlays per disk, by file name."""
+    found = {}
+    for snap in snapshot_names(lab.name):
+        moment, made = snapshot_sources(lab.name, snap)
+        found[snap] = (
+            {d: os.path.basename(p) for d, p in moment.items()},
+            {d: os.path.basename(p) for d, p in made.items()},
+        )
+    return found
+
+
 def end_state(lab: Lab, tmp: Path) -> dict[str, object]:
     """What a command leaves, by file names (labs live in different directories): the chain
     as qemu-img reads it, the persistent definition's chain, each snapshot's files, the
@@ -63,13 +75,7 @@ def end_state(lab: Lab, tmp: Path) -> dict[str, object]:
         for node in root.iter("source")
         if node.get("file", "").startswith(str(lab.dir))
     ]
-    snapshots = {}
-    for snap in snapshot_names(lab.name):
-        moment, made = snapshot_sources(lab.name, snap)
-        snapshots[snap] = (
-            {d: os.path.basename(p) for d, p in moment.items()},
-            {d: os.path.basename(p) for d, p in made.items()},
-        )
+    snapshots = snapshot_file_names(lab)
     return {
         "chain": names,
         "definition": defined,

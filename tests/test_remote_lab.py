@@ -26,10 +26,9 @@ from conftest import (
     qemu_img_chain,
     run_vshx,
     snapshot_names,
-    snapshot_sources,
 )
 from sshd import Sshd, hidden
-from test_remote import remote_vshx
+from test_remote import remote_vshx, snapshot_file_names
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root]  # hidden() mounts; qemu:///system
 
@@ -51,13 +50,7 @@ def shape(lab: Lab, chain_json: str) -> dict[str, object]:
     for chain in chains:
         for layer in chain["layers"]:
             layer.pop("allocated")
-    snapshots = {}
-    for snap in snapshot_names(lab.name):
-        moment, made = snapshot_sources(lab.name, snap)
-        snapshots[snap] = (
-            {d: os.path.basename(p) for d, p in moment.items()},
-            {d: os.path.basename(p) for d, p in made.items()},
-        )
+    snapshots = snapshot_file_names(lab)
     marker = (lab.dir / ".vshx-lab").read_text().splitlines()
     return {
         "chains": chains,
