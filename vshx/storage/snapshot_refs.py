@@ -62,7 +62,13 @@ def named_by(
             continue
         try:
             for handle in dom.listAllSnapshots(0):
-                for what, path in snapshot_files(handle.getXMLDesc(0)):
+                try:
+                    xml = handle.getXMLDesc(0)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+                        continue  # deleted while we looked: it names nothing now
+                    raise
+                for what, path in snapshot_files(xml):
                     found.append((f"domain {name} snapshot {handle.getName()} ({what})", path))
             if dom.hasManagedSaveImage(0):
                 saved = managed_save_path(uri, name)
