@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -88,7 +87,7 @@ def this_machine() -> tuple[str, str, str]:
                 found.append(handle.read().strip())
         except OSError:
             found.append("")
-    return found[0], found[1], socket.gethostname()
+    return found[0], found[1], os.uname().nodename  # gethostname(), without loading socket
 
 
 def started_at(pid: int) -> float | None:
