@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -146,12 +145,13 @@ class UsageIndex:
             os.path.dirname(layer.canonical) for layer in ours.layers if not _device(layer.path)
         }
         self._others = [dom for dom, _disks in host[0] if dom.name() not in (ours.domain, leaving)]
-        self._named: list[tuple[str, set[FileKey]]] | None = None
+        self._named: list[tuple[str, set[FileKey], str | None]] | None = None
         # other domains' snapshot XMLs are a round trip each: read on a thread meanwhile
         from vshx.storage.snapshot_refs import named_by
 
         conn, others = session.conn, self._others
         self._named_ahead = Background(lambda: named_by(conn, others), name="vshx-named")
+        self.snapshot_owners: dict[str, str] = {}  # a user label -> its snapshot's domain
         for dom, disks in host[0]:
             if dom.name() == leaving:
                 continue
@@ -223,17 +223,18 @@ class UsageIndex:
             self._images = found
         return self._images
 
-    def named(self) -> list[tuple[str, set[FileKey]]]:
+    def named(self) -> list[tuple[str, set[FileKey], str | None]]:
         """What other domains' snapshots (memory state, disk files) and managed-save images
-        name: a file one of them names is in use, even out of every chain."""
+        name, with the domain whose snapshot names it: a file one of them names is in use,
+        even out of every chain."""
         if self._named is None:
             with overlap.parked():  # in a batch, the next line is checked meanwhile
                 named = self._named_ahead.result()
             if not files.current().local:  # their identities in a few round trips
                 from vshx.storage.qcow2 import prefetch_chains
 
-                prefetch_chains([path for _label, path in named])
-            self._named = [(label, {self._key(path)}) for label, path in named]
+                prefetch_chains([n.path for n in named])
+            self._named = [(n.label, {self._key(n.path)}, n.snapshot_of) for n in named]
         return self._named
 
     def scanned(self) -> str:
@@ -252,16 +253,20 @@ class UsageIndex:
         """
         targets = {self._key(f) for f in _image_files(path)}
         passing = self._key(through) if through else None
-        holders = self.domains + self.images() + self.pools + self.named()
-        found = [
-            label
-            for label, keys in holders
-            if targets & keys and (passing is None or passing not in keys)
-        ]
+
+        def uses(keys: set[FileKey]) -> bool:
+            return bool(targets & keys) and (passing is None or passing not in keys)
+
+        holders = self.domains + self.images() + self.pools
+        found = [label for label, keys in holders if uses(keys)]
         # a domain whose disk's chain holds the file answers for its own snapshots there:
         # its disk decides (through TOP or not), its snapshots' moments are its own plans'
         chained = {name for name, keys in self._chains_of if targets & keys}
-        found = [u for u in found if not ((m := SNAPSHOT_USER.match(u)) and m[1] in chained)]
+        for label, keys, snapshot_of in self.named():
+            if uses(keys) and (snapshot_of is None or snapshot_of not in chained):
+                found.append(label)
+                if snapshot_of is not None:
+                    self.snapshot_owners[label] = snapshot_of
         return list(dict.fromkeys(found))  # a snapshot naming one file twice is one user
 
 
@@ -440,7 +445,7 @@ def refuse_shared(
     if force:
         session.warn(f"{doing} {path}, which is also used by: {'; '.join(users)} (--force)")
         return
-    owners = sorted({m.group(1) for u in users if (m := SNAPSHOT_USER.match(u))})
+    owners = sorted({index.snapshot_owners[u] for u in users if u in index.snapshot_owners})
     through_domain = (
         f"these are snapshots of {', '.join(owners)}: name the domain and disk instead "
         f"({shell_line(['vshx', 'commit', owners[0]])} DISK ...), which accounts for their "
@@ -453,10 +458,6 @@ def refuse_shared(
         f"{through_domain}merge those first (or delete them if they are files an earlier merge "
         f"left behind), or use --force if you are sure ({index.scanned()})",
     )
-
-
-# a user UsageIndex.named() reports: a snapshot of a domain (storage/snapshot_refs.py)
-SNAPSHOT_USER = re.compile(r"domain (.+?) snapshot ")
 
 
 def refuse_block_job(target: Target) -> None:

@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from typing import NamedTuple
 
 from vshx.errors import VshxError
 from vshx.storage.libvirt_lazy import libvirt
 
 # where libvirt's QEMU driver keeps managed-save images (its save_dir; not in the API)
 SYSTEM_SAVE_DIR = "/var/lib/libvirt/qemu/save"
+
+
+class Named(NamedTuple):
+    """A file a domain names outside its disks."""
+
+    label: str  # what names it, for messages ("domain D snapshot S (memory state)")
+    path: str
+    snapshot_of: str | None  # the domain, when one of its snapshots names it (not managed save)
 
 
 def snapshot_files(xml: str) -> list[tuple[str, str]]:
@@ -51,10 +60,10 @@ def managed_save_path(uri: str, name: str) -> str | None:
 
 def named_by(
     conn: libvirt.virConnect, domains: list[libvirt.virDomain], skip: set[str] | None = None
-) -> list[tuple[str, str]]:
-    """(label, path) for what each domain's snapshots and managed save name (``skip``: the
-    names of domains left out).  A domain libvirt cannot answer for makes it refuse."""
-    found: list[tuple[str, str]] = []
+) -> list[Named]:
+    """What each domain's snapshots and managed save name (``skip``: the names of domains
+    left out).  A domain libvirt cannot answer for makes it refuse."""
+    found: list[Named] = []
     uri = conn.getURI()
     for dom in domains:
         name = dom.name()
@@ -69,11 +78,12 @@ def named_by(
                         continue  # deleted while we looked: it names nothing now
                     raise
                 for what, path in snapshot_files(xml):
-                    found.append((f"domain {name} snapshot {handle.getName()} ({what})", path))
+                    label = f"domain {name} snapshot {handle.getName()} ({what})"
+                    found.append(Named(label, path, name))
             if dom.hasManagedSaveImage(0):
                 saved = managed_save_path(uri, name)
                 if saved is not None:
-                    found.append((f"domain {name} managed-save image", saved))
+                    found.append(Named(f"domain {name} managed-save image", saved, None))
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 continue  # undefined while we looked: it names nothing now
