@@ -29,7 +29,8 @@ demo: bootstrap
 
 # every tier; the integration tier runs on VSHX_TEST_URI (default qemu:///system). Labs are
 # independent, so the tests run JOBS at a time; those that stop or kill the shared libvirtd
-# (marked serial) run alone afterwards
+# (marked serial) run alone afterwards; as root, the unit tier then runs once more as a user
+# who is not root and has no virsh (test-anywhere)
 JOBS ?= 4
 # the differential suite runs every tp-libvirt variant in its script's domain state and ten
 # representatives in all three (tests/test_differential_tp.py); DIFF_SLICE=0..5 adds a sixth of
@@ -40,6 +41,8 @@ test: bootstrap
 	@echo "differential: domain-state slice '$(DIFF_SLICE)' (none unless DIFF_SLICE=0..5)"
 	@VSHX_DIFF_SLICE=$(DIFF_SLICE) $(PYTEST) -q -n $(JOBS) -m "not serial"; $(NONE_RAN)
 	@$(PYTEST) -q -m serial; $(NONE_RAN)
+	@# the unit tier again as a user who is not root, with no virsh (what test-anywhere runs)
+	@if [ "$$(id -u)" = 0 ]; then PY=$(abspath $(PY)) sh scripts/test_anywhere.sh; fi
 
 # the whole differential matrix: every tp-libvirt variant running, paused and transient (377
 # runs of two labs each, ~31 min on one worker; `make test` runs 151 of them)

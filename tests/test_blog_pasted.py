@@ -75,6 +75,7 @@ def test_a_dry_run_script_goes_where_cd_went(tmp_path: Path):
     assert (work / "b.qcow2").exists() and not (elsewhere / "b.qcow2").exists()
 
 
+@pytest.mark.libvirt
 def test_a_rebase_without_F_says_why_F_is_needed(tmp_path: Path):
     script = (
         f"cd {tmp_path}\n"

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import LAB_PREFIX, URI, virsh
 
 
+@pytest.mark.libvirt
 def test_a_domain_name_with_a_newline_is_not_offered_in_pieces(tmp_path: Path):
     plain = f"{LAB_PREFIX}nl"
     xml = (

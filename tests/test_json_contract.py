@@ -217,6 +217,7 @@ def write_journal(where: str, what: str) -> None:
     subprocess.run([sys.executable, "-c", script], check=True)
 
 
+@pytest.mark.libvirt
 def test_recover_forgets_the_journal_of_an_image_that_is_gone(tmp_path: Path):
     base, top = tmp_path / "base.qcow2", tmp_path / "top.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "8M"], check=True)

@@ -69,6 +69,7 @@ def test_a_pasted_rm_keeps_a_raw_image_no_plan_of_the_session_deletes(tmp_path: 
     assert dry.returncode == 1 and raw.exists()
 
 
+@pytest.mark.libvirt
 def test_a_pasted_rm_removes_an_unused_qcow2_and_keeps_a_backing_file(tmp_path: Path):
     base = _qcow2(tmp_path / "base.qcow2")
     _qcow2(tmp_path / "top.qcow2", backing=base)
@@ -83,6 +84,7 @@ def test_a_pasted_rm_removes_an_unused_qcow2_and_keeps_a_backing_file(tmp_path: 
     assert not lone.exists() and base.exists()
 
 
+@pytest.mark.libvirt
 @pytest.mark.parametrize("used", [False, True])
 def test_a_pasted_rm_removes_a_raw_file_a_plan_of_this_session_deletes(tmp_path: Path, used):
     """A raw layer a plan of this session deleted (printed by --dry-run, say in the REPL):
