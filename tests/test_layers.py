@@ -201,6 +201,21 @@ def test_the_readme_lists_these_layers() -> None:
                 assert folder.strip("`") in section, f"{folder} is not in the README's layout"
 
 
+def test_the_readme_names_every_module_in_its_layer() -> None:
+    """Each module's file name is in its own layer's paragraph of the README's layout: a new
+    module is described where a maintainer looks for it."""
+    import re
+
+    readme = (ROOT.parent / "README.md").read_text()
+    section = readme.split("## Where things live", 1)[1].split("\n## ", 1)[0]
+    paragraphs = dict(re.findall(r"^- \*\*([a-z]+)\*\*(.*?)(?=^- |^\S|\Z)", section, re.M | re.S))
+    for module, path in MODULES.items():
+        if path.name == "__init__.py":
+            continue
+        layer = LAYERS[layer_of(module)][0]
+        assert path.name in paragraphs[layer], f"{module} is not in the README's {layer} layer"
+
+
 def test_the_one_shot_core_leaves_the_heavy_parts_unimported() -> None:
     """What the lazy imports are for: a front end and a Session load without libvirt,
     prompt-toolkit, pluggy, the merging layer or completion (each comes when a command needs it)."""
