@@ -42,6 +42,20 @@ for f in /usr/bin/* /bin/*; do
 done
 chmod 755 "$bin"
 
+# the venv as the user can reach it: a checkout in a private directory (/root/...) is not, so
+# the user gets a copy of its own (a venv's interpreter finds its packages beside itself)
+if ! runuser -u "$NAME" -- "$PY" -c pass >/dev/null 2>&1; then
+    venv=$(dirname -- "$(dirname -- "$PY")")
+    say "$NAME cannot run $PY: copying $venv for them"
+    cp -a -- "$venv" "$work/.venv"
+    for script in "$work/.venv/bin/"*; do # its scripts name the original's interpreter
+        [ -L "$script" ] || ! head -c 2 "$script" | grep -q '^#!' ||
+            sed -i "1s|^#!$venv/bin/|#!$work/.venv/bin/|" "$script"
+    done
+    chown -R "$NAME" "$work/.venv"
+    PY="$work/.venv/bin/python"
+fi
+
 set +e
 runuser -u "$NAME" -- env -i HOME="$home" PATH="$bin" LANG=C.UTF-8 \
     PYTHONPATH="$work:$work/plugins" \
