@@ -445,3 +445,22 @@ def test_a_libssh_uri_is_refused_before_anything_runs_with_the_way_that_works() 
     assert done.stderr.startswith("error: vshx does not use libvirt's libssh transport")
     assert "\nhint: use qemu+ssh:// or qemu+libssh2://" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_letting_go_of_a_remote_lock_ends_its_shell_and_file_before_returning(tmp_path) -> None:
+    """The holder shell (ssh_host.LOCK, run here without ssh) sees its stdin end, removes the
+    file and exits by itself: nothing is killed, and the file is gone when vshx goes on (it
+    once killed the ssh client, and the remote file went a moment later, on SIGHUP)."""
+    from vshx.plans.lock import _let_go_remote
+    from vshx.storage.ssh_host import LOCK
+
+    path = tmp_path / ".vshx-1-2.lock"
+    argv = ["sh", "-c", LOCK, "sh", str(path), '"u"', '"c"', "0"]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith(b"locked")
+    assert path.exists()
+    _let_go_remote(proc)
+    assert proc.returncode == 0 and not path.exists()

@@ -264,9 +264,7 @@ def _let_go_remote(proc: subprocess.Popen[bytes]) -> None:
     import subprocess  # a remote host's lock only: a local merge never loads it
 
     try:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        proc.communicate(timeout=60)
+        proc.communicate(timeout=60)  # closes its stdin (which ends the shell's `read`) first
     except (OSError, ValueError, subprocess.TimeoutExpired):
         proc.kill()  # its ssh session ends, and with it the shell's lock
         proc.wait()
