@@ -66,3 +66,23 @@ def test_a_batch_dry_run_stops_after_a_passed_through_change(tmp_path):
     assert real.returncode == 1 and "would change what these see" in real.stderr  # new.qcow2
     alone = run_vshx("--dry-run", "-f", "-", stdin=f"commit {mid}\n")  # line 1 ran for real
     assert alone.returncode == 1 and "would change what these see" in alone.stderr
+
+
+def test_a_batch_dry_run_stops_after_a_snapshot_revert(offline_lab: Lab):
+    """A revert (and snapshot-delete, snapshot-cleanup, recover) changes more than a chain vshx
+    predicts: a new overlay, the current snapshot, metadata.  An outside attack: the dry run
+    planned `commit --active --pivot` on the chain from before the revert; `sh -e` of that
+    script committed into base.qcow2 and undid the revert, where the real run refuses."""
+    lab = offline_lab
+    script = (
+        f"snapshot-revert {lab.name} sn3\n"
+        f"commit {lab.name} vda --active --pivot\n"
+        f"snapshot-delete {lab.name} sn2\n"
+    )
+    dry = run_vshx("--dry-run", "-f", "-", stdin=script)
+    assert dry.returncode == 1, dry.stderr
+    assert "<stdin>:2: error: --dry-run cannot plan commit" in dry.stderr
+    assert f"snapshot-revert {lab.name} sn3" in dry.stderr and "hint:" in dry.stderr
+    assert "commit" not in dry.stdout.replace("snapshot-", "")  # line 2 was never planned
+    reads = f"snapshot-revert {lab.name} sn3\nsnapshot-list {lab.name}\n"  # reads still run
+    assert run_vshx("--dry-run", "-f", "-", stdin=reads).returncode == 0

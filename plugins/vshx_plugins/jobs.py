@@ -555,6 +555,7 @@ COMMANDS = [
         ),
         group="jobs",
         changes=True,
+        predicted=False,  # a roll-forward changes snapshot metadata: later dry-run lines stop
         description="Reads the journal vshx keeps in the domain's metadata (or a state file "
         "for a bare image). A job meant to pivot is pivoted once ready; otherwise say "
         "--pivot or --abort. After an interrupted qemu-img step, leaked clusters are "

@@ -213,6 +213,7 @@ COMMANDS = [
         ),
         group="merge",
         changes=True,
+        predicted=False,  # snapshot metadata and files: later dry-run lines stop
         description="Judges each snapshot by its moment on every disk: forgets those gone "
         "everywhere (virsh snapshot-delete --metadata), re-points those a commit moved "
         "(virsh snapshot-create --redefine), reports half-merged ones with the command that "

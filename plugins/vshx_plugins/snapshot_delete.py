@@ -559,6 +559,7 @@ COMMANDS = [
         ),
         group="merge",
         changes=True,
+        predicted=False,  # snapshot metadata and files: later dry-run lines stop
         description="As virsh snapshot-delete of libvirt 9.0 on external snapshots, on any "
         "libvirt, live or offline, one plan for every disk: commits the layer above the "
         "snapshot's moment into it, re-points the remaining snapshots, updates the "

@@ -260,6 +260,7 @@ COMMANDS = [
         ),
         group="merge",
         changes=True,
+        predicted=False,  # a new overlay and the current snapshot: later dry-run lines stop
         description="New overlays on each disk's moment file (qemu-img create -F -b), the "
         "definition switched to them, the snapshot made current; every existing file is "
         "kept. Running domains and memory snapshots are refused.",

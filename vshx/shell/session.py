@@ -254,6 +254,10 @@ class Session:
             self.refuse_unpredicted(command)
             result = command.run(self, args)
             status = EXIT_OK if result is None else int(result)
+            if self.planning_ahead and command.changes and not command.predicted:
+                from vshx.plans.plan import shell_line
+
+                self.unpredicted = self.unpredicted or shell_line(words)
         except (ExitRequested, BrokenPipeError):
             raise
         except (Exception, KeyboardInterrupt) as exc:
@@ -278,13 +282,15 @@ class Session:
         )
 
     def refuse_unpredicted(self, command: Command) -> None:
-        """A --dry-run session plans each line on the lines before it, but only on vshx's own
-        plans: after a passed-through line that may change things it cannot plan a changing
-        command on what that line leaves, so it stops (the script so far is printed)."""
+        """A --dry-run session plans each line on the lines before it, but only on the chains
+        vshx's own plans leave: after a passed-through line that may change things, or a plan
+        that changes snapshot metadata (Command.predicted), it cannot plan a changing command
+        on what that line leaves, so it stops (the script so far is printed)."""
         if self.unpredicted is not None and self.planning_ahead and command.changes:
             raise VshxError(
                 f"--dry-run cannot plan {command.name} on what an earlier line leaves: vshx "
-                f"does not predict what passed-through commands change ({self.unpredicted})",
+                f"does not predict all that `{self.unpredicted}` changes (snapshot metadata, "
+                "or what a passed-through command does)",
                 "run the lines up to that one first (vshx -f), then plan the rest with "
                 "--dry-run; the script printed so far stops here",
             )

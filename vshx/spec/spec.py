@@ -68,6 +68,10 @@ class Command(NamedTuple):
     # in a batch, its live block job may run while later lines on other domains and files
     # are checked and started (plans/overlap.py); it loads its target with load_target
     overlaps: bool = False
+    # a batch --dry-run plans later lines on the chain its plan leaves (plans/target.py); False:
+    # its plan changes more than that chain (snapshot metadata, vshx's record of moments),
+    # so a later changing line cannot be planned after it and the dry run stops there
+    predicted: bool = True
 
     @property
     def all_options(self) -> tuple[Opt, ...]:
