@@ -12,6 +12,7 @@ from vshx.errors import VshxError
 from vshx.plans import journal, ledger, overlap
 from vshx.plans.checkpoint_guard import refuse_offline_redefine
 from vshx.plans.plan import comment, printable
+from vshx.plans.secret_guard import refuse_encrypted_offline
 from vshx.plans.target import prediction_key
 from vshx.storage import host as files
 from vshx.storage.qemuimg import NoSpace
@@ -118,6 +119,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     if session.command is not None:
         host.plan_ready(session, session.command, args, plan)
     refuse_offline_redefine(session, plan)
+    refuse_encrypted_offline(plan)
     remember_deletes(session, plan)
     if session.planning_only(args):
         if session.plan_json:

@@ -8,10 +8,12 @@ layers is counted once, as a block job copies it once.  A layer also answers (wi
 everything past its own virtual size, as QEMU does not read below it there.
 
 Where only qemu-img can tell, ``data_extents`` returns None and the caller runs ``qemu-img
-map``: a layer that is not qcow2 (a raw base), encrypted, with an external data file, extended
+map``: a layer that is not qcow2 (a raw base), with an external data file, extended
 L2 entries (subclusters), marked corrupt, with unknown incompatible features, a chain that the
 headers cannot follow (``qcow2.read_chain`` is None), or a layer with more than ``MAX_ENTRIES``
-L2 entries in use (qemu-img is faster there).
+L2 entries in use (qemu-img is faster there).  An encrypted layer (AES or LUKS) is read as any
+other: qcow2 encrypts guest data only, its tables are plain, and qemu-img could not open it
+without the secret libvirt keeps.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _layer_runs(path: str) -> tuple[int, list[Run]] | None:
             version, _bo, _bs, cluster_bits, size, crypt, l1_size, l1_offset = struct.unpack(
                 ">IQIIQIIQ", head[4:48]
             )
-            if version not in (2, 3) or crypt != 0 or not 9 <= cluster_bits <= 21:
+            if version not in (2, 3) or crypt not in (0, 1, 2) or not 9 <= cluster_bits <= 21:
                 return None
             if version == 3:
                 if len(head) < 104:

@@ -44,6 +44,11 @@ HINTS = (
         "the backing chain refers back to itself; look at it with qemu-img info --backing-chain",
     ),
     ("No such file", "a file of the chain is missing: chain DOMAIN DISK shows which"),
+    (
+        "key-secret",
+        "an encrypted layer: qemu-img needs its secret, which libvirt keeps and vshx does not "
+        "pass; on a running domain vshx merges with libvirt's block jobs, which have it",
+    ),
 )
 
 
@@ -167,7 +172,8 @@ def finish(proc: subprocess.Popen[str], argv: Sequence[str], stdin: str | None =
         last = detail[-1] if detail else f"exit {proc.returncode}"
         if "No space left on device" in (err or out):
             raise no_space(argv)
-        raise VshxError(f"{argv[0]} failed: {last}", failure_hint(last))
+        hint = failure_hint(last) or f"that is {argv[0]}'s own error about the step above"
+        raise VshxError(f"{argv[0]} failed: {last}", hint)
     return out
 
 
