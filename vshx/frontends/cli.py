@@ -204,7 +204,9 @@ def _main(args: list[str]) -> int:
             if opts.tour:
                 from vshx.frontends.tour import start_tour
 
-                start_tour(session)
+                status = start_tour(session)
+                if status != EXIT_OK:
+                    return status
             return run_file(session, "-", echo=opts.echo)
         from vshx.frontends.repl import run_repl
 

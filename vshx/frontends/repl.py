@@ -61,7 +61,9 @@ def run_repl(session: Session, tour: bool = False, threaded: bool = True, **io: 
     if tour:
         from vshx.frontends.tour import start_tour
 
-        start_tour(session)
+        status = start_tour(session)
+        if status:  # no practice domain: the tour cannot start (the error says why)
+            return status
     else:
         from vshx import __version__
 

@@ -16,8 +16,9 @@ Welcome to vshx. The practice domain {demo} has the chain base <- sn1 <- sn2 <- 
 Type help for every command, exit or Ctrl-D to leave."""
 
 
-def start_tour(session: Session) -> None:
-    """Say which URI and why, build the practice domain if it is not there, show the steps."""
+def start_tour(session: Session) -> int:
+    """Say which URI and why, build the practice domain if it is not there, show the steps;
+    the exit status of building it (the tour cannot start without it)."""
     from vshx.spec.user import demo_name
     from vshx.storage.default_uri import why_default
 
@@ -26,6 +27,8 @@ def start_tour(session: Session) -> None:
     try:
         session.conn.lookupByName(demo)
     except Exception:  # not there (or no connection): lab-create says what is wrong
-        if session.execute(f"lab-create {demo}") != EXIT_OK:
-            return
+        status = session.execute(f"lab-create {demo}")
+        if status != EXIT_OK:
+            return status
     session.print(TOUR.format(demo=demo))
+    return EXIT_OK

@@ -70,7 +70,7 @@ def open_connection(uri: str, events: bool = True) -> libvirt.virConnect:
     worker.join(CONNECT_TIMEOUT)
     if failed or not opened:
         why = failed[0].get_error_message() if failed else f"no answer in {CONNECT_TIMEOUT:.0f} s"
-        raise VshxError(f"cannot connect to {uri}: {why}", connect_hint(uri))
+        raise VshxError(f"cannot connect to {uri}: {why}", connect_hint(uri, why))
     conn = opened[0]
     if events:
         try:
@@ -80,9 +80,15 @@ def open_connection(uri: str, events: bool = True) -> libvirt.virConnect:
     return conn
 
 
-def connect_hint(uri: str) -> str:
+def connect_hint(uri: str, why: str = "") -> str:
     """What would let this user reach this URI; never `make`: a user may have no checkout."""
     import os
+
+    if "URI path" in why or "no connection driver" in why:  # libvirt cannot read the URI
+        return (
+            "check the URI: qemu:///system (root's daemon), qemu:///session (your own), or "
+            "qemu+ssh://[user@]host/system for another host"
+        )
 
     from vshx.storage.default_uri import why_default
 
