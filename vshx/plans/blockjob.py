@@ -397,7 +397,9 @@ def pivot_ready_job(
 def job_failure_hint(dom: libvirt.virDomain, disk: str) -> str:
     """What to check when QEMU failed a job: most often a full file system or an I/O error."""
     return (
-        "nothing was deleted and the chain is as before the job; check free space where the "
+        "nothing was deleted and every layer names the backing file it named before the job "
+        "(a commit's base may hold part of the copied data: snapshot-list then calls its moments "
+        "unknown); check free space where the "
         f"layers live (a full disk fails a job) and /var/log/libvirt/qemu/{dom.name()}.log, "
         f"then: vshx chain {dom.name()} {disk}"
     )

@@ -356,8 +356,8 @@ def judge(snap: Snapshot, moment: Moment, chain: Chain | None, newer: list[Snaps
             return replace(
                 moment,
                 state=UNKNOWN,
-                why=f"{name} (or a file below it) was written after the snapshot, by a tool "
-                "vshx has no record of",
+                why=f"{name} (or a file below it) was written after the snapshot, by a merge "
+                "that did not finish or a tool vshx has no record of",
             )
         return replace(moment, state=INTACT, holder=path, in_chain=True)
     for later in newer:
