@@ -42,8 +42,27 @@ def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = Fa
         except ExitRequested:
             return EXIT_OK
         if status != EXIT_OK and not may_fail:
+            said_where(session, where, line, status)
             return status
     return EXIT_OK
+
+
+def said_where(session: Session, where: str, line: str, status: int) -> None:
+    """vshx's own errors carry FILE:LINE; a passed-through virsh or qemu-img line's error is
+    the tool's own: say which line it was, and that the script stops there."""
+    try:
+        words = split_line(line).commands[-1]
+    except (VshxError, IndexError):
+        return  # a line vshx could not read: its error said where
+    if session.host.command(words[0]) is not None:
+        return
+    session.report(
+        VshxError(
+            f"{words[0]} failed (exit {status}): the lines after this one were not run",
+            "fix it and run the script again; a line that starts with '-' may fail",
+        ),
+        where,
+    )
 
 
 def _commands(lines: Iterable[str], name: str) -> Iterator[tuple[str, str, str | None, bool]]:
