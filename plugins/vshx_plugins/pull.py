@@ -135,7 +135,8 @@ def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
         ]
     data = plan.add(
         Step(
-            f"safe rebase: copy {', '.join(g.name for g in gone)} into {active.name}, {what}",
+            f"safe rebase: copy {', '.join(g.name for g in gone)} into {active.name}"
+            + (f", {what}" if base else f" {what}"),
             argv + [active.path],
             underneath=underneath.rebase(unsafe=False, flatten=base is None),
         )

@@ -380,6 +380,6 @@ def suggest(word: str, known: list[str]) -> UsageError:
     """unknown command, with the nearest names (difflib, as git does)."""
     import difflib
 
-    close = difflib.get_close_matches(word, known, n=3, cutoff=0.7)
+    close = difflib.get_close_matches(word, sorted(set(known)), n=3, cutoff=0.7)
     hint = f"did you mean {' or '.join(close)}?" if close else "type 'help' for the commands"
     return UsageError(f"unknown command {word!r}", hint)
