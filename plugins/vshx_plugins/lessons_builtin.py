@@ -277,8 +277,9 @@ LESSONS = [
         mistakes=(
             (
                 "data",
-                "sn3 now sits on sn1.qcow2, which does not (yet) show sn2's data: rebase -u is "
-                "right only after qemu-img commit {sn2} has put that data into sn1",
+                "the guest's data changed: rebase -u rewrote sn3's pointer onto a file that does "
+                "not show what sn2 showed. It is right only onto sn1.qcow2, and only after "
+                "qemu-img commit {sn2} has put sn2's data there",
             ),
         ),
         achieved="sn2 went into sn1 with qemu-img, sn3 points at sn1, and the definition libvirt "
