@@ -23,3 +23,13 @@ def test_a_failing_pasted_line_is_named_and_a_dash_line_may_fail(tmp_path: Path)
     ), proc.stderr
     assert said[-1].startswith("hint: ") and f"{script}:1:" not in proc.stderr
     assert "'x'" not in proc.stderr  # line 3 never ran
+
+
+def test_a_pasted_line_vshx_reads_itself_names_its_line_once(tmp_path: Path) -> None:
+    script = tmp_path / "s.vshx"
+    script.write_text("# a comment\nvirsh blockcommit --nosuchopt x vda\n")
+    argv = [sys.executable, "-m", "vshx", "-c", "test:///default", "-f", str(script)]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"{script}:2: error: command 'commit' has no option --nosuchopt")
+    assert proc.stderr.count("error:") == 1, proc.stderr

@@ -50,6 +50,8 @@ def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = Fa
 def said_where(session: Session, where: str, line: str, status: int) -> None:
     """vshx's own errors carry FILE:LINE; a passed-through virsh or qemu-img line's error is
     the tool's own: say which line it was, and that the script stops there."""
+    if session.reported_at == where:
+        return  # vshx read the line itself (a pasted virsh or qemu-img line) and said so
     try:
         words = split_line(line).commands[-1]
     except (VshxError, IndexError):

@@ -74,6 +74,8 @@ class Session:
         # stdout (vshx/plans/plan_json.py); what a command says meanwhile goes to stderr
         self.plan_json = False
         self.recorder: Recorder | None = None  # --record FILE: the transcript
+        self.reported_at: str | None = None  # the FILE:LINE prefix of the last error: line
+        self.line_at = ""  # the FILE:LINE of the line running now: a nested command's errors too
 
     def fork(self, out: TextIO, err: TextIO) -> Session:
         """A view of this session for one batch line run on a thread of its own (see
@@ -193,6 +195,8 @@ class Session:
     def report(self, exc: VshxError, where: str = "") -> None:
         """One error line and one hint line, whatever a file name holds."""
         self.out.flush()  # after what the command printed before it failed
+        where = where or self.line_at
+        self.reported_at = where
         print(f"{where}error: {printable(exc.message)}", file=self.err)
         if exc.hint:
             print(f"hint: {printable(exc.hint)}", file=self.err)
@@ -211,7 +215,7 @@ class Session:
             self.report(exc, where)
             return exc.exit_code
         status = EXIT_OK
-        self.stdin_text = stdin
+        self.stdin_text, self.line_at = stdin, where
         if self.recorder is not None:
             self.recorder.command(line, stdin)
         try:
@@ -220,7 +224,7 @@ class Session:
                 if status != EXIT_OK:
                     break
         finally:
-            self.stdin_text = None
+            self.stdin_text, self.line_at = None, ""
             self.recorded(status)
         return status
 
