@@ -208,3 +208,21 @@ def test_a_fifo_backing_file_is_refused_not_waited_on(tmp_path: Path) -> None:
         )
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "is a FIFO" in proc.stderr and "hint:" in proc.stderr
+
+
+@pytest.mark.libvirt
+def test_rebase_backing_named_through_a_symlinked_directory(tmp_path: Path) -> None:
+    """--backing link/../copy.qcow2 (from the shell's directory) is real/copy.qcow2, as
+    qemu-img opens it: the proof compares with that file and the header names it."""
+    root = symlinked(tmp_path)
+    qcow2(root / "real" / "base.qcow2", 0xAA)
+    qcow2(root / "copy.qcow2", 0xBB)  # what a text-only resolution would take
+    subprocess.run(["cp", str(root / "real/base.qcow2"), str(root / "real/copy.qcow2")], check=True)
+    qcow2(root / "top.qcow2", backing=str(root / "real" / "base.qcow2"))
+    before = guest_hash(root / "top.qcow2", tmp_path)
+    proc = run_vshx(
+        "rebase", str(root / "top.qcow2"), "--backing", "link/../copy.qcow2", "-u", cwd=str(root)
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert backing_of(root / "top.qcow2") == f"{root}/real/copy.qcow2"
+    assert guest_hash(root / "top.qcow2", tmp_path) == before
