@@ -19,7 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LAB_PREFIX, URI, guest_hash, qemu_check, run_vshx, virsh
+from tests.conftest import (
+    LAB_PREFIX,
+    URI,
+    domain_source,
+    flush_guest,
+    guest_hash,
+    qemu_check,
+    run_vshx,
+    virsh,
+)
 from vshx.storage import definition
 from vshx.storage.chain import Chain, Layer
 
@@ -226,3 +235,31 @@ def test_rebase_backing_named_through_a_symlinked_directory(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert backing_of(root / "top.qcow2") == f"{root}/real/copy.qcow2"
     assert guest_hash(root / "top.qcow2", tmp_path) == before
+
+
+@pytest.mark.libvirt
+def test_a_running_domain_on_a_symlinked_relative_chain_commits_live(tmp_path: Path) -> None:
+    """libvirt's live XML names the backing file link/../base.qcow2 (real/base.qcow2): the
+    definition agrees with the headers, and a live active commit keeps the guest's bytes."""
+    root = symlinked(tmp_path)
+    base = root / "real" / "base.qcow2"
+    qcow2(base, 0xAA)
+    qcow2(root / "base.qcow2", 0xBB)  # what a text-only resolution would take
+    qcow2(root / "real" / "sub" / "top.qcow2", 0x22, backing="../base.qcow2")
+    name = f"{LAB_PREFIX}symlive-{uuid.uuid4().hex[:6]}"
+    define(name, f"<source file='{root}/link/top.qcow2'/>")
+    try:
+        virsh("start", name)
+        flush_guest(name)
+        before = guest_hash(root / "link" / "top.qcow2", tmp_path)
+        shown = run_vshx("chain", name, "vda")
+        assert shown.returncode == 0 and "disagrees" not in shown.stderr, shown.stderr
+        assert f"{root}/real/base.qcow2" in shown.stdout
+        proc = run_vshx("commit", name, "vda", "--active")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        flush_guest(name)
+        assert os.path.samefile(domain_source(name), base)
+        assert guest_hash(base, tmp_path) == before
+        qemu_check(base)
+    finally:
+        remove(name)
