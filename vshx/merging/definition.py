@@ -78,7 +78,8 @@ def _update_unless_started(
 
     def action() -> None:
         dom.updateDeviceFlags(new_xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-        if dom.isActive() and virt.find_disk(dom, disk).source == before.active.path:
+        source = virt.find_disk(dom, disk).source if dom.isActive() else None
+        if source and canonical(source) == before.active.canonical:  # one file, any name
             dom.updateDeviceFlags(old_xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
             raise VshxError(
                 f"{dom.name()} was started while the offline plan ran; its definition stays on "

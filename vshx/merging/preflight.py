@@ -19,7 +19,7 @@ from vshx.plans.target import Target
 from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.background import Background
-from vshx.storage.chain import Chain, DiskSource, Layer, canonical
+from vshx.storage.chain import Chain, DiskSource, Layer, canonical, relative_name
 from vshx.storage.identity import FileKey, identity
 from vshx.storage.libvirt_lazy import libvirt
 
@@ -508,7 +508,7 @@ def refuse_remote_offline(session: Session, target: Target, planning_only: bool)
 def relative_or_absolute(new_backing: Layer, overlay: Layer, keep_relative: bool) -> str:
     """The backing name to write into ``overlay``: relative where the chain used relative names."""
     if keep_relative or overlay.backing_is_relative:
-        return os.path.relpath(new_backing.path, os.path.dirname(overlay.path))
+        return relative_name(new_backing.path, overlay.path)
     return new_backing.path
 
 

@@ -25,6 +25,48 @@ def canonical(path: str) -> str:
     return files.realpath(path)
 
 
+def as_opened(path: str) -> str:
+    """The file QEMU opens for ``path`` (a name it joined: ``dirname(image) + "/" + backing``),
+    written without ``.`` and ``..``: the kernel takes ``..`` in the directory a symlink
+    leads to (``link/../x`` with ``link -> real/sub`` is ``real/x``), never by dropping the
+    word before it as ``os.path.normpath`` would.  Symlinks are resolved only where a ``..``
+    follows them, so the names a user gave stay as they are."""
+    if not os.path.isabs(path):
+        path = os.path.join(os.getcwd(), path)
+    out = "/"
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            out = os.path.dirname(files.realpath(out))
+        else:
+            out = os.path.join(out, part)
+    return out
+
+
+def relative_name(target: str, overlay: str) -> str:
+    """The relative backing name to write into ``overlay`` so that QEMU opens ``target``.
+
+    QEMU joins the name to the directory of the overlay as it opens it and the kernel
+    resolves ``..`` there physically, so the name is computed between the physical
+    directories of both ends (a text-only ``relpath`` through a symlinked directory names
+    another file).  Checked before it is used: a name that does not reach ``target``
+    refuses (nothing is written)."""
+    from vshx.storage.identity import identity
+
+    physical = os.path.join(files.realpath(os.path.dirname(target)), os.path.basename(target))
+    name = os.path.relpath(physical, files.realpath(os.path.dirname(overlay)))
+    opened = os.path.join(os.path.dirname(overlay), name)
+    if identity(opened) != identity(target):
+        raise VshxError(
+            f"no relative backing name written into {overlay} reaches {target} (the name "
+            f"{name} opens {as_opened(opened)})",
+            "nothing was changed; run it without --keep-relative (vshx writes the absolute "
+            "name), or move the files so that one directory holds the other",
+        )
+    return name
+
+
 def human_size(num: int | None) -> str:
     if num is None:
         return "-"
@@ -165,7 +207,7 @@ def chain_from_info(info: list[dict[str, Any]], top_path: str | None = None) -> 
             path = top_path
         layers.append(
             Layer(
-                path=os.path.normpath(os.path.abspath(path)),
+                path=as_opened(path),
                 format=entry.get("format", "raw"),
                 position=position,
                 backing=entry.get("backing-filename"),
@@ -184,7 +226,7 @@ def image_chain(path: str) -> Chain:
             f"image {path!r} does not exist",
             "a path to an image file, or a domain name with its disk (list --all shows them)",
         )
-    absolute = os.path.abspath(path)
+    absolute = as_opened(path)
     return Chain(chain_from_info(qemuimg.info_chain(absolute), absolute))
 
 

@@ -88,15 +88,24 @@ def persistent_xml(dom: libvirt.virDomain) -> str:
 def difference(defined: Defined, chain: Chain, *, files_must_exist: bool) -> str | None:
     """What differs between the chain a definition pins and the one the headers form, or None.
 
-    An unpinned definition agrees (libvirt reads the headers); a pinned one agrees when every
+    An unpinned definition agrees (libvirt reads the headers), but for an empty
+    ``<backingStore/>`` under the source, which agrees only with a header that names no
+    backing file (libvirt opens the disk with none); a pinned one agrees when every
     file it names is the header chain's file at that place (by canonical path), and, when it
     is closed, the headers end there too.
     """
     headers = [layer.canonical for layer in chain.layers]
     if defined.source and canonical(defined.source) != headers[0]:
         return f"it names {defined.source} as the disk, the chain starts at {chain.active.path}"
-    if not defined.pinned:
+    if not defined.pinned and not defined.closed:
         return None
+    if not defined.pinned:  # an empty <backingStore/>: libvirt opens no backing file
+        if len(headers) == 1:
+            return None
+        return (
+            f"an empty <backingStore/> opens {chain.active.name} with no backing file (the "
+            f"guest reads zeros where it holds no data), its header names {chain.layers[1].path}"
+        )
     named = defined.files
     for number, path in enumerate(named):
         if files_must_exist and not files.exists(path):
@@ -142,11 +151,28 @@ def check(dom: libvirt.virDomain, chain: Chain, live: bool, live_xml: str | None
     if why is None:
         return
     which = "live" if live else "persistent"
+    if defined.closed and not defined.pinned:
+        raise VshxError(
+            f"the {which} definition of {dom.name()} {chain.disk} disagrees with the qcow2 "
+            f"headers: {why} (headers: {chain.arrows()})",
+            unbacked_hint(chain),
+        )
     raise VshxError(
         f"the {which} definition of {dom.name()} {chain.disk} disagrees with the qcow2 headers: "
         f"{why} (headers: {chain.arrows()}; definition: "
         f"{' <- '.join(os.path.basename(p) for p in reversed(defined.files))})",
         align_hint(dom.name(), chain.disk or "", live),
+    )
+
+
+def unbacked_hint(chain: Chain) -> str:
+    """What to do about a definition that opens the disk with no backing file."""
+    top = chain.active.path
+    return (
+        "nothing was changed: vshx does not know which data the guest is meant to have. If the "
+        f"guest is right to see no backing file, shut the domain off and remove it from the "
+        f"header (qemu-img rebase -u -b '' {top}); if the header is right, delete "
+        "<backingStore/> from the disk with virsh edit, then look again with vshx chain"
     )
 
 

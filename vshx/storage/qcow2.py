@@ -14,7 +14,7 @@ import json
 import os
 import struct
 from collections.abc import Callable
-from stat import S_ISREG
+from stat import S_ISBLK, S_ISCHR, S_ISFIFO, S_ISREG, S_ISSOCK
 from typing import Any, Literal
 
 from vshx.errors import VshxError
@@ -44,8 +44,34 @@ FIRST_READ = 4096  # a header, its extensions and names fit here, but for long n
 CLUSTER_READ = 65536  # ... and always in the first cluster (qemu-img writes them there)
 
 
+class NotAnImage(VshxError):
+    """A chain names a FIFO, socket or character device: opening it may never return."""
+
+
+def not_an_image(path: str, mode: int) -> NotAnImage:
+    what = "a FIFO" if S_ISFIFO(mode) else "a socket" if S_ISSOCK(mode) else "a character device"
+    return NotAnImage(
+        f"{path} is {what}, not an image file: reading it may wait forever, so vshx does not",
+        "a chain's files are regular files or block devices: move it away, or point the image "
+        "that names it at the right file (qemu-img rebase -u -F FMT -b FILE IMAGE)",
+    )
+
+
+def require_image_kind(path: str) -> None:
+    """Raise NotAnImage when ``path`` is there and is neither a regular file, a block device
+    nor a directory (a stat first: opening a FIFO blocks until a writer comes)."""
+    try:
+        mode = files.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # missing or unreadable: the read that follows says so
+    if S_ISFIFO(mode) or S_ISSOCK(mode) or S_ISCHR(mode):
+        raise not_an_image(path, mode)
+
+
 def _read_head(path: str, size: int) -> bytes:
-    """The first ``size`` bytes of a file (one open, one pread: the scan reads hundreds)."""
+    """The first ``size`` bytes of a file (one open, one pread: the scan reads hundreds);
+    a FIFO, socket or character device refuses (NotAnImage) before it is opened."""
+    require_image_kind(path)
     return files.read(path, size)
 
 
@@ -109,7 +135,7 @@ def internal_snapshot_count(path: str) -> int | None:
     byte 60); None when the file is missing or not qcow2.  A file that is there but cannot be
     read raises VshxError: vshx does not guess that it holds none."""
     try:
-        head = files.read(path, 72)
+        head = _read_head(path, 72)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     except OSError as exc:
@@ -278,9 +304,9 @@ INCOMPATIBLE_DATA_FILE = 1 << 2  # the guest data lives in another file: allocat
 
 def _header(path: str) -> tuple[int, str | None, str | None] | None:
     """(virtual size, backing name, backing format) of a qcow2 image; None if not that simple."""
-    head = files.read(path, FIRST_READ)
+    head = _read_head(path, FIRST_READ)
     if len(head) == FIRST_READ and _header_in(head) is False:
-        head = files.read(path, CLUSTER_READ)  # header, extensions and name share the cluster
+        head = _read_head(path, CLUSTER_READ)  # header, extensions and name share the cluster
     found = _header_in(head)
     return None if found is False else found
 
@@ -327,9 +353,9 @@ def may_hold_bitmaps(path: str) -> bool:
     """False only when the header proves the image holds no persistent bitmap (qcow2 without
     the bitmaps extension); True when it has one, or when only qemu-img can tell."""
     try:
-        head = files.read(path, FIRST_READ)
+        head = _read_head(path, FIRST_READ)
         if len(head) == FIRST_READ and _bitmaps_in(head) is None:
-            head = files.read(path, CLUSTER_READ)  # the extensions go on past 4 KiB
+            head = _read_head(path, CLUSTER_READ)  # the extensions go on past 4 KiB
     except OSError:
         return True
     found = _bitmaps_in(head)
@@ -370,8 +396,12 @@ def read_chain(path: str, limit: int = 64) -> list[dict[str, Any]] | None:
         seen.add(real)
         try:
             stat = files.stat(current)
-            if not S_ISREG(stat.st_mode):
+            if S_ISBLK(stat.st_mode):
                 return None  # a block device (LVM, iSCSI): its sizes are not in stat
+            if S_ISFIFO(stat.st_mode) or S_ISSOCK(stat.st_mode) or S_ISCHR(stat.st_mode):
+                raise not_an_image(current, stat.st_mode)
+            if not S_ISREG(stat.st_mode):
+                return None
             header = None if declared == "raw" else _header(current)
         except OSError:
             return None

@@ -188,6 +188,15 @@ def info_chain(path: str) -> list[dict[str, Any]]:
     quick = read_chain(path) if host.current().local else None
     if quick is not None:
         return quick
+    if host.current().local:  # qemu-img would open a FIFO the chain names and wait forever
+        from vshx.storage.qcow2 import NotAnImage, chain_files
+
+        try:
+            chain_files(path)
+        except NotAnImage:
+            raise
+        except VshxError:
+            pass  # what the headers cannot say, qemu-img may
     out = run(["qemu-img", "info", "--backing-chain", "--output=json", "-U", "--", path])
     data = json.loads(out)
     chain = data if isinstance(data, list) else [data]
