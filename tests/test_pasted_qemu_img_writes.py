@@ -165,3 +165,24 @@ def test_a_line_vshx_cannot_read_is_none(line: str):
 def test_reads_are_kept_as_they_are(line: str):
     found = qemu_img_writes(shlex.split(line), lambda path: True)
     assert found is not None and found.files == ()
+
+
+@pytest.mark.libvirt
+def test_a_pasted_commit_is_refused_while_a_vshx_holds_the_lock(
+    tmp_path: Path,
+):
+    from vshx.plans import lock
+
+    base, o1, o2 = two_overlays(tmp_path / "imgs")
+    o1.unlink()  # o2 alone uses b.qcow2: only the lock holds the commit back
+    lock.take(str(base), "vshx commit elsewhere")  # as a vshx working on that chain holds it
+    try:
+        before = digest(base.parent)
+        held = run_vshx(*shlex.split(f"qemu-img commit {o2}"))
+        assert held.returncode == 1 and "holds the lock" in held.stderr, held.stderr
+        assert digest(base.parent) == before
+    finally:
+        lock.release_all()
+    done = run_vshx(*shlex.split(f"qemu-img commit {o2}"))
+    assert done.returncode == 0, done.stderr
+    assert not [p for p in base.parent.iterdir() if p.name.startswith(".vshx-")]  # let go
