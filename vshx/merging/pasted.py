@@ -153,7 +153,8 @@ def check_qemu_img_write(
         try:
             preflight.refuse_shared(session, path, ours, False, doing, through=through)
         except VshxError as exc:  # --force is vshx's own commands' word, not qemu-img's
-            hint = (exc.hint or "").replace("use --force", "use vshx's own command with --force")
+            instead = "vshx commit --force" if verb == "commit" else "sh to run the line"
+            hint = (exc.hint or "").replace("use --force", f"use {instead}")
             raise VshxError(exc.message, f"nothing was changed; {hint}") from exc
 
 
