@@ -1,7 +1,9 @@
-"""A printed plan's own lines that are not virsh or qemu-img, pasted back into vshx.
+"""Lines typed or pasted into vshx that vshx checks as its own steps before they run.
 
 A --dry-run script holds checks (``df ... | awk``, ``test ! -e``) and the ``rm -f --`` of a
---delete step; pasted back, each is done as its step does it, and nothing else is.
+--delete step; pasted back, each is done as its step does it, and nothing else is.  A
+changing ``qemu-img`` line (commit, rebase, snapshot, ...) runs as typed, but only after
+the checks vshx's own commands make on the files it writes.
 """
 
 from __future__ import annotations
@@ -103,3 +105,93 @@ def _qcow2_by_content(path: str) -> bool:
             f"not deleting {path}: cannot read it to see what it is: {exc.strerror}",
             "vshx refuses what it cannot check",
         ) from exc
+
+
+def check_qemu_img_write(
+    session: Session,
+    argv: list[str],
+    verb: str,
+    writes: list[str],
+    views: list[tuple[str, str | None]],
+    commit_top: str | None = None,
+) -> None:
+    """A changing ``qemu-img`` line typed or pasted into vshx: before it runs, the checks
+    vshx's own commands make on the files it writes, or VshxError (nothing ran).
+
+    ``writes``: the files it writes, read from its words (shell/readonly.py
+    ``qemu_img_writes``); ``views``: those whose content as the images above them see it
+    changes, each with the layer a chain may reach it through unchanged (a commit's top);
+    ``commit_top``: a commit without -b, which writes into that file's backing file.  Each
+    existing file it writes: its chain's lock taken (a real run), no running domain's disk
+    chain holds it (that domain's own command does the job, or it is shut off first), and
+    where the line changes what the images above a file show (a commit into its base,
+    snapshot -a, --shrink, a create, convert or dd over it) no chain other than the one it
+    goes through uses it (preflight.refuse_shared, as commit does).  Under --dry-run the
+    same checks run, without the lock."""
+    line = shell_line(argv)
+    written, views = list(writes), list(views)
+    if commit_top is not None:
+        base = _backing_of(commit_top)
+        if base is not None:
+            written.append(base)
+            views.append((base, commit_top))
+    written = [path for path in dict.fromkeys(written) if files.lexists(path)]
+    if not written:
+        return
+    for path in written:
+        _refuse_running(session, path, verb, line)
+    if not session.dry_run:
+        from vshx.plans import lock
+
+        for path in written:
+            lock.take(path, shell_line(["vshx", *argv]))
+    for path, through in views:
+        if not files.lexists(path):
+            continue
+        ours = _chain_of(through or path)
+        doing = "committing into" if verb == "commit" else f"qemu-img {verb} on"
+        try:
+            preflight.refuse_shared(session, path, ours, False, doing, through=through)
+        except VshxError as exc:  # --force is vshx's own commands' word, not qemu-img's
+            instead = "vshx commit --force" if verb == "commit" else "sh to run the line"
+            hint = (exc.hint or "").replace("use --force", f"use {instead}")
+            raise VshxError(exc.message, f"nothing was changed; {hint}") from exc
+
+
+def _backing_of(top: str) -> str | None:
+    """The file a ``qemu-img commit TOP`` (no -b) writes into: TOP's backing file."""
+    chain = _chain_of(top)
+    return chain.layers[1].path if len(chain.layers) > 1 else None
+
+
+def _chain_of(path: str) -> Chain:
+    """The chain below ``path`` as its headers name it; a file that is no image: itself."""
+    from vshx.storage.chain import image_chain
+
+    if not preflight.is_qcow2(path):
+        return Chain([Layer(os.path.abspath(path), "", 0)])
+    try:
+        return image_chain(path)
+    except VshxError as exc:
+        raise VshxError(
+            f"cannot read the chain of {path}: {exc.message}",
+            "vshx runs a changing qemu-img line only on images it can read",
+        ) from exc
+
+
+def _refuse_running(session: Session, path: str, verb: str, line: str) -> None:
+    """A file in a running domain's disk chain: QEMU writes there, qemu-img must not."""
+    users = preflight.running_users(session, path)
+    if not users:
+        return
+    domain, _, disk = users[0].removeprefix("domain ").partition(" ")
+    how = {
+        "commit": ["vshx", "commit", domain, disk, "..."],
+        "rebase": ["vshx", "rebase", "--domain", domain, "--disk", disk, "..."],
+    }.get(verb)
+    instead = f"name the domain and disk instead ({shell_line(how)})" if how else ""
+    raise VshxError(
+        f"refusing {line}: {path} is in the disk chain of running {', '.join(users)}",
+        f"{instead or 'change it through the domain'}, or shut {domain} off first; "
+        "nothing was changed",
+    )

@@ -191,5 +191,19 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     if target is not None and target.dom is not None and plan.verdicts is not None:
         ledger.record(target, plan.verdicts)
     if target is not None and journaled:
+        started_since(target)
         journal.clear(target)
     return True
+
+
+def started_since(target: Target) -> None:
+    """An offline plan whose step started the domain (snapshot-revert --running): libvirt
+    copied the journal, written into the persistent definition only, into the live one too,
+    so it is cleared where the domain keeps it now (else a later command finds it there)."""
+    from vshx.storage.libvirt_lazy import libvirt
+
+    flags = target.journal_flags
+    if target.dom is None or target.live or flags is None:
+        return
+    if not flags & libvirt.VIR_DOMAIN_AFFECT_LIVE and target.dom.isActive():
+        target.journal_flags = None  # journal.clear asks libvirt where it is now

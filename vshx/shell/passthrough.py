@@ -22,6 +22,7 @@ from vshx.shell.readonly import (
     plain_chain,
     qemu_img_files,
     qemu_img_reads,
+    qemu_img_writes,
     virsh_reads,
 )
 from vshx.spec.render import printable
@@ -203,14 +204,20 @@ def run_program(session: Session, argv: list[str]) -> int:
         raise VshxError(f"{argv[0]} is not installed", "install qemu-utils / libvirt-clients")
     command = [binary, *argv[1:]] if here else where.runnable(argv)
     hint = qemu_img_hint if argv[0] == "qemu-img" else None
+    reads = argv[0] == "qemu-img" and reads_only(argv[1:])
     if session.dry_run:
         fed = session.stdin_text is not None
         shown = argv if here else where.printed(argv, fed)
         session.print(with_heredoc(shell_line(shown), session.stdin_text))
-        if argv[0] == "qemu-img" and reads_only(argv[1:]):
+        if reads:
             return _run(session, command, changes=False, output_to_err=True, hint=hint)
+        if argv[0] == "qemu-img":
+            session.out.flush()
+            check_writes(session, argv)  # the script stops where the real run would refuse
         unpredicted(session, shown)
         return 0  # printed, never run
+    if argv[0] == "qemu-img" and not reads:
+        check_writes(session, argv)
     status = _run(session, command, changes=True, hint=hint)
     where.forget()  # it may have changed files: what was read of them is old now
     if argv[0] == "qemu-img" and status == 0:
@@ -218,6 +225,24 @@ def run_program(session: Session, argv: list[str]) -> int:
 
         after_qemu_img(session, argv)
     return status
+
+
+def check_writes(session: Session, argv: list[str]) -> None:
+    """A changing qemu-img line gets vshx's own checks on what it writes first (who else
+    uses it, a running domain's disk, the chain lock): VshxError, and nothing ran."""
+    from vshx.merging import pasted  # only here: merging costs other words import time
+    from vshx.storage import host as files
+
+    found = qemu_img_writes(argv[1:], files.lexists)
+    if found is None:
+        raise VshxError(
+            f"vshx cannot tell which files this line writes: {shell_line(argv)}",
+            "vshx runs a changing qemu-img line only when it can check what it writes "
+            "(no option before the subcommand, no --image-opts or json: name); use vshx's "
+            "own command (commit, rebase, ...), or run it with sh if you are sure",
+        )
+    writes, views = list(found.files), list(found.views)
+    pasted.check_qemu_img_write(session, argv, found.verb, writes, views, found.commit_top)
 
 
 def reads_only(args: list[str]) -> bool:

@@ -20,6 +20,7 @@ way (vshx/shell/getopt_long.py, with qemu-img 7.2's own option tables).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from vshx.shell.getopt_long import LongOption, parse
 from vshx.storage.formats import names_other_files
@@ -321,3 +322,124 @@ def plain_chain(path: str, read: Callable[[str], bytes | None], limit: int = 64)
             return True
         current = os.path.join(os.path.dirname(current), backing)
     return False  # deeper than vshx follows
+
+
+# qemu-img 7.2's changing subcommands (qemu-img.c: each one's optstring and struct option
+# list), read to know which files a pasted line writes (vshx.merging.pasted checks them first)
+_H = ("help:h", "object=", "image-opts")
+QEMU_IMG_WRITERS: dict[str, tuple[str, tuple[LongOption, ...]]] = {
+    "commit": (":f:ht:b:dpqr:", _long(*_H)),
+    "rebase": (":hf:F:b:upt:T:qU", _long(*_H, "force-share:U")),
+    "amend": (":ho:f:t:pq", _long(*_H, "force")),
+    "resize": (":f:hq", _long(*_H, "preallocation=", "shrink")),
+    "snapshot": (":la:c:d:f:hqU", _long(*_H, "force-share:U")),
+    "bitmap": (
+        ":b:f:F:g:h",
+        _long(*_H, "add", "remove", "clear", "enable", "disable", "merge=")
+        + _long("granularity=:g", "source-file=:b", "source-format=:F"),
+    ),
+    "check": QEMU_IMG_OPTIONS["check"],
+    "bench": (
+        "hc:d:f:ni:o:qs:S:t:wU",
+        _long("help:h", "flush-interval=", "image-opts", "pattern=", "no-drain")
+        + _long("force-share:U"),
+    ),
+    "create": (":F:b:f:ho:qu", _long("help:h", "object=")),
+    "convert": (
+        ":hf:O:B:Cco:l:S:pt:T:qnm:WUr:",
+        _long(*_H, "force-share:U", "target-image-opts", "salvage", "target-is-zero")
+        + _long("bitmaps", "skip-broken-bitmaps"),
+    ),
+    "dd": ("hf:O:U", _long(*_H, "force-share:U")),
+}
+QEMU_IMG_ABOUT = (["--version"], ["-V"], ["--help"], ["-h"])  # qemu-img itself: opens no file
+
+
+@dataclass(frozen=True)
+class QemuImgWrites:
+    """What a changing ``qemu-img`` line writes, read from its words.
+
+    ``files``: every existing file it writes (header, data or metadata); ``views``: files
+    whose content as the images above them see it changes, each with the layer a chain may
+    reach it through without seeing a change (a commit's top), else None.  ``commit_top``:
+    a commit without ``-b`` writes into the top's backing file, which only its header names
+    (the caller reads it)."""
+
+    verb: str
+    files: tuple[str, ...] = ()
+    views: tuple[tuple[str, str | None], ...] = ()
+    commit_top: str | None = None
+
+
+def qemu_img_writes(args: Sequence[str], exists: Callable[[str], bool]) -> QemuImgWrites | None:
+    """The files ``qemu-img ARGS`` writes, read as its getopt_long reads them; None when
+    vshx cannot tell (an option before the subcommand, a subcommand it does not know, a word
+    qemu-img refuses, ``--image-opts``, a ``json:`` or other protocol name).  A reading
+    subcommand (info, check without -r, compare, map, measure) writes nothing here: reads
+    are kept as they are (``qemu_img_reads`` decides what --dry-run runs).  ``exists``:
+    whether a file is there (create, convert and dd overwrite an existing output, which its
+    users then see)."""
+    if list(args) in QEMU_IMG_ABOUT:
+        return QemuImgWrites("")
+    if args and args[0] in QEMU_IMG_READS and args[0] != "check":
+        return QemuImgWrites(args[0])  # reads, kept as they are (a --dry-run prints them)
+    if not args or args[0] not in QEMU_IMG_WRITERS:
+        return None
+    verb, words, size = args[0], list(args[1:]), []
+    if verb == "resize" and words and words[-1][:1] in "-+" and words[-1][1:2].isdigit():
+        size = [words.pop()]  # as qemu-img: a -SIZE last is the size, not an option
+    optstring, table = QEMU_IMG_WRITERS[verb]
+    parsed = parse(words, optstring, table)
+    if parsed is None:
+        return None
+    given = dict(parsed.options)
+    names = [val for val, _value in parsed.options]
+    if verb == "check" and "r" not in names:
+        return QemuImgWrites(verb)  # a read, kept as it is
+    if {"image-opts", "target-image-opts"} & set(names):
+        return None
+    ops = list(parsed.operands) + size
+    if verb == "dd":  # if=IN of=OUT ...: the output first
+        ops = [op[3:] for op in ops if op.startswith("of=")][-1:]
+    if any(names_a_protocol(name) for name in ops + [given.get("b") or ""]):
+        return None
+    options = [value or "" for val, value in parsed.options if val == "o"]
+    found = _writes(verb, names, given, ops, options, exists)
+    return None if any(not name for name in found.files) else found
+
+
+def _writes(
+    verb: str,
+    names: list[str],
+    given: dict[str, str | None],
+    ops: list[str],
+    options: list[str],
+    exists: Callable[[str], bool],
+) -> QemuImgWrites:
+    """qemu_img_writes for one parsed line: per subcommand, what it writes and whose view."""
+    if verb in ("create", "convert", "dd"):
+        out = (ops[0] if verb == "create" else ops[-1]) if ops else ""
+        if not out or not exists(out):
+            return QemuImgWrites(verb)  # a new file: no one uses it yet
+        return QemuImgWrites(verb, (out,), ((out, None),))
+    if len(ops) < 1:
+        return QemuImgWrites(verb)  # qemu-img refuses it: nothing to open
+    image = ops[0]
+    if verb == "commit":
+        base = given.get("b")
+        if base:
+            return QemuImgWrites(verb, (image, base), ((base, image),))
+        return QemuImgWrites(verb, (image,), commit_top=image)
+    if verb == "snapshot":
+        if set(names) <= {"l", "q", "U", "f", "object"} and "l" in names:
+            return QemuImgWrites(verb)  # -l lists
+        views = ((image, None),) if "a" in names else ()
+        return QemuImgWrites(verb, (image,), views)
+    if verb == "bench" and "w" not in names:
+        return QemuImgWrites(verb)
+    changes_view = {
+        "resize": "shrink" in names,
+        "amend": any(key in o for o in options for key in ("backing", "size", "data_file")),
+        "bench": True,
+    }.get(verb, False)
+    return QemuImgWrites(verb, (image,), ((image, None),) if changes_view else ())
