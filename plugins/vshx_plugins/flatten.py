@@ -115,6 +115,10 @@ def commit_route(
                 f"pull leaves it alone ({index.scanned()})",
             )
             route.needs_force = True
+    hint = "nothing was changed; --route pull copies what the guest sees instead and is safe"
+    tail = routes.hidden_tail(chain.layers[:-1], base, [], hint)
+    if tail is not None:  # not --force's to override: the guest's bytes would change
+        route.refusal, route.needs_force = tail, False
     route.fit_beside(session, base.path)
     return route
 
