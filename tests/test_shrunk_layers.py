@@ -127,6 +127,17 @@ def test_a_commit_never_exposes_what_a_shrunk_layer_hides(tmp_path: Path, runnin
         err = refuses_unchanged(lab, tmp_path, "snapshot-delete", lab.name, "s1")
         assert "smaller than sn1.qcow2" in err and "--metadata" in err
         assert sorted(snapshot_names(lab.name)) == ["s1", "s2", "s3", "sn1"]
+        shorten = ("shorten", lab.name, "vda", "--drop", "s1")
+        if running:  # libvirt pulls only into the active layer: no safe route
+            assert "no safe route: commit: s1.qcow2 (32.0 MiB)" in refuses_unchanged(
+                lab, tmp_path, *shorten
+            )
+        else:  # a safe rebase of s2 onto sn1 copies the view
+            assert "# * pull" in run_vshx(*shorten, "--dry-run").stdout
+        if not running:  # the pointer alone (rebase -u) of s2 past s1: its proof compares
+            pointer = ("rebase", "--domain", lab.name, "--disk", "vda", "--top", "s2", "-u")
+            err = refuses_unchanged(lab, tmp_path, *pointer, "-b", "sn1")
+            assert f"differ at offset {50 * MIB}" in err
         forced = refuses_unchanged(
             lab, tmp_path, "flatten", lab.name, "vda", "--route", "commit", "--force"
         )

@@ -140,7 +140,7 @@ def plan_disk(
             "only the current snapshot's moment can be pulled into the active layer",
             "leave --route out (the commit route)",
         )
-    tail = hidden_tail(work, top, base)
+    tail = hidden_tail(work, top, base, pullable=False)
     if tail is not None:  # no pull reaches a moment below another snapshot's: refuse
         raise tail
     work.removed = chain.between(top, base)
@@ -161,7 +161,7 @@ def pick_route(work: DiskWork, route: str | None) -> None:
     top, base = work.top, work.base
     assert top is not None and base is not None
     commit, pull = top.allocated, base.allocated
-    tail = hidden_tail(work, top, base)
+    tail = hidden_tail(work, top, base, pullable=True)
     if tail is not None:
         if route == "commit":
             raise tail
@@ -178,16 +178,17 @@ def pick_route(work: DiskWork, route: str | None) -> None:
     )
 
 
-def hidden_tail(work: DiskWork, top: Layer, base: Layer) -> VshxError | None:
+def hidden_tail(work: DiskWork, top: Layer, base: Layer, pullable: bool) -> VshxError | None:
     """Why committing ``top`` into ``base`` on this disk would change the guest's bytes (a
-    removed layer smaller than the base hides its tail), or None."""
+    removed layer smaller than the base hides its tail), or None.  ``pullable``: the current
+    snapshot's moment alone, which a pull can take instead."""
     chain = work.target.chain
     hint = "nothing was changed; " + (
-        "--route pull (the default here) copies what the guest sees instead and is safe"
-        if top.position == 0
-        else "only the current snapshot's moment can be pulled into the active layer; keep "
-        "this snapshot, or forget only its metadata (snapshot-delete --metadata: the files "
-        "stay as they are)"
+        "--route pull copies what the guest sees instead and is safe"
+        if pullable
+        else "only the current snapshot's moment, deleted alone, can be pulled into the "
+        "active layer; keep these snapshots, or forget only their metadata (snapshot-delete "
+        "--metadata: the files stay as they are)"
     )
     return routes.hidden_tail(chain.between(top, base), base, chain.layers[: top.position], hint)
 
