@@ -237,13 +237,15 @@ class routes:
 
     ``Extents``: where the data a layer shows lives.  ``Route``: one way, its cost and verdict.
     ``choose``: the cheapest safe route (or the forced one).  ``table_notes``: the candidate
-    table as plan comments.
+    table as plan comments.  ``hidden_tail``: why a commit would expose data a smaller layer
+    hides (its route is then unsafe), or None.
     """
 
     Extents: TypeAlias = _routes.Extents
     Route: TypeAlias = _routes.Route
     choose = staticmethod(_routes.choose)
     table_notes = staticmethod(_routes.table_notes)
+    hidden_tail = staticmethod(_routes.hidden_tail)
 
 
 @final

@@ -193,6 +193,23 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
     return plan
 
 
+def refuse_hidden_tail(target: Target, top: Layer, base: Layer) -> None:
+    """Refuse, before anything changes, a commit that removes a layer smaller than the base:
+    past its end the guest reads zeros, and afterwards it would read the base's old data."""
+    chain = target.chain
+    merged = chain.between(top, base)
+    names = " ".join(f"--drop {layer.name}" for layer in merged if layer.position > 0)
+    where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
+    other = f" (or shorten {where} {names} --route pull)" if names and top.position > 0 else ""
+    hint = (
+        "nothing was changed; a pull copies what the guest sees instead and is safe: "
+        f"flatten {where} --route pull{other}"
+    )
+    refusal = routes.hidden_tail(merged, base, chain.layers[: top.position], hint)
+    if refusal is not None:
+        raise refusal
+
+
 def cmd_commit(session: Session, args: Args) -> None:
     target = load_target(session, args.domain, args.disk, scan=True)
     if args.delete and target.dom is None:
@@ -202,6 +219,11 @@ def cmd_commit(session: Session, args: Args) -> None:
         )
     top, base = pick_layers(target, args)
     merged = target.chain.between(top, base)
+    # an active commit that keeps its overlay leaves the chain as it is: --keep-overlay, and
+    # every commit of a bare image's own top (qemu-img commit -b keeps TOP, backed by BASE)
+    keeps_overlay = top.position == 0 and (args.keep_overlay or target.dom is None)
+    if not keeps_overlay:
+        refuse_hidden_tail(target, top, base)
     extents = routes.Extents(target.chain, top)  # runs meanwhile
     moving = (lambda: extents.above(len(merged))) if extents is not None else None
     first = check_merge(session, target, args, base, merged, changes_view_of=base, moving=moving)
@@ -215,9 +237,6 @@ def cmd_commit(session: Session, args: Args) -> None:
         names = ", ".join(layer.name for layer in merged)
         plan.notes.append(f"moves {human_size(moves)} from {names} into {base.name}")
     plan.before = target.chain
-    # an active commit that keeps its overlay leaves the chain as it is: --keep-overlay, and
-    # every commit of a bare image's own top (qemu-img commit -b keeps TOP, backed by BASE)
-    keeps_overlay = top.position == 0 and (args.keep_overlay or target.dom is None)
     if not keeps_overlay:  # nothing merged away: no snapshot names a gone file
         follow_up_note(plan, target)
     plan.after = target.chain if keeps_overlay else target.chain.without(merged)

@@ -22,6 +22,7 @@ from vshx.api import (
     pivot_step,
     pointer_step,
     preflight,
+    routes,
     shell_line,
     underneath,
     virsh,
@@ -139,6 +140,9 @@ def plan_disk(
             "only the current snapshot's moment can be pulled into the active layer",
             "leave --route out (the commit route)",
         )
+    tail = hidden_tail(work, top, base, pullable=False)
+    if tail is not None:  # no pull reaches a moment below another snapshot's: refuse
+        raise tail
     work.removed = chain.between(top, base)
     work.files = [layer.path for layer in work.removed]
     work.moves = {layer.canonical: base.path for layer in work.removed}
@@ -157,6 +161,13 @@ def pick_route(work: DiskWork, route: str | None) -> None:
     top, base = work.top, work.base
     assert top is not None and base is not None
     commit, pull = top.allocated, base.allocated
+    tail = hidden_tail(work, top, base, pullable=True)
+    if tail is not None:
+        if route == "commit":
+            raise tail
+        work.route = "pull"  # the commit would change the guest's bytes; the pull cannot
+        work.why = f"{work.disk}: route pull ({tail.message})"
+        return
     if route == "commit" or (route is None and (commit is None or pull is None or commit <= pull)):
         work.route = "commit"
     else:
@@ -165,6 +176,21 @@ def pick_route(work: DiskWork, route: str | None) -> None:
         f"{work.disk}: route {work.route} (commit moves {human_size(commit)} from {top.name}, "
         f"pull moves {human_size(pull)} from {base.name})"
     )
+
+
+def hidden_tail(work: DiskWork, top: Layer, base: Layer, pullable: bool) -> VshxError | None:
+    """Why committing ``top`` into ``base`` on this disk would change the guest's bytes (a
+    removed layer smaller than the base hides its tail), or None.  ``pullable``: the current
+    snapshot's moment alone, which a pull can take instead."""
+    chain = work.target.chain
+    hint = "nothing was changed; " + (
+        "--route pull copies what the guest sees instead and is safe"
+        if pullable
+        else "only the current snapshot's moment, deleted alone, can be pulled into the "
+        "active layer; keep these snapshots, or forget only their metadata (snapshot-delete "
+        "--metadata: the files stay as they are)"
+    )
+    return routes.hidden_tail(chain.between(top, base), base, chain.layers[: top.position], hint)
 
 
 def data_steps(

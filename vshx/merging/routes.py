@@ -22,6 +22,46 @@ if TYPE_CHECKING:
     from vshx.plans.plan import Plan, Step
     from vshx.storage.chain import Chain, Layer
 
+PULL_HINT = "a pull copies what the guest sees instead and is safe"
+
+
+def hidden_tail(
+    going: list[Layer], base: Layer, above: list[Layer], hint: str = ""
+) -> VshxError | None:
+    """Why a commit of ``going`` into ``base`` can change what the guest sees, or None.
+
+    QEMU reads zeros past the end of a layer smaller than the file below it, so such a layer
+    hides the lower file's data beyond its end.  Once it is gone, the layers that stay above
+    (``above``, nearest the active first; none when the base becomes the disk) read the base
+    there instead: its old data resurfaces, or the disk grows to the base's size.  Sizes are
+    the layers' virtual sizes; an unknown one refuses (vshx cannot prove the view stays).
+    """
+    hint = hint or f"nothing was changed; {PULL_HINT}"
+    unknown = [layer.name for layer in [*going, base, *above] if layer.virtual_size is None]
+    if unknown:
+        return VshxError(
+            f"cannot read the virtual size of {', '.join(unknown)}: a commit is proven to keep "
+            "the guest's view only when no layer it removes is smaller than its base",
+            hint,
+        )
+    short = min(going, key=lambda layer: layer.virtual_size or 0)
+    size, base_size = short.virtual_size or 0, base.virtual_size or 0
+    seen = min([base_size, *(layer.virtual_size or 0 for layer in above)])
+    if size >= seen:
+        return None
+    if above:
+        shown = f"{above[-1].name} would read {base.name}'s old data there"
+    elif (going[0].virtual_size or 0) < base_size:  # going[0]: the active layer
+        shown = f"the disk would grow to {human_size(base_size)} and show {base.name}'s old data"
+    else:
+        shown = f"the guest would read {base.name}'s old data there"
+    return VshxError(
+        f"{short.name} ({human_size(size)}) is smaller than {base.name} "
+        f"({human_size(base_size)}): the guest reads zeros past {human_size(size)}; "
+        f"a commit removes {short.name}, and {shown}",
+        hint,
+    )
+
 
 class Extents:
     """Where the data a layer shows lives: (depth below it, length) of every data extent.
