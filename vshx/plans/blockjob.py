@@ -267,24 +267,25 @@ def run_block_job(
     deadline = time.monotonic() + timeout if timeout else None
     restore = overlap.interrupt_on_signals()
     try:
+        # Ctrl-C may land while start() returns (the job runs already): the same abort path
         try:
-            start()
-        except libvirt.libvirtError as exc:  # refused: no job started, nothing changed
-            message = exc.get_error_message() or str(exc)
-            raise VshxError(message, libvirt_hint(libvirt, exc), clean=True) from None
-        if not wait:
-            then = (
-                f"; it then waits for a pivot: vshx recover {dom.name()} {disk} --pivot "
-                f"(or virsh blockjob {dom.name()} {disk} --pivot)"
-                if active
-                else ""
-            )
-            progress.finish(
-                f"started (--background); follow it with: vshx jobs {dom.name()} "
-                f"(virsh blockjob {dom.name()} {disk} --info){then}"
-            )
-            return
-        try:
+            try:
+                start()
+            except libvirt.libvirtError as exc:  # refused: no job started, nothing changed
+                message = exc.get_error_message() or str(exc)
+                raise VshxError(message, libvirt_hint(libvirt, exc), clean=True) from None
+            if not wait:
+                then = (
+                    f"; it then waits for a pivot: vshx recover {dom.name()} {disk} --pivot "
+                    f"(or virsh blockjob {dom.name()} {disk} --pivot)"
+                    if active
+                    else ""
+                )
+                progress.finish(
+                    f"started (--background); follow it with: vshx jobs {dom.name()} "
+                    f"(virsh blockjob {dom.name()} {disk} --info){then}"
+                )
+                return
             if active:
                 status = job.wait({READY}, progress, deadline)
                 if status == READY and ready_only:
