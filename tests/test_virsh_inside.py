@@ -321,3 +321,19 @@ def test_a_bare_rebase_of_a_shut_off_domains_disk_names_the_domain_form(offline_
     assert domain_source(lab.name, inactive=True) == str(lab.active)
     merged = run_vshx("commit", lab.name, "vda", "--top", "sn2", "--base", "sn1", "--dry-run")
     assert merged.returncode == 0, merged.stderr  # the definition agrees with the headers
+
+
+def test_the_current_snapshots_delete_script_runs_inside_vshx(lab: Lab, tmp_path: Path):
+    """Its active commit waits for READY and a later line pivots; inside vshx the pasted
+    `blockcommit --active` pivots at once (--pivot assumed), so the later `blockjob --pivot`
+    line has nothing left to do and says so (the README walk-through: the batch stopped
+    there, metadata not deleted, files not removed)."""
+    before = lab.guest_hash(tmp_path)
+    script = run_vshx("snapshot-delete", lab.name, "sn4", "--dry-run")
+    assert script.returncode == 0 and "blockjob" in script.stdout, script.stderr
+    ran = run_vshx("-f", "-", stdin=script.stdout)
+    assert ran.returncode == 0, ran.stderr
+    assert "pivoted already by the active commit above" in ran.stdout
+    assert snapshot_names(lab.name) == ["sn1", "sn2", "sn3"]
+    assert chain_files(lab.active) == ["sn3.qcow2", "sn2.qcow2", "sn1.qcow2", "base.qcow2"]
+    assert not lab.layer("sn4").exists() and lab.guest_hash(tmp_path) == before

@@ -111,6 +111,7 @@ def live_plan(session: Session, target: Target, args: Args, top: Layer, base: La
     plan.writes = [(base, top)]
     if active and not args.pivot and not args.keep_overlay:
         plan.notes.append("active commit: --pivot assumed (the disk then uses the base)")
+        session.assumed_pivots.add((dom.name(), disk))
 
     def start() -> None:
         dom.blockCommit(disk, base.path, top.path, args.bandwidth or 0, flags)

@@ -42,6 +42,9 @@ class Context(Protocol):
     # files a plan of this session deletes (its ``rm -f -- FILE`` steps), by identity: a
     # pasted rm of a file whose content cannot say it is a disk image needs one of these
     deletes_planned: set[FileKey]
+    # (domain, disk) an active commit pivoted without being told --pivot (vshx assumes it):
+    # a printed plan's later `virsh blockjob D DISK --pivot` line finds nothing left to do
+    assumed_pivots: set[tuple[str, str]]
     planning_ahead: bool  # a whole --dry-run session: each line plans on the lines before
     plan_json: bool  # --plan-json: a dry run prints each plan as a JSON document
 

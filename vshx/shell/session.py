@@ -69,6 +69,7 @@ class Session:
         # the first line a --dry-run session printed unrun that may change things (passthrough)
         self.unpredicted: str | None = None
         self.deletes_planned: set[FileKey] = set()  # see plans/context.py
+        self.assumed_pivots: set[tuple[str, str]] = set()  # see plans/context.py
         self._shebang_written = False
         # --plan-json (implies dry_run): each plan, or nothing-to-do, as one JSON document on
         # stdout (vshx/plans/plan_json.py); what a command says meanwhile goes to stderr
