@@ -8,7 +8,9 @@ host (over ssh on a qemu+ssh:// URI), known by pid and start time.  ``recover`` 
 active commit that was meant to pivot (or as told), aborts a job with ``--abort``, repairs
 leaked clusters after an interrupted ``qemu-img`` step, checks the chain, and clears the
 journal; never while a qemu-img is at work on the chain (it refuses with the pid, or waits:
-``--wait``).  Its ``--dry-run`` prints the virsh/qemu-img commands.
+``--wait``).  Its ``--dry-run`` prints the virsh/qemu-img commands.  A journal written for
+another domain (a clone made by dumpxml + define or virt-clone copies the metadata) is listed
+as a copy and never acted on: recover only clears it.
 """
 
 from __future__ import annotations

@@ -112,14 +112,21 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
                 verdicts[snap.name] = (what, f"{why}; {branch_note(snap, dom.name(), line)}")
         going = [s for s in timeline.snapshots if verdicts[s.name][0] == "forget"] + detached
         files, foreign = unneeded_files(timeline, going)
+        # every candidate passes delete_steps' refusals (internal snapshots): then those not
+        # provably the files vshx left are kept, and say why
         removals = delete_steps(session, files, Chain([], domain=dom.name()))
+        removals = [step for step in removals if canonical(step.argv[-1]) not in foreign]
         removed = {canonical(step.argv[-1]) for step in removals}
         for snap in detached:
             if {canonical(m.holder or "") for m in snap.moments.values()} <= removed:
                 why = verdicts[snap.name][1]
                 verdicts[snap.name] = ("forget", f"{why}; --delete-files removes those files")
-        file_rows = [file_row(layer, canonical(layer.path) in removed) for layer in files]
-        file_rows += [[os.path.basename(path), "file kept", why] for path, why in foreign]
+        file_rows = [
+            file_row(layer, canonical(layer.path) in removed)
+            for layer in files
+            if canonical(layer.path) not in foreign
+        ]
+        file_rows += [[os.path.basename(path), "file kept", why] for path, why in foreign.items()]
     repoints: list[Step] = []
     forgets: list[Step] = []
     rows: list[list[str]] = []
@@ -171,12 +178,10 @@ def file_row(layer: Layer, removed: bool) -> list[str]:
     return [os.path.basename(layer.path), "file removed" if removed else "file kept", why]
 
 
-def unneeded_files(
-    timeline: Timeline, going: list[Snapshot]
-) -> tuple[list[Layer], list[tuple[str, str]]]:
+def unneeded_files(timeline: Timeline, going: list[Snapshot]) -> tuple[list[Layer], dict[str, str]]:
     """Files the going snapshots name (moment files, overlays) that no disk's chain uses and
-    that hold no moment of a snapshot that stays (nor one vshx cannot judge); and, apart, the
-    files under those names that vshx cannot prove are the ones its merges left (kept, why)."""
+    that hold no moment of a snapshot that stays (nor one vshx cannot judge); and, of those,
+    the ones vshx cannot prove are the files its merges left, with why (they are kept)."""
     names = {s.name for s in going}
     needed = {
         canonical(path)
@@ -194,17 +199,15 @@ def unneeded_files(
                 if not path or moment.internal or not files.exists(path):
                     continue
                 key = canonical(path)
-                if key in needed or key in timeline.in_chains or key in foreign:
+                if key in needed or key in timeline.in_chains:
                     continue
                 why = not_left_by_vshx(timeline, snap, moment.disk, path)
                 if why:
-                    foreign[key] = why
-                    found.pop(key, None)
-                    continue
+                    foreign.setdefault(key, why)
                 found.setdefault(
                     key, Layer(path, "", -1, allocated=files.stat(path).st_blocks * 512)
                 )
-    return list(found.values()), list(foreign.items())
+    return list(found.values()), foreign
 
 
 def not_left_by_vshx(timeline: Timeline, snap: Snapshot, disk: str, path: str) -> str:
