@@ -126,7 +126,11 @@ def test_two_disk_fixture_marks_every_file_it_made(offline_lab: Lab) -> None:
     layers = ["base", "sn1", "sn2", "sn3", "sn4"]
     marker = (lab.dir / ".vshx-lab").read_text().splitlines()
     assert marker[0] == lab.name and marker[1].startswith("#owner ")
-    assert sorted(marker[2:]) == sorted(lab.layer(n, d).name for d in lab.targets for n in layers)
+    made = sorted(lab.layer(n, d).name for d in lab.targets for n in layers)
+    names = [line for line in marker[2:] if not line.startswith("#id ")]
+    assert sorted(names) == made
+    ids = [line.rsplit("/", 1)[-1] for line in marker[2:] if line.startswith("#id ")]
+    assert sorted(ids) == made  # each file's identity (device, inode, birth), for lab-destroy
     assert chain_files(lab.active_of("vdb")) == [lab.layer(n, "vdb").name for n in reversed(layers)]
     mine = lab.dir / "mine.txt"
     mine.write_text("a user's file")

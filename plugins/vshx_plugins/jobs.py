@@ -8,7 +8,9 @@ host (over ssh on a qemu+ssh:// URI), known by pid and start time.  ``recover`` 
 active commit that was meant to pivot (or as told), aborts a job with ``--abort``, repairs
 leaked clusters after an interrupted ``qemu-img`` step, checks the chain, and clears the
 journal; never while a qemu-img is at work on the chain (it refuses with the pid, or waits:
-``--wait``).  Its ``--dry-run`` prints the virsh/qemu-img commands.
+``--wait``).  Its ``--dry-run`` prints the virsh/qemu-img commands.  A journal written for
+another domain (a clone made by dumpxml + define or virt-clone copies the metadata) is listed
+as a copy and never acted on: recover only clears it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from vshx.api import (
     Plan,
     Session,
     Step,
+    Target,
     UsageError,
     VshxError,
     commands_hook,
@@ -152,6 +155,19 @@ def interrupted_rows(
     """An interrupted vshx operation, and each qemu-img still at work on its chain (a kill -9
     of vshx leaves its qemu-img child writing the chain)."""
     where = f"{domain} {disk or ''}".rstrip() if domain is not None else str(image)
+    if entry.copied:  # another domain's plan, copied with the definition: nothing to do here
+        return [
+            row(
+                "journal",
+                (domain, disk, image),
+                "copied vshx journal",
+                f"vshx recover {where} (only clears the copy; acts on no file or domain)",
+                step=count(entry.get("step")),
+                steps=count(entry.get("steps")),
+                pid=count(entry.get("pid")),
+                journal=entry.describe(),
+            )
+        ]
     workers = procs.at_work_on(files)
     running = entry.still_running()  # a vshx at work now, not an interrupted one
     elsewhere = entry.elsewhere()
@@ -447,6 +463,31 @@ def abort_resumable(
         session.info(f"hint: {why}; {finish} finishes it")
 
 
+def clear_metadata_step(session: Session, dom: libvirt.virDomain, target: Target) -> Step:
+    """The step that removes vshx's journal from the domain's metadata."""
+    flags = ["--config"] if dom.isPersistent() else []
+    flags += ["--live"] if dom.isActive() else []
+    argv = virsh(session.uri, "metadata", dom.name(), "--uri", journal.NS, "--remove", *flags)
+    return Step("clear vshx's journal", argv, action=lambda: journal.clear(target), here=True)
+
+
+def clear_copied(session: Session, args: Args, target: Target, entry: journal.Entry) -> None:
+    """recover on a domain whose journal is a copy of another domain's (a clone): the plan it
+    names is that domain's, on that domain's files, so nothing of it is run (no roll
+    forward, no job step, no repair); only the copy is cleared."""
+    dom = target.dom
+    assert dom is not None
+    plan = Plan(f"recover {dom.name()}")
+    plan.notes.append(f"not rolled forward: {entry.describe()}")
+    plan.add(clear_metadata_step(session, dom, target))
+    if session.run_plan(plan, args):
+        session.info(
+            f"cleared a journal copied from another domain (UUID {entry.get('uuid')}); "
+            "nothing else was changed: that domain's own journal, if any, is its own to "
+            "recover"
+        )
+
+
 def cmd_recover(session: Session, args: Args) -> int | None:
     if args.disk is None and names_an_image(args.domain) and not api_files.lexists(args.domain):
         forget_gone_image(session, args, args.domain)
@@ -462,6 +503,9 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     files = [layer.path for layer in chain.layers]
     if dom is not None:
         files += disk_files(dom, chain.disk or "")
+    if entry is not None and entry.copied and dom is not None:
+        clear_copied(session, args, target, entry)
+        return None
     if entry is not None and entry.still_running():
         raise VshxError(
             entry.describe(),
@@ -498,16 +542,12 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     if entry is not None:
         plan.notes.append(f"interrupted: {entry.describe()}")
         if dom is not None:
-            flags = ["--config"] if dom.isPersistent() else []
-            flags += ["--live"] if dom.isActive() else []
-            argv = virsh(
-                session.uri, "metadata", dom.name(), "--uri", journal.NS, "--remove", *flags
-            )
+            plan.add(clear_metadata_step(session, dom, target))
         else:
             argv = ["rm", "-f", "--", journal.state_file(chain.active.path)]
-        plan.add(
-            Step("clear vshx's journal", argv, action=lambda: journal.clear(target), here=True)
-        )
+            plan.add(
+                Step("clear vshx's journal", argv, action=lambda: journal.clear(target), here=True)
+            )
     if not plan.steps:
         where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
         session.nothing_to_do(args, f"no job and no journal on {where}")

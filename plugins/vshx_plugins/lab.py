@@ -34,6 +34,7 @@ from vshx.api import (
     invoking_user,
     non_negative_int,
     preflight,
+    shell_line,
     virsh,
     virt,
     xdg_home,
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 MARKER = ".vshx-lab"
 OWNER = "#owner "  # the marker's line naming who made the lab
+IDENT = "#id "  # marker line "#id DEV INO BIRTH PATH": the identity of a file lab-create made
+QCOW2_MAGIC = b"QFI\xfb"
 DEFAULT_ROOT = "/var/lib/libvirt/images/vshx-lab"
 MIB = 1024 * 1024
 MARKER_MAX = 1024 * 1024  # a marker lists at most 84 file names: far less than this
@@ -300,6 +303,7 @@ def build_plan(
             overlays = {t: os.path.join(directory, layer_file(t, snap)) for t in targets}
             plan.add(snapshot_step(session, name, snap, overlays, directory))
     plan.steps += flush_steps(session, name, targets, "for readers with -U, and before the stop")
+    plan.add(record_identities(session, directory, made_files))
     if not running:
         plan.add(
             Step(
@@ -309,6 +313,107 @@ def build_plan(
             )
         )
     return plan
+
+
+class RecordIdentities(Step):
+    """Append to the marker the identity (device, inode) of each file lab-create made, read
+    when the step runs (the files exist only then): lab-destroy removes a listed name only
+    while it is still that file, never one a user put under a name vshx had freed."""
+
+    def __init__(self, marker: str, paths: list[str], local: bool) -> None:
+        fmt = f"{IDENT}%d %i %.9W %n"
+        printed = shell_line(["stat", "-c", fmt, "--", *paths]) + " >> " + shell_line([marker])
+        super().__init__(
+            "record in the marker which files lab-create made (device and inode)",
+            ["tee", "-a", "--", marker],
+            shell=printed,
+        )
+        self.paths = paths
+        self.local = local
+
+    def run(self) -> None:
+        lines = []
+        for path in self.paths:
+            st = files.stat(path, False)
+            born = birth_ns(path, self.local) or 0
+            birth = f"{born // 10**9}.{born % 10**9:09d}"
+            lines.append(f"{IDENT}{st.st_dev} {st.st_ino} {birth} {path}\n")
+        self.stdin = "".join(lines)
+        super().run()
+
+
+def record_identities(session: Session, directory: str, made_files: list[str]) -> Step:
+    paths = [os.path.join(directory, f) for f in made_files]
+    return RecordIdentities(os.path.join(directory, MARKER), paths, session.is_local)
+
+
+Identity = tuple[int, int, int]  # device, inode, birth time (ns; 0 when not known)
+
+
+def birth_ns(path: str, local: bool) -> int | None:
+    """When the file was created (statx's birth time, ns), on this machine's files; None when
+    the file system does not say, or the files are on another host.  An inode number alone
+    is no identity: ext4 gives a freed one to the next file made in the directory."""
+    if not local:
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    statx = getattr(libc, "statx", None)
+    if statx is None:
+        return None
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    at_fdcwd, nofollow, want_btime = -100, 0x100, 0x800
+    if statx(at_fdcwd, os.fsencode(path), nofollow, want_btime, buf) != 0:
+        return None
+    mask = int.from_bytes(buf.raw[0:4], "little")
+    if not mask & want_btime:
+        return None
+    sec = int.from_bytes(buf.raw[80:88], "little", signed=True)  # stx_btime.tv_sec
+    nsec = int.from_bytes(buf.raw[88:92], "little")
+    return sec * 10**9 + nsec
+
+
+def lab_identities(directory: str) -> dict[str, Identity]:
+    """The marker's identities of the files lab-create made, by file name (empty for a lab
+    made before vshx recorded them)."""
+    found = {}
+    for line in marker_lines(directory) or []:
+        if not line.startswith(IDENT):
+            continue
+        parts = line[len(IDENT) :].split(" ", 3)
+        if len(parts) < 4 or not (parts[0].isdigit() and parts[1].isdigit()):
+            continue
+        sec, _dot, frac = parts[2].partition(".")
+        born = int(sec) * 10**9 + int(frac.ljust(9, "0")[:9]) if sec.isdigit() else 0
+        if frac and not frac.isdigit():
+            born = 0
+        found[os.path.basename(parts[3])] = (int(parts[0]), int(parts[1]), born)
+    return found
+
+
+def not_made_here(path: str, known: dict[str, Identity], local: bool) -> str:
+    """Why the file now at ``path`` is not provably the one lab-create made ("" when it is):
+    not the device and inode the marker recorded, or (a lab made before identities were
+    recorded) not a qcow2 image."""
+    name = os.path.basename(path)
+    try:
+        st = files.stat(path, False)
+        head = files.read(path, 4) if files.isfile(path) else b""
+    except OSError:
+        return f"{name} cannot be read"
+    if known:
+        made = known.get(name)
+        if made is None or made[:2] != (st.st_dev, st.st_ino):
+            return f"{name} is not the file lab-create made (another device and inode)"
+        born = birth_ns(path, local) if made[2] else None
+        if born is not None and born != made[2]:
+            return f"{name} is not the file lab-create made (created later, on a reused inode)"
+    elif head != QCOW2_MAGIC:
+        return f"{name} is not a qcow2 image, so not one lab-create made"
+    if head != QCOW2_MAGIC:
+        return f"{name} is no longer a qcow2 image"
+    return ""
 
 
 def remove_lab(session: Session, name: str, directory: str) -> Plan:
@@ -345,6 +450,14 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
     if made is not None:
         present = [f for f in made if files.lexists(os.path.join(directory, f))]
         paths = [os.path.join(directory, f) for f in present]
+        known = lab_identities(directory)
+        others = {p: why for p in paths if (why := not_made_here(p, known, session.is_local))}
+        paths = [p for p in paths if p not in others]
+        plan.intent["not_ours"] = sorted(others)
+        for path, why in sorted(others.items()):
+            note = f"keeping {path}: {why} (a file put under a name vshx had freed?)"
+            plan.notes.append(note)
+            session.warn(note)
         kept = used_elsewhere(session, name, paths)
         paths = [p for p in paths if p not in kept]
         plan.intent["kept"] = sorted(kept)
@@ -357,7 +470,7 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
                 Step(
                     f"remove the lab files in {directory}",
                     ["rm", "-f", "--", *paths],
-                    action=remove_if_unused(session, name, paths),
+                    action=remove_if_unused(session, name, paths, known),
                 )
             )
         if kept:
@@ -368,7 +481,7 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
             return plan
         marker = os.path.join(directory, MARKER)
         plan.add(Step("remove the lab marker", ["rm", "-f", "--", marker]))
-        foreign = foreign_files(directory, made)
+        foreign = sorted({*foreign_files(directory, made), *map(os.path.basename, others)})
         if foreign:
             session.warn(
                 f"keeping {directory}: it also holds files lab-create did not make "
@@ -402,10 +515,21 @@ def used_elsewhere(session: Session, name: str, paths: list[str]) -> dict[str, l
     return found
 
 
-def remove_if_unused(session: Session, name: str, paths: list[str]) -> Callable[[], None]:
-    """The rm, after looking again: a file something else uses now stops it (nothing removed)."""
+def remove_if_unused(
+    session: Session, name: str, paths: list[str], known: dict[str, Identity]
+) -> Callable[[], None]:
+    """The rm, after looking again: a file something else uses now, or that is no longer the
+    file lab-create made, stops it (nothing removed)."""
 
     def action() -> None:
+        for path in paths:
+            why = not_made_here(path, known, session.is_local) if files.lexists(path) else ""
+            if why:
+                raise VshxError(
+                    f"not removing {path}: {why}",
+                    "nothing was removed; run lab-destroy again to keep it and remove the rest",
+                    clean=True,
+                )
         now = used_elsewhere(session, name, paths)
         if now:
             path, users = next(iter(sorted(now.items())))
@@ -513,6 +637,13 @@ def cmd_lab_create(session: Session, args: Args) -> None:
         )
     teardown = remove_lab(session, args.name, directory)
     kept = teardown.intent.get("kept")
+    not_ours = teardown.intent.get("not_ours")
+    if isinstance(not_ours, list) and not_ours:  # qemu-img create would overwrite them
+        raise VshxError(
+            f"cannot rebuild the lab in {directory}: it holds files lab-create did not make "
+            f"under its file names ({', '.join(str(path) for path in not_ours)})",
+            "move them elsewhere, or give this lab another --dir; nothing was changed",
+        )
     if isinstance(kept, list) and kept:
         raise VshxError(
             f"cannot rebuild the lab in {directory}: something else uses "

@@ -111,14 +111,22 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
                 what, why = verdicts[snap.name]
                 verdicts[snap.name] = (what, f"{why}; {branch_note(snap, dom.name(), line)}")
         going = [s for s in timeline.snapshots if verdicts[s.name][0] == "forget"] + detached
-        files = unneeded_files(timeline, going)
+        files, foreign = unneeded_files(timeline, going)
+        # every candidate passes delete_steps' refusals (internal snapshots): then those not
+        # provably the files vshx left are kept, and say why
         removals = delete_steps(session, files, Chain([], domain=dom.name()))
+        removals = [step for step in removals if canonical(step.argv[-1]) not in foreign]
         removed = {canonical(step.argv[-1]) for step in removals}
         for snap in detached:
             if {canonical(m.holder or "") for m in snap.moments.values()} <= removed:
                 why = verdicts[snap.name][1]
                 verdicts[snap.name] = ("forget", f"{why}; --delete-files removes those files")
-        file_rows = [file_row(layer, canonical(layer.path) in removed) for layer in files]
+        file_rows = [
+            file_row(layer, canonical(layer.path) in removed)
+            for layer in files
+            if canonical(layer.path) not in foreign
+        ]
+        file_rows += [[os.path.basename(path), "file kept", why] for path, why in foreign.items()]
     repoints: list[Step] = []
     forgets: list[Step] = []
     rows: list[list[str]] = []
@@ -170,9 +178,10 @@ def file_row(layer: Layer, removed: bool) -> list[str]:
     return [os.path.basename(layer.path), "file removed" if removed else "file kept", why]
 
 
-def unneeded_files(timeline: Timeline, going: list[Snapshot]) -> list[Layer]:
+def unneeded_files(timeline: Timeline, going: list[Snapshot]) -> tuple[list[Layer], dict[str, str]]:
     """Files the going snapshots name (moment files, overlays) that no disk's chain uses and
-    that hold no moment of a snapshot that stays (nor one vshx cannot judge)."""
+    that hold no moment of a snapshot that stays (nor one vshx cannot judge); and, of those,
+    the ones vshx cannot prove are the files its merges left, with why (they are kept)."""
     names = {s.name for s in going}
     needed = {
         canonical(path)
@@ -183,6 +192,7 @@ def unneeded_files(timeline: Timeline, going: list[Snapshot]) -> list[Layer]:
         if path
     }
     found: dict[str, Layer] = {}
+    foreign: dict[str, str] = {}
     for snap in going:
         for moment in snap.moments.values():
             for path in (moment.file, moment.overlay):
@@ -191,10 +201,37 @@ def unneeded_files(timeline: Timeline, going: list[Snapshot]) -> list[Layer]:
                 key = canonical(path)
                 if key in needed or key in timeline.in_chains:
                     continue
+                why = not_left_by_vshx(timeline, snap, moment.disk, path)
+                if why:
+                    foreign.setdefault(key, why)
                 found.setdefault(
                     key, Layer(path, "", -1, allocated=files.stat(path).st_blocks * 512)
                 )
-    return list(found.values())
+    return list(found.values()), foreign
+
+
+def not_left_by_vshx(timeline: Timeline, snap: Snapshot, disk: str, path: str) -> str:
+    """Why the file now at ``path`` is not provably the one vshx's record of this moment is
+    about ("" when it is): a file created or changed after vshx recorded the moment (its
+    change time, which no user can set back, is later than the record's stamp) may be one a
+    user put under a name vshx had freed (commit --delete removed the original)."""
+    name = os.path.basename(path)
+    record = timeline.ledger.get((snap.name, snap.created, disk))
+    if record is None or not record.stamp.isdigit():
+        return (
+            f"vshx has no record of the merge that left {name} out of the chain, so it cannot "
+            "prove this is the file that merge left: remove it yourself if it is"
+        )
+    try:
+        changed = max(files.stat(path).st_ctime_ns, files.stat(path, False).st_ctime_ns)
+    except OSError:
+        return f"{name} cannot be read: kept"
+    if changed > int(record.stamp):
+        return (
+            f"{name} was created or changed after vshx recorded {snap.name}'s moment (a file "
+            "put under a name vshx had freed?): not provably the file its merge left, kept"
+        )
+    return ""
 
 
 COMMANDS = [

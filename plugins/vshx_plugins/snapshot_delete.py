@@ -267,7 +267,7 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
     """Roll an interrupted snapshot-delete forward from its journal: each disk's merge where
     it did not happen (a READY active commit is pivoted), then everything after the merges."""
     entry = journal.read_domain(dom)
-    if entry is None or not entry.get("resume"):
+    if entry is None or not entry.get("resume") or entry.copied:
         raise VshxError(
             f"no interrupted snapshot-delete on {dom.name()}", f"see: vshx jobs {dom.name()}"
         )

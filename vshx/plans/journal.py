@@ -29,9 +29,21 @@ KEY = "vshx"
 
 
 class Entry(dict[str, Any]):
-    """One journal record: plan title, step number and text, disk, intent (pivot or not)."""
+    """One journal record: plan title, step number and text, disk, intent (pivot or not), and
+    the UUID of the domain it was written for.  ``copied``: the domain's metadata holds an
+    entry written for another domain (a clone made by virsh dumpxml + define or virt-clone
+    copies the metadata): its plan is that domain's, never one to act on here."""
+
+    copied: bool = False
 
     def describe(self) -> str:
+        if self.copied:
+            return (
+                f"a copy of another domain's vshx journal (domain UUID {self.get('uuid')}: "
+                f"{self.get('plan', '?')!s}, step {self.get('step', '?')}/"
+                f"{self.get('steps', '?')}); it came with this domain's definition (a clone) "
+                "and describes nothing done to this domain: vshx recover only clears it"
+            )
         if self.still_running():
             elsewhere = self.elsewhere()
             if elsewhere is not None:
@@ -63,7 +75,10 @@ class Entry(dict[str, Any]):
         """True when the vshx that wrote this may be at work now.  On this machine: that very
         process (its pid with the start time it recorded) still runs, in this boot.  Written
         on another machine, whose processes vshx cannot see: True (fail closed) unless this
-        vshx holds the chain's lock, which that one held for as long as it ran."""
+        vshx holds the chain's lock, which that one held for as long as it ran.  A copy of
+        another domain's entry: False (nothing runs on this domain)."""
+        if self.copied:
+            return False
         try:
             pid = int(self.get("pid", 0))
         except ValueError:
@@ -148,6 +163,8 @@ def write(target: Target, plan: Plan, number: int) -> None:
     }
     if plan.intent.get("resume"):  # what a plan over several disks needs to be rolled forward
         entry["resume"] = json.dumps(plan.intent["resume"])
+    if target.dom is not None:
+        entry["uuid"] = target.dom.UUIDString()  # a clone's copy is known by it
     if target.dom is None:
         state_place().write(state_name(target.chain.active.path), json.dumps(entry))
         return
@@ -187,7 +204,9 @@ def clear(target: Target) -> None:
 
 
 def read_domain(dom: libvirt.virDomain) -> Entry | None:
-    """The domain's journal entry; None when there is none.  Live state first, then config."""
+    """The domain's journal entry; None when there is none.  Live state first, then config.
+    An entry written for another domain (by UUID) is marked ``copied``; one without a UUID
+    (an older vshx's) is taken as the domain's own."""
     for flags in (libvirt.VIR_DOMAIN_AFFECT_CURRENT, libvirt.VIR_DOMAIN_AFFECT_CONFIG):
         try:
             text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, flags)
@@ -199,7 +218,9 @@ def read_domain(dom: libvirt.virDomain) -> Entry | None:
             ):
                 continue
             raise
-        return Entry(ET.fromstring(text).attrib)
+        entry = Entry(ET.fromstring(text).attrib)
+        entry.copied = bool(entry.get("uuid")) and entry.get("uuid") != dom.UUIDString()
+        return entry
     return None
 
 

@@ -49,8 +49,9 @@ def merged(target: Target, verdicts: list[Verdict], now: str) -> list[Verdict]:
 def write(dom: libvirt.virDomain, verdicts: list[Verdict], flags: int | None = None) -> None:
     """Replace the domain's record with ``verdicts`` (removed when empty).  ``flags``: where
     the plan's journal was written (two round trips fewer); asked again if libvirt refuses
-    them (the domain stopped since)."""
-    xml, key = (ledger_xml(verdicts), LEDGER_KEY) if verdicts else (None, None)
+    them (the domain stopped since).  The domain's UUID goes with it: a clone's copy is
+    known as one (vshx.storage.moments.read_ledger ignores it)."""
+    xml, key = (ledger_xml(verdicts, dom.UUIDString()), LEDGER_KEY) if verdicts else (None, None)
     if flags is not None:
         try:
             dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, LEDGER_NS, flags)

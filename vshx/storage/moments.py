@@ -168,13 +168,18 @@ def unchanged_since(path: str, limit_ns: int) -> bool:
 
 
 def read_ledger(dom: libvirt.virDomain) -> dict[tuple[str, int, str], Verdict]:
-    """vshx's record of what its merges did to this domain's moments (empty when none)."""
+    """vshx's record of what its merges did to this domain's moments (empty when none, and
+    when it was written for another domain: a clone's copy vouches for nothing here, so its
+    moments are judged from the files alone, unknown where they prove nothing)."""
     try:
         text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, LEDGER_NS, 0)
     except libvirt.libvirtError:
         return {}
+    root = ET.fromstring(text)
+    if root.get("uuid") and root.get("uuid") != dom.UUIDString():
+        return {}  # copied with the definition from another domain (a clone): not this one's
     found = {}
-    for node in ET.fromstring(text).findall("moment"):
+    for node in root.findall("moment"):
         try:
             verdict = Verdict(
                 node.get("snapshot", ""),
@@ -192,8 +197,9 @@ def read_ledger(dom: libvirt.virDomain) -> dict[tuple[str, int, str], Verdict]:
     return found
 
 
-def ledger_xml(verdicts: list[Verdict]) -> str:
-    root = ET.Element("moments")
+def ledger_xml(verdicts: list[Verdict], uuid: str = "") -> str:
+    """The record's XML; ``uuid``: the domain's it is written for."""
+    root = ET.Element("moments", {"uuid": uuid} if uuid else {})
     for v in verdicts:
         attrs = {
             "snapshot": v.snapshot,
