@@ -41,6 +41,7 @@ from vshx.api import (
     preflight,
     report_after_merge,
     routes,
+    shell_line,
     underneath,
     virsh,
     virt,
@@ -110,8 +111,7 @@ def live_plan(session: Session, target: Target, args: Args, top: Layer, base: La
     plan.intent["pivot"] = active and pivot  # what recover finishes if this is interrupted
     plan.writes = [(base, top)]
     if active and not args.pivot and not args.keep_overlay:
-        plan.notes.append("active commit: --pivot assumed (the disk then uses the base)")
-        session.assumed_pivots.add((dom.name(), disk))
+        plan.notes.append(ASSUMED_PIVOT)
 
     def start() -> None:
         dom.blockCommit(disk, base.path, top.path, args.bandwidth or 0, flags)
@@ -199,12 +199,13 @@ def refuse_hidden_tail(target: Target, top: Layer, base: Layer) -> None:
     past its end the guest reads zeros, and afterwards it would read the base's old data."""
     chain = target.chain
     merged = chain.between(top, base)
-    names = " ".join(f"--drop {layer.name}" for layer in merged if layer.position > 0)
-    where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
-    other = f" (or shorten {where} {names} --route pull)" if names and top.position > 0 else ""
+    drops = [w for layer in merged if layer.position > 0 for w in ("--drop", layer.name)]
+    where = [chain.domain or chain.active.path, *([chain.disk] if chain.disk else [])]
+    shorten = shell_line(["shorten", *where, *drops, "--route", "pull"])
+    other = f" (or {shorten})" if drops and top.position > 0 else ""
     hint = (
         "nothing was changed; a pull copies what the guest sees instead and is safe: "
-        f"flatten {where} --route pull{other}"
+        f"{shell_line(['flatten', *where, '--route', 'pull'])}{other}"
     )
     refusal = routes.hidden_tail(merged, base, chain.layers[: top.position], hint)
     if refusal is not None:
@@ -247,8 +248,11 @@ def cmd_commit(session: Session, args: Args) -> None:
     account_moments(session, target, plan, deleted=[step.argv[-1] for step in deletes])
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)
+        if ASSUMED_PIVOT in plan.notes and target.chain.domain and target.chain.disk:
+            session.assumed_pivots.add((target.chain.domain, target.chain.disk))  # it pivoted
 
 
+ASSUMED_PIVOT = "active commit: --pivot assumed (the disk then uses the base)"
 JOB = {opt.name: opt for opt in JOB_OPTIONS}
 WAITS = ("timeout", "wait", "pivot", "keep-overlay")  # virsh: what makes blockcommit wait
 COMMANDS = [

@@ -385,9 +385,10 @@ def lab_identities(directory: str) -> dict[str, Identity]:
         if len(parts) < 4 or not (parts[0].isdigit() and parts[1].isdigit()):
             continue
         sec, _dot, frac = parts[2].partition(".")
-        born = int(sec) * 10**9 + int(frac.ljust(9, "0")[:9]) if sec.isdigit() else 0
-        if frac and not frac.isdigit():
-            born = 0
+        if sec.isdigit() and (not frac or frac.isdigit()):
+            born = int(sec) * 10**9 + int(frac.ljust(9, "0")[:9] or "0")
+        else:
+            born = 0  # unknown: as a file system without birth times
         found[os.path.basename(parts[3])] = (int(parts[0]), int(parts[1]), born)
     return found
 

@@ -37,6 +37,7 @@ def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = Fa
         if echo:  # after what the lines before printed, and before what this one prints
             session.out.flush()
             print(f"+ {line}", file=session.err, flush=True)
+        session.reported_at = None
         try:
             status = session.execute(line, where=where, stdin=stdin)
         except ExitRequested:
@@ -50,17 +51,13 @@ def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = Fa
 def said_where(session: Session, where: str, line: str, status: int) -> None:
     """vshx's own errors carry FILE:LINE; a passed-through virsh or qemu-img line's error is
     the tool's own: say which line it was, and that the script stops there."""
-    if session.reported_at == where:
-        return  # vshx read the line itself (a pasted virsh or qemu-img line) and said so
-    try:
-        words = split_line(line).commands[-1]
-    except (VshxError, IndexError):
-        return  # a line vshx could not read: its error said where
-    if session.host.command(words[0]) is not None:
-        return
+    if session.reported_at is not None:
+        return  # vshx said what failed on this line itself, with FILE:LINE
+    commands = split_line(line).commands  # it ran: it can be read
+    what = commands[0][0] if len(commands) == 1 else "a command of this line"
     session.report(
         VshxError(
-            f"{words[0]} failed (exit {status}): the lines after this one were not run",
+            f"{what} failed (exit {status}): the lines after this one were not run",
             "fix it and run the script again; a line that starts with '-' may fail",
         ),
         where,

@@ -188,18 +188,20 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
                 raise
             raise failed from None
         changed = changed or step.changes
+    if target is not None:
+        refresh_metadata_flags(target)
     if target is not None and target.dom is not None and plan.verdicts is not None:
         ledger.record(target, plan.verdicts)
     if target is not None and journaled:
-        started_since(target)
         journal.clear(target)
     return True
 
 
-def started_since(target: Target) -> None:
+def refresh_metadata_flags(target: Target) -> None:
     """An offline plan whose step started the domain (snapshot-revert --running): libvirt
-    copied the journal, written into the persistent definition only, into the live one too,
-    so it is cleared where the domain keeps it now (else a later command finds it there)."""
+    copied the metadata written into the persistent definition only (journal, record) into the
+    live one too, so the record is written and the journal cleared where the domain keeps
+    them now (else a later command reads the old live copy)."""
     from vshx.storage.libvirt_lazy import libvirt
 
     flags = target.journal_flags

@@ -39,11 +39,12 @@ def refuse_encrypted_offline(plan: Plan) -> None:
     if not locked:
         return
     chain = plan.target.chain
+    by_hand = "run qemu-img yourself with --object secret,... and the image's encrypt.key-secret"
     way = (
         f"start the domain (virsh start {chain.domain}): vshx then merges with libvirt's "
         "block jobs, which have the secret"
-        if chain.domain
-        else "run qemu-img yourself with --object secret,... and the image's encrypt.key-secret"
+        if chain.domain and not plan.target.live
+        else f"this plan needs qemu-img there; {by_hand}"
     )
     raise VshxError(
         f"{', '.join(locked)} is encrypted: qemu-img cannot open it without its secret, which "

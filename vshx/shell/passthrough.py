@@ -128,8 +128,8 @@ def pivoted_already(session: Session, args: list[str]) -> bool:
         if option in args[:-1]:
             named[option] = args[args.index(option) + 1]
             words.remove(named[option])
-    domain = named.get("--domain", words[0] if words else "")
-    disk = named.get("--path", (words[1:] if "--domain" not in named else words)[:1] or [""])[0]
+    domain = named.get("--domain") or (words.pop(0) if words else "")
+    disk = named.get("--path") or (words[0] if words else "")
     if (domain, disk) not in session.assumed_pivots:
         return False
     from vshx.storage import virt
@@ -238,12 +238,11 @@ def run_program(session: Session, argv: list[str]) -> int:
     if session.dry_run:
         fed = session.stdin_text is not None
         shown = argv if here else where.printed(argv, fed)
+        if argv[0] == "qemu-img" and not reads:
+            check_writes(session, argv)  # refused: not printed, so the script stops here
         session.print(with_heredoc(shell_line(shown), session.stdin_text))
         if reads:
             return _run(session, command, changes=False, output_to_err=True, hint=hint)
-        if argv[0] == "qemu-img":
-            session.out.flush()
-            check_writes(session, argv)  # the script stops where the real run would refuse
         unpredicted(session, shown)
         return 0  # printed, never run
     if argv[0] == "qemu-img" and not reads:

@@ -167,11 +167,13 @@ def check(dom: libvirt.virDomain, chain: Chain, live: bool, live_xml: str | None
 
 def unbacked_hint(chain: Chain) -> str:
     """What to do about a definition that opens the disk with no backing file."""
-    top = chain.active.path
+    import shlex
+
+    unbacked = shlex.join(["qemu-img", "rebase", "-u", "-b", "", chain.active.path])
     return (
         "nothing was changed: vshx does not know which data the guest is meant to have. If the "
         f"guest is right to see no backing file, shut the domain off and remove it from the "
-        f"header (qemu-img rebase -u -b '' {top}); if the header is right, delete "
+        f"header ({unbacked}); if the header is right, delete "
         "<backingStore/> from the disk with virsh edit, then look again with vshx chain"
     )
 

@@ -1,0 +1,28 @@
+"""The lab marker's identity lines, as lab-destroy reads them (a marker is a file anyone with
+write access to the lab's directory may have edited: no line of it may crash vshx)."""
+
+from __future__ import annotations
+
+import pytest
+from vshx_plugins import lab
+
+
+def test_identity_lines_are_read_and_broken_ones_never_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = [
+        "#id 2049 12 1700000000.5 /d/base.qcow2",
+        "#id 2049 13 - /d/sn1.qcow2",
+        "#id 2049 14 17x.y /d/sn2.qcow2",
+        "#id 2049 15 1700000000.x /d/sn3.qcow2",
+        "#id 2049 nope 1 /d/sn4.qcow2",
+        "#id short",
+        "base.qcow2",
+    ]
+    monkeypatch.setattr(lab, "marker_lines", lambda _directory: lines)
+    assert lab.lab_identities("/d") == {
+        "base.qcow2": (2049, 12, 1700000000 * 10**9 + 500000000),
+        "sn1.qcow2": (2049, 13, 0),
+        "sn2.qcow2": (2049, 14, 0),
+        "sn3.qcow2": (2049, 15, 0),
+    }
