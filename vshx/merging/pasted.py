@@ -130,11 +130,16 @@ def check_qemu_img_write(
     same checks run, without the lock."""
     line = shell_line(argv)
     written, views = list(writes), list(views)
+    if verb == "commit" and commit_top is None and views and views[0][1]:
+        given, top = views[0][0], views[0][1]  # -b BASE: the layer of TOP's chain it names
+        named = _commit_base(top, given, line)
+        written = [named if path == given else path for path in written]
+        views = [(named, top)]
     if commit_top is not None:
-        base = _backing_of(commit_top)
-        if base is not None:
-            written.append(base)
-            views.append((base, commit_top))
+        below = _backing_of(commit_top)
+        if below is not None:
+            written.append(below)
+            views.append((below, commit_top))
     written = [path for path in dict.fromkeys(written) if files.lexists(path)]
     if not written:
         return
@@ -156,6 +161,29 @@ def check_qemu_img_write(
             instead = "vshx commit --force" if verb == "commit" else "sh to run the line"
             hint = (exc.hint or "").replace("use --force", f"use {instead}")
             raise VshxError(exc.message, f"nothing was changed; {hint}") from exc
+
+
+def _commit_base(top: str, given: str, line: str) -> str:
+    """The layer below ``top`` that ``qemu-img commit -b GIVEN`` writes into: the one whose
+    header names it so, or (a relative GIVEN) the one it reaches from the directory of the
+    image above it, as QEMU looks for it; anything else is refused (qemu-img would say "did
+    not find it in the backing chain", and vshx must know the file before it checks it)."""
+    from vshx.storage.chain import as_opened, canonical
+
+    layers = _chain_of(top).layers
+    found = []
+    for above, layer in zip(layers, layers[1:], strict=False):
+        joined = given if os.path.isabs(given) else os.path.join(os.path.dirname(above.path), given)
+        if above.backing == given or canonical(as_opened(joined)) == layer.canonical:
+            found.append(layer.path)
+    if len(set(found)) != 1:
+        raise VshxError(
+            f"cannot tell which layer below {top} `{line}` writes into: -b {given} names "
+            f"{'no' if not found else 'more than one'} file of its chain",
+            "nothing was changed; give -b the base's absolute path (vshx chain IMAGE lists "
+            "the chain)",
+        )
+    return found[0]
 
 
 def _backing_of(top: str) -> str | None:
