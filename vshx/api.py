@@ -75,6 +75,7 @@ Chains, targets and snapshots
 ``chain_of_image``     the chain of a bare image (predicted in a batch ``--dry-run``)
 ``image_chain``        a bare image's chain as qemu-img reports it
 ``canonical``          a path in the form layers compare by (absolute, symlinks resolved)
+``as_opened``          the file QEMU opens for a name (``..`` taken where the kernel takes it)
 ``names_an_image``     True when a DOMAIN-or-IMAGE word means a file
 ``refuse_interrupted`` refuse a target whose last operation did not finish (journal)
 ``refuse_unfinished``  refuse to change a domain's snapshot metadata while its journal is open
@@ -160,7 +161,15 @@ from vshx.storage import native as _native
 from vshx.storage import procs as _procs
 from vshx.storage import qemuimg as _qemuimg
 from vshx.storage import virt as _virt
-from vshx.storage.chain import Chain, DiskSource, Layer, canonical, human_size, image_chain
+from vshx.storage.chain import (
+    Chain,
+    DiskSource,
+    Layer,
+    as_opened,
+    canonical,
+    human_size,
+    image_chain,
+)
 from vshx.storage.chain_view import render_chain
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import GONE, INTACT, MERGED, UNKNOWN, Snapshot, Timeline, Verdict
@@ -433,6 +442,7 @@ __all__ = [
     "chain_of_image",
     "image_chain",
     "canonical",
+    "as_opened",
     "names_an_image",
     "refuse_interrupted",
     "refuse_unfinished",

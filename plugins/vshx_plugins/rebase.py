@@ -8,7 +8,6 @@ first differing offset.  Offline only: a running domain's layers are pulled, not
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 from vshx.api import (
@@ -27,6 +26,7 @@ from vshx.api import (
     UsageError,
     VshxError,
     account_moments,
+    as_opened,
     bitmaps,
     canonical,
     checks,
@@ -70,14 +70,6 @@ def load_image(session: Session, args: Args) -> tuple[Target, Layer]:
     return target, target.chain.active
 
 
-def _as_opened(path: str) -> str:
-    """The absolute name of the file ``path`` opens: a ``..`` is taken where the kernel takes
-    it, in the directory a symlink leads to (``os.path.abspath`` drops the word before it)."""
-    if ".." not in path.split("/"):
-        return os.path.abspath(path)
-    return os.path.join(canonical(os.path.dirname(path) or "."), os.path.basename(path))
-
-
 def resolve_backing(chain: Chain, image: Layer, ref: str) -> Layer | None:
     """The new backing: a layer of the image's chain or any image file; None to flatten."""
     if ref == "":
@@ -92,7 +84,7 @@ def resolve_backing(chain: Chain, image: Layer, ref: str) -> Layer | None:
             ) from None
         info = qemuimg.info(ref)
         found = Layer(
-            _as_opened(ref),
+            as_opened(ref),
             info.get("format", ""),
             position=-1,
             virtual_size=info.get("virtual-size"),
