@@ -61,8 +61,9 @@ def relative_name(target: str, overlay: str) -> str:
         raise VshxError(
             f"no relative backing name written into {overlay} reaches {target} (the name "
             f"{name} opens {as_opened(opened)})",
-            "nothing was changed; run it without --keep-relative (vshx writes the absolute "
-            "name), or move the files so that one directory holds the other",
+            "nothing was changed; an absolute name reaches it: without --keep-relative vshx "
+            "writes one (a chain whose names are relative keeps them: rebase -u onto the "
+            "absolute name first), or move the files so that one directory holds the other",
         )
     return name
 
