@@ -85,7 +85,9 @@ class LocalHost:
         return os.stat(path, follow_symlinks=follow)
 
     def read(self, path: str, size: int, offset: int = 0) -> bytes:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO put in a file's place after its type was checked (qcow2.py)
+        # reads as empty instead of blocking; regular files and block devices ignore it
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             return os.pread(fd, size, offset)
         finally:

@@ -69,8 +69,9 @@ def require_image_kind(path: str) -> None:
 
 
 def _read_head(path: str, size: int) -> bytes:
-    """The first ``size`` bytes of a file (one open, one pread: the scan reads hundreds);
-    a FIFO, socket or character device refuses (NotAnImage) before it is opened."""
+    """The first ``size`` bytes of a file (a stat, one open, one pread: the scan reads
+    hundreds; a remote host answers the stat and the bytes in one look); a FIFO, socket or
+    character device refuses (NotAnImage) before it is opened."""
     require_image_kind(path)
     return files.read(path, size)
 
