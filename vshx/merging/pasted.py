@@ -212,14 +212,15 @@ def _refuse_running(session: Session, path: str, verb: str, line: str) -> None:
     users = preflight.running_users(session, path)
     if not users:
         return
-    domain, _, disk = users[0].removeprefix("domain ").partition(" ")
+    domain, disk = users[0]
     how = {
         "commit": ["vshx", "commit", domain, disk, "..."],
         "rebase": ["vshx", "rebase", "--domain", domain, "--disk", disk, "..."],
     }.get(verb)
     instead = f"name the domain and disk instead ({shell_line(how)})" if how else ""
     raise VshxError(
-        f"refusing {line}: {path} is in the disk chain of running {', '.join(users)}",
+        f"refusing {line}: {path} is in the disk chain of running "
+        f"{preflight.running_labels(users)}",
         f"{instead or 'change it through the domain'}, or shut {domain} off first; "
         "nothing was changed",
     )

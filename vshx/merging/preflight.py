@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from vshx.storage.moments import Read
 
 
-def running_users(session: Session, path: str) -> list[str]:
-    """Running domains whose disk chains contain the file ``path`` names ("domain disk")."""
+def running_users(session: Session, path: str) -> list[tuple[str, str]]:
+    """Running domains whose disk chains contain the file ``path`` names (domain, disk)."""
     key = functools.lru_cache(maxsize=None)(identity)
     found = []
     active = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
@@ -52,14 +52,18 @@ def running_users(session: Session, path: str) -> list[str]:
             if not disk.source:
                 continue
             if target in _disk_keys(disk, key):
-                found.append(f"domain {dom.name()} {disk.target}")
+                found.append((dom.name(), disk.target))
     return found
+
+
+def running_labels(users: list[tuple[str, str]]) -> str:
+    return ", ".join(f"domain {domain} {disk}" for domain, disk in users)
 
 
 def refuse_if_running_user(session: Session, path: str, hint: str) -> None:
     users = running_users(session, path)
     if users:
-        raise VshxError(f"{path} is in use by running {', '.join(users)}", hint)
+        raise VshxError(f"{path} is in use by running {running_labels(users)}", hint)
 
 
 def _disk_keys(disk: DiskSource, key: Callable[[str], FileKey]) -> set[FileKey]:
