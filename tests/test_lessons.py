@@ -306,7 +306,7 @@ def test_offline_commit(student: Student) -> None:
     student.sh("qemu-img rebase -F qcow2 -u -b {sn1} {sn3}")  # the pointer before the data
     student.fails(
         "guest data on vda changed: sn3.qcow2 now backs onto sn1.qcow2 (it was sn2.qcow2)",
-        "rebase -u is right only after qemu-img commit",
+        "It is right only onto sn1.qcow2, and only after qemu-img commit",
     )
     student.sh("qemu-img commit {sn2}")  # sn1 now shows what sn2 showed: the data is back
     err = student.fails(DEFINITION, "update-device")  # the source's two steps are not enough
