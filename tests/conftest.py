@@ -9,8 +9,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +142,22 @@ def qemu_img_map(path: str | Path) -> list[dict]:
 def chain_files(path: str | Path) -> list[str]:
     """Base names of the chain below an image, active first, via qemu-img itself."""
     return [os.path.basename(e["filename"]) for e in qemu_img_chain(path)]
+
+
+def block_job(name: str, disk: str = "vda") -> str:
+    """virsh blockjob --info (its progress goes to stderr)."""
+    proc = subprocess.run(
+        ["virsh", "-c", URI, "blockjob", name, disk, "--info"], capture_output=True, text=True
+    )
+    return proc.stdout + proc.stderr
+
+
+def wait_for(condition: Callable[[], object], what: str) -> None:
+    """Poll ``condition`` until it holds (at most 120 s: then the test fails saying what)."""
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
 
 
 def wait_for_block_job(lab: Lab, kind: str, proc: subprocess.Popen) -> None:

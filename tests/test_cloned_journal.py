@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -20,11 +19,13 @@ import pytest
 from tests.conftest import (
     LAB_PREFIX,
     URI,
+    block_job,
     destroy_lab,
     make_lab,
     run_vshx,
     snapshot_names,
     virsh,
+    wait_for,
 )
 
 
@@ -62,21 +63,6 @@ def test_a_ledger_written_for_another_domain_vouches_for_nothing() -> None:
     assert read_ledger(FakeDom("bbbb", text)) == {}  # type: ignore[arg-type]
     assert list(read_ledger(FakeDom("aaaa", text))) == [verdict.key]  # type: ignore[arg-type]
     assert list(read_ledger(FakeDom("bbbb", ledger_xml([verdict])))) == [verdict.key]  # type: ignore[arg-type]
-
-
-def block_job(name: str) -> str:
-    """virsh blockjob --info (its progress goes to stderr)."""
-    proc = subprocess.run(
-        ["virsh", "-c", URI, "blockjob", name, "vda", "--info"], capture_output=True, text=True
-    )
-    return proc.stdout + proc.stderr
-
-
-def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 120
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
 
 
 def interrupted_delete(name: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 from tests.conftest import (
     LAB_PREFIX,
     URI,
+    block_job,
     destroy_lab,
     guest_hash,
     make_lab,
@@ -31,6 +31,7 @@ from tests.conftest import (
     qemu_img_chain,
     run_vshx,
     virsh,
+    wait_for,
 )
 
 pytestmark = pytest.mark.libvirt
@@ -450,20 +451,6 @@ def test_deleting_after_a_partial_pull_never_commits_into_what_pulled_out_files_
         assert lab.check_moments(tmp_path) == ["sn1", "sn3", "sn4"]  # each shows its moment
     finally:
         destroy_lab(lab)
-
-
-def block_job(name: str, disk: str) -> str:
-    proc = subprocess.run(
-        ["virsh", "-c", URI, "blockjob", name, disk, "--info"], capture_output=True, text=True
-    )
-    return proc.stdout + proc.stderr
-
-
-def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 120
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
 
 
 def throttled_delete(dom: Dom) -> subprocess.Popen[str]:

@@ -455,17 +455,18 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
         others = {p: why for p in paths if (why := not_made_here(p, known, session.is_local))}
         paths = [p for p in paths if p not in others]
         plan.intent["not_ours"] = sorted(others)
+
+        def keeping(path: str, why: str) -> None:
+            plan.notes.append(f"keeping {path}: {why}")
+            session.warn(f"keeping {path}: {why}")
+
         for path, why in sorted(others.items()):
-            note = f"keeping {path}: {why} (a file put under a name vshx had freed?)"
-            plan.notes.append(note)
-            session.warn(note)
+            keeping(path, f"{why} (a file put under a name vshx had freed?)")
         kept = used_elsewhere(session, name, paths)
         paths = [p for p in paths if p not in kept]
         plan.intent["kept"] = sorted(kept)
         for path, users in sorted(kept.items()):
-            why = f"keeping {path}: still used by {'; '.join(users)}"
-            plan.notes.append(why)
-            session.warn(why)
+            keeping(path, f"still used by {'; '.join(users)}")
         if paths:
             plan.add(
                 Step(
