@@ -259,7 +259,7 @@ def run_program(session: Session, argv: list[str]) -> int:
 def check_writes(session: Session, argv: list[str]) -> None:
     """A changing qemu-img line gets vshx's own checks on what it writes first (who else
     uses it, a running domain's disk, the chain lock): VshxError, and nothing ran."""
-    from vshx.merging import pasted  # only here: merging costs other words import time
+    from vshx.merging import pasted_writes  # only here: merging costs other words import time
     from vshx.storage import host as files
 
     found = qemu_img_writes(argv[1:], files.lexists)
@@ -271,7 +271,7 @@ def check_writes(session: Session, argv: list[str]) -> None:
             "own command (commit, rebase, ...), or run it with sh if you are sure",
         )
     writes, views = list(found.files), list(found.views)
-    pasted.check_qemu_img_write(session, argv, found.verb, writes, views, found.commit_top)
+    pasted_writes.check_qemu_img_write(session, argv, found.verb, writes, views, found.commit_top)
 
 
 def reads_only(args: list[str]) -> bool:

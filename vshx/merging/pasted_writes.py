@@ -1,0 +1,132 @@
+"""A changing ``qemu-img`` line typed or pasted into vshx (commit, rebase, snapshot, ...): it
+runs as typed, but only after the checks vshx's own commands make on the files it writes
+(which files those are, shell/readonly.py reads from its words)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from vshx.errors import VshxError
+from vshx.merging import preflight
+from vshx.plans.plan import shell_line
+from vshx.storage import host as files
+from vshx.storage.chain import Chain, Layer, as_opened, canonical, image_chain
+
+if TYPE_CHECKING:
+    from vshx.plans.context import Context as Session
+
+
+def check_qemu_img_write(
+    session: Session,
+    argv: list[str],
+    verb: str,
+    writes: list[str],
+    views: list[tuple[str, str | None]],
+    commit_top: str | None = None,
+) -> None:
+    """A changing ``qemu-img`` line typed or pasted into vshx: before it runs, the checks
+    vshx's own commands make on the files it writes, or VshxError (nothing ran).
+
+    ``writes``: the files it writes, read from its words (shell/readonly.py
+    ``qemu_img_writes``); ``views``: those whose content as the images above them see it
+    changes, each with the layer a chain may reach it through unchanged (a commit's top);
+    ``commit_top``: a commit without -b, which writes into that file's backing file.  Each
+    existing file it writes: its chain's lock taken (a real run), no running domain's disk
+    chain holds it (that domain's own command does the job, or it is shut off first), and
+    where the line changes what the images above a file show (a commit into its base,
+    snapshot -a, --shrink, a create, convert or dd over it) no chain other than the one it
+    goes through uses it (preflight.refuse_shared, as commit does).  Under --dry-run the
+    same checks run, without the lock."""
+    line = shell_line(argv)
+    written, views = list(writes), list(views)
+    if verb == "commit" and commit_top is None and views and views[0][1]:
+        given, top = views[0][0], views[0][1]  # -b BASE: the layer of TOP's chain it names
+        named = _commit_base(top, given, line)
+        written = [named if path == given else path for path in written]
+        views = [(named, top)]
+    if commit_top is not None:
+        below = _backing_of(commit_top)
+        if below is not None:
+            written.append(below)
+            views.append((below, commit_top))
+    written = [path for path in dict.fromkeys(written) if files.lexists(path)]
+    if not written:
+        return
+    for path in written:
+        _refuse_running(session, path, verb, line)
+    if not session.dry_run:
+        from vshx.plans import lock
+
+        for path in written:
+            lock.take(path, shell_line(["vshx", *argv]))
+    for path, through in views:
+        if not files.lexists(path):
+            continue
+        ours = _chain_of(through or path)
+        doing = "committing into" if verb == "commit" else f"qemu-img {verb} on"
+        try:
+            preflight.refuse_shared(session, path, ours, False, doing, through=through)
+        except VshxError as exc:  # --force is vshx's own commands' word, not qemu-img's
+            instead = "vshx commit --force" if verb == "commit" else "sh to run the line"
+            hint = (exc.hint or "").replace("use --force", f"use {instead}")
+            raise VshxError(exc.message, f"nothing was changed; {hint}") from exc
+
+
+def _commit_base(top: str, given: str, line: str) -> str:
+    """The layer below ``top`` that ``qemu-img commit -b GIVEN`` writes into: the one whose
+    header names it so, or (a relative GIVEN) the one it reaches from the directory of the
+    image above it, as QEMU looks for it; anything else is refused (qemu-img would say "did
+    not find it in the backing chain", and vshx must know the file before it checks it)."""
+    layers = _chain_of(top).layers
+    found = []
+    for above, layer in zip(layers, layers[1:], strict=False):
+        joined = given if os.path.isabs(given) else os.path.join(os.path.dirname(above.path), given)
+        if above.backing == given or canonical(as_opened(joined)) == layer.canonical:
+            found.append(layer.path)
+    if len(set(found)) != 1:
+        raise VshxError(
+            f"cannot tell which layer below {top} `{line}` writes into: -b {given} names "
+            f"{'no' if not found else 'more than one'} file of its chain",
+            "nothing was changed; give -b the base's absolute path (vshx chain IMAGE lists "
+            "the chain)",
+        )
+    return found[0]
+
+
+def _backing_of(top: str) -> str | None:
+    """The file a ``qemu-img commit TOP`` (no -b) writes into: TOP's backing file."""
+    chain = _chain_of(top)
+    return chain.layers[1].path if len(chain.layers) > 1 else None
+
+
+def _chain_of(path: str) -> Chain:
+    """The chain below ``path`` as its headers name it; a file that is no image: itself."""
+    if not preflight.is_qcow2(path):
+        return Chain([Layer(os.path.abspath(path), "", 0)])
+    try:
+        return image_chain(path)
+    except VshxError as exc:
+        raise VshxError(
+            f"cannot read the chain of {path}: {exc.message}",
+            "vshx runs a changing qemu-img line only on images it can read",
+        ) from exc
+
+
+def _refuse_running(session: Session, path: str, verb: str, line: str) -> None:
+    """A file in a running domain's disk chain: QEMU writes there, qemu-img must not."""
+    users = preflight.running_users(session, path)
+    if not users:
+        return
+    domain, disk = users[0]
+    how = {
+        "commit": ["vshx", "commit", domain, disk, "..."],
+        "rebase": ["vshx", "rebase", "--domain", domain, "--disk", disk, "..."],
+    }.get(verb)
+    instead = f"name the domain and disk instead ({shell_line(how)})" if how else ""
+    raise VshxError(
+        f"refusing {line}: {path} is in the disk chain of running "
+        f"{preflight.running_labels(users)}",
+        f"{instead or 'change it through the domain'}, or shut {domain} off first; "
+        "nothing was changed",
+    )
