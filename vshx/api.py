@@ -76,6 +76,7 @@ Chains, targets and snapshots
 ``image_chain``        a bare image's chain as qemu-img reports it
 ``canonical``          a path in the form layers compare by (absolute, symlinks resolved)
 ``as_opened``          the file QEMU opens for a name (``..`` taken where the kernel takes it)
+``birth_ns``           when a file of this machine was created (statx), None where unknown
 ``names_an_image``     True when a DOMAIN-or-IMAGE word means a file
 ``refuse_interrupted`` refuse a target whose last operation did not finish (journal)
 ``refuse_unfinished``  refuse to change a domain's snapshot metadata while its journal is open
@@ -171,6 +172,7 @@ from vshx.storage.chain import (
     image_chain,
 )
 from vshx.storage.chain_view import render_chain
+from vshx.storage.identity import birth_ns
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import GONE, INTACT, MERGED, UNKNOWN, Snapshot, Timeline, Verdict
 from vshx.storage.paths import names_an_image
@@ -443,6 +445,7 @@ __all__ = [
     "image_chain",
     "canonical",
     "as_opened",
+    "birth_ns",
     "names_an_image",
     "refuse_interrupted",
     "refuse_unfinished",

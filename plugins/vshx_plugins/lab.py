@@ -29,6 +29,7 @@ from vshx.api import (
     Step,
     UsageError,
     VshxError,
+    birth_ns,
     commands_hook,
     files,
     invoking_user,
@@ -348,30 +349,6 @@ def record_identities(session: Session, directory: str, made_files: list[str]) -
 
 
 Identity = tuple[int, int, int]  # device, inode, birth time (ns; 0 when not known)
-
-
-def birth_ns(path: str, local: bool) -> int | None:
-    """When the file was created (statx's birth time, ns), on this machine's files; None when
-    the file system does not say, or the files are on another host.  An inode number alone
-    is no identity: ext4 gives a freed one to the next file made in the directory."""
-    if not local:
-        return None
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    statx = getattr(libc, "statx", None)
-    if statx is None:
-        return None
-    buf = ctypes.create_string_buffer(256)  # struct statx
-    at_fdcwd, nofollow, want_btime = -100, 0x100, 0x800
-    if statx(at_fdcwd, os.fsencode(path), nofollow, want_btime, buf) != 0:
-        return None
-    mask = int.from_bytes(buf.raw[0:4], "little")
-    if not mask & want_btime:
-        return None
-    sec = int.from_bytes(buf.raw[80:88], "little", signed=True)  # stx_btime.tv_sec
-    nsec = int.from_bytes(buf.raw[88:92], "little")
-    return sec * 10**9 + nsec
 
 
 def lab_identities(directory: str) -> dict[str, Identity]:

@@ -35,6 +35,7 @@ from vshx.api import (
     Step,
     Timeline,
     VshxError,
+    birth_ns,
     canonical,
     commands_hook,
     comments,
@@ -111,7 +112,7 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
                 what, why = verdicts[snap.name]
                 verdicts[snap.name] = (what, f"{why}; {branch_note(snap, dom.name(), line)}")
         going = [s for s in timeline.snapshots if verdicts[s.name][0] == "forget"] + detached
-        files, foreign = unneeded_files(timeline, going)
+        files, foreign = unneeded_files(timeline, going, session.is_local)
         # every candidate passes delete_steps' refusals (internal snapshots): then those not
         # provably the files vshx left are kept, and say why
         removals = delete_steps(session, files, Chain([], domain=dom.name()))
@@ -178,7 +179,9 @@ def file_row(layer: Layer, removed: bool) -> list[str]:
     return [os.path.basename(layer.path), "file removed" if removed else "file kept", why]
 
 
-def unneeded_files(timeline: Timeline, going: list[Snapshot]) -> tuple[list[Layer], dict[str, str]]:
+def unneeded_files(
+    timeline: Timeline, going: list[Snapshot], local: bool
+) -> tuple[list[Layer], dict[str, str]]:
     """Files the going snapshots name (moment files, overlays) that no disk's chain uses and
     that hold no moment of a snapshot that stays (nor one vshx cannot judge); and, of those,
     the ones vshx cannot prove are the files its merges left, with why (they are kept)."""
@@ -201,7 +204,7 @@ def unneeded_files(timeline: Timeline, going: list[Snapshot]) -> tuple[list[Laye
                 key = canonical(path)
                 if key in needed or key in timeline.in_chains:
                     continue
-                why = not_left_by_vshx(timeline, snap, moment.disk, path)
+                why = not_left_by_vshx(timeline, snap, moment.disk, path, local)
                 if why:
                     foreign.setdefault(key, why)
                 found.setdefault(
@@ -210,11 +213,12 @@ def unneeded_files(timeline: Timeline, going: list[Snapshot]) -> tuple[list[Laye
     return list(found.values()), foreign
 
 
-def not_left_by_vshx(timeline: Timeline, snap: Snapshot, disk: str, path: str) -> str:
+def not_left_by_vshx(timeline: Timeline, snap: Snapshot, disk: str, path: str, local: bool) -> str:
     """Why the file now at ``path`` is not provably the one vshx's record of this moment is
-    about ("" when it is): a file created or changed after vshx recorded the moment (its
-    change time, which no user can set back, is later than the record's stamp) may be one a
-    user put under a name vshx had freed (commit --delete removed the original)."""
+    about ("" when it is): a file born after the snapshot was taken, or created or changed
+    after vshx recorded the moment (its change time, which no user can set back, is later than
+    the record's stamp), may be one a user put under a name vshx had freed (commit --delete
+    removed the original)."""
     name = os.path.basename(path)
     record = timeline.ledger.get((snap.name, snap.created, disk))
     if record is None or not record.stamp.isdigit():
@@ -226,6 +230,15 @@ def not_left_by_vshx(timeline: Timeline, snap: Snapshot, disk: str, path: str) -
         changed = max(files.stat(path).st_ctime_ns, files.stat(path, False).st_ctime_ns)
     except OSError:
         return f"{name} cannot be read: kept"
+    # the file that held a moment existed when the snapshot was taken (it was frozen then, or
+    # made as its overlay, or is an older layer a commit moved it into): one born later is
+    # not it, whatever later plans re-stamped (a birth time, where known, cannot be set back)
+    born = birth_ns(path, local)
+    if born is not None and born > (snap.created + 3) * 10**9:
+        return (
+            f"{name} was created after snapshot {snap.name} was taken (a file put under a name "
+            "vshx had freed?): not provably the file its merge left, kept"
+        )
     if changed > int(record.stamp):
         return (
             f"{name} was created or changed after vshx recorded {snap.name}'s moment (a file "

@@ -90,3 +90,28 @@ def loop_backing(path: str, rdev: int) -> FileKey | None:
 def same_file(first: str, second: str) -> bool:
     """True when both names reach one file (a missing file only matches its own path)."""
     return identity(first) == identity(second)
+
+
+def birth_ns(path: str, local: bool) -> int | None:
+    """When the file was created (statx's birth time, ns), on this machine's files; None when
+    the file system does not say, or the files are on another host (``local`` False).  An
+    inode number alone is no identity: ext4 gives a freed one to the next file made in the
+    directory, and no user can set a birth time back."""
+    if not local:
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    statx = getattr(libc, "statx", None)
+    if statx is None:
+        return None
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    at_fdcwd, nofollow, want_btime = -100, 0x100, 0x800
+    if statx(at_fdcwd, os.fsencode(path), nofollow, want_btime, buf) != 0:
+        return None
+    mask = int.from_bytes(buf.raw[0:4], "little")
+    if not mask & want_btime:
+        return None
+    sec = int.from_bytes(buf.raw[80:88], "little", signed=True)  # stx_btime.tv_sec
+    nsec = int.from_bytes(buf.raw[88:92], "little")
+    return sec * 10**9 + nsec
