@@ -201,6 +201,7 @@ def test_the_option_tables_are_those_of_the_installed_qemu_img_7_2():
             assert _qemu_img_says(sub, word) == _vshx_says(sub, word), (sub, word, optstring)
 
 
+@pytest.mark.libvirt  # a pasted repair is a write: vshx asks the daemon who uses the image
 @pytest.mark.skipif(shutil.which("qemu-io") is None, reason="needs qemu-io to damage an image")
 def test_dry_run_of_an_abbreviated_repair_leaves_a_damaged_image_as_it_was(tmp_path: Path):
     image = tmp_path / "vshx-fixpt-damaged.qcow2"
