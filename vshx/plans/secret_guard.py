@@ -10,25 +10,13 @@ jobs, which have the secret: the plan is refused whole, naming that way.
 
 from __future__ import annotations
 
-import struct
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.storage import host as files
-from vshx.storage.qcow2 import MAGIC
+from vshx.storage.qcow2 import encrypted
 
 if TYPE_CHECKING:
     from vshx.plans.plan import Plan
-
-
-def encrypted(path: str) -> bool:
-    """True for a qcow2 file whose header names an encryption method; a file that cannot be
-    read is for the plan's own steps to report."""
-    try:
-        head = files.read(path, 36)
-    except (OSError, VshxError):
-        return False
-    return len(head) == 36 and head[:4] == MAGIC and struct.unpack(">I", head[32:36])[0] != 0
 
 
 def refuse_encrypted_offline(plan: Plan) -> None:

@@ -57,6 +57,16 @@ def not_an_image(path: str, mode: int) -> NotAnImage:
     )
 
 
+def encrypted(path: str) -> bool:
+    """True for a qcow2 file whose header names an encryption method (crypt_method, a
+    big-endian uint32 at byte 32); a file that cannot be read is for its reader to report."""
+    try:
+        head = _read_head(path, 36)
+    except (OSError, VshxError):
+        return False
+    return len(head) == 36 and head[:4] == MAGIC and struct.unpack(">I", head[32:36])[0] != 0
+
+
 def require_image_kind(path: str) -> None:
     """Raise NotAnImage when ``path`` is there and is neither a regular file, a block device
     nor a directory (a stat first: opening a FIFO blocks until a writer comes)."""
