@@ -45,14 +45,19 @@ def luks(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     )
     virsh("secret-define", str(d / "secret.xml"))
     virsh("secret-set-value", secret, "--base64", base64.b64encode(PASSWORD.encode()).decode())
-    subprocess.run(
-        [
-            "qemu-img", "create", "-q", "-f", "qcow2", "--object",
-            f"secret,id=sec0,data={PASSWORD}", "-o", "encrypt.format=luks,encrypt.key-secret=sec0",
-            str(d / "base.qcow2"), "64M",
-        ],
-        check=True,
-    )  # fmt: skip
+    made = [
+        "qemu-img", "create", "-q", "-f", "qcow2", "--object",
+        f"secret,id=sec0,data={PASSWORD}",
+        "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
+        str(d / "base.qcow2"), "64M",
+    ]  # fmt: skip
+    # QEMU 7.2 times its key derivation and now and then fails with "Unable to get accurate
+    # CPU usage" on a loaded machine: that is qemu-img's, so ask again
+    for _ in range(20):
+        proc = subprocess.run(made, capture_output=True, text=True)
+        if proc.returncode == 0 or "accurate CPU usage" not in proc.stderr:
+            break
+    assert proc.returncode == 0, proc.stderr
     xml = (
         f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
         "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
