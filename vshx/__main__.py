@@ -10,6 +10,6 @@ import sys
 if sys.path and sys.path[0] in ("", os.getcwd()):
     del sys.path[0]
 
-from vshx.frontends.cli import main
+from vshx.frontends.cli import run
 
-sys.exit(main())
+run()

@@ -20,6 +20,7 @@ from vshx.shell.connection import Connection
 from vshx.spec import lexer
 from vshx.spec.render import comment, comments, printable
 from vshx.spec.spec import Args, Command, parse
+from vshx.storage import host as files
 
 if TYPE_CHECKING:
     import libvirt
@@ -236,6 +237,7 @@ class Session:
         command: Command | None = None
         args: Args = Args()
         status = EXIT_FAILED
+        files.forget()  # names resolved for an earlier line may lead elsewhere now
         try:
             command = self.host.command(words[0])
             if command is None:

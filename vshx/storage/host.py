@@ -67,10 +67,15 @@ class Host(Protocol):
 
 
 class LocalHost:
-    """This machine: the ``os`` calls themselves."""
+    """This machine: the ``os`` calls themselves; resolved paths are kept until ``forget``
+    (one command reads the same chain's names a hundred times; each resolution is a few
+    ``lstat`` calls)."""
 
     name = ""
     local = True
+
+    def __init__(self) -> None:
+        self._resolved: dict[str, str] = {}
 
     def printed(self, argv: Sequence[str], stdin: bool = False) -> list[str]:
         return list(argv)
@@ -94,7 +99,10 @@ class LocalHost:
             os.close(fd)
 
     def realpath(self, path: str) -> str:
-        return os.path.realpath(path)
+        found = self._resolved.get(path)
+        if found is None:
+            found = self._resolved[path] = os.path.realpath(path)
+        return found
 
     def listdir(self, path: str) -> list[str]:
         return os.listdir(path)
@@ -107,10 +115,11 @@ class LocalHost:
         return os.access(path, mode)
 
     def unlink(self, path: str) -> None:
+        self.forget()
         os.unlink(path)
 
     def forget(self) -> None:
-        pass
+        self._resolved.clear()
 
     def prefetch(
         self,
