@@ -14,7 +14,7 @@ from pathlib import Path
 from conftest import run_vshx
 
 from vshx import api
-from vshx.pluginhost import hookspecs
+from vshx.pluginhost import hookspecs, markers
 
 ROOT = Path(__file__).resolve().parent.parent
 API_LINE = re.compile(r"^- API (added|removed): (.*?)(?=^\S|^- |\Z)", re.M | re.S)
@@ -88,7 +88,7 @@ def test_builtin_plugins_import_only_the_api():
 def test_every_hook_says_when_it_appeared():
     hooks = [f for name, f in vars(hookspecs).items() if name.startswith("vshx_") and callable(f)]
     assert len(hooks) >= 5
-    for hook in [*hooks, hookspecs.commands_hook]:
+    for hook in [*hooks, markers.commands_hook, markers.hookimpl]:
         assert re.search(r"New in \d+\.\d+\.", hook.__doc__ or ""), hook.__name__
 
 

@@ -242,7 +242,8 @@ def test_a_local_merge_loads_no_module_only_others_need() -> None:
     """What a one-shot merge on a local URI imports (vshx.api, the runner, the chain lock, the
     step reasons in English) leaves out what only remote hosts (urllib), --plan-json, other
     languages (gettext), remote locks (subprocess) or a missing sudo user (getpass) need:
-    each costs a one-shot ~1-3 ms of its ~100 ms floor (docs/benchmarks.md)."""
+    each costs a one-shot ~1-3 ms of its ~100 ms floor (docs/benchmarks.md); nor pluggy, which
+    a plugin's own commands do not need (vshx.pluginhost.markers)."""
     import subprocess
     import sys
 
@@ -253,7 +254,7 @@ def test_a_local_merge_loads_no_module_only_others_need() -> None:
         "from vshx.spec import i18n, user\n"
         "host.for_uri('qemu:///system'); i18n._('x')\n"
         "print(' '.join(sorted(m for m in ('urllib.parse', 'gettext', 'subprocess', 'getpass',"
-        " 'vshx.plans.plan_json', 'vshx.completion.inventory') if m in sys.modules)))\n"
+        " 'vshx.plans.plan_json', 'vshx.completion.inventory', 'pluggy') if m in sys.modules)))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES")}
     proc = subprocess.run(

@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import run_vshx
 
 from vshx.pluginhost import hookspecs
-from vshx.pluginhost.hookspecs import hookimpl
+from vshx.pluginhost.markers import hookimpl
 from vshx.pluginhost.host import PluginHost
 from vshx.shell.session import Session
 from vshx.spec.spec import Command, Opt
@@ -167,8 +167,24 @@ def test_a_command_loads_only_its_plugin_and_those_with_other_hooks(tmp_path, mo
     assert {name for name, _ in first.pm.list_name_plugin()} >= {"commit", "pull", "lab"}
     second = PluginHost(BUILTINS)
     assert second.command("blockcommit").name == "commit"
+    assert second._pm is None, "no installed plugin has other hooks: pluggy is not needed"
     assert [name for name, _ in second.pm.list_name_plugin()] == ["commit"]
     assert "pull" in {c.name for c in second.all_commands()}  # help still sees every command
+    assert [c.name for c in second.all_commands()].count("commit") == 1
+
+
+def test_a_plugin_marked_with_pluggys_own_marker_still_loads(tmp_path, monkeypatch):
+    """vshx's ``hookimpl`` is its own (no pluggy import); pluggy's marker works as well."""
+    import pluggy
+
+    class Legacy:
+        @pluggy.HookimplMarker("vshx")
+        def vshx_register_commands(self, register):
+            register(Command("legacy-hello", "say hello", lambda s, a: None))
+
+    host = PluginHost()
+    host.register_plugin(Legacy(), name="legacy")
+    assert host.command("legacy-hello") is not None
 
 
 def test_plugins_with_other_hooks_load_with_any_command(tmp_path, monkeypatch):

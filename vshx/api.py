@@ -149,7 +149,7 @@ from vshx.plans import journal as _journal
 from vshx.plans import underneath as _underneath
 from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.plans.target import Target
-from vshx.pluginhost.hookspecs import commands_hook, hookimpl
+from vshx.pluginhost.markers import commands_hook, hookimpl
 from vshx.shell.session import Session
 from vshx.spec.i18n import N_, translator
 from vshx.spec.lesson import Lesson

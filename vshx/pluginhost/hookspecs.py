@@ -1,6 +1,7 @@
 """Every hook a vshx plugin may implement, in one module, all prefixed ``vshx_``.
 
-A plugin is a module (or object) with functions decorated by :data:`hookimpl`, registered
+A plugin is a module (or object) with functions decorated by ``vshx.api.hookimpl``
+(vshx.pluginhost.markers), registered
 through the ``vshx`` entry-point group in its package metadata::
 
     [project.entry-points.vshx]
@@ -27,9 +28,9 @@ if TYPE_CHECKING:
     from vshx.spec.lesson import Lesson
     from vshx.spec.spec import Args, Command
 
-PROJECT = "vshx"
+from vshx.pluginhost.markers import PROJECT
+
 hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
 
 Completer = Callable[[str, dict[str, str]], Iterable[Any]]
 
@@ -105,19 +106,3 @@ def vshx_register_lessons(register: Callable[[Lesson], None]) -> None:
 
     New in 0.3.
     """
-
-
-def commands_hook(commands: list[Command]) -> Callable[..., None]:
-    """A ready ``vshx_register_commands`` implementation for a plugin that only adds commands::
-
-    vshx_register_commands = commands_hook(COMMANDS)
-
-    New in 0.2.
-    """
-
-    @hookimpl
-    def vshx_register_commands(register: Callable[[Command], None]) -> None:
-        for command in commands:
-            register(command)
-
-    return vshx_register_commands

@@ -104,16 +104,17 @@ class PluginHost:
         self.owned_by: dict[str, str] = {}  # command word -> the entry point that registered it
         self.hook_users: list[str] = []  # plugins implementing more than registration hooks
         self._hooks_complete = False  # every plugin whose hooks must fire is loaded
+        self._direct: dict[str, object] = {}  # plugins whose registration hooks were called
+        # without pluggy (no installed plugin has other hooks); pluggy gets them when it loads
 
     @property
     def pm(self) -> pluggy.PluginManager:
         if self._pm is None:
-            import pluggy
+            from vshx.pluginhost.manager import Manager
 
-            from vshx.pluginhost import hookspecs
-
-            self._pm = pluggy.PluginManager(hookspecs.PROJECT)
-            self._pm.add_hookspecs(hookspecs)
+            self._pm = Manager()
+            for name, plugin in self._direct.items():  # registered without pluggy before
+                self._pm.register(plugin, name=name)
         return self._pm
 
     def _call_on(self, plugin: object, hook: str, **kwargs: Any) -> None:
@@ -201,7 +202,7 @@ class PluginHost:
 
         pm = self.pm
         for ep in points:
-            if pm.has_plugin(ep.name):
+            if pm.has_plugin(ep.name):  # a plugin registered without pluggy is in it now
                 continue
             try:
                 self.register_plugin(ep.load(), name=ep.name)
@@ -233,9 +234,57 @@ class PluginHost:
         index = spec_cache.owners(points)
         if index is None or word not in index[0]:
             return False
-        wanted = {index[0][word], *index[1]}
+        owner, hook_users = index[0][word], index[1]
+        if not hook_users and self._pm is None:
+            ep = next(ep for ep in points if ep.name == owner)
+            if self._register_directly(ep):
+                self._hooks_complete = True  # no installed plugin has a hook to fire
+                return True
+        wanted = {owner, *hook_users}
         self._load([ep for ep in points if ep.name in wanted])
         self._hooks_complete = not self.broken
+        return True
+
+    def _register_directly(self, ep: EntryPoint) -> bool:
+        """Call one plugin's registration hooks without pluggy (not imported, ~5 ms): only when
+        they are plain ``hookimpl`` functions and no installed plugin implements other hooks
+        (the spec cache says so).  False when pluggy must do it (then nothing was registered)."""
+        from vshx.pluginhost import markers
+
+        try:
+            plugin = ep.load()
+        except Exception:
+            return False  # pluggy's path reports it as a broken plugin
+        names = ("vshx_register_commands", "vshx_register_completers")
+        found = [n for n in names if markers.options_of(plugin, n) is not None]
+        if "vshx_register_commands" not in found or not all(
+            markers.plain(markers.options_of(plugin, n)) for n in found
+        ):
+            return False
+        completers: dict[str, Callable[..., Iterable[Any]]] = {}
+        commands: list[Command] = []
+
+        def add_completer(kind: str, function: Callable[..., Iterable[Any]]) -> None:
+            if kind in CORE_COMPLETERS or kind in self.completers or kind in completers:
+                raise PluginError(f"completer {kind!r} is registered twice")
+            completers[kind] = function
+
+        try:
+            if "vshx_register_completers" in found:
+                plugin.vshx_register_completers(register=add_completer)  # type: ignore[attr-defined]
+            plugin.vshx_register_commands(register=commands.append)  # type: ignore[attr-defined]
+            if self.registry.clashes(commands):
+                return False
+            for command in commands:
+                check_references(command, (*CORE_COMPLETERS, *self.completers, *completers))
+        except Exception:
+            return False  # pluggy's path says what is wrong, in its one warning line
+        self.completers.update(completers)
+        for command in commands:
+            self.registry.register(command)
+            for word in (command.name, *command.aliases):
+                self.owned_by[word] = ep.name
+        self._direct[ep.name] = plugin
         return True
 
     def all_commands(self) -> list[Command]:
