@@ -115,8 +115,7 @@ def commit_route(
                 f"pull leaves it alone ({index.scanned()})",
             )
             route.needs_force = True
-    hint = "nothing was changed; --route pull copies what the guest sees instead and is safe"
-    tail = routes.hidden_tail(chain.layers[:-1], base, [], hint)
+    tail = routes.hidden_tail(chain.layers[:-1], base, [])
     # a reason --force may override gives way: the guest's bytes would change, no --force
     if tail is not None and (route.refusal is None or route.needs_force):
         route.refusal, route.needs_force = tail, False

@@ -85,8 +85,7 @@ def commit_route(session: Session, target: Target, args: Args, run: list[Layer])
             f"{below.name} is also used by: {'; '.join(users)}", index.scanned()
         )
         route.needs_force = True
-    hint = "nothing was changed; --route pull copies what the guest sees instead and is safe"
-    tail = routes.hidden_tail(run, below, chain.layers[: top.position], hint)
+    tail = routes.hidden_tail(run, below, chain.layers[: top.position])
     # a reason --force may override gives way: the guest's bytes would change, no --force
     if tail is not None and (route.refusal is None or route.needs_force):
         route.refusal, route.needs_force = tail, False

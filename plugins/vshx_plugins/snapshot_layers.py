@@ -183,12 +183,12 @@ def hidden_tail(work: DiskWork, top: Layer, base: Layer, pullable: bool) -> Vshx
     removed layer smaller than the base hides its tail), or None.  ``pullable``: the current
     snapshot's moment alone, which a pull can take instead."""
     chain = work.target.chain
-    hint = "nothing was changed; " + (
-        "--route pull copies what the guest sees instead and is safe"
+    hint = (
+        ""  # the pull route, routes.hidden_tail's own hint
         if pullable
-        else "only the current snapshot's moment, deleted alone, can be pulled into the "
-        "active layer; keep these snapshots, or forget only their metadata (snapshot-delete "
-        "--metadata: the files stay as they are)"
+        else "nothing was changed; only the current snapshot's moment, deleted alone, can be "
+        "pulled into the active layer; keep these snapshots, or forget only their metadata "
+        "(snapshot-delete --metadata: the files stay as they are)"
     )
     return routes.hidden_tail(chain.between(top, base), base, chain.layers[: top.position], hint)
 

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from vshx.plans.plan import Plan, Step
     from vshx.storage.chain import Chain, Layer
 
-PULL_HINT = "a pull copies what the guest sees instead and is safe"
+# what a refused commit leaves a user: the pull route, which copies instead of moving
+PULL_HINT = "nothing was changed; --route pull copies what the guest sees instead and is safe"
 
 
 def hidden_tail(
@@ -35,8 +36,9 @@ def hidden_tail(
     (``above``, nearest the active first; none when the base becomes the disk) read the base
     there instead: its old data resurfaces, or the disk grows to the base's size.  Sizes are
     the layers' virtual sizes; an unknown one refuses (vshx cannot prove the view stays).
+    ``hint``: what to do instead (default: the pull route).
     """
-    hint = hint or f"nothing was changed; {PULL_HINT}"
+    hint = hint or PULL_HINT
     unknown = [layer.name for layer in [*going, base, *above] if layer.virtual_size is None]
     if unknown:
         return VshxError(
