@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from conftest import (
     run_vshx,
     virsh,
 )
+from sshd import Sshd, hidden
 
 pytestmark = pytest.mark.libvirt
 
@@ -145,3 +148,31 @@ def test_a_layer_of_a_running_domain_is_still_refused(made: Callable[..., Lab]) 
     proc = run_vshx("commit", str(lab.layer("sn2")))
     assert proc.returncode == 1 and "in use by running domain" in proc.stderr, proc.stderr
     assert [path.read_bytes() for path in below] == before
+
+
+@pytest.mark.root  # hidden() mounts
+def test_over_ssh_the_image_is_the_domains_layer_too(
+    made: Callable[..., Lab], sshd: Sshd, tmp_path: Path
+) -> None:
+    """On a qemu+ssh:// URI the domains and their chains are read on that host (the lab's
+    directory is empty here): the same domain plan, the same record."""
+    lab = made()
+
+    def remote(*words: str) -> str:
+        argv = hidden([lab.dir], [sys.executable, "-m", "vshx", "-c", sshd.uri(), *words])
+        proc = subprocess.run(argv, capture_output=True, text=True, env=sshd.env(), timeout=900)
+        assert proc.returncode == 0, (words, proc.stdout, proc.stderr)
+        return proc.stdout
+
+    layer = str(lab.layer("sn2"))
+    script = remote("commit", layer, "--dry-run")
+    same = remote("commit", lab.name, "vda", "--top", "sn2", "--base", "sn1", "--dry-run")
+    assert NOTE in script and without_note(script) == same
+    assert said(script, "loses") == ["# loses: sn2 (sn1.qcow2 takes in sn2.qcow2)"]
+    guest = lab.guest_hash(tmp_path)
+    remote("commit", layer)
+    assert lab.guest_hash(tmp_path) == guest
+    clean(lab)
+    listed = json.loads(remote("snapshot-list", lab.name, "--json"))["snapshots"]
+    states = {snap["name"]: snap["disks"]["vda"]["moment"] for snap in listed}
+    assert states == {"sn1": "intact", "sn2": "gone", "sn3": "merged", "sn4": "intact"}

@@ -38,14 +38,7 @@ def running_users(session: Session, path: str) -> list[tuple[str, str]]:
     if not files.current().local:  # a remote host answers them all in a few round trips
         from vshx.storage.qcow2 import prefetch_chains
 
-        named = [path] + [
-            p
-            for _dom, disks in running
-            for disk in disks
-            if _readable(disk)
-            for p in [disk.source or "", *(b for b, _f, _i in disk.backing if b)]
-        ]
-        prefetch_chains(named)
+        prefetch_chains([path, *(p for _dom, disks in running for p in _named(disks))])
     target = key(path)
     for dom, disks in running:
         for disk in disks:
