@@ -71,6 +71,7 @@ Chains, targets and snapshots
 ``DiskSource``         one disk of a domain as its XML says
 ``Target``             what a merge works on: a domain's disk or a bare image, with its chain
 ``load_target``        DOMAIN DISK or IMAGE as a Target (a real run takes the chain's lock)
+``load_owning_disk``   a bare IMAGE's Target as the one shut-off domain disk it is a layer of
 ``chain_of_disk``      the chain of a domain's disk (predicted in a batch ``--dry-run``)
 ``chain_of_image``     the chain of a bare image (predicted in a batch ``--dry-run``)
 ``image_chain``        a bare image's chain as qemu-img reports it
@@ -141,6 +142,7 @@ from vshx.merging.snapshot_steps import forget_step, redefine_step
 from vshx.merging.target import (
     chain_of_disk,
     chain_of_image,
+    load_owning_disk,
     load_target,
     refuse_interrupted,
     refuse_unfinished,
@@ -440,6 +442,7 @@ __all__ = [
     "DiskSource",
     "Target",
     "load_target",
+    "load_owning_disk",
     "chain_of_disk",
     "chain_of_image",
     "image_chain",

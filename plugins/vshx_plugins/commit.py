@@ -35,6 +35,7 @@ from vshx.api import (
     job_flags_argv,
     libvirt,
     live_job_step,
+    load_owning_disk,
     load_target,
     offline_domain_note,
     pointer_step,
@@ -194,6 +195,53 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
     return plan
 
 
+def as_domain_commit(
+    image: Target, owned: Target, args: Args, top: Layer, base: Layer
+) -> tuple[Args, Layer, Layer, str]:
+    """``commit IMAGE`` of a layer of one shut-off domain's disk, as that domain's commit of
+    the same layers (``commit DOMAIN DISK --top TOP --base BASE``): the same qemu-img steps,
+    the layer above pointed at the base, the definition kept naming the chain, the snapshots'
+    moments accounted for (``# keeps:``/``# loses:``, the record snapshot-list reads).  The
+    bare form's own meaning stays: it merges into its backing file (or ``--base``), and a
+    commit of the active layer keeps it (``--active --keep-overlay``).  Returns the domain
+    form's arguments, its layers and the plan note that says so."""
+    chain, name, disk = owned.chain, owned.chain.domain or "", owned.chain.disk or ""
+    new_top = chain.layer_of_file(top.path)
+    if args.base:
+        new_base = chain.layer_of_file(base.path)
+    else:  # its backing file, as the domain's chain has it now (a batch --dry-run: predicted)
+        new_base = chain.below(new_top) if new_top is not None else None
+    if new_top is None or new_base is None or new_base.position <= new_top.position:
+        raise VshxError(
+            f"{image.chain.active.path} is a layer of {name} {disk}, but {top.name} and "
+            f"{base.name} are not layers of that disk's chain in this order",
+            f"name the domain and disk (vshx chain {name} {disk} lists its chain); nothing "
+            "was changed",
+        )
+    active = new_top.position == 0
+    domain_args = Args(args)
+    domain_args.update(
+        domain=name,
+        disk=disk,
+        top=new_top.path,
+        base=new_base.path,
+        shallow=False,
+        active=active,
+        pivot=False,
+        keep_overlay=active,  # qemu-img commit -b keeps TOP: the chain stays as it is
+    )
+    unique = len({layer.name for layer in chain.layers}) == len(chain.layers)
+    refs = [(layer.name if unique else layer.path) for layer in (new_top, new_base)]
+    same = ["vshx", "commit", name, disk, "--top", refs[0], "--base", refs[1]]
+    same += ["--active", "--keep-overlay"] if active else []
+    note = (
+        f"{top.name} is a layer ({chain.ref_of(new_top)}) of disk {disk} of shut-off domain "
+        f"{name}: planned as {shell_line(same)}, which also accounts for its snapshots' "
+        "moments and keeps its definition naming the chain"
+    )
+    return domain_args, new_top, new_base, note
+
+
 def refuse_hidden_tail(target: Target, top: Layer, base: Layer) -> None:
     """Refuse, before anything changes, a commit that removes a layer smaller than the base:
     past its end the guest reads zeros, and afterwards it would read the base's old data."""
@@ -220,6 +268,11 @@ def cmd_commit(session: Session, args: Args) -> None:
             "delete files after a rebase, or use snapshot-cleanup --delete-files on a domain",
         )
     top, base = pick_layers(target, args)
+    owned = load_owning_disk(session, target, scan=True) if target.dom is None else None
+    note = None
+    if owned is not None:  # a layer of one shut-off domain's disk: that domain's own commit
+        args, top, base, note = as_domain_commit(target, owned, args, top, base)
+        target = owned
     merged = target.chain.between(top, base)
     # an active commit that keeps its overlay leaves the chain as it is: --keep-overlay, and
     # every commit of a bare image's own top (qemu-img commit -b keeps TOP, backed by BASE)
@@ -234,6 +287,8 @@ def cmd_commit(session: Session, args: Args) -> None:
     else:
         plan = offline_plan(session, target, args, top, base)
     plan.steps[:0] = first
+    if note is not None:
+        plan.notes.insert(0, note)
     if extents is not None:
         moves = extents.above(len(merged))
         names = ", ".join(layer.name for layer in merged)

@@ -38,14 +38,7 @@ def running_users(session: Session, path: str) -> list[tuple[str, str]]:
     if not files.current().local:  # a remote host answers them all in a few round trips
         from vshx.storage.qcow2 import prefetch_chains
 
-        named = [path] + [
-            p
-            for _dom, disks in running
-            for disk in disks
-            if _readable(disk)
-            for p in [disk.source or "", *(b for b, _f, _i in disk.backing if b)]
-        ]
-        prefetch_chains(named)
+        prefetch_chains([path, *(p for _dom, disks in running for p in _named(disks))])
     target = key(path)
     for dom, disks in running:
         for disk in disks:
@@ -54,6 +47,43 @@ def running_users(session: Session, path: str) -> list[tuple[str, str]]:
             if target in _disk_keys(disk, key):
                 found.append((dom.name(), disk.target))
     return found
+
+
+def domain_users(
+    session: Session, path: str, ahead: Background[virt.HostRead] | None = None
+) -> list[tuple[libvirt.virDomain, str]]:
+    """Every domain disk (domain, target) whose chain holds the file ``path`` names: shut-off
+    and running domains, and the disks a running one's persistent definition names otherwise.
+    A disk's chain is what its definition names and what the headers add, compared by
+    identity; ``ahead``: the host's domains, read already (``read_host_ahead``).  A definition
+    or header that cannot be read raises (fail closed), as the usage scan does."""
+    if ahead is not None:
+        with overlap.parked():  # in a batch, the next line is checked meanwhile
+            domains = ahead.result()[0]
+    else:
+        domains = virt.domains_with_disks(session.conn)
+    key = functools.lru_cache(maxsize=None)(identity)
+    if not files.current().local:  # a remote host answers them all in a few round trips
+        from vshx.storage.qcow2 import prefetch_chains
+
+        prefetch_chains([path, *(p for _dom, disks in domains for p in _named(disks))])
+    target = key(path)
+    found: dict[tuple[str, str], libvirt.virDomain] = {}
+    for dom, disks in domains:
+        for disk in disks:
+            if disk.source and target in _disk_keys(disk, key):
+                found.setdefault((dom.name(), disk.target), dom)  # live and defined: one disk
+    return [(dom, disk) for (_name, disk), dom in found.items()]
+
+
+def _named(disks: list[DiskSource]) -> list[str]:
+    """The files local disks' definitions name (source and backing), for a remote prefetch."""
+    return [
+        p
+        for disk in disks
+        if _readable(disk)
+        for p in [disk.source or "", *(b for b, _f, _i in disk.backing if b)]
+    ]
 
 
 def running_labels(users: list[tuple[str, str]]) -> str:

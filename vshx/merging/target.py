@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.merging import preflight
 from vshx.merging.preflight import read_host_ahead
 from vshx.plans import overlap
 from vshx.plans.target import Target, prediction_key
@@ -89,6 +90,37 @@ def load_target(
     if snapshots is not None:
         target.share_snapshots(snapshots)
     return target
+
+
+def load_owning_disk(session: Session, target: Target, *, scan: bool = False) -> Target | None:
+    """The domain disk a bare image belongs to, loaded as ``load_target`` loads a disk (locked,
+    its journal checked), when the image is a layer of exactly one domain disk's chain and
+    that domain is shut off; None where vshx cannot tell whose layer it is: no domain's, more
+    than one disk's, a running domain's (the bare plan refuses that one, as before), or a
+    file in the disk's files that is no layer of its chain.
+
+    Why: a bare-image merge of a shut-off domain's layer changes what that domain's snapshots
+    are (their moments) and the chain its definition names; planned as the domain's own
+    command it says so (``# keeps:``/``# loses:``), records it, and keeps the definition in
+    line, where the bare plan would leave those moments to be judged unknown."""
+    if target.dom is not None:
+        return None
+    image = target.chain.active.path
+    holders = preflight.domain_users(session, image, ahead=target.ahead)
+    if len(holders) != 1:
+        return None
+    dom, disk = holders[0]
+    if virt.is_running(dom):
+        return None
+    owned = load_target(session, dom.name(), disk, scan=scan)
+    if owned.live:  # started since it was asked: a running domain's layer, refused as before
+        raise VshxError(
+            f"{image} is in use by running domain {dom.name()} {disk}",
+            "name the domain and disk instead of the image; nothing was changed",
+        )
+    if owned.chain.layer_of_file(image) is None:
+        return None
+    return owned
 
 
 def _files_of(chain: Chain) -> set[FileKey]:

@@ -16,6 +16,7 @@ from typing import Any
 from vshx.errors import UsageError, VshxError
 from vshx.storage import host as files
 from vshx.storage import qemuimg
+from vshx.storage.identity import identity
 
 INDEX_REF = re.compile(r"^(?P<disk>[A-Za-z0-9_.-]+)\[(?P<index>\d+)\]$")
 
@@ -170,6 +171,12 @@ class Chain:
     def listing(self) -> str:
         """A one-line-per-layer description used in error messages."""
         return "; ".join(f"{self.ref_of(layer)}={layer.name}" for layer in self.layers)
+
+    def layer_of_file(self, path: str) -> Layer | None:
+        """The layer that is the file ``path`` names, by identity (any name of it: a symlink,
+        a hard link), or None."""
+        wanted = identity(path)
+        return next((layer for layer in self.layers if identity(layer.path) == wanted), None)
 
     def resolve(self, ref: str) -> Layer:
         """Find a layer by path, name as written in the chain, file stem, or vda[N]."""
