@@ -210,3 +210,48 @@ def test_the_printed_script_pasted_back_removes_the_data_file_too(chain, tmp_pat
     assert not (d / "sn2.qcow2").exists() and not (d / "sn2.raw").exists()
     assert view(name, tmp_path) == before
     check_layers(name)
+
+
+def test_a_relative_data_file_name_is_kept_and_named(tmp_path: Path):
+    """QEMU 7.2 opens a relative data file name from its opener's working directory (qemu-img
+    from where it runs, libvirt's QEMU from /): which file that is, vshx cannot say, so the
+    layer goes and the file it names stays, named.  Offline, vshx run from the images'
+    directory (where qemu-img then finds it)."""
+    name = f"{LAB_PREFIX}dfile-rel-{uuid.uuid4().hex[:6]}"
+    d = tmp_path / "rel"
+    d.mkdir()
+
+    def here(*argv: str) -> None:
+        subprocess.run(argv, cwd=d, check=True, capture_output=True)
+
+    here("qemu-img", "create", "-q", "-f", "qcow2", "base.qcow2", "64M")
+    here("qemu-io", "-c", "write -P 0x11 0 1M", "base.qcow2")
+    backing = ["-F", "qcow2", "-b"]
+    here("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=sn1.raw", *backing,
+         str(d / "base.qcow2"), "sn1.qcow2")  # fmt: skip
+    here("qemu-io", "-c", "write -P 0x22 1M 1M", "sn1.qcow2")
+    here("qemu-img", "create", "-q", "-f", "qcow2", *backing, str(d / "sn1.qcow2"), "sn2.qcow2")
+    here("qemu-io", "-c", "write -P 0x33 2M 1M", "sn2.qcow2")
+    raw = d / "view.raw"
+    here("qemu-img", "convert", "-O", "raw", "sn2.qcow2", str(raw))
+    before = raw.read_bytes()
+    xml = (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
+        f"<driver name='qemu' type='qcow2'/><source file={quoteattr(str(d / 'sn2.qcow2'))}/>"
+        "<target dev='vda' bus='virtio'/></disk></devices></domain>"
+    )
+    virsh("define", "/dev/stdin", stdin=xml)
+    try:
+        words = ["commit", name, "vda", "--top", "sn1.qcow2", "--base", "base.qcow2", "--delete"]
+        done = run_vshx(*words, cwd=str(d))
+        assert done.returncode == 0, done.stderr
+        assert f"warning: keeping sn1.raw, the external data file of {d}/sn1.qcow2: its header " \
+            "names it relatively" in done.stderr, done.stderr  # fmt: skip
+        assert not (d / "sn1.qcow2").exists() and (d / "sn1.raw").exists()
+        here("qemu-img", "convert", "-O", "raw", "sn2.qcow2", str(raw))
+        assert raw.read_bytes() == before
+        qemu_check(d / "sn2.qcow2")
+        qemu_check(d / "base.qcow2")
+    finally:
+        subprocess.run(["virsh", "-c", URI, "undefine", name], capture_output=True)

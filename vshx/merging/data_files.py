@@ -65,7 +65,7 @@ def named_data_file(layer: str) -> tuple[DataFile | None, str]:
         )
     try:
         link = files.stat(name, follow=False)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None, ""  # not there: nothing to delete
     except OSError as exc:
         return None, f"it cannot be looked at ({exc.strerror})"
