@@ -142,33 +142,49 @@ def test_live_commit_delete_removes_the_merged_layers_data_file(chain, tmp_path:
 
 
 def test_offline_commit_keeps_data_files_something_else_reaches(chain, tmp_path: Path):
-    """sn2.raw is another image's data file too, sn3.raw has a second name (a hard link):
-    both layers go, both data files stay, and the plan and the run say which and why."""
+    """sn1.raw is another domain's raw disk, sn2.raw another image's data file, sn3.raw has a
+    second name (a hard link): the three layers go, their data files stay, and the plan and
+    the run name each with why."""
     name, d = chain
     virsh("destroy", name)
     before = view(name, tmp_path, running=False)
-    other = d / "other.qcow2"  # a raw-data qcow2 over sn2.raw (renamed to it: no byte written)
-    create("-o", f"data_file={d}/scratch.raw,data_file_raw=on", str(other), "64M")
-    subprocess.run(["qemu-img", "amend", "-o", f"data_file={d}/sn2.raw", str(other)], check=True)
-    (d / "scratch.raw").unlink()
-    other_before = guest_hash(other, tmp_path)
-    os.link(d / "sn3.raw", tmp_path / "second name.raw")
-    words = ["commit", name, "vda", "--active", "--base", "sn1.qcow2", "--delete"]
-    dry = run_vshx(*words, "--dry-run")
-    assert dry.returncode == 0, dry.stderr
-    assert rm_lines(dry.stdout) == [rm(d / "sn3.qcow2"), rm(d / "sn2.qcow2")], dry.stdout
-    assert f"keeps its external data file {d}/sn2.raw: still used by image {other}" in dry.stdout
-    assert f"keeps its external data file {d}/sn3.raw: it has 2 names" in dry.stdout
-    done = run_vshx(*words)
-    assert done.returncode == 0, done.stderr
-    for layer in ("sn2", "sn3"):
-        assert f"warning: keeping {d}/{layer}.raw, the external data file of" in done.stderr
-        assert not (d / f"{layer}.qcow2").exists() and (d / f"{layer}.raw").exists()
-    assert domain_source(name, inactive=True) == str(d / "sn1.qcow2")
-    assert view(name, tmp_path, running=False) == before
-    assert guest_hash(other, tmp_path) == other_before
-    check_layers(name, running=False)
-    qemu_check(other)
+    reader = f"{LAB_PREFIX}dfile-reader-{uuid.uuid4().hex[:6]}"
+    xml = (
+        f"<domain type='qemu'><name>{reader}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
+        f"<driver name='qemu' type='raw'/><source file={quoteattr(str(d / 'sn1.raw'))}/>"
+        "<target dev='vda' bus='virtio'/></disk></devices></domain>"
+    )
+    virsh("define", "/dev/stdin", stdin=xml)
+    try:
+        other = d / "other.qcow2"  # a raw-data qcow2 over sn2.raw (renamed: no byte written)
+        create("-o", f"data_file={d}/scratch.raw,data_file_raw=on", str(other), "64M")
+        amend = ["qemu-img", "amend", "-o", f"data_file={d}/sn2.raw", str(other)]
+        subprocess.run(amend, check=True)
+        (d / "scratch.raw").unlink()
+        other_before = guest_hash(other, tmp_path)
+        os.link(d / "sn3.raw", tmp_path / "second name.raw")
+        words = ["commit", name, "vda", "--active", "--base", "base.qcow2", "--delete"]
+        dry = run_vshx(*words, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        merged = [rm(d / f"{layer}.qcow2") for layer in reversed(LAYERS)]
+        assert rm_lines(dry.stdout) == merged, dry.stdout
+        keeps = f"keeps its external data file {d}/"
+        assert f"{keeps}sn1.raw: still used by domain {reader} disk vda" in dry.stdout
+        assert f"{keeps}sn2.raw: still used by image {other}" in dry.stdout
+        assert f"{keeps}sn3.raw: it has 2 names (hard links)" in dry.stdout
+        done = run_vshx(*words)
+        assert done.returncode == 0, done.stderr
+        for layer in LAYERS:
+            assert f"warning: keeping {d}/{layer}.raw, the external data file of" in done.stderr
+            assert not (d / f"{layer}.qcow2").exists() and (d / f"{layer}.raw").exists()
+        assert domain_source(name, inactive=True) == str(d / "base.qcow2")
+        assert view(name, tmp_path, running=False) == before
+        assert guest_hash(other, tmp_path) == other_before
+        check_layers(name, running=False)
+        qemu_check(other)
+    finally:
+        subprocess.run(["virsh", "-c", URI, "undefine", reader], capture_output=True)
 
 
 def test_snapshot_delete_and_cleanup_remove_data_files(chain, tmp_path: Path):
