@@ -32,8 +32,6 @@ from conftest import (
     virsh,
 )
 
-pytestmark = pytest.mark.libvirt
-
 LAYERS = ("sn1", "sn2", "sn3")
 
 
@@ -121,6 +119,7 @@ def check_layers(name: str, running: bool = True) -> None:
             qemu_check(line[len("image: ") :])
 
 
+@pytest.mark.libvirt
 def test_live_commit_delete_removes_the_merged_layers_data_file(chain, tmp_path: Path):
     name, d = chain
     before = view(name, tmp_path)
@@ -141,6 +140,7 @@ def test_live_commit_delete_removes_the_merged_layers_data_file(chain, tmp_path:
     check_layers(name)
 
 
+@pytest.mark.libvirt
 def test_offline_commit_keeps_data_files_something_else_reaches(chain, tmp_path: Path):
     """sn1.raw is another domain's raw disk, sn2.raw another image's data file, sn3.raw has a
     second name (a hard link): the three layers go, their data files stay, and the plan and
@@ -187,6 +187,7 @@ def test_offline_commit_keeps_data_files_something_else_reaches(chain, tmp_path:
         subprocess.run(["virsh", "-c", URI, "undefine", reader], capture_output=True)
 
 
+@pytest.mark.libvirt
 def test_snapshot_delete_and_cleanup_remove_data_files(chain, tmp_path: Path):
     """snapshot-delete (a commit) and snapshot-cleanup --delete-files (after a pull took sn1
     out of the chain) remove the data files of the layers they delete."""
@@ -209,6 +210,7 @@ def test_snapshot_delete_and_cleanup_remove_data_files(chain, tmp_path: Path):
     check_layers(name)
 
 
+@pytest.mark.libvirt
 def test_the_printed_script_pasted_back_removes_the_data_file_too(chain, tmp_path: Path):
     """The dry-run script run inside vshx (-f): its rm of the layer lets the next line remove
     that layer's data file (not a qcow2 by content: vshx removes it only as a plan's file).
@@ -228,6 +230,7 @@ def test_the_printed_script_pasted_back_removes_the_data_file_too(chain, tmp_pat
     check_layers(name)
 
 
+@pytest.mark.libvirt
 def test_a_relative_data_file_name_is_kept_and_named(tmp_path: Path):
     """QEMU 7.2 opens a relative data file name from its opener's working directory (qemu-img
     from where it runs, libvirt's QEMU from /): which file that is, vshx cannot say, so the
@@ -271,3 +274,35 @@ def test_a_relative_data_file_name_is_kept_and_named(tmp_path: Path):
         qemu_check(d / "base.qcow2")
     finally:
         subprocess.run(["virsh", "-c", URI, "undefine", name], capture_output=True)
+
+
+def test_which_data_files_vshx_would_delete(tmp_path: Path):
+    """Only a data file vshx can name for sure is one it deletes with its layer: an absolute
+    name of a regular file with one name; a symlink, a device, a second hard link or a
+    relative name stay, with why; a layer without one, or whose data file is gone, has none."""
+    from vshx.merging.data_files import named_data_file
+
+    def layer(name: str, data: str) -> str:
+        path = tmp_path / f"{name}.qcow2"
+        create("-o", f"data_file={tmp_path}/{name}-made.raw", str(path), "1M")
+        subprocess.run(["qemu-img", "amend", "-o", f"data_file={data}", str(path)], check=True)
+        return str(path)
+
+    (tmp_path / "real.raw").write_bytes(bytes(4096))
+    found, why = named_data_file(layer("plain", f"{tmp_path}/real.raw"))
+    assert found is not None and found.path == f"{tmp_path}/real.raw" and why == ""
+    (tmp_path / "link.raw").symlink_to("real.raw")
+    assert named_data_file(layer("link", f"{tmp_path}/link.raw"))[1].startswith(
+        "it is a symbolic link"
+    )
+    assert named_data_file(layer("device", "/dev/null"))[1].startswith("it is not a regular")
+    assert named_data_file(layer("relative", "real.raw"))[1].startswith(
+        "its header names it relatively ('real.raw')"
+    )
+    assert named_data_file(layer("gone", f"{tmp_path}/gone.raw")) == (None, "")
+    os.link(tmp_path / "real.raw", tmp_path / "twice.raw")
+    assert named_data_file(layer("plain2", f"{tmp_path}/real.raw"))[1] == (
+        "it has 2 names (hard links): another name may be in use"
+    )
+    create(str(tmp_path / "none.qcow2"), "1M")
+    assert named_data_file(str(tmp_path / "none.qcow2")) == (None, "")
