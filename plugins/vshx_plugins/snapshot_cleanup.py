@@ -114,9 +114,8 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
         going = [s for s in timeline.snapshots if verdicts[s.name][0] == "forget"] + detached
         files, foreign = unneeded_files(timeline, going, session.is_local)
         # every candidate passes delete_steps' refusals (internal snapshots): then those not
-        # provably the files vshx left are kept, and say why
-        removals = delete_steps(session, files, Chain([], domain=dom.name()))
-        removals = [step for step in removals if canonical(step.argv[-1]) not in foreign]
+        # provably the files vshx left are kept (with their data files), and say why
+        removals = delete_steps(session, files, Chain([], domain=dom.name()), kept=foreign)
         removed = {canonical(step.argv[-1]) for step in removals}
         for snap in detached:
             if {canonical(m.holder or "") for m in snap.moments.values()} <= removed:
@@ -128,6 +127,12 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
             if canonical(layer.path) not in foreign
         ]
         file_rows += [[os.path.basename(path), "file kept", why] for path, why in foreign.items()]
+        layers = {canonical(layer.path) for layer in files}
+        file_rows += [  # the external data files removed with their layers
+            [os.path.basename(step.argv[-1]), "file removed", step.description.split(", ", 1)[-1]]
+            for step in removals
+            if canonical(step.argv[-1]) not in layers
+        ]
     repoints: list[Step] = []
     forgets: list[Step] = []
     rows: list[list[str]] = []

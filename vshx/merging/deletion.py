@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
@@ -11,35 +11,69 @@ from vshx.merging.savedstate import refuse_internal_snapshots
 from vshx.plans.plan import Step
 from vshx.storage import virt
 from vshx.storage.chain import Chain, Layer, human_size
+from vshx.storage.identity import FileKey, identity
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
     from vshx.storage.libvirt_lazy import libvirt
 
 
-def delete_steps(session: Session, files: list[Layer], keep_users_of: Chain) -> list[Step]:
+def delete_steps(
+    session: Session, files: list[Layer], keep_users_of: Chain, kept: Container[str] = ()
+) -> list[Step]:
     """rm steps for merged-away files that nothing else uses (checked now, and again right
-    before each unlink)."""
+    before each unlink), each followed by the rm of its external data file when nothing else
+    reaches that (merging/data_files.py; a data file kept is named).  ``kept``: canonical
+    paths of files that pass the refusals here but that the caller keeps, with their data
+    files."""
+    from vshx.merging import data_files
+
     steps = []
     going = {f.path for f in files}
     index = preflight.UsageIndex(session, keep_users_of, going=going)
     dom = None
     if keep_users_of.domain is not None and files:
         dom = virt.lookup_domain(session.conn, keep_users_of.domain)
+    planned: set[FileKey] = {identity(path) for path in going}  # deleted by a step already
     for layer in files:
         refuse_internal_snapshots(layer.path, dom, "vshx would delete that file")
-        users = index.users_of(layer.path)
+        if layer.canonical in kept:
+            continue
+        users = index.users_of(layer.path, alone=True)
         if users:
             session.warn(f"keeping {layer.path}: still used by {'; '.join(users)}")
             continue
+        data, why = data_files.named_data_file(layer.path)
+        if data is not None and data.key in planned:
+            data = None  # another of these files, or the data file of one: deleted once
+        if data is not None:
+            found = data_files.users(session, data, keep_users_of, going, index)
+            if found:
+                data, why = None, f"still used by {'; '.join(found)}"
+        kept_data = ""
+        if why:
+            named = data_file_name(layer.path)
+            kept_data = f"; keeps its external data file {named}: {why}"
+            session.warn(f"keeping {named}, the external data file of {layer.path}: {why}")
         steps.append(
             Step(
-                f"delete merged-away {layer.name} ({human_size(layer.allocated)})",
+                f"delete merged-away {layer.name} ({human_size(layer.allocated)}){kept_data}",
                 ["rm", "-f", "--", layer.path],
                 action=_delete_after_looking_again(session, keep_users_of, layer, going),
             )
         )
+        if data is not None:
+            planned.add(data.key)
+            steps.append(data_files.delete_step(session, data, keep_users_of, going))
     return steps
+
+
+def data_file_name(layer: str) -> str:
+    """The data file a layer's header names, as written there (for messages)."""
+    from vshx.storage.qcow2 import header_names
+
+    names = header_names(layer)
+    return (names[1] if names else None) or "?"
 
 
 def _delete_after_looking_again(
@@ -48,7 +82,6 @@ def _delete_after_looking_again(
     """The rm runs only if, read again right before the unlink (under the chain's lock, which
     the command took when it loaded the chain), no disk of the domain and no other domain,
     image or pool volume uses the file, and the path still names the file that was checked."""
-    from vshx.storage.identity import identity
 
     planned = identity(layer.path)
 
@@ -74,7 +107,7 @@ def _delete_after_looking_again(
         else:
             refuse_internal_snapshots(layer.path, None, "vshx would delete that file")
         index = preflight.UsageIndex(session, chain, going=going)
-        users = index.users_of(layer.path)
+        users = index.users_of(layer.path, alone=True)
         if users or identity(layer.path) != planned:
             why = f"still used by {'; '.join(users)}" if users else "another file is there now"
             raise VshxError(
@@ -95,7 +128,6 @@ def memory_users(session: Session, dom: libvirt.virDomain, path: str, going: set
     """Everything but the snapshots in ``going`` that names the memory file ``path``: this
     domain's other snapshots and managed save, any domain's disk chains, other domains'
     snapshots and managed saves, pool volumes and images (native virsh keeps memory files)."""
-    from vshx.storage.identity import identity
     from vshx.storage.snapshot_refs import managed_save_path, snapshot_files
 
     ours = Chain([Layer(path, "", 0)], dom.name(), None)

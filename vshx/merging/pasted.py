@@ -65,12 +65,16 @@ def remove_pasted(session: Session, path: str) -> None:
 
     if not files.lexists(path):
         return  # as rm -f
-    if not (preflight.is_qcow2(path) or has_image_suffix(path)) or not files.isfile(path):
+    key = identity(path)
+    planned = key in session.deletes_planned  # a data file, whatever its name, included
+    if not (preflight.is_qcow2(path) or has_image_suffix(path) or planned) or not files.isfile(
+        path
+    ):
         raise VshxError(
             f"not deleting {path}: vshx removes only disk images", "use rm yourself for others"
         )
-    key = identity(path)
-    if not _qcow2_by_content(path) and key not in session.deletes_planned:
+    qcow2 = _qcow2_by_content(path)
+    if not qcow2 and not planned:
         raise VshxError(
             f"not deleting {path}: vshx removes only disk images, and this file's content is "
             "not a qcow2 image's (a raw image has no header that tells it from any other "
@@ -85,6 +89,8 @@ def remove_pasted(session: Session, path: str) -> None:
             f"not deleting {path}: still used by {'; '.join(users)}",
             f"merge it out of those chains first ({index.scanned()})",
         )
+    if qcow2:
+        _release_data_file(session, path)
     if session.dry_run:
         session.print(shell_line(["rm", "-f", "--", path]))
         return
@@ -94,6 +100,17 @@ def remove_pasted(session: Session, path: str) -> None:
         )
     session.info(f"deleting {path}")
     files.unlink(path)
+
+
+def _release_data_file(session: Session, path: str) -> None:
+    """The image about to go names an external data file: its own printed ``rm`` line,
+    pasted next, may remove it (the users of that file are looked at then), as the plan's
+    step does; a data file vshx would not delete with its layer stays unreleased."""
+    from vshx.merging.data_files import named_data_file
+
+    data, _why = named_data_file(path)
+    if data is not None:
+        session.deletes_planned.add(data.key)
 
 
 def _qcow2_by_content(path: str) -> bool:

@@ -278,14 +278,16 @@ class UsageIndex:
             f"and the images in {', '.join(self.directories)}"
         )
 
-    def users_of(self, path: str, through: str | None = None) -> list[str]:
+    def users_of(self, path: str, through: str | None = None, *, alone: bool = False) -> list[str]:
         """Chains outside ours that contain the file ``path`` (or its external data file),
-        and, with ``through``, not that file.
+        and, with ``through``, not that file; ``alone``: the file itself, not its data file
+        (deleting an image's metadata takes nothing from a chain that reads only its data
+        file: merging/data_files.py judges that file on its own).
 
         Committing TOP into BASE changes nothing for a chain that reaches BASE through TOP
         (TOP is not emptied), only for the others.
         """
-        targets = {self._key(f) for f in _image_files(path)}
+        targets = {self._key(f) for f in ([path] if alone else _image_files(path))}
         passing = self._key(through) if through else None
 
         def uses(keys: set[FileKey]) -> bool:
