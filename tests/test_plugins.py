@@ -11,8 +11,8 @@ from pathlib import Path
 from conftest import run_vshx
 
 from vshx.pluginhost import hookspecs
-from vshx.pluginhost.markers import hookimpl
 from vshx.pluginhost.host import PluginHost
+from vshx.pluginhost.markers import hookimpl
 from vshx.shell.session import Session
 from vshx.spec.spec import Command, Opt
 
