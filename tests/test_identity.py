@@ -285,3 +285,29 @@ def test_a_loop_device_over_a_lab_file_is_a_user(offline_lab: Lab, others: Other
         assert "still used by" in proc.stderr
         assert f"domain {other} disk vda ({device})" in proc.stderr
         assert not lab.layer("sn3").exists()  # nothing reads it: removed
+
+
+@pytest.mark.root  # losetup
+def test_commit_delete_keeps_a_block_device_layer(others: Others, tmp_path: Path):
+    """A merged-away layer that is a block device (a qcow2 on a loop device) is not removed
+    by --delete: `rm` would take the node from a device that stays attached (as virsh
+    blockcommit --delete, vshx leaves it and says so); the merge itself still runs."""
+    for name in ("a.img", "b.img"):
+        (tmp_path / name).write_bytes(b"")
+        os.truncate(tmp_path / name, 32 << 20)
+    with loop_over(tmp_path / "a.img") as base, loop_over(tmp_path / "b.img") as middle:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", base, "16M"], check=True)
+        make_overlay(Path(middle), base)
+        subprocess.run(
+            ["qemu-io", "-c", "write -P 0x33 1M 1M", middle], check=True, capture_output=True
+        )
+        top = tmp_path / "top.qcow2"
+        make_overlay(top, middle)
+        seen = guest_hash(top, tmp_path)
+        name = others.define(disk(top))
+        proc = run_vshx("commit", name, "vda", "--top", middle, "--base", base, "--delete")
+        assert proc.returncode == 0, proc.stderr
+        assert f"keeping {middle}: a block device" in proc.stderr
+        assert Path(middle).is_block_device()
+        assert guest_hash(top, tmp_path) == seen
+        assert chain_files(top) == ["top.qcow2", Path(base).name]

@@ -39,6 +39,10 @@ def delete_steps(
         refuse_internal_snapshots(layer.path, dom, "vshx would delete that file")
         if layer.canonical in kept:
             continue
+        special = not_a_file(layer.path)
+        if special:
+            session.warn(f"keeping {layer.path}: {special}")
+            continue
         users = index.users_of(layer.path, alone=True)
         if users:
             session.warn(f"keeping {layer.path}: still used by {'; '.join(users)}")
@@ -68,6 +72,30 @@ def delete_steps(
     return steps
 
 
+def not_a_file(path: str) -> str:
+    """Why ``path`` is no file vshx may delete, or "": only regular files are removed.  A
+    block device's node (an LVM volume, a loop device) is its storage's, not a layer's file:
+    `rm` would take the name away from a device that stays (virsh blockcommit --delete also
+    leaves it)."""
+    import stat as modes
+
+    from vshx.storage import host as files
+
+    try:
+        mode = files.stat(path, follow=False).st_mode
+    except FileNotFoundError:
+        return ""  # gone already: as rm -f
+    except OSError as exc:
+        return f"it cannot be looked at ({exc.strerror})"
+    if modes.S_ISREG(mode):
+        return ""
+    if modes.S_ISBLK(mode):
+        return "a block device (vshx deletes only files; free the device yourself)"
+    if modes.S_ISLNK(mode):
+        return "a symbolic link (vshx deletes only files; remove the link and its file yourself)"
+    return "not a regular file (vshx deletes only files)"
+
+
 def data_file_name(layer: str) -> str:
     """The data file a layer's header names, as written there (for messages)."""
     from vshx.storage.qcow2 import header_names
@@ -90,6 +118,11 @@ def _delete_after_looking_again(
 
         if not files.lexists(layer.path):
             return  # gone already: as rm -f
+        special = not_a_file(layer.path)
+        if special:
+            raise VshxError(
+                f"not deleting {layer.path}: {special}", "nothing was deleted", clean=True
+            )
         if chain.domain is not None:
             from vshx.storage.definition import named_files
             from vshx.storage.snapshots import current_chain_files
