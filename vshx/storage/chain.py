@@ -251,6 +251,9 @@ class DiskSource:
     persistent_only: bool = False  # named by a running domain's persistent definition only
     kind: str = "file"  # the <disk type=...>: file, block, network, volume, dir, nvme...
     remote: str = ""  # a network disk's protocol and name (``nbd x``), for messages
+    # <backingStore type=...> of each backing node that is no file or block device (a pool
+    # volume, a network image), with what names it: vshx cannot read or merge such a layer
+    foreign_backing: tuple[str, ...] = ()
 
 
 def source_path(node: ET.Element) -> str | None:
@@ -285,8 +288,11 @@ def disks_from_xml(xml: str) -> list[DiskSource]:
         if target is None:
             continue
         backing: list[tuple[str, str | None, int | None]] = []
+        foreign: list[str] = []
         node = disk.find("backingStore")
         while node is not None and node.find("source") is not None:
+            if node.get("type", "file") not in ("file", "block"):
+                foreign.append(_foreign_name(node))
             fmt = node.find("format")
             idx = node.get("index")
             backing.append(
@@ -309,9 +315,20 @@ def disks_from_xml(xml: str) -> list[DiskSource]:
                 format=driver.get("type") if driver is not None else None,
                 backing=backing,
                 index=int(src_index) if src_index is not None else None,
+                foreign_backing=tuple(foreign),
             )
         )
     return disks
+
+
+def _foreign_name(node: ET.Element) -> str:
+    """A backing node that names no local path, as a message names it (``volume p/v``)."""
+    src = node.find("source")
+    attrs = src.attrib if src is not None else {}
+    kind = node.get("type", "?")
+    if kind == "volume":
+        return f"volume {attrs.get('pool', '?')}/{attrs.get('volume', '?')}"
+    return f"{kind} {attrs.get('protocol', '')} {attrs.get('name', '')}".strip()
 
 
 def merge_live_indexes(layers: list[Layer], disk: DiskSource) -> list[Layer]:

@@ -301,6 +301,14 @@ def domain_chain(dom: libvirt.virDomain, target: str, *, definition: bool = True
         )
     if not disk.source:
         raise VshxError(f"disk {disk.target} of {dom.name()!r} has no source file (empty drive?)")
+    if disk.foreign_backing:
+        raise VshxError(
+            f"disk {disk.target} of {dom.name()!r} has a layer that is no local file or block "
+            f"device ({', '.join(disk.foreign_backing)}): vshx reads and merges chains of "
+            "local file and block layers only",
+            "use virsh blockcommit / blockpull on the running domain, or virsh "
+            "snapshot-delete: libvirt resolves pool volumes and network layers itself",
+        )
     layers = chains.chain_from_info(qemuimg.info_chain(disk.source), disk.source)
     # running or not as the XML read says (a running domain's carries its id): the chain, its
     # indexes and its definition check all come from that one read; a domain that stops or
