@@ -123,12 +123,13 @@ def run() -> NoReturn:
     process ends at once, without the interpreter's teardown of the ~200 modules a merge
     loads (~10 ms here).  Exit handlers run first (an ssh master connection is closed and its
     directory removed) and the output is flushed; if a thread that is not a daemon still works,
-    Python's own exit waits for it instead.  ``main()`` stays the call for code that runs vshx
+    or a tracer or profiler watches (coverage, cProfile), Python's own exit runs instead.  ``main()`` stays the call for code that runs vshx
     inside its own process (tests, bench/trace_commit.py)."""
     status = main()
     me = threading.current_thread()
-    if any(not t.daemon for t in threading.enumerate() if t is not me):
-        sys.exit(status)
+    watched = sys.gettrace() is not None or sys.getprofile() is not None  # coverage, cProfile
+    if watched or any(not t.daemon for t in threading.enumerate() if t is not me):
+        sys.exit(status)  # they write their results at exit
     import atexit
 
     atexit._run_exitfuncs()
