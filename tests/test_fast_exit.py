@@ -59,3 +59,16 @@ def test_a_reader_that_left_the_pipe_gets_no_traceback() -> None:
         proc.stdout.close()  # as `| head -1` does
         err = proc.stderr.read()
     assert "Traceback" not in err
+
+
+def test_a_profiler_gets_its_results_written(tmp_path) -> None:
+    """`python -m cProfile -o F -m vshx ...` writes F at exit: no fast exit under a profiler."""
+    out = tmp_path / "prof.out"
+    run = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "vshx", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert out.stat().st_size > 0

@@ -122,9 +122,10 @@ def run() -> NoReturn:
     """The ``vshx`` program (its console script and ``python -m vshx``): ``main()``, then the
     process ends at once, without the interpreter's teardown of the ~200 modules a merge
     loads (~10 ms here).  Exit handlers run first (an ssh master connection is closed and its
-    directory removed) and the output is flushed; if a thread that is not a daemon still works,
-    or a tracer or profiler watches (coverage, cProfile), Python's own exit runs instead.  ``main()`` stays the call for code that runs vshx
-    inside its own process (tests, bench/trace_commit.py)."""
+    directory removed) and the output is flushed.  Python's own exit runs instead where a
+    thread that is not a daemon still works, or a tracer or profiler watches (coverage,
+    cProfile).  ``main()`` stays the call for code that runs vshx inside its own process
+    (tests, bench/trace_commit.py)."""
     status = main()
     me = threading.current_thread()
     watched = sys.gettrace() is not None or sys.getprofile() is not None  # coverage, cProfile
