@@ -299,7 +299,8 @@ Where the 1.3x target stands (same run, each a whole process, medians of 15): `p
 takes {python_ms:.0f} ms; loading what the floor loads (`import libvirt, threading`)
 {libvirt_ms:.0f} ms; loading the modules a one-shot vshx commit loads, and nothing else
 (no connection, no check, no job; ended with `os._exit`, as the `vshx` program ends),
-{vshx_imports_ms:.0f} ms: **{vshx_imports_ms - libvirt_ms:.0f} ms of imports** beyond the floor's, against the {0.3 * floor_ms:.0f} ms that 1.3x of this
+{vshx_imports_ms:.0f} ms: **{vshx_imports_ms - libvirt_ms:.0f} ms of imports** beyond the floor's,
+against the {0.3 * floor_ms:.0f} ms that 1.3x of this
 run's floor leaves for everything vshx adds (imports, checks, journal, record). The list is
 `ONE_SHOT_IMPORTS` in bench/merge.py, taken from `python -X importtime` of one run.
 
@@ -323,7 +324,8 @@ round trips; and vshx's own modules load (`dataclasses`, which imports `inspect`
 dataclasses of a commit's path are ~8 ms of it here; pluggy is not loaded where no installed
 plugin has hooks beyond registering commands). The `vshx` program skips the interpreter's
 teardown of the modules it loaded (`os._exit` after exit handlers and a flush: ~10 ms of a
-one-shot here; the floor pays its own). None of the checks is skipped for speed; in a batch every line pays them again (another tool may act between
+one-shot here; the floor pays its own). None of the checks is skipped for speed; in a batch
+every line pays them again (another tool may act between
 lines, and libvirt offers no cheap proof that nothing changed: `virsh snapshot-create-as
 --disk-only` gives a running domain a new disk file without any event, as `virsh event --all`
 shows, and qcow2 files in the scanned directories change with no event at all), so a batch
