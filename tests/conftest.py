@@ -425,6 +425,23 @@ def offline_lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]
     destroy_lab(made)
 
 
+@pytest.fixture
+def made(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+    """Labs built by lab-create (libvirt's own snapshot-create-as, guest writes between), as
+    many as a test asks for, each snapshot's moment recorded right after."""
+    built: list[Lab] = []
+
+    def make(running: bool = True, disks: int = 1) -> Lab:
+        lab = make_lab(tmp_path, running=running, disks=disks, dirname=f"lab{len(built)}")
+        lab.record_moments(tmp_path)
+        built.append(lab)
+        return lab
+
+    yield make
+    for lab in built:
+        destroy_lab(lab)
+
+
 @pytest.fixture(autouse=True)
 def private_xdg_dirs(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

@@ -16,16 +16,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import (
     Lab,
     chain_files,
-    destroy_lab,
     guest_hash,
-    make_lab,
     qemu_check,
     run_vshx,
     virsh,
@@ -35,21 +33,6 @@ from sshd import Sshd, hidden
 pytestmark = pytest.mark.libvirt
 
 NOTE = "of shut-off domain"  # the plan's note that a bare image's commit is the domain's
-
-
-@pytest.fixture
-def made(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
-    built: list[Lab] = []
-
-    def make(running: bool = False) -> Lab:
-        lab = make_lab(tmp_path, running=running, dirname=f"lab{len(built)}")
-        lab.record_moments(tmp_path)
-        built.append(lab)
-        return lab
-
-    yield make
-    for lab in built:
-        destroy_lab(lab)
 
 
 def ok(*args: str) -> str:
@@ -93,7 +76,7 @@ def clean(lab: Lab) -> None:
 def test_bare_commit_of_a_shut_off_domains_layer_accounts_for_its_moments(
     made: Callable[..., Lab], tmp_path: Path, image: str, domain_form: list[str]
 ) -> None:
-    bare, native = made(), made()
+    bare, native = made(running=False), made(running=False)
     layer = str(bare.layer(image))
     # the plan: the domain form's script, plus the note that says so
     script = ok("commit", layer, "--dry-run")
@@ -124,7 +107,7 @@ def test_a_layer_of_two_domains_stays_a_bare_image(
     made: Callable[..., Lab], tmp_path: Path
 ) -> None:
     """Whose snapshots would it account for?  vshx cannot tell: the bare plan, as before."""
-    lab = made()
+    lab = made(running=False)
     other = f"{lab.name}-other"
     xml = (
         f"<domain type='qemu'><name>{other}</name><memory unit='MiB'>64</memory>"
@@ -156,7 +139,7 @@ def test_over_ssh_the_image_is_the_domains_layer_too(
 ) -> None:
     """On a qemu+ssh:// URI the domains and their chains are read on that host (the lab's
     directory is empty here): the same domain plan, the same record."""
-    lab = made()
+    lab = made(running=False)
 
     def remote(*words: str) -> str:
         argv = hidden([lab.dir], [sys.executable, "-m", "vshx", "-c", sshd.uri(), *words])

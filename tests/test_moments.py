@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import (
     Lab,
     chain_files,
-    destroy_lab,
-    make_lab,
     qemu_check,
     run_vshx,
     snapshot_names,
@@ -51,23 +48,6 @@ def check_domain(lab: Lab, tmp: Path, before: dict[str, str]) -> None:
     for disk in lab.targets:
         chain = run_vshx("chain", lab.name, disk)
         assert chain.returncode == 0, chain.stderr
-
-
-@pytest.fixture
-def made(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
-    """Labs built by lab-create (libvirt's own snapshot-create-as, guest writes between), each
-    snapshot's moment recorded right after."""
-    built: list[Lab] = []
-
-    def make(running: bool = True, disks: int = 1) -> Lab:
-        lab = make_lab(tmp_path, running=running, disks=disks, dirname=f"lab{len(built)}")
-        lab.record_moments(tmp_path)
-        built.append(lab)
-        return lab
-
-    yield make
-    for lab in built:
-        destroy_lab(lab)
 
 
 def ok(*args: str) -> subprocess.CompletedProcess[str]:
