@@ -1,0 +1,222 @@
+"""The one-writer lock covers the whole chain, not only the file named on the command line.
+
+A tester's race: a vshx changing a domain's disk locked only the disk's active layer, and a
+bare vshx naming a middle layer of that chain (``pull``, ``rebase``, ``commit``) locked only
+that file, so both changed one chain at once.  Here the first vshx runs with a ``qemu-img``
+that stops before it changes anything (``commit``, ``rebase``, ``convert``) until the test
+lets it go: while it waits, holding its locks, the second vshx must be refused naming it,
+and change nothing; then the first finishes as if alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import LAB_PREFIX, URI, chain_files, file_state, qemu_check, run_vshx, virsh
+
+pytestmark = pytest.mark.libvirt  # libvirtd on the test URI (the domain cases) and QEMU
+
+GATE = r"""#!/bin/sh
+case "$1" in
+  commit|rebase|convert)
+    : > "$VSHX_TEST_GATE.reached"
+    while [ ! -e "$VSHX_TEST_GATE.open" ]; do sleep 0.05; done ;;
+esac
+exec {real} "$@"
+"""
+
+
+def build(directory: Path, names: list[str]) -> None:
+    """base <- names[0] <- names[1] ..., each layer with data of its own."""
+    directory.mkdir(exist_ok=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(directory / "base.qcow2"), "16M"],
+        check=True,
+    )
+    below = "base"
+    for number, name in enumerate(names):
+        path = directory / f"{name}.qcow2"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2"]
+            + ["-b", f"{below}.qcow2", str(path)],
+            check=True,
+        )
+        write = f"write -P 0x{number + 1:x}{number + 1:x} {number}M 1M"
+        subprocess.run(["qemu-io", "-c", write, str(path)], check=True, capture_output=True)
+        below = name
+
+
+class Held:
+    """A vshx stopped right before its first qemu-img change, holding its locks."""
+
+    def __init__(self, tmp: Path, words: list[str]) -> None:
+        bin_dir = tmp / "gate-bin"
+        bin_dir.mkdir(exist_ok=True)
+        wrapper = bin_dir / "qemu-img"
+        real = shutil.which("qemu-img")
+        assert real is not None
+        wrapper.write_text(GATE.format(real=real))
+        wrapper.chmod(0o755)
+        self.gate = tmp / "gate"
+        env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+        env["VSHX_TEST_GATE"] = str(self.gate)
+        self.words = words
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vshx", "-c", URI, *words],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        reached = Path(f"{self.gate}.reached")
+        deadline = time.monotonic() + 120
+        while not reached.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                out, err = self.proc.communicate(timeout=60)
+                raise AssertionError(f"the first vshx never reached its change: {out}{err}")
+            time.sleep(0.05)
+
+    def finish(self) -> str:
+        Path(f"{self.gate}.open").touch()
+        out, err = self.proc.communicate(timeout=300)
+        assert self.proc.returncode == 0, out + err
+        return out
+
+
+def refused_by(held: Held, words: list[str], *directories: Path) -> str:
+    """Run the second vshx while ``held`` waits: refused with error:/hint: naming the first's
+    pid, and nothing in ``directories`` changed."""
+    before = [file_state(directory) for directory in directories]
+    second = run_vshx(*words)
+    err = second.stderr
+    assert second.returncode == 1, second.stdout + err
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert f"another vshx (pid {held.proc.pid}) is running: vshx {' '.join(held.words)}" in err
+    assert "it holds the lock on this chain" in err, err
+    assert f"\nhint: wait until it has finished (or stop it: kill {held.proc.pid};" in err, err
+    assert [file_state(directory) for directory in directories] == before
+    return err
+
+
+def no_lock_files(*directories: Path) -> None:
+    for directory in directories:
+        left = [p.name for p in directory.iterdir() if p.name.startswith(".vshx-")]
+        assert left == [], left
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(["commit", "{d}/mid.qcow2"], id="commit-middle"),
+        pytest.param(["pull", "{d}/mid.qcow2"], id="pull-middle"),
+        pytest.param(["rebase", "{d}/mid.qcow2", "--backing", ""], id="rebase-middle"),
+        pytest.param(["commit", "{d}/top.qcow2", "--base", "{d}/base.qcow2"], id="commit-top"),
+    ],
+)
+def test_two_bare_commands_on_layers_of_one_chain(tmp_path: Path, second: list[str]) -> None:
+    directory = tmp_path / "chain-lock"
+    build(directory, ["mid", "top"])
+    held = Held(tmp_path, ["commit", str(directory / "top.qcow2")])
+    try:
+        refused_by(held, [word.format(d=directory) for word in second], directory)
+    finally:
+        held.finish()
+    assert chain_files(directory / "top.qcow2") == ["top.qcow2", "mid.qcow2", "base.qcow2"]
+    for name in ("top", "mid", "base"):
+        qemu_check(directory / f"{name}.qcow2")
+    no_lock_files(directory)
+
+
+def test_the_middle_first_keeps_a_command_on_the_top_out(tmp_path: Path) -> None:
+    """Locked the other way round: the bare vshx on the middle layer holds the files below
+    it too, and a vshx naming the top layer needs them."""
+    directory = tmp_path / "chain-lock"
+    build(directory, ["mid", "top"])
+    held = Held(tmp_path, ["pull", str(directory / "mid.qcow2")])
+    try:
+        err = refused_by(held, ["commit", str(directory / "top.qcow2")], directory)
+        assert f"({directory / 'mid.qcow2'}, a layer of {directory / 'top.qcow2'})" in err
+    finally:
+        held.finish()
+    no_lock_files(directory)
+
+
+def test_another_chain_in_the_same_directory_is_not_held(tmp_path: Path) -> None:
+    directory = tmp_path / "chain-lock"
+    build(directory, ["mid", "top"])
+    other = tmp_path / "other-lock"
+    build(other, ["one"])
+    held = Held(tmp_path, ["commit", str(directory / "top.qcow2")])
+    try:
+        ran = run_vshx("pull", str(other / "one.qcow2"))
+        assert ran.returncode == 0, ran.stderr
+    finally:
+        held.finish()
+    no_lock_files(directory, other)
+
+
+@pytest.fixture
+def shut_off_domain(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A shut-off domain, vda on base <- a1 <- a2 <- a3, vdb on a chain of its own."""
+    directory = tmp_path / "domain-lock"
+    build(directory, ["a1", "a2", "a3"])
+    build(directory / "b", ["b1"])
+    name = f"{LAB_PREFIX}lock-{os.getpid()}"
+    disks = "".join(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{source}'/><target dev='{dev}' bus='virtio'/></disk>"
+        for dev, source in (("vda", directory / "a3.qcow2"), ("vdb", directory / "b/b1.qcow2"))
+    )
+    virsh(
+        "define",
+        "/dev/stdin",
+        stdin=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+        f"<os><type arch='x86_64'>hvm</type></os><devices>{disks}</devices></domain>",
+    )
+    yield name, directory
+    subprocess.run(
+        ["virsh", "-c", URI, "undefine", name, "--snapshots-metadata"], capture_output=True
+    )
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(["pull", "{d}/a2.qcow2"], id="pull-middle"),
+        pytest.param(["rebase", "{d}/a2.qcow2", "--backing", "{d}/base.qcow2"], id="rebase-middle"),
+        pytest.param(["commit", "{d}/a1.qcow2"], id="commit-lower"),
+    ],
+)
+def test_a_domain_command_keeps_bare_commands_on_its_layers_out(
+    shut_off_domain: tuple[str, Path], tmp_path: Path, second: list[str]
+) -> None:
+    name, directory = shut_off_domain
+    held = Held(tmp_path, ["commit", name, "vda", "--base", "a1", "--top", "a2"])
+    try:
+        refused_by(held, [word.format(d=directory) for word in second], directory)
+    finally:
+        held.finish()
+    assert chain_files(directory / "a3.qcow2") == ["a3.qcow2", "a1.qcow2", "base.qcow2"]
+    no_lock_files(directory)
+    assert "nothing to do" in run_vshx("recover", name, "vda").stdout
+
+
+def test_a_bare_command_on_a_middle_layer_keeps_the_domain_command_out(
+    shut_off_domain: tuple[str, Path], tmp_path: Path
+) -> None:
+    name, directory = shut_off_domain
+    held = Held(tmp_path, ["rebase", str(directory / "a2.qcow2"), "--backing", ""])
+    try:
+        err = refused_by(held, ["commit", name, "vda", "--base", "a1", "--top", "a2"], directory)
+        assert f"({directory / 'a2.qcow2'}, a layer of {directory / 'a3.qcow2'})" in err
+    finally:
+        held.finish()
+    assert chain_files(directory / "a3.qcow2") == ["a3.qcow2", "a2.qcow2"]
+    no_lock_files(directory)
