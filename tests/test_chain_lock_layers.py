@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 from conftest import LAB_PREFIX, URI, chain_files, file_state, qemu_check, run_vshx, virsh
+from sshd import Sshd
+from test_one_writer import User, second_user, start
+
+__all__ = ["second_user"]  # a fixture: imported for the tests that make a second user
 
 pytestmark = pytest.mark.libvirt  # libvirtd on the test URI (the domain cases) and QEMU
 
@@ -220,3 +224,69 @@ def test_a_bare_command_on_a_middle_layer_keeps_the_domain_command_out(
         held.finish()
     assert chain_files(directory / "a3.qcow2") == ["a3.qcow2", "a2.qcow2"]
     no_lock_files(directory)
+
+
+@pytest.mark.root  # makes a second user
+def test_a_read_only_base_of_another_user_is_passed_over(second_user: User) -> None:
+    """A user's overlays on a base it may read but not write, in a directory it may not
+    write (a golden image of root's): the base's lock cannot be made there, and this vshx
+    cannot change the base either, so the user's commit of its own layers still runs."""
+    golden = second_user.home / "golden-lock"  # root's, in a directory the user can reach
+    golden.mkdir()
+    golden.chmod(0o755)
+    build(golden, [])
+    (golden / "base.qcow2").chmod(0o644)
+    mine = second_user.home / "overlays-lock"
+    mine.mkdir()
+    below = str(golden / "base.qcow2")
+    for name in ("mid", "top"):
+        path = mine / f"{name}.qcow2"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", below, str(path)],
+            check=True,
+        )
+        below = str(path)
+    for path in [mine, *mine.iterdir()]:
+        os.chown(path, second_user.uid, second_user.gid)
+    golden_before = file_state(golden)
+    racer = start(["commit", str(mine / "top.qcow2")], "test:///default", second_user)
+    out, err = racer.proc.communicate()
+    assert racer.proc.returncode == 0, out + err
+    assert chain_files(mine / "top.qcow2") == ["top.qcow2", "mid.qcow2", "base.qcow2"]
+    assert file_state(golden) == golden_before
+    no_lock_files(golden, mine)
+
+
+@pytest.mark.root  # the run's loopback sshd, as tests/test_remote.py uses it
+def test_a_vshx_over_ssh_holds_every_layer_of_the_chain(
+    sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over ssh the lock of every layer is the file a vshx on that host takes: a vshx there
+    naming the middle layer is refused while the remote one holds the top's chain."""
+    from vshx.plans import lock
+    from vshx.storage import host
+    from vshx.storage.qcow2 import chain_files as header_chain
+
+    directory = tmp_path / "chain-lock"
+    build(directory, ["mid", "top"])
+    top = str(directory / "top.qcow2")
+    monkeypatch.setenv("PATH", sshd.env()["PATH"])
+    remote = host.select(sshd.uri())
+    try:
+        lock.take(top, "vshx commit over ssh")
+        assert lock.take_layers(top, header_chain(top), "vshx commit over ssh")
+        held = [p for p in os.listdir(directory) if p.startswith(".vshx-")]
+        assert len(held) == 3, held
+        before = file_state(directory)
+        there = run_vshx("pull", str(directory / "mid.qcow2"))
+        assert there.returncode == 1 and "it holds the lock on this chain" in there.stderr
+        assert "vshx commit over ssh" in there.stderr, there.stderr
+        assert file_state(directory) == before
+    finally:
+        lock.release_all()
+        host.select("qemu:///system")
+        close = getattr(remote, "close", None)
+        if close is not None:
+            close()
+    no_lock_files(directory)
+    assert run_vshx("pull", str(directory / "mid.qcow2")).returncode == 0
