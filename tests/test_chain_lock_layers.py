@@ -290,3 +290,75 @@ def test_a_vshx_over_ssh_holds_every_layer_of_the_chain(
             close()
     no_lock_files(directory)
     assert run_vshx("pull", str(directory / "mid.qcow2")).returncode == 0
+
+
+@pytest.fixture
+def snapshotted_domain(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The tester's domain: shut off, two disks, three disk-only snapshots s1..s3 (vda's
+    files a1..a3 over base.qcow2, vdb's b1..b3 over b/base.qcow2), data in each."""
+    directory = tmp_path / "snapshot-lock"
+    (directory / "b").mkdir(parents=True)
+    for base in (directory / "base.qcow2", directory / "b/base.qcow2"):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    name = f"{LAB_PREFIX}lock-snap-{os.getpid()}"
+    disks = "".join(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{source}'/><target dev='{dev}' bus='virtio'/></disk>"
+        for dev, source in (("vda", directory / "base.qcow2"), ("vdb", directory / "b/base.qcow2"))
+    )
+    virsh(
+        "define",
+        "/dev/stdin",
+        stdin=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+        f"<os><type arch='x86_64'>hvm</type></os><devices>{disks}</devices></domain>",
+    )
+    try:
+        for number in (1, 2, 3):
+            virsh(
+                "snapshot-create-as",
+                name,
+                f"s{number}",
+                "--disk-only",
+                "--diskspec",
+                f"vda,snapshot=external,file={directory}/a{number}.qcow2",
+                "--diskspec",
+                f"vdb,snapshot=external,file={directory}/b/b{number}.qcow2",
+            )
+            write = f"write -P 0x{number}{number} {number}M 1M"
+            layer = directory / f"a{number}.qcow2"
+            subprocess.run(["qemu-io", "-c", write, str(layer)], check=True, capture_output=True)
+        yield name, directory
+    finally:
+        subprocess.run(
+            ["virsh", "-c", URI, "undefine", name, "--snapshots-metadata"], capture_output=True
+        )
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(["commit", "{d}/a2.qcow2", "--base", "{d}/base.qcow2"], id="commit-a2"),
+        pytest.param(["pull", "{d}/a2.qcow2"], id="pull-a2"),
+        pytest.param(["rebase", "{d}/a1.qcow2", "--backing", ""], id="rebase-a1"),
+    ],
+)
+def test_snapshot_delete_keeps_bare_commands_on_its_chain_out(
+    snapshotted_domain: tuple[str, Path], tmp_path: Path, second: list[str]
+) -> None:
+    """The tester's repro: snapshot-delete of s2 held before its qemu-img step, a bare
+    command on a layer of vda's chain refused meanwhile; s1's state in base.qcow2 kept."""
+    name, directory = snapshotted_domain
+    held = Held(tmp_path, ["snapshot-delete", name, "s2"])
+    try:
+        refused_by(held, [word.format(d=directory) for word in second], directory)
+    finally:
+        held.finish()
+    no_lock_files(directory, directory / "b")
+    assert "s2" not in virsh("snapshot-list", name, "--name").stdout.split()
+    # s1's moment is base.qcow2 as it was: no data of a later layer in it
+    probe = subprocess.run(
+        ["qemu-io", "-c", "read -P 0 1M 3M", str(directory / "base.qcow2")],
+        capture_output=True,
+        text=True,
+    )
+    assert "Pattern verification failed" not in probe.stdout + probe.stderr, probe.stdout
