@@ -362,3 +362,23 @@ def test_snapshot_delete_keeps_bare_commands_on_its_chain_out(
         text=True,
     )
     assert "Pattern verification failed" not in probe.stdout + probe.stderr, probe.stdout
+
+
+def test_two_chains_on_one_base_share_its_lock(tmp_path: Path) -> None:
+    """Linked clones: a commit down into x1 of base <- x1 <- x2 and one of y1 over the same
+    base share base.qcow2's lock, one change at a time (the second may be a commit into the
+    base, which changes what every chain on it shows)."""
+    directory = tmp_path / "shared-lock"
+    build(directory, ["x1", "x2"])
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2"]
+        + ["-b", "base.qcow2", str(directory / "y1.qcow2")],
+        check=True,
+    )
+    held = Held(tmp_path, ["commit", str(directory / "x2.qcow2")])
+    try:
+        err = refused_by(held, ["commit", str(directory / "y1.qcow2")], directory)
+        assert f"({directory / 'base.qcow2'}, a layer of {directory / 'y1.qcow2'})" in err
+    finally:
+        held.finish()
+    no_lock_files(directory)
