@@ -30,12 +30,16 @@ def load_target(
     journal_ok: bool = False,
     image: bool = False,
     scan: bool = False,
+    again: int = 0,
 ) -> Target:
     """Resolve DOMAIN DISK (or a bare IMAGE) to its chain; a bare image may not be in use.
 
     A command that will change the chain (not ``--dry-run``) first takes the chain's lock
-    (plans/lock.py) and only then reads the chain and the journal, so two vshx never plan on
-    one chain at once and every check below runs under the lock.  An interrupted earlier
+    (plans/lock.py: its active layer's, then every layer's below it, as the headers name
+    them) and only then reads the chain and the journal, so two vshx never plan on one chain
+    at once, whichever of its files each names, and every check below runs under the lock.
+    A file the read finds that the first look did not (a chain changed in between) is locked
+    then and the chain read again (``again``: how often so far).  An interrupted earlier
     operation on it is refused (``recover`` passes ``journal_ok``).  ``image``: the word is an
     image path whatever it looks like (rebase IMAGE).  ``scan``: the plan will ask who else
     uses its files (``check_merge`` with ``changes_view_of``): the libvirt reads of that scan
@@ -54,6 +58,7 @@ def load_target(
         active = domain_or_image if dom is None else virt.find_disk(dom, disk or "").source
         if active and files.exists(active):
             locked = _lock(session, active)
+            _lock_layers(session, active, None)
     ahead = snapshots = None
     if scan and locked is not None:
         ahead = read_host_ahead(session)
@@ -78,6 +83,22 @@ def load_target(
             raise VshxError(
                 f"the chain of {domain_or_image} changed while vshx was taking its lock",
                 "another program changed it; look at it (vshx chain) and run the command again",
+            )
+        if _lock_layers(session, target.chain.active.path, target.chain):
+            if again >= 2:
+                raise VshxError(
+                    f"the chain of {domain_or_image} keeps changing while vshx takes its lock",
+                    "another program is changing it; look at it (vshx chain) and run the "
+                    "command again",
+                )
+            return load_target(  # a layer the first look did not see: read it under its lock
+                session,
+                domain_or_image,
+                disk,
+                journal_ok=journal_ok,
+                image=image,
+                scan=scan,
+                again=again + 1,
             )
         if overlap.current() is not None and overlap.claim_files(_files_of(target.chain)):
             # it waited for an earlier batch line working on some of these files: read again
@@ -136,6 +157,23 @@ def _lock(session: Session, active: str) -> FileKey:
     from vshx.plans import lock
 
     return lock.take(active, _command_line(session))
+
+
+def _lock_layers(session: Session, active: str, chain: Chain | None) -> bool:
+    """Lock every file below the active layer (plans/lock.py ``take_layers``): before the
+    chain is read, the files its headers name (a header that cannot be read is left to the
+    read, which says why); after it, the layers of the chain read and the files their
+    headers name.  True when that took a lock this process did not hold before."""
+    from vshx.plans import lock
+    from vshx.storage.qcow2 import chain_files
+
+    try:
+        paths = chain_files(active)
+    except VshxError:  # the read says why (before), or read it (after)
+        paths = []
+    if chain is not None:
+        paths = list(dict.fromkeys([*(layer.path for layer in chain.layers), *paths]))
+    return lock.take_layers(active, paths, _command_line(session))
 
 
 def _will_change(session: Session) -> bool:

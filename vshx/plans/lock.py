@@ -2,10 +2,14 @@
 
 A changing command locks the chain it changes before it plans: ``flock(LOCK_EX | LOCK_NB)``
 on a lock file beside the images, in the directory of the chain's active layer (or bare
-image; symlinks resolved), named by that file's identity (``.vshx-DEV-INO.lock``).  Every
-name of the file (a symlink, a bind mount, ``..``) meets the same lock, and two commits with
-different ``--base`` on one chain exclude each other.  The lock goes with the process: a
-killed vshx holds nothing.  The loser is refused with the holder's pid, user and command,
+image; symlinks resolved), named by that file's identity (``.vshx-DEV-INO.lock``), and then
+the same lock of every file below it (``take_layers``: its layers and data files, each in
+its own directory).  Every name of a file (a symlink, a bind mount, ``..``) meets the same
+lock; two commits with different ``--base`` on one chain exclude each other, and so do a
+command on a domain's disk and a bare command on any layer of that disk's chain (a bare
+vshx names one file of a chain, which may be a middle layer).  Two chains that share a base
+(linked clones) share its lock too: one at a time changes either.  The lock goes with the
+process: a killed vshx holds nothing.  The loser is refused with the holder's pid, user and command,
 which the holder writes into the file.
 
 Safety of the file itself: opened with ``O_NOFOLLOW`` (a planted symlink is refused, never
@@ -140,21 +144,82 @@ def _refuse_open(path: str, exc: OSError) -> VshxError:
 def take(image: str, command: str) -> FileKey:
     """Lock the chain whose active layer is ``image`` for this process, or refuse (exit 1)
     naming the vshx that holds it.  Returns the identity that was locked."""
+    key = _take(image, command, None)
+    assert key is not None  # only a lower layer is ever passed over
+    return key
+
+
+def take_layers(active: str, paths: list[str], command: str) -> bool:
+    """Lock every file below ``active`` that its chain's data is in (``paths``: the chain's
+    files top down, as vshx.storage.qcow2 ``chain_files`` lists them), as ``take`` locks the
+    active layer; True when any of them was not held by this process before (the caller
+    reads the chain again, under these locks).
+
+    Why every layer: a vshx changing a chain names one file of it (the active layer of a
+    domain's disk, or a bare image that may be any layer), so a lock on the named file alone
+    lets a ``pull``/``rebase``/``commit`` of a middle layer run beside a command on the whole
+    disk.  Every file locked by identity means two vshx that change files of one chain need
+    one lock.  The locks are tried (never waited for), so two vshx cannot deadlock; taken top
+    down, two chains that meet at a file are decided at the first file they share.
+
+    A lower file whose lock cannot be made where this user may not write the file either is
+    passed over: this vshx cannot change it, and a refusal would stop every user of a
+    read-only base (a vshx that can write it can make its lock; that one, of another user,
+    is not kept out by this one)."""
+    new = False
+    for path in paths:
+        if path == active or not files.exists(path):
+            continue
+        before = len(_held)
+        key = _take(path, command, active)
+        new = new or (key is not None and len(_held) > before)
+    return new
+
+
+def _take(image: str, command: str, layer_of: str | None) -> FileKey | None:
+    """``take``; ``layer_of``: ``image`` is a lower file of the chain whose active layer is
+    ``layer_of`` (``take_layers``), None where its lock is passed over."""
     path, key = lock_path(image)
     if key in _held and _held[key].owner != threading.get_ident():
         overlap.wait_for_earlier()  # an earlier line of this batch holds it: let it finish
     if key in _held:
         _held[key].count += 1
         return key
-    if not files.current().local:
-        return _take_remote(image, path, key, command)
+    where = image if layer_of is None else f"{image}, a layer of {layer_of}"
+    try:
+        if not files.current().local:
+            return _take_remote(where, path, key, command)
+        return _take_local(where, path, key, command)
+    except _CannotOpen as exc:
+        if layer_of is not None and exc.unwritable and not files.access(image, os.W_OK):
+            return None
+        raise exc.error from None
+
+
+class _CannotOpen(Exception):
+    """The lock file could not be made or opened; ``unwritable``: for want of permission (or a
+    read-only file system), which a lower layer this vshx cannot write is let off."""
+
+    def __init__(self, error: VshxError, unwritable: bool) -> None:
+        super().__init__(error.message)
+        self.error, self.unwritable = error, unwritable
+
+
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _cannot_open(path: str, exc: OSError) -> _CannotOpen:
+    return _CannotOpen(_refuse_open(path, exc), exc.errno in _UNWRITABLE)
+
+
+def _take_local(image: str, path: str, key: FileKey, command: str) -> FileKey:
     for _ in range(50):  # each turn: the file was removed between our open and our lock
         try:
             fd, writable = _open(path)
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise _refuse_open(path, exc) from exc
+            raise _cannot_open(path, exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -167,7 +232,7 @@ def take(image: str, command: str) -> FileKey:
             ) from None
         except OSError as exc:
             os.close(fd)
-            raise _refuse_open(path, exc) from exc
+            raise _cannot_open(path, exc) from exc
         mine = os.fstat(fd)
         try:
             now = os.stat(path, follow_symlinks=False)
@@ -228,7 +293,9 @@ def _take_remote(image: str, path: str, key: FileKey, command: str) -> FileKey:
                 "its own (a device, a hard link or a large file)",
                 "someone put it there; remove it and run the command again",
             )
-        raise _refuse_open(path, OSError(errno.EACCES, rest or answer))
+        unwritable = any(word in rest for word in ("denied", "not permitted", "Read-only"))
+        error = _refuse_open(path, OSError(errno.EACCES, rest or answer))
+        raise _CannotOpen(error, unwritable)
     raise VshxError(f"cannot take vshx's lock {path}: it keeps being replaced", "try again")
 
 
