@@ -143,6 +143,7 @@ class Unreachable(LocalHost):
     local = False
 
     def __init__(self, uri: str, why: str | None = None, hint: str | None = None) -> None:
+        super().__init__()
         self.name = uri
         self.uri = uri
         self.why = why or (
