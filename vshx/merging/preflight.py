@@ -392,46 +392,47 @@ def _own_snapshot_files(
     key: Callable[[str], FileKey] = identity,
     snapshots: Read | None = None,
 ) -> set[FileKey]:
-    """Files this domain's own snapshot metadata names: its merged-away layers, not users
-    (the plan accounts for the moments they hold).  The overlay of a snapshot taken after the
-    current one (a branch a snapshot-revert left) that is no snapshot's moment and out of the
-    chain is not passed over: it is that branch's leaf, the guest's writes before the revert,
-    which no moment covers."""
+    """Files this domain's own snapshot metadata names that are not users: the moment files
+    and overlays of the current snapshot's own history (it and its ancestors), whose data
+    the chain holds or held (merged-away layers: the plan accounts for the moments they hold).
+
+    A file any snapshot off that history names (a branch a snapshot-revert left: the
+    reverted-to snapshot's descendants, or, once a snapshot was taken after the revert, their
+    subtree as its siblings) is a user like any image, even where a snapshot of the history
+    names it too (the reverted-to snapshot's own overlay, its child's moment): it holds the
+    guest's writes before the revert, which no moment of the current history covers, and it
+    reads through the files the chain shares with it.  Which snapshot is current decides,
+    never which was taken last: a snapshot taken after the revert is current, and the old
+    branch is no longer its descendant.  With no current snapshot no history is known: every
+    file out of the chain that a snapshot names is a user (fail closed)."""
     if not ours.domain:
         return set()
     from vshx.storage.moments import read_snapshots
 
     dom = virt.lookup_domain(session.conn, ours.domain) if snapshots is None else None
     snaps = read_snapshots(dom) if snapshots is None else snapshots
-    moments = [m for snap in snaps for m in snap.moments.values()]
-    held = {key(m.file) for m in moments if m.file} | {key(layer.path) for layer in ours.layers}
-    later = _after_current(snaps)
-    leaves = {
-        key(m.overlay)
-        for snap in snaps
-        if snap.name in later
-        for m in snap.moments.values()
-        if m.overlay
-    }
-    overlays = {key(m.overlay) for m in moments if m.overlay}
-    return {key(m.file) for m in moments if m.file} | (overlays - (leaves - held))
+    line = _current_line(snaps)
+    on_line: set[FileKey] = set()
+    off_line: set[FileKey] = set()
+    for snap in snaps:
+        named = {key(p) for m in snap.moments.values() for p in (m.file, m.overlay) if p}
+        if snap.name in line:
+            on_line |= named
+        else:
+            off_line |= named
+    return on_line - off_line
 
 
-def _after_current(snapshots: Read) -> set[str]:
-    """The snapshots descended from the current one (none when there is no current one):
-    taken after it, so after a revert to it they are another branch."""
-    current = next((s.name for s in snapshots if s.current), None)
-    children: dict[str, list[str]] = {}
-    for snap in snapshots:
-        children.setdefault(snap.parent or "", []).append(snap.name)
-    found: set[str] = set()
-    todo = list(children.get(current, [])) if current else []
-    while todo:
-        name = todo.pop()
-        if name not in found:
-            found.add(name)
-            todo += children.get(name, [])
-    return found
+def _current_line(snapshots: Read) -> set[str]:
+    """The current snapshot and its ancestors: the history the disks grew from (as
+    Timeline.current_line); empty when none is current."""
+    by_name = {s.name: s for s in snapshots}
+    line: set[str] = set()
+    snap = next((s for s in snapshots if s.current), None)
+    while snap is not None and snap.name not in line:
+        line.add(snap.name)
+        snap = by_name.get(snap.parent) if snap.parent else None
+    return line
 
 
 def read_host_ahead(session: Session) -> Background[virt.HostRead]:
