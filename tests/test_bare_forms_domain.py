@@ -129,6 +129,22 @@ def test_no_bare_form_writes_under_a_memory_snapshots_moment(memory_lab: Lab, tm
             ), said
             assert "Traceback" not in proc.stderr and images(lab) == before, said
     assert guest_hash(d / "sn1.qcow2", tmp_path) == m1_view
+    # a layer of two domains' chains stays a bare commit (whose snapshots would it account
+    # for?), but still may not write under m1's moment
+    other = f"{lab.name}-other"
+    xml = (
+        f"<domain type='qemu'><name>{other}</name><memory unit='MiB'>64</memory>"
+        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
+        f"<driver name='qemu' type='qcow2'/><source file='{a2}'/>"
+        "<target dev='vda' bus='virtio'/></disk></devices></domain>"
+    )
+    virsh("define", "/dev/stdin", stdin=xml)
+    try:
+        proc = run_vshx("commit", a1)
+        assert proc.returncode == 1 and "error: snapshot m1 of" in proc.stderr, proc.stderr
+        assert "hint: delete that snapshot first" in proc.stderr and images(lab) == before
+    finally:
+        virsh("undefine", other)
     # what leaves m1's moment as it is still runs, as the domain's own command: a pull takes
     # a1 and sn1 out of the chain unwritten, and the definition follows the new chain
     proc = run_vshx("pull", a2, "--base", "base.qcow2")
