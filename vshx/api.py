@@ -72,6 +72,7 @@ Chains, targets and snapshots
 ``Target``             what a merge works on: a domain's disk or a bare image, with its chain
 ``load_target``        DOMAIN DISK or IMAGE as a Target (a real run takes the chain's lock)
 ``load_owning_disk``   a bare IMAGE's Target as the one shut-off domain disk it is a layer of
+``load_domain_form``   a bare IMAGE a changing command names: that domain's disk, or refused
 ``chain_of_disk``      the chain of a domain's disk (predicted in a batch ``--dry-run``)
 ``chain_of_image``     the chain of a bare image (predicted in a batch ``--dry-run``)
 ``image_chain``        a bare image's chain as qemu-img reports it
@@ -82,6 +83,7 @@ Chains, targets and snapshots
 ``refuse_interrupted`` refuse a target whose last operation did not finish (journal)
 ``refuse_unfinished``  refuse to change a domain's snapshot metadata while its journal is open
 ``refuse_saved_state`` refuse to change files that saved RAM state depends on
+``refuse_saved_ram``   refuse writing files any shut-off domain's saved RAM depends on
 ``Snapshot``           one libvirt snapshot with its moment on every disk it covers
 ``Timeline``           a domain's snapshots, every moment judged (intact/merged/gone/unknown)
 ``domain_timeline``    read a domain's Timeline against every disk's chain
@@ -137,11 +139,12 @@ from vshx.merging.definition import steps as definition_steps
 from vshx.merging.deletion import delete_steps, memory_steps
 from vshx.merging.moments import account as account_moments
 from vshx.merging.moments import domain_timeline, finish_command, moments_reading, repointed_xml
-from vshx.merging.savedstate import refuse_saved_state
+from vshx.merging.savedstate import refuse_saved_ram, refuse_saved_state
 from vshx.merging.snapshot_steps import forget_step, redefine_step
 from vshx.merging.target import (
     chain_of_disk,
     chain_of_image,
+    load_domain_form,
     load_owning_disk,
     load_target,
     refuse_interrupted,
@@ -443,6 +446,7 @@ __all__ = [
     "Target",
     "load_target",
     "load_owning_disk",
+    "load_domain_form",
     "chain_of_disk",
     "chain_of_image",
     "image_chain",
@@ -453,6 +457,7 @@ __all__ = [
     "refuse_interrupted",
     "refuse_unfinished",
     "refuse_saved_state",
+    "refuse_saved_ram",
     "Snapshot",
     "INTACT",
     "MERGED",

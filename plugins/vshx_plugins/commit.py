@@ -40,6 +40,7 @@ from vshx.api import (
     offline_domain_note,
     pointer_step,
     preflight,
+    refuse_saved_ram,
     report_after_merge,
     routes,
     shell_line,
@@ -161,6 +162,8 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
         target=target,
     )
     offline_domain_note(plan, target)
+    if target.dom is None:  # a bare image's base may be in domains' chains (several, or below)
+        refuse_saved_ram(session, [base.path], f"committing into {base.name}")
     plan.writes = [(base, top)]
     rate = []  # --bandwidth offline: qemu-img commit's own limit, in bytes/s
     if args.bandwidth:

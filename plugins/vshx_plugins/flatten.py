@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 
 from vshx.api import (
     DISK,
@@ -43,6 +44,7 @@ from vshx.api import (
     job_flags_argv,
     libvirt,
     live_job_step,
+    load_domain_form,
     load_target,
     preflight,
     refuse_saved_state,
@@ -223,6 +225,22 @@ def refuse_saved_state_of(target: Target, route: str) -> None:
         refuse_saved_state(target, written, read_only=layers[len(written) :])
 
 
+def domain_form(image: Layer, args: Args) -> Callable[[str, str, bool], list[str]]:
+    """``flatten IMAGE`` as the domain's own command: ``flatten DOMAIN DISK`` by the route the
+    bare form takes (a pull: IMAGE becomes the one file) when IMAGE is the disk's active layer;
+    a middle layer is that disk's ``rebase --top IMAGE --backing ''``."""
+
+    def form(domain: str, disk: str, active: bool) -> list[str]:
+        if active:
+            return ["vshx", "flatten", domain, disk, "--route", args.route or "pull"]
+        return [
+            *["vshx", "rebase", "--domain", domain, "--disk", disk, "--top", image.name],
+            *["--backing", ""],
+        ]
+
+    return form
+
+
 def cmd_flatten(session: Session, args: Args) -> None:
     if args.to == "":
         raise UsageError("--to needs the name of the new file", "e.g. --to /path/flat.qcow2")
@@ -235,6 +253,12 @@ def cmd_flatten(session: Session, args: Args) -> None:
         raise UsageError(f"--to FILE asks for the copy route, not {args.route}")
     if args.to and args.keep_relative:
         raise UsageError("--keep-relative: a copy has no backing file to name")
+    owned = None
+    if not args.to:  # a copy into a new file leaves every file of a domain's chain as it is
+        owned = load_domain_form(session, target, domain_form(chain.active, args))
+    if owned is not None:  # one shut-off domain's active layer: that domain's own flatten
+        target, chain = owned[0], owned[0].chain
+        args.update(route=args.route or "pull")  # the bare form's meaning: IMAGE becomes one file
     preflight.refuse_unsafe_start(session, target, args)
     args.update(active=True, pivot=True, keep_overlay=False)  # what the builders read
     extents = routes.Extents(chain)
@@ -267,6 +291,7 @@ def cmd_flatten(session: Session, args: Args) -> None:
     account_moments(session, target, plan)
     plan.title = f"flatten {chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
     plan.notes[:0] = [
+        *([owned[1]] if owned is not None else []),
         *routes.table_notes(candidates, chosen),
         f"moves {human_size(chosen.moves)}: {chosen.summary}",
     ]

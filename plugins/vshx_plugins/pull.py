@@ -7,6 +7,8 @@ ACTIVE; without --base, ``-b ""`` makes ACTIVE a complete image with no backing 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vshx.api import (
     BASE,
     DISK,
@@ -32,6 +34,7 @@ from vshx.api import (
     job_flags_argv,
     libvirt,
     live_job_step,
+    load_domain_form,
     load_target,
     offline_domain_note,
     preflight,
@@ -145,8 +148,26 @@ def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
     return plan
 
 
+def domain_form(image: Layer, args: Args) -> Callable[[str, str, bool], list[str]]:
+    """``pull IMAGE [--base REF]`` as the domain's own command: ``pull DOMAIN DISK`` when
+    IMAGE is the disk's active layer; a middle layer is that disk's ``rebase --top IMAGE``."""
+
+    def form(domain: str, disk: str, active: bool) -> list[str]:
+        if active:
+            return ["vshx", "pull", domain, disk, *(["--base", args.base] if args.base else [])]
+        return [
+            *["vshx", "rebase", "--domain", domain, "--disk", disk, "--top", image.name],
+            *["--backing", args.base or ""],
+        ]
+
+    return form
+
+
 def cmd_pull(session: Session, args: Args) -> None:
     target = load_target(session, args.domain, args.disk)
+    owned = load_domain_form(session, target, domain_form(target.chain.active, args))
+    if owned is not None:  # one shut-off domain's active layer: that domain's own pull
+        target = owned[0]
     done = nothing_to_pull(target, args)
     if done is not None:
         session.nothing_to_do(args, f"{done} (a lower --base, or none, pulls more)")
@@ -170,6 +191,8 @@ def cmd_pull(session: Session, args: Args) -> None:
     plan.after = target.chain.without(gone)
     plan.steps += definition_steps(session, target, plan)
     account_moments(session, target, plan)
+    if owned is not None:
+        plan.notes.insert(0, owned[1])
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)
 

@@ -8,6 +8,7 @@ first differing offset.  Offline only: a running domain's layers are pulled, not
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from vshx.api import (
@@ -34,6 +35,7 @@ from vshx.api import (
     definition_steps,
     files,
     image_chain,
+    load_domain_form,
     load_target,
     preflight,
     qemuimg,
@@ -45,8 +47,10 @@ from vshx.api import (
 )
 
 
-def load_image(session: Session, args: Args) -> tuple[Target, Layer]:
-    """The image to rebase: a path, or --domain/--path/--top naming a shut-off domain's layer."""
+def load_image(session: Session, args: Args) -> tuple[Target, Layer, str | None]:
+    """The image to rebase: a path, or --domain/--path/--top naming a shut-off domain's layer;
+    a path that is a layer of one shut-off domain's disk is that domain's layer (with the plan
+    note that says so), and one in several domains' chains is refused (load_domain_form)."""
     if args.domain:
         if not args.disk:
             raise UsageError("--domain needs --path DISK (and optionally --top REF)")
@@ -58,7 +62,7 @@ def load_image(session: Session, args: Args) -> tuple[Target, Layer]:
             )
         target = load_target(session, args.domain, args.disk)  # locked, journal checked
         layer = target.chain.resolve(args.top) if args.top else target.chain.active
-        return target, layer
+        return target, layer, None
     if not args.image:
         raise UsageError("name the IMAGE to rebase (or --domain D --path DISK [--top REF])")
     target = load_target(session, args.image, None, image=True)
@@ -67,7 +71,23 @@ def load_image(session: Session, args: Args) -> tuple[Target, Layer]:
         target.chain.active.path,
         "use pull DOMAIN DISK --base REF on the running domain",
     )
-    return target, target.chain.active
+    image = target.chain.active
+    owned = load_domain_form(session, target, domain_form(image, args), any_layer=True)
+    if owned is None:
+        return target, image, None
+    found = owned[0].chain.layer_of_file(image.path)
+    assert found is not None  # load_domain_form found it there
+    return owned[0], found, owned[1]
+
+
+def domain_form(image: Layer, args: Args) -> Callable[[str, str, bool], list[str]]:
+    """``rebase IMAGE --backing REF`` as the domain's own command."""
+
+    def form(domain: str, disk: str, _active: bool) -> list[str]:
+        words = ["vshx", "rebase", "--domain", domain, "--disk", disk, "--top", image.name]
+        return [*words, "--backing", args.backing or "", *(["-u"] if args.unsafe else [])]
+
+    return form
 
 
 def resolve_backing(chain: Chain, image: Layer, ref: str) -> Layer | None:
@@ -187,7 +207,7 @@ def prove_unsafe_is_safe(
 def cmd_rebase(session: Session, args: Args) -> None:
     if args.backing is None:
         raise UsageError("missing --backing REF (use --backing '' to flatten)")
-    target, image = load_image(session, args)  # locked; an interrupted operation refused
+    target, image, note = load_image(session, args)  # locked; an interrupted one refused
     chain = target.chain
     preflight.refuse_remote_offline(session, target, session.planning_only(args))
     new = resolve_backing(chain, image, args.backing)
@@ -202,17 +222,11 @@ def cmd_rebase(session: Session, args: Args) -> None:
         method="offline: qemu-img rebase",
         target=target,
     )
+    if note is not None:
+        plan.notes.append(note)
+    # a domain's disk chain through the image made it the domain's rebase or refused it
+    # (load_domain_form): these users are images and pool volumes, whose chains are headers
     users = preflight.other_users(session, image.path, chain)
-    disks = [u for u in users if u.startswith("domain ") and u.endswith(f"({image.path})")]
-    if target.dom is None and disks:
-        # the bare form cannot make a domain's definition follow the new chain of the disk
-        # whose source it is (its pinned <backingStore> would disagree with the headers, and
-        # every later merge on that disk refuse)
-        raise VshxError(
-            f"{image.name} is the disk of {'; '.join(disks)}",
-            "name the domain and disk instead (rebase --domain DOMAIN --disk DISK --top "
-            f"{image.name} --backing ...), so its definition follows the new chain",
-        )
     if users:
         session.warn(
             f"{image.name} is also the backing file of: {'; '.join(users)}; "
@@ -229,8 +243,11 @@ def cmd_rebase(session: Session, args: Args) -> None:
     bitmaps.carry(plan, data, image, chain.layers[image.position + 1 : below])
     if target.dom is not None:
         plan.before, plan.after = chain, rebased_chain(chain, image, new)
-        gone = [layer for layer in chain.layers if layer not in plan.after.layers]
-        refuse_saved_state(target, [image, *gone])
+        kept = {layer.canonical for layer in plan.after.layers}  # renumbered: by file
+        gone = [layer for layer in chain.layers if layer.canonical not in kept]
+        # a rebase writes only the image; the layers it takes out of the chain stay as they
+        # are, a memory snapshot's moment there intact (as after a pull)
+        refuse_saved_state(target, [image], read_only=gone)
         plan.steps += definition_steps(session, target, plan)
         account_moments(session, target, plan)
     if session.run_plan(plan, args):

@@ -10,6 +10,8 @@ are flatten's business.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vshx.api import (
     DISK,
     DOMAIN_OR_IMAGE,
@@ -32,11 +34,13 @@ from vshx.api import (
     commands_hook,
     definition_steps,
     human_size,
+    load_domain_form,
     load_target,
     preflight,
     refuse_saved_state,
     report_after_merge,
     routes,
+    shell_line,
 )
 from vshx_plugins import commit, pull
 
@@ -124,6 +128,30 @@ def pull_route(session: Session, target: Target, args: Args, run: list[Layer]) -
     return route
 
 
+def domain_form(chain: Chain, drops: list[Layer]) -> Callable[[str, str, bool], list[str]]:
+    """``shorten IMAGE --drop ...`` as the domain's own command: the same drops (a middle
+    layer of the image's chain is one of the disk's chain too)."""
+    unique = len({layer.name for layer in chain.layers}) == len(chain.layers)
+    refs = [layer.name if unique else layer.path for layer in drops]
+
+    def form(domain: str, disk: str, _active: bool) -> list[str]:
+        return ["vshx", "shorten", domain, disk, *(w for ref in refs for w in ("--drop", ref))]
+
+    return form
+
+
+def domain_layer(chain: Chain, layer: Layer) -> Layer:
+    """The layer of the domain's disk chain that is the bare chain's ``layer``."""
+    found = chain.layer_of_file(layer.path)
+    if found is None:  # the headers below the image and the disk's chain disagree
+        raise VshxError(
+            f"{layer.name} is no layer of {chain.domain} {chain.disk}'s chain",
+            f"look at it: {shell_line(['vshx', 'chain', chain.domain or '', chain.disk or ''])}; "
+            "nothing was changed",
+        )
+    return found
+
+
 def cmd_shorten(session: Session, args: Args) -> None:
     target = load_target(session, args.domain, args.disk)
     chain = target.chain
@@ -138,6 +166,10 @@ def cmd_shorten(session: Session, args: Args) -> None:
                 f"to make the disk one file: flatten {chain.domain or chain.active.path} "
                 f"{chain.disk or ''}".rstrip(),
             )
+    owned = load_domain_form(session, target, domain_form(chain, drops), any_layer=True)
+    if owned is not None:  # a layer of one shut-off domain's disk: that domain's own shorten
+        target, chain = owned[0], owned[0].chain
+        drops = [domain_layer(chain, layer) for layer in drops]
     preflight.refuse_unsafe_start(session, target, args)
     refuse_saved_state(target, [*drops, *neighbours(chain, drops)])
     args.update(active=False, pivot=False, keep_overlay=False)  # what the builders read
@@ -161,6 +193,8 @@ def cmd_shorten(session: Session, args: Args) -> None:
     plan.before, plan.after = chain, chain.without(drops)
     plan.steps += definition_steps(session, target, plan)
     account_moments(session, target, plan)
+    if owned is not None:
+        plan.notes.insert(0, owned[1])
     if session.run_plan(plan, args):
         report_after_merge(session, target, args, plan)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.merging import preflight
+from vshx.merging.savedstate import refuse_saved_ram
 from vshx.plans.plan import shell_line
 from vshx.storage import host as files
 from vshx.storage.chain import Chain, Layer, as_opened, canonical, image_chain
@@ -55,6 +56,9 @@ def check_qemu_img_write(
         return
     for path in written:
         _refuse_running(session, path, verb, line)
+    # a shut-off domain's saved RAM (a memory snapshot's moment, a managed save) goes with
+    # what its chain shows: vshx's domain commands refuse to change that, and so does this line
+    refuse_saved_ram(session, written, f"`{line}`")
     if not session.dry_run:
         from vshx.plans import lock
 

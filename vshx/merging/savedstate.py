@@ -15,15 +15,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.merging import preflight
 from vshx.plans.plan import shell_line
-from vshx.storage import qemuimg
+from vshx.storage import host as files
+from vshx.storage import qemuimg, virt
 from vshx.storage.chain import Layer, canonical
-from vshx.storage.qcow2 import internal_snapshot_count
+from vshx.storage.identity import identity
+from vshx.storage.qcow2 import chain_files, internal_snapshot_count
 from vshx.storage.snapshots import memory_moments
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
+    from vshx.plans.context import Context as Session
     from vshx.plans.target import Target
     from vshx.storage.libvirt_lazy import libvirt
 
@@ -65,6 +69,47 @@ def refuse_saved_state(
                 f"delete that snapshot first ({delete}, or with --metadata to keep its files), "
                 "or merge so that this file is left as it is",
             )
+
+
+def refuse_saved_ram(session: Session, written: list[str], doing: str) -> None:
+    """Files a bare-image plan or a typed or pasted ``qemu-img`` line writes (``doing`` says
+    which), against the saved RAM of every shut-off domain whose disk chain holds one: a
+    managed-save image (its RAM restores onto that chain as it is), and each snapshot with
+    memory state whose disk moment shows what a written file holds (the moment's file itself,
+    or a file below it in its backing chain).  VshxError before anything runs.
+
+    Why: such a write bypasses the domain form's ``refuse_saved_state`` (vshx cannot plan it
+    as that domain's command), yet destroys the same saved state: ``qemu-img commit -b BASE``
+    into the base under a memory snapshot's moment changes what that moment shows."""
+    for path in written:
+        key = identity(path)
+        for dom, disk in preflight.domain_users(session, path):
+            if virt.is_running(dom):  # QEMU has it open: refused as a running domain's file
+                continue
+            name = dom.name()
+            if dom.hasManagedSaveImage(0):
+                raise VshxError(
+                    f"{name} has saved state (a managed-save image, virsh managedsave): its RAM "
+                    f"restores onto {disk}'s chain as it is now, and {doing} writes {path} of "
+                    "that chain",
+                    f"either start it ({shell_line(['virsh', 'start', name])} restores the "
+                    f"RAM) and shut it down cleanly, or discard the saved RAM: "
+                    f"{shell_line(['virsh', 'managedsave-remove', name])}; nothing was changed",
+                )
+            for snap, snap_disk, moment in memory_moments(dom):
+                if snap_disk != disk or not files.lexists(moment):
+                    continue
+                if key not in {identity(f) for f in chain_files(moment) if files.lexists(f)}:
+                    continue
+                delete = shell_line(["virsh", "snapshot-delete", name, snap])
+                shows = "that file" if identity(moment) == key else f"{path}, below it,"
+                raise VshxError(
+                    f"snapshot {snap} of {name} holds memory state taken on {moment} ({disk}); "
+                    f"{doing} changes {shows} so reverting to it would pair its RAM with "
+                    "other disk contents",
+                    f"delete that snapshot first ({delete}, or with --metadata to keep its "
+                    "files), or leave that file as it is; nothing was changed",
+                )
 
 
 def _snapshot_names(path: str) -> list[str]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.merging import preflight
 from vshx.merging.preflight import read_host_ahead
 from vshx.plans import overlap
+from vshx.plans.plan import shell_line
 from vshx.plans.target import Target, prediction_key
 from vshx.storage import host as files
 from vshx.storage import virt
@@ -142,6 +144,61 @@ def load_owning_disk(session: Session, target: Target, *, scan: bool = False) ->
     if owned.chain.layer_of_file(image) is None:
         return None
     return owned
+
+
+def load_domain_form(
+    session: Session,
+    target: Target,
+    form: Callable[[str, str, bool], list[str]],
+    *,
+    any_layer: bool = False,
+    scan: bool = False,
+) -> tuple[Target, str] | None:
+    """A bare IMAGE a changing command (shorten, pull, flatten, rebase) names, against the
+    domains whose disk chains hold it.  None: no domain's disk chain holds it (or a running
+    domain's: the running refusal every bare plan makes names it), and the bare plan stands.
+    The owning disk's Target (loaded as ``load_target`` loads it: locked, journal checked) and
+    the plan note that says so: exactly one shut-off domain's disk holds it, as its active
+    layer (any layer: ``any_layer``), so the domain form (``form(domain, disk, active)``, the
+    command words) is the same command.  Otherwise VshxError naming the domain form.
+
+    Why: the bare plan would change that domain's chain without the domain form's checks (its
+    snapshots' moments and saved RAM, the chain its persistent definition pins), so a memory
+    snapshot's moment could be overwritten and later merges refused (definition disagrees)."""
+    if target.dom is not None:
+        return None
+    image = target.chain.active.path
+    holders = preflight.domain_users(session, image, ahead=target.ahead)
+    if not holders or any(virt.is_running(dom) for dom, _disk in holders):
+        return None
+    dom, disk = holders[0]
+    layer = None
+    if len(holders) == 1:
+        owned = load_target(session, dom.name(), disk, scan=scan)
+        layer = owned.chain.layer_of_file(image)
+        if owned.live:  # started since it was asked: a running domain's layer
+            raise VshxError(
+                f"{image} is in use by running domain {dom.name()} {disk}",
+                "name the domain and disk instead of the image; nothing was changed",
+            )
+        if layer is not None and (any_layer or layer.position == 0):
+            same = form(dom.name(), disk, layer.position == 0)
+            note = (
+                f"{layer.name} is a layer ({owned.chain.ref_of(layer)}) of disk {disk} of "
+                f"shut-off domain {dom.name()}: planned as {shell_line(same)}, which also "
+                "accounts for its snapshots' moments and saved RAM and keeps its definition "
+                "naming the chain"
+            )
+            return owned, note
+    where = ", ".join(f"domain {d.name()} {t}" for d, t in holders)
+    which = "the disk" if layer is not None and layer.position == 0 else "a layer of the disk"
+    ways = [shell_line(form(d.name(), t, which == "the disk")) for d, t in holders]
+    raise VshxError(
+        f"{image} is {which} chain of {where}: as a bare image this would change that chain "
+        "without the domain's checks (its snapshots' moments, saved RAM, the chain its "
+        "definition names)",
+        f"name the domain and disk instead: {' or '.join(ways)}; nothing was changed",
+    )
 
 
 def _files_of(chain: Chain) -> set[FileKey]:

@@ -188,6 +188,9 @@ class Unreachable(LocalHost):
     def unlink(self, path: str) -> None:
         raise self._refuse()
 
+    def forget(self) -> None:
+        pass  # it resolved no name: every read refuses (each command line forgets, here too)
+
     def workers(self, paths: Iterable[str]) -> list[Worker]:
         raise self._refuse()
 
