@@ -186,11 +186,12 @@ def twins(
 
 
 def compare(native: Dom, ours: Dom, disks: tuple[str, ...] = DISKS) -> None:
-    """Each remaining snapshot's ``<domain>`` disks: the file and driver type libvirt names."""
+    """Each remaining snapshot's ``<domain>`` disks: the file, driver type and backing chain
+    (files and formats) libvirt names."""
     for snap in snapshot_names(native):
         theirs, mine = disk_parts(native, snap), disk_parts(ours, snap)
         for disk in disks:
-            assert mine[disk][:2] == theirs[disk][:2], (snap, disk, mine[disk], theirs[disk])
+            assert mine[disk] == theirs[disk], (snap, disk, mine[disk], theirs[disk])
         formats_named(ours, snap)
         starts_from_snapshot(ours, snap)
 
@@ -210,32 +211,39 @@ def test_delete_over_a_raw_base_names_it_raw(
 
 
 @pytest.mark.parametrize(
-    ("running", "raw", "skip"),
+    ("running", "raw", "skip", "delete"),
     [
-        (True, True, None),
-        (False, True, None),
-        (True, False, ("s2", "vdb")),
-        (False, False, ("s2", "vdb")),
+        (True, True, None, False),
+        (False, True, None, True),
+        (True, False, ("s2", "vdb"), True),
+        (False, False, ("s2", "vdb"), False),
     ],
-    ids=["raw-running", "raw-shut-off", "skipped-running", "skipped-shut-off"],
+    ids=["raw-running", "raw-shut-off-delete", "skipped-running-delete", "skipped-shut-off"],
 )
 def test_commit_then_cleanup_names_what_native_names(
-    made: list[Dom], tmp_path: Path, running: bool, raw: bool, skip: tuple[str, str] | None
+    made: list[Dom],
+    tmp_path: Path,
+    running: bool,
+    raw: bool,
+    skip: tuple[str, str] | None,
+    delete: bool,
 ) -> None:
-    """commit b1 into vdb's base, then snapshot-cleanup re-points s2 (and s3) at that base
-    on vdb, as libvirt's own snapshot-delete of s1 names it there: type='raw' for a raw base;
-    s2 made with vdb,snapshot=no names b1 (the active file then), whose content is now in the
-    base."""
+    """commit b1 into vdb's base (``--delete``: b1 removed), then snapshot-cleanup: on vdb, s2
+    and s3 name what libvirt's own snapshot-delete of s1 names there: s2 the base, type='raw'
+    for a raw base (s2 made with vdb,snapshot=no names b1, the active file then, whose content
+    is now in the base), s3's backing chain without b1."""
     native, ours = twins(made, tmp_path, running, raw=raw, skip=skip)
     virsh("snapshot-delete", native.name, "s1")
     top, base = ours.overlay("vdb", 1), ours.base("vdb")
-    proc = run_vshx("commit", ours.name, "vdb", "--top", str(top), "--base", str(base))
+    words = ["--top", str(top), "--base", str(base)] + (["--delete"] if delete else [])
+    proc = run_vshx("commit", ours.name, "vdb", *words)
     assert proc.returncode == 0, proc.stderr
+    assert top.exists() != delete
     proc = run_vshx("snapshot-cleanup", ours.name)
     assert proc.returncode == 0, proc.stderr
     assert disk_parts(ours, "s2")["vdb"][:2] == (base.name, "raw" if raw else "qcow2")
     for snap in ("s2", "s3"):
-        assert disk_parts(ours, snap)["vdb"][:2] == disk_parts(native, snap)["vdb"][:2]
+        assert disk_parts(ours, snap)["vdb"] == disk_parts(native, snap)["vdb"], snap
     for snap in snapshot_names(ours):
         formats_named(ours, snap)
         starts_from_snapshot(ours, snap)

@@ -157,9 +157,9 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
             what == "kept"
             and (xml := repointed_xml(snap, timeline.formats, aliases, moments=False)) is not None
         ):
-            # a disk it did not cover names a file whose content a commit moved: re-pointed
-            # as libvirt does, its own moments left as they are
-            why += "; its <domain> names, on the disks it did not cover, the files merged into"
+            # its <domain> names files a commit merged away (a disk it did not cover, a
+            # backing chain): re-pointed as libvirt does, its own moments left as they are
+            why += "; its <domain> no longer names merged-away files"
             repoints.append(redefine_step(session, dom, snap, xml, why))
         label = {"forget": "metadata removed", "re-point": "re-pointed"}.get(what, "kept")
         rows.append([snap.name, label, why])

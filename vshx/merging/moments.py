@@ -263,12 +263,15 @@ def repointed_xml(
     """The snapshot's XML naming, for each disk, the file that shows its moment now; None
     when every disk already names it.  ``formats``: canonical path -> format, as the chains
     read them (else the file's header says).  ``aliases``: ``DISK:canonical path`` -> the file
-    other snapshots' moments in that file were merged into: a disk this snapshot did not cover
-    (``snapshot='no'``) still names the file that was active then; like libvirt, it then names
-    the file that holds that file's content.  ``moments=False``: only those disks (a snapshot
-    kept as it is, whose own moments stay named where they are)."""
+    other snapshots' moments in that file were merged into (that file left the chain): a disk
+    this snapshot did not cover (``snapshot='no'``) still names the file that was active then
+    and, like libvirt, names the file that holds its content instead; every disk's
+    ``<backingStore>`` chain loses such files, as libvirt's own snapshot-delete splices them
+    out.  ``moments=False``: only those changes (a snapshot kept as it is, whose own moments
+    stay named where they are)."""
     root = ET.fromstring(snap.xml)
     changed = False
+    aliases = aliases or {}
     disks = root.findall("./domain/devices/disk") + root.findall("./inactiveDomain/devices/disk")
     for disk in disks:
         target = disk.find("target")
@@ -277,17 +280,38 @@ def repointed_xml(
         source = disk.find("source")
         if source is None:
             continue
+        now = None
         if moment is None:
-            now = (aliases or {}).get(f"{dev}:{canonical(source.get('file') or '')}")
+            now = aliases.get(f"{dev}:{canonical(source.get('file') or '')}")
         elif moments and moment.state == MERGED and moment.holder:
             now = moment.holder
-        else:
+        if now is not None and source.get("file") != now:
+            repoint_disk(disk, now, formats or {})
+            changed = True
             continue
-        if now is None or source.get("file") == now:
-            continue
-        repoint_disk(disk, now, formats or {})
-        changed = True
+        gone = {key.split(":", 1)[1] for key in aliases if key.startswith(f"{dev}:")}
+        changed = splice_backing(disk, gone) or changed
     return ET.tostring(root, encoding="unicode") if changed else None
+
+
+def splice_backing(disk: ET.Element, gone: set[str]) -> bool:
+    """Take the ``gone`` files (canonical paths) out of a ``<disk>``'s ``<backingStore>``
+    chain, the entries below them moved up; True when one was there."""
+    changed = False
+    holder = disk
+    node = holder.find("backingStore")
+    while node is not None:
+        below = node.find("source")
+        if below is not None and canonical(below.get("file") or "") in gone:
+            at = list(holder).index(node)
+            holder.remove(node)
+            for child in node.findall("backingStore"):
+                holder.insert(at, child)
+            changed = True
+            node = holder.find("backingStore")
+            continue
+        holder, node = node, node.find("backingStore")
+    return changed
 
 
 def merged_aliases(timeline: Timeline) -> dict[str, str]:
