@@ -89,6 +89,7 @@ Chains, targets and snapshots
 ``repointed_xml``      a snapshot's XML naming the files that hold its moment now
 ``merged_aliases``     ``DISK:file`` -> where merged moments went (``repointed_xml``'s aliases)
 ``repoint_disk``       make a snapshot ``<domain>`` disk name a file, with that file's format
+``splice_backing``     take files out of a ``<disk>``'s ``<backingStore>`` chain
 ``moments_reading``    kept moments outside a chain whose files read through files that change
 ``redefine_step``      the Step that re-defines a snapshot (``snapshot-create --redefine``)
 ``forget_step``        the Step that forgets a snapshot (``snapshot-delete --metadata``)
@@ -145,6 +146,7 @@ from vshx.merging.moments import (
     moments_reading,
     repoint_disk,
     repointed_xml,
+    splice_backing,
 )
 from vshx.merging.savedstate import refuse_saved_state
 from vshx.merging.snapshot_steps import forget_step, redefine_step
@@ -473,6 +475,7 @@ __all__ = [
     "repointed_xml",
     "merged_aliases",
     "repoint_disk",
+    "splice_backing",
     "moments_reading",
     "redefine_step",
     "forget_step",

@@ -20,6 +20,7 @@ from vshx.api import (
     memory_steps,
     redefine_step,
     repoint_disk,
+    splice_backing,
 )
 from vshx.api import (
     files as api_files,
@@ -99,7 +100,7 @@ def redefined_xml(
             work = works.get(dev)
             if work is not None and work.removed:
                 gone = {layer.canonical for layer in work.removed}
-                changed = drop_layers(disk, gone) or changed
+                changed = splice_backing(disk, gone) or changed
     for disk in root.findall("./disks/disk"):
         work = works.get(disk.get("name", ""))
         source = disk.find("source")
@@ -118,25 +119,6 @@ def redefined_xml(
             root.insert(2, new)
         changed = True
     return ET.tostring(root, encoding="unicode") if changed else None
-
-
-def drop_layers(disk: ET.Element, gone: set[str]) -> bool:
-    """Splice the ``gone`` layers out of a ``<disk>``'s ``<backingStore>`` chain."""
-    changed = False
-    holder = disk
-    node = holder.find("backingStore")
-    while node is not None:
-        below = node.find("source")
-        if below is not None and canonical(below.get("file") or "") in gone:
-            at = list(holder).index(node)
-            holder.remove(node)
-            for child in node.findall("backingStore"):
-                holder.insert(at, child)
-            changed = True
-            node = holder.find("backingStore")
-            continue
-        holder, node = node, node.find("backingStore")
-    return changed
 
 
 def nearest_kept(parents: dict[str, str | None], name: str | None) -> str | None:
