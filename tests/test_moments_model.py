@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,60 @@ def test_repointed_xml_names_the_holder(files):
     )
     xml = repointed_xml(snap)
     assert xml is not None and files["sn1"] in xml and f'file="{files["sn2"]}"' not in xml
+
+
+def test_repointed_xml_names_the_holders_format(files):
+    """sn2 (qcow2) committed into a raw file: the disk names it type='raw', no backing chain."""
+    snap = parse_snapshot(
+        snapshot_xml("s3", "s2", {"vda": (files["sn2"], files["sn3"])}).replace(
+            "<source file", "<driver type='qcow2'/><source file", 2
+        ),
+        False,
+    )
+    snap.moments["vda"] = snap.moments["vda"].__class__(
+        "vda", files["sn2"], files["sn3"], MERGED, files["base"], "moved", True
+    )
+    xml = repointed_xml(snap, {os.path.realpath(files["base"]): "raw"})
+    assert xml is not None
+    root = ET.fromstring(xml)
+    assert root.find("./domain/devices/disk/driver").get("type") == "raw"  # type: ignore[union-attr]
+    assert root.find("./domain/devices/disk/source").get("file") == files["base"]  # type: ignore[union-attr]
+
+
+def test_repointed_xml_follows_merged_files_on_skipped_disks(files):
+    """s2 skipped vdb (its <domain> names sn1, active then, a backing chain below it); sn1 was
+    merged into base: vdb names base; vda's backing chain loses sn1; its moments stay."""
+    xml = snapshot_xml("s2", "s1", {"vda": (files["sn2"], files["sn3"])})
+    xml = xml.replace(
+        "</devices>",
+        f"<disk type='file' device='disk'><driver type='qcow2'/><source file='{files['sn1']}'/>"
+        f"<backingStore type='file'><source file='{files['base']}'/></backingStore>"
+        "<target dev='vdb'/></disk></devices>",
+    ).replace(
+        f"<source file='{files['sn2']}'/><target dev='vda'/>",
+        f"<source file='{files['sn2']}'/><backingStore type='file'>"
+        f"<source file='{files['sn1']}'/><backingStore type='file'>"
+        f"<source file='{files['base']}'/></backingStore></backingStore><target dev='vda'/>",
+    )
+    snap = parse_snapshot(xml, False)
+    assert set(snap.moments) == {"vda"}
+    snap.moments["vda"] = snap.moments["vda"].__class__(
+        "vda", files["sn2"], files["sn3"], INTACT, files["sn2"], "", True
+    )
+    sn1, base = os.path.realpath(files["sn1"]), files["base"]
+    aliases = {f"vdb:{sn1}": base, f"vda:{sn1}": base}
+    out = repointed_xml(snap, {os.path.realpath(base): "qcow2"}, aliases, moments=False)
+    assert out is not None
+    disks = {
+        d.find("target").get("dev"): d  # type: ignore[union-attr]
+        for d in ET.fromstring(out).findall("./domain/devices/disk")
+    }
+    assert disks["vdb"].find("source").get("file") == base  # type: ignore[union-attr]
+    assert disks["vdb"].find("backingStore") is None
+    assert disks["vda"].find("source").get("file") == files["sn2"]  # type: ignore[union-attr]
+    chain = [n.get("file") for n in disks["vda"].iter("source")]
+    assert chain == [files["sn2"], base]
+    assert repointed_xml(snap, {}, {}, moments=False) is None
 
 
 def test_finish_command_for_a_half_merged_snapshot(tmp_path: Path):

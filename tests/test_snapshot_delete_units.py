@@ -6,13 +6,13 @@ import xml.etree.ElementTree as ET
 
 from vshx_plugins.snapshot_layers import DiskWork
 from vshx_plugins.snapshot_metadata import (
-    drop_layers,
     moment_files,
     nearest_kept,
     redefined_xml,
 )
 from vshx_plugins.snapshot_revert import overlay_name
 
+from vshx.merging.moments import splice_backing
 from vshx.plans.target import Target
 from vshx.storage.chain import Chain, Layer
 from vshx.storage.moments import Moment, parse_snapshot
@@ -80,11 +80,52 @@ def test_removed_layers_leave_backing_chains() -> None:
         "<disk><source file='/d/sn3.qcow2'/><backingStore><source file='/d/sn2.qcow2'/>"
         "<backingStore><source file='/d/sn1.qcow2'/></backingStore></backingStore></disk>"
     )
-    assert drop_layers(disk, {"/d/sn2.qcow2"})
+    assert splice_backing(disk, {"/d/sn2.qcow2"})
     below = disk.find("backingStore")
     assert below is not None
     assert below.find("source").get("file") == "/d/sn1.qcow2"  # type: ignore[union-attr]
-    assert not drop_layers(disk, {"/d/other.qcow2"})
+    assert not splice_backing(disk, {"/d/other.qcow2"})
+
+
+SKIPPED = """<domainsnapshot><name>s2</name><state>disk-snapshot</state>
+<parent><name>s1</name></parent><creationTime>5</creationTime><memory snapshot='no'/>
+<disks><disk name='vda' snapshot='no'/></disks><domain type='qemu'><name>d</name><devices>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/d/sn2.qcow2'/>
+<backingStore type='file'><format type='qcow2'/><source file='/d/sn1.qcow2'/></backingStore>
+<target dev='vda'/></disk></devices></domain></domainsnapshot>"""
+
+
+def test_a_disk_the_snapshot_skipped_follows_the_layer_it_names() -> None:
+    """snapshot='no' on vda: no moment there, but its <domain> names sn2, the file active then;
+    the delete merges sn2 into sn1 (raw here): vda names sn1, type='raw', as libvirt writes."""
+    snap = parse_snapshot(SKIPPED, current=False)
+    assert "vda" not in snap.moments
+    work = work_moving_sn2_into_sn1()
+    layers = work.target.chain.layers
+    layers[2] = Layer(layers[2].path, "raw", 2)
+    work.base = layers[2]
+    xml = redefined_xml(snap, {"vda": work}, "s1", reparent=False)
+    assert xml is not None
+    disk = ET.fromstring(xml).find("./domain/devices/disk")
+    assert disk is not None
+    assert disk.find("source").get("file") == "/d/sn1.qcow2"  # type: ignore[union-attr]
+    assert disk.find("driver").get("type") == "raw"  # type: ignore[union-attr]
+    assert disk.find("backingStore") is None
+
+
+def test_a_skipped_disk_naming_a_pulled_file_names_the_active_layer() -> None:
+    """A pull copies sn2 up into the active sn3 and removes it: sn3 holds its content now."""
+    snap = parse_snapshot(SKIPPED, current=False)
+    target = Target(chain())
+    layers = target.chain.layers
+    work = DiskWork("vda", target, top=layers[0], base=layers[1], removed=[layers[1]])
+    work.route, work.files = "pull", [layers[1].path]
+    xml = redefined_xml(snap, {"vda": work}, None, reparent=False)
+    assert xml is not None
+    disk = ET.fromstring(xml).find("./domain/devices/disk")
+    assert disk is not None
+    assert disk.find("source").get("file") == "/d/sn3.qcow2"  # type: ignore[union-attr]
+    assert disk.find("driver").get("type") == "qcow2"  # type: ignore[union-attr]
 
 
 def test_a_name_and_current_together_are_refused_as_in_virsh() -> None:

@@ -89,6 +89,9 @@ Chains, targets and snapshots
 ``domain_timeline``    read a domain's Timeline against every disk's chain
 ``account_moments``    add ``# keeps:``/``# loses:`` to a merge plan and refuse losing saved RAM
 ``repointed_xml``      a snapshot's XML naming the files that hold its moment now
+``merged_aliases``     ``DISK:file`` -> where merged moments went (``repointed_xml``'s aliases)
+``repoint_disk``       make a snapshot ``<domain>`` disk name a file, with that file's format
+``splice_backing``     take files out of a ``<disk>``'s ``<backingStore>`` chain
 ``moments_reading``    kept moments outside a chain whose files read through files that change
 ``redefine_step``      the Step that re-defines a snapshot (``snapshot-create --redefine``)
 ``forget_step``        the Step that forgets a snapshot (``snapshot-delete --metadata``)
@@ -138,7 +141,15 @@ from vshx.merging.common import (
 from vshx.merging.definition import steps as definition_steps
 from vshx.merging.deletion import delete_steps, memory_steps
 from vshx.merging.moments import account as account_moments
-from vshx.merging.moments import domain_timeline, finish_command, moments_reading, repointed_xml
+from vshx.merging.moments import (
+    domain_timeline,
+    finish_command,
+    merged_aliases,
+    moments_reading,
+    repoint_disk,
+    repointed_xml,
+    splice_backing,
+)
 from vshx.merging.savedstate import refuse_saved_ram, refuse_saved_state
 from vshx.merging.snapshot_steps import forget_step, redefine_step
 from vshx.merging.target import (
@@ -467,6 +478,9 @@ __all__ = [
     "domain_timeline",
     "account_moments",
     "repointed_xml",
+    "merged_aliases",
+    "repoint_disk",
+    "splice_backing",
     "moments_reading",
     "redefine_step",
     "forget_step",

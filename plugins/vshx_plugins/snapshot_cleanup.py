@@ -45,6 +45,7 @@ from vshx.api import (
     finish_command,
     forget_step,
     human_size,
+    merged_aliases,
     redefine_step,
     refuse_unfinished,
     repointed_xml,
@@ -136,17 +137,29 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
     repoints: list[Step] = []
     forgets: list[Step] = []
     rows: list[list[str]] = []
+    aliases = merged_aliases(timeline)
     for snap in timeline.snapshots:
         what, why = verdicts[snap.name]
         if what == "forget":
             forgets.append(forget_step(session, dom, snap.name, why))
-        elif what == "re-point" and (xml := repointed_xml(snap)) is not None:
+        elif (
+            what == "re-point"
+            and (xml := repointed_xml(snap, timeline.formats, aliases)) is not None
+        ):
             moved = ", ".join(
                 f"{disk}: {os.path.basename(m.holder or '')}"
                 for disk, m in snap.moments.items()
                 if m.state == "merged"
             )
             why = f"names the files that show its moment now ({moved})"
+            repoints.append(redefine_step(session, dom, snap, xml, why))
+        elif (
+            what == "kept"
+            and (xml := repointed_xml(snap, timeline.formats, aliases, moments=False)) is not None
+        ):
+            # its <domain> names files a commit merged away (a disk it did not cover, a
+            # backing chain): re-pointed as libvirt does, its own moments left as they are
+            why += "; its <domain> no longer names merged-away files"
             repoints.append(redefine_step(session, dom, snap, xml, why))
         label = {"forget": "metadata removed", "re-point": "re-pointed"}.get(what, "kept")
         rows.append([snap.name, label, why])

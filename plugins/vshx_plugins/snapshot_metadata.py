@@ -19,6 +19,8 @@ from vshx.api import (
     libvirt,
     memory_steps,
     redefine_step,
+    repoint_disk,
+    splice_backing,
 )
 from vshx.api import (
     files as api_files,
@@ -45,31 +47,60 @@ def moment_files(snap: Snapshot, works: dict[str, DiskWork]) -> dict[str, str]:
     return found
 
 
+def removed_now(works: dict[str, DiskWork]) -> dict[str, str]:
+    """``DISK:canonical path`` -> the file that holds its content after the merges, for every
+    layer the plan removes: a commit's base, or the active layer a pull copied it into."""
+    found = {}
+    for disk, work in works.items():
+        for layer in work.removed:
+            now = work.moves.get(layer.canonical)
+            if now is None and work.route == "pull" and work.top is not None:
+                now = work.top.path
+            if now is not None:
+                found[f"{disk}:{layer.canonical}"] = now
+    return found
+
+
+def chain_formats(works: dict[str, DiskWork]) -> dict[str, str]:
+    """Canonical path -> format of every layer of the disks the plan reads."""
+    return {
+        layer.canonical: layer.format
+        for work in works.values()
+        for layer in work.target.chain.layers
+        if layer.format
+    }
+
+
 def redefined_xml(
     snap: Snapshot, works: dict[str, DiskWork], parent: str | None, reparent: bool
 ) -> str | None:
     """``snap``'s XML naming, on each disk, the file that holds its moment after the merges,
     without the removed layers in its ``<backingStore>`` chains, and (``reparent``) with
-    ``parent`` as its parent; None when nothing changes."""
+    ``parent`` as its parent; None when nothing changes.  A disk whose source names a removed
+    layer without a moment there (``snapshot='no'``: the file that was active then) names the
+    file that holds that layer's content now, as libvirt's own snapshot-delete re-points it;
+    every re-pointed disk gets the new file's format as its driver type."""
     root = ET.fromstring(snap.xml)
     changed = False
     files = moment_files(snap, works)
+    removed = removed_now(works)
+    formats = chain_formats(works)
     for scope in ("domain", "inactiveDomain"):
         for disk in root.findall(f"./{scope}/devices/disk"):
             target = disk.find("target")
             dev = target.get("dev", "") if target is not None else ""
             source = disk.find("source")
-            if source is not None and dev in files:
-                source.attrib.pop("index", None)
-                source.set("file", files[dev])
-                for below in disk.findall("backingStore"):
-                    disk.remove(below)  # libvirt reads the new file's chain itself
+            now = files.get(dev)
+            if source is not None and now is None:
+                now = removed.get(f"{dev}:{canonical(source.get('file') or '')}")
+            if source is not None and now is not None:
+                repoint_disk(disk, now, formats)
                 changed = True
                 continue
             work = works.get(dev)
             if work is not None and work.removed:
                 gone = {layer.canonical for layer in work.removed}
-                changed = drop_layers(disk, gone) or changed
+                changed = splice_backing(disk, gone) or changed
     for disk in root.findall("./disks/disk"):
         work = works.get(disk.get("name", ""))
         source = disk.find("source")
@@ -88,25 +119,6 @@ def redefined_xml(
             root.insert(2, new)
         changed = True
     return ET.tostring(root, encoding="unicode") if changed else None
-
-
-def drop_layers(disk: ET.Element, gone: set[str]) -> bool:
-    """Splice the ``gone`` layers out of a ``<disk>``'s ``<backingStore>`` chain."""
-    changed = False
-    holder = disk
-    node = holder.find("backingStore")
-    while node is not None:
-        below = node.find("source")
-        if below is not None and canonical(below.get("file") or "") in gone:
-            at = list(holder).index(node)
-            holder.remove(node)
-            for child in node.findall("backingStore"):
-                holder.insert(at, child)
-            changed = True
-            node = holder.find("backingStore")
-            continue
-        holder, node = node, node.find("backingStore")
-    return changed
 
 
 def nearest_kept(parents: dict[str, str | None], name: str | None) -> str | None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.plans.plan import shell_line
-from vshx.storage import virt
+from vshx.storage import qemuimg, virt
 from vshx.storage.chain import Chain, Layer, canonical
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import (
@@ -254,26 +254,103 @@ def domain_timeline(session: Session, dom: libvirt.virDomain, strict: bool = Fal
     return timeline
 
 
-def repointed_xml(snap: Snapshot) -> str | None:
+def repointed_xml(
+    snap: Snapshot,
+    formats: dict[str, str] | None = None,
+    aliases: dict[str, str] | None = None,
+    moments: bool = True,
+) -> str | None:
     """The snapshot's XML naming, for each disk, the file that shows its moment now; None
-    when every disk already names it."""
+    when every disk already names it.  ``formats``: canonical path -> format, as the chains
+    read them (else the file's header says).  ``aliases``: ``DISK:canonical path`` -> the file
+    other snapshots' moments in that file were merged into (that file left the chain): a disk
+    this snapshot did not cover (``snapshot='no'``) still names the file that was active then
+    and, like libvirt, names the file that holds its content instead; every disk's
+    ``<backingStore>`` chain loses such files, as libvirt's own snapshot-delete splices them
+    out.  ``moments=False``: only those changes (a snapshot kept as it is, whose own moments
+    stay named where they are)."""
     root = ET.fromstring(snap.xml)
     changed = False
+    aliases = aliases or {}
     disks = root.findall("./domain/devices/disk") + root.findall("./inactiveDomain/devices/disk")
     for disk in disks:
         target = disk.find("target")
-        moment = snap.moments.get(target.get("dev", "")) if target is not None else None
-        if moment is None or moment.state != MERGED or not moment.holder:
-            continue
+        dev = target.get("dev", "") if target is not None else ""
+        moment = snap.moments.get(dev)
         source = disk.find("source")
-        if source is None or source.get("file") == moment.holder:
+        if source is None:
             continue
-        source.attrib.pop("index", None)
-        source.set("file", moment.holder)
-        for below in disk.findall("backingStore"):
-            disk.remove(below)
-        changed = True
+        now = None
+        if moment is None:
+            now = aliases.get(f"{dev}:{canonical(source.get('file') or '')}")
+        elif moments and moment.state == MERGED and moment.holder:
+            now = moment.holder
+        if now is not None and source.get("file") != now:
+            repoint_disk(disk, now, formats or {})
+            changed = True
+            continue
+        gone = {key.split(":", 1)[1] for key in aliases if key.startswith(f"{dev}:")}
+        changed = splice_backing(disk, gone) or changed
     return ET.tostring(root, encoding="unicode") if changed else None
+
+
+def splice_backing(disk: ET.Element, gone: set[str]) -> bool:
+    """Take the ``gone`` files (canonical paths) out of a ``<disk>``'s ``<backingStore>``
+    chain, the entries below them moved up; True when one was there."""
+    changed = False
+    holder = disk
+    node = holder.find("backingStore")
+    while node is not None:
+        below = node.find("source")
+        if below is not None and canonical(below.get("file") or "") in gone:
+            at = list(holder).index(node)
+            holder.remove(node)
+            for child in node.findall("backingStore"):
+                holder.insert(at, child)
+            changed = True
+            node = holder.find("backingStore")
+            continue
+        holder, node = node, node.find("backingStore")
+    return changed
+
+
+def merged_aliases(timeline: Timeline) -> dict[str, str]:
+    """``DISK:canonical moment file`` -> the file a commit moved that moment into, for every
+    merged moment of ``timeline`` (for ``repointed_xml``'s disks a snapshot did not cover)."""
+    found = {}
+    for snap in timeline.snapshots:
+        for disk, moment in snap.moments.items():
+            if moment.state == MERGED and moment.holder and moment.file:
+                found[f"{disk}:{canonical(moment.file)}"] = moment.holder
+    return found
+
+
+def repoint_disk(disk: ET.Element, path: str, formats: dict[str, str]) -> None:
+    """Make a snapshot ``<domain>``'s ``<disk>`` name ``path`` as libvirt's own snapshot-delete
+    does: no ``index``, no ``<backingStore>`` (libvirt reads the new file's chain itself), and
+    the driver type of the file now named, never the old file's (a qcow2 overlay committed
+    into a raw base leaves ``type='qcow2'`` on a raw file: QEMU refuses to open it).
+    ``formats``: canonical path -> format, as the disk's chain reads it; else the header."""
+    source = disk.find("source")
+    assert source is not None
+    source.attrib.pop("index", None)
+    source.set("file", path)
+    for below in disk.findall("backingStore"):
+        disk.remove(below)
+    fmt = formats.get(canonical(path)) or format_of(path)
+    driver = disk.find("driver")
+    if fmt and driver is not None:
+        driver.set("type", fmt)
+
+
+def format_of(path: str) -> str | None:
+    """A file's format as qemu-img reads it (a qcow2 header is certain; else probed), None when
+    it cannot be read (the entry keeps the type it had)."""
+    try:
+        fmt = qemuimg.info_chain(path)[0].get("format")
+    except (VshxError, OSError, ValueError, IndexError):
+        return None
+    return str(fmt) if fmt else None
 
 
 def finish_command(timeline: Timeline, snap: Snapshot, domain: str) -> str | None:

@@ -304,6 +304,7 @@ class Timeline:
     snapshots: list[Snapshot]
     ledger: dict[tuple[str, int, str], Verdict]
     in_chains: set[str] = field(default_factory=set)  # every layer of the disks read
+    formats: dict[str, str] = field(default_factory=dict)  # canonical layer -> its format
 
     def find(self, name: str) -> Snapshot | None:
         return next((s for s in self.snapshots if s.name == name), None)
@@ -484,5 +485,7 @@ def read_timeline(
                 snap.moments[disk] = still_gone(
                     judged, ledger.get((snap.name, snap.created, disk)), chain
                 )
-    in_chains = {lay.canonical for c in chains.values() if c is not None for lay in c.layers}
-    return Timeline(dom.name(), snapshots, ledger, in_chains)
+    layers = [lay for c in chains.values() if c is not None for lay in c.layers]
+    in_chains = {lay.canonical for lay in layers}
+    formats = {lay.canonical: lay.format for lay in layers if lay.format}
+    return Timeline(dom.name(), snapshots, ledger, in_chains, formats)
