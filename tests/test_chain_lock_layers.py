@@ -219,7 +219,9 @@ def test_a_bare_command_on_a_middle_layer_keeps_the_domain_command_out(
     held = Held(tmp_path, ["rebase", str(directory / "a2.qcow2"), "--backing", ""])
     try:
         err = refused_by(held, ["commit", name, "vda", "--base", "a1", "--top", "a2"], directory)
-        assert f"({directory / 'a2.qcow2'}, a layer of {directory / 'a3.qcow2'})" in err
+        # the bare rebase of a shut-off domain's layer is that domain's rebase (it locks the
+        # disk's chain from its active layer): whichever file the second meets first, it waits
+        assert "vshx rebase" in err, err
     finally:
         held.finish()
     assert chain_files(directory / "a3.qcow2") == ["a3.qcow2", "a2.qcow2"]
