@@ -169,6 +169,7 @@ def load_domain_form(
         return None
     image = target.chain.active.path
     holders = preflight.domain_users(session, image, ahead=target.ahead)
+    holders.sort(key=lambda holder: (holder[0].name(), holder[1]))  # the message's order
     if not holders or any(virt.is_running(dom) for dom, _disk in holders):
         return None
     dom, disk = holders[0]
