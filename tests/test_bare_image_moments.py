@@ -21,9 +21,12 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    LAB_PREFIX,
     Lab,
     chain_files,
+    file_state,
     guest_hash,
+    make_overlay,
     qemu_check,
     run_vshx,
     virsh,
@@ -131,6 +134,57 @@ def test_a_layer_of_a_running_domain_is_still_refused(made: Callable[..., Lab]) 
     proc = run_vshx("commit", str(lab.layer("sn2")))
     assert proc.returncode == 1 and "in use by running domain" in proc.stderr, proc.stderr
     assert [path.read_bytes() for path in below] == before
+
+
+def test_a_batch_dry_run_refuses_a_bare_commit_of_a_layer_an_earlier_line_merges_away(
+    tmp_path: Path,
+) -> None:
+    """Line 1 takes sn2 out of a shut-off domain's chain; line 2 commits sn2 bare.  The real
+    run refuses line 2 (sn1, the file it would write, is then what the domain reads through);
+    the dry run planned it as a bare image.  Now the dry run refuses it too: the image is in
+    the domain's files but no layer of its predicted chain, so vshx cannot plan it as either."""
+    directory = tmp_path / "chain"
+    directory.mkdir()
+    below = None
+    for number, layer in enumerate(("base", "sn1", "sn2", "sn3", "sn4")):
+        path = directory / f"{layer}.qcow2"
+        if below is None:
+            create = ["qemu-img", "create", "-q", "-f", "qcow2", str(path), "16M"]
+            subprocess.run(create, check=True)
+        else:
+            make_overlay(path, str(below))
+        write = f"write -P {number + 1} {number}M 1M"
+        subprocess.run(["qemu-io", "-c", write, str(path)], check=True, capture_output=True)
+        below = path
+    name = f"{LAB_PREFIX}batch-{os.getpid()}"
+    virsh(
+        "define",
+        "/dev/stdin",
+        stdin=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
+        f"<driver name='qemu' type='qcow2'/><source file='{directory / 'sn4.qcow2'}'/>"
+        "<target dev='vda' bus='virtio'/></disk></devices></domain>",
+    )
+    try:
+        sn2 = directory / "sn2.qcow2"
+        batch = f"commit {name} vda --top sn2 --base sn1\ncommit {sn2}\n"
+        before = file_state(directory)
+        dry = run_vshx("--dry-run", "-f", "-", stdin=batch)
+        assert dry.returncode == 1, (dry.stdout, dry.stderr)
+        assert f"<stdin>:2: error: {sn2} is a layer of the disk chain of domain {name} vda" in (
+            dry.stderr
+        )
+        assert f"hint: name the domain and disk instead: vshx commit {name} vda" in dry.stderr
+        assert file_state(directory) == before
+        ran = run_vshx("-f", "-", stdin=batch)  # what the dry run foretells
+        assert ran.returncode == 1 and "<stdin>:2: error: refusing: committing into" in (
+            ran.stderr
+        ), ran.stderr
+        assert chain_files(directory / "sn4.qcow2") == [
+            f"{layer}.qcow2" for layer in ("sn4", "sn3", "sn1", "base")
+        ]
+    finally:
+        virsh("undefine", name)
 
 
 @pytest.mark.root  # hidden() mounts

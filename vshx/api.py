@@ -71,7 +71,6 @@ Chains, targets and snapshots
 ``DiskSource``         one disk of a domain as its XML says
 ``Target``             what a merge works on: a domain's disk or a bare image, with its chain
 ``load_target``        DOMAIN DISK or IMAGE as a Target (a real run takes the chain's lock)
-``load_owning_disk``   a bare IMAGE's Target as the one shut-off domain disk it is a layer of
 ``load_domain_form``   a bare IMAGE a changing command names: that domain's disk, or refused
 ``chain_of_disk``      the chain of a domain's disk (predicted in a batch ``--dry-run``)
 ``chain_of_image``     the chain of a bare image (predicted in a batch ``--dry-run``)
@@ -156,7 +155,6 @@ from vshx.merging.target import (
     chain_of_disk,
     chain_of_image,
     load_domain_form,
-    load_owning_disk,
     load_target,
     refuse_interrupted,
     refuse_unfinished,
@@ -456,7 +454,6 @@ __all__ = [
     "DiskSource",
     "Target",
     "load_target",
-    "load_owning_disk",
     "load_domain_form",
     "chain_of_disk",
     "chain_of_image",

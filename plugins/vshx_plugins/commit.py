@@ -7,6 +7,8 @@ Shut-off domain or bare image: ``qemu-img commit -b BASE TOP`` and then an unsaf
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vshx.api import (
     BASE,
     DISK,
@@ -15,6 +17,7 @@ from vshx.api import (
     JOB_OPTIONS,
     SCAN,
     Args,
+    Chain,
     Command,
     Layer,
     Opt,
@@ -35,7 +38,7 @@ from vshx.api import (
     job_flags_argv,
     libvirt,
     live_job_step,
-    load_owning_disk,
+    load_domain_form,
     load_target,
     offline_domain_note,
     pointer_step,
@@ -198,16 +201,30 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
     return plan
 
 
+def domain_form(
+    chain: Chain, top: Layer, base: Layer, args: Args
+) -> Callable[[str, str, bool], list[str]]:
+    """``commit IMAGE`` as the domain's own command: ``commit DOMAIN DISK --top TOP`` with the
+    ``--base`` given, else ``--shallow`` (TOP's backing file, the bare form's meaning, as the
+    disk's chain has it); TOP as the disk's active layer stays (``--active --keep-overlay``,
+    as ``qemu-img commit -b`` keeps it)."""
+    unique = len({layer.name for layer in chain.layers}) == len(chain.layers)
+    refs = [layer.name if unique else layer.path for layer in (top, base)]
+
+    def form(domain: str, disk: str, active: bool) -> list[str]:
+        words = ["vshx", "commit", domain, disk, "--top", refs[0]]
+        words += ["--base", refs[1]] if args.base else ["--shallow"]
+        return [*words, *(["--active", "--keep-overlay"] if active and top.position == 0 else [])]
+
+    return form
+
+
 def as_domain_commit(
     image: Target, owned: Target, args: Args, top: Layer, base: Layer
-) -> tuple[Args, Layer, Layer, str]:
-    """``commit IMAGE`` of a layer of one shut-off domain's disk, as that domain's commit of
-    the same layers (``commit DOMAIN DISK --top TOP --base BASE``): the same qemu-img steps,
-    the layer above pointed at the base, the definition kept naming the chain, the snapshots'
-    moments accounted for (``# keeps:``/``# loses:``, the record snapshot-list reads).  The
-    bare form's own meaning stays: it merges into its backing file (or ``--base``), and a
-    commit of the active layer keeps it (``--active --keep-overlay``).  Returns the domain
-    form's arguments, its layers and the plan note that says so."""
+) -> tuple[Args, Layer, Layer]:
+    """``commit IMAGE``'s arguments and layers as the owning disk's commit (load_domain_form
+    found it): the same layers of that disk's chain, into TOP's backing file there unless
+    ``--base`` was given, TOP kept when it is the active layer (``domain_form``)."""
     chain, name, disk = owned.chain, owned.chain.domain or "", owned.chain.disk or ""
     new_top = chain.layer_of_file(top.path)
     if args.base:
@@ -233,16 +250,7 @@ def as_domain_commit(
         pivot=False,
         keep_overlay=active,  # qemu-img commit -b keeps TOP: the chain stays as it is
     )
-    unique = len({layer.name for layer in chain.layers}) == len(chain.layers)
-    refs = [(layer.name if unique else layer.path) for layer in (new_top, new_base)]
-    same = ["vshx", "commit", name, disk, "--top", refs[0], "--base", refs[1]]
-    same += ["--active", "--keep-overlay"] if active else []
-    note = (
-        f"{top.name} is a layer ({chain.ref_of(new_top)}) of disk {disk} of shut-off domain "
-        f"{name}: planned as {shell_line(same)}, which also accounts for its snapshots' "
-        "moments and keeps its definition naming the chain"
-    )
-    return domain_args, new_top, new_base, note
+    return domain_args, new_top, new_base
 
 
 def refuse_hidden_tail(target: Target, top: Layer, base: Layer) -> None:
@@ -271,11 +279,11 @@ def cmd_commit(session: Session, args: Args) -> None:
             "delete files after a rebase, or use snapshot-cleanup --delete-files on a domain",
         )
     top, base = pick_layers(target, args)
-    owned = load_owning_disk(session, target, scan=True) if target.dom is None else None
-    note = None
+    form = domain_form(target.chain, top, base, args)
+    owned = load_domain_form(session, target, form, any_layer=True, shared_bare=True, scan=True)
     if owned is not None:  # a layer of one shut-off domain's disk: that domain's own commit
-        args, top, base, note = as_domain_commit(target, owned, args, top, base)
-        target = owned
+        args, top, base = as_domain_commit(target, owned[0], args, top, base)
+        target = owned[0]
     merged = target.chain.between(top, base)
     # an active commit that keeps its overlay leaves the chain as it is: --keep-overlay, and
     # every commit of a bare image's own top (qemu-img commit -b keeps TOP, backed by BASE)
@@ -290,8 +298,8 @@ def cmd_commit(session: Session, args: Args) -> None:
     else:
         plan = offline_plan(session, target, args, top, base)
     plan.steps[:0] = first
-    if note is not None:
-        plan.notes.insert(0, note)
+    if owned is not None:
+        plan.notes.insert(0, owned[1])
     if extents is not None:
         moves = extents.above(len(merged))
         names = ", ".join(layer.name for layer in merged)

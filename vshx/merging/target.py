@@ -115,52 +115,24 @@ def load_target(
     return target
 
 
-def load_owning_disk(session: Session, target: Target, *, scan: bool = False) -> Target | None:
-    """The domain disk a bare image belongs to, loaded as ``load_target`` loads a disk (locked,
-    its journal checked), when the image is a layer of exactly one domain disk's chain and
-    that domain is shut off; None where vshx cannot tell whose layer it is: no domain's, more
-    than one disk's, a running domain's (the bare plan refuses that one, as before), or a
-    file in the disk's files that is no layer of its chain.
-
-    Why: a bare-image merge of a shut-off domain's layer changes what that domain's snapshots
-    are (their moments) and the chain its definition names; planned as the domain's own
-    command it says so (``# keeps:``/``# loses:``), records it, and keeps the definition in
-    line, where the bare plan would leave those moments to be judged unknown."""
-    if target.dom is not None:
-        return None
-    image = target.chain.active.path
-    holders = preflight.domain_users(session, image, ahead=target.ahead)
-    if len(holders) != 1:
-        return None
-    dom, disk = holders[0]
-    if virt.is_running(dom):
-        return None
-    owned = load_target(session, dom.name(), disk, scan=scan)
-    if owned.live:  # started since it was asked: a running domain's layer, refused as before
-        raise VshxError(
-            f"{image} is in use by running domain {dom.name()} {disk}",
-            "name the domain and disk instead of the image; nothing was changed",
-        )
-    if owned.chain.layer_of_file(image) is None:
-        return None
-    return owned
-
-
 def load_domain_form(
     session: Session,
     target: Target,
     form: Callable[[str, str, bool], list[str]],
     *,
     any_layer: bool = False,
+    shared_bare: bool = False,
     scan: bool = False,
 ) -> tuple[Target, str] | None:
-    """A bare IMAGE a changing command (shorten, pull, flatten, rebase) names, against the
-    domains whose disk chains hold it.  None: no domain's disk chain holds it (or a running
+    """A bare IMAGE a changing command (commit, shorten, pull, flatten, rebase) names, against
+    the domains whose disk chains hold it.  None: no domain's disk chain holds it (or a running
     domain's: the running refusal every bare plan makes names it), and the bare plan stands.
     The owning disk's Target (loaded as ``load_target`` loads it: locked, journal checked) and
     the plan note that says so: exactly one shut-off domain's disk holds it, as its active
     layer (any layer: ``any_layer``), so the domain form (``form(domain, disk, active)``, the
-    command words) is the same command.  Otherwise VshxError naming the domain form.
+    command words) is the same command.  Otherwise VshxError naming the domain forms, except
+    that ``shared_bare`` gives None for an image several disks hold (commit: its bare plan
+    refuses writing under saved RAM, and its usage scan other readers of what it changes).
 
     Why: the bare plan would change that domain's chain without the domain form's checks (its
     snapshots' moments and saved RAM, the chain its persistent definition pins), so a memory
@@ -171,6 +143,8 @@ def load_domain_form(
     holders = preflight.domain_users(session, image, ahead=target.ahead)
     holders.sort(key=lambda holder: (holder[0].name(), holder[1]))  # the message's order
     if not holders or any(virt.is_running(dom) for dom, _disk in holders):
+        return None
+    if shared_bare and len(holders) > 1:  # whose snapshots and definition would it follow?
         return None
     dom, disk = holders[0]
     layer = None
