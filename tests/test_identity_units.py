@@ -91,6 +91,21 @@ def test_lock_is_refused_to_a_second_holder_and_removed_after(tmp_path: Path):
     assert not os.path.exists(path)
 
 
+def test_a_killed_holders_longer_note_is_replaced_whole(tmp_path: Path):
+    """The note is written over the old one, then cut to its length (no truncation to 0
+    first: ext4 flushes such a file when it is closed)."""
+    image = tmp_path / "a.qcow2"
+    image.write_bytes(b"")
+    path, _key = lock.lock_path(str(image))
+    Path(path).write_text(json.dumps({"pid": 1, "command": "x" * 500, "user": "gone"}) + "\n")
+    lock.take(str(image), "vshx commit a")
+    try:
+        note = json.loads(Path(path).read_text())
+        assert note["pid"] == os.getpid() and note["command"] == "vshx commit a"
+    finally:
+        lock.release_all()
+
+
 def test_planted_lock_files_are_refused(tmp_path: Path):
     image = tmp_path / "a.qcow2"
     image.write_bytes(b"")
