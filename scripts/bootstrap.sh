@@ -8,7 +8,7 @@ VENV_ONLY=false
 [ "${1:-}" != --venv-only ] || VENV_ONLY=true
 
 ROOT=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
-PACKAGES="openssh-server openssh-client libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config gcc python3-dev python3-venv bash-completion zsh fish"
+PACKAGES="openssh-server openssh-client libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils tini libvirt-dev pkg-config gcc python3-dev python3-venv bash-completion zsh fish"
 URI=qemu:///system
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -48,8 +48,7 @@ else
         i=0
         until answers; do
             # (re)start whichever is missing: one may still be exiting from an earlier stop
-            pgrep -x virtlogd >/dev/null || virtlogd -d
-            pgrep -x libvirtd >/dev/null || libvirtd -d
+            sh "$ROOT/scripts/start_daemons.sh"
             i=$((i + 1))
             [ $i -lt 150 ] || { say "libvirtd does not answer on $URI (see /var/log/libvirt)"; exit 1; }
             sleep 0.2

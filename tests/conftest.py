@@ -21,6 +21,7 @@ from sshd import SSHD, Sshd, start_sshd
 # the one place the integration tier's URI is chosen: qemu:///session runs every test that
 # needs no root as a plain user; tests marked `root` skip there with the reason
 URI = os.environ.get("VSHX_TEST_URI", "qemu:///system")
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: scripts/ live there
 SYSTEM_URI = "qemu:///system"
 # shell completion answers nothing after 0.3 s (a frozen daemon must not freeze a shell); a
 # loaded test machine misses that now and then, so tests that check what it answers get time,
@@ -573,9 +574,6 @@ def ensure_daemon() -> None:
     for _ in range(150):
         if daemon_answers():
             return
-        for daemon in ("virtlogd", "libvirtd"):
-            alive = subprocess.run(["pgrep", "-x", "-r", "R,S,D", daemon], capture_output=True)
-            if alive.returncode != 0:
-                subprocess.run([daemon, "-d"], capture_output=True)
+        subprocess.run(["sh", str(ROOT / "scripts" / "start_daemons.sh")], capture_output=True)
         time.sleep(0.2)
     raise RuntimeError("libvirtd does not answer again")
