@@ -188,6 +188,22 @@ def virsh(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[s
     )
 
 
+def define_domain(name: str, disks: dict[str, Path | str]) -> None:
+    """Define a persistent domain (TCG, 64 MiB) on these qcow2 files (target -> file), not
+    started: what an admin's `virsh define` of a few lines leaves."""
+    devices = "".join(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{source}'/><target dev='{dev}' bus='virtio'/></disk>"
+        for dev, source in disks.items()
+    )
+    virsh(
+        "define",
+        "/dev/stdin",
+        stdin=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+        f"<os><type arch='x86_64'>hvm</type></os><devices>{devices}</devices></domain>",
+    )
+
+
 def make_overlay(path: Path, backing: str) -> None:
     """A qcow2 overlay on ``backing`` (written as given: relative or absolute)."""
     subprocess.run(

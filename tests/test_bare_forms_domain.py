@@ -23,6 +23,7 @@ import pytest
 from conftest import (
     Lab,
     chain_files,
+    define_domain,
     destroy_lab,
     file_state,
     flush_guest,
@@ -132,13 +133,7 @@ def test_no_bare_form_writes_under_a_memory_snapshots_moment(memory_lab: Lab, tm
     # a layer of two domains' chains stays a bare commit (whose snapshots would it account
     # for?), but still may not write under m1's moment
     other = f"{lab.name}-other"
-    xml = (
-        f"<domain type='qemu'><name>{other}</name><memory unit='MiB'>64</memory>"
-        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
-        f"<driver name='qemu' type='qcow2'/><source file='{a2}'/>"
-        "<target dev='vda' bus='virtio'/></disk></devices></domain>"
-    )
-    virsh("define", "/dev/stdin", stdin=xml)
+    define_domain(other, {"vda": a2})
     try:
         proc = run_vshx("commit", a1)
         assert proc.returncode == 1 and "error: snapshot m1 of" in proc.stderr, proc.stderr
@@ -232,13 +227,7 @@ def test_a_layer_of_two_domains_is_refused_by_every_changing_bare_form(offline: 
     definitions contradicted)."""
     lab = offline
     other = f"{lab.name}-other"
-    xml = (
-        f"<domain type='qemu'><name>{other}</name><memory unit='MiB'>64</memory>"
-        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
-        f"<driver name='qemu' type='qcow2'/><source file='{lab.layer('sn4')}'/>"
-        "<target dev='vda' bus='virtio'/></disk></devices></domain>"
-    )
-    virsh("define", "/dev/stdin", stdin=xml)
+    define_domain(other, {"vda": lab.layer("sn4")})
     try:
         before = images(lab)
         sn3, sn4 = str(lab.layer("sn3")), str(lab.layer("sn4"))

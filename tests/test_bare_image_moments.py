@@ -24,6 +24,7 @@ from conftest import (
     LAB_PREFIX,
     Lab,
     chain_files,
+    define_domain,
     file_state,
     guest_hash,
     make_overlay,
@@ -112,13 +113,7 @@ def test_a_layer_of_two_domains_stays_a_bare_image(
     """Whose snapshots would it account for?  vshx cannot tell: the bare plan, as before."""
     lab = made(running=False)
     other = f"{lab.name}-other"
-    xml = (
-        f"<domain type='qemu'><name>{other}</name><memory unit='MiB'>64</memory>"
-        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
-        f"<driver name='qemu' type='qcow2'/><source file='{lab.layer('sn4')}'/>"
-        "<target dev='vda' bus='virtio'/></disk></devices></domain>"
-    )
-    virsh("define", "/dev/stdin", stdin=xml)
+    define_domain(other, {"vda": lab.layer("sn4")})
     try:
         script = ok("commit", str(lab.layer("sn2")), "--dry-run")
         assert "bare image" in script and NOTE not in script
@@ -157,14 +152,7 @@ def test_a_batch_dry_run_refuses_a_bare_commit_of_a_layer_an_earlier_line_merges
         subprocess.run(["qemu-io", "-c", write, str(path)], check=True, capture_output=True)
         below = path
     name = f"{LAB_PREFIX}batch-{os.getpid()}"
-    virsh(
-        "define",
-        "/dev/stdin",
-        stdin=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
-        f"<driver name='qemu' type='qcow2'/><source file='{directory / 'sn4.qcow2'}'/>"
-        "<target dev='vda' bus='virtio'/></disk></devices></domain>",
-    )
+    define_domain(name, {"vda": directory / "sn4.qcow2"})
     try:
         sn2 = directory / "sn2.qcow2"
         batch = f"commit {name} vda --top sn2 --base sn1\ncommit {sn2}\n"

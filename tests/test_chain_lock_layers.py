@@ -19,7 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LAB_PREFIX, URI, chain_files, file_state, qemu_check, run_vshx, virsh
+from conftest import (
+    LAB_PREFIX,
+    URI,
+    chain_files,
+    define_domain,
+    file_state,
+    qemu_check,
+    run_vshx,
+    virsh,
+)
 from sshd import Sshd
 from test_one_writer import User, second_user, start
 
@@ -166,21 +175,6 @@ def test_another_chain_in_the_same_directory_is_not_held(tmp_path: Path) -> None
     no_lock_files(directory, other)
 
 
-def define_shut_off(name: str, vda: Path, vdb: Path) -> None:
-    """A persistent domain with two qcow2 disks on these files, not started."""
-    disks = "".join(
-        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-        f"<source file='{source}'/><target dev='{dev}' bus='virtio'/></disk>"
-        for dev, source in (("vda", vda), ("vdb", vdb))
-    )
-    virsh(
-        "define",
-        "/dev/stdin",
-        stdin=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-        f"<os><type arch='x86_64'>hvm</type></os><devices>{disks}</devices></domain>",
-    )
-
-
 @pytest.fixture
 def shut_off_domain(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A shut-off domain, vda on base <- a1 <- a2 <- a3, vdb on a chain of its own."""
@@ -188,7 +182,7 @@ def shut_off_domain(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     build(directory, ["a1", "a2", "a3"])
     build(directory / "b", ["b1"])
     name = f"{LAB_PREFIX}lock-{os.getpid()}"
-    define_shut_off(name, directory / "a3.qcow2", directory / "b/b1.qcow2")
+    define_domain(name, {"vda": directory / "a3.qcow2", "vdb": directory / "b/b1.qcow2"})
     yield name, directory
     subprocess.run(
         ["virsh", "-c", URI, "undefine", name, "--snapshots-metadata"], capture_output=True
@@ -308,7 +302,7 @@ def snapshotted_domain(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     for base in (directory / "base.qcow2", directory / "b/base.qcow2"):
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
     name = f"{LAB_PREFIX}lock-snap-{os.getpid()}"
-    define_shut_off(name, directory / "base.qcow2", directory / "b/base.qcow2")
+    define_domain(name, {"vda": directory / "base.qcow2", "vdb": directory / "b/base.qcow2"})
     try:
         for number in (1, 2, 3):
             virsh(

@@ -24,6 +24,7 @@ from conftest import (
     LAB_PREFIX,
     URI,
     chain_files,
+    define_domain,
     destroy_lab,
     file_state,
     guest_hash,
@@ -129,14 +130,7 @@ def image_domain(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     directory = tmp_path / "chain"
     directory.mkdir()
     name = f"{LAB_PREFIX}race-{os.getpid()}"
-    virsh(
-        "define",
-        "/dev/stdin",
-        stdin=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
-        f"<driver name='qemu' type='qcow2'/><source file='{directory / 'sn4.qcow2'}'/>"
-        "<target dev='vda' bus='virtio'/></disk></devices></domain>",
-    )
+    define_domain(name, {"vda": directory / "sn4.qcow2"})
     yield name, directory
     subprocess.run(["virsh", "-c", URI, "undefine", name], capture_output=True)
 

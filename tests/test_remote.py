@@ -23,6 +23,7 @@ from conftest import (
     URI,
     Lab,
     chain_files,
+    define_domain,
     destroy_lab,
     file_state,
     make_lab,
@@ -179,14 +180,7 @@ def test_remote_domain_starts_on_the_chain_vshx_reports(sshd: Sshd, tmp_path: Pa
 
 
 def define_other(name: str, image: Path) -> None:
-    xml = (
-        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-        "<os><type arch='x86_64'>hvm</type></os><devices>"
-        f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-        f"<source file='{image}'/><target dev='vda' bus='virtio'/></disk>"
-        "</devices></domain>"
-    )
-    virsh("define", "/dev/stdin", stdin=xml)
+    define_domain(name, {"vda": image})
 
 
 def test_another_domain_on_the_remote_host_holds_the_commit_back(
