@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,38 @@ def memory_lab(tmp_path: Path) -> Iterator[Lab]:
         yield lab
     finally:
         destroy_lab(lab)
+
+
+def test_a_memory_moment_on_a_branch_is_refused_even_with_force(memory_lab: Lab, tmp_path: Path):
+    """The disk moved off m1's chain (as a revert to an earlier point leaves it): sn1, m1's
+    moment, and a1 above it are a branch no domain's disk reads; a bare commit of a1 into
+    sn1 is no domain's command, and --force (which passes a snapshot's disk-only moment) must
+    not pass saved RAM."""
+    lab = memory_lab
+    d = lab.dir
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "base.qcow2", "new.qcow2"],
+        cwd=d,
+        check=True,
+    )
+    root = ET.fromstring(virsh("dumpxml", "--inactive", lab.name).stdout)
+    for disk in root.findall("./devices/disk"):
+        if disk.find("target").get("dev") == "vda":  # type: ignore[union-attr]
+            disk.find("source").set("file", str(d / "new.qcow2"))  # type: ignore[union-attr]
+            for below in disk.findall("backingStore"):
+                disk.remove(below)
+    virsh("define", "/dev/stdin", stdin=ET.tostring(root, encoding="unicode"))
+    assert inactive_chain(lab.name)[0] == "new.qcow2"
+    before, m1_view = images(lab), guest_hash(d / "sn1.qcow2", tmp_path)
+    a1 = str(d / "a1.qcow2")
+    for words in (["commit", a1, "--force"], ["commit", a1], ["qemu-img", "commit", a1]):
+        proc = run_vshx(*words)
+        said = (words, proc.stdout, proc.stderr)
+        assert proc.returncode == 1 and "error: " in proc.stderr, said
+        if words != ["commit", a1]:  # that one is refused first as sn1's users' (forceable)
+            assert "error: snapshot m1 of" in proc.stderr and "memory state" in proc.stderr, said
+        assert "Traceback" not in proc.stderr and images(lab) == before, said
+    assert guest_hash(d / "sn1.qcow2", tmp_path) == m1_view
 
 
 def test_no_bare_form_writes_under_a_memory_snapshots_moment(memory_lab: Lab, tmp_path: Path):

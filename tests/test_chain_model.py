@@ -97,3 +97,17 @@ def test_the_chain_a_merge_leaves_names_the_new_backing_files(chain):
     assert after.layers[-1].backing == chain.layers[-1].backing
     top_gone = chain.without(chain.layers[:1])
     assert top_gone.layers[0].backing == chain.layers[1].backing
+
+
+def test_chain_shows_control_characters_in_names_escaped() -> None:
+    """A file name's escape sequences and newlines never reach the terminal raw (they could
+    retitle it, colour it or forge a line of the chain)."""
+    from vshx.storage.chain import Layer
+    from vshx.storage.chain_view import render_chain
+
+    hostile = "/x/top\x1b]0;PWN\x07\x1b[31m\nsn9.qcow2 <- evil\udcfe.qcow2"
+    layers = [Layer(hostile, "qcow2", 0, "base.qcow2"), Layer("/x/base.qcow2", "qcow2", 1)]
+    shown = render_chain(Chain(layers))
+    assert "\x1b" not in shown and "\x07" not in shown and "\udcfe" not in shown
+    assert "\\x1b]0;PWN\\x07" in shown and "\\n" in shown
+    assert len(shown.splitlines()) == 7  # head, arrows, blank, table head, rule, two layers

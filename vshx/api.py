@@ -209,8 +209,10 @@ class preflight:
     ``refuse_unsafe_start``: what every merge refuses before it plans.
     ``relative_or_absolute``: the backing name to write (relative where the chain used them).
     ``require_format``: a layer's format, or a refusal when it is unknown.
+    ``SharedFile``: the refusal of a commit into a file other chains read (check_merge).
     """
 
+    SharedFile: TypeAlias = _preflight.SharedFile
     UsageIndex: TypeAlias = _preflight.UsageIndex
     other_users = staticmethod(_preflight.other_users)
     refuse_if_running_user = staticmethod(_preflight.refuse_if_running_user)

@@ -44,6 +44,7 @@ from vshx.api import (
     moments_reading,
     non_negative_int,
     pivot_step,
+    preflight,
     refuse_unfinished,
     render_chain,
     shell_line,
@@ -420,15 +421,24 @@ def build_plan(
                 session, work.target, args, work.top, work.removed, None, deleting=names
             )
         else:
-            checks += check_merge(
-                session,
-                work.target,
-                args,
-                work.base,
-                work.removed,
-                changes_view_of=work.base,
-                deleting=names,
-            )
+            try:
+                checks += check_merge(
+                    session,
+                    work.target,
+                    args,
+                    work.base,
+                    work.removed,
+                    changes_view_of=work.base,
+                    deleting=names,
+                )
+            except preflight.SharedFile as exc:  # linked clones on one base: a pull is safe
+                if args.route or len(names) != 1 or work.top.position != 0:
+                    raise  # only the current snapshot's moment can be pulled up (plan_disk)
+                raise VshxError(
+                    exc.message,
+                    "add --route pull: the data is copied up into the active layer instead, "
+                    f"which changes no one else's view; or {exc.hint}",
+                ) from None
     for work in sorted(moving, key=lambda w: w.active):  # non-active commits first
         steps, pivot = data_steps(session, plan, work, args)
         firsts += steps

@@ -462,6 +462,11 @@ def _pool_chains(
     return found, directories
 
 
+class SharedFile(VshxError):
+    """``refuse_shared``'s refusal: other chains read the file a commit would write (a plan
+    with another route says so in its hint)."""
+
+
 def refuse_shared(
     session: Session,
     path: str,
@@ -490,7 +495,7 @@ def refuse_shared(
         if owners and not ours.domain
         else ""
     )
-    raise VshxError(
+    raise SharedFile(
         f"refusing: {doing} {path} would change what these see: {'; '.join(users)}",
         f"{through_domain}merge those first (or delete them if they are files an earlier merge "
         f"left behind), or use --force if you are sure ({index.scanned()})",

@@ -21,6 +21,7 @@ from vshx.storage import host as files
 from vshx.storage import qemuimg, virt
 from vshx.storage.chain import Layer, canonical
 from vshx.storage.identity import identity
+from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.qcow2 import chain_files, internal_snapshot_count
 from vshx.storage.snapshots import memory_moments
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
     from vshx.plans.context import Context as Session
     from vshx.plans.target import Target
-    from vshx.storage.libvirt_lazy import libvirt
+    from vshx.storage.identity import FileKey
 
 
 def refuse_saved_state(
@@ -73,10 +74,11 @@ def refuse_saved_state(
 
 def refuse_saved_ram(session: Session, written: list[str], doing: str) -> None:
     """Files a bare-image plan or a typed or pasted ``qemu-img`` line writes (``doing`` says
-    which), against the saved RAM of every shut-off domain whose disk chain holds one: a
-    managed-save image (its RAM restores onto that chain as it is), and each snapshot with
-    memory state whose disk moment shows what a written file holds (the moment's file itself,
-    or a file below it in its backing chain).  VshxError before anything runs.
+    which), against saved RAM: the managed-save image of every shut-off domain whose disk chain
+    holds one (its RAM restores onto that chain as it is), and each snapshot with memory state,
+    of any domain, whose disk moment shows what a written file holds (the moment's file
+    itself, or a file below it in its backing chain; on the current chain or on a branch a
+    revert left behind).  VshxError before anything runs; ``--force`` does not pass it.
 
     Why: such a write bypasses the domain form's ``refuse_saved_state`` (vshx cannot plan it
     as that domain's command), yet destroys the same saved state: ``qemu-img commit -b BASE``
@@ -96,20 +98,34 @@ def refuse_saved_ram(session: Session, written: list[str], doing: str) -> None:
                     f"RAM) and shut it down cleanly, or discard the saved RAM: "
                     f"{shell_line(['virsh', 'managedsave-remove', name])}; nothing was changed",
                 )
-            for snap, snap_disk, moment in memory_moments(dom):
-                if snap_disk != disk or not files.lexists(moment):
-                    continue
-                if key not in {identity(f) for f in chain_files(moment) if files.lexists(f)}:
-                    continue
-                delete = shell_line(["virsh", "snapshot-delete", name, snap])
-                shows = "that file" if identity(moment) == key else f"{path}, below it,"
-                raise VshxError(
-                    f"snapshot {snap} of {name} holds memory state taken on {moment} ({disk}); "
-                    f"{doing} changes {shows} so reverting to it would pair its RAM with "
-                    "other disk contents",
-                    f"delete that snapshot first ({delete}, or with --metadata to keep its "
-                    "files), or leave that file as it is; nothing was changed",
-                )
+        for dom in session.conn.listAllDomains(0):
+            _refuse_memory_moment(dom, path, key, doing)
+
+
+def _refuse_memory_moment(dom: libvirt.virDomain, path: str, key: FileKey, doing: str) -> None:
+    """``refuse_saved_ram`` for one domain's snapshots with memory state (one that is
+    undefined meanwhile has none)."""
+    try:
+        moments = memory_moments(dom)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return
+        raise
+    for snap, disk, moment in moments:
+        if not files.lexists(moment):
+            continue
+        if key not in {identity(f) for f in chain_files(moment) if files.lexists(f)}:
+            continue
+        name = dom.name()
+        delete = shell_line(["virsh", "snapshot-delete", name, snap])
+        shows = "that file" if identity(moment) == key else f"{path}, below it,"
+        raise VshxError(
+            f"snapshot {snap} of {name} holds memory state taken on {moment} ({disk}); "
+            f"{doing} changes {shows} so reverting to it would pair its RAM with "
+            "other disk contents (--force does not change that)",
+            f"delete that snapshot first ({delete}, or with --metadata to keep its "
+            "files), or leave that file as it is; nothing was changed",
+        )
 
 
 def _snapshot_names(path: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vshx.spec.render import table
+from vshx.spec.render import printable, table
 from vshx.storage.chain import Chain, Layer, human_size
 
 
@@ -15,17 +15,18 @@ def role(chain: Chain, layer: Layer) -> str:
 
 
 def render_chain(chain: Chain) -> str:
-    """The chain in arrow notation, then one line per layer with its sizes."""
+    """The chain in arrow notation, then one line per layer with its sizes; names escaped
+    (printable): a file name's control characters would reach the terminal or forge lines."""
     if chain.domain:
         how = "running: live block jobs" if chain.live else "shut off: offline qemu-img"
-        head = f"{chain.domain} {chain.disk} ({how})"
+        head = f"{printable(chain.domain)} {printable(chain.disk or '')} ({how})"
     else:
-        head = f"image {chain.active.path} (bare image: offline qemu-img)"
+        head = f"image {printable(chain.active.path)} (bare image: offline qemu-img)"
     rows = [
         [
-            chain.ref_of(layer),
-            layer.path,
-            layer.format,
+            printable(chain.ref_of(layer)),
+            printable(layer.path),
+            printable(layer.format),
             human_size(layer.virtual_size),
             human_size(layer.allocated),
             role(chain, layer),
@@ -33,7 +34,7 @@ def render_chain(chain: Chain) -> str:
         for layer in chain.layers
     ]
     body = table(rows, ["Ref", "File", "Format", "Virtual", "Allocated", ""])
-    return f"{head}\n  {chain.arrows()}\n\n{body}"
+    return f"{head}\n  {printable(chain.arrows())}\n\n{body}"
 
 
 def chain_document(chain: Chain) -> dict[str, Any]:

@@ -123,6 +123,8 @@ def lookup_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
             return lookup(name)
         except libvirt.libvirtError:
             continue
+        except UnicodeEncodeError:  # bytes that are not UTF-8: no libvirt name holds them
+            break
     raise VshxError(f"domain {name!r} not found", "list them with: list --all")
 
 
