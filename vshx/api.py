@@ -395,7 +395,8 @@ class journal:
 
     ``Entry``: one record.  ``NS``: the XML namespace of its domain metadata.  ``read``,
     ``clear``: a target's entry.  ``read_domain``: a domain's entry.  ``state_place``: the
-    journal directory; ``state_name``, ``state_file``: a bare image's entry there.
+    journal directory; ``state_name``, ``state_file``: a bare image's entry there;
+    ``image_journals``: every bare image's entry there.
     """
 
     Entry: TypeAlias = _journal.Entry
@@ -406,6 +407,7 @@ class journal:
     state_name = staticmethod(_journal.state_name)
     state_file = staticmethod(_journal.state_file)
     state_place = staticmethod(_journal.state_place)
+    image_journals = staticmethod(_journal.image_journals)
 
 
 __all__ = [

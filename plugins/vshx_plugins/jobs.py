@@ -207,30 +207,6 @@ def interrupted_rows(
     return rows
 
 
-def image_journals() -> list[tuple[str, journal.Entry]]:
-    """Interrupted operations on bare images: the state files this user's vshx left."""
-    place = journal.state_place()
-    opened = place.directory()
-    if opened is None or opened[0] is None:
-        return []  # no journal was ever written here
-    try:
-        names = sorted(os.listdir(opened[0]))
-    finally:
-        os.close(opened[0])
-    found = []
-    for name in names:
-        if not name.endswith(".json"):
-            continue
-        try:
-            entry = journal.Entry(json.loads(place.read(name) or "{}"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue  # being replaced right now, or not one of ours
-        image = str(entry.get("image", ""))
-        if image and journal.state_name(image) == name:
-            found.append((image, entry))
-    return found
-
-
 def image_files(image: str) -> list[str]:
     try:
         return [layer.path for layer in image_chain(image).layers]
@@ -265,7 +241,7 @@ def cmd_jobs(session: Session, args: Args) -> None:
             files = disk_files(dom, disk) if disk else []
             rows += interrupted_rows(dom.name(), disk or None, None, entry, files)
     if not args.domain:
-        for image, entry in image_journals():
+        for image, entry in journal.image_journals():
             rows += interrupted_rows(None, None, image, entry, image_files(image))
     if args.json:
         session.show(to_json({"jobs": rows}))

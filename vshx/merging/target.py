@@ -251,6 +251,7 @@ def refuse_interrupted(target: Target) -> None:
 
     entry = journal.read(target)
     if entry is None:
+        _refuse_interrupted_layer(target)
         return
     name = target.chain.domain or target.chain.active.path
     where = f"{target.chain.domain} {entry.get('disk') or ''}".strip() if target.dom else name
@@ -264,6 +265,38 @@ def refuse_interrupted(target: Target) -> None:
         f"an earlier vshx operation on {name} did not finish: {entry.describe()}",
         f"see it with: {jobs}; resolve it with: vshx recover {where}",
     )
+
+
+def _refuse_interrupted_layer(target: Target) -> None:
+    """An interrupted (or running) vshx on a bare image whose chain shares a file with this one
+    (``pull top.qcow2`` killed, then ``commit mid.qcow2``): its journal is keyed by the image it
+    named, which may be another layer of this chain or an image above it."""
+    from vshx.plans import journal
+    from vshx.storage.identity import identity
+    from vshx.storage.qcow2 import chain_files
+
+    entries = [(image, e) for image, e in journal.image_journals() if files.lexists(image)]
+    if not entries:
+        return
+    ours = {identity(layer.path) for layer in target.chain.layers}
+    for image, entry in entries:
+        try:
+            theirs = {identity(f) for f in chain_files(image) if files.lexists(f)}
+        except VshxError:
+            continue  # unreadable now: jobs and recover on that image say why
+        if not ours & theirs or identity(image) == identity(target.chain.active.path):
+            continue
+        if entry.still_running():
+            raise VshxError(
+                f"{entry.describe()} on {image}, whose chain shares files with this one",
+                "wait until it has finished (see it with: vshx jobs), then run the command again",
+            )
+        raise VshxError(
+            f"an earlier vshx operation on {image}, whose chain shares files with this one, did "
+            f"not finish: {entry.describe()}",
+            f"see it with: vshx jobs; resolve it with: vshx recover {shell_line([image])}; "
+            "nothing was changed",
+        )
 
 
 def refuse_unfinished(dom: libvirt.virDomain) -> None:

@@ -232,6 +232,31 @@ def read_image(image: str) -> Entry | None:
         return Entry(plan="unreadable journal", step="?", what=state_file(image))
 
 
+def image_journals() -> list[tuple[str, Entry]]:
+    """Every bare image's entry in this user's journal directory, with its image (``jobs``
+    lists them; a changing command refuses a chain that holds one of those images)."""
+    place = state_place()
+    opened = place.directory()
+    if opened is None or opened[0] is None:
+        return []  # no journal was ever written here
+    try:
+        names = sorted(os.listdir(opened[0]))
+    finally:
+        os.close(opened[0])
+    found = []
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            entry = Entry(json.loads(place.read(name) or "{}"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue  # being replaced right now, or not one of ours
+        image = str(entry.get("image", ""))
+        if image and state_name(image) == name:
+            found.append((image, entry))
+    return found
+
+
 def read(target: Target) -> Entry | None:
     if target.dom is not None:
         return read_domain(target.dom)
