@@ -232,3 +232,19 @@ def test_lab_destroy_finds_a_lab_made_with_dir(tmp_path):
     proc = run_vshx("lab-destroy", lab.name)  # without the --dir it was made with
     assert proc.returncode == 0, proc.stderr
     assert not any(lab.dir.iterdir()) if lab.dir.exists() else True
+
+
+def test_a_commit_of_a_base_and_a_shorten_without_drop_say_what_to_do(tmp_path):
+    import subprocess
+
+    base, top = tmp_path / "g.qcow2", tmp_path / "t.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "1M"], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(top)],
+        check=True,
+    )
+    commit = run_vshx("commit", str(base))
+    assert commit.returncode == 1 and "has no backing file to commit into" in commit.stderr
+    assert "hint: it is the bottom of its chain" in commit.stderr
+    shorten = run_vshx("shorten", str(top))
+    assert shorten.returncode == 2 and "hint: this chain has no middle layer" in shorten.stderr

@@ -62,7 +62,12 @@ def pick_layers(target: Target, args: Args) -> tuple[Layer, Layer]:
     elif args.shallow or target.dom is None:  # qemu-img commit IMAGE: its own backing file
         below = chain.below(top)
         if below is None:
-            raise VshxError(f"{top.name} has no backing file to commit into")
+            shown = [chain.domain or chain.active.path, *([chain.disk] if chain.disk else [])]
+            raise VshxError(
+                f"{top.name} has no backing file to commit into",
+                "it is the bottom of its chain: a commit writes a layer into the one below "
+                f"it, so name a layer above it (see them: {shell_line(['vshx', 'chain', *shown])})",
+            )
         base = below
     else:
         base = chain.bottom

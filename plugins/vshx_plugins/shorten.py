@@ -156,7 +156,13 @@ def cmd_shorten(session: Session, args: Args) -> None:
     target = load_target(session, args.domain, args.disk)
     chain = target.chain
     if not args.drop:
-        raise UsageError("name the layers to drop with --drop REF (repeatable)")
+        middle = [layer.name for layer in chain.layers[1:-1]]
+        raise UsageError(
+            "name the layers to drop with --drop REF (repeatable)",
+            f"this chain's middle layers: {', '.join(middle)}"
+            if middle
+            else "this chain has no middle layer: nothing to drop",
+        )
     drops = [chain.resolve(ref) for ref in args.drop]
     for layer in drops:
         if layer.position == 0 or layer is chain.bottom:
