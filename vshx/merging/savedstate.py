@@ -84,7 +84,6 @@ def refuse_saved_ram(session: Session, written: list[str], doing: str) -> None:
     as that domain's command), yet destroys the same saved state: ``qemu-img commit -b BASE``
     into the base under a memory snapshot's moment changes what that moment shows."""
     for path in written:
-        key = identity(path)
         for dom, disk in preflight.domain_users(session, path):
             if virt.is_running(dom):  # QEMU has it open: refused as a running domain's file
                 continue
@@ -98,34 +97,38 @@ def refuse_saved_ram(session: Session, written: list[str], doing: str) -> None:
                     f"RAM) and shut it down cleanly, or discard the saved RAM: "
                     f"{shell_line(['virsh', 'managedsave-remove', name])}; nothing was changed",
                 )
-        for dom in session.conn.listAllDomains(0):
-            _refuse_memory_moment(dom, path, key, doing)
+    keys = {identity(path): path for path in written}
+    for dom in session.conn.listAllDomains(0):
+        for snap, disk, moment, shown in _memory_moments_showing(dom):
+            for key in shown & keys.keys():
+                name, path = dom.name(), keys[key]
+                delete = shell_line(["virsh", "snapshot-delete", name, snap])
+                shows = "that file" if identity(moment) == key else f"{path}, below it,"
+                raise VshxError(
+                    f"snapshot {snap} of {name} holds memory state taken on {moment} ({disk}); "
+                    f"{doing} changes {shows} so reverting to it would pair its RAM with "
+                    "other disk contents (--force does not change that)",
+                    f"delete that snapshot first ({delete}, or with --metadata to keep its "
+                    "files), or leave that file as it is; nothing was changed",
+                )
 
 
-def _refuse_memory_moment(dom: libvirt.virDomain, path: str, key: FileKey, doing: str) -> None:
-    """``refuse_saved_ram`` for one domain's snapshots with memory state (one that is
-    undefined meanwhile has none)."""
+def _memory_moments_showing(
+    dom: libvirt.virDomain,
+) -> list[tuple[str, str, str, set[FileKey]]]:
+    """(snapshot, disk, moment file, every file the moment's view reads) for each of the
+    domain's snapshots with memory state; none for one undefined meanwhile."""
     try:
         moments = memory_moments(dom)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return
+            return []
         raise
-    for snap, disk, moment in moments:
-        if not files.lexists(moment):
-            continue
-        if key not in {identity(f) for f in chain_files(moment) if files.lexists(f)}:
-            continue
-        name = dom.name()
-        delete = shell_line(["virsh", "snapshot-delete", name, snap])
-        shows = "that file" if identity(moment) == key else f"{path}, below it,"
-        raise VshxError(
-            f"snapshot {snap} of {name} holds memory state taken on {moment} ({disk}); "
-            f"{doing} changes {shows} so reverting to it would pair its RAM with "
-            "other disk contents (--force does not change that)",
-            f"delete that snapshot first ({delete}, or with --metadata to keep its "
-            "files), or leave that file as it is; nothing was changed",
-        )
+    return [
+        (snap, disk, moment, {identity(f) for f in chain_files(moment) if files.lexists(f)})
+        for snap, disk, moment in moments
+        if files.lexists(moment)
+    ]
 
 
 def _snapshot_names(path: str) -> list[str]:
