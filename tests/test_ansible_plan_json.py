@@ -65,7 +65,7 @@ def test_a_plan_document_has_the_chains_the_moments_and_the_steps() -> None:
 def test_a_plan_over_several_disks_lists_each_and_nothing_to_do_has_no_steps() -> None:
     plan = Plan("delete snapshot s2 of web on every disk")
     vda, vdb = chain("a.qcow2", "b.qcow2"), chain("c.qcow2", "d.qcow2")
-    vdb.disk = "vdb"
+    vdb = vdb._replace(disk="vdb")
     plan.chains = [(vda, vda.without([vda.layers[1]])), (vdb, vdb)]
     document = valid(plan_document(plan, "snapshot-delete"))
     assert [c["disk"] for c in document["chains"]] == ["vda", "vdb"]

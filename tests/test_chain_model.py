@@ -47,7 +47,7 @@ def test_live_xml_indexes(chain):
     assert disk.target == "vda" and disk.source == "/tmp/c/sn2.qcow2"
     assert [p for p, _f, _i in disk.backing] == ["/tmp/c/sn1.qcow2", "/tmp/c/base.qcow2"]
     live = Chain(merge_live_indexes(chain.layers, disk), disk="vda")
-    assert [layer.index for layer in live.layers] == [3, 2, 1]
+    assert [layer.libvirt_index for layer in live.layers] == [3, 2, 1]
     assert live.resolve("vda[1]").name == "base.qcow2"
     assert live.between(live.resolve("vda[3]"), live.resolve("vda[1]"))[-1].name == "sn1.qcow2"
 

@@ -32,7 +32,9 @@ class FakeInventory:
         names = ["sn2.qcow2", "sn1.qcow2", "base.qcow2"]
         return Chain(
             [
-                Layer(f"/images/{domain}/{n}", "qcow2", i, index=i + 1, virtual_size=1 << 30)
+                Layer(
+                    f"/images/{domain}/{n}", "qcow2", i, libvirt_index=i + 1, virtual_size=1 << 30
+                )
                 for i, n in enumerate(names)
             ],
             domain=domain,

@@ -256,16 +256,26 @@ def test_finish_command_for_a_half_merged_snapshot(tmp_path: Path):
         False,
     )
     m = s2.moments
-    s2.moments = {
-        "vda": m["vda"].__class__("vda", paths["a1"], paths["a2"], GONE, None, "taken in"),
-        "vdb": m["vdb"].__class__("vdb", paths["b1"], paths["b2"], INTACT, paths["b1"], "", True),
-    }
+    s2 = s2._replace(
+        moments={
+            "vda": m["vda"].__class__("vda", paths["a1"], paths["a2"], GONE, None, "taken in"),
+            "vdb": m["vdb"].__class__(
+                "vdb", paths["b1"], paths["b2"], INTACT, paths["b1"], "", True
+            ),
+        }
+    )
     n = s3.moments
-    s3.moments = {
-        "vda": n["vda"].__class__("vda", paths["a2"], paths["a3"], MERGED, paths["a1"], "", True),
-        "vdb": n["vdb"].__class__("vdb", paths["b2"], paths["b3"], INTACT, paths["b2"], "", True),
-    }
+    s3 = s3._replace(
+        moments={
+            "vda": n["vda"].__class__(
+                "vda", paths["a2"], paths["a3"], MERGED, paths["a1"], "", True
+            ),
+            "vdb": n["vdb"].__class__(
+                "vdb", paths["b2"], paths["b3"], INTACT, paths["b2"], "", True
+            ),
+        }
+    )
     assert s2.half_merged and not s3.half_merged
-    timeline = Timeline("dom", [s2, s3], {})
+    timeline = Timeline("dom", [s2, s3], {}, set(), {})
     line = finish_command(timeline, s2, "dom")
     assert line == f"vshx commit dom vdb --top {paths['b2']} --base {paths['b1']}"

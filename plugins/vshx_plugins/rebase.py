@@ -9,7 +9,6 @@ first differing offset.  Offline only: a running domain's layers are pulled, not
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from vshx.api import (
     DISK,
@@ -130,7 +129,7 @@ def rebased_chain(chain: Chain, image: Layer, new: Layer | None) -> Chain:
         below = chain.layers[new.position :]
     else:
         below = image_chain(new.path).layers
-    layers = [replace(layer, position=n) for n, layer in enumerate(kept + below)]
+    layers = [layer._replace(position=n) for n, layer in enumerate(kept + below)]
     return Chain(layers, chain.domain, chain.disk, chain.live)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 
 from vshx.api import (
     DOMAIN,
@@ -460,7 +459,7 @@ def build_plan(
             for w in moving
         },
         # a roll-forward reaches this plan's end: it records what this plan would have
-        "verdicts": [asdict(v) for v in verdicts],
+        "verdicts": [v._asdict() for v in verdicts],
     }
     plan.steps += finish_steps(session, dom, remaining, gone, works, plan.notes)
     plan.verdicts = verdicts

@@ -87,13 +87,12 @@ class Inventory:
 
     def _save_snapshot(self) -> None:
         import json
-        from dataclasses import asdict
 
         if not self._persist:
             return
         chains = {f"{d}\0{k}": raw for (d, k), raw in self._stored_chains.items()}
         chains.update(
-            (f"{d}\0{k}", {"live": c.live, "layers": [asdict(x) for x in c.layers]})
+            (f"{d}\0{k}", {"live": c.live, "layers": [x._asdict() for x in c.layers]})
             for (d, k), c in self._chains.items()
         )
         data = {

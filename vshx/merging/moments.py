@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
@@ -94,9 +93,9 @@ def after_writes(
         low, high = shows.position, written.position  # active first: shows sits above
         changed = {layer.canonical for layer in chain.layers[low + 1 : high + 1]}
         if holder == shows.canonical and shows.position > 0:
-            moment = replace(moment, state=MERGED, holder=written.path, in_chain=True)
+            moment = moment._replace(state=MERGED, holder=written.path, in_chain=True)
             holder = written.canonical
-            moment = replace(moment, why=f"{shows.name} was committed into {written.name}")
+            moment = moment._replace(why=f"{shows.name} was committed into {written.name}")
         elif holder in changed:
             if holder == written.canonical:
                 return moment, f"{written.name} takes in {shows.name}"
@@ -250,7 +249,7 @@ def domain_timeline(session: Session, dom: libvirt.virDomain, strict: bool = Fal
                 kind = writing.get(disk, "")
                 if kind.endswith("commit") and moment.kept and moment.in_chain:
                     why = f"a block {kind} job runs on {disk}: it writes the files of its chain"
-                    snap.moments[disk] = replace(moment, state=UNKNOWN, why=why)
+                    snap.moments[disk] = moment._replace(state=UNKNOWN, why=why)
     return timeline
 
 

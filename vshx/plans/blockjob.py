@@ -270,7 +270,8 @@ def run_block_job(
         # Ctrl-C may land while start() returns (the job runs already): the same abort path
         try:
             try:
-                start()
+                with overlap.parked():  # libvirt starts the job: in a batch, the next line works
+                    start()
             except libvirt.libvirtError as exc:  # refused: no job started, nothing changed
                 message = exc.get_error_message() or str(exc)
                 raise VshxError(message, libvirt_hint(libvirt, exc), clean=True) from None

@@ -9,7 +9,6 @@ is judged unknown rather than intact.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vshx.plans.journal import metadata_flags
@@ -42,7 +41,7 @@ def merged(target: Target, verdicts: list[Verdict], now: str) -> list[Verdict]:
     old = dict(timeline.ledger) if timeline is not None else read_ledger(dom)
     living = {(s.name, s.created) for s in timeline.snapshots} if timeline is not None else None
     for verdict in verdicts:
-        old[verdict.key] = replace(verdict, stamp=now)
+        old[verdict.key] = verdict._replace(stamp=now)
     return [v for key, v in old.items() if living is None or (key[0], key[1]) in living]
 
 

@@ -43,7 +43,6 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from stat import S_ISBLK, S_ISREG
 from typing import TYPE_CHECKING
 
@@ -59,13 +58,17 @@ DEVICE_LOCK_DIR = "/run/lock"
 MAX_SIZE = 65536  # a holder's note is a few hundred bytes: anything bigger is not ours
 
 
-@dataclass
 class Held:
-    path: str
-    fd: int  # -1 for a lock held on a remote host by ``remote``
-    count: int = 1
-    remote: subprocess.Popen[bytes] | None = None
-    owner: int = field(default_factory=threading.get_ident)  # the thread (a batch line) it serves
+    """A lock this process holds, and how often it was taken (a second load re-enters)."""
+
+    __slots__ = ("path", "fd", "count", "remote", "owner")
+
+    def __init__(self, path: str, fd: int, remote: subprocess.Popen[bytes] | None = None) -> None:
+        self.path = path
+        self.fd = fd  # -1 for a lock held on a remote host by ``remote``
+        self.count = 1
+        self.remote = remote
+        self.owner = threading.get_ident()  # the thread (a batch line) it serves
 
 
 _held: dict[FileKey, Held] = {}  # this process's locks: a second load of one chain re-enters

@@ -155,7 +155,8 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         if target is not None:
             look_again(target, number)
             if step.changes:
-                journal.write(target, plan, number)
+                with overlap.parked():  # libvirt saves the definition: the next line works
+                    journal.write(target, plan, number)
                 journaled = True
         files.forget()  # look again: nothing read before this step is taken for granted
         try:
@@ -190,10 +191,11 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         changed = changed or step.changes
     if target is not None:
         refresh_metadata_flags(target)
-    if target is not None and target.dom is not None and plan.verdicts is not None:
-        ledger.record(target, plan.verdicts)
-    if target is not None and journaled:
-        journal.clear(target)
+    with overlap.parked():  # libvirt saves the definition twice: the next line works meanwhile
+        if target is not None and target.dom is not None and plan.verdicts is not None:
+            ledger.record(target, plan.verdicts)
+        if target is not None and journaled:
+            journal.clear(target)
     return True
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vshx.storage.chain import Chain
@@ -14,16 +13,18 @@ if TYPE_CHECKING:
     from vshx.storage.virt import HostRead
 
 
-@dataclass
 class Target:
-    """What a merge command works on: a domain's disk or a bare image, with its chain."""
+    """What a merge command works on: a domain's disk or a bare image, with its chain (a plain
+    class: dataclasses cost a one-shot command startup time, see storage/chain.py)."""
 
-    chain: Chain
-    dom: libvirt.virDomain | None = None
-    journal_flags: int | None = None  # how its journal entry was written (journal.py)
-    # the libvirt reads of a usage scan, started once the chain was locked (load_target scan=)
-    ahead: Background[HostRead] | None = field(default=None, repr=False, compare=False)
-    _snapshots: Read | Background[Read] | None = field(default=None, repr=False, compare=False)
+    def __init__(self, chain: Chain, dom: libvirt.virDomain | None = None) -> None:
+        self.chain = chain
+        self.dom = dom
+        self.journal_flags: int | None = None  # how its journal entry was written (journal.py)
+        # the libvirt reads of a usage scan, started once the chain was locked (load_target)
+        self.ahead: Background[HostRead] | None = None
+        self._snapshots: Read | Background[Read] | None = None
+        self.timeline: Timeline | None = None  # moments judged (merging/moments.py)
 
     def snapshots(self) -> Read:
         """The domain's snapshots with their XML, read once for the plan being made (every
@@ -40,8 +41,6 @@ class Target:
         the chain was locked: load_target) as this plan's one read."""
         if self._snapshots is None:
             self._snapshots = read
-
-    timeline: Timeline | None = field(default=None, repr=False, compare=False)  # moments judged
 
     @property
     def live(self) -> bool:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from vshx.errors import UsageError, VshxError
 from vshx.storage import host as files
@@ -80,8 +79,11 @@ def human_size(num: int | None) -> str:
     return f"{num} B"
 
 
-@dataclass(frozen=True)
-class Layer:
+# The records below are NamedTuples, not dataclasses: importing dataclasses and building its
+# classes cost a one-shot command ~15 ms of its startup (issue 16).
+
+
+class Layer(NamedTuple):
     """One image file in a chain."""
 
     path: str
@@ -91,7 +93,7 @@ class Layer:
     backing_format: str | None = None
     virtual_size: int | None = None
     allocated: int | None = None
-    index: int | None = None  # libvirt's index (vda[N]); None for offline chains
+    libvirt_index: int | None = None  # libvirt's index (vda[N]); None for offline chains
 
     @property
     def name(self) -> str:
@@ -106,8 +108,7 @@ class Layer:
         return bool(self.backing) and not os.path.isabs(self.backing or "")
 
 
-@dataclass
-class Chain:
+class Chain(NamedTuple):
     """An ordered chain, active first; knows which domain/disk it belongs to, if any."""
 
     layers: list[Layer]
@@ -125,7 +126,7 @@ class Chain:
 
     def ref_of(self, layer: Layer) -> str:
         disk = self.disk or "image"
-        number = layer.index if layer.index is not None else layer.position + 1
+        number = layer.libvirt_index if layer.libvirt_index is not None else layer.position + 1
         return f"{disk}[{number}]"
 
     def above(self, layer: Layer) -> Layer | None:
@@ -155,12 +156,11 @@ class Chain:
             was = self.layers[layer.position + 1] if layer.position + 1 < len(self.layers) else None
             if was is not None and (below is None or below.path != was.path):
                 # the merge writes the new backing file into this layer's header
-                layer = replace(
-                    layer,
+                layer = layer._replace(
                     backing=below.path if below else None,
                     backing_format=below.format if below else None,
                 )
-            layers.append(replace(layer, position=i))
+            layers.append(layer._replace(position=i))
         return Chain(
             layers,
             self.domain,
@@ -186,7 +186,8 @@ class Chain:
         if match and (self.disk is None or match["disk"] == self.disk):
             number = int(match["index"])
             for layer in self.layers:
-                if (layer.index if layer.index is not None else layer.position + 1) == number:
+                index = layer.libvirt_index
+                if (index if index is not None else layer.position + 1) == number:
                     return layer
         for layer in self.layers:  # as written: a layer's backing string names the one below
             above = self.above(layer)
@@ -238,8 +239,7 @@ def image_chain(path: str) -> Chain:
     return Chain(chain_from_info(qemuimg.info_chain(absolute), absolute))
 
 
-@dataclass(frozen=True)
-class DiskSource:
+class DiskSource(NamedTuple):
     """A disk of a domain as its XML describes it."""
 
     target: str
@@ -247,7 +247,7 @@ class DiskSource:
     source: str | None
     format: str | None
     backing: list[tuple[str, str | None, int | None]]  # (path, format, index) below the source
-    index: int | None = None
+    libvirt_index: int | None = None
     persistent_only: bool = False  # named by a running domain's persistent definition only
     kind: str = "file"  # the <disk type=...>: file, block, network, volume, dir, nvme...
     remote: str = ""  # a network disk's protocol and name (``nbd x``), for messages
@@ -314,7 +314,7 @@ def disks_from_xml(xml: str) -> list[DiskSource]:
                 remote=_remote_source(disk),
                 format=driver.get("type") if driver is not None else None,
                 backing=backing,
-                index=int(src_index) if src_index is not None else None,
+                libvirt_index=int(src_index) if src_index is not None else None,
                 foreign_backing=tuple(foreign),
             )
         )
@@ -335,5 +335,6 @@ def merge_live_indexes(layers: list[Layer], disk: DiskSource) -> list[Layer]:
     """Attach libvirt's indexes from live XML to the layers qemu-img reported."""
     by_path = {canonical(p): idx for p, _fmt, idx in disk.backing}
     if disk.source:
-        by_path[canonical(disk.source)] = disk.index if disk.index is not None else 0
-    return [replace(layer, index=by_path.get(layer.canonical)) for layer in layers]
+        index = disk.libvirt_index
+        by_path[canonical(disk.source)] = index if index is not None else 0
+    return [layer._replace(libvirt_index=by_path.get(layer.canonical)) for layer in layers]

@@ -47,7 +47,7 @@ def chain_document(chain: Chain) -> dict[str, Any]:
             {
                 "ref": chain.ref_of(layer),
                 "position": layer.position,
-                "index": layer.index,
+                "index": layer.libvirt_index,
                 "path": layer.path,
                 "format": layer.format,
                 "backing": layer.backing,

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.errors import VshxError
 from vshx.storage import host as files
@@ -22,8 +21,7 @@ if TYPE_CHECKING:
     from vshx.storage.chain import Chain
 
 
-@dataclass(frozen=True)
-class Defined:
+class Defined(NamedTuple):
     """One disk as a definition names it: its source and the backing files it pins."""
 
     target: str

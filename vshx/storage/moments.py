@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.storage import host as files
 from vshx.storage.chain import canonical
@@ -41,8 +40,7 @@ LEDGER_KEY = "vshxm"
 INTACT, MERGED, GONE, UNKNOWN = "intact", "merged", "gone", "unknown"
 
 
-@dataclass(frozen=True)
-class Moment:
+class Moment(NamedTuple):
     """One snapshot's point in time on one disk, and where it is now."""
 
     disk: str
@@ -68,8 +66,7 @@ class Moment:
         return f"{self.state} ({self.why})" if self.why else self.state
 
 
-@dataclass
-class Snapshot:
+class Snapshot(NamedTuple):
     """A libvirt snapshot with its moment on every disk it covers."""
 
     name: str
@@ -80,7 +77,7 @@ class Snapshot:
     memory_file: str | None
     current: bool
     xml: str
-    moments: dict[str, Moment] = field(default_factory=dict)
+    moments: dict[str, Moment]  # filled in as the disks are read
 
     @property
     def has_memory(self) -> bool:
@@ -105,8 +102,7 @@ class Snapshot:
         return GONE in states and len(states) > 1
 
 
-@dataclass
-class Verdict:
+class Verdict(NamedTuple):
     """What vshx recorded after one of its own plans about one snapshot's moment on one disk."""
 
     snapshot: str
@@ -239,6 +235,7 @@ def parse_snapshot(xml: str, current: bool) -> Snapshot:
         memory.get("file") if memory is not None else None,
         current,
         xml,
+        {},
     )
     files: dict[str, str | None] = {}
     for disk in root.findall("./domain/devices/disk"):
@@ -296,15 +293,14 @@ def in_time_order(snapshots: list[Snapshot]) -> list[Snapshot]:
     return ordered
 
 
-@dataclass
-class Timeline:
+class Timeline(NamedTuple):
     """A domain's snapshots with every moment judged; read once per plan."""
 
     domain: str
     snapshots: list[Snapshot]
     ledger: dict[tuple[str, int, str], Verdict]
-    in_chains: set[str] = field(default_factory=set)  # every layer of the disks read
-    formats: dict[str, str] = field(default_factory=dict)  # canonical layer -> its format
+    in_chains: set[str]  # every layer of the disks read
+    formats: dict[str, str]  # canonical layer -> its format
 
     def find(self, name: str) -> Snapshot | None:
         return next((s for s in self.snapshots if s.name == name), None)
@@ -336,37 +332,35 @@ def judge(snap: Snapshot, moment: Moment, chain: Chain | None, newer: list[Snaps
     """A moment judged from the files and chain alone (no record of vshx's)."""
     path = moment.file
     if moment.internal:
-        return replace(moment, state=UNKNOWN, why="an internal snapshot: vshx does not judge it")
+        return moment._replace(state=UNKNOWN, why="an internal snapshot: vshx does not judge it")
     if not path:
-        return replace(moment, state=UNKNOWN, why="the snapshot names no file for this disk")
+        return moment._replace(state=UNKNOWN, why="the snapshot names no file for this disk")
     name = os.path.basename(path)
     if not files.exists(path):
-        return replace(moment, state=GONE, why=f"{name} no longer exists")
+        return moment._replace(state=GONE, why=f"{name} no longer exists")
     if chain is None:
-        return replace(moment, state=UNKNOWN, why="the domain has no such disk now")
+        return moment._replace(state=UNKNOWN, why="the domain has no such disk now")
     key = canonical(path)
     layer = next((lay for lay in chain.layers if lay.canonical == key), None)
     if layer is None:
-        return replace(
-            moment,
+        return moment._replace(
             state=UNKNOWN,
             why=f"{name} left the chain and vshx has no record of how",
         )
     if layer.position == 0:
-        return replace(moment, state=GONE, why=f"{name} is the active layer: the guest writes it")
+        return moment._replace(state=GONE, why=f"{name} is the active layer: the guest writes it")
     above = chain.above(layer)
     assert above is not None
     if moment.overlay and above.canonical == canonical(moment.overlay):
         # the overlay still sits on it; a commit that kept its top (qemu-img commit, an
         # active commit that keeps the overlay) would still have written the file: its mtime
         if not unchanged_since(path, snap.created * 10**9):
-            return replace(
-                moment,
+            return moment._replace(
                 state=UNKNOWN,
                 why=f"{name} (or a file below it) was written after the snapshot, by a merge "
                 "that did not finish or a tool vshx has no record of",
             )
-        return replace(moment, state=INTACT, holder=path, in_chain=True)
+        return moment._replace(state=INTACT, holder=path, in_chain=True)
     for later in newer:
         other = later.moments.get(moment.disk)
         if (
@@ -376,9 +370,8 @@ def judge(snap: Snapshot, moment: Moment, chain: Chain | None, newer: list[Snaps
             and canonical(other.file) == key
             and canonical(other.overlay) == above.canonical
         ):
-            return replace(moment, state=GONE, why=f"{name} now shows {later.name}'s moment")
-    return replace(
-        moment,
+            return moment._replace(state=GONE, why=f"{name} now shows {later.name}'s moment")
+    return moment._replace(
         state=UNKNOWN,
         why=f"{above.name} sits on {name}, not the overlay the snapshot made: changed by a "
         "tool vshx has no record of",
@@ -420,19 +413,18 @@ def record_for(
 def recorded(moment: Moment, verdict: Verdict, chain: Chain | None) -> Moment:
     """A moment as vshx's record says, as long as the file it names has not changed since."""
     if verdict.state == GONE:
-        return replace(moment, state=GONE, holder=None, why=verdict.why)
+        return moment._replace(state=GONE, holder=None, why=verdict.why)
     if verdict.state not in (INTACT, MERGED) or not verdict.holder:
-        return replace(moment, state=UNKNOWN, why=verdict.why or "no usable record")
+        return moment._replace(state=UNKNOWN, why=verdict.why or "no usable record")
     name = os.path.basename(verdict.holder)
     if not files.exists(verdict.holder):
-        return replace(moment, state=GONE, holder=None, why=f"{name} no longer exists")
+        return moment._replace(state=GONE, holder=None, why=f"{name} no longer exists")
     try:
         recorded_at = int(verdict.stamp)
     except ValueError:
         recorded_at = -SETTLE_NS - 1  # no usable time: nothing proves it unchanged
     if not unchanged_since(verdict.holder, recorded_at):
-        return replace(
-            moment,
+        return moment._replace(
             state=UNKNOWN,
             why=f"{name} (or a file below it) changed after vshx recorded that it holds this "
             "moment",
@@ -440,10 +432,10 @@ def recorded(moment: Moment, verdict: Verdict, chain: Chain | None) -> Moment:
     key = canonical(verdict.holder)
     in_chain = chain is not None and any(lay.canonical == key for lay in chain.layers)
     if chain is not None and chain.active.canonical == key:
-        return replace(moment, state=GONE, why=f"{name} is the active layer: the guest writes it")
+        return moment._replace(state=GONE, why=f"{name} is the active layer: the guest writes it")
     # merged, then re-pointed (snapshot-cleanup): the metadata names the holder again
     state = INTACT if moment.file and canonical(moment.file) == key else verdict.state
-    return replace(moment, state=state, holder=verdict.holder, why=verdict.why, in_chain=in_chain)
+    return moment._replace(state=state, holder=verdict.holder, why=verdict.why, in_chain=in_chain)
 
 
 def still_gone(judged: Moment, own: Verdict | None, chain: Chain | None) -> Moment:
@@ -457,7 +449,7 @@ def still_gone(judged: Moment, own: Verdict | None, chain: Chain | None) -> Mome
     if not any(lay.canonical == key for lay in chain.layers):
         return judged
     why = f"{own.why} (vshx's record; the metadata was re-pointed since)"
-    return replace(judged, state=GONE, holder=None, why=why)
+    return judged._replace(state=GONE, holder=None, why=why)
 
 
 def read_timeline(

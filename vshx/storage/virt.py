@@ -244,8 +244,6 @@ def every_defined_disk(dom: libvirt.virDomain) -> list[chains.DiskSource]:
     """A domain's disks as it runs, and, for a running domain, the disks its persistent
     definition names otherwise (``persistent_only``): it boots on those next time, so their
     files are in use too."""
-    from dataclasses import replace
-
     from vshx.storage import chain as chains
 
     xml = dom.XMLDesc(0)
@@ -255,7 +253,7 @@ def every_defined_disk(dom: libvirt.virDomain) -> list[chains.DiskSource]:
     live = {(disk.target, disk.source) for disk in disks}
     defined = chains.disks_from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     return disks + [
-        replace(disk, persistent_only=True)
+        disk._replace(persistent_only=True)
         for disk in defined
         if (disk.target, disk.source) not in live
     ]
