@@ -243,18 +243,21 @@ def test_a_local_merge_loads_no_module_only_others_need() -> None:
     step reasons in English) leaves out what only remote hosts (urllib), --plan-json, other
     languages (gettext), remote locks (subprocess) or a missing sudo user (getpass) need:
     each costs a one-shot ~1-3 ms of its ~100 ms floor (docs/benchmarks.md); nor pluggy, which
-    a plugin's own commands do not need (vshx.pluginhost.markers)."""
+    a plugin's own commands do not need (vshx.pluginhost.markers); nor dataclasses, whose import
+    (with inspect) and class building cost ~10 ms: the records on this path are NamedTuples."""
     import subprocess
     import sys
 
     code = (
         "import sys\n"
         "import vshx.api, vshx.plans.runner, vshx.plans.lock, vshx.plans.blockjob\n"
+        "import vshx.merging.target, vshx.merging.moments, vshx_plugins.commit\n"
         "from vshx.storage import host\n"
         "from vshx.spec import i18n, user\n"
         "host.for_uri('qemu:///system'); i18n._('x')\n"
         "print(' '.join(sorted(m for m in ('urllib.parse', 'gettext', 'subprocess', 'getpass',"
-        " 'vshx.plans.plan_json', 'vshx.completion.inventory', 'pluggy') if m in sys.modules)))\n"
+        " 'vshx.plans.plan_json', 'vshx.completion.inventory', 'pluggy', 'dataclasses',"
+        " 'inspect') if m in sys.modules)))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES")}
     proc = subprocess.run(

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import threading
@@ -86,6 +87,7 @@ def lock_path(image: str) -> tuple[str, FileKey]:
     return os.path.join(directory, f".vshx-{prefix}-{key[1]}.lock"), key
 
 
+@functools.cache  # one passwd lookup per process, not one per layer locked (~0.5 ms each)
 def _user() -> str:
     import pwd
 
