@@ -44,7 +44,9 @@ COMMANDS = {
     "pull": ["pull", "{dom}", "vda", "--base", "sn1"],
     "flatten": ["flatten", "{dom}", "vda"],
     "snapshot-delete": ["snapshot-delete", "{dom}", "sn2"],
+    "snapshot-revert": ["snapshot-revert", "{dom}", "sn2"],  # its new file's name too
 }
+SHOWS_AFTER = {"snapshot-revert": "sn2"}  # the guest then sees that snapshot's moment
 
 
 def remote_vshx(sshd: Sshd, hide: list[Path], *words: str) -> subprocess.CompletedProcess[str]:
@@ -101,6 +103,11 @@ def test_offline_command_over_ssh_is_the_local_one(
     }
     try:
         before = {where: lab.guest_hash(tmp_path) for where, lab in labs.items()}
+        if command in SHOWS_AFTER:
+            before = {
+                where: lab.record_moments(tmp_path)[SHOWS_AFTER[command]]["vda"]
+                for where, lab in labs.items()
+            }
         words = {
             where: [w.format(dom=lab.name) for w in COMMANDS[command]]
             for where, lab in labs.items()
@@ -138,7 +145,7 @@ def test_offline_command_over_ssh_is_the_local_one(
 
         states = {where: end_state(lab, tmp_path) for where, lab in labs.items()}
         for where, state in states.items():
-            assert state["guest"] == before[where], f"{where}: the guest's data changed"
+            assert state["guest"] == before[where], f"{where}: the guest sees other data"
             check_images(labs[where])
         local = states["local"]
         assert states["remote"] == {**local, "guest": states["remote"]["guest"]}
@@ -312,6 +319,37 @@ def test_remote_reads_are_the_local_ones_for_hostile_names(
         assert abs(host.free_bytes(str(directory)) - shutil.disk_usage(directory).free) < 1 << 28
         host.unlink(str(directory / HOSTILE_NAMES[2]))
         assert not (directory / HOSTILE_NAMES[2]).exists()
+    finally:
+        host.select("qemu:///system")
+        close = getattr(remote, "close", None)
+        if close is not None:
+            close()
+
+
+def test_a_remote_new_file_is_made_only_where_no_file_is(
+    sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``create_new`` over ssh (a revert's new overlay): a name taken by a file or a dangling
+    link is FileExistsError with nothing written; a free one becomes an empty file."""
+    from vshx.storage import host
+
+    directory = tmp_path / "odd dir $(x)"
+    directory.mkdir()
+    taken = directory / HOSTILE_NAMES[2]
+    taken.write_bytes(b"a user's file")
+    os.symlink(directory / "missing", directory / "dangling")
+    monkeypatch.setenv("PATH", sshd.env()["PATH"])
+    remote = host.select(sshd.uri())
+    try:
+        for name in (HOSTILE_NAMES[2], "dangling"):
+            with pytest.raises(FileExistsError):
+                host.create_new(str(directory / name))
+        assert taken.read_bytes() == b"a user's file"
+        assert not (directory / "missing").exists()
+        for name in HOSTILE_NAMES[:2] + HOSTILE_NAMES[3:]:
+            host.create_new(str(directory / name))
+            assert (directory / name).is_file() and (directory / name).read_bytes() == b""
+        assert not (directory / "pwned").exists() and not Path("pwned").exists()
     finally:
         host.select("qemu:///system")
         close = getattr(remote, "close", None)

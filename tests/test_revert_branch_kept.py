@@ -53,8 +53,9 @@ def guest_io(domain: str, command: str) -> None:
 @pytest.fixture
 def branched(tmp_path: Path) -> Iterator[Branched]:
     """base <- sn1 <- sn2 <- sn3 (shut off), reverted to sn2 and started; the guest writes,
-    then virsh takes sn4 on the new line: base <- sn1 <- sn1.STAMP <- sn4.qcow2 (active),
-    with the branch sn2.qcow2 <- sn3.qcow2 kept beside it, reading through sn1.qcow2."""
+    then virsh takes sn4 on the new line: base <- sn1 <- sn1.sn2-revert.qcow2 <- sn4.qcow2
+    (active), with the branch sn2.qcow2 <- sn3.qcow2 kept beside it, reading through
+    sn1.qcow2."""
     lab = make_lab(tmp_path, running=False, layers=3)
     try:
         done = run_vshx("snapshot-revert", lab.name, "sn2", "--running")
@@ -134,7 +135,7 @@ def test_flatten_takes_the_pull_route_and_keeps_the_branch(
 @pytest.mark.libvirt
 def test_commit_above_the_branch_point_still_runs(branched: Branched, tmp_path: Path) -> None:
     """What the branch does not read stays free: sn4.qcow2 into the revert's new overlay."""
-    overlay = branched.lab.dir / chain_files(branched.lab.active)[1]  # sn1.STAMP
+    overlay = branched.lab.dir / chain_files(branched.lab.active)[1]  # sn1.sn2-revert.qcow2
     done = run_vshx("commit", branched.lab.name, "vda", "--active", "--base", str(overlay))
     assert done.returncode == 0, done.stderr
     assert chain_files(branched.lab.active)[1:] == ["sn1.qcow2", "base.qcow2"]

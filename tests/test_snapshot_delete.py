@@ -361,7 +361,7 @@ def test_revert_shut_off_two_disks(tmp_path: Path) -> None:
         assert {p.name for p in dom.dir.iterdir()} > before  # nothing deleted
         now = sources(dom.name, inactive=True)
         for disk in dom.disks:
-            assert Path(now[disk]).name.startswith(f"{disk}-s1.")
+            assert Path(now[disk]).name == f"{disk}-s1.s2-revert.qcow2"
             assert view(now[disk], tmp_path) == dom.moments[("s2", disk)]
             # the branch left behind still shows what the guest wrote
             assert view(dom.file(disk, "s3"), tmp_path) == dom.views[disk]

@@ -10,7 +10,6 @@ from vshx_plugins.snapshot_metadata import (
     nearest_kept,
     redefined_xml,
 )
-from vshx_plugins.snapshot_revert import overlay_name
 
 from vshx.merging.moments import splice_backing
 from vshx.plans.target import Target
@@ -39,12 +38,6 @@ def work_moving_sn2_into_sn1() -> DiskWork:
     work.files = [layers[1].path]
     work.moves = {layers[1].canonical: layers[2].path}
     return work
-
-
-def test_overlay_name_is_libvirts_default() -> None:
-    assert overlay_name("/d/sn1.qcow2", 17) == "/d/sn1.17"
-    assert overlay_name("/d/disk", 17) == "/d/disk.17"
-    assert overlay_name("/d.x/disk", 17) == "/d.x/disk.17"
 
 
 def test_nearest_kept_skips_deleted_ancestors() -> None:

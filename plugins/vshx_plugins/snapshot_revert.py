@@ -2,18 +2,24 @@
 
 libvirt before 9.9 refuses to revert external snapshots.  9.9 does it this way, and so does vshx
 on any libvirt: on every disk the snapshot covers, a new overlay is created on the file that
-holds the snapshot's moment (``qemu-img create -F FMT -b FILE NEW``; the name is libvirt's
-default, the moment file's name with its suffix replaced by the creation time), the persistent
-definition is switched to the new overlays (``virsh update-device --config``), and the snapshot
-is made current; a snapshot without children then names the new overlays as its own, as 9.9
-writes it.  Nothing is deleted: the branch left behind (the files the domain used until now) is
-kept and reported with its size.  Snapshots with memory state and running domains are refused.
+holds the snapshot's moment (``qemu-img create -F FMT -b FILE NEW``), the persistent definition
+is switched to the new overlays (``virsh update-device --config``), and the snapshot is made
+current; a snapshot without children then names the new overlays as its own, as 9.9 writes it.
+Nothing is deleted: the branch left behind (the files the domain used until now) is kept and
+reported with its size.  Snapshots with memory state and running domains are refused.
+
+The new overlay's name follows from the starting state alone, so a ``--dry-run`` script names
+the very files the real run creates (libvirt 9.9 names them by the revert's creation time, its
+default for an external snapshot's files, which no earlier plan can know):
+``<moment file without its suffix>.<snapshot>-revert.qcow2`` beside the moment file, and
+``-revert2``, ``-revert3``... when that name is taken (a second revert to the same snapshot).
+The counter is decided when the plan is made, from the files there; the real run refuses a
+name taken since then and never writes over a file (checks.new_file_step).
 """
 
 from __future__ import annotations
 
 import os
-import time
 
 from vshx.api import (
     DOMAIN,
@@ -48,13 +54,47 @@ from vshx.api import (
     virt,
 )
 
+SNAPSHOT_PIECE_BYTES = 64  # of a snapshot's name in a file name (NAME_MAX is 255 bytes)
 
-def overlay_name(moment_file: str, stamp: int) -> str:
-    """libvirt's default name for an external snapshot's file: the suffix replaced."""
-    stem, dot, _suffix = moment_file.rpartition(".")
-    if not dot or "/" in _suffix:
-        stem = moment_file
-    return f"{stem}.{stamp}"
+
+def file_piece(snapshot: str) -> str:
+    """A snapshot name as a safe piece of one file name: letters, digits, ``.``, ``_``, ``+``
+    and ``-`` stay, every other character becomes ``_`` (a ``/``, which libvirt refuses in a
+    name today, can never lead out of the moment file's directory; nor can a space, a quote,
+    a control character or an undecodable byte reach the name), cut to 64 bytes of UTF-8.
+    Two names that become the same piece are told apart by the counter."""
+    kept = "".join(c if c.isalnum() or c in "._+-" else "_" for c in snapshot)
+    return kept.encode()[:SNAPSHOT_PIECE_BYTES].decode("utf-8", "ignore")
+
+
+def overlay_name(moment_file: str, snapshot: str, count: int = 1) -> str:
+    """The name of the new overlay a revert to ``snapshot`` puts on ``moment_file``, beside it:
+    the moment file's name without its suffix, then ``.<snapshot>-revert<count>.qcow2`` (no
+    number for the first), the snapshot's name made safe by ``file_piece``."""
+    directory, name = os.path.split(moment_file)
+    stem = os.path.splitext(name)[0] or name
+    number = str(count) if count > 1 else ""
+    return os.path.join(directory, f"{stem}.{file_piece(snapshot)}-revert{number}.qcow2")
+
+
+def free_overlay_name(moment_file: str, snapshot: str, taken: set[str]) -> str:
+    """The first ``overlay_name`` no file has (nor a dangling link) and no other disk of this
+    plan takes (``taken``, by resolved directory; the name is added to it)."""
+    directory = files.realpath(os.path.dirname(moment_file))
+    count = 1
+    while True:
+        path = overlay_name(moment_file, snapshot, count)
+        key = os.path.join(directory, os.path.basename(path))
+        if key not in taken and not files.lexists(path):
+            break
+        count += 1
+    if len(os.fsencode(os.path.basename(path))) > 255:
+        raise VshxError(
+            f"the new overlay's name would be too long for a file name: {path}",
+            "nothing was changed; rename the moment file (or the snapshot) to a shorter name",
+        )
+    taken.add(key)
+    return path
 
 
 def refuse(dom: libvirt.virDomain, snap: Snapshot) -> None:
@@ -171,7 +211,7 @@ def build_plan(
         "and snapshot metadata",
         target=first,
     )
-    stamp = int(time.time())
+    taken: set[str] = set()
     new: dict[str, str] = {}
     creates: list[Step] = []
     definition: list[Step] = []
@@ -179,16 +219,17 @@ def build_plan(
     for disk, target in targets.items():
         moment = snap.moments[disk]
         holder = moment.holder or ""
-        path = overlay_name(holder, stamp)
+        path = free_overlay_name(holder, snap.name, taken)
         new[disk] = path
         below = image_chain(holder)
         fmt = preflight.require_format(below.active)
         creates.append(checks.absent_step(path))
         creates.append(
-            Step(
+            checks.new_file_step(
                 f"create {os.path.basename(path)} on {os.path.basename(holder)} ({disk}: "
                 f"{snap.name}'s moment)",
                 ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", holder, path],
+                path,
                 underneath=underneath.overlay_on_moment(),
             )
         )

@@ -15,6 +15,7 @@ from vshx.errors import VshxError
 from vshx.merging import preflight
 from vshx.plans.plan import Step, shell_line
 from vshx.storage import host as files
+from vshx.storage import qemuimg
 from vshx.storage.chain import Layer, human_size
 
 # df --output=avail: one number per line, whatever spaces the file system's name or mount
@@ -82,6 +83,53 @@ def absent_step(path: str) -> Step:
         action=action,
         changes=False,
     )
+
+
+def new_file_step(
+    description: str, argv: list[str], path: str, underneath: list[str] | None = None
+) -> Step:
+    """``argv`` (a ``qemu-img create`` of ``path``) as a step that never writes over a file.
+
+    qemu-img truncates a file of that name if there is one, and an ``absent_step`` just before
+    still leaves a moment between its look and the create.  So the real run first makes
+    ``path`` itself, empty, with ``O_CREAT|O_EXCL`` on the image host: a name taken since the
+    plan (a dangling link too) is refused with nothing changed, and qemu-img then writes only
+    into the file this step made (removed again if qemu-img fails).  Printed, it is ``argv``.
+    """
+
+    def action() -> None:
+        try:
+            files.create_new(path)
+        except FileExistsError:
+            raise VshxError(
+                f"{path} exists: vshx does not write over it",
+                "nothing was changed; run the command again (it plans another name)",
+                clean=True,
+            ) from None
+        except OSError as exc:
+            raise VshxError(
+                f"cannot create {path}: {exc.strerror}",
+                "nothing was changed; the directory must exist and be writable",
+                clean=True,
+            ) from None
+        made = files.stat(path, follow=False)
+        try:
+            qemuimg.run(argv)
+        except BaseException:
+            _remove_if_made(path, made)
+            raise
+
+    return Step(description, argv, action=action, underneath=underneath)
+
+
+def _remove_if_made(path: str, made: os.stat_result) -> None:
+    """Remove the file a failed ``new_file_step`` made, if ``path`` is still that very file."""
+    try:
+        now = files.stat(path, follow=False)
+        if (now.st_dev, now.st_ino) == (made.st_dev, made.st_ino):
+            files.unlink(path)
+    except OSError:
+        pass  # gone or unreadable: the step's own error is what the user needs
 
 
 def pasted(words: list[str]) -> Step | None:

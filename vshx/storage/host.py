@@ -52,6 +52,8 @@ class Host(Protocol):
 
     def unlink(self, path: str) -> None: ...
 
+    def create_new(self, path: str) -> None: ...  # an empty file; FileExistsError if taken
+
     def forget(self) -> None: ...  # drop what was read: files may have changed since
 
     def prefetch(
@@ -117,6 +119,13 @@ class LocalHost:
     def unlink(self, path: str) -> None:
         self.forget()
         os.unlink(path)
+
+    def create_new(self, path: str) -> None:
+        self.forget()
+        # O_EXCL: fails on any name already there, a dangling symlink too (O_NOFOLLOW besides);
+        # 0644 before the umask, as qemu-img creates its files
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open(path, flags, 0o644))
 
     def forget(self) -> None:
         self._resolved.clear()
@@ -186,6 +195,9 @@ class Unreachable(LocalHost):
         raise self._refuse()
 
     def unlink(self, path: str) -> None:
+        raise self._refuse()
+
+    def create_new(self, path: str) -> None:
         raise self._refuse()
 
     def forget(self) -> None:
@@ -383,6 +395,12 @@ def access(path: str, mode: int) -> bool:
 
 def unlink(path: str) -> None:
     _current.unlink(path)
+
+
+def create_new(path: str) -> None:
+    """Create ``path`` empty on the image host, only if no file of that name is there (nor a
+    dangling symlink): ``FileExistsError`` else, never a write over another file."""
+    _current.create_new(path)
 
 
 def forget() -> None:

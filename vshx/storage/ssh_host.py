@@ -78,6 +78,11 @@ for p do look "$p"; done
 """
 )
 FREE = 'LC_ALL=C df --output=avail -B1 -- "$1" | tail -n 1'
+# noclobber's `>` is open(O_CREAT|O_EXCL) in dash and bash: a name taken meanwhile (a dangling
+# link too) fails "File exists"; the test first says so for a name taken before
+CREATE_NEW = (
+    'if [ -e "$1" ] || [ -L "$1" ]; then echo "File exists" >&2; exit 1; fi; set -C; : >"$1"'
+)
 READ = 'exec dd if="$1" bs=65536 iflag=skip_bytes,count_bytes skip="$2" count="$3" status=none'
 ACCESS_TESTS = ((os.R_OK, "r"), (os.W_OK, "w"), (os.X_OK, "x"))
 SSH_FAILED = 255  # ssh's own failures; a remote command's exit status is passed through
@@ -429,6 +434,13 @@ class SshHost:
         self.forget()
         try:
             self.shell('exec rm -- "$1"', path)
+        except OSError as exc:
+            raise os_error(exc.strerror or "", path) from None
+
+    def create_new(self, path: str) -> None:
+        self.forget()
+        try:
+            self.shell(CREATE_NEW, path)
         except OSError as exc:
             raise os_error(exc.strerror or "", path) from None
 
