@@ -237,3 +237,43 @@ def test_a_copy_interrupted_by_a_killed_vshx_is_finished_by_recover(tmp_path: Pa
         qemu_check(new)
     finally:
         destroy_lab(lab)
+
+
+def test_flatten_to_never_writes_over_a_file_named_after_its_check(
+    offline_lab: Lab,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    """The --to name appears between the plan's check step and qemu-img convert (another
+    program wins the race): qemu-img would truncate it; the step takes the name with O_EXCL
+    and refuses, and the file keeps its bytes (run in this process to land in that moment)."""
+    from vshx import api
+    from vshx.frontends import cli
+
+    lab = offline_lab
+    new = lab.dir / "flat.qcow2"
+    real_absent = api.checks.absent_step
+    looks: list[str] = []
+
+    def absent_then_taken(path: str) -> api.Step:
+        step = real_absent(path)
+        looks.append(path)
+        if len(looks) < 2:  # the route's look while planning
+            return step
+
+        def check_then_race() -> None:
+            step.run()
+            new.write_bytes(b"someone else's data")
+
+        return api.Step(step.description, step.argv, action=check_then_race, here=True)
+
+    monkeypatch.setattr(api.checks, "absent_step", staticmethod(absent_then_taken))
+    before = lab.guest_hash(tmp_path)
+    status = cli.main(["-c", URI, "flatten", lab.name, "vda", "--to", str(new)])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "exists: vshx does not write over it" in err and "Traceback" not in err
+    assert new.read_bytes() == b"someone else's data"
+    assert chain_files(lab.active) != ["flat.qcow2"] and domain_source(lab.name) != str(new)
+    assert lab.guest_hash(tmp_path) == before

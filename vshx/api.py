@@ -252,8 +252,9 @@ class checks:
 
     ``absent_step``: stop if a path exists (vshx never writes over a file it did not make).
     ``room_for``: stop unless the bytes that may move fit beside the destination.
-    ``new_file_step``: a ``qemu-img create`` of a new file that never writes over one (the
-    name is taken with ``O_EXCL`` first; put an ``absent_step`` before it for the script).
+    ``new_file_step``: a ``qemu-img create`` or ``convert`` of a new file that never writes
+    over one (the name is taken with ``O_EXCL`` first; put an ``absent_step`` before it for
+    the script).
     """
 
     absent_step = staticmethod(_checks.absent_step)

@@ -144,11 +144,12 @@ def copy_route(
             plan.intent["pivot"] = True  # what recover finishes if this is interrupted
             plan.add(live_copy_step(session, target, args, to))
             return plan
-        data = plan.add(
-            Step(
+        data = plan.add(  # made with O_EXCL first: a file named so since the check stays
+            checks.new_file_step(
                 f"qemu-img convert: write what the guest sees into {copy.name}",
                 ["qemu-img", "convert", "-q", "-f", preflight.require_format(chain.active)]
                 + ["-O", "qcow2", chain.active.path, to],
+                to,
                 underneath=underneath.convert(),
             )
         )

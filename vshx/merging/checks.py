@@ -88,7 +88,8 @@ def absent_step(path: str) -> Step:
 def new_file_step(
     description: str, argv: list[str], path: str, underneath: list[str] | None = None
 ) -> Step:
-    """``argv`` (a ``qemu-img create`` of ``path``) as a step that never writes over a file.
+    """``argv`` (a ``qemu-img create`` or ``convert`` writing ``path``) as a step that never
+    writes over a file.
 
     qemu-img truncates a file of that name if there is one, and an ``absent_step`` just before
     still leaves a moment between its look and the create.  So the real run first makes
