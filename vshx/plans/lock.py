@@ -10,7 +10,16 @@ command on a domain's disk and a bare command on any layer of that disk's chain 
 vshx names one file of a chain, which may be a middle layer).  Two chains that share a base
 (linked clones) share its lock too: one at a time changes either.  The lock goes with the
 process: a killed vshx holds nothing.  The loser is refused with the holder's pid, user and command,
-which the holder writes into the file.
+which the holder writes into the file (its note).
+
+That note is only a claim: the file is writable by every user (below), so anyone can write a
+note naming any process.  The loser believes it only as far as the kernel confirms it
+(vshx.storage.kernel_locks): a note's pid is named as the holder where that process holds the
+flock now (its open files show the lock: it is this user's, or this user is root), and only
+then does the hint say ``kill`` it; where only ``/proc/locks`` lists that pid as the taker
+(another user's process, whose open files this one cannot read), it is named without a
+``kill``.  Otherwise the refusal names the pid the kernel reports, if any, and says the note
+is not to be trusted.
 
 Safety of the file itself: opened with ``O_NOFOLLOW`` (a planted symlink is refused, never
 followed), refused unless it is a small regular file with one link (a planted hard link to
@@ -32,7 +41,8 @@ device (root) looks.
 
 On a ``qemu+ssh://`` URI the lock is the same file on that host, locked the same way by a shell
 there (vshx.storage.ssh_host ``hold_lock``) for as long as this vshx runs: a vshx on that host
-and one over ssh exclude each other.
+and one over ssh exclude each other.  Refused there, that shell reports what the host's
+kernel says of the holder, checked as above (``remote_kernel``; never a ``kill`` hint).
 """
 
 from __future__ import annotations
@@ -49,7 +59,9 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.plans import overlap
+from vshx.spec.render import printable
 from vshx.storage import host as files
+from vshx.storage import kernel_locks
 from vshx.storage.identity import FileKey, identity
 
 if TYPE_CHECKING:
@@ -102,20 +114,150 @@ def _note(command: str) -> bytes:
     return (json.dumps(note) + "\n").encode()
 
 
-def _holder(fd: int) -> tuple[str, int | None]:
-    """Who holds it and its pid, from the note the holder writes right after it locked
-    (retried briefly: the holder may be between its lock and its note)."""
+@dataclass(frozen=True)
+class Note:
+    """What a holder wrote into the lock file: a claim only, since any user can write it."""
+
+    pid: int
+    user: str
+    command: str
+
+
+def parse_note(text: str) -> Note | None:
+    """The note in ``text``; None when it is not one."""
+    try:
+        note = json.loads(text)
+        return Note(int(note["pid"]), str(note["user"]), str(note["command"]))
+    except (ValueError, KeyError, TypeError, OverflowError):
+        return None
+
+
+def _read_note(fd: int) -> Note | None:
+    """The note in the lock file, read again for a moment while there is none (its holder
+    may be between its lock and its note)."""
     for _ in range(100):
         try:
-            note = json.loads(os.pread(fd, MAX_SIZE, 0).decode("utf-8", "replace"))
-            pid = int(note["pid"])
-            return (
-                f"another vshx (pid {pid}) is running: {note['command']!s} (user {note['user']!s})",
-                pid,
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            time.sleep(0.01)
-    return "another vshx (pid unknown: it wrote no note) is running", None
+            note = parse_note(os.pread(fd, MAX_SIZE, 0).decode("utf-8", "replace"))
+        except OSError:
+            note = None
+        if note is not None:
+            return note
+        time.sleep(0.01)
+    return None
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """What the kernel says of a lock held by another process (vshx.storage.kernel_locks).
+
+    ``pids``: the pids that ``/proc/locks`` shows holding it (None: it cannot be read);
+    ``owns``: whether the note's pid holds it now, by its fdinfo (None: its files cannot be
+    read); ``ended``: those of ``pids`` that no longer run (they handed the file on)."""
+
+    pids: list[int] | None
+    owns: bool | None
+    ended: tuple[int, ...] = ()
+
+
+def _kernel(fd: int, note: Note | None) -> Kernel:
+    """What the kernel says of the lock on the file open on ``fd``."""
+    file = kernel_locks.kernel_file(fd)
+    table = kernel_locks.lock_table()
+    pids = None if table is None else kernel_locks.flock_pids(table, file)
+    owns = False if note is None else kernel_locks.holds_flock(note.pid, file)
+    return Kernel(pids, owns, tuple(pid for pid in pids or [] if not _runs(pid)))
+
+
+def remote_kernel(report: str, note: Note | None) -> Kernel:
+    """What a remote host's kernel says of the lock, from the lines that ssh_host ``LOCK``
+    prints after ``busy``; the note's pid is looked at only where those lines name it."""
+    tagged: dict[str, list[str]] = {}
+    for line in report.splitlines():
+        tag, _, rest = line.partition(" ")
+        tagged.setdefault(tag, []).append(rest)
+    mine = "\n".join(tagged.get("self", []))
+    mount, inode = kernel_locks.fdinfo_field(mine, "mnt_id"), kernel_locks.fdinfo_field(mine, "ino")
+    if mount is None or inode is None or not (mount + inode).isdigit():
+        return Kernel(None, None)
+    device = kernel_locks.mount_device("\n".join(tagged.get("mount", [])), int(mount))
+    if device is None:
+        return Kernel(None, None)
+    file = (*device, int(inode))
+    table = "\n".join(tagged.get("locks", []))
+    pids = kernel_locks.flock_pids(table, file) if "table" in tagged else None
+    owns: bool | None = None
+    if note is not None and tagged.get("holder") == [str(note.pid)]:
+        owns = kernel_locks.locks_on("\n".join(tagged.get("fdlock", [])), file)
+    elif note is not None and tagged.get("gone") == [str(note.pid)]:
+        owns = False
+    return Kernel(pids, owns)
+
+
+def _refused(fd: int, image: str) -> VshxError:
+    """The refusal of the lock on the file open on ``fd``, which another process holds."""
+    note = _read_note(fd)
+    return refusal(image, note, _kernel(fd, note))
+
+
+def _runs(pid: int) -> bool:
+    if pid <= 0:
+        return False  # kill(0) and kill(-1) would mean process groups
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass  # another user's: it runs
+    return True
+
+
+def refusal(image: str, note: Note | None, kernel: Kernel, host: str | None = None) -> VshxError:
+    """The refusal of a lock held by another process, naming it as far as the kernel confirms
+    it (never a pid from the note alone, and a ``kill`` only for a pid whose open files show
+    the lock: where it is this user's or this user is root).  ``host``: the lock is on that
+    host (a remote lock: ssh_host ``LOCK``)."""
+    there = f" on {host}" if host else ""
+    held = f"holds the lock on this chain ({image})"
+    listed = note is not None and kernel.owns is None and note.pid in (kernel.pids or [])
+    if note is not None and (kernel.owns or listed):
+        stop = f" (or stop it: kill {note.pid}; then vshx recover)"
+        return VshxError(
+            f"another vshx (pid {note.pid}{there}) is running: {printable(note.command)} "
+            f"(user {printable(note.user)}); it {held}",
+            f"wait until it has finished{stop if kernel.owns and not host else ''}, then run "
+            "the command again (see: vshx jobs)",
+        )
+    return _unverified(held, note, kernel, there)
+
+
+def _unverified(held: str, note: Note | None, kernel: Kernel, there: str) -> VshxError:
+    """``refusal`` where the note is missing or not confirmed: the kernel's pids, no ``kill``."""
+    wait = "wait until it has finished, then run the command again (see: vshx jobs)"
+    if note is None:
+        claim = "it wrote no note"
+    else:
+        doubt = "does not hold it" if kernel.pids else "cannot be verified"
+        claim = (
+            f"the note in its lock file names pid {note.pid}, which {doubt}: that note is not "
+            "to be trusted (any user can write the file)"
+        )
+    if kernel.pids is None:
+        who = f"another process{there} {held}, and which one cannot be verified"
+        return VshxError(f"{who} (/proc/locks cannot be read); {claim}", wait)
+    if not kernel.pids:
+        who = f"another process{there} {held}, and the kernel names no pid for it"
+        why = "it has just let go, or runs in another pid namespace"
+        return VshxError(f"{who} ({why}); {claim}", wait)
+    pids = ", ".join(str(pid) for pid in kernel.pids)
+    ended = ""
+    if kernel.ended:
+        gone = ", ".join(str(pid) for pid in kernel.ended)
+        ended = f"; {gone} no longer running: it handed its open lock file on"
+    look = "ps -o pid,user,args -p " + ",".join(str(pid) for pid in kernel.pids) + there
+    return VshxError(
+        f"another process (pid {pids}{there}, as the kernel reports it{ended}) {held}; {claim}",
+        f"{wait}; before stopping anything, look at what it is: {look}",
+    )
 
 
 def _open(path: str) -> tuple[int, bool]:
@@ -226,15 +368,10 @@ def _take_local(image: str, path: str, key: FileKey, command: str) -> FileKey:
         except OSError as exc:
             raise _cannot_open(path, exc) from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder, pid = _holder(fd)
+            _lock_or_refuse(fd, image)
+        except VshxError:
             os.close(fd)
-            stop = f" (or stop it: kill {pid}; then vshx recover)" if pid else ""
-            raise VshxError(
-                f"{holder}; it holds the lock on this chain ({image})",
-                f"wait until it has finished{stop}, then run the command again (see: vshx jobs)",
-            ) from None
+            raise
         except OSError as exc:
             os.close(fd)
             raise _cannot_open(path, exc) from exc
@@ -263,6 +400,21 @@ def _take_local(image: str, path: str, key: FileKey, command: str) -> FileKey:
     raise VshxError(f"cannot take vshx's lock {path}: it keeps being replaced", "try again")
 
 
+def _lock_or_refuse(fd: int, image: str) -> None:
+    """Lock the file open on ``fd``, or raise the refusal that names its holder.  Tried once
+    more after the holder is looked up: one that let go meanwhile (the kernel then shows no
+    holder) is no reason to refuse."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        error = _refused(fd, image)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise error from None
+
+
 def _take_remote(image: str, path: str, key: FileKey, command: str) -> FileKey:
     """``take`` on the host of a qemu+ssh:// URI (see the module docstring)."""
     from vshx.storage.ssh_host import SshHost, hold_lock
@@ -272,6 +424,7 @@ def _take_remote(image: str, path: str, key: FileKey, command: str) -> FileKey:
         raise VshxError(f"cannot take vshx's lock {path}: the host is not reachable over ssh")
     for _ in range(50):
         answer, proc = hold_lock(host, path, _user(), command, int(time.time()))
+        answer, _, report = answer.partition("\n")
         word, _, rest = answer.partition(" ")
         if proc is not None:
             _held[key] = Held(path, -1, remote=proc)
@@ -279,19 +432,8 @@ def _take_remote(image: str, path: str, key: FileKey, command: str) -> FileKey:
         if word == "again":
             continue
         if word == "busy":
-            try:
-                note = json.loads(rest)
-                pid = int(note["pid"])
-                holder = (
-                    f"another vshx (pid {pid} on {host.name}) is running: {note['command']!s} "
-                    f"(user {note['user']!s})"
-                )
-            except (ValueError, KeyError, TypeError):
-                holder = "another vshx (pid unknown: it wrote no note) is running"
-            raise VshxError(
-                f"{holder}; it holds the lock on this chain ({image})",
-                "wait until it has finished, then run the command again (see: vshx jobs)",
-            )
+            note = parse_note(rest)
+            raise refusal(image, note, remote_kernel(report, note), host.name)
         if word == "link":
             raise _refuse_open(path, OSError(errno.ELOOP, os.strerror(errno.ELOOP)))
         if word == "notours":

@@ -542,12 +542,35 @@ def control_directory() -> str:
 # running there takes, held by this shell for as long as its stdin stays open (vshx's
 # process: a killed vshx closes it, and the shell lets go and removes the file as a vshx
 # there would). Its first line says how it went: locked, busy NOTE, again, link, notours,
-# open WHY.
+# open WHY. After "busy", what the host's kernel says of the lock's holder, in tagged lines
+# (plans/lock.py ``remote_kernel``): self (this shell's fdinfo of the file), mount (its
+# mountinfo line), table then locks (the /proc/locks lines of its inode, where readable),
+# and holder PID then fdlock (the lock: lines of the open files of the pid the note names,
+# where readable) or gone PID (no such process).
 LOCK = r"""l=$1
 if [ -L "$l" ]; then echo link; exit 0; fi
 if ! w=$( (umask 0; exec 9<>"$l") 2>&1); then echo "open ${w##*: }"; exit 0; fi
 exec 9<>"$l"
-if ! flock -xn 9; then printf 'busy '; head -c 65536 -- "$l" | tr '\n' ' '; echo; exit 0; fi
+report() {
+  f=/proc/$$/fdinfo/9; sed 's/^/self /' "$f" 2>/dev/null
+  m=$(sed -n 's/^mnt_id:[[:space:]]*\([0-9][0-9]*\)$/\1/p' "$f" 2>/dev/null)
+  i=$(sed -n 's/^ino:[[:space:]]*\([0-9][0-9]*\)$/\1/p' "$f" 2>/dev/null)
+  [ -z "$m" ] || grep "^$m " /proc/self/mountinfo | sed 's/^/mount /'
+  if [ -n "$i" ] && [ -r /proc/locks ]; then
+    echo table; grep ":$i " /proc/locks | sed 's/^/locks /'
+  fi
+  p=$(printf '%s\n' "$1" | sed -n 's/^{"pid": \([0-9][0-9]*\)[,}].*/\1/p' | head -n 1)
+  if [ -z "$p" ]; then :
+  elif ls "/proc/$p/fdinfo" >/dev/null 2>&1; then
+    echo "holder $p"; cat "/proc/$p/fdinfo/"* 2>/dev/null | grep '^lock:' | sed 's/^/fdlock /'
+  elif [ ! -e "/proc/$p" ]; then echo "gone $p"
+  fi
+}
+if ! flock -xn 9; then
+  n=$(head -c 65536 -- "$l" | tr '\n' ' '); r=$(report "$n")
+  # tried once more: a holder that let go while it was looked up is no reason to refuse
+  if ! flock -xn 9; then printf 'busy %s\n%s\n' "$n" "$r"; exit 0; fi
+fi
 mine=$(stat -L -c '%d %i' /dev/fd/9)
 if [ "$(stat -c '%d %i' -- "$l" 2>/dev/null)" != "$mine" ]; then echo again; exit 0; fi
 set -- $(stat -L -c '%f %h %s' /dev/fd/9) "$@"
@@ -570,15 +593,19 @@ def hold_lock(
     host: SshHost, path: str, user: str, command: str, now: int
 ) -> tuple[str, subprocess.Popen[bytes] | None]:
     """Take the lock file ``path`` on the host: (its first answer, the ssh process that holds
-    it while ``locked``; None otherwise)."""
+    it while ``locked``; None otherwise).  A ``busy`` answer has the lines after it too."""
     import json
 
     argv = host.runnable(
         ["sh", "-c", LOCK, "sh", path, json.dumps(user), json.dumps(command), str(now)]
     )
     try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        proc = subprocess.Popen(  # unbuffered: communicate() would miss what a buffered
+            argv,  # readline() had read ahead (the lines after "busy")
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
         )
     except OSError as exc:
         raise no_ssh(host.target.command, exc) from None
@@ -586,7 +613,9 @@ def hold_lock(
     first = proc.stdout.readline().decode("utf-8", "replace").strip()
     if first.startswith("locked"):
         return first, proc
-    _out, err = proc.communicate()
+    out, err = proc.communicate()
     if not first:
         raise unreachable(host.name, err)
+    if first.startswith("busy"):  # and what the kernel says of the holder, below it
+        return f"{first}\n{out.decode('utf-8', 'replace')}", None
     return first, None
