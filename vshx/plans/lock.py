@@ -55,7 +55,7 @@ import os
 import threading
 import time
 from stat import S_ISBLK, S_ISREG
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.errors import VshxError
 from vshx.plans import overlap
@@ -114,8 +114,7 @@ def _note(command: str) -> bytes:
     return (json.dumps(note) + "\n").encode()
 
 
-@dataclass(frozen=True)
-class Note:
+class Note(NamedTuple):
     """What a holder wrote into the lock file: a claim only, since any user can write it."""
 
     pid: int
@@ -146,8 +145,7 @@ def _read_note(fd: int) -> Note | None:
     return None
 
 
-@dataclass(frozen=True)
-class Kernel:
+class Kernel(NamedTuple):
     """What the kernel says of a lock held by another process (vshx.storage.kernel_locks).
 
     ``pids``: the pids that ``/proc/locks`` shows holding it (None: it cannot be read);
