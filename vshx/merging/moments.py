@@ -45,7 +45,9 @@ def timeline_of(session: Session, target: Target) -> Timeline | None:
         return None
     if target.timeline is None:
         known = {target.chain.disk or "": target.chain}
-        target.timeline = read_domain_timeline(target.dom, known, snapshots=target.snapshots())
+        target.timeline = read_domain_timeline(
+            target.dom, known, snapshots=target.snapshots(), xml=target.xml
+        )
     return target.timeline if target.timeline.snapshots else None
 
 
@@ -54,6 +56,7 @@ def read_domain_timeline(
     known: dict[str, Chain],
     strict: bool = False,
     snapshots: Read | None = None,
+    xml: str | None = None,
 ) -> Timeline:
     """``dom``'s timeline; the chains of ``known`` disks as given, the others read when a
     snapshot covers them.  An unreadable chain makes its moments unknown, or, ``strict``
@@ -74,7 +77,7 @@ def read_domain_timeline(
             return None  # judged unknown: a moment is never taken as intact unread
         return chain
 
-    return read_timeline(dom, chain_of, snapshots)
+    return read_timeline(dom, chain_of, snapshots, xml)
 
 
 def after_writes(

@@ -69,13 +69,17 @@ def load_target(
     if dom is None:
         target = Target(chain_of_image(session, domain_or_image))
     else:
+        xml = dom.XMLDesc(0)  # the chain, the journal and the record of moments: one read
         try:  # recover brings a definition left behind by an interrupted plan in line itself
-            chain = chain_of_disk(session, dom, disk or "", definition=not journal_ok)
+            chain = chain_of_disk(session, dom, disk or "", definition=not journal_ok, xml=xml)
             target = Target(chain, dom)
         except VshxError:  # an interrupted plan explains a definition left behind: say that
-            chain = chain_of_disk(session, dom, disk or "", definition=False)
-            refuse_interrupted(Target(chain, dom))
+            chain = chain_of_disk(session, dom, disk or "", definition=False, xml=xml)
+            interrupted = Target(chain, dom)
+            interrupted.xml = xml
+            refuse_interrupted(interrupted)
             raise
+        target.xml = xml
     if _will_change(session):
         from vshx.storage.identity import identity
 
@@ -224,16 +228,22 @@ def _command_line(session: Session) -> str:
 
 
 def chain_of_disk(
-    session: Session, dom: libvirt.virDomain, disk: str, *, definition: bool = True
+    session: Session,
+    dom: libvirt.virDomain,
+    disk: str,
+    *,
+    definition: bool = True,
+    xml: str | None = None,
 ) -> Chain:
     """The disk's chain: as it is, or as the earlier lines of a batch --dry-run leave it;
-    ``definition``: refuse one whose definition names other files (virt.domain_chain)."""
+    ``definition``: refuse one whose definition names other files (virt.domain_chain);
+    ``xml``: the domain's XMLDesc(0), read just now."""
     if session.planning_ahead and session.predicted:
         key = prediction_key(Chain([], dom.name(), virt.find_disk(dom, disk).target))
         predicted = session.predicted.get(key)
         if predicted is not None:
             return predicted
-    return virt.domain_chain(dom, disk, definition=definition)
+    return virt.domain_chain(dom, disk, definition=definition, xml=xml)
 
 
 def chain_of_image(session: Session, path: str) -> Chain:

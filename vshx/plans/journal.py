@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
 from vshx.plans import lock
-from vshx.storage import procs
+from vshx.storage import procs, virt
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.statefiles import Place
 
@@ -203,22 +203,33 @@ def clear(target: Target) -> None:
     state_place().remove(state_name(target.chain.active.path))
 
 
-def read_domain(dom: libvirt.virDomain) -> Entry | None:
+def read_domain(dom: libvirt.virDomain, xml: str | None = None) -> Entry | None:
     """The domain's journal entry; None when there is none.  Live state first, then config.
     An entry written for another domain (by UUID) is marked ``copied``; one without a UUID
-    (an older vshx's) is taken as the domain's own."""
+    (an older vshx's) is taken as the domain's own.  ``xml``: the domain's ``XMLDesc(0)``,
+    read just now under the chain's lock: its metadata answers for the current state (a
+    shut-off domain's is its config: nothing else to ask)."""
     for flags in (libvirt.VIR_DOMAIN_AFFECT_CURRENT, libvirt.VIR_DOMAIN_AFFECT_CONFIG):
-        try:
-            text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, flags)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() in (
-                libvirt.VIR_ERR_NO_DOMAIN_METADATA,
-                libvirt.VIR_ERR_OPERATION_INVALID,
-                libvirt.VIR_ERR_INVALID_ARG,
-            ):
+        if xml is not None and flags == libvirt.VIR_DOMAIN_AFFECT_CURRENT:
+            node = virt.metadata_in(xml, NS)
+            if node is None:
                 continue
-            raise
-        entry = Entry(ET.fromstring(text).attrib)
+            attrib = node.attrib
+        elif xml is not None and not virt.is_live_xml(xml):
+            break  # that XML was the persistent definition: read already
+        else:
+            try:
+                text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, flags)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (
+                    libvirt.VIR_ERR_NO_DOMAIN_METADATA,
+                    libvirt.VIR_ERR_OPERATION_INVALID,
+                    libvirt.VIR_ERR_INVALID_ARG,
+                ):
+                    continue
+                raise
+            attrib = ET.fromstring(text).attrib
+        entry = Entry(attrib)
         entry.copied = bool(entry.get("uuid")) and entry.get("uuid") != dom.UUIDString()
         return entry
     return None
@@ -259,5 +270,5 @@ def image_journals() -> list[tuple[str, Entry]]:
 
 def read(target: Target) -> Entry | None:
     if target.dom is not None:
-        return read_domain(target.dom)
+        return read_domain(target.dom, target.xml)
     return read_image(target.chain.active.path)

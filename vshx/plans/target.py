@@ -25,6 +25,9 @@ class Target:
         self.ahead: Background[HostRead] | None = None
         self._snapshots: Read | Background[Read] | None = None
         self.timeline: Timeline | None = None  # moments judged (merging/moments.py)
+        # the domain's XMLDesc(0) its chain was read from, under the chain's lock: its
+        # metadata holds the journal and the record of moments (read there, not asked again)
+        self.xml: str | None = None
 
     def snapshots(self) -> Read:
         """The domain's snapshots with their XML, read once for the plan being made (every

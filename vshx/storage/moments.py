@@ -163,19 +163,30 @@ def unchanged_since(path: str, limit_ns: int) -> bool:
         return False
 
 
-def read_ledger(dom: libvirt.virDomain) -> dict[tuple[str, int, str], Verdict]:
+def read_ledger(
+    dom: libvirt.virDomain, xml: str | None = None
+) -> dict[tuple[str, int, str], Verdict]:
     """vshx's record of what its merges did to this domain's moments (empty when none, and
     when it was written for another domain: a clone's copy vouches for nothing here, so its
-    moments are judged from the files alone, unknown where they prove nothing)."""
-    try:
-        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, LEDGER_NS, 0)
-    except libvirt.libvirtError:
-        return {}
-    root = ET.fromstring(text)
+    moments are judged from the files alone, unknown where they prove nothing).  ``xml``: the
+    domain's ``XMLDesc(0)`` read just now (its metadata is the record; one round trip fewer)."""
+    from vshx.storage import virt
+
+    if xml is not None:
+        root = virt.metadata_in(xml, LEDGER_NS)
+        if root is None:
+            return {}
+        moment = f"{{{LEDGER_NS}}}moment"
+    else:
+        try:
+            text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, LEDGER_NS, 0)
+        except libvirt.libvirtError:
+            return {}
+        root, moment = ET.fromstring(text), "moment"
     if root.get("uuid") and root.get("uuid") != dom.UUIDString():
         return {}  # copied with the definition from another domain (a clone): not this one's
     found = {}
-    for node in root.findall("moment"):
+    for node in root.findall(moment):
         try:
             verdict = Verdict(
                 node.get("snapshot", ""),
@@ -456,12 +467,14 @@ def read_timeline(
     dom: libvirt.virDomain,
     chain_of: Callable[[str], Chain | None],
     snapshots: Read | None = None,
+    xml: str | None = None,
 ) -> Timeline:
     """Every snapshot of ``dom`` with its moments judged against the disks' chains
     (``chain_of(disk)``: asked once per disk a snapshot covers; None when unreadable);
-    ``snapshots``: as the plan read them already (judged in place)."""
+    ``snapshots``: as the plan read them already (judged in place); ``xml``: the domain's
+    XML as the plan read it, with vshx's record in it."""
     snapshots = read_snapshots(dom) if snapshots is None else snapshots
-    ledger = read_ledger(dom) if snapshots else {}
+    ledger = read_ledger(dom, xml) if snapshots else {}
     chains: dict[str, Chain | None] = {}
     for i, snap in enumerate(snapshots):
         newer = snapshots[i + 1 :]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
@@ -177,8 +178,6 @@ PoolRead = tuple[str, "str | None", bool, list[tuple[str, str]]]
 def pools_with_volumes(conn: libvirt.virConnect) -> list[PoolRead]:
     """Every storage pool, active or not: (name, target directory, active, [(volume, path)]);
     an inactive pool's volumes are not listed (libvirt lists none)."""
-    import xml.etree.ElementTree as ET
-
     found: list[PoolRead] = []
     for pool in conn.listAllStoragePools(0):
         target = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
@@ -248,7 +247,7 @@ def every_defined_disk(dom: libvirt.virDomain) -> list[chains.DiskSource]:
 
     xml = dom.XMLDesc(0)
     disks = chains.disks_from_xml(xml)
-    if not _is_live_xml(xml):  # shut off: that was the persistent one
+    if not is_live_xml(xml):  # shut off: that was the persistent one
         return disks
     live = {(disk.target, disk.source) for disk in disks}
     defined = chains.disks_from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
@@ -280,16 +279,19 @@ def find_disk(dom: libvirt.virDomain, target: str, xml: str | None = None) -> ch
     raise VshxError(f"domain {dom.name()!r} has no disk {target!r}", f"its disks: {names}")
 
 
-def domain_chain(dom: libvirt.virDomain, target: str, *, definition: bool = True) -> chains.Chain:
+def domain_chain(
+    dom: libvirt.virDomain, target: str, *, definition: bool = True, xml: str | None = None
+) -> chains.Chain:
     """The chain of one disk of a domain: order and indexes from libvirt, sizes from qemu-img.
 
     With ``definition`` (for planning), a definition that names other files than the headers
     (the live one when running, else the persistent one libvirt will start on) is refused.
+    ``xml``: the domain's ``XMLDesc(0)``, when the caller has just read it.
     """
     from vshx.storage import chain as chains
     from vshx.storage import qemuimg
 
-    xml = dom.XMLDesc(0)
+    xml = dom.XMLDesc(0) if xml is None else xml
     disk = find_disk(dom, target, xml)
     if disk.kind not in ("file", "block"):
         what = f" ({disk.remote})" if disk.remote else ""
@@ -314,7 +316,7 @@ def domain_chain(dom: libvirt.virDomain, target: str, *, definition: bool = True
     # indexes and its definition check all come from that one read; a domain that stops or
     # starts after it is met by the plan's own look-again (live writes fail, offline steps
     # look first)
-    running = _is_live_xml(xml)
+    running = is_live_xml(xml)
     if running:
         layers = chains.merge_live_indexes(layers, disk)
     chain = chains.Chain(layers, domain=dom.name(), disk=disk.target, live=running)
@@ -325,9 +327,17 @@ def domain_chain(dom: libvirt.virDomain, target: str, *, definition: bool = True
     return chain
 
 
-def _is_live_xml(xml: str) -> bool:
+def is_live_xml(xml: str) -> bool:
     """A running domain's XML carries its id; a shut-off domain's has none."""
     return re.match(r"<domain\b[^>]*\sid=", xml) is not None
+
+
+def metadata_in(xml: str, ns: str) -> ET.Element | None:
+    """The ``<metadata>`` element of namespace ``ns`` in a domain's XML (what
+    ``dom.metadata(ELEMENT, ns, flags)`` answers for the definition that XML is, one round trip
+    fewer); its tags keep their namespace (``{ns}moment``), its attributes have none."""
+    root = ET.fromstring(xml)
+    return root.find(f"./metadata/{{{ns}}}*")
 
 
 def block_job_info(dom: libvirt.virDomain, disk: str) -> dict[str, int]:
