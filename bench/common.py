@@ -111,6 +111,29 @@ def make_lab(tmp: Path, running: bool, *options: str) -> tuple[str, Path]:
     return name, directory
 
 
+def settle(names: Sequence[str], limit: float = 15.0) -> None:
+    """Wait until the labs' guests are idle: a lab's guest has just started, and its firmware
+    keeps a core busy for its first seconds (here, ~80 % of one for ~3 s), which is not the
+    state of a domain whose chain an admin shortens; each tool of a row then meets the same
+    quiet host.  Idle: its QEMU used under 10 % of a core over 200 ms (at most ``limit`` s)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu(name: str) -> float:
+        try:
+            pid = Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            return 0.0  # shut off, or not ours to read: nothing to wait for
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = [cpu(name) for name in names]
+        time.sleep(0.2)
+        if all(cpu(name) - was < 0.02 for name, was in zip(names, before, strict=True)):
+            return
+
+
 def drop_lab(name: str, directory: Path) -> None:
     subprocess.run(
         [*VSHX, "-c", URI, "lab-destroy", name, "--dir", str(directory)], capture_output=True

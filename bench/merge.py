@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import URI, VSHX, drop_lab, make_lab, time_command, write_section
+from common import URI, VSHX, drop_lab, make_lab, settle, time_command, write_section
 
 SMALL_RUNS = 5
 LARGE_RUNS = 2
@@ -150,6 +150,7 @@ def compare(
     for tool in order:
         for _attempt in range(3):
             name, d = lab(tmp, running, fill, layers)
+            settle([name])
             try:
                 if tool == "vshx" and fill == 0:
                     PROBES.append(timed([["virsh", "-c", URI, "list", "--all", "--name"]])[0])
@@ -180,6 +181,7 @@ def batch(tmp: Path, domains: int) -> tuple[float, float, float]:
     for tool in tools[turn:] + tools[:turn]:
         for _attempt in range(3):
             labs = [lab(tmp, True) for _ in range(domains)]
+            settle([name for name, _d in labs])
             try:
                 if tool.startswith("vshx"):
                     script = tmp / "batch.vshx"
@@ -269,7 +271,10 @@ def small_section(
     body = f"""## Merges (bench/merge.py)
 
 Each row: the same merge on identical fresh labs, one per tool, timed from process start
-to exit (lab creation not timed); medians; the tools of a row take turns going first.
+to exit (lab creation not timed); medians; the tools of a row take turns going first. Each
+tool starts once its labs' guests are idle (`settle` in bench/common.py): a freshly started
+lab guest's firmware keeps a core busy for ~3 s, which is not the state of a domain whose chain
+an admin shortens, and on 2 cores it slows vshx's checks far more than the floor's one call.
 
 | merge | vshx | reference | ratio |
 |---|---|---|---|
@@ -317,13 +322,15 @@ those only when it can lock that domain, so while other domains on the host star
 vshx waits for them and the floor does not. Those reads start on a thread as soon as the
 chain's lock is held, so their wait overlaps the chain read, the definition check, the journal
 check, the allocation map and the saved-state check. The journal is one `virDomainSetMetadata`
-before the job and one after it (libvirt saves both to disk, so an interrupted merge can be
-recovered; each is a disk write in libvirtd); the definition check (on the live XML read once
-for the chain), the saved-state check, the bitmaps check and the chain lock are a few more
-round trips; and vshx's own modules load (`dataclasses`, which imports `inspect`, and the ten
-dataclasses of a commit's path are ~8 ms of it here; pluggy is not loaded where no installed
-plugin has hooks beyond registering commands). The `vshx` program skips the interpreter's
-teardown of the modules it loaded (`os._exit` after exit handlers and a flush: ~10 ms of a
+before the job and one after it, beside the record of moments after it (libvirt saves each to
+disk, the live state and the persistent definition, with an fsync each: on this VM even
+/run/libvirt is on disk, so each call took 2-15 ms here, the largest wait vshx adds); the
+definition check, the journal check and the record of moments all read the one domain XML
+read under the chain's lock; the saved-state check, the bitmaps check and the chain lock are a
+few more round trips; and vshx's own modules load (the records of a commit's path are
+NamedTuples: `dataclasses`, with `inspect`, cost ~10 ms of imports; pluggy is not loaded where
+no installed plugin has hooks beyond registering commands). The `vshx` program skips the
+interpreter's teardown of the modules it loaded (`os._exit` after exit handlers and a flush: ~10 ms of a
 one-shot here; the floor pays its own). None of the checks is skipped for speed; in a batch
 every line pays them again (another tool may act between
 lines, and libvirt offers no cheap proof that nothing changed: `virsh snapshot-create-as

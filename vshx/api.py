@@ -67,7 +67,7 @@ Chains, targets and snapshots
 
 =====================  ======================================================================
 ``Chain``              a backing chain, active layer first, with its domain and disk
-``Layer``              one image file of a chain (path, format, sizes, index)
+``Layer``              one image file of a chain (path, format, sizes, libvirt_index)
 ``DiskSource``         one disk of a domain as its XML says
 ``Target``             what a merge works on: a domain's disk or a bare image, with its chain
 ``load_target``        DOMAIN DISK or IMAGE as a Target (a real run takes the chain's lock)
