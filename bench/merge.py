@@ -330,8 +330,8 @@ read under the chain's lock; the saved-state check, the bitmaps check and the ch
 few more round trips; and vshx's own modules load (the records of a commit's path are
 NamedTuples: `dataclasses`, with `inspect`, cost ~10 ms of imports; pluggy is not loaded where
 no installed plugin has hooks beyond registering commands). The `vshx` program skips the
-interpreter's teardown of the modules it loaded (`os._exit` after exit handlers and a flush: ~10 ms of a
-one-shot here; the floor pays its own). None of the checks is skipped for speed; in a batch
+interpreter's teardown of the modules it loaded (`os._exit` after exit handlers and a flush:
+~10 ms of a one-shot here; the floor pays its own). None of the checks is skipped for speed; in a batch
 every line pays them again (another tool may act between
 lines, and libvirt offers no cheap proof that nothing changed: `virsh snapshot-create-as
 --disk-only` gives a running domain a new disk file without any event, as `virsh event --all`
