@@ -315,36 +315,34 @@ one process). A plan makes it once (`Target.snapshots()`): the saved-state check
 scan (the domain's own snapshot files are no users) and any other check of that plan answer
 from it.
 
-What vshx adds over the floor, and why it stays (`bench/trace_commit.py` lists each libvirt
-call of one run with its wait): the usage scan lists every domain and reads each one's XML,
-every pool and every image directory (issue 23: by file identity); libvirt answers each of
-those only when it can lock that domain, so while other domains on the host start or change,
-vshx waits for them and the floor does not. Those reads start on a thread as soon as the
-chain's lock is held, so their wait overlaps the chain read, the definition check, the journal
-check, the allocation map and the saved-state check. The journal is one `virDomainSetMetadata`
-before the job and one after it, beside the record of moments after it (libvirt saves each to
-disk, the live state and the persistent definition, with an fsync each: on this VM even
-/run/libvirt is on disk, so each call took 2-15 ms here, the largest wait vshx adds); the
-definition check, the journal check and the record of moments all read the one domain XML
-read under the chain's lock; the saved-state check, the bitmaps check and the chain lock are a
-few more round trips; and vshx's own modules load (the records of a commit's path are
-NamedTuples: `dataclasses`, with `inspect`, cost ~10 ms of imports; pluggy is not loaded where
-no installed plugin has hooks beyond registering commands). The `vshx` program skips the
-interpreter's teardown of the modules it loaded (`os._exit` after exit handlers and a flush:
-~10 ms of a one-shot here; the floor pays its own). None of the checks is skipped for speed; in a batch
-every line pays them again (another tool may act between
-lines, and libvirt offers no cheap proof that nothing changed: `virsh snapshot-create-as
---disk-only` gives a running domain a new disk file without any event, as `virsh event --all`
-shows, and qcow2 files in the scanned directories change with no event at all), so a batch
-reads everything again per line. What a batch saves is the start-up per line and, as lines on
-other domains and files overlap their waits (vshx/plans/overlap.py: one line runs vshx's code
-at a time; the next is checked while the last one waits for its usage scan's libvirt reads or
-its job; none changes anything before every line above it has begun its changes), the waits
-and the jobs but the last's. virsh `--wait`
-instead sleeps 500 ms between `virDomainGetBlockJobInfo` polls (strace of one run here: it
-started the job, printed 0 %, slept 500 ms in one `clock_nanosleep`, polled again and found the
-job over; its event thread had woken 21 ms after the start), so each virsh run takes at least
-half a second whatever the job.
+What vshx adds over the floor, and why it stays (`bench/trace_commit.py` lists each libvirt call
+of one run with its wait): the usage scan lists every domain and reads each one's XML, every
+pool and every image directory (issue 23: by file identity); libvirt answers each of those only
+when it can lock that domain, so while other domains on the host start or change, vshx waits for
+them and the floor does not. Those reads start on a thread as soon as the chain's lock is held,
+so their wait overlaps the chain read, the definition check, the journal check, the allocation
+map and the saved-state check. The journal is one `virDomainSetMetadata` before the job and one
+after it, beside the record of moments after it (libvirt saves each to disk, the live state and
+the persistent definition, with an fsync each: on this VM even /run/libvirt is on disk, so each
+call took 2-15 ms here, the largest wait vshx adds); the definition check, the journal check and
+the record of moments all read the one domain XML read under the chain's lock; the saved-state
+check, the bitmaps check and the chain lock are a few more round trips; and vshx's own modules
+load (the records of a commit's path are NamedTuples: `dataclasses`, with `inspect`, cost ~10 ms
+of imports; pluggy is not loaded where no installed plugin has hooks beyond registering
+commands). The `vshx` program skips the interpreter's teardown of the modules it loaded
+(`os._exit` after exit handlers and a flush: ~10 ms of a one-shot here; the floor pays its own).
+None of the checks is skipped for speed; in a batch every line pays them again (another tool may
+act between lines, and libvirt offers no cheap proof that nothing changed: `virsh
+snapshot-create-as --disk-only` gives a running domain a new disk file without any event, as
+`virsh event --all` shows, and qcow2 files in the scanned directories change with no event at
+all), so a batch reads everything again per line. What a batch saves is the start-up per line
+and, as lines on other domains and files overlap their waits (vshx/plans/overlap.py: one line
+runs vshx's code at a time; the next is checked while the last one waits for its usage scan's
+libvirt reads or its job; none changes anything before every line above it has begun its
+changes), the waits and the jobs but the last's. virsh `--wait` instead sleeps 500 ms between
+`virDomainGetBlockJobInfo` polls (strace of one run here: it started the job, printed 0 %, slept
+500 ms in one `clock_nanosleep`, polled again and found the job over; its event thread had woken
+21 ms after the start), so each virsh run takes at least half a second whatever the job.
 """
     write_section("merge", body)
 
