@@ -188,6 +188,19 @@ def virsh(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[s
     )
 
 
+def release_remote(remote: object) -> None:
+    """After a test that locked chains over ssh: let go of every lock this process holds, make
+    the local host current again and close the ssh connection."""
+    from vshx.plans import lock
+    from vshx.storage import host
+
+    lock.release_all()
+    host.select("qemu:///system")
+    close = getattr(remote, "close", None)
+    if close is not None:
+        close()
+
+
 def define_domain(name: str, disks: dict[str, Path | str]) -> None:
     """Define a persistent domain (TCG, 64 MiB) on these qcow2 files (target -> file), not
     started: what an admin's `virsh define` of a few lines leaves."""

@@ -26,6 +26,7 @@ from conftest import (
     define_domain,
     file_state,
     qemu_check,
+    release_remote,
     run_vshx,
     virsh,
 )
@@ -284,11 +285,7 @@ def test_a_vshx_over_ssh_holds_every_layer_of_the_chain(
         assert "vshx commit over ssh" in there.stderr, there.stderr
         assert file_state(directory) == before
     finally:
-        lock.release_all()
-        host.select("qemu:///system")
-        close = getattr(remote, "close", None)
-        if close is not None:
-            close()
+        release_remote(remote)
     no_lock_files(directory)
     assert run_vshx("pull", str(directory / "mid.qcow2")).returncode == 0
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_vshx
+from conftest import release_remote, run_vshx
 from sshd import Sshd
 from test_one_writer import User, second_user
 
@@ -434,8 +434,4 @@ def test_a_vshx_over_ssh_does_not_believe_a_forged_note_there(
         assert f"another process (pid {proc.pid} on " in text and "as the kernel reports" in text
         assert f"names pid {innocent}, which does not hold it" in text and "kill" not in text
     finally:
-        lock.release_all()
-        host.select("qemu:///system")
-        close = getattr(remote, "close", None)
-        if close is not None:
-            close()
+        release_remote(remote)

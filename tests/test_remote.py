@@ -30,6 +30,7 @@ from conftest import (
     make_overlay,
     qemu_check,
     qemu_img_chain,
+    release_remote,
     run_vshx,
     snapshot_names,
     snapshot_sources,
@@ -252,11 +253,7 @@ def test_the_lock_beside_the_remote_images_is_the_one_a_vshx_there_takes(
         assert there.returncode == 1 and "it holds the lock on this chain" in there.stderr
         assert "vshx commit over ssh" in there.stderr, there.stderr
     finally:
-        lock.release_all()
-        host.select("qemu:///system")
-        close = getattr(remote, "close", None)
-        if close is not None:
-            close()
+        release_remote(remote)
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".lock")]
     assert run_vshx("commit", str(top)).returncode == 0
 
