@@ -111,3 +111,35 @@ def test_chain_shows_control_characters_in_names_escaped() -> None:
     assert "\x1b" not in shown and "\x07" not in shown and "\udcfe" not in shown
     assert "\\x1b]0;PWN\\x07" in shown and "\\n" in shown
     assert len(shown.splitlines()) == 7  # head, arrows, blank, table head, rule, two layers
+
+
+@pytest.mark.parametrize("quote", ["'", '"'])
+@pytest.mark.parametrize("char", ["\n", "\r", "\t"])
+def test_a_disk_file_name_with_a_line_break_is_refused_not_read_as_a_space(quote, char):
+    """libvirt writes a path's newline raw into the attribute, and an XML parser reads it back
+    as a space: that may be another file (a decoy), so the disk is refused."""
+    name = f"/images/sn2.a{char}b"
+    xml = (
+        "<domain><devices><disk type='file' device='disk'><driver type='qcow2'/>"
+        f"<source file={quote}{name}{quote}/><target dev='vda'/></disk></devices></domain>"
+    )
+    with pytest.raises(VshxError) as refused:
+        disks_from_xml(xml)
+    assert "line break or tab" in refused.value.message and char not in refused.value.message
+    # out of the disks (vshx's own metadata, written by libvirt the same way) it names no file
+    fine = xml.replace(f"{quote}{name}{quote}", "'/images/ok'").replace(
+        "<devices>", f"<metadata><j xmlns='urn:x' what={quote}a{char}b{quote}/></metadata><devices>"
+    )
+    assert [d.source for d in disks_from_xml(fine)] == ["/images/ok"]
+
+
+def test_a_warning_stays_one_line_whatever_a_file_name_holds():
+    """lab-destroy's "keeping FILE: still used by ..." (and every other warning) names files:
+    a line break in one would forge a line of output (an outside attacker's finding)."""
+    import io
+
+    from vshx.shell.session import Session
+
+    err = io.StringIO()
+    Session("test:///default", err=err).warn("keeping /x/sn2.a\nwarning: forged\x1b[2J")
+    assert err.getvalue() == "warning: keeping /x/sn2.a\\nwarning: forged\\x1b[2J\n"

@@ -192,7 +192,8 @@ class Session:
         print(text, file=self.out)
 
     def warn(self, text: str) -> None:
-        print(f"warning: {text}", file=self.err)
+        """One warning line, whatever a file name holds (control characters shown escaped)."""
+        print(f"warning: {printable(text)}", file=self.err)
 
     def report(self, exc: VshxError, where: str = "") -> None:
         """One error line and one hint line, whatever a file name holds."""

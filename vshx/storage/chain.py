@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, NamedTuple
 
 from vshx.errors import UsageError, VshxError
+from vshx.spec.render import printable
 from vshx.storage import host as files
 from vshx.storage import qemuimg
 from vshx.storage.identity import identity
@@ -278,8 +279,32 @@ def _remote_source(node: ET.Element) -> str:
     return f"{src.get('protocol', '?')} {src.get('name', '')}".strip()
 
 
-def disks_from_xml(xml: str) -> list[DiskSource]:
-    """Every <disk> of a domain XML with its <backingStore> chain (live XML has one)."""
+# An attribute of a <disk> holding a raw line break or tab: libvirt writes a path's newline as
+# it is, and every XML parser (libvirt's own, when it reads its files again) reads it as a space
+BLURRED = re.compile(r"""=\s*(?:'[^']*[\n\r\t][^']*'|"[^"]*[\n\r\t][^"]*")""")
+DISK_ELEMENT = re.compile(r"<disk\b.*?</disk>", re.S)
+
+
+def refuse_blurred_names(xml: str, what: str) -> None:
+    """Refuse ``what`` (a domain's or a snapshot's XML) when one of its disks names a file
+    with a line break or tab: the parsed name has a space there instead, which may be another
+    file (a decoy), so vshx cannot know which file libvirt means (fail closed)."""
+    for disk in DISK_ELEMENT.finditer(xml):
+        found = BLURRED.search(disk.group(0))
+        if found is not None:
+            raise VshxError(
+                f"{printable(what)} names a file with a line break or tab in its name "
+                f"({printable(found.group(0).lstrip('= '))}): libvirt's XML gives that "
+                "character back as a space, so vshx cannot tell which file libvirt means",
+                "rename the file to a name without control characters and point the "
+                "definition at it (virsh edit), or work on it with virsh and qemu-img directly",
+            )
+
+
+def disks_from_xml(xml: str, what: str = "the domain") -> list[DiskSource]:
+    """Every <disk> of a domain XML with its <backingStore> chain (live XML has one); a disk
+    whose file name has a line break or tab is refused (``refuse_blurred_names``)."""
+    refuse_blurred_names(xml, what)
     root = ET.fromstring(xml)
     disks = []
     for disk in root.findall("./devices/disk"):

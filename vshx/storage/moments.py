@@ -25,7 +25,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.storage import host as files
-from vshx.storage.chain import canonical
+from vshx.storage.chain import canonical, refuse_blurred_names
 from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
@@ -234,7 +234,9 @@ def _source(node: ET.Element | None) -> str | None:
 
 
 def parse_snapshot(xml: str, current: bool) -> Snapshot:
-    """One snapshot's XML: name, parent, memory state, and per disk its moment file/overlay."""
+    """One snapshot's XML: name, parent, memory state, and per disk its moment file/overlay
+    (refused where a disk's file name has a line break or tab: chain.refuse_blurred_names)."""
+    refuse_blurred_names(xml, "a snapshot of this domain")
     root = ET.fromstring(xml)
     memory = root.find("memory")
     snap = Snapshot(

@@ -236,7 +236,7 @@ def domain_disks(dom: libvirt.virDomain) -> list[chains.DiskSource]:
     """Disks from the live XML when running (with <backingStore>), else the persistent XML."""
     from vshx.storage import chain as chains
 
-    return chains.disks_from_xml(dom.XMLDesc(0))
+    return chains.disks_from_xml(dom.XMLDesc(0), f"domain {dom.name()}")
 
 
 def every_defined_disk(dom: libvirt.virDomain) -> list[chains.DiskSource]:
@@ -246,11 +246,13 @@ def every_defined_disk(dom: libvirt.virDomain) -> list[chains.DiskSource]:
     from vshx.storage import chain as chains
 
     xml = dom.XMLDesc(0)
-    disks = chains.disks_from_xml(xml)
+    disks = chains.disks_from_xml(xml, f"domain {dom.name()}")
     if not is_live_xml(xml):  # shut off: that was the persistent one
         return disks
     live = {(disk.target, disk.source) for disk in disks}
-    defined = chains.disks_from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    defined = chains.disks_from_xml(
+        dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), f"domain {dom.name()}"
+    )
     return disks + [
         disk._replace(persistent_only=True)
         for disk in defined
@@ -263,7 +265,7 @@ def find_disk(dom: libvirt.virDomain, target: str, xml: str | None = None) -> ch
     the caller has just read it (``XMLDesc(0)``)."""
     from vshx.storage import chain as chains
 
-    disks = chains.disks_from_xml(dom.XMLDesc(0) if xml is None else xml)
+    disks = chains.disks_from_xml(dom.XMLDesc(0) if xml is None else xml, f"domain {dom.name()}")
     for disk in disks:
         if target in (disk.target, disk.source):
             return disk
