@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    URI,
     Lab,
     chain_files,
     destroy_lab,
@@ -267,3 +268,35 @@ def test_a_snapshot_name_with_spaces_and_quotes_stays_in_the_directory(
     assert sorted(os.listdir(lab.dir.parent)) == around
     assert not (tmp_path / "pwned").exists() and not (lab.dir / "pwned").exists()
     assert virsh("snapshot-current", lab.name, "--name").stdout.strip() == name
+
+
+@pytest.mark.libvirt
+def test_a_name_taken_midway_says_the_steps_before_it_changed_things(
+    made, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two disks: vdb's overlay name is taken right after vda's overlay was made (run in this
+    process to land in that moment).  The refusal must not say "nothing was changed": vda's new
+    overlay exists (an outside attacker's finding); the user's file is untouched."""
+    from vshx.frontends import cli
+    from vshx.storage import host
+
+    lab = made(running=False, disks=2)
+    real_create = host.create_new
+    calls: list[str] = []
+
+    def create_then_race(path: str) -> None:
+        calls.append(path)
+        if len(calls) == 1:  # vda's overlay: made; then someone takes vdb's planned name
+            real_create(path)
+            taken = Path(path).parent / Path(path).name.replace("sn1.", "vdb-sn1.", 1)
+            taken.write_bytes(b"someone else's file")
+            return
+        real_create(path)
+
+    monkeypatch.setattr(host, "create_new", create_then_race)
+    status = cli.main(["-c", URI, "snapshot-revert", lab.name, "sn2"])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "exists: vshx does not write over it" in err and "nothing was changed" not in err
+    assert "ran and changed" in err and "Traceback" not in err
+    assert (lab.dir / "vdb-sn1.sn2-revert.qcow2").read_bytes() == b"someone else's file"

@@ -172,7 +172,9 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             half_done = resumable and (changed or exc.partial)
             if target is not None and exc.clean and journaled and not half_done:
                 journal.clear(target)  # the step left things as they were: nothing to recover
-            if changed and (exc.hint or "").startswith("libvirt's error"):  # refused by libvirt
+            if changed and ((exc.hint or "").startswith("libvirt's error") or exc.clean):
+                # refused by libvirt, or a step that changed nothing itself (a name taken since
+                # the plan) after earlier ones did: never "nothing was changed"
                 kept = journaled and (half_done or not exc.clean)
                 raise after_changes(plan, number, exc.message, kept) from None
             if half_done and target is not None and journaled and exc.partial:
