@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from vshx.errors import VshxError
-from vshx.storage.chain import Chain, chain_from_info, disks_from_xml, merge_live_indexes
+from vshx.storage.chain import (
+    Chain,
+    chain_from_info,
+    disks_from_xml,
+    merge_live_indexes,
+    refuse_blurred_names,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -131,6 +137,14 @@ def test_a_disk_file_name_with_a_line_break_is_refused_not_read_as_a_space(quote
         "<devices>", f"<metadata><j xmlns='urn:x' what={quote}a{char}b{quote}/></metadata><devices>"
     )
     assert [d.source for d in disks_from_xml(fine)] == ["/images/ok"]
+    # a snapshot's <disk .../> with no file does not reach into the metadata after it
+    snapshot = (
+        "<domainsnapshot><disks><disk name='vdb' snapshot='no'/></disks><domain><metadata>"
+        f"<j xmlns='urn:x' what={quote}a{char}b{quote}/></metadata><devices><disk>"
+        "<source file='/images/ok'/><target dev='vda'/></disk></devices></domain>"
+        "</domainsnapshot>"
+    )
+    refuse_blurred_names(snapshot, "a snapshot")
 
 
 def test_a_warning_stays_one_line_whatever_a_file_name_holds():

@@ -282,7 +282,7 @@ def _remote_source(node: ET.Element) -> str:
 # An attribute of a <disk> holding a raw line break or tab: libvirt writes a path's newline as
 # it is, and every XML parser (libvirt's own, when it reads its files again) reads it as a space
 BLURRED = re.compile(r"""=\s*(?:'[^']*[\n\r\t][^']*'|"[^"]*[\n\r\t][^"]*")""")
-DISK_ELEMENT = re.compile(r"<disk\b.*?</disk>", re.S)
+DISK_ELEMENT = re.compile(r"<disk\b[^>]*/>|<disk\b.*?</disk>", re.S)  # empty, or whole
 
 
 def refuse_blurred_names(xml: str, what: str) -> None:
