@@ -81,7 +81,7 @@ def human_size(num: int | None) -> str:
 
 
 # The records below are NamedTuples, not dataclasses: importing dataclasses and building its
-# classes cost a one-shot command ~15 ms of its startup (issue 16).
+# classes cost a one-shot command ~10 ms of its startup (issue 16).
 
 
 class Layer(NamedTuple):

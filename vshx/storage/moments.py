@@ -25,6 +25,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.storage import host as files
+from vshx.storage import virt
 from vshx.storage.chain import canonical, refuse_blurred_names
 from vshx.storage.libvirt_lazy import libvirt
 
@@ -170,8 +171,6 @@ def read_ledger(
     when it was written for another domain: a clone's copy vouches for nothing here, so its
     moments are judged from the files alone, unknown where they prove nothing).  ``xml``: the
     domain's ``XMLDesc(0)`` read just now (its metadata is the record; one round trip fewer)."""
-    from vshx.storage import virt
-
     if xml is not None:
         root = virt.metadata_in(xml, LEDGER_NS)
         if root is None:
