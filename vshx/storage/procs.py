@@ -47,7 +47,7 @@ def identities(paths: Iterable[str]) -> set[tuple[int, int]]:
 
 
 def _boot_time() -> float:
-    with open("/proc/stat", encoding="ascii") as handle:
+    with open("/proc/stat", encoding="utf-8", errors="replace") as handle:
         for line in handle:
             if line.startswith("btime "):
                 return float(line.split()[1])
@@ -56,7 +56,7 @@ def _boot_time() -> float:
 
 def _stat_fields(pid: int) -> list[str]:
     """/proc/PID/stat from field 3 (state) on; the name in () before it may hold spaces."""
-    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+    with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
         text = handle.read()
     return text[text.rindex(")") + 2 :].split()
 
@@ -83,7 +83,7 @@ def this_machine() -> tuple[str, str, str]:
     found = []
     for path in ("/etc/machine-id", "/proc/sys/kernel/random/boot_id"):
         try:
-            with open(path, encoding="ascii", errors="replace") as handle:
+            with open(path, encoding="utf-8", errors="replace") as handle:
                 found.append(handle.read().strip())
         except OSError:
             found.append("")
