@@ -115,7 +115,7 @@ Lessons
 
 Merge building blocks, as namespaces of chosen functions (each documented on its class):
 ``preflight``, ``checks``, ``routes``, ``bitmaps``, ``underneath``, ``verify``, ``virt``,
-``qemuimg``, ``procs``, ``journal``, ``files`` (the image host's files).  Only the members
+``qemuimg``, ``procs``, ``journal``, ``made``, ``files`` (the image host's files).  Only the members
 listed on a namespace are promised.
 """
 
@@ -160,6 +160,8 @@ from vshx.merging.target import (
     refuse_unfinished,
 )
 from vshx.plans import journal as _journal
+from vshx.plans import ledger as _ledger
+from vshx.plans import made as _made
 from vshx.plans import underneath as _underneath
 from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.plans.target import Target
@@ -400,7 +402,9 @@ class journal:
     ``Entry``: one record.  ``NS``: the XML namespace of its domain metadata.  ``read``,
     ``clear``: a target's entry.  ``read_domain``: a domain's entry.  ``state_place``: the
     journal directory; ``state_name``, ``state_file``: a bare image's entry there;
-    ``image_journals``: every bare image's entry there.
+    ``image_journals``: every bare image's entry there.  ``record_step``: for recover, the
+    Step that writes the record of moments an interrupted plan would have written, once its
+    job has completed (None when the chain does not prove that).
     """
 
     Entry: TypeAlias = _journal.Entry
@@ -412,6 +416,25 @@ class journal:
     state_file = staticmethod(_journal.state_file)
     state_place = staticmethod(_journal.state_place)
     image_journals = staticmethod(_journal.image_journals)
+    record_step = staticmethod(_ledger.recover_step)
+
+
+@final
+class made:
+    """Files vshx made for a domain (snapshot-revert's overlays), kept in its metadata with
+    their identity, so that they are vshx's to remove later and nothing a user put there is.
+
+    ``Made``: one record (path, device, inode, birth time).  ``identity``: a file as it is
+    now.  ``record``: add a file vshx made just now to a domain's record.  ``still_made``: the
+    file is still the one recorded.  ``in_directory``: a domain's recorded files in a
+    directory that are still the files vshx made.
+    """
+
+    Made: TypeAlias = _made.Made
+    identity = staticmethod(_made.identity)
+    record = staticmethod(_made.record)
+    still_made = staticmethod(_made.still_made)
+    in_directory = staticmethod(_made.in_directory)
 
 
 __all__ = [
@@ -511,4 +534,5 @@ __all__ = [
     "qemuimg",
     "procs",
     "journal",
+    "made",
 ]

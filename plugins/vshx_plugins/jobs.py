@@ -501,10 +501,13 @@ def cmd_recover(session: Session, args: Args) -> int | None:
                 words.append("--dry-run")
             return session.run_words(words)
     plan = Plan(f"recover {where}")
+    pivots = False  # recover's own step pivots the job: the merge completes then
     if dom is not None and dom.isActive():
         jobs = [j for j in virt.block_jobs(dom) if j["disk"] == chain.disk]
         if jobs:
             plan.add(job_step(session, dom, chain.disk or "", jobs[0], args))
+            argv = plan.steps[-1].argv
+            pivots = "--pivot" in argv and "--async" not in argv  # and waited for
             if (args.abort or (args.get("async") and not args.pivot)) and "commit" in str(
                 jobs[0]["type"]
             ):
@@ -517,6 +520,9 @@ def cmd_recover(session: Session, args: Args) -> int | None:
         plan.steps += definition_steps(session, target, headers)
     if entry is not None:
         plan.notes.append(f"interrupted: {entry.describe()}")
+        recorded = journal.record_step(session.uri, target, entry, pivots)
+        if recorded is not None:  # its job completed after vshx was killed: where the moments are
+            plan.add(recorded)
         if dom is not None:
             plan.add(clear_metadata_step(session, dom, target))
         else:

@@ -40,6 +40,7 @@ from vshx.api import (
     virt,
     xdg_home,
 )
+from vshx.api import made as made_record
 from vshx_plugins.lab_xml import LAB_NS, domain_xml, snapshot_request
 
 if TYPE_CHECKING:
@@ -426,9 +427,13 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
         )
     made = lab_files(name, directory)
     if made is not None:
+        overlays = vshx_made(dom, directory) if dom is not None else {}
+        made = made + sorted(set(overlays) - set(made))
         present = [f for f in made if files.lexists(os.path.join(directory, f))]
         paths = [os.path.join(directory, f) for f in present]
         known = lab_identities(directory)
+        if known:  # the overlays' identities, as vshx recorded them when it made them
+            known.update({f: (m.dev, m.ino, m.born) for f, m in overlays.items()})
         others = {p: why for p in paths if (why := not_made_here(p, known, session.is_local))}
         paths = [p for p in paths if p not in others]
         plan.intent["not_ours"] = sorted(others)
@@ -526,6 +531,13 @@ def remove_if_unused(
     return action
 
 
+def vshx_made(dom: libvirt.virDomain, directory: str) -> dict[str, made_record.Made]:
+    """Files vshx made for the lab's domain in its directory, by name (snapshot-revert's new
+    overlays, recorded with their identity when made): the lab's files too, so lab-destroy
+    removes them; a file a user put there is never one of them."""
+    return {os.path.basename(m.path): m for m in made_record.in_directory(dom, directory)}
+
+
 def foreign_files(directory: str, made: list[str]) -> list[str]:
     """Files in a lab directory that lab-create did not make (a user's own, kept)."""
     return sorted(set(files.listdir(directory)) - set(made) - {MARKER})
@@ -607,6 +619,15 @@ def cmd_lab_create(session: Session, args: Args) -> None:
     directory = lab_dir(session, args)
     refuse_others_lab(session, args.name, directory, args.force)
     made = lab_files(args.name, directory)
+    if made is not None:  # snapshot-revert's overlays go with the lab too
+        import libvirt
+
+        try:
+            dom = session.conn.lookupByName(args.name)
+        except libvirt.libvirtError:
+            dom = None
+        if dom is not None and is_lab_domain(dom):
+            made += list(vshx_made(dom, directory))
     foreign = foreign_files(directory, made) if made is not None else []
     if foreign:  # rebuilding would stop halfway at mkdir, after tearing the old lab down
         raise VshxError(

@@ -20,6 +20,8 @@ name taken since then and never writes over a file (checks.new_file_step).
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
 
 from vshx.api import (
     DOMAIN,
@@ -37,6 +39,7 @@ from vshx.api import (
     UsageError,
     Verdict,
     VshxError,
+    canonical,
     checks,
     commands_hook,
     definition_steps,
@@ -46,6 +49,7 @@ from vshx.api import (
     image_chain,
     libvirt,
     load_target,
+    made,
     preflight,
     render_chain,
     shell_line,
@@ -154,8 +158,6 @@ def current_step(session: Session, dom: libvirt.virDomain, snap: Snapshot, xml: 
 
 def overlays_xml(snap: Snapshot, new: dict[str, str]) -> str:
     """The snapshot's XML naming the new overlays in ``<disks>`` (libvirt 9.9, no children)."""
-    import xml.etree.ElementTree as ET
-
     root = ET.fromstring(snap.xml)
     for disk in root.findall("./disks/disk"):
         path = new.get(disk.get("name", ""))
@@ -188,11 +190,58 @@ def cmd_snapshot_revert(session: Session, args: Args) -> None:
     snap = timeline.find(name)
     assert snap is not None
     refuse(dom, snap)
-    plan = build_plan(session, dom, timeline, snap, targets, args)
-    if session.run_plan(plan, args):
+    ours: dict[str, made.Made] = {}  # the overlays this run made, as they were made
+    plan = build_plan(session, dom, timeline, snap, targets, args, ours)
+    try:
+        ran = session.run_plan(plan, args)
+    except (VshxError, KeyboardInterrupt) as exc:
+        removed = remove_unnamed(dom, ours)
+        if not removed or not isinstance(exc, VshxError):
+            raise
+        said = f"{exc.hint}; " if exc.hint else ""
+        raise VshxError(
+            exc.message,
+            f"{said}vshx then removed the new overlays this run made that no definition or "
+            f"snapshot names: {', '.join(removed)}",
+        ) from None
+    if ran:
         for disk in targets:
             session.info(render_chain(virt.domain_chain(dom, disk)))
         session.info(f"Domain {dom.name()} reverted to snapshot {snap.name}")
+
+
+def remember(dom: libvirt.virDomain, ours: dict[str, made.Made]) -> Callable[[str], None]:
+    """What a new overlay's step calls once it is made: this run's own file (``ours``), and
+    recorded in the domain's metadata (lab-destroy removes it with the lab)."""
+
+    def made_now(path: str) -> None:
+        ours[path] = made.identity(path)
+        made.record(dom, path)
+
+    return made_now
+
+
+def remove_unnamed(dom: libvirt.virDomain, ours: dict[str, made.Made]) -> list[str]:
+    """After the plan stopped: remove the overlays this run made that no definition or
+    snapshot of the domain names (the plan stopped before switching to them), while each is
+    still the file this run made; their names."""
+    try:
+        named: set[str] = set()
+        for disk in virt.domain_disks(dom):
+            named |= {canonical(p) for p in [disk.source or "", *(b[0] for b in disk.backing)]}
+        for handle in dom.listAllSnapshots(0):
+            sources = ET.fromstring(handle.getXMLDesc(0)).iter("source")
+            named |= {canonical(f) for node in sources if (f := node.get("file"))}
+    except (VshxError, libvirt.libvirtError, ET.ParseError):
+        return []  # cannot tell what is named: nothing is removed
+    removed = []
+    for path, record in ours.items():
+        if canonical(path) in named:
+            continue
+        if made.still_made(record):
+            files.unlink(path)
+            removed.append(os.path.basename(path))
+    return removed
 
 
 def build_plan(
@@ -202,6 +251,7 @@ def build_plan(
     snap: Snapshot,
     targets: dict[str, Target],
     args: Args,
+    ours: dict[str, made.Made] | None = None,
 ) -> Plan:
     first = next(iter(targets.values()))
     first.timeline = timeline
@@ -231,6 +281,7 @@ def build_plan(
                 ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", holder, path],
                 path,
                 underneath=underneath.overlay_on_moment(),
+                made=remember(dom, {} if ours is None else ours),
             )
         )
         sub = Plan(plan.title, target=target)

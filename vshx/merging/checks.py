@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.merging import preflight
@@ -17,6 +18,9 @@ from vshx.plans.plan import Step, shell_line
 from vshx.storage import host as files
 from vshx.storage import qemuimg
 from vshx.storage.chain import Layer, human_size
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # df --output=avail: one number per line, whatever spaces the file system's name or mount
 # point hold (-P's fourth column shifts with them); GNU df, as on every libvirt host
@@ -86,10 +90,16 @@ def absent_step(path: str) -> Step:
 
 
 def new_file_step(
-    description: str, argv: list[str], path: str, underneath: list[str] | None = None
+    description: str,
+    argv: list[str],
+    path: str,
+    underneath: list[str] | None = None,
+    made: Callable[[str], None] | None = None,
 ) -> Step:
     """``argv`` (a ``qemu-img create`` or ``convert`` writing ``path``) as a step that never
-    writes over a file.
+    writes over a file.  ``made(path)`` is called once qemu-img has written it: the file is
+    this run's own then (snapshot-revert records it, and removes it again if the plan stops
+    before a definition names it).
 
     qemu-img truncates a file of that name if there is one, and an ``absent_step`` just before
     still leaves a moment between its look and the create.  So the real run first makes
@@ -113,12 +123,14 @@ def new_file_step(
                 "nothing was changed; the directory must exist and be writable",
                 clean=True,
             ) from None
-        made = files.stat(path, follow=False)
+        ours = files.stat(path, follow=False)
         try:
             qemuimg.run(argv)
         except BaseException:
-            _remove_if_made(path, made)
+            _remove_if_made(path, ours)
             raise
+        if made is not None:
+            made(path)
 
     return Step(description, argv, action=action, underneath=underneath)
 

@@ -154,20 +154,25 @@ def account(
     loses: list[str] = []
     unknown: list[str] = []
     verdicts: list[Verdict] = []
+    undeleted: list[Verdict] = []  # as they stand before its rm steps: what recover records
     for snap, moment in timeline.on_disk(disk):
         if moment.state in (GONE, UNKNOWN):
             if moment.state == UNKNOWN:
                 unknown.append(f"{snap.name} ({moment.why})")
             continue
         new, lost = after_writes(moment, chain, plan.writes)
-        if lost is None and new.holder and canonical(new.holder) in removed:
-            lost = f"{os.path.basename(new.holder)} is deleted"
+        kept = Verdict(
+            snap.name, snap.created, disk, new.state, new.holder, new.why, "", moment.file
+        )
+        deleted_only = lost is None and bool(new.holder) and canonical(new.holder or "") in removed
+        if deleted_only:
+            lost = f"{os.path.basename(new.holder or '')} is deleted"
         if lost is not None:
             refuse_losing_memory(target, snap, lost)
             loses.append(f"{snap.name} ({lost})")
-            verdicts.append(
-                Verdict(snap.name, snap.created, disk, GONE, None, lost, "", moment.file)
-            )
+            gone = Verdict(snap.name, snap.created, disk, GONE, None, lost, "", moment.file)
+            verdicts.append(gone)
+            undeleted.append(kept if deleted_only else gone)
             continue
         assert new.holder is not None
         in_chain = canonical(new.holder) in after
@@ -176,9 +181,8 @@ def account(
             keeps.append(f"{snap.name} (moves into {where})")
         else:
             keeps.append(f"{snap.name} ({where}{'' if in_chain else ', out of the chain'})")
-        verdicts.append(
-            Verdict(snap.name, snap.created, disk, new.state, new.holder, new.why, "", moment.file)
-        )
+        verdicts.append(kept)
+        undeleted.append(kept)
     suffix = f" on {disk}" if any(len(s.moments) > 1 for s in timeline.snapshots) else ""
     plan.keeps = [f"keeps{suffix}: {', '.join(keeps) or 'no snapshot'}"]
     plan.keeps.append(f"loses{suffix}: {', '.join(loses) or 'no snapshot'}")
@@ -189,6 +193,7 @@ def account(
     plan.notes += half_merge_notes(target, timeline, losing)
     plan.notes += leaving_note(verdicts, after)
     plan.verdicts = verdicts
+    plan.undeleted = undeleted
 
 
 def leaving_note(verdicts: list[Verdict], after: set[str]) -> list[str]:

@@ -146,6 +146,29 @@ def _who() -> dict[str, str]:
     return {k: v for k, v in mine.items() if v}
 
 
+def is_delete(argv: list[str]) -> bool:
+    """A step that only deletes a file a merge left unused (``rm -f -- FILE``)."""
+    return len(argv) == 4 and argv[:3] == ["rm", "-f", "--"]
+
+
+def completion(plan: Plan, number: int) -> str | None:
+    """What the plan records once step ``number`` has completed, as JSON: its verdicts on the
+    moments (before its rm steps) and the chain it leaves (canonical paths, active first).
+    A block job goes on in libvirt after vshx was killed; once the chain is that one, recover
+    writes those verdicts (vshx.plans.ledger.recover_step).  None when a later step but an rm
+    still changes the chain, the definition or the snapshots, or for a plan over several disks
+    (its own command rolls it forward)."""
+    verdicts = plan.undeleted if plan.undeleted is not None else plan.verdicts
+    if verdicts is None or plan.after is None or plan.chains or plan.intent.get("resume"):
+        return None
+    later = plan.steps[number:]
+    if any(step.changes and (step.here or not is_delete(step.argv)) for step in later):
+        return None
+    after = [layer.canonical for layer in plan.after.layers]
+    kept = [{k: v for k, v in verdict._asdict().items() if k != "stamp"} for verdict in verdicts]
+    return json.dumps({"verdicts": kept, "after": after})
+
+
 def write(target: Target, plan: Plan, number: int) -> None:
     """Record that step ``number`` of ``plan`` is about to run."""
     step = plan.steps[number - 1]
@@ -165,6 +188,9 @@ def write(target: Target, plan: Plan, number: int) -> None:
         entry["resume"] = json.dumps(plan.intent["resume"])
     if target.dom is not None:
         entry["uuid"] = target.dom.UUIDString()  # a clone's copy is known by it
+        done = completion(plan, number)
+        if done is not None:
+            entry["ledger"] = done
     if target.dom is None:
         state_place().write(state_name(target.chain.active.path), json.dumps(entry))
         return

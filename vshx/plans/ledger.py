@@ -9,9 +9,13 @@ is judged unknown rather than intact.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
-from vshx.plans.journal import metadata_flags
+from vshx.errors import VshxError
+from vshx.plans.journal import Entry, metadata_flags
+from vshx.plans.plan import Step, virsh
+from vshx.storage import virt
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import (
     LEDGER_KEY,
@@ -58,3 +62,43 @@ def write(dom: libvirt.virDomain, verdicts: list[Verdict], flags: int | None = N
         except libvirt.libvirtError:
             pass
     dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, LEDGER_NS, metadata_flags(dom))
+
+
+def recover_step(uri: str, target: Target, entry: Entry, pivots: bool = False) -> Step | None:
+    """The record an interrupted plan would have written, for ``recover``: a block job goes on
+    in libvirt after vshx was killed, and once it has completed the moments are where the
+    plan said (journal.completion kept its verdicts and the chain it leaves).  Only when the
+    disk's chain is that chain now (or once recover's step pivots the job: checked again
+    then); otherwise None: the merge did not complete, and nothing is recorded."""
+    dom, disk, text = target.dom, target.chain.disk or "", entry.get("ledger")
+    if dom is None or not text or entry.copied:
+        return None
+    try:
+        saved = json.loads(str(text))
+        verdicts = [Verdict(**v) for v in saved["verdicts"]]
+        after = [str(path) for path in saved["after"]]
+    except (ValueError, TypeError, KeyError):
+        return None  # not a record this vshx wrote: nothing is vouched for
+    if not pivots and [layer.canonical for layer in target.chain.layers] != after:
+        return None
+
+    def action() -> None:
+        now = [layer.canonical for layer in virt.domain_chain(dom, disk, definition=False).layers]
+        if now != after:
+            raise VshxError(
+                f"the chain of {dom.name()} {disk} is not the one the interrupted merge leaves: "
+                "no record of its moments is written",
+                "see: vshx chain, vshx snapshot-list (its moments stay unknown)",
+            )
+        record(target, verdicts)
+
+    flags = ["--config"] if dom.isPersistent() else []
+    flags += ["--live"] if dom.isActive() else []
+    xml = ledger_xml(merged(target, verdicts, stamp()), dom.UUIDString())
+    argv = virsh(uri, "metadata", dom.name(), "--uri", LEDGER_NS, "--key", LEDGER_KEY)
+    return Step(
+        "record where the completed merge left the snapshots' moments (vshx's ledger)",
+        [*argv, "--set", xml, *flags],
+        action=action,
+        here=True,
+    )

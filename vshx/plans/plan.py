@@ -121,6 +121,9 @@ class Plan:
         self.keeps: list[str] = []
         self.losing: list[str] = []  # the names of the snapshots whose moments it loses
         self.verdicts: list[Verdict] | None = None
+        # the same before its ``rm`` steps: what ``recover`` records when its job completed
+        # after vshx was killed (deleted or not, a file's existence then decides)
+        self.undeleted: list[Verdict] | None = None
         # (before, after) per disk of a plan over several disks, where before/after is unset
         self.chains: list[tuple[Chain, Chain]] = []
         # the writes, for the views of the disk's files: (W, S) = file W shows what S showed

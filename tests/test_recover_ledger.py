@@ -1,0 +1,112 @@
+"""recover after a vshx killed (SIGKILL) in the middle of a live commit: the block job goes on
+in libvirt and completes; recover then writes the record of moments (the ledger) the finished
+merge would have written, so every later command judges the snapshots as after an
+uninterrupted run.
+
+Before, recover only cleared the journal: the merged snapshots' moments were "unknown (left the
+chain and vshx has no record of how)" where an uninterrupted run says gone and merged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import URI, Lab, block_job, destroy_lab, make_lab, run_vshx, virsh, wait_for
+
+pytestmark = pytest.mark.libvirt
+
+
+@pytest.fixture
+def labs(tmp_path: Path) -> Iterator[tuple[Lab, Lab]]:
+    """Two running labs with 16 MiB in every layer (at 1 MiB/s a job runs for a minute): one
+    to kill vshx on, one for the uninterrupted run."""
+    built: list[Lab] = []
+    try:
+        for name in ("killed", "plain"):
+            built.append(make_lab(tmp_path, fill=16, dirname=name))
+        yield built[0], built[1]
+    finally:
+        for lab in built:
+            destroy_lab(lab)
+
+
+def moments(lab: Lab) -> dict[str, tuple[str, str, str]]:
+    """Each snapshot's moment on vda as vshx judges it: state, holder's name, why."""
+    proc = run_vshx("snapshot-list", lab.name, "--json")
+    assert proc.returncode == 0, proc.stderr
+    found = {}
+    for snap in json.loads(proc.stdout)["snapshots"]:
+        vda = snap["disks"]["vda"]
+        found[snap["name"]] = (vda["moment"], os.path.basename(vda["holder"] or ""), vda["why"])
+    return found
+
+
+def killed_mid_job(lab: Lab, *args: str, unthrottle: bool = True) -> None:
+    """vshx running ``args`` throttled, killed (-9) while its block job runs; the job is then
+    let go at full speed (it ends, or waits READY for a pivot) unless not ``unthrottle``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vshx", "-c", URI, *args, "--bandwidth", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: "Block" in block_job(lab.name) or proc.poll() is not None, "the block job")
+    assert proc.poll() is None, proc.communicate()
+    proc.kill()
+    proc.communicate()
+    if unthrottle:
+        virsh("blockjob", lab.name, "vda", "--bandwidth", "0")
+
+
+@pytest.mark.parametrize(
+    ("words", "chain"),
+    [
+        (["--base", "sn1", "--top", "sn3"], "base.qcow2 <- sn1.qcow2 <- sn4.qcow2 (active)"),
+        (["--active", "--pivot"], "base.qcow2 (active)"),
+    ],
+    ids=["middle", "active-pivot"],
+)
+def test_recover_records_the_moments_of_a_commit_that_completed(
+    labs: tuple[Lab, Lab], words: list[str], chain: str
+) -> None:
+    killed, plain = labs
+    done = run_vshx("commit", plain.name, "vda", *words)
+    assert done.returncode == 0, done.stderr
+    expected = moments(plain)
+    assert "gone" in {state for state, _holder, _why in expected.values()}
+
+    killed_mid_job(killed, "commit", killed.name, "vda", *words)
+    if "--pivot" in words:  # recover pivots it (the journal says it was meant to)
+        wait_for(lambda: "100 %" in block_job(killed.name), "the active commit to be READY")
+    else:
+        wait_for(lambda: "Block" not in block_job(killed.name), "the commit to end in QEMU")
+    plan = run_vshx("recover", killed.name, "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "https://vshx.invalid/moments" in plan.stdout  # the record is a printed step too
+    recovered = run_vshx("recover", killed.name)
+    assert recovered.returncode == 0, recovered.stderr
+    assert chain in recovered.stderr + recovered.stdout
+    assert moments(killed) == expected
+
+
+def test_recover_after_an_aborted_commit_records_nothing(labs: tuple[Lab, Lab]) -> None:
+    """The job did not complete (aborted): the chain is as before, so nothing is vouched for
+    (fail closed: the files alone are judged, as before)."""
+    killed, _plain = labs
+    args = ["commit", killed.name, "vda", "--base", "sn1", "--top", "sn3"]
+    killed_mid_job(killed, *args, unthrottle=False)
+    recovered = run_vshx("recover", killed.name, "--abort")
+    assert recovered.returncode == 0, recovered.stderr
+    ledger = subprocess.run(
+        ["virsh", "-c", URI, "metadata", killed.name, "https://vshx.invalid/moments"],
+        capture_output=True,
+        text=True,
+    )
+    assert ledger.returncode != 0, ledger.stdout  # no record written
+    assert "unknown" in moments(killed)["sn2"][0]  # sn1.qcow2 was written into: not intact

@@ -1,0 +1,87 @@
+"""Files vshx made for a domain (snapshot-revert's new overlays), kept in the domain's metadata.
+
+A file vshx created itself (``O_EXCL``, in the run that records it) is vshx's to remove later:
+lab-destroy removes a lab's along with the files lab-create made.  The record keeps each file's
+device, inode and birth time, so a file a user put under that name since is never taken for it.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from typing import NamedTuple
+
+from vshx.plans.journal import metadata_flags
+from vshx.storage import host as files
+from vshx.storage.identity import birth_ns
+from vshx.storage.libvirt_lazy import libvirt
+
+NS = "https://vshx.invalid/made"
+KEY = "vshxf"
+
+
+class Made(NamedTuple):
+    """One file vshx made for the domain, as it was right after vshx made it."""
+
+    path: str
+    dev: int
+    ino: int
+    born: int  # birth time (ns); 0 where the file system (or a remote host) does not say
+
+
+def read(dom: libvirt.virDomain) -> list[Made]:
+    """The domain's record (empty when none, or when it was written for another domain: a
+    clone's copy names files that are not its own)."""
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, 0)
+    except libvirt.libvirtError:
+        return []
+    root = ET.fromstring(text)
+    if root.get("uuid") and root.get("uuid") != dom.UUIDString():
+        return []
+    found = []
+    for node in root.findall("file"):
+        try:
+            numbers = [int(node.get(k, "")) for k in ("dev", "ino", "born")]
+        except ValueError:
+            continue
+        found.append(Made(node.get("path", ""), *numbers))
+    return [m for m in found if m.path]
+
+
+def identity(path: str) -> Made:
+    """``path`` as it is now (on the image host)."""
+    st = files.stat(path, False)
+    return Made(path, st.st_dev, st.st_ino, birth_ns(path, files.current().local) or 0)
+
+
+def still_made(made: Made) -> bool:
+    """The file at ``made.path`` is still the very file vshx made (same device and inode, and
+    birth time where known: an inode freed and given to a new file is not it)."""
+    try:
+        now = identity(made.path)
+    except OSError:
+        return False
+    return now[1:3] == made[1:3] and (not made.born or not now.born or now.born == made.born)
+
+
+def record(dom: libvirt.virDomain, path: str) -> Made:
+    """Add ``path`` (made by vshx just now) to the domain's record; records of files that are
+    gone or no longer vshx's are dropped."""
+    made = identity(path)
+    kept = [m for m in read(dom) if m.path != path and still_made(m)] + [made]
+    root = ET.Element("made", {"uuid": dom.UUIDString()})
+    for m in kept:
+        attrs = {"path": m.path, "dev": str(m.dev), "ino": str(m.ino), "born": str(m.born)}
+        ET.SubElement(root, "file", attrs)
+    xml = ET.tostring(root, encoding="unicode")
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, KEY, NS, metadata_flags(dom))
+    return made
+
+
+def in_directory(dom: libvirt.virDomain, directory: str) -> list[Made]:
+    """The recorded files directly in ``directory`` that are still the files vshx made."""
+    where = files.realpath(directory)
+    return [
+        m for m in read(dom) if files.realpath(os.path.dirname(m.path)) == where and still_made(m)
+    ]
