@@ -124,7 +124,6 @@ def test_uuid_when_no_name_matches(engine):
 def test_mutually_exclusive_options_are_not_offered(engine):
     assert "--keep-overlay" not in values(engine, "commit web vda --pivot --")
     assert "--pivot" not in values(engine, "commit web vda --keep-overlay --")
-    assert "--base" not in values(engine, "commit web vda --shallow --")
 
 
 def test_meta_shows_state_active_file_and_layer_position(engine):

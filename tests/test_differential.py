@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.differential]
 CASES = [
     ("commit-base-top", "blockcommit {d} vda --base {sn1} --top {sn3} --wait --verbose"),
     ("commit-shallow", "blockcommit {d} vda --top {sn3} --shallow --wait --verbose"),
+    ("commit-shallow-base", "blockcommit {d} vda --top {sn3} --base {sn2} --shallow --wait"),
+    ("commit-shallow-base-far", "blockcommit {d} vda --top {sn3} --base {sn1} --shallow --wait"),
     ("commit-bandwidth-positional", "blockcommit {d} vda 200 {sn1} {sn2} --wait"),
     ("commit-async-wait", "blockcommit {d} vda --base {sn2} --top {sn3} --wait --async"),
     ("commit-timeout-async", "blockcommit {d} vda --top {sn2} --shallow --timeout 60 --async"),

@@ -59,6 +59,12 @@ def pick_layers(target: Target, args: Args) -> tuple[Layer, Layer]:
     top = chain.resolve(args.top) if args.top else chain.active
     if args.base:
         base = chain.resolve(args.base)
+        below = chain.below(top)
+        if args.shallow and (below is None or below.position != base.position):
+            raise VshxError(  # libvirt takes --shallow with --base when they agree (virsh too)
+                f"base {base.name} is not immediately below {top.name} (--shallow)",
+                f"drop --shallow to commit {top.name} into {base.name}, or drop --base",
+            )
     elif args.shallow or target.dom is None:  # qemu-img commit IMAGE: its own backing file
         below = chain.below(top)
         if below is None:
@@ -84,7 +90,7 @@ def pick_layers(target: Target, args: Args) -> tuple[Layer, Layer]:
         )
     if args.active and not is_active:
         typed = "--pivot" if args.pivot else "--keep-overlay" if args.keep_overlay else "--active"
-        raise UsageError(
+        raise VshxError(  # exit 1, as virsh's (libvirt refuses it, not virsh's parser)
             f"{typed} is for an active commit, but the top {top.name} is not the active layer",
             f"drop {typed} to commit {top.name} into {base.name}, or commit the active layer "
             f"{chain.active.name} (the default top)",
@@ -336,7 +342,7 @@ COMMANDS = [
             DISK,
             JOB["bandwidth"]._replace(positional=True),
             BASE._replace(positional=True),
-            Opt("shallow", "use TOP's immediate backing file as the base", excludes=("base",)),
+            Opt("shallow", "use TOP's immediate backing file as the base"),
             Opt(
                 "top",
                 "the highest layer to merge (default: the active layer)",
