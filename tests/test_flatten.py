@@ -105,6 +105,18 @@ def test_flatten_of_a_single_file_is_nothing_to_do(tmp_path: Path):
     assert proc.returncode == 0 and "nothing to do" in proc.stdout
 
 
+def test_flatten_of_a_single_file_to_a_new_file_makes_the_copy(tmp_path: Path):
+    """--to asks for a copy even where there is nothing to flatten (it printed "nothing to
+    do", exit 0, and never made the file: found by the fifth outside attack)."""
+    image, copy = tmp_path / "one.qcow2", tmp_path / "copy.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1M"], check=True)
+    write = ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 64k", str(image)]
+    subprocess.run(write, check=True, capture_output=True)
+    proc = run_vshx("flatten", str(image), "--to", str(copy))
+    assert proc.returncode == 0, proc.stderr
+    assert subprocess.run(["qemu-img", "compare", str(image), str(copy)]).returncode == 0
+
+
 @pytest.mark.parametrize("running", [True, False], ids=["live", "offline"])
 def test_flatten_to_a_new_file_leaves_every_old_file_alone(tmp_path: Path, running: bool):
     lab = make_lab(tmp_path, running=running)

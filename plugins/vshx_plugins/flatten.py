@@ -247,7 +247,7 @@ def cmd_flatten(session: Session, args: Args) -> None:
         raise UsageError("--to needs the name of the new file", "e.g. --to /path/flat.qcow2")
     target = load_target(session, args.domain, args.disk)
     chain = target.chain
-    if len(chain.layers) == 1:
+    if len(chain.layers) == 1 and not args.to:  # with --to: a copy is still asked for
         session.nothing_to_do(args, f"{chain.active.name} has no backing file")
         return
     if args.to and args.route not in (None, "copy"):
