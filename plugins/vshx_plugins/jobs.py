@@ -367,10 +367,12 @@ def job_step(
             action=lambda: _end_job(dom, disk, pivot=True, wait=wait),
         )
     kind = f"{'an' if job['type'][0] in 'aeiou' else 'a'} {job['type']}"
+    pivot = "--pivot (switch the disk to the job's result) or " if job["type"] in PIVOTABLE else ""
     raise UsageError(
         f"{kind} job runs on {dom.name()} {disk} ({job['progress']}%, "
         f"ready: {'yes' if job['ready'] else 'no'}) and nothing says how it should end",
-        "add --pivot (switch the disk to the job's result) or --abort (keep the chain as it was)",
+        f"add {pivot}--abort (keep the chain as it was)"
+        + ("" if pivot else ", or wait until it ends by itself (see it with: vshx jobs)"),
     )
 
 
