@@ -81,6 +81,23 @@ def overlay_name(moment_file: str, snapshot: str, count: int = 1) -> str:
     return os.path.join(directory, f"{stem}.{file_piece(snapshot)}-revert{number}.qcow2")
 
 
+def overlay_place(holder: str, target: Target) -> str:
+    """What the new overlay is named after and put beside: the moment file, or, where that is
+    a device (a qcow2 on a block device: its directory is /dev, a RAM file system QEMU cannot
+    be given files on), a file of that name beside the disk's active layer."""
+    if files.isfile(holder):
+        return holder
+    active = target.chain.active.path
+    if not files.isfile(active):
+        raise VshxError(
+            f"no directory to put the new overlay on {holder} in: it is not a regular file, and "
+            f"neither is the disk's active layer {active}",
+            "nothing was changed; revert by hand: qemu-img create -f qcow2 -b MOMENT -F FORMAT "
+            "NEW.qcow2 in a directory of images, then point the disk at it",
+        )
+    return os.path.join(os.path.dirname(active), os.path.basename(holder))
+
+
 def free_overlay_name(moment_file: str, snapshot: str, taken: set[str]) -> str:
     """The first ``overlay_name`` no file has (nor a dangling link) and no other disk of this
     plan takes (``taken``, by resolved directory; the name is added to it)."""
@@ -269,7 +286,7 @@ def build_plan(
     for disk, target in targets.items():
         moment = snap.moments[disk]
         holder = moment.holder or ""
-        path = free_overlay_name(holder, snap.name, taken)
+        path = free_overlay_name(overlay_place(holder, target), snap.name, taken)
         new[disk] = path
         below = image_chain(holder)
         fmt = preflight.require_format(below.active)
