@@ -13,17 +13,23 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from conftest import (
+    LAB_PREFIX,
+    URI,
     Lab,
     chain_files,
+    define_domain,
     qemu_check,
     run_vshx,
     snapshot_names,
     virsh,
 )
+
+from vshx.storage.identity import birth_ns
 
 pytestmark = pytest.mark.libvirt
 
@@ -227,6 +233,32 @@ def test_a_commit_that_keeps_its_top_is_seen_by_the_files_time(made):
     moments = {s["name"]: s["disks"]["vda"]["moment"] for s in listed}
     assert moments["sn2"] == "unknown" and moments["sn1"] == "intact"
     assert run_vshx("snapshot-revert", lab.name, "sn2").returncode == 1
+
+
+def test_a_write_soon_after_a_snapshot_is_timed_by_its_overlays_birth(tmp_path: Path):
+    """A write into the frozen file a second and a half after the snapshot: within the whole
+    seconds of libvirt's creationTime (it was judged intact: a revert then gave the guest the
+    written data; found by two outside attacks), but past the snapshot's own overlay's birth
+    (statx, ns) by more than QEMU's last flush of that file takes."""
+    name = f"{LAB_PREFIX}soon-{uuid.uuid4().hex[:8]}"
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    define_domain(name, {"vda": base})
+    try:
+        overlay = tmp_path / "s1.qcow2"
+        virsh("snapshot-create-as", name, "s1", "--disk-only", "--diskspec", f"vda,file={overlay}")
+        born = birth_ns(str(overlay), True)
+        if born is None:
+            pytest.skip("this file system does not keep birth times")
+        time.sleep(max(0.0, born / 1e9 + 1.4 - time.time()))
+        write = ["qemu-io", "-f", "qcow2", "-c", "write -P 0x99 1M 64k", str(base)]
+        subprocess.run(write, check=True, capture_output=True)
+        listed = json.loads(ok("snapshot-list", name, "--json").stdout)["snapshots"]
+        assert listed[0]["disks"]["vda"]["moment"] == "unknown", listed
+    finally:
+        subprocess.run(
+            ["virsh", "-c", URI, "undefine", name, "--snapshots-metadata"], capture_output=True
+        )
 
 
 def test_a_commit_below_pulled_out_files_loses_their_moments(made, tmp_path: Path):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.chain import canonical, refuse_blurred_names
+from vshx.storage.identity import birth_ns
 from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
@@ -125,6 +126,10 @@ class Verdict(NamedTuple):
 # libvirt records a snapshot's creation in whole seconds, before QEMU's last flush of the file
 # it freezes; a write later than this after the moment (or after vshx's record) is a change
 SETTLE_NS = 3 * 10**9
+# where the snapshot's own overlay says when it was made (statx birth, in ns), the frozen
+# file's last write by QEMU follows that within the snapshot's transaction: a write later than
+# this after the overlay's birth is a change (a tighter window than whole seconds allow)
+OVERLAY_SETTLE_NS = 10**9
 
 
 # the image host's clock, as a command there prints it (a printed script runs it too)
@@ -152,16 +157,28 @@ def stamp() -> str:
     return digits if said.returncode == 0 and digits.isdigit() else ""
 
 
-def unchanged_since(path: str, limit_ns: int) -> bool:
+def unchanged_since(path: str, limit_ns: int, settle_ns: int = SETTLE_NS) -> bool:
     """The file and every file its view reads (backing chain, data files) were last written no
-    later than ``limit_ns`` (+ SETTLE_NS); False when that cannot be read (fail closed)."""
+    later than ``limit_ns`` (+ ``settle_ns``); False when that cannot be read (fail closed)."""
     from vshx.errors import VshxError
     from vshx.storage.qcow2 import chain_paths
 
     try:
-        return all(files.stat(f).st_mtime_ns <= limit_ns + SETTLE_NS for f in chain_paths(path))
+        return all(files.stat(f).st_mtime_ns <= limit_ns + settle_ns for f in chain_paths(path))
     except (OSError, VshxError):
         return False
+
+
+def frozen_until(snap: Snapshot, overlay: str) -> int:
+    """The latest time (ns) a snapshot's frozen file may have been written by the snapshot
+    itself: its creation (whole seconds) + SETTLE_NS, or, tighter, its overlay's birth +
+    OVERLAY_SETTLE_NS where the overlay was made by it (born no earlier than the snapshot)."""
+    created = snap.created * 10**9
+    latest = created + SETTLE_NS
+    born = birth_ns(overlay, files.current().local)
+    if born is not None and born >= created:
+        latest = min(latest, born + OVERLAY_SETTLE_NS)
+    return latest
 
 
 def read_ledger(
@@ -366,7 +383,7 @@ def judge(snap: Snapshot, moment: Moment, chain: Chain | None, newer: list[Snaps
     if moment.overlay and above.canonical == canonical(moment.overlay):
         # the overlay still sits on it; a commit that kept its top (qemu-img commit, an
         # active commit that keeps the overlay) would still have written the file: its mtime
-        if not unchanged_since(path, snap.created * 10**9):
+        if not unchanged_since(path, frozen_until(snap, moment.overlay), 0):
             return moment._replace(
                 state=UNKNOWN,
                 why=f"{name} (or a file below it) was written after the snapshot, by a merge "
