@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.plans.plan import shell_line
-from vshx.storage import qemuimg, virt
+from vshx.storage import definition, qemuimg, virt
 from vshx.storage.chain import Chain, Layer, canonical
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import (
@@ -341,7 +341,7 @@ def repoint_disk(disk: ET.Element, path: str, formats: dict[str, str]) -> None:
     source = disk.find("source")
     assert source is not None
     source.attrib.pop("index", None)
-    source.set("file", path)
+    definition.name_source(disk, source, path)
     for below in disk.findall("backingStore"):
         disk.remove(below)
     fmt = formats.get(canonical(path)) or format_of(path)

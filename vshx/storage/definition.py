@@ -9,6 +9,7 @@ headers.  A live definition is what QEMU runs on now.
 from __future__ import annotations
 
 import os
+import stat
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -214,7 +215,7 @@ def disk_xml(xml: str, target: str, layers: list[tuple[str, str]], pin: bool) ->
         src = node.find("source")
         if src is not None:
             src.attrib.clear()
-            src.set("dev" if node.get("type") == "block" else "file", layers[0][0])
+            name_source(node, src, layers[0][0])
         driver = node.find("driver")
         if driver is not None:
             driver.set("type", layers[0][1])
@@ -225,6 +226,23 @@ def disk_xml(xml: str, target: str, layers: list[tuple[str, str]], pin: bool) ->
         ET.indent(node)
         return ET.tostring(node, encoding="unicode").strip() + "\n"
     raise VshxError(f"disk {target} is not in the definition")
+
+
+def name_source(disk: ET.Element, source: ET.Element, path: str) -> None:
+    """Make a ``<disk>`` of type file or block name ``path`` as libvirt types it: a block
+    device as ``type='block'`` with ``<source dev=...>``, any other file as ``type='file'``
+    with ``<source file=...>`` (a merge can leave a file disk on a device base, or the
+    reverse: keeping the old type names a device as a file)."""
+    if disk.get("type") not in (None, "file", "block"):
+        source.set("file", path)
+        return
+    try:
+        block = stat.S_ISBLK(files.stat(path).st_mode)
+    except OSError:
+        block = path.startswith("/dev/")  # not to be read here: as libvirt would guess it
+    source.attrib.pop("file" if block else "dev", None)
+    disk.set("type", "block" if block else "file")
+    source.set("dev" if block else "file", path)
 
 
 def _backing_store(layers: list[tuple[str, str]]) -> ET.Element:
