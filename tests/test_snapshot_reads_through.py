@@ -5,6 +5,7 @@ itself (findings F10, F11, F12)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,26 +25,36 @@ from conftest import (
 pytestmark = pytest.mark.libvirt
 
 
-@pytest.fixture
-def reader(tmp_path: Path) -> Iterator[tuple[Lab, str, Path]]:
+@pytest.fixture(params=["disk-only", "memory"])
+def reader(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Lab, str, Path]]:
     """A shut-off lab x (base <- sn1 <- sn2 <- sn3 <- sn4) and a domain z that ran on x's
-    sn2.qcow2, took the disk-only snapshot zs there (its moment file: x's sn2.qcow2) and was
-    then flattened by vshx: z's chain no longer holds any of x's files, zs's moment does."""
+    sn2.qcow2, took the snapshot zs there (disk-only, or with its memory: its moment file is
+    x's sn2.qcow2) and was then flattened by vshx: z's chain no longer holds any of x's files,
+    zs's moment does."""
     lab = make_lab(tmp_path, running=False)
     other = f"{lab.name}-z"
     zdir = tmp_path / "z"
     zdir.mkdir()
     define_domain(other, {"vda": lab.layer("sn2")})
     try:
-        made = virsh(
-            "snapshot-create-as", other, "zs", "--disk-only",
-            "--diskspec", f"vda,file={zdir / 'o1.qcow2'}",
-        )  # fmt: skip
+        overlay = f"vda,file={zdir / 'o1.qcow2'}"
+        if request.param == "memory":
+            started = virsh("start", other)
+            assert started.returncode == 0, started.stderr
+            made = virsh(
+                "snapshot-create-as", other, "zs", "--memspec", f"file={zdir / 'zs.mem'}",
+                "--diskspec", overlay,
+            )  # fmt: skip
+            virsh("destroy", other)
+        else:
+            made = virsh("snapshot-create-as", other, "zs", "--disk-only", "--diskspec", overlay)
         assert made.returncode == 0, made.stderr
         flat = run_vshx("flatten", other, "vda", "--route", "pull")
         assert flat.returncode == 0, flat.stderr
         yield lab, other, zdir
     finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            virsh("destroy", other)  # the memory variant's, if a step above failed
         virsh("undefine", other, "--snapshots-metadata")
         destroy_lab(lab)
 
@@ -88,7 +99,10 @@ def test_a_write_below_another_domains_moment_is_refused(
 ) -> None:
     lab, other, _zdir = reader
     before = file_state(lab.dir)
-    refused = run_vshx("commit", lab.name, "vda", "--top", "sn3.qcow2", "--base", "sn1.qcow2")
+    into_sn1 = ("commit", lab.name, "vda", "--top", "sn3.qcow2", "--base", "sn1.qcow2")
+    planned = run_vshx(*into_sn1, "--dry-run")
+    assert planned.returncode == 1 and "would change what these see" in planned.stderr
+    refused = run_vshx(*into_sn1)
     assert refused.returncode == 1, refused.stderr
     assert "would change what these see" in refused.stderr, refused.stderr
     assert f"domain {other} snapshot zs" in refused.stderr, refused.stderr
