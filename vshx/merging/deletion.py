@@ -12,6 +12,7 @@ from vshx.plans.plan import Step
 from vshx.storage import virt
 from vshx.storage.chain import Chain, Layer, human_size
 from vshx.storage.identity import FileKey, identity
+from vshx.storage.qcow2 import chain_files
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
@@ -35,6 +36,8 @@ def delete_steps(
     if keep_users_of.domain is not None and files:
         dom = virt.lookup_domain(session.conn, keep_users_of.domain)
     planned: set[FileKey] = {identity(path) for path in going}  # deleted by a step already
+    staying: dict[FileKey, str] = {}  # a file kept for its users -> why, for the files below it
+    specials: set[str] = set()
     for layer in files:
         refuse_internal_snapshots(layer.path, dom, "vshx would delete that file")
         if layer.canonical in kept:
@@ -42,10 +45,20 @@ def delete_steps(
         special = not_a_file(layer.path)
         if special:
             session.warn(f"keeping {layer.path}: {special}")
+            specials.add(layer.path)
             continue
         users = index.users_of(layer.path, alone=True)
         if users:
-            session.warn(f"keeping {layer.path}: still used by {'; '.join(users)}")
+            why = f"still used by {'; '.join(users)}"
+            session.warn(f"keeping {layer.path}: {why}")
+            staying[identity(layer.path)] = why
+    # a file kept for its users keeps every file it reads through (as its headers name them)
+    below_kept = kept_below(files, staying)
+    for layer in files:
+        if layer.canonical in kept or layer.path in specials or identity(layer.path) in staying:
+            continue
+        if layer.path in below_kept:
+            session.warn(f"keeping {layer.path}: {below_kept[layer.path]}")
             continue
         data, why = data_files.named_data_file(layer.path)
         if data is not None and data.key in planned:
@@ -70,6 +83,23 @@ def delete_steps(
             planned.add(data.key)
             steps.append(data_files.delete_step(session, data, keep_users_of, going))
     return steps
+
+
+def kept_below(files: list[Layer], staying: dict[FileKey, str]) -> dict[str, str]:
+    """The paths of ``files`` that a kept file reads through, each with why it stays:
+    "ABOVE, kept (WHY), reads through it" (a kept file needs its whole backing chain)."""
+    found: dict[str, str] = {}
+    keys = {identity(layer.path): layer.path for layer in files}
+    for layer in files:
+        if identity(layer.path) not in staying:
+            continue
+        for below in chain_files(layer.path)[1:]:
+            path = keys.get(identity(below))
+            if path is not None and identity(path) not in staying and path not in found:
+                found[path] = (
+                    f"{layer.path}, kept ({staying[identity(layer.path)]}), reads through it"
+                )
+    return found
 
 
 def not_a_file(path: str) -> str:

@@ -179,7 +179,7 @@ class UsageIndex:
             os.path.dirname(layer.canonical) for layer in ours.layers if not _device(layer.path)
         }
         self._others = [dom for dom, _disks in host[0] if dom.name() not in (ours.domain, leaving)]
-        self._named: list[tuple[str, set[FileKey], str | None]] | None = None
+        self._named: list[tuple[str, set[FileKey], str | None, set[FileKey]]] | None = None
         # other domains' snapshot XMLs are a round trip each: read on a thread meanwhile
         from vshx.storage.snapshot_refs import named_by
 
@@ -257,10 +257,12 @@ class UsageIndex:
             self._images = found
         return self._images
 
-    def named(self) -> list[tuple[str, set[FileKey], str | None]]:
+    def named(self) -> list[tuple[str, set[FileKey], str | None, set[FileKey]]]:
         """What other domains' snapshots (memory state, disk files) and managed-save images
         name, with the domain whose snapshot names it: a file one of them names is in use,
-        even out of every chain."""
+        even out of every chain, and so is every file such an image reads through (an entry
+        of its own, labelled so); the last item: the named file's whole chain (which decides
+        whether a commit reaches BASE through TOP)."""
         if self._named is None:
             with overlap.parked():  # in a batch, the next line is checked meanwhile
                 named = self._named_ahead.result()
@@ -268,7 +270,17 @@ class UsageIndex:
                 from vshx.storage.qcow2 import prefetch_chains
 
                 prefetch_chains([n.path for n in named])
-            self._named = [(n.label, {self._key(n.path)}, n.snapshot_of) for n in named]
+            found: list[tuple[str, set[FileKey], str | None, set[FileKey]]] = []
+            for n in named:
+                # the files a named image reads through, as its qcow2 headers name them:
+                # writing into one of them, or deleting it, takes that moment away too
+                chain = {self._key(p) for p in self._files(n.path)}
+                itself = {self._key(n.path)}
+                found.append((n.label, itself, n.snapshot_of, chain))
+                if chain - itself:
+                    label = f"{n.label}: {n.path} reads through it"
+                    found.append((label, chain - itself, n.snapshot_of, chain))
+            self._named = found
         return self._named
 
     def scanned(self) -> str:
@@ -290,16 +302,17 @@ class UsageIndex:
         targets = {self._key(f) for f in ([path] if alone else _image_files(path))}
         passing = self._key(through) if through else None
 
-        def uses(keys: set[FileKey]) -> bool:
-            return bool(targets & keys) and (passing is None or passing not in keys)
+        def uses(keys: set[FileKey], chain: set[FileKey] | None = None) -> bool:
+            through_top = passing is not None and passing in (keys if chain is None else chain)
+            return bool(targets & keys) and not through_top
 
         holders = self.domains + self.images() + self.pools
         found = [label for label, keys in holders if uses(keys)]
         # a domain whose disk's chain holds the file answers for its own snapshots there:
         # its disk decides (through TOP or not), its snapshots' moments are its own plans'
         chained = {name for name, keys in self._chains_of if targets & keys}
-        for label, keys, snapshot_of in self.named():
-            if uses(keys) and (snapshot_of is None or snapshot_of not in chained):
+        for label, keys, snapshot_of, chain in self.named():
+            if uses(keys, chain) and (snapshot_of is None or snapshot_of not in chained):
                 found.append(label)
                 if snapshot_of is not None:
                     self.snapshot_owners[label] = snapshot_of
