@@ -246,8 +246,8 @@ def as_domain_commit(
         raise VshxError(
             f"{image.chain.active.path} is a layer of {name} {disk}, but {top.name} and "
             f"{base.name} are not layers of that disk's chain in this order",
-            f"name the domain and disk (vshx chain {name} {disk} lists its chain); nothing "
-            "was changed",
+            f"name the domain and disk ({shell_line(['vshx', 'chain', name, disk])} lists its "
+            "chain); nothing was changed",
         )
     active = new_top.position == 0
     domain_args = Args(args)

@@ -61,7 +61,8 @@ SETTLE_SECONDS = 60
 
 
 def next_step(job: dict[str, object]) -> str:
-    where = f"{job['domain']} {job['disk']}"
+    # each word quoted: a hostile domain or disk name pasted from this hint runs no code
+    where = shell_line([str(job["domain"]), str(job["disk"])])
     if job["ready"] and job["type"] in PIVOTABLE:
         return f"vshx recover {where} --pivot (or --abort); virsh blockjob {where} --pivot"
     return f"wait, or stop it: vshx recover {where} --abort; virsh blockjob {where} --abort"
@@ -96,6 +97,7 @@ def worker_text(worker: procs.Worker, doing: str = "still runs") -> str:
 
 
 def wait_first(workers: list[procs.Worker], where: str) -> str:
+    """``where``: the words naming the chain, already quoted by :func:`shell_line`."""
     pids = ", ".join(str(w.pid) for w in workers)
     hosts = sorted({w.host for w in workers if w.host})
     there = f" on {', '.join(hosts)}" if hosts else ""
@@ -154,7 +156,8 @@ def interrupted_rows(
 ) -> list[dict[str, Any]]:
     """An interrupted vshx operation, and each qemu-img still at work on its chain (a kill -9
     of vshx leaves its qemu-img child writing the chain)."""
-    where = f"{domain} {disk or ''}".rstrip() if domain is not None else str(image)
+    # quoted shell words: the hints below are command lines a user pastes
+    where = shell_line([domain, *([disk] if disk else [])] if domain is not None else [str(image)])
     if entry.copied:  # another domain's plan, copied with the definition: nothing to do here
         return [
             row(
@@ -477,7 +480,7 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     args["intent_pivot"] = bool(entry and entry.get("pivot") == "yes")
     chain = target.chain
     dom = target.dom
-    where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
+    where = shell_line([chain.domain or chain.active.path, *([chain.disk] if chain.disk else [])])
     files = [layer.path for layer in chain.layers]
     if dom is not None:
         files += disk_files(dom, chain.disk or "")

@@ -87,7 +87,8 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
         raise VshxError(
             f"{dom.name()} has saved state (a managed-save image): its RAM may restore onto "
             "files out of the chain, so --delete-files removes nothing now",
-            f"start it and shut it down cleanly, or virsh managedsave-remove {dom.name()}; "
+            "start it and shut it down cleanly, or "
+            f"{shell_line(['virsh', 'managedsave-remove', dom.name()])}; "
             "without --delete-files only metadata changes",
         )
     timeline = domain_timeline(session, dom, strict=True)

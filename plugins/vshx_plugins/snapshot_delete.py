@@ -240,7 +240,7 @@ def cmd_snapshot_delete(session: Session, args: Args) -> None:
         if target.live and target.dom is not None and virt.block_job_info(target.dom, disk):
             raise VshxError(
                 f"{dom.name()} {target.chain.disk} has a block job running",
-                f"wait for it or end it (vshx jobs {dom.name()})",
+                f"wait for it or end it ({shell_line(['vshx', 'jobs', dom.name()])})",
             )
     timeline = domain_timeline(session, dom)
     snap = timeline.find(name)
@@ -269,7 +269,8 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
     entry = journal.read_domain(dom)
     if entry is None or not entry.get("resume") or entry.copied:
         raise VshxError(
-            f"no interrupted snapshot-delete on {dom.name()}", f"see: vshx jobs {dom.name()}"
+            f"no interrupted snapshot-delete on {dom.name()}",
+            f"see: {shell_line(['vshx', 'jobs', dom.name()])}",
         )
     if entry.still_running():
         raise VshxError(entry.describe(), "let it finish (vshx jobs shows it)")
@@ -294,7 +295,8 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
             if not (was["active"] and job.get("ready")):
                 raise VshxError(
                     f"a block job still runs on {dom.name()} {disk}",
-                    f"wait until it has ended (vshx jobs {dom.name()}), then recover again",
+                    f"wait until it has ended ({shell_line(['vshx', 'jobs', dom.name()])}), then "
+                    "recover again",
                 )
             work.pivot_only = True
             work.removed = still
@@ -304,7 +306,7 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
             raise VshxError(
                 f"cannot roll {entry.get('plan')} forward on {disk}: its chain is neither as "
                 "before nor as after the merge",
-                f"nothing was changed; see: vshx chain {dom.name()} {disk}",
+                f"nothing was changed; see: {shell_line(['vshx', 'chain', dom.name(), disk])}",
             )
         work.top, work.base = top, base
         work.removed = [base] if work.route == "pull" else target.chain.between(top, base)

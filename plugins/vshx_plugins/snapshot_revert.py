@@ -123,7 +123,8 @@ def refuse(dom: libvirt.virDomain, snap: Snapshot) -> None:
     if dom.isActive():
         raise VshxError(
             f"{dom.name()} is running: vshx reverts external snapshots of shut-off domains only",
-            f"shut it down first (virsh shutdown {dom.name()}), then run this again; libvirt >= "
+            f"shut it down first ({shell_line(['virsh', 'shutdown', dom.name()])}), then run this "
+            "again; libvirt >= "
             f"9.9 also reverts a running domain itself: {native}",
         )
     if dom.hasManagedSaveImage(0):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from vshx.errors import VshxError
 from vshx.plans import underneath
-from vshx.plans.plan import Plan, Step
+from vshx.plans.plan import Plan, Step, shell_line
 from vshx.storage import host as files
 from vshx.storage.bitmaps import LayerBitmaps, checkpoints_by_bitmap, read_layer
 from vshx.storage.chain import Layer
@@ -22,12 +22,13 @@ from vshx.storage.chain import Layer
 def hint(name: str, owners: dict[str, list[str]], domain: str | None, image: str) -> str:
     """What the user can do about bitmap ``name`` that cannot be carried exactly."""
     if name in owners and domain:
+        delete = shell_line(["virsh", "checkpoint-delete", domain, owners[name][0]])
         return (
-            f"delete checkpoint {owners[name][0]} first (virsh checkpoint-delete "
-            f"{domain} {owners[name][0]}; the next backup is then a full one), or merge "
-            "while the domain runs (libvirt carries bitmaps in a live merge)"
+            f"delete checkpoint {owners[name][0]} first ({delete}; the next backup is then a "
+            "full one), or merge while the domain runs (libvirt carries bitmaps in a live merge)"
         )
-    return f"if nothing needs it, remove it: qemu-img bitmap --remove {image} {name}"
+    remove = shell_line(["qemu-img", "bitmap", "--remove", image, name])
+    return f"if nothing needs it, remove it: {remove}"
 
 
 def carry(

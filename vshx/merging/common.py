@@ -13,7 +13,7 @@ from vshx.errors import VshxError
 from vshx.merging import checks, preflight
 from vshx.merging.savedstate import refuse_saved_state
 from vshx.plans import underneath
-from vshx.plans.plan import Plan, Step, virsh
+from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.plans.target import Target
 from vshx.spec.spec import Args
 from vshx.storage import virt
@@ -208,7 +208,8 @@ def follow_up_note(plan: Plan, target: Target) -> None:
     """After a merge on a domain, its libvirt snapshots of the merged layers go stale."""
     if target.dom is not None:
         plan.notes.append(
-            f"afterwards: vshx snapshot-cleanup {target.dom.name()} makes the snapshot metadata "
+            f"afterwards: {shell_line(['vshx', 'snapshot-cleanup', target.dom.name()])} makes the "
+            "snapshot metadata "
             "match: re-points the snapshots whose moments moved, forgets those lost on every "
             "disk (virsh snapshot-create --redefine, snapshot-delete --metadata)"
         )

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.plans.plan import Step, virsh
+from vshx.plans.plan import Step, shell_line, virsh
 from vshx.storage import definition, virt
 from vshx.storage.chain import Chain, canonical
 from vshx.storage.libvirt_lazy import libvirt
@@ -91,7 +91,8 @@ def _update_unless_started(
         if now is None or not _names(now, after) and now.pinned:
             raise VshxError(
                 f"libvirt did not keep the new chain in the definition of {dom.name()} {disk}",
-                f"see: virsh dumpxml --inactive {dom.name()}; nothing was deleted",
+                f"see: {shell_line(['virsh', 'dumpxml', '--inactive', dom.name()])}; nothing was "
+                "deleted",
             )
 
     return action

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging import preflight
 from vshx.merging.savedstate import refuse_internal_snapshots
-from vshx.plans.plan import Step
+from vshx.plans.plan import Step, shell_line
 from vshx.storage import virt
 from vshx.storage.chain import Chain, Layer, human_size
 from vshx.storage.identity import FileKey, identity
@@ -164,7 +164,7 @@ def _delete_after_looking_again(
                 raise VshxError(
                     f"not deleting {layer.path}: a disk or definition of {chain.domain} still "
                     "names it",
-                    f"see: vshx chain {chain.domain}",
+                    f"see: {shell_line(['vshx', 'chain', chain.domain])}",
                     clean=True,
                 )
         else:
@@ -236,7 +236,7 @@ def memory_steps(
                 raise VshxError(
                     f"not deleting {path}: still named by {'; '.join(again)}",
                     "nothing was deleted; the snapshot metadata steps before it ran: "
-                    f"see vshx snapshot-list {dom.name()}",
+                    f"see {shell_line(['vshx', 'snapshot-list', dom.name()])}",
                     clean=True,
                 )
             files.unlink(path)

@@ -526,8 +526,10 @@ def refuse_block_job(target: Target) -> None:
         raise VshxError(
             f"{kind} job is already running on {target.chain.domain} {target.chain.disk} "
             f"({info.get('cur', 0)}/{info.get('end', 0)} bytes)",
-            f"wait for it, or abort it: virsh blockjob {target.chain.domain} "
-            f"{target.chain.disk} --abort",
+            "wait for it, or abort it: "
+            + shell_line(
+                ["virsh", "blockjob", target.chain.domain or "", target.chain.disk or "", "--abort"]
+            ),
         )
 
 

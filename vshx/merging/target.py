@@ -264,8 +264,9 @@ def refuse_interrupted(target: Target) -> None:
         _refuse_interrupted_layer(target)
         return
     name = target.chain.domain or target.chain.active.path
-    where = f"{target.chain.domain} {entry.get('disk') or ''}".strip() if target.dom else name
-    jobs = f"vshx jobs {target.chain.domain}" if target.chain.domain else "vshx jobs"
+    disk = str(entry.get("disk") or "")
+    where = [target.chain.domain, *([disk] if disk else [])] if target.dom else [name]
+    jobs = shell_line(["vshx", "jobs", *([target.chain.domain] if target.chain.domain else [])])
     if entry.still_running():  # not interrupted: at work right now
         raise VshxError(
             f"{entry.describe()} on {name}",
@@ -273,7 +274,7 @@ def refuse_interrupted(target: Target) -> None:
         )
     raise VshxError(
         f"an earlier vshx operation on {name} did not finish: {entry.describe()}",
-        f"see it with: {jobs}; resolve it with: vshx recover {where}",
+        f"see it with: {jobs}; resolve it with: {shell_line(['vshx', 'recover', *where])}",
     )
 
 
@@ -318,5 +319,6 @@ def refuse_unfinished(dom: libvirt.virDomain) -> None:
     if entry is not None:
         raise VshxError(
             f"{entry.describe()}; vshx does not change {dom.name()}'s snapshot metadata meanwhile",
-            f"wait for it, or resolve it first: vshx recover {dom.name()}; nothing was changed",
+            f"wait for it, or resolve it first: {shell_line(['vshx', 'recover', dom.name()])}; "
+            "nothing was changed",
         )

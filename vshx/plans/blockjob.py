@@ -22,6 +22,7 @@ import libvirt
 
 from vshx.errors import VshxError, libvirt_hint
 from vshx.plans import overlap
+from vshx.plans.plan import printable, shell_line
 
 if TYPE_CHECKING:
     from vshx.plans.trace import Trace
@@ -83,12 +84,20 @@ class StateUnknown(VshxError):
     """libvirt could not be asked (connection lost, daemon frozen): the job's state is unknown."""
 
 
+def command(*words: str) -> str:
+    """A command line for the user to run: every word quoted by shell rules (a hostile domain
+    or disk name cannot run as code when pasted), control characters shown escaped."""
+    return printable(shell_line(words))
+
+
 def unknown_state(label: str, dom_name: str, disk: str, why: str) -> VshxError:
     return VshxError(
         f"{label}: lost contact with libvirtd ({why}); the block job's state is unknown",
         f"nothing was deleted and nothing is reported done. When libvirtd answers again: "
-        f"vshx jobs {dom_name} shows the job, vshx chain {dom_name} {disk} the chain, and "
-        f"vshx recover {dom_name} {disk} finishes or rolls back what was interrupted",
+        f"{command('vshx', 'jobs', dom_name)} shows the job, "
+        f"{command('vshx', 'chain', dom_name, disk)} the chain, and "
+        f"{command('vshx', 'recover', dom_name, disk)} finishes or rolls back what was "
+        "interrupted",
     )
 
 
@@ -277,14 +286,16 @@ def run_block_job(
                 raise VshxError(message, libvirt_hint(libvirt, exc), clean=True) from None
             if not wait:
                 then = (
-                    f"; it then waits for a pivot: vshx recover {dom.name()} {disk} --pivot "
-                    f"(or virsh blockjob {dom.name()} {disk} --pivot)"
+                    "; it then waits for a pivot: "
+                    f"{command('vshx', 'recover', dom.name(), disk, '--pivot')} "
+                    f"(or {command('virsh', 'blockjob', dom.name(), disk, '--pivot')})"
                     if active
                     else ""
                 )
                 progress.finish(
-                    f"started (--background); follow it with: vshx jobs {dom.name()} "
-                    f"(virsh blockjob {dom.name()} {disk} --info){then}"
+                    "started (--background); follow it with: "
+                    f"{command('vshx', 'jobs', dom.name())} "
+                    f"({command('virsh', 'blockjob', dom.name(), disk, '--info')}){then}"
                 )
                 return
             if active:
@@ -312,12 +323,14 @@ def run_block_job(
                 progress.finish(f"{why}; abort requested (--async)")
                 raise VshxError(
                     f"{label} {why}: the abort was requested and not waited for (--async)",
-                    f"the job may still be ending: vshx jobs {dom.name()} shows it, "
-                    f"vshx chain {dom.name()} {disk} the chain once it ended; nothing was deleted",
+                    f"the job may still be ending: {command('vshx', 'jobs', dom.name())} "
+                    f"shows it, {command('vshx', 'chain', dom.name(), disk)} the chain once it "
+                    "ended; nothing was deleted",
                 ) from None
             before = job.info()  # what it had copied, asked before the abort ends it
             if not job.abort_and_settle():
-                progress.finish(f"{why}; job aborted (virsh blockjob {dom.name()} {disk} --abort)")
+                aborted = command("virsh", "blockjob", dom.name(), disk, "--abort")
+                progress.finish(f"{why}; job aborted ({aborted})")
                 if before.get("type") in COMMIT_TYPES and int(before.get("cur", 0)) > 0:
                     raise VshxError(
                         f"{label} {why}: the block job was aborted after it had copied data "
@@ -325,7 +338,7 @@ def run_block_job(
                         "bytes, but the base keeps what was copied (the moment it showed is "
                         "no longer intact)",
                         f"run the command again to finish the merge; nothing was deleted "
-                        f"(vshx chain {dom.name()} {disk} shows the chain)",
+                        f"({command('vshx', 'chain', dom.name(), disk)} shows the chain)",
                         clean=True,
                         partial=True,
                     ) from None
@@ -403,5 +416,5 @@ def job_failure_hint(dom: libvirt.virDomain, disk: str) -> str:
         "(a commit's base may hold part of the copied data: snapshot-list then calls its moments "
         "unknown); check free space where the "
         f"layers live (a full disk fails a job) and /var/log/libvirt/qemu/{dom.name()}.log, "
-        f"then: vshx chain {dom.name()} {disk}"
+        f"then: {command('vshx', 'chain', dom.name(), disk)}"
     )

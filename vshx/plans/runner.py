@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.plans import journal, ledger, overlap
 from vshx.plans.checkpoint_guard import refuse_offline_redefine
-from vshx.plans.plan import comment, printable
+from vshx.plans.plan import comment, printable, shell_line
 from vshx.plans.secret_guard import refuse_encrypted_offline
 from vshx.plans.target import prediction_key
 from vshx.storage import host as files
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from vshx.plans.plan import Plan
     from vshx.plans.target import Target
     from vshx.spec.spec import Args
+    from vshx.storage.chain import Chain
 
 
 def look_again(target: Target, number: int) -> None:
@@ -35,19 +36,27 @@ def look_again(target: Target, number: int) -> None:
             f"{target.chain.domain} was started while the offline plan ran: stopped before "
             f"step {number}",
             f"the running domain uses its disk as it was left after step {number - 1}, which "
-            "shows the guest the same data; nothing was deleted. See: vshx chain "
-            f"{target.chain.domain} {target.chain.disk}, vshx recover {target.chain.domain} "
-            f"{target.chain.disk}",
+            "shows the guest the same data; nothing was deleted. See: "
+            f"{shell_line(['vshx', 'chain', *chain_words(target.chain)])}, "
+            f"{shell_line(['vshx', 'recover', *chain_words(target.chain)])}",
         )
+
+
+def chain_words(chain: Chain) -> list[str]:
+    """The words naming ``chain`` on a vshx command line: DOMAIN [DISK], or the image's path
+    (each quoted later by :func:`shell_line`, so a hostile name cannot run as code)."""
+    if chain.domain:
+        return [chain.domain, *([chain.disk] if chain.disk else [])]
+    return [chain.active.path]
 
 
 def recover_hint(target: Target, exc: NoSpace) -> str:
     """Where a plan that ran out of space stands, and the way on (its journal stays)."""
     chain = target.chain
-    where = f"{chain.domain} {chain.disk or ''}".rstrip() if chain.domain else chain.active.path
+    recover = printable(shell_line(["vshx", "recover", *chain_words(chain)]))
     return (
-        f"{exc.state}. Free space beside {exc.written}, then run `vshx recover "
-        f"{printable(where)}` (repairs leaked clusters, clears the journal) and the command again"
+        f"{exc.state}. Free space beside {exc.written}, then run `{recover}` (repairs leaked "
+        "clusters, clears the journal) and the command again"
     )
 
 
@@ -88,14 +97,11 @@ def after_changes(plan: Plan, number: int, message: str, journaled: bool) -> Vsh
     """Step ``number`` failed after earlier steps changed things: say so, and the way on."""
     target = plan.target
     chain = target.chain if target is not None else None
-    where = (
-        f"{chain.domain} {chain.disk or ''}".rstrip()
-        if chain is not None and chain.domain
-        else (chain.active.path if chain is not None else "")
-    )
+    where = chain_words(chain) if chain is not None and (chain.domain or chain.active.path) else []
     step = plan.steps[number - 1]
     way = (
-        f"the journal keeps the plan: vshx jobs shows it, `vshx recover {printable(where)}` "
+        f"the journal keeps the plan: vshx jobs shows it, "
+        f"`{printable(shell_line(['vshx', 'recover', *where]))}` "
         "finishes it once the cause is fixed"
         if journaled and where
         else "see: vshx jobs, vshx chain DOMAIN DISK"
@@ -178,11 +184,12 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
                 kept = journaled and (half_done or not exc.clean)
                 raise after_changes(plan, number, exc.message, kept) from None
             if half_done and target is not None and journaled and exc.partial:
-                where = target.chain.domain or target.chain.active.path
+                where = [target.chain.domain or target.chain.active.path]
+                recover = printable(shell_line(["vshx", "recover", *where]))
                 raise VshxError(
                     exc.message,
-                    f"a merge that has begun cannot be undone; its journal stays: `vshx recover "
-                    f"{printable(where)}` finishes it (nothing was deleted yet)",
+                    f"a merge that has begun cannot be undone; its journal stays: `{recover}` "
+                    "finishes it (nothing was deleted yet)",
                 ) from None
             raise
         except Exception as exc:

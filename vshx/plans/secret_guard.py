@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.plans.plan import shell_line
 from vshx.storage.qcow2 import encrypted
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ def refuse_encrypted_offline(plan: Plan) -> None:
     chain = plan.target.chain
     by_hand = "run qemu-img yourself with --object secret,... and the image's encrypt.key-secret"
     way = (
-        f"start the domain (virsh start {chain.domain}): vshx then merges with libvirt's "
+        f"start the domain ({shell_line(['virsh', 'start', chain.domain or ''])}): vshx then "
+        "merges with libvirt's "
         "block jobs, which have the secret"
         if chain.domain and not plan.target.live
         else f"this plan needs qemu-img there; {by_hand}"

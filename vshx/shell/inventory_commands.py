@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.plans.plan import Plan, Step, printable
+from vshx.plans.plan import Plan, Step, printable, shell_line
 from vshx.plans.plan import virsh as virsh_argv
 from vshx.spec.render import table, to_json
 from vshx.storage import virt
@@ -152,12 +152,13 @@ def report_unfinished(session: Session, dom: libvirt.virDomain, live_disks: list
         if job["disk"] in live_disks:
             session.warn(
                 f"{job['disk']}: block job ({job['type']}) is running ({job['progress']:.0f}%); "
-                f"see: vshx jobs {dom.name()}"
+                f"see: {shell_line(['vshx', 'jobs', dom.name()])}"
             )
     entry = journal.read_domain(dom)
     if entry is not None:
-        where = f"{dom.name()} {entry.get('disk', '')}".rstrip()
-        session.warn(f"{entry.describe()}; resolve it with: vshx recover {where}")
+        disk = str(entry.get("disk") or "")
+        recover = shell_line(["vshx", "recover", dom.name(), *([disk] if disk else [])])
+        session.warn(f"{entry.describe()}; resolve it with: {recover}")
 
 
 def cmd_snapshot_list(session: Session, args: Args) -> None:

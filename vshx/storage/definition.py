@@ -9,6 +9,7 @@ headers.  A live definition is what QEMU runs on now.
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, NamedTuple
@@ -166,8 +167,6 @@ def check(dom: libvirt.virDomain, chain: Chain, live: bool, live_xml: str | None
 
 def unbacked_hint(chain: Chain) -> str:
     """What to do about a definition that opens the disk with no backing file."""
-    import shlex
-
     unbacked = shlex.join(["qemu-img", "rebase", "-u", "-b", "", chain.active.path])
     return (
         "nothing was changed: vshx does not know which data the guest is meant to have. If the "
@@ -178,14 +177,15 @@ def unbacked_hint(chain: Chain) -> str:
 
 
 def align_hint(domain: str, disk: str, live: bool) -> str:
+    chain = shlex.join(["vshx", "chain", domain, disk])
     if live:
         return (
             "QEMU runs on the definition's files: shut the domain down cleanly, then look again "
-            f"with: vshx chain {domain} {disk}"
+            f"with: {chain}"
         )
     return (
         f"libvirt starts {domain} on its definition. If the headers are right (layers merged "
-        f"by hand), make the definition name their chain: vshx chain {domain} {disk} prints "
+        f"by hand), make the definition name their chain: {chain} prints "
         "the virsh update-device line. If the definition is right, point each header back at "
         "the file it names: qemu-img rebase -u -F FMT -b BELOW LAYER"
     )
