@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging import preflight
 from vshx.merging.savedstate import refuse_internal_snapshots
+from vshx.plans import flush
 from vshx.plans.plan import Step, shell_line
 from vshx.storage import virt
 from vshx.storage.chain import Chain, Layer, human_size
@@ -82,6 +83,28 @@ def delete_steps(
         if data is not None:
             planned.add(data.key)
             steps.append(data_files.delete_step(session, data, keep_users_of, going))
+    return flushed_first(session, dom, steps)
+
+
+def flushed_first(session: Session, dom: libvirt.virDomain | None, steps: list[Step]) -> list[Step]:
+    """The rm steps of files ``dom``'s chain read, marked for the plan's flush step
+    (vshx.plans.flush: suspend and resume the running domain right before the first).  A
+    domain not running but not shut off (paused) cannot be made to write its caches down:
+    its files are kept, and a warning says why (fail closed)."""
+    if dom is None or not steps:
+        return steps
+    why = flush.not_flushable(dom)
+    if why:
+        names = ", ".join(step.argv[-1] for step in steps)
+        session.warn(
+            f"keeping {names}: {why}, and QEMU may still hold in its cache the only record "
+            f"that the merged data is in the chain; delete them (rm) only once {dom.name()} "
+            "has been resumed and paused again (virsh resume, virsh suspend: pausing writes "
+            "the cache down) or shut off"
+        )
+        return []
+    for step in steps:
+        step.flush = dom.name()
     return steps
 
 

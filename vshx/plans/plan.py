@@ -74,6 +74,10 @@ class Step:
         self.shell = shell  # the printed line when it needs a pipe (a check); else from argv
         self.changes = changes  # False for a check: nothing for the journal to recover
         self.here = here  # runs on this machine whatever the URI (vshx's journal)
+        # the domain whose QEMU must write its caches down before this step (an rm of a file
+        # its chain read), and whether this step is that flush (vshx.plans.flush)
+        self.flush = ""
+        self.flush_step = False
 
     @property
     def on_files(self) -> bool:
@@ -181,10 +185,12 @@ VIRSH_SLOTS: dict[str, tuple[str, ...]] = {
     "destroy": ("domain",),
     "domblklist": ("domain",),
     "metadata": ("domain",),
+    "resume": ("domain",),
     "snapshot-create": ("domain", "xmlfile"),
     "snapshot-delete": ("domain", "snapshotname"),
     "snapshot-list": ("domain",),
     "start": ("domain",),
+    "suspend": ("domain",),
     "undefine": ("domain",),
     "update-device": ("domain", "file"),
 }

@@ -114,6 +114,18 @@ def pivot() -> list[str]:
     ]
 
 
+def flush() -> list[str]:
+    """The suspend and resume that make QEMU write its caches down before an rm."""
+    return [
+        _("libvirt: virDomainSuspend(dom); QMP: stop (vm_stop: bdrv_drain_all, bdrv_flush_all)"),
+        _("libvirt: virDomainResume(dom); QMP: cont"),
+        _(
+            "a finished block job flushes nothing: without this, a QEMU crash or power loss "
+            "could lose data that only the deleted file held"
+        ),
+    ]
+
+
 def convert() -> list[str]:
     return [
         _(

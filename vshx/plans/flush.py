@@ -1,0 +1,83 @@
+"""QEMU writes its caches down before vshx deletes a file a running domain's chain read.
+
+A block job completing (a pull above all) does not flush: the qcow2 metadata that makes
+the merged data part of the chain can still be only in QEMU's memory (cache=writeback)
+while the merged-away file is the only durable copy of that data.  libvirt has no flush
+call, but pausing the vCPUs does it: QEMU's ``stop`` (virDomainSuspend) drains and flushes
+every block device.  So a plan that deletes such a file suspends and resumes the running
+domain right before its first ``rm`` of one (once per plan).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vshx.errors import VshxError
+from vshx.plans import underneath
+from vshx.plans.plan import Plan, Step, shell_line, virsh
+from vshx.storage import virt
+from vshx.storage.libvirt_lazy import libvirt
+
+if TYPE_CHECKING:
+    from vshx.plans.context import Context as Session
+
+RUNNING = (1, 2)  # VIR_DOMAIN_RUNNING, VIR_DOMAIN_BLOCKED: suspend stops and flushes it
+SHUT_OFF = (5,)  # VIR_DOMAIN_SHUTOFF: its QEMU is gone, nothing of it to write down
+
+
+def not_flushable(dom: libvirt.virDomain) -> str:
+    """Why a suspend cannot make ``dom``'s QEMU write its caches down now, or "" when it
+    can (running) or need not (shut off)."""
+    state = dom.state()[0]
+    if state in RUNNING or state in SHUT_OFF:
+        return ""
+    return f"{dom.name()} is {virt.state_name(dom)}"
+
+
+def insert(session: Session, plan: Plan) -> None:
+    """Put the flush step right before the plan's first step marked ``flush`` (an rm of a
+    file a domain's chain read), when that domain runs; once per plan."""
+    if any(step.flush_step for step in plan.steps):
+        return
+    for number, step in enumerate(plan.steps):
+        if step.flush:
+            dom = virt.lookup_domain(session.conn, step.flush)
+            if dom.isActive():
+                plan.steps.insert(number, flush_step(session, dom))
+            return
+
+
+def flush_step(session: Session, dom: libvirt.virDomain) -> Step:
+    """Suspend then resume ``dom``: QEMU's stop drains and flushes every disk."""
+    name = dom.name()
+    suspend, resume = virsh(session.uri, "suspend", name), virsh(session.uri, "resume", name)
+
+    def action() -> None:
+        state = dom.state()[0]
+        if state in SHUT_OFF:
+            return  # its QEMU ended: a shut-down QEMU flushed; one that crashed did not,
+            # and then the rm steps' own checks see the domain's chain as it is left
+        if state not in RUNNING:
+            raise VshxError(
+                f"not deleting the merged-away files: {name} is {virt.state_name(dom)}, so "
+                "vshx cannot make QEMU write down what the merge changed (its cache may "
+                "hold the only record that the merged data is in the chain)",
+                f"nothing was deleted; once {name} has been resumed and paused again (virsh "
+                f"resume, virsh suspend: pausing writes the cache down) or shut off, delete them "
+                "(rm)",
+                clean=True,
+            )
+        dom.suspend()  # stopped: QEMU drained and flushed every disk before this returns
+        dom.resume()
+
+    step = Step(
+        f"pause and resume {name}: pausing makes QEMU write its disk caches down, so what "
+        "the merge changed is on disk before the file it came from is deleted",
+        suspend,
+        action=action,
+        shell=f"{shell_line(suspend)}\n{shell_line(resume)}",
+        underneath=underneath.flush(),
+        changes=False,
+    )
+    step.flush_step = True
+    return step
