@@ -19,6 +19,7 @@ import pytest
 from conftest import (
     Lab,
     chain_files,
+    guest_hash,
     qemu_check,
     run_vshx,
     snapshot_names,
@@ -276,3 +277,32 @@ def test_a_printed_commit_run_by_sh_leaves_no_moment_wrongly_intact(made, tmp_pa
     assert guest_view(scripted, tmp_path) == before
     for layer in chain_files(scripted.active):
         qemu_check(scripted.dir / layer)
+
+
+def states_of(lab: Lab) -> dict[str, str]:
+    listed = json.loads(ok("snapshot-list", lab.name, "--json").stdout)["snapshots"]
+    return {s["name"]: s["disks"]["vda"]["moment"] for s in listed}
+
+
+def test_a_merge_moves_an_unknown_moment_without_proving_it(made, tmp_path: Path):
+    """A foreign write into sn3's moment file makes it unknown; snapshot-delete then moves
+    that file's view (sn2 into sn1.qcow2, sn1 into base.qcow2): it moves only what was
+    there, so sn3 stays unknown wherever it goes and revert refuses it (base.qcow2 shows
+    the foreign bytes, not sn3's moment)."""
+    lab = made(False, 1)
+    time.sleep(4)  # past the few seconds a write still counts as the snapshot's own
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x99 5M 64k", str(lab.layer("sn2"))],
+        check=True,
+        capture_output=True,
+    )
+    assert states_of(lab)["sn3"] == "unknown"
+    plan = ok("snapshot-delete", lab.name, "sn2", "--dry-run").stdout
+    assert "sn3 (vda: unknown)" in said(plan, "keeps")
+    ok("snapshot-delete", lab.name, "sn2")
+    assert states_of(lab)["sn3"] == "unknown"
+    ok("snapshot-delete", lab.name, "sn1")
+    assert states_of(lab)["sn3"] == "unknown"
+    assert guest_hash(lab.dir / "base.qcow2", tmp_path) != lab.moments["sn3"]["vda"]
+    revert = run_vshx("snapshot-revert", lab.name, "sn3")
+    assert revert.returncode == 1 and "unknown" in revert.stderr and "hint:" in revert.stderr
