@@ -306,3 +306,36 @@ def test_a_merge_moves_an_unknown_moment_without_proving_it(made, tmp_path: Path
     assert guest_hash(lab.dir / "base.qcow2", tmp_path) != lab.moments["sn3"]["vda"]
     revert = run_vshx("snapshot-revert", lab.name, "sn3")
     assert revert.returncode == 1 and "unknown" in revert.stderr and "hint:" in revert.stderr
+
+
+def test_a_commit_whose_top_stays_keeps_the_views_that_read_through_it(made, tmp_path: Path):
+    """sn2.qcow2, pulled out of the chain, reads sn1.qcow2 before base.qcow2: a commit of
+    sn1.qcow2 into base.qcow2 writes only clusters sn1.qcow2 holds and keeps (qemu-img commit
+    -b implies -d), so sn3's moment in sn2.qcow2 is unchanged and never called lost."""
+    lab = made(False, 1)
+    ok("shorten", lab.name, "vda", "--drop", "sn2.qcow2")
+    args = ["commit", lab.name, "vda", "--top", "sn1.qcow2", "--delete"]
+    plan = ok(*args, "--dry-run").stdout
+    assert "sn3 (sn2.qcow2, out of the chain)" in said(plan, "keeps")
+    assert "sn3" not in said(plan, "loses")
+    ok(*args)
+    assert (lab.dir / "sn1.qcow2").exists()  # sn2.qcow2 reads it: kept
+    assert guest_hash(lab.dir / "sn2.qcow2", tmp_path) == lab.moments["sn3"]["vda"]
+    assert states_of(lab)["sn3"] == "intact"
+
+
+def test_a_commit_under_a_reverted_branch_keeps_the_branch(made, tmp_path: Path):
+    """After snapshot-revert sn2, sn3 and sn4 live in sn2.qcow2 and sn3.qcow2 on sn1.qcow2;
+    committing sn1.qcow2 (kept, not emptied) into base.qcow2 changes neither view:
+    snapshot-cleanup --delete-files keeps those snapshots and their files."""
+    lab = made(False, 1)
+    ok("snapshot-revert", lab.name, "sn2")
+    plan = ok("commit", lab.name, "vda", "--top", "sn1.qcow2", "--dry-run").stdout
+    assert "sn3" not in said(plan, "loses") and "sn4" not in said(plan, "loses")
+    ok("commit", lab.name, "vda", "--top", "sn1.qcow2")
+    states = states_of(lab)
+    assert states["sn3"] == "intact" and states["sn4"] == "intact"
+    ok("snapshot-cleanup", lab.name, "--delete-files")
+    assert {"sn3", "sn4"} <= set(snapshot_names(lab.name))
+    for snap, layer in (("sn3", "sn2.qcow2"), ("sn4", "sn3.qcow2")):
+        assert guest_hash(lab.dir / layer, tmp_path) == lab.moments[snap]["vda"]
