@@ -339,3 +339,16 @@ def test_a_commit_under_a_reverted_branch_keeps_the_branch(made, tmp_path: Path)
     assert {"sn3", "sn4"} <= set(snapshot_names(lab.name))
     for snap, layer in (("sn3", "sn2.qcow2"), ("sn4", "sn3.qcow2")):
         assert guest_hash(lab.dir / layer, tmp_path) == lab.moments[snap]["vda"]
+
+
+def test_delete_files_keeps_a_gone_moments_file_that_is_itself_unchanged(made):
+    """Fail closed: sn3's moment, in the pulled-out sn2.qcow2, is judged gone after a commit
+    into sn1.qcow2 below it, but sn2.qcow2's own bytes are still the moment's; a judgment of
+    a file below it never costs that copy: --delete-files forgets sn3 and keeps sn2.qcow2."""
+    lab = made(False, 1)
+    ok("pull", lab.name, "vda", "--base", str(lab.layer("sn1")))
+    ok("commit", lab.name, "vda", "--base", str(lab.layer("sn1")), "--active", "--pivot")
+    assert states_of(lab)["sn3"] == "gone"
+    proc = ok("snapshot-cleanup", lab.name, "--delete-files")
+    assert "sn3" not in snapshot_names(lab.name)
+    assert lab.layer("sn2").exists() and "sn2.qcow2 is unchanged since snapshot sn3" in proc.stdout

@@ -20,6 +20,7 @@ import os
 from vshx.api import (
     DOMAIN,
     FORCE,
+    GONE,
     INTACT,
     MERGED,
     SCAN,
@@ -223,12 +224,34 @@ def unneeded_files(
                 if key in needed or key in timeline.in_chains:
                     continue
                 why = not_left_by_vshx(timeline, snap, moment.disk, path, local)
+                why = why or gone_but_untouched(snap, moment.disk, path)
                 if why:
                     foreign.setdefault(key, why)
                 found.setdefault(
                     key, Layer(path, "", -1, allocated=files.stat(path).st_blocks * 512)
                 )
     return list(found.values()), foreign
+
+
+def gone_but_untouched(snap: Snapshot, disk: str, path: str) -> str:
+    """Why a moment file judged gone is kept ("" when it is not): fail closed when the file
+    itself was last written no later than its snapshot (the few seconds libvirt's whole-second
+    creation time leaves): its own bytes are the moment's, only a file its view reads can have
+    changed, and a judgment of that (a commit below it) is never worth the only copy."""
+    moment = snap.moments[disk]
+    if moment.state != GONE or not moment.file or canonical(moment.file) != canonical(path):
+        return ""
+    name = os.path.basename(path)
+    try:
+        written = files.stat(path).st_mtime_ns
+    except OSError:
+        return f"{name} cannot be read: kept"
+    if written > (snap.created + 3) * 10**9:
+        return ""
+    return (
+        f"{name} is unchanged since snapshot {snap.name} was taken; its moment was judged gone "
+        "by a file its view reads, so it is kept: remove it yourself if that moment is not needed"
+    )
 
 
 def not_left_by_vshx(timeline: Timeline, snap: Snapshot, disk: str, path: str, local: bool) -> str:
