@@ -352,3 +352,20 @@ def test_delete_files_keeps_a_gone_moments_file_that_is_itself_unchanged(made):
     proc = ok("snapshot-cleanup", lab.name, "--delete-files")
     assert "sn3" not in snapshot_names(lab.name)
     assert lab.layer("sn2").exists() and "sn2.qcow2 is unchanged since snapshot sn3" in proc.stdout
+
+
+def test_a_commit_says_an_unknown_moment_it_moves_stays_unknown(made):
+    lab = made(False, 1)
+    time.sleep(4)  # past the few seconds a write still counts as the snapshot's own
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x99 5M 64k", str(lab.layer("sn2"))],
+        check=True,
+        capture_output=True,
+    )
+    args = ["commit", lab.name, "vda", "--top", "sn2.qcow2", "--base", "sn1.qcow2"]
+    plan = ok(*args, "--dry-run").stdout
+    assert "moves into sn1.qcow2, still unknown" in said(plan, "unknown")
+    assert "sn3" not in said(plan, "keeps")
+    ok(*args)
+    assert states_of(lab)["sn3"] == "unknown"
+    assert run_vshx("snapshot-revert", lab.name, "sn3").returncode == 1

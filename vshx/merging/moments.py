@@ -173,7 +173,7 @@ def account(
     for snap, moment in timeline.on_disk(disk):
         if moment.state in (GONE, UNKNOWN):
             if moment.state == UNKNOWN:
-                unknown.append(f"{snap.name} ({moment.why})")
+                unknown.append(f"{snap.name} ({moment.why}{moves_unproven(moment, plan.writes)})")
             continue
         new, lost = after_writes(moment, chain, plan.writes)
         kept = Verdict(
@@ -223,6 +223,14 @@ def reads_removed(path: str, removed: set[str]) -> str:
     except VshxError:
         return os.path.basename(path)
     return next((os.path.basename(p) for p in paths[1:] if p in removed), "")
+
+
+def moves_unproven(moment: Moment, writes: list[tuple[Layer, Layer]]) -> str:
+    """``; moves into W, still unknown`` for an unknown moment whose file a commit moves: a
+    plan moves only what was there, it proves nothing (no record says more after it)."""
+    key = canonical(moment.file or "")
+    into = [w.name for w, s in writes if s.canonical == key and w.canonical != key]
+    return f"; moves into {into[-1]}, still unknown" if into else ""
 
 
 def leaving_note(verdicts: list[Verdict], after: set[str]) -> list[str]:
