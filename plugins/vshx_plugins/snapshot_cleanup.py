@@ -234,12 +234,17 @@ def unneeded_files(
 
 
 def gone_but_untouched(snap: Snapshot, disk: str, path: str) -> str:
-    """Why a moment file judged gone is kept ("" when it is not): fail closed when the file
-    itself was last written no later than its snapshot (the few seconds libvirt's whole-second
-    creation time leaves): its own bytes are the moment's, only a file its view reads can have
-    changed, and a judgment of that (a commit below it) is never worth the only copy."""
+    """Why a moment file judged gone is kept ("" when it is not): fail closed when it was
+    judged gone while already out of the chain, only because its view reads through a file a
+    merge wrote (vshx.merging.moments.after_writes: "X reads through W, which changes"), and
+    the file itself was last written no later than its snapshot (the few seconds libvirt's
+    whole-second creation time leaves): its own bytes are the moment's, and a judgment of a
+    change below it is never worth the only copy.  A layer a commit itself took out of the
+    chain ("sits on W, which changes") was judged from the chain: removed as before."""
     moment = snap.moments[disk]
     if moment.state != GONE or not moment.file or canonical(moment.file) != canonical(path):
+        return ""
+    if " reads through " not in moment.why:
         return ""
     name = os.path.basename(path)
     try:
