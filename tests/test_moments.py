@@ -23,6 +23,7 @@ from conftest import (
     Lab,
     chain_files,
     define_domain,
+    guest_hash,
     qemu_check,
     run_vshx,
     snapshot_names,
@@ -308,3 +309,95 @@ def test_a_printed_commit_run_by_sh_leaves_no_moment_wrongly_intact(made, tmp_pa
     assert guest_view(scripted, tmp_path) == before
     for layer in chain_files(scripted.active):
         qemu_check(scripted.dir / layer)
+
+
+def states_of(lab: Lab) -> dict[str, str]:
+    listed = json.loads(ok("snapshot-list", lab.name, "--json").stdout)["snapshots"]
+    return {s["name"]: s["disks"]["vda"]["moment"] for s in listed}
+
+
+def test_a_merge_moves_an_unknown_moment_without_proving_it(made, tmp_path: Path):
+    """A foreign write into sn3's moment file makes it unknown; snapshot-delete then moves
+    that file's view (sn2 into sn1.qcow2, sn1 into base.qcow2): it moves only what was
+    there, so sn3 stays unknown wherever it goes and revert refuses it (base.qcow2 shows
+    the foreign bytes, not sn3's moment)."""
+    lab = made(False, 1)
+    time.sleep(4)  # past the few seconds a write still counts as the snapshot's own
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x99 5M 64k", str(lab.layer("sn2"))],
+        check=True,
+        capture_output=True,
+    )
+    assert states_of(lab)["sn3"] == "unknown"
+    plan = ok("snapshot-delete", lab.name, "sn2", "--dry-run").stdout
+    assert "sn3 (vda: unknown)" in said(plan, "keeps")
+    ok("snapshot-delete", lab.name, "sn2")
+    assert states_of(lab)["sn3"] == "unknown"
+    ok("snapshot-delete", lab.name, "sn1")
+    assert states_of(lab)["sn3"] == "unknown"
+    assert guest_hash(lab.dir / "base.qcow2", tmp_path) != lab.moments["sn3"]["vda"]
+    revert = run_vshx("snapshot-revert", lab.name, "sn3")
+    assert revert.returncode == 1 and "unknown" in revert.stderr and "hint:" in revert.stderr
+
+
+def test_a_commit_whose_top_stays_keeps_the_views_that_read_through_it(made, tmp_path: Path):
+    """sn2.qcow2, pulled out of the chain, reads sn1.qcow2 before base.qcow2: a commit of
+    sn1.qcow2 into base.qcow2 writes only clusters sn1.qcow2 holds and keeps (qemu-img commit
+    -b implies -d), so sn3's moment in sn2.qcow2 is unchanged and never called lost."""
+    lab = made(False, 1)
+    ok("shorten", lab.name, "vda", "--drop", "sn2.qcow2")
+    args = ["commit", lab.name, "vda", "--top", "sn1.qcow2", "--delete"]
+    plan = ok(*args, "--dry-run").stdout
+    assert "sn3 (sn2.qcow2, out of the chain)" in said(plan, "keeps")
+    assert "sn3" not in said(plan, "loses")
+    ok(*args)
+    assert (lab.dir / "sn1.qcow2").exists()  # sn2.qcow2 reads it: kept
+    assert guest_hash(lab.dir / "sn2.qcow2", tmp_path) == lab.moments["sn3"]["vda"]
+    assert states_of(lab)["sn3"] == "intact"
+
+
+def test_a_commit_under_a_reverted_branch_keeps_the_branch(made, tmp_path: Path):
+    """After snapshot-revert sn2, sn3 and sn4 live in sn2.qcow2 and sn3.qcow2 on sn1.qcow2;
+    committing sn1.qcow2 (kept, not emptied) into base.qcow2 changes neither view:
+    snapshot-cleanup --delete-files keeps those snapshots and their files."""
+    lab = made(False, 1)
+    ok("snapshot-revert", lab.name, "sn2")
+    plan = ok("commit", lab.name, "vda", "--top", "sn1.qcow2", "--dry-run").stdout
+    assert "sn3" not in said(plan, "loses") and "sn4" not in said(plan, "loses")
+    ok("commit", lab.name, "vda", "--top", "sn1.qcow2")
+    states = states_of(lab)
+    assert states["sn3"] == "intact" and states["sn4"] == "intact"
+    ok("snapshot-cleanup", lab.name, "--delete-files")
+    assert {"sn3", "sn4"} <= set(snapshot_names(lab.name))
+    for snap, layer in (("sn3", "sn2.qcow2"), ("sn4", "sn3.qcow2")):
+        assert guest_hash(lab.dir / layer, tmp_path) == lab.moments[snap]["vda"]
+
+
+def test_delete_files_keeps_a_gone_moments_file_that_is_itself_unchanged(made):
+    """Fail closed: sn3's moment, in the pulled-out sn2.qcow2, is judged gone after a commit
+    into sn1.qcow2 below it, but sn2.qcow2's own bytes are still the moment's; a judgment of
+    a file below it never costs that copy: --delete-files forgets sn3 and keeps sn2.qcow2."""
+    lab = made(False, 1)
+    ok("pull", lab.name, "vda", "--base", str(lab.layer("sn1")))
+    ok("commit", lab.name, "vda", "--base", str(lab.layer("sn1")), "--active", "--pivot")
+    assert states_of(lab)["sn3"] == "gone"
+    proc = ok("snapshot-cleanup", lab.name, "--delete-files")
+    assert "sn3" not in snapshot_names(lab.name)
+    assert lab.layer("sn2").exists() and "sn2.qcow2 is unchanged since snapshot sn3" in proc.stdout
+
+
+def test_a_commit_says_an_unknown_moment_it_moves_stays_unknown(made):
+    lab = made(False, 1)
+    time.sleep(4)  # past the few seconds a write still counts as the snapshot's own
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x99 5M 64k", str(lab.layer("sn2"))],
+        check=True,
+        capture_output=True,
+    )
+    args = ["commit", lab.name, "vda", "--top", "sn2.qcow2", "--base", "sn1.qcow2"]
+    plan = ok(*args, "--dry-run").stdout
+    assert "moves into sn1.qcow2, still unknown" in said(plan, "unknown")
+    assert "sn3" not in said(plan, "keeps")
+    ok(*args)
+    assert states_of(lab)["sn3"] == "unknown"
+    assert run_vshx("snapshot-revert", lab.name, "sn3").returncode == 1

@@ -20,6 +20,7 @@ import os
 from vshx.api import (
     DOMAIN,
     FORCE,
+    GONE,
     INTACT,
     MERGED,
     SCAN,
@@ -224,12 +225,39 @@ def unneeded_files(
                 if key in needed or key in timeline.in_chains:
                     continue
                 why = not_left_by_vshx(timeline, snap, moment.disk, path, local)
+                why = why or gone_but_untouched(snap, moment.disk, path)
                 if why:
                     foreign.setdefault(key, why)
                 found.setdefault(
                     key, Layer(path, "", -1, allocated=files.stat(path).st_blocks * 512)
                 )
     return list(found.values()), foreign
+
+
+def gone_but_untouched(snap: Snapshot, disk: str, path: str) -> str:
+    """Why a moment file judged gone is kept ("" when it is not): fail closed when it was
+    judged gone while already out of the chain, only because its view reads through a file a
+    merge wrote (vshx.merging.moments.after_writes: "X reads through W, which changes"), and
+    the file itself was last written no later than its snapshot (the few seconds libvirt's
+    whole-second creation time leaves): its own bytes are the moment's, and a judgment of a
+    change below it is never worth the only copy.  A layer a commit itself took out of the
+    chain ("sits on W, which changes") was judged from the chain: removed as before."""
+    moment = snap.moments[disk]
+    if moment.state != GONE or not moment.file or canonical(moment.file) != canonical(path):
+        return ""
+    if " reads through " not in moment.why:
+        return ""
+    name = os.path.basename(path)
+    try:
+        written = files.stat(path).st_mtime_ns
+    except OSError:
+        return f"{name} cannot be read: kept"
+    if written > (snap.created + 3) * 10**9:
+        return ""
+    return (
+        f"{name} is unchanged since snapshot {snap.name} was taken; its moment was judged gone "
+        "by a file its view reads, so it is kept: remove it yourself if that moment is not needed"
+    )
 
 
 def not_left_by_vshx(timeline: Timeline, snap: Snapshot, disk: str, path: str, local: bool) -> str:

@@ -21,7 +21,10 @@ import os
 from vshx.api import (
     DOMAIN,
     FORCE,
+    GONE,
+    INTACT,
     SCAN,
+    UNKNOWN,
     Args,
     Command,
     Opt,
@@ -493,17 +496,26 @@ def refuse_changing_branches(
 
 def remaining_verdicts(remaining: list[Snapshot], works: dict[str, DiskWork]) -> list[Verdict]:
     """What the plan records for the snapshots that stay: each moment in the file their
-    re-pointed metadata names (the merges wrote into some of those files)."""
+    re-pointed metadata names (the merges wrote into some of those files).  A moment that
+    was not proven kept before the plan (unknown, gone) stays what it was wherever its
+    metadata moves: a merge moves only what was there, it proves nothing."""
     found = []
     for snap in remaining:
         moved = moment_files(snap, works)
         for disk, moment in snap.moments.items():
             holder = moved.get(disk) or (moment.holder if moment.kept else None)
-            if holder:
+            if not holder:
+                continue
+            if moment.kept:
                 why = "kept by snapshot-delete"
                 found.append(
-                    Verdict(snap.name, snap.created, disk, "intact", holder, why, "", holder)
+                    Verdict(snap.name, snap.created, disk, INTACT, holder, why, "", holder)
                 )
+                continue
+            why = moment.why.split(" (moved into ", 1)[0] or "vshx could not prove it"
+            why = f"{why} (moved into {os.path.basename(holder)} by snapshot-delete, unproven)"
+            state = GONE if moment.state == GONE else UNKNOWN
+            found.append(Verdict(snap.name, snap.created, disk, state, None, why, "", holder))
     return found
 
 

@@ -32,6 +32,7 @@ from vshx.storage.moments import (
     Verdict,
     read_timeline,
 )
+from vshx.storage.qcow2 import chain_paths
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
@@ -92,6 +93,8 @@ def after_writes(
         if written.canonical == shows.canonical:
             continue  # a pull/rebase into ``written``: its view stays what it was
         if not in_chain and holder != shows.canonical and reads_through(holder, written):
+            if shadowed(holder, shows, written):
+                continue  # every cluster the commit writes is read from ``shows`` first
             return moment, f"{os.path.basename(holder)} reads through {written.name}, which changes"
         low, high = shows.position, written.position  # active first: shows sits above
         changed = {layer.canonical for layer in chain.layers[low + 1 : high + 1]}
@@ -104,6 +107,20 @@ def after_writes(
                 return moment, f"{written.name} takes in {shows.name}"
             return moment, f"{os.path.basename(holder)} sits on {written.name}, which changes"
     return moment, None
+
+
+def shadowed(path: str, shows: Layer, written: Layer) -> bool:
+    """``path``'s view reads the commit's top ``shows`` (and so every layer between it and
+    ``written``: its backing chain) before ``written``: the commit writes into ``written``
+    only clusters those layers hold, and keeps them (``qemu-img commit -b`` implies ``-d``,
+    a block commit empties nothing), so that view does not change.  False when unreadable."""
+    try:
+        paths = chain_paths(path)
+    except VshxError:
+        return False  # cannot tell: counted as changed, never as kept
+    if shows.canonical not in paths or written.canonical not in paths:
+        return False
+    return paths.index(shows.canonical) < paths.index(written.canonical)
 
 
 def moments_reading(snapshots: list[Snapshot], chain: Chain, changed: list[Layer]) -> list[str]:
@@ -127,8 +144,6 @@ def moments_reading(snapshots: list[Snapshot], chain: Chain, changed: list[Layer
 
 def reads_through(path: str, layer: Layer) -> bool:
     """``path``'s view reads ``layer`` (its backing chain names it); True when unreadable."""
-    from vshx.storage.qcow2 import chain_paths
-
     try:
         return layer.canonical in chain_paths(path)
     except VshxError:
@@ -158,7 +173,7 @@ def account(
     for snap, moment in timeline.on_disk(disk):
         if moment.state in (GONE, UNKNOWN):
             if moment.state == UNKNOWN:
-                unknown.append(f"{snap.name} ({moment.why})")
+                unknown.append(f"{snap.name} ({moment.why}{moves_unproven(moment, plan.writes)})")
             continue
         new, lost = after_writes(moment, chain, plan.writes)
         kept = Verdict(
@@ -167,6 +182,10 @@ def account(
         deleted_only = lost is None and bool(new.holder) and canonical(new.holder or "") in removed
         if deleted_only:
             lost = f"{os.path.basename(new.holder or '')} is deleted"
+        elif lost is None and new.holder and removed and canonical(new.holder) not in after:
+            below = reads_removed(new.holder, removed)
+            if below:
+                lost = f"{os.path.basename(new.holder)} reads through {below}, which is deleted"
         if lost is not None:
             refuse_losing_memory(target, snap, lost)
             loses.append(f"{snap.name} ({lost})")
@@ -194,6 +213,24 @@ def account(
     plan.notes += leaving_note(verdicts, after)
     plan.verdicts = verdicts
     plan.undeleted = undeleted
+
+
+def reads_removed(path: str, removed: set[str]) -> str:
+    """The first file of ``path``'s backing chain that a plan deletes ("" when none; the
+    file itself when its chain cannot be read: fail closed)."""
+    try:
+        paths = chain_paths(path)
+    except VshxError:
+        return os.path.basename(path)
+    return next((os.path.basename(p) for p in paths[1:] if p in removed), "")
+
+
+def moves_unproven(moment: Moment, writes: list[tuple[Layer, Layer]]) -> str:
+    """``; moves into W, still unknown`` for an unknown moment whose file a commit moves: a
+    plan moves only what was there, it proves nothing (no record says more after it)."""
+    key = canonical(moment.file or "")
+    into = [w.name for w, s in writes if s.canonical == key and w.canonical != key]
+    return f"; moves into {into[-1]}, still unknown" if into else ""
 
 
 def leaving_note(verdicts: list[Verdict], after: set[str]) -> list[str]:
