@@ -316,18 +316,24 @@ def states_of(lab: Lab) -> dict[str, str]:
     return {s["name"]: s["disks"]["vda"]["moment"] for s in listed}
 
 
+def write_into_sn2_later(lab: Lab) -> None:
+    """A foreign write into sn2.qcow2 (sn3's moment), past the few seconds in which a write
+    still counts as the snapshot's own."""
+    time.sleep(4)
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x99 5M 64k", str(lab.layer("sn2"))],
+        check=True,
+        capture_output=True,
+    )
+
+
 def test_a_merge_moves_an_unknown_moment_without_proving_it(made, tmp_path: Path):
     """A foreign write into sn3's moment file makes it unknown; snapshot-delete then moves
     that file's view (sn2 into sn1.qcow2, sn1 into base.qcow2): it moves only what was
     there, so sn3 stays unknown wherever it goes and revert refuses it (base.qcow2 shows
     the foreign bytes, not sn3's moment)."""
     lab = made(False, 1)
-    time.sleep(4)  # past the few seconds a write still counts as the snapshot's own
-    subprocess.run(
-        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x99 5M 64k", str(lab.layer("sn2"))],
-        check=True,
-        capture_output=True,
-    )
+    write_into_sn2_later(lab)
     assert states_of(lab)["sn3"] == "unknown"
     plan = ok("snapshot-delete", lab.name, "sn2", "--dry-run").stdout
     assert "sn3 (vda: unknown)" in said(plan, "keeps")
@@ -388,12 +394,7 @@ def test_delete_files_keeps_a_gone_moments_file_that_is_itself_unchanged(made):
 
 def test_a_commit_says_an_unknown_moment_it_moves_stays_unknown(made):
     lab = made(False, 1)
-    time.sleep(4)  # past the few seconds a write still counts as the snapshot's own
-    subprocess.run(
-        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x99 5M 64k", str(lab.layer("sn2"))],
-        check=True,
-        capture_output=True,
-    )
+    write_into_sn2_later(lab)
     args = ["commit", lab.name, "vda", "--top", "sn2.qcow2", "--base", "sn1.qcow2"]
     plan = ok(*args, "--dry-run").stdout
     assert "moves into sn1.qcow2, still unknown" in said(plan, "unknown")
