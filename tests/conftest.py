@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -606,3 +607,15 @@ def ensure_daemon() -> None:
         subprocess.run(["sh", str(ROOT / "scripts" / "start_daemons.sh")], capture_output=True)
         time.sleep(0.2)
     raise RuntimeError("libvirtd does not answer again")
+
+
+@contextlib.contextmanager
+def loop_over(path: Path) -> Iterator[str]:
+    """A loop device reading ``path`` (losetup: root), detached at the end."""
+    device = subprocess.run(
+        ["losetup", "-f", "--show", str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)

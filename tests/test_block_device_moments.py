@@ -6,6 +6,7 @@ definitions (libvirt names a device ``type='block'`` ``<source dev=...>``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LAB_PREFIX, URI, chain_files, run_vshx, virsh
+from conftest import LAB_PREFIX, URI, chain_files, loop_over, run_vshx, virsh
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root]  # losetup
 
@@ -27,11 +28,8 @@ def block_domain(tmp_path: Path) -> Iterator[tuple[str, str]]:
     backing = tmp_path / "device.img"
     backing.write_bytes(b"")
     os.truncate(backing, 32 << 20)
-    device = subprocess.run(
-        ["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=True
-    ).stdout.strip()
     name = f"{LAB_PREFIX}block-{uuid.uuid4().hex[:8]}"
-    try:
+    with loop_over(backing) as device, undefined_at_end(name):
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", device, "16M"], check=True)
         virsh(
             "define",
@@ -52,12 +50,17 @@ def block_domain(tmp_path: Path) -> Iterator[tuple[str, str]]:
                 "--diskspec", f"vda,snapshot=external,file={active}",
             )  # fmt: skip
         yield name, device
+
+
+@contextlib.contextmanager
+def undefined_at_end(name: str) -> Iterator[None]:
+    try:
+        yield
     finally:
         subprocess.run(["virsh", "-c", URI, "destroy", name], capture_output=True)
         subprocess.run(
             ["virsh", "-c", URI, "undefine", name, "--snapshots-metadata"], capture_output=True
         )
-        subprocess.run(["losetup", "-d", device], capture_output=True)
 
 
 def test_revert_to_a_block_device_moment_puts_the_overlay_beside_the_active_layer(

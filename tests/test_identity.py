@@ -8,7 +8,6 @@ that nothing changes and that the other domain's data stays the same.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ from conftest import (
     chain_files,
     file_state,
     guest_hash,
+    loop_over,
     make_overlay,
     qemu_check,
     run_vshx,
@@ -211,11 +211,8 @@ def loop_device(tmp_path: Path) -> Iterator[str]:
     backing = tmp_path / "loop-backing.img"
     backing.write_bytes(b"")
     os.truncate(backing, 32 << 20)
-    device = subprocess.run(
-        ["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    yield device
-    subprocess.run(["losetup", "-d", device], check=True)
+    with loop_over(backing) as device:
+        yield device
 
 
 @pytest.mark.root  # losetup
@@ -240,18 +237,6 @@ def test_a_scsi_lun_on_the_base_device_is_a_user(loop_device: str, others: Other
     err = refused_commit(lab_dir, str(lab_dir / "sn2.qcow2"), "--base", loop_device, "--top", "sn1")
     assert f"domain {lun} lun sda ({loop_device})" in err
     assert sha(loop_device) == seen
-
-
-@contextlib.contextmanager
-def loop_over(path: Path) -> Iterator[str]:
-    """A loop device reading ``path``, detached at the end."""
-    device = subprocess.run(
-        ["losetup", "-f", "--show", str(path)], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    try:
-        yield device
-    finally:
-        subprocess.run(["losetup", "-d", device], check=True)
 
 
 def block_disk(device: str) -> str:
