@@ -12,8 +12,10 @@ cannot check.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from stat import S_ISBLK, S_ISCHR
+from typing import Any
 
 from vshx.errors import VshxError
 from vshx.storage import host as files
@@ -92,19 +94,25 @@ def same_file(first: str, second: str) -> bool:
     return identity(first) == identity(second)
 
 
+@functools.cache
+def _statx() -> Any:
+    """libc's statx, looked up once per process (snapshot-list asks for every snapshot's
+    overlay); None where libc has none."""
+    import ctypes
+
+    return getattr(ctypes.CDLL(None, use_errno=True), "statx", None)
+
+
 def birth_ns(path: str, local: bool) -> int | None:
     """When the file was created (statx's birth time, ns), on this machine's files; None when
     the file system does not say, or the files are on another host (``local`` False).  An
     inode number alone is no identity: ext4 gives a freed one to the next file made in the
     directory, and no user can set a birth time back."""
-    if not local:
+    statx = _statx() if local else None
+    if statx is None:
         return None
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    statx = getattr(libc, "statx", None)
-    if statx is None:
-        return None
     buf = ctypes.create_string_buffer(256)  # struct statx
     at_fdcwd, nofollow, want_btime = -100, 0x100, 0x800
     if statx(at_fdcwd, os.fsencode(path), nofollow, want_btime, buf) != 0:
