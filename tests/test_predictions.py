@@ -3,10 +3,11 @@ plan on the chain as it is; anything that changes something drops the prediction
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
-from conftest import Lab, run_vshx
+from conftest import Lab, chain_files, qemu_check, run_vshx, snapshot_names
 
 from vshx.shell.session import Session
 from vshx.spec.spec import Args, Command
@@ -86,3 +87,33 @@ def test_a_batch_dry_run_stops_after_a_snapshot_revert(offline_lab: Lab):
     assert "commit" not in dry.stdout.replace("snapshot-", "")  # line 2 was never planned
     reads = f"snapshot-revert {lab.name} sn3\nsnapshot-list {lab.name}\n"  # reads still run
     assert run_vshx("--dry-run", "-f", "-", stdin=reads).returncode == 0
+
+
+def test_a_batch_dry_run_judges_moments_by_what_earlier_lines_record(made, tmp_path):
+    """A commit records where it moved the snapshots' moments (the ledger); a later line of the
+    same batch judges them by that record.  An outside attack: `--dry-run` of `commit` then
+    `snapshot-delete` refused line 2 ("sn2.qcow2 left the chain and vshx has no record of how")
+    where the real batch deletes: the dry run now judges by the record line 1 would write.
+    The script, piped into `sh -e`, ends where the real batch does on an identical lab."""
+    dry_lab, real_lab = made(), made()
+    before = dry_lab.guest_hash(tmp_path)
+    lines = "commit {0} vda --base sn1 --top sn2\nsnapshot-delete {0} sn3\n"
+    dry = run_vshx("--dry-run", "-f", "-", stdin=lines.format(dry_lab.name))
+    assert dry.returncode == 0, dry.stderr
+    assert "blockcommit" in dry.stdout.split("snapshot-delete", 1)[-1]  # line 2 was planned
+    subprocess.run(["sh", "-e"], input=dry.stdout, text=True, check=True, capture_output=True)
+    real = run_vshx("-f", "-", stdin=lines.format(real_lab.name))
+    assert real.returncode == 0, real.stderr
+    for lab in (dry_lab, real_lab):
+        assert [os.path.basename(p) for p in chain_files(lab.active)] == [
+            "sn4.qcow2",
+            "sn1.qcow2",
+            "base.qcow2",
+        ]
+        assert lab.guest_hash(tmp_path) == before
+        qemu_check(lab.active)
+    assert snapshot_names(dry_lab.name) == snapshot_names(real_lab.name)
+    assert "sn3" not in snapshot_names(dry_lab.name)
+    for lab in (dry_lab, real_lab):  # sn2's moment went into sn1.qcow2: cleanup forgets it
+        assert run_vshx("snapshot-cleanup", lab.name).returncode == 0
+        assert lab.check_moments(tmp_path) == ["sn1", "sn4"]

@@ -47,9 +47,24 @@ def timeline_of(session: Session, target: Target) -> Timeline | None:
     if target.timeline is None:
         known = {target.chain.disk or "": target.chain}
         target.timeline = read_domain_timeline(
-            target.dom, known, snapshots=target.snapshots(), xml=target.xml
+            target.dom,
+            known,
+            snapshots=target.snapshots(),
+            xml=target.xml,
+            ledger=predicted_record(session, target.dom),
         )
     return target.timeline if target.timeline.snapshots else None
+
+
+def predicted_record(
+    session: Session, dom: libvirt.virDomain
+) -> dict[tuple[str, int, str], Verdict] | None:
+    """In a batch --dry-run, the record of moments the lines planned so far leave on ``dom``
+    (their merges' verdicts, as each would write them); None: read the domain's own."""
+    if not session.planning_ahead:
+        return None
+    verdicts = session.predicted_records.get(dom.name())
+    return None if verdicts is None else {v.key: v for v in verdicts}
 
 
 def read_domain_timeline(
@@ -58,10 +73,12 @@ def read_domain_timeline(
     strict: bool = False,
     snapshots: Read | None = None,
     xml: str | None = None,
+    ledger: dict[tuple[str, int, str], Verdict] | None = None,
 ) -> Timeline:
     """``dom``'s timeline; the chains of ``known`` disks as given, the others read when a
     snapshot covers them.  An unreadable chain makes its moments unknown, or, ``strict``
-    (a command that changes metadata), refuses."""
+    (a command that changes metadata), refuses.  ``ledger``: the record of moments to judge
+    by instead of the domain's (vshx.storage.moments.read_timeline)."""
 
     def chain_of(disk: str) -> Chain | None:
         if disk in known:
@@ -78,7 +95,7 @@ def read_domain_timeline(
             return None  # judged unknown: a moment is never taken as intact unread
         return chain
 
-    return read_timeline(dom, chain_of, snapshots, xml)
+    return read_timeline(dom, chain_of, snapshots, xml, ledger)
 
 
 def after_writes(
@@ -286,7 +303,7 @@ def half_merge_notes(target: Target, timeline: Timeline, losing: set[str]) -> li
 def domain_timeline(session: Session, dom: libvirt.virDomain, strict: bool = False) -> Timeline:
     """A domain's timeline against every disk's chain (a batch --dry-run's predicted ones)."""
     known = {c.disk or "": c for c in session.predicted.values() if c.domain == dom.name()}
-    timeline = read_domain_timeline(dom, known, strict)
+    timeline = read_domain_timeline(dom, known, strict, ledger=predicted_record(session, dom))
     if timeline.snapshots and dom.isActive():
         writing = {str(j["disk"]): str(j["type"]) for j in virt.block_jobs(dom)}
         for snap in timeline.snapshots:

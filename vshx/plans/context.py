@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from vshx.spec.spec import Args, Command
     from vshx.storage.chain import Chain
     from vshx.storage.identity import FileKey
+    from vshx.storage.moments import Verdict
 
 
 class Hooks(Protocol):
@@ -39,6 +40,9 @@ class Context(Protocol):
     args: Args | None
     words: list[str] | None
     predicted: dict[str, Chain]
+    # a batch --dry-run: the record of moments (vshx's ledger) each domain will hold once the
+    # lines planned so far ran, by domain name (what their plans record, never written)
+    predicted_records: dict[str, list[Verdict]]
     # files a plan of this session deletes (its ``rm -f -- FILE`` steps), by identity: a
     # pasted rm of a file whose content cannot say it is a disk image needs one of these
     deletes_planned: set[FileKey]

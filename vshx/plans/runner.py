@@ -15,6 +15,7 @@ from vshx.plans.plan import comment, printable, shell_line
 from vshx.plans.secret_guard import refuse_encrypted_offline
 from vshx.plans.target import prediction_key
 from vshx.storage import host as files
+from vshx.storage.moments import stamp
 from vshx.storage.qemuimg import NoSpace
 
 if TYPE_CHECKING:
@@ -138,6 +139,9 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             session.write_script(plan.script(explain=session.teaching(args)))
         if session.planning_ahead and plan.target is not None and plan.after is not None:
             session.predicted[prediction_key(plan.target.chain)] = plan.after
+            if plan.target.dom is not None and plan.verdicts is not None:  # what it records
+                merged = ledger.merged(plan.target, plan.verdicts, stamp())
+                session.predicted_records[plan.target.dom.name()] = merged
         return False
     teach = session.teaching(args)
     if plan.method:

@@ -365,7 +365,7 @@ def _run(
     if advice:
         session.err.write(f"hint: {printable(advice)}\n")
     if changes:
-        session.predicted.clear()  # it may have changed a chain a prediction stands for
+        session.forget_predictions()  # it may have changed what a prediction stands on
         session.forget_inventory(None)
     return proc.returncode
 

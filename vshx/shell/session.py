@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from vshx.shell.record import Recorder
     from vshx.storage.chain import Chain
     from vshx.storage.identity import FileKey
+    from vshx.storage.moments import Verdict
 
 
 class Session:
@@ -66,6 +67,7 @@ class Session:
         # a batch --dry-run plans each line on the chains the lines before it will leave;
         # explain and real runs never do (explain turns this off while it plans)
         self.predicted: dict[str, Chain] = {}
+        self.predicted_records: dict[str, list[Verdict]] = {}  # see plans/context.py
         self.planning_ahead = dry_run
         # the first line a --dry-run session printed unrun that may change things (passthrough)
         self.unpredicted: str | None = None
@@ -326,7 +328,7 @@ class Session:
         self.command = self.args = self.words = None
         if command is not None and status != EXIT_USAGE:
             if command.changes and not self.planning_only(args):
-                self.predicted.clear()  # it changed things: no prediction holds any more
+                self.forget_predictions()  # it changed things: no prediction holds any more
             if command.changes:
                 self.forget_inventory(args.get("domain") if status == EXIT_OK else None)
             self.host.command_finished(self, command, status)
@@ -360,6 +362,11 @@ class Session:
             self._shebang_written = True
         self.out.write(text)
         self.out.flush()
+
+    def forget_predictions(self) -> None:
+        """Something changed what the predictions stand on: chains and records alike."""
+        self.predicted.clear()
+        self.predicted_records.clear()
 
     def predicted_chains(self, domain: str) -> list[Chain]:
         """What the earlier lines of a batch --dry-run will leave on this domain's disks."""

@@ -486,13 +486,16 @@ def read_timeline(
     chain_of: Callable[[str], Chain | None],
     snapshots: Read | None = None,
     xml: str | None = None,
+    ledger: dict[tuple[str, int, str], Verdict] | None = None,
 ) -> Timeline:
     """Every snapshot of ``dom`` with its moments judged against the disks' chains
     (``chain_of(disk)``: asked once per disk a snapshot covers; None when unreadable);
     ``snapshots``: as the plan read them already (judged in place); ``xml``: the domain's
-    XML as the plan read it, with vshx's record in it."""
+    XML as the plan read it, with vshx's record in it; ``ledger``: the record to judge by
+    instead of the domain's (a batch --dry-run's predicted one)."""
     snapshots = read_snapshots(dom) if snapshots is None else snapshots
-    ledger = read_ledger(dom, xml) if snapshots else {}
+    if ledger is None:
+        ledger = read_ledger(dom, xml) if snapshots else {}
     chains: dict[str, Chain | None] = {}
     for i, snap in enumerate(snapshots):
         newer = snapshots[i + 1 :]
