@@ -417,12 +417,20 @@ def build_plan(
     checks: list[Step] = []
     firsts: list[Step] = []
     pivots: list[Step] = []
+    moved = moved_memory_moments(remaining, works)
     for work in moving:
         assert work.base is not None and work.top is not None
         names = [g.name for g in going]
         if work.route == "pull":  # the active layer takes the data in; no one's view changes
             checks += check_merge(
-                session, work.target, args, work.top, work.removed, None, deleting=names
+                session,
+                work.target,
+                args,
+                work.top,
+                work.removed,
+                None,
+                deleting=names,
+                moved=moved,
             )
         else:
             try:
@@ -434,6 +442,7 @@ def build_plan(
                     work.removed,
                     changes_view_of=work.base,
                     deleting=names,
+                    moved=moved,
                 )
             except preflight.SharedFile as exc:  # linked clones on one base: a pull is safe
                 if args.route or len(names) != 1 or work.top.position != 0:
@@ -492,6 +501,22 @@ def refuse_changing_branches(
             "go back to that branch (vshx snapshot-revert); virsh snapshot-delete refuses "
             "this too",
         )
+
+
+def moved_memory_moments(
+    remaining: list[Snapshot], works: dict[str, DiskWork]
+) -> set[tuple[str, str]]:
+    """(snapshot, disk) of the memory snapshots that stay whose proven moment the merges move
+    whole into another file, which finish_steps re-points their metadata at: their RAM finds
+    the same disk contents there (libvirt's own snapshot-delete re-points them the same way).
+    A moment vshx could not prove is never among them: its RAM holds the merge back."""
+    return {
+        (snap.name, disk)
+        for snap in remaining
+        if snap.has_memory
+        for disk in moment_files(snap, works)
+        if snap.moments[disk].kept
+    }
 
 
 def remaining_verdicts(remaining: list[Snapshot], works: dict[str, DiskWork]) -> list[Verdict]:

@@ -172,6 +172,7 @@ def check_merge(
     changes_view_of: Layer | None,
     moving: Callable[[], int] | None = None,
     deleting: Collection[str] = (),
+    moved: Collection[tuple[str, str]] = (),
 ) -> list[Step]:
     """The pre-flight every merge shares; raises before anything changes, and returns the
     checks the plan must also run first (so a printed script stops where vshx would).
@@ -182,13 +183,14 @@ def check_merge(
     On a remote URI the same checks read the files on that host (storage/host.py).
     ``moving``: the bytes the merge writes, from the allocation map; more than the files hold
     when clusters are compressed (they are written out whole), so the room check takes both.
-    ``deleting``: snapshots the plan deletes (their saved RAM does not hold the merge back).
+    ``deleting``: snapshots the plan deletes (their saved RAM does not hold the merge back);
+    ``moved``: memory snapshots' moments it moves and re-points (savedstate.refuse_saved_state).
     """
     preflight.refuse_unsafe_start(session, target, args)
     if changes_view_of is None:  # a pull writes only the active layer; the others are read
-        refuse_saved_state(target, [writes], deleting, read_only=moves)
+        refuse_saved_state(target, [writes], deleting, read_only=moves, moved=moved)
     else:
-        refuse_saved_state(target, [writes, *moves], deleting)
+        refuse_saved_state(target, [writes, *moves], deleting, moved=moved)
     if changes_view_of is not None:
         preflight.refuse_shared(
             session,

@@ -39,12 +39,16 @@ def refuse_saved_state(
     deleting: Collection[str] = (),
     *,
     read_only: list[Layer] | None = None,
+    moved: Collection[tuple[str, str]] = (),
 ) -> None:
     """Refuse a plan on ``target`` that changes ``changed`` (files it writes into, merges out
     of the chain or deletes) while saved RAM depends on them (``deleting``: snapshots the plan
     deletes, whose RAM goes with them).  ``read_only``: layers a pull takes out of the chain
     without writing them: a memory snapshot's moment there stays intact (out of the chain),
-    but their internal snapshots are still refused."""
+    but their internal snapshots are still refused.  ``moved``: (snapshot, disk) whose proven
+    moment the plan moves whole into another file and re-points the snapshot's metadata at
+    (snapshot-delete): its RAM finds the same disk contents there, as after libvirt's own
+    snapshot-delete, which re-points a memory snapshot's disk the same way."""
     dom = target.dom
     for layer in [*changed, *(read_only or [])]:
         refuse_internal_snapshots(layer.path, dom, "this plan changes or removes that file")
@@ -61,7 +65,9 @@ def refuse_saved_state(
         )
     changing = {layer.canonical for layer in changed}
     for snap, snap_disk, path in memory_moments(dom, target.snapshots()):
-        if snap_disk == disk and canonical(path) in changing and snap not in deleting:
+        if (snap, snap_disk) in moved or snap in deleting:
+            continue
+        if snap_disk == disk and canonical(path) in changing:
             delete = shell_line(["virsh", "snapshot-delete", name, snap])
             raise VshxError(
                 f"snapshot {snap} of {name} holds memory state taken on {path} ({disk}); this "
