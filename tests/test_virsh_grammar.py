@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Lab, destroy_lab, make_lab, run_vshx
+from conftest import URI, Lab, destroy_lab, make_lab, run_vshx
 from vshx_plugins.commit import COMMANDS as COMMIT_COMMANDS
 from vshx_plugins.pull import COMMANDS as PULL_COMMANDS
+from vshx_plugins.snapshot_revert import COMMANDS as REVERT_COMMANDS
 
 from vshx.errors import UsageError
 from vshx.spec.options import MIB_LIMIT
@@ -163,3 +164,26 @@ def test_recover_async_only_requests_the_abort(small_lab: Lab, tmp_path: Path):
             break
         time.sleep(0.1)
     assert lab.guest_hash(tmp_path) == before
+
+
+def test_snapshot_revert_parses_virshs_force_and_reset_nvram():
+    args = parse(REVERT_COMMANDS[0], ["D", "sn1", "--running", "--force", "--reset-nvram"])
+    assert args.force is True and args.reset_nvram is True
+
+
+@pytest.mark.libvirt
+def test_snapshot_revert_takes_virshs_force_and_reset_nvram(tmp_path: Path):
+    """virsh snapshot-revert's --force and --reset-nvram (a line from the QE matrices or an
+    admin's notes) were usage errors; --reset-nvram goes to the start, as in libvirt."""
+    lab = make_lab(tmp_path, layers=2, running=False)
+    try:
+        dry = run_vshx(
+            "snapshot-revert", lab.name, "sn1", "--running", "--reset-nvram", "--dry-run"
+        )
+        assert dry.returncode == 0, dry.stderr
+        assert f"virsh -c {URI} start {lab.name} --reset-nvram" in dry.stdout
+        proc = run_vshx("snapshot-revert", lab.name, "sn1", "--force")
+        assert proc.returncode == 0, proc.stderr
+        assert run_vshx("snapshot-list", lab.name).stdout.count("*") == 1
+    finally:
+        destroy_lab(lab)

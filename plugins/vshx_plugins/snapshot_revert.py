@@ -5,8 +5,13 @@ on any libvirt: on every disk the snapshot covers, a new overlay is created on t
 holds the snapshot's moment (``qemu-img create -F FMT -b FILE NEW``), the persistent definition
 is switched to the new overlays (``virsh update-device --config``), and the snapshot is made
 current; a snapshot without children then names the new overlays as its own, as 9.9 writes it.
-Nothing is deleted: the branch left behind (the files the domain used until now) is kept and
-reported with its size.  Snapshots with memory state and running domains are refused.
+Where vshx differs from 9.9 (src/qemu/qemu_snapshot.c), on purpose: libvirt also puts back the
+definition saved in the snapshot, which would take vshx's own records out of the domain's
+metadata with everything else changed since, and it unlinks the overlays the current snapshot
+made; vshx switches the disks only and deletes nothing: the branch left behind (the files the
+domain used until now) is kept and reported with its size.  Snapshots with memory state and
+running domains are refused.  ``--force`` and ``--reset-nvram`` are virsh's; the managed-save
+refusal, libvirt's one risky case here, holds with ``--force`` too.
 
 The new overlay's name follows from the starting state alone, so a ``--dry-run`` script names
 the very files the real run creates (libvirt 9.9 names them by the revert's creation time, its
@@ -130,7 +135,8 @@ def refuse(dom: libvirt.virDomain, snap: Snapshot) -> None:
     if dom.hasManagedSaveImage(0):
         raise VshxError(
             f"{dom.name()} has saved state (a managed-save image, virsh managedsave): its RAM "
-            "restores onto the disks as they are now, so vshx does not switch them",
+            "restores onto the disks as they are now, so vshx does not switch them (--force, "
+            "which lets libvirt go on, does not change that)",
             f"start it ({shell_line(['virsh', 'start', dom.name()])} restores the RAM) and shut "
             "it down cleanly, or discard the saved RAM: "
             f"{shell_line(['virsh', 'managedsave-remove', dom.name()])}",
@@ -319,12 +325,20 @@ def build_plan(
     if args.running or args.paused:
         extra = ["--paused"] if args.paused else []
         start_flags = libvirt.VIR_DOMAIN_START_PAUSED if args.paused else 0
+        if args.reset_nvram:
+            extra.append("--reset-nvram")
+            start_flags |= libvirt.VIR_DOMAIN_START_RESET_NVRAM
         plan.add(
             Step(
                 f"start {dom.name()}" + (" paused" if args.paused else ""),
                 virsh(session.uri, "start", dom.name(), *extra),
                 action=lambda: dom.createWithFlags(start_flags),
             )
+        )
+    if args.reset_nvram and not (args.running or args.paused):
+        plan.notes.append(
+            "--reset-nvram takes effect when the domain starts, as in libvirt: this revert does "
+            "not start it (add --running, or start it with virsh start --reset-nvram)"
         )
     if left:
         plan.notes.append("the branch left behind is kept, nothing is deleted: " + "; ".join(left))
@@ -367,6 +381,16 @@ COMMANDS = [
             Opt("current", "revert to the current snapshot"),
             Opt("running", "start the domain afterwards"),
             Opt("paused", "start the domain paused afterwards", excludes=("running",)),
+            Opt(
+                "force",
+                "virsh's option for risky reverts, accepted: the one a shut-off disk-only "
+                "revert meets (saved RAM of a managed save) stays refused",
+            ),
+            Opt(
+                "reset-nvram",
+                "with --running or --paused, start with the UEFI variables reset from their "
+                "template (virsh start --reset-nvram)",
+            ),
         ),
         group="merge",
         changes=True,
