@@ -26,6 +26,18 @@ def test_check_lines_paste_back_as_the_same_check():
     assert checks.pasted(["df", "-h"]) is None
 
 
+def test_device_check_lines_paste_back_as_the_same_check():
+    step = checks.device_step("/dev/vg 0/lv", 12345)
+    words = [*checks.LSBLK, "/dev/vg 0/lv", "|", "awk"]
+    words.append("NR == 1 { ok = $1 >= 12345 } END { exit !ok }")
+    again = checks.pasted(words)
+    assert again is not None and again.equivalent() == step.equivalent()
+    shown = "lsblk --bytes --nodeps --noheadings --output SIZE -- '/dev/vg 0/lv' | awk '"
+    assert step.equivalent().startswith(shown)
+    assert checks.pasted([*words[:-1], "1"]) is None
+    assert checks.pasted(["lsblk", "/dev/x"]) is None
+
+
 def test_here_document_openers():
     assert heredoc.opened("virsh update-device d /dev/stdin --config <<'VSHX_EOF'") == (
         "virsh update-device d /dev/stdin --config",

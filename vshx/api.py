@@ -253,7 +253,8 @@ class checks:
     """Checks as steps, printed in the plan so ``sh -e`` stops there too.
 
     ``absent_step``: stop if a path exists (vshx never writes over a file it did not make).
-    ``room_for``: stop unless the bytes that may move fit beside the destination.
+    ``room_for``: stop unless the bytes that may move fit beside the destination (for a qcow2
+    on a block device: unless the device holds the highest offset the image may reach).
     ``new_file_step``: a ``qemu-img create`` or ``convert`` of a new file that never writes
     over one (the name is taken with ``O_EXCL`` first; put an ``absent_step`` before it for
     the script).

@@ -75,7 +75,7 @@ def pull_route(
         [active.name],
         build,
     )
-    route.fit_beside(session, active.path)
+    route.fit_beside(session, active.path, image_format=active.format)
     return route
 
 
@@ -121,7 +121,8 @@ def commit_route(
     # a reason --force may override gives way: the guest's bytes would change, no --force
     if tail is not None and (route.refusal is None or route.needs_force):
         route.refusal, route.needs_force = tail, False
-    route.fit_beside(session, base.path)
+    grows_to = max(layer.virtual_size or 0 for layer in chain.layers[:-1])
+    route.fit_beside(session, base.path, grows_to, base.format)
     return route
 
 

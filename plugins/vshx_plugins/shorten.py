@@ -93,7 +93,8 @@ def commit_route(session: Session, target: Target, args: Args, run: list[Layer])
     # a reason --force may override gives way: the guest's bytes would change, no --force
     if tail is not None and (route.refusal is None or route.needs_force):
         route.refusal, route.needs_force = tail, False
-    route.fit_beside(session, below.path)
+    grows_to = max(layer.virtual_size or 0 for layer in run)
+    route.fit_beside(session, below.path, grows_to, below.format)
     return route
 
 
@@ -124,7 +125,7 @@ def pull_route(session: Session, target: Target, args: Args, run: list[Layer]) -
         route.refusal = VshxError(
             f"live, libvirt pulls only into the active layer, not into {above.name}"
         )
-    route.fit_beside(session, above.path)
+    route.fit_beside(session, above.path, image_format=above.format)
     return route
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat as modes
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
@@ -18,6 +19,8 @@ from vshx.plans.plan import Step, shell_line
 from vshx.storage import host as files
 from vshx.storage import qemuimg
 from vshx.storage.chain import Layer, human_size
+from vshx.storage.qcow2 import MAGIC
+from vshx.storage.qcow2_growth import Growth, growth
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,10 +30,59 @@ if TYPE_CHECKING:
 DF = ["df", "--output=avail", "-B1", "--"]
 AWK_TEST = "NR == 2 {{ ok = $1 >= {needed} }} END {{ exit !ok }}"
 AWK_PASTED = re.compile(re.escape(AWK_TEST.format(needed="NEEDED")).replace("NEEDED", r"(\d+)"))
+# a block device's size in bytes, one line, as the kernel gives it in sysfs (the size lseek
+# finds at its end).  lsblk, not blockdev: util-linux puts lsblk in /usr/bin, on the PATH of
+# every user and of a command run over ssh (Debian's sshd gives /usr/local/bin:/usr/bin:/bin:
+# /usr/games), and it opens no device; blockdev is in /usr/sbin and opens the device.  No
+# line (not a block device) leaves ok unset: awk exits 1 and sh -e stops, as vshx refuses
+LSBLK = ["lsblk", "--bytes", "--nodeps", "--noheadings", "--output", "SIZE", "--"]
+AWK_DEVICE = "NR == 1 {{ ok = $1 >= {needed} }} END {{ exit !ok }}"
+AWK_DEVICE_PASTED = re.compile(
+    re.escape(AWK_DEVICE.format(needed="NEEDED")).replace("NEEDED", r"(\d+)")
+)
+SPACE_HINT = "free some space, or merge fewer layers at a time"
+DEVICE_HINT = (
+    "nothing was changed; make the device larger (an LVM volume: lvextend), or merge fewer "
+    "layers at a time"
+)
 
 
-def space_step(beside: str, needed: int) -> Step:
-    """Stop unless ``needed`` bytes are free in the file system that holds ``beside``."""
+def qcow2_on_device(path: str, image_format: str = "") -> bool:
+    """True when ``path`` is a block device holding a qcow2 (``image_format``, or by its
+    header when that is not given): a merge into it grows into the device, not a file system.
+    A raw layer on a device is written in place, within the device."""
+    try:
+        if not modes.S_ISBLK(files.stat(path).st_mode):
+            return False
+    except (OSError, ValueError):
+        return False  # not there yet (a new file): its directory's free space says
+    if image_format:
+        return image_format == "qcow2"
+    try:
+        return files.read(path, 4) == MAGIC
+    except OSError:
+        return True  # a device vshx cannot read: growth() refuses, saying why
+
+
+def fits(path: str, needed: int, grows_to: int = 0, image_format: str = "") -> bool:
+    """Whether ``needed`` bytes may be written into ``path``: free space beside a file, room
+    on the block device under a qcow2 on one (VshxError when that cannot be told)."""
+    if qcow2_on_device(path, image_format):
+        try:
+            size = files.device_size(path)
+        except OSError as exc:
+            raise _no_size(path, exc) from None
+        return growth(path, needed, grows_to).highest <= size
+    return needed <= preflight.free_bytes(path)
+
+
+def space_step(beside: str, needed: int, grows_to: int = 0, image_format: str = "") -> Step:
+    """Stop unless ``needed`` bytes are free in the file system that holds ``beside``; or,
+    when ``beside`` is a qcow2 on a block device, unless the device holds the highest offset
+    the image may reach once ``needed`` bytes are written into it (its virtual size growing to
+    ``grows_to``): df of /dev says nothing of a device's size."""
+    if qcow2_on_device(beside, image_format):
+        return device_step(beside, growth(beside, needed, grows_to))
     directory = os.path.dirname(beside) or "."
     name = os.path.basename(beside)
 
@@ -47,7 +99,7 @@ def space_step(beside: str, needed: int) -> Step:
             raise VshxError(
                 f"not enough space beside {beside}: {human_size(needed)} needed, "
                 f"{human_size(free)} free",
-                "free some space, or merge fewer layers at a time",
+                SPACE_HINT,
                 clean=True,
             )
 
@@ -61,11 +113,57 @@ def space_step(beside: str, needed: int) -> Step:
     )
 
 
+def _no_size(device: str, exc: OSError) -> VshxError:
+    return VshxError(
+        f"cannot read the size of the block device {device}: {exc.strerror}",
+        "nothing was changed; the device must exist and be readable",
+        clean=True,
+    )
+
+
+def device_step(device: str, grows: Growth | int) -> Step:
+    """Stop unless the block device ``device`` is large enough for the qcow2 on it to reach
+    ``grows`` (its highest offset; with where its clusters end now, from ``growth``)."""
+    highest = grows.highest if isinstance(grows, Growth) else grows
+    name = os.path.basename(device)
+
+    def action() -> None:
+        try:
+            size = files.device_size(device)
+        except OSError as exc:
+            raise _no_size(device, exc) from None
+        if highest > size:
+            now = (
+                f" (its clusters end at {human_size(grows.end)} now)"
+                if isinstance(grows, Growth)
+                else ""
+            )
+            raise VshxError(
+                f"not enough room on the block device {device}: the qcow2 on it may reach "
+                f"{human_size(highest)} ({highest} bytes) once the merge writes into it{now}, "
+                f"and the device holds {human_size(size)} ({size} bytes)",
+                DEVICE_HINT,
+                clean=True,
+            )
+
+    test = AWK_DEVICE.format(needed=highest)
+    return Step(
+        f"check: the block device {name} holds {human_size(highest)} (else vshx refuses)",
+        [*LSBLK, device],
+        action=action,
+        changes=False,
+        shell=f"{shell_line([*LSBLK, device])} | {shell_line(['awk', test])}",
+    )
+
+
 def room_for(destination: Layer, layers: list[Layer], at_least: int = 0) -> Step:
     """Refuse now unless the bytes that may move (allocated in ``layers``, or ``at_least``
-    when that is more) fit beside ``destination``; the same check as a step for the plan."""
+    when that is more) fit beside ``destination`` (on its device, for a qcow2 on a block
+    device); the same check as a step for the plan."""
     allocated = sum(layer.allocated or 0 for layer in layers)
-    step = space_step(destination.path, max(allocated, at_least))
+    grows_to = max((layer.virtual_size or 0 for layer in layers), default=0)
+    needed = max(allocated, at_least)
+    step = space_step(destination.path, needed, grows_to, destination.format)
     step.run()
     return step
 
@@ -147,11 +245,15 @@ def _remove_if_made(path: str, made: os.stat_result) -> None:
 
 def pasted(words: list[str]) -> Step | None:
     """A check line vshx printed, pasted back into vshx: the same check, or None if the words
-    are not exactly one (vshx runs no other df or test)."""
+    are not exactly one (vshx runs no other df, lsblk or test)."""
     if len(words) == 8 and words[:4] == DF and words[5:7] == ["|", "awk"]:
         match = AWK_PASTED.fullmatch(words[7])
         if match:
             return space_step(os.path.join(words[4], ""), int(match.group(1)))
+    if len(words) == 11 and words[:7] == LSBLK and words[8:10] == ["|", "awk"]:
+        match = AWK_DEVICE_PASTED.fullmatch(words[10])
+        if match:
+            return device_step(words[7], int(match.group(1)))
     if (
         len(words) == 8
         and words[:3] == ["test", "!", "-e"]

@@ -1,8 +1,9 @@
 """Lines typed or pasted into vshx that vshx checks as its own steps before they run.
 
-A --dry-run script holds checks (``df ... | awk``, ``test ! -e``) and the ``rm -f --`` of a
---delete step; pasted back, each is done as its step does it, and nothing else is (a
-changing ``qemu-img`` line: merging/pasted_writes.py).
+A --dry-run script holds checks (``df ... | awk``, ``lsblk ... | awk`` for a
+qcow2 on a block device, ``test ! -e``) and the ``rm -f --`` of a --delete step; pasted back,
+each is done as its step does it, and nothing else is (a changing ``qemu-img`` line:
+merging/pasted_writes.py).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ if TYPE_CHECKING:
 
 def run_pasted_step(session: Session, words: list[str]) -> bool:
     """A printed plan's own non-virsh lines, pasted back: its checks (``df ... | awk``,
-    ``test ! -e``) and the ``rm -f --`` of a --delete step, each done as the step does it.
-    False when the words are none of those exact lines (vshx runs no other df, test or rm)."""
+    ``lsblk ... | awk``, ``test ! -e``) and the ``rm -f --`` of a --delete step, each done
+    as the step does it.  False when the words are none of those exact lines (vshx runs no
+    other df, lsblk, test or rm)."""
     if words[0] == "rm" and words[1:3] == ["-f", "--"] and len(words) == 4:
         remove_pasted(session, words[3])
         return True
-    if words[0] in ("df", "test"):
+    if words[0] in ("df", "lsblk", "test"):
         check = checks.pasted(words)
         if check is not None:
             if session.dry_run:

@@ -144,21 +144,40 @@ class Route:
         self.needs_force = False  # unsafe only in a way --force may override
         self.out_because = "unsafe"  # how the table words a refusal ("not asked for": copy)
         self.beside: str | None = None  # the file the moved bytes land beside (space check)
+        self.grows_to = 0  # the virtual size the layer written may grow to (qcow2 on a device)
+        self.image_format = ""  # that layer's format ("": read from its header)
 
-    def fit_beside(self, session: Session, path: str) -> None:
-        """The bytes must fit where they go: unsafe now if not; checked again as a step."""
-        from vshx.merging import preflight
+    def fit_beside(
+        self, session: Session, path: str, grows_to: int = 0, image_format: str = ""
+    ) -> None:
+        """The bytes must fit where they go: unsafe now if not; checked again as a step.
+        Beside a file: the file system's free space; a qcow2 on a block device: the device's
+        size, against the highest offset the image may reach (``grows_to``: the virtual size
+        the merge may give it)."""
+        from vshx.merging import checks
 
-        self.beside = path
-        if self.refusal is None and self.moves > preflight.free_bytes(path):
+        self.beside, self.grows_to, self.image_format = path, grows_to, image_format
+        if self.refusal is not None:
+            return
+        try:
+            fits = checks.fits(path, self.moves, grows_to, image_format)
+        except VshxError as exc:  # how far a qcow2 on a device may grow is unknown: unsafe
+            self.refusal = exc
+            return
+        if not fits:
             name = os.path.basename(path)
-            self.refusal = VshxError(f"{human_size(self.moves)} do not fit beside {name}")
+            on_device = checks.qcow2_on_device(path, image_format)
+            where = "on the block device" if on_device else "beside"
+            hint = checks.DEVICE_HINT if on_device else checks.SPACE_HINT
+            self.refusal = VshxError(f"{human_size(self.moves)} do not fit {where} {name}", hint)
 
     def first_steps(self) -> list[Step]:
         """The checks the chosen route's plan runs (and prints) before it moves anything."""
         from vshx.merging import checks
 
-        return [checks.space_step(self.beside, self.moves)] if self.beside else []
+        if not self.beside:
+            return []
+        return [checks.space_step(self.beside, self.moves, self.grows_to, self.image_format)]
 
     @property
     def safe(self) -> bool:

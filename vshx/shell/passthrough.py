@@ -42,13 +42,13 @@ def route(session: Session, words: Sequence[str]) -> int:
         return run_program(session, list(words))
     remote = printed_on_host(words)  # a printed `ssh ... 'qemu-img ...'` line, pasted back
     if remote is not None:
-        if remote[:1] not in (["qemu-img"], ["rm"], ["df"], ["test"]):
+        if remote[:1] not in (["qemu-img"], ["rm"], ["df"], ["lsblk"], ["test"]):
             raise VshxError(
                 f"vshx runs no {shell_line(remote[:1] or [''])} on the image host",
                 "only the qemu-img, check and rm lines vshx prints; run others with sh",
             )
         return route(session, remote)
-    if words[0] in ("rm", "df", "test"):  # a plan's check or --delete line, pasted back
+    if words[0] in ("rm", "df", "lsblk", "test"):  # a plan's check or rm line, pasted back
         from vshx.merging import pasted  # only here: merging costs other words import time
 
         if pasted.run_pasted_step(session, list(words)):

@@ -48,6 +48,8 @@ class Host(Protocol):
 
     def free_bytes(self, directory: str) -> int: ...
 
+    def device_size(self, path: str) -> int: ...  # a block device's size in bytes
+
     def access(self, path: str, mode: int) -> bool: ...  # os.access there, as the ssh user
 
     def unlink(self, path: str) -> None: ...
@@ -112,6 +114,14 @@ class LocalHost:
     def free_bytes(self, directory: str) -> int:
         stat = os.statvfs(directory)
         return stat.f_bavail * stat.f_frsize
+
+    def device_size(self, path: str) -> int:
+        # a block device's size is not in stat (st_size is 0): its end is what lseek finds
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
 
     def access(self, path: str, mode: int) -> bool:
         return os.access(path, mode)
@@ -189,6 +199,9 @@ class Unreachable(LocalHost):
         raise self._refuse()
 
     def free_bytes(self, directory: str) -> int:
+        raise self._refuse()
+
+    def device_size(self, path: str) -> int:
         raise self._refuse()
 
     def access(self, path: str, mode: int) -> bool:
@@ -386,6 +399,11 @@ def listdir(path: str) -> list[str]:
 
 def free_bytes(directory: str) -> int:
     return _current.free_bytes(directory)
+
+
+def device_size(path: str) -> int:
+    """The size in bytes of the block device ``path`` on the image host."""
+    return _current.device_size(path)
 
 
 def access(path: str, mode: int) -> bool:

@@ -78,6 +78,8 @@ for p do look "$p"; done
 """
 )
 FREE = 'LC_ALL=C df --output=avail -B1 -- "$1" | tail -n 1'
+# in bytes, from sysfs (lsblk is in /usr/bin: on ssh's PATH, unlike blockdev in /usr/sbin)
+DEVICE_SIZE = 'exec lsblk --bytes --nodeps --noheadings --output SIZE -- "$1"'
 # noclobber's `>` is open(O_CREAT|O_EXCL) in dash and bash: a name taken meanwhile (a dangling
 # link too) fails "File exists"; the test first says so for a name taken before
 CREATE_NEW = (
@@ -423,6 +425,16 @@ class SshHost:
             return int(out.strip())
         except ValueError:
             raise OSError(errno.EIO, f"df said {out!r}", directory) from None
+
+    def device_size(self, path: str) -> int:
+        try:
+            out = self.shell(DEVICE_SIZE, path)
+        except OSError as exc:
+            raise os_error(exc.strerror or "", path) from None
+        try:
+            return int(out.strip())
+        except ValueError:
+            raise OSError(errno.EIO, f"lsblk said {out!r}", path) from None
 
     def access(self, path: str, mode: int) -> bool:
         """``os.access`` there: sh's ``test -r/-w/-x/-e`` as the ssh user."""
