@@ -77,6 +77,22 @@ def test_out_of_space_names_the_file_each_qemu_img_writes():
     assert locked is not None and "another process holds the image" in locked
 
 
+def test_out_of_space_on_a_block_device_names_the_device(monkeypatch):
+    """A qcow2 written straight onto a device (an LVM volume) is full at the device's end:
+    "the file system of /dev" sent the user to free space where there is none to free."""
+    import os
+    import stat
+
+    from vshx.storage import host
+    from vshx.storage.qemuimg import no_space
+
+    block = os.stat_result((stat.S_IFBLK | 0o600, 0, 0, 1, 0, 0, 0, 0, 0, 0))
+    monkeypatch.setattr(host, "stat", lambda path, follow=True: block)
+    commit = no_space(["qemu-img", "commit", "-q", "-f", "qcow2", "-b", "/dev/vg/base", "/d/t"])
+    assert commit.message.startswith("no space left on the block device /dev/vg/base:")
+    assert "make the device larger" in commit.hint
+
+
 def test_a_compressed_top_is_counted_at_the_bytes_it_writes(small_disk: Path):
     base, top = bare_chain(small_disk, ["base", "top"])
     # 40 MiB written compressed: the file holds ~0.3 MiB, but the commit writes 40 MiB out in

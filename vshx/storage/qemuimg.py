@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -98,14 +99,27 @@ def no_space(argv: Sequence[str]) -> NoSpace:
         sized = verb == "create" and last[:1].isdigit() and not host.exists(last)
         written = argv[-2] if (sized or verb == "bitmap") and len(argv) > 3 else last
         state = f"{os.path.basename(written)} may be incomplete"
-    where = os.path.dirname(written) or "."
+    where = f"the file system of {os.path.dirname(written) or '.'}"
+    room = "free space there"
+    if _is_device(written):  # a qcow2 on an LVM volume or other device: full at its end
+        where, room = f"the block device {written}", "make the device larger"
     return NoSpace(
-        f"no space left on the file system of {where}: {' '.join(filter(None, (tool, verb)))} "
+        f"no space left on {where}: {' '.join(filter(None, (tool, verb)))} "
         f"stopped while writing {written}",
-        f"{state}; free space there, then run it again",
+        f"{state}; {room}, then run it again",
         written,
         state,
     )
+
+
+def _is_device(path: str) -> bool:
+    """True for a block device (a qcow2 written straight onto an LVM volume or a disk)."""
+    from vshx.storage import host
+
+    try:
+        return stat.S_ISBLK(host.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def failure_hint(message: str) -> str | None:
