@@ -387,9 +387,10 @@ def leak_repair_steps(paths: list[str]) -> list[Step]:
     ]
 
 
-def disk_to_recover(session: Session, name: str) -> str:
+def disk_to_recover(session: Session, name: str) -> str | None:
     """recover DOMAIN without a disk: the journal's disk, else the one disk with a job, else
-    the domain's only disk."""
+    the domain's only disk; None when it has several and neither a journal nor a job (nothing
+    to recover on any of them)."""
     dom = virt.lookup_domain(session.conn, name)
     entry = journal.read_domain(dom)
     if entry is not None and entry.get("disk"):
@@ -399,6 +400,8 @@ def disk_to_recover(session: Session, name: str) -> str:
     candidates = busy or disks
     if len(candidates) == 1:
         return candidates[0]
+    if entry is None and not busy and disks:
+        return None
     raise UsageError(
         f"which disk of {name!r}?", f"give the disk too; its disks: {', '.join(disks) or 'none'}"
     )
@@ -474,7 +477,11 @@ def cmd_recover(session: Session, args: Args) -> int | None:
         forget_gone_image(session, args, args.domain)
         return None
     if args.disk is None and not names_an_image(args.domain):
-        args["disk"] = disk_to_recover(session, args.domain)
+        disk = disk_to_recover(session, args.domain)
+        if disk is None:
+            session.nothing_to_do(args, f"no job and no journal on {args.domain}")
+            return None
+        args["disk"] = disk
     target = load_target(session, args.domain, args.disk, journal_ok=True)
     entry = journal.read(target)
     args["intent_pivot"] = bool(entry and entry.get("pivot") == "yes")

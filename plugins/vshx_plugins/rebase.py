@@ -120,6 +120,22 @@ def resolve_backing(chain: Chain, image: Layer, ref: str) -> Layer | None:
     return found
 
 
+def refuse_guessed_raw(new: Layer, ref: str) -> None:
+    """A new backing from outside the chain that has no image header (qemu-img's probe says
+    raw: any file is, /etc/passwd too) is taken only with --backing-format raw, as
+    ``qemu-img rebase`` takes no backing without -F ("backing format must be specified"):
+    a probed format is a guess unless a header proves it, and the guest would see the
+    file's bytes as its disk.  A layer of the chain has its format from the headers."""
+    if new.position != -1 or new.format != "raw":
+        return
+    raise VshxError(
+        f"new backing {ref!r} has no disk image header: qemu-img can only guess it is a raw "
+        "image (any file reads as one), and the guest would see its bytes as the disk's",
+        "if it is a raw disk image, say so: --backing-format raw (-F raw); qemu-img rebase "
+        "takes no backing file without -F either",
+    )
+
+
 def rebased_chain(chain: Chain, image: Layer, new: Layer | None) -> Chain:
     """The chain a rebase of ``image`` onto ``new`` leaves (a file outside it: with its own)."""
     kept = chain.layers[: image.position + 1]
@@ -213,6 +229,8 @@ def cmd_rebase(session: Session, args: Args) -> None:
     fmt = args.backing_format or (new.format if new else None)
     if new is not None and not fmt:
         raise VshxError(f"unknown format of {new.path}", "give it with --backing-format FMT")
+    if new is not None and not args.backing_format:
+        refuse_guessed_raw(new, args.backing)
     if new is not None and chain.below(image) is not None and new is chain.below(image):
         session.nothing_to_do(args, f"{new.name} already is the backing file of {image.name}")
         return
@@ -270,7 +288,7 @@ COMMANDS = [
             ),
             Opt(
                 "backing-format",
-                "format of the new backing (default: detected)",
+                "format of the new backing (default: its header's; a file with none: give raw)",
                 "fmt",
                 short="F",
                 complete="format",

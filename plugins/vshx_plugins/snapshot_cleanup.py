@@ -237,7 +237,7 @@ def unneeded_files(
 def gone_but_untouched(snap: Snapshot, disk: str, path: str) -> str:
     """Why a moment file judged gone is kept ("" when it is not): fail closed when it was
     judged gone while already out of the chain, only because its view reads through a file a
-    merge wrote (vshx.merging.moments.after_writes: "X reads through W, which changes"), and
+    merge wrote or deleted (``Moment.below``, as vshx's record says: Verdict.below), and
     the file itself was last written no later than its snapshot (the few seconds libvirt's
     whole-second creation time leaves): its own bytes are the moment's, and a judgment of a
     change below it is never worth the only copy.  A layer a commit itself took out of the
@@ -245,7 +245,7 @@ def gone_but_untouched(snap: Snapshot, disk: str, path: str) -> str:
     moment = snap.moments[disk]
     if moment.state != GONE or not moment.file or canonical(moment.file) != canonical(path):
         return ""
-    if " reads through " not in moment.why:
+    if not moment.below:
         return ""
     name = os.path.basename(path)
     try:

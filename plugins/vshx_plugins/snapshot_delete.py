@@ -329,7 +329,7 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
     plan.notes.append(f"interrupted: {entry.describe()}")
     # the moments as the interrupted plan left them (its merges wrote into their files):
     # what it would have recorded, written once the roll-forward is done
-    plan.verdicts = [Verdict(**v) for v in saved.get("verdicts", [])] or None
+    plan.verdicts = [Verdict.from_json(v) for v in saved.get("verdicts", [])] or None
     firsts: list[Step] = []
     pivots: list[Step] = []
     for work in works.values():
@@ -540,7 +540,10 @@ def remaining_verdicts(remaining: list[Snapshot], works: dict[str, DiskWork]) ->
             why = moment.why.split(" (moved into ", 1)[0] or "vshx could not prove it"
             why = f"{why} (moved into {os.path.basename(holder)} by snapshot-delete, unproven)"
             state = GONE if moment.state == GONE else UNKNOWN
-            found.append(Verdict(snap.name, snap.created, disk, state, None, why, "", holder))
+            below = moment.below and state == GONE
+            found.append(
+                Verdict(snap.name, snap.created, disk, state, None, why, "", holder, below)
+            )
     return found
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.errors import VshxError
 from vshx.plans.plan import shell_line
@@ -98,9 +98,17 @@ def read_domain_timeline(
     return read_timeline(dom, chain_of, snapshots, xml, ledger)
 
 
+class Loss(NamedTuple):
+    """Why a plan loses a moment; ``below``: only because a file the holder's view reads
+    through (below it) changes or is deleted, not the holder itself (Verdict.below)."""
+
+    why: str
+    below: bool = False
+
+
 def after_writes(
     moment: Moment, chain: Chain, writes: list[tuple[Layer, Layer]]
-) -> tuple[Moment, str | None]:
+) -> tuple[Moment, Loss | None]:
     """The moment after the writes: (new moment, why it is lost or None)."""
     if not moment.kept or moment.holder is None:
         return moment, None
@@ -112,7 +120,8 @@ def after_writes(
         if not in_chain and holder != shows.canonical and reads_through(holder, written):
             if shadowed(holder, shows, written):
                 continue  # every cluster the commit writes is read from ``shows`` first
-            return moment, f"{os.path.basename(holder)} reads through {written.name}, which changes"
+            why = f"{os.path.basename(holder)} reads through {written.name}, which changes"
+            return moment, Loss(why, below=True)
         low, high = shows.position, written.position  # active first: shows sits above
         changed = {layer.canonical for layer in chain.layers[low + 1 : high + 1]}
         if holder == shows.canonical and shows.position > 0:
@@ -121,8 +130,8 @@ def after_writes(
             moment = moment._replace(why=f"{shows.name} was committed into {written.name}")
         elif holder in changed:
             if holder == written.canonical:
-                return moment, f"{written.name} takes in {shows.name}"
-            return moment, f"{os.path.basename(holder)} sits on {written.name}, which changes"
+                return moment, Loss(f"{written.name} takes in {shows.name}")
+            return moment, Loss(f"{os.path.basename(holder)} sits on {written.name}, which changes")
     return moment, None
 
 
@@ -198,15 +207,18 @@ def account(
         )
         deleted_only = lost is None and bool(new.holder) and canonical(new.holder or "") in removed
         if deleted_only:
-            lost = f"{os.path.basename(new.holder or '')} is deleted"
+            lost = Loss(f"{os.path.basename(new.holder or '')} is deleted")
         elif lost is None and new.holder and removed and canonical(new.holder) not in after:
             below = reads_removed(new.holder, removed)
             if below:
-                lost = f"{os.path.basename(new.holder)} reads through {below}, which is deleted"
+                why = f"{os.path.basename(new.holder)} reads through {below}, which is deleted"
+                lost = Loss(why, below=True)  # (or its chain is unreadable: fail closed)
         if lost is not None:
-            refuse_losing_memory(target, snap, lost)
-            loses.append(f"{snap.name} ({lost})")
-            gone = Verdict(snap.name, snap.created, disk, GONE, None, lost, "", moment.file)
+            refuse_losing_memory(target, snap, lost.why)
+            loses.append(f"{snap.name} ({lost.why})")
+            gone = Verdict(
+                snap.name, snap.created, disk, GONE, None, lost.why, "", moment.file, lost.below
+            )
             verdicts.append(gone)
             undeleted.append(kept if deleted_only else gone)
             continue

@@ -21,15 +21,22 @@ from vshx.storage.libvirt_lazy import libvirt
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
 
-RUNNING = (1, 2)  # VIR_DOMAIN_RUNNING, VIR_DOMAIN_BLOCKED: suspend stops and flushes it
-SHUT_OFF = (5,)  # VIR_DOMAIN_SHUTOFF: its QEMU is gone, nothing of it to write down
+
+def running(state: int) -> bool:
+    """Running or blocked (``dom.state()[0]``): a suspend stops it and flushes its disks."""
+    return state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
+
+
+def shut_off(state: int) -> bool:
+    """Shut off: its QEMU is gone, nothing of it is left to write down."""
+    return bool(state == libvirt.VIR_DOMAIN_SHUTOFF)
 
 
 def not_flushable(dom: libvirt.virDomain) -> str:
     """Why a suspend cannot make ``dom``'s QEMU write its caches down now, or "" when it
     can (running) or need not (shut off)."""
     state = dom.state()[0]
-    if state in RUNNING or state in SHUT_OFF:
+    if running(state) or shut_off(state):
         return ""
     return f"{dom.name()} is {virt.state_name(dom)}"
 
@@ -54,10 +61,10 @@ def flush_step(session: Session, dom: libvirt.virDomain) -> Step:
 
     def action() -> None:
         state = dom.state()[0]
-        if state in SHUT_OFF:
+        if shut_off(state):
             return  # its QEMU ended: a shut-down QEMU flushed; one that crashed did not,
             # and then the rm steps' own checks see the domain's chain as it is left
-        if state not in RUNNING:
+        if not running(state):
             raise VshxError(
                 f"not deleting the merged-away files: {name} is {virt.state_name(dom)}, so "
                 "vshx cannot make QEMU write down what the merge changed (its cache may "

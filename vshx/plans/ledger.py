@@ -75,7 +75,7 @@ def recover_step(uri: str, target: Target, entry: Entry, pivots: bool = False) -
         return None
     try:
         saved = json.loads(str(text))
-        verdicts = [Verdict(**v) for v in saved["verdicts"]]
+        verdicts = [Verdict.from_json(v) for v in saved["verdicts"]]
         after = [str(path) for path in saved["after"]]
     except (ValueError, TypeError, KeyError):
         return None  # not a record this vshx wrote: nothing is vouched for

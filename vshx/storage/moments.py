@@ -53,6 +53,9 @@ class Moment(NamedTuple):
     why: str = ""
     in_chain: bool = False  # the holder is one of the disk's current layers
     internal: bool = False  # a qcow2 internal snapshot inside ``file``
+    # gone only because a file its view reads through (below it) was written or deleted by a
+    # merge: its own bytes may still be the moment's (as vshx's record says: Verdict.below)
+    below: bool = False
 
     @property
     def kept(self) -> bool:
@@ -117,10 +120,22 @@ class Verdict(NamedTuple):
         ""  # when vshx recorded it (ns): a file of the holder's chain written later voids it
     )
     named: str | None = None  # the file the metadata named then: redefined since voids it
+    # gone only because a file its holder's view reads through (below it) was written or
+    # deleted by the plan, not its own file: its own bytes may still be the moment's
+    below: bool = False
 
     @property
     def key(self) -> tuple[str, int, str]:
         return (self.snapshot, self.created, self.disk)
+
+    @classmethod
+    def from_json(cls, saved: dict[str, object]) -> Verdict:
+        """A verdict as a journal saved it (``_asdict``); one saved before ``below`` existed
+        reads it from its reason (``older_below``).  TypeError when it is not a verdict."""
+        fields = dict(saved)
+        if "below" not in fields:
+            fields["below"] = older_below(str(fields.get("why", "")))
+        return cls(**fields)  # type: ignore[arg-type]
 
 
 # libvirt records a snapshot's creation in whole seconds, before QEMU's last flush of the file
@@ -181,6 +196,17 @@ def frozen_until(snap: Snapshot, overlay: str) -> int:
     return latest
 
 
+# how a record older than ``Verdict.below`` said so: only in its reason's text
+# (vshx.merging.moments: "X reads through W, which changes" / "..., which is deleted")
+OLDER_BELOW_TEXT = " reads through "
+
+
+def older_below(why: str) -> bool:
+    """``Verdict.below`` of a record written before vshx recorded it: read from the reason's
+    text, as vshx did then (fail closed: nothing older is deleted on a guess)."""
+    return OLDER_BELOW_TEXT in why
+
+
 def read_ledger(
     dom: libvirt.virDomain, xml: str | None = None
 ) -> dict[tuple[str, int, str], Verdict]:
@@ -203,6 +229,7 @@ def read_ledger(
         return {}  # copied with the definition from another domain (a clone): not this one's
     found = {}
     for node in root.findall(moment):
+        why, below = node.get("why", ""), node.get("below")
         try:
             verdict = Verdict(
                 node.get("snapshot", ""),
@@ -210,9 +237,10 @@ def read_ledger(
                 node.get("disk", ""),
                 node.get("state", UNKNOWN),
                 node.get("holder"),
-                node.get("why", ""),
+                why,
                 node.get("stamp", ""),
                 node.get("named"),
+                older_below(why) if below is None else below == "yes",
             )
         except ValueError:
             continue
@@ -231,6 +259,7 @@ def ledger_xml(verdicts: list[Verdict], uuid: str = "") -> str:
             "state": v.state,
             "why": v.why,
             "stamp": v.stamp,
+            "below": "yes" if v.below else "no",
         }
         if v.holder:
             attrs["holder"] = v.holder
@@ -442,7 +471,7 @@ def record_for(
 def recorded(moment: Moment, verdict: Verdict, chain: Chain | None) -> Moment:
     """A moment as vshx's record says, as long as the file it names has not changed since."""
     if verdict.state == GONE:
-        return moment._replace(state=GONE, holder=None, why=verdict.why)
+        return moment._replace(state=GONE, holder=None, why=verdict.why, below=verdict.below)
     if verdict.state not in (INTACT, MERGED) or not verdict.holder:
         return moment._replace(state=UNKNOWN, why=verdict.why or "no usable record")
     name = os.path.basename(verdict.holder)
@@ -478,7 +507,7 @@ def still_gone(judged: Moment, own: Verdict | None, chain: Chain | None) -> Mome
     if not any(lay.canonical == key for lay in chain.layers):
         return judged
     why = f"{own.why} (vshx's record; the metadata was re-pointed since)"
-    return judged._replace(state=GONE, holder=None, why=why)
+    return judged._replace(state=GONE, holder=None, why=why, below=own.below)
 
 
 def read_timeline(

@@ -30,6 +30,15 @@ class Worker(NamedTuple):
     host: str = ""  # "" for this machine, else the remote host it runs on (user@host:port)
 
 
+def argv_of(cmdline: bytes) -> list[str]:
+    """The words of a ``/proc/PID/cmdline``: each ends with a NUL, and an empty one (``-b ''``)
+    is a word too (dropping it would show, and paste, another command)."""
+    words = cmdline.split(b"\0")
+    if words and words[-1] == b"":
+        words.pop()  # the last word's terminator
+    return [os.fsdecode(w) for w in words]
+
+
 def child_env() -> dict[str, str]:
     """The environment for a child of this vshx: ours, plus who started it."""
     return {**os.environ, PARENT_ENV: str(os.getpid())}
@@ -143,8 +152,7 @@ def at_work_on(paths: Iterable[str]) -> list[Worker]:
         pid = int(entry)
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                words = handle.read().split(b"\0")
-            argv = [w.decode("utf-8", "surrogateescape") for w in words if w]
+                argv = argv_of(handle.read())
             if not argv or os.path.basename(argv[0]) not in TOOLS:
                 continue
             if _names_one_of(pid, argv, wanted):

@@ -15,6 +15,8 @@ import base64
 import os
 from dataclasses import dataclass
 
+from vshx.storage.procs import argv_of
+
 # btime and clock ticks first, then one record per qemu-img/qemu-io process (prefiltered by
 # its /proc/PID/comm, the executable's name): pid, stat, base64 cmdline, cwd, VSHX_PARENT,
 # each field ended by NUL.  A process that ends while it is read is left out.
@@ -85,8 +87,7 @@ def parse_ps(out: bytes) -> list[Seen]:
         pid, stat, cmdline, cwd, parent = fields[at : at + 5]
         at += 5
         try:
-            words = base64.b64decode(cmdline).split(b"\0")
-            argv = [os.fsdecode(w) for w in words if w]
+            argv = argv_of(base64.b64decode(cmdline))
             state = stat_fields(stat)
             if not argv or os.path.basename(argv[0]) not in TOOLS:
                 continue  # comm says qemu-img, but its argv[0] is something else: as locally

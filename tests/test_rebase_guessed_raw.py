@@ -1,0 +1,62 @@
+"""rebase IMAGE --backing FILE, FILE outside the chain with no image header (a text file such
+as /etc/passwd: qemu-img's probe calls any such file raw) and no --backing-format: refused,
+nothing changed, as ``qemu-img rebase`` refuses a backing without -F ("backing format must be
+specified"); with -F raw it is taken.  Real qemu-img on bare images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import file_state, make_overlay, run_vshx
+
+pytestmark = pytest.mark.libvirt  # the usage scan asks libvirtd
+
+
+def backing_of(image: Path) -> tuple[str | None, str | None]:
+    argv = ["qemu-img", "info", "-U", "--output=json", str(image)]
+    info = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    return info.get("backing-filename"), info.get("backing-filename-format")
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> tuple[Path, Path]:
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "1M"], check=True)
+    top = tmp_path / "top.qcow2"
+    make_overlay(top, str(base))
+    raw = tmp_path / "disk.img"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(raw), "1M"], check=True)
+    return top, raw
+
+
+@pytest.mark.parametrize("unsafe", [False, True], ids=["safe", "unsafe"])
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_a_text_file_as_backing_is_refused(images, tmp_path: Path, unsafe: bool, dry_run: bool):
+    top, _raw = images
+    # what qemu-img itself does with it
+    native = subprocess.run(
+        ["qemu-img", "rebase", "-b", "/etc/passwd", str(top)], capture_output=True, text=True
+    )
+    assert native.returncode == 1 and "backing format must be specified" in native.stderr
+    before = file_state(tmp_path)
+    flags = (["-u"] if unsafe else []) + (["--dry-run"] if dry_run else [])
+    done = run_vshx("rebase", str(top), "--backing", "/etc/passwd", *flags)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "error: new backing '/etc/passwd' has no disk image header" in done.stderr
+    assert "hint:" in done.stderr and "--backing-format raw" in done.stderr
+    assert "Traceback" not in done.stderr and "qemu-img rebase" not in done.stdout
+    assert file_state(tmp_path) == before
+    assert backing_of(top) == (str(tmp_path / "base.qcow2"), "qcow2")
+
+
+def test_a_raw_image_needs_its_format_said(images, tmp_path: Path):
+    top, raw = images
+    refused = run_vshx("rebase", str(top), "--backing", str(raw))
+    assert refused.returncode == 1 and "--backing-format raw" in refused.stderr
+    assert backing_of(top)[0] == str(tmp_path / "base.qcow2")
+    done = run_vshx("rebase", str(top), "--backing", str(raw), "--backing-format", "raw")
+    assert done.returncode == 0, done.stderr
+    assert backing_of(top) == (str(raw), "raw")
