@@ -125,6 +125,7 @@ from typing import Final, TypeAlias, final
 
 from vshx.errors import UsageError, VshxError
 from vshx.merging import checks as _checks
+from vshx.merging import deletion as _deletion
 from vshx.merging import preflight as _preflight
 from vshx.merging import routes as _routes
 from vshx.merging.common import (
@@ -405,7 +406,11 @@ class journal:
     journal directory; ``state_name``, ``state_file``: a bare image's entry there;
     ``image_journals``: every bare image's entry there.  ``record_step``: for recover, the
     Step that writes the record of moments an interrupted plan would have written, once its
-    job has completed (None when the chain does not prove that).
+    job has completed (None when the chain does not prove that).  ``delete_steps``: for
+    recover, the rm steps of the files an interrupted ``--delete`` was still to delete that
+    are unused now (keyword arguments ``pivots``, ``aborts``: what recover's job step does).
+    ``bitmap_steps``: for recover, the ``qemu-img bitmap`` steps that finish or undo the
+    checkpoint bitmap steps of an interrupted offline merge (raises when vshx cannot know).
     """
 
     Entry: TypeAlias = _journal.Entry
@@ -418,6 +423,13 @@ class journal:
     state_place = staticmethod(_journal.state_place)
     image_journals = staticmethod(_journal.image_journals)
     record_step = staticmethod(_ledger.recover_step)
+    delete_steps = staticmethod(_deletion.recover_steps)
+
+    @staticmethod
+    def bitmap_steps(session: Session, target: Target, entry: _journal.Entry) -> list[Step]:
+        from vshx.merging import bitmaps as _bitmaps  # imported on first use, as bitmaps.carry
+
+        return _bitmaps.recover_steps(session, target, entry)
 
 
 @final

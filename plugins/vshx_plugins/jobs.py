@@ -6,11 +6,14 @@ each qemu-img still at work on such a chain (a ``kill -9`` of vshx leaves its ch
 each with the command that resolves it.  Those qemu-img processes are looked for on the image
 host (over ssh on a qemu+ssh:// URI), known by pid and start time.  ``recover`` pivots a READY
 active commit that was meant to pivot (or as told), aborts a job with ``--abort``, repairs
-leaked clusters after an interrupted ``qemu-img`` step, checks the chain, and clears the
-journal; never while a qemu-img is at work on the chain (it refuses with the pid, or waits:
-``--wait``).  Its ``--dry-run`` prints the virsh/qemu-img commands.  A journal written for
-another domain (a clone made by dumpxml + define or virt-clone copies the metadata) is listed
-as a copy and never acted on: recover only clears it.
+leaked clusters after an interrupted ``qemu-img`` step, finishes or undoes the checkpoint bitmap
+steps of an interrupted offline merge (by the chain it finds; refusing when it cannot tell),
+deletes the files an interrupted ``--delete`` was still to delete once the merge has completed
+and nothing uses them, checks the chain, and clears the journal; never while a qemu-img is at
+work on the chain (it refuses with the pid, or waits: ``--wait``).  Its ``--dry-run`` prints the
+virsh/qemu-img commands.  A journal written for another domain (a clone made by dumpxml + define
+or virt-clone copies the metadata) is listed as a copy and never acted on: recover only clears
+it.
 """
 
 from __future__ import annotations
@@ -514,18 +517,22 @@ def cmd_recover(session: Session, args: Args) -> int | None:
             return session.run_words(words)
     plan = Plan(f"recover {where}")
     pivots = False  # recover's own step pivots the job: the merge completes then
+    aborts = False  # recover's own step aborts the job: the chain stays as it was
     if dom is not None and dom.isActive():
         jobs = [j for j in virt.block_jobs(dom) if j["disk"] == chain.disk]
         if jobs:
             plan.add(job_step(session, dom, chain.disk or "", jobs[0], args))
             argv = plan.steps[-1].argv
             pivots = "--pivot" in argv and "--async" not in argv  # and waited for
+            aborts = "--abort" in argv
             if (args.abort or (args.get("async") and not args.pivot)) and "commit" in str(
                 jobs[0]["type"]
             ):
                 plan.notes.append(ABORTED_COMMIT_NOTE.format(job=jobs[0]["type"]))
     elif entry is not None and str(entry.get("what", "")).startswith(("qemu-img", "point")):
         plan.steps += leak_repair_steps([layer.path for layer in chain.layers])
+    if entry is not None:  # checkpoint bitmaps left half carried: finished or undone
+        plan.steps += journal.bitmap_steps(session, target, entry)
     if entry is not None and dom is not None and not dom.isActive():
         headers = Plan("the chain its headers form", target=target)  # as far as the plan got
         headers.before = headers.after = chain
@@ -535,6 +542,8 @@ def cmd_recover(session: Session, args: Args) -> int | None:
         recorded = journal.record_step(session.uri, target, entry, pivots)
         if recorded is not None:  # its job completed after vshx was killed: where the moments are
             plan.add(recorded)
+        # the files a --delete was still to delete, once the merge completed and nothing uses them
+        plan.steps += journal.delete_steps(session, target, entry, pivots=pivots, aborts=aborts)
         if dom is not None:
             plan.add(clear_metadata_step(session, dom, target))
         else:
@@ -593,7 +602,10 @@ COMMANDS = [
         description="Reads the journal vshx keeps in the domain's metadata (or a state file "
         "for a bare image). A job meant to pivot is pivoted once ready; otherwise say "
         "--pivot or --abort. After an interrupted qemu-img step, leaked clusters are "
-        "repaired (qemu-img check -r leaks). Then the journal is cleared. While a qemu-img "
+        "repaired (qemu-img check -r leaks); checkpoint bitmaps left half carried are "
+        "finished or put back (qemu-img bitmap); the files an interrupted --delete was still "
+        "to delete are deleted once the merge has completed and nothing else uses them (rm). "
+        "Then the journal is cleared. While a qemu-img "
         "(one a killed vshx left) is still at work on the chain, it refuses with its pid, or "
         "waits for it with --wait.",
     ),

@@ -11,12 +11,22 @@ Where that cannot be exact, nothing is planned: the merge is refused, naming the
 
 from __future__ import annotations
 
+import json
+import os
+from typing import TYPE_CHECKING, NamedTuple
+
 from vshx.errors import VshxError
 from vshx.plans import underneath
+from vshx.plans.journal import state_file
 from vshx.plans.plan import Plan, Step, shell_line
 from vshx.storage import host as files
-from vshx.storage.bitmaps import LayerBitmaps, checkpoints_by_bitmap, read_layer
-from vshx.storage.chain import Layer
+from vshx.storage.bitmaps import Bitmap, LayerBitmaps, checkpoints_by_bitmap, read_layer
+from vshx.storage.chain import Layer, canonical
+
+if TYPE_CHECKING:
+    from vshx.plans.context import Context as Session
+    from vshx.plans.journal import Entry
+    from vshx.plans.target import Target
 
 
 def hint(name: str, owners: dict[str, list[str]], domain: str | None, image: str) -> str:
@@ -55,10 +65,13 @@ def carry(
     refuse_inexact(receiver, read, owners, beyond, domain)
     fmt = into.format
     before = [
-        Step(
-            f"stop bitmap {b.name} of {into.name} from recording the merge's writes",
-            ["qemu-img", "bitmap", "-f", fmt, "--disable", into.path, b.name],
-            underneath=underneath.bitmap("disable"),
+        marked(
+            Step(
+                f"stop bitmap {b.name} of {into.name} from recording the merge's writes",
+                ["qemu-img", "bitmap", "-f", fmt, "--disable", into.path, b.name],
+                underneath=underneath.bitmap("disable"),
+            ),
+            "disable",
         )
         for b in receiver.bitmaps
         if b.recording
@@ -71,11 +84,14 @@ def carry(
         assert first is not None
         if own is None:
             plan.add(
-                Step(
-                    f"add bitmap {name} to {into.name} ({_owned(name, owners)})",
-                    ["qemu-img", "bitmap", "-f", fmt, "--add", "-g", str(first.granularity)]
-                    + ["--disable", into.path, name],
-                    underneath=underneath.bitmap("add"),
+                marked(
+                    Step(
+                        f"add bitmap {name} to {into.name} ({_owned(name, owners)})",
+                        ["qemu-img", "bitmap", "-f", fmt, "--add", "-g", str(first.granularity)]
+                        + ["--disable", into.path, name],
+                        underneath=underneath.bitmap("add"),
+                    ),
+                    "add",
                 )
             )
         recording = own.recording if own is not None else first.recording
@@ -85,22 +101,34 @@ def carry(
             if number == len(holders) and recording:
                 argv.append("--enable")
             plan.add(
-                Step(
-                    f"merge bitmap {name} of {holder.layer.name} into {into.name}"
-                    + (" and record again" if "--enable" in argv else ""),
-                    argv + [into.path, name],
-                    underneath=underneath.bitmap("merge"),
+                marked(
+                    Step(
+                        f"merge bitmap {name} of {holder.layer.name} into {into.name}"
+                        + (" and record again" if "--enable" in argv else ""),
+                        argv + [into.path, name],
+                        underneath=underneath.bitmap("merge"),
+                    ),
+                    "merge",
                 )
             )
     for own_bitmap in receiver.bitmaps:
         if own_bitmap.recording and all(r.get(own_bitmap.name) is None for r in read):
             plan.add(
-                Step(
-                    f"bitmap {own_bitmap.name} of {into.name} records again",
-                    ["qemu-img", "bitmap", "-f", fmt, "--enable", into.path, own_bitmap.name],
-                    underneath=underneath.bitmap("enable"),
+                marked(
+                    Step(
+                        f"bitmap {own_bitmap.name} of {into.name} records again",
+                        ["qemu-img", "bitmap", "-f", fmt, "--enable", into.path, own_bitmap.name],
+                        underneath=underneath.bitmap("enable"),
+                    ),
+                    "enable",
                 )
             )
+
+
+def marked(step: Step, kind: str) -> Step:
+    """``step`` (``qemu-img bitmap ... FILE NAME``) marked as a bitmap step for the journal."""
+    step.bitmap = (kind, step.argv[-2], step.argv[-1])
+    return step
 
 
 def far_neighbour(plan: Plan, into: Layer, sources: list[Layer]) -> list[Layer]:
@@ -177,3 +205,182 @@ def refuse_inexact(
                 "hold it: its record of changes has a gap, which merging would hide",
                 hint(name, owners, domain, in_order[first].layer.path),
             )
+
+
+class BitmapStep(NamedTuple):
+    """One ``qemu-img bitmap`` step of an interrupted plan, as its journal keeps it."""
+
+    number: int
+    kind: str  # disable, add, merge, enable
+    path: str
+    name: str
+    argv: list[str]
+
+
+def recover_steps(session: Session, target: Target, entry: Entry) -> list[Step]:
+    """For ``recover``: settle the checkpoint bitmaps of an offline plan killed between its
+    bitmap steps (a receiver's bitmaps disabled, or added and not yet merged: libvirt then
+    refuses an incremental backup from those checkpoints).  The journal keeps those steps
+    and the chains before and after the plan; the chain found now decides:
+
+    * the chain before the plan (no layer whose data moved has left it; each still holds its
+      own bitmaps): undo, each bitmap the plan disabled records again, each it added is
+      removed (``qemu-img bitmap --enable`` / ``--remove``);
+    * the chain after it: finish, the plan's bitmap steps from the interrupted one on (an
+      ``--add`` done already is skipped; a merge or enable again changes nothing);
+    * anything else, or a running domain (whose open images qemu-img cannot change, and
+      libvirt offers no call that would), or a file gone: vshx cannot know, so it refuses,
+      naming what it would run, and changes nothing.
+
+    Nothing when the plan had no bitmap steps, had not begun them, or had run them all."""
+    text = entry.get("bitmaps")
+    if not text or entry.copied or entry.get("resume"):
+        return []
+    chain = target.chain
+    where = shell_line([chain.domain or chain.active.path, *([chain.disk] if chain.disk else [])])
+    try:
+        saved = json.loads(str(text))
+        steps = [
+            BitmapStep(int(n), str(kind), str(path), str(name), [str(w) for w in argv])
+            for n, kind, path, name, argv in saved["steps"]
+        ]
+        before, after = saved["before"], saved["after"]
+        number = int(str(entry.get("step")))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise VshxError(
+            f"the journal's record of the interrupted plan's bitmap steps cannot be read ({exc})",
+            f"nothing was changed; see the bitmaps with qemu-img info, and the checkpoints "
+            f"with vshx chain {where}",
+        ) from None
+    if not steps or number > steps[-1].number or number < steps[0].number:
+        return []  # all ran before it stopped, or none had begun
+    now = [layer.canonical for layer in chain.layers]
+    if now == before:
+        planned = undo(steps, number)
+        how = "the chain is as before the plan: its bitmap steps are undone"
+    elif after is not None and now == after:
+        planned = redo(steps, number)
+        how = "the chain is the plan's: its remaining bitmap steps are finished"
+    else:
+        planned = None
+        how = ""
+    pending = "; ".join(shell_line(s.argv) for s in steps if s.number >= number)
+    if planned == []:
+        return []  # the bitmaps are as before the plan already
+    dom = target.dom
+    owners = checkpoints_by_bitmap(dom, chain.disk or "")
+    serving = sorted({c for s in steps for c in owners.get(s.name, [])})
+    sources = {s.argv[s.argv.index("-b") + 1] for s in planned or [] if "-b" in s.argv}
+    missing = [p for p in sorted({s.path for s in planned or []} | sources) if not files.exists(p)]
+    if dom is not None and not serving and (planned is None or missing or dom.isActive()):
+        # what vshx cannot settle serves no checkpoint (any more): nothing for libvirt to refuse
+        session.warn(
+            f"no checkpoint of {dom.name()} uses the bitmaps the interrupted plan was carrying "
+            f"({', '.join(sorted({s.name for s in steps}))}): they are left as they are"
+        )
+        return []
+    if dom is not None:
+        forget = "; ".join(
+            shell_line(["virsh", "checkpoint-delete", dom.name(), c, "--metadata"]) for c in serving
+        )
+        way = (
+            f"forget the checkpoints they serve ({forget}; an incremental backup from them is "
+            "then impossible, the next one is full) and run vshx recover again"
+        )
+    else:
+        way = "settle them by hand, then clear the journal: " + shell_line(
+            ["rm", "-f", "--", state_file(chain.active.path)]
+        )
+    if dom is not None and dom.isActive():
+        raise VshxError(
+            f"{dom.name()} runs, and the interrupted plan stopped between its checkpoint "
+            f"bitmap steps (step {number}): qemu-img cannot change the bitmaps of images a "
+            "running QEMU has open, and libvirt has no call that would; while it ran, a "
+            "bitmap left disabled recorded none of the guest's writes",
+            f"nothing was changed; those checkpoints ({', '.join(serving)}) cannot be trusted "
+            f"now: delete them (virsh checkpoint-delete {shell_line([dom.name()])} CHECKPOINT; "
+            f"the next backup is then a full one) and run vshx recover {where} again",
+        )
+    if planned is None:
+        raise VshxError(
+            f"the chain of {where} is neither the one before the interrupted plan nor the one "
+            f"after it: vshx cannot tell which of its checkpoint bitmap steps (from step "
+            f"{number}) are needed",
+            f"nothing was changed; the plan's bitmap steps from there: {pending}. To go on, {way}",
+        )
+    if missing:
+        raise VshxError(
+            f"{missing[0]} is gone: the interrupted plan's checkpoint bitmap steps cannot be "
+            f"settled ({how})",
+            f"nothing was changed; the plan's bitmap steps from step {number}: {pending}. "
+            f"To go on, {way}",
+        )
+    if planned and now and any(canonical(s.path) == now[0] for s in planned):
+        session.warn(
+            f"settling the checkpoint bitmaps of the active layer of {where} assumes it has not "
+            "run since the plan stopped: a run while they were disabled recorded none of the "
+            "guest's writes (if it ran, delete those checkpoints instead: virsh "
+            "checkpoint-delete; the next backup is then a full one)"
+        )
+    return [
+        Step(f"{described(s)} ({how})", s.argv, underneath=underneath.bitmap(s.kind))  # type: ignore[arg-type]
+        for s in planned
+    ]
+
+
+def described(step: BitmapStep) -> str:
+    """What a bitmap step of recover does, in words."""
+    name, file = step.name, os.path.basename(step.path)
+    if step.kind == "merge":
+        source = os.path.basename(step.argv[step.argv.index("-b") + 1])
+        again = " and record again" if "--enable" in step.argv else ""
+        return f"merge bitmap {name} of {source} into {file}{again}"
+    return {
+        "disable": f"stop bitmap {name} of {file} from recording the merge's writes",
+        "add": f"add bitmap {name} to {file}",
+        "enable": f"bitmap {name} of {file} records again",
+        "remove": f"remove bitmap {name} from {file}",
+    }.get(step.kind, f"{step.kind} bitmap {name} of {file}")
+
+
+def bitmap_now(path: str, fmt: str, name: str) -> Bitmap | None:
+    return read_layer(Layer(path, fmt, 0)).get(name)
+
+
+def fmt_of(step: BitmapStep) -> str:
+    argv = step.argv
+    return argv[argv.index("-f") + 1] if "-f" in argv else "qcow2"
+
+
+def undo(steps: list[BitmapStep], number: int) -> list[BitmapStep]:
+    """The steps that bring the bitmaps back to the state before the plan: each bitmap the
+    plan disabled (step ``number`` and before) records again, each it added is removed."""
+    found: list[BitmapStep] = []
+    added = {(s.path, s.name) for s in steps if s.kind == "add" and s.number <= number}
+    for path, name in sorted(added):
+        fmt = fmt_of(next(s for s in steps if (s.path, s.name) == (path, name)))
+        if files.exists(path) and bitmap_now(path, fmt, name) is not None:
+            argv = ["qemu-img", "bitmap", "-f", fmt, "--remove", path, name]
+            found.append(BitmapStep(number, "remove", path, name, argv))
+    for s in steps:
+        if s.kind != "disable" or s.number > number or (s.path, s.name) in added:
+            continue
+        fmt = fmt_of(s)
+        now = bitmap_now(s.path, fmt, s.name) if files.exists(s.path) else None
+        if now is not None and not now.recording:
+            argv = ["qemu-img", "bitmap", "-f", fmt, "--enable", s.path, s.name]
+            found.append(BitmapStep(number, "enable", s.path, s.name, argv))
+    return found
+
+
+def redo(steps: list[BitmapStep], number: int) -> list[BitmapStep]:
+    """The plan's bitmap steps from step ``number`` on; an ``--add`` whose bitmap is there
+    already (it ran) is left out."""
+    found = []
+    for s in steps:
+        if s.number < number:
+            continue
+        if s.kind == "add" and bitmap_now(s.path, fmt_of(s), s.name) is not None:
+            continue
+        found.append(s)
+    return found

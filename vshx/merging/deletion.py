@@ -8,15 +8,16 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging import preflight
 from vshx.merging.savedstate import refuse_internal_snapshots
-from vshx.plans import flush
+from vshx.plans import flush, journal
 from vshx.plans.plan import Step, shell_line
-from vshx.storage import virt
+from vshx.storage import host, virt
 from vshx.storage.chain import Chain, Layer, human_size
 from vshx.storage.identity import FileKey, identity
 from vshx.storage.qcow2 import chain_files
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
+    from vshx.plans.target import Target
     from vshx.storage.libvirt_lazy import libvirt
 
 
@@ -73,17 +74,83 @@ def delete_steps(
             named = data_file_name(layer.path)
             kept_data = f"; keeps its external data file {named}: {why}"
             session.warn(f"keeping {named}, the external data file of {layer.path}: {why}")
-        steps.append(
-            Step(
-                f"delete merged-away {layer.name} ({human_size(layer.allocated)}){kept_data}",
-                ["rm", "-f", "--", layer.path],
-                action=_delete_after_looking_again(session, keep_users_of, layer, going),
-            )
+        step = Step(
+            f"delete merged-away {layer.name} ({human_size(layer.allocated)}){kept_data}",
+            ["rm", "-f", "--", layer.path],
+            action=_delete_after_looking_again(session, keep_users_of, layer, going),
         )
+        step.removes = layer.path
+        steps.append(step)
         if data is not None:
             planned.add(data.key)
             steps.append(data_files.delete_step(session, data, keep_users_of, going))
     return flushed_first(session, dom, steps)
+
+
+def recover_steps(
+    session: Session, target: Target, entry: journal.Entry, *, pivots: bool, aborts: bool
+) -> list[Step]:
+    """For ``recover``: the rm steps an interrupted plan (a ``--delete``) had still to run, for
+    the files its journal lists that are still there.  Fail closed: a file is deleted only
+    once the merge that left it unused has completed (it is out of the disk's chain now, or
+    once recover's own step pivots: each rm looks at the chain again right before its
+    unlink) and the same usage scan and refusals as the plan's own rm steps find no user
+    (:func:`delete_steps`); every other file is kept, with a warning that says why.  An
+    entry of an older vshx, which kept no such list: nothing is deleted, and a warning says
+    so.  ``pivots``: recover's job step pivots the job and waits for it; ``aborts``: it
+    aborts the job (the files stay in the chain)."""
+    if entry.copied or entry.get("resume"):
+        return []  # another domain's plan; a plan over several disks reruns its own command
+    chain = target.chain
+    where = shell_line([chain.domain or chain.active.path, *([chain.disk] if chain.disk else [])])
+    paths = journal.deletions(entry)
+    if paths is None:
+        older = "its list cannot be read" if "delete" in entry else "an older vshx kept none"
+        session.warn(
+            f"the journal does not say which files the interrupted plan was to delete ({older}): "
+            "recover deletes none, so the files a --delete was to remove stay; see them with "
+            f"vshx chain {where}"
+            + (
+                f" and vshx snapshot-cleanup {shell_line([chain.domain])} --delete-files"
+                if chain.domain
+                else ""
+            )
+        )
+        return []
+    present = [path for path in dict.fromkeys(paths) if host.lexists(path)]
+    if not present:
+        return []
+    if aborts:
+        for path in present:
+            session.warn(
+                f"keeping {path}: the interrupted merge is aborted, so the chain still reads it"
+            )
+        return []
+    if not pivots:  # the merge completed only if the chain no longer holds them
+        layers = {identity(layer.path) for layer in chain.layers}
+        for path in [p for p in present if identity(p) in layers]:
+            session.warn(
+                f"keeping {path}: it is still in the chain of {where}: the interrupted merge "
+                "has not completed"
+            )
+            present.remove(path)
+    dom = virt.lookup_domain(session.conn, chain.domain) if chain.domain else None
+    going: list[Layer] = []
+    for path in present:
+        try:
+            refuse_internal_snapshots(path, dom, "vshx would delete that file")
+            allocated = host.stat(path, follow=False).st_blocks * 512
+        except (VshxError, OSError) as exc:
+            why = exc.message if isinstance(exc, VshxError) else exc.strerror
+            session.warn(f"keeping {path}: {why}")
+            continue
+        going.append(Layer(path, "", -1, allocated=allocated))
+    try:
+        return delete_steps(session, going, chain)
+    except VshxError as exc:  # the usage scan cannot read something: nothing is deleted
+        for layer in going:
+            session.warn(f"keeping {layer.path}: {exc.message}")
+        return []
 
 
 def flushed_first(session: Session, dom: libvirt.virDomain | None, steps: list[Step]) -> list[Step]:

@@ -169,6 +169,45 @@ def completion(plan: Plan, number: int) -> str | None:
     return json.dumps({"verdicts": kept, "after": after})
 
 
+def deleting(plan: Plan, number: int) -> list[str]:
+    """The merged-away layers the plan's ``rm`` steps from step ``number`` on delete (the one
+    about to run included: killed during it, its file may still be there).  Kept in every
+    entry (an empty list too): recover finishes those deletions after a killed plan, and an
+    entry without the list is an older vshx's, whose deletions recover cannot know."""
+    return [step.removes for step in plan.steps[number - 1 :] if step.removes]
+
+
+def bitmap_record(plan: Plan) -> str | None:
+    """The plan's ``qemu-img bitmap`` steps (number, what, file, bitmap, argv) with the chain
+    before and after the plan (canonical paths, active first), as JSON; None without such
+    steps.  recover judges by the chain it finds which of them to finish or to undo
+    (vshx.merging.bitmaps.recover_steps)."""
+    steps = [[n, *step.bitmap, step.argv] for n, step in enumerate(plan.steps, 1) if step.bitmap]
+    if not steps:
+        return None
+    before = plan.before or (plan.target.chain if plan.target is not None else None)
+    chains = {
+        "before": [layer.canonical for layer in before.layers] if before is not None else None,
+        "after": [layer.canonical for layer in plan.after.layers] if plan.after else None,
+    }
+    return json.dumps({**chains, "steps": steps})
+
+
+def deletions(entry: Entry) -> list[str] | None:
+    """The files the interrupted plan was still to delete, as its journal says; None for an
+    entry of an older vshx (no list kept) or one vshx cannot read."""
+    text = entry.get("delete")
+    if text is None:
+        return None
+    try:
+        paths = json.loads(str(text))
+    except ValueError:
+        return None
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        return None
+    return paths
+
+
 def write(target: Target, plan: Plan, number: int) -> None:
     """Record that step ``number`` of ``plan`` is about to run."""
     step = plan.steps[number - 1]
@@ -186,6 +225,11 @@ def write(target: Target, plan: Plan, number: int) -> None:
     }
     if plan.intent.get("resume"):  # what a plan over several disks needs to be rolled forward
         entry["resume"] = json.dumps(plan.intent["resume"])
+    else:  # the files its rm steps are still to delete (recover finishes them)
+        entry["delete"] = json.dumps(deleting(plan, number))
+        marks = bitmap_record(plan)
+        if marks is not None:  # its bitmap steps: recover finishes or undoes them
+            entry["bitmaps"] = marks
     if target.dom is not None:
         entry["uuid"] = target.dom.UUIDString()  # a clone's copy is known by it
         done = completion(plan, number)

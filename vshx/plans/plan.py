@@ -78,6 +78,13 @@ class Step:
         # its chain read), and whether this step is that flush (vshx.plans.flush)
         self.flush = ""
         self.flush_step = False
+        # the merged-away layer this ``rm`` deletes (vshx.merging.deletion): the journal keeps
+        # the plan's list of them, so that recover finishes the deletions of a killed plan
+        self.removes = ""
+        # a ``qemu-img bitmap`` step of an offline merge (vshx.merging.bitmaps): (what it does:
+        # disable, add, merge or enable; the file; the bitmap), kept in the journal so that
+        # recover can settle the bitmaps of a killed plan
+        self.bitmap: tuple[str, str, str] | None = None
 
     @property
     def on_files(self) -> bool:

@@ -260,10 +260,14 @@ BITMAP = {
         "(offline QMP block-dirty-bitmap-merge); --enable: it records again"
     ),
     "enable": N_("--enable: the receiver's bitmap records the guest's writes again"),
+    "remove": N_(
+        "--remove: the bitmap an interrupted merge added to the receiver goes again (the "
+        "layers it was to be merged from still hold theirs)"
+    ),
 }
 
 
-def bitmap(kind: Literal["disable", "add", "merge", "enable"]) -> list[str]:
+def bitmap(kind: Literal["disable", "add", "merge", "enable", "remove"]) -> list[str]:
     """A ``qemu-img bitmap`` step of an offline merge that keeps checkpoint bitmaps."""
     return [
         _(BITMAP[kind]),
