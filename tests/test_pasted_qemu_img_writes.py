@@ -190,3 +190,35 @@ def test_a_pasted_commit_is_refused_while_a_vshx_holds_the_lock(
     done = run_vshx(*shlex.split(f"qemu-img commit {o2}"))
     assert done.returncode == 0, done.stderr
     assert not [p for p in base.parent.iterdir() if p.name.startswith(".vshx-")]  # let go
+
+
+@pytest.mark.libvirt
+def test_a_pasted_pointer_only_rebase_gets_vshx_rebase_u_proof(tmp_path: Path):
+    """An outside attack: a typed or pasted `qemu-img rebase -u` that points an overlay past a
+    layer, at no backing, or at its backing read as another format ran (a warning only), and
+    the guest saw other data.  Now each is refused with the first differing offset, nothing
+    changed; the one a printed plan holds (after its commit: the same data) still runs."""
+    base, o1, o2 = two_overlays(tmp_path / "imgs")
+    top = tmp_path / "imgs" / "top.qcow2"
+    create = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2"]
+    subprocess.run([*create, "-b", str(o2), str(top)], check=True)
+    before, state = guest_hash(top, tmp_path), digest(tmp_path / "imgs")
+    for words in (
+        ["-F", "qcow2", "-b", str(base)],  # past o2, which holds data
+        ["-b", ""],  # no backing at all
+        ["-F", "raw", "-b", str(o2)],  # its own backing, read as raw
+        ["-F", "qcow2", "-b", "missing.qcow2"],
+    ):
+        line = ["qemu-img", "rebase", "-u", "-f", "qcow2", *words, str(top)]
+        refused = run_vshx(*line)
+        assert refused.returncode == 1, (line, refused.stderr)
+        assert refused.stderr.startswith("error: refusing qemu-img rebase -u"), refused.stderr
+        assert "hint: nothing was changed" in refused.stderr
+        assert digest(tmp_path / "imgs") == state
+    subprocess.run(["qemu-img", "commit", "-q", str(o2)], check=True)  # o2's data into b
+    fine = run_vshx(
+        "qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(top)
+    )
+    assert fine.returncode == 0, fine.stderr
+    assert guest_hash(top, tmp_path) == before
+    qemu_check(top)

@@ -127,6 +127,7 @@ from vshx.errors import UsageError, VshxError
 from vshx.merging import checks as _checks
 from vshx.merging import deletion as _deletion
 from vshx.merging import preflight as _preflight
+from vshx.merging import rebase_repair as _rebase_repair
 from vshx.merging import routes as _routes
 from vshx.merging.common import (
     check_merge,
@@ -411,6 +412,9 @@ class journal:
     are unused now (keyword arguments ``pivots``, ``aborts``: what recover's job step does).
     ``bitmap_steps``: for recover, the ``qemu-img bitmap`` steps that finish or undo the
     checkpoint bitmap steps of an interrupted offline merge (raises when vshx cannot know).
+    ``rebase_steps``: for recover, the steps that put back and redo a safe ``qemu-img
+    rebase`` killed after its header switch whose copy did not reach the image (raises when
+    vshx cannot prove what the image shows).
     """
 
     Entry: TypeAlias = _journal.Entry
@@ -424,6 +428,7 @@ class journal:
     image_journals = staticmethod(_journal.image_journals)
     record_step = staticmethod(_ledger.recover_step)
     delete_steps = staticmethod(_deletion.recover_steps)
+    rebase_steps = staticmethod(_rebase_repair.recover_steps)
 
     @staticmethod
     def bitmap_steps(session: Session, target: Target, entry: _journal.Entry) -> list[Step]:

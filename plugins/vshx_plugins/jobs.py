@@ -531,6 +531,9 @@ def cmd_recover(session: Session, args: Args) -> int | None:
                 plan.notes.append(ABORTED_COMMIT_NOTE.format(job=jobs[0]["type"]))
     elif entry is not None and str(entry.get("what", "")).startswith(("qemu-img", "point")):
         plan.steps += leak_repair_steps([layer.path for layer in chain.layers])
+    if entry is not None and not (dom is not None and dom.isActive()):
+        # a safe rebase killed after its header switch: proven, or put back and done again
+        plan.steps += journal.rebase_steps(target, entry)
     if entry is not None:  # checkpoint bitmaps left half carried: finished or undone
         plan.steps += journal.bitmap_steps(session, target, entry)
     if entry is not None and dom is not None and not dom.isActive():
@@ -602,7 +605,9 @@ COMMANDS = [
         description="Reads the journal vshx keeps in the domain's metadata (or a state file "
         "for a bare image). A job meant to pivot is pivoted once ready; otherwise say "
         "--pivot or --abort. After an interrupted qemu-img step, leaked clusters are "
-        "repaired (qemu-img check -r leaks); checkpoint bitmaps left half carried are "
+        "repaired (qemu-img check -r leaks); a safe rebase killed after its header named the new "
+        "backing is proven (the old and the new backing show the image the same data), or put "
+        "back and run again; checkpoint bitmaps left half carried are "
         "finished or put back (qemu-img bitmap); the files an interrupted --delete was still "
         "to delete are deleted once the merge has completed and nothing else uses them (rm). "
         "Then the journal is cleared. While a qemu-img "

@@ -8,7 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.merging import preflight
+from vshx.merging import preflight, verify
 from vshx.merging.savedstate import refuse_saved_ram
 from vshx.plans.plan import shell_line
 from vshx.storage import host as files
@@ -25,6 +25,7 @@ def check_qemu_img_write(
     writes: list[str],
     views: list[tuple[str, str | None]],
     commit_top: str | None = None,
+    pointer: tuple[str, str, str] | None = None,
 ) -> None:
     """A changing ``qemu-img`` line typed or pasted into vshx: before it runs, the checks
     vshx's own commands make on the files it writes, or VshxError (nothing ran).
@@ -37,8 +38,10 @@ def check_qemu_img_write(
     chain holds it (that domain's own command does the job, or it is shut off first), and
     where the line changes what the images above a file show (a commit into its base,
     snapshot -a, --shrink, a create, convert or dd over it) no chain other than the one it
-    goes through uses it (preflight.refuse_shared, as commit does).  Under --dry-run the
-    same checks run, without the lock."""
+    goes through uses it (preflight.refuse_shared, as commit does).  ``pointer``: a
+    ``rebase -u`` (image, new backing, its -F format): run only once vshx proved that the old
+    and the new backing show the image the same data, as its own ``rebase -u`` does.  Under
+    --dry-run the same checks run, without the lock."""
     line = shell_line(argv)
     written, views = list(writes), list(views)
     if verb == "commit" and commit_top is None and views and views[0][1]:
@@ -59,6 +62,8 @@ def check_qemu_img_write(
     # a shut-off domain's saved RAM (a memory snapshot's moment, a managed save) goes with
     # what its chain shows: vshx's domain commands refuse to change that, and so does this line
     refuse_saved_ram(session, written, f"`{line}`")
+    if pointer is not None:
+        _refuse_unproven_pointer(line, *pointer)
     if not session.dry_run:
         from vshx.plans import lock
 
@@ -75,6 +80,47 @@ def check_qemu_img_write(
             instead = "vshx commit --force" if verb == "commit" else "sh to run the line"
             hint = (exc.hint or "").replace("use --force", f"use {instead}")
             raise VshxError(exc.message, f"nothing was changed; {hint}") from exc
+
+
+def _refuse_unproven_pointer(line: str, image: str, backing: str, fmt: str) -> None:
+    """``qemu-img rebase -u -F FMT -b BACKING IMAGE`` rewrites the pointer only: refused unless
+    the old and the new backing show IMAGE the same data wherever IMAGE does not hold its own
+    (merging/verify.py, the proof of vshx's own ``rebase -u``); a format other than the file's
+    is another view too.  Lines qemu-img refuses itself (a backing without -F, an image that
+    is no qcow2) are left to it."""
+    if not files.lexists(image) or (backing and not fmt):
+        return
+    chain = _chain_of(image)
+    if not chain.layers[0].format:
+        return  # no qcow2: qemu-img cannot give it a backing file
+    old = chain.layers[1] if len(chain.layers) > 1 else None
+    new = as_opened(os.path.join(os.path.dirname(image), backing)) if backing else None
+    if new is not None and not files.exists(new):
+        raise VshxError(
+            f"refusing {line}: the new backing {backing} does not exist (from the directory of "
+            f"{os.path.basename(image)}, where QEMU looks for it), so {os.path.basename(image)} "
+            "would no longer open",
+            "nothing was changed; give the path of an existing file",
+        )
+    offset = verify.first_visible_difference(
+        chain.layers[0],
+        old.path if old else None,
+        old.format if old else None,
+        new,
+        fmt or None,
+    )
+    if offset is None:
+        return
+    shown = os.path.basename(image)
+    raise VshxError(
+        f"refusing {line}: it would change what {shown} shows (its old backing "
+        f"{old.name if old else '(none)'} and the new {backing or '(none)'} "
+        f"{'as ' + fmt + ' ' if fmt else ''}differ at offset {offset}, where {shown} holds "
+        "no data of its own)",
+        "nothing was changed; without -u, qemu-img rebase copies the differences into it "
+        f"(vshx rebase {shell_line([image])} --backing ... does that), or commit the layers in "
+        "between first",
+    )
 
 
 def _commit_base(top: str, given: str, line: str) -> str:

@@ -15,8 +15,10 @@ import time
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
+from vshx.errors import VshxError
 from vshx.plans import lock
 from vshx.storage import procs, virt
+from vshx.storage.chain import image_chain
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.statefiles import Place
 
@@ -208,6 +210,35 @@ def deletions(entry: Entry) -> list[str] | None:
     return paths
 
 
+def rebase_record(argv: list[str]) -> str | None:
+    """A safe ``qemu-img rebase`` step about to run, as JSON: the image, its format and its
+    backing now, and the backing the step gives it.  Such a rebase copies first and then
+    writes the new backing name into the header, and QEMU writes the tables of what it copied
+    only when it closes the image: killed in between, the header names the new backing while
+    the copy is not in the file.  recover proves the chain it finds from this
+    (vshx.merging.rebase_repair).  None for any other step (a ``-u`` rebase changes the
+    pointer alone, proven beforehand), or an image vshx cannot read."""
+    if argv[:2] != ["qemu-img", "rebase"] or "-u" in argv or "-b" not in argv[:-1]:
+        return None
+    image = argv[-1]
+    try:
+        chain = image_chain(image)
+    except VshxError:
+        return None
+    old = chain.layers[1] if len(chain.layers) > 1 else None
+    new_format = argv[argv.index("-F") + 1] if "-F" in argv[:-1] else ""
+    return json.dumps(
+        {
+            "image": image,
+            "format": chain.layers[0].format,
+            "old": old.path if old is not None else "",
+            "old_format": old.format if old is not None else "",
+            "new": argv[argv.index("-b") + 1],
+            "new_format": new_format,
+        }
+    )
+
+
 def write(target: Target, plan: Plan, number: int) -> None:
     """Record that step ``number`` of ``plan`` is about to run."""
     step = plan.steps[number - 1]
@@ -230,6 +261,9 @@ def write(target: Target, plan: Plan, number: int) -> None:
         marks = bitmap_record(plan)
         if marks is not None:  # its bitmap steps: recover finishes or undoes them
             entry["bitmaps"] = marks
+        pointing = rebase_record(step.argv) if not step.here else None
+        if pointing is not None:  # a safe rebase: recover proves the chain it leaves
+            entry["rebase"] = pointing
     if target.dom is not None:
         entry["uuid"] = target.dom.UUIDString()  # a clone's copy is known by it
         done = completion(plan, number)

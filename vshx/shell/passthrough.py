@@ -271,7 +271,9 @@ def check_writes(session: Session, argv: list[str]) -> None:
             "own command (commit, rebase, ...), or run it with sh if you are sure",
         )
     writes, views = list(found.files), list(found.views)
-    pasted_writes.check_qemu_img_write(session, argv, found.verb, writes, views, found.commit_top)
+    pasted_writes.check_qemu_img_write(
+        session, argv, found.verb, writes, views, found.commit_top, found.pointer
+    )
 
 
 def reads_only(args: list[str]) -> bool:

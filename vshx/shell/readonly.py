@@ -369,6 +369,9 @@ class QemuImgWrites:
     files: tuple[str, ...] = ()
     views: tuple[tuple[str, str | None], ...] = ()
     commit_top: str | None = None
+    # ``rebase -u``: (image, new backing as written, -F format or ""): the pointer changes
+    # alone, so what the image shows stays the same only if both backings show it the same
+    pointer: tuple[str, str, str] | None = None
 
 
 def qemu_img_writes(args: Sequence[str], exists: Callable[[str], bool]) -> QemuImgWrites | None:
@@ -437,6 +440,9 @@ def _writes(
         return QemuImgWrites(verb, (image,), views)
     if verb == "bench" and "w" not in names:
         return QemuImgWrites(verb)
+    if verb == "rebase" and "u" in names and given.get("b") is not None:
+        pointer = (image, given.get("b") or "", given.get("F") or "")
+        return QemuImgWrites(verb, (image,), pointer=pointer)
     changes_view = {
         "resize": "shrink" in names,
         "amend": any(key in o for o in options for key in ("backing", "size", "data_file")),
