@@ -48,6 +48,22 @@ def test_unknown_ref_lists_the_chain(chain):
     assert "vda[1]=sn2.qcow2" in info.value.hint  # libvirt's numbering: 1 = active
 
 
+def test_a_name_of_two_layers_is_refused_not_guessed():
+    """An outside attack: two layers named disk.qcow2 (in a/ and b/): `--base disk.qcow2`
+    wrote into the nearer one without a word.  Now the name is refused with both paths; the
+    full path and the index still name each."""
+    from vshx.errors import UsageError
+    from vshx.storage.chain import Layer
+
+    top, near, far = "/x/top.qcow2", "/x/b/disk.qcow2", "/x/a/disk.qcow2"
+    layers = [Layer(top, "qcow2", 0, backing=near), Layer(near, "qcow2", 1, backing=far)]
+    ambiguous = Chain([*layers, Layer(far, "qcow2", 2)])
+    with pytest.raises(UsageError) as info:
+        ambiguous.resolve("disk.qcow2")
+    assert near in info.value.message and far in info.value.message
+    assert ambiguous.resolve(far).path == far and ambiguous.resolve("image[2]").path == near
+
+
 def test_live_xml_indexes(chain):
     (disk,) = disks_from_xml(LIVE_XML)
     assert disk.target == "vda" and disk.source == "/tmp/c/sn2.qcow2"

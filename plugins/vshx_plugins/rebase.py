@@ -95,6 +95,8 @@ def resolve_backing(chain: Chain, image: Layer, ref: str) -> Layer | None:
         return None
     try:
         found = chain.resolve(ref)
+    except UsageError:
+        raise  # a name of several layers: never a guess
     except VshxError:
         if not files.exists(ref):
             raise VshxError(

@@ -190,10 +190,23 @@ class Chain(NamedTuple):
                 index = layer.libvirt_index
                 if (index if index is not None else layer.position + 1) == number:
                     return layer
-        for layer in self.layers:  # as written: a layer's backing string names the one below
-            above = self.above(layer)
-            if ref in (layer.path, layer.name) or (above is not None and above.backing == ref):
+        for layer in self.layers:
+            if layer.path == ref:
                 return layer
+        named: list[Layer] = []  # as written: a layer's backing string names the one below
+        for layer in self.layers:
+            above = self.above(layer)
+            if layer.name == ref or (above is not None and above.backing == ref):
+                if layer not in named:
+                    named.append(layer)
+        if len(named) > 1:  # two files of one name in two directories: never a guess
+            raise UsageError(
+                f"{ref!r} names {len(named)} layers of this chain: "
+                + ", ".join(layer.path for layer in named),
+                f"give the layer's full path or its index; the chain is: {self.listing()}",
+            )
+        if named:
+            return named[0]
         stems = [layer for layer in self.layers if os.path.splitext(layer.name)[0] == ref]
         if len(stems) == 1:  # "sn1" for sn1.qcow2, when unambiguous
             return stems[0]
