@@ -377,3 +377,30 @@ def test_a_qemu_img_is_found_by_the_file_it_names_under_any_name(tmp_path: Path)
         slow.kill()
         slow.wait()
     assert not procs.still_running(found)
+
+
+@pytest.mark.libvirt
+def test_new_paths_libvirt_cannot_keep_are_refused_before_anything_is_made(tmp_path: Path):
+    """An outside attack: `lab-create --dir` with a byte that is not UTF-8 failed midway
+    ("internal error ... this is a bug") and left a half-built lab; `flatten --to` with a line
+    break was planned and stopped late.  Both are refused first now, nothing made."""
+    import os
+    import sys
+
+    from conftest import URI
+
+    for directory in (tmp_path / "n\nVSHX_EOF\ntouch x", tmp_path / os.fsdecode(b"n\xff")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "vshx", "-c", URI, "lab-create", "vshx-t-unfit"]
+            + ["--dir", os.fsencode(str(directory))],  # type: ignore[list-item]
+            capture_output=True,
+        )
+        err = proc.stderr.decode(errors="replace")
+        assert proc.returncode == 2 and err.startswith("error: --dir "), err
+        assert "hint:" in err and "internal error" not in err
+        assert not directory.exists()
+    image = tmp_path / "one.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1M"], check=True)
+    refused = run_vshx("flatten", str(image), "--to", str(tmp_path / "a\nb.qcow2"), "--dry-run")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: --to "), refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.qcow2"]

@@ -79,6 +79,7 @@ Chains, targets and snapshots
 ``as_opened``          the file QEMU opens for a name (``..`` taken where the kernel takes it)
 ``birth_ns``           when a file of this machine was created (statx), None where unknown
 ``names_an_image``     True when a DOMAIN-or-IMAGE word means a file
+``refuse_unfit_for_xml`` refuse a new path libvirt's XML cannot keep (control character, not UTF-8)
 ``refuse_interrupted`` refuse a target whose last operation did not finish (journal)
 ``refuse_unfinished``  refuse to change a domain's snapshot metadata while its journal is open
 ``refuse_saved_state`` refuse to change files that saved RAM state depends on
@@ -193,7 +194,7 @@ from vshx.storage.chain_view import render_chain
 from vshx.storage.identity import birth_ns
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import GONE, INTACT, MERGED, UNKNOWN, Snapshot, Timeline, Verdict
-from vshx.storage.paths import names_an_image
+from vshx.storage.paths import names_an_image, refuse_unfit_for_xml
 from vshx.storage.statefiles import Place, xdg_home
 
 
@@ -511,6 +512,7 @@ __all__ = [
     "as_opened",
     "birth_ns",
     "names_an_image",
+    "refuse_unfit_for_xml",
     "refuse_interrupted",
     "refuse_unfinished",
     "refuse_saved_state",

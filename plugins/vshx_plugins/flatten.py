@@ -48,6 +48,7 @@ from vshx.api import (
     load_target,
     preflight,
     refuse_saved_state,
+    refuse_unfit_for_xml,
     report_after_merge,
     routes,
     underneath,
@@ -246,6 +247,8 @@ def domain_form(image: Layer, args: Args) -> Callable[[str, str, bool], list[str
 def cmd_flatten(session: Session, args: Args) -> None:
     if args.to == "":
         raise UsageError("--to needs the name of the new file", "e.g. --to /path/flat.qcow2")
+    if args.to:
+        refuse_unfit_for_xml(os.path.abspath(args.to), "--to")
     target = load_target(session, args.domain, args.disk)
     chain = target.chain
     if len(chain.layers) == 1 and not args.to:  # with --to: a copy is still asked for

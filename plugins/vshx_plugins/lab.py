@@ -35,6 +35,7 @@ from vshx.api import (
     invoking_user,
     non_negative_int,
     preflight,
+    refuse_unfit_for_xml,
     shell_line,
     virsh,
     virt,
@@ -617,6 +618,7 @@ def cmd_lab_create(session: Session, args: Args) -> None:
     if not 1 <= args.disks <= 4:
         raise UsageError("--disks must be between 1 and 4", "e.g. --disks 2")
     directory = lab_dir(session, args)
+    refuse_unfit_for_xml(directory, "--dir")
     refuse_others_lab(session, args.name, directory, args.force)
     made = lab_files(args.name, directory)
     if made is not None:  # snapshot-revert's overlays go with the lab too
