@@ -338,3 +338,29 @@ def test_what_cannot_be_exact_is_refused_naming_the_checkpoint(
         refuse_inexact(receiver, sources, OWNERS, beyond, "dom1")
     assert words in caught.value.message and "checkpoint c" in caught.value.message
     assert "virsh checkpoint-delete dom1 c" in (caught.value.hint or "")
+
+
+def test_a_pasted_bitmap_remove_of_a_checkpoints_bitmap_is_refused(tmp_path: Path) -> None:
+    """An outside attack: `qemu-img bitmap --remove ACTIVE c1` typed into vshx on a shut-off
+    domain ran without a word, and libvirt's next incremental backup from c1 failed
+    ("checkpoint inconsistent").  --remove, --clear and --disable of a checkpoint's bitmap
+    are refused now, nothing changed; a bitmap no checkpoint uses is the user's to remove."""
+    lab = build(tmp_path, "lab")
+    try:
+        shut_off(lab)
+        active = str(lab.active)
+        before = subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", active], capture_output=True, text=True
+        ).stdout
+        for op in ("--remove", "--clear", "--disable"):
+            refused = run_vshx("qemu-img", "bitmap", op, active, "c1")
+            assert refused.returncode == 1, refused.stderr
+            assert "is checkpoint c1 of" in refused.stderr and "hint:" in refused.stderr
+        after = subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", active], capture_output=True, text=True
+        ).stdout
+        assert after == before
+        subprocess.run(["qemu-img", "bitmap", "--add", active, "mine"], check=True)
+        assert run_vshx("qemu-img", "bitmap", "--remove", active, "mine").returncode == 0
+    finally:
+        remove(lab)

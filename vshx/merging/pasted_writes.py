@@ -12,6 +12,7 @@ from vshx.merging import preflight, verify
 from vshx.merging.savedstate import refuse_saved_ram
 from vshx.plans.plan import shell_line
 from vshx.storage import host as files
+from vshx.storage.bitmaps import checkpoints_by_bitmap
 from vshx.storage.chain import Chain, Layer, as_opened, canonical, image_chain
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ def check_qemu_img_write(
     refuse_saved_ram(session, written, f"`{line}`")
     if pointer is not None:
         _refuse_unproven_pointer(line, *pointer)
+    if verb == "bitmap" and len(argv) > 3 and argv[-2] in written:
+        _refuse_checkpoint_bitmap(session, argv, line)
     if not session.dry_run:
         from vshx.plans import lock
 
@@ -121,6 +124,26 @@ def _refuse_unproven_pointer(line: str, image: str, backing: str, fmt: str) -> N
         f"(vshx rebase {shell_line([image])} --backing ... does that), or commit the layers in "
         "between first",
     )
+
+
+def _refuse_checkpoint_bitmap(session: Session, argv: list[str], line: str) -> None:
+    """``qemu-img bitmap --remove/--clear/--disable FILE NAME`` where NAME is the bitmap of a
+    libvirt checkpoint of a disk whose chain holds FILE: libvirt's next incremental backup
+    from it would fail, or copy too little (a cleared or stopped record of changes)."""
+    if not {"--remove", "--clear", "--disable"} & set(argv[:-2]):
+        return
+    path, name = argv[-2], argv[-1]
+    for dom, disk in preflight.domain_users(session, path):
+        owners = checkpoints_by_bitmap(dom, disk).get(name)
+        if owners:
+            forget = shell_line(["virsh", "checkpoint-delete", dom.name(), owners[0]])
+            raise VshxError(
+                f"refusing {line}: bitmap {name} is checkpoint {', '.join(owners)} of "
+                f"{dom.name()} ({disk}); without it libvirt's incremental backups from that "
+                "checkpoint fail or miss changes",
+                f"nothing was changed; delete the checkpoint instead ({forget}: libvirt "
+                "removes its bitmaps), then the next backup is a full one",
+            )
 
 
 def _commit_base(top: str, given: str, line: str) -> str:
