@@ -222,3 +222,19 @@ def test_a_pasted_pointer_only_rebase_gets_vshx_rebase_u_proof(tmp_path: Path):
     assert fine.returncode == 0, fine.stderr
     assert guest_hash(top, tmp_path) == before
     qemu_check(top)
+
+
+@pytest.mark.libvirt
+def test_a_pasted_commit_says_which_snapshots_it_loses(offline_lab: Lab):
+    """An outside attack: a typed `qemu-img commit` destroyed a snapshot's moment with no word
+    of it (vshx's own commit prints `# loses:`).  It still runs as typed (the tutorial's own
+    steps), and first says which snapshots lose their moment: those whose file shows what the
+    written file holds without the commit's top above it."""
+    lab = offline_lab
+    proc = run_vshx("qemu-img", "commit", "-b", str(lab.layer("base")), str(lab.layer("sn2")))
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "their moments are lost" in line]
+    assert len(warned) == 1, proc.stderr
+    assert f"sn1 of {lab.name} (vda: {lab.layer('base')})" in warned[0]
+    assert f"sn2 of {lab.name} (vda: {lab.layer('sn1')})" in warned[0]
+    assert "sn3 of" not in warned[0] and "sn4 of" not in warned[0]

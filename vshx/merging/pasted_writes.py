@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging import preflight, verify
 from vshx.merging.savedstate import refuse_saved_ram
-from vshx.plans.plan import shell_line
+from vshx.plans.plan import printable, shell_line
 from vshx.storage import host as files
 from vshx.storage.bitmaps import checkpoints_by_bitmap
 from vshx.storage.chain import Chain, Layer, as_opened, canonical, image_chain
+from vshx.storage.identity import identity
+from vshx.storage.moments import read_snapshots
+from vshx.storage.qcow2 import chain_files
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
@@ -72,6 +75,8 @@ def check_qemu_img_write(
 
         for path in written:
             lock.take(path, shell_line(["vshx", *argv]))
+    if verb == "commit":
+        _warn_lost_moments(session, views, line)
     for path, through in views:
         if not files.lexists(path):
             continue
@@ -124,6 +129,35 @@ def _refuse_unproven_pointer(line: str, image: str, backing: str, fmt: str) -> N
         f"(vshx rebase {shell_line([image])} --backing ... does that), or commit the layers in "
         "between first",
     )
+
+
+def _warn_lost_moments(session: Session, views: list[tuple[str, str | None]], line: str) -> None:
+    """Say which snapshots' moments a commit line destroys: those whose file shows what a
+    written file holds without the commit's top above it (its own file, or one reading
+    through it).  vshx's own commit says it in its plan's ``# loses:`` line and keeps a record
+    of where the other moments are; a typed qemu-img line runs as typed (the tutorial's steps
+    do exactly this), so it is said before it runs."""
+    lost: list[str] = []
+    for path, through in views:
+        if not files.lexists(path):
+            continue
+        written, top = identity(path), identity(through) if through else None
+        for dom, _disk in preflight.domain_users(session, path):
+            for snap in read_snapshots(dom):
+                for disk, moment in snap.moments.items():
+                    if not moment.file or not files.lexists(moment.file):
+                        continue
+                    view = {identity(f) for f in chain_files(moment.file) if files.lexists(f)}
+                    if written in view and top not in view:
+                        lost.append(f"{snap.name} of {dom.name()} ({disk}: {moment.file})")
+    if lost:
+        session.warn(
+            printable(
+                f"`{line}` changes what these snapshots show, so their moments are lost: "
+                f"{', '.join(dict.fromkeys(lost))} (vshx commit DOMAIN DISK plans the same "
+                "merge with its keeps and loses, and keeps a record of the other snapshots)"
+            )
+        )
 
 
 def _refuse_checkpoint_bitmap(session: Session, argv: list[str], line: str) -> None:
