@@ -39,7 +39,7 @@ JOBS ?= 4
 DIFF_SLICE ?=
 test: bootstrap
 	@echo "differential: domain-state slice '$(DIFF_SLICE)' (none unless DIFF_SLICE=0..5)"
-	@VSHX_DIFF_SLICE=$(DIFF_SLICE) $(PYTEST) -q -n $(JOBS) -m "not serial"; $(NONE_RAN)
+	@VSHX_DIFF_SLICE=$(DIFF_SLICE) $(PYTEST) -q -n $(JOBS) -m "not serial" --durations=40; $(NONE_RAN)
 	@$(PYTEST) -q -m serial; $(NONE_RAN)
 	@# the unit tier again as a user who is not root, with no virsh (what test-anywhere runs)
 	@if [ "$$(id -u)" = 0 ]; then PY=$(abspath $(PY)) sh scripts/test_anywhere.sh; fi

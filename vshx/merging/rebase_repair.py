@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.merging import verify
+from vshx.plans.journal import NS, state_file
 from vshx.plans.plan import Step, shell_line
 from vshx.storage import host as files
 from vshx.storage.chain import as_opened, canonical, image_chain
@@ -27,6 +28,16 @@ from vshx.storage.chain import as_opened, canonical, image_chain
 if TYPE_CHECKING:
     from vshx.plans.journal import Entry
     from vshx.plans.target import Target
+
+
+def _clearing(target: Target) -> list[str]:
+    """The command that removes the journal by hand (the user vouches for the image)."""
+    dom = target.dom
+    if dom is None:
+        return ["rm", "-f", "--", state_file(target.chain.active.path)]
+    where = ["--config"] if dom.isPersistent() else []
+    where += ["--live"] if dom.isActive() else []
+    return ["virsh", "metadata", dom.name(), "--uri", NS, "--remove", *where]
 
 
 def recover_steps(target: Target, entry: Entry) -> list[Step]:
@@ -66,8 +77,9 @@ def recover_steps(target: Target, entry: Entry) -> list[Step]:
             f"the rebase of {image} was interrupted after its header named "
             f"{new or 'no backing file'}, and its old backing {old} is gone: vshx cannot "
             "prove that the copy reached the file",
-            "nothing was changed; restore that file from a backup, or compare what the guest "
-            f"sees with one, before you clear the journal (vshx recover {where})",
+            f"nothing was changed; put {old} back (from a backup) and run vshx recover {where} "
+            f"again; to take {os.path.basename(image)} as it is, clear the journal by hand: "
+            + shell_line(_clearing(target)),
         )
     offset = verify.first_visible_difference(
         chain.layers[0], old or None, old_fmt or None, wanted or None, new_fmt or None
