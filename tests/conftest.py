@@ -619,3 +619,76 @@ def loop_over(path: Path) -> Iterator[str]:
         yield device
     finally:
         subprocess.run(["losetup", "-d", device], check=True)
+
+
+@contextlib.contextmanager
+def domain_on_loop_device(tmp_path: Path, size: int, label: str) -> Iterator[tuple[str, str]]:
+    """A shut-off domain whose disk is a 16M qcow2 written straight onto a loop device over a
+    ``size``-byte file (an LVM volume's shape: ``type='block'``); (name, device).  Undefined
+    and detached at the end."""
+    backing = tmp_path / "device.img"
+    backing.write_bytes(b"")
+    os.truncate(backing, size)
+    name = f"{LAB_PREFIX}{label}-{uuid.uuid4().hex[:8]}"
+    with loop_over(backing) as device:
+        try:
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", device, "16M"], check=True)
+            virsh(
+                "define",
+                "/dev/stdin",
+                stdin=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+                "<os><type arch='x86_64'>hvm</type></os><devices>"
+                "<disk type='block' device='disk'><driver name='qemu' type='qcow2'/>"
+                f"<source dev='{device}'/><target dev='vda' bus='virtio'/></disk>"
+                "</devices></domain>",
+            )
+            yield name, device
+        finally:
+            subprocess.run(["virsh", "-c", URI, "destroy", name], capture_output=True)
+            subprocess.run(
+                ["virsh", "-c", URI, "undefine", name, "--snapshots-metadata"],
+                capture_output=True,
+            )
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has ended (a zombie counts: its parent, a killed vshx, is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def killed_at_qemu_img(tmp_path: Path, wrapper: str, args: tuple[str, ...], **env: str) -> None:
+    """vshx running ``args`` with ``wrapper`` (a sh script) first on PATH as ``qemu-img``: at the
+    step it stops at, the wrapper writes its pid into $VSHX_STOP_DIR/pid and waits for
+    $VSHX_STOP_DIR/go (then it goes on, with the real qemu-img in $VSHX_REAL_QEMU_IMG).  vshx
+    is killed (-9) there, the wrapper let go, and its end waited for, as a killed vshx's
+    qemu-img runs on.  ``env``: more of the wrapper's variables."""
+    fake, stop = tmp_path / "fake", tmp_path / "stop"
+    fake.mkdir()
+    stop.mkdir()
+    (fake / "qemu-img").write_text(wrapper)
+    (fake / "qemu-img").chmod(0o755)
+    variables = dict(
+        os.environ,
+        PATH=f"{fake}:{os.environ['PATH']}",
+        VSHX_STOP_DIR=str(stop),
+        VSHX_REAL_QEMU_IMG=str(shutil.which("qemu-img")),
+        **env,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vshx", "-c", URI, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=variables,
+    )
+    wait_for(lambda: (stop / "pid").exists() or proc.poll() is not None, "the step")
+    assert proc.poll() is None, proc.communicate()
+    proc.kill()
+    proc.communicate()
+    (stop / "go").touch()
+    pid = int((stop / "pid").read_text())
+    wait_for(lambda: process_gone(pid), "the killed vshx's qemu-img to end")

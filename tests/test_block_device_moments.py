@@ -6,16 +6,13 @@ definitions (libvirt names a device ``type='block'`` ``<source dev=...>``)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LAB_PREFIX, URI, chain_files, loop_over, run_vshx, virsh
+from conftest import chain_files, domain_on_loop_device, run_vshx, virsh
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root]  # losetup
 
@@ -25,21 +22,7 @@ def block_domain(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A shut-off domain on a qcow2 on a loop device, with disk-only snapshots s1, s2, s3
     (libvirt's offline external snapshots: overlays s1.qcow2... in ``tmp_path``), each after a
     write into the layer it freezes; (domain, device)."""
-    backing = tmp_path / "device.img"
-    backing.write_bytes(b"")
-    os.truncate(backing, 32 << 20)
-    name = f"{LAB_PREFIX}block-{uuid.uuid4().hex[:8]}"
-    with loop_over(backing) as device, undefined_at_end(name):
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", device, "16M"], check=True)
-        virsh(
-            "define",
-            "/dev/stdin",
-            stdin=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-            "<os><type arch='x86_64'>hvm</type></os><devices>"
-            "<disk type='block' device='disk'><driver name='qemu' type='qcow2'/>"
-            f"<source dev='{device}'/><target dev='vda' bus='virtio'/></disk>"
-            "</devices></domain>",
-        )
+    with domain_on_loop_device(tmp_path, 32 << 20, "block") as (name, device):
         active = device
         for number in (1, 2, 3):
             write = ["qemu-io", "-f", "qcow2", "-c", f"write -P 0x{number}1 1M 64k", active]
@@ -50,17 +33,6 @@ def block_domain(tmp_path: Path) -> Iterator[tuple[str, str]]:
                 "--diskspec", f"vda,snapshot=external,file={active}",
             )  # fmt: skip
         yield name, device
-
-
-@contextlib.contextmanager
-def undefined_at_end(name: str) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        subprocess.run(["virsh", "-c", URI, "destroy", name], capture_output=True)
-        subprocess.run(
-            ["virsh", "-c", URI, "undefine", name, "--snapshots-metadata"], capture_output=True
-        )
 
 
 def test_revert_to_a_block_device_moment_puts_the_overlay_beside_the_active_layer(

@@ -13,16 +13,14 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 from conftest import (
-    LAB_PREFIX,
-    URI,
     chain_files,
+    domain_on_loop_device,
     file_state,
     guest_hash,
     loop_over,
@@ -54,20 +52,7 @@ def block_lab(tmp_path: Path, s1_writes: int) -> Iterator[BlockLab]:
     """A shut-off domain whose disk chain is an 8 MiB loop device (a qcow2 with 2 MiB of
     data) <- s1.qcow2 (``s1_writes`` bytes) <- s2.qcow2 (active, 64 KiB)."""
     backing = tmp_path / "device.img"
-    backing.write_bytes(b"")
-    os.truncate(backing, 8 * MiB)
-    name = f"{LAB_PREFIX}blkspace-{uuid.uuid4().hex[:8]}"
-    with loop_over(backing) as device, undefined_at_end(name):
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", device, "16M"], check=True)
-        virsh(
-            "define",
-            "/dev/stdin",
-            stdin=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-            "<os><type arch='x86_64'>hvm</type></os><devices>"
-            "<disk type='block' device='disk'><driver name='qemu' type='qcow2'/>"
-            f"<source dev='{device}'/><target dev='vda' bus='virtio'/></disk>"
-            "</devices></domain>",
-        )
+    with domain_on_loop_device(tmp_path, 8 * MiB, "blkspace") as (name, device):
         writes = [(device, 0x11, 0, 2 * MiB)]
         writes += [(str(tmp_path / "s1.qcow2"), 0x22, 4 * MiB, s1_writes)]
         writes += [(str(tmp_path / "s2.qcow2"), 0x33, 1 * MiB, 64 << 10)]
@@ -82,17 +67,6 @@ def block_lab(tmp_path: Path, s1_writes: int) -> Iterator[BlockLab]:
                 ["qemu-io", "-f", "qcow2", "-c", write, image], check=True, capture_output=True
             )
         yield BlockLab(name, device, backing, tmp_path)
-
-
-@contextlib.contextmanager
-def undefined_at_end(name: str) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        subprocess.run(["virsh", "-c", URI, "destroy", name], capture_output=True)
-        subprocess.run(
-            ["virsh", "-c", URI, "undefine", name, "--snapshots-metadata"], capture_output=True
-        )
 
 
 def device_bytes(device: str) -> str:

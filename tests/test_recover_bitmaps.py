@@ -14,15 +14,12 @@ before it, the bitmaps are put back as they were; a running domain, recover refu
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import URI, Lab, guest_hash, qemu_check, run_vshx, virsh, wait_for
+from conftest import URI, Lab, guest_hash, killed_at_qemu_img, qemu_check, run_vshx, virsh
 from test_bitmaps_offline import (
     CHANGED,
     backup_xml,
@@ -57,43 +54,10 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         remove(made)
 
 
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 def killed_at(tmp_path: Path, pattern: str, *args: str) -> None:
     """vshx running ``args``, killed (-9) while its qemu-img step whose command line matches
     ``pattern`` (a sh case pattern) is at work; that qemu-img then runs to its end."""
-    fake, stop = tmp_path / "fake", tmp_path / "stop"
-    fake.mkdir()
-    stop.mkdir()
-    (fake / "qemu-img").write_text(WAITING_QEMU_IMG)
-    (fake / "qemu-img").chmod(0o755)
-    env = dict(
-        os.environ,
-        PATH=f"{fake}:{os.environ['PATH']}",
-        VSHX_STOP_AT=pattern,
-        VSHX_STOP_DIR=str(stop),
-        VSHX_REAL_QEMU_IMG=str(shutil.which("qemu-img")),
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vshx", "-c", URI, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    wait_for(lambda: (stop / "pid").exists() or proc.poll() is not None, "the step")
-    assert proc.poll() is None, proc.communicate()
-    proc.kill()
-    proc.communicate()
-    (stop / "go").touch()
-    pid = int((stop / "pid").read_text())
-    wait_for(lambda: gone(pid), "the killed vshx's qemu-img to end")
+    killed_at_qemu_img(tmp_path, WAITING_QEMU_IMG, args, VSHX_STOP_AT=pattern)
 
 
 def bitmaps(path: Path) -> dict[str, bool]:

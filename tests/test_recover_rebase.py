@@ -13,24 +13,20 @@ chain, points the image at its old backing again and runs the rebase again.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import (
-    URI,
     Lab,
     chain_files,
     domain_source,
     guest_hash,
+    killed_at_qemu_img,
     qemu_check,
     qemu_img_chain,
     run_vshx,
     virsh,
-    wait_for,
 )
 
 pytestmark = pytest.mark.libvirt
@@ -68,31 +64,7 @@ def chain_of_three(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def killed_at_the_rebase(tmp_path: Path, *args: str) -> None:
-    fake, stop = tmp_path / "fake", tmp_path / "stop"
-    fake.mkdir()
-    stop.mkdir()
-    (fake / "qemu-img").write_text(HEADER_ONLY_QEMU_IMG)
-    (fake / "qemu-img").chmod(0o755)
-    env = dict(
-        os.environ,
-        PATH=f"{fake}:{os.environ['PATH']}",
-        VSHX_STOP_DIR=str(stop),
-        VSHX_REAL_QEMU_IMG=str(shutil.which("qemu-img")),
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vshx", "-c", URI, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    wait_for(lambda: (stop / "pid").exists() or proc.poll() is not None, "the rebase step")
-    assert proc.poll() is None, proc.communicate()
-    proc.kill()
-    proc.communicate()
-    (stop / "go").touch()
-    pid = int((stop / "pid").read_text())
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the killed vshx's qemu-img to end")
+    killed_at_qemu_img(tmp_path, HEADER_ONLY_QEMU_IMG, args)
 
 
 def test_recover_redoes_a_rebase_whose_copy_did_not_reach_the_image(tmp_path: Path) -> None:

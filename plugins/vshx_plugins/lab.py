@@ -280,7 +280,7 @@ def build_plan(
                 ["qemu-img", "create", "-q", "-f", "qcow2", path, str(size)],
             )
         )
-    xml = domain_xml(name, str(uuid.uuid4()), bases, kvm, invoking_user())
+    xml = domain_xml(name, str(uuid.uuid4()), bases, kvm, invoking_user(), vcpu_cap(uri))
     plan.add(
         Step(
             f"define domain {name} on {', '.join(os.path.basename(p) for p in bases.values())}",
@@ -590,6 +590,21 @@ def lab_root(session: Session) -> str:
     if session.uri.startswith("qemu:///session"):
         return os.path.join(xdg_home("data"), "vshx", "labs")
     return DEFAULT_ROOT
+
+
+def vcpu_cap(uri: str) -> bool:
+    """Whether the lab's vCPU is capped (lab_xml.VCPU_CAP): on this machine's system daemon,
+    where the cgroup cpu controller is there for libvirt to apply it (a session daemon has
+    none; a remote host's is not looked at: its labs run uncapped)."""
+    if not uri.startswith("qemu:///system"):
+        return False
+    if os.path.isdir("/sys/fs/cgroup/cpu"):  # cgroup v1
+        return True
+    try:
+        with open("/sys/fs/cgroup/cgroup.controllers") as handle:  # cgroup v2
+            return "cpu" in handle.read().split()
+    except OSError:
+        return False
 
 
 def lab_dir(session: Session, args: Args) -> str:
