@@ -15,6 +15,7 @@ from vshx.storage import host as files
 from vshx.storage.bitmaps import checkpoints_by_bitmap
 from vshx.storage.chain import Chain, Layer, as_opened, canonical, image_chain
 from vshx.storage.identity import identity
+from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import read_snapshots
 from vshx.storage.qcow2 import chain_files
 
@@ -143,11 +144,18 @@ def _warn_lost_moments(session: Session, views: list[tuple[str, str | None]], li
             continue
         written, top = identity(path), identity(through) if through else None
         for dom, _disk in preflight.domain_users(session, path):
-            for snap in read_snapshots(dom):
+            try:
+                snapshots = read_snapshots(dom)
+            except libvirt.libvirtError:
+                continue  # undefined meanwhile: it has no snapshots to lose
+            for snap in snapshots:
                 for disk, moment in snap.moments.items():
                     if not moment.file or not files.lexists(moment.file):
                         continue
-                    view = {identity(f) for f in chain_files(moment.file) if files.lexists(f)}
+                    try:
+                        view = {identity(f) for f in chain_files(moment.file) if files.lexists(f)}
+                    except VshxError:
+                        continue  # a chain vshx cannot read: the usage checks below judge it
                     if written in view and top not in view:
                         lost.append(f"{snap.name} of {dom.name()} ({disk}: {moment.file})")
     if lost:

@@ -321,7 +321,13 @@ def read_snapshots(dom: libvirt.virDomain) -> list[Snapshot]:
     except libvirt.libvirtError:
         current = None
     for handle in dom.listAllSnapshots(0):
-        found.append(parse_snapshot(handle.getXMLDesc(0), handle.getName() == current))
+        try:
+            xml = handle.getXMLDesc(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+                continue  # deleted since it was listed: it is no snapshot any more
+            raise
+        found.append(parse_snapshot(xml, handle.getName() == current))
     return in_time_order(found)
 
 
