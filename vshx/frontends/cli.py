@@ -165,13 +165,20 @@ def _run(argv: Sequence[str] | None) -> int:
     if argv is None:  # the process's own command line: a one-shot or script until seen not
         gc.set_threshold(ONE_SHOT_GC_THRESHOLD)
     try:
-        return _main(args)
+        return _main(args, ending=argv is None)
     finally:
         if argv is None:
             gc.freeze()  # the process ends now: nothing of it needs collecting
 
 
-def _main(args: list[str]) -> int:
+def _asks_help(words: list[str]) -> bool:
+    """``COMMAND --help``: answered from the spec, no connection needed."""
+    return any(word in ("--help", "-h") for word in words[1:])
+
+
+def _main(args: list[str], *, ending: bool = False) -> int:
+    """The command line ``args`` run; ``ending``: it is the process's own (the process ends
+    when it returns: its connection is dropped, not closed)."""
     if args[:1] == ["complete"]:
         from vshx.frontends.completion_protocol import main as complete_main
 
@@ -210,6 +217,8 @@ def _main(args: list[str]) -> int:
 
             return run_file(session, opts.script, echo=opts.echo)
         if opts.rest:
+            if not dry_run and session.host.changes(opts.rest[0]) and not _asks_help(opts.rest):
+                session.connection.open_ahead()  # while the command's code is imported
             command = session.host.command(opts.rest[0])
             # a read-only one-shot command needs no event loop: skip it for a faster start
             session.need_events = command is None or command.changes
@@ -245,4 +254,4 @@ def _main(args: list[str]) -> int:
         return EXIT_FAILED
     finally:
         session.stop_recording()
-        session.close()
+        session.close(ending=ending)

@@ -223,6 +223,18 @@ class PluginHost:
             found = self.registry.get(word)
         return found
 
+    def changes(self, word: str) -> bool | None:
+        """Whether ``word``'s command changes things, known without loading plugin code: a
+        core command's from its spec, a plugin's from the spec cache; None when neither says."""
+        found = self.registry.get(word)
+        if found is not None:
+            return found.changes
+        if os.environ.get("VSHX_DISABLE_PLUGIN_AUTOLOAD"):
+            return None
+        from vshx.pluginhost import spec_cache
+
+        return (spec_cache.changing(self._entry_points()) or {}).get(word)
+
     def _load_only_for(self, word: str) -> bool:
         """Load the plugin that owns ``word`` plus every plugin with hooks beyond registration;
         False when the cache cannot say (then everything is loaded, as before)."""

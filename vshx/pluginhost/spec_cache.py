@@ -131,7 +131,21 @@ def _unavailable(*_args: object) -> int:
     raise RuntimeError("a cached spec is for completion only")
 
 
+_last_read: tuple[list[EntryPoint], dict[str, Any] | None] | None = None
+
+
 def _read(points: list[EntryPoint]) -> dict[str, Any] | None:
+    """The cache's data when it is fresh for ``points``; read and checked once per process
+    for the same entry points (a one-shot asks it twice: which plugin, does it change)."""
+    global _last_read
+    if _last_read is not None and _last_read[0] is points:
+        return _last_read[1]
+    data = _read_fresh(points)
+    _last_read = (points, data)
+    return data
+
+
+def _read_fresh(points: list[EntryPoint]) -> dict[str, Any] | None:
     text = Place("cache").read(cache_name())
     if text is None:
         return None
@@ -153,6 +167,19 @@ def owners(points: list[EntryPoint]) -> tuple[dict[str, str], list[str]] | None:
     if data is None or "owners" not in data:
         return None
     return dict(data["owners"]), list(data.get("hook_users", []))
+
+
+def changing(points: list[EntryPoint]) -> dict[str, bool] | None:
+    """Per command word (names and aliases): whether its command changes things; None when
+    the cache is missing or stale."""
+    data = _read(points)
+    if data is None:
+        return None
+    return {
+        word: bool(raw["changes"])
+        for raw in data["commands"]
+        for word in (raw["name"], *raw["aliases"])
+    }
 
 
 def load(points: list[EntryPoint]) -> list[Command] | None:
@@ -188,6 +215,8 @@ def save(
     owned_by: dict[str, str] | None = None,
     hook_users: list[str] | None = None,
 ) -> None:
+    global _last_read
+    _last_read = None  # what is written now is read again, fresh
     data = {
         "format": FORMAT,
         "fingerprint": fingerprint(points),

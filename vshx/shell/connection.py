@@ -6,6 +6,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from vshx.errors import VshxError
 from vshx.storage import host as files
 from vshx.storage.default_uri import default_uri
 
@@ -24,6 +25,10 @@ class Connection:
         self._conn: libvirt.virConnect | None = None
         self._has_events = False
         self.need_events = True  # one-shot read-only commands turn this off (faster start)
+        self._ahead: threading.Thread | None = None  # open_ahead's thread, until settled
+        self._ahead_conn: libvirt.virConnect | None = None
+        self._ahead_error: VshxError | None = None
+        self._dropped: libvirt.virConnect | None = None  # close(ending=True) left it open
 
     @property
     def has_events(self) -> bool:
@@ -32,6 +37,7 @@ class Connection:
     def get(self) -> libvirt.virConnect:
         """The connection, opened on first use and again if the daemon dropped it (REPL)."""
         with self._lock:
+            self._settle_ahead()
             if self._conn is not None and not self._alive(self._conn):
                 self.close()
             if self._conn is None or (self.need_events and not self._has_events):
@@ -41,6 +47,38 @@ class Connection:
                 self._conn = open_connection(self.uri, events=self.need_events)
                 self._has_events = self.need_events
             return self._conn
+
+    def open_ahead(self) -> None:
+        """Start opening the connection, with events, on a thread: a one-shot merge's
+        connecting (waiting on the daemon) then overlaps the import of its code.  The next
+        ``get`` takes what it opened, or raises what it met."""
+        from vshx.storage.virt import open_connection
+
+        def work() -> None:
+            try:
+                self._ahead_conn = open_connection(self.uri, events=True)
+            except VshxError as exc:
+                self._ahead_error = exc
+            except Exception:  # not a refusal: get() opens again, and meets it where it reports
+                pass
+
+        self._ahead = threading.Thread(target=work, name="libvirt-open-ahead", daemon=True)
+        self._ahead.start()
+
+    def _settle_ahead(self) -> None:
+        """Wait for ``open_ahead``'s thread (bounded: open_connection gives up on a daemon that
+        does not answer) and take its connection; its refusal is raised once, here."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        ahead.join()
+        conn, error = self._ahead_conn, self._ahead_error
+        self._ahead_conn = self._ahead_error = None
+        if conn is not None:
+            self.close()
+            self._conn, self._has_events = conn, True
+        if error is not None:
+            raise error
 
     @staticmethod
     def _alive(conn: libvirt.virConnect) -> bool:
@@ -60,7 +98,16 @@ class Connection:
         files.select(uri)
         return new
 
-    def close(self) -> None:
+    def close(self, *, ending: bool = False) -> None:
+        """Close the connection.  ``ending``: the process ends right after (a one-shot's own
+        command line): the connection is dropped, not closed: its socket closes with the
+        process, and libvirtd forgets a client gone away as it does a killed one (the close
+        round trip and event-loop teardown cost a one-shot ~2-4 ms)."""
+        if self._ahead is not None and not ending:
+            try:
+                self._settle_ahead()  # what it opened is closed below, never left behind
+            except VshxError:
+                pass
         if self._conn is not None:
             background = sys.modules.get("vshx.storage.background")  # loaded by a read ahead
             if background is not None:
@@ -69,10 +116,13 @@ class Connection:
                 except KeyboardInterrupt:  # stopped waiting: the process's end drops it
                     self._conn = None
                     return
-            try:
-                self._conn.close()
-            except Exception:  # closing a dead connection is not the user's problem
-                pass
+            if ending:  # kept referenced: dropping the object would close it
+                self._dropped = self._conn
+            else:
+                try:
+                    self._conn.close()
+                except Exception:  # closing a dead connection is not the user's problem
+                    pass
             self._conn = None
 
     @property

@@ -168,8 +168,9 @@ class Session:
             if self.connection.has_events:
                 self._inventory.watch_events(new)
 
-    def close(self) -> None:
-        self.connection.close()
+    def close(self, *, ending: bool = False) -> None:
+        """Close the connection (``ending``: the process ends now; see Connection.close)."""
+        self.connection.close(ending=ending)
 
     # -- output -------------------------------------------------------------------------
     def print(self, text: str = "") -> None:
