@@ -10,6 +10,7 @@ from vshx.errors import VshxError
 from vshx.merging import preflight
 from vshx.merging.preflight import read_host_ahead
 from vshx.plans import overlap
+from vshx.plans.journal import read_definition_ahead
 from vshx.plans.plan import shell_line
 from vshx.plans.target import Target, prediction_key
 from vshx.storage import host as files
@@ -61,11 +62,12 @@ def load_target(
         if active and files.exists(active):
             locked = _lock(session, active)
             _lock_layers(session, active, None)
-    ahead = snapshots = None
+    ahead = snapshots = definition = None
     if scan and locked is not None:
         ahead = read_host_ahead(session)
     if dom is not None and locked is not None and not journal_ok:  # every merge plan reads them
         snapshots = read_snapshots_ahead(dom)
+        definition = read_definition_ahead(dom)
     if dom is None:
         target = Target(chain_of_image(session, domain_or_image))
     else:
@@ -111,6 +113,8 @@ def load_target(
             return load_target(
                 session, domain_or_image, disk, journal_ok=journal_ok, image=image, scan=scan
             )
+    if definition is not None:
+        target.share_definition(definition)
     if not journal_ok:
         refuse_interrupted(target)
     target.ahead = ahead

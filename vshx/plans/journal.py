@@ -13,7 +13,7 @@ import json
 import os
 import time
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vshx.errors import VshxError
 from vshx.plans import lock
@@ -25,6 +25,7 @@ from vshx.storage.statefiles import Place
 if TYPE_CHECKING:
     from vshx.plans.plan import Plan
     from vshx.plans.target import Target
+    from vshx.storage.background import Background
 
 NS = "https://vshx.invalid/journal"
 KEY = "vshx"
@@ -102,14 +103,61 @@ class Entry(dict[str, Any]):
             return False
 
 
-def metadata_flags(dom: libvirt.virDomain, running: bool | None = None) -> int:
+def metadata_flags(
+    dom: libvirt.virDomain, running: bool | None = None, persistent: bool | None = None
+) -> int:
     """Where vshx writes its metadata: the persistent definition (if any) and the live one (if
     running).  ``running``: known already (a live plan's domain runs; had it stopped, libvirt
-    refuses the live write and the plan stops before its step)."""
-    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0
+    refuses the live write and the plan stops before its step); ``persistent``: likewise
+    (read under the chain's lock: Definition)."""
+    if persistent is None:
+        persistent = bool(dom.isPersistent())
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if persistent else 0
     if dom.isActive() if running is None else running:
         flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
     return flags
+
+
+class Definition(NamedTuple):
+    """What a plan reads of the domain's persistent definition besides its XML: whether there
+    is one, and the journal element it holds (None: none).  Read once, under the chain's lock,
+    on a thread (``read_definition_ahead``): both are round trips that wait on the domain."""
+
+    persistent: bool
+    journal: str | None
+
+
+# libvirt's answers for "no entry there": none, or no persistent definition (transient)
+_NO_CONFIG_ENTRY = (
+    "VIR_ERR_NO_DOMAIN_METADATA",
+    "VIR_ERR_OPERATION_INVALID",
+    "VIR_ERR_INVALID_ARG",
+)
+
+
+def _config_entry(dom: libvirt.virDomain) -> str | None:
+    """The journal element of the persistent definition, or None (none, or no definition)."""
+    try:
+        text: str = dom.metadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        )
+        return text
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in [getattr(libvirt, n) for n in _NO_CONFIG_ENTRY]:
+            return None
+        raise
+
+
+def read_definition(dom: libvirt.virDomain) -> Definition:
+    persistent = bool(dom.isPersistent())
+    return Definition(persistent, _config_entry(dom) if persistent else None)
+
+
+def read_definition_ahead(dom: libvirt.virDomain) -> Background[Definition]:
+    """``read_definition(dom)`` started now on a thread (see storage/background.py)."""
+    from vshx.storage.background import Background
+
+    return Background(lambda: read_definition(dom), name="vshx-definition")
 
 
 def state_name(image: str) -> str:
@@ -274,7 +322,9 @@ def write(target: Target, plan: Plan, number: int) -> None:
         return
     node = ET.Element("journal", {k: str(v) for k, v in entry.items()})
     if target.journal_flags is None:  # asked once per plan: each question is a round trip
-        target.journal_flags = metadata_flags(target.dom, True if target.live else None)
+        target.journal_flags = metadata_flags(
+            target.dom, True if target.live else None, target.persistent()
+        )
     target.dom.setMetadata(
         libvirt.VIR_DOMAIN_METADATA_ELEMENT,
         ET.tostring(node, encoding="unicode"),
@@ -307,12 +357,15 @@ def clear(target: Target) -> None:
     state_place().remove(state_name(target.chain.active.path))
 
 
-def read_domain(dom: libvirt.virDomain, xml: str | None = None) -> Entry | None:
+def read_domain(
+    dom: libvirt.virDomain, xml: str | None = None, definition: Definition | None = None
+) -> Entry | None:
     """The domain's journal entry; None when there is none.  Live state first, then config.
     An entry written for another domain (by UUID) is marked ``copied``; one without a UUID
     (an older vshx's) is taken as the domain's own.  ``xml``: the domain's ``XMLDesc(0)``,
     read just now under the chain's lock: its metadata answers for the current state (a
-    shut-off domain's is its config: nothing else to ask)."""
+    shut-off domain's is its config: nothing else to ask); ``definition``: the config's entry,
+    read under that lock too."""
     for flags in (libvirt.VIR_DOMAIN_AFFECT_CURRENT, libvirt.VIR_DOMAIN_AFFECT_CONFIG):
         if xml is not None and flags == libvirt.VIR_DOMAIN_AFFECT_CURRENT:
             node = virt.metadata_in(xml, NS)
@@ -321,15 +374,15 @@ def read_domain(dom: libvirt.virDomain, xml: str | None = None) -> Entry | None:
             attrib = node.attrib
         elif xml is not None and not virt.is_live_xml(xml):
             break  # that XML was the persistent definition: read already
+        elif definition is not None and flags == libvirt.VIR_DOMAIN_AFFECT_CONFIG:
+            if definition.journal is None:
+                continue
+            attrib = ET.fromstring(definition.journal).attrib
         else:
             try:
                 text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, flags)
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() in (
-                    libvirt.VIR_ERR_NO_DOMAIN_METADATA,
-                    libvirt.VIR_ERR_OPERATION_INVALID,
-                    libvirt.VIR_ERR_INVALID_ARG,
-                ):
+                if exc.get_error_code() in [getattr(libvirt, n) for n in _NO_CONFIG_ENTRY]:
                     continue
                 raise
             attrib = ET.fromstring(text).attrib
@@ -374,5 +427,5 @@ def image_journals() -> list[tuple[str, Entry]]:
 
 def read(target: Target) -> Entry | None:
     if target.dom is not None:
-        return read_domain(target.dom, target.xml)
+        return read_domain(target.dom, target.xml, target.definition())
     return read_image(target.chain.active.path)

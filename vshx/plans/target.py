@@ -9,6 +9,7 @@ from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import Read, Timeline, read_snapshots
 
 if TYPE_CHECKING:
+    from vshx.plans.journal import Definition
     from vshx.storage.background import Background
     from vshx.storage.virt import HostRead
 
@@ -28,6 +29,23 @@ class Target:
         # the domain's XMLDesc(0) its chain was read from, under the chain's lock: its
         # metadata holds the journal and the record of moments (read there, not asked again)
         self.xml: str | None = None
+        self._definition: Definition | Background[Definition] | None = None
+
+    def share_definition(self, read: Definition | Background[Definition]) -> None:
+        """Use ``read`` (journal.read_definition, maybe started ahead on a thread once the
+        chain was locked: load_target) for the config's journal and whether there is one."""
+        self._definition = read
+
+    def definition(self) -> Definition | None:
+        """The read given to ``share_definition``, once it has finished; None: not read."""
+        if self._definition is not None and not isinstance(self._definition, tuple):
+            self._definition = self._definition.result()
+        return self._definition
+
+    def persistent(self) -> bool | None:
+        """Whether the domain has a persistent definition, if read with ``definition``."""
+        definition = self.definition()
+        return None if definition is None else definition.persistent
 
     def snapshots(self) -> Read:
         """The domain's snapshots with their XML, read once for the plan being made (every
