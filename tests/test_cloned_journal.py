@@ -130,3 +130,27 @@ def test_recover_on_a_clone_only_clears_its_copied_journal(tmp_path: Path) -> No
     finally:
         subprocess.run(["virsh", "-c", URI, "undefine", clone], capture_output=True, check=False)
         destroy_lab(lab)
+
+
+@pytest.mark.libvirt
+def test_an_entry_only_in_the_persistent_definition_stops_a_live_merge(tmp_path: Path) -> None:
+    """The live state holds no entry, the persistent definition does (`virsh metadata
+    --config`): the merge reads the definition's entry (on a thread, once the chain is locked)
+    and refuses, naming it; nothing changes."""
+    lab = make_lab(tmp_path, running=True)
+    try:
+        uid = virsh("domuuid", lab.name).stdout.strip()
+        entry = f'<journal plan="commit vda" step="2" steps="3" pid="1" uuid="{uid}"/>'
+        virsh(
+            "metadata", lab.name, "--uri", "https://vshx.invalid/journal", "--key", "vshx",
+            "--set", entry, "--config",
+        )  # fmt: skip
+        before = virsh("domblklist", lab.name, "--details").stdout
+        proc = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn2")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "did not finish: commit vda" in proc.stderr, proc.stderr
+        assert "vshx recover" in proc.stderr and "Traceback" not in proc.stderr
+        assert virsh("domblklist", lab.name, "--details").stdout == before
+        assert "No current block job" in block_job(lab.name)
+    finally:
+        destroy_lab(lab)
