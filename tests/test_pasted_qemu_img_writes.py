@@ -7,10 +7,11 @@ from __future__ import annotations
 import hashlib
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import Lab, file_state, guest_hash, qemu_check, run_vshx
+from conftest import URI, Lab, file_state, guest_hash, qemu_check, run_vshx
 
 from vshx.shell.readonly import qemu_img_writes
 
@@ -238,3 +239,44 @@ def test_a_pasted_commit_says_which_snapshots_it_loses(offline_lab: Lab):
     assert f"sn1 of {lab.name} (vda: {lab.layer('base')})" in warned[0]
     assert f"sn2 of {lab.name} (vda: {lab.layer('sn1')})" in warned[0]
     assert "sn3 of" not in warned[0] and "sn4 of" not in warned[0]
+
+
+# vshx in a child process, counting its reads of every domain on the host made for the users of
+# given files (preflight's; the shared-use check's usage scan reads the host apart, with pools)
+COUNTING_VSHX = """
+import sys
+from vshx.frontends import cli
+from vshx.storage import virt
+
+real, scans = virt.domains_with_disks, []
+
+
+def counted(conn, flags=0):
+    if not flags and sys._getframe(1).f_globals["__name__"] == "vshx.merging.preflight":
+        scans.append(flags)
+    return real(conn, flags)
+
+
+virt.domains_with_disks = counted
+status = cli.main(sys.argv[1:])
+print(f"domain scans: {len(scans)}", file=sys.stderr)
+sys.exit(status)
+"""
+
+
+@pytest.mark.libvirt
+def test_a_pasted_commit_reads_the_users_of_what_it_writes_once(offline_lab: Lab):
+    """The review: the saved-RAM check and the lost-moments warning each scanned every domain
+    of the host for the users of the written files; the checks now share one scan, and the
+    warning still names the snapshots."""
+    lab = offline_lab
+    line = ["qemu-img", "commit", "-b", str(lab.layer("base")), str(lab.layer("sn2"))]
+    proc = subprocess.run(
+        [sys.executable, "-c", COUNTING_VSHX, "-c", URI, *line],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "domain scans: 1" in proc.stderr.splitlines(), proc.stderr
+    assert f"sn1 of {lab.name} (vda: {lab.layer('base')})" in proc.stderr

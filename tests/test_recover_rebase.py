@@ -13,11 +13,13 @@ chain, points the image at its old backing again and runs the rebase again.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import (
+    URI,
     Lab,
     chain_files,
     domain_source,
@@ -116,3 +118,30 @@ def test_recover_redoes_it_on_a_shut_off_domain_and_its_definition_follows(
     qemu_check(lab.active)
     virsh("start", lab.name)
     virsh("destroy", lab.name)
+
+
+def test_the_domain_forms_journal_is_cleared_by_the_line_recover_gives(
+    offline_lab: Lab, tmp_path: Path
+) -> None:
+    """recover's own step and the hint that says how to clear the journal by hand (the old
+    backing gone) are one command, ``virsh metadata ... --remove``: the step on this
+    connection, the hint as a plain virsh line; run by hand, it clears the journal."""
+    lab = offline_lab
+    old = Path(qemu_img_chain(lab.active)[0]["full-backing-filename"])
+    killed_at_the_rebase(tmp_path, "pull", lab.name, "vda")
+    clear = ["metadata", lab.name, "--uri", "https://vshx.invalid/journal", "--remove"]
+    clear.append("--config")  # a shut-off persistent domain: its definition only
+    plan = run_vshx("recover", lab.name, "vda", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert shlex.join(["virsh", "-c", URI, *clear]) in plan.stdout, plan.stdout
+    old.rename(tmp_path / "elsewhere.qcow2")
+    try:
+        refused = run_vshx("recover", lab.name, "vda")
+        assert refused.returncode == 1 and "is gone" in refused.stderr, refused.stderr
+        hint = f"clear the journal by hand: {shlex.join(['virsh', *clear])}"
+        assert hint in " ".join(refused.stderr.split()), refused.stderr
+        assert lab.name in run_vshx("jobs").stdout
+        virsh(*clear)
+        assert lab.name not in run_vshx("jobs").stdout
+    finally:
+        (tmp_path / "elsewhere.qcow2").rename(old)

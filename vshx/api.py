@@ -404,13 +404,16 @@ class journal:
     """The journal: what vshx is doing, written before each changing step.
 
     ``Entry``: one record.  ``NS``: the XML namespace of its domain metadata.  ``read``,
-    ``clear``: a target's entry.  ``read_domain``: a domain's entry.  ``state_place``: the
-    journal directory; ``state_name``, ``state_file``: a bare image's entry there;
-    ``image_journals``: every bare image's entry there.  ``record_step``: for recover, the
-    Step that writes the record of moments an interrupted plan would have written, once its
-    job has completed (None when the chain does not prove that).  ``delete_steps``: for
-    recover, the rm steps of the files an interrupted ``--delete`` was still to delete that
-    are unused now (keyword arguments ``pivots``, ``aborts``: what recover's job step does).
+    ``clear``: a target's entry.  ``clear_argv``: the command that clears it (``virsh
+    metadata ... --remove``, on the connection whose URI it is given; a bare image's ``rm`` of
+    its state file), for recover's step or a hint.  ``read_domain``: a domain's entry.
+    ``state_place``: the journal directory; ``state_name``, ``state_file``: a bare image's
+    entry there; ``image_journals``: every bare image's entry there.  ``record_step``: for
+    recover, the Step that writes the record of moments an interrupted plan would have
+    written, once its job has completed (None when the chain does not prove that).
+    ``delete_steps``: for recover, the rm steps of the files an interrupted ``--delete`` was
+    still to delete that are unused now (keyword arguments ``pivots``, ``aborts``: what
+    recover's job step does).
     ``bitmap_steps``: for recover, the ``qemu-img bitmap`` steps that finish or undo the
     checkpoint bitmap steps of an interrupted offline merge (raises when vshx cannot know).
     ``rebase_steps``: for recover, the steps that put back and redo a safe ``qemu-img
@@ -422,6 +425,7 @@ class journal:
     NS: Final = _journal.NS
     read = staticmethod(_journal.read)
     clear = staticmethod(_journal.clear)
+    clear_argv = staticmethod(_journal.clear_argv)
     read_domain = staticmethod(_journal.read_domain)
     state_name = staticmethod(_journal.state_name)
     state_file = staticmethod(_journal.state_file)

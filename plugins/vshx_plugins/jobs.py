@@ -450,11 +450,9 @@ def abort_resumable(
         session.info(f"hint: {why}; {finish} finishes it")
 
 
-def clear_metadata_step(session: Session, dom: libvirt.virDomain, target: Target) -> Step:
-    """The step that removes vshx's journal from the domain's metadata."""
-    flags = ["--config"] if dom.isPersistent() else []
-    flags += ["--live"] if dom.isActive() else []
-    argv = virsh(session.uri, "metadata", dom.name(), "--uri", journal.NS, "--remove", *flags)
+def clear_journal_step(session: Session, target: Target) -> Step:
+    """The step that clears vshx's journal: a domain's metadata, a bare image's state file."""
+    argv = journal.clear_argv(target, session.uri)
     return Step("clear vshx's journal", argv, action=lambda: journal.clear(target), here=True)
 
 
@@ -466,7 +464,7 @@ def clear_copied(session: Session, args: Args, target: Target, entry: journal.En
     assert dom is not None
     plan = Plan(f"recover {dom.name()}")
     plan.notes.append(f"not rolled forward: {entry.describe()}")
-    plan.add(clear_metadata_step(session, dom, target))
+    plan.add(clear_journal_step(session, target))
     if session.run_plan(plan, args):
         session.info(
             f"cleared a journal copied from another domain (UUID {entry.get('uuid')}); "
@@ -547,13 +545,7 @@ def cmd_recover(session: Session, args: Args) -> int | None:
             plan.add(recorded)
         # the files a --delete was still to delete, once the merge completed and nothing uses them
         plan.steps += journal.delete_steps(session, target, entry, pivots=pivots, aborts=aborts)
-        if dom is not None:
-            plan.add(clear_metadata_step(session, dom, target))
-        else:
-            argv = ["rm", "-f", "--", journal.state_file(chain.active.path)]
-            plan.add(
-                Step("clear vshx's journal", argv, action=lambda: journal.clear(target), here=True)
-            )
+        plan.add(clear_journal_step(session, target))
     if not plan.steps:
         where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
         session.nothing_to_do(args, f"no job and no journal on {where}")

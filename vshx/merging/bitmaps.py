@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.errors import VshxError
 from vshx.plans import underneath
-from vshx.plans.journal import state_file
+from vshx.plans.journal import clear_argv
 from vshx.plans.plan import Plan, Step, shell_line
+from vshx.plans.underneath import BITMAP_KINDS, BitmapKind
 from vshx.storage import host as files
 from vshx.storage.bitmaps import Bitmap, LayerBitmaps, checkpoints_by_bitmap, read_layer
 from vshx.storage.chain import Layer, canonical
@@ -125,7 +126,7 @@ def carry(
             )
 
 
-def marked(step: Step, kind: str) -> Step:
+def marked(step: Step, kind: BitmapKind) -> Step:
     """``step`` (``qemu-img bitmap ... FILE NAME``) marked as a bitmap step for the journal."""
     step.bitmap = (kind, step.argv[-2], step.argv[-1])
     return step
@@ -211,7 +212,7 @@ class BitmapStep(NamedTuple):
     """One ``qemu-img bitmap`` step of an interrupted plan, as its journal keeps it."""
 
     number: int
-    kind: str  # disable, add, merge, enable
+    kind: BitmapKind  # a plan's: disable, add, merge, enable; recover's undo: enable, remove
     path: str
     name: str
     argv: list[str]
@@ -241,7 +242,7 @@ def recover_steps(session: Session, target: Target, entry: Entry) -> list[Step]:
     try:
         saved = json.loads(str(text))
         steps = [
-            BitmapStep(int(n), str(kind), str(path), str(name), [str(w) for w in argv])
+            BitmapStep(int(n), kind_of(kind), str(path), str(name), [str(w) for w in argv])
             for n, kind, path, name, argv in saved["steps"]
         ]
         before, after = saved["before"], saved["after"]
@@ -288,9 +289,7 @@ def recover_steps(session: Session, target: Target, entry: Entry) -> list[Step]:
             "then impossible, the next one is full) and run vshx recover again"
         )
     else:
-        way = "settle them by hand, then clear the journal: " + shell_line(
-            ["rm", "-f", "--", state_file(chain.active.path)]
-        )
+        way = "settle them by hand, then clear the journal: " + shell_line(clear_argv(target))
     if dom is not None and dom.isActive():
         raise VshxError(
             f"{dom.name()} runs, and the interrupted plan stopped between its checkpoint "
@@ -323,7 +322,7 @@ def recover_steps(session: Session, target: Target, entry: Entry) -> list[Step]:
             "checkpoint-delete; the next backup is then a full one)"
         )
     return [
-        Step(f"{described(s)} ({how})", s.argv, underneath=underneath.bitmap(s.kind))  # type: ignore[arg-type]
+        Step(f"{described(s)} ({how})", s.argv, underneath=underneath.bitmap(s.kind))
         for s in planned
     ]
 
@@ -340,10 +339,20 @@ def described(step: BitmapStep) -> str:
         "add": f"add bitmap {name} to {file}",
         "enable": f"bitmap {name} of {file} records again",
         "remove": f"remove bitmap {name} from {file}",
-    }.get(step.kind, f"{step.kind} bitmap {name} of {file}")
+    }[step.kind]
+
+
+def kind_of(word: object) -> BitmapKind:
+    """A bitmap step's kind as the journal keeps it; ValueError for any other word."""
+    for kind in BITMAP_KINDS:
+        if word == kind:
+            return kind
+    raise ValueError(f"no bitmap step kind: {word!r}")
 
 
 def bitmap_now(path: str, fmt: str, name: str) -> Bitmap | None:
+    """Bitmap ``name`` of the image ``path`` (format ``fmt``) as it is in the file now, None
+    when the file holds none by that name; raises when the file cannot be read."""
     return read_layer(Layer(path, fmt, 0)).get(name)
 
 

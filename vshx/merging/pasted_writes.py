@@ -20,6 +20,8 @@ from vshx.storage.moments import read_snapshots
 from vshx.storage.qcow2 import chain_files
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from vshx.plans.context import Context as Session
 
 
@@ -64,20 +66,23 @@ def check_qemu_img_write(
         return
     for path in written:
         _refuse_running(session, path, verb, line)
+    # the domain disks using each written file, read once for the checks below
+    shown = [path for path, _through in views if files.lexists(path)]
+    users = preflight.domains_using(session, list(dict.fromkeys([*written, *shown])))
     # a shut-off domain's saved RAM (a memory snapshot's moment, a managed save) goes with
     # what its chain shows: vshx's domain commands refuse to change that, and so does this line
-    refuse_saved_ram(session, written, f"`{line}`")
+    refuse_saved_ram(session, written, f"`{line}`", users)
     if pointer is not None:
         _refuse_unproven_pointer(line, *pointer)
     if verb == "bitmap" and len(argv) > 3 and argv[-2] in written:
-        _refuse_checkpoint_bitmap(session, argv, line)
+        _refuse_checkpoint_bitmap(argv, line, users[argv[-2]])
     if not session.dry_run:
         from vshx.plans import lock
 
         for path in written:
             lock.take(path, shell_line(["vshx", *argv]))
     if verb == "commit":
-        _warn_lost_moments(session, views, line)
+        _warn_lost_moments(session, views, line, users)
     for path, through in views:
         if not files.lexists(path):
             continue
@@ -132,18 +137,25 @@ def _refuse_unproven_pointer(line: str, image: str, backing: str, fmt: str) -> N
     )
 
 
-def _warn_lost_moments(session: Session, views: list[tuple[str, str | None]], line: str) -> None:
+def _warn_lost_moments(
+    session: Session,
+    views: list[tuple[str, str | None]],
+    line: str,
+    users: Mapping[str, list[tuple[libvirt.virDomain, str]]],
+) -> None:
     """Say which snapshots' moments a commit line destroys: those whose file shows what a
     written file holds without the commit's top above it (its own file, or one reading
     through it).  vshx's own commit says it in its plan's ``# loses:`` line and keeps a record
     of where the other moments are; a typed qemu-img line runs as typed (the tutorial's steps
-    do exactly this), so it is said before it runs."""
+    do exactly this), so it is said before it runs.  ``users``: the domain disks using each
+    existing file of ``views``, read once before the other checks (a domain undefined or a
+    snapshot deleted since is skipped: a warning never fails the line)."""
     lost: list[str] = []
     for path, through in views:
         if not files.lexists(path):
             continue
         written, top = identity(path), identity(through) if through else None
-        for dom, _disk in preflight.domain_users(session, path):
+        for dom, _disk in users.get(path, ()):
             try:
                 snapshots = read_snapshots(dom)
             except libvirt.libvirtError:
@@ -168,14 +180,17 @@ def _warn_lost_moments(session: Session, views: list[tuple[str, str | None]], li
         )
 
 
-def _refuse_checkpoint_bitmap(session: Session, argv: list[str], line: str) -> None:
+def _refuse_checkpoint_bitmap(
+    argv: list[str], line: str, users: list[tuple[libvirt.virDomain, str]]
+) -> None:
     """``qemu-img bitmap --remove/--clear/--disable FILE NAME`` where NAME is the bitmap of a
-    libvirt checkpoint of a disk whose chain holds FILE: libvirt's next incremental backup
-    from it would fail, or copy too little (a cleared or stopped record of changes)."""
+    libvirt checkpoint of a disk whose chain holds FILE (``users``: the domain disks whose
+    chains hold it): libvirt's next incremental backup from it would fail, or copy too little
+    (a cleared or stopped record of changes)."""
     if not {"--remove", "--clear", "--disable"} & set(argv[:-2]):
         return
-    path, name = argv[-2], argv[-1]
-    for dom, disk in preflight.domain_users(session, path):
+    name = argv[-1]
+    for dom, disk in users:
         owners = checkpoints_by_bitmap(dom, disk).get(name)
         if owners:
             forget = shell_line(["virsh", "checkpoint-delete", dom.name(), owners[0]])

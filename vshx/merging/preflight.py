@@ -57,6 +57,14 @@ def domain_users(
     A disk's chain is what its definition names and what the headers add, compared by
     identity; ``ahead``: the host's domains, read already (``read_host_ahead``).  A definition
     or header that cannot be read raises (fail closed), as the usage scan does."""
+    return domains_using(session, [path], ahead)[path]
+
+
+def domains_using(
+    session: Session, paths: list[str], ahead: Background[virt.HostRead] | None = None
+) -> dict[str, list[tuple[libvirt.virDomain, str]]]:
+    """``domain_users`` of each of ``paths`` (path -> its users), from one read of the host's
+    domains: checks that each want the users of the same files share one scan."""
     if ahead is not None:
         with overlap.parked():  # in a batch, the next line is checked meanwhile
             domains = ahead.result()[0]
@@ -66,14 +74,20 @@ def domain_users(
     if not files.current().local:  # a remote host answers them all in a few round trips
         from vshx.storage.qcow2 import prefetch_chains
 
-        prefetch_chains([path, *(p for _dom, disks in domains for p in _named(disks))])
-    target = key(path)
-    found: dict[tuple[str, str], libvirt.virDomain] = {}
+        prefetch_chains([*paths, *(p for _dom, disks in domains for p in _named(disks))])
+    targets = {path: key(path) for path in paths}
+    found: dict[str, dict[tuple[str, str], libvirt.virDomain]] = {path: {} for path in paths}
     for dom, disks in domains:
         for disk in disks:
-            if disk.source and target in _disk_keys(disk, key):
-                found.setdefault((dom.name(), disk.target), dom)  # live and defined: one disk
-    return [(dom, disk) for (_name, disk), dom in found.items()]
+            if not disk.source:
+                continue
+            held = _disk_keys(disk, key)
+            for path, target in targets.items():
+                if target in held:  # live and defined: one disk
+                    found[path].setdefault((dom.name(), disk.target), dom)
+    return {
+        path: [(dom, disk) for (_name, disk), dom in users.items()] for path, users in found.items()
+    }
 
 
 def _named(disks: list[DiskSource]) -> list[str]:

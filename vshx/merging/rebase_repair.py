@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.merging import verify
-from vshx.plans.journal import NS, state_file
+from vshx.plans.journal import clear_argv
 from vshx.plans.plan import Step, shell_line
 from vshx.storage import host as files
 from vshx.storage.chain import as_opened, canonical, image_chain
@@ -28,16 +28,6 @@ from vshx.storage.chain import as_opened, canonical, image_chain
 if TYPE_CHECKING:
     from vshx.plans.journal import Entry
     from vshx.plans.target import Target
-
-
-def _clearing(target: Target) -> list[str]:
-    """The command that removes the journal by hand (the user vouches for the image)."""
-    dom = target.dom
-    if dom is None:
-        return ["rm", "-f", "--", state_file(target.chain.active.path)]
-    where = ["--config"] if dom.isPersistent() else []
-    where += ["--live"] if dom.isActive() else []
-    return ["virsh", "metadata", dom.name(), "--uri", NS, "--remove", *where]
 
 
 def recover_steps(target: Target, entry: Entry) -> list[Step]:
@@ -79,7 +69,7 @@ def recover_steps(target: Target, entry: Entry) -> list[Step]:
             "prove that the copy reached the file",
             f"nothing was changed; put {old} back (from a backup) and run vshx recover {where} "
             f"again; to take {os.path.basename(image)} as it is, clear the journal by hand: "
-            + shell_line(_clearing(target)),
+            + shell_line(clear_argv(target)),
         )
     offset = verify.first_visible_difference(
         chain.layers[0], old or None, old_fmt or None, wanted or None, new_fmt or None

@@ -26,7 +26,7 @@ from vshx.storage.qcow2 import chain_files, internal_snapshot_count
 from vshx.storage.snapshots import memory_moments
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Mapping
 
     from vshx.plans.context import Context as Session
     from vshx.plans.target import Target
@@ -78,7 +78,12 @@ def refuse_saved_state(
             )
 
 
-def refuse_saved_ram(session: Session, written: list[str], doing: str) -> None:
+def refuse_saved_ram(
+    session: Session,
+    written: list[str],
+    doing: str,
+    users: Mapping[str, list[tuple[libvirt.virDomain, str]]] | None = None,
+) -> None:
     """Files a bare-image plan or a typed or pasted ``qemu-img`` line writes (``doing`` says
     which), against saved RAM: the managed-save image of every shut-off domain whose disk chain
     holds one (its RAM restores onto that chain as it is), and each snapshot with memory state,
@@ -88,9 +93,14 @@ def refuse_saved_ram(session: Session, written: list[str], doing: str) -> None:
 
     Why: such a write bypasses the domain form's ``refuse_saved_state`` (vshx cannot plan it
     as that domain's command), yet destroys the same saved state: ``qemu-img commit -b BASE``
-    into the base under a memory snapshot's moment changes what that moment shows."""
+    into the base under a memory snapshot's moment changes what that moment shows.
+
+    ``users``: the domain disks using each written file (``preflight.domains_using`` of them,
+    read already by a caller whose other checks want them too); read here when not given."""
+    if users is None:
+        users = preflight.domains_using(session, written)
     for path in written:
-        for dom, disk in preflight.domain_users(session, path):
+        for dom, disk in users[path]:
             if virt.is_running(dom):  # QEMU has it open: refused as a running domain's file
                 continue
             name = dom.name()

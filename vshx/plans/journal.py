@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vshx.errors import VshxError
 from vshx.plans import lock
+from vshx.plans.plan import virsh
 from vshx.storage import procs, virt
 from vshx.storage.chain import image_chain
 from vshx.storage.libvirt_lazy import libvirt
@@ -355,6 +356,21 @@ def clear(target: Target) -> None:
         clear_domain(target.dom, target.journal_flags)
         return
     state_place().remove(state_name(target.chain.active.path))
+
+
+def clear_argv(target: Target, uri: str | None = None) -> list[str]:
+    """The command that clears ``target``'s journal, as ``clear`` does: for a domain, ``virsh
+    metadata DOMAIN --uri NS --remove`` on its persistent definition and, while it runs, its
+    live one; for a bare image, ``rm -f --`` of its state file.  ``uri``: the line of a plan
+    step on that connection (``virsh -c URI``, as ``plan.virsh`` prints it); without it, the
+    plain ``virsh`` line a hint gives to run by hand."""
+    dom = target.dom
+    if dom is None:
+        return ["rm", "-f", "--", state_file(target.chain.active.path)]
+    where = ["--config"] if dom.isPersistent() else []
+    where += ["--live"] if dom.isActive() else []
+    words = ["metadata", dom.name(), "--uri", NS, "--remove", *where]
+    return ["virsh", *words] if uri is None else virsh(uri, *words)
 
 
 def read_domain(

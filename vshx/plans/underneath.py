@@ -7,7 +7,7 @@ block-job-cancel) and the events libvirt waits for (BLOCK_JOB_READY, BLOCK_JOB_C
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from vshx.spec.i18n import N_, _
 
@@ -267,7 +267,13 @@ BITMAP = {
 }
 
 
-def bitmap(kind: Literal["disable", "add", "merge", "enable", "remove"]) -> list[str]:
+# the kinds of a ``qemu-img bitmap`` step of an offline merge (merging/bitmaps.py) and of the
+# recover steps that finish or undo them
+BitmapKind = Literal["disable", "add", "merge", "enable", "remove"]
+BITMAP_KINDS: tuple[BitmapKind, ...] = get_args(BitmapKind)
+
+
+def bitmap(kind: BitmapKind) -> list[str]:
     """A ``qemu-img bitmap`` step of an offline merge that keeps checkpoint bitmaps."""
     return [
         _(BITMAP[kind]),
