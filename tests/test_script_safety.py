@@ -107,3 +107,11 @@ def test_read_commands_under_dry_run_print_only_comment_lines(tmp_path: Path):
             assert run_sh(proc.stdout, tmp_path).returncode == 0
     finally:
         destroy_lab(lab)
+
+
+def test_a_byte_that_is_not_utf8_is_shown_as_the_byte() -> None:
+    """Python holds a file name's non-UTF-8 byte as a surrogate escape; an outside tester saw
+    ``base\\udcff.qcow2`` in tables and notes where the name is ``base\\xff.qcow2``."""
+    name = b"/x/base\xff\x01.qcow2".decode("utf-8", "surrogateescape")
+    assert printable(name) == "/x/base\\xff\\x01.qcow2"
+    assert comments(name) == "# /x/base\\xff\\x01.qcow2\n"

@@ -6,9 +6,14 @@ from collections.abc import Iterable, Mapping
 
 
 def printable(text: str) -> str:
-    """``text`` on one line: control characters (a newline in a file name) shown escaped."""
+    """``text`` on one line: control characters (a newline in a file name) shown escaped, and
+    a byte that is not UTF-8 (held as a surrogate escape, as Python reads names) as ``\xff``."""
     return "".join(
-        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        ch
+        if ch.isprintable() or ch == " "
+        else f"\\x{ord(ch) - 0xDC00:02x}"
+        if 0xDC80 <= ord(ch) <= 0xDCFF
+        else ch.encode("unicode_escape").decode("ascii")
         for ch in text
     )
 

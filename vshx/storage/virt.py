@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.spec.render import printable
 from vshx.storage import host as files
 from vshx.storage.libvirt_lazy import libvirt
 
@@ -89,6 +90,19 @@ def connect_hint(uri: str, why: str = "") -> str:
         return (
             "check the URI: qemu:///system (root's daemon), qemu:///session (your own), or "
             "qemu+ssh://[user@]host/system for another host"
+        )
+
+    host = uri.partition("://")[2].partition("/")[0].rpartition("@")[2]
+    if host:  # another machine's daemon (qemu+ssh://, qemu+tcp://, qemu://host/...)
+        transport = uri.partition("://")[0].partition("+")[2] or "tls"
+        how = (
+            "that ssh logs in there without a prompt (a key)"
+            if transport in ("ssh", "libssh", "libssh2")
+            else f"that libvirt there accepts {transport} connections (its listen settings)"
+        )
+        return (
+            f"{printable(uri)} reaches its daemon over {transport} at {printable(host)}: check "
+            f"{how} and that libvirtd runs there; nothing needs starting on this machine"
         )
 
     from vshx.storage.default_uri import why_default
