@@ -72,3 +72,18 @@ def test_a_profiler_gets_its_results_written(tmp_path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert out.stat().st_size > 0
+
+
+def test_a_closed_stdout_or_stderr_is_no_traceback_and_no_false_failure() -> None:
+    """An outside tester: `vshx help >&-` ended in a traceback; `vshx help 2>&-` exited 1
+    although the command succeeded.  A closed stream is written to /dev/null instead."""
+    for redirect in (">&-", ">/dev/null 2>&-", ">&- 2>&-"):
+        script = f'"$0" -c "$1" help {redirect}; echo "status $?" >&3'
+        ran = subprocess.run(
+            ["sh", "-c", f"exec 3>&1; {{ {script}; }} 2>&1", sys.executable, PROGRAM],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "Traceback" not in ran.stdout + ran.stderr, (redirect, ran.stdout)
+        assert "status 0" in ran.stdout, (redirect, ran.stdout, ran.stderr)

@@ -110,3 +110,24 @@ def test_a_lesson_typed_into_vshx_records_virsh_output_and_errors_and_replays(
         student.passes()
     finally:
         student.destroy()
+
+
+def test_dry_run_record_writes_nothing_and_no_transcript_goes_into_a_users_file(
+    tmp_path: Path,
+) -> None:
+    """An outside tester: `vshx --dry-run record FILE` appended to FILE (a --dry-run changes
+    nothing), and a transcript was appended to any file, one of the user's too."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious data\n")
+    dry = run_vshx("--dry-run", "record", str(precious))
+    assert dry.returncode == 0, dry.stderr
+    assert "no transcript is started" in dry.stdout
+    for argv in (["record", str(precious)], ["--record", str(precious), "help"]):
+        refused = run_vshx(*argv)
+        assert refused.returncode == 1, refused.stderr
+        assert "is not a vshx transcript" in refused.stderr and "hint: " in refused.stderr
+    assert precious.read_text() == "precious data\n"
+    transcript = tmp_path / "t.txt"
+    for _ in range(2):  # a transcript of vshx's own is appended to
+        assert run_vshx("--record", str(transcript), "help").returncode == 0
+    assert transcript.read_text().count("# vshx transcript of ") == 2

@@ -17,6 +17,9 @@ def cmd_record(session: Session, args: Args) -> None:
         session.stop_recording()
         session.info(f"transcript ends: {path}")
         return
+    if session.dry_run or args.get("dry_run"):
+        session.info(f"--dry-run: no transcript is started (it would be {args.file})")
+        return
     session.start_recording(args.file)
     session.info(f"recording into {args.file} (stop: record stop; replay: vshx -f FILE)")
 

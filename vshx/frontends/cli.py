@@ -145,6 +145,7 @@ def run() -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     """vshx's exit status; a reader that left the pipe (`vshx --help | head -1`) ends it
     quietly, never with a traceback, whichever output was being written."""
+    _open_closed_streams()
     try:
         status = _run(argv)
         sys.stdout.flush()
@@ -152,6 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _drop_stdout()
         return EXIT_FAILED
+
+
+def _open_closed_streams() -> None:
+    """A standard stream closed by the caller (`vshx list >&-`, `2>&-`): Python holds None
+    there and the first write was a traceback, or a failed status after a command that
+    succeeded.  Each goes to /dev/null instead, as if redirected there (opened in descriptor
+    order, each takes the closed descriptor, so the programs vshx runs find it open too)."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))
 
 
 def _drop_stdout() -> None:

@@ -17,8 +17,28 @@ import shlex
 import time
 from typing import TextIO
 
+from vshx.errors import VshxError
 from vshx.plans.plan import with_heredoc
 from vshx.spec.render import printable
+
+HEADER = "# vshx transcript of "  # the first line of every transcript (Recorder)
+
+
+def refuse_foreign_transcript(path: str) -> None:
+    """A transcript is appended only to a file that is one already (or new, or empty, or not
+    a regular file: /dev/stderr): never to a file of the user's that vshx did not write."""
+    if not os.path.isfile(path):  # none there yet, or a device or pipe: never read here
+        return
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(len(HEADER)) in (b"", HEADER.encode()):
+                return
+    except OSError:
+        return  # unreadable: opening it to append says why
+    raise VshxError(
+        f"{printable(path)} exists and is not a vshx transcript: vshx appends only to its own",
+        "name a new file (or one vshx recorded into before)",
+    )
 
 
 class Tee:
@@ -58,7 +78,7 @@ class Recorder:
         self._loose = ""  # output outside a command, up to its end of line
         user = os.environ.get("SUDO_USER") or getpass.getuser()
         self._write(
-            f"# vshx transcript of {printable(user)} on {printable(uri)}, started "
+            f"{HEADER}{printable(user)} on {printable(uri)}, started "
             f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}\n"
             f"# replay: vshx -c {printable(shlex.quote(uri))} -f THIS_FILE (the lines below "
             "that are not comments)\n"

@@ -95,8 +95,9 @@ class Session:
     # -- transcript ---------------------------------------------------------------------
     def start_recording(self, path: str) -> None:
         """Record every command from now on into ``path`` (vshx/shell/record.py)."""
-        from vshx.shell.record import Recorder, Tee
+        from vshx.shell.record import Recorder, Tee, refuse_foreign_transcript
 
+        refuse_foreign_transcript(path)  # before the transcript being written stops
         self.stop_recording()
         try:
             self.recorder = Recorder(path, self.uri)
