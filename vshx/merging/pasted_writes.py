@@ -145,7 +145,7 @@ def _warn_lost_moments(session: Session, views: list[tuple[str, str | None]], li
         written, top = identity(path), identity(through) if through else None
         for dom, _disk in preflight.domain_users(session, path):
             try:
-                snapshots = read_snapshots(dom)
+                snapshots = read_snapshots(dom, "both")
             except libvirt.libvirtError:
                 continue  # undefined meanwhile: it has no snapshots to lose
             for snap in snapshots:
