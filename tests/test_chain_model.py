@@ -173,3 +173,39 @@ def test_a_warning_stays_one_line_whatever_a_file_name_holds():
     err = io.StringIO()
     Session("test:///default", err=err).warn("keeping /x/sn2.a\nwarning: forged\x1b[2J")
     assert err.getvalue() == "warning: keeping /x/sn2.a\\nwarning: forged\\x1b[2J\n"
+
+
+def test_a_usage_scan_reads_a_blurred_disk_as_both_files_it_may_mean():
+    """Another domain's disk named with a raw line break, CR LF or tab (libvirt writes them
+    raw): the scan lists it once with the exact name (the file QEMU opened) and once as a
+    parser reads it (one space for each, CR LF as one: what libvirt opens once it reads its XML
+    again), instead of refusing every merge on the host; a plain disk stays one entry."""
+    from vshx.storage.snapshot_refs import snapshot_files
+
+    xml = (
+        "<domain><devices><disk type='file' device='disk'><driver type='qcow2'/>"
+        "<source file='/images/sn2.a\nb\r\nc'/><backingStore type='file'>"
+        "<source file=\"/images/x\ty > z\"/></backingStore><target dev='vda'/></disk>"
+        "<disk type='file' device='disk'><source file='/images/ok'/><target dev='vdb'/></disk>"
+        "</devices></domain>"
+    )
+    found = [(d.target, d.source, [p for p, _f, _i in d.backing], d.blurred) for d in
+             disks_from_xml(xml, "domain x", "both")]  # fmt: skip
+    assert found == [
+        ("vda", "/images/sn2.a\nb\r\nc", ["/images/x\ty > z"], True),
+        ("vda", "/images/sn2.a b c", ["/images/x y > z"], True),
+        ("vdb", "/images/ok", [], False),
+    ]
+    with pytest.raises(VshxError):  # the domain vshx works on: refused as before
+        disks_from_xml(xml, "domain x")
+    snapshot = (
+        "<domainsnapshot><name>s</name><disks><disk name='vda' snapshot='external'>"
+        "<source file='/images/sn3.a\nb'/></disk></disks><domain><devices><disk>"
+        "<source file='/images/sn2.qcow2'/><target dev='vda'/></disk></devices></domain>"
+        "</domainsnapshot>"
+    )
+    assert snapshot_files(snapshot) == [
+        ("vda moment", "/images/sn2.qcow2"),
+        ("vda overlay", "/images/sn3.a\nb"),
+        ("vda overlay", "/images/sn3.a b"),
+    ]

@@ -279,3 +279,19 @@ def test_finish_command_for_a_half_merged_snapshot(tmp_path: Path):
     timeline = Timeline("dom", [s2, s3], {}, set(), {})
     line = finish_command(timeline, s2, "dom")
     assert line == f"vshx commit dom vdb --top {paths['b2']} --base {paths['b1']}"
+
+
+def test_a_snapshot_read_twice_has_its_children_once():
+    """read_snapshots(..., "both") lists a snapshot named with a line break once per reading
+    of its XML (chain.readings): in time order its children still come once."""
+    a1, a2, b = (
+        parse_snapshot(snapshot_xml(name, parent, {"vda": ("/b", overlay)}), False)
+        for name, parent, overlay in (
+            ("a", None, "/a&#10;1"),
+            ("a", None, "/a 1"),
+            ("b", "a", "/c"),
+        )
+    )
+    ordered = in_time_order([a1, a2, b])
+    assert sorted(s.name for s in ordered) == ["a", "a", "b"] and ordered[0].name == "a"
+    assert {s.moments["vda"].overlay for s in ordered if s.name == "a"} == {"/a\n1", "/a 1"}

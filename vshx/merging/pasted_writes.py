@@ -157,7 +157,7 @@ def _warn_lost_moments(
         written, top = identity(path), identity(through) if through else None
         for dom, _disk in users.get(path, ()):
             try:
-                snapshots = read_snapshots(dom)
+                snapshots = read_snapshots(dom, "both")
             except libvirt.libvirtError:
                 continue  # undefined meanwhile: it has no snapshots to lose
             for snap in snapshots:

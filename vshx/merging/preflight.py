@@ -19,7 +19,15 @@ from vshx.plans.target import Target
 from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.background import Background
-from vshx.storage.chain import Chain, DiskSource, Layer, canonical, relative_name
+from vshx.storage.chain import (
+    BLANK,
+    Chain,
+    DiskSource,
+    Layer,
+    blurred_refusal,
+    canonical,
+    relative_name,
+)
 from vshx.storage.identity import FileKey, identity
 from vshx.storage.libvirt_lazy import libvirt
 
@@ -30,7 +38,8 @@ if TYPE_CHECKING:
 
 
 def running_users(session: Session, path: str) -> list[tuple[str, str]]:
-    """Running domains whose disk chains contain the file ``path`` names (domain, disk)."""
+    """Running domains whose disk chains contain the file ``path`` names (domain, disk); a
+    disk whose file name has a line break or tab, by either file it may name."""
     key = functools.lru_cache(maxsize=None)(identity)
     found = []
     active = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
@@ -46,7 +55,7 @@ def running_users(session: Session, path: str) -> list[tuple[str, str]]:
                 continue
             if target in _disk_keys(disk, key):
                 found.append((dom.name(), disk.target))
-    return found
+    return list(dict.fromkeys(found))  # a blurred disk's two readings: one disk
 
 
 def domain_users(
@@ -55,8 +64,10 @@ def domain_users(
     """Every domain disk (domain, target) whose chain holds the file ``path`` names: shut-off
     and running domains, and the disks a running one's persistent definition names otherwise.
     A disk's chain is what its definition names and what the headers add, compared by
-    identity; ``ahead``: the host's domains, read already (``read_host_ahead``).  A definition
-    or header that cannot be read raises (fail closed), as the usage scan does."""
+    identity; a disk whose file name has a line break or tab holds the files of both names it
+    may mean (virt.every_defined_disk); ``ahead``: the host's domains, read already
+    (``read_host_ahead``).  A definition or header that cannot be read raises (fail closed),
+    as the usage scan does."""
     return domains_using(session, [path], ahead)[path]
 
 
@@ -117,6 +128,13 @@ def _disk_keys(disk: DiskSource, key: Callable[[str], FileKey]) -> set[FileKey]:
     return {key(f) for f in files}
 
 
+def _blurred_name(disk: DiskSource) -> str:
+    """The name with a line break or tab in it that a blurred disk's reading names (the exact
+    one, listed first: chain.disks_from_xml)."""
+    named = [disk.source or "", *(p for p, _f, _i in disk.backing)]
+    return next((p for p in named if BLANK.search(p)), disk.source or disk.target)
+
+
 def _readable(disk: DiskSource) -> bool:
     """A local file or device (not a network disk such as rbd or iscsi)."""
     return bool(disk.source) and os.path.isabs(disk.source or "")
@@ -160,6 +178,11 @@ class UsageIndex:
     the chain's own directory and ``--scan DIR``.  Not scanned: other directories, other
     hosts sharing the storage, images on other URIs.  A directory, pool or header that cannot
     be read makes the scan refuse (fail closed).
+
+    Another domain's disk (or snapshot) whose file name has a line break or tab uses both
+    files it may mean: the exact name (the file QEMU opened) and the one with a space there
+    (the file libvirt opens once it reads its XML again), with their chains; the domain the
+    plan works on refuses such a name (``chain.blurred_refusal``), as its own disk's read does.
     """
 
     def __init__(
@@ -204,6 +227,10 @@ class UsageIndex:
             if dom.name() == leaving:
                 continue
             for disk in disks:
+                if dom.name() == ours.domain and disk.blurred:
+                    # the domain the plan works on: as its disk's read refuses (this one may be
+                    # a running domain's persistent definition, which that read does not see)
+                    raise blurred_refusal(f"domain {dom.name()}", _blurred_name(disk))
                 if not disk.source:
                     continue
                 if _readable(disk) and not _device(disk.source):  # images, not /dev

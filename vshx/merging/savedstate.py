@@ -133,9 +133,11 @@ def _memory_moments_showing(
     dom: libvirt.virDomain,
 ) -> list[tuple[str, str, str, set[FileKey]]]:
     """(snapshot, disk, moment file, every file the moment's view reads) for each of the
-    domain's snapshots with memory state; none for one undefined meanwhile."""
+    domain's snapshots with memory state; none for one undefined meanwhile.  Asked of every
+    domain for a bare plan or a typed line: a moment file named with a line break or tab gives
+    both files it may mean (chain.Blurred "both"), not a refusal of the plan."""
     try:
-        moments = memory_moments(dom)
+        moments = memory_moments(dom, blurred="both")
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from vshx.errors import UsageError, VshxError
 from vshx.spec.render import printable
@@ -268,6 +268,9 @@ class DiskSource(NamedTuple):
     # <backingStore type=...> of each backing node that is no file or block device (a pool
     # volume, a network image), with what names it: vshx cannot read or merge such a layer
     foreign_backing: tuple[str, ...] = ()
+    # its file name holds a line break or tab: this is one of the two files it may name (as
+    # QEMU opened it, or as a parser reads it back: chain.readings); a usage scan's reading
+    blurred: bool = False
 
 
 def source_path(node: ET.Element) -> str | None:
@@ -296,6 +299,29 @@ def _remote_source(node: ET.Element) -> str:
 # it is, and every XML parser (libvirt's own, when it reads its files again) reads it as a space
 BLURRED = re.compile(r"""=\s*(?:'[^']*[\n\r\t][^']*'|"[^"]*[\n\r\t][^"]*")""")
 DISK_ELEMENT = re.compile(r"<disk\b[^>]*/>|<disk\b.*?</disk>", re.S)  # empty, or whole
+# a start or empty tag, its quoted attribute values whole (a value may hold a ``>``)
+TAG = re.compile(r"""<[A-Za-z_][^<>"']*(?:(?:"[^"]*"|'[^']*')[^<>"']*)*>""")
+QUOTED = re.compile(r""""[^"]*"|'[^']*'""")
+BLANK = re.compile(r"[\n\r\t]")  # what a parser reads as a space in an attribute value
+KEPT = {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}  # written so, a parser keeps it
+
+
+# what a reader of a domain's or a snapshot's XML does with a disk whose file name has a line
+# break or tab: "refuse" (the domain vshx works on: refuse_blurred_names), or "both" (another
+# domain, read for who else uses a file: count each file it may name, ``readings``)
+Blurred = Literal["refuse", "both"]
+
+
+def blurred_refusal(what: str, name: str) -> VshxError:
+    """The refusal of ``what`` (a domain, a snapshot), which names the file ``name`` with a
+    line break or tab in it: vshx cannot tell which file libvirt means (fail closed)."""
+    return VshxError(
+        f"{printable(what)} names a file with a line break or tab in its name "
+        f"({printable(name)}): libvirt's XML gives that character back as a space, so vshx "
+        "cannot tell which file libvirt means",
+        "rename the file to a name without control characters and point the "
+        "definition at it (virsh edit), or work on it with virsh and qemu-img directly",
+    )
 
 
 def refuse_blurred_names(xml: str, what: str) -> None:
@@ -305,19 +331,53 @@ def refuse_blurred_names(xml: str, what: str) -> None:
     for disk in DISK_ELEMENT.finditer(xml):
         found = BLURRED.search(disk.group(0))
         if found is not None:
-            raise VshxError(
-                f"{printable(what)} names a file with a line break or tab in its name "
-                f"({printable(found.group(0).lstrip('= '))}): libvirt's XML gives that "
-                "character back as a space, so vshx cannot tell which file libvirt means",
-                "rename the file to a name without control characters and point the "
-                "definition at it (virsh edit), or work on it with virsh and qemu-img directly",
-            )
+            raise blurred_refusal(what, found.group(0).lstrip("= "))
 
 
-def disks_from_xml(xml: str, what: str = "the domain") -> list[DiskSource]:
-    """Every <disk> of a domain XML with its <backingStore> chain (live XML has one); a disk
-    whose file name has a line break or tab is refused (``refuse_blurred_names``)."""
-    refuse_blurred_names(xml, what)
+def keep_raw_names(xml: str) -> str:
+    """``xml`` with each raw line break, carriage return and tab in an attribute value written
+    as a character reference, which a parser keeps: the names as libvirt holds them (the file
+    QEMU opened), where a parser reads each raw one as a space (``\\r\\n`` as one)."""
+
+    def kept(value: re.Match[str]) -> str:
+        return BLANK.sub(lambda blank: KEPT[blank.group(0)], value.group(0))
+
+    return TAG.sub(lambda tag: QUOTED.sub(kept, tag.group(0)), xml)
+
+
+def readings(xml: str) -> list[str]:
+    """The ways a usage scan reads ``xml`` (another domain's, or a snapshot's): as a parser
+    reads it (a raw line break or tab in a name read as a space: the file libvirt opens once it
+    reads its XML again), and, where a name holds one, first with it kept (``keep_raw_names``:
+    the file QEMU opened).  Either file may be the one meant, so both count as in use."""
+    raw = keep_raw_names(xml)
+    return [xml] if raw == xml else [raw, xml]
+
+
+def disks_from_xml(
+    xml: str, what: str = "the domain", blurred: Blurred = "refuse"
+) -> list[DiskSource]:
+    """Every <disk> of a domain XML with its <backingStore> chain (live XML has one).
+
+    A disk whose file name has a line break or tab (``blurred``): "refuse" refuses ``what``
+    (``refuse_blurred_names``); "both" lists that disk twice, once with each file it may name
+    (``readings``: the exact names first), both marked ``blurred``."""
+    if blurred == "refuse":
+        refuse_blurred_names(xml, what)
+        return _disks(xml)
+    parsed = [_disks(text) for text in readings(xml)]
+    if len(parsed) == 1:
+        return parsed[0]
+    disks: list[DiskSource] = []
+    for raw, spaced in zip(parsed[0], parsed[1], strict=True):  # the same elements, in order
+        if raw == spaced:
+            disks.append(raw)
+        else:
+            disks += [raw._replace(blurred=True), spaced._replace(blurred=True)]
+    return disks
+
+
+def _disks(xml: str) -> list[DiskSource]:
     root = ET.fromstring(xml)
     disks = []
     for disk in root.findall("./devices/disk"):

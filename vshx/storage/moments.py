@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.storage import host as files
 from vshx.storage import virt
-from vshx.storage.chain import canonical, refuse_blurred_names
+from vshx.storage.chain import Blurred, canonical, readings, refuse_blurred_names
 from vshx.storage.identity import birth_ns
 from vshx.storage.libvirt_lazy import libvirt
 
@@ -282,6 +282,11 @@ def parse_snapshot(xml: str, current: bool) -> Snapshot:
     """One snapshot's XML: name, parent, memory state, and per disk its moment file/overlay
     (refused where a disk's file name has a line break or tab: chain.refuse_blurred_names)."""
     refuse_blurred_names(xml, "a snapshot of this domain")
+    return _snapshot(xml, current)
+
+
+def _snapshot(xml: str, current: bool) -> Snapshot:
+    """``parse_snapshot`` of one reading of the XML (chain.readings), nothing refused."""
     root = ET.fromstring(xml)
     memory = root.find("memory")
     snap = Snapshot(
@@ -311,8 +316,11 @@ def parse_snapshot(xml: str, current: bool) -> Snapshot:
     return snap
 
 
-def read_snapshots(dom: libvirt.virDomain) -> list[Snapshot]:
-    """The domain's snapshots, parents first, each XML read once."""
+def read_snapshots(dom: libvirt.virDomain, blurred: Blurred = "refuse") -> list[Snapshot]:
+    """The domain's snapshots, parents first, each XML read once.  A snapshot whose XML names
+    a file with a line break or tab (``blurred``, chain.Blurred): "refuse" (``parse_snapshot``),
+    or "both": listed once per reading of its XML (chain.readings), each with the files it
+    names so read: for another domain's snapshots, looked at for the files they name."""
     found = []
     current = None
     try:
@@ -327,7 +335,11 @@ def read_snapshots(dom: libvirt.virDomain) -> list[Snapshot]:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
                 continue  # deleted since it was listed: it is no snapshot any more
             raise
-        found.append(parse_snapshot(xml, handle.getName() == current))
+        is_current = handle.getName() == current
+        if blurred == "refuse":
+            found.append(parse_snapshot(xml, is_current))
+        else:
+            found += [_snapshot(reading, is_current) for reading in readings(xml)]
     return in_time_order(found)
 
 
@@ -343,17 +355,23 @@ def read_snapshots_ahead(dom: libvirt.virDomain) -> Background[Read]:
 
 
 def in_time_order(snapshots: list[Snapshot]) -> list[Snapshot]:
-    """Parents before their children (creation times tie within a second), siblings by time."""
+    """Parents before their children (creation times tie within a second), siblings by time;
+    a snapshot listed once per reading of its XML (read_snapshots) has its children once."""
     names = {s.name for s in snapshots}
     children: dict[str | None, list[Snapshot]] = {}
     for snap in snapshots:
         children.setdefault(snap.parent if snap.parent in names else None, []).append(snap)
     ordered: list[Snapshot] = []
     todo = sorted(children.get(None, []), key=lambda s: (s.created, s.name), reverse=True)
+    placed: set[str] = set()
     while todo:
         snap = todo.pop()
         ordered.append(snap)
-        todo += sorted(children.get(snap.name, []), key=lambda s: (s.created, s.name), reverse=True)
+        if snap.name not in placed:
+            placed.add(snap.name)
+            todo += sorted(
+                children.get(snap.name, []), key=lambda s: (s.created, s.name), reverse=True
+            )
     return ordered
 
 

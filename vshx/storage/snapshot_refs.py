@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from typing import NamedTuple
 
 from vshx.errors import VshxError
+from vshx.storage.chain import readings
 from vshx.storage.libvirt_lazy import libvirt
 
 # where libvirt's QEMU driver keeps managed-save images (its save_dir; not in the API)
@@ -25,8 +26,15 @@ class Named(NamedTuple):
 
 def snapshot_files(xml: str) -> list[tuple[str, str]]:
     """(what, path) for every file one snapshot's XML names: its memory state, each disk's
-    moment file with its ``<backingStore>`` chain, and the overlays it made."""
-    root = ET.fromstring(xml)
+    moment file with its ``<backingStore>`` chain, and the overlays it made.  A name with a
+    line break or tab gives both files it may mean (chain.readings): this is another
+    domain's snapshot, whose odd name must not stop an unrelated merge."""
+    first, *more = (_files_named(ET.fromstring(reading)) for reading in readings(xml))
+    found = first + [entry for other in more for entry in other if entry not in first]
+    return [(what, path) for what, path in found if os.path.isabs(path)]
+
+
+def _files_named(root: ET.Element) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     memory = root.find("memory")
     if memory is not None and memory.get("file"):
@@ -44,7 +52,7 @@ def snapshot_files(xml: str) -> list[tuple[str, str]]:
         path = made.get("file") or made.get("dev") if made is not None else None
         if path:
             found.append((f"{disk.get('name', '?')} overlay", path))
-    return [(what, path) for what, path in found if os.path.isabs(path)]
+    return found
 
 
 def managed_save_path(uri: str, name: str) -> str | None:

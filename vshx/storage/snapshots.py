@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vshx.errors import VshxError
 from vshx.storage import virt
-from vshx.storage.chain import Chain
+from vshx.storage.chain import Blurred, Chain
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import Read, read_snapshots
 
@@ -37,13 +37,16 @@ def current_chain_files(
     return files
 
 
-def memory_moments(dom: libvirt.virDomain, read: Read | None = None) -> list[tuple[str, str, str]]:
+def memory_moments(
+    dom: libvirt.virDomain, read: Read | None = None, blurred: Blurred = "refuse"
+) -> list[tuple[str, str, str]]:
     """(snapshot, disk, file) for each snapshot with memory state and each disk: the file that
     was active when it was taken (the disk's source in the snapshot's ``<domain>`` block),
-    which its saved RAM goes with (from ``read`` when the caller has read them already)."""
+    which its saved RAM goes with (from ``read`` when the caller has read them already, else
+    read now: ``blurred`` as for read_snapshots)."""
     return [
         (snap.name, disk, moment.file)
-        for snap in (read_snapshots(dom) if read is None else read)
+        for snap in (read_snapshots(dom, blurred) if read is None else read)
         if snap.has_memory
         for disk, moment in snap.moments.items()
         if moment.file

@@ -146,8 +146,9 @@ def lookup_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
 def domains_with_disks(
     conn: libvirt.virConnect, flags: int = 0
 ) -> list[tuple[libvirt.virDomain, list[chains.DiskSource]]]:
-    """Every domain with its disks; one undefined while we look is skipped, not an error
-    (a busy host defines and undefines domains all the time)."""
+    """Every domain with its disks as a usage scan reads them (``every_defined_disk``); one
+    undefined while we look is skipped, not an error (a busy host defines and undefines
+    domains all the time)."""
     doms = conn.listAllDomains(flags)
     read: list[list[chains.DiskSource] | Exception | None] = [None] * len(doms)
     slots = iter(range(len(doms)))
@@ -256,16 +257,18 @@ def domain_disks(dom: libvirt.virDomain) -> list[chains.DiskSource]:
 def every_defined_disk(dom: libvirt.virDomain) -> list[chains.DiskSource]:
     """A domain's disks as it runs, and, for a running domain, the disks its persistent
     definition names otherwise (``persistent_only``): it boots on those next time, so their
-    files are in use too."""
+    files are in use too.  As a usage scan reads them: a disk whose file name has a line break
+    or tab is listed once with each file it may name (chain.disks_from_xml's "both"), not
+    refused, so that one such domain does not stop every merge on the host."""
     from vshx.storage import chain as chains
 
     xml = dom.XMLDesc(0)
-    disks = chains.disks_from_xml(xml, f"domain {dom.name()}")
+    disks = chains.disks_from_xml(xml, f"domain {dom.name()}", "both")
     if not is_live_xml(xml):  # shut off: that was the persistent one
         return disks
     live = {(disk.target, disk.source) for disk in disks}
     defined = chains.disks_from_xml(
-        dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), f"domain {dom.name()}"
+        dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), f"domain {dom.name()}", "both"
     )
     return disks + [
         disk._replace(persistent_only=True)
