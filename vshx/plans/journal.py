@@ -13,11 +13,12 @@ import json
 import os
 import time
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from vshx.errors import VshxError
 from vshx.plans import lock
 from vshx.plans.plan import virsh
+from vshx.plans.target import Definition
 from vshx.storage import procs, virt
 from vshx.storage.chain import image_chain
 from vshx.storage.libvirt_lazy import libvirt
@@ -117,15 +118,6 @@ def metadata_flags(
     if dom.isActive() if running is None else running:
         flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
     return flags
-
-
-class Definition(NamedTuple):
-    """What a plan reads of the domain's persistent definition besides its XML: whether there
-    is one, and the journal element it holds (None: none).  Read once, under the chain's lock,
-    on a thread (``read_definition_ahead``): both are round trips that wait on the domain."""
-
-    persistent: bool
-    journal: str | None
 
 
 # libvirt's answers for "no entry there": none, or no persistent definition (transient)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.storage.chain import Chain
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import Read, Timeline, read_snapshots
 
 if TYPE_CHECKING:
-    from vshx.plans.journal import Definition
     from vshx.storage.background import Background
     from vshx.storage.virt import HostRead
+
+
+class Definition(NamedTuple):
+    """What a plan reads of the domain's persistent definition besides its XML: whether there
+    is one, and the journal element it holds (None: none).  Read once, under the chain's lock,
+    on a thread (journal.read_definition_ahead): both are round trips that wait on the domain."""
+
+    persistent: bool
+    journal: str | None
 
 
 class Target:
