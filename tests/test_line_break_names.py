@@ -25,8 +25,7 @@ from conftest import (
 
 # not serial: another domain's usage scan reads such a domain with both names its disk may
 # mean (chain.Blurred "both") and refuses only merges that change one of their files, all under
-# the test's own tmp_path; the blurred domains here are shut off (a running one's disks are read
-# by `vshx jobs` without a domain, which still refuses on it)
+# the test's own tmp_path (`vshx jobs` lists a running one's jobs by its disks' targets alone)
 pytestmark = [pytest.mark.libvirt]
 
 BLURRED = "sn2.nl\nEOF"  # the overlay libvirt makes for snapshot "nl<LF>EOF" of a 2-layer lab
@@ -174,4 +173,20 @@ def test_a_file_the_blurred_domain_may_mean_is_still_in_use(tmp_path: Path) -> N
         assert (file_state(lab.dir), file_state(mine)) == before
     finally:
         virsh("undefine", other)
+        destroy_lab(lab)
+
+
+def test_jobs_lists_the_host_while_a_running_domain_is_blurred(tmp_path: Path) -> None:
+    """`vshx jobs` reads every running domain's disks: a running domain whose active layer's
+    name holds a line break made it refuse for the whole host (it needs the targets only)."""
+    lab = make_lab(tmp_path, running=True, layers=2, dirname="blurred-running")
+    try:
+        made = virsh("snapshot-create-as", lab.name, "--name", "nl\nEOF", "--disk-only")
+        assert made.returncode == 0, made.stderr
+        jobs = run_vshx("jobs")
+        assert jobs.returncode == 0, jobs.stderr
+        assert "line break" not in jobs.stderr and "Traceback" not in jobs.stderr
+        own = run_vshx("commit", lab.name, "vda", "--top", "sn1.qcow2", "--base", "base.qcow2")
+        assert own.returncode == 1 and "line break or tab" in own.stderr, own.stderr
+    finally:
         destroy_lab(lab)

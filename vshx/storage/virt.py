@@ -409,18 +409,20 @@ def _block_jobs(dom: libvirt.virDomain) -> list[dict[str, object]]:
         return []
     xml = dom.XMLDesc(0)
     found = []
-    for disk in domain_disks(dom):
-        info = dom.blockJobInfo(disk.target, 0) or {}
+    # the disks' targets only: a file name with a line break does not stop the listing of jobs
+    targets = [t.get("dev", "") for t in ET.fromstring(xml).findall("./devices/disk/target")]
+    for target in filter(None, targets):
+        info = dom.blockJobInfo(target, 0) or {}
         if not info:
             continue
         end = info.get("end", 0)
         found.append(
             {
                 "domain": dom.name(),
-                "disk": disk.target,
+                "disk": target,
                 "type": JOB_TYPES.get(info.get("type", 0), f"type {info.get('type')}"),
                 "progress": round(100 * info.get("cur", 0) / end, 1) if end else 0.0,
-                "ready": mirror_ready(xml, disk.target),
+                "ready": mirror_ready(xml, target),
             }
         )
     return found
