@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 
@@ -56,8 +57,16 @@ def to_json(document: Mapping[str, object]) -> str:
     """The one writer of ``--json`` output: ``document``, an object, with ``"schema"`` first.
 
     Each command's fields and their types are in docs/json/COMMAND.schema.json; "none" is
-    ``null``, never ``"-"`` or ``""``.
+    ``null``, never ``"-"`` or ``""``.  The text is UTF-8: a byte of a file name that is not
+    UTF-8 (held as a surrogate escape, as ``os.fsdecode`` reads it) is written as the JSON
+    escape of that surrogate (``\\xff`` as ``"\\udcff"``), which a JSON reader gives back
+    as the same string, so ``os.fsencode`` of it is the file's name again.
     """
     import json  # only --json pays for it
 
-    return json.dumps({"schema": JSON_SCHEMA, **document}, indent=2, ensure_ascii=False)
+    text = json.dumps({"schema": JSON_SCHEMA, **document}, indent=2, ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
+# a surrogate can only stand in a JSON string (a key or a value), where its escape is valid
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")

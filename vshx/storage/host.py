@@ -472,7 +472,7 @@ def temporary_directory(prefix: str) -> Iterator[str]:
 
     if not isinstance(where, SshHost):
         raise VshxError(f"no temporary directory on {where.name}: it is not reachable over ssh")
-    made = where.shell('exec mktemp -d "${TMPDIR:-/tmp}/$1XXXXXXXX"', prefix).decode().strip()
+    made = os.fsdecode(where.shell('exec mktemp -d "${TMPDIR:-/tmp}/$1XXXXXXXX"', prefix)).strip()
     try:
         yield made
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -158,7 +159,10 @@ def start(
             stdin=subprocess.PIPE if feeds_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
+            # text as os.fsdecode reads a name (a byte that is not UTF-8 kept as a surrogate
+            # escape), here and over ssh alike; stdin and argv go back as the same bytes
+            encoding=sys.getfilesystemencoding(),
+            errors=sys.getfilesystemencodeerrors(),
             env=child_env(),  # says which vshx started it, should it outlive vshx
         )
     except FileNotFoundError as exc:
@@ -180,7 +184,7 @@ def finish(proc: subprocess.Popen[str], argv: Sequence[str], stdin: str | None =
     if proc.returncode == 255 and not where.local and argv[:1] != ["virsh"]:
         from vshx.storage.ssh_host import unreachable
 
-        raise unreachable(where.name, err.encode("utf-8", "replace"))
+        raise unreachable(where.name, os.fsencode(err))
     if proc.returncode != 0:
         detail = (err or out).strip().splitlines()
         last = detail[-1] if detail else f"exit {proc.returncode}"
@@ -214,10 +218,71 @@ def info_chain(path: str) -> list[dict[str, Any]]:
     out = run(["qemu-img", "info", "--backing-chain", "--output=json", "-U", "--", path])
     data = json.loads(out)
     chain = data if isinstance(data, list) else [data]
+    if _replaced(chain) is not None:
+        chain = _exact_chain(path, chain)
     if not host.current().local:  # what the checks ask next of these files: one round trip
         host.prefetch([path, *(str(entry.get("filename", "")) for entry in chain[1:])])
 
     return chain
+
+
+REPLACED = "\ufffd"
+"""What ``qemu-img --output=json`` (QEMU 7.2) prints for each byte of a name that is not UTF-8:
+also the name of another file, whose name holds the bytes ef bf bd."""
+
+
+def _replaced(node: object) -> str | None:
+    """The first string in qemu-img's JSON that holds U+FFFD; None when none does."""
+    if isinstance(node, str):
+        return node if REPLACED in node else None
+    values = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    return next(filter(None, map(_replaced, values)), None)
+
+
+NAME_KEYS = ("filename", "backing-filename", "full-backing-filename")
+
+
+def _exact_chain(path: str, chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chain with its names as the files' bytes: qemu-img printed U+FFFD in it, which
+    may stand for a byte that is not UTF-8 or be that very character; only the headers tell
+    (their bytes, read here or over ssh as os.fsdecode reads names).  Where they cannot say
+    it, or say another name than qemu-img printed, vshx refuses rather than guess a file."""
+    from vshx.storage.qcow2 import header_names, read_chain
+
+    exact = read_chain(path)
+    if exact is not None and len(exact) == len(chain):
+        return exact
+    fixed = [dict(entry) for entry in chain]
+    above = path
+    for number, entry in enumerate(fixed):
+        name = path
+        if number:
+            names = header_names(above)
+            backing = names[0] if names else None
+            if not backing or "://" in backing or backing.startswith("json:"):
+                raise _unknown_name(path, str(entry.get("filename")))
+            name = (
+                backing if os.path.isabs(backing) else os.path.join(os.path.dirname(above), backing)
+            )
+            fixed[number - 1]["backing-filename"] = backing
+            fixed[number - 1]["full-backing-filename"] = name
+        if os.fsencode(name).decode("utf-8", "replace") != entry.get("filename"):
+            raise _unknown_name(path, str(entry.get("filename")))
+        entry["filename"] = above = name
+    last = {k: v for k, v in fixed[-1].items() if k != "filename"}  # a backing not followed
+    other = _replaced([last, *({k: v for k, v in e.items() if k not in NAME_KEYS} for e in fixed)])
+    if other is not None:  # another name (a data file's) printed with U+FFFD
+        raise _unknown_name(path, other)
+    return fixed
+
+
+def _unknown_name(path: str, named: str) -> VshxError:
+    return VshxError(
+        f"cannot tell which file qemu-img means by {named!r} in the chain of {path}: it "
+        "prints a byte of a file name that is not UTF-8 as U+FFFD, the name of another file",
+        "give the files of this chain UTF-8 names (then qemu-img rebase -u -b NEWNAME "
+        "the image above each), and run it again",
+    )
 
 
 def info(path: str) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def _clock(fields: list[str]) -> tuple[float, int]:
 
 def parse_ps(out: bytes) -> list[Seen]:
     """PS's output as records (ValueError when it is not PS's)."""
-    fields = out.decode("utf-8", "surrogateescape").split("\0")
+    fields = os.fsdecode(out).split("\0")
     boot, ticks = _clock(fields)
     found = []
     at = 2
@@ -108,7 +108,7 @@ def parse_ps(out: bytes) -> list[Seen]:
 
 def parse_alive(out: bytes) -> tuple[float, str] | None:
     """ALIVE's output: (the process's start time, its state), or None when no such pid."""
-    fields = out.decode("utf-8", "surrogateescape").split("\0")
+    fields = os.fsdecode(out).split("\0")
     boot, ticks = _clock(fields)
     if len(fields) < 4 or not fields[2]:
         return None

@@ -301,7 +301,7 @@ class SshHost:
         if done.returncode == SSH_FAILED:
             raise unreachable(self.name, done.stderr)
         if done.returncode != 0:
-            said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            said = os.fsdecode(done.stderr).strip().splitlines()
             raise OSError(errno.EIO, said[-1] if said else f"exit {done.returncode}")
         return done.stdout
 
@@ -345,7 +345,7 @@ class SshHost:
                 return
             script = f"F='{STAT_FORMAT}'\n" + LOOK_DIRS
             out = self.shell(script, str(HEAD), *dirs, "--", *wanted)
-            fields = out.decode("utf-8", "surrogateescape").split("\0")
+            fields = os.fsdecode(out).split("\0")
             at, found = 0, []
             for directory in dirs:
                 if fields[at].startswith("E"):
@@ -508,7 +508,7 @@ class SshHost:
 
 
 def unreachable(name: str, stderr: bytes) -> VshxError:
-    said = stderr.decode("utf-8", "replace").strip().splitlines()
+    said = os.fsdecode(stderr).strip().splitlines()
     return VshxError(
         f"cannot reach {name} over ssh: {said[-1] if said else 'ssh failed'}",
         "vshx runs ssh in batch mode as libvirt does: the URI's user and keyfile (or ssh's "
