@@ -205,6 +205,12 @@ def test_a_refused_ssh_host_is_an_error_not_a_traceback() -> None:
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("error: refusing the ssh host") and "hint:" in done.stderr
     assert "Traceback" not in done.stderr
+    user = "qemu+ssh://-oProxyCommand=x@localhost/system"  # the user, not the host, is named
+    done = subprocess.run(
+        [sys.executable, "-m", "vshx", "-c", user, "list"], capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: refusing the ssh user '-oProxyCommand=x'"), done.stderr
 
 
 @pytest.mark.parametrize(

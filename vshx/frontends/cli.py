@@ -17,7 +17,7 @@ from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 USAGE = """\
 usage: vshx [-c URI] [--dry-run] [--plan-json] [--teach] [--trace] [-q] [--record FILE]
-            [-f FILE [-x]] [COMMAND [ARGS...]]
+            [--tour] [-f FILE [-x]] [COMMAND [ARGS...]]
 
   -c, --connect URI  libvirt URI (default: as virsh: $LIBVIRT_DEFAULT_URI, uri_default in
                      libvirt.conf, else qemu:///system for root, qemu:///session for others)
@@ -31,6 +31,9 @@ usage: vshx [-c URI] [--dry-run] [--plan-json] [--teach] [--trace] [-q] [--recor
   -q, --quiet        print less
       --record FILE  append a transcript: each command as typed, its output and errors as
                      # lines, times and exit status (replay it with: vshx -f FILE)
+      --tour         the interactive shell on the practice domain vshx-demo (vshx-demo-USER
+                     for a user who is not root): made with lab-create if it is not there,
+                     then three first steps are shown
       --version      print the version
   -h, --help         this text
 

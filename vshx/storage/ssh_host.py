@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from vshx.errors import VshxError
+from vshx.spec.render import printable
 from vshx.storage import remote_procs
 from vshx.storage.procs import Worker
 from vshx.storage.remote_command import command_string
@@ -172,11 +173,12 @@ class SshTarget:
     accept_new: bool = False  # known_hosts_verify=auto (libssh): learn a new host's key
 
     def __post_init__(self) -> None:
-        if self.host.startswith("-") or (self.user or "").startswith("-"):
-            raise VshxError(
-                f"refusing the ssh host {self.host!r}: it would read as an ssh option",
-                "name the host without a leading '-'",
-            )
+        for what, word in (("host", self.host), ("user", self.user or "")):
+            if word.startswith("-"):
+                raise VshxError(
+                    f"refusing the ssh {what} {printable(word)!r}: it would read as an ssh option",
+                    f"name the {what} without a leading '-'",
+                )
         if not self.command or self.command.startswith("-"):
             raise VshxError(
                 f"refusing command={self.command!r}: it is no ssh program",
