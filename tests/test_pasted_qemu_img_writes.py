@@ -76,6 +76,7 @@ def test_pasted_lines_that_change_what_a_shared_file_shows_are_refused(tmp_path:
         f"qemu-img convert -n -O qcow2 {other} {base}",
         f"qemu-img dd -O qcow2 if={other} of={base}",
         f"qemu-img resize --shrink {base} 1M",
+        f"qemu-img resize {base} 1G",  # an outside tester: a snapshot's moment grew unchecked
         f"qemu-img amend -o size=1M {base}",
         f"qemu-img bench -w -c 1 {base}",
     ):
@@ -100,6 +101,8 @@ def test_reads_and_unshared_writes_still_run(tmp_path: Path):
     made = tmp_path / "imgs" / "new.qcow2"
     created = run_vshx(*shlex.split(f"qemu-img create -q -f qcow2 -F qcow2 -b {base} {made}"))
     assert created.returncode == 0 and made.exists(), created.stderr
+    grown = run_vshx(*shlex.split(f"qemu-img resize {made} 8M"))  # a top: nothing reads it
+    assert grown.returncode == 0, grown.stderr
 
 
 @pytest.mark.libvirt
@@ -131,7 +134,7 @@ def test_a_pasted_line_on_a_running_domains_chain_names_the_domain_form(lab: Lab
         ("snapshot -a s o", ("o",), (("o", None),)),
         ("check o", (), ()),
         ("check -r all o", ("o",), ()),
-        ("resize o 8M", ("o",), ()),
+        ("resize o 8M", ("o",), (("o", None),)),  # a grown moment: a revert boots that size
         ("resize --shrink o -1M", ("o",), (("o", None),)),
         ("amend -o compat=1.1 o", ("o",), ()),
         ("amend -o backing_file=x o", ("o",), (("o", None),)),

@@ -444,7 +444,7 @@ def _writes(
         pointer = (image, given.get("b") or "", given.get("F") or "")
         return QemuImgWrites(verb, (image,), pointer=pointer)
     changes_view = {
-        "resize": "shrink" in names,
+        "resize": True,  # a grown layer other images read: its snapshots' moments change size too
         "amend": any(key in o for o in options for key in ("backing", "size", "data_file")),
         "bench": True,
     }.get(verb, False)
