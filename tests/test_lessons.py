@@ -7,10 +7,12 @@ teacher's own lesson, installed as a distribution on sys.path."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -353,6 +355,138 @@ def test_snapshot_delete(student: Student) -> None:
     student.reset()
     student.solution()
     student.passes()
+
+
+EVERY_LESSON = [
+    "commit-middle",
+    "commit-stepwise",
+    "active-commit",
+    "pull",
+    "flatten",
+    "snapshot-metadata",
+    "offline-commit",
+    "safe-rebase",
+    "snapshot-delete",
+]
+
+
+def test_every_lesson_is_tried_untouched() -> None:
+    from vshx_plugins.lessons_builtin import LESSONS
+
+    assert sorted(x.name for x in LESSONS) == sorted(EVERY_LESSON)
+
+
+def test_a_mistake_needs_every_kind_it_names() -> None:
+    """A mistake's key: the finding's kind, then kinds the lab must show too, !KIND for one it
+    must not (commit-middle's "sn3, not sn2" only with sn2 gone)."""
+    from vshx_plugins.lesson_check import Finding, mistake
+
+    mistakes = (("extra:sn3 !extra:sn2", "short"), ("extra:sn3", "general"), ("data", "data"))
+    sn3, sn2 = Finding("r", "h", "extra:sn3"), Finding("r", "h", "extra:sn2")
+    assert mistake(sn3, {"extra:sn3", "extra:sn2"}, mistakes) == "general"
+    assert mistake(sn3, {"extra:sn3"}, mistakes) == "short"
+    assert mistake(sn2, {"extra:sn3", "extra:sn2"}, mistakes) == ""
+    assert mistake(Finding("r", "h", "data"), {"data"}, mistakes) == "data"
+    assert mistake(Finding("r", "h", ""), {""}, mistakes) == ""
+
+
+def first_hint(student: Student) -> str:
+    """The lesson's first hint as `lesson hint` words it on this lab."""
+    from vshx_plugins import lesson as command
+    from vshx_plugins.lessons_builtin import LESSONS
+
+    one = next(x for x in LESSONS if x.name == student.lesson)
+    return command.text(one.hints[0], command.values(one, student.lab, URI, str(student.dir)))
+
+
+@lesson("commit-middle")
+def test_an_untouched_lab_gets_the_first_step_not_a_mistake(student: Student) -> None:
+    """atk5 F5: before any work, the check says nothing was done and gives the first hint; "sn3,
+    not sn2 / one more commit" only once the chain shows that commit (sn2 gone, sn3 left)."""
+    student.start()
+    err = student.fails(
+        f"error: nothing was done yet on {student.lab}: it is as the lesson built it (vda is "
+        "base <- sn1 <- sn2 <- sn3 <- sn4 (active))",
+        f"hint: {first_hint(student)}",
+        "sn2.qcow2 is still in the chain",  # what differs from the goal, still said
+    )
+    assert "sn3, not sn2" not in err and "One more commit" not in err
+    student.sh("virsh snapshot-delete {lab} sn1 --metadata")  # something done, but no merge
+    err = student.fails("sn2.qcow2 is still in the chain", "sn3.qcow2 is still in the chain")
+    assert "nothing was done yet" not in err and "sn3, not sn2" not in err
+    student.sh("virsh blockcommit {lab} vda --base {sn1} --top {sn2} --wait")  # one layer short
+    student.fails("--top names the highest layer that goes: sn3, not sn2. One more commit")
+
+
+@libvirt
+@pytest.mark.parametrize("name", EVERY_LESSON)
+def test_every_lesson_says_so_on_an_untouched_lab(tmp_path: Path, name: str) -> None:
+    """No lesson's check assumes a mistake on a lab nobody touched: it says nothing was done
+    yet and gives the lesson's first hint, and none of the lesson's mistake hints."""
+    from vshx_plugins import lesson as command
+    from vshx_plugins.lessons_builtin import LESSONS
+
+    one = next(x for x in LESSONS if x.name == name)
+    student = Student(tmp_path, name)
+    try:
+        student.start()
+        err = student.fails(
+            f"nothing was done yet on {student.lab}", f"hint: {first_hint(student)}"
+        )
+        found = command.values(one, student.lab, URI, str(student.dir))
+        for _kind, hint in one.mistakes:
+            assert command.text(hint, found) not in err
+        assert err.count("hint: ") == 1, err
+    finally:
+        student.destroy()
+
+
+def snapshot_moments(student: Student) -> dict[str, str]:
+    """`vshx snapshot-list --json`: each snapshot's moment on vda as vshx judges it."""
+    proc = student.vshx("snapshot-list", student.lab, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {s["name"]: s["disks"]["vda"]["moment"] for s in json.loads(proc.stdout)["snapshots"]}
+
+
+@libvirt
+@pytest.mark.parametrize("name", ["offline-commit", "commit-middle"])
+def test_done_says_which_moments_vshx_cannot_prove(tmp_path: Path, name: str) -> None:
+    """atk5 F6: after the lesson's own (virsh/qemu-img) solution the check passes, and says which
+    moments vshx calls unknown (only the lab's recorded data shows them: vshx's snapshot-delete
+    refuses them) and how vshx comes to know them: the same merge made with vshx."""
+    from vshx_plugins.lessons_builtin import LESSONS
+
+    one = next(x for x in LESSONS if x.name == name)
+    student = Student(tmp_path, name)
+    try:
+        student.start()
+        # past vshx's settle window after the snapshots, so the merge's writes are seen
+        time.sleep(3.5)
+        student.solution()
+        done = student.passes()
+        moments = snapshot_moments(student)
+        unknown = [snap for snap, state in moments.items() if state == "unknown"]
+        assert unknown, moments  # the lab is the one the finding is about
+        assert (
+            f"note: `vshx snapshot-list {student.lab}` calls the moments of "
+            + ", ".join(unknown)
+            + " unknown:"
+            in done
+        ), done
+        assert "snapshot-delete refuses them" in done
+        refused = student.vshx("snapshot-delete", student.lab, unknown[0], "--dry-run")
+        assert refused.returncode != 0 and "cannot prove" in refused.stderr, refused.stderr
+        assert "`vshx lesson reset`, then the same in vshx" in done
+        # the step the check teaches: the same merge with vshx, which keeps its record
+        student.reset()
+        for line in one.vshx:
+            proc = student.vshx(*shlex.split(line.format(lab=student.lab)))
+            assert proc.returncode == 0, proc.stderr
+        done = student.passes()
+        assert "note:" not in done, done
+        assert "unknown" not in snapshot_moments(student).values()
+    finally:
+        student.destroy()
 
 
 @libvirt

@@ -36,7 +36,7 @@ from vshx.api import (
     virt,
 )
 from vshx_plugins import lesson_check
-from vshx_plugins.lesson_i18n import _
+from vshx_plugins.lesson_i18n import N_, _
 
 STATE = Place("state", "lessons")
 ACTIONS = ("list", "start", "check", "hint", "solution", "reset")
@@ -185,6 +185,8 @@ def start(session: Session, lesson: Lesson, lab: str, directory: str | None) -> 
     dom = virt.lookup_domain(session.conn, lab)
     rec = lesson_check.record(session, dom)
     run_setup(session, lesson, found)
+    # the lab as the student gets it: a check that finds it so says nothing was done yet
+    rec["start"] = lesson_check.check(session, lesson, lab, rec).state()
     rec.update(lesson=lesson.name, lab=lab, uri=session.uri, dir=directory, built=time.time())
     STATE.write(record_name(lab), json.dumps(rec, indent=1, sort_keys=True))
     state = progress()
@@ -268,28 +270,92 @@ def do_reset(session: Session, args: Args) -> None:
     start(session, lesson, args.lab or entry["lab"], args.dir or entry.get("dir"))
 
 
+def not_done(
+    session: Session,
+    lesson: Lesson,
+    lab: str,
+    judged: lesson_check.Judgement,
+    untouched: bool,
+    found: Values,
+) -> None:
+    """``lesson check``'s findings on stderr.  On a lab nobody has touched yet no mistake is
+    assumed: it says so and gives the first step (the lesson's first hint)."""
+    session.err.write(f"not done: lesson {lesson.name} on {lab}\n")  # words tests read
+    if untouched:
+        said = _("nothing was done yet on {lab}: it is as the lesson built it ({disk} is {chain})")
+        chain = " <- ".join(judged.chain) + " (active)"
+        session.err.write("error: " + said.format(lab=lab, disk=lesson_check.DISK, chain=chain))
+        first = text(lesson.hints[0], found) if lesson.hints else _(FIRST_STEP)
+        session.err.write(f"\nhint: {first}\n")
+        for finding in judged.findings:  # what differs from the goal, as it stands
+            session.err.write(f"error: {finding.reason}\n")
+        return
+    kinds = set(judged.kinds)
+    for finding in judged.findings:
+        session.err.write(f"error: {finding.reason}\n")
+        hint = lesson_check.mistake(finding, kinds, lesson.mistakes)
+        hint = text(hint, found) if hint else finding.hint
+        if hint:
+            session.err.write(f"hint: {hint}\n")
+
+
+FIRST_STEP = N_("the task is what `lesson start` printed; stuck: lesson hint, lesson solution")
+# where the check saw a moment only by the lab's data, what vshx itself will do with it
+BY_DATA = {
+    "unknown": N_("vshx's snapshot-delete refuses them and snapshot-cleanup keeps them"),
+    "gone": N_("vshx's snapshot-cleanup would forget them"),
+}
+
+
+def unrecorded(lesson: Lesson, lab: str, judged: lesson_check.Judgement) -> list[str]:
+    """What ``lesson check`` adds when it saw a moment only by the data the lab recorded:
+    vshx, which proves moments from the chain and its own merges' record alone, will not
+    take it for intact; the way to have vshx know is to make the merge with vshx."""
+    lines = []
+    for state, consequence in BY_DATA.items():
+        names = list(dict.fromkeys(snap for snap, said in judged.by_data if said == state))
+        if not names:
+            continue
+        lines.append(
+            _(
+                "note: `vshx snapshot-list {lab}` calls the moments of {names} {state}: vshx "
+                "proves a moment only from the chain and from the record its own merges keep, "
+                "and the merge made here left it none (this check saw those moments by the data "
+                "the lab recorded when it was built; vshx never takes a moment for intact on a "
+                "guess). So {consequence}."
+            ).format(lab=lab, names=", ".join(names), state=state, consequence=_(consequence))
+        )
+    if lines and lesson.vshx:
+        lines.append(
+            _(
+                "To have vshx know where every moment is, make the merge with vshx, which "
+                "records what it moved: `vshx lesson reset`, then the same in vshx (below)."
+            )
+        )
+    elif lines:
+        lines.append(
+            _(
+                "To have vshx know where every moment is, make the merges with vshx's own "
+                "commands, which record what they moved (`vshx lesson reset` builds the lab "
+                "again)."
+            )
+        )
+    return lines
+
+
 def do_check(session: Session, args: Args) -> int:
     lesson, entry = current(session, args)
     refuse_remote(session)
     lab = entry["lab"]
     rec = load_record(lab)
-    findings = lesson_check.check(session, lesson, lab, rec)
+    judged = lesson_check.check(session, lesson, lab, rec)
     state = progress()
-    if findings:
-        session.err.write(f"not done: lesson {lesson.name} on {lab}\n")  # words tests read
-        mistakes = dict(lesson.mistakes)
-        found = values(lesson, lab, session.uri, entry.get("dir") or "")
-        for finding in findings:
-            session.err.write(f"error: {finding.reason}\n")
-            hint = finding.hint
-            if finding.kind in mistakes:
-                hint = text(mistakes[finding.kind], found)
-            if hint:
-                session.err.write(f"hint: {hint}\n")
+    found = values(lesson, lab, session.uri, entry.get("dir") or "")
+    if judged.findings:
+        not_done(session, lesson, lab, judged, lesson_check.untouched(rec, judged), found)
         return 1
     state["lessons"].setdefault(lesson.name, entry)["done"] = time.time()
     save_progress(state)
-    found = values(lesson, lab, session.uri, entry.get("dir") or "")
     dom = virt.lookup_domain(session.conn, lab)
     session.print(f"done: lesson {lesson.name} on {lab}")
     if lesson.achieved:
@@ -302,6 +368,8 @@ def do_check(session: Session, args: Args) -> int:
             "is left"
         ).format(chain=arrows(lesson_check.header_chain(dom)))
     )
+    for said in unrecorded(lesson, lab, judged):
+        session.print(f"  {said}")
     uri = shlex.quote(session.uri)
     vshx = [f"vshx -c {uri} {words.format_map(found)}" for words in lesson.vshx]
     if vshx:

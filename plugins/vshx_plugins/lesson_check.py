@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vshx.api import Lesson, Session, VshxError, canonical, domain_timeline, libvirt, virt
 from vshx_plugins.lesson_i18n import N_, _
@@ -43,6 +43,48 @@ class Finding:
     hint: str
     kind: str = ""  # what a lesson's ``mistakes`` may name: extra:LAYER, missing:LAYER,
     # ready, job, data, definition, stale:SNAPSHOT, forgotten:SNAPSHOT
+
+
+class Judgement(NamedTuple):
+    """What ``check`` found: the findings (empty when done), the lab as it is now (to tell an
+    untouched lab), and the snapshots whose moments only the lab's record of their data shows
+    (vshx's own model, which knows only its own merges, calls them unknown or gone)."""
+
+    findings: list[Finding]
+    chain: tuple[str, ...] = ()  # vda's layers now, base first (layer names)
+    snapshots: tuple[str, ...] = ()  # the snapshots left, by name
+    by_data: tuple[tuple[str, str], ...] = ()  # (snapshot, vshx's state of its moment)
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted({finding.kind for finding in self.findings})
+
+    def state(self) -> dict[str, list[str]]:
+        """The lab as ``lesson start`` records it once built and set up (``untouched``)."""
+        return {"chain": list(self.chain), "snapshots": sorted(self.snapshots), "kinds": self.kinds}
+
+
+def untouched(rec: dict[str, Any], judged: Judgement) -> bool:
+    """The lab is as ``lesson start`` left it: the same chain, snapshots and findings (False for
+    a record made before vshx kept that state: nothing is assumed then)."""
+    start = rec.get("start")
+    return isinstance(start, dict) and start == judged.state()
+
+
+def mistake(finding: Finding, kinds: set[str], mistakes: tuple[tuple[str, str], ...]) -> str:
+    """The hint a lesson gives for ``finding`` when the lab shows that mistake (``""`` when
+    none applies).  A mistake's key names the finding's kind first, then any further kinds the
+    lab must show too, and ``!KIND`` for one it must not: ``extra:sn3 !extra:sn2`` (sn3 is
+    still in the chain and sn2 is not: the commit stopped one layer short)."""
+    for key, hint in mistakes:
+        terms = key.split()
+        wanted = [term for term in terms if not term.startswith("!")]
+        unwanted = [term[1:] for term in terms if term.startswith("!")]
+        if not wanted or wanted[0] != finding.kind:
+            continue
+        if all(term in kinds for term in wanted) and not any(t in kinds for t in unwanted):
+            return hint
+    return ""
 
 
 def layer_name(path: str) -> str:
@@ -330,12 +372,15 @@ def metadata_findings(
     lesson: Lesson,
     rec: dict[str, Any],
     where: str,
-) -> list[Finding]:
+) -> tuple[list[Finding], list[tuple[str, str]]]:
     """Every snapshot left must still have its moment somewhere (by vshx's model, or shown
-    by the file it names, read now); snapshots the lesson keeps must still be there."""
+    by the file it names, read now); snapshots the lesson keeps must still be there.  Also the
+    snapshots whose moments only the file's data shows (vshx's model cannot tell), with the
+    state vshx gives them."""
     name = dom.name()
     timeline = domain_timeline(session, dom)
     found = []
+    by_data: list[tuple[str, str]] = []
     for snap in timeline.snapshots:
         for disk, moment in snap.moments.items():
             if moment.state in KEPT:
@@ -352,7 +397,10 @@ def metadata_findings(
                     "below it is gone or changed: {said})"
                 )
             elif recorded and shown == recorded["hash"]:
-                continue  # the file it names still shows its moment (out of the chain)
+                # the file it names still shows its moment: by the lab's data, not by vshx's
+                # model (which records only its own merges)
+                by_data.append((snap.name, moment.state))
+                continue
             else:
                 why = _(
                     "snapshot {snap} ({disk}) names {file}, which no longer shows its moment "
@@ -400,23 +448,26 @@ def metadata_findings(
                     f"forgotten:{keep}",
                 )
             )
-    return found
+    return found, by_data
 
 
-def check(session: Session, lesson: Lesson, lab: str, rec: dict[str, Any]) -> list[Finding]:
-    """Everything that differs from the goal, most telling first; empty when done."""
+def check(session: Session, lesson: Lesson, lab: str, rec: dict[str, Any]) -> Judgement:
+    """Everything that differs from the goal, most telling first (no findings when done)."""
     try:
         dom = virt.lookup_domain(session.conn, lab)
     except VshxError as exc:
         raise VshxError(exc.message, _("build it again: lesson reset")) from None
     found = job_findings(dom)
     if found:
-        return found  # the chain is in flux while a job is on it
+        return Judgement(found)  # the chain is in flux while a job is on it
     chain = header_chain(dom)
     flush(dom)
     with scratch() as where:
         found += data_findings(dom, chain, rec, where)
         found += chain_findings(chain, lesson.goal)
         found += definition_findings(dom, chain)
-        found += metadata_findings(session, dom, lesson, rec, where)
-    return found
+        stale, by_data = metadata_findings(session, dom, lesson, rec, where)
+        found += stale
+    snapshots = tuple(snap.getName() for snap in dom.listAllSnapshots(0))
+    names = tuple(layer_name(path) for path in reversed(chain))
+    return Judgement(found, names, snapshots, tuple(by_data))

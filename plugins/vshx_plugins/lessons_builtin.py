@@ -56,7 +56,7 @@ LESSONS = [
         explain="commit {lab} vda --base sn1 --top sn3",
         mistakes=(
             (
-                "extra:sn3",
+                "extra:sn3 !extra:sn2",  # sn2 went and sn3 stayed: the commit stopped short
                 "--top names the highest layer that goes: sn3, not sn2. One more commit "
                 "finishes it: virsh blockcommit {lab} vda --base {sn1} --top {sn3} --wait",
             ),
@@ -92,7 +92,7 @@ LESSONS = [
         explain="commit {lab} vda --base sn1 --top sn3",
         mistakes=(
             (
-                "extra:sn2",
+                "extra:sn2 !extra:sn3",  # the first job is done (sn3 went), the second not
                 "one job to go: sn2 now holds sn3's data too; commit it into sn1: virsh "
                 "blockcommit {lab} vda --base {sn1} --top {sn2} --wait",
             ),
@@ -164,7 +164,7 @@ LESSONS = [
                 "(that is the flatten lesson). `lesson reset` builds the lab again",
             ),
             (
-                "extra:sn1",
+                "extra:sn1 !extra:sn2 !extra:sn3",  # base <- sn1 <- sn4: pulled down to sn1
                 "--base names the layer that stays right below sn4: base.qcow2. Pull again "
                 "with --base {base}",
             ),
@@ -192,7 +192,10 @@ LESSONS = [
         vshx=("flatten {lab} vda --route pull",),
         explain="flatten {lab} vda --route pull",
         mistakes=(
-            ("extra:base", "a pull stops at --base: leave --base out to pull base.qcow2 in too"),
+            (
+                "extra:base !extra:sn1 !extra:sn2 !extra:sn3",  # base <- sn4: pulled to base
+                "a pull stops at --base: leave --base out to pull base.qcow2 in too",
+            ),
             (
                 "missing:sn4",
                 "a commit writes into the base: the guest's disk is now base.qcow2. The active "
@@ -231,7 +234,7 @@ LESSONS = [
         keep=("sn1", "sn4"),
         mistakes=(
             (
-                "missing:sn1",
+                "missing:sn1 forgotten:sn1",  # sn1.qcow2 merged away with snapshot sn1
                 "without --metadata, virsh snapshot-delete merges the snapshot's overlay into "
                 "the file below: sn1.qcow2 went into base.qcow2, which held sn1's moment. Only "
                 "--metadata forgets a name and leaves every file alone. `lesson reset` builds "
@@ -276,7 +279,7 @@ LESSONS = [
         explain="commit {lab} vda --base sn1 --top sn2",
         mistakes=(
             (
-                "data",
+                "data !missing:sn3",  # sn3 still in the chain, on a file that shows other data
                 "the guest's data changed: rebase -u rewrote sn3's pointer onto a file that does "
                 "not show what sn2 showed. It is right only onto sn1.qcow2, and only after "
                 "qemu-img commit {sn2} has put sn2's data there",

@@ -32,5 +32,8 @@ class Lesson(NamedTuple):
     stdin: str = ""  # a here-document for the solution lines that read /dev/stdin
     # the hint for a finding of this kind, instead of the general one: "extra:sn2" (a layer
     # still in the chain), "missing:base", "ready", "job", "data", "definition", "stale:sn2"
-    # (a snapshot whose moment is gone), "forgotten:sn1" (one deleted that the goal keeps)
+    # (a snapshot whose moment is gone), "forgotten:sn1" (one deleted that the goal keeps);
+    # then any kinds the lab must show too, and "!KIND" for one it must not: "extra:sn3
+    # !extra:sn2" (the commit stopped one layer short).  Never on a lab nobody touched yet:
+    # `lesson check` says so there and gives the first hint
     mistakes: tuple[tuple[str, str], ...] = ()
