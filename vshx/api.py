@@ -122,7 +122,7 @@ listed on a namespace are promised.
 
 from __future__ import annotations
 
-from typing import Final, TypeAlias, final
+from typing import Any, Final, TypeAlias, final
 
 from vshx.errors import UsageError, VshxError
 from vshx.merging import checks as _checks
@@ -419,6 +419,9 @@ class journal:
     ``rebase_steps``: for recover, the steps that put back and redo a safe ``qemu-img
     rebase`` killed after its header switch whose copy did not reach the image (raises when
     vshx cannot prove what the image shows).
+    ``wait_step``: for recover, the Step that waits for a block job a killed vshx left to end
+    by itself (a commit below the active layer, a pull), as that vshx would have; None when
+    the journal entry does not say the job ends so.  Interrupted, it leaves the job running.
     """
 
     Entry: TypeAlias = _journal.Entry
@@ -440,6 +443,14 @@ class journal:
         from vshx.merging import bitmaps as _bitmaps  # imported on first use, as bitmaps.carry
 
         return _bitmaps.recover_steps(session, target, entry)
+
+    @staticmethod
+    def wait_step(
+        session: Session, target: Target, entry: _journal.Entry, job: dict[str, Any]
+    ) -> Step | None:
+        from vshx.plans import blockjob as _blockjob  # imports libvirt: only recover pays
+
+        return _blockjob.wait_step(session, target, entry, job)
 
 
 @final

@@ -5,7 +5,9 @@ operation (its journal: a domain's metadata, or this user's state files for bare
 each qemu-img still at work on such a chain (a ``kill -9`` of vshx leaves its child running),
 each with the command that resolves it.  Those qemu-img processes are looked for on the image
 host (over ssh on a qemu+ssh:// URI), known by pid and start time.  ``recover`` pivots a READY
-active commit that was meant to pivot (or as told), aborts a job with ``--abort``, repairs
+active commit that was meant to pivot (or as told), waits for a job the journal says ends by
+itself (a commit below the active layer, a pull: as the killed vshx would have; Ctrl-C stops
+the waiting, not the job), aborts a job with ``--abort``, repairs
 leaked clusters after an interrupted ``qemu-img`` step, finishes or undoes the checkpoint bitmap
 steps of an interrupted offline merge (by the chain it finds; refusing when it cannot tell),
 deletes the files an interrupted ``--delete`` was still to delete once the merge has completed
@@ -60,6 +62,7 @@ from vshx.api import (
 )
 
 PIVOTABLE = {"copy", "active commit"}
+ENDS_BY_ITSELF = {"commit", "pull"}  # jobs that complete without a pivot
 SETTLE_SECONDS = 60
 
 
@@ -154,11 +157,46 @@ def count(value: object) -> int | None:
         return None
 
 
+def recover_next(entry: journal.Entry, job: dict[str, Any] | None, where: str) -> str:
+    """The Next of an interrupted plan whose disk has ``job`` running (None: no job), as
+    ``recover`` then decides (cmd_recover, job_step): a job the journal says ends by itself
+    is waited for; one meant to pivot is pivoted once ready; any other needs to be told."""
+    if job is None:
+        return f"vshx recover {where}"
+    kind = str(job["type"])
+    if entry.get("completes") is not None and kind in ENDS_BY_ITSELF:
+        return f"vshx recover {where} (waits until the {kind} job ends by itself, then finishes)"
+    if entry.get("pivot") == "yes" and kind in PIVOTABLE:
+        if job["ready"]:
+            return f"vshx recover {where} (pivots the ready job, as the plan meant)"
+        return (
+            f"wait until the job is ready (Ready yes), then vshx recover {where} (pivots it); "
+            f"or stop it now: vshx recover {where} --abort"
+        )
+    if kind in PIVOTABLE and job["ready"]:
+        return f"vshx recover {where} --pivot, or --abort (the journal does not say which)"
+    if kind in PIVOTABLE:
+        return (
+            f"vshx recover {where} --abort, or once it is ready (Ready yes) vshx recover "
+            f"{where} --pivot"
+        )
+    return (
+        f"wait until the {kind} job ends by itself, then vshx recover {where}; or stop it "
+        f"now: vshx recover {where} --abort"
+    )
+
+
 def interrupted_rows(
-    domain: str | None, disk: str | None, image: str | None, entry: journal.Entry, files: list[str]
+    domain: str | None,
+    disk: str | None,
+    image: str | None,
+    entry: journal.Entry,
+    files: list[str],
+    job: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """An interrupted vshx operation, and each qemu-img still at work on its chain (a kill -9
-    of vshx leaves its qemu-img child writing the chain)."""
+    of vshx leaves its qemu-img child writing the chain); ``job``: the block job running on
+    its disk, if any."""
     # quoted shell words: the hints below are command lines a user pastes
     where = shell_line([domain, *([disk] if disk else [])] if domain is not None else [str(image)])
     if entry.copied:  # another domain's plan, copied with the definition: nothing to do here
@@ -185,7 +223,7 @@ def interrupted_rows(
     elif running:
         after = f"wait until pid {entry.get('pid')} ends"
     else:
-        after = wait_first(workers, where) if workers else f"vshx recover {where}"
+        after = wait_first(workers, where) if workers else recover_next(entry, job, where)
     rows = [
         row(
             "journal",
@@ -226,7 +264,8 @@ def cmd_jobs(session: Session, args: Args) -> None:
     rows: list[dict[str, Any]] = []
     for dom in sorted(doms, key=lambda d: d.name()):
         try:
-            for job in virt.block_jobs(dom):
+            running = virt.block_jobs(dom)
+            for job in running:
                 rows.append(
                     row(
                         "block-job",
@@ -245,7 +284,8 @@ def cmd_jobs(session: Session, args: Args) -> None:
         if entry is not None:
             disk = str(entry.get("disk", ""))
             files = disk_files(dom, disk) if disk else []
-            rows += interrupted_rows(dom.name(), disk or None, None, entry, files)
+            on_disk = next((j for j in running if disk and j["disk"] == disk), None)
+            rows += interrupted_rows(dom.name(), disk or None, None, entry, files, on_disk)
     if not args.domain:
         for image, entry in journal.image_journals():
             rows += interrupted_rows(None, None, image, entry, image_files(image))
@@ -374,11 +414,16 @@ def job_step(
         )
     kind = f"{'an' if job['type'][0] in 'aeiou' else 'a'} {job['type']}"
     pivot = "--pivot (switch the disk to the job's result) or " if job["type"] in PIVOTABLE else ""
-    raise UsageError(
+    where = shell_line(["vshx", "recover", dom.name(), disk])
+    raise VshxError(  # a state of the domain, not a wrong command line: exit 1
         f"{kind} job runs on {dom.name()} {disk} ({job['progress']}%, "
         f"ready: {'yes' if job['ready'] else 'no'}) and nothing says how it should end",
-        f"add {pivot}--abort (keep the chain as it was)"
-        + ("" if pivot else ", or wait until it ends by itself (see it with: vshx jobs)"),
+        f"nothing was changed; add {pivot}--abort (keep the chain as it was)"
+        + (
+            ""
+            if pivot
+            else f", or wait until it ends by itself (see it with: vshx jobs), then {where}"
+        ),
     )
 
 
@@ -518,7 +563,14 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     aborts = False  # recover's own step aborts the job: the chain stays as it was
     if dom is not None and dom.isActive():
         jobs = [j for j in virt.block_jobs(dom) if j["disk"] == chain.disk]
-        if jobs:
+        told = args.abort or args.pivot or args.get("async")
+        waits = None  # a job that ends by itself, as the journal says: waited for, as vshx would
+        if jobs and entry is not None and not told:
+            waits = journal.wait_step(session, target, entry, jobs[0])
+        if waits is not None:
+            plan.add(waits)
+            pivots = True  # the job has ended once that step is done: later steps look again
+        elif jobs:
             plan.add(job_step(session, dom, chain.disk or "", jobs[0], args))
             argv = plan.steps[-1].argv
             pivots = "--pivot" in argv and "--async" not in argv  # and waited for
@@ -538,6 +590,10 @@ def cmd_recover(session: Session, args: Args) -> int | None:
         headers = Plan("the chain its headers form", target=target)  # as far as the plan got
         headers.before = headers.after = chain
         plan.steps += definition_steps(session, target, headers)
+    if entry is None and pivots:  # a --background plan's job: its record stamped after the pivot
+        recorded = journal.record_step(session.uri, target, None, pivots)
+        if recorded is not None:
+            plan.add(recorded)
     if entry is not None:
         plan.notes.append(f"interrupted: {entry.describe()}")
         recorded = journal.record_step(session.uri, target, entry, pivots)
@@ -595,8 +651,10 @@ COMMANDS = [
         changes=True,
         predicted=False,  # a roll-forward changes snapshot metadata: later dry-run lines stop
         description="Reads the journal vshx keeps in the domain's metadata (or a state file "
-        "for a bare image). A job meant to pivot is pivoted once ready; otherwise say "
-        "--pivot or --abort. After an interrupted qemu-img step, leaked clusters are "
+        "for a bare image). A job meant to pivot is pivoted once ready; a job the journal "
+        "says ends by itself (a commit below the active layer, a pull) is waited for, as the "
+        "interrupted vshx would have (Ctrl-C leaves it running); otherwise say --pivot or "
+        "--abort. After an interrupted qemu-img step, leaked clusters are "
         "repaired (qemu-img check -r leaks); a safe rebase killed after its header named the new "
         "backing is proven (the old and the new backing show the image the same data), or put "
         "back and run again; checkpoint bitmaps left half carried are "

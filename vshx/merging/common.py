@@ -86,7 +86,11 @@ def live_job_step(
             trace=session.err if session.trace else None,
         )
 
-    return Step(description, argv, action=action, underneath=underneath)
+    step = Step(description, argv, action=action, underneath=underneath)
+    if not active:  # a commit below the active layer, a pull: it ends by itself
+        step.completes = sorted(layer.canonical for layer in leaves)
+    step.background = bool(args.get("background"))
+    return step
 
 
 def pivot_step(session: Session, target: Target, leaves: list[Layer]) -> Step:

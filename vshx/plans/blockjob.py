@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import libvirt
 
 from vshx.errors import VshxError, libvirt_hint
-from vshx.plans import overlap
-from vshx.plans.plan import printable, shell_line
+from vshx.plans import journal, overlap
+from vshx.plans.plan import Step, printable, shell_line, virsh
 
 if TYPE_CHECKING:
+    from vshx.plans.context import Context as Session
+    from vshx.plans.target import Target
     from vshx.plans.trace import Trace
 
 COMPLETED: int = libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED
@@ -407,6 +409,88 @@ def pivot_ready_job(
         job.close()
         if tracer is not None:
             tracer.close()
+
+
+# libvirt's names (vshx.storage.virt.JOB_TYPES) of the jobs that end by themselves
+ENDS_BY_ITSELF = ("commit", "pull")
+
+
+def wait_step(
+    session: Session, target: Target, entry: journal.Entry, job: dict[str, Any]
+) -> Step | None:
+    """For recover: the Step that waits, as the killed vshx would have, for the block job
+    ``job`` on the target's disk to end by itself (a commit below the active layer, a pull),
+    when the interrupted step's journal ``entry`` says that job ends so; None otherwise (an
+    older vshx's entry, another kind of job, a step that started no such job).  Ctrl-C or
+    SIGTERM stops the waiting, never the job: it goes on, and recover says so."""
+    dom, disk = target.dom, target.chain.disk or ""
+    leaves = journal.completes(entry)
+    if dom is None or leaves is None or entry.copied or job.get("type") not in ENDS_BY_ITSELF:
+        return None
+    kind = str(job["type"])
+    listed = shell_line(virsh(session.uri, "blockjob", dom.name(), disk, "--info", "--raw"))
+
+    def action() -> None:
+        wait_for_end(
+            session.conn,
+            dom,
+            disk,
+            label=f"{kind} job on {disk}",
+            leaves=frozenset(leaves),
+            stream=session.err,
+            quiet=session.quiet,
+        )
+
+    return Step(
+        f"wait until the {kind} job on {disk} ends by itself, as the interrupted "
+        f"{entry.get('plan', 'plan')} would have (libvirt lists no job on {disk} then)",
+        virsh(session.uri, "blockjob", dom.name(), disk, "--info", "--raw"),
+        action=action,
+        shell=f"while {listed} | grep -q .; do sleep 1; done",
+        changes=False,
+    )
+
+
+def wait_for_end(
+    conn: libvirt.virConnect,
+    dom: libvirt.virDomain,
+    disk: str,
+    *,
+    label: str,
+    leaves: frozenset[str],
+    stream: TextIO | None = None,
+    quiet: bool = False,
+) -> None:
+    """Wait until the block job on ``disk`` (one that ends by itself) has completed; raise when
+    it failed or was cancelled.  Interrupted (Ctrl-C, SIGTERM), the job is left running."""
+    job = BlockJob(conn, dom, disk, leaves)
+    progress = Progress(label, stream or sys.stderr, quiet)
+    restore = overlap.interrupt_on_signals()
+    where = (dom.name(), disk)
+    try:
+        try:
+            status = job.wait({COMPLETED}, progress, None)
+        except KeyboardInterrupt:
+            progress.finish("stopped waiting; the job still runs")
+            raise VshxError(
+                f"{label}: interrupted while waiting; the job was left running (it ends by "
+                "itself) and the journal stays",
+                f"{command('vshx', 'recover', *where)} waits for it again and then finishes; "
+                f"{command('vshx', 'jobs', dom.name())} shows it; "
+                f"{command('vshx', 'recover', *where, '--abort')} stops it instead",
+            ) from None
+        if status != COMPLETED:
+            raise VshxError(
+                f"{label} {STATUS_NAMES.get(status, status)}; the journal stays",
+                job_failure_hint(dom, disk)
+                + f"; then {command('vshx', 'recover', *where)} clears the journal",
+            )
+        progress.finish("ended by itself")
+    except StateUnknown as exc:
+        raise unknown_state(label, dom.name(), disk, exc.message) from None
+    finally:
+        job.close()
+        restore()
 
 
 def job_failure_hint(dom: libvirt.virDomain, disk: str) -> str:

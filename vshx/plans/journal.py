@@ -251,6 +251,22 @@ def deletions(entry: Entry) -> list[str] | None:
     return paths
 
 
+def completes(entry: Entry) -> list[str] | None:
+    """The layers the block job of the interrupted step takes out of the chain (canonical
+    paths) when the journal says that job ends by itself (a commit below the active layer, a
+    pull); None when it does not say so (another step, an older vshx's entry, unreadable)."""
+    text = entry.get("completes")
+    if text is None:
+        return None
+    try:
+        paths = json.loads(str(text))
+    except ValueError:
+        return None
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        return None
+    return paths
+
+
 def rebase_record(argv: list[str]) -> str | None:
     """A safe ``qemu-img rebase`` step about to run, as JSON: the image, its format and its
     backing now, and the backing the step gives it.  Such a rebase copies first and then
@@ -302,6 +318,8 @@ def write(target: Target, plan: Plan, number: int) -> None:
         marks = bitmap_record(plan)
         if marks is not None:  # its bitmap steps: recover finishes or undoes them
             entry["bitmaps"] = marks
+        if step.completes is not None:  # a job that ends by itself: recover waits for it
+            entry["completes"] = json.dumps(step.completes)
         pointing = rebase_record(step.argv) if not step.here else None
         if pointing is not None:  # a safe rebase: recover proves the chain it leaves
             entry["rebase"] = pointing

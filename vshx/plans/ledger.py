@@ -10,10 +10,11 @@ is judged unknown rather than intact.
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.plans.journal import Entry, metadata_flags
+from vshx.plans.journal import Entry, completion, metadata_flags
 from vshx.plans.plan import Step, virsh
 from vshx.storage import virt
 from vshx.storage.libvirt_lazy import libvirt
@@ -27,14 +28,101 @@ from vshx.storage.moments import (
 )
 
 if TYPE_CHECKING:
+    from vshx.plans.plan import Plan
     from vshx.plans.target import Target
 
+# a plan that ended while its block job runs (--background): what it recorded and when, per
+# disk, so that recover, when its own step ends that job (the pivot of an active commit),
+# stamps the record then, as the plan waiting for its job would have
+RUNNING_NS = "https://vshx.invalid/moments-running"
+RUNNING_KEY = "vshxr"
 
-def record(target: Target, verdicts: list[Verdict]) -> None:
+
+def record(target: Target, verdicts: list[Verdict]) -> str:
     """Write ``verdicts`` (stamped now) over the domain's earlier record of the same moments;
-    records of snapshots that no longer exist are dropped."""
+    records of snapshots that no longer exist are dropped.  Returns the stamp."""
     assert target.dom is not None
-    write(target.dom, merged(target, verdicts, stamp()), target.journal_flags)
+    now = stamp()
+    write(target.dom, merged(target, verdicts, now), target.journal_flags)
+    return now
+
+
+def remember_running(target: Target, plan: Plan, now: str) -> None:
+    """After a plan whose block job still runs (--background) recorded its verdicts (stamped
+    ``now``, while the guest still writes the layers the job merges): keep them with that
+    stamp and the chain the job leaves, for ``recover_step`` when recover pivots the job."""
+    dom, disk = target.dom, target.chain.disk or ""
+    started = [n for n, step in enumerate(plan.steps, 1) if step.background]
+    if dom is None or not started or not now:
+        return
+    done = completion(plan, started[-1])
+    if done is None:
+        return
+    root = _running_root(dom)
+    for node in root.findall("job"):
+        if node.get("disk") == disk:
+            root.remove(node)
+    ET.SubElement(root, "job", {"disk": disk, "stamp": now, "ledger": done})
+    _write_running(dom, root, target.journal_flags)
+
+
+def _running_root(dom: libvirt.virDomain) -> ET.Element:
+    """The domain's list of plans that ended while their job ran (a new one when none, or
+    when it was written for another domain: a clone's copy)."""
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, RUNNING_NS, 0)
+        root = ET.fromstring(text)
+    except (libvirt.libvirtError, ET.ParseError):
+        root = None
+    if root is None or root.get("uuid") != dom.UUIDString():
+        root = ET.Element("running", {"uuid": dom.UUIDString()})
+    return root
+
+
+def _write_running(dom: libvirt.virDomain, root: ET.Element, flags: int | None = None) -> None:
+    """Write that list (removed when empty), where the journal goes."""
+    xml, key = (ET.tostring(root, encoding="unicode"), RUNNING_KEY) if len(root) else (None, None)
+    if flags is not None:
+        try:
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, RUNNING_NS, flags)
+            return
+        except libvirt.libvirtError:
+            pass
+    flags = metadata_flags(dom)
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, RUNNING_NS, flags)
+
+
+def running_record(target: Target) -> str | None:
+    """What a plan that ended while its job ran on the target's disk recorded (journal
+    ``completion``'s JSON), while the domain's record still holds exactly that (the stamp it
+    wrote: no plan recorded those moments since); None otherwise."""
+    dom, disk = target.dom, target.chain.disk or ""
+    if dom is None:
+        return None
+    node = next((n for n in _running_root(dom).findall("job") if n.get("disk") == disk), None)
+    if node is None:
+        return None
+    text, then = node.get("ledger"), node.get("stamp", "")
+    try:
+        keys = [Verdict.from_json(v).key for v in json.loads(str(text))["verdicts"]]
+    except (ValueError, TypeError, KeyError):
+        return None
+    timeline = target.timeline
+    now = dict(timeline.ledger) if timeline is not None else read_ledger(dom)
+    if not keys or not then or any(k not in now or now[k].stamp != then for k in keys):
+        return None
+    return str(text)
+
+
+def forget_running(dom: libvirt.virDomain, disk: str) -> None:
+    """Drop what ``remember_running`` kept for ``disk`` (recorded again since)."""
+    root = _running_root(dom)
+    found = [n for n in root.findall("job") if n.get("disk") == disk]
+    if not found:
+        return
+    for node in found:
+        root.remove(node)
+    _write_running(dom, root)
 
 
 def merged(target: Target, verdicts: list[Verdict], now: str) -> list[Verdict]:
@@ -64,14 +152,23 @@ def write(dom: libvirt.virDomain, verdicts: list[Verdict], flags: int | None = N
     dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, LEDGER_NS, metadata_flags(dom))
 
 
-def recover_step(uri: str, target: Target, entry: Entry, pivots: bool = False) -> Step | None:
+def recover_step(
+    uri: str, target: Target, entry: Entry | None, pivots: bool = False
+) -> Step | None:
     """The record an interrupted plan would have written, for ``recover``: a block job goes on
     in libvirt after vshx was killed, and once it has completed the moments are where the
     plan said (journal.completion kept its verdicts and the chain it leaves).  Only when the
     disk's chain is that chain now (or once recover's step pivots the job: checked again
-    then); otherwise None: the merge did not complete, and nothing is recorded."""
-    dom, disk, text = target.dom, target.chain.disk or "", entry.get("ledger")
-    if dom is None or not text or entry.copied:
+    then); otherwise None: the merge did not complete, and nothing is recorded.  Without an
+    entry (a plan that ended while its job ran: --background), when recover's step pivots
+    that job: the record that plan wrote, stamped again after the pivot (``running_record``),
+    as the plan waiting for its job writes it after its own pivot."""
+    dom, disk = target.dom, target.chain.disk or ""
+    if entry is None:
+        text = running_record(target) if pivots else None
+    else:
+        text = None if entry.copied else entry.get("ledger")
+    if dom is None or not text:
         return None
     try:
         saved = json.loads(str(text))
@@ -91,6 +188,7 @@ def recover_step(uri: str, target: Target, entry: Entry, pivots: bool = False) -
                 "see: vshx chain, vshx snapshot-list (its moments stay unknown)",
             )
         record(target, verdicts)
+        forget_running(dom, disk)
 
     flags = ["--config"] if dom.isPersistent() else []
     flags += ["--live"] if dom.isActive() else []

@@ -85,6 +85,13 @@ class Step:
         # disable, add, merge or enable; the file; the bitmap), kept in the journal so that
         # recover can settle the bitmaps of a killed plan
         self.bitmap: tuple[str, str, str] | None = None
+        # a live block job that ends by itself (a commit below the active layer, a pull): the
+        # canonical paths of the layers it takes out of the chain, kept in the journal, so
+        # that recover waits for such a job a killed vshx left (vshx.plans.blockjob.wait_step)
+        self.completes: list[str] | None = None
+        # a live block job this step starts and does not wait for (--background): the plan
+        # ends while it runs (vshx.plans.ledger.remember_running)
+        self.background = False
 
     @property
     def on_files(self) -> bool:
