@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LAB_PREFIX, URI, run_vshx, virsh
+from tests.conftest import LAB_PREFIX, URI, define_domain, make_overlay, run_vshx, virsh
 from vshx.storage.chain import disks_from_xml
 
 DEVICES = """
@@ -137,3 +137,29 @@ def test_a_pool_volume_under_snapshots_is_refused_by_name(tmp_path: Path) -> Non
     finally:
         subprocess.run(["virsh", "-c", URI, "destroy", name], capture_output=True)
         subprocess.run(["virsh", "-c", URI, "pool-destroy", pool], capture_output=True)
+
+
+@pytest.mark.libvirt
+def test_a_disk_whose_file_is_missing_does_not_hide_the_others(tmp_path: Path) -> None:
+    """An outside tester: one disk's missing file made `chain DOMAIN` fail for every disk, with
+    a hint pointing back at the failing command; an empty cdrom's error had no hint."""
+    base = tmp_path / "b.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    top = tmp_path / "t.qcow2"
+    make_overlay(top, str(base))
+    name = f"{LAB_PREFIX}missing-{uuid.uuid4().hex[:6]}"
+    define_domain(name, {"vda": top, "vdb": tmp_path / "missing.qcow2"})
+    try:
+        whole = run_vshx("chain", name)
+        assert whole.returncode == 0, whole.stderr
+        assert "t.qcow2" in whole.stdout and "b.qcow2" in whole.stdout
+        assert "vdb: not shown: " in whole.stderr and "missing.qcow2" in whole.stderr
+        one = run_vshx("chain", name, "vdb")
+        assert one.returncode == 1 and "missing.qcow2" in one.stderr, one.stderr
+        assert "chain DOMAIN DISK shows which" not in one.stderr and "hint: " in one.stderr
+        virsh("attach-disk", name, "", "hdc", "--type", "cdrom", "--config")
+        empty = run_vshx("chain", name, "hdc")
+        assert empty.returncode == 1 and "no source file" in empty.stderr, empty.stderr
+        assert "hint: " in empty.stderr and "Traceback" not in empty.stderr
+    finally:
+        virsh("undefine", name)

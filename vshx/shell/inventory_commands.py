@@ -116,7 +116,19 @@ def cmd_chain(session: Session, args: Args) -> None:
             session, args, "show the chain", *[[*info, d.source or ""] for d in disks]
         ):
             return
-        chains = [virt.domain_chain(dom, d.target, definition=False) for d in disks]
+        chains = []
+        for disk in disks:
+            try:
+                chains.append(virt.domain_chain(dom, disk.target, definition=False))
+            except VshxError as exc:
+                if args.disk or len(disks) == 1:
+                    raise
+                session.warn(f"{disk.target}: not shown: {exc.message}")  # the others are
+        if not chains:
+            raise VshxError(
+                f"no disk of {target!r} could be read (the warnings above say why)",
+                "look at one disk: chain DOMAIN DISK",
+            )
         report_definition(session, dom, chains)
         report_unfinished(session, dom, [d.target for d in disks] if dom.isActive() else [])
     if args.json:

@@ -45,7 +45,11 @@ HINTS = (
         "loop",
         "the backing chain refers back to itself; look at it with qemu-img info --backing-chain",
     ),
-    ("No such file", "a file of the chain is missing: chain DOMAIN DISK shows which"),
+    (
+        "No such file",
+        "a file of the chain is missing (qemu-img names it above): put it back, or point the "
+        "layer that names it at another backing file (vshx rebase)",
+    ),
     (
         "key-secret",
         "an encrypted layer: qemu-img needs its secret, which libvirt keeps and vshx does not "

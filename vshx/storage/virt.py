@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import threading
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
@@ -321,7 +322,11 @@ def domain_chain(
             "/ blockpull on the running domain, which libvirt runs for any disk type",
         )
     if not disk.source:
-        raise VshxError(f"disk {disk.target} of {dom.name()!r} has no source file (empty drive?)")
+        raise VshxError(
+            f"disk {disk.target} of {dom.name()!r} has no source file (empty drive?)",
+            "an empty drive has no chain; its disks and their files: virsh domblklist "
+            f"{shlex.join([dom.name()])} --details",
+        )
     if disk.foreign_backing:
         raise VshxError(
             f"disk {disk.target} of {dom.name()!r} has a layer that is no local file or block "
