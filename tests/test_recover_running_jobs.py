@@ -123,7 +123,9 @@ def test_recover_waits_for_a_commit_that_ends_by_itself(
     assert "commit job on vda: ended by itself" in recovered.stderr
     assert "base.qcow2 <- sn1.qcow2 <- sn4.qcow2 (active)" in recovered.stdout + recovered.stderr
     assert not journal_left(killed)
-    assert "no block jobs and no interrupted vshx operations" in run_vshx("jobs", killed.name).stdout
+    assert (
+        "no block jobs and no interrupted vshx operations" in run_vshx("jobs", killed.name).stdout
+    )
     assert moments(killed) == moments(plain)
     assert record(killed) == record(plain)
     assert cleanup_plan(killed) == cleanup_plan(plain)
