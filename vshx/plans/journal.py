@@ -236,10 +236,10 @@ def bitmap_record(plan: Plan) -> str | None:
     return json.dumps({**chains, "steps": steps})
 
 
-def deletions(entry: Entry) -> list[str] | None:
-    """The files the interrupted plan was still to delete, as its journal says; None for an
-    entry of an older vshx (no list kept) or one vshx cannot read."""
-    text = entry.get("delete")
+def _paths(entry: Entry, key: str) -> list[str] | None:
+    """The JSON list of paths the entry keeps under ``key``; None when it keeps none (an older
+    vshx's entry) or one vshx cannot read."""
+    text = entry.get(key)
     if text is None:
         return None
     try:
@@ -251,20 +251,17 @@ def deletions(entry: Entry) -> list[str] | None:
     return paths
 
 
+def deletions(entry: Entry) -> list[str] | None:
+    """The files the interrupted plan was still to delete, as its journal says; None for an
+    entry of an older vshx (no list kept) or one vshx cannot read."""
+    return _paths(entry, "delete")
+
+
 def completes(entry: Entry) -> list[str] | None:
     """The layers the block job of the interrupted step takes out of the chain (canonical
     paths) when the journal says that job ends by itself (a commit below the active layer, a
     pull); None when it does not say so (another step, an older vshx's entry, unreadable)."""
-    text = entry.get("completes")
-    if text is None:
-        return None
-    try:
-        paths = json.loads(str(text))
-    except ValueError:
-        return None
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        return None
-    return paths
+    return _paths(entry, "completes")
 
 
 def rebase_record(argv: list[str]) -> str | None:

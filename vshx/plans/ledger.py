@@ -82,14 +82,7 @@ def _running_root(dom: libvirt.virDomain) -> ET.Element:
 def _write_running(dom: libvirt.virDomain, root: ET.Element, flags: int | None = None) -> None:
     """Write that list (removed when empty), where the journal goes."""
     xml, key = (ET.tostring(root, encoding="unicode"), RUNNING_KEY) if len(root) else (None, None)
-    if flags is not None:
-        try:
-            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, RUNNING_NS, flags)
-            return
-        except libvirt.libvirtError:
-            pass
-    flags = metadata_flags(dom)
-    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, RUNNING_NS, flags)
+    _set(dom, RUNNING_NS, key, xml, flags)
 
 
 def running_record(target: Target) -> str | None:
@@ -143,13 +136,21 @@ def write(dom: libvirt.virDomain, verdicts: list[Verdict], flags: int | None = N
     them (the domain stopped since).  The domain's UUID goes with it: a clone's copy is
     known as one (vshx.storage.moments.read_ledger ignores it)."""
     xml, key = (ledger_xml(verdicts, dom.UUIDString()), LEDGER_KEY) if verdicts else (None, None)
+    _set(dom, LEDGER_NS, key, xml, flags)
+
+
+def _set(
+    dom: libvirt.virDomain, ns: str, key: str | None, xml: str | None, flags: int | None
+) -> None:
+    """Set (``xml`` None: remove) vshx's element ``ns``: where ``flags`` say (where the plan's
+    journal was written), asked again if libvirt refuses them (the domain stopped since)."""
     if flags is not None:
         try:
-            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, LEDGER_NS, flags)
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, ns, flags)
             return
         except libvirt.libvirtError:
             pass
-    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, LEDGER_NS, metadata_flags(dom))
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, ns, metadata_flags(dom))
 
 
 def recover_step(
