@@ -770,3 +770,27 @@ def test_killed_with_active_commits_pending_pivots_on_recover(tmp_path: Path) ->
         assert "no block jobs and no interrupted" in run_vshx("jobs", dom.name).stdout
     finally:
         destroy(dom)
+
+
+def test_a_deleted_snapshots_moment_file_out_of_the_chain_is_named(tmp_path: Path) -> None:
+    """An outside tester: after a safe rebase took sn2.qcow2 out of the chain (it still holds
+    sn3's moment), `snapshot-delete sn2 --children` deleted sn3 too and said nothing of
+    sn2.qcow2, which no snapshot named afterwards.  The plan now names it, with the line that
+    removes it once vshx checked nothing uses it; it keeps the file (not a layer it merges)."""
+    lab = make_lab(tmp_path, running=False)
+    try:
+        moved = run_vshx("rebase", "--domain", lab.name, "--disk", "vda", "--top", "sn3.qcow2",
+                         "--backing", "sn1")  # fmt: skip
+        assert moved.returncode == 0, moved.stderr
+        plan = run_vshx("snapshot-delete", lab.name, "sn2", "--children", "--dry-run")
+        assert plan.returncode == 0, plan.stderr
+        assert "# sn2.qcow2 (out of the chain) holds snapshot sn3's moment on vda" in plan.stdout
+        assert f"vshx rm -f -- {lab.dir / 'sn2.qcow2'}" in plan.stdout
+        done = run_vshx("snapshot-delete", lab.name, "sn2", "--children")
+        assert done.returncode == 0, done.stderr
+        assert (lab.dir / "sn2.qcow2").exists()  # kept: vshx deletes what it merged away
+        removed = run_vshx("rm", "-f", "--", str(lab.dir / "sn2.qcow2"))
+        assert removed.returncode == 0, removed.stderr
+        assert not (lab.dir / "sn2.qcow2").exists()
+    finally:
+        destroy_lab(lab)

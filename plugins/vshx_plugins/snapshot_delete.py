@@ -409,6 +409,7 @@ def build_plan(
                 f"{other.moments[lost[0]].state} before this plan ({other.moments[lost[0]].why}); "
                 "its metadata stays as it is (snapshot-cleanup judges it)"
             )
+    plan.notes += out_of_chain_leftovers(going, remaining)
     refuse_changing_branches(dom, what, remaining, moving)
     keeps, loses = moment_lines(remaining, going, works)
     plan.keeps = [keeps, loses]
@@ -478,6 +479,28 @@ def build_plan(
     plan.steps += finish_steps(session, dom, remaining, gone, works, plan.notes)
     plan.verdicts = verdicts
     return plan
+
+
+def out_of_chain_leftovers(going: list[Snapshot], remaining: list[Snapshot]) -> list[str]:
+    """Notes for the files out of the chain that hold a deleted snapshot's moment and no
+    remaining snapshot's: the plan keeps them (it deletes only the layers it merges away), and
+    after it nothing names them (an outside tester found one left unsaid)."""
+    kept = {m.holder for s in remaining for m in s.moments.values() if m.holder}
+    notes = []
+    for snap in going:
+        for disk, moment in snap.moments.items():
+            holder = moment.holder
+            if moment.state != INTACT or moment.in_chain or moment.internal or not holder:
+                continue
+            if holder in kept:
+                continue
+            notes.append(
+                f"{os.path.basename(holder)} (out of the chain) holds snapshot {snap.name}'s "
+                f"moment on {disk}: kept, and named by no snapshot after this plan; remove it "
+                f"when you no longer need it: {shell_line(['vshx', 'rm', '-f', '--', holder])} (vshx "
+                "checks first that nothing uses it)"
+            )
+    return notes
 
 
 def refuse_changing_branches(
