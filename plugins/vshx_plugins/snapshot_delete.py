@@ -494,11 +494,11 @@ def out_of_chain_leftovers(going: list[Snapshot], remaining: list[Snapshot]) -> 
                 continue
             if holder in kept:
                 continue
+            remove = shell_line(["vshx", "rm", "-f", "--", holder])
             notes.append(
                 f"{os.path.basename(holder)} (out of the chain) holds snapshot {snap.name}'s "
                 f"moment on {disk}: kept, and named by no snapshot after this plan; remove it "
-                f"when you no longer need it: {shell_line(['vshx', 'rm', '-f', '--', holder])} (vshx "
-                "checks first that nothing uses it)"
+                f"when you no longer need it: {remove} (vshx checks first that nothing uses it)"
             )
     return notes
 
