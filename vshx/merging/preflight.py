@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from vshx.storage.chain import (
     Chain,
     DiskSource,
     Layer,
+    as_opened,
     blurred_refusal,
     canonical,
     relative_name,
@@ -173,10 +175,12 @@ class UsageIndex:
     holds its layers, the files its ``json:`` backing names name and its qcow2 external data
     files.  Scanned: every domain's disks (every device type: disk, cdrom, floppy, lun) with
     their whole chains; every storage pool, active or not (an active pool's volumes with their
-    whole chains, and the target directory of each); every qcow2 image, whatever its name, in
-    the directories libvirt knows of (pool targets, the directories of every domain disk),
-    the chain's own directory and ``--scan DIR``.  Not scanned: other directories, other
-    hosts sharing the storage, images on other URIs.  A directory, pool or header that cannot
+    whole chains, compared by the file each reaches, as a disk is; an inactive file pool's
+    files in its directory likewise; the target directory of each); every qcow2 image,
+    whatever its name, in the directories libvirt knows of (pool targets, the directories of
+    every domain disk), the chain's own directory and ``--scan DIR``.  Not scanned: other
+    directories, other hosts sharing the storage (an inactive fs or netfs pool's file system
+    while it is not mounted), images on other URIs.  A directory, pool or header that cannot
     be read makes the scan refuse (fail closed).
 
     Another domain's disk (or snapshot) whose file name has a line break or tab uses both
@@ -208,7 +212,8 @@ class UsageIndex:
         # one scan meets the same files again and again: one stat each
         self._key: Callable[[str], FileKey] = functools.lru_cache(maxsize=None)(identity)
         self._files = functools.lru_cache(maxsize=None)(_chain_reader())
-        self.mine = {self._key(f) for layer in ours.layers for f in _image_files(layer.path)}
+        own = [f for layer in ours.layers for f in _image_files(layer.path)]
+        self.mine = {self._key(f) for f in own}
         self.domains: list[tuple[str, set[FileKey]]] = []
         self._chains_of: list[tuple[str, set[FileKey]]] = []  # (domain, its disk's chain)
         self.sources: set[FileKey] = set()  # domain disk sources, not to be named twice as images
@@ -257,13 +262,19 @@ class UsageIndex:
                 self.sources.add(self._key(disk.source))
         # this domain's merged-away layers are no users, except when deciding a deletion:
         # then only the files deleted together pass each other over
-        self.passed_over = (
-            _own_snapshot_files(session, ours, self._key, snapshots)
+        passed = (
+            _own_snapshot_named(session, ours, self._key, snapshots)
             if going is None
-            else {self._key(p) for p in going}
+            else {p: self._key(p) for p in going}
         )
-        skip = self.mine | self.passed_over | self.sources
-        self.pools, pool_dirs = _pool_chains(host[1], skip, self._key, self._files)
+        self.passed_over = set(passed.values())
+        # a pool volume is one of these files only by the name the chain or its snapshots give
+        # it (a pool directory holding the chain's own images): under another name (a symlink
+        # in the pool's directory, a hard link) it is a user, as another domain's disk is
+        entries = {e for p in [*own, *passed] for e in _entries(p, self._key)}
+        self.pools, pool_dirs = _pool_chains(
+            host[1], self.mine | self.passed_over, entries, self.sources, self._key, self._files
+        )
         scan = session.args.get("scan") if session.args else None
         if scan and not files.isdir(scan):  # a typo must not read as "scanned"
             raise VshxError(
@@ -372,9 +383,9 @@ def _prefetch(session: Session, ours: Chain, host: virt.HostRead, snapshots: Rea
                 paths += [disk.source or ""] + [p for p, _f, _i in disk.backing if p]
     directories = {os.path.dirname(p) for p in paths}
     if not isinstance(host[1], VshxError):
-        for _name, target, _active, volumes in host[1]:
-            directories |= {target} if target else set()
-            paths += [path for _volume, path in volumes if os.path.isabs(path)]
+        for pool in host[1]:
+            directories |= {pool.target} if pool.target else set()
+            paths += [path for _volume, path in pool.volumes if os.path.isabs(path)]
     for snap in snapshots or ():
         paths += [p for m in snap.moments.values() for p in (m.file, m.overlay) if p]
     scan = session.args.get("scan") if session.args else None
@@ -440,15 +451,16 @@ def other_users(session: Session, path: str, ours: Chain, through: str | None = 
     return UsageIndex(session, ours).users_of(path, through)
 
 
-def _own_snapshot_files(
+def _own_snapshot_named(
     session: Session,
     ours: Chain,
     key: Callable[[str], FileKey] = identity,
     snapshots: Read | None = None,
-) -> set[FileKey]:
-    """Files this domain's own snapshot metadata names that are not users: the moment files
-    and overlays of the current snapshot's own history (it and its ancestors), whose data
-    the chain holds or held (merged-away layers: the plan accounts for the moments they hold).
+) -> dict[str, FileKey]:
+    """Files (name -> identity) this domain's own snapshot metadata names that are not users:
+    the moment files and overlays of the current snapshot's own history (it and its
+    ancestors), whose data the chain holds or held (merged-away layers: the plan accounts for
+    the moments they hold).
 
     A file any snapshot off that history names (a branch a snapshot-revert left: the
     reverted-to snapshot's descendants, or, once a snapshot was taken after the revert, their
@@ -460,21 +472,31 @@ def _own_snapshot_files(
     branch is no longer its descendant.  With no current snapshot no history is known: every
     file out of the chain that a snapshot names is a user (fail closed)."""
     if not ours.domain:
-        return set()
+        return {}
     from vshx.storage.moments import read_snapshots
 
     dom = virt.lookup_domain(session.conn, ours.domain) if snapshots is None else None
     snaps = read_snapshots(dom) if snapshots is None else snapshots
     line = _current_line(snaps)
-    on_line: set[FileKey] = set()
+    on_line: dict[str, FileKey] = {}
     off_line: set[FileKey] = set()
     for snap in snaps:
-        named = {key(p) for m in snap.moments.values() for p in (m.file, m.overlay) if p}
+        named = {p: key(p) for m in snap.moments.values() for p in (m.file, m.overlay) if p}
         if snap.name in line:
-            on_line |= named
+            on_line.update(named)
         else:
-            off_line |= named
-    return on_line - off_line
+            off_line |= set(named.values())
+    return {p: k for p, k in on_line.items() if k not in off_line}
+
+
+def _own_snapshot_files(
+    session: Session,
+    ours: Chain,
+    key: Callable[[str], FileKey] = identity,
+    snapshots: Read | None = None,
+) -> set[FileKey]:
+    """The identities of ``_own_snapshot_named``'s files."""
+    return set(_own_snapshot_named(session, ours, key, snapshots).values())
 
 
 def _current_line(snapshots: Read) -> set[str]:
@@ -498,22 +520,93 @@ def read_host_ahead(session: Session) -> Background[virt.HostRead]:
 
 def _pool_chains(
     pools: list[virt.PoolRead] | VshxError,
-    skip: set[FileKey],
+    ours: set[FileKey],
+    entries: set[tuple[FileKey, str]],
+    sources: set[FileKey],
     key: Callable[[str], FileKey],
     chain_of: Callable[[str], list[str]],
 ) -> tuple[list[tuple[str, set[FileKey]]], set[str]]:
-    """Pool volumes not in ``skip`` with their whole chains, and every pool's directory."""
+    """Pool volumes with their whole chains, and every pool's directory.
+
+    A volume is compared by the file it reaches (identity: a symlink's target, a hard link's
+    inode), as a domain's disk is; passed over: a volume that is one of ``ours`` by a name
+    the chain or its snapshots give it (its directory entry is in ``entries``: the pool's
+    directory holds the chain's own images; a device by any name), and another domain's disk
+    (``sources``: named as that domain).  An inactive pool of files (dir, fs, netfs) lists no
+    volumes in libvirt: the files in its target directory are its volumes (libvirt lists
+    them once it starts); an inactive pool of another type (logical, disk, iscsi...) has no
+    volume a process on this host can open until it starts.  A volume whose file cannot be
+    looked at refuses (fail closed); a dangling symlink reaches no file."""
     if isinstance(pools, VshxError):
         raise pools
     found: list[tuple[str, set[FileKey]]] = []
     directories: set[str] = set()
-    for name, target, _active, volumes in pools:
-        if target:
-            directories.add(canonical(target))
-        for volume, path in volumes:  # an inactive pool's: none; its directory is scanned
-            if os.path.isabs(path) and key(path) not in skip and files.exists(path):
-                found.append((f"pool {name} volume {volume}", {key(f) for f in chain_of(path)}))
+    for pool in pools:
+        if pool.target:
+            directories.add(canonical(pool.target))
+        volumes, inactive = pool.volumes, ""
+        if not pool.active and pool.kind in FILE_POOLS and pool.target:
+            volumes, inactive = _files_in(pool.target), " (pool inactive)"
+        for volume, path in volumes:
+            if not os.path.isabs(path):
+                continue  # a network pool's volume (rbd, gluster): no local file
+            reached = key(path)
+            if isinstance(reached, str) or reached in sources:
+                continue  # not there (a dangling symlink), or another domain's disk
+            if reached in ours and (_device(path) or _entry(path, key) in entries):
+                continue  # the chain's own file by its own name
+            label = f"pool {pool.name} volume {volume}{inactive} ({path})"
+            found.append((label, {key(f) for f in chain_of(path)}))
     return found, directories
+
+
+FILE_POOLS = ("dir", "fs", "netfs")
+"""Pool types whose volumes are the files in their target directory."""
+
+
+def _files_in(directory: str) -> list[tuple[str, str]]:
+    """The regular files (or symlinks to them) in an inactive pool's directory, as (volume,
+    path); a directory that is not there holds none, one that cannot be read refuses."""
+    try:
+        names = sorted(files.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise VshxError(
+            f"cannot read {directory}, the directory of an inactive storage pool, for files "
+            f"that use this chain: {exc.strerror}",
+            "vshx refuses what it cannot check; fix the permissions, or --force",
+        ) from exc
+    found = []
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            regular = stat.S_ISREG(files.stat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone while we looked, or a dangling symlink
+        except OSError as exc:
+            raise VshxError(
+                f"cannot look at {path}, in the directory of an inactive storage pool: "
+                f"{exc.strerror}",
+                "vshx refuses what it cannot check; fix the permissions, or move it away",
+            ) from exc
+        if regular:  # not a directory, FIFO or socket (opening a FIFO would hang)
+            found.append((name, path))
+    return found
+
+
+def _entry(path: str, key: Callable[[str], FileKey]) -> tuple[FileKey, str]:
+    """The directory entry ``path`` names: its directory's identity and its name in it (one
+    name reached through a bind mount or a symlinked directory is one entry; a hard link or
+    a symlink to the file is another entry)."""
+    name = as_opened(path)
+    return key(os.path.dirname(name) or "/"), os.path.basename(name)
+
+
+def _entries(path: str, key: Callable[[str], FileKey]) -> set[tuple[FileKey, str]]:
+    """The entry a name of one of the chain's files gives, and, when it is a symlink, the
+    entry of the file it leads to (a pool listing that file is the file the chain names)."""
+    return {_entry(path, key), _entry(files.realpath(path), key)}
 
 
 class SharedFile(VshxError):

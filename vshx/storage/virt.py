@@ -11,7 +11,7 @@ import re
 import shlex
 import threading
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.errors import VshxError
 from vshx.spec.render import printable
@@ -188,18 +188,28 @@ def domains_with_disks(
     return found
 
 
-PoolRead = tuple[str, "str | None", bool, list[tuple[str, str]]]
+class PoolRead(NamedTuple):
+    """A storage pool as a usage scan reads it."""
+
+    name: str
+    target: str | None  # its target directory (a path in its XML), if it names one
+    active: bool
+    volumes: list[tuple[str, str]]  # (volume, path); an inactive pool's: none (libvirt lists none)
+    kind: str  # its type: dir, fs, netfs, logical...
 
 
 def pools_with_volumes(conn: libvirt.virConnect) -> list[PoolRead]:
-    """Every storage pool, active or not: (name, target directory, active, [(volume, path)]);
-    an inactive pool's volumes are not listed (libvirt lists none)."""
+    """Every storage pool, active or not, with its volumes (an active one's)."""
     found: list[PoolRead] = []
     for pool in conn.listAllStoragePools(0):
-        target = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
+        xml = ET.fromstring(pool.XMLDesc(0))
         active = bool(pool.isActive())
         volumes = [(vol.name(), vol.path()) for vol in pool.listAllVolumes(0)] if active else []
-        found.append((pool.name(), target, active, volumes))
+        found.append(
+            PoolRead(
+                pool.name(), xml.findtext("./target/path"), active, volumes, xml.get("type", "")
+            )
+        )
     return found
 
 
