@@ -404,8 +404,9 @@ def do_hint(session: Session, args: Args) -> None:
 def do_solution(session: Session, args: Args) -> None:
     lesson, entry = current(session, args)
     found = values(lesson, entry["lab"], entry.get("uri") or session.uri, entry.get("dir") or "")
-    session.out.write(comments(f"lesson {lesson.name}: {text(lesson.title, found)}"))
-    session.out.write(script(lesson, found))
+    shown = session.err if session.plan_json else session.out  # --plan-json: stdout is JSON
+    shown.write(comments(f"lesson {lesson.name}: {text(lesson.title, found)}"))
+    shown.write(script(lesson, found))
 
 
 ACTION_RUN = {

@@ -66,22 +66,34 @@ def said_where(session: Session, where: str, line: str, status: int) -> None:
 
 def _commands(lines: Iterable[str], name: str) -> Iterator[tuple[str, str, str | None, bool]]:
     """(where, line, here-document, may fail) of each command; a quoted word may span lines,
-    as the quoted names vshx prints do when they hold a line break."""
+    as the quoted names vshx prints do when they hold a line break, and a backslash before
+    the line break continues the line, as in sh."""
     numbered = enumerate((raw.rstrip("\r\n") for raw in lines), 1)
     for number, raw in numbered:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         where = f"{name}:{number}: "
-        while split_line(line, partial=True).open_quote is not None:
+        piece = raw  # the script's last line read into this command
+        while True:
+            lexed = split_line(line, partial=True)
+            # as in sh, a backslash right before the line break (unquoted or in double
+            # quotes) joins the next line to this one, both removed
+            continues = lexed.continues and piece.endswith("\\")
+            if lexed.open_quote is None and not continues:
+                break
             more = next(numbered, None)
             if more is None:
+                if lexed.open_quote is None:  # the script ends in the backslash
+                    line = line[:-1]
+                    break
                 try:
                     split_line(line)  # raises: the quote never ends
                 except VshxError as exc:
                     raise _Unreadable(where, exc) from exc
             else:
-                line = f"{line}\n{more[1]}"
+                piece = more[1]
+                line = line[:-1] + piece if continues else f"{line}\n{piece}"
         may_fail = line.startswith("-")
         if may_fail:
             line = line[1:].lstrip()
@@ -115,6 +127,11 @@ def run_file(session: Session, path: str, echo: bool = False) -> int:
         with open(path, encoding="utf-8", errors="surrogateescape") as handle:
             lines = handle.readlines()
     except OSError as exc:
-        session.report(VshxError(f"cannot read script {path!r}: {exc.strerror}"))
+        session.report(
+            VshxError(
+                f"cannot read script {path!r}: {exc.strerror}",
+                "check the file's path and that you may read it; -f - reads the script from stdin",
+            )
+        )
         return EXIT_FAILED
     return run_lines(session, lines, path, echo)

@@ -201,6 +201,11 @@ def _main(args: list[str], *, ending: bool = False) -> int:
         opts = parse_globals(args)
     except SystemExit as stop:
         return int(stop.code or 0)
+    if opts.script is not None and opts.rest:  # which would run: the file or the command?
+        said = f"-f {opts.script} runs the script's lines: {opts.rest[0]!r} cannot follow it"
+        print(f"error: {said}", file=sys.stderr)
+        print("hint: put the command in the script, or run it without -f", file=sys.stderr)
+        return EXIT_USAGE
     if opts.rest[:1] == ["complete"]:  # `vshx -c URI complete -- LINE`
         from vshx.frontends.completion_protocol import main as complete_main
 

@@ -293,6 +293,33 @@ def rebase_record(argv: list[str]) -> str | None:
     )
 
 
+def xml_text(text: str) -> str:
+    """``text`` as libvirt's metadata can hold it (UTF-8): a byte of a file name that is not
+    UTF-8 (a surrogate escape, as Python reads names) written as ``\\xff``, as errors show it.
+    Only the plan's title and step descriptions can hold one: its JSON values escape them
+    losslessly, and a path vshx reads back is refused beforehand (``unrecordable``)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def not_utf8(text: str | None) -> bool:
+    """``text`` holds a byte of a file name that is not UTF-8 (a surrogate escape)."""
+    return text is not None and any(0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+def unrecordable(plan: Plan) -> tuple[str, str] | None:
+    """(the domain's name, a path) when the plan's records in that domain's metadata would
+    hold the path as text but cannot (a name with a byte that is not UTF-8: libvirt keeps
+    UTF-8 only); None when there is none.  Its journal's paths are JSON (escaped losslessly)
+    but the image; its verdicts name their holders as text."""
+    target = plan.target
+    if target is None or target.dom is None:
+        return None
+    verdicts = [*(plan.verdicts or []), *(plan.undeleted or [])]
+    paths = [target.chain.active.path, *(v.holder for v in verdicts), *(v.named for v in verdicts)]
+    found = next((path for path in paths if path is not None and not_utf8(path)), None)
+    return None if found is None else (target.dom.name(), found)
+
+
 def write(target: Target, plan: Plan, number: int) -> None:
     """Record that step ``number`` of ``plan`` is about to run."""
     step = plan.steps[number - 1]
@@ -328,7 +355,7 @@ def write(target: Target, plan: Plan, number: int) -> None:
     if target.dom is None:
         state_place().write(state_name(target.chain.active.path), json.dumps(entry))
         return
-    node = ET.Element("journal", {k: str(v) for k, v in entry.items()})
+    node = ET.Element("journal", {k: xml_text(str(v)) for k, v in entry.items()})
     if target.journal_flags is None:  # asked once per plan: each question is a round trip
         target.journal_flags = metadata_flags(
             target.dom, True if target.live else None, target.persistent()

@@ -128,6 +128,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         host.plan_ready(session, session.command, args, plan)
     refuse_offline_redefine(session, plan)
     refuse_encrypted_offline(plan)
+    refuse_unrecordable(plan)
     remember_deletes(session, plan)
     if session.planning_only(args):
         if session.plan_json:
@@ -226,3 +227,18 @@ def refresh_metadata_flags(target: Target) -> None:
         return
     if not flags & libvirt.VIR_DOMAIN_AFFECT_LIVE and target.dom.isActive():
         target.journal_flags = None  # journal.clear asks libvirt where it is now
+
+
+def refuse_unrecordable(plan: Plan) -> None:
+    """A plan whose journal or record of moments would name a file whose name is not UTF-8
+    as text is refused before anything ran: libvirt's metadata holds UTF-8 only, and a name
+    written otherwise would name another file when read back."""
+    found = journal.unrecordable(plan)
+    if found is not None:
+        domain, path = found
+        raise VshxError(
+            f"cannot record this plan in the metadata of domain {domain}: libvirt keeps "
+            f"UTF-8 text only, and the name of {printable(path)} is not UTF-8",
+            "give that file a UTF-8 name (then qemu-img rebase -u -b NEWNAME the image above "
+            "it), and run it again",
+        )

@@ -175,7 +175,9 @@ class Session:
 
     # -- output -------------------------------------------------------------------------
     def print(self, text: str = "") -> None:
-        print(text, file=self.out)
+        """A line of the command's output: on stderr under --plan-json, whose stdout holds
+        only the JSON documents (a plan's or nothing-to-do's)."""
+        print(text, file=self.err if self.plan_json else self.out)
 
     def show(self, text: str) -> None:
         """A command's answer (a table, a listing, help): under --dry-run ``#`` lines of the
@@ -362,8 +364,9 @@ class Session:
             if self._shebang_written:
                 text = text.removeprefix("#!/bin/sh\n")
             self._shebang_written = True
-        self.out.write(text)
-        self.out.flush()
+        shown = self.err if self.plan_json else self.out  # --plan-json: stdout is the JSON
+        shown.write(text)
+        shown.flush()
 
     def forget_predictions(self) -> None:
         """Something changed what the predictions stand on: chains and records alike."""

@@ -21,6 +21,9 @@ class Lexed:
         self.open_quote: str | None = None  # quote still open at end of line
         self.ends_in_word = False  # the last word touches the end of the line (being typed)
         self.last_word_start = 0  # offset in the line where the word being typed begins
+        # the line ends in a backslash that escapes the line break after it (unquoted or in
+        # double quotes, not in a comment): sh joins the next line to it, both removed
+        self.continues = False
 
 
 def split_line(line: str, partial: bool = False) -> Lexed:
@@ -59,6 +62,7 @@ def split_line(line: str, partial: bool = False) -> Lexed:
                 word.append(line[i])
                 i += 1
             else:
+                result.continues = ch == "\\" and i >= n
                 word.append(ch)
             continue
         if ch in " \t\r\n":
@@ -76,6 +80,8 @@ def split_line(line: str, partial: bool = False) -> Lexed:
             if i < n:
                 word.append(line[i])
                 i += 1
+            else:
+                result.continues = True
         elif ch == "~" and not in_word and not partial and (i >= n or line[i] in "/ \t;"):
             word.append(os.path.expanduser("~"))  # as sh: an unquoted ~ or ~/... is $HOME
             in_word = True

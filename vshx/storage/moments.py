@@ -257,7 +257,8 @@ def ledger_xml(verdicts: list[Verdict], uuid: str = "") -> str:
             "created": str(v.created),
             "disk": v.disk,
             "state": v.state,
-            "why": v.why,
+            # a name's byte that is not UTF-8 shown as \xff: libvirt keeps UTF-8 text only
+            "why": v.why.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
             "stamp": v.stamp,
             "below": "yes" if v.below else "no",
         }

@@ -6,9 +6,13 @@ _vshx() {
     local line=${COMP_LINE:0:COMP_POINT}
     line=${line#"${COMP_WORDS[0]}"}
     line=${line#"${line%%[![:space:]]*}"}
-    local IFS=$'\n'
-    # shellcheck disable=SC2207
-    COMPREPLY=($(command "${COMP_WORDS[0]}" complete --shell bash -- "$line" 2>/dev/null))
+    # one candidate a line, taken as it is: vshx quotes each for the shell already, so no
+    # word splitting and no pathname expansion (nullglob, failglob, vda[2] beside a file vda2)
+    local candidate
+    COMPREPLY=()
+    while IFS= read -r candidate; do
+        [[ -n $candidate ]] && COMPREPLY+=("$candidate")
+    done < <(command "${COMP_WORDS[0]}" complete --shell bash -- "$line" 2>/dev/null)
     if [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == */ ]]; then
         compopt -o nospace 2>/dev/null
     fi
