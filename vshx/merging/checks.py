@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 import stat as modes
-from typing import TYPE_CHECKING
+import struct
+from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.errors import VshxError
 from vshx.merging import preflight
@@ -19,8 +20,8 @@ from vshx.plans.plan import Step, shell_line
 from vshx.storage import host as files
 from vshx.storage import qemuimg
 from vshx.storage.chain import Layer, human_size
-from vshx.storage.qcow2 import MAGIC
-from vshx.storage.qcow2_growth import Growth, growth
+from vshx.storage.qcow2 import MAGIC, header_names
+from vshx.storage.qcow2_growth import DATA_FILE, Growth, growth
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,6 +41,12 @@ AWK_DEVICE = "NR == 1 {{ ok = $1 >= {needed} }} END {{ exit !ok }}"
 AWK_DEVICE_PASTED = re.compile(
     re.escape(AWK_DEVICE.format(needed="NEEDED")).replace("NEEDED", r"(\d+)")
 )
+# df of several directories at once (a qcow2 whose guest data goes to an external data file
+# on another file system): line k+1 is the k-th directory's; a line missing (df could not
+# look at a directory) leaves NR short and awk exits 1
+AWK_EACH = "NR == {line} && $1 < {needed} {{ short = 1 }}"
+AWK_ALL = "{tests} END {{ exit short || NR != {lines} }}"
+AWK_EACH_PASTED = re.compile(r"NR == (\d+) && \$1 < (\d+) \{ short = 1 \}")
 SPACE_HINT = "free some space, or merge fewer layers at a time"
 DEVICE_HINT = (
     "nothing was changed; make the device larger (an LVM volume: lvextend), or merge fewer "
@@ -66,7 +73,11 @@ def qcow2_on_device(path: str, image_format: str = "") -> bool:
 
 def fits(path: str, needed: int, grows_to: int = 0, image_format: str = "") -> bool:
     """Whether ``needed`` bytes may be written into ``path``: free space beside a file, room
-    on the block device under a qcow2 on one (VshxError when that cannot be told)."""
+    on the block device under a qcow2 on one, room where an external data file's bytes and
+    the qcow2's own go (VshxError when that cannot be told)."""
+    data = data_file_of(path, image_format)
+    if data is not None:
+        return shortfall(data_file_room(path, data, needed, grows_to)) is None
     if qcow2_on_device(path, image_format):
         try:
             size = files.device_size(path)
@@ -80,7 +91,12 @@ def space_step(beside: str, needed: int, grows_to: int = 0, image_format: str = 
     """Stop unless ``needed`` bytes are free in the file system that holds ``beside``; or,
     when ``beside`` is a qcow2 on a block device, unless the device holds the highest offset
     the image may reach once ``needed`` bytes are written into it (its virtual size growing to
-    ``grows_to``): df of /dev says nothing of a device's size."""
+    ``grows_to``): df of /dev says nothing of a device's size.  A qcow2 with an external
+    data file: its guest data goes to that file, on its file system (or device), and only
+    the metadata to the qcow2's (data_file_step)."""
+    data = data_file_of(beside, image_format)
+    if data is not None:
+        return data_file_step(beside, data, needed, grows_to)
     if qcow2_on_device(beside, image_format):
         return device_step(beside, growth(beside, needed, grows_to))
     directory = os.path.dirname(beside) or "."
@@ -154,6 +170,187 @@ def device_step(device: str, grows: Growth | int) -> Step:
         changes=False,
         shell=f"{shell_line([*LSBLK, device])} | {shell_line(['awk', test])}",
     )
+
+
+class Room(NamedTuple):
+    """One place a merge's bytes go: ``kind`` "df" (free space in the file system of the
+    directory ``where``) or "lsblk" (the size of the block device ``where``), ``needed``
+    bytes there, and ``what`` goes there (for the messages)."""
+
+    kind: str
+    where: str
+    needed: int
+    what: str
+
+
+def _unlocated(image: str, why: str) -> VshxError:
+    return VshxError(
+        f"cannot tell where the external data file of {image} is, so not whether the merge's "
+        f"data fits there: {why}",
+        "nothing was changed; vshx refuses what it cannot check: give the image an absolute "
+        f"data file name that exists (qemu-img amend -o data_file=FILE {image})",
+        clean=True,
+    )
+
+
+def data_file_of(path: str, image_format: str = "") -> str | None:
+    """The external data file of the qcow2 ``path`` (``qemu-img create -o data_file=``),
+    where a merge into it writes the guest data; None when it has none (or is no qcow2, or
+    not there yet).  A data file vshx cannot locate (a relative name, which QEMU opens from
+    its opener's working directory; none named though the header says there is one; not
+    there or not to be looked at; neither a file nor a block device) raises VshxError."""
+    if image_format not in ("", "qcow2"):
+        return None
+    names = header_names(path)  # a header that cannot be read raises
+    if names is None:
+        return None
+    name = names[1]
+    if not name:
+        try:
+            head = files.read(path, 80)
+        except OSError as exc:
+            raise _unlocated(path, f"its header cannot be read ({exc.strerror})") from None
+        version = struct.unpack(">I", head[4:8])[0] if len(head) >= 8 else 0
+        if version >= 3 and len(head) >= 80 and struct.unpack(">Q", head[72:80])[0] & DATA_FILE:
+            raise _unlocated(path, "its header says it has one but does not name it")
+        return None
+    if not os.path.isabs(name):
+        raise _unlocated(
+            path,
+            f"its header names it relatively ({name!r}): QEMU opens that from the working "
+            "directory of whatever opens the image",
+        )
+    try:
+        mode = files.stat(name).st_mode
+    except OSError as exc:
+        raise _unlocated(path, f"{name}: {exc.strerror}") from None
+    if not (modes.S_ISREG(mode) or modes.S_ISBLK(mode)):
+        raise _unlocated(path, f"{name} is neither a file nor a block device")
+    return name
+
+
+def data_file_room(beside: str, data: str, needed: int, grows_to: int = 0) -> list[Room]:
+    """Where a merge writing ``needed`` bytes of guest data into the qcow2 ``beside``, whose
+    external data file is ``data``, puts them: the data into the data file (a file: on its
+    file system; a block device: QEMU writes each cluster at its guest offset, so the device
+    must hold the virtual size the image grows to), the L2 tables and refcounts it needs into
+    the qcow2 (how far it may grow, from its own tables: qcow2_growth).  Two rooms on one
+    file system are one, their bytes added."""
+    grown = growth(beside, needed, grows_to)
+    metadata = grown.highest - grown.end
+    name = os.path.basename(data)
+    rooms = []
+    if modes.S_ISBLK(files.stat(data).st_mode):
+        virtual = max(grows_to, _virtual_size(beside))
+        rooms.append(Room("lsblk", data, virtual, f"the external data file {name}"))
+    else:
+        rooms.append(Room("df", os.path.dirname(data) or "/", needed, f"the data file {name}"))
+    if qcow2_on_device(beside, "qcow2"):
+        rooms.append(Room("lsblk", beside, grown.highest, f"the metadata of {beside}"))
+    else:
+        directory = os.path.dirname(beside) or "."
+        rooms.append(Room("df", directory, metadata, f"the metadata of {os.path.basename(beside)}"))
+    if rooms[0].kind == rooms[1].kind == "df" and _same_fs(rooms[0].where, rooms[1].where):
+        both = f"{rooms[0].what} and {rooms[1].what}"
+        rooms = [Room("df", rooms[0].where, rooms[0].needed + rooms[1].needed, both)]
+    return rooms
+
+
+def _virtual_size(path: str) -> int:
+    head = files.read(path, 32)
+    return int(struct.unpack(">Q", head[24:32])[0]) if len(head) >= 32 else 0
+
+
+def _same_fs(first: str, second: str) -> bool:
+    try:
+        return files.stat(first).st_dev == files.stat(second).st_dev
+    except OSError:
+        return False  # each is measured on its own (and says why it cannot be)
+
+
+def shortfall(rooms: list[Room], image: str = "") -> VshxError | None:
+    """Why the bytes do not fit (the place named), None when they do; VshxError raised when
+    a place cannot be measured."""
+    for room in rooms:
+        if room.kind == "lsblk":
+            try:
+                size = files.device_size(room.where)
+            except OSError as exc:
+                raise _no_size(room.where, exc) from None
+            if room.needed > size:
+                return VshxError(
+                    f"not enough room on the block device {room.where} for {room.what}"
+                    f"{f' of {image}' if image else ''}: it must hold {human_size(room.needed)} "
+                    f"({room.needed} bytes), and holds {human_size(size)} ({size} bytes)",
+                    DEVICE_HINT,
+                    clean=True,
+                )
+            continue
+        try:
+            free = files.free_bytes(room.where)
+        except OSError as exc:
+            raise VshxError(
+                f"cannot check the free space in {room.where} (for {room.what}): {exc.strerror}",
+                "nothing was changed; the directory must exist and be readable",
+                clean=True,
+            ) from None
+        if room.needed > free:
+            return VshxError(
+                f"not enough space in the file system of {room.where} for {room.what}"
+                f"{f' of {image}' if image else ''}: {human_size(room.needed)} needed, "
+                f"{human_size(free)} free",
+                f"nothing was changed; {SPACE_HINT} (the merge writes {image or 'the image'}'s "
+                "guest data into its external data file, on that file system)",
+                clean=True,
+            )
+    return None
+
+
+def data_file_step(beside: str, data: str, needed: int, grows_to: int = 0) -> Step:
+    """Stop unless the merge's bytes fit where they go for a qcow2 ``beside`` with the
+    external data file ``data``: the data on the data file's file system (or device), the
+    metadata on the qcow2's.  Printed as one ``df`` of every directory with one ``awk``
+    (a line per directory, each against its need), or, with a block device among them, a
+    subshell of the checks joined by ``&&`` (sh -e stops on the subshell's failure)."""
+    rooms = data_file_room(beside, data, needed, grows_to)
+
+    def action() -> None:
+        found = shortfall(rooms, beside)
+        if found is not None:
+            raise found
+
+    said = " and ".join(
+        f"{human_size(r.needed)} for {r.what} "
+        + (f"on the block device {r.where}" if r.kind == "lsblk" else f"free in {r.where}")
+        for r in rooms
+    )
+    description = f"check: {said} (else vshx refuses)"
+    if all(r.kind == "df" for r in rooms):
+        argv = [*DF, *(r.where for r in rooms)]
+        return Step(
+            description,
+            argv,
+            action=action,
+            changes=False,
+            shell=f"{shell_line(argv)} | {shell_line(['awk', _awk_each(rooms)])}",
+        )
+    lines = []
+    for r in rooms:
+        if r.kind == "df":
+            test = AWK_TEST.format(needed=r.needed)
+            lines.append(f"{shell_line([*DF, r.where])} | {shell_line(['awk', test])}")
+        else:
+            test = AWK_DEVICE.format(needed=r.needed)
+            lines.append(f"{shell_line([*LSBLK, r.where])} | {shell_line(['awk', test])}")
+    argv = [*LSBLK, rooms[0].where] if rooms[0].kind == "lsblk" else [*DF, rooms[0].where]
+    return Step(description, argv, action=action, changes=False, shell=f"({' && '.join(lines)})")
+
+
+def _awk_each(rooms: list[Room]) -> str:
+    tests = " ".join(
+        AWK_EACH.format(line=number + 2, needed=room.needed) for number, room in enumerate(rooms)
+    )
+    return AWK_ALL.format(tests=tests, lines=len(rooms) + 1)
 
 
 def room_for(destination: Layer, layers: list[Layer], at_least: int = 0) -> Step:
@@ -250,6 +447,8 @@ def pasted(words: list[str]) -> Step | None:
         match = AWK_PASTED.fullmatch(words[7])
         if match:
             return space_step(os.path.join(words[4], ""), int(match.group(1)))
+    if len(words) >= 8 and words[:4] == DF and words[-3:-1] == ["|", "awk"]:
+        return _pasted_each(words[4:-3], words[-1])
     if len(words) == 11 and words[:7] == LSBLK and words[8:10] == ["|", "awk"]:
         match = AWK_DEVICE_PASTED.fullmatch(words[10])
         if match:
@@ -262,3 +461,29 @@ def pasted(words: list[str]) -> Step | None:
     ):
         return absent_step(words[3])
     return None
+
+
+def _pasted_each(directories: list[str], program: str) -> Step | None:
+    """A data file's check of several directories (data_file_step), pasted back: the same
+    check, or None when the program is not exactly the one vshx prints for them."""
+    needs = [int(n) for _line, n in AWK_EACH_PASTED.findall(program)]
+    if len(needs) != len(directories):
+        return None
+    what = "what the merge writes there"
+    rooms = [Room("df", d, n, what) for d, n in zip(directories, needs, strict=True)]
+    if _awk_each(rooms) != program:
+        return None
+
+    def action() -> None:
+        short = shortfall(rooms)
+        if short is not None:
+            raise short
+
+    argv = [*DF, *directories]
+    return Step(
+        f"check: free space in {', '.join(directories)} (else vshx refuses)",
+        argv,
+        action=action,
+        changes=False,
+        shell=f"{shell_line(argv)} | {shell_line(['awk', program])}",
+    )

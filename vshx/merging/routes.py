@@ -160,6 +160,11 @@ class Route:
         if self.refusal is not None:
             return
         try:
+            data = checks.data_file_of(path, image_format)
+            if data is not None:  # an external data file: where its bytes and the qcow2's go
+                room = checks.data_file_room(path, data, self.moves, grows_to)
+                self.refusal = checks.shortfall(room, path)
+                return
             fits = checks.fits(path, self.moves, grows_to, image_format)
         except VshxError as exc:  # how far a qcow2 on a device may grow is unknown: unsafe
             self.refusal = exc

@@ -285,7 +285,9 @@ def refuse_interrupted(target: Target) -> None:
 def _refuse_interrupted_layer(target: Target) -> None:
     """An interrupted (or running) vshx on a bare image whose chain shares a file with this one
     (``pull top.qcow2`` killed, then ``commit mid.qcow2``): its journal is keyed by the image it
-    named, which may be another layer of this chain or an image above it."""
+    named, which may be another layer of this chain or an image above it, or this very image
+    under another name (a hard link, a bind mount, a symlink: the journal's key is the path it
+    was named by, so ``journal.read`` finds only that one).  Matched by file identity."""
     from vshx.plans import journal
     from vshx.storage.identity import identity
     from vshx.storage.qcow2 import chain_files
@@ -294,21 +296,27 @@ def _refuse_interrupted_layer(target: Target) -> None:
     if not entries:
         return
     ours = {identity(layer.path) for layer in target.chain.layers}
+    active = identity(target.chain.active.path)
     for image, entry in entries:
+        named = identity(image)
         try:
-            theirs = {identity(f) for f in chain_files(image) if files.lexists(f)}
+            theirs = {named} | {identity(f) for f in chain_files(image) if files.lexists(f)}
         except VshxError:
-            continue  # unreadable now: jobs and recover on that image say why
-        if not ours & theirs or identity(image) == identity(target.chain.active.path):
+            theirs = {named}  # its chain unreadable now (jobs and recover say why): the image
+        if not ours & theirs:
             continue
+        shares = (
+            f"the same file as {target.chain.active.path}"
+            if named == active
+            else "whose chain shares files with this one"
+        )
         if entry.still_running():
             raise VshxError(
-                f"{entry.describe()} on {image}, whose chain shares files with this one",
+                f"{entry.describe()} on {image}, {shares}",
                 "wait until it has finished (see it with: vshx jobs), then run the command again",
             )
         raise VshxError(
-            f"an earlier vshx operation on {image}, whose chain shares files with this one, did "
-            f"not finish: {entry.describe()}",
+            f"an earlier vshx operation on {image}, {shares}, did not finish: {entry.describe()}",
             f"see it with: vshx jobs; resolve it with: vshx recover {shell_line([image])}; "
             "nothing was changed",
         )

@@ -498,7 +498,7 @@ def job_failure_hint(dom: libvirt.virDomain, disk: str) -> str:
     return (
         "nothing was deleted and every layer names the backing file it named before the job "
         "(a commit's base may hold part of the copied data: snapshot-list then calls its moments "
-        "unknown); check free space where the "
-        f"layers live (a full disk fails a job) and /var/log/libvirt/qemu/{dom.name()}.log, "
+        "unknown); check free space where the layers and their external data files live (a "
+        f"full disk fails a job) and /var/log/libvirt/qemu/{dom.name()}.log, "
         f"then: {command('vshx', 'chain', dom.name(), disk)}"
     )

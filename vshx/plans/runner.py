@@ -56,7 +56,7 @@ def recover_hint(target: Target, exc: NoSpace) -> str:
     chain = target.chain
     recover = printable(shell_line(["vshx", "recover", *chain_words(chain)]))
     return (
-        f"{exc.state}. Free space beside {exc.written}, then run `{recover}` (repairs leaked "
+        f"{exc.state}. Free space {exc.place}, then run `{recover}` (repairs leaked "
         "clusters, clears the journal) and the command again"
     )
 

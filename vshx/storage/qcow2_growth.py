@@ -70,7 +70,8 @@ def growth(path: str, writes: int, grows_to: int = 0) -> Growth:
     """Where the qcow2 ``path``'s clusters in use end, and the highest offset it may reach
     when ``writes`` bytes of guest data are written into it (its virtual size growing to
     ``grows_to`` if that is more: a commit resizes a smaller base).  VshxError when the image
-    cannot be read well enough to tell."""
+    cannot be read well enough to tell.  With an external data file the guest clusters go
+    there: the image grows by its L2 tables and refcounts only."""
     try:
         head = files.read(path, 104)
     except OSError as exc:
@@ -121,7 +122,9 @@ def growth(path: str, writes: int, grows_to: int = 0) -> Growth:
     data = -(-writes // cluster)
     # a new L2 table for each region without one that the written clusters may fall in
     l2 = min(data, tables - sum(1 for entry in l1 if entry & L1_OFFSET))
-    grown = end // cluster + data + l2 + new_l1
+    # an external data file takes the guest clusters themselves; the image only its tables
+    own = 0 if incompatible & DATA_FILE else data
+    grown = end // cluster + own + l2 + new_l1
     # refcount blocks to count every cluster up to there (and themselves), as if none existed
     blocks = -(-grown // (per_block - 1))
     # and a new refcount table when the one there cannot point to that many blocks

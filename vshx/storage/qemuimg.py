@@ -62,10 +62,11 @@ class NoSpace(VshxError):
     """A qemu-img step ran out of space while writing ``written``; ``state`` says, in words,
     what the step left behind (the runner adds how to recover the plan)."""
 
-    def __init__(self, message: str, hint: str, written: str, state: str) -> None:
+    def __init__(self, message: str, hint: str, written: str, state: str, place: str = "") -> None:
         super().__init__(message, hint)
         self.written = written
         self.state = state
+        self.place = place or f"beside {written}"  # where to free space, in words
 
 
 def _option_value(argv: Sequence[str], option: str) -> str | None:
@@ -108,13 +109,33 @@ def no_space(argv: Sequence[str]) -> NoSpace:
     room = "free space there"
     if _is_device(written):  # a qcow2 on an LVM volume or other device: full at its end
         where, room = f"the block device {written}", "make the device larger"
+    data, free = _data_file(written), ""
+    if data is not None:  # the guest data went to the external data file, the tables here
+        kind = "block device" if _is_device(data) else "file system of"
+        place = data if _is_device(data) else os.path.dirname(data) or "/"
+        where = f"the {kind} {place} (which holds {written}'s external data file) or {where}"
+        room = f"free space in {place} (and beside {os.path.basename(written)})"
+        free = f"in {place}, where its external data file {data} is, and beside {written}"
     return NoSpace(
         f"no space left on {where}: {' '.join(filter(None, (tool, verb)))} "
         f"stopped while writing {written}",
         f"{state}; {room}, then run it again",
         written,
         state,
+        free,
     )
+
+
+def _data_file(image: str) -> str | None:
+    """The absolute name of ``image``'s external data file (qcow2 ``data_file``), or None."""
+    from vshx.storage.qcow2 import header_names
+
+    try:
+        names = header_names(image)
+    except VshxError:
+        return None
+    name = names[1] if names else None
+    return name if name and os.path.isabs(name) else None
 
 
 def _is_device(path: str) -> bool:
