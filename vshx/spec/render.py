@@ -6,10 +6,15 @@ import re
 from collections.abc import Iterable, Mapping
 
 
+# a surrogate escape as repr() writes it into a message ('\\udcff'), not preceded by a backslash
+_REPR_SURROGATE = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
+
+
 def printable(text: str) -> str:
     """``text`` on one line: control characters (a newline in a file name) shown escaped, and
-    a byte that is not UTF-8 (held as a surrogate escape, as Python reads names) as ``\xff``."""
-    return "".join(
+    a byte that is not UTF-8 (held as a surrogate escape, as Python reads names; also as a
+    message's ``repr`` of a name spells it) as ``\\xff``."""
+    shown = "".join(
         ch
         if ch.isprintable() or ch == " "
         else f"\\x{ord(ch) - 0xDC00:02x}"
@@ -17,6 +22,7 @@ def printable(text: str) -> str:
         else ch.encode("unicode_escape").decode("ascii")
         for ch in text
     )
+    return _REPR_SURROGATE.sub(r"\1\\x\2", shown)
 
 
 def comment(text: str) -> str:
