@@ -630,3 +630,133 @@ def test_two_students_on_one_host_have_their_own_labs_and_progress(monkeypatch) 
     assert command.progress()["lessons"]["pull"]["lab"] == "pull-alice"
     monkeypatch.setenv("SUDO_USER", "bob; rm -rf /")
     assert command.default_lab(LESSONS[0]) == "commit-middle-bob--rm--rf--"
+
+
+@libvirt
+@pytest.mark.parametrize(
+    ("name", "lines", "said"),
+    [
+        (  # the finding's route: a pull reaches base <- sn1 <- sn4 too, sn1.qcow2 untouched
+            "commit-middle",
+            ("virsh blockpull {lab} vda --base {sn1} --wait",),
+            (
+                "error: sn1.qcow2 still shows what it showed when the lab was built: no data "
+                "went down into it, yet the goal has it show what sn3.qcow2 showed",
+                "hint: you pulled: the data of sn2 and sn3 went up into sn4",
+                "The lesson asks for a commit",
+            ),
+        ),
+        (  # the other way round: the pull lesson's chain reached by a commit into the base
+            "pull",
+            (
+                "virsh blockcommit {lab} vda --base {base} --top {sn3} --wait",
+                *(f"virsh snapshot-delete {{lab}} sn{k} --metadata" for k in (1, 2, 3)),
+            ),
+            (
+                "error: base.qcow2 took data in: it no longer shows what it showed when the lab "
+                "was built, and the goal leaves it as it was",
+                "hint: you committed: the data of sn1, sn2 and sn3 went down into base.qcow2",
+                "The lesson asks for a pull",
+            ),
+        ),
+        (  # offline-commit's chain by the safe-rebase lesson's route (sn2 up into sn3)
+            "offline-commit",
+            ("qemu-img rebase -F qcow2 -b {sn1} {sn3}", UPDATE),
+            ("error: sn1.qcow2 still shows what it showed", "hint: you rebased: sn2's data"),
+        ),
+        (  # safe-rebase's chain by offline-commit's route (sn2 down into sn1)
+            "safe-rebase",
+            (
+                "qemu-img commit {sn2}",
+                "qemu-img rebase -F qcow2 -u -b {sn1} {sn3}",
+                UPDATE,
+                "virsh snapshot-delete {lab} sn2 --metadata",
+            ),
+            ("error: sn1.qcow2 took data in", "hint: you committed: sn2's data went down"),
+        ),
+    ],
+)
+def test_the_other_direction_is_not_the_lessons_merge(
+    tmp_path: Path, name: str, lines: tuple[str, ...], said: tuple[str, ...]
+) -> None:
+    """atk5 F23: a pull and a commit reach the same chain with the same guest data; the check
+    judges the end state the lesson asks for (which file took the data, and so which moments
+    survive) and says which way the student went, never "merged into sn1" after a pull."""
+    student = Student(tmp_path, name)
+    try:
+        student.start()
+        student.sh(*lines)
+        err = student.fails(*said)
+        assert "is still in the chain" not in err and "guest data" not in err, err
+        assert "nothing was done yet" not in err
+    finally:
+        student.destroy()
+
+
+@libvirt
+def test_a_lesson_started_again_is_not_listed_done(tmp_path: Path) -> None:
+    """atk5 F14: `lesson start` on a new lab makes the lesson "started" again (it said "done"
+    with a lab where nothing was done); the list still says where it was done before."""
+    first = Student(tmp_path / "one", "pull")
+    again = Student(tmp_path / "two", "pull")
+    again.lab += "-2"
+    try:
+        first.start()
+        first.solution()
+        first.passes()
+        assert " done *" in first.vshx("lesson", "list").stdout
+        again.start()
+        listed = again.vshx("lesson", "list").stdout
+        row = next(line for line in listed.splitlines() if line.split()[:1] == ["pull"])
+        assert f"started (done before on {first.lab}) *" in row and again.lab in row, listed
+        assert " done *" not in listed
+        again.fails("sn1.qcow2 is still in the chain")
+        again.solution()
+        again.passes()
+        assert " done *" in again.vshx("lesson", "list").stdout
+    finally:
+        first.destroy()
+        again.destroy()
+
+
+def hint_of(proc: subprocess.CompletedProcess[str]) -> str:
+    return next(line for line in proc.stderr.splitlines() if line.startswith("hint: "))
+
+
+@libvirt
+def test_another_users_lab_gets_a_hint_with_the_commands_own_options(tmp_path: Path) -> None:
+    """atk5 F16: a student's `lesson start` that meets another user's lab is told to pick
+    --lab (or --dir), never --force (lesson has none); lab-destroy's hint does not tell to pick
+    a name; lab-create keeps --force."""
+    student = Student(tmp_path, "pull")
+    other = Student(tmp_path / "mine", "pull")
+    other.lab += "-mine"
+    student.env["SUDO_USER"] = other.env["SUDO_USER"] = "vshxbob"
+    alice = dict(student.env, SUDO_USER="vshxalice")
+    made = run_vshx(
+        "lab-create", student.lab, "--dir", str(student.dir), "--layers", "2", "--shut-off",
+        env=alice,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    try:
+        start = ("lesson", "start", "pull", "--lab", student.lab, "--dir", str(other.dir))
+        proc = student.vshx(*start)
+        assert proc.returncode == 1 and "belongs to vshxalice" in proc.stderr, proc.stderr
+        hint = hint_of(proc)
+        assert f"--lab {student.lab}-vshxbob" in hint and "--force" not in hint, hint
+        assert "--dir" not in hint, hint  # another directory does not help with a domain's name
+        mine = ("lesson", "start", "pull", "--lab", other.lab, "--dir", str(student.dir))
+        proc = other.vshx(*mine)  # a name of one's own, in her directory
+        assert proc.returncode == 1 and "the lab directory" in proc.stderr, proc.stderr
+        hint = hint_of(proc)
+        assert f"--dir {student.dir}-vshxbob" in hint and "--force" not in hint, hint
+        proc = student.vshx("lab-destroy", student.lab, "--dir", str(student.dir))
+        assert proc.returncode == 1
+        hint = hint_of(proc)
+        assert "not yours to remove" in hint and "name (e.g." not in hint, hint
+        proc = student.vshx("lab-create", student.lab, "--dir", str(student.dir))
+        assert proc.returncode == 1 and "--force" in hint_of(proc), proc.stderr
+        assert f"{student.lab}-vshxbob" in hint_of(proc)
+    finally:
+        run_vshx("lab-destroy", student.lab, "--dir", str(student.dir), env=alice)
+        other.destroy()

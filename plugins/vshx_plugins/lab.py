@@ -86,27 +86,57 @@ def marker_owner(directory: str) -> str | None:
     return next((line[len(OWNER) :] for line in lines if line.startswith(OWNER)), None)
 
 
-def refuse_others_lab(session: Session, name: str, directory: str, force: bool) -> None:
-    """On a shared host a student never tears down another's lab (``--force`` does)."""
+def others_hint(asked_by: str, name: str, directory: str, clashes: set[str], me: str) -> str:
+    """What the user can do about another user's lab, in the words of the command that met
+    it: ``lesson`` has ``--lab`` and ``--dir`` but no ``--force``; lab-destroy has nothing
+    of its own to pick."""
+    if asked_by == "lab-destroy":
+        return (
+            "that lab is not yours to remove (check the name with virsh list --all, and --dir), "
+            "or --force if you mean it; nothing was changed"
+        )
+    parts = [part for part in ("domain", "directory") if part in clashes]
+    words = " and ".join("name" if part == "domain" else "directory" for part in parts)
+    if asked_by == "lesson":
+        given = {
+            "domain": shell_line(["--lab", f"{name}-{me}"]),
+            "directory": shell_line(["--dir", f"{directory}-{me}"]),
+        }
+        return (
+            f"give your lab its own {words}: {' '.join(given[part] for part in parts)}; "
+            "nothing was changed"
+        )
+    given = {"domain": f"a name of your own (e.g. {name}-{me})", "directory": "another --dir"}
+    return (
+        f"give your lab {' and '.join(given[part] for part in parts)}, or --force if you mean "
+        "to rebuild theirs; nothing was changed"
+    )
+
+
+def refuse_others_lab(
+    session: Session, name: str, directory: str, force: bool, asked_by: str = "lab-create"
+) -> None:
+    """On a shared host a student never tears down another's lab (``--force`` does).
+    ``asked_by`` (lab-create, lab-destroy, lesson) words the hint for that command's options."""
     import libvirt
 
     me = invoking_user()
     # the domain and the directory are judged each on its own: either may be someone else's
-    owners = [(f"the lab directory {directory}", marker_owner(directory))]
+    owners = [("directory", f"the lab directory {directory}", marker_owner(directory))]
     try:
         dom = session.conn.lookupByName(name)
     except libvirt.libvirtError:
         dom = None
     if dom is not None and is_lab_domain(dom):
-        owners.insert(0, (f"the lab domain {name!r}", domain_owner(dom)))
-    others = [(what, who) for what, who in owners if who and who != me]
+        owners.insert(0, ("domain", f"the lab domain {name!r}", domain_owner(dom)))
+    others = [(part, what, who) for part, what, who in owners if who and who != me]
     if others and not force:
-        what, who = others[0]
+        _part, what, who = others[0]
+        clashes = {part for part, _what, _who in others}
         raise VshxError(
             f"{what} belongs to {who} (you are {me}): vshx does not rebuild or remove another "
             "user's lab",
-            f"pick your own name (e.g. {name}-{me}) or --dir, or --force if you mean it; "
-            "nothing was changed",
+            others_hint(asked_by, name, directory, clashes, me),
         )
 
 
@@ -634,7 +664,9 @@ def cmd_lab_create(session: Session, args: Args) -> None:
         raise UsageError("--disks must be between 1 and 4", "e.g. --disks 2")
     directory = lab_dir(session, args)
     refuse_unfit_for_xml(directory, "--dir")
-    refuse_others_lab(session, args.name, directory, args.force)
+    # a lesson builds its lab with this command: the hint then names the lesson's options
+    asked_by = str(args.get("asked_by") or "lab-create")
+    refuse_others_lab(session, args.name, directory, args.force, asked_by)
     made = lab_files(args.name, directory)
     if made is not None:  # snapshot-revert's overlays go with the lab too
         import libvirt
@@ -688,7 +720,7 @@ def cmd_lab_destroy(session: Session, args: Args) -> None:
     directory = lab_dir(session, args)
     if args.dir is None and lab_files(args.name, directory) is None:
         directory = made_with_dir(session, args.name) or directory
-    refuse_others_lab(session, args.name, directory, args.force)
+    refuse_others_lab(session, args.name, directory, args.force, "lab-destroy")
     plan = remove_lab(session, args.name, directory)
     if not plan.steps:
         raise VshxError(

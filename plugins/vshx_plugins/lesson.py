@@ -153,6 +153,7 @@ def build_lab(session: Session, lesson: Lesson, lab: str, directory: str | None)
         raise VshxError("the lab plugin (lab-create) is not loaded", "lessons build on it")
     args: Args = Args({o.key: False if o.is_flag else o.default for o in create.all_options})
     args.update(name=lab, dir=directory, layers=lesson.layers, shut_off=not lesson.running)
+    args["asked_by"] = "lesson"  # another user's lab: the hint names --lab/--dir, not --force
     saved = session.command, session.args
     session.command, session.args = create, args
     try:
@@ -191,8 +192,10 @@ def start(session: Session, lesson: Lesson, lab: str, directory: str | None) -> 
     STATE.write(record_name(lab), json.dumps(rec, indent=1, sort_keys=True))
     state = progress()
     entry = state["lessons"].setdefault(lesson.name, {})
+    if entry.get("done"):  # done on the lab it had: the new lab is only started
+        entry["done_before"] = {"lab": entry.get("lab"), "at": entry["done"]}
     entry.update(lab=lab, dir=directory, uri=session.uri, started=time.time(), hints=0)
-    entry.setdefault("done", None)
+    entry["done"] = None
     state["current"] = lesson.name
     save_progress(state)
     chain = lesson_check.header_chain(dom)
@@ -246,6 +249,9 @@ def do_list(session: Session, args: Args) -> None:
     for lesson in registered_lessons(session):
         entry = state["lessons"].get(lesson.name) or {}
         status = "done" if entry.get("done") else "started" if entry else "-"
+        before = entry.get("done_before")
+        if not entry.get("done") and isinstance(before, dict) and before.get("lab"):
+            status += f" (done before on {before['lab']})"  # a lesson started again
         if state.get("current") == lesson.name:
             status += " *"
         rows.append([lesson.name, status, entry.get("lab", "-"), _(lesson.title)])

@@ -7,7 +7,9 @@ is built; ``check`` compares the lab now with that record and with the lesson's 
 
 Only the end state is judged, never the route: one block job or two, virsh or vshx, live or on
 the shut-off domain with qemu-img and a definition edit all pass when they leave the goal chain
-(headers and definitions), the guest's bytes, true snapshot metadata and no job behind.
+(headers and definitions), the guest's bytes, true snapshot metadata and no job behind.  The
+end state includes which files took the data (``Lesson.holds``): a pull and a commit reach the
+same chain, but only a commit writes the layer below (and destroys the moments it held).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class Finding:
     reason: str
     hint: str
     kind: str = ""  # what a lesson's ``mistakes`` may name: extra:LAYER, missing:LAYER,
-    # ready, job, data, definition, stale:SNAPSHOT, forgotten:SNAPSHOT
+    # ready, job, data, definition, stale:SNAPSHOT, forgotten:SNAPSHOT, unchanged:LAYER,
+    # holds:LAYER, changed:LAYER
 
 
 class Judgement(NamedTuple):
@@ -157,14 +160,17 @@ def record(session: Session, dom: libvirt_t.virDomain) -> dict[str, Any]:
     moment (the data of the file it names) on each disk."""
     flush(dom)
     guest, chains, moments = {}, {}, {}
+    views: dict[str, str] = {}  # what each file of vda's chain showed (a Lesson's ``holds``)
     with scratch() as where:
         for disk in virt.domain_disks(dom):
             chain = header_chain(dom, disk.target)
             chains[disk.target] = chain
             guest[disk.target] = view_hash(chain[0], where)
+            if disk.target == DISK:
+                views = {path: view_hash(path, where) for path in chain}
         for snap in domain_timeline(session, dom).snapshots:
             moments[snap.name] = {
-                disk: {"file": m.file, "hash": view_hash(m.file, where)}
+                disk: {"file": m.file, "hash": views.get(m.file) or view_hash(m.file, where)}
                 for disk, m in snap.moments.items()
                 if m.file and os.path.exists(m.file)
             }
@@ -173,7 +179,14 @@ def record(session: Session, dom: libvirt_t.virDomain) -> dict[str, Any]:
         for chain in chains.values()
         for i in range(len(chain) - 1)
     }
-    return {"guest": guest, "chains": chains, "backing": backing, "moments": moments}
+    shown = {layer_name(path): digest for path, digest in views.items()}
+    return {
+        "guest": guest,
+        "chains": chains,
+        "backing": backing,
+        "moments": moments,
+        "views": shown,
+    }
 
 
 def defined_files(xml: str, disk: str) -> tuple[list[str], bool] | None:
@@ -355,6 +368,59 @@ def data_findings(
     return [Finding(why, hint, "data")]
 
 
+def holds_findings(
+    chain: list[str], lesson: Lesson, rec: dict[str, Any], where: str
+) -> list[Finding]:
+    """Which files took the data (``Lesson.holds``), judged on the goal's chain: a commit and
+    a pull reach the same chain, the guest sees the same bytes, yet one wrote the layer below
+    and the other the active layer (and a commit destroys moments a pull keeps)."""
+    views = rec.get("views") or {}
+    files = {layer_name(path): path for path in chain}
+    found = []
+    for layer, was in lesson.holds:
+        then, wanted = views.get(layer), views.get(was)
+        if layer not in files or not then or not wanted:
+            continue  # a record made before vshx kept each layer's view: nothing is assumed
+        now, _said = moment_view(files[layer], where)
+        if now == wanted:
+            continue
+        if layer == was:
+            found.append(
+                Finding(
+                    _(
+                        "{layer}.qcow2 took data in: it no longer shows what it showed when the "
+                        "lab was built, and the goal leaves it as it was"
+                    ).format(layer=layer),
+                    _(RESET),
+                    f"changed:{layer}",
+                )
+            )
+        elif now == then:
+            found.append(
+                Finding(
+                    _(
+                        "{layer}.qcow2 still shows what it showed when the lab was built: no data "
+                        "went down into it, yet the goal has it show what {was}.qcow2 showed "
+                        "(the data down to {was} merged into it)"
+                    ).format(layer=layer, was=was),
+                    _(RESET),
+                    f"unchanged:{layer}",
+                )
+            )
+        else:
+            found.append(
+                Finding(
+                    _(
+                        "{layer}.qcow2 does not show what {was}.qcow2 showed when the lab was "
+                        "built (the goal: the data down to {was} merged into it)"
+                    ).format(layer=layer, was=was),
+                    _(RESET),
+                    f"holds:{layer}",
+                )
+            )
+    return found
+
+
 def moment_view(path: str, where: str) -> tuple[str | None, str]:
     """What a snapshot's file shows now (its hash), or None and why it cannot be read (a
     student's merge may have removed a file below it): a finding, never the end of the check."""
@@ -465,6 +531,8 @@ def check(session: Session, lesson: Lesson, lab: str, rec: dict[str, Any]) -> Ju
     with scratch() as where:
         found += data_findings(dom, chain, rec, where)
         found += chain_findings(chain, lesson.goal)
+        if not found:  # the goal's chain and the guest's bytes: which files took the data
+            found += holds_findings(chain, lesson, rec, where)
         found += definition_findings(dom, chain)
         stale, by_data = metadata_findings(session, dom, lesson, rec, where)
         found += stale

@@ -54,15 +54,25 @@ LESSONS = [
         ),
         vshx=("commit {lab} vda --base sn1 --top sn3", "snapshot-cleanup {lab}"),
         explain="commit {lab} vda --base sn1 --top sn3",
+        holds=(("sn1", "sn3"),),
         mistakes=(
             (
                 "extra:sn3 !extra:sn2",  # sn2 went and sn3 stayed: the commit stopped short
                 "--top names the highest layer that goes: sn3, not sn2. One more commit "
                 "finishes it: virsh blockcommit {lab} vda --base {sn1} --top {sn3} --wait",
             ),
+            (
+                "unchanged:sn1",  # base <- sn1 <- sn4 by a pull
+                "you pulled: the data of sn2 and sn3 went up into sn4, the active layer "
+                "(blockpull, or a rebase of sn4 without -u), and sn1.qcow2 is as it was, so no "
+                "snapshot lost its moment. The lesson asks for a commit, which moves that data "
+                "down into sn1 (and destroys the moments of sn2 and sn3): `lesson reset`, then "
+                "virsh blockcommit {lab} vda --base {sn1} --top {sn3} --wait",
+            ),
         ),
-        achieved="sn2 and sn3 were merged into sn1 in one block job; sn4 now sits on sn1, and "
-        "libvirt lists only snapshots whose moments still exist",
+        achieved="sn2 and sn3 were merged down into sn1 (sn1.qcow2 now shows what sn3.qcow2 "
+        "showed); sn4 now sits on sn1, and libvirt lists only snapshots whose moments still "
+        "exist",
         order=10,
     ),
     Lesson(
@@ -90,11 +100,20 @@ LESSONS = [
         ),
         vshx=("commit {lab} vda --base sn1 --top sn3", "snapshot-cleanup {lab}"),
         explain="commit {lab} vda --base sn1 --top sn3",
+        holds=(("sn1", "sn3"),),
         mistakes=(
             (
                 "extra:sn2 !extra:sn3",  # the first job is done (sn3 went), the second not
                 "one job to go: sn2 now holds sn3's data too; commit it into sn1: virsh "
                 "blockcommit {lab} vda --base {sn1} --top {sn2} --wait",
+            ),
+            (
+                "unchanged:sn1",  # base <- sn1 <- sn4 by a pull
+                "you pulled: the data of sn2 and sn3 went up into sn4, the active layer, and "
+                "sn1.qcow2 is as it was, so no snapshot lost its moment. The lesson asks for "
+                "two commits, which move that data down into sn1: `lesson reset`, then virsh "
+                "blockcommit {lab} vda --base {sn2} --top {sn3} --wait; then --base {sn1} --top "
+                "{sn2}",
             ),
         ),
         achieved="sn3 went into sn2, then sn2 into sn1: the chain is base <- sn1 <- sn4 (one "
@@ -168,7 +187,15 @@ LESSONS = [
                 "--base names the layer that stays right below sn4: base.qcow2. Pull again "
                 "with --base {base}",
             ),
+            (
+                "changed:base",  # base <- sn4 by a commit of sn1..sn3 into the base
+                "you committed: the data of sn1, sn2 and sn3 went down into base.qcow2 (and "
+                "the moments it held with it), which a pull leaves as it was. The lesson asks "
+                "for a pull, which copies that data up into sn4: `lesson reset`, then virsh "
+                "blockpull {lab} vda --base {base} --wait",
+            ),
         ),
+        holds=(("base", "base"),),
         achieved="sn1..sn3 were pulled up into sn4, which now sits on base.qcow2",
         order=40,
     ),
@@ -279,12 +306,20 @@ LESSONS = [
         explain="commit {lab} vda --base sn1 --top sn2",
         mistakes=(
             (
+                "unchanged:sn1",  # base <- sn1 <- sn3 <- sn4 by a rebase of sn3 without -u
+                "you rebased: sn2's data went up into sn3 (qemu-img rebase without -u: that is "
+                "the safe-rebase lesson), and sn1.qcow2 is as it was. The lesson asks for a "
+                "commit, which moves sn2's data down into sn1: `lesson reset`, then qemu-img "
+                "commit {sn2}",
+            ),
+            (
                 "data !missing:sn3",  # sn3 still in the chain, on a file that shows other data
                 "the guest's data changed: rebase -u rewrote sn3's pointer onto a file that does "
                 "not show what sn2 showed. It is right only onto sn1.qcow2, and only after "
                 "qemu-img commit {sn2} has put sn2's data there",
             ),
         ),
+        holds=(("sn1", "sn2"),),
         achieved="sn2 went into sn1 with qemu-img, sn3 points at sn1, and the definition libvirt "
         "starts the domain on names the new chain",
         order=70,
@@ -311,6 +346,16 @@ LESSONS = [
             "qemu-img rebase -F qcow2 -b {sn1} {sn3}; then virsh update-device {lab} ... --config",
         ),
         running=False,
+        holds=(("sn1", "sn1"),),
+        mistakes=(
+            (
+                "changed:sn1",  # base <- sn1 <- sn3 <- sn4 by qemu-img commit of sn2
+                "you committed: sn2's data went down into sn1.qcow2 (that is the offline-commit "
+                "lesson), which a rebase leaves as it was. The lesson asks for a rebase without "
+                "-u, which copies it up into sn3: `lesson reset`, then qemu-img rebase -F qcow2 "
+                "-b {sn1} {sn3}",
+            ),
+        ),
         vshx=("rebase --domain {lab} --disk vda --top sn3 -b sn1",),
         explain="rebase --domain {lab} --disk vda --top sn3 -b sn1",
         achieved="sn2's data went up into sn3, which now sits on sn1; nothing the guest sees "

@@ -32,8 +32,17 @@ class Lesson(NamedTuple):
     stdin: str = ""  # a here-document for the solution lines that read /dev/stdin
     # the hint for a finding of this kind, instead of the general one: "extra:sn2" (a layer
     # still in the chain), "missing:base", "ready", "job", "data", "definition", "stale:sn2"
-    # (a snapshot whose moment is gone), "forgotten:sn1" (one deleted that the goal keeps);
+    # (a snapshot whose moment is gone), "forgotten:sn1" (one deleted that the goal keeps),
+    # "unchanged:sn1", "holds:sn1", "changed:base" (see ``holds``);
     # then any kinds the lab must show too, and "!KIND" for one it must not: "extra:sn3
     # !extra:sn2" (the commit stopped one layer short).  Never on a lab nobody touched yet:
     # `lesson check` says so there and gives the first hint
     mistakes: tuple[tuple[str, str], ...] = ()
+    # where the goal's data lives, beyond the chain: (LAYER, WAS), LAYER.qcow2 shows what
+    # WAS.qcow2 showed when the lab was built ("sn1", "sn3": the data of sn2 and sn3 went down
+    # into sn1, a commit; "base", "base": base.qcow2 is as it was, nothing went down into it).
+    # Judged once the chain is the goal's: a pull and a commit both reach base <- sn1 <- sn4,
+    # only the files that took the data differ.  Findings: "unchanged:sn1" (LAYER still shows
+    # what it showed: the data went up instead), "holds:sn1" (it shows other data),
+    # "changed:base" (a layer the goal leaves as it was took data in)
+    holds: tuple[tuple[str, str], ...] = ()
