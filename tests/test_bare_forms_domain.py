@@ -141,7 +141,7 @@ def test_no_bare_form_writes_under_a_memory_snapshots_moment(memory_lab: Lab, tm
     forms = [
         ["commit", lab.name, "vda", "--top", "a1.qcow2", "--base", "sn1.qcow2"],  # the domain's
         ["commit", a2, "--base", base],
-        ["shorten", a2, "--drop", "a1.qcow2"],  # its cheaper route: a1 down into sn1
+        ["shorten", a2, "--drop", "a1.qcow2", "--route", "commit"],  # a1 down into sn1
         ["shorten", a2, "--drop", "sn1.qcow2"],
         ["flatten", a2, "--route", "commit"],
         ["qemu-img", "commit", "-b", base, a2],  # pasted: base, below sn1, shows a2's view
@@ -163,6 +163,14 @@ def test_no_bare_form_writes_under_a_memory_snapshots_moment(memory_lab: Lab, tm
             ), said
             assert "Traceback" not in proc.stderr and images(lab) == before, said
     assert guest_hash(d / "sn1.qcow2", tmp_path) == m1_view
+    # a route that leaves m1's moment as it is stays open: dropping a1 by the pull route (a1
+    # up into a2) writes no file below a1; the commit route is shown unsafe, not taken
+    proc = run_vshx("--dry-run", "shorten", a2, "--drop", "a1.qcow2")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("# *", "#  "))]
+    assert any("* pull" in row and "safe" in row for row in rows), proc.stdout
+    assert any("commit" in row and "memory state" in row for row in rows), proc.stdout
+    assert images(lab) == before
     # a layer of two domains' chains stays a bare commit (whose snapshots would it account
     # for?), but still may not write under m1's moment
     other = f"{lab.name}-other"

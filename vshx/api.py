@@ -72,6 +72,7 @@ Chains, targets and snapshots
 ``Target``             what a merge works on: a domain's disk or a bare image, with its chain
 ``load_target``        DOMAIN DISK or IMAGE as a Target (a real run takes the chain's lock)
 ``load_domain_form``   a bare IMAGE a changing command names: that domain's disk, or refused
+``load_past_active``   a shut-off disk whose active layer cannot be read, from the layers below it
 ``chain_of_disk``      the chain of a domain's disk (predicted in a batch ``--dry-run``)
 ``chain_of_image``     the chain of a bare image (predicted in a batch ``--dry-run``)
 ``image_chain``        a bare image's chain as qemu-img reports it
@@ -158,6 +159,7 @@ from vshx.merging.target import (
     chain_of_disk,
     chain_of_image,
     load_domain_form,
+    load_past_active,
     load_target,
     refuse_interrupted,
     refuse_unfinished,
@@ -520,6 +522,7 @@ __all__ = [
     "Target",
     "load_target",
     "load_domain_form",
+    "load_past_active",
     "chain_of_disk",
     "chain_of_image",
     "image_chain",

@@ -56,14 +56,6 @@ def contiguous_runs(chain: Chain, drops: list[Layer]) -> list[list[Layer]]:
     return found
 
 
-def neighbours(chain: Chain, drops: list[Layer]) -> list[Layer]:
-    """The layers next to each run of dropped ones: one of them receives the run's data."""
-    found = []
-    for run in contiguous_runs(chain, drops):
-        found += [x for x in (chain.above(run[0]), chain.below(run[-1])) if x is not None]
-    return found
-
-
 def commit_route(session: Session, target: Target, args: Args, run: list[Layer]) -> routes.Route:
     chain = target.chain
     top, below = run[0], chain.below(run[-1])
@@ -93,9 +85,24 @@ def commit_route(session: Session, target: Target, args: Args, run: list[Layer])
     # a reason --force may override gives way: the guest's bytes would change, no --force
     if tail is not None and (route.refusal is None or route.needs_force):
         route.refusal, route.needs_force = tail, False
+    # the commit writes into BELOW (the file above is only re-pointed: its view, and its
+    # internal snapshots' reads through it, stay what they were)
+    saved = saved_state_refusal(target, [below])
+    if saved is not None:
+        route.refusal, route.needs_force = saved, False
     grows_to = max(layer.virtual_size or 0 for layer in run)
     route.fit_beside(session, below.path, grows_to, below.format)
     return route
+
+
+def saved_state_refusal(target: Target, changed: list[Layer]) -> VshxError | None:
+    """Why a route that writes ``changed`` would lose saved state (an internal snapshot in
+    it, a memory snapshot's moment, saved RAM: refuse_saved_state), or None."""
+    try:
+        refuse_saved_state(target, changed)
+    except VshxError as exc:
+        return exc
+    return None
 
 
 def pull_route(session: Session, target: Target, args: Args, run: list[Layer]) -> routes.Route:
@@ -125,6 +132,11 @@ def pull_route(session: Session, target: Target, args: Args, run: list[Layer]) -
         route.refusal = VshxError(
             f"live, libvirt pulls only into the active layer, not into {above.name}"
         )
+    # the pull writes into ABOVE and re-points it: an internal snapshot there reads through
+    # its new backing file (other bytes), a memory moment there is refused as for any write
+    saved = saved_state_refusal(target, [above])
+    if saved is not None:
+        route.refusal, route.needs_force = saved, False
     route.fit_beside(session, above.path, image_format=above.format)
     return route
 
@@ -178,7 +190,9 @@ def cmd_shorten(session: Session, args: Args) -> None:
         target, chain = owned[0], owned[0].chain
         drops = [domain_layer(chain, layer) for layer in drops]
     preflight.refuse_unsafe_start(session, target, args)
-    refuse_saved_state(target, [*drops, *neighbours(chain, drops)])
+    # every route removes the dropped layers; the layer each route writes (its neighbour
+    # above or below) is checked by that route, which the table then shows as unsafe
+    refuse_saved_state(target, drops)
     args.update(active=False, pivot=False, keep_overlay=False)  # what the builders read
     names = ", ".join(layer.name for layer in sorted(drops, key=lambda x: x.position))
     plan = Plan(

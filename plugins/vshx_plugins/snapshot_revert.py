@@ -53,6 +53,7 @@ from vshx.api import (
     human_size,
     image_chain,
     libvirt,
+    load_past_active,
     load_target,
     made,
     preflight,
@@ -209,13 +210,19 @@ def cmd_snapshot_revert(session: Session, args: Args) -> None:
             f"domain {dom.name()} has no snapshot {name!r}", f"see: snapshot-list {dom.name()}"
         )
     refuse(dom, snap)
-    targets = {d: load_target(session, dom.name(), d) for d in snap.moments}
+    unread: dict[str, str] = {}  # disks whose active layer cannot be read: why
+    targets = {d: revert_target(session, dom, d, unread) for d in snap.moments}
     timeline = domain_timeline(session, dom)
     snap = timeline.find(name)
     assert snap is not None
     refuse(dom, snap)
     ours: dict[str, made.Made] = {}  # the overlays this run made, as they were made
     plan = build_plan(session, dom, timeline, snap, targets, args, ours)
+    for disk, why in unread.items():
+        plan.notes.append(
+            f"{disk}: {why}; a revert does not read it (it is the state left behind): it is "
+            "kept as it is, neither read nor deleted"
+        )
     try:
         ran = session.run_plan(plan, args)
     except (VshxError, KeyboardInterrupt) as exc:
@@ -232,6 +239,24 @@ def cmd_snapshot_revert(session: Session, args: Args) -> None:
         for disk in targets:
             session.info(render_chain(virt.domain_chain(dom, disk)))
         session.info(f"Domain {dom.name()} reverted to snapshot {snap.name}")
+
+
+def revert_target(
+    session: Session, dom: libvirt.virDomain, disk: str, unread: dict[str, str]
+) -> Target:
+    """The disk as a Target (its chain locked, as every merge loads it), or, where its
+    active layer cannot be read (missing, a damaged header) but the layers below it are the
+    chain its definition names, that chain from the layers below (load_past_active; why the
+    active layer cannot be read goes into ``unread``): a revert needs only the moment file,
+    below it, and leaves the state it reverts away from as it is."""
+    try:
+        return load_target(session, dom.name(), disk)
+    except VshxError:
+        past = load_past_active(session, dom, disk)
+        if past is None:
+            raise
+        unread[disk] = past[1]
+        return past[0]
 
 
 def remember(dom: libvirt.virDomain, ours: dict[str, made.Made]) -> Callable[[str], None]:

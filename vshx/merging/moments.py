@@ -24,6 +24,7 @@ from vshx.storage.moments import (
     GONE,
     INTACT,
     MERGED,
+    NO_DISK,
     UNKNOWN,
     Moment,
     Read,
@@ -80,22 +81,52 @@ def read_domain_timeline(
     (a command that changes metadata), refuses.  ``ledger``: the record of moments to judge
     by instead of the domain's (vshx.storage.moments.read_timeline)."""
 
+    unread: dict[str, str] = {}
+    read: list[str] = []  # the domain's XML, read once for every disk's chain
+
+    def domain_xml() -> str:
+        if not read:
+            read.append(xml if xml is not None else dom.XMLDesc(0))
+        return read[0]
+
     def chain_of(disk: str) -> Chain | None:
         if disk in known:
             return known[disk]
+        failed: VshxError | None = None
         try:
-            chain: Chain = virt.domain_chain(dom, disk, definition=False)
+            chain: Chain = virt.domain_chain(dom, disk, definition=False, xml=domain_xml())
         except VshxError as exc:
-            if strict:
-                raise VshxError(
-                    f"cannot read the chain of {dom.name()} disk {disk}: {exc.message}",
-                    "no snapshot is judged while a chain is unreadable; repair or restore the "
-                    "layer (qemu-img check), then run the command again",
-                ) from exc
-            return None  # judged unknown: a moment is never taken as intact unread
-        return chain
+            failed = exc
+        else:
+            defined = virt.find_disk(dom, disk, domain_xml()).format
+            if not defined or chain.active.format == defined or chain.live:
+                return chain
+        # the active layer may be what cannot be read (missing, a damaged header): the
+        # moments below it are judged on the chain the definition names, where the headers
+        # below it agree (virt.chain_past_active)
+        try:
+            past = virt.chain_past_active(dom, disk, domain_xml())
+        except VshxError:
+            past = None
+        if past is None and failed is None:
+            return chain  # the definition's format aside, the active layer reads as it is
+        if isinstance(past, virt.PastActive) and not strict:
+            return past.chain
+        why = past if isinstance(past, str) else past.why if past is not None else None
+        if why is None:
+            why = failed.message if failed is not None else "its chain cannot be read"
+        if strict:
+            raise VshxError(
+                f"cannot read the chain of {dom.name()} disk {disk}: {why}",
+                "no snapshot is judged while a chain is unreadable; repair or restore the "
+                "layer (qemu-img check), then run the command again",
+            ) from failed
+        if failed is not None and "has no disk" in failed.message:
+            why = NO_DISK
+        unread[disk] = why
+        return None  # judged unknown: a moment is never taken as intact unread
 
-    return read_timeline(dom, chain_of, snapshots, xml, ledger)
+    return read_timeline(dom, chain_of, snapshots, xml, ledger, unread)
 
 
 class Loss(NamedTuple):

@@ -123,6 +123,47 @@ def load_target(
     return target
 
 
+def load_past_active(
+    session: Session, dom: libvirt.virDomain, disk: str
+) -> tuple[Target, str] | None:
+    """A shut-off disk whose active layer cannot be read (missing, a damaged header), loaded
+    as ``load_target`` loads a disk, from the layers below that one, with why that layer
+    cannot be read; None when it can be read, or when the layers below it are not proven to
+    be the chain its definition names (virt.chain_past_active: ``load_target`` then says why).
+
+    For a plan that does not read that layer and leaves it as it is (snapshot-revert puts a
+    new overlay on a moment file below it).  A changing run locks the layers below it (and
+    the layer itself where the file is there), then reads the chain again under the locks:
+    one that changed meanwhile is refused.  An interrupted earlier operation on the disk is
+    refused, as ``load_target`` refuses it."""
+    first = virt.chain_past_active(dom, disk)
+    if not isinstance(first, virt.PastActive):
+        return None
+    chain = first.chain
+    below = Chain(chain.layers[1:], dom.name(), chain.disk)
+    if _will_change(session):
+        overlap.claim_domain(dom.name())
+        if files.exists(chain.active.path):
+            _lock(session, chain.active.path)
+        _lock(session, below.active.path)
+        _lock_layers(session, below.active.path, below)
+    xml = dom.XMLDesc(0)
+    again = virt.chain_past_active(dom, disk, xml)
+    if not isinstance(again, virt.PastActive) or [
+        layer.canonical for layer in again.chain.layers
+    ] != [layer.canonical for layer in chain.layers]:
+        raise VshxError(
+            f"the chain of {dom.name()} {disk} changed while vshx was taking its lock",
+            "another program changed it; look at it (vshx chain) and run the command again",
+        )
+    probe = Target(Chain(again.chain.layers[1:], dom.name(), again.chain.disk), dom)
+    probe.xml = xml
+    refuse_interrupted(probe)
+    target = Target(again.chain, dom)
+    target.xml = xml
+    return target, again.why
+
+
 def load_domain_form(
     session: Session,
     target: Target,
@@ -165,7 +206,7 @@ def load_domain_form(
                 "name the domain and disk instead of the image; nothing was changed",
             )
         if layer is not None and (any_layer or layer.position == 0):
-            same = form(dom.name(), disk, layer.position == 0)
+            same = as_named(form(dom.name(), disk, layer.position == 0), target.chain, owned.chain)
             note = (
                 f"{layer.name} is a layer ({owned.chain.ref_of(layer)}) of disk {disk} of "
                 f"shut-off domain {dom.name()}: planned as {shell_line(same)}, which also "
@@ -182,6 +223,26 @@ def load_domain_form(
         "definition names)",
         f"name the domain and disk instead: {' or '.join(ways)}; nothing was changed",
     )
+
+
+LAYER_OPTIONS = ("--top", "--base", "--drop", "--backing")
+
+
+def as_named(words: list[str], bare: Chain, owned: Chain) -> list[str]:
+    """A domain form's words with each layer the bare chain names (after ``--top``,
+    ``--base``, ``--drop``, ``--backing``) named as the domain's chain names that file: a
+    hard link or another name of a layer is no layer of the disk's chain, and the form must
+    be a command that runs."""
+    unique = len({layer.name for layer in owned.layers}) == len(owned.layers)
+    named = list(words)
+    for i in range(1, len(named)):
+        if named[i - 1] not in LAYER_OPTIONS:
+            continue
+        layer = next((lay for lay in bare.layers if named[i] in (lay.name, lay.path)), None)
+        found = owned.layer_of_file(layer.path) if layer is not None else None
+        if found is not None:
+            named[i] = found.name if unique else found.path
+    return named
 
 
 def _files_of(chain: Chain) -> set[FileKey]:

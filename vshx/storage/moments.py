@@ -411,8 +411,18 @@ class Timeline(NamedTuple):
         ]
 
 
-def judge(snap: Snapshot, moment: Moment, chain: Chain | None, newer: list[Snapshot]) -> Moment:
-    """A moment judged from the files and chain alone (no record of vshx's)."""
+NO_DISK = "the domain has no such disk now"
+
+
+def judge(
+    snap: Snapshot,
+    moment: Moment,
+    chain: Chain | None,
+    newer: list[Snapshot],
+    unread: str = NO_DISK,
+) -> Moment:
+    """A moment judged from the files and chain alone (no record of vshx's); ``unread``: why
+    there is no chain (``chain`` None)."""
     path = moment.file
     if moment.internal:
         return moment._replace(state=UNKNOWN, why="an internal snapshot: vshx does not judge it")
@@ -422,7 +432,7 @@ def judge(snap: Snapshot, moment: Moment, chain: Chain | None, newer: list[Snaps
     if not files.exists(path):
         return moment._replace(state=GONE, why=f"{name} no longer exists")
     if chain is None:
-        return moment._replace(state=UNKNOWN, why="the domain has no such disk now")
+        return moment._replace(state=UNKNOWN, why=unread)
     key = canonical(path)
     layer = next((lay for lay in chain.layers if lay.canonical == key), None)
     if layer is None:
@@ -541,9 +551,11 @@ def read_timeline(
     snapshots: Read | None = None,
     xml: str | None = None,
     ledger: dict[tuple[str, int, str], Verdict] | None = None,
+    unread: dict[str, str] | None = None,
 ) -> Timeline:
     """Every snapshot of ``dom`` with its moments judged against the disks' chains
-    (``chain_of(disk)``: asked once per disk a snapshot covers; None when unreadable);
+    (``chain_of(disk)``: asked once per disk a snapshot covers; None when unreadable, and
+    then why in ``unread[disk]``, which ``chain_of`` may fill);
     ``snapshots``: as the plan read them already (judged in place); ``xml``: the domain's
     XML as the plan read it, with vshx's record in it; ``ledger``: the record to judge by
     instead of the domain's (a batch --dry-run's predicted one)."""
@@ -561,7 +573,8 @@ def read_timeline(
             if verdict is not None:
                 snap.moments[disk] = recorded(moment, verdict, chain)
             else:
-                judged = judge(snap, moment, chain, newer)
+                why = (unread or {}).get(disk, NO_DISK)
+                judged = judge(snap, moment, chain, newer, why)
                 snap.moments[disk] = still_gone(
                     judged, ledger.get((snap.name, snap.created, disk)), chain
                 )

@@ -361,6 +361,87 @@ def domain_chain(
     return chain
 
 
+def unreadable_active(disk: chains.DiskSource) -> str | None:
+    """Why a disk's active layer cannot be read as its definition opens it: the file is
+    missing, qemu-img cannot open it, or its header is not the format the definition names
+    (a qcow2 whose header was overwritten reads as raw); None when it can."""
+    from vshx.storage import qemuimg
+
+    source = disk.source or ""
+    name = os.path.basename(source)
+    if not files.lexists(source):
+        return f"the active layer {name} is missing"
+    if not files.exists(source):
+        return f"the active layer {name} is a link to a file that is missing"
+    try:
+        found = str(qemuimg.info(source).get("format") or "")
+    except VshxError as exc:
+        return f"the active layer {name} cannot be read ({exc.message})"
+    if disk.format and found and found != disk.format:
+        return (
+            f"the active layer {name} has no {disk.format} header, as its definition opens it "
+            f"(it reads as {found}: damaged?)"
+        )
+    return None
+
+
+class PastActive(NamedTuple):
+    """A shut-off disk whose active layer cannot be read (``why``), and its chain as the
+    definition names it: that layer (not read: no sizes, no header), then the layers below it,
+    read from their headers, which name the very files the definition's ``<backingStore>``
+    names."""
+
+    chain: chains.Chain
+    why: str
+
+
+def chain_past_active(
+    dom: libvirt.virDomain, target: str, xml: str | None = None
+) -> PastActive | str | None:
+    """For a shut-off disk whose active layer cannot be read (``unreadable_active``): the
+    chain below it (PastActive), or, where that is not proven, why not (str); None when the
+    active layer can be read (or the disk is running, or no local file or block disk).
+
+    The definition (libvirt writes each external snapshot's chain into it as ``<backingStore>``)
+    says what the active layer sits on; the headers below it must name the same files in the
+    same order, else nothing is taken from it."""
+    from vshx.storage import chain as chains
+
+    xml = dom.XMLDesc(0) if xml is None else xml
+    if is_live_xml(xml):
+        return None
+    disk = find_disk(dom, target, xml)
+    if disk.kind not in ("file", "block") or not disk.source or disk.foreign_backing:
+        return None
+    why = unreadable_active(disk)
+    if why is None:
+        return None
+    if not disk.backing:
+        return f"{why}, and the definition names no chain below it to judge by"
+    named = [chains.canonical(path) for path, _fmt, _index in disk.backing]
+    try:
+        below = chains.image_chain(disk.backing[0][0])
+    except VshxError as exc:
+        return f"{why}, and the layers below it cannot be read ({exc.message})"
+    if [layer.canonical for layer in below.layers] != named:
+        return f"{why}, and the layers below it are not the chain its definition names"
+    source = disk.source
+    try:
+        allocated: int | None = files.stat(source).st_blocks * 512
+    except OSError:
+        allocated = None
+    top = chains.Layer(
+        source,
+        disk.format or "qcow2",
+        0,
+        backing=disk.backing[0][0],
+        backing_format=disk.backing[0][1],
+        allocated=allocated,
+    )
+    layers = [top, *(layer._replace(position=layer.position + 1) for layer in below.layers)]
+    return PastActive(chains.Chain(layers, dom.name(), disk.target), why)
+
+
 def is_live_xml(xml: str) -> bool:
     """A running domain's XML carries its id; a shut-off domain's has none."""
     return re.match(r"<domain\b[^>]*\sid=", xml) is not None
