@@ -85,6 +85,8 @@ class Step:
         # disable, add, merge or enable; the file; the bitmap), kept in the journal so that
         # recover can settle the bitmaps of a killed plan
         self.bitmap: tuple[str, str, str] | None = None
+        # a check of the state the plan was made on (plans/state_checks.py), put first once
+        self.state_check = False
 
     @property
     def on_files(self) -> bool:
