@@ -1,7 +1,8 @@
 """Golden files of what `explain` teaches, in the style of libvirt's virshtestdata.
 
 Each case's output (lab name, directory and test URI replaced by LAB, DIR and URI, the sizes
-of free-space checks by SIZE and BYTES) must match tests/golden/NAME.out;
+of free-space checks by SIZE and BYTES, the state checks' UUID and hash by UUID and SHA256)
+must match tests/golden/NAME.out;
 VSHX_UPDATE_GOLDEN=1 rewrites them after a deliberate change.
 """
 
@@ -40,7 +41,12 @@ def explained(lab: Lab, argv: list[str]) -> str:
     text = text.replace(f"virsh -c {URI} ", "virsh -c URI ")
     # free-space checks count allocated blocks, which the file system decides
     text = re.sub(r"check: [\d.]+ \w+ free", "check: SIZE free", text)
-    return re.sub(r"\$1 >= \d+", "$1 >= BYTES", text)
+    text = re.sub(r"\$1 >= \d+", "$1 >= BYTES", text)
+    # the state checks name the domain's UUID and the hash of the names in the directories
+    text = re.sub(
+        r"grep -qxF -- [0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "grep -qxF -- UUID", text
+    )
+    return re.sub(r"'[0-9a-f]{64}  -'", "'SHA256  -'", text)
 
 
 def check(name: str, text: str) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging import checks, preflight
 from vshx.merging.savedstate import refuse_internal_snapshots
+from vshx.plans import state_checks
 from vshx.plans.plan import shell_line
 from vshx.storage import host as files
 from vshx.storage.chain import Chain, Layer
@@ -33,8 +34,8 @@ def run_pasted_step(session: Session, words: list[str]) -> bool:
     if words[0] == "rm" and words[1:3] == ["-f", "--"] and len(words) == 4:
         remove_pasted(session, words[3])
         return True
-    if words[0] in ("df", "lsblk", "test"):
-        check = checks.pasted(words)
+    if words[0] in ("df", "lsblk", "test", "find"):
+        check = checks.pasted(words) if words[0] != "find" else state_checks.pasted_listing(words)
         if check is not None:
             if session.dry_run:
                 session.print(check.equivalent())

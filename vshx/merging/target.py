@@ -15,7 +15,7 @@ from vshx.plans.plan import shell_line
 from vshx.plans.target import Target, prediction_key
 from vshx.storage import host as files
 from vshx.storage import virt
-from vshx.storage.chain import Chain, canonical, image_chain
+from vshx.storage.chain import Chain, canonical, image_chain, is_json_name
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import read_snapshots_ahead
 from vshx.storage.paths import names_an_image
@@ -82,6 +82,8 @@ def load_target(
             refuse_interrupted(interrupted)
             raise
         target.xml = xml
+    if not journal_ok:
+        refuse_json_layers(session, target.chain)
     if _will_change(session):
         from vshx.storage.identity import identity
 
@@ -275,6 +277,30 @@ def _lock_layers(session: Session, active: str, chain: Chain | None) -> bool:
     if chain is not None:
         paths = list(dict.fromkeys([*(layer.path for layer in chain.layers), *paths]))
     return lock.take_layers(active, paths, _command_line(session))
+
+
+def refuse_json_layers(session: Session, chain: Chain) -> None:
+    """Refuse a change to a chain with a ``json:`` layer (a node QEMU builds from options,
+    e.g. a raw slice of a file: ``offset``/``size``): vshx's checks, steps and definitions
+    name files, and no file name represents such a layer exactly (nothing is changed).
+    ``rebase`` alone goes on: it rewrites the header of an image above it, whose old view
+    qemu-img reads through the header's own name, and writes the backing name given."""
+    command = session.command
+    if command is not None and command.name == "rebase":
+        return
+    found = next((layer for layer in chain.layers if is_json_name(layer.path)), None)
+    if found is None:
+        return
+    above = chain.above(found)
+    where = f" (the backing name of {above.path})" if above is not None else ""
+    raise VshxError(
+        f"{chain.ref_of(found)} of this chain is a json: name, not a file{where}: "
+        f"{found.path}; vshx cannot represent it as one file, so it changes nothing in this "
+        "chain",
+        "nothing was changed; take the image above it off that name first, e.g. "
+        "vshx rebase IMAGE --backing FILE (qemu-img reads the old view through the json: "
+        "name), or copy the chain: qemu-img convert -O qcow2 IMAGE NEW.qcow2",
+    )
 
 
 def _will_change(session: Session) -> bool:

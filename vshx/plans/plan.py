@@ -92,6 +92,8 @@ class Step:
         # a live block job this step starts and does not wait for (--background): the plan
         # ends while it runs (vshx.plans.ledger.remember_running)
         self.background = False
+        # a check of the state the plan was made on (plans/state_checks.py), put first once
+        self.state_check = False
 
     @property
     def on_files(self) -> bool:

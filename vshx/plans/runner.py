@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.plans import flush, journal, ledger, overlap
+from vshx.plans import flush, journal, ledger, overlap, state_checks
 from vshx.plans.checkpoint_guard import refuse_offline_redefine
 from vshx.plans.plan import comment, printable, shell_line
 from vshx.plans.secret_guard import refuse_encrypted_offline
@@ -122,6 +122,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     """
     host = session.host
     flush.insert(session, plan)  # before the hooks: they see the steps that run
+    state_checks.insert(session, plan)  # the shut-off domain, the commit's readers: for sh -e
     if plan.target is not None:
         host.preflight(session, plan.target, plan)
     if session.command is not None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING
 
 from vshx.errors import EXIT_OK, UsageError, VshxError
+from vshx.plans import state_checks
 from vshx.plans.plan import comment, shell_line, with_heredoc
 from vshx.shell.readonly import (
     CLUSTER_MAX,
@@ -37,18 +38,24 @@ def route(session: Session, words: Sequence[str]) -> int:
         rest = strip_virsh_prefix(list(words[1:]), session.uri)
         if rest is None:  # another URI: virsh itself runs it, as printed
             return run_program(session, list(words))
+        check = state_checks.pasted_shut_off(session, rest)  # a plan's shut-off check
+        if check is not None:
+            if session.dry_run:
+                session.print(check.equivalent())
+            check.run()
+            return EXIT_OK
         return session.run_words(rest) if rest else EXIT_OK
     if words[0] == "qemu-img":
         return run_program(session, list(words))
     remote = printed_on_host(words)  # a printed `ssh ... 'qemu-img ...'` line, pasted back
     if remote is not None:
-        if remote[:1] not in (["qemu-img"], ["rm"], ["df"], ["lsblk"], ["test"]):
+        if remote[:1] not in (["qemu-img"], ["rm"], ["df"], ["lsblk"], ["test"], ["find"]):
             raise VshxError(
                 f"vshx runs no {shell_line(remote[:1] or [''])} on the image host",
                 "only the qemu-img, check and rm lines vshx prints; run others with sh",
             )
         return route(session, remote)
-    if words[0] in ("rm", "df", "lsblk", "test"):  # a plan's check or rm line, pasted back
+    if words[0] in ("rm", "df", "lsblk", "test", "find"):  # a plan's check or rm, pasted back
         from vshx.merging import pasted  # only here: merging costs other words import time
 
         if pasted.run_pasted_step(session, list(words)):

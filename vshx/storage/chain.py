@@ -21,9 +21,19 @@ from vshx.storage.identity import identity
 INDEX_REF = re.compile(r"^(?P<disk>[A-Za-z0-9_.-]+)\[(?P<index>\d+)\]$")
 
 
+JSON_NAME = "json:"  # a backing name QEMU parses as options (a raw slice: offset, size)
+
+
+def is_json_name(path: str | None) -> bool:
+    """A ``json:{...}`` name: QEMU's options for a node, not a file name (qemu-img prints one
+    as a layer's name where the options are more than a file: a raw slice's offset/size)."""
+    return bool(path) and (path or "").startswith(JSON_NAME)
+
+
 def canonical(path: str) -> str:
-    """A path in the form used for comparing layers (absolute, symlinks resolved)."""
-    return files.realpath(path)
+    """A path in the form used for comparing layers (absolute, symlinks resolved); a
+    ``json:`` name as it is (it names no file of that name)."""
+    return path if is_json_name(path) else files.realpath(path)
 
 
 def as_opened(path: str) -> str:
@@ -32,6 +42,8 @@ def as_opened(path: str) -> str:
     leads to (``link/../x`` with ``link -> real/sub`` is ``real/x``), never by dropping the
     word before it as ``os.path.normpath`` would.  Symlinks are resolved only where a ``..``
     follows them, so the names a user gave stay as they are."""
+    if is_json_name(path):
+        return path  # QEMU's options for a node (a raw slice): no name relative to anything
     if not os.path.isabs(path):
         path = os.path.join(os.getcwd(), path)
     out = "/"
@@ -98,7 +110,9 @@ class Layer(NamedTuple):
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.path)
+        """The file's name; a ``json:`` layer (a node QEMU builds from options, e.g. a raw
+        slice of a file) is shown whole, as its header names it."""
+        return self.path if is_json_name(self.path) else os.path.basename(self.path)
 
     @property
     def canonical(self) -> str:
@@ -106,7 +120,8 @@ class Layer(NamedTuple):
 
     @property
     def backing_is_relative(self) -> bool:
-        return bool(self.backing) and not os.path.isabs(self.backing or "")
+        backing = self.backing or ""
+        return bool(backing) and not os.path.isabs(backing) and not is_json_name(backing)
 
 
 class Chain(NamedTuple):

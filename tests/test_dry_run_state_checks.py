@@ -1,0 +1,154 @@
+"""A --dry-run script stops where vshx would refuse when the host changed since it was printed,
+and vshx reads a ``json:`` backing name as what it is (an outside attack, atk4 F-E and F-A).
+
+F-E: the ``snapshot-revert`` script printed while the domain was shut off completed (exit 0)
+after the domain was started: it switched the persistent definition and the current snapshot
+under the running guest.  A ``shorten`` script committed into a base that a new image (made
+after the script was printed) reads through, changing that image's data, where the real run
+takes the pull route.  Now an offline plan starts with a check that its domain is still shut
+off, and a commit's plan with a check that the chain's directories hold the files vshx saw.
+
+F-A: a ``json:{...}`` backing name with ``offset``/``size`` (a raw slice) was read as a
+relative file name: ``chain`` showed ``base.raw"}}``, flatten failed with "No such file" while
+pull ran, and a rebase onto an absolute name wrote a relative one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import Lab, domain_source, guest_hash, qemu_img_chain, run_vshx, virsh
+
+pytestmark = pytest.mark.libvirt
+
+
+def run_sh(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-e"], input=script, cwd=cwd, capture_output=True, text=True, check=False
+    )
+
+
+def qemu_img(*args: str) -> None:
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
+
+
+def qemu_io(path: Path, command: str) -> None:
+    subprocess.run(["qemu-io", "-c", command, str(path)], check=True, capture_output=True)
+
+
+def current_snapshot(domain: str) -> str:
+    return virsh("snapshot-current", domain, "--name").stdout.strip()
+
+
+def test_revert_script_stops_when_the_domain_was_started_since(offline_lab: Lab, tmp_path: Path):
+    lab = offline_lab
+    plan = run_vshx("snapshot-revert", lab.name, "sn2", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    before = (domain_source(lab.name, inactive=True), current_snapshot(lab.name))
+    files = sorted(p.name for p in lab.dir.iterdir())
+    assert virsh("start", lab.name).returncode == 0  # the host changes: the domain runs
+    lab.running = True
+    ran = run_sh(plan.stdout, tmp_path)
+    assert ran.returncode != 0, ran.stdout + ran.stderr  # stopped at the check
+    assert (domain_source(lab.name, inactive=True), current_snapshot(lab.name)) == before
+    assert sorted(p.name for p in lab.dir.iterdir()) == files  # no overlay made
+    virsh("destroy", lab.name)
+    lab.running = False
+    # shut off again: the same script runs through, as the real run would
+    ran = run_sh(plan.stdout, tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert current_snapshot(lab.name) == "sn2"
+    assert "sn2-revert" in domain_source(lab.name, inactive=True)
+
+
+def make_three(directory: Path) -> tuple[Path, Path, Path]:
+    directory.mkdir()
+    base, mid, top = directory / "base.qcow2", directory / "mid.qcow2", directory / "top.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(base), "16M")
+    qemu_io(base, "write -P 1 0 2M")
+    qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(mid))
+    qemu_io(mid, "write -P 2 0 64k")
+    qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(mid), str(top))
+    qemu_io(top, "write -P 3 1M 1M")
+    return base, mid, top
+
+
+def test_shorten_script_stops_when_a_new_image_reads_through_the_base(tmp_path: Path):
+    base, _mid, top = make_three(tmp_path / "u1")
+    plan = run_vshx("shorten", str(top), "--drop", "mid.qcow2", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "qemu-img commit" in plan.stdout  # the commit route, judged safe
+    other = tmp_path / "u1" / "other.qcow2"  # a new user of base.qcow2 (a clone)
+    qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(other))
+    seen = guest_hash(other, tmp_path)
+    base_seen, top_seen = guest_hash(base, tmp_path), guest_hash(top, tmp_path)
+    ran = run_sh(plan.stdout, tmp_path)
+    assert ran.returncode != 0, ran.stdout + ran.stderr
+    assert guest_hash(other, tmp_path) == seen  # the clone's data is untouched
+    assert guest_hash(base, tmp_path) == base_seen
+    assert guest_hash(top, tmp_path) == top_seen
+    assert [e["filename"] for e in qemu_img_chain(top)][1] == str(tmp_path / "u1" / "mid.qcow2")
+    # pasted into vshx, the check line refuses too
+    line = next(w for w in plan.stdout.splitlines() if w.startswith("find "))
+    pasted = run_vshx("-f", "/dev/stdin", stdin=line + "\n")
+    assert pasted.returncode != 0 and "changed since this plan" in pasted.stderr, pasted.stderr
+    # the real run re-plans: the pull route, the clone keeps its data
+    done = run_vshx("shorten", str(top), "--drop", "mid.qcow2")
+    assert done.returncode == 0, done.stderr
+    assert guest_hash(other, tmp_path) == seen
+    assert guest_hash(top, tmp_path) == top_seen
+
+
+SLICE = (
+    'json:{"driver":"raw","offset":1048576,"size":4194304,"file":{"driver":"file","filename":"%s"}}'
+)
+
+
+def make_slice(directory: Path) -> tuple[Path, Path]:
+    directory.mkdir()
+    raw, top = directory / "base.raw", directory / "top.qcow2"
+    raw.write_bytes(b"\xaa" * (1 << 20) + b"\x11" * (4 << 20) + b"\xbb" * (1 << 20))
+    qemu_img("create", "-q", "-f", "qcow2", "-F", "raw", "-b", SLICE % raw, str(top), "4M")
+    qemu_io(top, "write -P 0x22 0 64k")
+    return raw, top
+
+
+def test_a_json_slice_backing_is_shown_as_such_and_every_change_refused(tmp_path: Path):
+    raw, top = make_slice(tmp_path / "js")
+    seen = guest_hash(top, tmp_path)
+    header = top.read_bytes()[:65536]
+    shown = run_vshx("chain", str(top), "--json")
+    assert shown.returncode == 0, shown.stderr
+    paths = [layer["path"] for layer in json.loads(shown.stdout)["chains"][0]["layers"]]
+    assert paths[1].startswith("json:{") and str(raw) in paths[1], paths
+    text = run_vshx("chain", str(top))
+    arrows = text.stdout.splitlines()[1].strip()
+    assert arrows.startswith("json:{") and arrows.endswith("} <- top.qcow2 (active)"), arrows
+    for words in (
+        ["flatten", str(top)],
+        ["flatten", str(top), "--route", "pull"],
+        ["pull", str(top)],
+        ["commit", str(top)],
+        ["shorten", str(top)],
+    ):
+        for dry in (["--dry-run"], []):
+            proc = run_vshx(*words, *dry)
+            assert proc.returncode in (1, 2), (words, proc.stdout)
+            assert "error:" in proc.stderr and "hint:" in proc.stderr, proc.stderr
+            assert "json:" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+            assert "No such file" not in proc.stderr, proc.stderr
+    assert top.read_bytes()[:65536] == header  # nothing changed
+    assert guest_hash(top, tmp_path) == seen
+
+
+def test_rebase_off_a_json_slice_writes_the_absolute_name_given(tmp_path: Path):
+    raw, top = make_slice(tmp_path / "j3")
+    seen = guest_hash(top, tmp_path)
+    done = run_vshx("rebase", str(top), "--backing", str(raw), "--backing-format", "raw")
+    assert done.returncode == 0, done.stderr
+    chain = qemu_img_chain(top)
+    assert chain[0]["backing-filename"] == str(raw)  # exactly the name given, not "base.raw"
+    assert guest_hash(top, tmp_path) == seen

@@ -1,0 +1,207 @@
+"""Checks of the state a plan was made on, as steps, so that a printed script stops too.
+
+A real run plans on the host as it is and runs at once; a ``--dry-run`` script may run later,
+on a host that changed.  vshx's own checks of an offline plan (the domain is shut off) and of a
+commit (no file outside the chain reads through the file it writes into) are made before the
+plan is built; these steps print them for ``sh -e`` (and run them again on a real run, just
+before the plan's first step), as merging/checks.py prints the free-space checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as modes
+from typing import TYPE_CHECKING
+
+from vshx.errors import VshxError
+from vshx.plans.plan import Step, shell_line, virsh
+from vshx.storage import host as files
+from vshx.storage import virt
+from vshx.storage.chain import is_json_name
+
+if TYPE_CHECKING:
+    from vshx.plans.context import Context as Session
+    from vshx.plans.plan import Plan
+    from vshx.storage.libvirt_lazy import libvirt
+
+
+# a domain is shut off: its UUID among those virsh lists as shut off (UUIDs, not the state's
+# name, which virsh translates, nor the domain's name, which may hold a line break); no line
+# (the domain is gone, virsh fails) stops sh -e as well: the pipeline's status is grep's
+SHUT_OFF_LIST = ["list", "--all", "--state-shutoff", "--uuid"]
+SHUT_OFF_GREP = ["grep", "-qxF", "--"]
+
+
+def shut_off_step(uri: str, dom: libvirt.virDomain) -> Step:
+    """Stop unless ``dom`` is still shut off: every step of an offline plan assumes it (a
+    definition switched, a layer rewritten or a snapshot made current under a running guest
+    loses what it writes from then on)."""
+    name, uuid = dom.name(), dom.UUIDString()
+    argv = virsh(uri, *SHUT_OFF_LIST)
+
+    def action() -> None:
+        if dom.isActive():
+            raise VshxError(
+                f"{name} is running: this plan's steps are for the domain shut off",
+                f"nothing was changed; shut it down ({shell_line(['virsh', 'shutdown', name])}), "
+                "then run the command again (vshx plans it anew)",
+                clean=True,
+            )
+
+    return Step(
+        f"check: {name} is still shut off (else vshx refuses)",
+        argv,
+        action=action,
+        changes=False,
+        shell=f"{shell_line(argv)} | {shell_line([*SHUT_OFF_GREP, uuid])}",
+    )
+
+
+# the qcow2 images in directories (a new reader of a file is one): the regular files whose
+# first bytes are qcow2's magic ("QFI", then 0xfb), their names NUL-ended, sorted bytewise and
+# hashed; the same bytes as vshx hashes them (listing), whatever bytes a name holds.  A file
+# sh cannot read is left out, as vshx leaves it out (its look at users refuses it itself)
+QCOW2_PICK = 'for f; do [ "$(head -c 3 -- "$f")" = QFI ] && printf "%s\\0" "$f"; done; true'
+FIND_NAMES = ["-mindepth", "1", "-maxdepth", "1", "-type", "f", "-exec", "sh", "-c"]
+FIND_TAIL = [QCOW2_PICK, "sh", "{}", "+"]
+SORT_NAMES = ["LC_ALL=C", "sort", "-z"]
+
+
+def _is_qcow2(path: str) -> bool:
+    """A regular file (not followed through a link) whose first bytes are ``QFI``."""
+    try:
+        return modes.S_ISREG(files.stat(path, follow=False).st_mode) and (
+            files.read(path, 3) == b"QFI"
+        )
+    except OSError:
+        return False
+
+
+def listing(directories: list[str]) -> str:
+    """``sha256sum``'s line for the qcow2 images in ``directories`` (absolute, resolved) as
+    the printed ``find DIR... | LC_ALL=C sort -z`` lists them."""
+    names = sorted(
+        os.fsencode(path)
+        for directory in directories
+        for name in files.current().listdir(directory)
+        if _is_qcow2(path := os.path.join(directory, name))
+    )
+    digest = hashlib.sha256(b"".join(name + b"\0" for name in names)).hexdigest()
+    return f"{digest}  -"
+
+
+def listing_step(directories: list[str], written: str, expected: str = "") -> Step:
+    """Stop unless the directories of the chain hold the very files they held when vshx
+    judged who reads through ``written`` (the file a commit writes into): a new image there
+    (a clone on it, another domain's disk) may read through it.  sh sees only these
+    directories; the real run looks at every user again (``listing_note`` says so)."""
+    dirs = sorted(set(directories))
+    expected = expected or listing(dirs)
+    argv = ["find", *dirs, *FIND_NAMES, *FIND_TAIL]
+
+    def action() -> None:
+        try:
+            now = listing(dirs)
+        except OSError as exc:
+            raise VshxError(
+                f"cannot list {exc.filename}: {exc.strerror}",
+                "nothing was changed; vshx refuses what it cannot check",
+                clean=True,
+            ) from None
+        if now != expected:
+            raise VshxError(
+                f"the qcow2 images in {', '.join(dirs)} changed since this plan was made: a "
+                f"new one there may read through {written}",
+                "nothing was changed; run the command again (vshx plans it anew)",
+                clean=True,
+            )
+
+    where = ", ".join(os.path.basename(d) or d for d in dirs)
+    return Step(
+        f"check: the qcow2 images in {where} are those vshx saw (a new one may read through "
+        f"{os.path.basename(written)}; else vshx looks again)",
+        argv,
+        action=action,
+        changes=False,
+        shell=f"{shell_line(argv)} | {shell_line(SORT_NAMES)} | sha256sum | "
+        f"{shell_line([*SHUT_OFF_GREP, expected])}",
+    )
+
+
+def listing_note(written: str, command: str) -> str:
+    """What a printed script re-checks of the users of ``written`` before the commit."""
+    return (
+        f"before writing into {written} this script re-checks only that the chain's "
+        "directories hold the same qcow2 images (by name): a new reader of it elsewhere "
+        "(another domain's disk, a pool volume, an image in another directory or reached "
+        "through a link) or an image there rebased onto it since is not seen by sh; "
+        f"{command} itself looks at every user again (run it rather than this script when "
+        "the host may have changed)"
+    )
+
+
+def _written_by_commit(step: Step) -> str | None:
+    """The file a commit step writes into (its base), "" when the step names none (QEMU's
+    default: the layer below the top), None for any other step."""
+    argv = step.argv
+    if argv[:2] == ["qemu-img", "commit"]:
+        return argv[argv.index("-b") + 1] if "-b" in argv[:-1] else ""
+    if argv[:1] == ["virsh"] and "blockcommit" in argv[:4]:
+        return argv[argv.index("--base") + 1] if "--base" in argv[:-1] else ""
+    return None
+
+
+def insert(session: Session, plan: Plan) -> None:
+    """Put the state checks first in the plan (once): that its shut-off domain is still shut
+    off, and, before a commit, that the chain's directories hold the files vshx saw when it
+    judged who reads through the file the commit writes into."""
+    target = plan.target
+    if target is None or any(step.state_check for step in plan.steps):
+        return
+    found: list[Step] = []
+    if target.dom is not None and not target.live:
+        found.append(shut_off_step(session.uri, target.dom))
+    written = next((w for s in plan.steps if (w := _written_by_commit(s)) is not None), None)
+    if written is not None:
+        name = written or "the base"
+        command = f"`vshx {session.command.name}`" if session.command is not None else "vshx"
+        if session.planning_ahead and session.predicted:
+            plan.notes.append(
+                f"an earlier line of this script changes files: sh does not re-check who reads "
+                f"through {name} before the commit; {command} itself does"
+            )
+        else:
+            chains = [target.chain, *(before for before, _after in plan.chains)]
+            directories = {
+                os.path.dirname(layer.canonical)
+                for chain in chains
+                for layer in chain.layers
+                if not is_json_name(layer.path) and not layer.canonical.startswith("/dev/")
+            }
+            if directories:
+                found.append(listing_step(sorted(directories), name))
+                plan.notes.append(listing_note(name, command))
+    for step in found:
+        step.state_check = True
+    plan.steps[0:0] = found
+
+
+def pasted_shut_off(session: Session, rest: list[str]) -> Step | None:
+    """The shut-off check line, pasted back (its words after ``virsh -c URI``): the same
+    check of the domain of that UUID; None for any other line."""
+    tail = ["|", *SHUT_OFF_GREP]
+    if len(rest) != 9 or rest[:4] != SHUT_OFF_LIST or rest[4:8] != tail:
+        return None
+    return shut_off_step(session.uri, virt.lookup_domain(session.conn, rest[8]))
+
+
+def pasted_listing(words: list[str]) -> Step | None:
+    """The listing check line, pasted back: the same check; None for any other line."""
+    tail = [*FIND_NAMES, *FIND_TAIL, "|", *SORT_NAMES, "|", "sha256sum", "|", *SHUT_OFF_GREP]
+    if len(words) < 2 + len(tail) or words[0] != "find" or words[-len(tail) - 1 : -1] != tail:
+        return None
+    dirs = words[1 : -len(tail) - 1]
+    if not all(os.path.isabs(d) for d in dirs):
+        return None
+    return listing_step(dirs, "the file the commit writes into", words[-1])
