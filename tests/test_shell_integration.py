@@ -69,7 +69,7 @@ def test_errors_are_one_line_never_a_traceback(tmp_path):
     cases = [
         (["chain", "nosuch"], 1, "error: domain 'nosuch' not found"),
         # a name that is not UTF-8 (bytes \xff): no libvirt domain has it
-        (["commit", "nosuch-\udcff", "vda"], 1, "error: domain 'nosuch-\\udcff' not found"),
+        (["commit", "nosuch-\udcff", "vda"], 1, "error: domain 'nosuch-\\xff' not found"),
         (["chain", str(tmp_path / "missing.qcow2")], 1, "does not exist"),
         (["frobnicate"], 2, "error: unknown command 'frobnicate'"),
         (["help", "frobnicate"], 2, "unknown command"),
