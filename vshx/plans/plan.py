@@ -49,7 +49,8 @@ class Step:
     Without ``action`` the step runs ``argv`` itself (so the teaching line is the real one);
     with it (a libvirt API call, a block job with events) ``argv`` is the virsh equivalent.
     ``stdin`` is fed to the command and printed as a here-document.  ``shell`` replaces the
-    printed line where the check it performs in Python needs a pipe in sh (free space).
+    printed line where the check it performs in Python needs a pipe in sh (free space); a
+    callable makes it when it is printed (a digest a real run never prints).
     A step other than ``virsh`` runs where the image files are: on a ``qemu+ssh://`` URI it
     is printed (and run) through ssh, unless ``here`` (vshx's own files on this machine).
     """
@@ -61,7 +62,7 @@ class Step:
         action: Callable[[], None] | None = None,
         stdin: str | None = None,
         underneath: list[str] | None = None,
-        shell: str | None = None,
+        shell: str | Callable[[], str] | None = None,
         changes: bool = True,
         here: bool = False,
     ) -> None:
@@ -71,7 +72,7 @@ class Step:
         self.argv = argv
         self.action = action
         self.stdin = stdin
-        self.shell = shell  # the printed line when it needs a pipe (a check); else from argv
+        self._shell = shell  # the printed line when it needs a pipe (a check); else from argv
         self.changes = changes  # False for a check: nothing for the journal to recover
         self.here = here  # runs on this machine whatever the URI (vshx's journal)
         # the domain whose QEMU must write its caches down before this step (an rm of a file
@@ -94,6 +95,11 @@ class Step:
         self.background = False
         # a check of the state the plan was made on (plans/state_checks.py), put first once
         self.state_check = False
+
+    @property
+    def shell(self) -> str | None:
+        """The printed line of a check that needs a pipe in sh; None: the argv's line."""
+        return self._shell() if callable(self._shell) else self._shell
 
     @property
     def on_files(self) -> bool:

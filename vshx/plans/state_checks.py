@@ -9,7 +9,6 @@ before the plan's first step), as merging/checks.py prints the free-space checks
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat as modes
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from vshx.plans.plan import Step, shell_line, virsh
 from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.chain import is_json_name
+from vshx.storage.qcow2 import MAGIC
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
@@ -69,47 +69,59 @@ SORT_NAMES = ["LC_ALL=C", "sort", "-z"]
 
 
 def _is_qcow2(path: str) -> bool:
-    """A regular file (not followed through a link) whose first bytes are ``QFI``."""
+    """A regular file (not followed through a link) whose first bytes are qcow2's magic's
+    first three, as the printed ``head -c 3`` compares them."""
     try:
         return modes.S_ISREG(files.stat(path, follow=False).st_mode) and (
-            files.read(path, 3) == b"QFI"
+            files.read(path, 3) == MAGIC[:3]
         )
     except OSError:
         return False
 
 
-def listing(directories: list[str]) -> str:
-    """``sha256sum``'s line for the qcow2 images in ``directories`` (absolute, resolved) as
-    the printed ``find DIR... | LC_ALL=C sort -z`` lists them."""
+def qcow2_names(directories: list[str]) -> bytes:
+    """The qcow2 images in ``directories`` (absolute, resolved) as the printed ``find DIR...
+    | LC_ALL=C sort -z`` lists them: their names NUL-ended, sorted bytewise."""
     names = sorted(
         os.fsencode(path)
         for directory in directories
         for name in files.current().listdir(directory)
         if _is_qcow2(path := os.path.join(directory, name))
     )
-    digest = hashlib.sha256(b"".join(name + b"\0" for name in names)).hexdigest()
-    return f"{digest}  -"
+    return b"".join(name + b"\0" for name in names)
+
+
+def sha256sum_line(names: bytes) -> str:
+    """``sha256sum``'s line for ``names`` read from stdin (hashlib is imported here: only a
+    plan that is printed, or a pasted check line, needs the digest)."""
+    import hashlib
+
+    return f"{hashlib.sha256(names).hexdigest()}  -"
 
 
 def listing_step(directories: list[str], written: str, expected: str = "") -> Step:
     """Stop unless the directories of the chain hold the very files they held when vshx
     judged who reads through ``written`` (the file a commit writes into): a new image there
     (a clone on it, another domain's disk) may read through it.  sh sees only these
-    directories; the real run looks at every user again (``listing_note`` says so)."""
+    directories; the real run looks at every user again (``listing_note`` says so).
+    ``expected``: a pasted check line's ``sha256sum`` line; else the listing now."""
     dirs = sorted(set(directories))
-    expected = expected or listing(dirs)
+    seen = b"" if expected else qcow2_names(dirs)
     argv = ["find", *dirs, *FIND_NAMES, *FIND_TAIL]
+
+    def digest() -> str:
+        return expected or sha256sum_line(seen)
 
     def action() -> None:
         try:
-            now = listing(dirs)
+            names = qcow2_names(dirs)
         except OSError as exc:
             raise VshxError(
                 f"cannot list {exc.filename}: {exc.strerror}",
                 "nothing was changed; vshx refuses what it cannot check",
                 clean=True,
             ) from None
-        if now != expected:
+        if (sha256sum_line(names) != expected) if expected else (names != seen):
             raise VshxError(
                 f"the qcow2 images in {', '.join(dirs)} changed since this plan was made: a "
                 f"new one there may read through {written}",
@@ -124,8 +136,10 @@ def listing_step(directories: list[str], written: str, expected: str = "") -> St
         argv,
         action=action,
         changes=False,
-        shell=f"{shell_line(argv)} | {shell_line(SORT_NAMES)} | sha256sum | "
-        f"{shell_line([*SHUT_OFF_GREP, expected])}",
+        shell=lambda: (
+            f"{shell_line(argv)} | {shell_line(SORT_NAMES)} | sha256sum | "
+            f"{shell_line([*SHUT_OFF_GREP, digest()])}"
+        ),
     )
 
 
