@@ -327,9 +327,16 @@ def cmd_commit(session: Session, args: Args) -> None:
         report_after_merge(session, target, args, plan)
         if ASSUMED_PIVOT in plan.notes and target.chain.domain and target.chain.disk:
             session.assumed_pivots.add((target.chain.domain, target.chain.disk))  # it pivoted
+            session.info(PIVOTED)
 
 
 ASSUMED_PIVOT = "active commit: --pivot assumed (the disk then uses the base)"
+# said after the run too: virsh's `blockcommit --active --wait` without --pivot stops READY
+PIVOTED = (
+    "pivoted: --pivot is assumed for an active commit (virsh without --pivot leaves the job "
+    "in its synchronized phase for `blockjob --pivot` or `--abort`; vshx never leaves a job "
+    "behind: --keep-overlay ends it keeping the chain, the base holding the overlay's data too)"
+)
 JOB = {opt.name: opt for opt in JOB_OPTIONS}
 WAITS = ("timeout", "wait", "pivot", "keep-overlay")  # virsh: what makes blockcommit wait
 COMMANDS = [

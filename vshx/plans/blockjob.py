@@ -326,8 +326,9 @@ def run_block_job(
                 raise VshxError(
                     f"{label} {why}: the abort was requested and not waited for (--async)",
                     f"the job may still be ending: {command('vshx', 'jobs', dom.name())} "
-                    f"shows it, {command('vshx', 'chain', dom.name(), disk)} the chain once it "
-                    "ended; nothing was deleted",
+                    f"shows it; once it ended, {command('vshx', 'recover', dom.name(), disk)} "
+                    "checks the chain it left and clears this command's journal (vshx refuses "
+                    "other changes to the disk until then); nothing was deleted",
                 ) from None
             before = job.info()  # what it had copied, asked before the abort ends it
             if not job.abort_and_settle():
