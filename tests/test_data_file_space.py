@@ -38,6 +38,21 @@ def small_fs(where: Path, size: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+@contextlib.contextmanager
+def base_on_small_fs(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """``images/base.qcow2`` (128 MiB) whose external data file ``base.data`` is on a 64 MiB
+    tmpfs: (the images' directory, the tmpfs, the data file); unmounted at the end."""
+    images = tmp_path / "images"
+    images.mkdir()
+    with small_fs(tmp_path / "small", 64 * MiB) as small:
+        data = small / "base.data"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={data}",
+             str(images / "base.qcow2"), "128M"], check=True,
+        )  # fmt: skip
+        yield images, small, data
+
+
 def leave_free(fs: Path, free: int) -> None:
     """Fill the file system ``fs`` until about ``free`` bytes are left."""
     stats = os.statvfs(fs)
@@ -58,14 +73,7 @@ def test_a_commit_whose_data_file_would_not_fit_is_refused_where_the_data_goes(t
     """Offline: base.qcow2 (its data file on a tmpfs with 20 MiB free) <- mid.qcow2 (40 MiB)
     <- top.qcow2; the images' own directory has room.  A commit of mid into base is refused
     before anything changes, naming the tmpfs; the printed script stops at its check."""
-    d = tmp_path / "images"
-    d.mkdir()
-    with small_fs(tmp_path / "small", 64 * MiB) as small:
-        data = small / "base.data"
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={data}",
-             str(d / "base.qcow2"), "128M"], check=True,
-        )  # fmt: skip
+    with base_on_small_fs(tmp_path) as (d, small, data):
         io(d / "base.qcow2", "write -P 0x11 0 1M")
         for layer, below, write in (
             ("mid", "base", "write -P 0x22 1M 40M"),
@@ -139,14 +147,7 @@ def test_a_live_commit_whose_data_file_would_not_fit_is_refused(tmp_path: Path):
     of guest writes) <- s2.qcow2 (active).  snapshot-delete s1 (a block commit of s2's
     backing into base) is refused before anything changes: no snapshot turns "unknown"."""
     name = f"{LAB_PREFIX}dfspace-{uuid.uuid4().hex[:6]}"
-    d = tmp_path / "images"
-    d.mkdir()
-    with small_fs(tmp_path / "small", 64 * MiB) as small:
-        data = small / "base.data"
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={data}",
-             str(d / "base.qcow2"), "128M"], check=True,
-        )  # fmt: skip
+    with base_on_small_fs(tmp_path) as (d, small, data):
         xml = (
             f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
             "<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os><devices>"

@@ -6,15 +6,17 @@ libvirt accepts a newline (and quotes, ``$(...)``, backquotes) in a snapshot nam
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import URI, destroy_lab, make_lab, run_vshx, snapshot_names, virsh
 
 from vshx.plans.plan import Plan, Step, comment, shell_line, with_heredoc
-from vshx.spec.render import comments, printable, table
+from vshx.spec.render import comments, printable, quoted, table
 
 HOSTILE = [
     "evil\ntouch pwned1",
@@ -115,3 +117,46 @@ def test_a_byte_that_is_not_utf8_is_shown_as_the_byte() -> None:
     name = b"/x/base\xff\x01.qcow2".decode("utf-8", "surrogateescape")
     assert printable(name) == "/x/base\\xff\\x01.qcow2"
     assert comments(name) == "# /x/base\\xff\\x01.qcow2\n"
+
+
+def test_a_name_spelling_a_surrogate_escape_is_shown_as_it_is() -> None:
+    """A name whose own characters are a backslash and ``udcff`` is no byte: neither the
+    helper that quotes names in messages nor printable() rewrites it to ``\\xff``; only a
+    real non-UTF-8 byte (held as a surrogate escape) is shown as ``\\xff``."""
+    spelled = "/x/base\\udcff.qcow2"  # a real backslash, then 'udcff'
+    byte = b"/x/base\xff.qcow2".decode("utf-8", "surrogateescape")
+    assert printable(spelled) == spelled
+    assert quoted(spelled) == repr(spelled) == "'/x/base\\\\udcff.qcow2'"
+    assert printable(byte) == "/x/base\\xff.qcow2"
+    assert quoted(byte) == "'/x/base\\xff.qcow2'"
+    # a message quoting both is printed as it stands: printable() no longer rewrites repr text
+    message = f"{quoted(spelled)} and {quoted(byte)}"
+    assert printable(message) == message == "'/x/base\\\\udcff.qcow2' and '/x/base\\xff.qcow2'"
+
+
+@pytest.mark.parametrize(
+    "name", [*HOSTILE, "plain.qcow2", "it's", 'say "hi"', "both '\"", "a\\b", "\ud800", "é \xa0"]
+)
+def test_quoted_is_repr_for_every_name_without_a_byte(name: str) -> None:
+    """Messages keep their text: quoted() differs from repr() only where a byte is not UTF-8,
+    and escapes control characters as printable() does (one line, nothing for a terminal)."""
+    assert quoted(name) == repr(name)
+    assert quoted(name + "\udcfe") == repr(name)[:-1] + "\\xfe" + repr(name)[-1]
+    assert quoted(name).isprintable()
+
+
+def test_an_error_naming_a_file_shows_its_byte_and_its_backslash_as_they_are(
+    tmp_path: Path,
+) -> None:
+    """End to end: the error about a missing image names it once, byte as ``\\xff``, a real
+    backslash doubled (as repr quotes it), nothing rewritten."""
+    missing = os.fsdecode(bytes(tmp_path) + b"/a\\udcff-\xff.qcow2")
+    done = subprocess.run(
+        [sys.executable, "-m", "vshx", "chain", missing],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    shown = os.fsdecode(bytes(tmp_path)) + "/a\\\\udcff-\\xff.qcow2"
+    assert done.stderr.startswith(f"error: image '{shown}' does not exist\n"), done.stderr

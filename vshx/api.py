@@ -38,6 +38,7 @@ Output
 =====================  ======================================================================
 ``table``              a virsh-style table from rows and a header
 ``comments``           text as ``#`` lines, safe inside a printed plan script
+``quoted``             a name in a message, quoted as ``repr`` does (a non-UTF-8 byte: ``\\xff``)
 ``render_chain``       a chain in arrow notation plus one line per layer
 ``to_json``            the JSON text every ``--json`` output uses
 ``human_size``         bytes as ``1.5 GiB`` (``-`` for None)
@@ -175,7 +176,7 @@ from vshx.shell.session import Session
 from vshx.spec.i18n import N_, translator
 from vshx.spec.lesson import Lesson
 from vshx.spec.options import BASE, DISK, DOMAIN, DOMAIN_OR_IMAGE, FORCE, JOB_OPTIONS, JSON, SCAN
-from vshx.spec.render import comments, table, to_json
+from vshx.spec.render import comments, quoted, table, to_json
 from vshx.spec.spec import Args, Command, Opt, non_negative_int
 from vshx.spec.user import invoking_user
 from vshx.storage import host as _files
@@ -495,6 +496,7 @@ __all__ = [
     # output
     "table",
     "comments",
+    "quoted",
     "render_chain",
     "to_json",
     "human_size",

@@ -47,6 +47,7 @@ from vshx.api import (
     names_an_image,
     procs,
     qemuimg,
+    quoted,
     render_chain,
     shell_line,
     table,
@@ -451,7 +452,8 @@ def disk_to_recover(session: Session, name: str) -> str | None:
     if entry is None and not busy and disks:
         return None
     raise UsageError(
-        f"which disk of {name!r}?", f"give the disk too; its disks: {', '.join(disks) or 'none'}"
+        f"which disk of {quoted(name)}?",
+        f"give the disk too; its disks: {', '.join(disks) or 'none'}",
     )
 
 
@@ -460,7 +462,7 @@ def forget_gone_image(session: Session, args: Args, image: str) -> None:
     to finish or roll back, so recover forgets it (else jobs would list it forever)."""
     place, name = journal.state_place(), journal.state_name(image)
     if place.read(name) is None:
-        raise VshxError(f"image {image!r} does not exist", "a path to an image file")
+        raise VshxError(f"image {quoted(image)} does not exist", "a path to an image file")
     plan = Plan(f"recover {image}")
     plan.notes.append(f"{image} is gone: only its journal is left")
     argv = ["rm", "-f", "--", journal.state_file(image)]

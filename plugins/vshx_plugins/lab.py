@@ -35,6 +35,7 @@ from vshx.api import (
     invoking_user,
     non_negative_int,
     preflight,
+    quoted,
     refuse_unfit_for_xml,
     shell_line,
     virsh,
@@ -128,7 +129,7 @@ def refuse_others_lab(
     except libvirt.libvirtError:
         dom = None
     if dom is not None and is_lab_domain(dom):
-        owners.insert(0, ("domain", f"the lab domain {name!r}", domain_owner(dom)))
+        owners.insert(0, ("domain", f"the lab domain {quoted(name)}", domain_owner(dom)))
     others = [(part, what, who) for part, what, who in owners if who and who != me]
     if others and not force:
         _part, what, who = others[0]
@@ -439,7 +440,7 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
     if dom is not None:
         if not is_lab_domain(dom):
             raise VshxError(
-                f"domain {name!r} was not made by lab-create; not touching it",
+                f"domain {quoted(name)} was not made by lab-create; not touching it",
                 "lab-create and lab-destroy act only on practice domains they made; pick "
                 "another name (virsh list --all shows the domains)",
             )
@@ -506,7 +507,7 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
             plan.add(Step(f"remove the empty directory {directory}", ["rmdir", "--", directory]))
     elif files.lexists(directory):
         raise VshxError(
-            f"{directory} exists and is not the lab directory of {name!r}",
+            f"{directory} exists and is not the lab directory of {quoted(name)}",
             "lab-create only uses a directory it creates; pick another --dir or name",
         )
     return plan
@@ -608,7 +609,7 @@ def check_name(name: str) -> None:
     """A lab name becomes a domain name and a directory name: plain words only."""
     if not LAB_NAME.fullmatch(name):
         raise UsageError(
-            f"invalid lab name {name!r}",
+            f"invalid lab name {quoted(name)}",
             "use letters, digits, '.', '_' and '-', starting with a letter or digit",
         )
 
@@ -724,7 +725,7 @@ def cmd_lab_destroy(session: Session, args: Args) -> None:
     plan = remove_lab(session, args.name, directory)
     if not plan.steps:
         raise VshxError(
-            f"no practice domain {args.name!r} and no lab files to remove",
+            f"no practice domain {quoted(args.name)} and no lab files to remove",
             "check the name (virsh list --all) and --dir; nothing was changed",
         )
     session.run_plan(plan, args)

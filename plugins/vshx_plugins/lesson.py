@@ -30,6 +30,7 @@ from vshx.api import (
     commands_hook,
     comments,
     invoking_user,
+    quoted,
     registered_lessons,
     shell_line,
     table,
@@ -114,7 +115,7 @@ def find_lesson(session: Session, name: str) -> Lesson:
         if lesson.name == name:
             return lesson
     raise UsageError(
-        f"no lesson {name!r}", f"lessons: {', '.join(lesson.name for lesson in lessons)}"
+        f"no lesson {quoted(name)}", f"lessons: {', '.join(lesson.name for lesson in lessons)}"
     )
 
 
@@ -428,7 +429,7 @@ ACTION_RUN = {
 def cmd_lesson(session: Session, args: Args) -> int | None:
     run = ACTION_RUN.get(args.action)
     if run is None:
-        raise UsageError(f"no lesson action {args.action!r}", f"one of: {', '.join(ACTIONS)}")
+        raise UsageError(f"no lesson action {quoted(args.action)}", f"one of: {', '.join(ACTIONS)}")
     result: int | None = run(session, args)
     return result
 

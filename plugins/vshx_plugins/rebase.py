@@ -38,6 +38,7 @@ from vshx.api import (
     load_target,
     preflight,
     qemuimg,
+    quoted,
     refuse_saved_state,
     report_after_merge,
     underneath,
@@ -100,7 +101,7 @@ def resolve_backing(chain: Chain, image: Layer, ref: str) -> Layer | None:
     except VshxError:
         if not files.exists(ref):
             raise VshxError(
-                f"new backing {ref!r} is neither a layer of the chain nor a file",
+                f"new backing {quoted(ref)} is neither a layer of the chain nor a file",
                 f"the chain is: {chain.listing()}",
             ) from None
         info = qemuimg.info(ref)
@@ -131,7 +132,7 @@ def refuse_guessed_raw(new: Layer, ref: str) -> None:
     if new.position != -1 or new.format != "raw":
         return
     raise VshxError(
-        f"new backing {ref!r} has no disk image header: qemu-img can only guess it is a raw "
+        f"new backing {quoted(ref)} has no disk image header: qemu-img can only guess it is a raw "
         "image (any file reads as one), and the guest would see its bytes as the disk's",
         "if it is a raw disk image, say so: --backing-format raw (-F raw); qemu-img rebase "
         "takes no backing file without -F either",

@@ -47,6 +47,7 @@ from vshx.api import (
     non_negative_int,
     pivot_step,
     preflight,
+    quoted,
     refuse_unfinished,
     render_chain,
     shell_line,
@@ -221,7 +222,7 @@ def cmd_snapshot_delete(session: Session, args: Args) -> None:
         return
     name = pick_name(dom, args)
     if args.route and args.route not in ROUTES:
-        raise UsageError(f"unknown route {args.route!r}", f"routes: {', '.join(ROUTES)}")
+        raise UsageError(f"unknown route {quoted(args.route)}", f"routes: {', '.join(ROUTES)}")
     if args.metadata:
         metadata_only(session, dom, name, args)
         return
@@ -229,7 +230,8 @@ def cmd_snapshot_delete(session: Session, args: Args) -> None:
     snap = first.find(name)
     if snap is None:
         raise VshxError(
-            f"domain {dom.name()} has no snapshot {name!r}", f"see: snapshot-list {dom.name()}"
+            f"domain {dom.name()} has no snapshot {quoted(name)}",
+            f"see: snapshot-list {dom.name()}",
         )
     going = going_snapshots(first, snap, args)
     if not going:

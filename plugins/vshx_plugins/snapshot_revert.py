@@ -57,6 +57,7 @@ from vshx.api import (
     load_target,
     made,
     preflight,
+    quoted,
     render_chain,
     shell_line,
     underneath,
@@ -207,7 +208,8 @@ def cmd_snapshot_revert(session: Session, args: Args) -> None:
     snap = timeline.find(name)
     if snap is None:
         raise VshxError(
-            f"domain {dom.name()} has no snapshot {name!r}", f"see: snapshot-list {dom.name()}"
+            f"domain {dom.name()} has no snapshot {quoted(name)}",
+            f"see: snapshot-list {dom.name()}",
         )
     refuse(dom, snap)
     unread: dict[str, str] = {}  # disks whose active layer cannot be read: why

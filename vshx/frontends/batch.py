@@ -14,6 +14,7 @@ from vshx.errors import EXIT_FAILED, EXIT_OK, ExitRequested, VshxError
 from vshx.shell.session import Session
 from vshx.spec import heredoc
 from vshx.spec.lexer import split_line
+from vshx.spec.render import quoted
 
 
 def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = False) -> int:
@@ -129,7 +130,7 @@ def run_file(session: Session, path: str, echo: bool = False) -> int:
     except OSError as exc:
         session.report(
             VshxError(
-                f"cannot read script {path!r}: {exc.strerror}",
+                f"cannot read script {quoted(path)}: {exc.strerror}",
                 "check the file's path and that you may read it; -f - reads the script from stdin",
             )
         )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from vshx.spec.render import quoted
 
 USAGE = """\
 usage: vshx [-c URI] [--dry-run] [--plan-json] [--teach] [--trace] [-q] [--record FILE]
@@ -202,7 +203,7 @@ def _main(args: list[str], *, ending: bool = False) -> int:
     except SystemExit as stop:
         return int(stop.code or 0)
     if opts.script is not None and opts.rest:  # which would run: the file or the command?
-        said = f"-f {opts.script} runs the script's lines: {opts.rest[0]!r} cannot follow it"
+        said = f"-f {opts.script} runs the script's lines: {quoted(opts.rest[0])} cannot follow it"
         print(f"error: {said}", file=sys.stderr)
         print("hint: put the command in the script, or run it without -f", file=sys.stderr)
         return EXIT_USAGE

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from vshx.errors import VshxError
 from vshx.merging import preflight
 from vshx.plans.plan import Step, shell_line
+from vshx.spec.render import quoted
 from vshx.storage import host as files
 from vshx.storage import qemuimg
 from vshx.storage.chain import Layer, human_size
@@ -217,7 +218,7 @@ def data_file_of(path: str, image_format: str = "") -> str | None:
     if not os.path.isabs(name):
         raise _unlocated(
             path,
-            f"its header names it relatively ({name!r}): QEMU opens that from the working "
+            f"its header names it relatively ({quoted(name)}): QEMU opens that from the working "
             "directory of whatever opens the image",
         )
     try:

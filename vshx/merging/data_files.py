@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging import preflight
 from vshx.plans.plan import Step
+from vshx.spec.render import quoted
 from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.chain import Chain, Layer, canonical, human_size
@@ -60,7 +61,7 @@ def named_data_file(layer: str) -> tuple[DataFile | None, str]:
         return None, ""
     if not os.path.isabs(name):
         return None, (
-            f"its header names it relatively ({name!r}): QEMU opens that from the working "
+            f"its header names it relatively ({quoted(name)}): QEMU opens that from the working "
             "directory of whatever opens the image, so vshx cannot tell which file it is"
         )
     try:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.spec.render import quoted
 from vshx.storage.chain import human_size
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ def choose(routes: list[Route], forced: str | None, force: bool) -> Route:
         matching = [r for r in routes if r.name == forced]
         if not matching:
             raise VshxError(
-                f"no route {forced!r} here", f"routes: {', '.join(r.name for r in routes)}"
+                f"no route {quoted(forced)} here", f"routes: {', '.join(r.name for r in routes)}"
             )
         route = matching[0]
         if route.refusal is not None and not (force and route.needs_force):

@@ -13,6 +13,7 @@ from vshx.plans import overlap
 from vshx.plans.journal import read_definition_ahead
 from vshx.plans.plan import shell_line
 from vshx.plans.target import Target, prediction_key
+from vshx.spec.render import quoted
 from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.chain import Chain, canonical, image_chain, is_json_name
@@ -51,7 +52,8 @@ def load_target(
     image = image or (disk is None and names_an_image(domain_or_image))
     if disk is None and not image:
         raise VshxError(
-            f"which disk of {domain_or_image!r}?", f"give the disk too, e.g. {domain_or_image} vda"
+            f"which disk of {quoted(domain_or_image)}?",
+            f"give the disk too, e.g. {domain_or_image} vda",
         )
     dom = None if image else virt.lookup_domain(session.conn, domain_or_image)
     locked = None

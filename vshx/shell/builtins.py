@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import ExitRequested, UsageError, VshxError
 from vshx.shell.inventory_commands import cmd_chain, cmd_domblklist, cmd_list, cmd_snapshot_list
 from vshx.spec.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
+from vshx.spec.render import quoted
 from vshx.spec.spec import Args, Command, Opt
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ def completion_script(shell: str) -> str:
 def cmd_completion(session: Session, args: Args) -> None:
     if args.shell not in SHELL_SCRIPTS:
         raise UsageError(
-            f"no completion script for {args.shell!r}", f"choose one of: {', '.join(SHELL_SCRIPTS)}"
+            f"no completion script for {quoted(args.shell)}",
+            f"choose one of: {', '.join(SHELL_SCRIPTS)}",
         )
     session.show(completion_script(args.shell).rstrip("\n"))
 

@@ -6,6 +6,7 @@ import os
 import sys
 
 from vshx.errors import VshxError, libvirt_hint
+from vshx.spec.render import quoted
 
 
 def as_user_error(exc: BaseException, name: str) -> VshxError | None:
@@ -14,7 +15,8 @@ def as_user_error(exc: BaseException, name: str) -> VshxError | None:
     if isinstance(exc, VshxError):
         return exc
     if isinstance(exc, OSError):
-        file = f" {exc.filename!r}" if exc.filename else ""
+        name = exc.filename
+        file = f" {quoted(name) if isinstance(name, str) else repr(name)}" if name else ""
         return VshxError(f"{exc.strerror or exc}{file}")
     if isinstance(exc, KeyboardInterrupt):
         return VshxError(

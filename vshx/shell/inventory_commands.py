@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.plans.plan import Plan, Step, printable, shell_line
 from vshx.plans.plan import virsh as virsh_argv
-from vshx.spec.render import table, to_json
+from vshx.spec.render import quoted, table, to_json
 from vshx.storage import virt
 from vshx.storage.paths import names_an_image
 
@@ -126,7 +126,7 @@ def cmd_chain(session: Session, args: Args) -> None:
                 session.warn(f"{disk.target}: not shown: {exc.message}")  # the others are
         if not chains:
             raise VshxError(
-                f"no disk of {target!r} could be read (the warnings above say why)",
+                f"no disk of {quoted(target)} could be read (the warnings above say why)",
                 "look at one disk: chain DOMAIN DISK",
             )
         report_definition(session, dom, chains)

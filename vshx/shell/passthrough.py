@@ -26,7 +26,7 @@ from vshx.shell.readonly import (
     qemu_img_writes,
     virsh_reads,
 )
-from vshx.spec.render import printable
+from vshx.spec.render import printable, quoted
 
 if TYPE_CHECKING:
     from vshx.shell.context import Shell as Session
@@ -445,4 +445,4 @@ def suggest(word: str, known: list[str]) -> UsageError:
 
     close = difflib.get_close_matches(word, sorted(set(known)), n=3, cutoff=0.7)
     hint = f"did you mean {' or '.join(close)}?" if close else "type 'help' for the commands"
-    return UsageError(f"unknown command {word!r}", hint)
+    return UsageError(f"unknown command {quoted(word)}", hint)

@@ -18,7 +18,7 @@ from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ExitRequested, UsageEr
 from vshx.pluginhost.host import PluginHost
 from vshx.shell.connection import Connection
 from vshx.spec import lexer
-from vshx.spec.render import comment, comments, printable
+from vshx.spec.render import comment, comments, printable, quoted
 from vshx.spec.spec import Args, Command, parse
 from vshx.storage import host as files
 
@@ -102,7 +102,7 @@ class Session:
         try:
             self.recorder = Recorder(path, self.uri)
         except OSError as exc:
-            raise VshxError(f"cannot write the transcript {path!r}: {exc.strerror}") from None
+            raise VshxError(f"cannot write the transcript {quoted(path)}: {exc.strerror}") from None
         self.out = Tee(self.out, self.recorder, "#  ")
         self.err = Tee(self.err, self.recorder, "#! ")
 

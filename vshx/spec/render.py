@@ -5,23 +5,49 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-# a surrogate escape as repr() writes it into a message ('\\udcff'), not preceded by a backslash
-_REPR_SURROGATE = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
+
+def _is_byte(ch: str) -> bool:
+    """A byte that is not UTF-8, as Python holds it in a name (``os.fsdecode``'s surrogate
+    escape: byte 0xff is U+DCFF)."""
+    return 0xDC80 <= ord(ch) <= 0xDCFF
 
 
 def printable(text: str) -> str:
     """``text`` on one line: control characters (a newline in a file name) shown escaped, and
-    a byte that is not UTF-8 (held as a surrogate escape, as Python reads names; also as a
-    message's ``repr`` of a name spells it) as ``\\xff``."""
-    shown = "".join(
+    a byte that is not UTF-8 (held as a surrogate escape, as Python reads names) as ``\\xff``.
+    A name inside a message is quoted with :func:`quoted`, which shows it the same way."""
+    return "".join(
         ch
         if ch.isprintable() or ch == " "
         else f"\\x{ord(ch) - 0xDC00:02x}"
-        if 0xDC80 <= ord(ch) <= 0xDCFF
+        if _is_byte(ch)
         else ch.encode("unicode_escape").decode("ascii")
         for ch in text
     )
-    return _REPR_SURROGATE.sub(r"\1\\x\2", shown)
+
+
+def quoted(name: str) -> str:
+    """A name inside a message (a file, path, domain, snapshot, disk or layer), in quotes.
+
+    The text is ``repr(name)`` for every ordinary name (``'base.qcow2'``; ``"it's"``; a
+    backslash doubled; a control character escaped as :func:`printable` escapes it,
+    ``'a\\nb'``), so messages keep their wording, except that a byte that is not UTF-8 (held
+    as a surrogate escape) is shown as ``\\xff``, where ``repr`` would write ``\\udcff``.
+    Write ``f"domain {quoted(name)} not found"`` where ``{name!r}`` would be.
+    """
+    quote = '"' if "'" in name and '"' not in name else "'"  # repr's choice
+    return (
+        quote
+        + "".join(
+            f"\\x{ord(ch) - 0xDC00:02x}"
+            if _is_byte(ch)
+            else "\\" + ch
+            if ch == quote
+            else repr(ch)[1:-1]
+            for ch in name
+        )
+        + quote
+    )
 
 
 def comment(text: str) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from vshx.errors import UsageError
+from vshx.spec.render import quoted
 
 
 class Opt(NamedTuple):
@@ -171,7 +172,7 @@ def walk(command: Command, tokens: Sequence[str], partial: bool = False) -> Part
                 continue
         if opt is None:  # a positional word (a single-dash word that is no option counts too)
             if not pending:
-                fail(f"unexpected argument {token!r}")
+                fail(f"unexpected argument {quoted(token)}")
                 continue
             assign(pending[0], token)
             continue
@@ -243,7 +244,7 @@ def parse(command: Command, tokens: Sequence[str]) -> Args:
 def _invalid(command: Command, opt: Opt, raw: str, exc: ValueError) -> UsageError:
     shown = raw if len(raw) <= 40 else raw[:37] + "..."
     return UsageError(
-        f"option --{opt.name}: invalid value {shown!r} ({exc})", f"usage: {command.usage()}"
+        f"option --{opt.name}: invalid value {quoted(shown)} ({exc})", f"usage: {command.usage()}"
     )
 
 

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, Literal, NamedTuple
 
 from vshx.errors import UsageError, VshxError
-from vshx.spec.render import printable
+from vshx.spec.render import printable, quoted
 from vshx.storage import host as files
 from vshx.storage import qemuimg
 from vshx.storage.identity import identity
@@ -216,7 +216,7 @@ class Chain(NamedTuple):
                     named.append(layer)
         if len(named) > 1:  # two files of one name in two directories: never a guess
             raise UsageError(
-                f"{ref!r} names {len(named)} layers of this chain: "
+                f"{quoted(ref)} names {len(named)} layers of this chain: "
                 + ", ".join(layer.path for layer in named),
                 f"give the layer's full path or its index; the chain is: {self.listing()}",
             )
@@ -231,7 +231,7 @@ class Chain(NamedTuple):
                 if layer.canonical == target:
                     return layer
         raise VshxError(
-            f"{ref!r} is not a layer of this chain",
+            f"{quoted(ref)} is not a layer of this chain",
             f"the chain is: {self.listing()}",
         )
 
@@ -261,7 +261,7 @@ def image_chain(path: str) -> Chain:
     """The chain of a bare image file."""
     if not files.exists(path):
         raise VshxError(
-            f"image {path!r} does not exist",
+            f"image {quoted(path)} does not exist",
             "a path to an image file, or a domain name with its disk (list --all shows them)",
         )
     absolute = as_opened(path)

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from vshx.errors import VshxError
+from vshx.spec.render import quoted
 from vshx.storage import procs
 from vshx.storage.procs import Worker
 
@@ -264,7 +265,7 @@ def for_uri(uri: str) -> Host:
         hostname = parts.hostname
     except ValueError as exc:  # "Port out of range 0-65535", "Invalid IPv6 URL"
         raise VshxError(
-            f"cannot read the URI {uri!r}: {exc}",
+            f"cannot read the URI {quoted(uri)}: {exc}",
             "give it as libvirt does: qemu+ssh://[USER@]HOST[:PORT]/system (-c or "
             "LIBVIRT_DEFAULT_URI)",
         ) from None
@@ -310,7 +311,7 @@ def _refused_parameters(uri: str, query: dict[str, str], libssh: bool) -> Host |
     if verify not in ("normal", "auto", "ignore"):
         return Unreachable(
             uri,
-            f"known_hosts_verify={verify!r} is none of libvirt's values",
+            f"known_hosts_verify={quoted(verify)} is none of libvirt's values",
             "use normal, auto or ignore (libvirt's values), or leave it out",
         )
     methods = {m.strip() for m in query.get("sshauth", "").split(",") if m.strip()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from vshx.errors import UsageError
+from vshx.spec.render import quoted
 
 IMAGE_SUFFIXES = (".qcow2", ".qcow", ".img", ".raw", ".iso", ".qed", ".vmdk", ".vdi")
 
@@ -34,6 +35,6 @@ def refuse_unfit_for_xml(path: str, option: str) -> None:
     if bad is not None:
         what = bad if len(bad) > 1 else f"the control character {ord(bad):#04x}"
         raise UsageError(
-            f"{option} {path!r} holds {what}: libvirt's XML cannot keep that name as it is",
+            f"{option} {quoted(path)} holds {what}: libvirt's XML cannot keep that name as it is",
             f"give {option} a name without it; nothing was changed",
         )

@@ -18,6 +18,7 @@ from stat import S_ISBLK, S_ISCHR, S_ISFIFO, S_ISREG, S_ISSOCK
 from typing import Any, Literal
 
 from vshx.errors import VshxError
+from vshx.spec.render import quoted
 from vshx.storage import host as files
 
 MAGIC = b"QFI\xfb"
@@ -233,7 +234,7 @@ def _image_below(options: dict[str, Any], name: str) -> str | None:
         if isinstance(below, dict):
             return _image_below(below, name)
         raise VshxError(
-            f"cannot follow the backing name {name!r}: its backing is a node name",
+            f"cannot follow the backing name {quoted(name)}: its backing is a node name",
             "vshx refuses what it cannot check; move that image away, or --force",
         )
     node: Any = options
@@ -254,7 +255,7 @@ def json_backing(name: str, overlay: str) -> tuple[list[str], str | None]:
         options = None
     if not isinstance(options, dict):
         raise VshxError(
-            f"cannot read the backing name of {overlay}: {name!r} is not a JSON object",
+            f"cannot read the backing name of {overlay}: {quoted(name)} is not a JSON object",
             "vshx refuses what it cannot check; move that image away, or --force",
         )
     options = _nested(options)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from vshx.errors import VshxError
+from vshx.spec.render import quoted
 from vshx.storage.procs import child_env
 
 if TYPE_CHECKING:
@@ -303,7 +304,7 @@ def _exact_chain(path: str, chain: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 def _unknown_name(path: str, named: str) -> VshxError:
     return VshxError(
-        f"cannot tell which file qemu-img means by {named!r} in the chain of {path}: it "
+        f"cannot tell which file qemu-img means by {quoted(named)} in the chain of {path}: it "
         "prints a byte of a file name that is not UTF-8 as U+FFFD, the name of another file",
         "give the files of this chain UTF-8 names (then qemu-img rebase -u -b NEWNAME "
         "the image above each), and run it again",

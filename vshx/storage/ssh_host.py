@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from vshx.errors import VshxError
-from vshx.spec.render import printable
+from vshx.spec.render import quoted
 from vshx.storage import remote_procs
 from vshx.storage.procs import Worker
 from vshx.storage.remote_command import command_string
@@ -176,12 +176,12 @@ class SshTarget:
         for what, word in (("host", self.host), ("user", self.user or "")):
             if word.startswith("-"):
                 raise VshxError(
-                    f"refusing the ssh {what} {printable(word)!r}: it would read as an ssh option",
+                    f"refusing the ssh {what} {quoted(word)}: it would read as an ssh option",
                     f"name the {what} without a leading '-'",
                 )
         if not self.command or self.command.startswith("-"):
             raise VshxError(
-                f"refusing command={self.command!r}: it is no ssh program",
+                f"refusing command={quoted(self.command)}: it is no ssh program",
                 "name the ssh binary (command=/usr/bin/ssh), or leave command= out",
             )
 

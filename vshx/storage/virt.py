@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.errors import VshxError
-from vshx.spec.render import printable
+from vshx.spec.render import printable, quoted
 from vshx.storage import host as files
 from vshx.storage.libvirt_lazy import libvirt
 
@@ -141,7 +141,7 @@ def lookup_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
             continue
         except UnicodeEncodeError:  # bytes that are not UTF-8: no libvirt name holds them
             break
-    raise VshxError(f"domain {name!r} not found", "list them with: list --all")
+    raise VshxError(f"domain {quoted(name)} not found", "list them with: list --all")
 
 
 def domains_with_disks(
@@ -183,7 +183,7 @@ def domains_with_disks(
         if isinstance(disks, Exception):
             raise disks
         if disks is None:  # never read: fail closed rather than miss a user
-            raise VshxError(f"cannot read the definition of domain {dom.name()!r}")
+            raise VshxError(f"cannot read the definition of domain {quoted(dom.name())}")
         found.append((dom, disks))
     return found
 
@@ -306,7 +306,9 @@ def find_disk(dom: libvirt.virDomain, target: str, xml: str | None = None) -> ch
             if disk.source and chains.canonical(disk.source) == wanted:
                 return disk
     names = ", ".join(d.target for d in disks) or "none"
-    raise VshxError(f"domain {dom.name()!r} has no disk {target!r}", f"its disks: {names}")
+    raise VshxError(
+        f"domain {quoted(dom.name())} has no disk {quoted(target)}", f"its disks: {names}"
+    )
 
 
 def domain_chain(
@@ -326,21 +328,21 @@ def domain_chain(
     if disk.kind not in ("file", "block"):
         what = f" ({disk.remote})" if disk.remote else ""
         raise VshxError(
-            f"disk {disk.target} of {dom.name()!r} is a {disk.kind} disk{what}: vshx reads and "
-            "merges the chains of local file and block disks only",
+            f"disk {disk.target} of {quoted(dom.name())} is a {disk.kind} disk{what}: vshx reads "
+            "and merges the chains of local file and block disks only",
             "merge it where its storage is (qemu-img on that server), or use virsh blockcommit "
             "/ blockpull on the running domain, which libvirt runs for any disk type",
         )
     if not disk.source:
         raise VshxError(
-            f"disk {disk.target} of {dom.name()!r} has no source file (empty drive?)",
+            f"disk {disk.target} of {quoted(dom.name())} has no source file (empty drive?)",
             "an empty drive has no chain; its disks and their files: virsh domblklist "
             f"{shlex.join([dom.name()])} --details",
         )
     if disk.foreign_backing:
         raise VshxError(
-            f"disk {disk.target} of {dom.name()!r} has a layer that is no local file or block "
-            f"device ({', '.join(disk.foreign_backing)}): vshx reads and merges chains of "
+            f"disk {disk.target} of {quoted(dom.name())} has a layer that is no local file or "
+            f"block device ({', '.join(disk.foreign_backing)}): vshx reads and merges chains of "
             "local file and block layers only",
             "use virsh blockcommit / blockpull on the running domain, or virsh "
             "snapshot-delete: libvirt resolves pool volumes and network layers itself",
