@@ -203,7 +203,8 @@ def _main(args: list[str], *, ending: bool = False) -> int:
     except SystemExit as stop:
         return int(stop.code or 0)
     if opts.script is not None and opts.rest:  # which would run: the file or the command?
-        said = f"-f {opts.script} runs the script's lines: {quoted(opts.rest[0])} cannot follow it"
+        script, word = quoted(opts.script), quoted(opts.rest[0])
+        said = f"-f {script} runs the script's lines: {word} cannot follow it"
         print(f"error: {said}", file=sys.stderr)
         print("hint: put the command in the script, or run it without -f", file=sys.stderr)
         return EXIT_USAGE
