@@ -152,3 +152,66 @@ def test_rebase_off_a_json_slice_writes_the_absolute_name_given(tmp_path: Path):
     chain = qemu_img_chain(top)
     assert chain[0]["backing-filename"] == str(raw)  # exactly the name given, not "base.raw"
     assert guest_hash(top, tmp_path) == seen
+
+
+def check_line(script: str, what: str) -> str:
+    """The printed check line that follows the ``# step N: check: ...`` comment naming ``what``."""
+    lines = script.splitlines()
+    return next(lines[i + 1] for i, line in enumerate(lines) if "check:" in line and what in line)
+
+
+def test_commit_script_stops_when_a_snapshot_was_made_since(offline_lab: Lab, tmp_path: Path):
+    """atk7 F1: a printed offline commit ran to its end after a disk-only snapshot had put a
+    new active layer (in another directory) under the domain: its `update-device --config`
+    switched the definition back to the old active layer, and the guest lost the new one's
+    writes.  Now the script stops first: the definition is not the one it was planned on."""
+    lab = offline_lab
+    plan = run_vshx("commit", lab.name, "vda", "--top", "sn2", "--base", "sn1", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    newest = other / "sn5.qcow2"
+    made = virsh(
+        "snapshot-create-as", lab.name, "sn5", "--disk-only", "--diskspec", f"vda,file={newest}"
+    )
+    assert made.returncode == 0, made.stderr
+    qemu_io(newest, "write -P 0x77 0 2M")
+    seen = guest_hash(newest, tmp_path)
+    sn1 = guest_hash(lab.layer("sn1"), tmp_path)
+    ran = run_sh(plan.stdout, tmp_path)
+    assert ran.returncode != 0, ran.stdout + ran.stderr
+    assert domain_source(lab.name, inactive=True) == str(newest)
+    assert guest_hash(newest, tmp_path) == seen and guest_hash(lab.layer("sn1"), tmp_path) == sn1
+    # pasted into vshx, the check line refuses too
+    line = check_line(plan.stdout, "the definition of")
+    pasted = run_vshx("-f", "/dev/stdin", stdin=line + "\n")
+    assert pasted.returncode == 1 and "changed since this plan" in pasted.stderr, pasted.stderr
+    # vshx itself plans on the definition as it is: sn5 stays the active layer
+    done = run_vshx("commit", lab.name, "vda", "--top", "sn2", "--base", "sn1")
+    assert done.returncode == 0, done.stderr
+    assert domain_source(lab.name, inactive=True) == str(newest)
+    assert guest_hash(newest, tmp_path) == seen
+
+
+def test_offline_script_stops_when_the_domain_was_managed_saved(offline_lab: Lab, tmp_path: Path):
+    """atk7 F4: the printed shut-off check matched a managed-saved domain ("shut off (saved)"),
+    so the script merged and deleted layers the saved RAM's chain needs: the domain could not
+    start again.  Now the check lists shut-off domains without managed save (when the plan was
+    made on one without)."""
+    lab = offline_lab
+    words = ["commit", lab.name, "vda", "--top", "sn2", "--base", "sn1", "--delete"]
+    plan = run_vshx(*words, "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "--without-managed-save" in check_line(plan.stdout, "still shut off")
+    assert virsh("start", lab.name).returncode == 0
+    lab.running = True
+    assert virsh("managedsave", lab.name).returncode == 0
+    lab.running = False
+    files = sorted(p.name for p in lab.dir.iterdir())
+    ran = run_sh(plan.stdout, tmp_path)
+    assert ran.returncode != 0, ran.stdout + ran.stderr
+    assert sorted(p.name for p in lab.dir.iterdir()) == files  # nothing merged, nothing deleted
+    pasted = run_vshx("-f", "/dev/stdin", stdin=check_line(plan.stdout, "still shut off") + "\n")
+    assert pasted.returncode == 1 and "saved RAM" in pasted.stderr, pasted.stderr
+    assert virsh("start", lab.name).returncode == 0  # it resumes from its saved RAM
+    lab.running = True

@@ -28,17 +28,27 @@ if TYPE_CHECKING:
 
 # a domain is shut off: its UUID among those virsh lists as shut off (UUIDs, not the state's
 # name, which virsh translates, nor the domain's name, which may hold a line break); no line
-# (the domain is gone, virsh fails) stops sh -e as well: the pipeline's status is grep's
+# (the domain is gone, virsh fails) stops sh -e as well: the pipeline's status is grep's.  A
+# domain without saved RAM when the plan was made must still have none (a managed save pins
+# its chain: vshx refuses to change it, and a merge would leave the RAM unrestorable)
 SHUT_OFF_LIST = ["list", "--all", "--state-shutoff", "--uuid"]
+UNSAVED = "--without-managed-save"
 SHUT_OFF_GREP = ["grep", "-qxF", "--"]
+# the persistent definition as virsh prints it, blank lines left out (virsh ends the XML with
+# one of its own), hashed; vshx hashes libvirt's XML the same way (definition_lines)
+DEFINITION_READ = ["dumpxml", "--inactive"]
+DEFINITION_TAIL = ["|", "grep", "-v", "^$", "|", "sha256sum", "|", *SHUT_OFF_GREP]
 
 
-def shut_off_step(uri: str, dom: libvirt.virDomain) -> Step:
-    """Stop unless ``dom`` is still shut off: every step of an offline plan assumes it (a
-    definition switched, a layer rewritten or a snapshot made current under a running guest
-    loses what it writes from then on)."""
+def shut_off_step(uri: str, dom: libvirt.virDomain, saved: bool | None = None) -> Step:
+    """Stop unless ``dom`` is still shut off (and still without saved RAM, when it had none):
+    every step of an offline plan assumes it (a definition switched, a layer rewritten or a
+    snapshot made current under a running guest loses what it writes from then on).
+    ``saved``: a pasted check line's word on saved RAM; else whether it has some now."""
     name, uuid = dom.name(), dom.UUIDString()
-    argv = virsh(uri, *SHUT_OFF_LIST)
+    saved = bool(dom.hasManagedSaveImage(0)) if saved is None else saved
+    listed = SHUT_OFF_LIST if saved else [*SHUT_OFF_LIST[:3], UNSAVED, SHUT_OFF_LIST[3]]
+    argv = virsh(uri, *listed)
 
     def action() -> None:
         if dom.isActive():
@@ -48,6 +58,14 @@ def shut_off_step(uri: str, dom: libvirt.virDomain) -> Step:
                 "then run the command again (vshx plans it anew)",
                 clean=True,
             )
+        if not saved and dom.hasManagedSaveImage(0):
+            raise VshxError(
+                f"{name} has saved RAM now (a managed save): this plan was made without it, "
+                "and the saved state needs its chain as it is",
+                f"nothing was changed; start {name} (it resumes from the saved RAM) and shut it "
+                "down, then run the command again (vshx plans it anew)",
+                clean=True,
+            )
 
     return Step(
         f"check: {name} is still shut off (else vshx refuses)",
@@ -55,6 +73,46 @@ def shut_off_step(uri: str, dom: libvirt.virDomain) -> Step:
         action=action,
         changes=False,
         shell=f"{shell_line(argv)} | {shell_line([*SHUT_OFF_GREP, uuid])}",
+    )
+
+
+def definition_lines(xml: str) -> bytes:
+    """``xml`` as ``grep -v '^$'`` prints virsh's ``dumpxml`` of it: every line that is not
+    empty, each ended by a newline."""
+    return b"".join(line + b"\n" for line in xml.encode().split(b"\n") if line)
+
+
+def definition_step(uri: str, dom: libvirt.virDomain, expected: str = "") -> Step:
+    """Stop unless ``dom``'s persistent definition is the one the plan was made on: a disk
+    pointed at another file since (a snapshot made meanwhile, an edit) would be switched back
+    by the plan's own definition step, and the guest would lose what it wrote there.
+    ``expected``: a pasted check line's ``sha256sum`` line; else the definition now."""
+    from vshx.storage.libvirt_lazy import libvirt
+
+    name, uuid = dom.name(), dom.UUIDString()
+    inactive = libvirt.VIR_DOMAIN_XML_INACTIVE
+    seen = b"" if expected else definition_lines(dom.XMLDesc(inactive))
+    argv = virsh(uri, *DEFINITION_READ, uuid)
+
+    def action() -> None:
+        now = definition_lines(dom.XMLDesc(inactive))
+        if (sha256sum_line(now) != expected) if expected else (now != seen):
+            raise VshxError(
+                f"the definition of {name} changed since this plan was made",
+                "nothing was changed; run the command again (vshx plans it anew on the "
+                "definition as it is)",
+                clean=True,
+            )
+
+    return Step(
+        f"check: the definition of {name} is the one this plan was made on (else vshx refuses)",
+        argv,
+        action=action,
+        changes=False,
+        shell=lambda: (
+            f"{shell_line(argv)} | {shell_line(DEFINITION_TAIL[1:4])} | sha256sum | "
+            f"{shell_line([*SHUT_OFF_GREP, expected or sha256sum_line(seen)])}"
+        ),
     )
 
 
@@ -174,13 +232,21 @@ def insert(session: Session, plan: Plan) -> None:
     if target is None or any(step.state_check for step in plan.steps):
         return
     found: list[Step] = []
+    ahead = session.planning_ahead and bool(session.predicted)  # earlier lines change things
     if target.dom is not None and not target.live:
         found.append(shut_off_step(session.uri, target.dom))
+        if ahead:
+            plan.notes.append(
+                "an earlier line of this script changes things: sh does not re-check that "
+                f"the definition of {target.dom.name()} is the one this line was planned on"
+            )
+        else:
+            found.append(definition_step(session.uri, target.dom))
     written = next((w for s in plan.steps if (w := _written_by_commit(s)) is not None), None)
     if written is not None:
         name = written or "the base"
         command = f"`vshx {session.command.name}`" if session.command is not None else "vshx"
-        if session.planning_ahead and session.predicted:
+        if ahead:
             plan.notes.append(
                 f"an earlier line of this script changes files: sh does not re-check who reads "
                 f"through {name} before the commit; {command} itself does"
@@ -202,12 +268,19 @@ def insert(session: Session, plan: Plan) -> None:
 
 
 def pasted_shut_off(session: Session, rest: list[str]) -> Step | None:
-    """The shut-off check line, pasted back (its words after ``virsh -c URI``): the same
-    check of the domain of that UUID; None for any other line."""
+    """A plan's shut-off or definition check line, pasted back (its words after ``virsh -c
+    URI``): the same check of the domain of that UUID; None for any other line."""
     tail = ["|", *SHUT_OFF_GREP]
-    if len(rest) != 9 or rest[:4] != SHUT_OFF_LIST or rest[4:8] != tail:
-        return None
-    return shut_off_step(session.uri, virt.lookup_domain(session.conn, rest[8]))
+    listed = rest[:4] == SHUT_OFF_LIST[:3] + [UNSAVED] and rest[4:5] == SHUT_OFF_LIST[3:]
+    if listed and len(rest) == 10 and rest[5:9] == tail:
+        return shut_off_step(session.uri, virt.lookup_domain(session.conn, rest[9]), False)
+    if rest[:4] == SHUT_OFF_LIST and len(rest) == 9 and rest[4:8] == tail:
+        return shut_off_step(session.uri, virt.lookup_domain(session.conn, rest[8]), True)
+    if rest[:2] == DEFINITION_READ and len(rest) == 4 + len(DEFINITION_TAIL):
+        if rest[3:-1] == DEFINITION_TAIL:
+            dom = virt.lookup_domain(session.conn, rest[2])
+            return definition_step(session.uri, dom, rest[-1])
+    return None
 
 
 def pasted_listing(words: list[str]) -> Step | None:
