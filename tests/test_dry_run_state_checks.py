@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Lab, domain_source, guest_hash, qemu_img_chain, run_vshx, virsh
+from conftest import URI, Lab, domain_source, guest_hash, qemu_img_chain, run_vshx, virsh
 
 pytestmark = pytest.mark.libvirt
 
@@ -215,3 +215,47 @@ def test_offline_script_stops_when_the_domain_was_managed_saved(offline_lab: Lab
     assert pasted.returncode == 1 and "saved RAM" in pasted.stderr, pasted.stderr
     assert virsh("start", lab.name).returncode == 0  # it resumes from its saved RAM
     lab.running = True
+
+
+def test_a_snapshot_made_while_an_offline_commit_runs_stays_in_the_definition(
+    offline_lab: Lab, tmp_path: Path
+):
+    """atk7 F7: a disk-only snapshot taken while vshx's offline commit ran (its overlay in
+    another directory) was dropped: the plan's last step wrote the definition it had built
+    before, naming the old active layer, and the next boot wrote into the file the snapshot
+    froze.  Now the definition step writes only over the definition the plan was made on."""
+    import os
+
+    lab = offline_lab
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    newest = other / "sn5.qcow2"
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    real = subprocess.run(["sh", "-c", "command -v qemu-img"], capture_output=True, text=True)
+    hook = wrappers / "qemu-img"  # the real qemu-img; after its commit, a snapshot is made
+    hook.write_text(
+        "#!/bin/sh\n"
+        f'{real.stdout.strip()} "$@" || exit $?\n'
+        'if [ "$1" = commit ]; then\n'
+        f"  virsh -q -c {URI} snapshot-create-as {lab.name} sn5 --disk-only "
+        f"--diskspec vda,file={newest} >/dev/null || exit 1\n"
+        f"  qemu-io -c 'write -P 0x77 0 2M' {newest} >/dev/null || exit 1\n"
+        "fi\n"
+    )
+    hook.chmod(0o755)
+    env = {**os.environ, "PATH": f"{wrappers}:{os.environ['PATH']}"}
+    done = run_vshx("commit", lab.name, "vda", "--top", "sn2", "--base", "sn1", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "changed while the plan ran" in done.stderr and "error:" in done.stderr
+    assert domain_source(lab.name, inactive=True) == str(newest)  # not switched back
+    assert "virsh metadata" in done.stderr  # how to clear the journal, once checked
+    recovered = run_vshx("recover", lab.name, "vda")  # nor by recover
+    assert recovered.returncode == 1 and "changed while the plan ran" in recovered.stderr
+    assert domain_source(lab.name, inactive=True) == str(newest)
+    seen = guest_hash(newest, tmp_path)
+    chain = [e["filename"] for e in qemu_img_chain(newest)]
+    assert chain[:2] == [str(newest), str(lab.layer("sn4"))] and lab.layer("sn2").exists()
+    assert virsh("start", lab.name).returncode == 0  # it starts on the chain it names
+    lab.running = True
+    assert lab.guest_hash(tmp_path) == seen

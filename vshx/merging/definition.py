@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.plans import journal
 from vshx.plans.plan import Step, shell_line, virsh
 from vshx.storage import definition, virt
 from vshx.storage.chain import Chain, canonical
@@ -53,7 +54,7 @@ def steps(session: Session, target: Target, plan: Plan) -> list[Step]:
         Step(
             f"{what} ({after.arrows()})",
             virsh(session.uri, "update-device", dom.name(), "/dev/stdin", "--config"),
-            action=_update_unless_started(dom, disk, new_xml, old_xml, after, before),
+            action=_update_unless_started(target, new_xml, old_xml, after, before),
             stdin=new_xml,
         )
     ]
@@ -71,12 +72,29 @@ def _names(defined: definition.Defined, chain: Chain) -> bool:
 
 
 def _update_unless_started(
-    dom: libvirt.virDomain, disk: str, new_xml: str, old_xml: str, after: Chain, before: Chain
+    target: Target, new_xml: str, old_xml: str, after: Chain, before: Chain
 ) -> Callable[[], None]:
-    """Write the new ``<disk>``, then look again: a domain that started in between runs on
-    the old chain, so its definition goes back to it (its writes live there)."""
+    """Write the new ``<disk>`` unless the definition names another chain than the plan's
+    (a snapshot made while the plan ran: its new active layer holds the guest's writes from
+    then on, and switching back to ours would lose them); then look again: a domain that
+    started in between runs on the old chain, so its definition goes back to it."""
+
+    dom, disk = target.dom, target.chain.disk or ""
+    assert dom is not None  # steps() plans this step for a domain's disk only
 
     def action() -> None:
+        was = definition.find(definition.persistent_xml(dom), disk)
+        if was is None or not (_names(was, before) or _names(was, after)):
+            named = was.files[0] if was is not None and was.files else "no file"
+            raise VshxError(
+                f"the definition of {dom.name()} {disk} changed while the plan ran: it names "
+                f"{named} now, not {before.active.name} (a snapshot made meanwhile?); vshx "
+                "leaves it as it is",
+                "the merge's files are done and show the same data; nothing was deleted. "
+                f"See the chain it names ({shell_line(['vshx', 'chain', dom.name(), disk])}); "
+                f"once it is the one you want, clear vshx's journal "
+                f"({shell_line(journal.clear_argv(target))}) and merge again from there",
+            )
         dom.updateDeviceFlags(new_xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         source = virt.find_disk(dom, disk).source if dom.isActive() else None
         if source and canonical(source) == before.active.canonical:  # one file, any name
