@@ -40,3 +40,41 @@ def test_partial_reports_open_quote_and_last_word():
 def test_partial_keeps_empty_last_command():
     lexed = split_line("list; ", partial=True)
     assert lexed.commands[-1] == []
+
+
+# virsh's own reading of a one-argument command string (vshCommandStringGetArg), where it
+# differs from sh; `virsh 'echo --shell ...'` printed these words (libvirt 9.0)
+VIRSH_CASES = [
+    ("domstate d; list", [["domstate", "d"], ["list"]]),
+    ("list\ndomstate d", [["list"], ["domstate", "d"]]),
+    ('echo "a\\b" "c\\"d"', [["echo", "ab", 'c"d']]),
+    ("echo 'a\\b'", [["echo", "a\\b"]]),
+    ("echo a \\\n b", [["echo", "a", "b"]]),
+    ("echo a\\\nb", [["echo", "ab"]]),
+    ('echo "a\\\nb"', [["echo", "ab"]]),
+    ("echo ~ ~/x", [["echo", "~", "~/x"]]),
+    ("echo a\rb", [["echo", "a\rb"]]),
+    ("echo 'open", [["echo", "open"]]),
+    ("echo a # rest; not run\nlist", [["echo", "a"], ["list"]]),
+    ("'#x' y; list", [["list"]]),
+    ("echo $(touch x) `id`", [["echo", "$(touch", "x)", "`id`"]]),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), VIRSH_CASES)
+def test_split_as_virsh(line, expected):
+    assert split_line(line, virsh=True).commands == expected
+
+
+@pytest.mark.parametrize("line", ["domstate d\\", 'echo "open'])
+def test_virsh_refusals(line):
+    with pytest.raises(UsageError):
+        split_line(line, virsh=True)
+
+
+def test_one_word_is_a_command_string_only_with_a_blank_or_semicolon():
+    from vshx.frontends.cli import is_command_string
+
+    assert is_command_string(["domstate d"]) and is_command_string(["list;list"])
+    assert is_command_string(["list\nlist"])
+    assert not is_command_string(["list"]) and not is_command_string(["domstate", "d e"])

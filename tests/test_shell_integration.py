@@ -27,12 +27,9 @@ def test_chain_of_a_bare_image(offline_lab: Lab):
 
 def test_snapshot_list_and_domblklist(lab: Lab):
     snaps = run_vshx("snapshot-list", lab.name)
-    assert [line.split()[0] for line in snaps.stdout.splitlines()[2:]] == [
-        "sn1",
-        "sn2",
-        "sn3",
-        "sn4",
-    ]
+    rows = snaps.stdout.splitlines()[2:]
+    assert [line.split()[0] for line in rows if line] == ["sn1", "sn2", "sn3", "sn4"]
+    assert rows[-1] == ""  # virsh's empty line after the list
     disks = run_vshx("domblklist", lab.name)
     assert str(lab.layer("sn4")) in disks.stdout
 

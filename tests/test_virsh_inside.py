@@ -75,7 +75,8 @@ def test_virsh_options_of_the_inventory_commands(lab: Lab):
     assert lab.name in names
     tree = run_vshx("snapshot-list", lab.name, "--tree").stdout.splitlines()
     # virsh's tree of names, each followed by its moment on every disk (vshx's addition)
-    assert tree[0].split()[0] == "sn1" and tree[1].split()[:2] == ["+-", "sn2"]
+    assert tree[0].split()[0] == "sn1" and tree[1] == "  |"
+    assert tree[2].split()[:2] == ["+-", "sn2"] and tree[-1] == ""
     details = run_vshx("domblklist", lab.name, "--details").stdout
     assert "Device" in details and "disk" in details
 

@@ -94,6 +94,7 @@ Chains, targets and snapshots
 ``merged_aliases``     ``DISK:file`` -> where merged moments went (``repointed_xml``'s aliases)
 ``repoint_disk``       make a snapshot ``<domain>`` disk name a file, with that file's format
 ``splice_backing``     take files out of a ``<disk>``'s ``<backingStore>`` chain
+``xml_text``           a changed snapshot's or domain's XML, its namespace prefixes kept
 ``moments_reading``    kept moments outside a chain whose files read through files that change
 ``redefine_step``      the Step that re-defines a snapshot (``snapshot-create --redefine``)
 ``forget_step``        the Step that forgets a snapshot (``snapshot-delete --metadata``)
@@ -199,6 +200,7 @@ from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import GONE, INTACT, MERGED, UNKNOWN, Snapshot, Timeline, Verdict
 from vshx.storage.paths import names_an_image, refuse_unfit_for_xml
 from vshx.storage.statefiles import Place, xdg_home
+from vshx.storage.xml_text import xml_text
 
 
 def registered_lessons(session: Session) -> list[Lesson]:
@@ -549,6 +551,7 @@ __all__ = [
     "merged_aliases",
     "repoint_disk",
     "splice_backing",
+    "xml_text",
     "moments_reading",
     "redefine_step",
     "forget_step",

@@ -21,6 +21,7 @@ from vshx.api import (
     redefine_step,
     repoint_disk,
     splice_backing,
+    xml_text,
 )
 from vshx.api import (
     files as api_files,
@@ -118,7 +119,7 @@ def redefined_xml(
             ET.SubElement(new, "name").text = parent
             root.insert(2, new)
         changed = True
-    return ET.tostring(root, encoding="unicode") if changed else None
+    return xml_text(root, snap.xml) if changed else None
 
 
 def nearest_kept(parents: dict[str, str | None], name: str | None) -> str | None:

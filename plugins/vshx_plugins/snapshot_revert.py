@@ -63,6 +63,7 @@ from vshx.api import (
     underneath,
     virsh,
     virt,
+    xml_text,
 )
 
 SNAPSHOT_PIECE_BYTES = 64  # of a snapshot's name in a file name (NAME_MAX is 255 bytes)
@@ -191,7 +192,7 @@ def overlays_xml(snap: Snapshot, new: dict[str, str]) -> str:
         if path and source is not None:
             source.attrib.clear()
             source.set("file", path)
-    return ET.tostring(root, encoding="unicode")
+    return xml_text(root, snap.xml)
 
 
 def cmd_snapshot_revert(session: Session, args: Args) -> None:

@@ -11,10 +11,13 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from vshx.spec.render import quoted
+
+if TYPE_CHECKING:
+    from vshx.shell.session import Session
 
 USAGE = """\
 usage: vshx [-c URI] [--dry-run] [--plan-json] [--teach] [--trace] [-q] [--record FILE]
@@ -191,6 +194,38 @@ def _asks_help(words: list[str]) -> bool:
     return any(word in ("--help", "-h") for word in words[1:])
 
 
+def is_command_string(rest: list[str]) -> bool:
+    """One word after the options that holds a blank or a ';' (``vshx 'domstate D'``): virsh
+    reads a lone argument as a command string (vshCommandStringParse), so vshx does too; a
+    plain word (``vshx list``) is a command's name, as before."""
+    return len(rest) == 1 and any(ch in rest[0] for ch in " \t\n;")
+
+
+def _run_command_string(session: Session, line: str, dry_run: bool) -> int:
+    """Run a command string as virsh splits one (spec/lexer.py, ``virsh=True``), each command
+    as on a line of vshx's shell (Session.execute): the first that fails ends the line with
+    its status.  Nothing runs (and no shell, ever) when the string cannot be read."""
+    from vshx.errors import ExitRequested, VshxError
+    from vshx.spec.lexer import split_line
+
+    try:
+        commands = split_line(line, virsh=True).commands
+    except VshxError:
+        commands = []  # execute says why
+    if not dry_run and any(
+        session.host.changes(words[0]) and not _asks_help(words) for words in commands
+    ):
+        session.connection.open_ahead()  # while the commands' code is imported
+    # read-only commands need no event loop: skipped for a faster start
+    session.need_events = any(
+        (found := session.host.command(words[0])) is None or found.changes for words in commands
+    )
+    try:
+        return session.execute(line, virsh=True)
+    except ExitRequested:
+        return EXIT_OK
+
+
 def _main(args: list[str], *, ending: bool = False) -> int:
     """The command line ``args`` run; ``ending``: it is the process's own (the process ends
     when it returns: its connection is dropped, not closed)."""
@@ -237,6 +272,8 @@ def _main(args: list[str], *, ending: bool = False) -> int:
             from vshx.frontends.batch import run_file
 
             return run_file(session, opts.script, echo=opts.echo)
+        if is_command_string(opts.rest):  # `vshx 'domstate D; list'`, as virsh takes it
+            return _run_command_string(session, opts.rest[0], dry_run)
         if opts.rest:
             if not dry_run and session.host.changes(opts.rest[0]) and not _asks_help(opts.rest):
                 session.connection.open_ahead()  # while the command's code is imported

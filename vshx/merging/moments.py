@@ -34,6 +34,7 @@ from vshx.storage.moments import (
     read_timeline,
 )
 from vshx.storage.qcow2 import chain_paths
+from vshx.storage.xml_text import xml_text
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
@@ -395,7 +396,7 @@ def repointed_xml(
             continue
         gone = {key.split(":", 1)[1] for key in aliases if key.startswith(f"{dev}:")}
         changed = splice_backing(disk, gone) or changed
-    return ET.tostring(root, encoding="unicode") if changed else None
+    return xml_text(root, snap.xml) if changed else None
 
 
 def splice_backing(disk: ET.Element, gone: set[str]) -> bool:

@@ -11,7 +11,13 @@ import os
 from typing import TYPE_CHECKING
 
 from vshx.errors import ExitRequested, UsageError, VshxError
-from vshx.shell.inventory_commands import cmd_chain, cmd_domblklist, cmd_list, cmd_snapshot_list
+from vshx.shell.inventory_commands import (
+    as_virsh_list,
+    cmd_chain,
+    cmd_domblklist,
+    cmd_list,
+    cmd_snapshot_list,
+)
 from vshx.spec.options import DISK, DOMAIN, DOMAIN_OR_IMAGE, JSON
 from vshx.spec.render import quoted
 from vshx.spec.spec import Args, Command, Opt
@@ -146,7 +152,7 @@ BUILTINS = [
     Command(
         "list",
         "list domains",
-        cmd_list,
+        as_virsh_list("list", cmd_list),
         (
             Opt("all", "include inactive domains", excludes=("inactive",)),
             Opt("inactive", "only inactive domains"),
@@ -158,7 +164,7 @@ BUILTINS = [
     Command(
         "domblklist",
         "list the disks of a domain",
-        cmd_domblklist,
+        as_virsh_list("domblklist", cmd_domblklist),
         (DOMAIN, Opt("details", "also the type and device of each disk"), JSON),
         group="inventory",
     ),
@@ -172,13 +178,17 @@ BUILTINS = [
     Command(
         "snapshot-list",
         "list a domain's snapshots with their moment on every disk (intact, merged, gone)",
-        cmd_snapshot_list,
+        as_virsh_list("snapshot-list", cmd_snapshot_list),
         (
             DOMAIN,
             Opt("name", "only the names, one a line"),
-            Opt("tree", "the snapshots as a tree of parents and children"),
+            Opt(
+                "tree",
+                "the snapshots as a tree of parents and children",
+                excludes=("name", "parent"),  # as virsh: its own error, from virsh itself
+            ),
             Opt("parent", "virsh's spelling, accepted: the parent is always shown"),
-            Opt("topological", "virsh's spelling, accepted: parents always come first"),
+            Opt("topological", "parents before their children (libvirt's order), not by name"),
             JSON,
         ),
         group="inventory",

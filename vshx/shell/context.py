@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from vshx.plans.context import Context
 
 if TYPE_CHECKING:
+    from vshx.errors import VshxError
     from vshx.plans.plan import Plan
     from vshx.pluginhost.host import PluginHost
     from vshx.spec.spec import Args
@@ -38,5 +39,7 @@ class Shell(Context, Protocol):
     def forget_predictions(self) -> None: ...
 
     def show(self, text: str) -> None: ...
+
+    def report(self, exc: VshxError, where: str = "") -> None: ...
 
     def run_plan(self, plan: Plan, args: Args) -> bool: ...

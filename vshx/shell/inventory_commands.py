@@ -6,6 +6,7 @@ Each prints its virsh/qemu-img equivalent under --dry-run/--teach, and --json fo
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
@@ -40,6 +41,47 @@ def equivalent_first(session: Session, args: Args, what: str, *argvs: list[str])
     return session.run_plan(plan, args)
 
 
+def virsh_key(name: str) -> bytes:
+    """virsh's sort key for the names it lists (vshStrcasecmp, i.e. strcasecmp: ASCII letters
+    folded, every other byte as it is)."""
+    return name.encode("utf-8", "surrogateescape").lower()
+
+
+def print_list(session: Session, text: str | None) -> None:
+    """A list as virsh prints it: ``text`` (None: no line at all, an empty ``--name`` list),
+    then the empty line virsh prints after every command it runs (vshCommandRun), which its
+    ``-q`` leaves out as vshx's does."""
+    if text is not None:
+        session.print(text)
+    if not session.quiet:
+        session.print("")
+
+
+def as_virsh_list(name: str, run: Callable[[Session, Args], None]) -> Callable[..., int | None]:
+    """A list virsh also has (list, domblklist, snapshot-list): after a failure too virsh
+    prints its empty line on stdout, after the error; not after vshx's own --json or a
+    --dry-run's plan."""
+
+    def run_list(session: Session, args: Args) -> int | None:
+        try:
+            run(session, args)
+        except Exception as exc:
+            if args.get("json") or session.planning_only(args):
+                raise
+            from vshx.shell.failures import as_user_error
+
+            error = as_user_error(exc, name)
+            if error is None:
+                raise
+            session.report(error)
+            print_list(session, None)
+            return error.exit_code
+        return None
+
+    run_list.__doc__ = run.__doc__
+    return run_list
+
+
 def cmd_list(session: Session, args: Args) -> None:
     import libvirt
 
@@ -49,8 +91,9 @@ def cmd_list(session: Session, args: Args) -> None:
     flags = 0 if args.all else libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
     if args.inactive:
         flags = libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE
-    domains = sorted(
-        session.conn.listAllDomains(flags), key=lambda d: (d.ID() < 0, d.ID(), d.name())
+    domains = sorted(  # as virsh: running by id, then the others by name (virshDomainSorter)
+        session.conn.listAllDomains(flags),
+        key=lambda d: (d.ID() < 0, d.ID(), virsh_key(d.name())),
     )
     rows: list[tuple[int | None, str, str]] = []
     for d in domains:
@@ -62,14 +105,14 @@ def cmd_list(session: Session, args: Args) -> None:
             raise
         rows.append((d.ID() if d.ID() >= 0 else None, d.name(), state))
     if args.name:
-        session.print("\n".join(row[1] for row in rows))
+        print_list(session, "\n".join(row[1] for row in rows) if rows else None)
         return
     if args.json:
         domains = [{"id": id_, "name": name, "state": state} for id_, name, state in rows]
         session.print(to_json({"domains": domains}))
         return
     body = [["-" if id_ is None else str(id_), name, state] for id_, name, state in rows]
-    session.print(table(body, ["Id", "Name", "State"]))
+    print_list(session, table(body, ["Id", "Name", "State"]))
 
 
 def cmd_domblklist(session: Session, args: Args) -> None:
@@ -85,9 +128,9 @@ def cmd_domblklist(session: Session, args: Args) -> None:
         return
     if args.details:
         rows = [["file", d.device, d.target, d.source or "-"] for d in disks]
-        session.print(table(rows, ["Type", "Device", "Target", "Source"]))
+        print_list(session, table(rows, ["Type", "Device", "Target", "Source"]))
         return
-    session.print(table([[d.target, d.source or "-"] for d in disks], ["Target", "Source"]))
+    print_list(session, table([[d.target, d.source or "-"] for d in disks], ["Target", "Source"]))
 
 
 def cmd_chain(session: Session, args: Args) -> None:
@@ -188,11 +231,12 @@ def cmd_snapshot_list(session: Session, args: Args) -> None:
     if args.json:
         session.print(to_json({"domain": dom.name(), "snapshots": [as_json(s) for s in snapshots]}))
         return
+    snapshots = virsh_order(dom, snapshots, args.topological)
     if args.name:
-        session.print("\n".join(s.name for s in snapshots))
+        print_list(session, "\n".join(s.name for s in snapshots) if snapshots else None)
         return
     if args.tree:
-        session.print(snapshot_tree(snapshots))
+        print_list(session, snapshot_tree(snapshots) if snapshots else None)
         return
     rows = [
         [
@@ -204,7 +248,26 @@ def cmd_snapshot_list(session: Session, args: Args) -> None:
         ]
         for s in snapshots
     ]
-    session.print(table(rows, ["Name", "Creation Time", "State", "Parent", "Moment on each disk"]))
+    header = ["Name", "Creation Time", "State", "Parent", "Moment on each disk"]
+    print_list(session, table(rows, header))
+
+
+def virsh_order(
+    dom: libvirt.virDomain, snapshots: list[Snapshot], topological: bool
+) -> list[Snapshot]:
+    """The order virsh lists snapshots in: libvirt's (its topological one with
+    ``--topological``), sorted by name unless ``--topological`` (virshSnapSorter, a stable
+    sort: names equal but for case keep libvirt's order)."""
+    import libvirt
+
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL if topological else 0
+    try:
+        names = [handle.getName() for handle in dom.listAllSnapshots(flags)]
+    except libvirt.libvirtError:
+        names = []  # gone meanwhile: by name, as virsh sorts
+    place = {name: i for i, name in reversed(list(enumerate(names)))}
+    ordered = sorted(snapshots, key=lambda s: place.get(s.name, len(names)))
+    return ordered if topological else sorted(ordered, key=lambda s: virsh_key(s.name))
 
 
 def moments_text(snap: Snapshot) -> str:
@@ -239,18 +302,24 @@ def as_json(snap: Snapshot) -> dict[str, object]:
 
 
 def snapshot_tree(snapshots: list[Snapshot]) -> str:
-    """virsh snapshot-list --tree (children indented under their parent), each name followed
-    by its moment on every disk."""
-    children: dict[str | None, list[Snapshot]] = {}
-    for snap in snapshots:
-        children.setdefault(snap.parent, []).append(snap)
+    """virsh snapshot-list --tree, line for line (vshTreePrint: each root, then its children
+    under ``|`` and ``+-``, in the order given), each name followed by its moment on every
+    disk."""
+    names = {s.name for s in snapshots}
     lines: list[str] = []
 
-    def walk(parent: str | None, depth: int) -> None:
-        for snap in children.get(parent, []):
-            lead = "  " * depth + ("+- " if depth else "") + snap.name
-            lines.append(f"{lead}    {moments_text(snap)}")
-            walk(snap.name, depth + 1)
+    def walk(snap: Snapshot, last: Snapshot, root: bool, indent: str) -> None:
+        lines.append(f"{indent}{'' if root else '+- '}{snap.name}    {moments_text(snap)}")
+        own = indent if root else indent + (" " if snap is last else "|") + " "
+        children = [s for s in snapshots if s.parent == snap.name]
+        if children:
+            lines.append(f"{own}  |")
+        for child in children:
+            walk(child, children[-1], False, own + "  ")
+        if not children and snap is last:
+            lines.append(own)
 
-    walk(None, 0)
+    for snap in snapshots:
+        if snap.parent not in names:
+            walk(snap, snap, True, "")
     return "\n".join(lines)

@@ -211,13 +211,18 @@ class Session:
             print(f"hint: {printable(exc.hint)}", file=self.err)
 
     # -- running ------------------------------------------------------------------------
-    def execute(self, line: str, where: str = "", stdin: str | None = None) -> int:
+    def execute(
+        self, line: str, where: str = "", stdin: str | None = None, virsh: bool = False
+    ) -> int:
         """Run every command of one line; stop at the first that fails; return its status.
 
         ``stdin``: a here-document's body, fed to the line's (single) virsh or qemu-img command.
+        ``virsh``: the line is a command string given to vshx as virsh takes one (``vshx
+        'domstate D; list'``), split as virsh splits it (lexer.split_line); a transcript
+        keeps it as a line of vshx's shell that splits into the same words.
         """
         try:
-            commands = lexer.split_line(line).commands
+            commands = lexer.split_line(line, virsh=virsh).commands
             if stdin is not None and len(commands) != 1:
                 raise UsageError("a here-document feeds one command: no ';' on its line")
         except VshxError as exc:
@@ -226,6 +231,10 @@ class Session:
         status = EXIT_OK
         self.stdin_text, self.line_at = stdin, where
         if self.recorder is not None:
+            if virsh:
+                from vshx.plans.plan import shell_line
+
+                line = "; ".join(shell_line(words) for words in commands)
             self.recorder.command(line, stdin)
         try:
             for words in commands:

@@ -18,6 +18,7 @@ from vshx.errors import VshxError
 from vshx.storage import host as files
 from vshx.storage.chain import canonical, source_path
 from vshx.storage.libvirt_lazy import libvirt
+from vshx.storage.xml_text import xml_text
 
 if TYPE_CHECKING:
     from vshx.storage.chain import Chain
@@ -224,7 +225,7 @@ def disk_xml(xml: str, target: str, layers: list[tuple[str, str]], pin: bool) ->
             node.insert(position, _backing_store(layers[1:]))
         node.tail = None
         ET.indent(node)
-        return ET.tostring(node, encoding="unicode").strip() + "\n"
+        return xml_text(node, xml).strip() + "\n"
     raise VshxError(f"disk {target} is not in the definition")
 
 
