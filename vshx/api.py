@@ -166,6 +166,7 @@ from vshx.merging.target import (
     refuse_interrupted,
     refuse_unfinished,
 )
+from vshx.plans import flush as _flush
 from vshx.plans import journal as _journal
 from vshx.plans import ledger as _ledger
 from vshx.plans import made as _made
@@ -418,7 +419,10 @@ class journal:
     written, once its job has completed (None when the chain does not prove that).
     ``delete_steps``: for recover, the rm steps of the files an interrupted ``--delete`` was
     still to delete that are unused now (keyword arguments ``pivots``, ``aborts``: what
-    recover's job step does).
+    recover's job step does; ``resumed``: recover resumes the domain first).
+    ``resume_step``: for recover, the Step that resumes a domain the interrupted vshx left
+    paused at its flush step (its journal says it was there; libvirt says paused by a
+    suspend); None otherwise.
     ``bitmap_steps``: for recover, the ``qemu-img bitmap`` steps that finish or undo the
     checkpoint bitmap steps of an interrupted offline merge (raises when vshx cannot know).
     ``rebase_steps``: for recover, the steps that put back and redo a safe ``qemu-img
@@ -442,6 +446,7 @@ class journal:
     record_step = staticmethod(_ledger.recover_step)
     delete_steps = staticmethod(_deletion.recover_steps)
     rebase_steps = staticmethod(_rebase_repair.recover_steps)
+    resume_step = staticmethod(_flush.resume_step)
 
     @staticmethod
     def bitmap_steps(session: Session, target: Target, entry: _journal.Entry) -> list[Step]:

@@ -252,6 +252,18 @@ def interrupted_rows(
     return rows
 
 
+def left_paused(found: dict[str, Any], domain: str) -> None:
+    """The row of an interrupted plan whose vshx was killed at its flush step with the domain
+    paused (its own suspend): say so, and that recover resumes it."""
+    name = shell_line([domain])
+    found["journal"] = (
+        f"{found['journal']}; {domain} was left paused by vshx (its flush step suspends and "
+        f"resumes it): vshx recover resumes it, or virsh resume {name}"
+    )
+    if found["next"].startswith("vshx recover"):
+        found["next"] = f"{found['next']} (resumes {name}: vshx left it paused)"
+
+
 def image_files(image: str) -> list[str]:
     try:
         return [layer.path for layer in image_chain(image).layers]
@@ -286,7 +298,10 @@ def cmd_jobs(session: Session, args: Args) -> None:
             disk = str(entry.get("disk", ""))
             files = disk_files(dom, disk) if disk else []
             on_disk = next((j for j in running if disk and j["disk"] == disk), None)
-            rows += interrupted_rows(dom.name(), disk or None, None, entry, files, on_disk)
+            found = interrupted_rows(dom.name(), disk or None, None, entry, files, on_disk)
+            if journal.resume_step(session, dom, entry) is not None:
+                left_paused(found[0], dom.name())
+            rows += found
     if not args.domain:
         for image, entry in journal.image_journals():
             rows += interrupted_rows(None, None, image, entry, image_files(image))
@@ -563,6 +578,9 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     plan = Plan(f"recover {where}")
     pivots = False  # recover's own step pivots the job: the merge completes then
     aborts = False  # recover's own step aborts the job: the chain stays as it was
+    resumes = journal.resume_step(session, dom, entry) if dom is not None else None
+    if resumes is not None:  # vshx's own flush step left it paused: resumed first
+        plan.add(resumes)
     if dom is not None and dom.isActive():
         jobs = [j for j in virt.block_jobs(dom) if j["disk"] == chain.disk]
         told = args.abort or args.pivot or args.get("async")
@@ -602,7 +620,9 @@ def cmd_recover(session: Session, args: Args) -> int | None:
         if recorded is not None:  # its job completed after vshx was killed: where the moments are
             plan.add(recorded)
         # the files a --delete was still to delete, once the merge completed and nothing uses them
-        plan.steps += journal.delete_steps(session, target, entry, pivots=pivots, aborts=aborts)
+        plan.steps += journal.delete_steps(
+            session, target, entry, pivots=pivots, aborts=aborts, resumed=resumes is not None
+        )
         plan.add(clear_journal_step(session, target))
     if not plan.steps:
         where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()

@@ -32,6 +32,7 @@ from vshx.api import (
     Session,
     Snapshot,
     Step,
+    Target,
     Timeline,
     UsageError,
     Verdict,
@@ -352,11 +353,47 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
         else:
             plan.notes.append(f"{work.disk}: merged before the interruption")
     plan.intent["pivot"] = bool(pivots)
-    plan.steps += firsts + pivots + finish_steps(session, dom, remaining, gone, works, plan.notes)
+    resumes = journal.resume_step(session, dom, entry)  # vshx's own flush left it paused
+    firsts = ([resumes] if resumes is not None else []) + firsts
+    finish = finish_steps(session, dom, remaining, gone, works, plan.notes, resumes is not None)
+    plan.steps += firsts + pivots + finish
+    if anchor is not None and not any(step.changes or step.flush_step for step in plan.steps):
+        plan.add(clear_step(session, anchor.target))  # else the runner clears it at the end
+    existing = set(dom.snapshotListNames(0))
     if session.run_plan(plan, args):
         for work in works.values():
             session.info(render_chain(virt.domain_chain(dom, work.disk)))
-        session.info(f"Domain snapshot{'s' if len(gone) > 1 else ''} {', '.join(names)} deleted")
+        ordered = list(dict.fromkeys(name for name, _p, _m in gone))
+        deleted = [name for name in ordered if name in existing]
+        already = [name for name in ordered if name not in existing]
+        if deleted:
+            which = f"{'s' if len(deleted) > 1 else ''} {', '.join(deleted)}"
+            session.info(f"Domain snapshot{which} deleted")
+        if already:
+            session.info(
+                f"snapshot{'s' if len(already) > 1 else ''} {', '.join(already)}: already "
+                "deleted by the interrupted snapshot-delete (its metadata was gone)"
+            )
+        left = journal.read_domain(dom)
+        if left is not None and not left.copied:
+            raise VshxError(
+                f"the roll-forward ran, but vshx's journal on {dom.name()} is still there: "
+                f"{left.describe()}",
+                f"see: {shell_line(['vshx', 'jobs', dom.name()])}",
+            )
+
+
+def clear_step(session: Session, target: Target) -> Step:
+    """Clear the journal of a roll-forward that has no step left that changes anything (the
+    interrupted plan had done them all): the runner clears it only after a journaled step."""
+    argv = journal.clear_argv(target, session.uri)
+    return Step(
+        "clear vshx's journal",
+        argv,
+        action=lambda: journal.clear(target),
+        here=True,
+        changes=False,
+    )
 
 
 def build_plan(

@@ -22,13 +22,21 @@ if TYPE_CHECKING:
 
 
 def delete_steps(
-    session: Session, files: list[Layer], keep_users_of: Chain, kept: Container[str] = ()
+    session: Session,
+    files: list[Layer],
+    keep_users_of: Chain,
+    kept: Container[str] = (),
+    *,
+    resumed: bool = False,
+    refuse_paused: bool = False,
 ) -> list[Step]:
     """rm steps for merged-away files that nothing else uses (checked now, and again right
     before each unlink), each followed by the rm of its external data file when nothing else
     reaches that (merging/data_files.py; a data file kept is named).  ``kept``: canonical
     paths of files that pass the refusals here but that the caller keeps, with their data
-    files."""
+    files.  For recover: ``resumed``, the plan resumes the domain first (vshx's own flush
+    step left it paused); ``refuse_paused``, a domain paused otherwise is refused rather than
+    its files kept (:func:`flushed_first`)."""
     from vshx.merging import data_files
 
     steps = []
@@ -84,11 +92,17 @@ def delete_steps(
         if data is not None:
             planned.add(data.key)
             steps.append(data_files.delete_step(session, data, keep_users_of, going))
-    return flushed_first(session, dom, steps)
+    return flushed_first(session, dom, steps, resumed=resumed, refuse_paused=refuse_paused)
 
 
 def recover_steps(
-    session: Session, target: Target, entry: journal.Entry, *, pivots: bool, aborts: bool
+    session: Session,
+    target: Target,
+    entry: journal.Entry,
+    *,
+    pivots: bool,
+    aborts: bool,
+    resumed: bool = False,
 ) -> list[Step]:
     """For ``recover``: the rm steps an interrupted plan (a ``--delete``) had still to run, for
     the files its journal lists that are still there.  Fail closed: a file is deleted only
@@ -98,7 +112,9 @@ def recover_steps(
     (:func:`delete_steps`); every other file is kept, with a warning that says why.  An
     entry of an older vshx, which kept no such list: nothing is deleted, and a warning says
     so.  ``pivots``: recover's job step pivots the job and waits for it; ``aborts``: it
-    aborts the job (the files stay in the chain)."""
+    aborts the job (the files stay in the chain); ``resumed``: recover's step resumes the
+    domain vshx's flush step left paused (vshx.plans.flush.resume_step).  A domain paused
+    otherwise is refused (VshxError: nothing was changed), its journal kept."""
     if entry.copied or entry.get("resume"):
         return []  # another domain's plan; a plan over several disks reruns its own command
     chain = target.chain
@@ -146,21 +162,34 @@ def recover_steps(
             continue
         going.append(Layer(path, "", -1, allocated=allocated))
     try:
-        return delete_steps(session, going, chain)
+        return delete_steps(session, going, chain, resumed=resumed, refuse_paused=True)
+    except flush.PausedError:
+        raise
     except VshxError as exc:  # the usage scan cannot read something: nothing is deleted
         for layer in going:
             session.warn(f"keeping {layer.path}: {exc.message}")
         return []
 
 
-def flushed_first(session: Session, dom: libvirt.virDomain | None, steps: list[Step]) -> list[Step]:
+def flushed_first(
+    session: Session,
+    dom: libvirt.virDomain | None,
+    steps: list[Step],
+    *,
+    resumed: bool = False,
+    refuse_paused: bool = False,
+) -> list[Step]:
     """The rm steps of files ``dom``'s chain read, marked for the plan's flush step
     (vshx.plans.flush: suspend and resume the running domain right before the first).  A
     domain not running but not shut off (paused) cannot be made to write its caches down:
-    its files are kept, and a warning says why (fail closed)."""
+    its files are kept, and a warning says why (fail closed); with ``refuse_paused`` (recover:
+    a journal keeps the files to delete) the plan is refused instead.  ``resumed``: the plan
+    resumes it first (recover of a pause vshx's own flush step left)."""
     if dom is None or not steps:
         return steps
-    why = flush.not_flushable(dom)
+    why = "" if resumed else flush.not_flushable(dom)
+    if why and refuse_paused:
+        raise flush.refuse_paused(dom, [step.argv[-1] for step in steps])
     if why:
         names = ", ".join(step.argv[-1] for step in steps)
         session.warn(

@@ -6,6 +6,10 @@ while the merged-away file is the only durable copy of that data.  libvirt has n
 call, but pausing the vCPUs does it: QEMU's ``stop`` (virDomainSuspend) drains and flushes
 every block device.  So a plan that deletes such a file suspends and resumes the running
 domain right before its first ``rm`` of one (once per plan).
+
+The journal is written before that step too (``pauses="yes"``), though it changes nothing: a
+vshx killed between its suspend and its resume leaves the domain paused, and ``recover`` then
+knows that pause is vshx's own and resumes it (``resume_step``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
+    from vshx.plans.journal import Entry
 
 
 def running(state: int) -> bool:
@@ -39,6 +44,54 @@ def not_flushable(dom: libvirt.virDomain) -> str:
     if running(state) or shut_off(state):
         return ""
     return f"{dom.name()} is {virt.state_name(dom)}"
+
+
+def left_paused(dom: libvirt.virDomain, entry: Entry | None) -> bool:
+    """``dom`` is paused by a suspend (reason "user") while its journal says a vshx, gone now,
+    was at its flush step (journaled before its suspend): that pause is vshx's own."""
+    if entry is None or entry.copied or entry.get("pauses") != "yes" or entry.still_running():
+        return False
+    state, reason = dom.state()
+    return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_USER)
+
+
+def resume_step(session: Session, dom: libvirt.virDomain, entry: Entry | None) -> Step | None:
+    """For recover: the step that resumes ``dom`` when the interrupted vshx left it paused
+    at its flush step (``left_paused``); None otherwise (a pause vshx cannot tell its own
+    stays, and the files that need a flush are then refused: ``refuse_paused``)."""
+    if not left_paused(dom, entry):
+        return None
+    name = dom.name()
+
+    def action() -> None:
+        if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+
+    return Step(
+        f"resume {name}: the interrupted vshx paused it (its flush step: pausing makes QEMU "
+        "write its disk caches down) and was stopped before it resumed it",
+        virsh(session.uri, "resume", name),
+        action=action,
+        changes=False,  # the journal keeps saying vshx paused it until the domain runs
+    )
+
+
+class PausedError(VshxError):
+    """recover refuses a paused domain whose files wait for a flush (``refuse_paused``)."""
+
+
+def refuse_paused(dom: libvirt.virDomain, files: list[str]) -> PausedError:
+    """For recover: ``dom`` is paused, not by vshx as far as its journal shows, and ``files``
+    wait for a flush before they are deleted: nothing is done; resume it, then recover."""
+    name = dom.name()
+    recover = shell_line(["vshx", "recover", name])
+    return PausedError(
+        f"{name} is {virt.state_name(dom)} and its journal does not show that vshx paused it, "
+        f"so recover does not resume it; and it cannot delete {', '.join(files)} while QEMU "
+        "may hold in its cache the only record that the merged data is in the chain",
+        f"nothing was changed; resume it ({shell_line(['virsh', 'resume', name])}) or shut it "
+        f"down, then {recover}",
+    )
 
 
 def insert(session: Session, plan: Plan) -> None:

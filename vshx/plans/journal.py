@@ -332,6 +332,8 @@ def write(target: Target, plan: Plan, number: int) -> None:
         "image": target.chain.active.path,
         "pivot": "yes" if plan.intent.get("pivot") else "no",
         "pid": os.getpid(),
+        # the flush step (suspend, resume): killed during it, vshx may leave its domain paused
+        **({"pauses": "yes"} if step.flush_step else {}),
         "time": f"{time.time():.0f}",
         **_who(),
     }
@@ -369,20 +371,37 @@ def write(target: Target, plan: Plan, number: int) -> None:
     )
 
 
-def clear_domain(dom: libvirt.virDomain, flags: int | None = None) -> None:
-    """Remove the entry where it was written; ask libvirt again if the domain stopped since."""
+def set_metadata(
+    dom: libvirt.virDomain, ns: str, key: str | None, xml: str | None, flags: int | None
+) -> None:
+    """Set (``xml`` None: remove) vshx's element ``ns`` where ``flags`` say (where the plan's
+    journal was written; None: where libvirt says now), asked again if libvirt refuses them
+    (the domain stopped since).  Written to the persistent definition only, it is written to
+    the live one too when the domain runs now: started meanwhile, libvirt copied the old
+    persistent metadata into the live definition, which a later command reads.  Looked at
+    after the persistent write, so a start after that look copies what was just written."""
+    element = libvirt.VIR_DOMAIN_METADATA_ELEMENT
+    if flags is not None:
+        try:
+            dom.setMetadata(element, xml, key, ns, flags)
+        except libvirt.libvirtError:
+            flags = None
+    if flags is None:
+        flags = metadata_flags(dom)
+        dom.setMetadata(element, xml, key, ns, flags)
+    if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE or not dom.isActive():
+        return
     try:
-        dom.setMetadata(
-            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-            None,
-            None,
-            NS,
-            metadata_flags(dom) if flags is None else flags,
-        )
+        dom.setMetadata(element, xml, key, ns, libvirt.VIR_DOMAIN_AFFECT_LIVE)
     except libvirt.libvirtError:
-        if flags is None:
-            raise
-        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, NS, metadata_flags(dom))
+        if dom.isActive():
+            raise  # stopped again meanwhile: no live definition is left to hold a copy
+
+
+def clear_domain(dom: libvirt.virDomain, flags: int | None = None) -> None:
+    """Remove the entry where it was written, and from the live definition of a domain
+    started meanwhile; ask libvirt again if the domain stopped since."""
+    set_metadata(dom, NS, None, None, flags)
 
 
 def clear(target: Target) -> None:

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
-from vshx.plans.journal import Entry, completion, metadata_flags
+from vshx.plans.journal import Entry, completion, set_metadata
 from vshx.plans.plan import Step, virsh
 from vshx.storage import virt
 from vshx.storage.libvirt_lazy import libvirt
@@ -143,14 +143,9 @@ def _set(
     dom: libvirt.virDomain, ns: str, key: str | None, xml: str | None, flags: int | None
 ) -> None:
     """Set (``xml`` None: remove) vshx's element ``ns``: where ``flags`` say (where the plan's
-    journal was written), asked again if libvirt refuses them (the domain stopped since)."""
-    if flags is not None:
-        try:
-            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, ns, flags)
-            return
-        except libvirt.libvirtError:
-            pass
-    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, ns, metadata_flags(dom))
+    journal was written), asked again if libvirt refuses them (the domain stopped since), and
+    in the live definition of a domain started meanwhile (journal.set_metadata)."""
+    set_metadata(dom, ns, key, xml, flags)
 
 
 def recover_step(
