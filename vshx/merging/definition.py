@@ -84,7 +84,8 @@ def _update_unless_started(
 
     def action() -> None:
         was = definition.find(definition.persistent_xml(dom), disk)
-        if was is None or not (_names(was, before) or _names(was, after)):
+        ours = {before.active.canonical, after.active.canonical}  # what backs it may be stale
+        if was is None or not was.source or canonical(was.source) not in ours:
             named = was.files[0] if was is not None and was.files else "no file"
             raise VshxError(
                 f"the definition of {dom.name()} {disk} changed while the plan ran: it names "
