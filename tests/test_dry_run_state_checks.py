@@ -260,3 +260,28 @@ def test_a_snapshot_made_while_an_offline_commit_runs_stays_in_the_definition(
     assert virsh("start", lab.name).returncode == 0  # it starts on the chain it names
     lab.running = True
     assert lab.guest_hash(tmp_path) == seen
+
+
+def test_offline_script_stops_when_a_checkpoint_was_made_since(offline_lab: Lab, tmp_path: Path):
+    """atk8 F3: a checkpoint made after the script was printed (start, checkpoint-create-as,
+    destroy: the definition and the directory stay the same) lost its bitmap when the script
+    merged the layer holding it; vshx itself would carry it.  Now the script checks the
+    domain's checkpoints are those it was planned with."""
+    lab = offline_lab
+    plan = run_vshx("commit", lab.name, "vda", "--active", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert virsh("start", lab.name).returncode == 0
+    lab.running = True
+    assert virsh("checkpoint-create-as", lab.name, "cp1").returncode == 0
+    assert virsh("destroy", lab.name).returncode == 0
+    lab.running = False
+    files = {p.name: p.stat().st_mtime_ns for p in lab.dir.iterdir()}
+    ran = run_sh(plan.stdout, tmp_path)
+    assert ran.returncode != 0, ran.stdout + ran.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in lab.dir.iterdir()} == files  # nothing written
+    line = check_line(plan.stdout, "checkpoints")
+    pasted = run_vshx("-f", "/dev/stdin", stdin=line + "\n")
+    assert pasted.returncode == 1 and "checkpoints of" in pasted.stderr, pasted.stderr
+    replanned = run_vshx("commit", lab.name, "vda", "--active", "--dry-run")
+    assert "qemu-img bitmap" in replanned.stdout and "cp1" in replanned.stdout
+    virsh("checkpoint-delete", lab.name, "cp1", "--metadata")

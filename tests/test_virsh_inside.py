@@ -205,14 +205,15 @@ def test_printed_qemu_img_and_virsh_lines_paste_back(offline_lab: Lab, tmp_path:
         elif x and not x.startswith("#"):
             commands.append(x)
             heredoc = "VSHX_EOF" if x.endswith("<<'VSHX_EOF'") else None
-    # the checks are steps too: still shut off (without saved RAM), the same definition, the
-    # same qcow2 images beside, free space
+    # the checks are steps too: still shut off (without saved RAM), the same definition and
+    # checkpoints, the same qcow2 images beside, free space
     shut_off = f"virsh -c {URI} list --all --state-shutoff --without-managed-save --uuid | grep"
     assert commands[0].startswith(shut_off)
     assert commands[1].startswith(f"virsh -c {URI} dumpxml --inactive ")
-    assert commands[2].startswith("find ")
-    assert commands[3].startswith("df --output=avail -B1 -- ")
-    assert commands[4].startswith("qemu-img commit")
+    assert commands[2].startswith(f"virsh -c {URI} checkpoint-list --name ")
+    assert commands[3].startswith("find ")
+    assert commands[4].startswith("df --output=avail -B1 -- ")
+    assert commands[5].startswith("qemu-img commit")
     for line in commands:
         pasted = run_vshx("-f", "-", stdin=line + "\n")
         assert pasted.returncode == 0, (line, pasted.stderr)

@@ -82,6 +82,58 @@ def definition_lines(xml: str) -> bytes:
     return b"".join(line + b"\n" for line in xml.encode().split(b"\n") if line)
 
 
+# the domain's checkpoints by name, sorted bytewise (an offline merge carries each one's bitmap
+# into the layer it writes: a checkpoint made since the plan would lose its bitmap)
+CHECKPOINTS_READ = ["checkpoint-list", "--name"]
+CHECKPOINTS_TAIL = ["|", "LC_ALL=C", "sort", *DEFINITION_TAIL]
+
+
+def checkpoint_lines(dom: libvirt.virDomain) -> bytes:
+    """``dom``'s checkpoint names as ``virsh checkpoint-list --name | LC_ALL=C sort | grep -v
+    '^$'`` prints them; none where the driver keeps no checkpoints (virsh then prints none)."""
+    from vshx.storage.libvirt_lazy import libvirt
+
+    try:
+        names = [c.getName() for c in dom.listAllCheckpoints(0)]
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+        names = []
+    lines = sorted(line for name in names for line in name.encode().split(b"\n") if line)
+    return b"".join(line + b"\n" for line in lines)
+
+
+def checkpoints_step(uri: str, dom: libvirt.virDomain, expected: str = "") -> Step:
+    """Stop unless ``dom`` has the checkpoints the plan was made on: the plan carries the
+    bitmaps of those it saw, and one made since would be left without its bitmap.
+    ``expected``: a pasted check line's ``sha256sum`` line; else the checkpoints now."""
+    name, uuid = dom.name(), dom.UUIDString()
+    seen = b"" if expected else checkpoint_lines(dom)
+    argv = virsh(uri, *CHECKPOINTS_READ, uuid)
+
+    def action() -> None:
+        now = checkpoint_lines(dom)
+        if (sha256sum_line(now) != expected) if expected else (now != seen):
+            raise VshxError(
+                f"the checkpoints of {name} changed since this plan was made",
+                "nothing was changed; run the command again (vshx plans it anew: it carries "
+                "every checkpoint's bitmap)",
+                clean=True,
+            )
+
+    return Step(
+        f"check: {name} has the checkpoints this plan was made on (else vshx refuses)",
+        argv,
+        action=action,
+        changes=False,
+        shell=lambda: (
+            f"{shell_line(argv)} | {shell_line(CHECKPOINTS_TAIL[1:3])} | "
+            f"{shell_line(DEFINITION_TAIL[1:4])} | sha256sum | "
+            f"{shell_line([*SHUT_OFF_GREP, expected or sha256sum_line(seen)])}"
+        ),
+    )
+
+
 def definition_step(uri: str, dom: libvirt.virDomain, expected: str = "") -> Step:
     """Stop unless ``dom``'s persistent definition is the one the plan was made on: a disk
     pointed at another file since (a snapshot made meanwhile, an edit) would be switched back
@@ -242,6 +294,7 @@ def insert(session: Session, plan: Plan) -> None:
             )
         else:
             found.append(definition_step(session.uri, target.dom))
+            found.append(checkpoints_step(session.uri, target.dom))
     written = next((w for s in plan.steps if (w := _written_by_commit(s)) is not None), None)
     if written is not None:
         name = written or "the base"
@@ -268,14 +321,18 @@ def insert(session: Session, plan: Plan) -> None:
 
 
 def pasted_shut_off(session: Session, rest: list[str]) -> Step | None:
-    """A plan's shut-off or definition check line, pasted back (its words after ``virsh -c
-    URI``): the same check of the domain of that UUID; None for any other line."""
+    """A plan's shut-off, definition or checkpoints check line, pasted back (its words after
+    ``virsh -c URI``): the same check of the domain of that UUID; None for any other line."""
     tail = ["|", *SHUT_OFF_GREP]
     listed = rest[:4] == SHUT_OFF_LIST[:3] + [UNSAVED] and rest[4:5] == SHUT_OFF_LIST[3:]
     if listed and len(rest) == 10 and rest[5:9] == tail:
         return shut_off_step(session.uri, virt.lookup_domain(session.conn, rest[9]), False)
     if rest[:4] == SHUT_OFF_LIST and len(rest) == 9 and rest[4:8] == tail:
         return shut_off_step(session.uri, virt.lookup_domain(session.conn, rest[8]), True)
+    if rest[:2] == CHECKPOINTS_READ and len(rest) == 4 + len(CHECKPOINTS_TAIL):
+        if rest[3:-1] == CHECKPOINTS_TAIL:
+            dom = virt.lookup_domain(session.conn, rest[2])
+            return checkpoints_step(session.uri, dom, rest[-1])
     if rest[:2] == DEFINITION_READ and len(rest) == 4 + len(DEFINITION_TAIL):
         if rest[3:-1] == DEFINITION_TAIL:
             dom = virt.lookup_domain(session.conn, rest[2])

@@ -57,6 +57,14 @@ def print_list(session: Session, text: str | None) -> None:
         session.print("")
 
 
+def listed(session: Session, rows: list[list[str]], header: list[str]) -> str | None:
+    """A table as virsh prints it: under ``-q`` without its header and rule (virsh's quiet
+    tables), and no line at all when there is no row."""
+    if session.quiet:
+        return table(rows, header, headed=False) if rows else None
+    return table(rows, header)
+
+
 def as_virsh_list(name: str, run: Callable[[Session, Args], None]) -> Callable[..., int | None]:
     """A list virsh also has (list, domblklist, snapshot-list): after a failure too virsh
     prints its empty line on stdout, after the error; not after vshx's own --json or a
@@ -112,7 +120,7 @@ def cmd_list(session: Session, args: Args) -> None:
         session.print(to_json({"domains": domains}))
         return
     body = [["-" if id_ is None else str(id_), name, state] for id_, name, state in rows]
-    print_list(session, table(body, ["Id", "Name", "State"]))
+    print_list(session, listed(session, body, ["Id", "Name", "State"]))
 
 
 def cmd_domblklist(session: Session, args: Args) -> None:
@@ -123,14 +131,16 @@ def cmd_domblklist(session: Session, args: Args) -> None:
     dom = virt.lookup_domain(session.conn, args.domain)
     disks = virt.domain_disks(dom)
     if args.json:
-        listed = [{"target": d.target, "source": d.source, "device": d.device} for d in disks]
-        session.print(to_json({"domain": dom.name(), "disks": listed}))
+        found = [{"target": d.target, "source": d.source, "device": d.device} for d in disks]
+        session.print(to_json({"domain": dom.name(), "disks": found}))
         return
     if args.details:
         rows = [["file", d.device, d.target, d.source or "-"] for d in disks]
-        print_list(session, table(rows, ["Type", "Device", "Target", "Source"]))
+        print_list(session, listed(session, rows, ["Type", "Device", "Target", "Source"]))
         return
-    print_list(session, table([[d.target, d.source or "-"] for d in disks], ["Target", "Source"]))
+    print_list(
+        session, listed(session, [[d.target, d.source or "-"] for d in disks], ["Target", "Source"])
+    )
 
 
 def cmd_chain(session: Session, args: Args) -> None:
@@ -249,7 +259,7 @@ def cmd_snapshot_list(session: Session, args: Args) -> None:
         for s in snapshots
     ]
     header = ["Name", "Creation Time", "State", "Parent", "Moment on each disk"]
-    print_list(session, table(rows, header))
+    print_list(session, listed(session, rows, header))
 
 
 def virsh_order(

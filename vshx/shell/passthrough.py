@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from vshx.shell.context import Shell as Session
 
 
+# the words of a line vshx printed, pasted back: virsh and qemu-img lines, checks and rm's
+PASTED_WORDS = ("virsh", "qemu-img", "rm", "df", "lsblk", "test", "find")
+
+
 def route(session: Session, words: Sequence[str]) -> int:
     """A word vshx does not define: virsh's command if virsh has it, else a usage error."""
     if words[0] == "virsh":  # a line vshx printed, pasted back
@@ -55,7 +59,7 @@ def route(session: Session, words: Sequence[str]) -> int:
                 "only the qemu-img, check and rm lines vshx prints; run others with sh",
             )
         return route(session, remote)
-    if words[0] in ("rm", "df", "lsblk", "test", "find"):  # a plan's check or rm, pasted back
+    if words[0] in PASTED_WORDS[2:]:  # a plan's check or rm, pasted back
         from vshx.merging import pasted  # only here: merging costs other words import time
 
         if pasted.run_pasted_step(session, list(words)):

@@ -225,6 +225,9 @@ class Session:
             commands = lexer.split_line(line, virsh=virsh).commands
             if stdin is not None and len(commands) != 1:
                 raise UsageError("a here-document feeds one command: no ';' on its line")
+            if virsh:  # as virsh parses the whole string before it runs any of it
+                for words in commands:
+                    self.check_usage(words)
         except VshxError as exc:
             self.report(exc, where)
             return exc.exit_code
@@ -292,6 +295,25 @@ class Session:
             self.report(error, where)
             status = error.exit_code
         return self._finished(command, args, status)
+
+    def check_usage(self, words: Sequence[str]) -> None:
+        """Raise the UsageError running ``words`` would meet first: an unknown command, or
+        options a vshx command does not take (a virsh command's own are virsh's to judge)."""
+        command = self.host.command(words[0])
+        if command is None:
+            from vshx.shell.passthrough import PASTED_WORDS, suggest, virsh_commands
+
+            if words[0] not in virsh_commands() and words[0] not in PASTED_WORDS:
+                raise suggest(words[0], [*self.host.registry.words(), *virsh_commands()])
+            return
+        ended = list(words).index("--") if "--" in words else None
+        if words[0] == "explain" or "--help" in words[1:ended]:
+            return
+        try:
+            parse(command, words[1:])
+        except UsageError:
+            if not self.virsh_reads_it(command, words):
+                raise
 
     def virsh_reads_it(self, command: Command, words: Sequence[str]) -> bool:
         """A virsh command vshx shadows (snapshot-list, domblklist...), given options only

@@ -68,13 +68,15 @@ def comments(lines: str | Iterable[str]) -> str:
     return "".join(comment(line) + "\n" for line in lines)
 
 
-def table(rows: list[list[str]], header: list[str]) -> str:
+def table(rows: list[list[str]], header: list[str], headed: bool = True) -> str:
     """A virsh-style table: a header, a rule, left-aligned columns; a control character in a
-    cell (a newline in a snapshot name) is shown escaped, so each row stays one line."""
+    cell (a newline in a snapshot name) is shown escaped, so each row stays one line.
+    ``headed`` False: the rows alone, as wide as they need (virsh -q)."""
     rows = [[printable(str(cell)) for cell in row] for row in rows]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    sized = [header, *rows] if headed else rows
+    widths = [max((len(str(r[i])) for r in sized), default=0) for i in range(len(header))]
     fmt = " " + "   ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header).rstrip(), "-" * (sum(widths) + 3 * len(widths))]
+    lines = [fmt.format(*header).rstrip(), "-" * (sum(widths) + 3 * len(widths))] if headed else []
     lines += [fmt.format(*r).rstrip() for r in rows]
     return "\n".join(lines)
 
