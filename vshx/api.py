@@ -419,10 +419,11 @@ class journal:
     written, once its job has completed (None when the chain does not prove that).
     ``delete_steps``: for recover, the rm steps of the files an interrupted ``--delete`` was
     still to delete that are unused now (keyword arguments ``pivots``, ``aborts``: what
-    recover's job step does; ``resumed``: recover resumes the domain first).
-    ``resume_step``: for recover, the Step that resumes a domain the interrupted vshx left
-    paused at its flush step (its journal says it was there; libvirt says paused by a
-    suspend); None otherwise.
+    recover's job step does).
+    ``left_paused``: the domain is paused as a vshx killed at its flush step leaves it (its
+    journal says it was there; libvirt says paused by a suspend): probably vshx's pause.
+    ``refuse_left_paused``: for recover, raises while ``left_paused`` (resuming it could undo
+    a pause its user made since: its user resumes it).
     ``bitmap_steps``: for recover, the ``qemu-img bitmap`` steps that finish or undo the
     checkpoint bitmap steps of an interrupted offline merge (raises when vshx cannot know).
     ``rebase_steps``: for recover, the steps that put back and redo a safe ``qemu-img
@@ -446,7 +447,8 @@ class journal:
     record_step = staticmethod(_ledger.recover_step)
     delete_steps = staticmethod(_deletion.recover_steps)
     rebase_steps = staticmethod(_rebase_repair.recover_steps)
-    resume_step = staticmethod(_flush.resume_step)
+    left_paused = staticmethod(_flush.left_paused)
+    refuse_left_paused = staticmethod(_flush.refuse_left_paused)
 
     @staticmethod
     def bitmap_steps(session: Session, target: Target, entry: _journal.Entry) -> list[Step]:

@@ -254,14 +254,15 @@ def interrupted_rows(
 
 def left_paused(found: dict[str, Any], domain: str) -> None:
     """The row of an interrupted plan whose vshx was killed at its flush step with the domain
-    paused (its own suspend): say so, and that recover resumes it."""
+    paused (probably its own suspend): say so, and that its user resumes it before recover."""
     name = shell_line([domain])
     found["journal"] = (
-        f"{found['journal']}; {domain} was left paused by vshx (its flush step suspends and "
-        f"resumes it): vshx recover resumes it, or virsh resume {name}"
+        f"{found['journal']}; {domain} was probably left paused by vshx (its flush step "
+        f"suspends and resumes it): virsh resume {name} unless you paused it since, then "
+        "vshx recover"
     )
     if found["next"].startswith("vshx recover"):
-        found["next"] = f"{found['next']} (resumes {name}: vshx left it paused)"
+        found["next"] = f"virsh resume {name}, then {found['next']}"
 
 
 def image_files(image: str) -> list[str]:
@@ -299,7 +300,7 @@ def cmd_jobs(session: Session, args: Args) -> None:
             files = disk_files(dom, disk) if disk else []
             on_disk = next((j for j in running if disk and j["disk"] == disk), None)
             found = interrupted_rows(dom.name(), disk or None, None, entry, files, on_disk)
-            if journal.resume_step(session, dom, entry) is not None:
+            if journal.left_paused(dom, entry):
                 left_paused(found[0], dom.name())
             rows += found
     if not args.domain:
@@ -578,9 +579,8 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     plan = Plan(f"recover {where}")
     pivots = False  # recover's own step pivots the job: the merge completes then
     aborts = False  # recover's own step aborts the job: the chain stays as it was
-    resumes = journal.resume_step(session, dom, entry) if dom is not None else None
-    if resumes is not None:  # vshx's own flush step left it paused: resumed first
-        plan.add(resumes)
+    if dom is not None:  # paused by a vshx killed at its flush step: its user resumes it
+        journal.refuse_left_paused(dom, entry)
     if dom is not None and dom.isActive():
         jobs = [j for j in virt.block_jobs(dom) if j["disk"] == chain.disk]
         told = args.abort or args.pivot or args.get("async")
@@ -620,9 +620,7 @@ def cmd_recover(session: Session, args: Args) -> int | None:
         if recorded is not None:  # its job completed after vshx was killed: where the moments are
             plan.add(recorded)
         # the files a --delete was still to delete, once the merge completed and nothing uses them
-        plan.steps += journal.delete_steps(
-            session, target, entry, pivots=pivots, aborts=aborts, resumed=resumes is not None
-        )
+        plan.steps += journal.delete_steps(session, target, entry, pivots=pivots, aborts=aborts)
         plan.add(clear_journal_step(session, target))
     if not plan.steps:
         where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()

@@ -353,9 +353,8 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
         else:
             plan.notes.append(f"{work.disk}: merged before the interruption")
     plan.intent["pivot"] = bool(pivots)
-    resumes = journal.resume_step(session, dom, entry)  # vshx's own flush left it paused
-    firsts = ([resumes] if resumes is not None else []) + firsts
-    finish = finish_steps(session, dom, remaining, gone, works, plan.notes, resumes is not None)
+    journal.refuse_left_paused(dom, entry)  # paused by vshx's own flush: its user resumes it
+    finish = finish_steps(session, dom, remaining, gone, works, plan.notes, recovering=True)
     plan.steps += firsts + pivots + finish
     if anchor is not None and not any(step.changes or step.flush_step for step in plan.steps):
         plan.add(clear_step(session, anchor.target))  # else the runner clears it at the end

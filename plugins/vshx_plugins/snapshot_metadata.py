@@ -138,13 +138,13 @@ def finish_steps(
     gone: list[tuple[str, str | None, str | None]],
     works: dict[str, DiskWork],
     notes: list[str] | None = None,
-    resumed: bool | None = None,
+    recovering: bool = False,
 ) -> list[Step]:
     """After the merges: the definition (offline), the remaining snapshots re-pointed and
     re-parented, the deleted ones' metadata dropped, merged-away files and memory removed
-    (``notes``: where to say which memory files stay, and who names them).  ``resumed``: a
-    roll-forward from the journal (None: a plan of its own), True when its first step resumes
-    the domain vshx's flush step left paused; a domain paused otherwise is refused then."""
+    (``notes``: where to say which memory files stay, and who names them).  ``recovering``: a
+    roll-forward from the journal, which refuses a paused domain (a plan of its own keeps the
+    files it cannot have flushed, with a warning)."""
     steps: list[Step] = []
     moving = [w for w in works.values() if w.files]
     for work in moving:
@@ -181,8 +181,7 @@ def finish_steps(
             session,
             files,
             work.target.chain,
-            resumed=bool(resumed),
-            refuse_paused=resumed is not None,
+            refuse_paused=recovering,
         )
     removals, kept = memory_steps(session, dom, [(name, memory) for name, _p, memory in gone])
     if notes is not None:

@@ -27,16 +27,14 @@ def delete_steps(
     keep_users_of: Chain,
     kept: Container[str] = (),
     *,
-    resumed: bool = False,
     refuse_paused: bool = False,
 ) -> list[Step]:
     """rm steps for merged-away files that nothing else uses (checked now, and again right
     before each unlink), each followed by the rm of its external data file when nothing else
     reaches that (merging/data_files.py; a data file kept is named).  ``kept``: canonical
     paths of files that pass the refusals here but that the caller keeps, with their data
-    files.  For recover: ``resumed``, the plan resumes the domain first (vshx's own flush
-    step left it paused); ``refuse_paused``, a domain paused otherwise is refused rather than
-    its files kept (:func:`flushed_first`)."""
+    files.  For recover: ``refuse_paused``, a paused domain is refused rather than its files
+    kept (:func:`flushed_first`)."""
     from vshx.merging import data_files
 
     steps = []
@@ -92,7 +90,7 @@ def delete_steps(
         if data is not None:
             planned.add(data.key)
             steps.append(data_files.delete_step(session, data, keep_users_of, going))
-    return flushed_first(session, dom, steps, resumed=resumed, refuse_paused=refuse_paused)
+    return flushed_first(session, dom, steps, refuse_paused=refuse_paused)
 
 
 def recover_steps(
@@ -102,7 +100,6 @@ def recover_steps(
     *,
     pivots: bool,
     aborts: bool,
-    resumed: bool = False,
 ) -> list[Step]:
     """For ``recover``: the rm steps an interrupted plan (a ``--delete``) had still to run, for
     the files its journal lists that are still there.  Fail closed: a file is deleted only
@@ -112,9 +109,8 @@ def recover_steps(
     (:func:`delete_steps`); every other file is kept, with a warning that says why.  An
     entry of an older vshx, which kept no such list: nothing is deleted, and a warning says
     so.  ``pivots``: recover's job step pivots the job and waits for it; ``aborts``: it
-    aborts the job (the files stay in the chain); ``resumed``: recover's step resumes the
-    domain vshx's flush step left paused (vshx.plans.flush.resume_step).  A domain paused
-    otherwise is refused (VshxError: nothing was changed), its journal kept."""
+    aborts the job (the files stay in the chain).  A paused domain is refused (VshxError:
+    nothing was changed), its journal kept."""
     if entry.copied or entry.get("resume"):
         return []  # another domain's plan; a plan over several disks reruns its own command
     chain = target.chain
@@ -162,7 +158,7 @@ def recover_steps(
             continue
         going.append(Layer(path, "", -1, allocated=allocated))
     try:
-        return delete_steps(session, going, chain, resumed=resumed, refuse_paused=True)
+        return delete_steps(session, going, chain, refuse_paused=True)
     except flush.PausedError:
         raise
     except VshxError as exc:  # the usage scan cannot read something: nothing is deleted
@@ -176,18 +172,16 @@ def flushed_first(
     dom: libvirt.virDomain | None,
     steps: list[Step],
     *,
-    resumed: bool = False,
     refuse_paused: bool = False,
 ) -> list[Step]:
     """The rm steps of files ``dom``'s chain read, marked for the plan's flush step
     (vshx.plans.flush: suspend and resume the running domain right before the first).  A
     domain not running but not shut off (paused) cannot be made to write its caches down:
     its files are kept, and a warning says why (fail closed); with ``refuse_paused`` (recover:
-    a journal keeps the files to delete) the plan is refused instead.  ``resumed``: the plan
-    resumes it first (recover of a pause vshx's own flush step left)."""
+    a journal keeps the files to delete) the plan is refused instead."""
     if dom is None or not steps:
         return steps
-    why = "" if resumed else flush.not_flushable(dom)
+    why = flush.not_flushable(dom)
     if why and refuse_paused:
         raise flush.refuse_paused(dom, [step.argv[-1] for step in steps])
     if why:

@@ -8,8 +8,9 @@ every block device.  So a plan that deletes such a file suspends and resumes the
 domain right before its first ``rm`` of one (once per plan).
 
 The journal is written before that step too (``pauses="yes"``), though it changes nothing: a
-vshx killed between its suspend and its resume leaves the domain paused, and ``recover`` then
-knows that pause is vshx's own and resumes it (``resume_step``).
+vshx killed between its suspend and its resume leaves the domain paused, and ``jobs`` and
+``recover`` then say that the pause is probably vshx's; recover does not resume it itself
+(``refuse_left_paused``): it cannot tell that pause from one its user made since.
 """
 
 from __future__ import annotations
@@ -48,32 +49,12 @@ def not_flushable(dom: libvirt.virDomain) -> str:
 
 def left_paused(dom: libvirt.virDomain, entry: Entry | None) -> bool:
     """``dom`` is paused by a suspend (reason "user") while its journal says a vshx, gone now,
-    was at its flush step (journaled before its suspend): that pause is vshx's own."""
+    was at its flush step (journaled before its suspend): that pause is probably vshx's own
+    (or its user's, made after resuming it by hand: nothing tells the two apart)."""
     if entry is None or entry.copied or entry.get("pauses") != "yes" or entry.still_running():
         return False
     state, reason = dom.state()
     return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_USER)
-
-
-def resume_step(session: Session, dom: libvirt.virDomain, entry: Entry | None) -> Step | None:
-    """For recover: the step that resumes ``dom`` when the interrupted vshx left it paused
-    at its flush step (``left_paused``); None otherwise (a pause vshx cannot tell its own
-    stays, and the files that need a flush are then refused: ``refuse_paused``)."""
-    if not left_paused(dom, entry):
-        return None
-    name = dom.name()
-
-    def action() -> None:
-        if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
-            dom.resume()
-
-    return Step(
-        f"resume {name}: the interrupted vshx paused it (its flush step: pausing makes QEMU "
-        "write its disk caches down) and was stopped before it resumed it",
-        virsh(session.uri, "resume", name),
-        action=action,
-        changes=False,  # the journal keeps saying vshx paused it until the domain runs
-    )
 
 
 class PausedError(VshxError):
@@ -141,3 +122,19 @@ def flush_step(session: Session, dom: libvirt.virDomain) -> Step:
     )
     step.flush_step = True
     return step
+
+
+def refuse_left_paused(dom: libvirt.virDomain, entry: Entry | None) -> None:
+    """For recover: refuse while ``dom`` is paused as a vshx killed at its flush step leaves
+    it (``left_paused``): resuming it could undo a pause its user made since, and deleting
+    its files needs it running; its user says which by resuming it."""
+    if not left_paused(dom, entry):
+        return
+    name = dom.name()
+    raise PausedError(
+        f"{name} is paused, and its journal shows the interrupted vshx was at its pause-and-"
+        "resume step (pausing makes QEMU write its caches down): the pause is probably "
+        "vshx's, but vshx cannot tell it from one made since, so it does not resume it",
+        f"nothing was changed; resume it ({shell_line(['virsh', 'resume', name])}) unless you "
+        f"paused it on purpose, then {shell_line(['vshx', 'recover', name])}",
+    )

@@ -168,7 +168,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         if target is not None:
             look_again(target, number)
             # the flush step changes nothing but pauses the domain: journaled too, so that
-            # recover resumes the pause of a vshx killed before it resumed (plans/flush.py)
+            # jobs and recover tell the pause a vshx killed there leaves (plans/flush.py)
             if step.changes or step.flush_step:
                 with overlap.parked():  # libvirt saves the definition: the next line works
                     journal.write(target, plan, number)
