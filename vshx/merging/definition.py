@@ -17,7 +17,7 @@ from vshx.errors import VshxError
 from vshx.plans import journal
 from vshx.plans.plan import Step, shell_line, virsh
 from vshx.storage import definition, virt
-from vshx.storage.chain import Chain, canonical
+from vshx.storage.chain import Chain, canonical, well_formed
 from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
@@ -43,6 +43,14 @@ def steps(session: Session, target: Target, plan: Plan) -> list[Step]:
         raise VshxError(f"disk {disk} is not in the persistent definition of {dom.name()}")
     if _names(now, after):
         return []
+    if not well_formed(xml):  # libvirt's update-device would refuse it after the merge
+        raise VshxError(
+            f"the definition of {dom.name()} holds a character XML 1.0 does not allow (in its "
+            "description or title?): libvirt refuses to update a device of such a definition, "
+            "so this offline plan could not make it name the new chain once its files changed",
+            "nothing was changed; remove that character (virsh desc --config, virsh edit) and "
+            "run the command again",
+        )
     before = plan.before or target.chain
     new_xml = definition.disk_xml(xml, disk, _layers(after), now.pinned)
     old_xml = definition.disk_xml(xml, disk, _layers(before), now.pinned)

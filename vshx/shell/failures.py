@@ -30,6 +30,15 @@ def as_user_error(exc: BaseException, name: str) -> VshxError | None:
         return VshxError(exc.get_error_message() or str(exc), libvirt_hint(libvirt, exc))
     if not isinstance(exc, Exception) or os.environ.get("VSHX_DEBUG"):
         return None
+    etree = sys.modules.get("xml.etree.ElementTree")  # XML libvirt gave that expat refuses
+    if etree is not None and isinstance(exc, etree.ParseError):
+        return VshxError(
+            f"cannot read XML libvirt gave: {exc}",
+            "a character XML 1.0 does not allow (a control character in a domain's or "
+            "snapshot's description, title or metadata?) makes it unreadable, and vshx refuses "
+            "what it cannot read; see it with virsh dumpxml (or snapshot-dumpxml), remove it "
+            "(virsh desc, virsh edit), and run the command again",
+        )
     # a bug in vshx or a plugin: one line, traceback on request
     return VshxError(
         f"internal error in {name}: {type(exc).__name__}: {exc}",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.errors import VshxError
 from vshx.storage import host as files
-from vshx.storage.chain import canonical, source_path
+from vshx.storage.chain import canonical, parse_domain, source_path
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.xml_text import xml_text
 
@@ -48,7 +48,7 @@ def _format(node: ET.Element, tag: str) -> str | None:
 def parse(xml: str) -> list[Defined]:
     """Every ``<disk>`` of a domain XML with the backing chain it pins."""
     found = []
-    for disk in ET.fromstring(xml).findall("./devices/disk"):
+    for disk in parse_domain(xml).findall("./devices/disk"):
         target = disk.find("target")
         if target is None:
             continue
@@ -205,7 +205,7 @@ def disk_xml(xml: str, target: str, layers: list[tuple[str, str]], pin: bool) ->
     """The definition's ``<disk>`` for ``target`` naming ``layers`` (path, format; top
     first): the source is the first, and with ``pin`` the rest as its ``<backingStore>``
     chain (libvirt keeps it as given); without, no chain (libvirt reads the headers)."""
-    root = ET.fromstring(xml)
+    root = parse_domain(xml)
     for node in root.findall("./devices/disk"):
         dev = node.find("target")
         if dev is None or dev.get("dev") != target:

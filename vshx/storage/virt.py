@@ -453,7 +453,9 @@ def metadata_in(xml: str, ns: str) -> ET.Element | None:
     """The ``<metadata>`` element of namespace ``ns`` in a domain's XML (what
     ``dom.metadata(ELEMENT, ns, flags)`` answers for the definition that XML is, one round trip
     fewer); its tags keep their namespace (``{ns}moment``), its attributes have none."""
-    root = ET.fromstring(xml)
+    from vshx.storage import chain as chains
+
+    root = chains.parse_domain(xml)
     return root.find(f"./metadata/{{{ns}}}*")
 
 
@@ -471,9 +473,9 @@ def block_job_info(dom: libvirt.virDomain, disk: str) -> dict[str, int]:
 
 def mirror_ready(live_xml: str, target: str) -> bool:
     """Live XML marks a copy or active commit ready='yes' once it can pivot."""
-    import xml.etree.ElementTree as ET
+    from vshx.storage import chain as chains
 
-    for disk in ET.fromstring(live_xml).findall("./devices/disk"):
+    for disk in chains.parse_domain(live_xml).findall("./devices/disk"):
         node = disk.find("target")
         if node is not None and node.get("dev") == target:
             mirror = disk.find("mirror")
@@ -508,7 +510,10 @@ def _block_jobs(dom: libvirt.virDomain) -> list[dict[str, object]]:
     xml = dom.XMLDesc(0)
     found = []
     # the disks' targets only: a file name with a line break does not stop the listing of jobs
-    targets = [t.get("dev", "") for t in ET.fromstring(xml).findall("./devices/disk/target")]
+    from vshx.storage import chain as chains
+
+    root = chains.parse_domain(xml, f"domain {dom.name()}")
+    targets = [t.get("dev", "") for t in root.findall("./devices/disk/target")]
     for target in filter(None, targets):
         info = dom.blockJobInfo(target, 0) or {}
         if not info:

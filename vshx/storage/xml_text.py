@@ -13,6 +13,7 @@ process-wide is changed (``ET.register_namespace`` would be, and refuses prefixe
 from __future__ import annotations
 
 import io
+import re
 import xml.etree.ElementTree as ET
 
 XML_NS = "http://www.w3.org/XML/1998/namespace"
@@ -23,12 +24,19 @@ def declared(source: str) -> tuple[dict[str, str], set[str]]:
     as the default namespace."""
     prefixes: dict[str, str] = {}
     defaults: set[str] = set()
-    for _event, (prefix, uri) in ET.iterparse(io.StringIO(source), events=("start-ns",)):
+    try:
+        found = [ns for _e, ns in ET.iterparse(io.StringIO(source), events=("start-ns",))]
+    except ET.ParseError:  # a control character in a description: the declarations by text
+        found = [(prefix, uri) for prefix, _q, uri in DECLARATION.findall(source)]
+    for prefix, uri in found:
         if prefix:
             prefixes.setdefault(uri, prefix)
         elif uri:
             defaults.add(uri)
     return prefixes, defaults
+
+
+DECLARATION = re.compile(r"""\sxmlns(?::([\w.-]+))?\s*=\s*(["'])(.*?)\2""")
 
 
 def xml_text(root: ET.Element, source: str) -> str:
