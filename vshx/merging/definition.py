@@ -88,7 +88,8 @@ def _update_unless_started(
     started in between runs on the old chain, so its definition goes back to it."""
 
     dom, disk = target.dom, target.chain.disk or ""
-    assert dom is not None  # steps() plans this step for a domain's disk only
+    if dom is None:  # steps() plans this step for a domain's disk only
+        raise VshxError("a bare image has no definition to update")
 
     def action() -> None:
         was = definition.find(definition.persistent_xml(dom), disk)

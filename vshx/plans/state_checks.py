@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat as modes
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
@@ -103,34 +104,48 @@ def checkpoint_lines(dom: libvirt.virDomain) -> bytes:
     return b"".join(line + b"\n" for line in lines)
 
 
+def digest_check(
+    description: str,
+    argv: list[str],
+    read: Callable[[], bytes],
+    filters: list[list[str]],
+    refusal: tuple[str, str],
+    expected: str = "",
+) -> Step:
+    """A check that what ``read`` gives is what it gave when the plan was made; printed as
+    ``ARGV | FILTER... | sha256sum | grep -qxF -- 'DIGEST  -'`` (the digest made only when
+    printed).  ``expected``: a pasted check line's ``sha256sum`` line; else ``read()`` now."""
+    seen = b"" if expected else read()
+
+    def action() -> None:
+        now = read()
+        if (sha256sum_line(now) != expected) if expected else (now != seen):
+            raise VshxError(*refusal, clean=True)
+
+    def shell() -> str:
+        piped = " | ".join(shell_line(words) for words in [argv, *filters])
+        digest = expected or sha256sum_line(seen)
+        return f"{piped} | sha256sum | {shell_line([*SHUT_OFF_GREP, digest])}"
+
+    return Step(description, argv, action=action, changes=False, shell=shell)
+
+
 def checkpoints_step(uri: str, dom: libvirt.virDomain, expected: str = "") -> Step:
     """Stop unless ``dom`` has the checkpoints the plan was made on: the plan carries the
     bitmaps of those it saw, and one made since would be left without its bitmap.
     ``expected``: a pasted check line's ``sha256sum`` line; else the checkpoints now."""
-    name, uuid = dom.name(), dom.UUIDString()
-    seen = b"" if expected else checkpoint_lines(dom)
-    argv = virsh(uri, *CHECKPOINTS_READ, uuid)
-
-    def action() -> None:
-        now = checkpoint_lines(dom)
-        if (sha256sum_line(now) != expected) if expected else (now != seen):
-            raise VshxError(
-                f"the checkpoints of {name} changed since this plan was made",
-                "nothing was changed; run the command again (vshx plans it anew: it carries "
-                "every checkpoint's bitmap)",
-                clean=True,
-            )
-
-    return Step(
+    name = dom.name()
+    return digest_check(
         f"check: {name} has the checkpoints this plan was made on (else vshx refuses)",
-        argv,
-        action=action,
-        changes=False,
-        shell=lambda: (
-            f"{shell_line(argv)} | {shell_line(CHECKPOINTS_TAIL[1:3])} | "
-            f"{shell_line(DEFINITION_TAIL[1:4])} | sha256sum | "
-            f"{shell_line([*SHUT_OFF_GREP, expected or sha256sum_line(seen)])}"
+        virsh(uri, *CHECKPOINTS_READ, dom.UUIDString()),
+        lambda: checkpoint_lines(dom),
+        [CHECKPOINTS_TAIL[1:3], DEFINITION_TAIL[1:4]],
+        (
+            f"the checkpoints of {name} changed since this plan was made",
+            "nothing was changed; run the command again (vshx plans it anew: it carries "
+            "every checkpoint's bitmap)",
         ),
+        expected,
     )
 
 
@@ -141,30 +156,18 @@ def definition_step(uri: str, dom: libvirt.virDomain, expected: str = "") -> Ste
     ``expected``: a pasted check line's ``sha256sum`` line; else the definition now."""
     from vshx.storage.libvirt_lazy import libvirt
 
-    name, uuid = dom.name(), dom.UUIDString()
-    inactive = libvirt.VIR_DOMAIN_XML_INACTIVE
-    seen = b"" if expected else definition_lines(dom.XMLDesc(inactive))
-    argv = virsh(uri, *DEFINITION_READ, uuid)
-
-    def action() -> None:
-        now = definition_lines(dom.XMLDesc(inactive))
-        if (sha256sum_line(now) != expected) if expected else (now != seen):
-            raise VshxError(
-                f"the definition of {name} changed since this plan was made",
-                "nothing was changed; run the command again (vshx plans it anew on the "
-                "definition as it is)",
-                clean=True,
-            )
-
-    return Step(
+    name = dom.name()
+    return digest_check(
         f"check: the definition of {name} is the one this plan was made on (else vshx refuses)",
-        argv,
-        action=action,
-        changes=False,
-        shell=lambda: (
-            f"{shell_line(argv)} | {shell_line(DEFINITION_TAIL[1:4])} | sha256sum | "
-            f"{shell_line([*SHUT_OFF_GREP, expected or sha256sum_line(seen)])}"
+        virsh(uri, *DEFINITION_READ, dom.UUIDString()),
+        lambda: definition_lines(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)),
+        [DEFINITION_TAIL[1:4]],
+        (
+            f"the definition of {name} changed since this plan was made",
+            "nothing was changed; run the command again (vshx plans it anew on the "
+            "definition as it is)",
         ),
+        expected,
     )
 
 
