@@ -3,7 +3,7 @@
 import pytest
 
 from vshx.errors import UsageError
-from vshx.spec.lexer import split_line
+from vshx.spec.lexer import echoed, split_line
 
 CASES = [
     ("list --all", [["list", "--all"]]),
@@ -78,3 +78,17 @@ def test_one_word_is_a_command_string_only_with_a_blank_or_semicolon():
     assert is_command_string(["domstate d"]) and is_command_string(["list;list"])
     assert is_command_string(["list\nlist"])
     assert not is_command_string(["list"]) and not is_command_string(["domstate", "d e"])
+
+
+@pytest.mark.parametrize(
+    ("line", "echo"),
+    [
+        # atk8 F7: the trailing comment was echoed as if it were part of the command
+        ("snapshot-cleanup vshx-d        # may fail without stopping", "+ snapshot-cleanup vshx-d"),
+        ("echo 'a b' \"c\"; list --all # x", "+ echo 'a b' c; list --all"),
+        ("echo disk#1 '$HOME'", "+ echo 'disk#1' '$HOME'"),
+    ],
+)
+def test_the_x_echo_shows_the_commands_that_run_and_reads_back_the_same(line, echo):
+    assert echoed(line) == echo
+    assert split_line(echo[2:]).commands == split_line(line).commands

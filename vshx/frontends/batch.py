@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from vshx.errors import EXIT_FAILED, EXIT_OK, ExitRequested, VshxError
 from vshx.shell.session import Session
 from vshx.spec import heredoc
-from vshx.spec.lexer import split_line
+from vshx.spec.lexer import echoed, split_line
 from vshx.spec.render import quoted
 
 
@@ -37,7 +37,7 @@ def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = Fa
     for where, line, stdin, may_fail in commands:
         if echo:  # after what the lines before printed, and before what this one prints
             session.out.flush()
-            print(f"+ {line}", file=session.err, flush=True)
+            print(echoed(line), file=session.err, flush=True)
         session.reported_at = None
         try:
             status = session.execute(line, where=where, stdin=stdin)

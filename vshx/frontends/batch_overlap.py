@@ -19,7 +19,7 @@ from typing import TextIO
 from vshx.errors import EXIT_OK, ExitRequested, VshxError
 from vshx.plans import overlap
 from vshx.shell.session import Session
-from vshx.spec.lexer import split_line
+from vshx.spec.lexer import echoed, split_line
 
 Command = tuple[str, str, "str | None", bool]  # where, line, here-document, may fail
 SKIP = {"--dry-run", "--teach", "--help"}  # these lines print or plan: they run alone
@@ -187,7 +187,7 @@ class Runner:
         self.output.finish(index)  # nothing kept: it writes straight through
         if self.echo:
             self.session.out.flush()
-            print(f"+ {line}", file=self.session.err, flush=True)
+            print(echoed(line), file=self.session.err, flush=True)
         try:
             status = self.session.execute(line, where=where, stdin=stdin)
         except ExitRequested:
@@ -212,7 +212,7 @@ class Runner:
         def work() -> None:
             try:
                 if self.echo:
-                    print(f"+ {line}", file=view.err, flush=True)
+                    print(echoed(line), file=view.err, flush=True)
                 status = view.execute(line, where=where)
                 if status != EXIT_OK and not may_fail and not entry.not_started:
                     self.results[index] = (status, may_fail)

@@ -139,3 +139,13 @@ def split_line(line: str, partial: bool = False, virsh: bool = False) -> Lexed:
     if virsh:  # a command whose first word starts with '#' (quoted) is a comment to virsh
         result.commands = [c for c in result.commands if not c[0].startswith("#")]
     return result
+
+
+def echoed(line: str) -> str:
+    """``-x``'s echo of a script line: the commands it runs, each word quoted so that it reads
+    back the same (its ``#`` comment is none of them; the script's leading ``-`` was taken off
+    before, as guestfish's ``-x`` leaves it out)."""
+    import shlex  # only -x echoes
+
+    commands = [words for words in split_line(line, partial=True).commands if words]
+    return "+ " + "; ".join(" ".join(shlex.quote(word) for word in words) for words in commands)
