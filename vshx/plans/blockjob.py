@@ -16,18 +16,21 @@ import queue
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import libvirt
 
 from vshx.errors import VshxError, libvirt_hint
 from vshx.plans import journal, overlap
+from vshx.plans.answer import Unanswered, answered
 from vshx.plans.plan import Step, printable, shell_line, virsh
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
     from vshx.plans.target import Target
     from vshx.plans.trace import Trace
+
+T = TypeVar("T")
 
 COMPLETED: int = libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED
 FAILED: int = libvirt.VIR_DOMAIN_BLOCK_JOB_FAILED
@@ -123,6 +126,8 @@ class BlockJob:
         self.leaves = leaves
         self.events: queue.Queue[int] = queue.Queue()
         self.tracer: Trace | None = None  # --trace: told every block-job event
+        self.label = "block job"  # what its errors name (run_block_job's label)
+        self.stream: TextIO = sys.stderr  # where a wait for QEMU is said
         self._callback = conn.domainEventRegisterAny(
             dom, libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, self._on_event, None
         )
@@ -141,12 +146,39 @@ class BlockJob:
         except libvirt.libvirtError:
             pass
 
-    def info(self) -> dict[str, int]:
-        """The job's progress; {} when libvirt lists no job; StateUnknown when it cannot say."""
-        try:
-            return self.dom.blockJobInfo(self.disk, 0) or {}
-        except libvirt.libvirtError as exc:
-            raise StateUnknown(exc.get_error_message() or str(exc)) from exc
+    def ask(self, call: Callable[[], T], what: str, deadline: float | None = None) -> T:
+        """``call()``, a libvirt call that waits on QEMU, waited for so that Ctrl-C, SIGTERM
+        and ``deadline`` still act when QEMU does not answer (plans/answer.py)."""
+        dom_name, disk = self.dom.name(), self.disk
+
+        def say(text: str) -> None:
+            self.stream.write(f"warning: {text}\n")
+            self.stream.flush()
+
+        def unanswered(why: str) -> Unanswered:
+            return Unanswered(
+                f"{self.label} {why}: libvirt did not answer {what} (QEMU may be stopped or "
+                "stuck); vshx stopped waiting",
+                f"nothing was deleted, and what libvirt does once QEMU answers is not known "
+                f"yet: {command('virsh', 'domstate', dom_name, '--reason')} shows QEMU's state; "
+                f"then {command('vshx', 'jobs', dom_name)} shows the job and "
+                f"{command('vshx', 'recover', dom_name, disk)} finishes or rolls back this "
+                "command (vshx refuses other changes to the disk until then)",
+            )
+
+        return answered(call, what, say, unanswered, deadline)
+
+    def info(self, deadline: float | None = None) -> dict[str, int]:
+        """The job's progress; {} when libvirt lists no job; StateUnknown when it cannot say.
+        ``deadline``: the job's (--timeout), for a look that QEMU does not answer."""
+
+        def look() -> dict[str, int]:
+            try:
+                return self.dom.blockJobInfo(self.disk, 0) or {}
+            except libvirt.libvirtError as exc:
+                raise StateUnknown(exc.get_error_message() or str(exc)) from exc
+
+        return self.ask(look, "a look at the block job", deadline)
 
     def live_xml(self) -> str:
         try:
@@ -197,7 +229,7 @@ class BlockJob:
             try:
                 status = self.events.get(timeout=max(timeout, 0.0))
             except queue.Empty:
-                info = self.info()
+                info = self.info(deadline)
                 if info:
                     progress.update(info.get("cur", 0), info.get("end", 0))
                     if READY in want and self.is_ready():
@@ -221,7 +253,10 @@ class BlockJob:
     def abort_requested(self) -> None:
         """virsh blockjob --abort --async: ask for the abort and do not wait for its end."""
         try:
-            self.dom.blockJobAbort(self.disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_ASYNC)
+            self.ask(
+                lambda: self.dom.blockJobAbort(self.disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_ASYNC),
+                "the abort of the block job",
+            )
         except libvirt.libvirtError:
             pass  # it may have finished meanwhile; `vshx jobs` and the chain tell
 
@@ -231,7 +266,7 @@ class BlockJob:
         True when the job had completed before the abort took effect (the chain shows it).
         """
         try:
-            self.dom.blockJobAbort(self.disk, 0)
+            self.ask(lambda: self.dom.blockJobAbort(self.disk, 0), "the abort of the block job")
         except libvirt.libvirtError:
             pass  # it may have finished meanwhile; the checks below tell
         for _ in range(600):
@@ -273,7 +308,7 @@ def run_block_job(
 
         tracer = Trace(conn, dom, trace)
     job = BlockJob(conn, dom, disk, leaves)
-    job.tracer = tracer
+    job.tracer, job.label, job.stream = tracer, label, stream or sys.stderr
     progress = Progress(label, stream or sys.stderr, quiet)
     deadline = time.monotonic() + timeout if timeout else None
     restore = overlap.interrupt_on_signals()
@@ -282,7 +317,7 @@ def run_block_job(
         try:
             try:
                 with overlap.parked():  # libvirt starts the job: in a batch, the next line works
-                    start()
+                    job.ask(start, "the start of the block job", deadline)
             except libvirt.libvirtError as exc:  # refused: no job started, nothing changed
                 message = exc.get_error_message() or str(exc)
                 raise VshxError(message, libvirt_hint(libvirt, exc), clean=True) from None
@@ -307,7 +342,8 @@ def run_block_job(
                     return
                 if status == READY:
                     flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
-                    dom.blockJobAbort(disk, flags)  # synchronous: libvirt waits for the end
+                    # synchronous: libvirt waits for the end
+                    job.ask(lambda: dom.blockJobAbort(disk, flags), "the pivot")
                     ended = None if pivot else CANCELED  # keep-overlay: the chain shows nothing
                     status = job.wait({COMPLETED, CANCELED}, progress, None, gone=ended)
                     if status == CANCELED and not pivot:
@@ -387,11 +423,14 @@ def pivot_ready_job(
 
         tracer = Trace(conn, dom, trace)
     job = BlockJob(conn, dom, disk, leaves)
-    job.tracer = tracer
+    job.tracer, job.label, job.stream = tracer, label, stream or sys.stderr
     progress = Progress(label, stream or sys.stderr, quiet)
     try:
         try:
-            dom.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+            job.ask(
+                lambda: dom.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT),
+                "the pivot",
+            )
         except libvirt.libvirtError as exc:
             if job.info() or not job.chain_shows_done():
                 raise VshxError(

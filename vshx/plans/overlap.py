@@ -162,6 +162,13 @@ def watch(events: queue.Queue[int]) -> Callable[[], None]:
     return unwatch
 
 
+def interrupted() -> bool:
+    """A batch's Ctrl-C has come (it reaches a line's thread only through this flag and the
+    queues it watches); False outside an overlapping batch."""
+    batch = _batch
+    return batch is not None and batch.interrupted
+
+
 def interrupt(batch: Batch) -> None:
     """Ctrl-C: every waiting job aborts (and waits until its chain is consistent)."""
     with batch.cond:
