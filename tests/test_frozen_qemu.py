@@ -85,9 +85,7 @@ def test_timeout_ends_the_wait_for_a_stopped_qemu(lab: Lab, tmp_path: Path) -> N
     finished_by_recover(lab, tmp_path, before)
 
 
-def test_sigterm_ends_the_wait_for_a_stopped_qemu_after_saying_so(
-    lab: Lab, tmp_path: Path
-) -> None:
+def test_sigterm_ends_the_wait_for_a_stopped_qemu_after_saying_so(lab: Lab, tmp_path: Path) -> None:
     lab.record_moments(tmp_path)
     before = lab.guest_hash(tmp_path)
     with stopped_qemu(lab):
