@@ -44,7 +44,7 @@ def explained(lab: Lab, argv: list[str]) -> str:
     text = re.sub(r"\$1 >= \d+", "$1 >= BYTES", text)
     # the state checks name the domain's UUID and the hash of the names in the directories
     text = re.sub(
-        r"(grep -qxF --|dumpxml --inactive|checkpoint-list --name) "
+        r"(grep -qxF --|dumpxml --inactive|checkpoint-list --name|snapshot-list) "
         r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}",
         r"\1 UUID",
         text,

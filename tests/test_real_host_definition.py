@@ -325,8 +325,8 @@ def test_recover_brings_a_definition_left_behind_by_an_interrupted_plan_in_line(
         plan = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--dry-run")
         assert plan.returncode == 0, plan.stderr
         # the qemu-img steps ran, then vshx was killed before the definition's step
-        head = plan.stdout[: plan.stdout.index("# step 8:")]  # after 5 checks and 2 qemu-img
-        assert "# step 8: make the persistent definition" in plan.stdout
+        head = plan.stdout[: plan.stdout.index("# step 9:")]  # after 6 checks and 2 qemu-img
+        assert "# step 9: make the persistent definition" in plan.stdout
         ran = subprocess.run(["sh", "-e"], input=head, capture_output=True, text=True)
         assert ran.returncode == 0, ran.stderr
         entry = (
@@ -360,7 +360,7 @@ def test_a_file_the_definition_still_names_is_not_deleted(tmp_path):
         plan = run_vshx(
             "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--delete", "--dry-run"
         ).stdout
-        start = plan.index("# step 8: make the persistent definition")
+        start = plan.index("# step 9: make the persistent definition")
         end = plan.index("VSHX_EOF\n", plan.index("<<'VSHX_EOF'", start)) + len("VSHX_EOF\n")
         without = plan[:start] + plan[end:]  # the definition's step left out by hand
         proc = run_vshx("-f", "-", stdin=without)

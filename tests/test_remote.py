@@ -365,7 +365,7 @@ def test_an_interrupted_remote_plan_is_listed_and_recovered_over_ssh(
         words = ["commit", lab.name, "vda", "--base", "sn1", "--top", "sn3"]
         plan = remote_vshx(sshd, [lab.dir], *words, "--dry-run")
         assert plan.returncode == 0, plan.stderr
-        head = plan.stdout[: plan.stdout.index("# step 8:")]  # the virsh checks run here
+        head = plan.stdout[: plan.stdout.index("# step 9:")]  # the virsh checks run here
         assert head.count("\nssh -n ") == 4, head  # the find and df checks, commit, rebase
         ran = subprocess.run(
             hidden([lab.dir], ["sh", "-e"]), input=head, capture_output=True, text=True,

@@ -98,6 +98,7 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
         method="libvirt snapshot metadata (virsh snapshot-delete --metadata, "
         "snapshot-create --redefine)",
     )
+    plan.domain = dom  # its script checks the domain first (its state, snapshots, files)
     verdicts = {s.name: verdict(timeline, s, args, dom.name()) for s in timeline.snapshots}
     removals: list[Step] = []
     file_rows: list[list[str]] = []

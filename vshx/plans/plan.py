@@ -18,6 +18,7 @@ from vshx.spec.render import printable as printable
 if TYPE_CHECKING:
     from vshx.plans.target import Target
     from vshx.storage.chain import Chain, Layer
+    from vshx.storage.libvirt_lazy import libvirt
     from vshx.storage.moments import Verdict
 
 HEREDOC_END = "VSHX_EOF"
@@ -137,6 +138,9 @@ class Plan:
     def __init__(self, title: str, method: str = "", target: Target | None = None) -> None:
         self.title = title
         self.target = target  # the merging Target it works on: hooks, journal
+        # the domain a plan without a target changes (its snapshots, files only it named):
+        # what its printed script checks first (plans/state_checks.py)
+        self.domain: libvirt.virDomain | None = None
         self.intent: dict[str, object] = {}  # what recover should finish, e.g. {"pivot": True}
         self.before: Chain | None = None  # the chain now, and the chain the steps will leave
         self.after: Chain | None = None

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.plans.journal import is_delete
 from vshx.plans.plan import Step, shell_line, virsh
 from vshx.storage import host as files
 from vshx.storage import virt
@@ -87,21 +88,34 @@ def definition_lines(xml: str) -> bytes:
 # into the layer it writes: a checkpoint made since the plan would lose its bitmap)
 CHECKPOINTS_READ = ["checkpoint-list", "--name"]
 CHECKPOINTS_TAIL = ["|", "LC_ALL=C", "sort", *DEFINITION_TAIL]
+# the domain's snapshots by name, read the same way: a snapshot made since the plan (its new
+# overlay, or an internal snapshot in a layer the plan deletes) is one the plan never judged
+SNAPSHOTS_READ = ["snapshot-list", "--name"]  # printed as `snapshot-list UUID --name`
 
 
-def checkpoint_lines(dom: libvirt.virDomain) -> bytes:
-    """``dom``'s checkpoint names as ``virsh checkpoint-list --name | LC_ALL=C sort | grep -v
-    '^$'`` prints them; none where the driver keeps no checkpoints (virsh then prints none)."""
+def sorted_names(list_all: Callable[[], list[str]]) -> bytes:
+    """The names ``list_all()`` gives as ``virsh ...-list --name | LC_ALL=C sort | grep -v
+    '^$'`` prints them; none where the driver keeps no such objects (virsh then prints none)."""
     from vshx.storage.libvirt_lazy import libvirt
 
     try:
-        names = [c.getName() for c in dom.listAllCheckpoints(0)]
+        names = list_all()
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
             raise
         names = []
     lines = sorted(line for name in names for line in name.encode().split(b"\n") if line)
     return b"".join(line + b"\n" for line in lines)
+
+
+def checkpoint_lines(dom: libvirt.virDomain) -> bytes:
+    """``dom``'s checkpoint names as ``virsh checkpoint-list --name`` sorted prints them."""
+    return sorted_names(lambda: [c.getName() for c in dom.listAllCheckpoints(0)])
+
+
+def snapshot_lines(dom: libvirt.virDomain) -> bytes:
+    """``dom``'s snapshot names as ``virsh snapshot-list --name`` sorted prints them."""
+    return sorted_names(lambda: [s.getName() for s in dom.listAllSnapshots(0)])
 
 
 def digest_check(
@@ -144,6 +158,26 @@ def checkpoints_step(uri: str, dom: libvirt.virDomain, expected: str = "") -> St
             f"the checkpoints of {name} changed since this plan was made",
             "nothing was changed; run the command again (vshx plans it anew: it carries "
             "every checkpoint's bitmap)",
+        ),
+        expected,
+    )
+
+
+def snapshots_step(uri: str, dom: libvirt.virDomain, expected: str = "") -> Step:
+    """Stop unless ``dom`` has the snapshots the plan was made on: one made since (a new
+    overlay, an internal snapshot in a layer the plan deletes) is one the plan never judged,
+    and its moment may read through what the plan changes or deletes.
+    ``expected``: a pasted check line's ``sha256sum`` line; else the snapshots now."""
+    name = dom.name()
+    return digest_check(
+        f"check: {name} has the snapshots this plan was made on (else vshx refuses)",
+        virsh(uri, SNAPSHOTS_READ[0], dom.UUIDString(), SNAPSHOTS_READ[1]),
+        lambda: snapshot_lines(dom),
+        [CHECKPOINTS_TAIL[1:3], DEFINITION_TAIL[1:4]],
+        (
+            f"the snapshots of {name} changed since this plan was made",
+            "nothing was changed; run the command again (vshx plans it anew on every "
+            "snapshot's moment)",
         ),
         expected,
     )
@@ -256,10 +290,12 @@ def listing_step(directories: list[str], written: str, expected: str = "") -> St
     )
 
 
-def listing_note(written: str, command: str) -> str:
-    """What a printed script re-checks of the users of ``written`` before the commit."""
+def listing_note(written: str, command: str, deleting: bool = False) -> str:
+    """What a printed script re-checks of the users of ``written`` before the commit (of the
+    files it deletes, ``deleting``)."""
+    before = "before it deletes files" if deleting else f"before writing into {written}"
     return (
-        f"before writing into {written} this script re-checks only that the chain's "
+        f"{before} this script re-checks only that the chain's "
         "directories hold the same qcow2 images (by name): a new reader of it elsewhere "
         "(another domain's disk, a pool volume, an image in another directory or reached "
         "through a link) or an image there rebased onto it since is not seen by sh; "
@@ -281,51 +317,67 @@ def _written_by_commit(step: Step) -> str | None:
 
 def insert(session: Session, plan: Plan) -> None:
     """Put the state checks first in the plan (once): that its shut-off domain is still shut
-    off, and, before a commit, that the chain's directories hold the files vshx saw when it
-    judged who reads through the file the commit writes into."""
+    off; that the domain's persistent definition, its checkpoints (offline) and its snapshots
+    are those the plan was made on; and, before a commit or a deletion, that the directories
+    hold the files vshx saw when it judged who reads through the file written or deleted."""
     target = plan.target
-    if target is None or any(step.state_check for step in plan.steps):
+    dom = target.dom if target is not None else plan.domain
+    if (target is None and dom is None) or any(step.state_check for step in plan.steps):
         return
     found: list[Step] = []
     ahead = session.planning_ahead and bool(session.predicted)  # earlier lines change things
-    if target.dom is not None and not target.live:
-        found.append(shut_off_step(session.uri, target.dom))
+    if dom is not None:
+        live = target.live if target is not None else bool(dom.isActive())
+        if not live:
+            found.append(shut_off_step(session.uri, dom))
         if ahead:
             plan.notes.append(
                 "an earlier line of this script changes things: sh does not re-check that "
-                f"the definition of {target.dom.name()} is the one this line was planned on"
+                f"the definition and the snapshots of {dom.name()} are those this line was "
+                "planned on"
             )
         else:
-            found.append(definition_step(session.uri, target.dom))
-            found.append(checkpoints_step(session.uri, target.dom))
+            if not live or dom.isPersistent():  # a transient domain's is its live XML
+                found.append(definition_step(session.uri, dom))
+            if not live:
+                found.append(checkpoints_step(session.uri, dom))
+            found.append(snapshots_step(session.uri, dom))
     written = next((w for s in plan.steps if (w := _written_by_commit(s)) is not None), None)
-    if written is not None:
-        name = written or "the base"
+    deleted = [step.argv[-1] for step in plan.steps if is_delete(step.argv)]
+    if written is not None or deleted:
+        name = (written or "the base") if written is not None else "the files it deletes"
         command = f"`vshx {session.command.name}`" if session.command is not None else "vshx"
         if ahead:
             plan.notes.append(
                 f"an earlier line of this script changes files: sh does not re-check who reads "
-                f"through {name} before the commit; {command} itself does"
+                f"through {name}; {command} itself does"
             )
         else:
-            chains = [target.chain, *(before for before, _after in plan.chains)]
+            chains = [] if target is None else [target.chain]
+            chains += [before for before, _after in plan.chains]
             directories = {
                 os.path.dirname(layer.canonical)
                 for chain in chains
                 for layer in chain.layers
                 if not is_json_name(layer.path) and not layer.canonical.startswith("/dev/")
             }
+            directories |= {
+                os.path.dirname(files.realpath(path))
+                for path in deleted
+                if not files.realpath(path).startswith("/dev/")
+            }
             if directories:
                 found.append(listing_step(sorted(directories), name))
-                plan.notes.append(listing_note(name, command))
+                plan.notes.append(listing_note(name, command, deleting=written is None))
     for step in found:
         step.state_check = True
     plan.steps[0:0] = found
 
 
 def pasted_shut_off(session: Session, rest: list[str]) -> Step | None:
-    """A plan's shut-off, definition or checkpoints check line, pasted back (its words after
-    ``virsh -c URI``): the same check of the domain of that UUID; None for any other line."""
+    """A plan's shut-off, definition, checkpoints or snapshots check line, pasted back (its
+    words after ``virsh -c URI``): the same check of the domain of that UUID; None for any
+    other line."""
     tail = ["|", *SHUT_OFF_GREP]
     listed = rest[:4] == SHUT_OFF_LIST[:3] + [UNSAVED] and rest[4:5] == SHUT_OFF_LIST[3:]
     if listed and len(rest) == 10 and rest[5:9] == tail:
@@ -336,6 +388,10 @@ def pasted_shut_off(session: Session, rest: list[str]) -> Step | None:
         if rest[3:-1] == CHECKPOINTS_TAIL:
             dom = virt.lookup_domain(session.conn, rest[2])
             return checkpoints_step(session.uri, dom, rest[-1])
+    if rest[::2][:2] == SNAPSHOTS_READ and len(rest) == 4 + len(CHECKPOINTS_TAIL):
+        if rest[3:-1] == CHECKPOINTS_TAIL:
+            dom = virt.lookup_domain(session.conn, rest[1])
+            return snapshots_step(session.uri, dom, rest[-1])
     if rest[:2] == DEFINITION_READ and len(rest) == 4 + len(DEFINITION_TAIL):
         if rest[3:-1] == DEFINITION_TAIL:
             dom = virt.lookup_domain(session.conn, rest[2])
