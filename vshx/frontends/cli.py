@@ -226,6 +226,21 @@ def _run_command_string(session: Session, line: str, dry_run: bool) -> int:
         return EXIT_OK
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (kill, timeout, systemd) ends a command as Ctrl-C does: with its error and hint
+    (what `vshx jobs` and `vshx recover` then do), its locks let go, its journal kept; by
+    default it ends the process without a word.  Not in the REPL, where Ctrl-C only clears
+    the line: there SIGTERM ends vshx as it ends any program."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def _main(args: list[str], *, ending: bool = False) -> int:
     """The command line ``args`` run; ``ending``: it is the process's own (the process ends
     when it returns: its connection is dropped, not closed)."""
@@ -259,6 +274,9 @@ def _main(args: list[str], *, ending: bool = False) -> int:
         return EXIT_FAILED
     session.plan_json = opts.plan_json
     session.trace = opts.trace
+    interactive = not (opts.script is not None or opts.rest or not sys.stdin.isatty())
+    if not interactive:
+        _terminate_as_interrupt()
     try:
         if opts.record is not None:
             from vshx.errors import VshxError
