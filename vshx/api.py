@@ -74,6 +74,7 @@ Chains, targets and snapshots
 ``load_target``        DOMAIN DISK or IMAGE as a Target (a real run takes the chain's lock)
 ``load_domain_form``   a bare IMAGE a changing command names: that domain's disk, or refused
 ``load_past_active``   a shut-off disk whose active layer cannot be read, from the layers below it
+``lock_domain``        makes this vshx the one changing a domain (a command without a Target)
 ``chain_of_disk``      the chain of a domain's disk (predicted in a batch ``--dry-run``)
 ``chain_of_image``     the chain of a bare image (predicted in a batch ``--dry-run``)
 ``image_chain``        a bare image's chain as qemu-img reports it
@@ -163,6 +164,7 @@ from vshx.merging.target import (
     load_domain_form,
     load_past_active,
     load_target,
+    lock_domain,
     refuse_interrupted,
     refuse_unfinished,
 )
@@ -534,6 +536,7 @@ __all__ = [
     "load_target",
     "load_domain_form",
     "load_past_active",
+    "lock_domain",
     "chain_of_disk",
     "chain_of_image",
     "image_chain",

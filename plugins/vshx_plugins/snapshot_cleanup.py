@@ -46,6 +46,7 @@ from vshx.api import (
     finish_command,
     forget_step,
     human_size,
+    lock_domain,
     merged_aliases,
     redefine_step,
     refuse_unfinished,
@@ -83,6 +84,8 @@ def detached_only(snap: Snapshot) -> bool:
 
 def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
     dom = virt.lookup_domain(session.conn, args.domain)
+    if not session.planning_only(args):
+        lock_domain(session, dom)  # one vshx at a time changes a domain (atk9 F5)
     refuse_unfinished(dom)
     if args.delete_files and dom.hasManagedSaveImage(0):
         raise VshxError(

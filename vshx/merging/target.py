@@ -61,6 +61,8 @@ def load_target(
         overlap.claim_domain(dom.name())  # a batch line still working on it finishes first
     if _will_change(session):
         active = domain_or_image if dom is None else virt.find_disk(dom, disk or "").source
+        if dom is not None:
+            lock_domain(session, dom)
         if active and files.exists(active):
             locked = _lock(session, active)
             _lock_layers(session, active, None)
@@ -256,6 +258,19 @@ def _files_of(chain: Chain) -> set[FileKey]:
 
     paths = {layer.path for layer in chain.layers} | set(chain_files(chain.active.path))
     return {identity(path) for path in paths}
+
+
+def lock_domain(session: Session, dom: libvirt.virDomain) -> None:
+    """Take the locks that make this vshx the one changing ``dom`` (plans/lock.py
+    ``take_domain``: every disk's active layer) before any of its chains is read."""
+    from vshx.plans import lock
+
+    disks = [
+        (disk.target, disk.source)
+        for disk in virt.domain_disks(dom)
+        if disk.device == "disk" and disk.source and disk.kind in ("file", "block")
+    ]
+    lock.take_domain(disks, dom.name(), _command_line(session))
 
 
 def _lock(session: Session, active: str) -> FileKey:

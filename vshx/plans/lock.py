@@ -321,6 +321,18 @@ def take_layers(active: str, paths: list[str], command: str) -> bool:
     return new
 
 
+def take_domain(disks: list[tuple[str, str]], domain: str, command: str) -> None:
+    """Lock the active layer of every disk of ``domain`` (``disks``: (target, file)), in the
+    order of their targets: one vshx at a time changes a domain, whichever disk it names, for
+    the domain has one journal and one record of moments, which two vshx on vda and vdb at
+    once would each rewrite (atk9 F5); taken in one order, two such vshx are decided at the
+    domain's first disk.  A lock this user cannot make is passed over, as for a lower layer
+    (``take_layers``)."""
+    for target, image in sorted(disks):
+        if files.exists(image):
+            _take(image, command, f"{domain} disk {target}")
+
+
 def _take(image: str, command: str, layer_of: str | None) -> FileKey | None:
     """``take``; ``layer_of``: ``image`` is a lower file of the chain whose active layer is
     ``layer_of`` (``take_layers``), None where its lock is passed over."""
