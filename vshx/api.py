@@ -75,6 +75,7 @@ Chains, targets and snapshots
 ``load_domain_form``   a bare IMAGE a changing command names: that domain's disk, or refused
 ``load_past_active``   a shut-off disk whose active layer cannot be read, from the layers below it
 ``lock_domain``        makes this vshx the one changing a domain (a command without a Target)
+``sweep_locks``        removes the lock files a killed vshx left in a directory (none held)
 ``chain_of_disk``      the chain of a domain's disk (predicted in a batch ``--dry-run``)
 ``chain_of_image``     the chain of a bare image (predicted in a batch ``--dry-run``)
 ``image_chain``        a bare image's chain as qemu-img reports it
@@ -173,6 +174,7 @@ from vshx.plans import journal as _journal
 from vshx.plans import ledger as _ledger
 from vshx.plans import made as _made
 from vshx.plans import underneath as _underneath
+from vshx.plans.lock import sweep as sweep_locks
 from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.plans.target import Target
 from vshx.pluginhost.markers import commands_hook, hookimpl
@@ -537,6 +539,7 @@ __all__ = [
     "load_domain_form",
     "load_past_active",
     "lock_domain",
+    "sweep_locks",
     "chain_of_disk",
     "chain_of_image",
     "image_chain",

@@ -38,6 +38,7 @@ from vshx.api import (
     quoted,
     refuse_unfit_for_xml,
     shell_line,
+    sweep_locks,
     virsh,
     virt,
     xdg_home,
@@ -571,7 +572,9 @@ def vshx_made(dom: libvirt.virDomain, directory: str) -> dict[str, made_record.M
 
 
 def foreign_files(directory: str, made: list[str]) -> list[str]:
-    """Files in a lab directory that lab-create did not make (a user's own, kept)."""
+    """Files in a lab directory that lab-create did not make (a user's own, kept); the lock
+    files a killed vshx left there are removed first (none that a vshx holds now)."""
+    sweep_locks(directory)
     return sorted(set(files.listdir(directory)) - set(made) - {MARKER})
 
 

@@ -485,6 +485,38 @@ def release_all() -> None:
         os.close(held.fd)
 
 
+def sweep(directory: str) -> list[str]:
+    """Remove the lock files in ``directory`` that no vshx holds now: a vshx that was killed
+    (-9) left its file (the kernel let go of the lock itself).  Each is locked first, and
+    removed only while it is still the file locked, as a holder removes its own
+    (``release_all``); one held now is kept.  Returns the names removed; on this machine's
+    files only (a remote host's are left as they are)."""
+    if not files.current().local:
+        return []
+    removed = []
+    for name in os.listdir(directory):
+        if not (name.startswith(".vshx-") and name.endswith(".lock")):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: OSError, kept
+            mine, now = os.fstat(fd), os.stat(path, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino) and (
+                S_ISREG(mine.st_mode) and mine.st_nlink == 1 and mine.st_size <= MAX_SIZE
+            ):
+                os.unlink(path)
+                removed.append(name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 def _let_go_remote(proc: subprocess.Popen[bytes]) -> None:
     """End the shell that holds a remote lock: it removes the file and lets go."""
     import subprocess  # a remote host's lock only: a local merge never loads it
