@@ -651,6 +651,23 @@ def domain_on_loop_device(tmp_path: Path, size: int, label: str) -> Iterator[tup
             )
 
 
+def lock_holder(image: str | Path, command: str = "vshx commit held") -> subprocess.Popen[str]:
+    """A vshx-like process holding the lock of the chain whose active layer is ``image``
+    (lock.take, as a merge does, its note naming ``command``) until its stdin is closed."""
+    code = (
+        "import sys; from vshx.plans import lock; lock.take(sys.argv[1], sys.argv[2]);"
+        " print('held', flush=True); sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(image), command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
 def process_gone(pid: int) -> bool:
     """True once ``pid`` has ended (a zombie counts: its parent, a killed vshx, is gone)."""
     try:

@@ -6,33 +6,12 @@ names, so the second is refused, as it was when it started a moment later."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import Lab, chain_files, domain_source, qemu_check, run_vshx
+from conftest import Lab, chain_files, domain_source, lock_holder, qemu_check, run_vshx
 
 pytestmark = pytest.mark.libvirt
-
-
-def held(image: Path, command: str) -> subprocess.Popen[str]:
-    """Another vshx holding the lock of ``image`` (its chain's active layer), as a merge would."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from vshx.plans import lock; lock.take(sys.argv[1], sys.argv[2]);"
-            " print('held', flush=True); sys.stdin.read()",
-            str(image),
-            command,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-    return holder
 
 
 @pytest.mark.parametrize("running", [True, False], ids=["running", "shut-off"])
@@ -42,7 +21,7 @@ def test_a_change_on_vda_waits_for_the_vshx_that_changes_vdb(
     lab: Lab = made(running=running, disks=2)
     vda = chain_files(domain_source(lab.name, inactive=not running))
     seen = {disk: lab.guest_hash(tmp_path, disk) for disk in ("vda", "vdb")}
-    holder = held(lab.active_of("vdb"), "vshx commit on vdb")
+    holder = lock_holder(lab.active_of("vdb"), "vshx commit on vdb")
     try:
         for words in (
             ["commit", lab.name, "vda", "--base", "sn1", "--top", "sn3"],

@@ -6,30 +6,12 @@ vshx at work there) is kept."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import destroy_lab, make_lab, run_vshx
+from conftest import destroy_lab, lock_holder, make_lab, run_vshx
 
 pytestmark = pytest.mark.libvirt
-
-HOLD = (
-    "import sys; from vshx.plans import lock; lock.take(sys.argv[1], 'vshx commit');"
-    " print('held', flush=True); sys.stdin.read()"
-)
-
-
-def holder(image: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(image)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
-    return proc
 
 
 def locks(directory: Path) -> list[str]:
@@ -39,14 +21,14 @@ def locks(directory: Path) -> list[str]:
 def test_lock_files_a_killed_vshx_left_are_removed_and_a_held_one_kept(tmp_path: Path) -> None:
     lab = make_lab(tmp_path, running=False)
     try:
-        killed = holder(lab.active)
+        killed = lock_holder(lab.active)
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         assert locks(lab.dir), "the killed holder's lock file stays"
         rebuilt = run_vshx("lab-create", lab.name, "--dir", str(lab.dir), "--shut-off")
         assert rebuilt.returncode == 0, rebuilt.stderr
         assert locks(lab.dir) == []
-        working = holder(lab.active)  # a vshx at work: its lock file is not touched
+        working = lock_holder(lab.active)  # a vshx at work: its lock file is not touched
         try:
             held = locks(lab.dir)
             assert held

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import release_remote, run_vshx
+from conftest import lock_holder, release_remote, run_vshx
 from sshd import Sshd
 from test_one_writer import User, second_user
 
@@ -147,10 +147,6 @@ FORGE = (  # path pid: a forged note, written as any user can
     " 'command': 'vshx commit innocent'}).encode() + b'\\n';"
     " os.pwrite(fd, note, 0); os.ftruncate(fd, len(note))"
 )
-HOLD = (
-    "import sys; from vshx.plans import lock; lock.take(sys.argv[1], 'vshx commit held');"
-    " print('held', flush=True); sys.stdin.read()"
-)
 
 
 def chain(directory: Path) -> Path:
@@ -167,13 +163,7 @@ def chain(directory: Path) -> Path:
 def holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     """A vshx-like process holding the lock of a chain's top (lock.take, as a commit does)."""
     top = chain(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(top)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    proc = lock_holder(top)
     yield proc, top
     proc.communicate("")
 
@@ -311,14 +301,8 @@ def test_a_note_forged_by_another_user_is_not_believed(second_user: User, innoce
     top = chain(directory)
     for path in [directory, *directory.iterdir()]:
         os.chown(path, second_user.uid, second_user.gid)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(top)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = lock_holder(top)
     try:
-        assert proc.stdout is not None and proc.stdout.readline() == "held\n"
         path, _key = lock.lock_path(str(top))
         forger = [sys.executable, "-c", FORGE, path, str(innocent)]
         written = subprocess.run(second_user.wrap(forger), cwd="/")
