@@ -59,7 +59,7 @@ def test_a_mistyped_command_gets_a_suggestion():
 def test_what_vshx_prints_is_accepted_back(lab: Lab, tmp_path: Path):
     before = lab.guest_hash(tmp_path)
     plan = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--dry-run")
-    line = next(x for x in plan.stdout.splitlines() if x.startswith("virsh "))
+    line = next(x for x in plan.stdout.splitlines() if " blockcommit " in x)
     words = line.split()[3:]  # drop `virsh -c URI`
     pasted = run_vshx(*words)
     assert pasted.returncode == 0, pasted.stderr
@@ -211,9 +211,10 @@ def test_printed_qemu_img_and_virsh_lines_paste_back(offline_lab: Lab, tmp_path:
     assert commands[0].startswith(shut_off)
     assert commands[1].startswith(f"virsh -c {URI} dumpxml --inactive ")
     assert commands[2].startswith(f"virsh -c {URI} checkpoint-list --name ")
-    assert commands[3].startswith("find ")
-    assert commands[4].startswith("df --output=avail -B1 -- ")
-    assert commands[5].startswith("qemu-img commit")
+    assert commands[3].startswith(f"virsh -c {URI} snapshot-list ")
+    assert commands[4].startswith("find ")
+    assert commands[5].startswith("df --output=avail -B1 -- ")
+    assert commands[6].startswith("qemu-img commit")
     for line in commands:
         pasted = run_vshx("-f", "-", stdin=line + "\n")
         assert pasted.returncode == 0, (line, pasted.stderr)
@@ -252,6 +253,10 @@ def test_a_pasted_delete_script_removes_only_what_nothing_uses(offline_lab: Lab,
     lab = offline_lab
     before = lab.guest_hash(tmp_path)
     argv = ("commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--delete", "--dry-run")
+    # line by line vshx cannot tell the snapshots' stale names of sn2/sn3 (snapshot-cleanup
+    # re-points them after the real command) from a branch's files, whose rm it refuses: the
+    # metadata goes first here (before the plan: its script checks the snapshots it saw)
+    virsh("snapshot-delete", lab.name, "sn1", "--children", "--metadata")
     plan = run_vshx(*argv).stdout
     assert "rm -f -- " in plan
     in_use = run_vshx("-f", "-", stdin=f"rm -f -- {lab.layer('sn2')}\n")
@@ -261,10 +266,6 @@ def test_a_pasted_delete_script_removes_only_what_nothing_uses(offline_lab: Lab,
     other = run_vshx("-f", "-", stdin=f"rm -f -- {note}\n")
     assert other.returncode == 1 and "only disk images" in other.stderr and note.exists()
     pasted = "".join(f"{x}\n" for x in plan.splitlines() if not x.startswith("#"))
-    # line by line vshx cannot tell the snapshots' stale names of sn2/sn3 (snapshot-cleanup
-    # re-points them after the real command) from a branch's files, whose rm it refuses: the
-    # metadata goes first here
-    virsh("snapshot-delete", lab.name, "sn1", "--children", "--metadata")
     ran = run_vshx("-f", "-", stdin=pasted)
     assert ran.returncode == 0, ran.stderr
     assert chain_files(lab.active) == ["sn4.qcow2", "sn1.qcow2", "base.qcow2"]
