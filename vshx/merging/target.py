@@ -60,9 +60,10 @@ def load_target(
     if dom is not None and _will_change(session):
         overlap.claim_domain(dom.name())  # a batch line still working on it finishes first
     if _will_change(session):
-        active = domain_or_image if dom is None else virt.find_disk(dom, disk or "").source
+        seen = None if dom is None else dom.XMLDesc(0)  # which files to lock: read again below
+        active = domain_or_image if dom is None else virt.find_disk(dom, disk or "", seen).source
         if dom is not None:
-            lock_domain(session, dom)
+            lock_domain(session, dom, seen)
         if active and files.exists(active):
             locked = _lock(session, active)
             _lock_layers(session, active, None)
@@ -260,14 +261,17 @@ def _files_of(chain: Chain) -> set[FileKey]:
     return {identity(path) for path in paths}
 
 
-def lock_domain(session: Session, dom: libvirt.virDomain) -> None:
+def lock_domain(session: Session, dom: libvirt.virDomain, xml: str | None = None) -> None:
     """Take the locks that make this vshx the one changing ``dom`` (plans/lock.py
-    ``take_domain``: every disk's active layer) before any of its chains is read."""
+    ``take_domain``: every disk's active layer) before any of its chains is read; ``xml``:
+    its ``XMLDesc(0)`` when the caller has just read it."""
     from vshx.plans import lock
+    from vshx.storage.chain import disks_from_xml
 
+    seen = dom.XMLDesc(0) if xml is None else xml
     disks = [
         (disk.target, disk.source)
-        for disk in virt.domain_disks(dom)
+        for disk in disks_from_xml(seen, f"domain {dom.name()}")
         if disk.device == "disk" and disk.source and disk.kind in ("file", "block")
     ]
     lock.take_domain(disks, dom.name(), _command_line(session))

@@ -125,11 +125,14 @@ def digest_check(
     filters: list[list[str]],
     refusal: tuple[str, str],
     expected: str = "",
+    seen: bytes | None = None,
 ) -> Step:
     """A check that what ``read`` gives is what it gave when the plan was made; printed as
     ``ARGV | FILTER... | sha256sum | grep -qxF -- 'DIGEST  -'`` (the digest made only when
-    printed).  ``expected``: a pasted check line's ``sha256sum`` line; else ``read()`` now."""
-    seen = b"" if expected else read()
+    printed).  ``expected``: a pasted check line's ``sha256sum`` line; else ``seen``, what
+    the plan read itself, or ``read()`` now."""
+    if seen is None:
+        seen = b"" if expected else read()
 
     def action() -> None:
         now = read()
@@ -163,11 +166,14 @@ def checkpoints_step(uri: str, dom: libvirt.virDomain, expected: str = "") -> St
     )
 
 
-def snapshots_step(uri: str, dom: libvirt.virDomain, expected: str = "") -> Step:
+def snapshots_step(
+    uri: str, dom: libvirt.virDomain, expected: str = "", judged: list[str] | None = None
+) -> Step:
     """Stop unless ``dom`` has the snapshots the plan was made on: one made since (a new
     overlay, an internal snapshot in a layer the plan deletes) is one the plan never judged,
     and its moment may read through what the plan changes or deletes.
-    ``expected``: a pasted check line's ``sha256sum`` line; else the snapshots now."""
+    ``expected``: a pasted check line's ``sha256sum`` line; ``judged``: the names of the
+    snapshots the plan read (Target.snapshots); else the snapshots now."""
     name = dom.name()
     return digest_check(
         f"check: {name} has the snapshots this plan was made on (else vshx refuses)",
@@ -180,6 +186,7 @@ def snapshots_step(uri: str, dom: libvirt.virDomain, expected: str = "") -> Step
             "snapshot's moment)",
         ),
         expected,
+        None if judged is None else sorted_names(lambda: judged),
     )
 
 
@@ -341,7 +348,8 @@ def insert(session: Session, plan: Plan) -> None:
                 found.append(definition_step(session.uri, dom))
             if not live:
                 found.append(checkpoints_step(session.uri, dom))
-            found.append(snapshots_step(session.uri, dom))
+            judged = [s.name for s in target.snapshots()] if target is not None else None
+            found.append(snapshots_step(session.uri, dom, judged=judged))
     written = next((w for s in plan.steps if (w := _written_by_commit(s)) is not None), None)
     deleted = [step.argv[-1] for step in plan.steps if is_delete(step.argv)]
     if written is not None or deleted:
