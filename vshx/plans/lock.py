@@ -476,9 +476,7 @@ def release_all() -> None:
             _let_go_remote(held.remote)
             continue
         try:
-            mine = os.fstat(held.fd)
-            now = os.stat(held.path, follow_symlinks=False)
-            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+            if _still_names(held.path, held.fd):
                 os.unlink(held.path)
         except OSError:
             pass  # gone already, or a sticky directory where it is not ours to remove
@@ -504,10 +502,9 @@ def sweep(directory: str) -> list[str]:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: OSError, kept
-            mine, now = os.fstat(fd), os.stat(path, follow_symlinks=False)
-            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino) and (
-                S_ISREG(mine.st_mode) and mine.st_nlink == 1 and mine.st_size <= MAX_SIZE
-            ):
+            mine = os.fstat(fd)
+            ours = S_ISREG(mine.st_mode) and mine.st_nlink == 1 and mine.st_size <= MAX_SIZE
+            if ours and _still_names(path, fd):
                 os.unlink(path)
                 removed.append(name)
         except OSError:
@@ -515,6 +512,12 @@ def sweep(directory: str) -> list[str]:
         finally:
             os.close(fd)
     return removed
+
+
+def _still_names(path: str, fd: int) -> bool:
+    """``path`` still names the file open on ``fd`` (not one made there since)."""
+    mine, now = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _let_go_remote(proc: subprocess.Popen[bytes]) -> None:

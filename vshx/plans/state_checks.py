@@ -369,11 +369,8 @@ def insert(session: Session, plan: Plan) -> None:
                 for layer in chain.layers
                 if not is_json_name(layer.path) and not layer.canonical.startswith("/dev/")
             }
-            directories |= {
-                os.path.dirname(files.realpath(path))
-                for path in deleted
-                if not files.realpath(path).startswith("/dev/")
-            }
+            real = [files.realpath(path) for path in deleted]
+            directories |= {os.path.dirname(path) for path in real if not path.startswith("/dev/")}
             if directories:
                 found.append(listing_step(sorted(directories), name))
                 plan.notes.append(listing_note(name, command, deleting=written is None))
