@@ -1,11 +1,9 @@
 """vshx: a virsh-like shell for shortening qcow2 backing chains without losing a byte."""
 
-from typing import Any
-
 __all__ = ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> str:
     """``__version__`` is the installed distribution's (one declaration: pyproject.toml).
 
     Read on first use only: importlib.metadata costs ~40 ms that a one-shot command or a

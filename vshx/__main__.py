@@ -10,6 +10,6 @@ import sys
 if sys.path and sys.path[0] in ("", os.getcwd()):
     del sys.path[0]
 
-from vshx.frontends.cli import run
+from vshx.frontends.launch import run
 
 run()

@@ -10,6 +10,8 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from vshx.storage.preload import wait_for_libvirt
+
 
 class _LazyModule:
     def __init__(self, name: str) -> None:
@@ -18,6 +20,7 @@ class _LazyModule:
 
     def __getattr__(self, attr: str) -> Any:
         if self._module is None:
+            wait_for_libvirt()
             self._module = importlib.import_module(self._name)
         return getattr(self._module, attr)
 

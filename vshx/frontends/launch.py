@@ -1,0 +1,36 @@
+"""The ``vshx`` program's first lines: libvirt's libraries start loading before vshx's code.
+
+The console script and ``python -m vshx`` call ``run`` here, which starts the loader
+(storage/preload.py) where the command line will use libvirt, and then imports and runs the
+front end.  Nothing this module loads imports ``typing`` (``vshx/__init__.py`` imports
+nothing): Python's ~10 ms of ``typing``, ``re`` and ``enum`` then load beside the loader too.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+TYPE_CHECKING = False  # typing itself is not imported here: see the docstring
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+# the words after which vshx needs no libvirt: shell completion (its keystrokes stay fast and
+# answer from caches), and help or the version (said without a connection)
+NO_LIBVIRT = frozenset({"complete", "--help", "-h", "--version"})
+
+
+def wants_libvirt(words: Sequence[str]) -> bool:
+    """Whether the command line will use libvirt; a guess either way costs only time."""
+    return NO_LIBVIRT.isdisjoint(words)
+
+
+def run() -> NoReturn:
+    """Start loading libvirt ahead where it will be used, then run the front end."""
+    if wants_libvirt(sys.argv[1:]):
+        from vshx.storage.preload import load_libvirt_ahead
+
+        load_libvirt_ahead()
+    from vshx.frontends.cli import run as run_cli
+
+    run_cli()

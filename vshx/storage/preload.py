@@ -1,0 +1,57 @@
+"""libvirt's shared libraries, loaded on a thread while Python loads vshx's own code.
+
+Half of ``import libvirt`` (~20 ms of ~40 here) is the dynamic loader mapping libvirt-python's
+C module and the ~60 libraries libvirt links.  Python's import holds the GIL while the loader
+works; a call into libc's ``dlopen`` through ctypes releases it, so the loader runs here on
+the other core while the main thread imports vshx, and the later ``import libvirt`` finds the
+library mapped (the loader only counts the second open) and runs only its Python part.
+
+Nothing is loaded that the import would not load: the file is the one the import finds,
+opened with the import's own flags; when anything is missing the import meets it and reports
+it as before.  This module imports no more than ``sys``, ``threading`` and ``ctypes`` (no
+``typing``): the program starts it before anything else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+
+# Python's own C modules (lib-dynload) that vshx's code imports while the loader works: loaded
+# first, as the loader opens one library at a time (one of these imported meanwhile would
+# wait until libvirt's are in).  Only a matter of speed.
+LOADED_FIRST = ("_json", "_queue")
+
+_loading: threading.Thread | None = None
+
+
+def load_libvirt_ahead() -> None:
+    """Start loading libvirt-python's C module on a thread (once per process)."""
+    global _loading
+    if _loading is not None or "libvirtmod" in sys.modules:
+        return
+    try:
+        for name in LOADED_FIRST:
+            importlib.import_module(name)
+        import ctypes
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec("libvirtmod")
+        dlopen = ctypes.CDLL(None).dlopen
+    except (ImportError, OSError, AttributeError):  # no ctypes or no dlopen: import as before
+        return
+    if spec is None or not spec.origin:
+        return  # not installed: the import says so
+    dlopen.restype, dlopen.argtypes = ctypes.c_void_p, (ctypes.c_char_p, ctypes.c_int)
+    path, flags = spec.origin.encode(), sys.getdlopenflags()
+    _loading = threading.Thread(target=dlopen, args=(path, flags), name="libvirt-preload")
+    _loading.daemon = True
+    _loading.start()
+
+
+def wait_for_libvirt() -> None:
+    """Return once the loader is done: ``import libvirt`` meanwhile would wait for it holding
+    the GIL, and stop every other thread with it (this wait lets the GIL go)."""
+    if _loading is not None:
+        _loading.join()
