@@ -21,7 +21,7 @@ import threading
 # Python's own C modules (lib-dynload) that vshx's code imports while the loader works: loaded
 # first, as the loader opens one library at a time (one of these imported meanwhile would
 # wait until libvirt's are in).  Only a matter of speed.
-LOADED_FIRST = ("_json", "_queue")
+LOADED_FIRST = ("_typing", "_json", "_queue")
 
 _loading: threading.Thread | None = None
 
