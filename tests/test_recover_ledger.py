@@ -17,7 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import URI, Lab, block_job, destroy_lab, make_lab, run_vshx, virsh, wait_for
+from conftest import (
+    URI,
+    Lab,
+    block_job,
+    destroy_lab,
+    killed_at_qemu_img,
+    make_lab,
+    run_vshx,
+    virsh,
+    wait_for,
+)
 
 pytestmark = pytest.mark.libvirt
 
@@ -110,3 +120,62 @@ def test_recover_after_an_aborted_commit_records_nothing(labs: tuple[Lab, Lab]) 
     )
     assert ledger.returncode != 0, ledger.stdout  # no record written
     assert "unknown" in moments(killed)["sn2"][0]  # sn1.qcow2 was written into: not intact
+
+
+WAITING_QEMU_IMG = """#!/bin/sh
+case " $* " in
+  $VSHX_STOP_AT) echo $$ > "$VSHX_STOP_DIR/pid"
+    while [ ! -e "$VSHX_STOP_DIR/go" ]; do sleep 0.05; done ;;
+esac
+exec "$VSHX_REAL_QEMU_IMG" "$@"
+"""
+
+
+@pytest.mark.parametrize(
+    ("stop_at", "recorded"),
+    [(" rebase -u *", True), (" commit *", False)],
+    ids=["killed-at-the-pointer-step", "killed-at-the-data-step"],
+)
+def test_recover_records_the_moments_of_an_offline_commit_killed_after_its_data(
+    tmp_path: Path, stop_at: str, recorded: bool
+) -> None:
+    """atk9 F6: an offline commit killed (-9) at its ``qemu-img rebase -u`` (the qemu-img then
+    runs to its end): recover deleted the merged-away files but wrote no record, so the moved
+    current snapshot was judged "gone" and snapshot-cleanup would have forgotten it.  The
+    journal entry of that step now keeps the plan's verdicts (the steps after it, the
+    definition and the deletions, are recover's own), and recover writes them once the chain
+    is the plan's.  Killed at the data step, the chain is still the old one: nothing is
+    vouched for, and the written-into moment stays unknown (fail closed)."""
+    killed = make_lab(tmp_path, running=False, fill=4, dirname="killed")
+    plain = make_lab(tmp_path, running=False, fill=4, dirname="plain")
+    try:
+        words = ["vda", "--base", "sn1", "--top", "sn3", "--delete"]
+        done = run_vshx("commit", plain.name, *words)
+        assert done.returncode == 0, done.stderr
+        expected = moments(plain)
+        assert expected["sn4"][0] == "merged", expected
+        killed_at_qemu_img(
+            tmp_path,
+            WAITING_QEMU_IMG,
+            ("commit", killed.name, *words),
+            VSHX_STOP_AT=f"*{stop_at}",
+        )
+        recovered = run_vshx("recover", killed.name, "vda")
+        assert recovered.returncode == 0, recovered.stderr
+        after = moments(killed)
+        if recorded:
+            assert after == expected
+            cleanup = run_vshx("snapshot-cleanup", killed.name, "--dry-run")
+            assert cleanup.returncode == 0, cleanup.stderr
+            assert "forget snapshot sn4" not in cleanup.stdout, cleanup.stdout
+        else:
+            assert after["sn2"][0] == "unknown", after  # sn1.qcow2 was written into
+            ledger = subprocess.run(
+                ["virsh", "-c", URI, "metadata", killed.name, "https://vshx.invalid/moments"],
+                capture_output=True,
+                text=True,
+            )
+            assert ledger.returncode != 0, ledger.stdout  # no record written
+    finally:
+        destroy_lab(killed)
+        destroy_lab(plain)

@@ -58,14 +58,14 @@ def steps(session: Session, target: Target, plan: Plan) -> list[Step]:
         what = f"switch {dom.name()} {disk} to {after.active.name} in the persistent definition"
     else:
         what = f"make the persistent definition of {dom.name()} {disk} name the new chain"
-    return [
-        Step(
-            f"{what} ({after.arrows()})",
-            virsh(session.uri, "update-device", dom.name(), "/dev/stdin", "--config"),
-            action=_update_unless_started(target, new_xml, old_xml, after, before),
-            stdin=new_xml,
-        )
-    ]
+    step = Step(
+        f"{what} ({after.arrows()})",
+        virsh(session.uri, "update-device", dom.name(), "/dev/stdin", "--config"),
+        action=_update_unless_started(target, new_xml, old_xml, after, before),
+        stdin=new_xml,
+    )
+    step.names_chain = True
+    return [step]
 
 
 def _layers(chain: Chain) -> list[tuple[str, str]]:

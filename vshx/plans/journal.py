@@ -25,7 +25,7 @@ from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.statefiles import Place
 
 if TYPE_CHECKING:
-    from vshx.plans.plan import Plan
+    from vshx.plans.plan import Plan, Step
     from vshx.plans.target import Target
     from vshx.storage.background import Background
 
@@ -197,19 +197,29 @@ def is_delete(argv: list[str]) -> bool:
 def completion(plan: Plan, number: int) -> str | None:
     """What the plan records once step ``number`` has completed, as JSON: its verdicts on the
     moments (before its rm steps) and the chain it leaves (canonical paths, active first).
-    A block job goes on in libvirt after vshx was killed; once the chain is that one, recover
-    writes those verdicts (vshx.plans.ledger.recover_step).  None when a later step but an rm
-    still changes the chain, the definition or the snapshots, or for a plan over several disks
-    (its own command rolls it forward)."""
+    A block job goes on in libvirt after vshx was killed, an offline step's qemu-img too; once
+    the chain is that one, recover writes those verdicts (vshx.plans.ledger.recover_step).
+    None when a later step still changes the chain or the snapshots, or for a plan over several
+    disks (its own command rolls it forward).  Later steps that recover itself finishes or
+    settles leave the moments as the plan says: its ``rm`` steps, and an offline plan's
+    bitmap steps and the step that makes the definition name the new chain."""
     verdicts = plan.undeleted if plan.undeleted is not None else plan.verdicts
     if verdicts is None or plan.after is None or plan.chains or plan.intent.get("resume"):
         return None
     later = plan.steps[number:]
-    if any(step.changes and (step.here or not is_delete(step.argv)) for step in later):
+    if any(step.changes and not _settled_by_recover(plan, step) for step in later):
         return None
     after = [layer.canonical for layer in plan.after.layers]
     kept = [{k: v for k, v in verdict._asdict().items() if k != "stamp"} for verdict in verdicts]
     return json.dumps({"verdicts": kept, "after": after})
+
+
+def _settled_by_recover(plan: Plan, step: Step) -> bool:
+    """A changing step recover finishes after a killed plan without changing any moment."""
+    if not step.here and is_delete(step.argv):
+        return True
+    offline = plan.target is not None and not plan.target.live
+    return offline and (step.bitmap is not None or step.names_chain)
 
 
 def deleting(plan: Plan, number: int) -> list[str]:
