@@ -198,6 +198,8 @@ def interrupted_rows(
     """An interrupted vshx operation, and each qemu-img still at work on its chain (a kill -9
     of vshx leaves its qemu-img child writing the chain); ``job``: the block job running on
     its disk, if any."""
+    if domain is not None and entry.get("resume"):
+        disk = None  # a plan over several disks (snapshot-delete): `recover DOMAIN` rolls it on
     # quoted shell words: the hints below are command lines a user pastes
     where = shell_line([domain, *([disk] if disk else [])] if domain is not None else [str(image)])
     if entry.copied:  # another domain's plan, copied with the definition: nothing to do here
