@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vshx.completion.engine import Engine, quote_candidate
+from vshx.completion.engine import Engine, backslash_quoted, quote_candidate
 from vshx.completion.inventory import DomainEntry
 from vshx.pluginhost.host import PluginHost
 from vshx.shell.builtins import BUILTINS
@@ -150,6 +150,19 @@ def test_image_paths_quoted_with_directories_and_images_first(engine, tmp_path: 
     result = engine.complete(typed)
     assert result.prefix == f"{tmp_path}/my d" and typed[result.start :] == f"'{tmp_path}/my d"
     assert [c.value for c in result.candidates] == [f"{tmp_path}/my disk's.qcow2"]
+
+
+def test_backslash_quoting_reads_back_as_the_name():
+    """bash's candidates: every special character behind a backslash; sh reads each back as
+    the very name (checked by sh itself), and what candidates share stays a prefix of each."""
+    import subprocess
+
+    names = ["vda[2]", "/a b/it's.qcow2", "$(touch x)", "~user", "a!b;c&d|e", "é.qcow2", "-x"]
+    for name in names:
+        quoted = backslash_quoted(name)
+        said = subprocess.run(["sh", "-c", f"printf %s {quoted}"], capture_output=True, text=True)
+        assert said.stdout == name, (name, quoted)
+    assert backslash_quoted("vda[2]").startswith(backslash_quoted("vda["))
 
 
 def test_quote_candidate_keeps_directories_open():

@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,32 @@ def test_fish_completes_a_domain_and_a_chain_layer(lab: Lab, tmp_path: Path):
         "vda[5]",
     ]  # not vda[1], the base: --top must be above a base
     assert layers[-1].endswith("sn4.qcow2, active")
+
+
+def test_interactive_bash_completes_a_layer_index_word(lab: Lab, tmp_path: Path):
+    """atk8 F7: bash inserts what every candidate shares; quoted as 'vda[2]', that part was
+    'vda[ and no candidate completed it any more.  Quoted as bash quotes file names
+    (vda\\[2\\]), the shared part vda\\[ still completes: a third Tab lists them, and a
+    digit finishes the word."""
+    env = shell_env(tmp_path)
+    shell = PtyShell(["bash", "--norc", "-i"], env)
+    try:
+        shell.send(
+            "PS1='READY> '; source /usr/share/bash-completion/bash_completion; "
+            'eval "$(vshx completion bash)"; vshx() { printf "ARGS:%s:E" "$*"; echo ND; }\n'
+        )
+        shell.read_until("READY> ")
+        shell.send(f"vshx commit {lab.name} vda --top vda[\t")
+        time.sleep(0.5)
+        shell.send("\t")
+        time.sleep(0.5)
+        shell.send("\t")
+        listed = shell.read_until("vda\\[4\\]")
+        assert "vda\\[2\\]" in listed and "vda\\[3\\]" in listed
+        shell.send("3\t\n")
+        assert f"ARGS:commit {lab.name} vda --top vda[3]:END" in shell.read_until(":END")
+    finally:
+        shell.close()
 
 
 def test_zsh_completes_a_domain_and_a_chain_layer(lab: Lab, tmp_path: Path):
@@ -227,8 +254,14 @@ def test_oneshot_complete_protocol_quotes_for_the_shell(tmp_path: Path):
         capture_output=True,
         text=True,
     )
-    assert proc.stdout.splitlines() == [f"'{tmp_path}/a b.qcow2'"]
+    assert proc.stdout.splitlines() == [f"{tmp_path}/a\\ b.qcow2"]  # as bash quotes names
     assert with_uri.stdout == proc.stdout
+    zsh = subprocess.run(
+        [sys.executable, "-m", "vshx", "complete", "--shell", "zsh", "--", f"chain {tmp_path}/a"],
+        capture_output=True,
+        text=True,
+    )
+    assert zsh.stdout.splitlines() == [f"'{tmp_path}/a b.qcow2'"]
 
 
 def test_shell_cache_answers_without_libvirt_and_changes_invalidate_it(lab: Lab, tmp_path):

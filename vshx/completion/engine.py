@@ -44,11 +44,27 @@ class Completions(NamedTuple):
         """Each candidate as text that replaces the typed word, quoted for sh and the REPL."""
         return [quote_candidate(c.value) for c in self.candidates]
 
+    def backslash_quoted(self) -> list[str]:
+        """Each candidate quoted as bash quotes a file name (``backslash_quoted``)."""
+        return [backslash_quoted(c.value) for c in self.candidates]
+
 
 def quote_candidate(value: str) -> str:
     if len(value) > 1 and value.endswith("/"):  # the slash outside the quotes: typing goes on
         return shlex.quote(value[:-1]) + "/"
     return shlex.quote(value)
+
+
+# what sh never reads as anything but itself, in any place of a word (shlex's own set)
+PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
+
+
+def backslash_quoted(value: str) -> str:
+    """``value`` for bash, each special character behind a backslash, as bash quotes file
+    names itself: bash inserts the part every candidate shares, and ``'vda[`` (the shared
+    part of ``'vda[2]'`` and ``'vda[3]'``) is a word no candidate completes any more, where
+    ``vda\\[`` is (atk8 F7).  Characters outside ASCII are not special to sh: kept as they are."""
+    return "".join(ch if ch in PLAIN or ord(ch) > 127 else "\\" + ch for ch in value)
 
 
 class Engine:

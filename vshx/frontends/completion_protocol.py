@@ -1,7 +1,8 @@
 """`vshx complete [--shell bash|zsh|fish] -- LINE`: the hidden entry point the shell scripts call.
 
 In the spirit of `virsh complete -- LINE`: the line as typed after `vshx`, up to the cursor;
-candidates one per line (sh-quoted for bash and zsh; raw value TAB description for fish).
+candidates one per line (sh-quoted: each special character behind a backslash for bash, in single
+quotes for zsh; raw value TAB description for fish).
 Any failure prints nothing: completion must never put a traceback on the user's terminal.
 """
 
@@ -140,7 +141,8 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
             for c in result.candidates
             if _one_line(c.value) == c.value and "\t" not in c.value
         ]
-    return [text for text in result.quoted() if _one_line(text) == text]
+    quoted = result.backslash_quoted() if shell == "bash" else result.quoted()
+    return [text for text in quoted if _one_line(text) == text]
 
 
 def _one_line(text: str) -> str:
