@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import URI, Lab, domain_exists, run_vshx, snapshot_names
+from conftest import URI, Lab, domain_exists, killed_at_qemu_img, run_vshx, snapshot_names
 
 pytestmark = pytest.mark.libvirt
 
@@ -97,3 +97,46 @@ def test_a_revert_stopped_midway_removes_the_overlay_it_made(
         "sn3",
         "sn4",
     ]
+
+
+WAITING_QEMU_IMG = """#!/bin/sh
+case " $* " in
+  $VSHX_STOP_AT) echo $$ > "$VSHX_STOP_DIR/pid"
+    while [ ! -e "$VSHX_STOP_DIR/go" ]; do sleep 0.05; done ;;
+esac
+exec "$VSHX_REAL_QEMU_IMG" "$@"
+"""
+MADE = "https://vshx.invalid/made"
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "record-lost"])
+def test_recover_removes_the_overlay_a_killed_revert_made(
+    made, tmp_path: Path, recorded: bool
+) -> None:
+    """atk9 F9: a revert killed (-9) at its `qemu-img create` (which then runs to its end) left
+    its new overlay, named by nothing, after `recover`.  recover now removes it: the journal
+    says the plan was making it, and vshx's record says it is the very file vshx made.  Where
+    that record is gone, nothing proves the file vshx's: recover keeps it and says how to
+    remove it."""
+    lab = made(running=False)
+    overlay = lab.dir / "sn1.sn2-revert.qcow2"
+    killed_at_qemu_img(
+        tmp_path,
+        WAITING_QEMU_IMG,
+        ("snapshot-revert", lab.name, "sn2"),
+        VSHX_STOP_AT="*create*",
+    )
+    assert overlay.exists()
+    if not recorded:
+        virsh = ["virsh", "-c", URI, "metadata", lab.name, MADE, "--remove", "--config"]
+        subprocess.run(virsh, check=True, capture_output=True)
+    planned = run_vshx("recover", lab.name, "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert (f"rm -f -- {overlay}" in planned.stdout) is recorded, planned.stdout
+    done = run_vshx("recover", lab.name)
+    assert done.returncode == 0, done.stderr
+    assert overlay.exists() is not recorded
+    if not recorded:
+        assert f"kept {overlay}" in done.stderr and f"rm -- {overlay}" in done.stderr
+    assert "sn4.qcow2" in run_vshx("chain", lab.name, "vda").stdout  # the disk as before
+    revert(lab, "sn2")  # and the revert, run again, works

@@ -423,7 +423,8 @@ class journal:
     written, once its job has completed (None when the chain does not prove that).
     ``delete_steps``: for recover, the rm steps of the files an interrupted ``--delete`` was
     still to delete that are unused now (keyword arguments ``pivots``, ``aborts``: what
-    recover's job step does).
+    recover's job step does).  ``made_steps``: for recover, the rm steps of the files an
+    interrupted plan made and never switched to (a snapshot-revert's new overlays).
     ``left_paused``: the domain is paused as a vshx killed at its flush step leaves it (its
     journal says it was there; libvirt says paused by a suspend): probably vshx's pause.
     ``refuse_left_paused``: for recover, raises while ``left_paused`` (resuming it could undo
@@ -450,6 +451,7 @@ class journal:
     image_journals = staticmethod(_journal.image_journals)
     record_step = staticmethod(_ledger.recover_step)
     delete_steps = staticmethod(_deletion.recover_steps)
+    made_steps = staticmethod(_deletion.made_steps)
     rebase_steps = staticmethod(_rebase_repair.recover_steps)
     left_paused = staticmethod(_flush.left_paused)
     refuse_left_paused = staticmethod(_flush.refuse_left_paused)
@@ -477,7 +479,8 @@ class made:
     ``Made``: one record (path, device, inode, birth time).  ``identity``: a file as it is
     now.  ``record``: add a file vshx made just now to a domain's record.  ``still_made``: the
     file is still the one recorded.  ``in_directory``: a domain's recorded files in a
-    directory that are still the files vshx made.
+    directory that are still the files vshx made.  ``named``: the files (canonical paths) a
+    domain's definitions and snapshots name, None when one cannot be read.
     """
 
     Made: TypeAlias = _made.Made
@@ -485,6 +488,7 @@ class made:
     record = staticmethod(_made.record)
     still_made = staticmethod(_made.still_made)
     in_directory = staticmethod(_made.in_directory)
+    named = staticmethod(_made.named)
 
 
 __all__ = [

@@ -623,6 +623,8 @@ def cmd_recover(session: Session, args: Args) -> int | None:
             plan.add(recorded)
         # the files a --delete was still to delete, once the merge completed and nothing uses them
         plan.steps += journal.delete_steps(session, target, entry, pivots=pivots, aborts=aborts)
+        # the overlays an interrupted revert made and never switched to
+        plan.steps += journal.made_steps(session, target, entry)
         plan.add(clear_journal_step(session, target))
     if not plan.steps:
         where = f"{chain.domain or chain.active.path} {chain.disk or ''}".rstrip()

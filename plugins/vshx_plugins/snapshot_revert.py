@@ -277,14 +277,8 @@ def remove_unnamed(dom: libvirt.virDomain, ours: dict[str, made.Made]) -> list[s
     """After the plan stopped: remove the overlays this run made that no definition or
     snapshot of the domain names (the plan stopped before switching to them), while each is
     still the file this run made; their names."""
-    try:
-        named: set[str] = set()
-        for disk in virt.domain_disks(dom):
-            named |= {canonical(p) for p in [disk.source or "", *(b[0] for b in disk.backing)]}
-        for handle in dom.listAllSnapshots(0):
-            sources = ET.fromstring(handle.getXMLDesc(0)).iter("source")
-            named |= {canonical(f) for node in sources if (f := node.get("file"))}
-    except (VshxError, libvirt.libvirtError, ET.ParseError):
+    named = made.named(dom)
+    if named is None:
         return []  # cannot tell what is named: nothing is removed
     removed = []
     for path, record in ours.items():

@@ -393,9 +393,10 @@ def new_file_step(
     made: Callable[[str], None] | None = None,
 ) -> Step:
     """``argv`` (a ``qemu-img create`` or ``convert`` writing ``path``) as a step that never
-    writes over a file.  ``made(path)`` is called once qemu-img has written it: the file is
-    this run's own then (snapshot-revert records it, and removes it again if the plan stops
-    before a definition names it).
+    writes over a file.  ``made(path)`` is called once vshx has made the file, before qemu-img
+    writes into it (the same inode): the file is this run's own then (snapshot-revert records
+    it, and removes it again if the plan stops before a definition names it; after a kill,
+    recover does: the step's ``creates``).
 
     qemu-img truncates a file of that name if there is one, and an ``absent_step`` just before
     still leaves a moment between its look and the create.  So the real run first makes
@@ -421,14 +422,16 @@ def new_file_step(
             ) from None
         ours = files.stat(path, follow=False)
         try:
+            if made is not None:  # recorded before qemu-img writes it: a kill meanwhile
+                made(path)  # leaves a file recover can prove is vshx's (the same inode)
             qemuimg.run(argv)
         except BaseException:
             _remove_if_made(path, ours)
             raise
-        if made is not None:
-            made(path)
 
-    return Step(description, argv, action=action, underneath=underneath)
+    step = Step(description, argv, action=action, underneath=underneath)
+    step.creates = path
+    return step
 
 
 def _remove_if_made(path: str, made: os.stat_result) -> None:

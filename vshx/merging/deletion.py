@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.merging import preflight
 from vshx.merging.savedstate import refuse_internal_snapshots
-from vshx.plans import flush, journal
+from vshx.plans import flush, journal, made
 from vshx.plans.plan import Step, shell_line
 from vshx.storage import host, virt
 from vshx.storage.chain import Chain, Layer, human_size
@@ -91,6 +91,36 @@ def delete_steps(
             planned.add(data.key)
             steps.append(data_files.delete_step(session, data, keep_users_of, going))
     return flushed_first(session, dom, steps, refuse_paused=refuse_paused)
+
+
+def made_steps(session: Session, target: Target, entry: journal.Entry) -> list[Step]:
+    """For ``recover``: the rm steps of the files an interrupted plan made and never switched
+    to (snapshot-revert's new overlays, killed before its definition step): each still the
+    very file vshx recorded making (vshx.plans.made), named by no definition or snapshot of
+    the domain, and read by nothing else the usage scan finds, now and again right before its
+    unlink.  Every other such file that is there is kept, with a warning that says why."""
+    dom = target.dom
+    paths = journal.creations(entry)
+    if dom is None or not paths or entry.copied:
+        return []
+    removable, kept = made.leftovers(dom, paths)
+    for note in kept:
+        session.warn(note)
+    steps = []
+    for record in removable:
+
+        def users(path: str = record.path) -> list[str]:
+            return preflight.other_users(session, path, target.chain)
+
+        found = users()
+        if found:
+            session.warn(
+                f"keeping {record.path}, which the interrupted plan made: used by "
+                f"{'; '.join(found)}"
+            )
+            continue
+        steps.append(made.removal_step(dom, record, users))
+    return steps
 
 
 def recover_steps(

@@ -267,6 +267,12 @@ def deletions(entry: Entry) -> list[str] | None:
     return _paths(entry, "delete")
 
 
+def creations(entry: Entry) -> list[str] | None:
+    """The files the interrupted plan's steps up to the one it stopped at were to make (a
+    snapshot-revert's new overlays); None for an entry that keeps no such list."""
+    return _paths(entry, "creates")
+
+
 def completes(entry: Entry) -> list[str] | None:
     """The layers the block job of the interrupted step takes out of the chain (canonical
     paths) when the journal says that job ends by itself (a commit below the active layer, a
@@ -354,6 +360,9 @@ def write(target: Target, plan: Plan, number: int) -> None:
         marks = bitmap_record(plan)
         if marks is not None:  # its bitmap steps: recover finishes or undoes them
             entry["bitmaps"] = marks
+        made = [s.creates for s in plan.steps[:number] if s.creates]
+        if made:  # the files it makes up to here: recover removes those it never switched to
+            entry["creates"] = json.dumps(made)
         if step.completes is not None:  # a job that ends by itself: recover waits for it
             entry["completes"] = json.dumps(step.completes)
         pointing = rebase_record(step.argv) if not step.here else None

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import NamedTuple
 
+from vshx.errors import VshxError
 from vshx.plans.journal import metadata_flags
+from vshx.plans.plan import Step, shell_line
 from vshx.storage import host as files
+from vshx.storage import virt
+from vshx.storage.chain import canonical
 from vshx.storage.identity import birth_ns
 from vshx.storage.libvirt_lazy import libvirt
 
@@ -85,3 +90,70 @@ def in_directory(dom: libvirt.virDomain, directory: str) -> list[Made]:
     return [
         m for m in read(dom) if files.realpath(os.path.dirname(m.path)) == where and still_made(m)
     ]
+
+
+def named(dom: libvirt.virDomain) -> set[str] | None:
+    """The files (canonical paths) the domain's definitions (as it runs, and the persistent
+    one it boots next) and its snapshots name; None when one of them cannot be read."""
+    try:
+        found: set[str] = set()
+        for disk in virt.every_defined_disk(dom):
+            found |= {canonical(p) for p in [disk.source or "", *(b[0] for b in disk.backing)] if p}
+        for handle in dom.listAllSnapshots(0):
+            sources = ET.fromstring(handle.getXMLDesc(0)).iter("source")
+            found |= {canonical(f) for node in sources if (f := node.get("file"))}
+    except (VshxError, libvirt.libvirtError, ET.ParseError):
+        return None
+    return found
+
+
+def leftovers(dom: libvirt.virDomain, paths: list[str]) -> tuple[list[Made], list[str]]:
+    """For ``recover``: of the files an interrupted plan was to make (``paths``, as its journal
+    says), those still the very files vshx recorded making that no definition or snapshot of
+    the domain names (the plan stopped before switching to them: overlays that hold nothing),
+    and a note for each other one that is there, saying why it is kept.  Nothing is taken on a
+    guess: a file made in the moment between vshx's create and its record is only named."""
+    records = {m.path: m for m in read(dom)}
+    removable: list[Made] = []
+    notes: list[str] = []
+    names = named(dom)
+    for path in paths:
+        if not files.lexists(path):
+            continue
+        record = records.get(path)
+        if names is None or canonical(path) in names:
+            why = "the domain names it" if names is not None else "the domain's files unread"
+            notes.append(f"kept {path}, which the interrupted plan made: {why}")
+        elif record is None or not still_made(record):
+            rm = shell_line(["rm", "--", path])
+            notes.append(
+                f"kept {path}: the interrupted plan was to make it, and vshx cannot prove that "
+                f"this file is the one it made; if nothing uses it: {rm}"
+            )
+        else:
+            removable.append(record)
+    return removable, notes
+
+
+def removal_step(dom: libvirt.virDomain, record: Made, users: Callable[[], list[str]]) -> Step:
+    """Remove the file of ``record`` (one of ``leftovers``), looking again first: while it is
+    still that file, nothing of the domain names it and ``users()`` finds no other user."""
+
+    def action() -> None:
+        names = named(dom)
+        found = users()
+        if names is None or canonical(record.path) in names or found or not still_made(record):
+            why = f"used by {'; '.join(found)}" if found else "named, or no longer vshx's file"
+            raise VshxError(
+                f"{record.path} was kept: {why}",
+                "see: vshx chain, vshx snapshot-list",
+                clean=True,
+            )
+        files.unlink(record.path)
+
+    return Step(
+        f"delete {os.path.basename(record.path)}: the interrupted plan made it, and nothing "
+        "uses it (an overlay it never switched to)",
+        ["rm", "-f", "--", record.path],
+        action=action,
+    )

@@ -96,6 +96,9 @@ class Step:
         self.background = False
         # a check of the state the plan was made on (plans/state_checks.py), put first once
         self.state_check = False
+        # the file a step creates (a new overlay, vshx.merging.checks.new_file_step): the
+        # journal keeps the plan's list of them, so that recover removes those never used
+        self.creates = ""
         # an offline plan's step that makes the persistent definition name the chain its
         # headers now form (vshx.merging.definition): recover does the same for a killed plan
         self.names_chain = False
