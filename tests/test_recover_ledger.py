@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +180,35 @@ def test_recover_records_the_moments_of_an_offline_commit_killed_after_its_data(
     finally:
         destroy_lab(killed)
         destroy_lab(plain)
+
+
+def test_a_moment_vshx_cannot_judge_stays_unknown_when_a_merge_moves_it(tmp_path: Path) -> None:
+    """atk10 F1: after an offline commit killed at its data step and `recover` (sn2, sn3 and
+    sn4 then unknown: sn1.qcow2 was written with no record), the same commit run again with
+    --delete said "sn3, sn4 lost their moment" and left sn4 "gone (sn3.qcow2 no longer
+    exists)": snapshot-cleanup would have forgotten it, though sn1.qcow2 shows its moment.  A
+    moment a commit moves while vshx cannot judge it stays unknown (in the record), and so is
+    kept; one whose file is deleted and not moved is said lost, in the plan before it runs."""
+    lab = make_lab(tmp_path, running=False, fill=4)
+    try:
+        words = ["vda", "--base", "sn1", "--top", "sn3", "--delete"]
+        time.sleep(2)  # a write within a second of the last snapshot may be its own flush
+        killed_at_qemu_img(
+            tmp_path, WAITING_QEMU_IMG, ("commit", lab.name, *words), VSHX_STOP_AT="* commit *"
+        )
+        assert run_vshx("recover", lab.name, "vda").returncode == 0
+        assert moments(lab)["sn4"][0] == "unknown"
+        planned = run_vshx("commit", lab.name, *words, "--dry-run")
+        assert planned.returncode == 0, planned.stderr
+        assert "# loses: sn3 (sn2.qcow2 is deleted)" in planned.stdout, planned.stdout
+        done = run_vshx("commit", lab.name, *words)
+        assert done.returncode == 0, done.stderr
+        after = moments(lab)
+        assert after["sn4"][0] == "unknown", after
+        assert "moves into sn1.qcow2, still unknown" in after["sn4"][2]
+        assert after["sn3"][0] == "gone", after
+        cleanup = run_vshx("snapshot-cleanup", lab.name, "--dry-run")
+        assert cleanup.returncode == 0, cleanup.stderr
+        assert "forget snapshot sn4" not in cleanup.stdout, cleanup.stdout
+    finally:
+        destroy_lab(lab)

@@ -229,9 +229,17 @@ def account(
     verdicts: list[Verdict] = []
     undeleted: list[Verdict] = []  # as they stand before its rm steps: what recover records
     for snap, moment in timeline.on_disk(disk):
-        if moment.state in (GONE, UNKNOWN):
-            if moment.state == UNKNOWN:
-                unknown.append(f"{snap.name} ({moment.why}{moves_unproven(moment, plan.writes)})")
+        if moment.state == UNKNOWN:
+            moving = moves_unproven(moment, plan.writes)
+            unknown.append(f"{snap.name} ({moment.why}{moving})")
+            held = unknown_after(target, snap, moment, moving, removed)
+            if held is not None:
+                if held.state == GONE:
+                    loses.append(f"{snap.name} ({held.why})")
+                verdicts.append(held)
+                undeleted.append(held)
+            continue
+        if moment.state == GONE:
             continue
         new, lost = after_writes(moment, chain, plan.writes)
         kept = Verdict(
@@ -274,6 +282,30 @@ def account(
     plan.notes += leaving_note(verdicts, after)
     plan.verdicts = verdicts
     plan.undeleted = undeleted
+
+
+def unknown_after(
+    target: Target, snap: Snapshot, moment: Moment, moving: str, removed: set[str]
+) -> Verdict | None:
+    """What the plan records of a moment vshx could not judge before it, where its files
+    change (atk10 F1): moved by a commit (``moving``), it stays unknown, in the record, so
+    that the deletion of its old file does not make it "gone" (the moved view may hold it);
+    deleted, or read through a deleted file, and not moved, it is gone whatever it was (a
+    memory snapshot's is refused, as for a moment vshx knew).  None: the plan leaves it as
+    the files show it."""
+    file = moment.file or ""
+    if not file:
+        return None
+    name = os.path.basename(file)
+    if moving:
+        why = f"{moment.why}{moving}"
+        return Verdict(snap.name, snap.created, moment.disk, UNKNOWN, None, why, "", file)
+    below = reads_removed(file, removed) if canonical(file) not in removed else ""
+    if canonical(file) not in removed and not below:
+        return None
+    why = f"{name} is deleted" if not below else f"{name} reads through {below}, which is deleted"
+    refuse_losing_memory(target, snap, why)
+    return Verdict(snap.name, snap.created, moment.disk, GONE, None, why, "", file, bool(below))
 
 
 def reads_removed(path: str, removed: set[str]) -> str:
