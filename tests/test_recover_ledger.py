@@ -212,3 +212,33 @@ def test_a_moment_vshx_cannot_judge_stays_unknown_when_a_merge_moves_it(tmp_path
         assert "forget snapshot sn4" not in cleanup.stdout, cleanup.stdout
     finally:
         destroy_lab(lab)
+
+
+def test_recover_records_the_moments_under_a_snapshot_made_since(tmp_path: Path) -> None:
+    """atk10 F2: an offline commit killed after its pointer step, then a disk-only snapshot
+    made with virsh before recover: the chain is the plan's with a new overlay on top, and
+    recover wrote no record (sn4 then "gone", and snapshot-cleanup would have forgotten it).
+    The plan's files are below the new overlay as it left them: recover records them."""
+    killed = make_lab(tmp_path, running=False, fill=4, dirname="killed")
+    plain = make_lab(tmp_path, running=False, fill=4, dirname="plain")
+    try:
+        words = ["vda", "--base", "sn1", "--top", "sn3", "--delete"]
+        assert run_vshx("commit", plain.name, *words).returncode == 0
+        expected = moments(plain)
+        killed_at_qemu_img(
+            tmp_path,
+            WAITING_QEMU_IMG,
+            ("commit", killed.name, *words),
+            VSHX_STOP_AT="* rebase -u *",
+        )
+        sn5 = killed.dir / "sn5.qcow2"
+        virsh("snapshot-create-as", killed.name, "sn5", "--disk-only",
+              "--diskspec", f"vda,file={sn5}")  # fmt: skip
+        recovered = run_vshx("recover", killed.name, "vda")
+        assert recovered.returncode == 0, recovered.stderr
+        after = moments(killed)
+        assert {k: v for k, v in after.items() if k != "sn5"} == expected, after
+        assert after["sn5"][0] == "intact", after
+    finally:
+        destroy_lab(killed)
+        destroy_lab(plain)

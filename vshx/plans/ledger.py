@@ -30,6 +30,7 @@ from vshx.storage.moments import (
 if TYPE_CHECKING:
     from vshx.plans.plan import Plan
     from vshx.plans.target import Target
+    from vshx.storage.chain import Layer
 
 # a plan that ended while its block job runs (--background): what it recorded and when, per
 # disk, so that recover, when its own step ends that job (the pivot of an active commit),
@@ -148,17 +149,26 @@ def _set(
     set_metadata(dom, ns, key, xml, flags)
 
 
+def leaves(layers: list[Layer], after: list[str]) -> bool:
+    """The chain of ``layers`` is the one a plan left (``after``: canonical paths, active
+    first), or that one with newer overlays on top (a snapshot made since, atk10 F2): the
+    files the plan's verdicts name are below them, as the plan left them."""
+    now = [layer.canonical for layer in layers]
+    return len(now) >= len(after) and now[len(now) - len(after) :] == after
+
+
 def recover_step(
     uri: str, target: Target, entry: Entry | None, pivots: bool = False
 ) -> Step | None:
     """The record an interrupted plan would have written, for ``recover``: a block job goes on
     in libvirt after vshx was killed, and once it has completed the moments are where the
     plan said (journal.completion kept its verdicts and the chain it leaves).  Only when the
-    disk's chain is that chain now (or once recover's step pivots the job: checked again
-    then); otherwise None: the merge did not complete, and nothing is recorded.  Without an
-    entry (a plan that ended while its job ran: --background), when recover's step pivots
-    that job: the record that plan wrote, stamped again after the pivot (``running_record``),
-    as the plan waiting for its job writes it after its own pivot."""
+    disk's chain is that chain now, or that one under newer overlays (``leaves``), or once
+    recover's step pivots the job (checked again then); otherwise None: the merge did not
+    complete, and nothing is recorded.  Without an entry (a plan that ended while its job ran:
+    --background), when recover's step pivots that job: the record that plan wrote, stamped
+    again after the pivot (``running_record``), as the plan waiting for its job writes it
+    after its own pivot."""
     dom, disk = target.dom, target.chain.disk or ""
     if entry is None:
         text = running_record(target) if pivots else None
@@ -172,12 +182,12 @@ def recover_step(
         after = [str(path) for path in saved["after"]]
     except (ValueError, TypeError, KeyError):
         return None  # not a record this vshx wrote: nothing is vouched for
-    if not pivots and [layer.canonical for layer in target.chain.layers] != after:
+    if not pivots and not leaves(target.chain.layers, after):
         return None
 
     def action() -> None:
-        now = [layer.canonical for layer in virt.domain_chain(dom, disk, definition=False).layers]
-        if now != after:
+        now = virt.domain_chain(dom, disk, definition=False).layers
+        if not leaves(now, after):
             raise VshxError(
                 f"the chain of {dom.name()} {disk} is not the one the interrupted merge leaves: "
                 "no record of its moments is written",
