@@ -26,11 +26,17 @@ def wants_libvirt(words: Sequence[str]) -> bool:
 
 
 def run() -> NoReturn:
-    """Start loading libvirt ahead where it will be used, then run the front end."""
-    if wants_libvirt(sys.argv[1:]):
-        from vshx.storage.preload import load_libvirt_ahead
+    """Start loading libvirt ahead where it will be used, then run the front end.  Ctrl-C
+    before the front end handles it (while Python still loads vshx) ends vshx as it ends a
+    command, with ``error: interrupted`` and status 1, not a Python traceback."""
+    try:
+        if wants_libvirt(sys.argv[1:]):
+            from vshx.storage.preload import load_libvirt_ahead
 
-        load_libvirt_ahead()
-    from vshx.frontends.cli import run as run_cli
+            load_libvirt_ahead()
+        from vshx.frontends.cli import run as run_cli
 
-    run_cli()
+        run_cli()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        raise SystemExit(1) from None

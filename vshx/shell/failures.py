@@ -14,6 +14,8 @@ def as_user_error(exc: BaseException, name: str) -> VshxError | None:
     (a bug, with VSHX_DEBUG set, shows its traceback)."""
     if isinstance(exc, VshxError):
         return exc
+    if isinstance(exc, SystemError) and isinstance(exc.__cause__, KeyboardInterrupt):
+        exc = exc.__cause__  # Ctrl-C met in a callback from libvirt (its error handler)
     if isinstance(exc, OSError):
         name = exc.filename
         file = f" {quoted(name) if isinstance(name, str) else repr(name)}" if name else ""
@@ -24,6 +26,12 @@ def as_user_error(exc: BaseException, name: str) -> VshxError | None:
             "if a step was running, `vshx jobs` shows what is left and `vshx recover "
             "DOMAIN DISK` (or IMAGE) finishes it; after an interrupted qemu-img step it "
             "repairs leaked clusters (qemu-img check -r leaks)",
+        )
+    if isinstance(exc, ImportError) and (exc.name or "").startswith("libvirt"):
+        return VshxError(
+            f"libvirt-python cannot be loaded: {exc}",
+            "vshx needs libvirt-python and libvirt's own library (make bootstrap installs "
+            "them); a libvirt module found first on PYTHONPATH or in this directory hides them",
         )
     libvirt = sys.modules.get("libvirt")  # imported only by commands that used it
     if libvirt is not None and isinstance(exc, libvirt.libvirtError):
