@@ -677,6 +677,17 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+# a qemu-img first on PATH that waits at the command line matching $VSHX_STOP_AT (a sh case
+# pattern) for killed_at_qemu_img, then runs the real one to its end
+WAITING_QEMU_IMG = """#!/bin/sh
+case " $* " in
+  $VSHX_STOP_AT) echo $$ > "$VSHX_STOP_DIR/pid"
+    while [ ! -e "$VSHX_STOP_DIR/go" ]; do sleep 0.05; done ;;
+esac
+exec "$VSHX_REAL_QEMU_IMG" "$@"
+"""
+
+
 def killed_at_qemu_img(tmp_path: Path, wrapper: str, args: tuple[str, ...], **env: str) -> None:
     """vshx running ``args`` with ``wrapper`` (a sh script) first on PATH as ``qemu-img``: at the
     step it stops at, the wrapper writes its pid into $VSHX_STOP_DIR/pid and waits for

@@ -19,7 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import URI, Lab, guest_hash, killed_at_qemu_img, qemu_check, run_vshx, virsh
+from conftest import (
+    URI,
+    WAITING_QEMU_IMG,
+    Lab,
+    guest_hash,
+    killed_at_qemu_img,
+    qemu_check,
+    run_vshx,
+    virsh,
+)
 from test_bitmaps_offline import (
     CHANGED,
     backup_xml,
@@ -34,13 +43,6 @@ from test_bitmaps_offline import (
 pytestmark = pytest.mark.libvirt
 
 JOURNAL = "https://vshx.invalid/journal"
-WAITING_QEMU_IMG = """#!/bin/sh
-case " $* " in
-  $VSHX_STOP_AT) echo $$ > "$VSHX_STOP_DIR/pid"
-    while [ ! -e "$VSHX_STOP_DIR/go" ]; do sleep 0.05; done ;;
-esac
-exec "$VSHX_REAL_QEMU_IMG" "$@"
-"""
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     URI,
+    WAITING_QEMU_IMG,
     Lab,
     block_job,
     destroy_lab,
@@ -121,15 +122,6 @@ def test_recover_after_an_aborted_commit_records_nothing(labs: tuple[Lab, Lab]) 
     )
     assert ledger.returncode != 0, ledger.stdout  # no record written
     assert "unknown" in moments(killed)["sn2"][0]  # sn1.qcow2 was written into: not intact
-
-
-WAITING_QEMU_IMG = """#!/bin/sh
-case " $* " in
-  $VSHX_STOP_AT) echo $$ > "$VSHX_STOP_DIR/pid"
-    while [ ! -e "$VSHX_STOP_DIR/go" ]; do sleep 0.05; done ;;
-esac
-exec "$VSHX_REAL_QEMU_IMG" "$@"
-"""
 
 
 @pytest.mark.parametrize(

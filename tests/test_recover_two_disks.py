@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Lab, killed_at_qemu_img, run_vshx
+from conftest import WAITING_QEMU_IMG, Lab, killed_at_qemu_img, run_vshx
 
 pytestmark = pytest.mark.libvirt
 
@@ -29,15 +29,6 @@ def test_recover_on_two_shut_off_disks_with_nothing_to_recover(offline_lab: Lab)
     done = run_vshx("recover", offline_lab.name)
     assert done.returncode == 0, done.stderr
     assert "nothing to do" in done.stdout + done.stderr
-
-
-WAITING_QEMU_IMG = """#!/bin/sh
-case " $* " in
-  $VSHX_STOP_AT) echo $$ > "$VSHX_STOP_DIR/pid"
-    while [ ! -e "$VSHX_STOP_DIR/go" ]; do sleep 0.05; done ;;
-esac
-exec "$VSHX_REAL_QEMU_IMG" "$@"
-"""
 
 
 @pytest.mark.parametrize("offline_lab", [2], indirect=True)

@@ -16,7 +16,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import URI, Lab, domain_exists, killed_at_qemu_img, run_vshx, snapshot_names
+from conftest import (
+    URI,
+    WAITING_QEMU_IMG,
+    Lab,
+    domain_exists,
+    killed_at_qemu_img,
+    run_vshx,
+    snapshot_names,
+)
 
 pytestmark = pytest.mark.libvirt
 
@@ -99,13 +107,6 @@ def test_a_revert_stopped_midway_removes_the_overlay_it_made(
     ]
 
 
-WAITING_QEMU_IMG = """#!/bin/sh
-case " $* " in
-  $VSHX_STOP_AT) echo $$ > "$VSHX_STOP_DIR/pid"
-    while [ ! -e "$VSHX_STOP_DIR/go" ]; do sleep 0.05; done ;;
-esac
-exec "$VSHX_REAL_QEMU_IMG" "$@"
-"""
 MADE = "https://vshx.invalid/made"
 
 
