@@ -430,7 +430,8 @@ def new_file_step(
             raise
 
     step = Step(description, argv, action=action, underneath=underneath)
-    step.creates = path
+    if made is not None:  # recorded as vshx's: recover may remove it after a kill
+        step.creates = path
     return step
 
 
