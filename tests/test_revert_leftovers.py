@@ -110,15 +110,20 @@ def test_a_revert_stopped_midway_removes_the_overlay_it_made(
 MADE = "https://vshx.invalid/made"
 
 
-@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "record-lost"])
+@pytest.mark.parametrize(
+    ("recorded", "written"),
+    [(True, False), (False, False), (True, True)],
+    ids=["recorded", "record-lost", "written-since"],
+)
 def test_recover_removes_the_overlay_a_killed_revert_made(
-    made, tmp_path: Path, recorded: bool
+    made, tmp_path: Path, recorded: bool, written: bool
 ) -> None:
     """atk9 F9: a revert killed (-9) at its `qemu-img create` (which then runs to its end) left
     its new overlay, named by nothing, after `recover`.  recover now removes it: the journal
     says the plan was making it, and vshx's record says it is the very file vshx made.  Where
     that record is gone, nothing proves the file vshx's: recover keeps it and says how to
-    remove it."""
+    remove it; one written since (atk11 F2: qemu-io wrote 1 MiB into it) holds a user's data
+    and is kept, named."""
     lab = made(running=False)
     overlay = lab.dir / "sn1.sn2-revert.qcow2"
     killed_at_qemu_img(
@@ -131,13 +136,21 @@ def test_recover_removes_the_overlay_a_killed_revert_made(
     if not recorded:
         virsh = ["virsh", "-c", URI, "metadata", lab.name, MADE, "--remove", "--config"]
         subprocess.run(virsh, check=True, capture_output=True)
+    if written:
+        write = ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1M", str(overlay)]
+        subprocess.run(write, check=True, capture_output=True)
+    removed = recorded and not written
     planned = run_vshx("recover", lab.name, "--dry-run")
     assert planned.returncode == 0, planned.stderr
-    assert (f"rm -f -- {overlay}" in planned.stdout) is recorded, planned.stdout
+    assert (f"rm -f -- {overlay}" in planned.stdout) is removed, planned.stdout
     done = run_vshx("recover", lab.name)
     assert done.returncode == 0, done.stderr
-    assert overlay.exists() is not recorded
+    assert overlay.exists() is not removed
+    if removed:
+        assert f"deleted {overlay}" in done.stdout + done.stderr
+    else:
+        assert f"kept {overlay}" in done.stderr
     if not recorded:
-        assert f"kept {overlay}" in done.stderr and f"rm -- {overlay}" in done.stderr
+        assert f"rm -- {overlay}" in done.stderr
     assert "sn4.qcow2" in run_vshx("chain", lab.name, "vda").stdout  # the disk as before
-    revert(lab, "sn2")  # and the revert, run again, works
+    revert(lab, "sn2")  # and the revert, run again, works (another name where one is kept)

@@ -119,8 +119,23 @@ def made_steps(session: Session, target: Target, entry: journal.Entry) -> list[S
                 f"{'; '.join(found)}"
             )
             continue
-        steps.append(made.removal_step(dom, record, users))
+        step = made.removal_step(dom, record, users)
+        said = f"deleted {record.path}: the interrupted plan made it, and nothing used it"
+        steps.append(_said(session, step, said))
     return steps
+
+
+def _said(session: Session, step: Step, said: str) -> Step:
+    """``step``, saying ``said`` once its action has run (a deletion is never silent)."""
+    action = step.action
+
+    def and_say() -> None:
+        if action is not None:
+            action()
+        session.info(said)
+
+    step.action = and_say
+    return step
 
 
 def recover_steps(

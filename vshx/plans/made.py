@@ -17,6 +17,7 @@ from vshx.plans.journal import metadata_flags
 from vshx.plans.plan import Step, shell_line
 from vshx.storage import host as files
 from vshx.storage import virt
+from vshx.storage.allocation import holds_nothing
 from vshx.storage.chain import canonical
 from vshx.storage.identity import birth_ns
 from vshx.storage.libvirt_lazy import libvirt
@@ -130,9 +131,20 @@ def leftovers(dom: libvirt.virDomain, paths: list[str]) -> tuple[list[Made], lis
                 f"kept {path}: the interrupted plan was to make it, and vshx cannot prove that "
                 f"this file is the one it made; if nothing uses it: {rm}"
             )
+        elif not empty(path):
+            notes.append(
+                f"kept {path}, which the interrupted plan made: it holds data of its own "
+                "(written since), or vshx cannot read its tables here"
+            )
         else:
             removable.append(record)
     return removable, notes
+
+
+def empty(path: str) -> bool:
+    """A new overlay nothing has written since it was made: no cluster of its own (read on
+    this machine only: a remote host's file cannot be proven so)."""
+    return files.current().local and holds_nothing(path)
 
 
 def removal_step(dom: libvirt.virDomain, record: Made, users: Callable[[], list[str]]) -> Step:
@@ -142,8 +154,9 @@ def removal_step(dom: libvirt.virDomain, record: Made, users: Callable[[], list[
     def action() -> None:
         names = named(dom)
         found = users()
-        if names is None or canonical(record.path) in names or found or not still_made(record):
-            why = f"used by {'; '.join(found)}" if found else "named, or no longer vshx's file"
+        mine = still_made(record) and empty(record.path)
+        if names is None or canonical(record.path) in names or found or not mine:
+            why = f"used by {'; '.join(found)}" if found else "named, written, or not vshx's file"
             raise VshxError(
                 f"{record.path} was kept: {why}",
                 "see: vshx chain, vshx snapshot-list",

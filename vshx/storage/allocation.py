@@ -141,6 +141,14 @@ def _union(covered: list[tuple[int, int]], more: list[tuple[int, int]]) -> list[
     return merged
 
 
+def holds_nothing(path: str) -> bool:
+    """The qcow2 image at ``path`` (on this machine) maps no cluster of its own, neither data
+    nor zeros: it shows exactly what its backing file shows.  False when it maps one, or when
+    its tables cannot be read here (fail closed)."""
+    layer = _layer_runs(path)
+    return layer is not None and not layer[1]
+
+
 def data_extents(path: str) -> list[tuple[int, int]] | None:
     """(depth, length) of every byte the guest sees through ``path`` that some layer holds as
     data, depth 0 = ``path`` itself; None where only ``qemu-img map`` can tell."""
