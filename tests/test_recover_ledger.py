@@ -234,3 +234,40 @@ def test_recover_records_the_moments_under_a_snapshot_made_since(tmp_path: Path)
     finally:
         destroy_lab(killed)
         destroy_lab(plain)
+
+
+def test_recover_records_unknown_what_an_interrupted_data_step_was_writing(
+    tmp_path: Path,
+) -> None:
+    """atk11 F1: an offline commit killed moments after its `qemu-img commit` started (which ran
+    on): sn1.qcow2 then holds sn3's view, but its times fell within the snapshots' settling
+    window, so snapshot-list said sn2 "intact" before and after `recover`, and a revert to sn2
+    would have given sn3's data.  (Here the window is met by setting the file's times back to
+    the snapshot's, as a commit in that second leaves them.)  The journal names the files the
+    plan's data steps write; recover of a plan that did not complete records the moments held
+    in, or read through, them as unknown."""
+    lab = make_lab(tmp_path, running=False, fill=4)
+    try:
+        words = ["vda", "--base", "sn1", "--top", "sn3", "--delete"]
+        killed_at_qemu_img(
+            tmp_path, WAITING_QEMU_IMG, ("commit", lab.name, *words), VSHX_STOP_AT="* commit *"
+        )
+        sn1 = lab.dir / "sn1.qcow2"
+        then = (lab.dir / "sn2.qcow2").stat().st_mtime_ns  # the snapshot's own moment
+        os.utime(sn1, ns=(then, then))
+        assert moments(lab)["sn2"][0] == "intact"  # what the files alone now say
+        planned = run_vshx("recover", lab.name, "vda", "--dry-run")
+        assert planned.returncode == 0, planned.stderr
+        assert "https://vshx.invalid/moments" in planned.stdout
+        recovered = run_vshx("recover", lab.name, "vda")
+        assert recovered.returncode == 0, recovered.stderr
+        after = moments(lab)
+        for name in ("sn2", "sn3", "sn4"):  # held in or read through sn1.qcow2
+            assert after[name][0] == "unknown", after
+            assert "interrupted merge was writing sn1.qcow2" in after[name][2], after
+        assert after["sn1"][0] == "intact", after  # base.qcow2: never written
+        cleanup = run_vshx("snapshot-cleanup", lab.name, "--dry-run")
+        assert cleanup.returncode == 0, cleanup.stderr
+        assert "forget snapshot" not in cleanup.stdout, cleanup.stdout
+    finally:
+        destroy_lab(lab)

@@ -132,6 +132,7 @@ from typing import Any, Final, TypeAlias, final
 from vshx.errors import UsageError, VshxError
 from vshx.merging import checks as _checks
 from vshx.merging import deletion as _deletion
+from vshx.merging import moments as _merging_moments
 from vshx.merging import preflight as _preflight
 from vshx.merging import rebase_repair as _rebase_repair
 from vshx.merging import routes as _routes
@@ -425,6 +426,8 @@ class journal:
     still to delete that are unused now (keyword arguments ``pivots``, ``aborts``: what
     recover's job step does).  ``made_steps``: for recover, the rm steps of the files an
     interrupted plan made and never switched to (a snapshot-revert's new overlays).
+    ``unproven_step``: for recover of a plan that did not complete, the Step that records the
+    moments in the files its data steps were writing as unknown (None when there is none).
     ``left_paused``: the domain is paused as a vshx killed at its flush step leaves it (its
     journal says it was there; libvirt says paused by a suspend): probably vshx's pause.
     ``refuse_left_paused``: for recover, raises while ``left_paused`` (resuming it could undo
@@ -452,6 +455,7 @@ class journal:
     record_step = staticmethod(_ledger.recover_step)
     delete_steps = staticmethod(_deletion.recover_steps)
     made_steps = staticmethod(_deletion.made_steps)
+    unproven_step = staticmethod(_merging_moments.unproven_step)
     rebase_steps = staticmethod(_rebase_repair.recover_steps)
     left_paused = staticmethod(_flush.left_paused)
     refuse_left_paused = staticmethod(_flush.refuse_left_paused)

@@ -621,6 +621,10 @@ def cmd_recover(session: Session, args: Args) -> int | None:
         recorded = journal.record_step(session.uri, target, entry, pivots)
         if recorded is not None:  # its job completed after vshx was killed: where the moments are
             plan.add(recorded)
+        else:  # not completed: the moments in the files it was writing are not proven
+            unproven = journal.unproven_step(session, target, entry)
+            if unproven is not None:
+                plan.add(unproven)
         # the files a --delete was still to delete, once the merge completed and nothing uses them
         plan.steps += journal.delete_steps(session, target, entry, pivots=pivots, aborts=aborts)
         # the overlays an interrupted revert made and never switched to

@@ -16,7 +16,9 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, NamedTuple
 
 from vshx.errors import VshxError
-from vshx.plans.plan import shell_line
+from vshx.plans import journal
+from vshx.plans.ledger import record, record_argv
+from vshx.plans.plan import Step, shell_line
 from vshx.storage import definition, qemuimg, virt
 from vshx.storage.chain import Chain, Layer, canonical
 from vshx.storage.libvirt_lazy import libvirt
@@ -306,6 +308,48 @@ def unknown_after(
     why = f"{name} is deleted" if not below else f"{name} reads through {below}, which is deleted"
     refuse_losing_memory(target, snap, why)
     return Verdict(snap.name, snap.created, moment.disk, GONE, None, why, "", file, bool(below))
+
+
+def unproven_step(session: Session, target: Target, entry: journal.Entry) -> Step | None:
+    """For ``recover`` of a plan that did not complete (no record of its own to write): the
+    moments held in, or read through, a file its data steps were writing (atk11 F1: a kill
+    moments after ``qemu-img commit`` started; the file's times may still fall within the
+    snapshot's own settling window) recorded ``unknown``, so that nothing later takes them
+    for intact, and nothing forgets them either.  None when no judged moment is there."""
+    paths = journal.written(entry)
+    timeline = timeline_of(session, target)
+    if not paths or timeline is None or target.dom is None:
+        return None
+    keys = {canonical(p) for p in paths}
+    disk = target.chain.disk or ""
+    verdicts = []
+    for snap, moment in timeline.on_disk(disk):
+        if moment.state not in (INTACT, MERGED) or not moment.holder:
+            continue
+        try:
+            view = {canonical(p) for p in chain_paths(moment.holder)}
+        except VshxError:
+            view = {canonical(moment.holder)}
+        hit = sorted(view & keys)
+        if hit:
+            name = os.path.basename(hit[0])
+            why = f"vshx's interrupted merge was writing {name}: not proven since"
+            verdicts.append(
+                Verdict(snap.name, snap.created, disk, UNKNOWN, None, why, "", moment.file)
+            )
+    if not verdicts:
+        return None
+    names = ", ".join(v.snapshot for v in verdicts)
+
+    def action() -> None:
+        record(target, verdicts)
+
+    return Step(
+        f"record {names} unknown: the interrupted merge was writing their files (vshx's ledger)",
+        record_argv(session.uri, target, verdicts),
+        action=action,
+        here=True,
+    )
 
 
 def reads_removed(path: str, removed: set[str]) -> str:

@@ -267,6 +267,12 @@ def deletions(entry: Entry) -> list[str] | None:
     return _paths(entry, "delete")
 
 
+def written(entry: Entry) -> list[str] | None:
+    """The files whose view the interrupted plan's data steps change (a commit's base); None
+    for an entry that keeps no such list."""
+    return _paths(entry, "writes")
+
+
 def creations(entry: Entry) -> list[str] | None:
     """The files the interrupted plan's steps up to the one it stopped at were to make (a
     snapshot-revert's new overlays); None for an entry that keeps no such list."""
@@ -360,6 +366,9 @@ def write(target: Target, plan: Plan, number: int) -> None:
         marks = bitmap_record(plan)
         if marks is not None:  # its bitmap steps: recover finishes or undoes them
             entry["bitmaps"] = marks
+        written = sorted({w.path for w, shows in plan.writes if w.canonical != shows.canonical})
+        if written:  # the files whose view its data steps change: unproven after a kill
+            entry["writes"] = json.dumps(written)
         made = [s.creates for s in plan.steps[:number] if s.creates]
         if made:  # the files it makes up to here: recover removes those it never switched to
             entry["creates"] = json.dumps(made)

@@ -196,13 +196,21 @@ def recover_step(
         record(target, verdicts)
         forget_running(dom, disk)
 
+    return Step(
+        "record where the completed merge left the snapshots' moments (vshx's ledger)",
+        record_argv(uri, target, verdicts),
+        action=action,
+        here=True,
+    )
+
+
+def record_argv(uri: str, target: Target, verdicts: list[Verdict]) -> list[str]:
+    """The ``virsh metadata`` line that writes ``verdicts`` as ``record`` does, printed for a
+    recover step (the domain's journal flags: persistent and live where it is so)."""
+    dom = target.dom
+    assert dom is not None
     flags = ["--config"] if dom.isPersistent() else []
     flags += ["--live"] if dom.isActive() else []
     xml = ledger_xml(merged(target, verdicts, stamp()), dom.UUIDString())
     argv = virsh(uri, "metadata", dom.name(), "--uri", LEDGER_NS, "--key", LEDGER_KEY)
-    return Step(
-        "record where the completed merge left the snapshots' moments (vshx's ledger)",
-        [*argv, "--set", xml, *flags],
-        action=action,
-        here=True,
-    )
+    return [*argv, "--set", xml, *flags]
