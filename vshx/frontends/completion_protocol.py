@@ -118,7 +118,8 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
     from vshx.spec.lexer import split_line
     from vshx.storage.default_uri import default_uri
 
-    words = (split_line(line, partial=True).commands or [[]])[0]
+    lexed = split_line(line, partial=True)
+    words = (lexed.commands or [[]])[0]
     target_uri = global_uri(words) or uri or default_uri()
     connection: list[Any] = []
 
@@ -141,6 +142,12 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
             for c in result.candidates
             if _one_line(c.value) == c.value and "\t" not in c.value
         ]
+    if shell == "bash" and lexed.open_quote:
+        # typed inside a quote ("vm-na or 'vm-na): bash inserts the candidate after that quote
+        # and closes it itself, so the name goes as it is (one that holds that very quote
+        # cannot be written inside it: not offered)
+        raw = [c.value for c in result.candidates]
+        return [v for v in raw if lexed.open_quote not in v and _one_line(v) == v]
     quoted = result.backslash_quoted() if shell == "bash" else result.quoted()
     return [text for text in quoted if _one_line(text) == text]
 
