@@ -9,10 +9,10 @@ nothing): Python's ~10 ms of ``typing``, ``re`` and ``enum`` then load beside th
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 TYPE_CHECKING = False  # typing itself is not imported here: see the docstring
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import NoReturn
 
 # the words after which vshx needs no libvirt: shell completion (its keystrokes stay fast and
