@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vshx.completion.engine import Engine, backslash_quoted, quote_candidate
+from vshx.completion.engine import Engine, backslash_quoted, inside_quote, quote_candidate
 from vshx.completion.inventory import DomainEntry
 from vshx.pluginhost.host import PluginHost
 from vshx.shell.builtins import BUILTINS
@@ -163,6 +163,24 @@ def test_backslash_quoting_reads_back_as_the_name():
         said = subprocess.run(["sh", "-c", f"printf %s {quoted}"], capture_output=True, text=True)
         assert said.stdout == name, (name, quoted)
     assert backslash_quoted("vda[2]").startswith(backslash_quoted("vda["))
+
+
+def test_names_inside_an_opened_quote_read_back_as_the_name():
+    """Completed inside an opened quote (atk11 F3), bash closes the quote after the candidate:
+    sh reads the quoted word back as the very name; a name that cannot be written inside that
+    quote is not offered."""
+    import subprocess
+
+    names = ["my vm", "a$b", "x`id`", 'a"b', "a\\b", "é vm", "it's", "a!b"]
+    for quote in ('"', "'"):
+        for name in names:
+            inside = inside_quote(name, quote)
+            if inside is None:
+                assert (quote == "'" and "'" in name) or (quote == '"' and "!" in name)
+                continue
+            word = f"{quote}{inside}{quote}"
+            said = subprocess.run(["sh", "-c", f"printf %s {word}"], capture_output=True, text=True)
+            assert said.stdout == name, (quote, name, word)
 
 
 def test_quote_candidate_keeps_directories_open():

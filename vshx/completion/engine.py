@@ -67,6 +67,18 @@ def backslash_quoted(value: str) -> str:
     return "".join(ch if ch in PLAIN or ord(ch) > 127 else "\\" + ch for ch in value)
 
 
+def inside_quote(value: str, quote: str) -> str | None:
+    """``value`` as typed inside an opened ``quote`` (bash completes after that quote and
+    closes it): as it is inside single quotes, ``$ ` \\ "`` behind a backslash inside double
+    quotes.  None where it cannot be written there: a single quote inside single quotes, and
+    ``!`` inside double quotes (bash's history expansion keeps its backslash)."""
+    if quote == "'":
+        return None if "'" in value else value
+    if "!" in value:
+        return None
+    return "".join("\\" + ch if ch in '$`\\"' else ch for ch in value)
+
+
 class Engine:
     """Completes a line (up to the cursor) from the registry and a cached Inventory."""
 

@@ -110,7 +110,7 @@ def warm_in_background(argv: list[str]) -> None:
 
 
 def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
-    from vshx.completion.engine import Engine, global_uri
+    from vshx.completion.engine import Engine, global_uri, inside_quote
     from vshx.completion.inventory import Inventory
     from vshx.completion.shell_cache import shell_cache_name
     from vshx.pluginhost.host import PluginHost
@@ -144,10 +144,9 @@ def complete_line(line: str, shell: str, uri: str | None) -> list[str]:
         ]
     if shell == "bash" and lexed.open_quote:
         # typed inside a quote ("vm-na or 'vm-na): bash inserts the candidate after that quote
-        # and closes it itself, so the name goes as it is (one that holds that very quote
-        # cannot be written inside it: not offered)
-        raw = [c.value for c in result.candidates]
-        return [v for v in raw if lexed.open_quote not in v and _one_line(v) == v]
+        # and closes it itself, so the name goes as that quote reads it
+        inside = [inside_quote(c.value, lexed.open_quote) for c in result.candidates]
+        return [text for text in inside if text is not None and _one_line(text) == text]
     quoted = result.backslash_quoted() if shell == "bash" else result.quoted()
     return [text for text in quoted if _one_line(text) == text]
 
