@@ -496,6 +496,8 @@ def test_interrupted_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path
         assert "recover" in refused.stderr
         recovered = run_vshx("recover", dom.name, "vda")
         assert recovered.returncode == 0, recovered.stderr
+        # named one disk, it says it acts on the whole plan (atk11 F6)
+        assert "spans the domain's disks, not vda alone" in recovered.stdout, recovered.stdout
         assert "no interrupted vshx operations" in run_vshx("jobs", dom.name).stdout
         rolled_forward(dom, tmp_path)  # and recorded: s3 stays deletable
     finally:

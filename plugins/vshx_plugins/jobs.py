@@ -542,6 +542,7 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     if args.disk is None and names_an_image(args.domain) and not api_files.lexists(args.domain):
         forget_gone_image(session, args, args.domain)
         return None
+    named_disk = args.disk  # the user's, not the one recover picks below
     if args.disk is None and not names_an_image(args.domain):
         disk = disk_to_recover(session, args.domain)
         if disk is None:
@@ -575,6 +576,11 @@ def cmd_recover(session: Session, args: Args) -> int | None:
             return None
         if words:
             session.info(f"interrupted: {entry.describe()}; rolling it forward")
+            if named_disk is not None:  # atk11 F6: it acts beyond the disk named
+                session.info(
+                    f"that plan spans the domain's disks, not {named_disk} alone: recover "
+                    f"rolls it forward on every disk it names, as {shell_line(words)} does"
+                )
             if session.planning_only(args):
                 words.append("--dry-run")
             return session.run_words(words)

@@ -301,7 +301,7 @@ def unknown_after(
     name = os.path.basename(file)
     if moving:
         why = f"{moment.why}{moving}"
-        return Verdict(snap.name, snap.created, moment.disk, UNKNOWN, None, why, "", file)
+        return Verdict.unknown(snap, moment.disk, why, file)
     below = reads_removed(file, removed) if canonical(file) not in removed else ""
     if canonical(file) not in removed and not below:
         return None
@@ -334,9 +334,7 @@ def unproven_step(session: Session, target: Target, entry: journal.Entry) -> Ste
         if hit:
             name = os.path.basename(hit[0])
             why = f"vshx's interrupted merge was writing {name}: not proven since"
-            verdicts.append(
-                Verdict(snap.name, snap.created, disk, UNKNOWN, None, why, "", moment.file)
-            )
+            verdicts.append(Verdict.unknown(snap, disk, why, moment.file))
     if not verdicts:
         return None
     names = ", ".join(v.snapshot for v in verdicts)

@@ -129,6 +129,11 @@ class Verdict(NamedTuple):
         return (self.snapshot, self.created, self.disk)
 
     @classmethod
+    def unknown(cls, snap: Snapshot, disk: str, why: str, named: str | None) -> Verdict:
+        """A moment vshx cannot vouch for (held nowhere it can prove): kept by every command."""
+        return cls(snap.name, snap.created, disk, UNKNOWN, None, why, "", named)
+
+    @classmethod
     def from_json(cls, saved: dict[str, object]) -> Verdict:
         """A verdict as a journal saved it (``_asdict``); one saved before ``below`` existed
         reads it from its reason (``older_below``).  TypeError when it is not a verdict."""
