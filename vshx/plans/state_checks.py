@@ -344,7 +344,10 @@ def insert(session: Session, plan: Plan) -> None:
                 "planned on"
             )
         else:
-            if not live or dom.isPersistent():  # a transient domain's is its live XML
+            # a transient domain's definition is its live XML; whether it has one was read
+            # under the chain's lock (Target.persistent), where the plan read it
+            persistent = target.persistent() if target is not None else None
+            if not live or (dom.isPersistent() if persistent is None else persistent):
                 found.append(definition_step(session.uri, dom))
             if not live:
                 found.append(checkpoints_step(session.uri, dom))
