@@ -87,29 +87,41 @@ def timed(argvs: list[list[str]]) -> tuple[float, str, float]:
     return wall, out, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
-def snapshot_read_ms(tmp: Path, runs: int = 20) -> float:
-    """Median ms of one read of a 4-snapshot lab's snapshots as a plan makes it (one
-    listAllSnapshots, one getXMLDesc per snapshot, each XML parsed: Target.snapshots)."""
+def lab_reads_ms(tmp: Path, runs: int = 20) -> tuple[float, float]:
+    """Median ms, in one process on a running 4-snapshot lab: of one read of its snapshots as
+    a plan makes it (one listAllSnapshots, one getXMLDesc per snapshot, each XML parsed:
+    Target.snapshots); and of one ``virDomainSetMetadata`` of a small element into the live
+    and the persistent definition, as vshx writes its journal and its record (a commit makes
+    three: the journal before the job, the record and the journal's removal after it)."""
     name, d = lab(tmp, True)
     code = (
         "import statistics, sys, time\n"
+        "import libvirt\n"
         "from vshx.storage import virt\n"
         "from vshx.storage.moments import read_snapshots as read_all\n"
         "dom = virt.open_connection(sys.argv[1]).lookupByName(sys.argv[2])\n"
         "read_all(dom)\n"
-        "samples = []\n"
-        "for _ in range(int(sys.argv[3])):\n"
+        "reads, writes = [], []\n"
+        "flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG\n"
+        "ns, element = 'https://vshx.invalid/bench', libvirt.VIR_DOMAIN_METADATA_ELEMENT\n"
+        "for i in range(int(sys.argv[3])):\n"
         "    start = time.perf_counter()\n"
         "    read_all(dom)\n"
-        "    samples.append(time.perf_counter() - start)\n"
-        "print(statistics.median(samples) * 1000)\n"
+        "    reads.append(time.perf_counter() - start)\n"
+        "    xml = f'<run n=\"{i}\"/>' if i % 2 == 0 else None\n"
+        "    start = time.perf_counter()\n"
+        "    dom.setMetadata(element, xml, 'vb' if xml else None, ns, flags)\n"
+        "    writes.append(time.perf_counter() - start)\n"
+        "dom.setMetadata(element, None, None, ns, flags)\n"
+        "print(statistics.median(reads) * 1000, statistics.median(writes) * 1000)\n"
     )
     try:
         python = str(Path(VSHX[0]).parent / "python")
         run = subprocess.run(
             [python, "-c", code, URI, name, str(runs)], check=True, capture_output=True, text=True
         )
-        return float(run.stdout)
+        read_ms, write_ms = (float(x) for x in run.stdout.split())
+        return read_ms, write_ms
     finally:
         drop(name, d)
 
@@ -217,8 +229,7 @@ def main() -> None:
             LOADS.append(os.getloadavg()[0])
             small.append(compare(tmp, True, 0, 4, "sn3", "sn1", ("vshx", "virsh", "floor")))
         many = [batch(tmp, BATCH_DOMAINS) for _ in range(BATCH_RUNS)]
-        snapshots_ms = snapshot_read_ms(tmp)
-        small_section(small, many, snapshots_ms, import_ms())
+        small_section(small, many, lab_reads_ms(tmp), import_ms())
         if only_small:
             return
         live = [
@@ -242,9 +253,10 @@ def med(rows: Rows, i: int, field: int = 0) -> float:
 def small_section(
     small: Rows,
     many: list[tuple[float, float, float]],
-    snapshots_ms: float,
+    lab_reads: tuple[float, float],
     imports: tuple[float, float, float],
 ) -> None:
+    snapshots_ms, metadata_ms = lab_reads
     job_ms = statistics.median(float(r[2][1]) for r in small)
     python_ms, libvirt_ms, vshx_imports_ms = imports
     vshx_ms, virsh_ms, floor_ms = (med(small, i) * 1000 for i in range(3))
@@ -312,6 +324,12 @@ thread meanwhile; ended with `os._exit`, as the `vshx` program ends),
 against the {0.3 * floor_ms:.0f} ms that 1.3x of this
 run's floor leaves for everything vshx adds (imports, checks, journal, record). The list is
 `ONE_SHOT_IMPORTS` in bench/merge.py, taken from `python -X importtime` of one run.
+One `virDomainSetMetadata` into the live and the persistent definition of a running lab
+(median of 20, one process) takes {metadata_ms:.1f} ms: the journal before the job and the record
+and the journal's removal after it, the writes that make a commit recoverable after a kill,
+are {3 * metadata_ms:.0f} ms of libvirt's own work. With the imports that is
+{vshx_imports_ms - libvirt_ms + 3 * metadata_ms:.0f} ms of the {0.3 * floor_ms:.0f} ms \
+before any check reads anything.
 
 A plan's read of the domain's snapshots (one `listAllSnapshots`, one `getXMLDesc` per
 snapshot, each parsed) takes {snapshots_ms:.1f} ms on a lab with 4 snapshots (median of 20, in
