@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from vshx.errors import VshxError
 from vshx.plans import lock
-from vshx.storage.identity import identity
+from vshx.storage.identity import birth_ns, identity
 from vshx.storage.qcow2 import chain_files, header_names, image_files, json_backing
 
 
@@ -25,6 +26,29 @@ def test_identity_of_links_and_missing_files(tmp_path: Path):
     (tmp_path / "sub").mkdir()
     assert identity(str(tmp_path / "sub" / ".." / "a.img")) == key
     assert identity(str(tmp_path / "missing")) == str(tmp_path / "missing")
+
+
+def test_birth_time_is_the_one_stat_reports_and_needs_no_ctypes_package(tmp_path: Path):
+    """statx is called through storage/libc.py (built from _ctypes alone): the birth time
+    matches coreutils' ``stat -c %W`` (whole seconds; 0 where the file system keeps none),
+    a missing file or another host's has none, and the ctypes package stays unloaded."""
+    made = tmp_path / "made"
+    made.write_bytes(b"x")
+    told = subprocess.run(["stat", "-c", "%W", str(made)], capture_output=True, text=True)
+    born = birth_ns(str(made), True)
+    if told.stdout.strip() in ("", "0", "-"):
+        assert born is None
+    else:
+        assert born is not None and born // 10**9 == int(told.stdout)
+    assert birth_ns(str(tmp_path / "missing"), True) is None
+    assert birth_ns(str(made), False) is None
+    code = (
+        "import sys; from vshx.storage.identity import birth_ns; "
+        f"birth_ns({str(made)!r}, True); print('ctypes' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert loaded.stdout.split() == ["False"], loaded.stderr
 
 
 def test_json_backing_names_nested_dotted_and_refused():

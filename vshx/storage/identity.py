@@ -15,10 +15,13 @@ import errno
 import functools
 import os
 from stat import S_ISBLK, S_ISCHR
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.storage import host as files
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 FileKey = tuple[int, int] | str
 """(st_dev, st_ino) of a file, (-1, st_rdev) of a device, the resolved path of a missing file."""
@@ -95,12 +98,15 @@ def same_file(first: str, second: str) -> bool:
 
 
 @functools.cache
-def _statx() -> Any:
+def _statx() -> Callable[..., object] | None:
     """libc's statx, looked up once per process (snapshot-list asks for every snapshot's
     overlay); None where libc has none."""
-    import ctypes
+    from vshx.storage import libc
 
-    return getattr(ctypes.CDLL(None, use_errno=True), "statx", None)
+    try:
+        return libc.function("statx", libc.Int, (libc.Int, libc.Text, libc.Int, libc.Int))
+    except (AttributeError, OSError):
+        return None
 
 
 def birth_ns(path: str, local: bool) -> int | None:
@@ -111,9 +117,9 @@ def birth_ns(path: str, local: bool) -> int | None:
     statx = _statx() if local else None
     if statx is None:
         return None
-    import ctypes
+    from vshx.storage import libc
 
-    buf = ctypes.create_string_buffer(256)  # struct statx
+    buf = libc.buffer(256)  # struct statx
     at_fdcwd, nofollow, want_btime = -100, 0x100, 0x800
     if statx(at_fdcwd, os.fsencode(path), nofollow, want_btime, buf) != 0:
         return None
