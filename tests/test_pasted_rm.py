@@ -112,3 +112,32 @@ def test_a_pasted_rm_removes_a_raw_file_a_plan_of_this_session_deletes(tmp_path:
     else:
         assert status == 0, err.getvalue()
         assert not raw.exists()
+
+
+@pytest.mark.libvirt
+def test_a_printed_delete_plan_run_by_vshx_keeps_a_file_a_snapshot_names(offline_lab):
+    """`commit --delete --dry-run`, run with `vshx -f` (nu12 #9): the merge lines run, and the
+    pasted `rm` of a merged-away file that a snapshot's moment still reads through, as far as
+    the files alone show, is refused: the file stays, the chain is whole, and the hint says
+    why (a line judged alone) and what to do, not "merge it out of those chains"."""
+    from tests.conftest import chain_files, qemu_check
+
+    lab = offline_lab
+    folder = Path(lab.active).parent
+    dry = run_vshx(
+        "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3", "--delete", "--dry-run"
+    )
+    assert dry.returncode == 0, dry.stderr
+    script = folder / "plan.sh"
+    script.write_text(dry.stdout)
+    ran = run_vshx("-f", str(script))
+    assert ran.returncode == 1, ran.stderr
+    assert "judged alone" in ran.stderr and "merge it out" not in ran.stderr, ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert (folder / "sn3.qcow2").exists()  # kept
+    qemu_check(lab.active)
+    assert [Path(p).name for p in chain_files(lab.active)] == [
+        "sn4.qcow2",
+        "sn1.qcow2",
+        "base.qcow2",
+    ]

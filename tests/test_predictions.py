@@ -117,3 +117,43 @@ def test_a_batch_dry_run_judges_moments_by_what_earlier_lines_record(made, tmp_p
     for lab in (dry_lab, real_lab):  # sn2's moment went into sn1.qcow2: cleanup forgets it
         assert run_vshx("snapshot-cleanup", lab.name).returncode == 0
         assert lab.check_moments(tmp_path) == ["sn1", "sn4"]
+
+
+def test_a_batch_dry_run_checks_every_line_at_the_top_and_stops_where_vshx_stops(
+    offline_lab: Lab, tmp_path
+):
+    """A later line of a batch script is planned on what the earlier lines leave; its checks
+    of the host run at the script's top, before any line changes anything (atk12 F3: the
+    second plan had none, and the first, a pull, writes into no file others read: printed,
+    then an image made on base.qcow2, `sh -e` committed into the base under it, where the real
+    run refuses).  Where vshx stops, the script stops with vshx's status (atk12 F7)."""
+    lab = offline_lab
+    folder = os.path.dirname(lab.active)
+    lines = (
+        f"pull {lab.name} vda --base sn2\ncommit {lab.name} vda --base base --top sn1 --delete\n"
+    )
+    dry = run_vshx("--dry-run", "-f", "-", stdin=lines)
+    assert dry.returncode == 0, dry.stderr
+    script = dry.stdout
+    assert script.startswith("#!/bin/sh\n") and script.count("#!/bin/sh") == 1
+    assert script.index(f"find {folder}") < script.index("qemu-img rebase")  # checked first
+    before = chain_files(lab.active)
+    extra = tmp_path / "extra.qcow2"
+    base = os.path.join(folder, "base.qcow2")
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", str(extra)],
+        check=True,
+    )
+    os.replace(extra, os.path.join(folder, "extra.qcow2"))  # a new reader of the base, there
+    stale = subprocess.run(["sh", "-e"], input=script, text=True, capture_output=True)
+    assert stale.returncode != 0, stale.stdout
+    assert chain_files(lab.active) == before  # nothing ran: not even line 1
+    qemu_check(lab.active)
+    refused = run_vshx("--dry-run", "-f", "-", stdin=lines)  # printed now: line 2 is refused
+    assert refused.returncode == 1 and "would change what these see" in refused.stderr
+    assert refused.stdout.rstrip().endswith("exit 1"), refused.stdout
+    ran = subprocess.run(["sh", "-e"], input=refused.stdout, text=True, capture_output=True)
+    assert ran.returncode == 1, ran.stderr  # line 1 ran, then the script stopped, as vshx does
+    assert "sn3.qcow2" not in [os.path.basename(p) for p in chain_files(lab.active)]
+    assert "sn1.qcow2" in [os.path.basename(p) for p in chain_files(lab.active)]
+    qemu_check(lab.active)

@@ -29,11 +29,19 @@ def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = Fa
         session.report(unreadable.error, unreadable.where)
         return unreadable.error.exit_code
     from vshx.frontends import batch_overlap
+    from vshx.frontends.gathered import run_gathered
 
     if batch_overlap.may_overlap(session) and any(
         batch_overlap.overlaps(session, line, stdin) for _w, line, stdin, _f in commands
     ):  # merge lines: their block jobs may run side by side (plans/overlap.py)
         return batch_overlap.run_overlapped(session, commands, echo)
+    return run_gathered(session, lambda: _run_each(session, commands, echo))
+
+
+def _run_each(
+    session: Session, commands: list[tuple[str, str, str | None, bool]], echo: bool
+) -> int:
+    """The lines one after the other: 0, or the status of the first that fails."""
     for where, line, stdin, may_fail in commands:
         if echo:  # after what the lines before printed, and before what this one prints
             session.out.flush()

@@ -220,10 +220,15 @@ def _run_command_string(session: Session, line: str, dry_run: bool) -> int:
     session.need_events = any(
         (found := session.host.command(words[0])) is None or found.changes for words in commands
     )
-    try:
-        return session.execute(line, virsh=True)
-    except ExitRequested:
-        return EXIT_OK
+    from vshx.frontends.gathered import run_gathered
+
+    def run() -> int:
+        try:
+            return session.execute(line, virsh=True)
+        except ExitRequested:
+            return EXIT_OK
+
+    return run_gathered(session, run)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

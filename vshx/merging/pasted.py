@@ -88,10 +88,15 @@ def remove_pasted(session: Session, path: str) -> None:
     index = preflight.UsageIndex(session, Chain([Layer(os.path.abspath(path), "", 0)]))
     users = index.users_of(path)
     if users:
-        raise VshxError(
-            f"not deleting {path}: still used by {'; '.join(users)}",
-            f"merge it out of those chains first ({index.scanned()})",
-        )
+        hint = f"merge it out of those chains first ({index.scanned()})"
+        if any(" snapshot " in user for user in users):  # nu12 #9: a printed --delete plan
+            hint = (
+                "a pasted line is judged alone: the command that printed it knew where those "
+                "snapshots' moments went, the files alone do not show it; the file is kept "
+                "(delete it once `vshx snapshot-list` shows no moment in it); run the command "
+                f"itself rather than its script ({index.scanned()})"
+            )
+        raise VshxError(f"not deleting {path}: still used by {'; '.join(users)}", hint)
     if qcow2:
         _release_data_file(session, path)
     if session.dry_run:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 if TYPE_CHECKING:
     import libvirt
 
-    from vshx.plans.plan import Plan
+    from vshx.plans.plan import Plan, Step
     from vshx.plans.target import Target
     from vshx.spec.spec import Args, Command
     from vshx.storage.chain import Chain
@@ -50,6 +50,9 @@ class Context(Protocol):
     # a printed plan's later `virsh blockjob D DISK --pivot` line finds nothing left to do
     assumed_pivots: set[tuple[str, str]]
     planning_ahead: bool  # a whole --dry-run session: each line plans on the lines before
+    # a batch --dry-run's script being gathered: its later lines' checks of the host, run at
+    # its top (hoist); None where lines are printed as they come
+    hoisted: list[Step] | None
     plan_json: bool  # --plan-json: a dry run prints each plan as a JSON document
 
     @property
@@ -75,3 +78,5 @@ class Context(Protocol):
     def teaching(self, args: Args) -> bool: ...
 
     def write_script(self, text: str) -> None: ...
+
+    def hoist(self, checks: list[Step]) -> None: ...

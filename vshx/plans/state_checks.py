@@ -333,11 +333,16 @@ def insert(session: Session, plan: Plan) -> None:
         return
     found: list[Step] = []
     ahead = session.planning_ahead and bool(session.predicted)  # earlier lines change things
+    # a gathered batch script (atk12 F3): a later line's checks run at the script's top, on
+    # the host as vshx planned every line on it, before any line changes it; elsewhere (the
+    # REPL) its lines are printed one by one and sh re-checks nothing for the later ones
+    hoisting = ahead and session.hoisted is not None
+    state: list[Step] = []  # the definition, the checkpoints, the snapshots
     if dom is not None:
         live = target.live if target is not None else bool(dom.isActive())
         if not live:
             found.append(shut_off_step(session.uri, dom))
-        if ahead:
+        if ahead and not hoisting:
             plan.notes.append(
                 "an earlier line of this script changes things: sh does not re-check that "
                 f"the definition and the snapshots of {dom.name()} are those this line was "
@@ -348,17 +353,19 @@ def insert(session: Session, plan: Plan) -> None:
             # under the chain's lock (Target.persistent), where the plan read it
             persistent = target.persistent() if target is not None else None
             if not live or (dom.isPersistent() if persistent is None else persistent):
-                found.append(definition_step(session.uri, dom))
+                state.append(definition_step(session.uri, dom))
             if not live:
-                found.append(checkpoints_step(session.uri, dom))
-            judged = [s.name for s in target.snapshots()] if target is not None else None
-            found.append(snapshots_step(session.uri, dom, judged=judged))
+                state.append(checkpoints_step(session.uri, dom))
+            # the snapshots this line judged are predicted ones when hoisted: the top of the
+            # script checks those there are now
+            judged = None if ahead or target is None else [s.name for s in target.snapshots()]
+            state.append(snapshots_step(session.uri, dom, judged=judged))
     written = next((w for s in plan.steps if (w := _written_by_commit(s)) is not None), None)
     deleted = [step.argv[-1] for step in plan.steps if is_delete(step.argv)]
     if written is not None or deleted:
         name = (written or "the base") if written is not None else "the files it deletes"
         command = f"`vshx {session.command.name}`" if session.command is not None else "vshx"
-        if ahead:
+        if ahead and not hoisting:
             plan.notes.append(
                 f"an earlier line of this script changes files: sh does not re-check who reads "
                 f"through {name}; {command} itself does"
@@ -375,8 +382,16 @@ def insert(session: Session, plan: Plan) -> None:
             real = [files.realpath(path) for path in deleted]
             directories |= {os.path.dirname(path) for path in real if not path.startswith("/dev/")}
             if directories:
-                found.append(listing_step(sorted(directories), name))
+                state.append(listing_step(sorted(directories), name))
                 plan.notes.append(listing_note(name, command, deleting=written is None))
+    if hoisting and state:
+        session.hoist(state)
+        plan.notes.append(
+            "an earlier line of this script changes things: this line's checks of the host "
+            "run at the top of the script, before any line changes anything"
+        )
+    else:
+        found += state
     for step in found:
         step.state_check = True
     plan.steps[0:0] = found

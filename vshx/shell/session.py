@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import libvirt
 
     from vshx.completion.inventory import Inventory
-    from vshx.plans.plan import Plan
+    from vshx.plans.plan import Plan, Step
     from vshx.shell.record import Recorder
     from vshx.storage.chain import Chain
     from vshx.storage.identity import FileKey
@@ -74,6 +74,9 @@ class Session:
         self.deletes_planned: set[FileKey] = set()  # see plans/context.py
         self.assumed_pivots: set[tuple[str, str]] = set()  # see plans/context.py
         self._shebang_written = False
+        # a batch --dry-run's script being gathered (frontends/gathered.py): the state checks
+        # of its later lines, for its top; None: lines are printed as they come (the REPL)
+        self.hoisted: list[Step] | None = None
         # --plan-json (implies dry_run): each plan, or nothing-to-do, as one JSON document on
         # stdout (vshx/plans/plan_json.py); what a command says meanwhile goes to stderr
         self.plan_json = False
@@ -398,6 +401,13 @@ class Session:
         shown = self.err if self.plan_json else self.out  # --plan-json: stdout is the JSON
         shown.write(text)
         shown.flush()
+
+    def hoist(self, checks: list[Step]) -> None:
+        """A later line's checks of the host, for the top of the gathered script (each once)."""
+        if self.hoisted is None:
+            raise RuntimeError("no batch script is being gathered")
+        known = {step.equivalent() for step in self.hoisted}
+        self.hoisted += [step for step in checks if step.equivalent() not in known]
 
     def forget_predictions(self) -> None:
         """Something changed what the predictions stand on: chains and records alike."""
