@@ -240,3 +240,18 @@ def test_every_builtin_option_reference_is_valid(capsys: pytest.CaptureFixture[s
     for command in completed:  # the check is not a no-op: without the completers it refuses
         with pytest.raises(PluginError, match="no completer"):
             check_references(command, ())
+
+
+def test_a_global_options_value_completes_as_that_value(engine, tmp_path: Path):
+    """`vshx -c <Tab>` offers URIs, `vshx -f <Tab>` files, as shell completion sees the line
+    (nu12 #7: the command names were offered); after the value, the command names again."""
+
+    def shell(line: str) -> list[str]:
+        return [c.value for c in engine.complete(line, skip_globals=True).candidates]
+
+    assert shell("-c ") == ["qemu:///system", "qemu:///session", "test:///default"]
+    assert shell("--connect q") == ["qemu:///system", "qemu:///session"]
+    (tmp_path / "batch.vshx").write_text("list\n")
+    assert shell(f"-q -f {tmp_path}/ba") == [f"{tmp_path}/batch.vshx"]
+    assert "chain" in shell("-c qemu:///system ")
+    assert shell("-c qemu:///system chai") == ["chain"]

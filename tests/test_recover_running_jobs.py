@@ -168,6 +168,7 @@ def test_background_active_commit_pivoted_by_recover_records_as_the_foreground(
     before = background.guest_hash(tmp_path)
     started = run_vshx("commit", background.name, "vda", *words, "--background")
     assert started.returncode == 0, started.stderr
+    assert "pivoted:" not in started.stdout + started.stderr  # nothing pivoted (nu12 #5)
     wait_until(lambda: "100 %" in block_job(background.name), "the active commit to be READY")
     time.sleep(1)  # the guest's layer is written until the pivot: a later time than the start
     pivoted = run_vshx("recover", background.name, "vda", "--pivot")

@@ -127,7 +127,12 @@ def live_plan(session: Session, target: Target, args: Args, top: Layer, base: La
     plan.intent["pivot"] = active and pivot  # what recover finishes if this is interrupted
     plan.writes = [(base, top)]
     if active and not args.pivot and not args.keep_overlay:
-        plan.notes.append(ASSUMED_PIVOT)
+        # in the background nothing pivots: the job waits READY (nu12 #5)
+        if args.get("background"):
+            where = shell_line(["vshx", "recover", dom.name(), disk])
+            plan.notes.append(WAITS_READY.format(recover=where))
+        else:
+            plan.notes.append(ASSUMED_PIVOT)
 
     def start() -> None:
         dom.blockCommit(disk, base.path, top.path, args.bandwidth or 0, flags)
@@ -336,6 +341,10 @@ PIVOTED = (
     "pivoted: --pivot is assumed for an active commit (virsh without --pivot leaves the job "
     "in its synchronized phase for `blockjob --pivot` or `--abort`; vshx never leaves a job "
     "behind: --keep-overlay ends it keeping the chain, the base holding the overlay's data too)"
+)
+WAITS_READY = (
+    "active commit in the background: nothing pivots; the job then waits, synchronized (Ready "
+    "yes in vshx jobs), for {recover} --pivot (the disk then uses the base) or --abort"
 )
 JOB = {opt.name: opt for opt in JOB_OPTIONS}
 WAITS = ("timeout", "wait", "pivot", "keep-overlay")  # virsh: what makes blockcommit wait

@@ -93,6 +93,7 @@ class Engine:
             "layer": self.layers,
             "image": lambda p, v: files(p, images_only=True),
             "directory": lambda p, v: files(p, dirs_only=True),
+            "file": lambda p, v: files(p),
             "snapshot": self.snapshots,
             "uri": lambda p, v: (Candidate(u) for u in KNOWN_URIS),
             "command": lambda p, v: self.commands(),
@@ -108,9 +109,12 @@ class Engine:
             prefix, before = words[-1], words[:-1]
         else:
             prefix, before = "", words
-        if skip_globals:
-            before = strip_globals(before)
-        found = self._candidates(before, prefix)
+        pending = pending_global(before) if skip_globals else None
+        if pending is not None:  # `vshx -c <Tab>`: the global option's value (nu12 #7)
+            kind = "uri" if pending in ("-c", "--connect") else "file"
+            found: Iterable[Candidate] = self.providers[kind](prefix, {})
+        else:
+            found = self._candidates(strip_globals(before) if skip_globals else before, prefix)
         chosen = [c for c in found if c.value.startswith(prefix)]
         return Completions(unique(chosen), lexed.last_word_start, prefix)
 
@@ -297,6 +301,19 @@ def strip_globals(words: list[str]) -> list[str]:
     while i < len(words) and words[i].startswith("-"):
         i += 2 if words[i] in GLOBAL_VALUE_OPTIONS else 1
     return words[i:]
+
+
+def pending_global(words: list[str]) -> str | None:
+    """The global option (``-c``, ``-f``...) whose value is the word being typed, if any."""
+    i = 0
+    while i < len(words) and words[i].startswith("-"):
+        if words[i] in GLOBAL_VALUE_OPTIONS:
+            if i + 1 == len(words):
+                return words[i]
+            i += 2
+        else:
+            i += 1
+    return None
 
 
 def global_uri(words: list[str]) -> str | None:

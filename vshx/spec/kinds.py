@@ -11,6 +11,7 @@ CORE_COMPLETERS = (
     "layer",
     "image",
     "directory",
+    "file",
     "snapshot",
     "uri",
     "command",
