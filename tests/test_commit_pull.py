@@ -132,6 +132,36 @@ def test_offline_rebase_lines_carry_the_backing_format_and_keep_relative_names(o
     assert "-F qcow2 -b sn1.qcow2" in plan
 
 
+def test_keep_relative_on_absolute_names_is_refused_offline_as_libvirt_refuses_it(offline_lab):
+    """libvirt's --keep-relative keeps the relative names there are: on a chain of absolute
+    names it refuses the live job ("can't keep relative backing relationship"); offline vshx
+    wrote a relative name instead (atk12 F6).  Now refused too, nothing changed; with the
+    chain's names relative, it plans as before."""
+    for words in (
+        ["commit", offline_lab.name, "vda", "--base", "sn1", "--top", "sn3", "--keep-relative"],
+        ["pull", offline_lab.name, "vda", "--base", "sn1", "--keep-relative"],
+    ):
+        before = chain_files(offline_lab.active)
+        refused = run_vshx(*words)
+        assert refused.returncode == 1, refused.stderr
+        assert "can't keep relative backing relationship" in refused.stderr
+        assert "hint: drop --keep-relative" in refused.stderr
+        assert chain_files(offline_lab.active) == before
+    offline_lab.relative_backing_names()
+    planned = run_vshx(
+        "commit",
+        offline_lab.name,
+        "vda",
+        "--base",
+        "sn1",
+        "--top",
+        "sn3",
+        "--keep-relative",
+        "--dry-run",
+    )
+    assert planned.returncode == 0 and "-b sn1.qcow2" in planned.stdout, planned.stderr
+
+
 def test_bare_image_commit_into_its_backing_file(offline_lab, tmp_path):
     sn2 = offline_lab.layer("sn2")
     top_view = guest_hash(sn2, tmp_path)

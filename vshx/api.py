@@ -224,6 +224,7 @@ class preflight:
     ``refuse_remote_offline``: refuse offline steps on a remote connection.
     ``refuse_unsafe_start``: what every merge refuses before it plans.
     ``relative_or_absolute``: the backing name to write (relative where the chain used them).
+    ``refuse_unkept_relative``: refuse ``--keep-relative`` where the chain's names are not.
     ``require_format``: a layer's format, or a refusal when it is unknown.
     ``SharedFile``: the refusal of a commit into a file other chains read (check_merge).
     """
@@ -235,6 +236,7 @@ class preflight:
     refuse_remote_offline = staticmethod(_preflight.refuse_remote_offline)
     refuse_unsafe_start = staticmethod(_preflight.refuse_unsafe_start)
     relative_or_absolute = staticmethod(_preflight.relative_or_absolute)
+    refuse_unkept_relative = staticmethod(_preflight.refuse_unkept_relative)
     require_format = staticmethod(_preflight.require_format)
 
 

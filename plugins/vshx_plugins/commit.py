@@ -206,6 +206,8 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
     )
     bitmaps.carry(plan, data, base, chain.between(top, base))
     overlay = chain.above(top)
+    if overlay is not None and args.keep_relative:  # as libvirt refuses it live
+        preflight.refuse_unkept_relative(chain, overlay, base)
     if overlay is not None:
         plan.add(pointer_step(overlay, base, top, args.keep_relative))
     elif target.dom is not None and args.keep_overlay:

@@ -127,6 +127,8 @@ def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
     plan = Plan(f"pull up into {active.name} {what}", method=target.method, target=target)
     offline_domain_note(plan, target)
     argv = ["qemu-img", "rebase", "-f", preflight.require_format(active)]
+    if base is not None and args.keep_relative:  # as libvirt refuses it live
+        preflight.refuse_unkept_relative(target.chain, active, base)
     if base is None:
         argv += ["-b", ""]
     else:

@@ -17,6 +17,7 @@ from vshx.errors import VshxError
 from vshx.plans import overlap
 from vshx.plans.plan import shell_line
 from vshx.plans.target import Target
+from vshx.spec.render import quoted
 from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.background import Background
@@ -701,6 +702,21 @@ def relative_or_absolute(new_backing: Layer, overlay: Layer, keep_relative: bool
     if keep_relative or overlay.backing_is_relative:
         return relative_name(new_backing.path, overlay.path)
     return new_backing.path
+
+
+def refuse_unkept_relative(chain: Chain, upper: Layer, base: Layer) -> None:
+    """``--keep-relative`` keeps the relative backing names a chain has: libvirt refuses it
+    ("can't keep relative backing relationship") where a name from ``upper`` down to ``base``
+    is not relative, and so does vshx offline (atk12 F6), rather than write a relative name
+    into a chain that had none."""
+    for layer in chain.layers[upper.position : base.position]:
+        if not layer.backing_is_relative:
+            raise VshxError(
+                f"can't keep relative backing relationship: {layer.name} names its backing "
+                f"file {quoted(layer.backing or '')}, not a relative name",
+                "drop --keep-relative: the chain keeps the kind of names it has (libvirt "
+                "refuses the option for a running domain's chain too)",
+            )
 
 
 def require_format(layer: Layer) -> str:
