@@ -60,3 +60,26 @@ def test_a_raw_image_needs_its_format_said(images, tmp_path: Path):
     done = run_vshx("rebase", str(top), "--backing", str(raw), "--backing-format", "raw")
     assert done.returncode == 0, done.stderr
     assert backing_of(top) == (str(raw), "raw")
+
+
+def test_a_qcow2_header_in_a_raw_disk_is_no_proof_of_its_format(images, tmp_path: Path):
+    """atk12 F2: a raw disk whose guest wrote a qcow2 header naming another file of the host
+    probes as qcow2; vshx wrote `-F qcow2` and the chain would read through that file.  A
+    file outside the chain now needs --backing-format whatever its content says; with it,
+    the rebase is done as asked."""
+    top, _raw = images
+    secret = tmp_path / "secret.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(secret), "1M"], check=True)
+    planted = tmp_path / "guest.raw"  # a raw disk whose first bytes are a qcow2 header
+    make_overlay(planted, str(secret))
+    subprocess.run(["truncate", "-s", "1M", str(planted)], check=True)
+    before = file_state(tmp_path)
+    for flags in ([], ["--dry-run"], ["-u"]):
+        refused = run_vshx("rebase", str(top), "--backing", str(planted), *flags)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "outside the chain" in refused.stderr and "--backing-format qcow2" in refused.stderr
+        assert "qemu-img rebase" not in refused.stdout and "Traceback" not in refused.stderr
+    assert file_state(tmp_path) == before
+    asked = run_vshx("rebase", str(top), "--backing", str(planted), "--backing-format", "raw")
+    assert asked.returncode == 0, asked.stderr
+    assert backing_of(top) == (str(planted), "raw")

@@ -232,7 +232,14 @@ def test_rebase_backing_named_through_a_symlinked_directory(tmp_path: Path) -> N
     qcow2(root / "top.qcow2", backing=str(root / "real" / "base.qcow2"))
     before = guest_hash(root / "top.qcow2", tmp_path)
     proc = run_vshx(
-        "rebase", str(root / "top.qcow2"), "--backing", "link/../copy.qcow2", "-u", cwd=str(root)
+        "rebase",
+        str(root / "top.qcow2"),
+        "--backing",
+        "link/../copy.qcow2",
+        "-u",
+        "-F",
+        "qcow2",
+        cwd=str(root),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert backing_of(root / "top.qcow2") == f"{root}/real/copy.qcow2"

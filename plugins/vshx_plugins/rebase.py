@@ -123,19 +123,28 @@ def resolve_backing(chain: Chain, image: Layer, ref: str) -> Layer | None:
     return found
 
 
-def refuse_guessed_raw(new: Layer, ref: str) -> None:
-    """A new backing from outside the chain that has no image header (qemu-img's probe says
-    raw: any file is, /etc/passwd too) is taken only with --backing-format raw, as
-    ``qemu-img rebase`` takes no backing without -F ("backing format must be specified"):
-    a probed format is a guess unless a header proves it, and the guest would see the
-    file's bytes as its disk.  A layer of the chain has its format from the headers."""
-    if new.position != -1 or new.format != "raw":
+def refuse_guessed_format(new: Layer, ref: str) -> None:
+    """A new backing from outside the chain is taken only with --backing-format, as
+    ``qemu-img rebase`` takes no backing without -F ("backing format must be specified"): its
+    format would be a guess from its content.  With no image header any file reads as raw
+    (/etc/passwd too), and a raw disk's guest can write a qcow2 header naming any file of the
+    host as its backing or data file (atk12 F2).  A layer of the chain has its format from
+    the headers above it."""
+    if new.position != -1:
         return
+    if new.format == "raw":
+        raise VshxError(
+            f"new backing {quoted(ref)} has no disk image header: qemu-img can only guess it is "
+            "a raw image (any file reads as one), and the guest would see its bytes as the disk's",
+            "if it is a raw disk image, say so: --backing-format raw (-F raw); qemu-img rebase "
+            "takes no backing file without -F either",
+        )
     raise VshxError(
-        f"new backing {quoted(ref)} has no disk image header: qemu-img can only guess it is a raw "
-        "image (any file reads as one), and the guest would see its bytes as the disk's",
-        "if it is a raw disk image, say so: --backing-format raw (-F raw); qemu-img rebase "
-        "takes no backing file without -F either",
+        f"new backing {quoted(ref)} is outside the chain: its format ({new.format}) would be a "
+        "guess from its content (a raw disk's guest can write a qcow2 header that names any "
+        "file of this host)",
+        f"if it is a {new.format} image, say so: --backing-format {new.format} (-F "
+        f"{new.format}); qemu-img rebase takes no backing file without -F either",
     )
 
 
@@ -233,7 +242,7 @@ def cmd_rebase(session: Session, args: Args) -> None:
     if new is not None and not fmt:
         raise VshxError(f"unknown format of {new.path}", "give it with --backing-format FMT")
     if new is not None and not args.backing_format:
-        refuse_guessed_raw(new, args.backing)
+        refuse_guessed_format(new, args.backing)
     if new is not None and chain.below(image) is not None and new is chain.below(image):
         session.nothing_to_do(args, f"{new.name} already is the backing file of {image.name}")
         return
