@@ -404,3 +404,17 @@ def test_new_paths_libvirt_cannot_keep_are_refused_before_anything_is_made(tmp_p
     refused = run_vshx("flatten", str(image), "--to", str(tmp_path / "a\nb.qcow2"), "--dry-run")
     assert refused.returncode == 2 and refused.stderr.startswith("error: --to "), refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.qcow2"]
+
+
+@pytest.mark.libvirt
+def test_a_missing_disk_word_is_asked_for_only_of_a_domain_that_exists(offline_lab):
+    """atk12 F5: `commit ''` asked "which disk of ''?"; a name that is no domain is said as
+    such first (as `chain ''` says it), and a domain's missing disk gets a hint that quotes
+    what to type."""
+    for name in ("", "no-such-domain-x"):
+        missing = run_vshx("commit", name)
+        assert missing.returncode == 1, missing.stderr
+        assert f"error: domain '{name}' not found" in missing.stderr, missing.stderr
+    asked = run_vshx("commit", offline_lab.name)
+    assert asked.returncode == 1 and f"which disk of '{offline_lab.name}'?" in asked.stderr
+    assert f"hint: give the disk too, e.g. {offline_lab.name} vda" in asked.stderr

@@ -216,3 +216,16 @@ def test_delete_keeps_a_file_that_an_earlier_leftover_still_uses(lab):
     assert lab.layer("sn2").exists(), "sn3.qcow2, left over by the first commit, names sn2"
     assert "keeping" in proc.stderr and "sn3.qcow2" in proc.stderr
     assert lab.guest_hash(lab.dir.parent) == before
+
+
+def test_offline_pull_says_its_bandwidth_is_not_applied(offline_lab):
+    """qemu-img rebase has no rate limit: an offline pull's --bandwidth was dropped without a
+    word (atk12 F1); the plan and the run say so."""
+    planned = run_vshx(
+        "pull", offline_lab.name, "vda", "--base", "sn2", "--bandwidth", "5", "--dry-run"
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert "# --bandwidth is not applied" in planned.stdout
+    done = run_vshx("pull", offline_lab.name, "vda", "--base", "sn2", "--bandwidth", "5")
+    assert done.returncode == 0, done.stderr
+    assert "warning: --bandwidth is not applied" in done.stderr

@@ -120,12 +120,20 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
     return plan
 
 
+BANDWIDTH_OFFLINE = (
+    "--bandwidth is not applied: qemu-img rebase, which pulls offline, has no rate limit "
+    "(an offline commit's qemu-img commit has one: -r)"
+)
+
+
 def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
     active = target.chain.active
     gone = target.chain.layers[1 : base.position] if base is not None else target.chain.layers[1:]
     what = f"onto {base.name}" if base else "(it becomes a complete image)"
     plan = Plan(f"pull up into {active.name} {what}", method=target.method, target=target)
     offline_domain_note(plan, target)
+    if args.get("bandwidth"):  # atk12 F1: said, not silently dropped
+        plan.notes.append(BANDWIDTH_OFFLINE)
     argv = ["qemu-img", "rebase", "-f", preflight.require_format(active)]
     if base is not None and args.keep_relative:  # as libvirt refuses it live
         preflight.refuse_unkept_relative(target.chain, active, base)
@@ -184,6 +192,8 @@ def cmd_pull(session: Session, args: Args) -> None:
         live_plan(session, target, args, base) if target.live else offline_plan(target, args, base)
     )
     plan.steps[:0] = first
+    if not target.live and args.get("bandwidth") and not session.planning_only(args):
+        session.warn(BANDWIDTH_OFFLINE)
     if extents is not None:
         moves = extents.between(1, len(gone))
         names = ", ".join(layer.name for layer in gone)

@@ -131,9 +131,10 @@ def refuse(dom: libvirt.virDomain, snap: Snapshot) -> None:
     if dom.isActive():
         raise VshxError(
             f"{dom.name()} is running: vshx reverts external snapshots of shut-off domains only",
-            f"shut it down first ({shell_line(['virsh', 'shutdown', dom.name()])}), then run this "
-            "again; libvirt >= "
-            f"9.9 also reverts a running domain itself: {native}",
+            f"shut it down first ({shell_line(['virsh', 'shutdown', dom.name()])}; a guest "
+            "that does not react, such as a practice lab's, which runs no operating system: "
+            f"{shell_line(['virsh', 'destroy', dom.name()])}), then run this again; libvirt "
+            f">= 9.9 also reverts a running domain itself: {native}",
         )
     if dom.hasManagedSaveImage(0):
         raise VshxError(

@@ -51,9 +51,10 @@ def load_target(
     """
     image = image or (disk is None and names_an_image(domain_or_image))
     if disk is None and not image:
+        virt.lookup_domain(session.conn, domain_or_image)  # no such domain: said first (atk12 F5)
         raise VshxError(
             f"which disk of {quoted(domain_or_image)}?",
-            f"give the disk too, e.g. {domain_or_image} vda",
+            f"give the disk too, e.g. {shell_line([domain_or_image, 'vda'])}",
         )
     dom = None if image else virt.lookup_domain(session.conn, domain_or_image)
     locked = None
