@@ -64,6 +64,17 @@ def test_usage_errors(words, message):
     assert info.value.hint
 
 
+def test_a_word_like_an_option_the_command_has_not_says_where_vshx_options_go():
+    """nu12 #15: `commit D vda -q` blamed --bandwidth's value; the hint now says that vshx's
+    own options go before the command.  A negative number is a value, not such a word."""
+    with pytest.raises(UsageError) as info:
+        parse(CMD, ["demo", "vda", "-q", "x"])
+    assert "go before the command: vshx -q commit ..." in (info.value.hint or "")
+    with pytest.raises(UsageError) as info:
+        parse(CMD, ["demo", "vda", "--bandwidth", "-3"])
+    assert "before the command" not in (info.value.hint or "")
+
+
 def test_partial_walk_is_silent_and_knows_what_comes_next():
     state = walk(CMD, ["demo", "--bogus", "--base"], partial=True)
     assert state.expecting_value_of is not None and state.expecting_value_of.name == "base"

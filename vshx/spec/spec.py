@@ -172,7 +172,7 @@ def walk(command: Command, tokens: Sequence[str], partial: bool = False) -> Part
                 continue
         if opt is None:  # a positional word (a single-dash word that is no option counts too)
             if not pending:
-                fail(f"unexpected argument {quoted(token)}")
+                fail(f"unexpected argument {quoted(token)}", _usage_hint(command, token))
                 continue
             assign(pending[0], token)
             continue
@@ -244,7 +244,20 @@ def parse(command: Command, tokens: Sequence[str]) -> Args:
 def _invalid(command: Command, opt: Opt, raw: str, exc: ValueError) -> UsageError:
     shown = raw if len(raw) <= 40 else raw[:37] + "..."
     return UsageError(
-        f"option --{opt.name}: invalid value {quoted(shown)} ({exc})", f"usage: {command.usage()}"
+        f"option --{opt.name}: invalid value {quoted(shown)} ({exc})", _usage_hint(command, raw)
+    )
+
+
+def _usage_hint(command: Command, word: str) -> str:
+    """The command's usage; for a word like an option that the command has not, where
+    vshx's own options go (nu12 #15: `commit D vda -q` blamed --bandwidth's value)."""
+    usage = f"usage: {command.usage()}"
+    if len(word) < 2 or not word.startswith("-") or word[1:2].isdigit():
+        return usage
+    typed = word if re.fullmatch(r"[-\w.=:/]+", word) else quoted(word)
+    return (
+        f"{quoted(word)} is no option of {command.name}; vshx's own options (such as -q or "
+        f"-c URI) go before the command: vshx {typed} {command.name} ...; {usage}"
     )
 
 
