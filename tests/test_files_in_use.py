@@ -86,6 +86,8 @@ def test_lab_destroy_keeps_files_another_domain_uses(tmp_path: Path) -> None:
         proc = run_vshx("lab-destroy", lab.name, "--dir", str(lab.dir))
         assert proc.returncode == 0, proc.stderr
         assert f"keeping {shared}: still used by domain {second.name} disk vdc" in proc.stderr
+        # the way back, with --dir: the domain is gone then (nu12 #6)
+        assert f"run vshx lab-destroy {lab.name} --dir {lab.dir} once" in proc.stderr
         left = {p.name for p in lab.dir.iterdir() if not p.name.startswith(".")}
         assert left == kept, left
         assert (lab.dir / ".vshx-lab").exists()  # the marker stays for the rest

@@ -491,10 +491,13 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
                 )
             )
         if kept:
-            plan.notes.append(
-                f"the lab marker and {directory} stay: run lab-destroy {name} --dir "
-                f"{directory} again once nothing else uses the kept files"
+            again = shell_line(["vshx", "lab-destroy", name, "--dir", directory])
+            later = (
+                f"the lab marker and {directory} stay: run {again} once nothing else uses "
+                "the kept files"
             )
+            plan.notes.append(later)
+            session.warn(later)  # the domain is gone then: --dir finds them (nu12 #6)
             return plan
         marker = os.path.join(directory, MARKER)
         plan.add(Step("remove the lab marker", ["rm", "-f", "--", marker]))

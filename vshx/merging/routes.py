@@ -227,4 +227,9 @@ def table_notes(routes: list[Route], chosen: Route) -> list[str]:
     """The candidate table as script comments: route, bytes, files overwritten, verdict."""
     lines = ["routes (* = chosen; bytes from the allocation map of the active layer):"]
     lines += [r.row(r is chosen) for r in routes]
+    lines.append(
+        "safe: for the guest's data; which snapshots' moments a route keeps or loses, its plan "
+        "says under keeps:/loses: (--route NAME --dry-run) (a commit down loses those the "
+        "files it merges away or overwrites held)"
+    )
     return lines
