@@ -155,6 +155,8 @@ def test_recover_records_the_moments_of_an_offline_commit_killed_after_its_data(
         )
         recovered = run_vshx("recover", killed.name, "vda")
         assert recovered.returncode == 0, recovered.stderr
+        # the plan's own end reached by recover, or its command to be run again (nu12 #14)
+        assert ("not finished" not in recovered.stdout) is recorded, recovered.stdout
         after = moments(killed)
         if recorded:
             assert after == expected
@@ -261,6 +263,11 @@ def test_recover_records_unknown_what_an_interrupted_data_step_was_writing(
         assert "https://vshx.invalid/moments" in planned.stdout
         recovered = run_vshx("recover", lab.name, "vda")
         assert recovered.returncode == 0, recovered.stderr
+        # nu12 #14: it says the commit did not finish, and to run it again
+        assert "not finished: " in recovered.stdout and "sn1.qcow2 may hold part" in (
+            recovered.stdout
+        ), recovered.stdout
+        assert "run the same vshx command again" in recovered.stdout
         after = moments(lab)
         for name in ("sn2", "sn3", "sn4"):  # held in or read through sn1.qcow2
             assert after[name][0] == "unknown", after

@@ -442,6 +442,7 @@ class journal:
     ``wait_step``: for recover, the Step that waits for a block job a killed vshx left to end
     by itself (a commit below the active layer, a pull), as that vshx would have; None when
     the journal entry does not say the job ends so.  Interrupted, it leaves the job running.
+    ``written``: the files an entry's data steps were writing (None: the entry keeps no list).
     """
 
     Entry: TypeAlias = _journal.Entry
@@ -453,6 +454,7 @@ class journal:
     state_name = staticmethod(_journal.state_name)
     state_file = staticmethod(_journal.state_file)
     state_place = staticmethod(_journal.state_place)
+    written = staticmethod(_journal.written)
     image_journals = staticmethod(_journal.image_journals)
     record_step = staticmethod(_ledger.recover_step)
     delete_steps = staticmethod(_deletion.recover_steps)

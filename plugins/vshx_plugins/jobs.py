@@ -622,9 +622,12 @@ def cmd_recover(session: Session, args: Args) -> int | None:
         recorded = journal.record_step(session.uri, target, None, pivots)
         if recorded is not None:
             plan.add(recorded)
+    unfinished = None  # an offline data step stopped midway: its command is to be run again
     if entry is not None:
         plan.notes.append(f"interrupted: {entry.describe()}")
         recorded = journal.record_step(session.uri, target, entry, pivots)
+        if recorded is None and str(entry.get("what", "")).startswith("qemu-img"):
+            unfinished = unfinished_note(entry)
         if recorded is not None:  # its job completed after vshx was killed: where the moments are
             plan.add(recorded)
         else:  # not completed: the moments in the files it was writing are not proven
@@ -647,10 +650,28 @@ def cmd_recover(session: Session, args: Args) -> int | None:
             session.info("requested (--async): vshx jobs shows when the job has ended")
         else:
             session.info("recovered: no job left and no journal")
+        if unfinished is not None:  # nu12 #14: say whether the merge happened
+            session.info(unfinished)
         for note in plan.notes:
             if note.startswith("hint: the aborted"):
                 session.info(note)
     return None
+
+
+def unfinished_note(entry: journal.Entry) -> str:
+    """What recover of an offline plan stopped at a qemu-img step leaves: the chain as its
+    headers name it, the plan not done; the files it was writing may hold part of it."""
+    written = journal.written(entry) or []
+    part = (
+        f"; {', '.join(os.path.basename(p) for p in written)} may hold part of it"
+        if written
+        else ""
+    )
+    return (
+        f"not finished: {entry.get('plan', 'the interrupted plan')!s} stopped at its step "
+        f"{entry.get('step', '?')} ({entry.get('what', '?')}){part}; the chain is as its "
+        "headers name it: run the same vshx command again to finish it (vshx plans it anew)"
+    )
 
 
 COMMANDS = [
