@@ -87,6 +87,11 @@ def test_one_word_is_a_command_string_only_with_a_blank_or_semicolon():
         ("snapshot-cleanup vshx-d        # may fail without stopping", "+ snapshot-cleanup vshx-d"),
         ("echo 'a b' \"c\"; list --all # x", "+ echo 'a b' c; list --all"),
         ("echo disk#1 '$HOME'", "+ echo 'disk#1' '$HOME'"),
+        # nu12 #10: a pasted check's pipeline echoed as it runs, not with '|' as a word
+        (
+            "virsh x | sha256sum | grep -qxF -- 'a  -'",
+            "+ virsh x | sha256sum | grep -qxF -- 'a  -'",
+        ),
     ],
 )
 def test_the_x_echo_shows_the_commands_that_run_and_reads_back_the_same(line, echo):

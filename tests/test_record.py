@@ -12,7 +12,7 @@ from test_lessons import (  # the entry points of this tree, when not installed
     metadata_path,
 )
 
-from vshx.shell.record import comment_lines
+from vshx.shell.record import comment_lines, redrawn
 
 
 def test_a_transcript_records_commands_output_errors_and_replays(tmp_path: Path) -> None:
@@ -43,6 +43,14 @@ def test_a_transcript_records_commands_output_errors_and_replays(tmp_path: Path)
 def test_transcript_comments_stay_comments() -> None:
     assert comment_lines("#  ", "a\nb\n") == "#  a\n#  b\n"
     assert comment_lines("#! ", "bad\rname\n").count("\n") == 1
+
+
+def test_a_progress_line_redrawn_in_place_is_recorded_as_it_ended() -> None:
+    """nu12 #12: a terminal's progress line (carriage return, erase to the end) went into the
+    transcript with its control bytes; only its last state is what the student saw."""
+    drawn = "\r\x1b[Kblock commit: 40%\r\x1b[Kblock commit: done (0.12 s)\nnext\n"
+    assert redrawn(drawn) == "block commit: done (0.12 s)\nnext\n"
+    assert redrawn("plain\n") == "plain\n"
 
 
 def test_an_unwritable_transcript_is_an_error_not_a_traceback(tmp_path: Path) -> None:

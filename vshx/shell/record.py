@@ -65,6 +65,14 @@ class Tee:
         return str(getattr(self.inner, "encoding", "utf-8"))
 
 
+def redrawn(text: str) -> str:
+    """``text`` as the terminal left it: a progress line redrawn in place (a carriage return,
+    then erase to the end of the line) is recorded as its last state only (nu12 #12)."""
+    if "\r" not in text:
+        return text
+    return "\n".join(line.rsplit("\r", 1)[-1].replace("\x1b[K", "") for line in text.split("\n"))
+
+
 class Recorder:
     """Writes one transcript file; ``command`` ... ``finished`` around each command."""
 
@@ -108,7 +116,7 @@ class Recorder:
         stamp = time.strftime("%H:%M:%S", time.localtime(self._started))
         typed = with_heredoc(line, self._stdin)
         out = [f"# [{stamp}]\n", ("- " if status else "") + typed + "\n"]
-        out += [comment_lines(mark, text) for mark, text in merged(self._said)]
+        out += [comment_lines(mark, redrawn(text)) for mark, text in merged(self._said)]
         elapsed = time.time() - self._started
         out.append(f"# exit {status} ({elapsed:.2f} s)\n")
         self._write("".join(out))

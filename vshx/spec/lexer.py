@@ -148,4 +148,8 @@ def echoed(line: str) -> str:
     import shlex  # only -x echoes
 
     commands = [words for words in split_line(line, partial=True).commands if words]
-    return "+ " + "; ".join(" ".join(shlex.quote(word) for word in words) for words in commands)
+
+    def shown(word: str) -> str:  # a pasted check's pipe is a pipe to vshx too (nu12 #10)
+        return word if word == "|" else shlex.quote(word)
+
+    return "+ " + "; ".join(" ".join(shown(word) for word in words) for words in commands)
