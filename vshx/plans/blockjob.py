@@ -56,9 +56,11 @@ class Progress:
         self.tty = stream.isatty() and not quiet
         self.start = time.monotonic()
         self.last_end = 0
+        self.last_cur = 0  # how far it got: an interrupted job's is short of its end
 
     def update(self, cur: int, end: int) -> None:
         self.last_end = max(self.last_end, end)
+        self.last_cur = max(self.last_cur, cur)
         if not self.tty or end <= 0:
             return
         elapsed = max(time.monotonic() - self.start, 1e-6)
@@ -72,7 +74,7 @@ class Progress:
         )
         self.stream.flush()
 
-    def finish(self, what: str) -> None:
+    def finish(self, what: str, stopped: bool = False) -> None:
         if self.quiet:
             return
         if self.tty:
@@ -81,6 +83,8 @@ class Progress:
         # libvirt's end of a job is the span QEMU walks (the disk's size for a commit), not
         # the bytes it copied: said as such
         size = f"walked {self.last_end / 1048576:.1f} MiB, " if self.last_end else ""
+        if stopped and 0 < self.last_cur < self.last_end:  # how far it got (nu12 #16)
+            size = f"walked {self.last_cur / 1048576:.1f} of {self.last_end / 1048576:.1f} MiB, "
         self.stream.write(f"{self.label}: {what} ({size}{seconds:.2f} s)\n")
         self.stream.flush()
 
@@ -358,7 +362,7 @@ def run_block_job(
             )
             if abort_async:
                 job.abort_requested()
-                progress.finish(f"{why}; abort requested (--async)")
+                progress.finish(f"{why}; abort requested (--async)", stopped=True)
                 raise VshxError(
                     f"{label} {why}: the abort was requested and not waited for (--async)",
                     f"the job may still be ending: {command('vshx', 'jobs', dom.name())} "
@@ -369,7 +373,7 @@ def run_block_job(
             before = job.info()  # what it had copied, asked before the abort ends it
             if not job.abort_and_settle():
                 aborted = command("virsh", "blockjob", dom.name(), disk, "--abort")
-                progress.finish(f"{why}; job aborted ({aborted})")
+                progress.finish(f"{why}; job aborted ({aborted})", stopped=True)
                 if before.get("type") in COMMIT_TYPES and int(before.get("cur", 0)) > 0:
                     raise VshxError(
                         f"{label} {why}: the block job was aborted after it had copied data "
@@ -511,7 +515,7 @@ def wait_for_end(
         try:
             status = job.wait({COMPLETED}, progress, None)
         except KeyboardInterrupt:
-            progress.finish("stopped waiting; the job still runs")
+            progress.finish("stopped waiting; the job still runs", stopped=True)
             raise VshxError(
                 f"{label}: interrupted while waiting; the job was left running (it ends by "
                 "itself) and the journal stays",
