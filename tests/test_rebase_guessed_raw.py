@@ -83,3 +83,26 @@ def test_a_qcow2_header_in_a_raw_disk_is_no_proof_of_its_format(images, tmp_path
     asked = run_vshx("rebase", str(top), "--backing", str(planted), "--backing-format", "raw")
     assert asked.returncode == 0, asked.stderr
     assert backing_of(top) == (str(planted), "raw")
+
+
+def test_a_format_that_contradicts_an_in_chain_layer_is_refused(tmp_path: Path):
+    """atk13 F5: `rebase TOP --backing IN-CHAIN-LAYER -F raw` on a qcow2 layer: qemu-img's safe
+    rebase compares against the layer as the chain opens it (qcow2), then writes raw into the
+    header, and the guest's view changed.  A layer of the chain has its format from the
+    header above it: a contradicting --backing-format is refused, nothing changed; the same
+    format is taken."""
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "1M"], check=True)
+    mid, top = tmp_path / "mid.qcow2", tmp_path / "top.qcow2"
+    make_overlay(mid, str(base))
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -q -P 0x5a 0 64k", str(mid)], check=True)
+    make_overlay(top, str(mid))
+    before = file_state(tmp_path)
+    for flags in ([], ["--dry-run"], ["-u"]):
+        refused = run_vshx("rebase", str(top), "--backing", str(base), "-F", "raw", *flags)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "a qcow2 layer of this chain" in refused.stderr and "hint:" in refused.stderr
+    assert file_state(tmp_path) == before
+    same = run_vshx("rebase", str(top), "--backing", str(base), "-F", "qcow2")
+    assert same.returncode == 0, same.stderr
+    assert backing_of(top) == (str(base), "qcow2")

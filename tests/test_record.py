@@ -135,6 +135,10 @@ def test_dry_run_record_writes_nothing_and_no_transcript_goes_into_a_users_file(
         assert refused.returncode == 1, refused.stderr
         assert "is not a vshx transcript" in refused.stderr and "hint: " in refused.stderr
     assert precious.read_text() == "precious data\n"
+    planned = tmp_path / "planned.vshx"  # atk13 F4: its replay would run for real
+    refused = run_vshx("--dry-run", "--record", str(planned), "help")
+    assert refused.returncode == 1 and "nothing to record" in refused.stderr, refused.stderr
+    assert "hint: " in refused.stderr and not planned.exists()
     transcript = tmp_path / "t.txt"
     for _ in range(2):  # a transcript of vshx's own is appended to
         assert run_vshx("--record", str(transcript), "help").returncode == 0

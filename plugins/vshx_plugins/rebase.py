@@ -148,6 +148,20 @@ def refuse_guessed_format(new: Layer, ref: str) -> None:
     )
 
 
+def refuse_contradicted_format(new: Layer, said: str) -> None:
+    """A layer of the chain has its format from the header above it: a --backing-format that
+    contradicts it is refused (atk13 F5: qemu-img's safe rebase compares against the layer as
+    the chain opens it, then writes the other format into the header: the guest's view
+    changes).  A file outside the chain has the format it is told."""
+    if new.position == -1 or not new.format or said == new.format:
+        return
+    raise VshxError(
+        f"{new.name} is a {new.format} layer of this chain (its format from the header above "
+        f"it): --backing-format {said} contradicts it, and the guest would see other data",
+        f"drop --backing-format, or say {new.format}",
+    )
+
+
 def rebased_chain(chain: Chain, image: Layer, new: Layer | None) -> Chain:
     """The chain a rebase of ``image`` onto ``new`` leaves (a file outside it: with its own)."""
     kept = chain.layers[: image.position + 1]
@@ -243,6 +257,8 @@ def cmd_rebase(session: Session, args: Args) -> None:
         raise VshxError(f"unknown format of {new.path}", "give it with --backing-format FMT")
     if new is not None and not args.backing_format:
         refuse_guessed_format(new, args.backing)
+    if new is not None and args.backing_format:
+        refuse_contradicted_format(new, args.backing_format)
     if new is not None and chain.below(image) is not None and new is chain.below(image):
         session.nothing_to_do(args, f"{new.name} already is the backing file of {image.name}")
         return

@@ -100,6 +100,13 @@ class Session:
         """Record every command from now on into ``path`` (vshx/shell/record.py)."""
         from vshx.shell.record import Recorder, Tee, refuse_foreign_transcript
 
+        if self.dry_run:  # atk13 F4: its replay would run for real what this run only planned
+            raise VshxError(
+                "--dry-run runs nothing, so there is nothing to record: a transcript's replay "
+                "runs its commands for real",
+                "keep the printed script instead (vshx --dry-run ... > FILE), or record without "
+                "--dry-run",
+            )
         refuse_foreign_transcript(path)  # before the transcript being written stops
         self.stop_recording()
         try:
