@@ -157,3 +157,30 @@ def test_a_batch_dry_run_checks_every_line_at_the_top_and_stops_where_vshx_stops
     assert "sn3.qcow2" not in [os.path.basename(p) for p in chain_files(lab.active)]
     assert "sn1.qcow2" in [os.path.basename(p) for p in chain_files(lab.active)]
     qemu_check(lab.active)
+
+
+def test_the_printed_listing_check_sees_a_new_qed_image(offline_lab: Lab, tmp_path):
+    """atk13 F1: the script's check of the chain's directory hashed only the qcow2 images
+    there: a QED overlay made on base.qcow2 after printing went unseen and `sh -e` committed
+    into its backing file, where vshx refuses.  It now lists every image qemu-img opens with a
+    backing or extent file (qcow, qcow2, QED, VMDK)."""
+    lab = offline_lab
+    folder = os.path.dirname(lab.active)
+    base = os.path.join(folder, "base.qcow2")
+    words = ("commit", lab.name, "vda", "--top", "sn2", "--base", "base", "--dry-run")
+    for fmt in ("qed",):  # (a VMDK backs onto VMDK only: its start is listed too)
+        dry = run_vshx(*words)
+        assert dry.returncode == 0, dry.stderr
+        reader = os.path.join(folder, f"reader.{fmt}")
+        create = ["qemu-img", "create", "-q", "-f", fmt, "-b", base, "-F", "qcow2", reader]
+        subprocess.run(create, check=True)
+        before = chain_files(lab.active)
+        stale = subprocess.run(["sh", "-e"], input=dry.stdout, text=True, capture_output=True)
+        assert stale.returncode != 0, (fmt, stale.stdout)
+        assert chain_files(lab.active) == before
+        assert run_vshx(*words).returncode == 1  # vshx itself refuses too
+        os.unlink(reader)
+    same = run_vshx(*words)  # the unchanged host: the script runs
+    done = subprocess.run(["sh", "-e"], input=same.stdout, text=True, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    qemu_check(lab.active)

@@ -14,7 +14,7 @@ from vshx.errors import EXIT_FAILED, EXIT_OK, ExitRequested, VshxError
 from vshx.shell.session import Session
 from vshx.spec import heredoc
 from vshx.spec.lexer import echoed, split_line
-from vshx.spec.render import quoted
+from vshx.spec.render import comment, quoted
 
 
 def run_lines(session: Session, lines: Iterable[str], name: str, echo: bool = False) -> int:
@@ -47,6 +47,14 @@ def _run_each(
             session.out.flush()
             print(echoed(line), file=session.err, flush=True)
         session.reported_at = None
+        if may_fail and session.dry_run and not session.plan_json:  # atk13 F2: sh -e stops there
+            session.out.write(
+                comment(
+                    f"{where}the next plan's line may fail ('-'): where it fails, vshx -f goes "
+                    "on with the next line; sh -e stops"
+                )
+                + "\n"
+            )
         try:
             status = session.execute(line, where=where, stdin=stdin)
         except ExitRequested:

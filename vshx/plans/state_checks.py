@@ -20,7 +20,6 @@ from vshx.plans.plan import Step, shell_line, virsh
 from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.chain import is_json_name
-from vshx.storage.qcow2 import MAGIC
 
 if TYPE_CHECKING:
     from vshx.plans.context import Context as Session
@@ -212,35 +211,41 @@ def definition_step(uri: str, dom: libvirt.virDomain, expected: str = "") -> Ste
     )
 
 
-# the qcow2 images in directories (a new reader of a file is one): the regular files whose
-# first bytes are qcow2's magic ("QFI", then 0xfb), their names NUL-ended, sorted bytewise and
-# hashed; the same bytes as vshx hashes them (listing), whatever bytes a name holds.  A file
-# sh cannot read is left out, as vshx leaves it out (its look at users refuses it itself)
-QCOW2_PICK = 'for f; do [ "$(head -c 3 -- "$f")" = QFI ] && printf "%s\\0" "$f"; done; true'
+# the disk images in directories that may read through another file (a new reader of a file
+# is one): the regular files whose first three bytes are those of qcow or qcow2 ("QFI"), QED
+# ("QED"), a VMDK sparse extent ("KDM") or a VMDK descriptor ("# D"), as qemu-img opens them
+# (atk13 F1: a QED overlay was not seen), their names NUL-ended, sorted bytewise and hashed;
+# the same bytes as vshx hashes them (listing), whatever bytes a name holds.  A file sh cannot
+# read is left out, as vshx leaves it out (its look at users refuses it itself)
+IMAGE_STARTS = (b"QFI", b"QED", b"KDM", b"# D")
+IMAGE_PICK = (
+    'for f; do case "$(head -c 3 -- "$f")" in QFI|QED|KDM|"# D") printf "%s\\0" "$f";; '
+    "esac; done; true"
+)
 FIND_NAMES = ["-mindepth", "1", "-maxdepth", "1", "-type", "f", "-exec", "sh", "-c"]
-FIND_TAIL = [QCOW2_PICK, "sh", "{}", "+"]
+FIND_TAIL = [IMAGE_PICK, "sh", "{}", "+"]
 SORT_NAMES = ["LC_ALL=C", "sort", "-z"]
 
 
-def _is_qcow2(path: str) -> bool:
-    """A regular file (not followed through a link) whose first bytes are qcow2's magic's
-    first three, as the printed ``head -c 3`` compares them."""
+def _is_image(path: str) -> bool:
+    """A regular file (not followed through a link) whose first three bytes are one of
+    ``IMAGE_STARTS``, as the printed ``head -c 3`` compares them."""
     try:
         return modes.S_ISREG(files.stat(path, follow=False).st_mode) and (
-            files.read(path, 3) == MAGIC[:3]
+            files.read(path, 3) in IMAGE_STARTS
         )
     except OSError:
         return False
 
 
-def qcow2_names(directories: list[str]) -> bytes:
-    """The qcow2 images in ``directories`` (absolute, resolved) as the printed ``find DIR...
+def image_names(directories: list[str]) -> bytes:
+    """The disk images in ``directories`` (absolute, resolved) as the printed ``find DIR...
     | LC_ALL=C sort -z`` lists them: their names NUL-ended, sorted bytewise."""
     names = sorted(
         os.fsencode(path)
         for directory in directories
         for name in files.current().listdir(directory)
-        if _is_qcow2(path := os.path.join(directory, name))
+        if _is_image(path := os.path.join(directory, name))
     )
     return b"".join(name + b"\0" for name in names)
 
@@ -260,7 +265,7 @@ def listing_step(directories: list[str], written: str, expected: str = "") -> St
     directories; the real run looks at every user again (``listing_note`` says so).
     ``expected``: a pasted check line's ``sha256sum`` line; else the listing now."""
     dirs = sorted(set(directories))
-    seen = b"" if expected else qcow2_names(dirs)
+    seen = b"" if expected else image_names(dirs)
     argv = ["find", *dirs, *FIND_NAMES, *FIND_TAIL]
 
     def digest() -> str:
@@ -268,7 +273,7 @@ def listing_step(directories: list[str], written: str, expected: str = "") -> St
 
     def action() -> None:
         try:
-            names = qcow2_names(dirs)
+            names = image_names(dirs)
         except OSError as exc:
             raise VshxError(
                 f"cannot list {exc.filename}: {exc.strerror}",
@@ -277,7 +282,7 @@ def listing_step(directories: list[str], written: str, expected: str = "") -> St
             ) from None
         if (sha256sum_line(names) != expected) if expected else (names != seen):
             raise VshxError(
-                f"the qcow2 images in {', '.join(dirs)} changed since this plan was made: a "
+                f"the disk images in {', '.join(dirs)} changed since this plan was made: a "
                 f"new one there may read through {written}",
                 "nothing was changed; run the command again (vshx plans it anew)",
                 clean=True,
@@ -285,7 +290,7 @@ def listing_step(directories: list[str], written: str, expected: str = "") -> St
 
     where = ", ".join(os.path.basename(d) or d for d in dirs)
     return Step(
-        f"check: the qcow2 images in {where} are those vshx saw (a new one may read through "
+        f"check: the disk images in {where} are those vshx saw (a new one may read through "
         f"{os.path.basename(written)}; else vshx looks again)",
         argv,
         action=action,
