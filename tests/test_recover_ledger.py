@@ -157,6 +157,8 @@ def test_recover_records_the_moments_of_an_offline_commit_killed_after_its_data(
         assert recovered.returncode == 0, recovered.stderr
         # the plan's own end reached by recover, or its command to be run again (nu12 #14)
         assert ("not finished" not in recovered.stdout) is recorded, recovered.stdout
+        said = recovered.stdout.replace("not finished: ", "")
+        assert ("finished: " in said) is recorded, recovered.stdout  # atk13 F7
         after = moments(killed)
         if recorded:
             assert after == expected

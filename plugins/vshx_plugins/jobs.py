@@ -626,8 +626,8 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     if entry is not None:
         plan.notes.append(f"interrupted: {entry.describe()}")
         recorded = journal.record_step(session.uri, target, entry, pivots)
-        if recorded is None and str(entry.get("what", "")).startswith("qemu-img"):
-            unfinished = unfinished_note(entry)
+        if str(entry.get("what", "")).startswith(("qemu-img", "point")):  # offline steps
+            unfinished = unfinished_note(entry, done=recorded is not None)
         if recorded is not None:  # its job completed after vshx was killed: where the moments are
             plan.add(recorded)
         else:  # not completed: the moments in the files it was writing are not proven
@@ -658,9 +658,14 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     return None
 
 
-def unfinished_note(entry: journal.Entry) -> str:
-    """What recover of an offline plan stopped at a qemu-img step leaves: the chain as its
-    headers name it, the plan not done; the files it was writing may hold part of it."""
+def unfinished_note(entry: journal.Entry, done: bool) -> str:
+    """What recover of an offline plan stopped at a qemu-img or pointer step leaves (nu12 #14,
+    atk13 F7): ``done``, the plan's chain reached (its record written, recover did the rest);
+    else the chain as its headers name it, the plan not done, and the files it was writing
+    may hold part of it."""
+    plan = f"{entry.get('plan', 'the interrupted plan')!s}"
+    if done:
+        return f"finished: {plan} had done its data steps; recover did the rest"
     written = journal.written(entry) or []
     part = (
         f"; {', '.join(os.path.basename(p) for p in written)} may hold part of it"
@@ -668,7 +673,7 @@ def unfinished_note(entry: journal.Entry) -> str:
         else ""
     )
     return (
-        f"not finished: {entry.get('plan', 'the interrupted plan')!s} stopped at its step "
+        f"not finished: {plan} stopped at its step "
         f"{entry.get('step', '?')} ({entry.get('what', '?')}){part}; the chain is as its "
         "headers name it: run the same vshx command again to finish it (vshx plans it anew)"
     )
