@@ -59,6 +59,6 @@ def script(text: str, hoisted: list[Step], status: int | None) -> str:
     else:
         text = "".join(lines)
     if status is not None and status != EXIT_OK:
-        said = f"vshx stops here (exit {status}): the next line of the batch failed"
+        said = f"vshx stops here (exit {status}): its next command failed"
         text += f"{comment(said)}\nexit {status}\n"
     return text
