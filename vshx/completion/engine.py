@@ -295,25 +295,28 @@ def files(prefix: str, images_only: bool = False, dirs_only: bool = False) -> li
     return dirs + images + others
 
 
-def strip_globals(words: list[str]) -> list[str]:
-    """Drop vshx's global options before the command word (shell completion sees them)."""
-    i = 0
-    while i < len(words) and words[i].startswith("-"):
-        i += 2 if words[i] in GLOBAL_VALUE_OPTIONS else 1
-    return words[i:]
-
-
-def pending_global(words: list[str]) -> str | None:
-    """The global option (``-c``, ``-f``...) whose value is the word being typed, if any."""
+def _after_globals(words: list[str]) -> tuple[int, str | None]:
+    """Where the command word starts after vshx's global options, and the global option whose
+    value is the word being typed (None when there is none)."""
     i = 0
     while i < len(words) and words[i].startswith("-"):
         if words[i] in GLOBAL_VALUE_OPTIONS:
             if i + 1 == len(words):
-                return words[i]
+                return len(words), words[i]
             i += 2
         else:
             i += 1
-    return None
+    return i, None
+
+
+def strip_globals(words: list[str]) -> list[str]:
+    """Drop vshx's global options before the command word (shell completion sees them)."""
+    return words[_after_globals(words)[0] :]
+
+
+def pending_global(words: list[str]) -> str | None:
+    """The global option (``-c``, ``-f``...) whose value is the word being typed, if any."""
+    return _after_globals(words)[1]
 
 
 def global_uri(words: list[str]) -> str | None:

@@ -49,15 +49,15 @@ def script(text: str, hoisted: list[Step], status: int | None) -> str:
     """The gathered ``text`` with the ``hoisted`` checks first and, where vshx stopped with
     ``status``, an ``exit`` there."""
     lines = text.splitlines(keepends=True)
-    if SHEBANG in lines:  # one script, its first line the shebang (atk13 F3), read lines or not
-        del lines[lines.index(SHEBANG)]
-        lines.insert(0, SHEBANG)
-    if hoisted:
+    shebang = SHEBANG in lines  # one script, its first line the shebang (atk13 F3)
+    if shebang:
+        lines.remove(SHEBANG)
+    head = SHEBANG if shebang else ""
+    if hoisted:  # their plan's script starts with the shebang
         checks = Plan("the host as vshx found it, which every line below was planned on")
         checks.steps = list(hoisted)
-        text = checks.script() + "".join(lines[1:] if lines[:1] == [SHEBANG] else lines)
-    else:
-        text = "".join(lines)
+        head = checks.script()
+    text = head + "".join(lines)
     if status is not None and status != EXIT_OK:
         said = f"vshx stops here (exit {status}): its next command failed"
         text += f"{comment(said)}\nexit {status}\n"
