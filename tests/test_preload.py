@@ -70,6 +70,34 @@ def test_the_library_is_mapped_before_the_import_and_the_import_then_works() -> 
 
 
 @pytest.mark.skipif(not HAS_LIBVIRT, reason="libvirt-python is not installed here")
+def test_work_handed_over_while_loading_runs_on_the_loaders_thread() -> None:
+    """A thread started while the loader maps libraries waits until it is done (glibc's loader
+    lock), and so does its starter: the connection opened ahead is handed to the loader's
+    thread (after_load), which opens it once the libraries are in; the caller goes on at once.
+    Once the loader is done, handed work gets a thread of its own (and raises nothing)."""
+    code = (
+        "import threading, time\n"
+        "from vshx.storage import preload, virt\n"
+        "from vshx.shell.connection import Connection\n"
+        "real, where = virt.open_connection, []\n"
+        "def opening(uri, events=True):\n"
+        "    where.append(threading.current_thread().name)\n"
+        "    return real(uri, events=events)\n"
+        "virt.open_connection = opening\n"
+        "preload.load_libvirt_ahead()\n"
+        "connection = Connection('test:///default')\n"
+        "connection.open_ahead()\n"
+        "print(connection.get().getURI(), where)\n"
+        "preload._loading.join()\n"
+        "preload.after_load(lambda: where.append(threading.current_thread().name), 'late')\n"
+        "preload.after_load(lambda: 1 / 0, 'failing')\n"
+        "time.sleep(0.2)\n"
+        "print(where[1])\n"
+    )
+    assert python(code) == ["test:///default", "['libvirt-preload']", "late"]
+
+
+@pytest.mark.skipif(not HAS_LIBVIRT, reason="libvirt-python is not installed here")
 def test_the_program_runs_with_libvirt_loaded_ahead() -> None:
     """The whole program, as the console script starts it: the loader's thread runs, and a
     command that needs libvirt's library (no daemon: a usage error after the import) ends as

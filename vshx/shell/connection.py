@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.storage import host as files
 from vshx.storage.default_uri import default_uri
+from vshx.storage.preload import after_load
 
 if TYPE_CHECKING:
     import libvirt
@@ -25,7 +26,7 @@ class Connection:
         self._conn: libvirt.virConnect | None = None
         self._has_events = False
         self.need_events = True  # one-shot read-only commands turn this off (faster start)
-        self._ahead: threading.Thread | None = None  # open_ahead's thread, until settled
+        self._ahead: threading.Event | None = None  # set when open_ahead's work ended
         self._ahead_conn: libvirt.virConnect | None = None
         self._ahead_error: VshxError | None = None
         self._dropped: libvirt.virConnect | None = None  # close(ending=True) left it open
@@ -49,10 +50,13 @@ class Connection:
             return self._conn
 
     def open_ahead(self) -> None:
-        """Start opening the connection, with events, on a thread: a one-shot merge's
-        connecting (waiting on the daemon) then overlaps the import of its code.  The next
-        ``get`` takes what it opened, or raises what it met."""
+        """Start opening the connection, with events, on another thread (the libvirt
+        loader's once its libraries are in: storage/preload.py ``after_load``): a one-shot
+        merge's connecting (waiting on the daemon) then overlaps the import of its code.  The
+        next ``get`` takes what it opened, or raises what it met."""
         from vshx.storage.virt import open_connection
+
+        done = self._ahead = threading.Event()
 
         def work() -> None:
             try:
@@ -61,17 +65,18 @@ class Connection:
                 self._ahead_error = exc
             except Exception:  # not a refusal: get() opens again, and meets it where it reports
                 pass
+            finally:
+                done.set()
 
-        self._ahead = threading.Thread(target=work, name="libvirt-open-ahead", daemon=True)
-        self._ahead.start()
+        after_load(work, "libvirt-open-ahead")
 
     def _settle_ahead(self) -> None:
-        """Wait for ``open_ahead``'s thread (bounded: open_connection gives up on a daemon that
+        """Wait for ``open_ahead``'s work (bounded: open_connection gives up on a daemon that
         does not answer) and take its connection; its refusal is raised once, here."""
         ahead, self._ahead = self._ahead, None
         if ahead is None:
             return
-        ahead.join()
+        ahead.wait()
         conn, error = self._ahead_conn, self._ahead_error
         self._ahead_conn = self._ahead_error = None
         if conn is not None:
