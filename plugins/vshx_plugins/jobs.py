@@ -343,7 +343,7 @@ def progress_text(r: dict[str, Any]) -> str:
 
 def recover_will(entry: journal.Entry) -> str:
     """What ``recover`` does for this journal entry once nothing runs on the chain."""
-    if str(entry.get("what", "")).startswith(("qemu-img", "point")):
+    if entry.stopped_offline():
         return (
             "once it has ended, recover repairs leaked clusters and clears the journal "
             "(the chain stays as the step leaves it, the guest's data in its top)"
@@ -607,7 +607,7 @@ def cmd_recover(session: Session, args: Args) -> int | None:
                 jobs[0]["type"]
             ):
                 plan.notes.append(ABORTED_COMMIT_NOTE.format(job=jobs[0]["type"]))
-    elif entry is not None and str(entry.get("what", "")).startswith(("qemu-img", "point")):
+    elif entry is not None and entry.stopped_offline():
         plan.steps += leak_repair_steps([layer.path for layer in chain.layers])
     if entry is not None and not (dom is not None and dom.isActive()):
         # a safe rebase killed after its header switch: proven, or put back and done again
@@ -626,7 +626,7 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     if entry is not None:
         plan.notes.append(f"interrupted: {entry.describe()}")
         recorded = journal.record_step(session.uri, target, entry, pivots)
-        if str(entry.get("what", "")).startswith(("qemu-img", "point")):  # offline steps
+        if entry.stopped_offline():
             unfinished = unfinished_note(entry, done=recorded is not None)
         if recorded is not None:  # its job completed after vshx was killed: where the moments are
             plan.add(recorded)

@@ -227,7 +227,7 @@ class UsageIndex:
         from vshx.storage.snapshot_refs import named_by
 
         conn, others = session.conn, self._others
-        self._named_ahead = Background(lambda: named_by(conn, others), name="vshx-named")
+        self._named_ahead = Background(lambda: named_by(conn, others))
         self.snapshot_owners: dict[str, str] = {}  # a user label -> its snapshot's domain
         for dom, disks in host[0]:
             if dom.name() == leaving:
@@ -516,7 +516,7 @@ def read_host_ahead(session: Session) -> Background[virt.HostRead]:
     """Start the libvirt reads of a usage scan now, on a thread: its waits (libvirt answers a
     domain only when it can lock it) overlap the rest of the pre-flight."""
     conn = session.conn
-    return Background(lambda: virt.read_host(conn), name="vshx-usage-scan")
+    return Background(lambda: virt.read_host(conn))
 
 
 def _pool_chains(

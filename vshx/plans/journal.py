@@ -67,6 +67,13 @@ class Entry(dict[str, Any]):
             f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(self.get('time', 0))))}"
         )
 
+    def stopped_offline(self) -> bool:
+        """Whether the step it stopped at wrote the files itself, not through a block job: a
+        qemu-img command (its description is the command) or a pointer step ("point X at
+        Y").  Such a step killed midway may leave leaked clusters, and its command is to be
+        run again."""
+        return str(self.get("what", "")).startswith(("qemu-img", "point "))
+
     def elsewhere(self) -> str | None:
         """The name of the machine whose vshx wrote this, when that is not this machine (a
         domain's journal travels with the domain, to every client of its host)."""
@@ -150,7 +157,7 @@ def read_definition_ahead(dom: libvirt.virDomain) -> Background[Definition]:
     """``read_definition(dom)`` started now on a thread (see storage/background.py)."""
     from vshx.storage.background import Background
 
-    return Background(lambda: read_definition(dom), name="vshx-definition")
+    return Background(lambda: read_definition(dom))
 
 
 def state_name(image: str) -> str:

@@ -357,7 +357,7 @@ def read_snapshots_ahead(dom: libvirt.virDomain) -> Background[Read]:
     libvirt holds the domain) overlap the caller's other work."""
     from vshx.storage.background import Background
 
-    return Background(lambda: read_snapshots(dom), name="vshx-snapshots")
+    return Background(lambda: read_snapshots(dom))
 
 
 def in_time_order(snapshots: list[Snapshot]) -> list[Snapshot]:
