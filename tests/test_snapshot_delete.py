@@ -699,6 +699,29 @@ def test_a_memory_snapshots_moment_moves_as_native(pair: tuple[Dom, Dom], tmp_pa
     check_after(native, tmp_path)
 
 
+@pytest.mark.parametrize("pair", [KINDS[0]], ids=[IDS[0]], indirect=True)
+def test_deleting_a_memory_snapshot_as_native_but_its_ram_file(
+    pair: tuple[Dom, Dom], tmp_path: Path
+) -> None:
+    """Deleting the memory snapshot itself: libvirt 9.0 merges its disk and drops its metadata
+    as vshx does, but leaves its memory file on disk (a differential run found it); vshx
+    removes it, and its --teach line says that this is where the two differ."""
+    memories = []
+    for dom in pair:
+        moment = sources(dom.name)["vda"]
+        memories.append(memory_snapshot(dom, tmp_path))
+        dom.moments[("m4", "vda")] = view(moment, tmp_path)
+    native, ours = pair
+    taught = run_vshx("snapshot-delete", ours.name, "m4", "--dry-run", "--teach")
+    assert taught.returncode == 0, taught.stderr
+    said = [line for line in taught.stdout.splitlines() if "native:" in line]
+    assert said and f"leaves the memory file {memories[1]} on disk" in said[0], taught.stdout
+    for dom in pair:
+        del dom.moments[("m4", "vda")]
+    differential(pair, tmp_path, "m4")
+    assert memories[0].exists() and not memories[1].exists()
+
+
 def test_failed_offline_two_disk_delete_is_rolled_forward_by_recover(tmp_path: Path) -> None:
     """Shut off, two disks: vdb's commit fails (its base made immutable) after vda's merge is
     done. The journal stays, other commands refuse, and recover finishes every disk."""

@@ -158,7 +158,12 @@ def native_verdict(
                 refusal += " " + underneath.diverged(disk)[0]
                 break
     pulled = [w.disk for w in works.values() if w.route == "pull"]
-    return underneath.native_delete(line, version, refusal or "", pulled)[0]
+    memory = [
+        s.memory_file
+        for s in going_snapshots(timeline, snap, args)
+        if s.memory == "external" and s.memory_file
+    ]
+    return underneath.native_delete(line, version, refusal or "", pulled, memory)[0]
 
 
 def ancestors(timeline: Timeline, snap: Snapshot) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 from vshx.spec.i18n import N_, _
+from vshx.spec.render import printable
 
 WAIT = N_(
     "--wait --verbose: virsh waits (polling every 500 ms) and shows progress; vshx waits on "
@@ -206,11 +207,16 @@ def native(
 
 
 def native_delete(
-    line: str, version: int, refusal: str = "", pulled: list[str] | None = None
+    line: str,
+    version: int,
+    refusal: str = "",
+    pulled: list[str] | None = None,
+    memory: list[str] | None = None,
 ) -> list[str]:
     """What ``line`` (``virsh snapshot-delete`` on the connected libvirt) does with the same
     request: ``refusal`` is libvirt's own reason, quoted as libvirt words it; ``pulled``, the
-    disks where vshx pulls instead of committing."""
+    disks where vshx pulls instead of committing; ``memory``, the deleted snapshots' memory
+    files, which libvirt (9.0) leaves on disk (vshx removes those nothing else names)."""
     if version < 9_000_000:
         said = _("native: this libvirt ({version}) cannot delete external snapshots (9.0 can)")
         return [said.format(version=version)]
@@ -220,13 +226,18 @@ def native_delete(
         said = _(
             "native: {line} works here too, but commits the active layer into the snapshot's "
             "file on every disk; vshx pulls on {disks}, which moves fewer bytes"
-        )
-        return [said.format(line=line, disks=", ".join(pulled))]
-    said = _(
-        "native: {line} does the same on this libvirt (>= 9.0): it commits each disk's overlay "
-        "into the snapshot's file, re-points the children and drops the metadata"
-    )
-    return [said.format(line=line)]
+        ).format(line=line, disks=", ".join(pulled))
+    else:
+        said = _(
+            "native: {line} does the same on this libvirt (>= 9.0): it commits each disk's "
+            "overlay into the snapshot's file, re-points the children and drops the metadata"
+        ).format(line=line)
+    if memory:
+        said += _(
+            "; it leaves the memory file {files} on disk, which vshx removes unless something "
+            "else names it"
+        ).format(files=" ".join(printable(path) for path in memory))
+    return [said]
 
 
 def diverged(disk: str) -> list[str]:
