@@ -53,6 +53,7 @@ from vshx.api import (
     repointed_xml,
     shell_line,
     table,
+    virsh,
     virt,
 )
 
@@ -178,6 +179,13 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
             f"no snapshot of {dom.name()} to forget or re-point"
             + (f" ({', '.join(unsure)}: cannot tell, kept)" if unsure else ""),
         )
+        if unsure and not session.planning_only(args):
+            forget = virsh(session.uri, "snapshot-delete", dom.name(), unsure[0], "--metadata")
+            session.info(
+                f"hint: {shell_line(['vshx', 'snapshot-list', dom.name()])} says why each is "
+                f"unknown; where you know a snapshot's moment is gone, {shell_line(forget)} "
+                "forgets it (its files stay)"
+            )
         if not session.planning_only(args) and rows:
             session.info(table(rows, ["Snapshot", "Verdict", "Why"]))
         return

@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from vshx.spec.spec import Args
     from vshx.storage.chain import Chain
 
+# said in a --dry-run script of a plan that records its verdicts (plans/ledger.py) when vshx runs it
+UNRECORDED_NOTE = (
+    "run by sh, this script writes no record of where the snapshots' moments went (vshx "
+    "writes one into {domain}'s metadata when it runs the plan): afterwards vshx shows the "
+    "snapshots it keeps as unknown, and merges or cleans up none of them"
+)
+
 
 def look_again(target: Target, number: int) -> None:
     """An offline plan goes on only while its domain is still shut off.
@@ -138,6 +145,8 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             command = session.command.name if session.command is not None else None
             session.out.write(plan_document(plan, command) + "\n")
         else:
+            if plan.target is not None and plan.target.dom is not None and plan.verdicts:
+                plan.notes.append(UNRECORDED_NOTE.format(domain=plan.target.dom.name()))
             session.write_script(plan.script(explain=session.teaching(args)))
         if session.planning_ahead and plan.target is not None and plan.after is not None:
             session.predicted[prediction_key(plan.target.chain)] = plan.after

@@ -307,12 +307,12 @@ def listing_note(written: str, command: str, deleting: bool = False) -> str:
     files it deletes, ``deleting``)."""
     before = "before it deletes files" if deleting else f"before writing into {written}"
     return (
-        f"{before} this script re-checks only that the chain's "
-        "directories hold the same qcow2 images (by name): a new reader of it elsewhere "
-        "(another domain's disk, a pool volume, an image in another directory or reached "
-        "through a link) or an image there rebased onto it since is not seen by sh; "
-        f"{command} itself looks at every user again (run it rather than this script when "
-        "the host may have changed)"
+        f"{before} this script re-checks only that the chain's directories hold the same "
+        "disk images that may read through another file (qcow, qcow2, QED, VMDK; by name): a "
+        "new reader of it elsewhere (another domain's disk, a pool volume, an image in another "
+        "directory or reached through a link) or an image there rebased onto it since is not "
+        f"seen by sh; {command} itself looks at every user again (run it rather than this "
+        "script when the host may have changed)"
     )
 
 
