@@ -443,6 +443,8 @@ class journal:
     by itself (a commit below the active layer, a pull), as that vshx would have; None when
     the journal entry does not say the job ends so.  Interrupted, it leaves the job running.
     ``written``: the files an entry's data steps were writing (None: the entry keeps no list).
+    ``leak_repair_steps``: for recover after an interrupted qemu-img, the ``qemu-img check -r
+    leaks`` steps of the given layers that are qcow2 (``-f qcow2``; a raw layer is never probed).
     """
 
     Entry: TypeAlias = _journal.Entry
@@ -455,6 +457,7 @@ class journal:
     state_file = staticmethod(_journal.state_file)
     state_place = staticmethod(_journal.state_place)
     written = staticmethod(_journal.written)
+    leak_repair_steps = staticmethod(_journal.leak_repair_steps)
     image_journals = staticmethod(_journal.image_journals)
     record_step = staticmethod(_ledger.recover_step)
     delete_steps = staticmethod(_deletion.recover_steps)

@@ -446,14 +446,6 @@ def job_step(
     )
 
 
-def leak_repair_steps(paths: list[str]) -> list[Step]:
-    """An interrupted qemu-img may leave leaked clusters: harmless, and safe to repair."""
-    return [
-        Step(f"repair leaked clusters in {path}", ["qemu-img", "check", "-q", "-r", "leaks", path])
-        for path in paths
-    ]
-
-
 def disk_to_recover(session: Session, name: str) -> str | None:
     """recover DOMAIN without a disk: the journal's disk, else the one disk with a job, else
     the domain's only disk; None when it has several and neither a journal nor a job (nothing
@@ -608,7 +600,7 @@ def cmd_recover(session: Session, args: Args) -> int | None:
             ):
                 plan.notes.append(ABORTED_COMMIT_NOTE.format(job=jobs[0]["type"]))
     elif entry is not None and entry.stopped_offline():
-        plan.steps += leak_repair_steps([layer.path for layer in chain.layers])
+        plan.steps += journal.leak_repair_steps(chain.layers)
     if entry is not None and not (dom is not None and dom.isActive()):
         # a safe rebase killed after its header switch: proven, or put back and done again
         plan.steps += journal.rebase_steps(target, entry)

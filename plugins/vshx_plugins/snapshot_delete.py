@@ -346,12 +346,7 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
         elif work.top is not None and work.base is not None:
             if not work.target.live:  # a killed qemu-img may leave leaked clusters: repair
                 written = work.top if work.route == "pull" else work.base
-                firsts.append(
-                    Step(
-                        f"repair leaked clusters in {written.name}",
-                        ["qemu-img", "check", "-q", "-r", "leaks", written.path],
-                    )
-                )
+                firsts += journal.leak_repair_steps([written])
             steps, pivot = data_steps(session, plan, work, args)
             firsts += steps
             pivots += pivot

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from vshx.errors import VshxError
 from vshx.plans import lock
-from vshx.plans.plan import virsh
+from vshx.plans.plan import Step, virsh
 from vshx.plans.target import Definition
 from vshx.storage import procs, virt
 from vshx.storage.chain import image_chain
@@ -25,9 +25,12 @@ from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.statefiles import Place
 
 if TYPE_CHECKING:
-    from vshx.plans.plan import Plan, Step
+    from collections.abc import Iterable
+
+    from vshx.plans.plan import Plan
     from vshx.plans.target import Target
     from vshx.storage.background import Background
+    from vshx.storage.chain import Layer
 
 NS = "https://vshx.invalid/journal"
 KEY = "vshx"
@@ -272,6 +275,21 @@ def deletions(entry: Entry) -> list[str] | None:
     """The files the interrupted plan was still to delete, as its journal says; None for an
     entry of an older vshx (no list kept) or one vshx cannot read."""
     return _paths(entry, "delete")
+
+
+def leak_repair_steps(layers: Iterable[Layer]) -> list[Step]:
+    """After an interrupted qemu-img: repair the leaked clusters it may have left in the qcow2
+    layers (harmless, and safe to repair).  Only qcow2 has clusters to leak, and each layer is
+    named with the format the chain knows (``-f qcow2``): a raw layer's bytes are the guest's
+    own, which qemu-img must never probe as an image, let alone repair (atk14 F3)."""
+    return [
+        Step(
+            f"repair leaked clusters in {layer.name}",
+            ["qemu-img", "check", "-q", "-f", "qcow2", "-r", "leaks", "--", layer.path],
+        )
+        for layer in layers
+        if layer.format == "qcow2"
+    ]
 
 
 def written(entry: Entry) -> list[str] | None:
