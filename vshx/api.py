@@ -62,6 +62,7 @@ Plans (a plugin never calls libvirt or qemu-img to change anything: it returns a
 ``follow_up_note``     a plan note: snapshot-cleanup makes the metadata match the moments
 ``offline_domain_note`` a plan note for a shut-off domain
 ``pointer_step``       after ``qemu-img commit``: the layer above pointed at the base
+``qemu_img_commit_step`` ``qemu-img commit -b BASE TOP`` (refused where a json: name leads to BASE)
 =====================  ======================================================================
 
 Chains, targets and snapshots
@@ -80,6 +81,7 @@ Chains, targets and snapshots
 ``chain_of_image``     the chain of a bare image (predicted in a batch ``--dry-run``)
 ``image_chain``        a bare image's chain as qemu-img reports it
 ``canonical``          a path in the form layers compare by (absolute, symlinks resolved)
+``is_json_name``       a ``json:{...}`` backing name (QEMU's options for a node, not a file name)
 ``as_opened``          the file QEMU opens for a name (``..`` taken where the kernel takes it)
 ``birth_ns``           when a file of this machine was created (statx), None where unknown
 ``names_an_image``     True when a DOMAIN-or-IMAGE word means a file
@@ -144,6 +146,7 @@ from vshx.merging.common import (
     offline_domain_note,
     pivot_step,
     pointer_step,
+    qemu_img_commit_step,
     report_after_merge,
 )
 from vshx.merging.definition import steps as definition_steps
@@ -199,6 +202,7 @@ from vshx.storage.chain import (
     canonical,
     human_size,
     image_chain,
+    is_json_name,
 )
 from vshx.storage.chain_view import render_chain
 from vshx.storage.identity import birth_ns
@@ -544,6 +548,7 @@ __all__ = [
     "follow_up_note",
     "offline_domain_note",
     "pointer_step",
+    "qemu_img_commit_step",
     "files",
     # chains, targets, snapshots
     "Chain",
@@ -559,6 +564,7 @@ __all__ = [
     "chain_of_image",
     "image_chain",
     "canonical",
+    "is_json_name",
     "as_opened",
     "birth_ns",
     "names_an_image",

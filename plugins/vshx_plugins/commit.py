@@ -23,7 +23,6 @@ from vshx.api import (
     Opt,
     Plan,
     Session,
-    Step,
     Target,
     UsageError,
     VshxError,
@@ -43,6 +42,7 @@ from vshx.api import (
     offline_domain_note,
     pointer_step,
     preflight,
+    qemu_img_commit_step,
     refuse_saved_ram,
     report_after_merge,
     routes,
@@ -188,20 +188,8 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
     if args.bandwidth:
         rate = ["-r", str(args.bandwidth if args.bytes else args.bandwidth * 1024 * 1024)]
     data = plan.add(
-        Step(
-            f"qemu-img commit: write {top.name}'s view into {base.name}",
-            [
-                "qemu-img",
-                "commit",
-                "-q",
-                "-f",
-                preflight.require_format(top),
-                *rate,
-                "-b",
-                base.path,
-                top.path,
-            ],
-            underneath=underneath.qemu_img_commit(),
+        qemu_img_commit_step(
+            chain, top, base, f"qemu-img commit: write {top.name}'s view into {base.name}", rate
         )
     )
     bitmaps.carry(plan, data, base, chain.between(top, base))

@@ -34,6 +34,7 @@ from vshx.api import (
     definition_steps,
     files,
     image_chain,
+    is_json_name,
     load_domain_form,
     load_target,
     preflight,
@@ -259,7 +260,11 @@ def cmd_rebase(session: Session, args: Args) -> None:
         refuse_guessed_format(new, args.backing)
     if new is not None and args.backing_format:
         refuse_contradicted_format(new, args.backing_format)
-    if new is not None and chain.below(image) is not None and new is chain.below(image):
+    if (
+        new is not None
+        and new is chain.below(image)
+        and not is_json_name(image.backing or "")  # the same file, named by options: renamed
+    ):
         session.nothing_to_do(args, f"{new.name} already is the backing file of {image.name}")
         return
     plan = Plan(

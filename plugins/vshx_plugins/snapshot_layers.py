@@ -22,6 +22,7 @@ from vshx.api import (
     pivot_step,
     pointer_step,
     preflight,
+    qemu_img_commit_step,
     routes,
     shell_line,
     underneath,
@@ -237,19 +238,8 @@ def data_steps(
         if work.active:
             return [step], [pivot_step(session, target, work.removed)]
         return [step], []
-    data = Step(
-        f"qemu-img commit {disk}: write {top.name}'s view into {base.name}",
-        [
-            "qemu-img",
-            "commit",
-            "-q",
-            "-f",
-            preflight.require_format(top),
-            "-b",
-            base.path,
-            top.path,
-        ],
-        underneath=underneath.qemu_img_commit(),
+    data = qemu_img_commit_step(
+        chain, top, base, f"qemu-img commit {disk}: write {top.name}'s view into {base.name}"
     )
     sub = Plan(plan.title, target=target)
     sub.add(data)

@@ -17,7 +17,7 @@ from vshx.plans.plan import Plan, Step, shell_line, virsh
 from vshx.plans.target import Target
 from vshx.spec.spec import Args
 from vshx.storage import virt
-from vshx.storage.chain import Chain, Layer
+from vshx.storage.chain import Chain, Layer, is_json_name
 from vshx.storage.libvirt_lazy import libvirt
 
 if TYPE_CHECKING:
@@ -224,6 +224,41 @@ def follow_up_note(plan: Plan, target: Target) -> None:
 def offline_domain_note(plan: Plan, target: Target) -> None:
     if target.dom is not None and not target.live:
         plan.notes.append(f"{target.chain.domain} is shut off: start it only after these ran")
+
+
+def qemu_img_commit_step(
+    chain: Chain, top: Layer, base: Layer, description: str, rate: Collection[str] = ()
+) -> Step:
+    """``qemu-img commit -b BASE TOP``: what ``top`` shows written into ``base``.  Refused
+    (nothing changed) where the layer just above ``base`` names it with a ``json:`` backing
+    name: qemu-img finds ``-b`` by the name that header writes, and would stop midway with
+    "Did not find ... in the backing chain" (atk14 F4)."""
+    above = chain.above(base)
+    if above is not None and is_json_name(above.backing or ""):
+        renaming = ["vshx", "rebase", above.path, "--backing", base.path]
+        renaming += ["-F", preflight.require_format(base)]
+        raise VshxError(
+            f"{above.name} names {base.name} with a json: backing name, and qemu-img commit "
+            f"finds its base (-b) by the name that header writes: it would stop midway",
+            "nothing was changed; give it a plain name first, as a pointer-only change (it "
+            f"shows the same): {shell_line(renaming)}; or start the domain and commit live "
+            "(libvirt opens the chain by its nodes)",
+        )
+    return Step(
+        description,
+        [
+            "qemu-img",
+            "commit",
+            "-q",
+            "-f",
+            preflight.require_format(top),
+            *rate,
+            "-b",
+            base.path,
+            top.path,
+        ],
+        underneath=underneath.qemu_img_commit(),
+    )
 
 
 def pointer_step(overlay: Layer, base: Layer, top: Layer, keep_relative: bool) -> Step:
