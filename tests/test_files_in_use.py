@@ -99,6 +99,12 @@ def test_lab_destroy_keeps_files_another_domain_uses(tmp_path: Path) -> None:
         )
         for name in kept:
             qemu_check(lab.dir / name)
+        # that command run while the files are still used: one answer, no circular advice
+        early = run_vshx("lab-destroy", lab.name, "--dir", str(lab.dir))
+        assert early.returncode == 1, early.stderr
+        assert "is still used" in early.stderr and "no lab files" not in early.stderr
+        assert "once nothing else uses" not in early.stderr, early.stderr
+        assert {p.name for p in lab.dir.iterdir() if not p.name.startswith(".")} == kept
         virsh("start", second.name)
         virsh("destroy", second.name)
         virsh("detach-disk", second.name, "vdc", "--config")

@@ -496,8 +496,9 @@ def remove_lab(session: Session, name: str, directory: str) -> Plan:
                 f"the lab marker and {directory} stay: run {again} once nothing else uses "
                 "the kept files"
             )
-            plan.notes.append(later)
-            session.warn(later)  # the domain is gone then: --dir finds them (nu12 #6)
+            if plan.steps:  # else nothing goes now: cmd_lab_destroy says why, once
+                plan.notes.append(later)
+                session.warn(later)  # the domain is gone then: --dir finds them (nu12 #6)
             return plan
         marker = os.path.join(directory, MARKER)
         plan.add(Step("remove the lab marker", ["rm", "-f", "--", marker]))
@@ -729,6 +730,13 @@ def cmd_lab_destroy(session: Session, args: Args) -> None:
         directory = made_with_dir(session, args.name) or directory
     refuse_others_lab(session, args.name, directory, args.force, "lab-destroy")
     plan = remove_lab(session, args.name, directory)
+    kept = plan.intent.get("kept")
+    if not plan.steps and isinstance(kept, list) and kept:
+        raise VshxError(
+            f"nothing of the lab {quoted(args.name)} can go yet: every lab file left in "
+            f"{directory} is still used (named above)",
+            "remove or rebase what uses them, then run this command again; nothing was changed",
+        )
     if not plan.steps:
         raise VshxError(
             f"no practice domain {quoted(args.name)} and no lab files to remove",
