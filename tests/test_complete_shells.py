@@ -108,6 +108,9 @@ def test_interactive_bash_completes_a_layer_index_word(lab: Lab, tmp_path: Path)
         assert "vda\\[2\\]" in listed and "vda\\[3\\]" in listed
         shell.send("3\t\n")
         assert f"ARGS:commit {lab.name} vda --top vda[3]:END" in shell.read_until(":END")
+        # a URI, which bash splits at its ':' (nu13 #15: the line became qemu:qemu:///s...)
+        shell.send("vshx connect qemu:///sy\t\n")
+        assert "ARGS:connect qemu:///system:END" in shell.read_until(":END")
         # typed inside a quote (atk11 F3): the name goes in as it is, and bash closes the quote
         for quote in ('"', "'"):
             shell.send(f"vshx chain {quote}{lab.name[:-2]}\t\n")

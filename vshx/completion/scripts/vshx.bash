@@ -2,7 +2,12 @@
 # options, domains, disks and chain layers.  Install: eval "$(vshx completion bash)" in
 # ~/.bashrc, or vshx completion bash > /usr/share/bash-completion/completions/vshx
 _vshx() {
+    # the word being completed as typed: bash splits qemu:///system at its ':' (COMP_WORDBREAKS),
+    # and __ltrim_colon_completions below needs the whole word to take off what bash keeps
     local cur=${COMP_WORDS[COMP_CWORD]}
+    if declare -F _get_comp_words_by_ref >/dev/null; then
+        _get_comp_words_by_ref -n : cur
+    fi
     local line=${COMP_LINE:0:COMP_POINT}
     line=${line#"${COMP_WORDS[0]}"}
     line=${line#"${line%%[![:space:]]*}"}
