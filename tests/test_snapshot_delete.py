@@ -819,3 +819,21 @@ def test_a_deleted_snapshots_moment_file_out_of_the_chain_is_named(tmp_path: Pat
         assert not (lab.dir / "sn2.qcow2").exists()
     finally:
         destroy_lab(lab)
+
+
+def test_two_disks_merging_into_one_file_system_need_their_bytes_summed(tmp_path: Path) -> None:
+    """nu13 #9: each disk's room check asked only for its own bytes, though both merges write
+    into the same file system: the second check asks for both, and says so."""
+    dom = build(tmp_path, 2, False, "space")
+    try:
+        planned = run_vshx("snapshot-delete", dom.name, "s2", "--dry-run")
+        assert planned.returncode == 0, planned.stderr
+        lines = planned.stdout.splitlines()
+        needs = [int(line.split(">= ")[1].split(" ")[0]) for line in lines if "$1 >= " in line]
+        checks = [line for line in lines if line.startswith("# step") and " free beside " in line]
+        assert len(needs) == 2 and len(checks) == 2, planned.stdout
+        assert needs[1] > needs[0] and "merged beside it before" in checks[1], planned.stdout
+        ran = subprocess.run(["sh", "-e"], input=planned.stdout, capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
+    finally:
+        destroy(dom)

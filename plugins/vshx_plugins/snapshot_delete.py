@@ -457,6 +457,7 @@ def build_plan(
     firsts: list[Step] = []
     pivots: list[Step] = []
     moved = moved_memory_moments(remaining, works)
+    claimed: dict[object, int] = {}  # each file system's bytes, summed over the disks
     for work in moving:
         assert work.base is not None and work.top is not None
         names = [g.name for g in going]
@@ -470,6 +471,7 @@ def build_plan(
                 None,
                 deleting=names,
                 moved=moved,
+                claimed=claimed,
             )
         else:
             try:
@@ -482,6 +484,7 @@ def build_plan(
                     changes_view_of=work.base,
                     deleting=names,
                     moved=moved,
+                    claimed=claimed,
                 )
             except preflight.SharedFile as exc:  # linked clones on one base: a pull is safe
                 if args.route or len(names) != 1 or work.top.position != 0:

@@ -354,16 +354,45 @@ def _awk_each(rooms: list[Room]) -> str:
     return AWK_ALL.format(tests=tests, lines=len(rooms) + 1)
 
 
-def room_for(destination: Layer, layers: list[Layer], at_least: int = 0) -> Step:
+def room_for(
+    destination: Layer,
+    layers: list[Layer],
+    at_least: int = 0,
+    claimed: dict[object, int] | None = None,
+) -> Step:
     """Refuse now unless the bytes that may move (allocated in ``layers``, or ``at_least``
     when that is more) fit beside ``destination`` (on its device, for a qcow2 on a block
-    device); the same check as a step for the plan."""
+    device); the same check as a step for the plan.  ``claimed``: what the plan's earlier
+    merges write, per file system (a plan over several disks, nu13 #9): a merge into the same
+    file system needs its own bytes on top of theirs, and adds them."""
     allocated = sum(layer.allocated or 0 for layer in layers)
     grows_to = max((layer.virtual_size or 0 for layer in layers), default=0)
     needed = max(allocated, at_least)
-    step = space_step(destination.path, needed, grows_to, destination.format)
+    key = _file_system(destination) if claimed is not None else None
+    earlier = claimed.get(key, 0) if claimed is not None and key is not None else 0
+    step = space_step(destination.path, needed + earlier, grows_to, destination.format)
+    if claimed is not None and key is not None:
+        claimed[key] = earlier + needed
+        if earlier:
+            step.description = step.description.replace(
+                " (else", f" (with the {human_size(earlier)} merged beside it before; else", 1
+            )
     step.run()
     return step
+
+
+def _file_system(destination: Layer) -> object | None:
+    """The file system a plain file's merge writes into (its directory's device), for
+    ``room_for``'s sums; None where the space is checked otherwise (a qcow2 on a block device,
+    an external data file) or cannot be told."""
+    if data_file_of(destination.path, destination.format) is not None:
+        return None
+    if qcow2_on_device(destination.path, destination.format):
+        return None
+    try:
+        return files.stat(os.path.dirname(destination.path) or ".").st_dev
+    except (OSError, VshxError):
+        return None
 
 
 def absent_step(path: str) -> Step:

@@ -177,6 +177,7 @@ def check_merge(
     moving: Callable[[], int] | None = None,
     deleting: Collection[str] = (),
     moved: Collection[tuple[str, str]] = (),
+    claimed: dict[object, int] | None = None,
 ) -> list[Step]:
     """The pre-flight every merge shares; raises before anything changes, and returns the
     checks the plan must also run first (so a printed script stops where vshx would).
@@ -189,6 +190,7 @@ def check_merge(
     when clusters are compressed (they are written out whole), so the room check takes both.
     ``deleting``: snapshots the plan deletes (their saved RAM does not hold the merge back);
     ``moved``: memory snapshots' moments it moves and re-points (savedstate.refuse_saved_state).
+    ``claimed``: the bytes the plan's earlier merges write, per file system (checks.room_for).
     """
     preflight.refuse_unsafe_start(session, target, args)
     if changes_view_of is None:  # a pull writes only the active layer; the others are read
@@ -207,7 +209,7 @@ def check_merge(
             ahead=target.ahead,
         )
         target.ahead = None  # answered: a later scan of this command reads again
-    return [checks.room_for(writes, moves, at_least=moving() if moving else 0)]
+    return [checks.room_for(writes, moves, moving() if moving else 0, claimed)]
 
 
 def follow_up_note(plan: Plan, target: Target) -> None:
