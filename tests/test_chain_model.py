@@ -46,6 +46,13 @@ def test_unknown_ref_lists_the_chain(chain):
     with pytest.raises(VshxError) as info:
         chain.resolve("nosuch.qcow2")
     assert "vda[1]=sn2.qcow2" in info.value.hint  # libvirt's numbering: 1 = active
+    # a snapshot's name is no REF (nu13 #14): the hint says what names a layer
+    named = Chain(chain.layers, domain="demo", disk="vda")
+    with pytest.raises(VshxError) as info:
+        named.resolve("s1")
+    assert "is not a layer of this chain (demo vda)" in info.value.message
+    assert "(sn1 for sn1.qcow2)" in info.value.hint
+    assert "not by a snapshot's name" in info.value.hint
 
 
 def test_a_name_of_two_layers_is_refused_not_guessed():

@@ -230,9 +230,12 @@ class Chain(NamedTuple):
             for layer in self.layers:
                 if layer.canonical == target:
                     return layer
+        which = f" ({self.domain} {self.disk})" if self.domain and self.disk else ""
         raise VshxError(
-            f"{quoted(ref)} is not a layer of this chain",
-            f"the chain is: {self.listing()}",
+            f"{quoted(ref)} is not a layer of this chain{which}",
+            f"a layer is named by its path, its file name or that name without its extension "
+            f"(sn1 for sn1.qcow2), or vda[N], not by a snapshot's name; the chain is: "
+            f"{self.listing()}",
         )
 
 
