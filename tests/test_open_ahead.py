@@ -7,9 +7,11 @@ refuses before it looks for a daemon, so these run anywhere libvirt-python is in
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
+import weakref
 
 import pytest
 
@@ -71,6 +73,12 @@ def test_ending_drops_the_connection_without_closing_it() -> None:
     conn = connection.get()
     connection.close(ending=True)
     assert conn.isAlive() == 1  # left for the process's end to drop
+    kept = weakref.ref(conn)
+    del connection, conn  # the session goes first: the connection stays open all the same
+    gc.collect()
+    conn = kept()
+    assert conn is not None and conn.isAlive() == 1
+    connection = Connection("test:///default")
     connection.close()
     other = Connection("test:///default")
     conn2 = other.get()

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     import libvirt
 
 
+# the connections close(ending=True) dropped: referenced for the rest of the process, as the
+# session that held one goes before the process ends (its __del__ would close it: a round trip)
+_LEFT_OPEN: list[libvirt.virConnect] = []
+
+
 class Connection:
     """One URI and its connection; with libvirt's event loop only when a command needs it."""
 
@@ -29,7 +34,6 @@ class Connection:
         self._ahead: threading.Event | None = None  # set when open_ahead's work ended
         self._ahead_conn: libvirt.virConnect | None = None
         self._ahead_error: VshxError | None = None
-        self._dropped: libvirt.virConnect | None = None  # close(ending=True) left it open
 
     @property
     def has_events(self) -> bool:
@@ -122,7 +126,7 @@ class Connection:
                     self._conn = None
                     return
             if ending:  # kept referenced: dropping the object would close it
-                self._dropped = self._conn
+                _LEFT_OPEN.append(self._conn)
             else:
                 try:
                     self._conn.close()
