@@ -74,6 +74,10 @@ class Connection:
 
         after_load(work, "libvirt-open-ahead")
 
+    def opening(self) -> bool:
+        """True while ``open_ahead``'s work has not ended (``get`` would wait for it)."""
+        return self._ahead is not None and not self._ahead.is_set()
+
     def _settle_ahead(self) -> None:
         """Wait for ``open_ahead``'s work (bounded: open_connection gives up on a daemon that
         does not answer) and take its connection; its refusal is raised once, here."""

@@ -146,7 +146,11 @@ class Session:
 
     @property
     def conn(self) -> libvirt.virConnect:
-        """The connection, opened on first use and again if the daemon dropped it (REPL)."""
+        """The connection, opened on first use and again if the daemon dropped it (REPL).
+        A changing command that finds it still opening (opened ahead) loads the plan runner
+        meanwhile: its plan runs through it, and the wait is there anyway (~1-2 ms)."""
+        if self.connection.opening() and self.command is not None and self.command.changes:
+            import vshx.plans.runner  # noqa: F401  (loaded now, used by run_plan)
         return self.connection.get()
 
     @property
