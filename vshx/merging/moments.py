@@ -376,14 +376,13 @@ def leaving_note(verdicts: list[Verdict], after: set[str]) -> list[str]:
         return []
     names = ", ".join(v.snapshot for v in out)
     files = ", ".join(sorted({os.path.basename(v.holder or "") for v in out}))
+    first = out[0]
     return [
         f"{names} {'stays' if len(out) == 1 else 'stay'} revertible only in {files}, out of "
         "the chain (snapshot-cleanup --delete-files forgets those snapshots and removes those of "
         "the files that vshx's record vouches for and nothing else uses). A snapshot is its "
-        "moment, not "
-        "the overlay it created: after its full pull the source tutorial deletes the metadata "
-        "of sn1..sn3 and keeps sn4, yet sn1's moment is the base the chain still holds and "
-        "sn4's is in a pulled-out file"
+        f"moment, not the overlay it created: {first.snapshot} goes with "
+        f"{os.path.basename(first.holder or '')}, the file that holds its moment"
     ]
 
 
