@@ -23,6 +23,10 @@ def test_chain_of_a_bare_image(offline_lab: Lab):
     proc = run_vshx("chain", str(offline_lab.layer("sn2")))
     assert proc.returncode == 0, proc.stderr
     assert "base.qcow2 <- sn1.qcow2 <- sn2.qcow2 (active)" in proc.stdout
+    # a layer of a domain's disk is no bare image (nu13 #5): its head says whose it is
+    head = proc.stdout.splitlines()[0]
+    assert "bare image" not in head, head
+    assert f"a layer of shut-off domain {offline_lab.name} vda: vshx chain" in head, head
 
 
 def test_snapshot_list_and_domblklist(lab: Lab):

@@ -187,7 +187,28 @@ def cmd_chain(session: Session, args: Args) -> None:
     if args.json:
         session.print(to_json({"chains": [chain_document(c) for c in chains]}))
         return
-    session.print("\n\n".join(render_chain(c) for c in chains))
+    held_by = ""
+    if not chains[0].domain:  # an image named alone: is it a domain's layer? (nu13 #5)
+        held_by = held_by_domains(session, chains[0].active.path)
+    session.print("\n\n".join(render_chain(c, held_by) for c in chains))
+
+
+def held_by_domains(session: Session, image: str) -> str:
+    """The domain disks whose chains hold ``image``, said with what shows them as used
+    (``chain DOMAIN DISK``); "" where none does, or where that cannot be read (the chain is
+    shown all the same: this only names its users)."""
+    from vshx.merging import preflight
+
+    try:
+        holders = preflight.domain_users(session, image)
+    except VshxError:
+        return ""
+    said = [
+        f"{'running' if virt.is_running(dom) else 'shut-off'} domain {dom.name()} {disk}: "
+        f"{shell_line(['vshx', 'chain', dom.name(), disk])} shows it as that domain uses it"
+        for dom, disk in sorted(holders, key=lambda held: (held[0].name(), held[1]))
+    ]
+    return "; ".join(said)
 
 
 def report_definition(session: Session, dom: libvirt.virDomain, chains: list[Chain]) -> None:

@@ -14,12 +14,15 @@ def role(chain: Chain, layer: Layer) -> str:
     return "base" if layer is chain.bottom else ""
 
 
-def render_chain(chain: Chain) -> str:
+def render_chain(chain: Chain, held_by: str = "") -> str:
     """The chain in arrow notation, then one line per layer with its sizes; names escaped
-    (printable): a file name's control characters would reach the terminal or forge lines."""
+    (printable): a file name's control characters would reach the terminal or forge lines.
+    ``held_by``: for an image named alone, the domain disks whose chains hold it."""
     if chain.domain:
         how = "running: live block jobs" if chain.live else "shut off: offline qemu-img"
         head = f"{printable(chain.domain)} {printable(chain.disk or '')} ({how})"
+    elif held_by:
+        head = f"image {printable(chain.active.path)} (a layer of {printable(held_by)})"
     else:
         head = f"image {printable(chain.active.path)} (bare image: offline qemu-img)"
     rows = [
