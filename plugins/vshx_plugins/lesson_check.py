@@ -249,7 +249,7 @@ def definition_findings(dom: libvirt_t.virDomain, chain: list[str]) -> list[Find
         if kind == "live":
             fix = _("the running QEMU opened other files: let the block job finish (or pivot)")
         else:
-            why += _(" (libvirt starts the domain on this chain)")
+            why += _(" (libvirt starts the domain on the chain its definition names)")
         found.append(Finding(why, fix, "definition"))
     return found
 
