@@ -137,4 +137,7 @@ def test_two_disk_fixture_marks_every_file_it_made(offline_lab: Lab) -> None:
     proc = run_vshx("lab-destroy", lab.name, "--dir", str(lab.dir))
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in lab.dir.iterdir()) == ["mine.txt"]
+    # one line says what went, as virsh says "Domain ... has been undefined" (nu13 #6)
+    said = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if line]
+    assert any(f"lab {lab.name}: undefine {lab.name}" in line for line in said), said
     mine.unlink()

@@ -742,7 +742,9 @@ def cmd_lab_destroy(session: Session, args: Args) -> None:
             f"no practice domain {quoted(args.name)} and no lab files to remove",
             "check the name (virsh list --all) and --dir; nothing was changed",
         )
-    session.run_plan(plan, args)
+    if session.run_plan(plan, args):
+        removed = [step.description for step in plan.steps if step.changes]
+        session.info(f"lab {args.name}: " + "; ".join(removed))
 
 
 NAME = Opt(
