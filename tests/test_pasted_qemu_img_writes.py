@@ -219,6 +219,10 @@ def test_a_pasted_pointer_only_rebase_gets_vshx_rebase_u_proof(tmp_path: Path):
         assert refused.stderr.startswith("error: refusing qemu-img rebase -u"), refused.stderr
         assert "hint: nothing was changed" in refused.stderr
         assert digest(tmp_path / "imgs") == state
+        if words[0] == "-F" and words[-1] == str(base):  # the hint names the safe rebase whole
+            assert f"vshx rebase {top} --backing {base} --backing-format qcow2 does" in (
+                refused.stderr
+            ), refused.stderr
     subprocess.run(["qemu-img", "commit", "-q", str(o2)], check=True)  # o2's data into b
     fine = run_vshx(
         "qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(top)

@@ -158,13 +158,19 @@ def cleanup_hint(session: Session, dom: libvirt.virDomain, known: dict[str, Chai
     half = [s.name for s in timeline.snapshots if s.half_merged]
     said = []
     if lost:
-        said.append(f"{', '.join(lost)} lost their moment (forgets them)")
+        said.append(
+            f"{', '.join(lost)} lost {'its' if len(lost) == 1 else 'their'} moment (forgets them)"
+        )
     if moved:
         said.append(f"{', '.join(moved)} moved into other files (re-points them)")
     if half:
-        said.append(f"{', '.join(half)} half-merged (reports how to finish)")
+        are = "is" if len(half) == 1 else "are"
+        said.append(f"{', '.join(half)} {are} half-merged (reports how to finish)")
     if said:
-        session.info(f"hint: snapshots {'; '.join(said)}; run: snapshot-cleanup {dom.name()}")
+        session.info(
+            f"hint: snapshot{'s' if len(lost) + len(moved) + len(half) > 1 else ''} "
+            f"{'; '.join(said)}; run: snapshot-cleanup {dom.name()}"
+        )
 
 
 def check_merge(

@@ -126,14 +126,15 @@ def _refuse_unproven_pointer(line: str, image: str, backing: str, fmt: str) -> N
     if offset is None:
         return
     shown = os.path.basename(image)
+    safe = ["vshx", "rebase", image, "--backing", new or ""]
+    safe += ["--backing-format", fmt] if fmt else []
     raise VshxError(
         f"refusing {line}: it would change what {shown} shows (its old backing "
         f"{old.name if old else '(none)'} and the new {backing or '(none)'} "
         f"{'as ' + fmt + ' ' if fmt else ''}differ at offset {offset}, where {shown} holds "
         "no data of its own)",
         "nothing was changed; without -u, qemu-img rebase copies the differences into it "
-        f"(vshx rebase {shell_line([image])} --backing ... does that), or commit the layers in "
-        "between first",
+        f"({shell_line(safe)} does that), or commit the layers in between first",
     )
 
 
