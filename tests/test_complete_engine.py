@@ -71,6 +71,8 @@ TABLE = [
     ("chain web ", ["vda", "vdb"]),
     ("commit web vda --base ", ["sn1.qcow2", "vda[2]", "base.qcow2", "vda[3]"]),
     ("commit web vda --base sn1", ["sn1.qcow2"]),
+    ("lesson st", ["start"]),  # a plugin's fixed words (nu13 #4), from its spec alone
+    ("lesson check safe", ["safe-rebase"]),
     ("commit web vda --top vda[", ["vda[1]", "vda[2]"]),
     ("commit web vda --base sn1 --top ", ["sn2.qcow2", "vda[1]"]),
     ("commit web vda --top sn1 --base ", ["base.qcow2", "vda[3]"]),

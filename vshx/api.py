@@ -23,6 +23,7 @@ Writing a command
 ``VshxError``          a refusal or failure: ``error:`` + ``hint:`` on stderr, exit 1
 ``UsageError``         a wrong command line: exit 2
 ``non_negative_int``   ``Opt(convert=...)`` for a whole number from 0 to 2**31-1
+``choices``            ``Opt(complete=choices(...))``: a fixed list of words to complete
 ``DOMAIN``             the positional domain option (completes domain names)
 ``DOMAIN_OR_IMAGE``    the positional domain-or-image-file option
 ``DISK``               the positional disk option (``vda``; completes the domain's disks)
@@ -184,6 +185,7 @@ from vshx.plans.target import Target
 from vshx.pluginhost.markers import commands_hook, hookimpl
 from vshx.shell.session import Session
 from vshx.spec.i18n import N_, translator
+from vshx.spec.kinds import choices
 from vshx.spec.lesson import Lesson
 from vshx.spec.options import BASE, DISK, DOMAIN, DOMAIN_OR_IMAGE, FORCE, JOB_OPTIONS, JSON, SCAN
 from vshx.spec.render import comments, quoted, table, to_json
@@ -512,6 +514,7 @@ __all__ = [
     "commands_hook",
     "Command",
     "Opt",
+    "choices",
     "Args",
     "Session",
     "VshxError",

@@ -27,6 +27,7 @@ from vshx.api import (
     Step,
     UsageError,
     VshxError,
+    choices,
     commands_hook,
     comments,
     invoking_user,
@@ -38,6 +39,7 @@ from vshx.api import (
 )
 from vshx_plugins import lesson_check
 from vshx_plugins.lesson_i18n import N_, _
+from vshx_plugins.lessons_builtin import LESSONS
 
 STATE = Place("state", "lessons")
 ACTIONS = ("list", "start", "check", "hint", "solution", "reset")
@@ -440,8 +442,21 @@ COMMANDS = [
         "exercises that check your own virsh/qemu-img work on a practice lab",
         cmd_lesson,
         (
-            Opt("action", f"{' | '.join(ACTIONS)}", "action", positional=True, required=True),
-            Opt("name", "the lesson (default: the one started last)", "name", positional=True),
+            Opt(
+                "action",
+                f"{' | '.join(ACTIONS)}",
+                "action",
+                positional=True,
+                required=True,
+                complete=choices(*ACTIONS),
+            ),
+            Opt(
+                "name",
+                "the lesson (default: the one started last)",
+                "name",
+                positional=True,
+                complete=choices(*(lesson.name for lesson in LESSONS)),
+            ),
             Opt("lab", "the lab domain's name (default: LESSON-USER)", "name"),
             Opt("dir", "the lab's directory (default: lab-create's)", "dir", complete="directory"),
         ),

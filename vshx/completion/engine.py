@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
+from vshx.spec.kinds import chosen
 from vshx.spec.lexer import split_line
 from vshx.spec.spec import Command, Opt, walk
 from vshx.storage.paths import has_image_suffix
@@ -158,6 +159,9 @@ class Engine:
         provider = self.providers.get(kind)
         if provider is not None:
             return provider(prefix, given)
+        words = chosen(kind)
+        if words is not None:  # a plugin's fixed words (spec/kinds.py choices)
+            return [Candidate(word) for word in words]
         plugin_completer = self.host.completer(kind) if kind else None
         if plugin_completer is None:
             return []

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from vshx.spec.kinds import CORE_COMPLETERS
+from vshx.spec.kinds import CORE_COMPLETERS, chosen
 from vshx.spec.spec import Command
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def check_references(command: Command, completers: Iterable[str]) -> None:
     keys = {opt.key for opt in command.all_options}
     known = set(completers)
     for opt in command.all_options:
-        if opt.complete is not None and opt.complete not in known:
+        if opt.complete is not None and opt.complete not in known and chosen(opt.complete) is None:
             raise PluginError(
                 f"{command.name} --{opt.name}: no completer {opt.complete!r} "
                 f"(known: {', '.join(sorted(known))})"

@@ -19,3 +19,18 @@ CORE_COMPLETERS = (
     "shell",
     "route",
 )
+
+# a fixed list of words a plugin's option takes (``Opt(complete=choices("list", "start"))``):
+# completed from the command's spec itself, so the shells' completion (answered from the
+# cached spec, no plugin loaded) offers them too
+CHOICES = "words:"
+
+
+def choices(*words: str) -> str:
+    """The ``Opt.complete`` kind that offers exactly ``words`` (no blanks in a word)."""
+    return CHOICES + " ".join(words)
+
+
+def chosen(kind: str) -> list[str] | None:
+    """The words a ``choices`` kind offers; None for any other kind."""
+    return kind[len(CHOICES) :].split() if kind.startswith(CHOICES) else None
