@@ -351,8 +351,13 @@ the record of moments all read the one domain XML read under the chain's lock; t
 check, the bitmaps check and the chain lock are a few more round trips; and vshx's own modules
 load (the records of a commit's path are NamedTuples: `dataclasses`, with `inspect`, cost ~10 ms
 of imports; pluggy is not loaded where no installed plugin has hooks beyond registering
-commands). The `vshx` program skips the interpreter's teardown of the modules it loaded
-(`os._exit` after exit handlers and a flush: ~10 ms of a one-shot here; the floor pays its own).
+commands). The connection opens on the thread that maps libvirt's libraries, once they are in
+(a thread started while the dynamic loader works waits for it, glibc's loader lock, and so did
+the main thread that started it: ~6 ms of a one-shot), and the background reads start their
+threads without `threading`'s start handshake. The `vshx` program skips the interpreter's
+teardown of the modules it loaded (`os._exit` after exit handlers and a flush: ~10 ms of a
+one-shot here; the floor pays its own), and leaves its connection to the process's end (its
+close was a round trip).
 None of the checks is skipped for speed; in a batch every line pays them again (another tool may
 act between lines, and libvirt offers no cheap proof that nothing changed: `virsh
 snapshot-create-as --disk-only` gives a running domain a new disk file without any event, as
