@@ -443,7 +443,8 @@ def judge(
     if layer is None:
         return moment._replace(
             state=UNKNOWN,
-            why=f"{name} left the chain and vshx has no record of how",
+            why=f"{name} left the chain and vshx has no record of how (another tool's merge, "
+            "or one of vshx's while its moment was already unknown)",
         )
     if layer.position == 0:
         return moment._replace(state=GONE, why=f"{name} is the active layer: the guest writes it")
@@ -472,7 +473,7 @@ def judge(
     return moment._replace(
         state=UNKNOWN,
         why=f"{above.name} sits on {name}, not the overlay the snapshot made: changed by a "
-        "tool vshx has no record of",
+        "tool vshx has no record of, or by a merge while its moment was already unknown",
     )
 
 
