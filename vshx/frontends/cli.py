@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 USAGE = """\
 usage: vshx [-c URI] [--dry-run] [--plan-json] [--teach] [--trace] [-q] [--record FILE]
-            [--tour] [-f FILE [-x]] [COMMAND [ARGS...]]
+            [--tour[=LAB]] [-f FILE [-x]] [COMMAND [ARGS...]]
 
   -c, --connect URI  libvirt URI (default: as virsh: $LIBVIRT_DEFAULT_URI, uri_default in
                      libvirt.conf, else qemu:///system for root, qemu:///session for others)
@@ -35,9 +35,9 @@ usage: vshx [-c URI] [--dry-run] [--plan-json] [--teach] [--trace] [-q] [--recor
   -q, --quiet        print less
       --record FILE  append a transcript: each command as typed, its output and errors as
                      # lines, times and exit status (replay it with: vshx -f FILE)
-      --tour         the interactive shell on the practice domain vshx-demo (vshx-demo-USER
-                     for a user who is not root): made with lab-create if it is not there,
-                     then three first steps are shown
+      --tour[=LAB]   the interactive shell on the practice domain vshx-demo (vshx-demo-USER
+                     for a user who is not root; LAB: that name instead): made with
+                     lab-create if it is not there, then three first steps are shown
       --version      print the version
   -h, --help         this text
 
@@ -58,7 +58,7 @@ class Globals:
         self.teach = False
         self.quiet = False
         self.trace = False
-        self.tour = False
+        self.tour: str | None = None  # --tour: "" (the demo's name) or --tour=LAB
         self.rest: list[str] = []
 
 
@@ -79,13 +79,14 @@ def parse_globals(argv: Sequence[str]) -> Globals:
         "--teach": "teach",
         "-q": "quiet",
         "--quiet": "quiet",
-        "--tour": "tour",
         "--trace": "trace",
     }
     while i < len(argv):
         word = argv[i]
         name, eq, inline = word.partition("=")
-        if name in takes_value and word.startswith("--") and eq:
+        if name == "--tour":
+            opts.tour = inline if eq else ""
+        elif name in takes_value and word.startswith("--") and eq:
             setattr(opts, takes_value[name], inline)
         elif word in takes_value:
             if i + 1 >= len(argv):
@@ -316,10 +317,10 @@ def _main(args: list[str], *, ending: bool = False) -> int:
         if not sys.stdin.isatty():  # `... | vshx`: a script on stdin, no line editor needed
             from vshx.frontends.batch import run_file
 
-            if opts.tour:
+            if opts.tour is not None:
                 from vshx.frontends.tour import start_tour
 
-                status = start_tour(session)
+                status = start_tour(session, opts.tour)
                 if status != EXIT_OK:
                     return status
             return run_file(session, "-", echo=opts.echo)

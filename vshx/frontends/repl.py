@@ -55,13 +55,14 @@ def build_prompt_session(session: Session, threaded: bool = True, **io: Any) -> 
     )
 
 
-def run_repl(session: Session, tour: bool = False, threaded: bool = True, **io: Any) -> int:
-    """Read lines until exit/quit/Ctrl-D; Ctrl-C clears the current line."""
+def run_repl(session: Session, tour: str | None = None, threaded: bool = True, **io: Any) -> int:
+    """Read lines until exit/quit/Ctrl-D; Ctrl-C clears the current line.  ``tour``: start
+    with the tour on that practice domain ("": the demo's name)."""
     prompt = build_prompt_session(session, threaded, **io)
-    if tour:
+    if tour is not None:
         from vshx.frontends.tour import start_tour
 
-        status = start_tour(session)
+        status = start_tour(session, tour)
         if status:  # no practice domain: the tour cannot start (the error says why)
             return status
     else:

@@ -16,19 +16,21 @@ Welcome to vshx. The practice domain {demo} has the chain base <- sn1 <- sn2 <- 
 Type help for every command, exit or Ctrl-D to leave."""
 
 
-def start_tour(session: Session) -> int:
-    """Say which URI and why, build the practice domain if it is not there, show the steps;
-    the exit status of building it (the tour cannot start without it)."""
+def start_tour(session: Session, lab: str = "") -> int:
+    """Say which URI and why, build the practice domain (``lab``, else the demo's name) if it
+    is not there, show the steps; the exit status of building it (the tour cannot start
+    without it)."""
+    from vshx.plans.plan import shell_line
     from vshx.spec.user import demo_name
     from vshx.storage.default_uri import why_default
 
-    demo = demo_name()
+    demo = lab or demo_name()
     session.print(f"vshx --tour on {session.uri} ({session.uri_reason or why_default()})")
     try:
         session.conn.lookupByName(demo)
     except Exception:  # not there (or no connection): lab-create says what is wrong
-        status = session.execute(f"lab-create {demo}")
+        status = session.run_words(["lab-create", demo])
         if status != EXIT_OK:
             return status
-    session.print(TOUR.format(demo=demo))
+    session.print(TOUR.format(demo=shell_line([demo])))
     return EXIT_OK

@@ -1,0 +1,27 @@
+"""``vshx --tour=LAB``: the tour on a practice domain of the user's naming (nu13 #1: on a
+shared host with a naming rule, ``vshx-demo`` could not be used); built with lab-create when
+it is not there, then the REPL reads on (here from a pipe)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import LAB_PREFIX, domain_exists, run_vshx
+
+pytestmark = pytest.mark.libvirt
+
+
+def test_the_tour_builds_and_shows_the_lab_it_is_given() -> None:
+    name = f"{LAB_PREFIX}tour"
+    try:
+        tour = run_vshx(f"--tour={name}", stdin=f"chain {name} vda\nexit\n")
+        assert tour.returncode == 0, tour.stderr
+        assert f"The practice domain {name} has the chain" in tour.stdout
+        assert f"1. chain {name} vda" in tour.stdout
+        assert "base.qcow2 <- sn1.qcow2" in tour.stdout  # the line read after the tour
+        assert not domain_exists("vshx-demo") or "vshx-demo " not in tour.stdout
+    finally:
+        run_vshx("lab-destroy", name)
+    assert not domain_exists(name)
+    bad = run_vshx("--tourx")
+    assert bad.returncode == 2 and "unknown option --tourx" in bad.stderr
