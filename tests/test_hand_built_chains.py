@@ -139,3 +139,27 @@ def test_a_json_backing_name_above_the_base_is_refused_then_renamed(tmp_path: Pa
             qemu("qemu-img", "check", "-q", "-f", "qcow2", str(layer))
     finally:
         virsh("undefine", name)
+
+
+def test_a_bare_images_own_commit_says_it_keeps_its_data(tmp_path: Path) -> None:
+    """nu13 #24: `commit IMAGE` is `qemu-img commit -b BACKING IMAGE`, which keeps IMAGE's data
+    (-b implies -d): the plan says so, and how plain qemu-img commit differs."""
+    base, o1, o2 = (tmp_path / n for n in ("b.qcow2", "o1.qcow2", "o2.qcow2"))
+    qemu("qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M")
+    qemu("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(o1))
+    qemu("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(o1), str(o2))
+    qemu("qemu-io", "-f", "qcow2", "-c", "write -q -P 0x44 1M 1M", str(o2))
+    view = guest_view(o2, tmp_path)
+    planned = run_vshx("commit", str(o2), "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert "# o2.qcow2 keeps its own data (-b implies -d" in planned.stdout, planned.stdout
+    done = run_vshx("commit", str(o2))
+    assert done.returncode == 0, done.stderr
+    assert guest_view(o1, tmp_path) == guest_view(o2, tmp_path) == view
+    mapped = subprocess.run(
+        ["qemu-img", "map", "-f", "qcow2", "--output=json", str(o2)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert any(e["data"] and e["depth"] == 0 for e in json.loads(mapped))  # o2 kept its data

@@ -203,6 +203,12 @@ def offline_plan(session: Session, target: Target, args: Args, top: Layer, base:
             "--keep-overlay: like libvirt's, the chain stays as it is; the base now also holds "
             "the overlay's data"
         )
+    elif target.dom is None:  # a bare image's own commit: what plain qemu-img commit differs in
+        plan.notes.append(
+            f"{top.name} keeps its own data (-b implies -d, so nothing reading {top.name} "
+            f"changes): the chain stays as it is and {base.name} now also holds that data; "
+            f"plain qemu-img commit {top.name} would empty {top.name} afterwards"
+        )
     # active commit offline, pivot: definition_steps switches the disk to BASE
     return plan
 
