@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pwd
 import shlex
 import subprocess
 import uuid
@@ -84,6 +86,8 @@ def test_recover_repairs_only_qcow2_layers_and_never_probes_a_raw_base(tmp_path:
         finally:
             qemu("chattr", "-i", str(o1))
         assert failed.returncode == 1, failed.stdout + failed.stderr
+        listed = run_vshx("jobs", name)  # whose interrupted operation it is (nu13 #11)
+        assert f"(user {pwd.getpwuid(os.geteuid()).pw_name}) at " in listed.stdout, listed.stdout
         planned = run_vshx("recover", name, "vda", "--dry-run")
         assert planned.returncode == 0, planned.stderr
         repairs = [line for line in planned.stdout.splitlines() if "check" in line]

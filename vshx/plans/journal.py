@@ -64,10 +64,12 @@ class Entry(dict[str, Any]):
                 f"another vshx (pid {self.get('pid')}) is running {self.get('plan', '?')!s}, "
                 f"step {self.get('step', '?')}/{self.get('steps', '?')} ({self.get('what', '?')})"
             )
+        by = f" (user {self.get('user')})" if self.get("user") else ""
         return (
             f"{self.get('plan', '?')!s}, stopped at step {self.get('step', '?')}/"
-            f"{self.get('steps', '?')} ({self.get('what', '?')}) by pid {self.get('pid', '?')} "
-            f"at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(self.get('time', 0))))}"
+            f"{self.get('steps', '?')} ({self.get('what', '?')}) by pid {self.get('pid', '?')}"
+            f"{by} at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(self.get('time', 0))))}"
         )
 
     def stopped_offline(self) -> bool:
@@ -190,10 +192,11 @@ def state_file(image: str) -> str:
 @functools.cache
 def _who() -> dict[str, str]:
     """Which process writes the journal, so that a reused pid or another machine's vshx is
-    never taken for it: this vshx's start time, the machine, its boot, its host name."""
+    never taken for it: this vshx's start time, the machine, its boot, its host name; and
+    its user, said where the entry is shown (a shared host's jobs list: whose it is)."""
     machine, boot, node = procs.this_machine()
     started = procs.started_at(os.getpid())
-    mine = {"machine": machine, "boot": boot, "node": node}
+    mine = {"machine": machine, "boot": boot, "node": node, "user": lock.user_name()}
     if started is not None:
         mine["started"] = f"{started:.2f}"
     return {k: v for k, v in mine.items() if v}

@@ -100,7 +100,8 @@ def lock_path(image: str) -> tuple[str, FileKey]:
 
 
 @functools.cache  # one passwd lookup per process, not one per layer locked (~0.5 ms each)
-def _user() -> str:
+def user_name() -> str:
+    """This process's user, by name (its uid where the name is unknown)."""
     import pwd
 
     try:
@@ -110,7 +111,7 @@ def _user() -> str:
 
 
 def _note(command: str) -> bytes:
-    note = {"pid": os.getpid(), "user": _user(), "command": command, "time": int(time.time())}
+    note = {"pid": os.getpid(), "user": user_name(), "command": command, "time": int(time.time())}
     return (json.dumps(note) + "\n").encode()
 
 
@@ -433,7 +434,7 @@ def _take_remote(image: str, path: str, key: FileKey, command: str) -> FileKey:
     if not isinstance(host, SshHost):
         raise VshxError(f"cannot take vshx's lock {path}: the host is not reachable over ssh")
     for _ in range(50):
-        answer, proc = hold_lock(host, path, _user(), command, int(time.time()))
+        answer, proc = hold_lock(host, path, user_name(), command, int(time.time()))
         answer, _, report = answer.partition("\n")
         word, _, rest = answer.partition(" ")
         if proc is not None:
