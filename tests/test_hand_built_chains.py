@@ -167,3 +167,20 @@ def test_a_bare_images_own_commit_says_it_keeps_its_data(tmp_path: Path) -> None
         check=True,
     ).stdout
     assert any(e["data"] and e["depth"] == 0 for e in json.loads(mapped))  # o2 kept its data
+
+
+def test_rebase_onto_another_name_of_the_backing_file_is_nothing_to_do(tmp_path: Path) -> None:
+    """atk15 F4: a symlink to the current backing file was "nothing to do", a hard link to it
+    "outside the chain" (its format a guess, then a copying rebase planned): one file, one
+    answer, by identity."""
+    base, top = tmp_path / "b.qcow2", tmp_path / "t.qcow2"
+    qemu("qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M")
+    qemu("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(top))
+    (tmp_path / "soft.qcow2").symlink_to(base)
+    os.link(base, tmp_path / "hard.qcow2")
+    header = top.read_bytes()[:4096]
+    for name in ("soft.qcow2", "hard.qcow2"):
+        said = run_vshx("rebase", str(top), "--backing", str(tmp_path / name))
+        assert said.returncode == 0, said.stderr
+        assert "nothing to do: b.qcow2 already is the backing file of t.qcow2" in said.stdout
+    assert top.read_bytes()[:4096] == header

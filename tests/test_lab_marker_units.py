@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from vshx_plugins import lab
 
+from vshx.errors import UsageError
+
 
 def test_identity_lines_are_read_and_broken_ones_never_crash(
     monkeypatch: pytest.MonkeyPatch,
@@ -26,3 +28,12 @@ def test_identity_lines_are_read_and_broken_ones_never_crash(
         "sn2.qcow2": (2049, 14, 0),
         "sn3.qcow2": (2049, 15, 0),
     }
+
+
+def test_a_lab_name_too_long_is_said_so() -> None:
+    """atk15 F2: a 64-character name of allowed characters got only the characters' rule."""
+    lab.check_name("a" * lab.LAB_NAME_MAX)
+    with pytest.raises(UsageError) as refused:
+        lab.check_name("a" * (lab.LAB_NAME_MAX + 1))
+    assert f"({lab.LAB_NAME_MAX + 1} characters)" in refused.value.message
+    assert f"at most {lab.LAB_NAME_MAX}" in refused.value.hint

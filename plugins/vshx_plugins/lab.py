@@ -57,7 +57,8 @@ QCOW2_MAGIC = b"QFI\xfb"
 DEFAULT_ROOT = "/var/lib/libvirt/images/vshx-lab"
 MIB = 1024 * 1024
 MARKER_MAX = 1024 * 1024  # a marker lists at most 84 file names: far less than this
-LAB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+LAB_NAME_MAX = 63  # a lab's name is also a directory's and a domain's: kept short
+LAB_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{LAB_NAME_MAX - 1}}}")
 
 
 def is_lab_domain(dom: libvirt.virDomain) -> bool:
@@ -616,8 +617,10 @@ def check_name(name: str) -> None:
     """A lab name becomes a domain name and a directory name: plain words only."""
     if not LAB_NAME.fullmatch(name):
         raise UsageError(
-            f"invalid lab name {quoted(name)}",
-            "use letters, digits, '.', '_' and '-', starting with a letter or digit",
+            f"invalid lab name {quoted(name)}"
+            + (f" ({len(name)} characters)" if len(name) > LAB_NAME_MAX else ""),
+            f"use at most {LAB_NAME_MAX} letters, digits, '.', '_' and '-', starting with a "
+            "letter or digit",
         )
 
 

@@ -105,13 +105,18 @@ def resolve_backing(chain: Chain, image: Layer, ref: str) -> Layer | None:
                 f"new backing {quoted(ref)} is neither a layer of the chain nor a file",
                 f"the chain is: {chain.listing()}",
             ) from None
-        info = qemuimg.info(ref)
-        found = Layer(
-            as_opened(ref),
-            info.get("format", ""),
-            position=-1,
-            virtual_size=info.get("virtual-size"),
-        )
+        # another name of a layer's file (a hard link): that layer, as a symlink resolves to it
+        same = chain.layer_of_file(ref)
+        if same is not None:
+            found = same
+        else:
+            info = qemuimg.info(ref)
+            found = Layer(
+                as_opened(ref),
+                info.get("format", ""),
+                position=-1,
+                virtual_size=info.get("virtual-size"),
+            )
     if found.position != -1 and found.position <= image.position:
         raise VshxError(
             f"{found.name} is not below {image.name} in its chain: that would make a loop",
@@ -265,7 +270,11 @@ def cmd_rebase(session: Session, args: Args) -> None:
         and new is chain.below(image)
         and not is_json_name(image.backing or "")  # the same file, named by options: renamed
     ):
-        session.nothing_to_do(args, f"{new.name} already is the backing file of {image.name}")
+        session.nothing_to_do(
+            args,
+            f"{new.name} already is the backing file of {image.name} (a link to it is the "
+            "same file; vshx names each layer by its own path)",
+        )
         return
     plan = Plan(
         f"rebase {image.name} onto {new.name if new else 'nothing'}",

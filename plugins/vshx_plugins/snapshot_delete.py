@@ -445,7 +445,9 @@ def build_plan(
             plan.notes.append(
                 f"snapshot {other.name}: its moment on {', '.join(lost)} was "
                 f"{other.moments[lost[0]].state} before this plan ({other.moments[lost[0]].why}); "
-                "its metadata stays as it is (snapshot-cleanup judges it)"
+                "this plan proves nothing about it: it stays so, whatever the steps below do "
+                "with its metadata (re-pointed as libvirt would where its parent or files go; "
+                "snapshot-cleanup judges it)"
             )
     plan.notes += out_of_chain_leftovers(going, remaining)
     refuse_changing_branches(dom, what, remaining, moving)
