@@ -151,7 +151,10 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
             forgets.append(forget_step(session, dom, snap.name, why))
         elif (
             what == "re-point"
-            and (xml := repointed_xml(snap, timeline.formats, aliases)) is not None
+            and (
+                xml := repointed_xml(snap, timeline.formats, aliases, in_chains=timeline.in_chains)
+            )
+            is not None
         ):
             moved = ", ".join(
                 f"{disk}: {os.path.basename(m.holder or '')}"
@@ -162,7 +165,12 @@ def cmd_snapshot_cleanup(session: Session, args: Args) -> None:
             repoints.append(redefine_step(session, dom, snap, xml, why))
         elif (
             what == "kept"
-            and (xml := repointed_xml(snap, timeline.formats, aliases, moments=False)) is not None
+            and (
+                xml := repointed_xml(
+                    snap, timeline.formats, aliases, moments=False, in_chains=timeline.in_chains
+                )
+            )
+            is not None
         ):
             # its <domain> names files a commit merged away (a disk it did not cover, a
             # backing chain): re-pointed as libvirt does, its own moments left as they are

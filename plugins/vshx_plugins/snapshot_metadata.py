@@ -101,7 +101,8 @@ def redefined_xml(
             work = works.get(dev)
             if work is not None and work.removed:
                 gone = {layer.canonical for layer in work.removed}
-                changed = splice_backing(disk, gone) or changed
+                rewritten = {layer.canonical for layer in work.target.chain.layers}
+                changed = splice_backing(disk, gone, rewritten) or changed
     for disk in root.findall("./disks/disk"):
         work = works.get(disk.get("name", ""))
         source = disk.find("source")

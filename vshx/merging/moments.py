@@ -437,6 +437,7 @@ def repointed_xml(
     formats: dict[str, str] | None = None,
     aliases: dict[str, str] | None = None,
     moments: bool = True,
+    in_chains: set[str] | None = None,
 ) -> str | None:
     """The snapshot's XML naming, for each disk, the file that shows its moment now; None
     when every disk already names it.  ``formats``: canonical path -> format, as the chains
@@ -445,8 +446,9 @@ def repointed_xml(
     this snapshot did not cover (``snapshot='no'``) still names the file that was active then
     and, like libvirt, names the file that holds its content instead; every disk's
     ``<backingStore>`` chain loses such files, as libvirt's own snapshot-delete splices them
-    out.  ``moments=False``: only those changes (a snapshot kept as it is, whose own moments
-    stay named where they are)."""
+    out, below the files of the disks' chains (``in_chains``, canonical paths; a file out of
+    them still names them in its header).  ``moments=False``: only those changes (a snapshot
+    kept as it is, whose own moments stay named where they are)."""
     root = ET.fromstring(snap.xml)
     changed = False
     aliases = aliases or {}
@@ -468,19 +470,28 @@ def repointed_xml(
             changed = True
             continue
         gone = {key.split(":", 1)[1] for key in aliases if key.startswith(f"{dev}:")}
-        changed = splice_backing(disk, gone) or changed
+        changed = splice_backing(disk, gone, in_chains) or changed
     return xml_text(root, snap.xml) if changed else None
 
 
-def splice_backing(disk: ET.Element, gone: set[str]) -> bool:
+def splice_backing(disk: ET.Element, gone: set[str], rewritten: set[str] | None = None) -> bool:
     """Take the ``gone`` files (canonical paths) out of a ``<disk>``'s ``<backingStore>``
-    chain, the entries below them moved up; True when one was there."""
+    chain, the entries below them moved up; True when one was there.  ``rewritten``: the
+    files whose headers the plan rewrites (the layers of the disk's chain); a gone file below
+    any other file stays, as that file's header still names it (nu14 #2: a pull left files out
+    of the chain reading through it, and their snapshots' definitions lost it)."""
     changed = False
     holder = disk
     node = holder.find("backingStore")
     while node is not None:
         below = node.find("source")
-        if below is not None and canonical(below.get("file") or "") in gone:
+        above = holder.find("source")
+        kept_by_header = (
+            rewritten is not None
+            and above is not None
+            and canonical(above.get("file") or "") not in rewritten
+        )
+        if below is not None and canonical(below.get("file") or "") in gone and not kept_by_header:
             at = list(holder).index(node)
             holder.remove(node)
             for child in node.findall("backingStore"):
