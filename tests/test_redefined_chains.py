@@ -56,6 +56,8 @@ def test_a_kept_layer_stays_in_the_chains_that_still_read_through_it(tmp_path: P
     try:
         pulled = run_vshx("pull", lab.name, "vda", "--base", "sn1")
         assert pulled.returncode == 0, pulled.stderr
+        planned = run_vshx("snapshot-delete", lab.name, "sn2", "--route", "pull", "--dry-run")
+        assert "# method: live: libvirt block pulls on the running domain" in planned.stdout
         deleted = run_vshx("snapshot-delete", lab.name, "sn2", "--route", "pull")
         assert deleted.returncode == 0, deleted.stderr
         for snapshot, moment in (("sn3", "sn2"), ("sn4", "sn3")):

@@ -16,6 +16,9 @@ def test_command_help_is_help_command():
     helped = run_vshx("help", "commit")
     assert asked.returncode == 0 and asked.stdout == helped.stdout and asked.stderr == ""
     assert "--background" in asked.stdout
+    # explain too (nu14 #1: "unknown command '--help'")
+    asked, helped = run_vshx("explain", "--help"), run_vshx("help", "explain")
+    assert asked.returncode == 0 and asked.stdout == helped.stdout and asked.stderr == ""
 
 
 @pytest.mark.parametrize("words", [["--help"], ["help"], ["help", "commit"]])

@@ -409,10 +409,11 @@ def build_plan(
     anchor = next(iter(moving or list(works.values())), None)
     live = any(w.target.live for w in works.values())
     what = ", ".join(s.name for s in going)
+    routes = sorted({"pulls" if w.route == "pull" else "commits" for w in moving}) or ["jobs"]
     plan = Plan(
         f"delete snapshot{'s' if len(going) > 1 else ''} {what} of {dom.name()} on every disk",
         method=(
-            "live: libvirt block commits on the running domain"
+            f"live: libvirt block {' and '.join(routes)} on the running domain"
             if live
             else "offline: qemu-img (the domain is shut off)"
         )

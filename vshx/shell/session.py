@@ -265,7 +265,7 @@ class Session:
 
     def run_words(self, words: Sequence[str], where: str = "") -> int:
         """Run one command given as words; every user-caused failure becomes error:/hint:."""
-        if len(words) > 1 and words[0] == "explain":
+        if len(words) > 1 and words[0] == "explain" and words[1] not in ("--help", "-h"):
             return self.explain(words[1:], where)
         command: Command | None = None
         args: Args = Args()
