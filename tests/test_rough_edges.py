@@ -65,3 +65,11 @@ def test_passthrough_on_a_terminal_prints_no_polkit_noise():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert URI in proc.stdout
     assert "Authorization not available" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("words", [["rebase"], ["rebase", "--backing", "sn1"]])
+def test_rebase_usage_errors_carry_a_hint(words):
+    """nu14 #8: two rebase usage errors had no hint: line."""
+    proc = run_vshx(*words)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+    assert "\nhint: " in proc.stderr, proc.stderr

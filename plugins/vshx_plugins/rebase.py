@@ -65,12 +65,16 @@ def load_image(session: Session, args: Args) -> tuple[Target, Layer, str | None]
         layer = target.chain.resolve(args.top) if args.top else target.chain.active
         return target, layer, None
     if not args.image:
-        raise UsageError("name the IMAGE to rebase (or --domain D --path DISK [--top REF])")
+        raise UsageError(
+            "name the IMAGE to rebase (or --domain D --path DISK [--top REF])",
+            "usage: rebase IMAGE --backing REF [--backing-format FMT] [-u]; see: help rebase",
+        )
     target = load_target(session, args.image, None, image=True)
     preflight.refuse_if_running_user(
         session,
         target.chain.active.path,
-        "use pull DOMAIN DISK --base REF on the running domain",
+        "name the domain and disk instead: use pull DOMAIN DISK --base REF on the running "
+        "domain (vshx chain IMAGE names the domain disk that holds it)",
     )
     image = target.chain.active
     owned = load_domain_form(session, target, domain_form(image, args), any_layer=True)
@@ -253,7 +257,10 @@ def prove_unsafe_is_safe(
 
 def cmd_rebase(session: Session, args: Args) -> None:
     if args.backing is None:
-        raise UsageError("missing --backing REF (use --backing '' to flatten)")
+        raise UsageError(
+            "missing --backing REF",
+            "give the new backing file: a layer REF or a path (--backing '' flattens the image)",
+        )
     target, image, note = load_image(session, args)  # locked; an interrupted one refused
     chain = target.chain
     preflight.refuse_remote_offline(session, target, session.planning_only(args))
