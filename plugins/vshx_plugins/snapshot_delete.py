@@ -662,8 +662,9 @@ COMMANDS = [
             Opt("metadata", "as virsh: only drop libvirt's metadata, touch no file"),
             Opt(
                 "route",
-                "commit (as libvirt) or pull (the current snapshot only); default: the "
-                "one that moves fewer bytes",
+                "commit (as libvirt) or pull (where the snapshot's overlay is the disk's "
+                "active layer: the current snapshot, or a disk no later snapshot covered); "
+                "default: per disk, the one that moves fewer bytes",
                 "route",
                 excludes=("metadata",),
             ),

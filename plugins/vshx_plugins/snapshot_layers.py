@@ -138,8 +138,8 @@ def plan_disk(
     if route == "pull":
         raise VshxError(
             f"--route pull: on {disk} the moment to remove sits below another snapshot's; "
-            "only the current snapshot's moment can be pulled into the active layer",
-            "leave --route out (the commit route)",
+            "only a moment whose overlay is the active layer can be pulled into it",
+            "leave --route out (vshx then picks per disk: commit here) or give --route commit",
         )
     tail = hidden_tail(work, top, base, pullable=False)
     if tail is not None:  # no pull reaches a moment below another snapshot's: refuse
