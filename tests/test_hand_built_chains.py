@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LAB_PREFIX, run_vshx, virsh
+from tests.conftest import LAB_PREFIX, qemu_img_map, run_vshx, virsh
 
 pytestmark = pytest.mark.libvirt
 
@@ -160,13 +160,7 @@ def test_a_bare_images_own_commit_says_it_keeps_its_data(tmp_path: Path) -> None
     done = run_vshx("commit", str(o2))
     assert done.returncode == 0, done.stderr
     assert guest_view(o1, tmp_path) == guest_view(o2, tmp_path) == view
-    mapped = subprocess.run(
-        ["qemu-img", "map", "-f", "qcow2", "--output=json", str(o2)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert any(e["data"] and e["depth"] == 0 for e in json.loads(mapped))  # o2 kept its data
+    assert any(e["data"] and e["depth"] == 0 for e in qemu_img_map(o2))  # o2 kept its data
 
 
 def test_rebase_onto_another_name_of_the_backing_file_is_nothing_to_do(tmp_path: Path) -> None:
