@@ -158,19 +158,13 @@ def cleanup_hint(session: Session, dom: libvirt.virDomain, known: dict[str, Chai
     half = [s.name for s in timeline.snapshots if s.half_merged]
     said = []
     if lost:
-        said.append(
-            f"{', '.join(lost)} lost {'its' if len(lost) == 1 else 'their'} moment (forgets them)"
-        )
+        said.append(f"forgets {', '.join(lost)} (moment lost)")
     if moved:
-        said.append(f"{', '.join(moved)} moved into other files (re-points them)")
+        said.append(f"re-points {', '.join(moved)} (moment moved into another file)")
     if half:
-        are = "is" if len(half) == 1 else "are"
-        said.append(f"{', '.join(half)} {are} half-merged (reports how to finish)")
+        said.append(f"reports {', '.join(half)} (half-merged) with how to finish")
     if said:
-        session.info(
-            f"hint: snapshot{'s' if len(lost) + len(moved) + len(half) > 1 else ''} "
-            f"{'; '.join(said)}; run: snapshot-cleanup {dom.name()}"
-        )
+        session.info(f"hint: run snapshot-cleanup {dom.name()}: it {'; '.join(said)}")
 
 
 def check_merge(

@@ -448,5 +448,6 @@ def suggest(word: str, known: list[str]) -> UsageError:
     import difflib
 
     close = difflib.get_close_matches(word, sorted(set(known)), n=3, cutoff=0.7)
-    hint = f"did you mean {' or '.join(close)}?" if close else "help lists the commands (from your shell: vshx help)"
+    listed = "help lists the commands (from your shell: vshx help)"
+    hint = f"did you mean {' or '.join(close)}?" if close else listed
     return UsageError(f"unknown command {quoted(word)}", hint)
