@@ -22,6 +22,7 @@ from conftest import (
     qemu_check,
     qemu_img_map,
     run_vshx,
+    virsh,
     wait_for_block_job,
 )
 
@@ -52,8 +53,11 @@ def test_flatten_by_each_route_keeps_the_guest_bytes(tmp_path: Path, running: bo
 
 
 def test_flatten_picks_the_commit_under_a_big_private_base(tmp_path: Path):
+    """With no snapshot whose moment the old files hold, the cheaper commit is taken."""
     lab = make_lab(tmp_path, base_fill=48)
     try:
+        for name in ("sn4", "sn3", "sn2", "sn1"):  # the admin gave the snapshots up
+            assert virsh("snapshot-delete", lab.name, name, "--metadata").returncode == 0
         plan = flatten(lab, "--dry-run").stdout
         assert "# * commit" in plan and "#   pull" in plan
         assert "overwrites base.qcow2" in plan and "overwrites sn4.qcow2" in plan
@@ -62,6 +66,31 @@ def test_flatten_picks_the_commit_under_a_big_private_base(tmp_path: Path):
         flatten(lab)
         assert chain_files(lab.active) == ["base.qcow2"]
         assert lab.guest_hash(tmp_path) == before
+    finally:
+        destroy_lab(lab)
+
+
+def test_flatten_keeps_the_snapshots_a_cheaper_commit_would_end(tmp_path: Path):
+    """nu15 #8: under a big private base flatten took the commit on its own and ended every
+    snapshot's moment (safe for the guest's data, not for its points in time); the pull keeps
+    them in the files it leaves as they were.  The commit is taken only when asked for."""
+    lab = make_lab(tmp_path, base_fill=48)
+    try:
+        plan = flatten(lab, "--dry-run").stdout
+        assert "# * pull" in plan
+        assert "#   commit" in plan and "loses the moments of sn1, sn2, sn3, sn4" in plan
+        before = lab.guest_hash(tmp_path)
+        flatten(lab)
+        assert chain_files(lab.active) == ["sn4.qcow2"]
+        assert lab.guest_hash(tmp_path) == before
+        listed = run_vshx("snapshot-list", lab.name).stdout
+        assert "gone" not in listed and listed.count("(intact, out of the chain)") == 4
+    finally:
+        destroy_lab(lab)
+    lab = make_lab(tmp_path, base_fill=48, dirname="asked")
+    try:
+        plan = flatten(lab, "--route", "commit", "--dry-run").stdout
+        assert "# * commit" in plan and "# loses: sn1" in plan
     finally:
         destroy_lab(lab)
 

@@ -821,6 +821,31 @@ def test_a_deleted_snapshots_moment_file_out_of_the_chain_is_named(tmp_path: Pat
         destroy_lab(lab)
 
 
+def test_a_file_a_kept_snapshot_names_is_not_offered_for_removal(tmp_path: Path) -> None:
+    """nu15 #2: after a pull left sn2.qcow2 and sn3.qcow2 out of the chain, `snapshot-delete
+    sn3 --children` offered `vshx rm` of sn2.qcow2, which the kept snapshot sn2 names (its
+    overlay): vshx rm refused it for good.  Only files no remaining snapshot names are offered,
+    and each line offered works."""
+    lab = make_lab(tmp_path, running=False)
+    try:
+        pulled = run_vshx("pull", lab.name, "vda", "--base", "sn1")
+        assert pulled.returncode == 0, pulled.stderr
+        plan = run_vshx("snapshot-delete", lab.name, "sn3", "--children", "--dry-run")
+        assert plan.returncode == 0, plan.stderr
+        assert f"vshx rm -f -- {lab.dir / 'sn2.qcow2'}" not in plan.stdout
+        offered = [line.split("need it: ", 1)[1].split(" (vshx checks")[0]
+                   for line in plan.stdout.splitlines() if "remove it when" in line]  # fmt: skip
+        assert offered == [f"vshx rm -f -- {lab.dir / 'sn3.qcow2'}"]
+        assert "forget snapshot sn4: the snapshot this command deletes" in plan.stdout
+        done = run_vshx("snapshot-delete", lab.name, "sn3", "--children")
+        assert done.returncode == 0, done.stderr
+        removed = run_vshx("rm", "-f", "--", str(lab.dir / "sn3.qcow2"))
+        assert removed.returncode == 0, removed.stderr
+        assert not (lab.dir / "sn3.qcow2").exists() and (lab.dir / "sn2.qcow2").exists()
+    finally:
+        destroy_lab(lab)
+
+
 def test_two_disks_merging_into_one_file_system_need_their_bytes_summed(tmp_path: Path) -> None:
     """nu13 #9: each disk's room check asked only for its own bytes, though both merges write
     into the same file system: the second check asks for both, and says so."""

@@ -25,3 +25,21 @@ def test_the_tour_builds_and_shows_the_lab_it_is_given() -> None:
     assert not domain_exists(name)
     bad = run_vshx("--tourx")
     assert bad.returncode == 2 and "unknown option --tourx" in bad.stderr
+
+
+def test_the_tour_of_a_lab_merged_since_says_its_chain_and_how_to_rebuild_it() -> None:
+    """nu15 #1: after a commit the tour described the fresh chain, and its step 2 then
+    failed ("'sn3' is not a layer"); it now says the chain the lab has and the rebuild."""
+    name = f"{LAB_PREFIX}tourm"
+    try:
+        assert run_vshx("lab-create", name).returncode == 0
+        merged = run_vshx("commit", name, "vda", "--base", "sn1", "--top", "sn3")
+        assert merged.returncode == 0, merged.stderr
+        tour = run_vshx(f"--tour={name}", stdin="exit\n")
+        assert tour.returncode == 0, tour.stderr
+        assert f"The practice domain {name} has base <- sn1 <- sn4, not" in tour.stdout
+        assert f"lab-create {name}" in tour.stdout
+        assert "--top sn3" not in tour.stdout
+    finally:
+        run_vshx("lab-destroy", name)
+    assert not domain_exists(name)

@@ -95,6 +95,7 @@ Chains, targets and snapshots
 ``Timeline``           a domain's snapshots, every moment judged (intact/merged/gone/unknown)
 ``domain_timeline``    read a domain's Timeline against every disk's chain
 ``account_moments``    add ``# keeps:``/``# loses:`` to a merge plan and refuse losing saved RAM
+``snapshots_held_in``  the snapshots whose moment on a disk some of its layers hold now
 ``repointed_xml``      a snapshot's XML naming the files that hold its moment now
 ``merged_aliases``     ``DISK:file`` -> where merged moments went (``repointed_xml``'s aliases)
 ``repoint_disk``       make a snapshot ``<domain>`` disk name a file, with that file's format
@@ -160,6 +161,7 @@ from vshx.merging.moments import (
     moments_reading,
     repoint_disk,
     repointed_xml,
+    snapshots_held_in,
     splice_backing,
 )
 from vshx.merging.savedstate import refuse_saved_ram, refuse_saved_state
@@ -584,6 +586,7 @@ __all__ = [
     "Timeline",
     "domain_timeline",
     "account_moments",
+    "snapshots_held_in",
     "repointed_xml",
     "merged_aliases",
     "repoint_disk",

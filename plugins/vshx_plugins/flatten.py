@@ -51,6 +51,7 @@ from vshx.api import (
     refuse_unfit_for_xml,
     report_after_merge,
     routes,
+    snapshots_held_in,
     underneath,
     virsh,
 )
@@ -124,6 +125,8 @@ def commit_route(
         route.refusal, route.needs_force = tail, False
     grows_to = max(layer.virtual_size or 0 for layer in chain.layers[:-1])
     route.fit_beside(session, base.path, grows_to, base.format)
+    # the files it overwrites (the base) and removes (those between): the pull leaves them
+    route.loses = snapshots_held_in(session, target, chain.layers[1:])
     return route
 
 

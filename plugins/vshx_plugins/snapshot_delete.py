@@ -528,15 +528,23 @@ def build_plan(
 def out_of_chain_leftovers(going: list[Snapshot], remaining: list[Snapshot]) -> list[str]:
     """Notes for the files out of the chain that hold a deleted snapshot's moment and no
     remaining snapshot's: the plan keeps them (it deletes only the layers it merges away), and
-    after it nothing names them (an outside tester found one left unsaid)."""
-    kept = {m.holder for s in remaining for m in s.moments.values() if m.holder}
+    after it nothing names them (an outside tester found one left unsaid).  A file a remaining
+    snapshot names in any way (its moment's holder, the file its metadata names, the overlay
+    it made) is still named: said of it, the note sent the user to a removal vshx refuses."""
+    kept = {
+        canonical(path)
+        for s in remaining
+        for m in s.moments.values()
+        for path in (m.holder, m.file, m.overlay)
+        if path
+    }
     notes = []
     for snap in going:
         for disk, moment in snap.moments.items():
             holder = moment.holder
             if moment.state != INTACT or moment.in_chain or moment.internal or not holder:
                 continue
-            if holder in kept:
+            if canonical(holder) in kept:
                 continue
             remove = shell_line(["vshx", "rm", "-f", "--", holder])
             notes.append(

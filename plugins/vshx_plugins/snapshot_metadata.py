@@ -168,7 +168,9 @@ def finish_steps(
             steps.append(redefine_step(session, dom, other, xml, why))
     for name, _parent, _memory in reversed(gone):  # children first: each is a leaf then
         if name in existing:
-            why = "its moment is gone on every disk"
+            # deleted because the user asked (the snapshot, or a child of it with --children):
+            # its moment may well live on in a file kept out of the chain (a note says which)
+            why = "the snapshot this command deletes"
             steps.append(forget_step(session, dom, name, why))
     for work in moving:
         files = []

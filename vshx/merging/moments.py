@@ -210,6 +210,21 @@ def reads_through(path: str, layer: Layer) -> bool:
         return True  # cannot tell: counted as changed, never as kept
 
 
+def snapshots_held_in(session: Session, target: Target, layers: list[Layer]) -> list[str]:
+    """The snapshots whose moment on the target's disk one of ``layers`` holds now (intact or
+    merged there): what a route that overwrites or removes those files loses, where one
+    leaving them as they are keeps it (flatten's commit and pull)."""
+    timeline = timeline_of(session, target)
+    if timeline is None:
+        return []
+    files = {layer.canonical for layer in layers}
+    return [
+        snap.name
+        for snap, moment in timeline.on_disk(target.chain.disk or "")
+        if moment.kept and moment.holder and canonical(moment.holder) in files
+    ]
+
+
 def account(
     session: Session,
     target: Target,

@@ -147,6 +147,9 @@ class Route:
         self.beside: str | None = None  # the file the moved bytes land beside (space check)
         self.grows_to = 0  # the virtual size the layer written may grow to (qcow2 on a device)
         self.image_format = ""  # that layer's format ("": read from its header)
+        # the snapshots whose moments it loses where another route keeps them: a route is
+        # taken over the one that keeps them only when asked for (--route)
+        self.loses: list[str] = []
 
     def fit_beside(
         self, session: Session, path: str, grows_to: int = 0, image_format: str = ""
@@ -191,13 +194,17 @@ class Route:
 
     def row(self, chosen: bool) -> str:
         verdict = "safe" if self.safe else f"{self.out_because}: {self.refusal.message}"  # type: ignore[union-attr]
+        if self.safe and self.loses:
+            verdict += f", but loses the moments of {', '.join(self.loses)}"
         mark = "*" if chosen else " "
         files = ", ".join(self.overwrites) or "-"
         return f"{mark} {self.name:<7} {human_size(self.moves):>10}  overwrites {files}; {verdict}"
 
 
 def choose(routes: list[Route], forced: str | None, force: bool) -> Route:
-    """The cheapest safe route, or the forced one if it is safe (or --force covers why not)."""
+    """The cheapest safe route that loses no snapshot's moment another safe route keeps (a
+    data-safe route may still end points in time the user can revert to: only ``--route``
+    takes it then), or the forced one if it is safe (or --force covers why not)."""
     if forced is not None:
         matching = [r for r in routes if r.name == forced]
         if not matching:
@@ -220,7 +227,7 @@ def choose(routes: list[Route], forced: str | None, force: bool) -> Route:
             else "see the reasons: each must be resolved first"
         )
         raise VshxError(f"no safe route: {reasons}", hint)
-    return min(safe, key=lambda r: r.moves)
+    return min(safe, key=lambda r: (len(r.loses), r.moves))
 
 
 def table_notes(routes: list[Route], chosen: Route) -> list[str]:

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 # said in a --dry-run script of a plan that records its verdicts (plans/ledger.py) when vshx runs it
 UNRECORDED_NOTE = (
     "run by sh, this script writes no record of where the snapshots' moments went (vshx "
-    "writes one into {domain}'s metadata when it runs the plan): afterwards vshx shows the "
-    "snapshots it keeps as unknown, and merges or cleans up none of them"
+    "writes one into {domain}'s metadata when it runs the plan): afterwards vshx shows a "
+    "snapshot it keeps as unknown where its moment is in a file its metadata does not name "
+    "(only that record proves it), and merges or cleans up none of those"
 )
 
 
