@@ -5,8 +5,8 @@ A lab whose base holds 1 GiB of data under 4 overlays of 16 MiB each.  Users fla
 base up into the active layer; vshx `flatten --route commit` (the admin gives the lab's
 snapshots up: without `--route`, vshx keeps their moments and pulls too) sees that nothing else
 uses the base and commits the overlays down into it instead (target: >= 10x faster).  With
-the base shared, vshx must pick the pull too (target: within 1.05x).  Bytes moved: vshx's plan (qemu-img map) and the
-allocation each side actually wrote.
+the base shared, vshx must pick the pull too (target: within 1.05x).  Bytes moved: vshx's
+plan (qemu-img map) and the allocation each side actually wrote.
 """
 
 from __future__ import annotations
