@@ -416,5 +416,5 @@ def test_a_missing_disk_word_is_asked_for_only_of_a_domain_that_exists(offline_l
         assert missing.returncode == 1, missing.stderr
         assert f"error: domain '{name}' not found" in missing.stderr, missing.stderr
     asked = run_vshx("commit", offline_lab.name)
-    assert asked.returncode == 1 and f"which disk of '{offline_lab.name}'?" in asked.stderr
+    assert asked.returncode == 2 and f"which disk of '{offline_lab.name}'?" in asked.stderr
     assert f"hint: give the disk too, e.g. {offline_lab.name} vda" in asked.stderr

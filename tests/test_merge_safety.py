@@ -19,6 +19,7 @@ from conftest import (
     qemu_check,
     run_vshx,
     virsh,
+    wait_for,
     wait_for_block_job,
 )
 
@@ -52,7 +53,7 @@ def test_refusals_before_anything_changes(lab: Lab):
     assert "cannot be used together" in refused(
         lab, "commit", d, "vda", "--pivot", "--keep-overlay", code=2
     )
-    assert "which disk" in refused(lab, "commit", d)
+    assert "which disk" in refused(lab, "commit", d, code=2)
 
 
 def test_refuses_to_commit_into_a_base_another_overlay_uses(lab: Lab):
@@ -199,6 +200,21 @@ def test_a_running_job_blocks_another_and_background_returns_at_once(slow_lab: L
             check=True,
             capture_output=True,
         )
+
+
+def test_a_ready_job_is_named_ready_with_the_pivot_that_finishes_it(lab: Lab):
+    """nu15 #9: a READY active commit (virsh blockcommit --active without --pivot) got "wait
+    for it": it never ends by waiting.  The refusal says it waits for its pivot, and how."""
+    started = virsh("blockcommit", lab.name, "vda", "--active", "--shallow")
+    assert started.returncode == 0, started.stderr
+    try:
+        ready = "ready='yes'"
+        wait_for(lambda: ready in virsh("dumpxml", lab.name).stdout, "the job READY")
+        stderr = refused(lab, "commit", lab.name, "vda", "--top", "sn3", "--base", "sn1")
+        assert "is ready and waits for its pivot" in stderr and "wait for it" not in stderr
+        assert f"vshx recover {lab.name} vda --pivot" in stderr
+    finally:
+        virsh("blockjob", lab.name, "vda", "--abort")
 
 
 def test_refuses_when_a_storage_pool_volume_uses_the_base(lab: Lab, tmp_path: Path):

@@ -658,13 +658,20 @@ def refuse_block_job(target: Target) -> None:
         kinds = {1: "pull", 2: "copy", 3: "commit", 4: "active commit", 5: "backup"}
         kind = kinds.get(info.get("type", 0), "block")
         kind = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+        where = [target.chain.domain or "", target.chain.disk or ""]
+        if target.xml is not None and virt.mirror_ready(target.xml, where[1]):
+            # a ready copy or active commit never ends by itself: waiting would be forever
+            raise VshxError(
+                f"{kind} job on {target.chain.domain} {target.chain.disk} is ready and waits "
+                "for its pivot",
+                f"finish it: {shell_line(['vshx', 'recover', *where, '--pivot'])} (or --abort "
+                f"to leave the disk on its old chain); virsh: "
+                f"{shell_line(['virsh', 'blockjob', *where, '--pivot'])}",
+            )
         raise VshxError(
             f"{kind} job is already running on {target.chain.domain} {target.chain.disk} "
             f"({info.get('cur', 0)}/{info.get('end', 0)} bytes)",
-            "wait for it, or abort it: "
-            + shell_line(
-                ["virsh", "blockjob", target.chain.domain or "", target.chain.disk or "", "--abort"]
-            ),
+            f"wait for it, or abort it: {shell_line(['virsh', 'blockjob', *where, '--abort'])}",
         )
 
 

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from vshx.errors import VshxError
+from vshx.errors import UsageError, VshxError
 from vshx.merging import preflight
 from vshx.merging.preflight import read_host_ahead
 from vshx.plans import overlap
@@ -51,10 +51,13 @@ def load_target(
     """
     image = image or (disk is None and names_an_image(domain_or_image))
     if disk is None and not image:
-        virt.lookup_domain(session.conn, domain_or_image)  # no such domain: said first (atk12 F5)
-        raise VshxError(
+        # no such domain: said first (atk12 F5); a word left out is a usage error (exit 2)
+        named = virt.lookup_domain(session.conn, domain_or_image)
+        disks = [d.target for d in virt.domain_disks(named) if d.device == "disk"]
+        raise UsageError(
             f"which disk of {quoted(domain_or_image)}?",
-            f"give the disk too, e.g. {shell_line([domain_or_image, 'vda'])}",
+            f"give the disk too, e.g. {shell_line([domain_or_image, disks[0] if disks else 'vda'])}"
+            f"; its disks: {', '.join(disks) or 'none'}",
         )
     dom = None if image else virt.lookup_domain(session.conn, domain_or_image)
     locked = None
