@@ -168,6 +168,9 @@ def _image_files(path: str) -> list[str]:
     return image_files(path)
 
 
+SHOWN_DIRS = 3  # other directories a scan's summary names (the chain's own: always)
+
+
 class UsageIndex:
     """Who uses which files in their chains, gathered once per command.
 
@@ -221,6 +224,8 @@ class UsageIndex:
         directories = {
             os.path.dirname(layer.canonical) for layer in ours.layers if not _device(layer.path)
         }
+        # named first where a hint lists what was scanned (with --scan's directory)
+        self._chain_dirs = set(directories)
         self._others = [dom for dom, _disks in host[0] if dom.name() not in (ours.domain, leaving)]
         self._named: list[tuple[str, set[FileKey], str | None, set[FileKey]]] | None = None
         # other domains' snapshot XMLs are a round trip each: read on a thread meanwhile
@@ -283,6 +288,7 @@ class UsageIndex:
                 "name a directory that holds images whose chains may use these files",
             )
         self.directories = sorted(directories | pool_dirs | ({canonical(scan)} if scan else set()))
+        self._chain_dirs |= {canonical(scan)} if scan else set()  # asked for: always named
         self._images: list[tuple[str, set[FileKey]]] | None = None
 
     def images(self) -> list[tuple[str, set[FileKey]]]:
@@ -337,10 +343,16 @@ class UsageIndex:
         return self._named
 
     def scanned(self) -> str:
+        """What was looked at, for a hint: the chain's own directories by name, then a few of
+        the others (a host's every disk and pool directory made a hint of dozens of paths)."""
+        rest = [d for d in self.directories if d not in self._chain_dirs]
+        shown = [d for d in self.directories if d in self._chain_dirs] + rest[:SHOWN_DIRS]
+        more = len(rest) - SHOWN_DIRS
         return (
             f"scanned {len(self.domains)} other domain disks, the snapshots and managed-save "
             f"images of {len(self._others)} other domains, {len(self.pools)} pool volumes "
-            f"and the images in {', '.join(self.directories)}"
+            f"and the images in {', '.join(shown)}"
+            + (f" and {more} more directories of domains' disks and pools" if more > 0 else "")
         )
 
     def users_of(self, path: str, through: str | None = None, *, alone: bool = False) -> list[str]:
