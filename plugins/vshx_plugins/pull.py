@@ -17,6 +17,7 @@ from vshx.api import (
     JOB_OPTIONS,
     SCAN,
     Args,
+    Chain,
     Command,
     Layer,
     Plan,
@@ -90,9 +91,8 @@ def live_plan(session: Session, target: Target, args: Args, base: Layer | None) 
         argv += ["--base", base.path]
     argv += job_flags_argv(args)
     active = target.chain.active
-    what = f"onto {base.name}" if base else "(it becomes a complete image)"
     plan = Plan(
-        f"pull up into {active.name} {what} ({dom.name()} {disk})",
+        f"{title(target.chain, base)} ({dom.name()} {disk})",
         method=target.method,
         target=target,
     )
@@ -126,11 +126,18 @@ BANDWIDTH_OFFLINE = (
 )
 
 
+def title(chain: Chain, base: Layer | None) -> str:
+    """``pull sn3.qcow2, sn2.qcow2 up into sn4.qcow2, which then sits on sn1.qcow2``."""
+    below = chain.layers[1 : base.position] if base is not None else chain.layers[1:]
+    what = f"which then sits on {base.name}" if base else "which becomes a complete image"
+    return f"pull {', '.join(layer.name for layer in below)} up into {chain.active.name}, {what}"
+
+
 def offline_plan(target: Target, args: Args, base: Layer | None) -> Plan:
     active = target.chain.active
     gone = target.chain.layers[1 : base.position] if base is not None else target.chain.layers[1:]
     what = f"onto {base.name}" if base else "(it becomes a complete image)"
-    plan = Plan(f"pull up into {active.name} {what}", method=target.method, target=target)
+    plan = Plan(title(target.chain, base), method=target.method, target=target)
     offline_domain_note(plan, target)
     if args.get("bandwidth"):  # atk12 F1: said, not silently dropped
         plan.notes.append(BANDWIDTH_OFFLINE)
