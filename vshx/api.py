@@ -483,11 +483,15 @@ class journal:
 
     @staticmethod
     def wait_step(
-        session: Session, target: Target, entry: _journal.Entry, job: dict[str, Any]
+        session: Session,
+        target: Target,
+        entry: _journal.Entry,
+        job: dict[str, Any],
+        leaves: list[str] | None = None,
     ) -> Step | None:
         from vshx.plans import blockjob as _blockjob  # imports libvirt: only recover pays
 
-        return _blockjob.wait_step(session, target, entry, job)
+        return _blockjob.wait_step(session, target, entry, job, leaves)
 
 
 @final

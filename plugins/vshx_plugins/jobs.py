@@ -165,7 +165,9 @@ def recover_next(entry: journal.Entry, job: dict[str, Any] | None, where: str) -
     if job is None:
         return f"vshx recover {where}"
     kind = str(job["type"])
-    if entry.get("completes") is not None and kind in ENDS_BY_ITSELF:
+    # a plan over several disks (snapshot-delete) rolls forward waiting for such a job too
+    ends = entry.get("completes") is not None or entry.get("resume") is not None
+    if ends and kind in ENDS_BY_ITSELF:
         return f"vshx recover {where} (waits until the {kind} job ends by itself, then finishes)"
     if entry.get("pivot") == "yes" and kind in PIVOTABLE:
         if job["ready"]:
@@ -563,6 +565,8 @@ def cmd_recover(session: Session, args: Args) -> int | None:
     if entry is not None and dom is not None and entry.get("resume"):
         # a plan over several disks (snapshot-delete) is rolled forward by its own command
         words = list(json.loads(str(entry["resume"])).get("argv", []))
+        if len(words) > 1:  # the domain by its name now (renamed since: virsh domrename)
+            words[1] = dom.name()
         if words and args.abort:
             abort_resumable(session, args, dom, entry.describe(), words)
             return None

@@ -290,6 +290,7 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
     names = {name for name, _p, _m in gone}
     works: dict[str, DiskWork] = {}
     jobs = {str(j["disk"]): j for j in virt.block_jobs(dom)} if dom.isActive() else {}
+    waits: list[Step] = []  # the jobs that end by themselves: waited for, as the plan would
     for disk, was in saved["disks"].items():
         target = load_target(session, dom.name(), disk, journal_ok=True)
         work = DiskWork(disk, target, files=list(was["removed"]), route=was.get("route", "commit"))
@@ -302,6 +303,13 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
             work.top = work.top if work.route == "pull" else None
             continue  # merged already
         job = jobs.get(disk)
+        if job is not None and not was["active"]:
+            leaves = [canonical(path) for path in was["removed"]]
+            wait = journal.wait_step(session, target, entry, job, leaves)
+            if wait is not None:  # merged once it has ended: the rest as after a merge
+                waits.append(wait)
+                work.top = work.top if work.route == "pull" else None
+                continue
         if job is not None:
             if not (was["active"] and job.get("ready")):
                 raise VshxError(
@@ -355,7 +363,7 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
     plan.intent["pivot"] = bool(pivots)
     journal.refuse_left_paused(dom, entry)  # paused by vshx's own flush: its user resumes it
     finish = finish_steps(session, dom, remaining, gone, works, plan.notes, recovering=True)
-    plan.steps += firsts + pivots + finish
+    plan.steps += waits + firsts + pivots + finish
     if anchor is not None and not any(step.changes or step.flush_step for step in plan.steps):
         plan.add(clear_step(session, anchor.target))  # else the runner clears it at the end
     existing = set(dom.snapshotListNames(0))

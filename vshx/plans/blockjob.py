@@ -460,15 +460,21 @@ ENDS_BY_ITSELF = ("commit", "pull")
 
 
 def wait_step(
-    session: Session, target: Target, entry: journal.Entry, job: dict[str, Any]
+    session: Session,
+    target: Target,
+    entry: journal.Entry,
+    job: dict[str, Any],
+    leaves: list[str] | None = None,
 ) -> Step | None:
     """For recover: the Step that waits, as the killed vshx would have, for the block job
     ``job`` on the target's disk to end by itself (a commit below the active layer, a pull),
     when the interrupted step's journal ``entry`` says that job ends so; None otherwise (an
-    older vshx's entry, another kind of job, a step that started no such job).  Ctrl-C or
-    SIGTERM stops the waiting, never the job: it goes on, and recover says so."""
+    older vshx's entry, another kind of job, a step that started no such job).  ``leaves``:
+    the canonical paths the job takes out of the chain, where the caller read them from its
+    own record (a plan over several disks keeps them per disk).  Ctrl-C or SIGTERM stops the
+    waiting, never the job: it goes on, and recover says so."""
     dom, disk = target.dom, target.chain.disk or ""
-    leaves = journal.completes(entry)
+    leaves = journal.completes(entry) if leaves is None else leaves
     if dom is None or leaves is None or entry.copied or job.get("type") not in ENDS_BY_ITSELF:
         return None
     kind = str(job["type"])
