@@ -57,6 +57,10 @@ def left_paused(dom: libvirt.virDomain, entry: Entry | None) -> bool:
     return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_USER)
 
 
+# the domains that run or are shut off, by UUID (not the state's name, which virsh translates)
+RUNNING_LIST = ["list", "--state-running", "--state-shutoff", "--uuid"]
+
+
 class PausedError(VshxError):
     """recover refuses a paused domain whose files wait for a flush (``refuse_paused``)."""
 
@@ -84,8 +88,61 @@ def insert(session: Session, plan: Plan) -> None:
         if step.flush:
             dom = virt.lookup_domain(session.conn, step.flush)
             if dom.isActive():
-                plan.steps.insert(number, flush_step(session, dom))
+                plan.steps[number:number] = [
+                    running_step(session.uri, dom),
+                    flush_step(session, dom),
+                ]
             return
+
+
+def refuse_unflushable(dom: libvirt.virDomain) -> bool:
+    """Whether ``dom`` runs (its QEMU can be made to flush); False when it is shut off (a
+    shut-down QEMU flushed; one that crashed did not, and then the rm steps' own checks see
+    the chain as it is left); refused in any other state (paused by its user: vshx does not
+    resume a pause it did not make, and cannot flush without)."""
+    state = dom.state()[0]
+    if shut_off(state):
+        return False
+    if not running(state):
+        name = dom.name()
+        raise VshxError(
+            f"not deleting the merged-away files: {name} is {virt.state_name(dom)}, so "
+            "vshx cannot make QEMU write down what the merge changed (its cache may "
+            "hold the only record that the merged data is in the chain)",
+            f"nothing was deleted; once {name} has been resumed and paused again (virsh "
+            f"resume, virsh suspend: pausing writes the cache down) or shut off, delete them "
+            "(rm)",
+            clean=True,
+        )
+    return True
+
+
+def running_step(uri: str, dom: libvirt.virDomain) -> Step:
+    """Stop unless ``dom`` runs or is shut off, as the flush step decides: a printed script
+    reaches its ``virsh suspend``/``resume`` only then (atk17 F1: run on a domain its user
+    had paused since, the script resumed it, where vshx keeps the files and the pause).
+    virsh lists the domain's UUID among those in either state; a paused one is not."""
+    argv = virsh(uri, *RUNNING_LIST)
+
+    def action() -> None:
+        refuse_unflushable(dom)
+
+    return Step(
+        f"check: {dom.name()} runs or is shut off (paused: vshx neither resumes it nor "
+        "deletes what it cannot flush)",
+        argv,
+        action=action,
+        changes=False,
+        shell=f"{shell_line(argv)} | {shell_line(['grep', '-qxF', '--', dom.UUIDString()])}",
+    )
+
+
+def pasted_running(uri: str, conn: libvirt.virConnect, rest: list[str]) -> Step | None:
+    """That check line, pasted back (its words after ``virsh -c URI``); None for another."""
+    tail = ["|", "grep", "-qxF", "--"]
+    if len(rest) == len(RUNNING_LIST) + 5 and rest[:-1] == RUNNING_LIST + tail:
+        return running_step(uri, virt.lookup_domain(conn, rest[-1]))
+    return None
 
 
 def flush_step(session: Session, dom: libvirt.virDomain) -> Step:
@@ -94,22 +151,9 @@ def flush_step(session: Session, dom: libvirt.virDomain) -> Step:
     suspend, resume = virsh(session.uri, "suspend", name), virsh(session.uri, "resume", name)
 
     def action() -> None:
-        state = dom.state()[0]
-        if shut_off(state):
-            return  # its QEMU ended: a shut-down QEMU flushed; one that crashed did not,
-            # and then the rm steps' own checks see the domain's chain as it is left
-        if not running(state):
-            raise VshxError(
-                f"not deleting the merged-away files: {name} is {virt.state_name(dom)}, so "
-                "vshx cannot make QEMU write down what the merge changed (its cache may "
-                "hold the only record that the merged data is in the chain)",
-                f"nothing was deleted; once {name} has been resumed and paused again (virsh "
-                f"resume, virsh suspend: pausing writes the cache down) or shut off, delete them "
-                "(rm)",
-                clean=True,
-            )
-        dom.suspend()  # stopped: QEMU drained and flushed every disk before this returns
-        dom.resume()
+        if refuse_unflushable(dom):
+            dom.suspend()  # stopped: QEMU drained and flushed every disk before this returns
+            dom.resume()
 
     step = Step(
         f"pause and resume {name}: pausing makes QEMU write its disk caches down, so what "

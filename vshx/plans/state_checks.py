@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
+from vshx.plans.flush import pasted_running
 from vshx.plans.journal import is_delete
 from vshx.plans.plan import Step, shell_line, virsh
 from vshx.storage import host as files
@@ -424,7 +425,7 @@ def pasted_shut_off(session: Session, rest: list[str]) -> Step | None:
         if rest[3:-1] == DEFINITION_TAIL:
             dom = virt.lookup_domain(session.conn, rest[2])
             return definition_step(session.uri, dom, rest[-1])
-    return None
+    return pasted_running(session.uri, session.conn, rest)
 
 
 def pasted_listing(words: list[str]) -> Step | None:
