@@ -87,7 +87,7 @@ def pick_name(dom: libvirt.virDomain, args: Args) -> str:
     except libvirt.libvirtError:
         raise VshxError(
             f"domain {dom.name()} has no current snapshot",
-            f"name one (snapshot-list {dom.name()})",
+            f"name one ({shell_line(['snapshot-list', dom.name()])})",
         ) from None
     return name
 
@@ -193,7 +193,7 @@ def metadata_only(session: Session, dom: libvirt.virDomain, name: str, args: Arg
             dom.snapshotLookupByName(name, 0).delete(flags)
         except libvirt.libvirtError as exc:
             raise VshxError(
-                f"snapshot {name}: {exc.get_error_message()}", f"snapshot-list {dom.name()}"
+                f"snapshot {name}: {exc.get_error_message()}", shell_line(["snapshot-list", dom.name()])
             ) from None
 
     plan = Plan(
@@ -237,7 +237,7 @@ def cmd_snapshot_delete(session: Session, args: Args) -> None:
     if snap is None:
         raise VshxError(
             f"domain {dom.name()} has no snapshot {quoted(name)}",
-            f"see: snapshot-list {dom.name()}",
+            f"see: {shell_line(['snapshot-list', dom.name()])}",
         )
     going = going_snapshots(first, snap, args)
     if not going:

@@ -85,7 +85,8 @@ def plan_disk(
                 f"vshx cannot prove which file holds snapshot {snap.name}'s moment on {disk}: "
                 f"{moment.why}",
                 "nothing was changed; vshx never merges data to satisfy metadata. See: "
-                f"snapshot-list {target.chain.domain} (and snapshot-cleanup, which redefines "
+                f"{shell_line(['snapshot-list', target.chain.domain or ''])} (and "
+                "snapshot-cleanup, which redefines "
                 "the metadata it can prove). After libvirt's own snapshot-delete this is "
                 "expected (vshx keeps no record of libvirt's merges): libvirt's own "
                 f"`{native}` merges by its metadata alone, if you trust it",

@@ -160,7 +160,7 @@ def refuse(dom: libvirt.virDomain, snap: Snapshot) -> None:
             raise VshxError(
                 f"snapshot {snap.name}'s moment on {disk} is {moment.state}"
                 + (f" ({moment.why})" if moment.why else ""),
-                f"nothing was changed; see: snapshot-list {dom.name()}",
+                f"nothing was changed; see: {shell_line(['snapshot-list', dom.name()])}",
             )
 
 
@@ -211,7 +211,7 @@ def cmd_snapshot_revert(session: Session, args: Args) -> None:
     if snap is None:
         raise VshxError(
             f"domain {dom.name()} has no snapshot {quoted(name)}",
-            f"see: snapshot-list {dom.name()}",
+            f"see: {shell_line(['snapshot-list', dom.name()])}",
         )
     refuse(dom, snap)
     unread: dict[str, str] = {}  # disks whose active layer cannot be read: why
