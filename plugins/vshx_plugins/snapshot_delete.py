@@ -193,7 +193,8 @@ def metadata_only(session: Session, dom: libvirt.virDomain, name: str, args: Arg
             dom.snapshotLookupByName(name, 0).delete(flags)
         except libvirt.libvirtError as exc:
             raise VshxError(
-                f"snapshot {name}: {exc.get_error_message()}", shell_line(["snapshot-list", dom.name()])
+                f"snapshot {name}: {exc.get_error_message()}",
+                shell_line(["snapshot-list", dom.name()]),
             ) from None
 
     plan = Plan(
