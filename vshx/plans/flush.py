@@ -57,8 +57,9 @@ def left_paused(dom: libvirt.virDomain, entry: Entry | None) -> bool:
     return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_USER)
 
 
-# the domains that run or are shut off, by UUID (not the state's name, which virsh translates)
-RUNNING_LIST = ["list", "--state-running", "--state-shutoff", "--uuid"]
+# the domains that run or are shut off, by UUID (not the state's name, which virsh translates);
+# --all too: without it virsh 9.0 lists only the shut-off ones of the two states asked for
+RUNNING_LIST = ["list", "--all", "--state-running", "--state-shutoff", "--uuid"]
 
 
 class PausedError(VshxError):
