@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vshx.errors import EXIT_OK
+from vshx.errors import EXIT_OK, VshxError
 from vshx.shell.session import Session
+from vshx.storage.virt import domain_chain
 
 if TYPE_CHECKING:
     import libvirt
@@ -60,9 +61,6 @@ def vda_stems(dom: libvirt.virDomain) -> tuple[str, ...]:
     """The stems of the files of the domain's vda chain, base first; () where it cannot be
     read (no such disk, a file gone): the tour then says so rather than guess."""
     import libvirt
-
-    from vshx.errors import VshxError
-    from vshx.storage.virt import domain_chain
 
     try:
         chain = domain_chain(dom, "vda", definition=False)
