@@ -404,9 +404,9 @@ def insert(session: Session, plan: Plan) -> None:
 
 
 def pasted_shut_off(session: Session, rest: list[str]) -> Step | None:
-    """A plan's shut-off, definition, checkpoints or snapshots check line, pasted back (its
-    words after ``virsh -c URI``): the same check of the domain of that UUID; None for any
-    other line."""
+    """A plan's shut-off, definition, checkpoints, snapshots or runs-or-shut-off (before a
+    flush: plans/flush.py) check line, pasted back (its words after ``virsh -c URI``): the
+    same check of the domain of that UUID; None for any other line."""
     tail = ["|", *SHUT_OFF_GREP]
     listed = rest[:4] == SHUT_OFF_LIST[:3] + [UNSAVED] and rest[4:5] == SHUT_OFF_LIST[3:]
     if listed and len(rest) == 10 and rest[5:9] == tail:
