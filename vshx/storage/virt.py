@@ -202,15 +202,40 @@ def pools_with_volumes(conn: libvirt.virConnect) -> list[PoolRead]:
     """Every storage pool, active or not, with its volumes (an active one's)."""
     found: list[PoolRead] = []
     for pool in conn.listAllStoragePools(0):
-        xml = ET.fromstring(pool.XMLDesc(0))
-        active = bool(pool.isActive())
-        volumes = [(vol.name(), vol.path()) for vol in pool.listAllVolumes(0)] if active else []
-        found.append(
-            PoolRead(
-                pool.name(), xml.findtext("./target/path"), active, volumes, xml.get("type", "")
-            )
-        )
+        try:
+            found.append(_pool_read(pool))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise
+            # undefined while the scan read it: gone, as a domain that vanishes is
     return found
+
+
+def _volume_read(vol: libvirt.virStorageVol) -> tuple[str, str] | None:
+    """A volume's name and path; None for one deleted since its pool listed it."""
+    try:
+        return vol.name(), vol.path()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise
+        return None
+
+
+def _pool_read(pool: libvirt.virStoragePool) -> PoolRead:
+    """One pool; one stopped between the listing and its volumes reads as the inactive
+    pool it now is (its directory is still scanned), not as a failed scan."""
+    xml = ET.fromstring(pool.XMLDesc(0))
+    active = bool(pool.isActive())
+    volumes: list[tuple[str, str]] = []
+    if active:
+        try:
+            volumes = [named for vol in pool.listAllVolumes(0) if (named := _volume_read(vol))]
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or pool.isActive():
+                raise
+            active = False
+    kind = xml.get("type", "")
+    return PoolRead(pool.name(), xml.findtext("./target/path"), active, volumes, kind)
 
 
 HostRead = tuple[
