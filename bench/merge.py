@@ -2,7 +2,9 @@
 
 * Small live merge end to end (process start to exit): `vshx commit` waits on libvirt's
   BLOCK_JOB_2 event; `virsh blockcommit --wait` polls every 500 ms; and the floor:
-  libvirt-python alone doing the same (target, issue 16: vshx within 1.3x of the floor).
+  libvirt-python alone doing the same (target, issue 16: vshx within 1.3x of the floor),
+  each vshx run once as a process of its own (`VSHX_WARM=off`) and once handed to a warm
+  server started for these rows (`vshx --warm start`: frontends/warm_server.py).
 * A batch file of 5 small commits on 5 domains against 5 virsh runs (target: >= 5x).
 * 1 GiB moved, live: vshx against `virsh blockcommit --wait` (target: within 5 %).
 * 4 GiB moved, offline: vshx against `qemu-img commit` + `qemu-img rebase -u` (within 5 %).
@@ -45,7 +47,7 @@ def commands(
 ) -> list[list[str]]:
     """The command lines one tool runs for the same commit (in order, timed together)."""
     base_file, top_file = str(d / f"{base}.qcow2"), str(d / f"{top}.qcow2")
-    if tool == "vshx":
+    if tool in ("vshx", "vshx-warm"):
         return [[*VSHX, "-c", URI, "-q", "commit", name, "vda", "--base", base, "--top", top]]
     if tool == "virsh":
         virsh = ["virsh", "-c", URI, "blockcommit", name, "vda", "--base", base_file]
@@ -68,16 +70,21 @@ class Hung(Exception):
     libvirt listed none, and it kept polling for an event it never got)."""
 
 
-def timed(argvs: list[list[str]]) -> tuple[float, str, float]:
+# vshx without a warm server (every run loads its modules); "vshx-warm" runs use the server
+COLD = {**os.environ, "VSHX_WARM": "off"}
+
+
+def timed(argvs: list[list[str]], env: dict[str, str] | None = None) -> tuple[float, str, float]:
     """Wall seconds of the commands run one after the other, the last one's output, and the
-    CPU seconds they used (user + system: what the tool itself costs, whatever it waits for)."""
+    CPU seconds they used (user + system: what the tool itself costs, whatever it waits for;
+    a warm run's fork is the server's child, so only its client counts there)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     out = ""
     for argv in argvs:
         try:
             run = subprocess.run(
-                argv, check=True, capture_output=True, text=True, timeout=HANG_SECONDS
+                argv, check=True, capture_output=True, text=True, timeout=HANG_SECONDS, env=env
             )
         except subprocess.TimeoutExpired:
             raise Hung(argv[0]) from None
@@ -169,7 +176,8 @@ def compare(
             try:
                 if tool == "vshx" and fill == 0:
                     PROBES.append(timed([["virsh", "-c", URI, "list", "--all", "--name"]])[0])
-                results[tool] = timed(commands(tool, name, d, base, top, above))
+                env = COLD if tool == "vshx" else None
+                results[tool] = timed(commands(tool, name, d, base, top, above), env)
                 break
             except Hung:
                 HANGS.append(tool)
@@ -203,7 +211,7 @@ def batch(tmp: Path, domains: int) -> tuple[float, float, float]:
                     lines = [f"commit {name} vda --base sn1 --top sn3" for name, _d in labs]
                     joined = "\n".join(lines) if tool == "vshx" else " ; ".join(lines)
                     script.write_text(joined + "\n")
-                    times[tool] = timed([[*VSHX, "-c", URI, "-q", "-f", str(script)]])[0]
+                    times[tool] = timed([[*VSHX, "-c", URI, "-q", "-f", str(script)]], COLD)[0]
                 else:
                     argvs = [commands("virsh", n, d, "sn1", "sn3", "sn4")[0] for n, d in labs]
                     times[tool] = timed(argvs)[0]
@@ -225,9 +233,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vshx-bench-", dir="/var/tmp") as tmp_name:
         tmp = Path(tmp_name)
         small = []
-        for _ in range(SMALL_RUNS):
-            LOADS.append(os.getloadavg()[0])
-            small.append(compare(tmp, True, 0, 4, "sn3", "sn1", ("vshx", "virsh", "floor")))
+        subprocess.run([*VSHX, "--warm", "start", "--idle", "30"], check=True)
+        try:
+            for _ in range(SMALL_RUNS):
+                LOADS.append(os.getloadavg()[0])
+                tools = ("vshx", "virsh", "floor", "vshx-warm")
+                small.append(compare(tmp, True, 0, 4, "sn3", "sn1", tools))
+        finally:
+            subprocess.run([*VSHX, "--warm", "stop"], check=True)
         many = [batch(tmp, BATCH_DOMAINS) for _ in range(BATCH_RUNS)]
         small_section(small, many, lab_reads_ms(tmp), import_ms())
         if only_small:
@@ -259,7 +272,7 @@ def small_section(
     snapshots_ms, metadata_ms = lab_reads
     job_ms = statistics.median(float(r[2][1]) for r in small)
     python_ms, libvirt_ms, vshx_imports_ms = imports
-    vshx_ms, virsh_ms, floor_ms = (med(small, i) * 1000 for i in range(3))
+    vshx_ms, virsh_ms, floor_ms, warm_ms = (med(small, i) * 1000 for i in range(4))
     vshx_cpu, floor_cpu = (med(small, i, 2) * 1000 for i in (0, 2))
     batch_vshx = statistics.median(r[0] for r in many)
     batch_virsh = statistics.median(r[1] for r in many)
@@ -269,7 +282,7 @@ def small_section(
     ).stdout.split()
     load = statistics.median(LOADS)
     probe_ms, probe_max_ms = statistics.median(PROBES) * 1000, max(PROBES) * 1000
-    fast_vshx, fast_floor = (min(r[i][0] for r in small) * 1000 for i in (0, 2))
+    fast_vshx, fast_floor, fast_warm = (min(r[i][0] for r in small) * 1000 for i in (0, 2, 3))
     hangs = (
         f"Runs that hung (killed after {HANG_SECONDS} s and done again on fresh labs, not in "
         f"the medians): {', '.join(sorted(set(HANGS)))} ({len(HANGS)} in all)."
@@ -298,6 +311,9 @@ an admin shortens, and on 2 cores it slows vshx's checks far more than the floor
 | the same, floor: `floor_commit.py` (import libvirt, open, register the BLOCK_JOB_2 event, \
 blockCommit, wait for the event; the job alone took {job_ms:.0f} ms of it) | {vshx_ms:.0f} ms | \
 floor: {floor_ms:.0f} ms | vshx / floor = **{vshx_ms / floor_ms:.2f}x** (target <= 1.3x) |
+| the same, warm: `vshx --warm start` once, then each run a fresh `vshx` process handing the \
+command to the server's fork (same checks, same journal, own connection) | {warm_ms:.0f} ms | \
+floor: {floor_ms:.0f} ms | vshx / floor = **{warm_ms / floor_ms:.2f}x** (target <= 1.3x) |
 | the same, CPU time (user + system) of each process | {vshx_cpu:.0f} ms | \
 floor: {floor_cpu:.0f} ms | vshx / floor = **{vshx_cpu / floor_cpu:.2f}x** |
 | batch: {BATCH_DOMAINS} small commits on {BATCH_DOMAINS} domains, one `vshx -f`, \
@@ -312,7 +328,8 @@ Host during these rows: 1-minute load average {load:.1f} (median) on {os.cpu_cou
 floor and virsh read none). `virsh list --all`, run just before each small vshx run, took
 {probe_ms:.0f} ms median, {probe_max_ms:.0f} ms at most: libvirt answers a list only when it
 can lock every domain, so that is the wait a scan of every domain meets at that moment.
-Fastest small vshx run: {fast_vshx:.0f} ms; fastest floor run: {fast_floor:.0f} ms.
+Fastest small vshx run: {fast_vshx:.0f} ms (warm: {fast_warm:.0f} ms); fastest floor run: \
+{fast_floor:.0f} ms.
 {hangs}
 
 Where the 1.3x target stands (same run, each a whole process, medians of 15): `python -c pass`

@@ -60,6 +60,9 @@ def private_homes(base: Path) -> dict[str, str]:
 # what runs outside a test (collection, module fixtures) gets this run's own homes too
 SESSION_HOMES = Path(tempfile.mkdtemp(prefix="vshx-tests-xdg-"))
 os.environ.update(private_homes(SESSION_HOMES))
+# a warm server the developer runs (vshx --warm start) would run the tests' one-shot commands:
+# they run in their own processes; the warm tests give their server a runtime dir of its own
+os.environ["VSHX_WARM"] = "off"
 
 
 def run_vshx(

@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
+from vshx.spec.global_options import TAKES_VALUE
 from vshx.spec.kinds import chosen
 from vshx.spec.lexer import split_line
 from vshx.spec.spec import Command, Opt, walk
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from vshx.storage.chain import Chain, Layer
 
 KNOWN_URIS = ("qemu:///system", "qemu:///session", "test:///default")
-GLOBAL_VALUE_OPTIONS = {"-c", "--connect", "-f", "--file"}
+GLOBAL_VALUE_OPTIONS = frozenset(TAKES_VALUE)  # --record FILE too: its value is no command
 
 
 class Candidate(NamedTuple):

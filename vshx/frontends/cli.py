@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from vshx.spec.global_options import FLAGS, TAKES_VALUE
 from vshx.spec.render import quoted
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 USAGE = """\
 usage: vshx [-c URI] [--dry-run] [--plan-json] [--teach] [--trace] [-q] [--record FILE]
             [--tour[=LAB]] [-f FILE [-x]] [COMMAND [ARGS...]]
+       vshx --warm start [--idle MINUTES] | --warm stop | --warm status
 
   -c, --connect URI  libvirt URI (default: as virsh: $LIBVIRT_DEFAULT_URI, uri_default in
                      libvirt.conf, else qemu:///system for root, qemu:///session for others)
@@ -39,6 +41,8 @@ usage: vshx [-c URI] [--dry-run] [--plan-json] [--teach] [--trace] [-q] [--recor
                      for a user who is not root; LAB: that name instead): made with
                      lab-create if it is not there, then three first steps are shown
       --version      print the version
+      --warm ACTION  start, stop or ask (status) a server of yours that has loaded vshx, to
+                     which later one-shot commands hand their work: faster starts
   -h, --help         this text
 
 Without COMMAND or -f, vshx opens an interactive shell (or, when stdin is not a terminal,
@@ -65,22 +69,7 @@ class Globals:
 def parse_globals(argv: Sequence[str]) -> Globals:
     opts = Globals()
     i = 0
-    takes_value = {
-        "-c": "uri",
-        "--connect": "uri",
-        "-f": "script",
-        "--file": "script",
-        "--record": "record",
-    }
-    flags = {
-        "-x": "echo",
-        "--dry-run": "dry_run",
-        "--plan-json": "plan_json",
-        "--teach": "teach",
-        "-q": "quiet",
-        "--quiet": "quiet",
-        "--trace": "trace",
-    }
+    takes_value, flags = TAKES_VALUE, FLAGS
     while i < len(argv):
         word = argv[i]
         name, eq, inline = word.partition("=")
@@ -103,6 +92,8 @@ def parse_globals(argv: Sequence[str]) -> Globals:
 
             print(__version__)
             raise SystemExit(EXIT_OK)
+        elif name == "--warm":  # the server's own command line (frontends/launch.py)
+            raise SystemExit(_usage_error("--warm goes first: vshx --warm start|stop|status"))
         elif word.startswith("-") and word != "-":
             raise SystemExit(_usage_error(f"unknown option {word}"))
         else:

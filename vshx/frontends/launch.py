@@ -1,8 +1,9 @@
 """The ``vshx`` program's first lines: libvirt's libraries start loading before vshx's code.
 
-The console script and ``python -m vshx`` call ``run`` here, which starts the loader
-(storage/preload.py) where the command line will use libvirt, and then imports and runs the
-front end.  Nothing this module loads imports ``typing`` (``vshx/__init__.py`` imports
+The console script and ``python -m vshx`` call ``run`` here, which hands a one-shot command
+to the user's warm server when one runs (frontends/warm_client.py), and otherwise starts the
+loader (storage/preload.py) where the command line will use libvirt, and then imports and
+runs the front end.  Nothing this module loads imports ``typing`` (``vshx/__init__.py`` imports
 nothing): Python's ~10 ms of ``typing``, ``re`` and ``enum`` then load beside the loader too.
 """
 
@@ -26,6 +27,21 @@ def wants_libvirt(words: Sequence[str]) -> bool:
 
 
 def run() -> NoReturn:
+    """The ``vshx`` program: ``--warm`` manages the warm server; a one-shot command goes to
+    one when it runs (frontends/warm_client.py: that ends this process); else ``run_here``."""
+    words = sys.argv[1:]
+    if words[:1] == ["--warm"]:
+        from vshx.frontends.warm_server import main as warm_main
+
+        raise SystemExit(warm_main(words[1:], run_here))
+    from vshx.frontends import warm_client
+
+    if warm_client.wants_warm(words):
+        warm_client.run_warm(words)  # returns only when no server took the command
+    run_here()
+
+
+def run_here() -> NoReturn:
     """Start loading libvirt ahead where it will be used, then run the front end.  Ctrl-C
     before the front end handles it (while Python still loads vshx) ends vshx as it ends a
     command, with ``error: interrupted`` and status 1, not a Python traceback."""
