@@ -183,6 +183,18 @@ def test_the_environment_is_the_clients(warm: Path, tmp_path: Path) -> None:
     )
 
 
+def test_another_pythonpath_runs_the_command_here(warm: Path, tmp_path: Path) -> None:
+    """What a Python process imports is set when it starts: a client under another
+    PYTHONPATH (a plugin being written) runs its command itself."""
+    before = served()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    there = vshx("help", "commit", env=env)
+    assert there.returncode == 0, there.stderr
+    assert served() == before
+    assert there.stdout == cold("help", "commit").stdout
+
+
+@pytest.mark.serial  # it touches a vshx module: every other warm server would end too
 def test_a_changed_file_sends_commands_home_and_ends_the_server(warm: Path) -> None:
     """Code on disk newer than the server's (an upgrade, an edited checkout): the command
     runs in its own process, and the server ends."""

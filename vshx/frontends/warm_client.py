@@ -13,7 +13,8 @@ itself at once, as the in-process command would have died.
 Nothing changes for a user who never starts a server: one ``stat`` of the socket's path,
 then the command runs in this process as before.  The client also runs the command itself
 when the server does not answer, is not the user's own (its peer credentials), or says its
-code is older than the files on disk (an upgrade: it then ends itself).  Only one-shot
+code is older than the files on disk (an upgrade: it then ends itself), or runs under
+other ``PYTHON*`` variables (another ``PYTHONPATH`` finds other plugins).  Only one-shot
 commands go warm: the interactive shell, ``-f`` scripts, ``--tour`` and shell completion run
 here (they need this process's terminal, or are fast already).  ``VSHX_WARM=off`` runs every
 command here.
@@ -162,8 +163,18 @@ def run_warm(words: Sequence[str], query: str = "") -> None:
     except OSError:
         sock.close()
         return  # nothing ran: the server takes a command only once it has all of it
-    _forward_signals(sock)
-    _end_as(_line(sock))
+    pending, previous = _forward_signals(sock)
+    status = _line(sock)
+    if status == b"local":  # the server will not run it (another PYTHONPATH...): run it here
+        sock.close()
+        import _signal
+
+        for signum, handler in previous.items():
+            _signal.signal(signum, handler)
+        for signum in pending:  # a Ctrl-C meanwhile is this process's own again
+            os.kill(os.getpid(), signum)
+        return
+    _end_as(status)
 
 
 def _closed(fd: int) -> bool:
@@ -190,18 +201,21 @@ def _line(sock: object) -> bytes:
     return got.rstrip(b"\n")
 
 
-def _forward_signals(sock: object) -> None:
-    """Ctrl-C, kill and a closed terminal reach the forked command as they would reach vshx."""
+def _forward_signals(sock: object) -> tuple[list[int], dict[int, object]]:
+    """Ctrl-C, kill and a closed terminal reach the forked command as they would reach vshx;
+    returns the signals forwarded so far and the handlers they replaced."""
     import _signal
 
+    pending: list[int] = []
+
     def forward(signum: int, _frame: object) -> None:
+        pending.append(signum)
         try:
             sock.send(bytes([signum]))  # type: ignore[attr-defined]
         except OSError:
             pass
 
-    for signum in FORWARDED:
-        _signal.signal(signum, forward)
+    return pending, {signum: _signal.signal(signum, forward) for signum in FORWARDED}
 
 
 def _end_as(status: bytes) -> None:

@@ -335,7 +335,9 @@ class Server:
             conn.close()
             return
         request, fds = got
-        if request.get("query") == "status":
+        if not _same_python(request):
+            _answer(conn, b"local\n")  # the client runs it, under its own PYTHONPATH...
+        elif request.get("query") == "status":
             self._say_status(conn, fds[1])
         else:
             self._fork(conn, request, fds)
@@ -347,10 +349,10 @@ class Server:
         said = f"warm vshx server: pid {os.getpid()}, socket {quoted(self.path)}, since "
         try:
             os.write(out, f"{said}{started}, {served}\n".encode())
-            conn.sendall(b"x 0\n")
         except OSError:
-            pass
-        conn.close()
+            _answer(conn, b"x 1\n")
+            return
+        _answer(conn, b"x 0\n")
 
     def _fork(self, conn: socket.socket, request: dict[str, object], fds: list[int]) -> None:
         pid = os.fork()
@@ -382,6 +384,25 @@ class Server:
                 pass  # the client is gone
             conn.close()
             self.last = time.monotonic()
+
+
+def _same_python(request: dict[str, object]) -> bool:
+    """Whether the client's ``PYTHON*`` variables are the server's: they decide what a Python
+    process imports (PYTHONPATH: a plugin under development), which a fork cannot change."""
+    env = request.get("env")
+    if not isinstance(env, dict):
+        return False
+    theirs = {k: v for k, v in env.items() if isinstance(k, bytes) and k.startswith(b"PYTHON")}
+    ours = {k: v for k, v in os.environb.items() if k.startswith(b"PYTHON")}
+    return theirs == ours
+
+
+def _answer(conn: socket.socket, line: bytes) -> None:
+    try:
+        conn.sendall(line)
+    except OSError:
+        pass
+    conn.close()
 
 
 def _drain(fd: int) -> None:
