@@ -138,6 +138,24 @@ def test_missing_file_and_active_file_are_gone(files):
     assert judge(snaps[2], snaps[2].moments["vda"], chain, []).state == GONE
 
 
+def test_a_deleted_file_whose_overlay_still_reads_through_a_file_is_unknown(files):
+    """atk17 F3: `virsh blockcommit --delete` of sn3,sn2 into sn1 deletes s4's moment file
+    (sn3), but sn4 (the overlay s4 made) now reads through sn1, which shows that moment: with
+    no record of the commit, vshx cannot say it is gone (fail closed: unknown)."""
+    snaps = lab_snapshots(files)
+    os.unlink(files["sn2"])
+    os.unlink(files["sn3"])
+    chain = chain_of(files, ["sn4", "sn1", "base"])
+    judged = judge(snaps[3], snaps[3].moments["vda"], chain, [])
+    assert judged.state == UNKNOWN
+    assert "sn3.qcow2 no longer exists" in judged.why and "through sn1.qcow2" in judged.why
+    # s3's overlay (sn3) is gone too: nothing can show its moment
+    assert judge(snaps[2], snaps[2].moments["vda"], chain, []).state == GONE
+    # a pull that took everything into sn4: nothing below it, the moment is gone
+    pulled = chain_of(files, ["sn4"])
+    assert judge(snaps[3], snaps[3].moments["vda"], pulled, []).state == GONE
+
+
 def test_commit_moves_the_top_moment_and_loses_the_ones_below(files):
     snaps = lab_snapshots(files)
     chain = chain_of(files, ["sn4", "sn3", "sn2", "sn1", "base"])

@@ -24,9 +24,10 @@ import os
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, NamedTuple
 
+from vshx.errors import VshxError
 from vshx.storage import host as files
-from vshx.storage import virt
-from vshx.storage.chain import Blurred, canonical, readings, refuse_blurred_names
+from vshx.storage import qcow2, virt
+from vshx.storage.chain import Blurred, canonical, is_json_name, readings, refuse_blurred_names
 from vshx.storage.identity import birth_ns
 from vshx.storage.libvirt_lazy import libvirt
 
@@ -180,11 +181,9 @@ def stamp() -> str:
 def unchanged_since(path: str, limit_ns: int, settle_ns: int = SETTLE_NS) -> bool:
     """The file and every file its view reads (backing chain, data files) were last written no
     later than ``limit_ns`` (+ ``settle_ns``); False when that cannot be read (fail closed)."""
-    from vshx.errors import VshxError
-    from vshx.storage.qcow2 import chain_paths
-
     try:
-        return all(files.stat(f).st_mtime_ns <= limit_ns + settle_ns for f in chain_paths(path))
+        paths = qcow2.chain_paths(path)
+        return all(files.stat(f).st_mtime_ns <= limit_ns + settle_ns for f in paths)
     except (OSError, VshxError):
         return False
 
@@ -435,7 +434,16 @@ def judge(
         return moment._replace(state=UNKNOWN, why="the snapshot names no file for this disk")
     name = os.path.basename(path)
     if not files.exists(path):
-        return moment._replace(state=GONE, why=f"{name} no longer exists")
+        through = reads_through(moment.overlay, chain)
+        if through is None:
+            return moment._replace(state=GONE, why=f"{name} no longer exists")
+        overlay = os.path.basename(moment.overlay or "")
+        return moment._replace(
+            state=UNKNOWN,
+            why=f"{name} no longer exists, but {overlay} (the overlay the snapshot made) still "
+            f"reads through {through}, which may show the moment now (a commit that deleted "
+            "its files, by a tool vshx has no record of)",
+        )
     if chain is None:
         return moment._replace(state=UNKNOWN, why=unread)
     key = canonical(path)
@@ -475,6 +483,30 @@ def judge(
         why=f"{above.name} sits on {name}, not the overlay the snapshot made: changed by a "
         "tool vshx has no record of, or by a merge while its moment was already unknown",
     )
+
+
+def reads_through(overlay: str | None, chain: Chain | None) -> str | None:
+    """What the overlay a snapshot made still reads through (a file's name), when the file
+    the snapshot names is gone: where its moment may be now.  None when nothing can be: the
+    overlay is gone too, or it is in the chain with nothing below it (a pull took all)."""
+    if not overlay or not files.exists(overlay):
+        return None
+    layer = chain.layer_of_file(overlay) if chain is not None else None
+    if layer is not None:
+        assert chain is not None
+        below = chain.below(layer)
+        return below.name if below is not None else None
+    try:  # out of the chain: its own header says what it reads through
+        names = qcow2.header_names(overlay)
+    except VshxError:
+        return "a file vshx cannot read"
+    backing = names[0] if names else None
+    if not backing:  # raw, or a qcow2 on no backing file: its moment cannot be below it
+        return None
+    if is_json_name(backing):
+        return backing
+    found = os.path.join(os.path.dirname(overlay), backing)
+    return os.path.basename(found) if files.exists(found) else None
 
 
 def still_named(moment: Moment, verdict: Verdict) -> bool:
