@@ -44,6 +44,11 @@ def main(words: Sequence[str], run: Callable[[], NoReturn]) -> int:
     """``vshx --warm ACTION``: the action's exit status; ``run``: what a fork runs once it has
     taken the client's command line (the program's own path: launch.run_here)."""
     action, rest = (words[0], list(words[1:])) if words else ("", [])
+    for fd in (0, 1, 2):  # a closed standard stream: /dev/null takes it (as cli.py does)
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
     if action == "start":
         idle = _idle_minutes(rest)
         if idle is None:
@@ -105,9 +110,10 @@ def stop() -> int:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            break
+            print(f"stopped the warm vshx server (pid {pid})")
+            return EXIT_OK
         time.sleep(0.05)
-    print(f"stopped the warm vshx server (pid {pid})")
+    print(f"the warm vshx server (pid {pid}) takes no new command; it ends when those it runs end")
     return EXIT_OK
 
 
@@ -164,6 +170,8 @@ def _daemon(path: str, idle_minutes: float, ready_w: int, run: Callable[[], NoRe
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
+        os.closerange(3, ready_w)  # nothing of the caller's is held open (a pipe it waits on)
+        os.closerange(ready_w + 1, os.sysconf("SC_OPEN_MAX"))
         preload()
         listener = _listen(path)
         loaded = fingerprint()
@@ -182,6 +190,10 @@ def _listen(path: str) -> socket.socket:
     stale socket of a server that died is replaced in one step."""
     fresh = f"{path}.{os.getpid()}.new"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.unlink(fresh)  # a start that died here before (the directory is ours alone)
+    except FileNotFoundError:
+        pass
     old = os.umask(0o077)
     try:
         listener.bind(fresh)
