@@ -7,6 +7,7 @@ and then; `vshx recover` finishes each with every byte where it was."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -21,6 +22,15 @@ from test_sigterm import qemu_img_runs
 from test_warm_units import VSHX, cold, runtime, served, vshx, warm
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root]  # its own XDG_RUNTIME_DIR: no session daemon
+
+
+@pytest.fixture(autouse=True)
+def unbuffered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Server and clients with PYTHONUNBUFFERED=1 (a client's PYTHON* must be the server's):
+    each line of the merge's output goes out when written, warm as alone."""
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+
+
 __all__ = ["runtime", "warm"]  # the fixtures, shared with the unit tests
 
 
@@ -69,7 +79,19 @@ def test_a_warm_merge_ends_as_the_same_merge_alone_on_a_twin_domain(
     assert chain_files(domain_source(lab.name)) == chains[0]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def fork_of_server() -> int:
+    """The pid of the one command the warm server runs now (its child)."""
+    server = int(vshx("--warm", "status").stdout.decode().split("pid ", 1)[1].split(",")[0])
+    children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGTERM, signal.SIGINT, signal.SIGKILL, -signal.SIGKILL],
+    ids=["TERM", "INT", "KILL", "KILL-the-fork"],
+)
 def test_a_signal_to_the_client_reaches_the_merge_as_it_would_reach_vshx(
     warm: Path, tmp_path: Path, signum: int
 ) -> None:
@@ -86,10 +108,16 @@ def test_a_signal_to_the_client_reaches_the_merge_as_it_would_reach_vshx(
         wait_for(lambda: qemu_img_runs(lab.dir) or merging.poll() is not None, "qemu-img")
         assert served() == count + 1  # the merge runs in the server's fork
         time.sleep(0.5)
-        merging.send_signal(signum)
-        _out, err = merging.communicate(timeout=60)
-        if signum == signal.SIGKILL:
-            assert merging.returncode == -signal.SIGKILL
+        if signum < 0:  # the command itself killed (`kill PID` of the pid jobs names)
+            os.kill(fork_of_server(), -signum)
+        else:
+            merging.send_signal(signum)
+        out, err = merging.communicate(timeout=60)
+        # its first line went out as soon as it was written (this run: PYTHONUNBUFFERED)
+        assert out.startswith("commit sn3.qcow2 down into sn1.qcow2"), out
+        if abs(signum) == signal.SIGKILL:  # killed, as vshx alone would be: no word
+            assert merging.returncode == -signal.SIGKILL, err
+            assert "Traceback" not in err, err
         else:  # as vshx alone: its error and hint, status 1 (test_sigterm.py)
             assert merging.returncode == 1, err
             assert "error: interrupted" in err and "vshx recover" in err, err

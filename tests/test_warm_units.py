@@ -51,7 +51,7 @@ def test_which_command_lines_go_warm(
 
 
 def test_vshx_warm_off_keeps_every_command_here(monkeypatch: pytest.MonkeyPatch) -> None:
-    for value in ("off", "0", "no", "OFF"):
+    for value in ("off", "0", "no", "OFF", "false", "False"):
         monkeypatch.setenv("VSHX_WARM", value)
         assert not warm_client.wants_warm(["list"])
 
@@ -221,7 +221,8 @@ def test_an_idle_server_ends_itself(runtime: Path) -> None:
             break
         time.sleep(0.1)
     assert served() is None
-    assert not list((runtime / "vshx").iterdir())  # its socket removed
+    left = [p.name for p in (runtime / "vshx").iterdir()]
+    assert not [name for name in left if not name.endswith(".lock")], left  # socket removed
 
 
 def test_start_twice_and_stop_without_a_server(runtime: Path) -> None:
@@ -276,4 +277,88 @@ def test_only_its_own_user_is_answered(warm: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "b''"
     directory.chmod(0o700)
+    assert served() == before
+
+
+def server_pid() -> int:
+    proc = vshx("--warm", "status")
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.decode().split("pid ", 1)[1].split(",", 1)[0])
+
+
+def test_idle_connections_hold_up_no_command(warm: Path) -> None:
+    """atk18 #2: clients that connect and send nothing (stuck, stopped, hostile) are read as
+    far as they came, never waited for: a command meanwhile is served."""
+    socket_file = next(p for p in (warm / "vshx").iterdir() if p.name.startswith("warm-"))
+    import socket
+
+    idle = [socket.socket(socket.AF_UNIX) for _ in range(20)]
+    try:
+        for sock in idle:
+            sock.connect(str(socket_file))
+        before = served()
+        proc = vshx("help", timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert served() == (before or 0) + 1
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_the_time_zone_and_a_full_disk_are_the_clients(warm: Path, tmp_path: Path) -> None:
+    """atk18 #5, #6: the client's TZ (a transcript's times), and output that cannot be
+    written ends with an error, not a traceback, warm as alone."""
+    env = {**os.environ, "TZ": "UTC-9"}
+    for where, runner in (("cold", cold), ("warm", vshx)):
+        record = tmp_path / f"{where}.txt"
+        proc = runner("--record", str(record), "help", "commit", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "+0900" in record.read_text(), record.read_text()
+
+    def to_full(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+        with open("/dev/full", "wb") as full:
+            return subprocess.run(
+                [*VSHX, "help"], stdout=full, stderr=subprocess.PIPE, env=env, check=False
+            )
+
+    here = to_full({**os.environ, "VSHX_WARM": "off"})
+    before = served()
+    there = to_full(dict(os.environ))
+    assert served() == (before or 0) + 1
+    assert (there.returncode, there.stderr) == (here.returncode, here.stderr)
+    assert here.returncode == 1 and here.stderr.startswith(b"error: "), here.stderr
+    assert b"\nhint: " in here.stderr and b"Traceback" not in here.stderr
+
+
+def test_starts_at_once_leave_one_server_and_say_so(runtime: Path) -> None:
+    """atk18 #8: of starts racing, one serves; the others say it already runs."""
+    starts = [
+        subprocess.Popen([*VSHX, "--warm", "start"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    said = [p.communicate(timeout=60) for p in starts]
+    assert all(p.returncode == 0 for p in starts), said
+    pid = server_pid()
+    for out, _err in said:
+        assert f"pid {pid}," in out.decode(), said
+    assert sum(b"started" in out for out, _err in said) == 1, said
+    vshx("--warm", "stop")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for unshare and setpriv")
+@pytest.mark.parametrize(
+    "prefix",
+    [["unshare", "-m", "--propagation", "private"],
+     ["setpriv", "--no-new-privs"],
+     ["setpriv", "--bounding-set=-dac_override"]],
+    ids=["mount-namespace", "no-new-privs", "fewer-capabilities"],
+)  # fmt: skip
+def test_a_client_with_another_standing_runs_its_command_itself(
+    warm: Path, prefix: list[str]
+) -> None:
+    """atk18 #1: a process of the same user with another mount namespace, no_new_privs or
+    fewer capabilities would have run with the server's: its command runs in itself."""
+    before = served()
+    proc = subprocess.run([*prefix, *VSHX, "help"], capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
     assert served() == before

@@ -143,7 +143,8 @@ def run() -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """vshx's exit status; a reader that left the pipe (`vshx --help | head -1`) ends it
-    quietly, never with a traceback, whichever output was being written."""
+    quietly, and output that cannot be written (`> /dev/full`) with an error, never with a
+    traceback, whichever output was being written."""
     _open_closed_streams()
     try:
         status = _run(argv)
@@ -151,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except BrokenPipeError:
         _drop_stdout()
+        return EXIT_FAILED
+    except OSError as exc:  # the last output cannot be written: a full disk, /dev/full
+        _drop_stdout()
+        print(f"error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        print("hint: redirect the output to a file system with free space", file=sys.stderr)
         return EXIT_FAILED
 
 

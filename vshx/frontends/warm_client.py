@@ -16,8 +16,8 @@ when the server does not answer, is not the user's own (its peer credentials), o
 code is older than the files on disk (an upgrade: it then ends itself), or runs under
 other ``PYTHON*`` variables (another ``PYTHONPATH`` finds other plugins).  Only one-shot
 commands go warm: the interactive shell, ``-f`` scripts, ``--tour`` and shell completion run
-here (they need this process's terminal, or are fast already).  ``VSHX_WARM=off`` runs every
-command here.
+here (they need this process's terminal, or are fast already).  ``VSHX_WARM=off`` (or 0, no,
+false) runs every command here.
 
 Imports only what the interpreter has built in (``_socket`` is lib-dynload: loaded only when
 a socket exists); no ``typing``, no ``socket`` (its enums cost ~3 ms).
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 PROTOCOL = 1
+OFF = ("off", "0", "no", "false")  # VSHX_WARM values that keep every command in its process
+HANDSHAKE_SECONDS = 2.0  # a server that does not take the command by then: run it here
 SOCKET_PREFIX = "warm-"
 FORWARDED = (2, 15, 1)  # SIGINT, SIGTERM, SIGHUP (stable Linux numbers: no `signal` import)
 # global options after which the command is not a one-shot (or needs this process)
@@ -45,7 +47,7 @@ LOCAL_OPTIONS = frozenset({"-f", "--file", "--tour", "-h", "--help", "--version"
 def wants_warm(words: Sequence[str]) -> bool:
     """Whether ``vshx WORDS`` is a one-shot command a warm server may run: a command word
     after the global options, and none of the options that need this process."""
-    if os.environ.get("VSHX_WARM", "").lower() in ("off", "0", "no"):
+    if os.environ.get("VSHX_WARM", "").lower() in OFF:
         return False
     i = 0
     while i < len(words):
@@ -75,9 +77,17 @@ def socket_directory() -> str:
     """Where this user's warm servers listen: ``$XDG_RUNTIME_DIR/vshx``, else
     ``/tmp/vshx-UID`` (as Emacs' server does); the directory is checked before use."""
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    if runtime.startswith("/") and os.path.isdir(runtime):
+    if runtime.startswith("/") and _owned(runtime):  # not another user's (su without -)
         return os.path.join(runtime, "vshx")
     return f"/tmp/vshx-{os.geteuid()}"
+
+
+def _owned(directory: str) -> bool:
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return False
+    return (st.st_mode & 0o170000) == 0o040000 and st.st_uid == os.geteuid()
 
 
 def private_directory(path: str) -> bool:
@@ -112,7 +122,10 @@ def peer(sock: object) -> tuple[int, int]:
 def request(words: Sequence[str], query: str = "") -> bytes:
     """What the server needs to run the command as this process would (``query``: a question
     for the server itself instead, answered on these streams: ``status``)."""
-    streams = [(s.encoding, s.errors) for s in (sys.stdin, sys.stdout, sys.stderr)]
+    streams = [
+        (s.encoding, s.errors, s.line_buffering, getattr(s, "write_through", False))
+        for s in (sys.stdin, sys.stdout, sys.stderr)
+    ]
     body = marshal.dumps(
         {
             "protocol": PROTOCOL,
@@ -151,6 +164,7 @@ def run_warm(words: Sequence[str], query: str = "") -> None:
     import _socket
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(HANDSHAKE_SECONDS)  # a stopped or stuck server: run it here
     try:
         sock.connect(path)
         if peer(sock)[1] != os.geteuid() or _line(sock) != b"go":
@@ -160,6 +174,7 @@ def run_warm(words: Sequence[str], query: str = "") -> None:
         sent = sock.sendmsg([body], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
         if sent < len(body):
             sock.sendall(body[sent:])
+        sock.settimeout(None)  # the command takes as long as it takes
     except OSError:
         sock.close()
         return  # nothing ran: the server takes a command only once it has all of it
@@ -228,7 +243,11 @@ def _end_as(status: bytes) -> None:
         import _signal
 
         signum = int(number)
-        _signal.signal(signum, _signal.SIG_DFL)
+        try:
+            _signal.signal(signum, _signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL's cannot be set: it kills all the same
+            pass
+        sys.stdout.flush()
         os.kill(os.getpid(), signum)
         os._exit(128 + signum)
     sys.stderr.write(

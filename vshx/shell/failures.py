@@ -9,6 +9,19 @@ from vshx.errors import VshxError, libvirt_hint
 from vshx.spec.render import quoted
 
 
+def os_hint(exc: OSError) -> str:
+    """What to do about an error the operating system gave (a full disk, a permission)."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space where it writes (df -h shows which file system), then run it again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "check the permissions (ls -l), or run it as a user who may"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "check the path (ls -l)"
+    return "the operating system refused it: see the message above"
+
+
 def as_user_error(exc: BaseException, name: str) -> VshxError | None:
     """The error to report for ``exc`` raised by command ``name``; None: let it propagate
     (a bug, with VSHX_DEBUG set, shows its traceback)."""
@@ -19,7 +32,7 @@ def as_user_error(exc: BaseException, name: str) -> VshxError | None:
     if isinstance(exc, OSError):
         name = exc.filename
         file = f" {quoted(name) if isinstance(name, str) else repr(name)}" if name else ""
-        return VshxError(f"{exc.strerror or exc}{file}")
+        return VshxError(f"{exc.strerror or exc}{file}", os_hint(exc))
     if isinstance(exc, KeyboardInterrupt):
         return VshxError(
             "interrupted",
