@@ -5,6 +5,7 @@ answers only its own user, stops when its code changes on disk and when idle."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -102,7 +103,8 @@ def served() -> int | None:
     proc = vshx("--warm", "status")
     if proc.returncode != 0:
         return None
-    return int(proc.stdout.decode().rsplit(", ", 1)[1].split()[0])
+    said = proc.stdout.decode()
+    return int(said.split(" command", 1)[0].rsplit(", ", 1)[1])
 
 
 @pytest.fixture
@@ -228,8 +230,11 @@ def test_an_idle_server_ends_itself(runtime: Path) -> None:
 def test_start_twice_and_stop_without_a_server(runtime: Path) -> None:
     assert vshx("--warm", "stop").returncode == 0  # none: nothing to do
     assert vshx("--warm", "start").returncode == 0
-    again = vshx("--warm", "start")
+    again = vshx("--warm", "start", "--idle", "2")
     assert again.returncode == 0 and b"already runs" in again.stdout
+    assert b"its idle time stays" in again.stdout
+    said = vshx("--warm", "status").stdout
+    assert b"0 commands run, 0 running, ends after 60 idle minutes" in said, said
     stopped = vshx("--warm", "stop")
     assert stopped.returncode == 0 and b"stopped" in stopped.stdout
     assert served() is None
@@ -239,7 +244,7 @@ def test_start_twice_and_stop_without_a_server(runtime: Path) -> None:
     "words",
     [["--warm"], ["--warm", "restart"], ["--warm", "start", "--idle"],
      ["--warm", "start", "--idle", "-1"], ["--warm", "start", "--idle", "x"],
-     ["--warm", "stop", "now"]],
+     ["--warm", "stop", "now"], ["--warm", "status", "--idle", "5"]],
 )  # fmt: skip
 def test_warm_usage_errors(runtime: Path, words: list[str]) -> None:
     proc = vshx(*words)
@@ -261,7 +266,7 @@ def test_only_its_own_user_is_answered(warm: Path) -> None:
     """Another user that reaches the socket (its directory opened up for this test) gets no
     answer and nothing runs."""
     directory = warm / "vshx"
-    socket_file = next(directory.iterdir())
+    socket_file = Path(warm_client.socket_path(str(directory)))
     before = served()  # (the client asks only a server in a private directory)
     warm.chmod(0o755)
     directory.chmod(0o755)
@@ -289,7 +294,7 @@ def server_pid() -> int:
 def test_idle_connections_hold_up_no_command(warm: Path) -> None:
     """atk18 #2: clients that connect and send nothing (stuck, stopped, hostile) are read as
     far as they came, never waited for: a command meanwhile is served."""
-    socket_file = next(p for p in (warm / "vshx").iterdir() if p.name.startswith("warm-"))
+    socket_file = Path(warm_client.socket_path(str(warm / "vshx")))
     import socket
 
     idle = [socket.socket(socket.AF_UNIX) for _ in range(20)]
@@ -362,3 +367,23 @@ def test_a_client_with_another_standing_runs_its_command_itself(
     proc = subprocess.run([*prefix, *VSHX, "help"], capture_output=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert served() == before
+
+
+def test_a_stopped_server_is_said_so_and_stop_still_ends_it(warm: Path) -> None:
+    """nu16 #3: a server stopped with SIGSTOP holds its socket without answering: status says
+    so (error, hint, exit 1), a command runs without it, and --warm stop ends it."""
+    import signal
+
+    pid = server_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        said = vshx("--warm", "status")
+        assert said.returncode == 1, said
+        assert f"(pid {pid}) holds".encode() in said.stderr and b"\nhint: kill -CONT" in said.stderr
+        assert vshx("help", timeout=60).returncode == 0  # after the handshake's 2 s, here
+        stopped = vshx("--warm", "stop", timeout=60)
+        assert stopped.returncode == 0 and b"stopped" in stopped.stdout, stopped
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # ended by the stop
+            os.kill(pid, signal.SIGCONT)
+    assert served() is None

@@ -195,9 +195,16 @@ class Server:
     def _say_status(self, conn: socket.socket, out: int) -> None:
         started = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(self.since))
         served = f"{self.served} command{'' if self.served == 1 else 's'} run"
-        said = f"warm vshx server: pid {os.getpid()}, socket {quoted(self.path)}, since "
+        idle = self.idle_seconds / 60
+        ends = (
+            f"ends after {idle:g} idle minute{'' if idle == 1 else 's'}" if idle else "no idle end"
+        )
+        said = (
+            f"warm vshx server: pid {os.getpid()}, socket {quoted(self.path)}, since {started}, "
+            f"{served}, {len(self.children)} running, {ends}\n"
+        )
         try:
-            os.write(out, f"{said}{started}, {served}\n".encode())
+            os.write(out, said.encode())
         except OSError:
             _answer(conn, b"x 1\n")
             return

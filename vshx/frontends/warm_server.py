@@ -52,7 +52,9 @@ def main(words: Sequence[str], run: Callable[[], NoReturn]) -> int:
         if idle is None:
             return _usage("start takes only --idle MINUTES (a number; 0: never idle out)")
         return start(idle, run)
-    if action in ("stop", "status") and not rest:
+    if action in ("stop", "status"):
+        if rest:
+            return _usage(f"--warm {action} takes nothing after it, not {quoted(' '.join(rest))}")
         return stop() if action == "stop" else status()
     return _usage(f"--warm takes start, stop or status, not {quoted(' '.join(words))}")
 
@@ -90,28 +92,35 @@ def running_pid(path: str) -> int | None:
 
 
 def status() -> int:
-    """The server says it itself (its fork knows what it has run); exit 1 when none runs."""
+    """The server says it itself (what it runs, has run, its idle time); exit 1 when none
+    answers, saying why where vshx can tell."""
     warm_client.run_warm([], query="status")  # ends the process when a server answers
     directory = warm_client.socket_directory()
+    path = warm_client.socket_path(directory)
     if os.path.lexists(directory) and not warm_client.private_directory(directory):
-        print(
+        return _cannot(
             f"{quoted(directory)} is not a private directory of yours (mode 0700, not a "
-            "symlink): vshx uses no warm server there"
+            "symlink): vshx uses no warm server there",
+            "remove it, or set XDG_RUNTIME_DIR to a directory of your own",
         )
-        print("hint: remove it, or set XDG_RUNTIME_DIR to a directory of your own", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"no warm vshx server answers on {quoted(warm_client.socket_path())}")
-    print("hint: vshx --warm start", file=sys.stderr)
-    return EXIT_FAILED
+    pid = running_pid(path)
+    if pid is not None:  # the kernel takes the connection, the server does not answer it
+        return _cannot(
+            f"the warm vshx server (pid {pid}) holds {quoted(path)} but does not answer: "
+            "stopped (kill -STOP), or too busy",
+            f"kill -CONT {pid}; or vshx --warm stop (commands run without it meanwhile)",
+        )
+    return _cannot(f"no warm vshx server answers on {quoted(path)}", "vshx --warm start")
 
 
 def stop() -> int:
     path = warm_client.socket_path()
     pid = running_pid(path)
     if pid is None:
-        print(f"no warm vshx server answers on {quoted(path)}")
+        print(f"no warm vshx server answers on {quoted(path)}: nothing to stop")
         return EXIT_OK
     os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGCONT)  # a stopped server wakes to stop
     for _ in range(600):  # it ends once the commands it runs have ended
         try:
             os.kill(pid, 0)
@@ -141,6 +150,7 @@ def start(idle_minutes: float, run: Callable[[], NoReturn]) -> int:
     pid = running_pid(path)
     if pid is not None:
         print(f"a warm vshx server already runs: pid {pid}, socket {quoted(path)}")
+        print("(its idle time stays; vshx --warm stop, then start, to give it another)")
         return EXIT_OK
     ready_r, ready_w = os.pipe()
     if os.fork() == 0:  # the first fork leaves the caller's session; the second its group
@@ -155,15 +165,24 @@ def start(idle_minutes: float, run: Callable[[], NoReturn]) -> int:
         said = ready.read().decode(errors="replace").strip()
     if said == "running":
         pid = _answering(path)
-        print(f"a warm vshx server already runs: pid {pid or '?'}, socket {quoted(path)}")
+        if pid is None:  # the one that holds the lock is stopping: its commands still run
+            return _cannot(
+                "a warm vshx server that is stopping still finishes the commands it runs",
+                "vshx --warm start again once it has ended (commands run without it meanwhile)",
+            )
+        print(f"a warm vshx server already runs: pid {pid}, socket {quoted(path)}")
         return EXIT_OK
     if not said.startswith("ok "):
         return _cannot(said or "the warm vshx server ended before it answered")
-    idle = f"after {idle_minutes:g} idle minutes" if idle_minutes else "only when stopped"
+    idle = f"after {_minutes(idle_minutes)} idle" if idle_minutes else "only when stopped"
     print(f"warm vshx server started: pid {said[3:]}, socket {quoted(path)}")
     print(f"one-shot vshx commands of yours now run in forks of it; it ends {idle}")
     print("(vshx --warm stop ends it; VSHX_WARM=off runs a command without it)")
     return EXIT_OK
+
+
+def _minutes(minutes: float) -> str:
+    return f"{minutes:g} minute{'' if minutes == 1 else 's'}"
 
 
 def _answering(path: str) -> int | None:
@@ -176,9 +195,9 @@ def _answering(path: str) -> int | None:
     return None
 
 
-def _cannot(message: str) -> int:
+def _cannot(message: str, hint: str = "vshx runs every command without a warm server") -> int:
     print(f"error: {message}", file=sys.stderr)
-    print("hint: vshx runs every command without a warm server as well", file=sys.stderr)
+    print(f"hint: {hint}", file=sys.stderr)
     return EXIT_FAILED
 
 
