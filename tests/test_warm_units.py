@@ -194,6 +194,7 @@ def test_another_pythonpath_runs_the_command_here(warm: Path, tmp_path: Path) ->
     assert there.returncode == 0, there.stderr
     assert served() == before
     assert there.stdout == cold("help", "commit").stdout
+    assert vshx("--warm", "status", env=env).returncode == 0  # status is said all the same
 
 
 @pytest.mark.serial  # it touches a vshx module: every other warm server would end too

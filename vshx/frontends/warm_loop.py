@@ -173,10 +173,10 @@ class Server:
             _answer(conn, b"x 1\n")
         elif len(fds) != 3:
             _answer(conn, b"x 1\n")
+        elif request.get("query") == "status":  # answered whatever its PYTHON* says
+            self._say_status(conn, fds[1])
         elif not _same_python(request):
             _answer(conn, b"local\n")  # the client runs it, under its own PYTHONPATH...
-        elif request.get("query") == "status":
-            self._say_status(conn, fds[1])
         else:
             self._fork(conn, request, fds)
         _close(fds)
