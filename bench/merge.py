@@ -84,8 +84,9 @@ def timed(argvs: list[list[str]], env: dict[str, str] | None = None) -> tuple[fl
     for argv in argvs:
         try:
             run = subprocess.run(
-                argv, check=True, capture_output=True, text=True, timeout=HANG_SECONDS, env=env
-            )
+                argv, check=True, capture_output=True, text=True, timeout=HANG_SECONDS, env=env,
+                start_new_session=True,  # as a script runs them: no controlling terminal
+            )  # fmt: skip
         except subprocess.TimeoutExpired:
             raise Hung(argv[0]) from None
         out = run.stdout

@@ -103,7 +103,7 @@ def test_a_signal_to_the_client_reaches_the_merge_as_it_would_reach_vshx(
         merging = subprocess.Popen(
             [*VSHX, "-c", URI, "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3",
              "--bandwidth", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
         wait_for(lambda: qemu_img_runs(lab.dir) or merging.poll() is not None, "qemu-img")
         assert served() == count + 1  # the merge runs in the server's fork
@@ -132,6 +132,36 @@ def test_a_signal_to_the_client_reaches_the_merge_as_it_would_reach_vshx(
         wait_for(interrupted, "the journal of a dead vshx")
         recovered = vshx("-c", URI, "recover", lab.name, "vda", "--wait")
         assert recovered.returncode == 0, recovered.stderr
+        assert lab.guest_hash(tmp_path) == before
+        for name in chain_files(domain_source(lab.name, inactive=True)):
+            qemu_check(lab.dir / name)
+    finally:
+        from conftest import destroy_lab
+
+        destroy_lab(lab)
+
+
+def test_a_merge_whose_server_was_killed_meanwhile_ends_with_its_own_status(
+    warm: Path, tmp_path: Path
+) -> None:
+    """atk19 #2: the server killed while its fork merges: the fork finishes and says its own
+    status to the client (0), as the same merge alone would have ended."""
+    lab = build_lab(tmp_path, running=False, fill=8)
+    try:
+        before = lab.guest_hash(tmp_path)
+        server = int(vshx("--warm", "status").stdout.decode().split("pid ", 1)[1].split(",")[0])
+        merging = subprocess.Popen(
+            [*VSHX, "-c", URI, "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3",
+             "--bandwidth", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        wait_for(lambda: qemu_img_runs(lab.dir) or merging.poll() is not None, "qemu-img")
+        os.kill(server, signal.SIGKILL)
+        _out, err = merging.communicate(timeout=120)
+        assert merging.returncode == 0, err
+        assert chain_files(domain_source(lab.name, inactive=True)) == [
+            "sn4.qcow2", "sn1.qcow2", "base.qcow2"
+        ]  # fmt: skip
         assert lab.guest_hash(tmp_path) == before
         for name in chain_files(domain_source(lab.name, inactive=True)):
             qemu_check(lab.dir / name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -95,6 +96,9 @@ def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def vshx(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
+    """vshx as a script runs it: in a session of its own, with no controlling terminal (a
+    client with one runs its command itself), whatever terminal pytest was started from."""
+    kw.setdefault("start_new_session", True)
     return subprocess.run([*VSHX, *args], capture_output=True, check=False, **kw)  # type: ignore[call-overload,no-any-return]
 
 
@@ -324,8 +328,9 @@ def test_the_time_zone_and_a_full_disk_are_the_clients(warm: Path, tmp_path: Pat
     def to_full(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
         with open("/dev/full", "wb") as full:
             return subprocess.run(
-                [*VSHX, "help"], stdout=full, stderr=subprocess.PIPE, env=env, check=False
-            )
+                [*VSHX, "help"], stdout=full, stderr=subprocess.PIPE, env=env, check=False,
+                start_new_session=True,
+            )  # fmt: skip
 
     here = to_full({**os.environ, "VSHX_WARM": "off"})
     before = served()
@@ -339,7 +344,12 @@ def test_the_time_zone_and_a_full_disk_are_the_clients(warm: Path, tmp_path: Pat
 def test_starts_at_once_leave_one_server_and_say_so(runtime: Path) -> None:
     """atk18 #8: of starts racing, one serves; the others say it already runs."""
     starts = [
-        subprocess.Popen([*VSHX, "--warm", "start"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [*VSHX, "--warm", "start"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
         for _ in range(4)
     ]
     said = [p.communicate(timeout=60) for p in starts]
@@ -365,7 +375,9 @@ def test_a_client_with_another_standing_runs_its_command_itself(
     """atk18 #1: a process of the same user with another mount namespace, no_new_privs or
     fewer capabilities would have run with the server's: its command runs in itself."""
     before = served()
-    proc = subprocess.run([*prefix, *VSHX, "help"], capture_output=True, check=False)
+    proc = subprocess.run(
+        [*prefix, *VSHX, "help"], capture_output=True, check=False, start_new_session=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert served() == before
 
@@ -381,10 +393,51 @@ def test_a_stopped_server_is_said_so_and_stop_still_ends_it(warm: Path) -> None:
         said = vshx("--warm", "status")
         assert said.returncode == 1, said
         assert f"(pid {pid}) holds".encode() in said.stderr and b"\nhint: kill -CONT" in said.stderr
-        assert vshx("help", timeout=60).returncode == 0  # after the handshake's 2 s, here
+        assert vshx("help", timeout=60).returncode == 0  # after the handshake's 5 s, here
         stopped = vshx("--warm", "stop", timeout=60)
         assert stopped.returncode == 0 and b"stopped" in stopped.stdout, stopped
     finally:
         with contextlib.suppress(ProcessLookupError):  # ended by the stop
             os.kill(pid, signal.SIGCONT)
     assert served() is None
+
+
+def test_a_client_with_a_terminal_runs_its_command_itself(warm: Path) -> None:
+    """atk19 #3: a fork has no controlling terminal, so what opens /dev/tty (an ssh password
+    prompt, an editor) would fail there: a client that has one runs the command itself; its
+    status query is answered all the same."""
+    before = served()
+    typed = subprocess.run(
+        ["script", "-qec", shlex.join([*VSHX, "help", "commit"]), "/dev/null"],
+        capture_output=True, check=False, start_new_session=True,
+    )  # fmt: skip
+    assert typed.returncode == 0, typed.stderr
+    assert b"commit" in typed.stdout
+    assert served() == before
+    status = subprocess.run(
+        ["script", "-qec", shlex.join([*VSHX, "--warm", "status"]), "/dev/null"],
+        capture_output=True, check=False, start_new_session=True,
+    )  # fmt: skip
+    assert b"warm vshx server: pid" in status.stdout, status
+
+
+def test_a_jailed_client_runs_its_command_itself(warm: Path, tmp_path: Path) -> None:
+    """atk19 #1: a process of the user in a chroot that reaches the socket would have had its
+    command run outside the jail: another root is another standing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for chroot")
+    probe = f"""
+import os, socket, sys
+os.chdir({str(warm / "vshx")!r})
+os.chroot({str(tmp_path)!r})
+s = socket.socket(socket.AF_UNIX)
+s.connect({os.path.basename(warm_client.socket_path(str(warm / "vshx")))!r})
+print(repr(s.recv(16)))
+"""
+    before = served()
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "b''"  # closed: not answered
+    assert served() == before

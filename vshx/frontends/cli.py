@@ -10,7 +10,7 @@ import gc
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -117,14 +117,15 @@ ONE_SHOT_GC_THRESHOLD = 50_000
 DEFAULT_GC_THRESHOLD = gc.get_threshold()
 
 
-def run() -> NoReturn:
+def run(end: Callable[[int], NoReturn] = os._exit) -> NoReturn:
     """The ``vshx`` program (its console script and ``python -m vshx``): ``main()``, then the
     process ends at once, without the interpreter's teardown of the ~200 modules a merge
     loads (~10 ms here).  Exit handlers run first (an ssh master connection is closed and its
     directory removed) and the output is flushed.  Python's own exit runs instead where a
     thread that is not a daemon still works, or a tracer or profiler watches (coverage,
     cProfile).  ``main()`` stays the call for code that runs vshx inside its own process
-    (tests, bench/trace_commit.py)."""
+    (tests, bench/trace_commit.py); ``end``: how the process ends with the status (a warm
+    server's fork says it to its client first)."""
     status = main()
     me = threading.current_thread()
     watched = sys.gettrace() is not None or sys.getprofile() is not None  # coverage, cProfile
@@ -138,7 +139,7 @@ def run() -> NoReturn:
             stream.flush()
         except (OSError, ValueError):  # the reader left, or the stream was closed: as exit does
             pass
-    os._exit(status)
+    end(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

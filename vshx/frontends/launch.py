@@ -13,7 +13,7 @@ import sys
 
 TYPE_CHECKING = False  # typing itself is not imported here: see the docstring
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import NoReturn
 
 # the words after which vshx needs no libvirt: shell completion (its keystrokes stay fast and
@@ -41,7 +41,7 @@ def run() -> NoReturn:
     run_here()
 
 
-def run_here() -> NoReturn:
+def run_here(end: Callable[[int], NoReturn] | None = None) -> NoReturn:
     """Start loading libvirt ahead where it will be used, then run the front end.  Ctrl-C
     before the front end handles it (while Python still loads vshx) ends vshx as it ends a
     command, with ``error: interrupted`` and status 1, not a Python traceback."""
@@ -52,7 +52,9 @@ def run_here() -> NoReturn:
             load_libvirt_ahead()
         from vshx.frontends.cli import run as run_cli
 
-        run_cli()
+        if end is None:
+            run_cli()
+        run_cli(end)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         raise SystemExit(1) from None

@@ -11,10 +11,14 @@ status (or its signal), and when the client is killed (``kill -9``) the forked p
 itself at once, as the in-process command would have died.
 
 Nothing changes for a user who never starts a server: one ``stat`` of the socket's path,
-then the command runs in this process as before.  The client also runs the command itself
-when the server does not answer, is not the user's own (its peer credentials), or says its
-code is older than the files on disk (an upgrade: it then ends itself), or runs under
-other ``PYTHON*`` variables (another ``PYTHONPATH`` finds other plugins).  Only one-shot
+then the command runs in this process as before.  A process with a controlling terminal runs
+its command itself too: a fork of the server has none, so what opens ``/dev/tty`` (an ssh
+password prompt, an editor, polkit's agent) would fail there; the server serves scripts, cron
+jobs, systemd units, ssh commands and Ansible, where one-shots come many at a time.  The
+client also runs the command itself when the server does not answer within 5 s, is not the
+user's own (its peer credentials), says its code is older than the files on disk (an
+upgrade: it then ends itself), or finds the client standing elsewhere (warm_peer.py) or
+under other ``PYTHON*`` variables (another ``PYTHONPATH`` finds other plugins).  Only one-shot
 commands go warm: the interactive shell, ``-f`` scripts, ``--tour`` and shell completion run
 here (they need this process's terminal, or are fast already).  ``VSHX_WARM=off`` (or 0, no,
 false) runs every command here.
@@ -37,7 +41,7 @@ if TYPE_CHECKING:
 
 PROTOCOL = 1
 OFF = ("off", "0", "no", "false")  # VSHX_WARM values that keep every command in its process
-HANDSHAKE_SECONDS = 2.0  # a server that does not take the command by then: run it here
+HANDSHAKE_SECONDS = 5.0  # a server that does not take the command by then: run it here
 SOCKET_PREFIX = "warm-"
 FORWARDED = (2, 15, 1)  # SIGINT, SIGTERM, SIGHUP (stable Linux numbers: no `signal` import)
 # global options after which the command is not a one-shot (or needs this process)
@@ -157,6 +161,8 @@ def run_warm(words: Sequence[str], query: str = "") -> None:
         return  # no server: the common case, one stat
     if not private_directory(directory) or any(_closed(fd) for fd in (0, 1, 2)):
         return
+    if not query and _has_terminal():
+        return  # a fork could not reach this terminal as /dev/tty (ssh, editors, polkit)
     try:
         body = request(words, query)
     except (OSError, ValueError):  # a working directory that was removed, an odd stream
@@ -192,6 +198,16 @@ def run_warm(words: Sequence[str], query: str = "") -> None:
     _end_as(status)
 
 
+def _has_terminal() -> bool:
+    """Whether this process has a controlling terminal (what ``/dev/tty`` opens)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
 def _closed(fd: int) -> bool:
     try:
         os.fstat(fd)
@@ -213,7 +229,7 @@ def _line(sock: object) -> bytes:
         if not chunk:
             break
         got += chunk
-    return got.rstrip(b"\n")
+    return got.split(b"\n", 1)[0]  # the first (a fork and its server may both say it)
 
 
 def _forward_signals(sock: object) -> tuple[list[int], dict[int, object]]:

@@ -22,12 +22,21 @@ from typing import NoReturn
 from vshx.errors import EXIT_FAILED, EXIT_OK
 from vshx.frontends import warm_client
 
+Program = Callable[[Callable[[int], NoReturn]], NoReturn]
+"""The program's own path (launch.run_here), given how the process ends with a status."""
+
 
 def run_forked(
-    conn: socket.socket, request: dict[str, object], fds: list[int], run: Callable[[], NoReturn]
+    conn: socket.socket, request: dict[str, object], fds: list[int], run: Program
 ) -> NoReturn:
-    """Become the client's command, run it, and end with its status."""
+    """Become the client's command, run it, and end with its status, said to the client
+    first (so that it is known even when the server is gone by then)."""
     code = EXIT_FAILED
+
+    def end(status: int) -> NoReturn:
+        _say_end(conn, status)
+        os._exit(status)
+
     try:
         try:
             _reset_signals()
@@ -40,7 +49,7 @@ def run_forked(
             os.write(2, b"hint: VSHX_WARM=off runs it without the server\n")
             raise
         try:
-            run()
+            run(end)
         except SystemExit as stop:
             code = _exit_code(stop.code)
         except BaseException:  # as the interpreter would: the traceback, status 1
@@ -50,7 +59,15 @@ def run_forked(
     except BaseException:  # a stream that cannot take the report: the fork still ends
         pass
     finally:
+        _say_end(conn, code)
         os._exit(code)
+
+
+def _say_end(conn: socket.socket, status: int) -> None:
+    try:
+        conn.sendall(f"x {status & 0xFF}\n".encode())
+    except OSError:
+        pass  # the client is gone
 
 
 def _exit_code(code: object) -> int:

@@ -18,9 +18,10 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import NamedTuple, NoReturn
+from typing import NamedTuple
 
 from vshx.frontends import warm_client, warm_fork, warm_peer
+from vshx.frontends.warm_fork import Program
 from vshx.spec.render import quoted
 
 TICK = 5.0  # seconds between the loop's checks of its socket and its idle time
@@ -47,7 +48,7 @@ class Server:
         path: str,
         loaded: Callable[[], bool],
         idle_seconds: float,
-        run: Callable[[], NoReturn],
+        run: Program,
     ) -> None:
         self.listener = listener
         self.path = path
@@ -72,23 +73,21 @@ class Server:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.selector.register(self.listener, selectors.EVENT_READ, "accept")
         self.selector.register(wake_r, selectors.EVENT_READ, "wake")
-        while not self.stopping:
+        while True:  # stopping, it still answers status (and sends commands home)
             for key, _ in self.selector.select(self._timeout()):
                 if key.data == "wake":
                     _drain(wake_r)
                 elif key.data == "accept":
                     self._accept()
-                elif not self.stopping:
+                else:
                     self._read(key.fileobj)  # type: ignore[arg-type]
             self._expire()
             self._reap(block=False)
-            if self._should_end():
+            if (self.stopping and not self.children) or (not self.stopping and self._idle()):
                 break
         self._close()
         for conn in list(self.pending):
             self._drop(conn)
-        while self.children:
-            self._reap(block=True)
 
     def _timeout(self) -> float:
         deadlines = [p.deadline for p in self.pending.values()]
@@ -97,7 +96,8 @@ class Server:
     def _stop(self, _signum: int, _frame: object) -> None:
         self.stopping = True
 
-    def _should_end(self) -> bool:
+    def _idle(self) -> bool:
+        """Time to end: idle long enough, or another server took the socket's name."""
         if self.children:
             return False
         if self.idle_seconds and time.monotonic() - self.last > self.idle_seconds:
@@ -175,8 +175,8 @@ class Server:
             _answer(conn, b"x 1\n")
         elif request.get("query") == "status":  # answered whatever its PYTHON* says
             self._say_status(conn, fds[1])
-        elif not _same_python(request):
-            _answer(conn, b"local\n")  # the client runs it, under its own PYTHONPATH...
+        elif self.stopping or not _same_python(request):
+            _answer(conn, b"local\n")  # the client runs it (under its own PYTHONPATH...)
         else:
             self._fork(conn, request, fds)
         _close(fds)
@@ -199,6 +199,8 @@ class Server:
         ends = (
             f"ends after {idle:g} idle minute{'' if idle == 1 else 's'}" if idle else "no idle end"
         )
+        if self.stopping:
+            ends = "stopping: it takes no new command and ends when those running end"
         said = (
             f"warm vshx server: pid {os.getpid()}, socket {quoted(self.path)}, since {started}, "
             f"{served}, {len(self.children)} running, {ends}\n"

@@ -1,23 +1,29 @@
 """Whether a process that connects to a warm server stands where the server stands.
 
 The socket's directory already keeps other users out, and the kernel's peer credentials name
-the user; but a process of the same user may have less than the server: a mount namespace of
-its own (other files at the same paths), dropped capabilities or ``no_new_privs`` (a systemd
-unit's sandbox, ``setpriv``), other groups, a seccomp filter or another security label.  A
-fork of the server would run its command with the server's standing instead, so the server
-runs only commands of processes whose standing is its own, read from ``/proc`` for both; when
-any of it cannot be read, the command runs in the client's own process.
+the user; but a process of the same user may have less than the server: a mount namespace
+of its own (other files at the same paths) or a root of its own (a chroot jail), dropped
+capabilities or ``no_new_privs`` (a systemd unit's sandbox, ``setpriv``), other groups, a
+seccomp filter or another security label, or other resource limits, scheduling (nice, I/O
+class, CPUs) or OOM score.  A fork of the server would run its command with the server's
+standing instead, so the server runs only commands of processes whose standing is its own,
+read from ``/proc`` for both; when any of it cannot be read, the command runs in the client's
+own process.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+
+from vshx.storage import libc
 
 # the namespaces a command's files, processes and network are seen through
 NAMESPACES = ("mnt", "pid", "net", "user", "ipc", "uts", "cgroup", "time")
 # /proc/PID/status lines that say what a process may do
 STANDING = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
-            "NoNewPrivs", "Seccomp")  # fmt: skip
+            "NoNewPrivs", "Seccomp", "Cpus_allowed_list")  # fmt: skip
+IOPRIO_GET = {"x86_64": 252, "aarch64": 31}  # syscall numbers; elsewhere the I/O class is not read
 
 
 def standing(pid: int | str) -> tuple[str, ...] | None:
@@ -28,9 +34,26 @@ def standing(pid: int | str) -> tuple[str, ...] | None:
         with open(f"{base}/status", encoding="utf-8", errors="replace") as status:
             lines = tuple(line.rstrip("\n") for line in status if line.split(":", 1)[0] in STANDING)
         label = _label(base)
-    except OSError:
+        root = os.stat(f"{base}/root")  # its / : a chroot's is another directory
+        with open(f"{base}/stat", encoding="utf-8", errors="replace") as stat:
+            nice = stat.read().rsplit(")", 1)[1].split()[16]  # field 19, after the comm
+        with open(f"{base}/oom_score_adj", encoding="utf-8") as oom:
+            oom_adj = oom.read().strip()
+        with open(f"{base}/limits", encoding="utf-8", errors="replace") as limits:
+            limit_text = limits.read()
+    except (OSError, IndexError):
         return None
-    return (*spaces, *lines, label)
+    scheduling = (f"nice {nice}", f"io {_io_priority(pid)}", f"oom {oom_adj}")
+    return (*spaces, *lines, label, f"root {root.st_dev}:{root.st_ino}", *scheduling, limit_text)
+
+
+def _io_priority(pid: int | str) -> str:
+    """The I/O scheduling class and level (``ionice``), as ioprio_get gives it."""
+    number = IOPRIO_GET.get(platform.machine())
+    if number is None:
+        return "?"
+    syscall = libc.function("syscall", libc.Int, (libc.Int, libc.Int, libc.Int))
+    return str(syscall(number, 1, 0 if pid == "self" else int(pid)))  # IOPRIO_WHO_PROCESS
 
 
 def _namespace(base: str, name: str) -> str:

@@ -26,11 +26,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
 from vshx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from vshx.frontends import warm_client
+from vshx.frontends.warm_fork import Program
 from vshx.frontends.warm_loop import Server
 from vshx.spec.render import quoted
 
@@ -38,7 +39,7 @@ USAGE = "vshx --warm start [--idle MINUTES] | --warm stop | --warm status"
 DEFAULT_IDLE_MINUTES = 60.0
 
 
-def main(words: Sequence[str], run: Callable[[], NoReturn]) -> int:
+def main(words: Sequence[str], run: Program) -> int:
     """``vshx --warm ACTION``: the action's exit status; ``run``: what a fork runs once it has
     taken the client's command line (the program's own path: launch.run_here)."""
     action, rest = (words[0], list(words[1:])) if words else ("", [])
@@ -50,12 +51,14 @@ def main(words: Sequence[str], run: Callable[[], NoReturn]) -> int:
     if action == "start":
         idle = _idle_minutes(rest)
         if idle is None:
-            return _usage("start takes only --idle MINUTES (a number; 0: never idle out)")
+            return _usage("start takes only --idle MINUTES (0 to 999999; 0: never idle out)")
         return start(idle, run)
     if action in ("stop", "status"):
         if rest:
             return _usage(f"--warm {action} takes nothing after it, not {quoted(' '.join(rest))}")
         return stop() if action == "stop" else status()
+    if not words:
+        return _usage("--warm needs an action: start, stop or status")
     return _usage(f"--warm takes start, stop or status, not {quoted(' '.join(words))}")
 
 
@@ -98,11 +101,7 @@ def status() -> int:
     directory = warm_client.socket_directory()
     path = warm_client.socket_path(directory)
     if os.path.lexists(directory) and not warm_client.private_directory(directory):
-        return _cannot(
-            f"{quoted(directory)} is not a private directory of yours (mode 0700, not a "
-            "symlink): vshx uses no warm server there",
-            "remove it, or set XDG_RUNTIME_DIR to a directory of your own",
-        )
+        return _cannot(*_not_private(directory))
     pid = running_pid(path)
     if pid is not None:  # the kernel takes the connection, the server does not answer it
         return _cannot(
@@ -121,7 +120,7 @@ def stop() -> int:
         return EXIT_OK
     os.kill(pid, signal.SIGTERM)
     os.kill(pid, signal.SIGCONT)  # a stopped server wakes to stop
-    for _ in range(600):  # it ends once the commands it runs have ended
+    for _ in range(60):  # at once, unless commands still run (it waits for them)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -132,7 +131,7 @@ def stop() -> int:
     return EXIT_OK
 
 
-def start(idle_minutes: float, run: Callable[[], NoReturn]) -> int:
+def start(idle_minutes: float, run: Program) -> int:
     """Start the server in the background; return once it answers (or says why it cannot)."""
     directory = warm_client.socket_directory()
     try:
@@ -142,10 +141,7 @@ def start(idle_minutes: float, run: Callable[[], NoReturn]) -> int:
     except OSError as exc:
         return _cannot(f"cannot make {quoted(directory)}: {exc.strerror}")
     if not warm_client.private_directory(directory):
-        return _cannot(
-            f"{quoted(directory)} is not a private directory of yours (mode 0700, not a "
-            "symlink): the server's socket cannot go there"
-        )
+        return _cannot(*_not_private(directory))
     path = warm_client.socket_path(directory)
     pid = running_pid(path)
     if pid is not None:
@@ -195,13 +191,31 @@ def _answering(path: str) -> int | None:
     return None
 
 
+def _not_private(directory: str) -> tuple[str, str]:
+    """Why vshx uses no server in ``directory``, and what the user can do (it may be
+    another user's, in sticky /tmp: not the user's to remove)."""
+    try:
+        st = os.lstat(directory)
+        import pwd
+
+        owner = pwd.getpwuid(st.st_uid).pw_name if st.st_uid != os.geteuid() else "you"
+    except (OSError, KeyError):
+        owner = "someone"
+    said = (
+        f"{quoted(directory)} is not a private directory of yours (owned by {owner}; vshx "
+        "needs its own, mode 0700, not a symlink): vshx uses no warm server there"
+    )
+    hint = "chmod 700 it" if owner == "you" else "set XDG_RUNTIME_DIR to a directory of yours"
+    return said, f"{hint} (commands run without a warm server meanwhile)"
+
+
 def _cannot(message: str, hint: str = "vshx runs every command without a warm server") -> int:
     print(f"error: {message}", file=sys.stderr)
     print(f"hint: {hint}", file=sys.stderr)
     return EXIT_FAILED
 
 
-def _daemon(path: str, idle_minutes: float, ready_w: int, run: Callable[[], NoReturn]) -> NoReturn:
+def _daemon(path: str, idle_minutes: float, ready_w: int, run: Program) -> NoReturn:
     """The server process: load, listen, say so on ``ready_w``, serve; never returns."""
     try:
         os.chdir("/")
