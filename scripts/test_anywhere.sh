@@ -57,10 +57,12 @@ if ! runuser -u "$NAME" -- "$PY" -c pass >/dev/null 2>&1; then
 fi
 
 set +e
+# pytest's temporary files in the user's own directory: /tmp/pytest-of-NAME may be left by an
+# earlier user of that name with another uid, which pytest refuses
 runuser -u "$NAME" -- env -i HOME="$home" PATH="$bin" LANG=C.UTF-8 \
     PYTHONPATH="$work:$work/plugins" \
     sh -c 'cd "$1" && shift && exec "$@"' sh "$work" \
-    "$PY" -m pytest -q -p no:cacheprovider -m "not libvirt"
+    "$PY" -m pytest -q -p no:cacheprovider -m "not libvirt" --basetemp "$work/.pytest-tmp"
 rc=$?
 [ $rc -ne 5 ] || { say "pytest ran no test"; rc=1; }
 exit $rc
