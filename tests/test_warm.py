@@ -87,6 +87,18 @@ def fork_of_server() -> int:
     return int(children[0])
 
 
+def slow_commit(lab: Lab, mib_per_second: int) -> subprocess.Popen[str]:
+    """A warm offline commit whose qemu-img step runs (``--bandwidth``: qemu-img commit -r,
+    so the step still runs when a test acts), as a script starts it: no terminal."""
+    merging = subprocess.Popen(
+        [*VSHX, "-c", URI, "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3",
+         "--bandwidth", str(mib_per_second)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    wait_for(lambda: qemu_img_runs(lab.dir) or merging.poll() is not None, "qemu-img")
+    return merging
+
+
 @pytest.mark.parametrize(
     "signum",
     [signal.SIGTERM, signal.SIGINT, signal.SIGKILL, -signal.SIGKILL],
@@ -99,13 +111,7 @@ def test_a_signal_to_the_client_reaches_the_merge_as_it_would_reach_vshx(
     try:
         before = lab.guest_hash(tmp_path)
         count = served() or 0
-        # --bandwidth 1: qemu-img commit -r 1 MiB/s, so the step still runs when signalled
-        merging = subprocess.Popen(
-            [*VSHX, "-c", URI, "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3",
-             "--bandwidth", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
-        wait_for(lambda: qemu_img_runs(lab.dir) or merging.poll() is not None, "qemu-img")
+        merging = slow_commit(lab, 1)
         assert served() == count + 1  # the merge runs in the server's fork
         time.sleep(0.5)
         if signum < 0:  # the command itself killed (`kill PID` of the pid jobs names)
@@ -150,12 +156,7 @@ def test_a_merge_whose_server_was_killed_meanwhile_ends_with_its_own_status(
     try:
         before = lab.guest_hash(tmp_path)
         server = int(vshx("--warm", "status").stdout.decode().split("pid ", 1)[1].split(",")[0])
-        merging = subprocess.Popen(
-            [*VSHX, "-c", URI, "commit", lab.name, "vda", "--base", "sn1", "--top", "sn3",
-             "--bandwidth", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
-        wait_for(lambda: qemu_img_runs(lab.dir) or merging.poll() is not None, "qemu-img")
+        merging = slow_commit(lab, 2)
         os.kill(server, signal.SIGKILL)
         _out, err = merging.communicate(timeout=120)
         assert merging.returncode == 0, err
