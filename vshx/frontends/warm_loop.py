@@ -6,6 +6,8 @@ other; it is dropped after ``REQUEST_SECONDS``), and a pipe the signals wake it 
 (SIGCHLD: a fork ended; SIGTERM: stop).  A client is answered only when the kernel's peer
 credentials name the server's own user and the process stands where the server stands
 (warm_peer.py); a server whose loaded files changed on disk sends the client home and ends.
+Told to stop, it still answers status and sends commands home until those it runs have
+ended (each fork says its own status too, so a client learns it even if the server is gone).
 """
 
 from __future__ import annotations
