@@ -60,6 +60,9 @@ def branched(tmp_path: Path) -> Iterator[Branched]:
     try:
         done = run_vshx("snapshot-revert", lab.name, "sn2", "--running")
         assert done.returncode == 0, done.stderr
+        # the real run names what it keeps, as its dry run does (nu16)
+        kept = "the branch left behind is kept, nothing is deleted: vda: sn3.qcow2, sn2.qcow2 ("
+        assert kept in done.stdout, done.stdout
         lab.running = True
         branch = lab.layer("sn3")
         before = guest_hash(branch, tmp_path)

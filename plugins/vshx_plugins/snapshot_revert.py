@@ -243,6 +243,9 @@ def cmd_snapshot_revert(session: Session, args: Args) -> None:
         for disk in targets:
             session.info(render_chain(virt.domain_chain(dom, disk)))
         session.info(f"Domain {dom.name()} reverted to snapshot {snap.name}")
+        for note in plan.notes:  # what the dry run said stays, the real run says too
+            if note.startswith(BRANCH_KEPT):
+                session.info(note)
 
 
 def revert_target(
@@ -289,6 +292,11 @@ def remove_unnamed(dom: libvirt.virDomain, ours: dict[str, made.Made]) -> list[s
             files.unlink(path)
             removed.append(os.path.basename(path))
     return removed
+
+
+# the note naming the files a revert leaves behind, with their size: printed by the dry run
+# among the plan's notes and after the real run
+BRANCH_KEPT = "the branch left behind is kept, nothing is deleted: "
 
 
 def build_plan(
@@ -364,7 +372,7 @@ def build_plan(
             "not start it (add --running, or start it with virsh start --reset-nvram)"
         )
     if left:
-        plan.notes.append("the branch left behind is kept, nothing is deleted: " + "; ".join(left))
+        plan.notes.append(BRANCH_KEPT + "; ".join(left))
     if children:
         plan.notes.append(
             f"{snap.name} has children: its metadata keeps naming its own overlays (libvirt "
