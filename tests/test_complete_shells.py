@@ -119,6 +119,25 @@ def test_interactive_bash_completes_a_layer_index_word(lab: Lab, tmp_path: Path)
         shell.close()
 
 
+def test_bash_keeps_a_uri_whole_without_bash_completion(tmp_path: Path):
+    """nu17 #2: with only the README's eval line (no bash-completion package sourced),
+    `vshx -c qemu:///s<Tab>` became `vshx -c qemu:qemu:///s...`: the script takes off what
+    bash keeps before the word's last ':' itself."""
+    shell = PtyShell(["bash", "--norc", "-i"], shell_env(tmp_path))
+    try:
+        shell.send(
+            "PS1='READY> '; complete -r; "
+            'eval "$(vshx completion bash)"; vshx() { printf "ARGS:%s:E" "$*"; echo ND; }\n'
+        )
+        shell.read_until("READY> ")
+        shell.send("vshx -c qemu:///sy\t\n")
+        assert "ARGS:-c qemu:///system:END" in shell.read_until(":END")
+        shell.send("vshx connect qemu:///se\t\n")
+        assert "ARGS:connect qemu:///session:END" in shell.read_until(":END")
+    finally:
+        shell.close()
+
+
 def test_zsh_completes_a_domain_and_a_chain_layer(lab: Lab, tmp_path: Path):
     env = shell_env(tmp_path)
     shell = PtyShell(["zsh", "-f", "-i"], env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from conftest import (
     chain_files,
     destroy_lab,
     file_state,
+    guest_hash,
     make_lab,
     make_overlay,
     qemu_check,
@@ -175,6 +177,37 @@ def test_ctrl_c_aborts_the_job_and_keeps_everything(slow_lab: Lab):
     assert proc.returncode == 1, err
     assert "interrupted: the block job was aborted" in err and "Traceback" not in err
     assert_untouched(slow_lab, before, files)
+
+
+def copied(lab: Lab) -> bool:
+    """The lab's commit job has copied some data into its base (libvirt's cur > 0)."""
+    raw = virsh("blockjob", lab.name, "vda", "--raw").stdout
+    return any(word.startswith("cur=") and word != "cur=0" for word in raw.split())
+
+
+def test_an_aborted_commit_keeps_the_moments_at_and_above_its_top(slow_lab: Lab):
+    """nu17 #1: a commit of sn2.qcow2 into sn1.qcow2 aborted once it had copied data: the
+    view of its top (sn3's moment) cannot have changed, nor base.qcow2 below it (sn1's),
+    and vshx says so; only sn2's (sn1.qcow2 reads the written base) is unknown.  They were
+    all unknown, so the command run again kept nothing it could prove."""
+    lab, tmp = slow_lab, slow_lab.dir.parent
+    views = {f: guest_hash(lab.layer(f), tmp) for f in ("base", "sn2")}
+    proc = start_slow_job(lab)
+    wait_for(lambda: copied(lab), "the commit copying")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "after it had copied data into its base" in err, err
+    listed = json.loads(run_vshx("snapshot-list", lab.name, "--json").stdout)
+    moments = {s["name"]: s["disks"]["vda"] for s in listed["snapshots"]}
+    assert moments["sn1"]["moment"] == "intact" and moments["sn3"]["moment"] == "intact", moments
+    assert moments["sn2"]["moment"] == "unknown", moments
+    assert {f: guest_hash(lab.layer(f), tmp) for f in ("base", "sn2")} == views
+    done = run_vshx("commit", lab.name, "vda", "--base", "sn1", "--top", "sn2")  # sn3's moves
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(run_vshx("snapshot-list", lab.name, "--json").stdout)
+    sn3 = next(s["disks"]["vda"] for s in listed["snapshots"] if s["name"] == "sn3")
+    assert sn3["moment"] == "merged" and sn3["holder"] == str(lab.layer("sn1")), sn3
+    assert guest_hash(lab.layer("sn1"), tmp) == views["sn2"]
 
 
 def test_timeout_aborts_the_job_and_keeps_everything(slow_lab: Lab):

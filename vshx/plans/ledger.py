@@ -17,10 +17,13 @@ from vshx.errors import VshxError
 from vshx.plans.journal import Entry, completion, set_metadata
 from vshx.plans.plan import Step, virsh
 from vshx.storage import virt
+from vshx.storage.chain import canonical
 from vshx.storage.libvirt_lazy import libvirt
 from vshx.storage.moments import (
+    INTACT,
     LEDGER_KEY,
     LEDGER_NS,
+    MERGED,
     Verdict,
     ledger_xml,
     read_ledger,
@@ -46,6 +49,29 @@ def record(target: Target, verdicts: list[Verdict]) -> str:
     now = stamp()
     write(target.dom, merged(target, verdicts, now), target.journal_flags)
     return now
+
+
+def record_aborted_commit(target: Target, top: Layer) -> None:
+    """After a commit's block job was aborted once it had copied data into its base: the
+    moments ``top`` and the layers above it show (the active layer aside) are still theirs,
+    since a commit writes only into its base and never changes its top's view; vshx records
+    them so, stamped after the abort.  The moments of the layers between base and top read
+    the written base: with no record, they are judged unknown, as before."""
+    timeline, disk = target.timeline, target.chain.disk or ""
+    if target.dom is None or timeline is None or top.position <= 0:
+        return
+    above = {layer.canonical for layer in target.chain.layers[1 : top.position + 1]}
+    kept = [
+        Verdict(
+            snap.name, snap.created, disk, moment.state, moment.holder, moment.why, "", moment.file
+        )  # fmt: skip
+        for snap, moment in timeline.on_disk(disk)
+        if moment.state in (INTACT, MERGED)
+        and moment.holder is not None
+        and canonical(moment.holder) in above
+    ]
+    if kept:
+        record(target, kept)
 
 
 def remember_running(target: Target, plan: Plan, now: str) -> None:

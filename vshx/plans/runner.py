@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from vshx.plans.plan import Plan
     from vshx.plans.target import Target
     from vshx.spec.spec import Args
-    from vshx.storage.chain import Chain
+    from vshx.storage.chain import Chain, Layer
 
 # said in a --dry-run script of a plan that records its verdicts (plans/ledger.py) when vshx runs it
 UNRECORDED_NOTE = (
@@ -195,6 +195,8 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             # of its data): its journal stays, and recover finishes it
             resumable = bool(plan.intent.get("resume"))
             half_done = resumable and (changed or exc.partial)
+            if exc.partial and not resumable and target is not None and len(plan.writes) == 1:
+                keep_views_above(target, plan.writes[0][1])
             if target is not None and exc.clean and journaled and not half_done:
                 journal.clear(target)  # the step left things as they were: nothing to recover
             if changed and ((exc.hint or "").startswith("libvirt's error") or exc.clean):
@@ -226,6 +228,18 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         if target is not None and journaled:
             journal.clear(target)
     return True
+
+
+def keep_views_above(target: Target, top: Layer) -> None:
+    """A commit's job aborted after it wrote into its base: record that the moments at and
+    above its top are still theirs (ledger.record_aborted_commit).  A record libvirt refuses
+    to write leaves them unknown, the fail-closed answer, and the error stays the job's."""
+    from vshx.storage.libvirt_lazy import libvirt
+
+    try:
+        ledger.record_aborted_commit(target, top)
+    except (libvirt.libvirtError, VshxError):
+        pass
 
 
 def refresh_metadata_flags(target: Target) -> None:
