@@ -175,6 +175,10 @@ def test_flatten_to_refuses_an_existing_file_or_another_route(offline_lab: Lab):
         "flatten", lab.name, "vda", "--to", str(lab.dir / "x.qcow2"), "--route", "pull"
     )
     assert mixed.returncode == 2 and "copy route" in mixed.stderr
+    # nu17 #11: the copy route with no file to write was exit 1 with no hint
+    unnamed = run_vshx("flatten", lab.name, "vda", "--route", "copy")
+    assert unnamed.returncode == 2 and "name it with --to FILE" in unnamed.stderr
+    assert "\nhint: " in unnamed.stderr
     assert file_state(lab.dir) == untouched
 
 

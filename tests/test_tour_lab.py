@@ -43,3 +43,23 @@ def test_the_tour_of_a_lab_merged_since_says_its_chain_and_how_to_rebuild_it() -
     finally:
         run_vshx("lab-destroy", name)
     assert not domain_exists(name)
+
+
+@pytest.mark.parametrize(
+    ("words", "hint"),
+    [
+        (["--tour", "mylab"], "hint: for a lab of your naming: vshx --tour=mylab\n"),
+        (["--tour", "my lab"], "hint: for a lab of your naming: vshx '--tour=my lab'\n"),
+        (["--tour=mylab", "list"], "hint: vshx --help\n"),
+        (["--tour", "-f", "script"], "hint: vshx --help\n"),
+    ],
+)
+def test_tour_with_a_command_is_a_usage_error_that_says_how_to_name_the_lab(
+    words: list[str], hint: str
+) -> None:
+    """nu17 #7: `vshx --tour mylab` said "unknown command 'mylab'" and nothing of --tour=LAB;
+    a command or script after --tour ran and the tour was silently dropped."""
+    done = run_vshx(*words)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr.startswith("error: --tour opens the interactive shell"), done.stderr
+    assert done.stderr.endswith(hint), done.stderr

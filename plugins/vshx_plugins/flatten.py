@@ -259,6 +259,11 @@ def cmd_flatten(session: Session, args: Args) -> None:
         return
     if args.to and args.route not in (None, "copy"):
         raise UsageError(f"--to FILE asks for the copy route, not {args.route}")
+    if args.route == "copy" and not args.to:
+        raise UsageError(
+            "--route copy writes a new file: name it with --to FILE",
+            "FILE is a path that does not exist yet (the old files stay as they are)",
+        )
     if args.to and args.keep_relative:
         raise UsageError("--keep-relative: a copy has no backing file to name")
     owned = None

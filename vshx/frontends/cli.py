@@ -262,6 +262,18 @@ def _main(args: list[str], *, ending: bool = False) -> int:
         print(f"error: {said}", file=sys.stderr)
         print("hint: put the command in the script, or run it without -f", file=sys.stderr)
         return EXIT_USAGE
+    if opts.tour is not None and (opts.rest or opts.script is not None):  # the shell, or what?
+        import shlex
+
+        from vshx.spec.render import printable
+
+        named = len(opts.rest) == 1 and not opts.tour  # `vshx --tour LAB`
+        print("error: --tour opens the interactive shell: it runs no command or script",
+              file=sys.stderr)  # fmt: skip
+        lab = printable(shlex.quote(f"--tour={opts.rest[0]}")) if named else ""
+        fix = f"for a lab of your naming: vshx {lab}" if named else "vshx --help"
+        print(f"hint: {fix}", file=sys.stderr)
+        return EXIT_USAGE
     if opts.rest[:1] == ["complete"]:  # `vshx -c URI complete -- LINE`
         from vshx.frontends.completion_protocol import main as complete_main
 
