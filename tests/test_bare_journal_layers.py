@@ -73,7 +73,7 @@ def test_an_interrupted_plan_is_found_whatever_name_reaches_its_image(tmp_path: 
     gone = subprocess.Popen(["true"])  # a pid that ran vshx once and is gone now
     gone.wait()
     entry = {
-        "plan": f"shorten {top} : drop mid.qcow2",
+        "plan": f"shorten {top}: drop mid.qcow2",
         "step": 2,
         "steps": 3,
         "what": "qemu-img commit: write mid.qcow2's view into base.qcow2",

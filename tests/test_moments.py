@@ -344,7 +344,7 @@ def test_a_merge_moves_an_unknown_moment_without_proving_it(made, tmp_path: Path
     write_into_sn2_later(lab)
     assert states_of(lab)["sn3"] == "unknown"
     plan = ok("snapshot-delete", lab.name, "sn2", "--dry-run").stdout
-    assert "sn3 (vda: unknown)" in said(plan, "keeps")
+    assert "sn3 (vda: unknown before this plan)" in said(plan, "keeps")
     ok("snapshot-delete", lab.name, "sn2")
     assert states_of(lab)["sn3"] == "unknown"
     ok("snapshot-delete", lab.name, "sn1")

@@ -196,7 +196,8 @@ def cmd_shorten(session: Session, args: Args) -> None:
     args.update(active=False, pivot=False, keep_overlay=False)  # what the builders read
     names = ", ".join(layer.name for layer in sorted(drops, key=lambda x: x.position))
     plan = Plan(
-        f"shorten {chain.domain or chain.active.path} {chain.disk or ''}: drop {names}",
+        f"shorten {chain.domain or chain.active.path} {chain.disk or ''}".rstrip()
+        + f": drop {names}",
         method=target.method,
         target=target,
     )

@@ -640,7 +640,7 @@ def moment_lines(
         where = []
         for disk, moment in snap.moments.items():
             if not moment.kept or not moment.holder:
-                where.append(f"{disk}: {moment.state}")
+                where.append(f"{disk}: {moment.state} before this plan")
                 continue
             work = works.get(disk)
             now = work.moves.get(canonical(moment.holder), moment.holder) if work else moment.holder

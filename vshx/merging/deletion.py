@@ -81,7 +81,7 @@ def delete_steps(
             kept_data = f"; keeps its external data file {named}: {why}"
             session.warn(f"keeping {named}, the external data file of {layer.path}: {why}")
         step = Step(
-            f"delete merged-away {layer.name} ({human_size(layer.allocated)}){kept_data}",
+            f"delete {layer.name}, out of the chain now ({human_size(layer.allocated)}){kept_data}",
             ["rm", "-f", "--", layer.path],
             action=_delete_after_looking_again(session, keep_users_of, layer, going),
         )
@@ -336,7 +336,7 @@ def _delete_after_looking_again(
                 f"nothing was deleted; look at it ({index.scanned()})",
                 clean=True,
             )
-        session.info(f"deleting merged-away {layer.path}")
+        session.info(f"deleting {layer.path}, out of the chain now")
         try:
             files.unlink(layer.path)
         except FileNotFoundError:
