@@ -145,7 +145,8 @@ class Verdict(NamedTuple):
 
 
 # libvirt records a snapshot's creation in whole seconds, before QEMU's last flush of the file
-# it freezes; a write later than this after the moment (or after vshx's record) is a change
+# it freezes; a write later than this after the moment is a change (after vshx's own record,
+# which follows the plan's last write, any write is: ``recorded``)
 SETTLE_NS = 3 * 10**9
 # where the snapshot's own overlay says when it was made (statx birth, in ns), the frozen
 # file's last write by QEMU follows that within the snapshot's transaction: a write later than
@@ -554,7 +555,10 @@ def recorded(moment: Moment, verdict: Verdict, chain: Chain | None) -> Moment:
         recorded_at = int(verdict.stamp)
     except ValueError:
         recorded_at = -SETTLE_NS - 1  # no usable time: nothing proves it unchanged
-    if not unchanged_since(verdict.holder, recorded_at):
+    # vshx records after the plan's last write (a block job's base is flushed before its end
+    # is reported): any write later than the record is a change, with no settle (atk20 #2: a
+    # `virsh blockcommit` into the file a pulled-out moment reads, 2 s after a pull, passed)
+    if not unchanged_since(verdict.holder, recorded_at, 0):
         return moment._replace(
             state=UNKNOWN,
             why=f"{name} (or a file below it) changed after vshx recorded that it holds this "
