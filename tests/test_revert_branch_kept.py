@@ -174,3 +174,23 @@ def test_only_the_current_history_is_passed_over(current: str | None, passed: se
     ours = Chain([Layer("sn4", "qcow2", 0)], "d", "vda")
     found = _own_snapshot_files(None, ours, lambda p: p, snaps)  # type: ignore[arg-type]
     assert found == passed
+
+
+def test_a_file_an_off_history_snapshot_names_only_in_its_definition_is_a_user() -> None:
+    """atk20 #1: s2 left vda out (snapshot='no'): only its saved definition names vda's file
+    of then, the leaf a revert to s1 leaves behind, which s1 names as its overlay."""
+    from vshx.merging.preflight import _own_snapshot_files
+    from vshx.storage.chain import Chain, Layer
+
+    s1 = Snapshot("s1", None, 0, "disk-snapshot", "no", None, True, "<domainsnapshot/>",
+                  {"vda": Moment("vda", "/a", "/a-s1")})  # fmt: skip
+    saved = (
+        "<domainsnapshot><disks><disk name='vda' snapshot='no'/></disks><domain><devices>"
+        "<disk><source file='/a-s1'/><target dev='vda'/></disk></devices></domain>"
+        "</domainsnapshot>"
+    )
+    s2 = Snapshot("s2", "s1", 0, "disk-snapshot", "no", None, False, saved,
+                  {"vdb": Moment("vdb", "/b", "/b-s1")})  # fmt: skip
+    ours = Chain([Layer("/a.new", "qcow2", 0)], "d", "vda")
+    found = _own_snapshot_files(None, ours, lambda p: p, [s1, s2])  # type: ignore[arg-type]
+    assert found == {"/a"}

@@ -490,6 +490,8 @@ def _own_snapshot_named(
 
     dom = virt.lookup_domain(session.conn, ours.domain) if snapshots is None else None
     snaps = read_snapshots(dom) if snapshots is None else snapshots
+    from vshx.storage.snapshot_refs import snapshot_files
+
     line = _current_line(snaps)
     on_line: dict[str, FileKey] = {}
     off_line: set[FileKey] = set()
@@ -497,8 +499,10 @@ def _own_snapshot_named(
         named = {p: key(p) for m in snap.moments.values() for p in (m.file, m.overlay) if p}
         if snap.name in line:
             on_line.update(named)
-        else:
-            off_line |= set(named.values())
+        else:  # every file it names: a disk it left out (snapshot='no') too, whose saved
+            # definition names the file that disk was on then (atk20 #1: the branch's leaf)
+            saved = snapshot_files(snap.xml) if snap.xml else []
+            off_line |= set(named.values()) | {key(p) for _what, p in saved}
     return {p: k for p, k in on_line.items() if k not in off_line}
 
 

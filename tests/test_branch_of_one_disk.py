@@ -1,0 +1,57 @@
+"""A branch a snapshot-revert left is kept when the snapshot that names its leaf left that
+disk out (atk20 #1, data loss): s1 covers vda only, s2 (taken later) vdb only, so s2's
+metadata names vda's file of then (the branch's leaf, a-s1.qcow2) in its saved definition
+alone, not as a moment.  After `snapshot-revert D s1` and a guest write, `snapshot-delete D
+s1` committed the new overlay into the file that leaf reads through, and the leaf's view
+changed.  Every file an off-history snapshot names is a user now: the commit is refused with
+the pull route named, and the pull keeps the leaf's view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import destroy_lab, guest_hash, make_lab, run_vshx, virsh
+
+pytestmark = pytest.mark.libvirt
+
+
+def guest_write(domain: str, command: str) -> None:
+    done = virsh(
+        "qemu-monitor-command", domain, "--hmp",
+        f'qemu-io -d virtio-disk0/virtio-backend "{command}"',
+    )  # fmt: skip
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+def test_a_branch_named_only_by_a_snapshot_of_the_other_disk_is_kept(tmp_path: Path):
+    lab = make_lab(tmp_path, layers=1, disks=2)
+    try:
+        leaf = lab.dir / "a-s1.qcow2"
+        made = virsh("snapshot-create-as", lab.name, "s1", "--disk-only", "--atomic",
+                     "--diskspec", f"vda,file={leaf}", "--diskspec", "vdb,snapshot=no")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        guest_write(lab.name, "write -q -P 0x11 1M 1M")
+        made = virsh("snapshot-create-as", lab.name, "s2", "--disk-only", "--atomic",
+                     "--diskspec", "vda,snapshot=no",
+                     "--diskspec", f"vdb,file={lab.dir / 'b-s1.qcow2'}")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        virsh("destroy", lab.name)
+        lab.running = False
+        reverted = run_vshx("snapshot-revert", lab.name, "s1")
+        assert reverted.returncode == 0, reverted.stderr
+        assert "kept, nothing is deleted: vda: a-s1.qcow2" in reverted.stdout
+        assert virsh("start", lab.name).returncode == 0
+        guest_write(lab.name, "write -q -P 0xcc 40M 64k")
+        guest_write(lab.name, "flush")
+        virsh("destroy", lab.name)
+        kept = guest_hash(leaf, tmp_path)
+        refused = run_vshx("snapshot-delete", lab.name, "s1")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"image {leaf}" in refused.stderr and "--route pull" in refused.stderr
+        assert guest_hash(leaf, tmp_path) == kept
+        pulled = run_vshx("snapshot-delete", lab.name, "s1", "--route", "pull")
+        assert pulled.returncode == 0, pulled.stderr
+        assert guest_hash(leaf, tmp_path) == kept
+    finally:
+        destroy_lab(lab)
