@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 def redefine_step(
     session: Session, dom: libvirt.virDomain, snap: Snapshot, xml: str, why: str
 ) -> Step:
-    """Redefine ``snap`` from ``xml``; a disk-only snapshot stays one, the current stays current.
-    A snapshot someone deleted while the plan ran is not brought back (looked up first)."""
+    """Redefine ``snap`` from ``xml``; a disk-only snapshot stays one, the current stays current
+    (unless a snapshot taken while the plan ran is current now: it stays so).  A snapshot
+    someone deleted while the plan ran is not brought back (looked up first)."""
     flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
     extra = []
     if snap.state == "disk-snapshot":
@@ -41,6 +42,14 @@ def redefine_step(
                 f"snapshot {snap.name} was deleted by someone else while vshx ran: not brought back"
             )
             return
+        now = current_name(dom) if snap.current else None
+        if now is not None and now != snap.name:  # taken while vshx ran: the newest stays so
+            session.warn(
+                f"snapshot {now} was taken while vshx ran and is current: {snap.name} is "
+                "re-defined without --current"
+            )
+            dom.snapshotCreateXML(xml, flags & ~libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT)
+            return
         dom.snapshotCreateXML(xml, flags)
 
     return Step(
@@ -49,6 +58,16 @@ def redefine_step(
         action=action,
         stdin=xml,
     )
+
+
+def current_name(dom: libvirt.virDomain) -> str | None:
+    """The name of the domain's current snapshot; None when none is."""
+    try:
+        return str(dom.snapshotCurrent(0).getName())
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+            return None
+        raise
 
 
 def forget_step(session: Session, dom: libvirt.virDomain, name: str, why: str) -> Step:
