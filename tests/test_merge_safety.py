@@ -210,6 +210,27 @@ def test_an_aborted_commit_keeps_the_moments_at_and_above_its_top(slow_lab: Lab)
     assert guest_hash(lab.layer("sn1"), tmp) == views["sn2"]
 
 
+def test_a_domain_stopped_during_the_job_is_said_so_and_recover_clears_it(slow_lab: Lab):
+    """atk20 #4: `virsh destroy` during a live commit was reported as "lost contact with
+    libvirtd", which had never stopped answering."""
+    lab = slow_lab
+    files = {p.name for p in lab.dir.glob("*.qcow2")}
+    proc = start_slow_job(lab, "--delete")
+    assert virsh("destroy", lab.name).returncode == 0
+    lab.running = False
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert f"domain {lab.name} stopped while the block job ran" in err, err
+    assert "lost contact" not in err and "\nhint: " in err and "Traceback" not in err
+    assert f"vshx recover {lab.name} vda" in err
+    recovered = run_vshx("recover", lab.name, "vda")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert chain_files(lab.active) == ["sn3.qcow2", "sn2.qcow2", "sn1.qcow2", "base.qcow2"]
+    assert {p.name for p in lab.dir.glob("*.qcow2")} == files, "a file was deleted"
+    for name in files:
+        qemu_check(lab.dir / name)
+
+
 def test_timeout_aborts_the_job_and_keeps_everything(slow_lab: Lab):
     files = {p.name for p in slow_lab.dir.glob("*.qcow2")}
     before = slow_lab.guest_hash(slow_lab.dir.parent)

@@ -99,7 +99,22 @@ def command(*words: str) -> str:
     return printable(shell_line(words))
 
 
-def unknown_state(label: str, dom_name: str, disk: str, why: str) -> VshxError:
+def unknown_state(label: str, dom: libvirt.virDomain, disk: str, why: str) -> VshxError:
+    """libvirt could not be asked about the job: the domain stopped (its QEMU, and the job
+    with it, ended: atk20 #4), or libvirtd is gone or stuck."""
+    dom_name = dom.name()
+    try:
+        stopped = not dom.isActive()
+    except libvirt.libvirtError:
+        stopped = False  # libvirtd does not answer: that is what is said
+    if stopped:
+        return VshxError(
+            f"{label}: domain {dom_name} stopped while the block job ran ({why}); the job "
+            "ended with its QEMU, unfinished",
+            f"nothing was deleted; {command('vshx', 'recover', dom_name, disk)} checks the "
+            "chain it left and clears this command's journal (vshx refuses other changes to "
+            "the disk until then); then run the command again",
+        )
     return VshxError(
         f"{label}: lost contact with libvirtd ({why}); the block job's state is unknown",
         f"nothing was deleted and nothing is reported done. When libvirtd answers again: "
@@ -400,7 +415,7 @@ def run_block_job(
             )
         progress.finish("done")
     except StateUnknown as exc:
-        raise unknown_state(label, dom.name(), disk, exc.message) from None
+        raise unknown_state(label, dom, disk, exc.message) from None
     finally:
         job.close()
         if tracer is not None:
@@ -448,7 +463,7 @@ def pivot_ready_job(
             )
         progress.finish("pivoted")
     except StateUnknown as exc:
-        raise unknown_state(label, dom.name(), disk, exc.message) from None
+        raise unknown_state(label, dom, disk, exc.message) from None
     finally:
         job.close()
         if tracer is not None:
@@ -537,7 +552,7 @@ def wait_for_end(
             )
         progress.finish("ended by itself")
     except StateUnknown as exc:
-        raise unknown_state(label, dom.name(), disk, exc.message) from None
+        raise unknown_state(label, dom, disk, exc.message) from None
     finally:
         job.close()
         restore()
