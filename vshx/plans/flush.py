@@ -41,9 +41,11 @@ def shut_off(state: int) -> bool:
 def not_flushable(dom: libvirt.virDomain) -> str:
     """Why a suspend cannot make ``dom``'s QEMU write its caches down now, or "" when it
     can (running) or need not (shut off)."""
-    state = dom.state()[0]
+    state, reason = dom.state()
     if running(state) or shut_off(state):
         return ""
+    if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_STARTING_UP:
+        return f"{dom.name()} is starting up"  # paused only until libvirt starts its CPUs
     return f"{dom.name()} is {virt.state_name(dom)}"
 
 
