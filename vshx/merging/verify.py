@@ -31,7 +31,12 @@ def _compare(first: str, first_fmt: str, second: str, second_fmt: str) -> int | 
     match = MISMATCH.search(out + err)
     if proc.returncode == 1 and match:
         return int(match.group(1))
-    raise VshxError(f"qemu-img compare failed: {(err or out).strip()}")
+    raise VshxError(
+        f"qemu-img compare failed: {(err or out).strip()}",
+        "vshx proves an unsafe rebase by comparing the old and the new backing file and "
+        "could not: check that each exists and is the format given (--backing-format; "
+        "qemu-img info shows it); nothing was changed",
+    )
 
 
 def own_extents(image: Layer) -> Iterator[tuple[int, int]]:
