@@ -311,7 +311,14 @@ class UsageIndex:
                     kind = _image_kind(candidate)
                     if kind is None or self._key(candidate) in skip:
                         continue
-                    below = self._files(candidate)[1:] if kind == "qcow2" else _asked(candidate)
+                    try:
+                        below = self._files(candidate)[1:] if kind == "qcow2" else _asked(candidate)
+                    except VshxError as exc:  # fail closed, naming the image (atk20 #6)
+                        raise VshxError(
+                            f"cannot tell whether {candidate} uses these files, an image in "
+                            f"a directory vshx scans for their users: {exc.message}",
+                            exc.hint,
+                        ) from None
                     found.append((f"image {candidate}", {self._key(p) for p in below}))
             self._images = found
         return self._images
