@@ -434,8 +434,9 @@ class journal:
     written, once its job has completed (None when the chain does not prove that).
     ``delete_steps``: for recover, the rm steps of the files an interrupted ``--delete`` was
     still to delete that are unused now (keyword arguments ``pivots``, ``aborts``: what
-    recover's job step does).  ``made_steps``: for recover, the rm steps of the files an
-    interrupted plan made and never switched to (a snapshot-revert's new overlays).
+    recover's job step does; ``keep``: none, each named as kept).  ``made_steps``: for
+    recover, the rm steps of the files an interrupted plan made and never switched to (a
+    snapshot-revert's new overlays).
     ``unproven_step``: for recover of a plan that did not complete, the Step that records the
     moments in the files its data steps were writing as unknown (None when there is none).
     ``left_paused``: the domain is paused as a vshx killed at its flush step leaves it (its

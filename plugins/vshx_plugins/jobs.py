@@ -631,7 +631,9 @@ def cmd_recover(session: Session, args: Args) -> int | None:
             if unproven is not None:
                 plan.add(unproven)
         # the files a --delete was still to delete, once the merge completed and nothing uses them
-        plan.steps += journal.delete_steps(session, target, entry, pivots=pivots, aborts=aborts)
+        plan.steps += journal.delete_steps(
+            session, target, entry, pivots=pivots, aborts=aborts, keep=bool(args.keep_files)
+        )
         # the overlays an interrupted revert made and never switched to
         plan.steps += journal.made_steps(session, target, entry)
         plan.add(clear_journal_step(session, target))
@@ -696,6 +698,11 @@ COMMANDS = [
             DISK,
             Opt("pivot", "end a ready active commit or copy by switching to its result"),
             Opt("abort", "end the job, keeping the chain as it was", excludes=("pivot",)),
+            Opt(
+                "keep-files",
+                "keep the files an interrupted --delete was still to delete (one that cannot "
+                "be deleted: a bind mount over it)",
+            ),
             Opt(
                 "async",
                 "as virsh blockjob --async: request the abort (or --pivot), do not wait for "

@@ -145,6 +145,7 @@ def recover_steps(
     *,
     pivots: bool,
     aborts: bool,
+    keep: bool = False,
 ) -> list[Step]:
     """For ``recover``: the rm steps an interrupted plan (a ``--delete``) had still to run, for
     the files its journal lists that are still there.  Fail closed: a file is deleted only
@@ -154,8 +155,9 @@ def recover_steps(
     (:func:`delete_steps`); every other file is kept, with a warning that says why.  An
     entry of an older vshx, which kept no such list: nothing is deleted, and a warning says
     so.  ``pivots``: recover's job step pivots the job and waits for it; ``aborts``: it
-    aborts the job (the files stay in the chain).  A paused domain is refused (VshxError:
-    nothing was changed), its journal kept."""
+    aborts the job (the files stay in the chain); ``keep``: the user keeps them (recover
+    --keep-files: a file that cannot be deleted, a bind mount over it), each named.  A paused
+    domain is refused (VshxError: nothing was changed), its journal kept."""
     if entry.copied or entry.get("resume"):
         return []  # another domain's plan; a plan over several disks reruns its own command
     chain = target.chain
@@ -177,11 +179,14 @@ def recover_steps(
     present = [path for path in dict.fromkeys(paths) if host.lexists(path)]
     if not present:
         return []
-    if aborts:
+    if aborts or keep:
+        kept = (
+            "the interrupted merge is aborted, so the chain still reads it"
+            if aborts
+            else "--keep-files (remove it yourself once nothing uses it)"
+        )
         for path in present:
-            session.warn(
-                f"keeping {path}: the interrupted merge is aborted, so the chain still reads it"
-            )
+            session.warn(f"keeping {path}: {kept}")
         return []
     if not pivots:  # the merge completed only if the chain no longer holds them
         layers = {identity(layer.path) for layer in chain.layers}
@@ -341,6 +346,14 @@ def _delete_after_looking_again(
             files.unlink(layer.path)
         except FileNotFoundError:
             pass
+        except OSError as exc:  # a bind mount over it (EBUSY), a read-only file system
+            where = [chain.domain or chain.active.path, *([chain.disk] if chain.disk else [])]
+            recover = shell_line(["vshx", "recover", *where])
+            raise VshxError(
+                f"cannot delete {layer.path}: {exc.strerror}",
+                f"the merge itself is done; {recover} deletes what is left once the file can "
+                f"go, or `{recover} --keep-files` keeps those files and clears the journal",
+            ) from None
 
     return action
 
