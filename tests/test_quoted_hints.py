@@ -33,12 +33,19 @@ def pasted(text: str, argv: list[str]) -> None:
     assert " ".join(argv) not in text  # the old, unquoted form
 
 
+def domain(name: str, active: bool = True) -> SimpleNamespace:
+    """A stand-in for the two calls unknown_state makes of a libvirt domain."""
+    return SimpleNamespace(name=lambda: name, isActive=lambda: int(active))
+
+
 def test_block_job_hints_quote_domain_and_disk():
-    error = blockjob.unknown_state("commit", HOSTILE, DISK, "timed out")
+    error = blockjob.unknown_state("commit", domain(HOSTILE), DISK, "timed out")  # type: ignore[arg-type]
     hint = error.hint or ""
     pasted(hint, ["vshx", "jobs", HOSTILE])
     pasted(hint, ["vshx", "chain", HOSTILE, DISK])
     pasted(hint, ["vshx", "recover", HOSTILE, DISK])
+    stopped = blockjob.unknown_state("commit", domain(HOSTILE, False), DISK, "not running")  # type: ignore[arg-type]
+    pasted(stopped.hint or "", ["vshx", "recover", HOSTILE, DISK])
 
 
 @pytest.mark.parametrize("ready", [True, False])
@@ -75,6 +82,6 @@ def test_out_of_space_recover_hint_quotes_the_chain(domain: str | None):
 
 def test_control_characters_stay_escaped_in_printed_commands():
     """A newline in a name would end the pasted line: hints show it escaped."""
-    error = blockjob.unknown_state("commit", "a\nb", "vda", "timed out")
+    error = blockjob.unknown_state("commit", domain("a\nb"), "vda", "timed out")  # type: ignore[arg-type]
     assert "\n" not in (error.hint or "")
     assert "'a\\nb'" in (error.hint or "")
