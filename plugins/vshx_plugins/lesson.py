@@ -224,7 +224,8 @@ def start(session: Session, lesson: Lesson, lab: str, directory: str | None) -> 
     session.print(
         _(
             "Work in any shell with virsh and qemu-img (for a transcript, run vshx --record "
-            "FILE and type the same lines into it: they do what they do in a shell, and their "
+            "FILE and type the same lines into it: they reach the same end as in a shell (a "
+            "virsh block job line runs with vshx's checks and waits for its job), and their "
             "output and errors are recorded). Then: vshx lesson check. Stuck: lesson hint."
         )
     )
