@@ -13,8 +13,10 @@ own process.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
+from collections.abc import Callable
 
 from vshx.storage import libc
 
@@ -52,8 +54,13 @@ def _io_priority(pid: int | str) -> str:
     number = IOPRIO_GET.get(platform.machine())
     if number is None:
         return "?"
-    syscall = libc.function("syscall", libc.Int, (libc.Int, libc.Int, libc.Int))
-    return str(syscall(number, 1, 0 if pid == "self" else int(pid)))  # IOPRIO_WHO_PROCESS
+    return str(_syscall()(number, 1, 0 if pid == "self" else int(pid)))  # IOPRIO_WHO_PROCESS
+
+
+@functools.cache
+def _syscall() -> Callable[..., object]:
+    """libc's syscall(2), made once (asked twice for every command the server takes)."""
+    return libc.function("syscall", libc.Int, (libc.Int, libc.Int, libc.Int))
 
 
 def _namespace(base: str, name: str) -> str:
