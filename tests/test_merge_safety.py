@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -229,6 +230,23 @@ def test_a_domain_stopped_during_the_job_is_said_so_and_recover_clears_it(slow_l
     assert {p.name for p in lab.dir.glob("*.qcow2")} == files, "a file was deleted"
     for name in files:
         qemu_check(lab.dir / name)
+
+
+def test_a_write_into_the_top_during_an_aborted_commit_is_not_vouched_for(slow_lab: Lab):
+    """atk21 #1: a write into the commit's top while its job ran (dd, past QEMU's locks) was
+    recorded as the moment's own once the job was aborted; the record is written only where
+    no layer the moment's view reads but the base changed meanwhile (here: sn2.qcow2 is
+    touched, so sn3's moment in it is unknown, while sn1's, below the base, stays intact)."""
+    lab = slow_lab
+    proc = start_slow_job(lab)
+    wait_for(lambda: copied(lab), "the commit copying")
+    os.utime(lab.layer("sn2"))  # a write's trace: the file's write time moves on
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "after it had copied data into its base" in err, err
+    listed = json.loads(run_vshx("snapshot-list", lab.name, "--json").stdout)
+    moments = {s["name"]: s["disks"]["vda"]["moment"] for s in listed["snapshots"]}
+    assert moments == {"sn1": "intact", "sn2": "unknown", "sn3": "unknown"}, moments
 
 
 def test_timeout_aborts_the_job_and_keeps_everything(slow_lab: Lab):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from vshx.errors import VshxError
 from vshx.plans.journal import Entry, completion, set_metadata
 from vshx.plans.plan import Step, virsh
+from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.chain import canonical
 from vshx.storage.libvirt_lazy import libvirt
@@ -51,16 +52,50 @@ def record(target: Target, verdicts: list[Verdict]) -> str:
     return now
 
 
-def record_aborted_commit(target: Target, top: Layer) -> None:
+def commit_view_times(target: Target, writes: list[tuple[Layer, Layer]]) -> dict[str, int]:
+    """Before a live commit's job starts: the write times of the layers below the active one
+    other than the commit's base, for ``record_aborted_commit`` to tell the job's writes from
+    anyone else's; empty where it would not record (another kind of plan, a remote host: a
+    stat there is a round trip)."""
+    if len(writes) != 1 or target.dom is None or not target.chain.live:
+        return {}
+    if not files.current().local:
+        return {}
+    base, top = writes[0]
+    if top.position <= 0 or base.position <= top.position:
+        return {}
+    try:
+        return {
+            layer.path: files.stat(layer.path).st_mtime_ns
+            for layer in target.chain.layers[1:]
+            if layer.position != base.position
+        }
+    except OSError:
+        return {}
+
+
+def record_aborted_commit(target: Target, base: Layer, top: Layer, before: dict[str, int]) -> None:
     """After a commit's block job was aborted once it had copied data into its base: the
     moments ``top`` and the layers above it show (the active layer aside) are still theirs,
     since a commit writes only into its base and never changes its top's view; vshx records
-    them so, stamped after the abort.  The moments of the layers between base and top read
-    the written base: with no record, they are judged unknown, as before."""
+    them so, stamped after the abort, where no file such a moment's view reads but the base
+    was written meanwhile (``before``: those files' write times before the job; atk21 #1: a
+    foreign write during the job is not taken for the moment's own).  The moments of the
+    layers between base and top read the written base: with no record, they are unknown."""
     timeline, disk = target.timeline, target.chain.disk or ""
-    if target.dom is None or timeline is None or top.position <= 0:
+    if target.dom is None or timeline is None or top.position <= 0 or not before:
         return
-    above = {layer.canonical for layer in target.chain.layers[1 : top.position + 1]}
+    layers = target.chain.layers
+    try:
+        unchanged = {p for p, was in before.items() if files.stat(p).st_mtime_ns == was}
+    except OSError:
+        return
+    # a holder at position P reads every layer from P down: all unchanged, the base aside
+    still = {
+        layer.canonical
+        for layer in layers[1 : top.position + 1]
+        if all(x.path in unchanged for x in layers[layer.position :] if x.position != base.position)
+    }
     kept = [
         Verdict(
             snap.name, snap.created, disk, moment.state, moment.holder, moment.why, "", moment.file
@@ -68,7 +103,7 @@ def record_aborted_commit(target: Target, top: Layer) -> None:
         for snap, moment in timeline.on_disk(disk)
         if moment.state in (INTACT, MERGED)
         and moment.holder is not None
-        and canonical(moment.holder) in above
+        and canonical(moment.holder) in still
     ]
     if kept:
         record(target, kept)

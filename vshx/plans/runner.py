@@ -162,6 +162,8 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         for line in plan.prediction():
             session.print(line)
     target = plan.target
+    # a live commit's other layers, timed before its job: what an abort may vouch for
+    views = ledger.commit_view_times(target, plan.writes) if target is not None else {}
     journaled = False  # a check changes nothing: no journal entry to write or clear
     changed = False  # a changing step completed: a plan over several disks is half done then
     began = False  # a changing step started
@@ -195,8 +197,8 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
             # of its data): its journal stays, and recover finishes it
             resumable = bool(plan.intent.get("resume"))
             half_done = resumable and (changed or exc.partial)
-            if exc.partial and not resumable and target is not None and len(plan.writes) == 1:
-                keep_views_above(target, plan.writes[0][1])
+            if exc.partial and not resumable and target is not None and views:
+                keep_views_above(target, plan.writes[0], views)
             if target is not None and exc.clean and journaled and not half_done:
                 journal.clear(target)  # the step left things as they were: nothing to recover
             if changed and ((exc.hint or "").startswith("libvirt's error") or exc.clean):
@@ -230,14 +232,14 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
     return True
 
 
-def keep_views_above(target: Target, top: Layer) -> None:
+def keep_views_above(target: Target, write: tuple[Layer, Layer], before: dict[str, int]) -> None:
     """A commit's job aborted after it wrote into its base: record that the moments at and
     above its top are still theirs (ledger.record_aborted_commit).  A record libvirt refuses
     to write leaves them unknown, the fail-closed answer, and the error stays the job's."""
     from vshx.storage.libvirt_lazy import libvirt
 
     try:
-        ledger.record_aborted_commit(target, top)
+        ledger.record_aborted_commit(target, *write, before)
     except (libvirt.libvirtError, VshxError):
         pass
 
