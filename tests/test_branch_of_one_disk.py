@@ -55,3 +55,49 @@ def test_a_branch_named_only_by_a_snapshot_of_the_other_disk_is_kept(tmp_path: P
         assert guest_hash(leaf, tmp_path) == kept
     finally:
         destroy_lab(lab)
+
+
+def vdb_write(domain: str, command: str) -> None:
+    done = virsh(
+        "qemu-monitor-command", domain, "--hmp",
+        f'qemu-io -d virtio-disk1/virtio-backend "{command}"',
+    )  # fmt: skip
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+def test_a_branch_leaf_outside_every_scanned_directory_is_a_user(tmp_path: Path):
+    """atk21 #4: the same, with the leaf in a directory of its own (no domain's disk, no pool):
+    the directory scan never saw it, and `commit D vdb --active --shallow` wrote through it.
+    What a snapshot off the current history names is a user wherever it is."""
+    lab = make_lab(tmp_path, layers=1, disks=2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    leaf = elsewhere / "vdb-x.qcow2"
+    try:
+        made = virsh("snapshot-create-as", lab.name, "s2", "--disk-only", "--atomic",
+                     "--diskspec", f"vda,file={lab.dir / 's2.qcow2'}",
+                     "--diskspec", f"vdb,file={leaf}")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        vdb_write(lab.name, "write -q -P 0x21 1M 1M")
+        made = virsh("snapshot-create-as", lab.name, "p", "--disk-only", "--atomic",
+                     "--diskspec", f"vda,file={lab.dir / 'p.qcow2'}",
+                     "--diskspec", "vdb,snapshot=no")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        vdb_write(lab.name, "write -q -P 0x22 2M 1M")
+        virsh("destroy", lab.name)
+        lab.running = False
+        reverted = run_vshx("snapshot-revert", lab.name, "s2")
+        assert reverted.returncode == 0, reverted.stderr
+        assert virsh("start", lab.name).returncode == 0
+        lab.running = True
+        vdb_write(lab.name, "write -q -P 0x99 10M 64k")
+        vdb_write(lab.name, "flush")
+        kept = guest_hash(leaf, tmp_path)
+        for words in (["commit", lab.name, "vdb", "--active", "--shallow"],
+                      ["flatten", lab.name, "vdb", "--route", "commit"]):  # fmt: skip
+            refused = run_vshx(*words)
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert "snapshot p (off the current history)" in refused.stderr, refused.stderr
+            assert guest_hash(leaf, tmp_path) == kept
+    finally:
+        destroy_lab(lab)

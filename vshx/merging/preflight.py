@@ -268,11 +268,15 @@ class UsageIndex:
                 self.sources.add(self._key(disk.source))
         # this domain's merged-away layers are no users, except when deciding a deletion:
         # then only the files deleted together pass each other over
+        snaps = _own_snapshots(session, ours, snapshots) if ours.domain != leaving else []
         passed = (
-            _own_snapshot_named(session, ours, self._key, snapshots)
+            _own_snapshot_named(session, ours, self._key, snaps)
             if going is None
             else {p: self._key(p) for p in going}
         )
+        # what its snapshots off the current history name (a revert's branch): users wherever
+        # they are, as an image in a scanned directory is (atk21 #4: a branch leaf elsewhere)
+        self._off_history = _off_history_files(ours, snaps)
         self.passed_over = set(passed.values())
         # a pool volume is one of these files only by the name the chain or its snapshots give
         # it (a pool directory holding the chain's own images): under another name (a symlink
@@ -296,6 +300,7 @@ class UsageIndex:
         if self._images is None:
             skip = self.mine | self.passed_over | self.sources
             found = []
+            seen: set[FileKey] = set()  # the images found in the directories
             for directory in self.directories:
                 try:
                     names = sorted(files.listdir(directory))
@@ -320,6 +325,17 @@ class UsageIndex:
                             exc.hint,
                         ) from None
                     found.append((f"image {candidate}", {self._key(p) for p in below}))
+                    seen.add(self._key(candidate))
+            for path, label in self._off_history.items():
+                kind = _image_kind(path)
+                if kind is None or self._key(path) in self.mine | seen:
+                    continue  # gone, not an image, a layer of the chain, or found above
+                try:
+                    below = self._files(path)[1:] if kind == "qcow2" else _asked(path)
+                except VshxError as exc:
+                    raise VshxError(f"cannot tell whether {label} uses these files: {exc.message}",
+                                    exc.hint) from None  # fmt: skip
+                found.append((label, {self._key(p) for p in below}))
             self._images = found
         return self._images
 
@@ -493,12 +509,9 @@ def _own_snapshot_named(
     file out of the chain that a snapshot names is a user (fail closed)."""
     if not ours.domain:
         return {}
-    from vshx.storage.moments import read_snapshots
-
-    dom = virt.lookup_domain(session.conn, ours.domain) if snapshots is None else None
-    snaps = read_snapshots(dom) if snapshots is None else snapshots
     from vshx.storage.snapshot_refs import snapshot_files
 
+    snaps = _own_snapshots(session, ours, snapshots)
     line = _current_line(snaps)
     on_line: dict[str, FileKey] = {}
     off_line: set[FileKey] = set()
@@ -511,6 +524,34 @@ def _own_snapshot_named(
             saved = snapshot_files(snap.xml) if snap.xml else []
             off_line |= set(named.values()) | {key(p) for _what, p in saved}
     return {p: k for p, k in on_line.items() if k not in off_line}
+
+
+def _own_snapshots(session: Session, ours: Chain, snapshots: Read | None) -> Read:
+    """The snapshots of the chain's domain: as the plan read them, else read now."""
+    if snapshots is not None or not ours.domain:
+        return snapshots or []
+    from vshx.storage.moments import read_snapshots
+
+    return read_snapshots(virt.lookup_domain(session.conn, ours.domain))
+
+
+def _off_history_files(ours: Chain, snaps: Read) -> dict[str, str]:
+    """Every file a snapshot off the current history names (moment files, overlays, the disks
+    its saved definition names, its memory state), each with a label.  With no current
+    snapshot no history is known: every snapshot is off it (fail closed)."""
+    from vshx.storage.snapshot_refs import snapshot_files
+
+    line = _current_line(snaps)
+    found: dict[str, str] = {}
+    for snap in snaps:
+        if snap.name in line:
+            continue
+        named = [p for m in snap.moments.values() for p in (m.file, m.overlay) if p]
+        named += [p for _what, p in (snapshot_files(snap.xml) if snap.xml else [])]
+        for path in named:
+            label = f"domain {ours.domain} snapshot {snap.name} (off the current history): {path}"
+            found.setdefault(path, label)
+    return found
 
 
 def _own_snapshot_files(
