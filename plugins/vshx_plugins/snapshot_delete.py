@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from vshx.api import (
     DOMAIN,
@@ -41,6 +42,7 @@ from vshx.api import (
     check_merge,
     commands_hook,
     domain_timeline,
+    files,
     journal,
     libvirt,
     load_target,
@@ -347,6 +349,12 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
     # the moments as the interrupted plan left them (its merges wrote into their files):
     # what it would have recorded, written once the roll-forward is done
     plan.verdicts = [Verdict.from_json(v) for v in saved.get("verdicts", [])] or None
+    foreign = written_since(session, entry, saved["disks"])
+    if plan.verdicts and foreign:
+        plan.verdicts = unproven(plan.verdicts, foreign)
+        for disk, why in foreign.items():
+            plan.notes.append(f"{disk}: {why}")
+            session.warn(f"{disk}: {why}")
     firsts: list[Step] = []
     pivots: list[Step] = []
     for work in works.values():
@@ -389,6 +397,47 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
                 f"{left.describe()}",
                 f"see: {shell_line(['vshx', 'jobs', dom.name()])}",
             )
+
+
+def written_since(
+    session: Session, entry: journal.Entry, disks: dict[str, dict[str, Any]]
+) -> dict[str, str]:
+    """Per disk, why its merge's record is not proven: a file the interrupted merge only read
+    (its top and the layers it took in, or those a pull copied up) was written after the
+    interrupted vshx began, by someone else (atk21 #2: a write into the top while the job
+    ran on after a SIGTERM was copied into the base and recorded as the moment's own).
+    Local files only (the journal's time is this machine's clock); none read: none."""
+    if not session.is_local:
+        return {}
+    began = entry.get("started") or entry.get("time")
+    try:
+        limit = int((float(str(began)) + 0.02) * 10**9)
+    except (TypeError, ValueError):
+        return {disk: "the journal does not say when the plan began" for disk in disks}
+    found: dict[str, str] = {}
+    for disk, was in disks.items():
+        for path in was["removed"]:
+            try:
+                later = files.stat(path).st_mtime_ns > limit
+            except FileNotFoundError:
+                continue  # deleted by the plan's own --delete: nothing to read
+            except OSError:
+                later = True
+            if later:
+                found[disk] = (
+                    f"{os.path.basename(path)}, which the merge only reads, was written after "
+                    "the interrupted vshx began: where its moments are now is not proven"
+                )
+                break
+    return found
+
+
+def unproven(verdicts: list[Verdict], written: dict[str, str]) -> list[Verdict]:
+    """The record with every moment of those disks unknown, for the reason given."""
+    return [
+        v._replace(state=UNKNOWN, holder=None, why=written[v.disk]) if v.disk in written else v
+        for v in verdicts
+    ]
 
 
 def clear_step(session: Session, target: Target) -> Step:
