@@ -614,7 +614,7 @@ def cmd_recover(session: Session, args: Args) -> int | None:
         headers = Plan("the chain its headers form", target=target)  # as far as the plan got
         headers.before = headers.after = chain
         plan.steps += definition_steps(session, target, headers)
-    if entry is None and pivots:  # a --background plan's job: its record stamped after the pivot
+    if entry is None:  # a --background plan's job, pivoted here or ended by itself: its record
         recorded = journal.record_step(session.uri, target, None, pivots)
         if recorded is not None:
             plan.add(recorded)

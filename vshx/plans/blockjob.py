@@ -346,7 +346,9 @@ def run_block_job(
                     f"{command('vshx', 'recover', dom.name(), disk, '--pivot')} "
                     f"(or {command('virsh', 'blockjob', dom.name(), disk, '--pivot')})"
                     if active
-                    else ""
+                    else "; once it has ended, "
+                    f"{command('vshx', 'recover', dom.name(), disk)} records where the "
+                    "snapshots' moments went"
                 )
                 progress.finish(
                     "started (--background); follow it with: "

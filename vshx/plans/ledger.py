@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from vshx.errors import VshxError
 from vshx.plans.journal import Entry, completion, set_metadata
-from vshx.plans.plan import Step, virsh
+from vshx.plans.plan import Step, shell_line, virsh
 from vshx.storage import host as files
 from vshx.storage import virt
 from vshx.storage.chain import canonical
@@ -25,6 +25,7 @@ from vshx.storage.moments import (
     LEDGER_KEY,
     LEDGER_NS,
     MERGED,
+    UNKNOWN,
     Verdict,
     ledger_xml,
     read_ledger,
@@ -107,6 +108,28 @@ def record_aborted_commit(target: Target, base: Layer, top: Layer, before: dict[
     ]
     if kept:
         record(target, kept)
+
+
+def pending(target: Target, plan: Plan) -> list[Verdict]:
+    """What a plan whose block job still runs (--background) records now: its verdicts, but
+    every moment the job moves (merged, gone, or held in a file it writes) unknown until
+    recover has seen the job end as planned (``recover_step``; atk21 #3: a job aborted once
+    started left moments "merged" into a base that never took them in)."""
+    verdicts = plan.verdicts or []
+    if not any(step.background for step in plan.steps):
+        return verdicts
+    written = {w.canonical for w, shows in plan.writes if w.canonical != shows.canonical}
+    where = [target.chain.domain or "", *([target.chain.disk] if target.chain.disk else [])]
+    why = (
+        "a --background job moves it: once that job has ended, "
+        f"{shell_line(['vshx', 'recover', *where])} records where it is"
+    )
+    return [
+        v
+        if v.state == INTACT and v.holder and canonical(v.holder) not in written
+        else v._replace(state=UNKNOWN, holder=None, why=why)
+        for v in verdicts
+    ]
 
 
 def remember_running(target: Target, plan: Plan, now: str) -> None:
@@ -227,12 +250,13 @@ def recover_step(
     disk's chain is that chain now, or that one under newer overlays (``leaves``), or once
     recover's step pivots the job (checked again then); otherwise None: the merge did not
     complete, and nothing is recorded.  Without an entry (a plan that ended while its job ran:
-    --background), when recover's step pivots that job: the record that plan wrote, stamped
-    again after the pivot (``running_record``), as the plan waiting for its job writes it
-    after its own pivot."""
+    --background, whose record left the moments its job moves unknown: ``pending``), once
+    recover's step pivots that job or the job ended by itself leaving the planned chain: the
+    verdicts that plan kept (``running_record``), stamped then, as the plan waiting for its
+    job writes them."""
     dom, disk = target.dom, target.chain.disk or ""
-    if entry is None:
-        text = running_record(target) if pivots else None
+    if entry is None:  # a --background plan's job, pivoted by recover or ended by itself
+        text = running_record(target)
     else:
         text = None if entry.copied else entry.get("ledger")
     if dom is None or not text:

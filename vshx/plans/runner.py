@@ -225,7 +225,7 @@ def run_plan(session: Session, plan: Plan, args: Args) -> bool:
         refresh_metadata_flags(target)
     with overlap.parked():  # libvirt saves the definition twice: the next line works meanwhile
         if target is not None and target.dom is not None and plan.verdicts is not None:
-            now = ledger.record(target, plan.verdicts)
+            now = ledger.record(target, ledger.pending(target, plan))
             ledger.remember_running(target, plan, now)  # --background: its job still runs
         if target is not None and journaled:
             journal.clear(target)
