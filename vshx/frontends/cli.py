@@ -74,6 +74,8 @@ def parse_globals(argv: Sequence[str]) -> Globals:
         word = argv[i]
         name, eq, inline = word.partition("=")
         if name == "--tour":
+            if eq and not inline:  # `--tour=` names no lab: not the demo's name by default
+                raise SystemExit(_usage_error("--tour= names no lab: --tour alone, or --tour=LAB"))
             opts.tour = inline if eq else ""
         elif name in takes_value and word.startswith("--") and eq:
             setattr(opts, takes_value[name], inline)
