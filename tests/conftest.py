@@ -671,6 +671,19 @@ def lock_holder(image: str | Path, command: str = "vshx commit held") -> subproc
     return proc
 
 
+def started_job(lab: Lab, *args: str) -> subprocess.Popen[str]:
+    """A one-shot vshx running ``args`` (a plan whose first step is a block commit on the lab's
+    vda), returned once libvirt shows that job."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vshx", "-c", URI, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_block_job(lab, "Block Commit", proc)
+    return proc
+
+
 def process_gone(pid: int) -> bool:
     """True once ``pid`` has ended (a zombie counts: its parent, a killed vshx, is gone)."""
     try:

@@ -16,11 +16,11 @@ from conftest import destroy_lab, guest_hash, make_lab, run_vshx, virsh
 pytestmark = pytest.mark.libvirt
 
 
-def guest_write(domain: str, command: str) -> None:
+def guest_write(domain: str, command: str, device: str = "virtio-disk0") -> None:
+    """A write (or flush) by the guest, through QEMU, to vda (``device``: vdb's virtio-disk1)."""
     done = virsh(
-        "qemu-monitor-command", domain, "--hmp",
-        f'qemu-io -d virtio-disk0/virtio-backend "{command}"',
-    )  # fmt: skip
+        "qemu-monitor-command", domain, "--hmp", f'qemu-io -d {device}/virtio-backend "{command}"'
+    )
     assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
 
 
@@ -58,11 +58,7 @@ def test_a_branch_named_only_by_a_snapshot_of_the_other_disk_is_kept(tmp_path: P
 
 
 def vdb_write(domain: str, command: str) -> None:
-    done = virsh(
-        "qemu-monitor-command", domain, "--hmp",
-        f'qemu-io -d virtio-disk1/virtio-backend "{command}"',
-    )  # fmt: skip
-    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+    guest_write(domain, command, "virtio-disk1")
 
 
 def test_a_branch_leaf_outside_every_scanned_directory_is_a_user(tmp_path: Path):

@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import URI, destroy_lab, make_lab, run_vshx, wait_for_block_job
+from conftest import destroy_lab, make_lab, run_vshx, started_job
 
 pytestmark = pytest.mark.libvirt
 
@@ -20,12 +18,7 @@ pytestmark = pytest.mark.libvirt
 def test_a_top_written_after_the_interruption_leaves_its_moment_unknown(tmp_path: Path):
     lab = make_lab(tmp_path, layers=3, fill=32)
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vshx", "-c", URI, "snapshot-delete", lab.name, "sn2",
-             "--bandwidth", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        wait_for_block_job(lab, "Block Commit", proc)
+        proc = started_job(lab, "snapshot-delete", lab.name, "sn2", "--bandwidth", "1")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 1, out + err

@@ -4,12 +4,10 @@ had taken meanwhile lost the flag."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import URI, destroy_lab, make_lab, snapshot_names, virsh, wait_for_block_job
+from conftest import destroy_lab, make_lab, snapshot_names, started_job, virsh
 
 pytestmark = pytest.mark.libvirt
 
@@ -17,12 +15,8 @@ pytestmark = pytest.mark.libvirt
 def test_a_snapshot_taken_during_the_merge_stays_current(tmp_path: Path):
     lab = make_lab(tmp_path, disks=2, fill=8)
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vshx", "-c", URI, "snapshot-delete", lab.name, "sn2",
-             "--bandwidth", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        wait_for_block_job(lab, "Block Commit", proc)  # on vda; vdb's comes after it
+        # on vda; vdb's comes after it
+        proc = started_job(lab, "snapshot-delete", lab.name, "sn2", "--bandwidth", "1")
         taken = virsh("snapshot-create-as", lab.name, "snew", "--disk-only", "--atomic",
                       "--diskspec", "vda,snapshot=no",
                       "--diskspec", f"vdb,file={lab.dir / 'vdb-new.qcow2'}")  # fmt: skip
