@@ -35,3 +35,25 @@ def test_a_file_that_cannot_go_is_kept_by_recover_keep_files(tmp_path: Path):
     finally:
         subprocess.run(["umount", pinned], check=False)
         destroy_lab(lab)
+
+
+def test_recover_keep_files_keeps_them_for_a_snapshot_delete_too(tmp_path: Path):
+    """atk22 #6: an interrupted snapshot-delete is rolled forward by its own command, which
+    deleted the files it merged away whatever recover was told."""
+    lab = make_lab(tmp_path)
+    pinned = str(lab.layer("sn2"))
+    subprocess.run(["mount", "--bind", pinned, pinned], check=True)
+    try:
+        done = run_vshx("snapshot-delete", lab.name, "sn2")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"cannot delete {pinned}" in done.stderr, done.stderr
+        subprocess.run(["umount", pinned], check=True)
+        kept = run_vshx("recover", lab.name, "vda", "--keep-files")
+        assert kept.returncode == 0, kept.stdout + kept.stderr
+        assert f"keeping {pinned}: --keep-files" in kept.stderr, kept.stderr
+        assert Path(pinned).exists()
+        jobs = run_vshx("jobs", lab.name)
+        assert "no block jobs and no interrupted vshx operations" in jobs.stdout, jobs.stdout
+    finally:
+        subprocess.run(["umount", pinned], check=False, capture_output=True)
+        destroy_lab(lab)

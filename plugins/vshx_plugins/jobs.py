@@ -577,6 +577,8 @@ def cmd_recover(session: Session, args: Args) -> int | None:
                     f"that plan spans the domain's disks, not {named_disk} alone: recover "
                     f"rolls it forward on every disk it names, as {shell_line(words)} does"
                 )
+            if args.keep_files:
+                words.append("--keep-files")
             if session.planning_only(args):
                 words.append("--dry-run")
             return session.run_words(words)

@@ -372,6 +372,10 @@ def resume(session: Session, dom: libvirt.virDomain, args: Args) -> None:
     plan.intent["pivot"] = bool(pivots)
     journal.refuse_left_paused(dom, entry)  # paused by vshx's own flush: its user resumes it
     finish = finish_steps(session, dom, remaining, gone, works, plan.notes, recovering=True)
+    if args.get("keep_files"):  # recover --keep-files: a file that cannot go (atk22 #6)
+        for step in [step for step in finish if step.removes or step.argv[:1] == ["rm"]]:
+            session.warn(f"keeping {step.argv[-1]}: --keep-files")
+            finish.remove(step)
     plan.steps += waits + firsts + pivots + finish
     if anchor is not None and not any(step.changes or step.flush_step for step in plan.steps):
         plan.add(clear_step(session, anchor.target))  # else the runner clears it at the end
@@ -738,6 +742,12 @@ COMMANDS = [
             Opt(
                 "resume",
                 "finish an interrupted snapshot-delete from vshx's journal (recover runs it)",
+            ),
+            Opt(
+                "keep-files",
+                "with --resume: keep the files it merged away instead of deleting them "
+                "(recover --keep-files)",
+                needs=("resume",),
             ),
             FORCE,
             SCAN,
