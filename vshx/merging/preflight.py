@@ -268,15 +268,22 @@ class UsageIndex:
                 self.sources.add(self._key(disk.source))
         # this domain's merged-away layers are no users, except when deciding a deletion:
         # then only the files deleted together pass each other over
-        snaps = _own_snapshots(session, ours, snapshots) if ours.domain != leaving else []
+        leaves = ours.domain is not None and ours.domain == leaving
+        try:
+            snaps = _own_snapshots(session, ours, snapshots)
+        except VshxError:
+            if not leaves:
+                raise
+            snaps = []  # undefined already (lab-destroy's rm, after its undefine step)
         passed = (
-            _own_snapshot_named(session, ours, self._key, snaps)
+            _own_snapshot_named(session, ours, self._key, [] if leaves else snaps)
             if going is None
             else {p: self._key(p) for p in going}
         )
-        # what its snapshots off the current history name (a revert's branch): users wherever
-        # they are, as an image in a scanned directory is (atk21 #4: a branch leaf elsewhere)
-        self._off_history = _off_history_files(ours, snaps)
+        # what its snapshots off the current history name (a revert's branch), or, for a
+        # domain that goes away, all of them: users wherever they are, as an image in a
+        # scanned directory is (atk21 #4: a branch leaf elsewhere; atk22 #5: lab-destroy)
+        self._off_history = _off_history_files(ours, snaps, everything=leaves)
         self.passed_over = set(passed.values())
         # a pool volume is one of these files only by the name the chain or its snapshots give
         # it (a pool directory holding the chain's own images): under another name (a symlink
@@ -535,13 +542,14 @@ def _own_snapshots(session: Session, ours: Chain, snapshots: Read | None) -> Rea
     return read_snapshots(virt.lookup_domain(session.conn, ours.domain))
 
 
-def _off_history_files(ours: Chain, snaps: Read) -> dict[str, str]:
+def _off_history_files(ours: Chain, snaps: Read, everything: bool = False) -> dict[str, str]:
     """Every file a snapshot off the current history names (moment files, overlays, the disks
-    its saved definition names, its memory state), each with a label.  With no current
-    snapshot no history is known: every snapshot is off it (fail closed)."""
+    its saved definition names, its memory state), each with a label; ``everything``: every
+    snapshot's (a domain that goes away keeps no history).  With no current snapshot no
+    history is known: every snapshot is off it (fail closed)."""
     from vshx.storage.snapshot_refs import snapshot_files
 
-    line = _current_line(snaps)
+    line = set() if everything else _current_line(snaps)
     found: dict[str, str] = {}
     for snap in snaps:
         if snap.name in line:
