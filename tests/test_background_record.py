@@ -6,6 +6,7 @@ by itself left the kept moments unknown for good, recover saying "nothing to do"
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,34 @@ def test_a_background_commit_is_recorded_once_recover_sees_it_ended(tmp_path: Pa
         assert f"vshx recover {lab.name} vda records where" in started.stderr
         assert moments(lab)["sn4"] == "unknown"  # the job moves it: not vouched for yet
         wait_for(lambda: no_job(lab), "the job's end")
+        # someone writes into sn1.qcow2 once the job has ended (atk22 #1: vouched for)
+        write = ["qemu-io", "-f", "qcow2", "-c", "write -P 0x66 10M 64k", str(lab.layer("sn1"))]
+        assert virsh("destroy", lab.name).returncode == 0
+        subprocess.run(write, check=True, capture_output=True)
         done = run_vshx("recover", lab.name, "vda")
         assert done.returncode == 0, done.stdout + done.stderr
-        assert moments(lab) == {"sn1": "intact", "sn2": "gone", "sn3": "gone", "sn4": "merged"}
+        assert moments(lab) == {"sn1": "intact", "sn2": "gone", "sn3": "gone", "sn4": "unknown"}
     finally:
         destroy_lab(lab)
+
+
+def test_a_background_pull_keeps_what_no_one_wrote_since(tmp_path: Path):
+    """atk22 #1: a write into a pulled-out file after the job ended, before recover, was
+    recorded as that moment's own."""
+    for foreign in (False, True):
+        lab = make_lab(tmp_path / str(foreign))
+        try:
+            started = run_vshx("pull", lab.name, "vda", "--base", "sn1", "--background")
+            assert started.returncode == 0, started.stderr
+            wait_for(lambda lab=lab: no_job(lab), "the job's end")  # type: ignore[misc]
+            if foreign:
+                write = ["qemu-io", "-f", "qcow2", "-c", "write -P 0x66 10M 64k"]
+                subprocess.run([*write, str(lab.layer("sn2"))], check=True, capture_output=True)
+            done = run_vshx("recover", lab.name, "vda")
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert moments(lab)["sn3"] == ("unknown" if foreign else "intact")
+        finally:
+            destroy_lab(lab)
 
 
 def test_an_aborted_background_commit_vouches_for_nothing_it_would_have_moved(tmp_path: Path):

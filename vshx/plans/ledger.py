@@ -10,6 +10,7 @@ is judged unknown rather than intact.
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from vshx.storage.moments import (
     ledger_xml,
     read_ledger,
     stamp,
+    unchanged_since,
 )
 
 if TYPE_CHECKING:
@@ -269,6 +271,8 @@ def recover_step(
         return None  # not a record this vshx wrote: nothing is vouched for
     if not pivots and not leaves(target.chain.layers, after):
         return None
+    if entry is None:  # vouched for only where nothing was written since that plan's record
+        verdicts = still_proven(target, verdicts)
 
     def action() -> None:
         now = virt.domain_chain(dom, disk, definition=False).layers
@@ -287,6 +291,30 @@ def recover_step(
         action=action,
         here=True,
     )
+
+
+def still_proven(target: Target, verdicts: list[Verdict]) -> list[Verdict]:
+    """A --background plan's verdicts, each kept where the file that holds the moment (and
+    every file it reads) was not written after that plan recorded: its job wrote on after
+    that, and so may anyone, up to now (atk22 #1: a write into a pulled-out file, or a commit
+    into the base, before recover was vouched for).  A moment merged into a file the job
+    wrote is unknown then: when the job stopped writing is not known."""
+    assert target.dom is not None
+    now = dict(target.timeline.ledger) if target.timeline is not None else read_ledger(target.dom)
+    kept = []
+    for verdict in verdicts:
+        was = now.get(verdict.key)
+        if verdict.state in (INTACT, MERGED) and verdict.holder:
+            stamp = int(was.stamp) if was is not None and was.stamp.isdigit() else -1
+            if not unchanged_since(verdict.holder, stamp, 0):
+                name = os.path.basename(verdict.holder)
+                why = (
+                    f"{name} (or a file it reads) was written after the --background plan "
+                    "recorded, by its job or another tool: not proven"
+                )
+                verdict = verdict._replace(state=UNKNOWN, holder=None, why=why)
+        kept.append(verdict)
+    return kept
 
 
 def record_argv(uri: str, target: Target, verdicts: list[Verdict]) -> list[str]:
