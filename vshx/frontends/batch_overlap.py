@@ -239,10 +239,17 @@ class Runner:
                 self.batch.cond.wait(0.2)
 
     def drain(self) -> None:
-        """Wait until every line started has finished."""
+        """Wait until every line started has finished, and its thread has ended: a line's
+        thread still alive at the end sends the program through Python's own exit, whose
+        teardown drops the connection left open after libvirt's module is gone ("Exception
+        ignored in virConnect.__del__": a traceback on stderr, CI9)."""
         with self.batch.cond:
             while self.batch.running():
                 self.batch.cond.wait(0.2)
+            threads = [line.thread for line in self.batch.lines if line.thread is not None]
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join()
 
 
 def _failed_line(index: int, where: str, status: int) -> overlap.Line:
