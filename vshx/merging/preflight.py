@@ -323,28 +323,27 @@ class UsageIndex:
                     kind = _image_kind(candidate)
                     if kind is None or self._key(candidate) in skip:
                         continue
-                    try:
-                        below = self._files(candidate)[1:] if kind == "qcow2" else _asked(candidate)
-                    except VshxError as exc:  # fail closed, naming the image (atk20 #6)
-                        raise VshxError(
-                            f"cannot tell whether {candidate} uses these files, an image in "
-                            f"a directory vshx scans for their users: {exc.message}",
-                            exc.hint,
-                        ) from None
-                    found.append((f"image {candidate}", {self._key(p) for p in below}))
+                    where = ", an image in a directory vshx scans for their users"
+                    below = self._below(candidate, kind, candidate, where)
+                    found.append((f"image {candidate}", below))
                     seen.add(self._key(candidate))
             for path, label in self._off_history.items():
                 kind = _image_kind(path)
                 if kind is None or self._key(path) in self.mine | seen:
                     continue  # gone, not an image, a layer of the chain, or found above
-                try:
-                    below = self._files(path)[1:] if kind == "qcow2" else _asked(path)
-                except VshxError as exc:
-                    raise VshxError(f"cannot tell whether {label} uses these files: {exc.message}",
-                                    exc.hint) from None  # fmt: skip
-                found.append((label, {self._key(p) for p in below}))
+                found.append((label, self._below(path, kind, label)))
             self._images = found
         return self._images
+
+    def _below(self, image: str, kind: str, what: str, where: str = "") -> set[FileKey]:
+        """The files ``image`` reads through; one that cannot be read refuses, naming ``what``
+        holds it (fail closed: atk20 #6 was refused without a word of which image)."""
+        try:
+            below = self._files(image)[1:] if kind == "qcow2" else _asked(image)
+        except VshxError as exc:
+            message = f"cannot tell whether {what} uses these files{where}: {exc.message}"
+            raise VshxError(message, exc.hint) from None
+        return {self._key(p) for p in below}
 
     def named(self) -> list[tuple[str, set[FileKey], str | None, set[FileKey]]]:
         """What other domains' snapshots (memory state, disk files) and managed-save images
@@ -516,20 +515,17 @@ def _own_snapshot_named(
     file out of the chain that a snapshot names is a user (fail closed)."""
     if not ours.domain:
         return {}
-    from vshx.storage.snapshot_refs import snapshot_files
-
     snaps = _own_snapshots(session, ours, snapshots)
     line = _current_line(snaps)
     on_line: dict[str, FileKey] = {}
-    off_line: set[FileKey] = set()
     for snap in snaps:
-        named = {p: key(p) for m in snap.moments.values() for p in (m.file, m.overlay) if p}
         if snap.name in line:
-            on_line.update(named)
-        else:  # every file it names: a disk it left out (snapshot='no') too, whose saved
-            # definition names the file that disk was on then (atk20 #1: the branch's leaf)
-            saved = snapshot_files(snap.xml) if snap.xml else []
-            off_line |= set(named.values()) | {key(p) for _what, p in saved}
+            on_line.update(
+                {p: key(p) for m in snap.moments.values() for p in (m.file, m.overlay) if p}
+            )
+    # every file a snapshot off it names: a disk it left out (snapshot='no') too, whose saved
+    # definition names the file that disk was on then (atk20 #1: the branch's leaf)
+    off_line = {key(p) for p in _off_history_files(ours, snaps)}
     return {p: k for p, k in on_line.items() if k not in off_line}
 
 

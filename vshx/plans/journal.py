@@ -394,7 +394,7 @@ def write(target: Target, plan: Plan, number: int) -> None:
         marks = bitmap_record(plan)
         if marks is not None:  # its bitmap steps: recover finishes or undoes them
             entry["bitmaps"] = marks
-        written = sorted({w.path for w, shows in plan.writes if w.canonical != shows.canonical})
+        written = sorted({w.path for w in plan.written})
         if written:  # the files whose view its data steps change: unproven after a kill
             entry["writes"] = json.dumps(written)
         made = [s.creates for s in plan.steps[:number] if s.creates]

@@ -120,7 +120,7 @@ def pending(target: Target, plan: Plan) -> list[Verdict]:
     verdicts = plan.verdicts or []
     if not any(step.background for step in plan.steps):
         return verdicts
-    written = {w.canonical for w, shows in plan.writes if w.canonical != shows.canonical}
+    written = {w.canonical for w in plan.written}
     where = [target.chain.domain or "", *([target.chain.disk] if target.chain.disk else [])]
     why = (
         "a --background job moves it: once that job has ended, "

@@ -170,6 +170,11 @@ class Plan:
         self.steps.append(step)
         return step
 
+    @property
+    def written(self) -> list[Layer]:
+        """The files whose view its data steps change (a write that is not a file's own)."""
+        return [w for w, shows in self.writes if w.canonical != shows.canonical]
+
     def prediction(self) -> list[str]:
         """`# before:`/`# after:` lines, when the plan knows both chains, then `# keeps:` and
         `# loses:` (snapshots' moments)."""
